@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One C target faces the OS (libbpf, libxdp, liburing, libnuma, socket shims): several system
+// library modules that each include glibc headers clash in debug builds on this toolchain.
+let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa"].map { .linkedLibrary($0) }
+
+let package = Package(
+    name: "Portcullis",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "portcullis", targets: ["portcullis"]),
+        .executable(name: "portcullis-perf", targets: ["portcullis-perf"]),
+        .library(name: "XDPFirewall", targets: ["XDPFirewall"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "CPortcullis",
+            linkerSettings: systemLibraries
+        ),
+        .target(
+            name: "XDPFirewall",
+            dependencies: ["CPortcullis"]
+        ),
+        .executableTarget(
+            name: "portcullis",
+            dependencies: [
+                "XDPFirewall",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "portcullis-perf",
+            dependencies: [
+                "XDPFirewall",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "perf/portcullis-perf"
+        ),
+        .target(
+            name: "TestSupport",
+            dependencies: ["XDPFirewall"],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "XDPFirewallTests",
+            dependencies: ["XDPFirewall", "CPortcullis", "TestSupport"]
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["XDPFirewall", "TestSupport"]
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+../../../bpf/portcullis_abi.h

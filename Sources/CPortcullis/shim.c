@@ -1,0 +1,120 @@
+#include "CPortcullis.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char log_buffer[8192];
+static size_t log_length;
+static bool log_echo;
+
+static void append_log(const char *format, va_list args)
+{
+	char line[1024];
+	int n = vsnprintf(line, sizeof(line), format, args);
+	size_t len;
+
+	if (n < 0)
+		return;
+	len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
+	if (log_echo)
+		fputs(line, stderr);
+	pthread_mutex_lock(&log_lock);
+	if (len >= sizeof(log_buffer))
+		len = sizeof(log_buffer) - 1;
+	if (log_length + len >= sizeof(log_buffer)) {
+		/* keep the newest text: drop the oldest half */
+		size_t keep = log_length / 2;
+		memmove(log_buffer, log_buffer + log_length - keep, keep);
+		log_length = keep;
+		if (log_length + len >= sizeof(log_buffer))
+			log_length = 0;
+	}
+	memcpy(log_buffer + log_length, line, len);
+	log_length += len;
+	log_buffer[log_length] = '\0';
+	pthread_mutex_unlock(&log_lock);
+}
+
+static int libbpf_log(enum libbpf_print_level level, const char *format, va_list args)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	append_log(format, args);
+	return 0;
+}
+
+static int libxdp_log(enum libxdp_print_level level, const char *format, va_list args)
+{
+	if (level == LIBXDP_DEBUG)
+		return 0;
+	append_log(format, args);
+	return 0;
+}
+
+void cportcullis_capture_library_logs(bool echo_to_stderr)
+{
+	log_echo = echo_to_stderr;
+	libbpf_set_print(libbpf_log);
+	libxdp_set_print(libxdp_log);
+}
+
+void cportcullis_take_library_log(char *buffer, size_t size)
+{
+	if (size == 0)
+		return;
+	pthread_mutex_lock(&log_lock);
+	size_t len = log_length < size - 1 ? log_length : size - 1;
+	/* the end of the log is the part that explains the failure */
+	memcpy(buffer, log_buffer + (log_length - len), len);
+	buffer[len] = '\0';
+	log_length = 0;
+	log_buffer[0] = '\0';
+	pthread_mutex_unlock(&log_lock);
+}
+
+static const struct btf_type *find_struct(const struct btf *btf, const char *name)
+{
+	__s32 id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
+
+	if (id < 0)
+		return NULL;
+	return btf__type_by_id(btf, (__u32)id);
+}
+
+int cportcullis_btf_member(const struct btf *btf, const char *struct_name, const char *member_name,
+                           uint32_t *offset, uint32_t *size)
+{
+	const struct btf_type *type = find_struct(btf, struct_name);
+	const struct btf_member *member;
+	int i;
+
+	if (!type)
+		return -ENOENT;
+	member = btf_members(type);
+	for (i = 0; i < btf_vlen(type); i++, member++) {
+		__s64 member_size;
+
+		if (strcmp(btf__name_by_offset(btf, member->name_off), member_name) != 0)
+			continue;
+		if (btf_member_bitfield_size(type, i) != 0 || btf_member_bit_offset(type, i) % 8 != 0)
+			return -EINVAL;
+		member_size = btf__resolve_size(btf, member->type);
+		if (member_size < 0)
+			return (int)member_size;
+		*offset = btf_member_bit_offset(type, i) / 8;
+		*size = (uint32_t)member_size;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+int64_t cportcullis_btf_struct_size(const struct btf *btf, const char *struct_name)
+{
+	const struct btf_type *type = find_struct(btf, struct_name);
+
+	return type ? (int64_t)type->size : -ENOENT;
+}

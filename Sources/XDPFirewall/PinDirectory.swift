@@ -1,0 +1,125 @@
+import CPortcullis
+import Glibc
+
+/// The directory on a BPF filesystem where the filter's maps are pinned, so that bans outlive the
+/// process that made them and every Portcullis command sees the same maps.
+public struct PinDirectory: Sendable, CustomStringConvertible {
+    /// Where maps are pinned unless `--pin-dir` says otherwise.
+    public static let defaultPath = "/sys/fs/bpf/portcullis"
+
+    public let path: String
+
+    public init(_ path: String = PinDirectory.defaultPath) {
+        self.path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+    }
+
+    public var description: String { path }
+
+    /// Path of a pinned map in this directory.
+    func mapPath(_ name: String) -> String { "\(path)/\(name)" }
+
+    /// Whether the directory exists and holds at least one of the filter's maps.
+    public var holdsMaps: Bool {
+        MapSpec.all.contains { access(mapPath($0.name), F_OK) == 0 }
+    }
+
+    /// Makes sure the directory exists (mode 0700) on a BPF filesystem, mounting one at
+    /// `/sys/fs/bpf` if nothing is mounted there yet (as `bpftool` and `ip` do).
+    public func prepare() throws(FirewallError) {
+        if path.hasPrefix("/sys/fs/bpf/") || path == "/sys/fs/bpf" {
+            try Self.mountBPFFilesystemIfNeeded()
+        }
+        var prefix = ""
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+                throw systemError("create pin directory \(prefix)", errno)
+            }
+        }
+        guard Self.isBPFFilesystem(path) else { throw .notBPFFilesystem(path: path) }
+    }
+
+    /// Removes the filter's pinned maps and, if it is then empty, the directory itself. Maps stay
+    /// alive while an attached program still uses them.
+    public func removeMaps() throws(FirewallError) {
+        for spec in MapSpec.all where unlink(mapPath(spec.name)) != 0 && errno != ENOENT {
+            throw systemError("remove pinned map \(mapPath(spec.name))", errno)
+        }
+        rmdir(path)
+    }
+
+    static func isBPFFilesystem(_ path: String) -> Bool {
+        var info = statfs()
+        return statfs(path, &info) == 0 && UInt(bitPattern: Int(info.f_type)) == UInt(BPF_FS_MAGIC)
+    }
+
+    private static func mountBPFFilesystemIfNeeded() throws(FirewallError) {
+        guard !isBPFFilesystem("/sys/fs/bpf") else { return }
+        if mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0 {
+            throw systemError("mount the BPF filesystem at /sys/fs/bpf", errno)
+        }
+    }
+}
+
+/// What a pinned map must look like to be reused: its type and key/value sizes come from the ABI
+/// header (bpf/portcullis_abi.h) through the imported C types, never from literals.
+struct MapSpec: Sendable {
+    let name: String
+    let type: bpf_map_type
+    let keySize: Int
+    let valueSize: Int
+
+    static let bansV4 = MapSpec(
+        name: PC_MAP_BANS_V4, type: BPF_MAP_TYPE_HASH,
+        keySize: MemoryLayout<pc_ipv4_key>.size, valueSize: MemoryLayout<pc_ban>.size)
+    static let bansV6 = MapSpec(
+        name: PC_MAP_BANS_V6, type: BPF_MAP_TYPE_HASH,
+        keySize: MemoryLayout<pc_ipv6_key>.size, valueSize: MemoryLayout<pc_ban>.size)
+    static let stats = MapSpec(
+        name: PC_MAP_STATS, type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        keySize: MemoryLayout<UInt32>.size, valueSize: MemoryLayout<pc_stat>.size)
+    static let meta = MapSpec(
+        name: PC_MAP_META, type: BPF_MAP_TYPE_ARRAY,
+        keySize: MemoryLayout<UInt32>.size, valueSize: MemoryLayout<pc_meta>.size)
+
+    static let all = [bansV4, bansV6, stats, meta]
+
+    /// Checks an open map against this spec.
+    /// - Returns: the map's kernel info (its `max_entries` is the capacity that was chosen at creation).
+    func check(fd: Int32, at path: String) throws(FirewallError) -> bpf_map_info {
+        var info = bpf_map_info()
+        var length = UInt32(MemoryLayout<bpf_map_info>.size)
+        try bpfCall("read map info of \(path)") { bpf_obj_get_info_by_fd(fd, &info, &length) }
+        if info.type != type.rawValue {
+            throw .incompatiblePins(path: path, detail: "map type \(info.type), expected \(type.rawValue)")
+        }
+        if info.key_size != keySize || info.value_size != valueSize {
+            throw .incompatiblePins(
+                path: path,
+                detail: "key/value \(info.key_size)/\(info.value_size) bytes, expected \(keySize)/\(valueSize)")
+        }
+        return info
+    }
+}
+
+/// An owned file descriptor of a BPF object (map or program), closed when released.
+final class BPFDescriptor: @unchecked Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+
+    /// Opens a pinned object; `nil` if nothing is pinned at `path`.
+    static func openPinned(_ path: String) throws(FirewallError) -> BPFDescriptor? {
+        let fd = bpf_obj_get(path)
+        if fd >= 0 { return BPFDescriptor(fd) }
+        if errno == ENOENT { return nil }
+        throw systemError("open pinned map \(path)", errno)
+    }
+
+    /// Duplicates a descriptor owned by someone else (libbpf), so it outlives that owner.
+    static func duplicate(_ fd: Int32, what: String) throws(FirewallError) -> BPFDescriptor {
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { throw systemError("duplicate descriptor of \(what)", errno) }
+        return BPFDescriptor(copy)
+    }
+}

@@ -1,0 +1,63 @@
+import ArgumentParser
+import XDPFirewall
+
+struct Attach: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Attach the XDP filter to a network interface.",
+        discussion: """
+            Creates the ban maps under the pin directory, or reuses the ones there with the bans they \
+            hold. Attaching an interface that already has the filter changes nothing.
+            """)
+
+    @Argument(help: "Network interface to filter, e.g. eth0.")
+    var interface: String
+
+    @Option(help: "native (in the driver), generic (in the stack, any interface) or auto (native, else generic).")
+    var mode: AttachMode = .auto
+
+    @Option(help: ArgumentHelp("Entries per ban map (IPv4 and IPv6) when the maps are created.", valueName: "n"))
+    var mapEntries: UInt32?
+
+    @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o); by default found by the search order "
+                               + "in README.md.", valueName: "path"))
+    var bpfObject: String?
+
+    @OptionGroup var pins: PinOptions
+
+    func run() throws {
+        try reportingErrors {
+            if mapEntries == 0 { throw UsageError("--map-entries must be at least 1") }
+            let object = try BPFObjectLocator().locate(explicit: bpfObject)
+            let outcome = try Attachment.attach(interface: interface, objectPath: object,
+                                                pinDirectory: pins.directory, mode: mode, mapEntries: mapEntries)
+            let maps = outcome.reusedPinnedMaps ? "reused pinned maps" : "created maps"
+            if outcome.newlyAttached {
+                print("attached to \(interface) in \(outcome.mode.rawValue) mode; \(maps) under "
+                      + "\(pins.directory) (\(outcome.mapEntries) entries per ban map)")
+            } else {
+                print("already attached to \(interface) in \(outcome.mode.rawValue) mode; nothing changed")
+            }
+        }
+    }
+}
+
+extension AttachMode: ExpressibleByArgument {}
+
+struct Detach: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Detach the XDP filter from a network interface.",
+        discussion: "Other XDP programs on the interface and the pinned maps (with their bans) stay.")
+
+    @Argument(help: "Network interface to stop filtering.")
+    var interface: String
+
+    @OptionGroup var pins: PinOptions
+
+    func run() throws {
+        try reportingErrors {
+            try Attachment.detach(interface: interface)
+            let pinned = pins.directory.holdsMaps ? "; the bans pinned under \(pins.directory) stay" : ""
+            print("detached from \(interface)\(pinned)")
+        }
+    }
+}

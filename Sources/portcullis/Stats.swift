@@ -1,0 +1,165 @@
+import ArgumentParser
+import Foundation
+import XDPFirewall
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the filter's counters (summed over all CPUs), once or as rates over time.",
+        discussion: """
+            dropped: packets from banned sources; passed: packets not banned (or not IP); expired: packets \
+            passed because their ban had ended; malformed: packets passed that could not be parsed. \
+            With --watch, one line per sample with the rate of each counter since the previous sample, \
+            until Ctrl-C or the --duration ends.
+            """)
+
+    @Flag(help: "Print JSON: one object with the totals, or with --watch one object per sample.")
+    var json = false
+
+    @Flag(help: "Keep sampling and print rates.")
+    var watch = false
+
+    @Option(help: ArgumentHelp("Milliseconds between samples with --watch.", valueName: "ms"))
+    var interval: UInt32 = 100
+
+    @Option(help: ArgumentHelp("Stop watching after this many seconds.", valueName: "seconds"))
+    var duration: Double?
+
+    @Option(help: ArgumentHelp("Also write every sample to this CSV file: time,counter,total,rate.",
+                               valueName: "file"))
+    var csv: String?
+
+    @OptionGroup var pins: PinOptions
+
+    func run() throws {
+        try reportingErrors {
+            if interval == 0 { throw UsageError("--interval must be at least 1 ms") }
+            if let duration, !(duration > 0) { throw UsageError("--duration must be more than 0 seconds") }
+            if duration != nil && !watch {
+                throw UsageError("--duration needs --watch")
+            }
+            let maps = try BanMaps.open(pinnedIn: pins.directory)
+            var writer = try csv.map { try CSVWriter(path: $0) }
+            defer { writer?.close() }
+            if !watch {
+                let totals = try maps.counters()
+                try writer?.write(time: 0, counters: totals, previous: nil, elapsed: 0)
+                printTotals(totals)
+                return
+            }
+            try watchCounters(maps, writer: &writer)
+        }
+    }
+
+    private func printTotals(_ totals: FilterCounters) {
+        if json {
+            var object: [String: Any] = [:]
+            var bytes: [String: Any] = [:]
+            for (name, count) in totals.named {
+                object[name] = count.packets
+                bytes[name] = count.bytes
+            }
+            object["bytes"] = bytes
+            printJSON(object)
+            return
+        }
+        print("COUNTER        PACKETS            BYTES")
+        for (name, count) in totals.named {
+            print(name.padding(toLength: 10, withPad: " ", startingAt: 0)
+                  + String(count.packets).leftPadded(12) + String(count.bytes).leftPadded(17))
+        }
+    }
+
+    private func watchCounters(_ maps: BanMaps, writer: inout CSVWriter?) throws {
+        // Ctrl-C and SIGTERM end the watch: blocked here and awaited with sigtimedwait, which is
+        // also the sleep between samples, so the last sample is always written whole.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        defer { pthread_sigmask(SIG_UNBLOCK, &signals, nil) }
+
+        let start = monotonicSeconds()
+        var previous = try maps.counters()
+        var previousTime = start
+        if !json { print("      time   dropped/s    passed/s   expired/s malformed/s") }
+        while true {
+            let now = monotonicSeconds()
+            var wait = Double(interval) / 1000 - (now - previousTime)
+            if let duration { wait = min(wait, start + duration - now) }
+            if wait > 0 {
+                var timeout = timespec(tv_sec: Int(wait), tv_nsec: Int((wait - wait.rounded(.down)) * 1e9))
+                if sigtimedwait(&signals, nil, &timeout) > 0 { break }
+            }
+            let sampleTime = monotonicSeconds()
+            let current = try maps.counters()
+            let elapsed = sampleTime - previousTime
+            try writer?.write(time: sampleTime - start, counters: current, previous: previous, elapsed: elapsed)
+            printRates(time: sampleTime - start, current: current, previous: previous, elapsed: elapsed)
+            previous = current
+            previousTime = sampleTime
+            if let duration, sampleTime - start >= duration { break }
+        }
+    }
+
+    private func printRates(time: Double, current: FilterCounters, previous: FilterCounters, elapsed: Double) {
+        let rates = zip(current.named, previous.named).map { now, before in
+            (now.name, Double(now.count.packets &- before.count.packets) / max(elapsed, 1e-9))
+        }
+        if json {
+            var object: [String: Any] = ["time": (time * 1000).rounded() / 1000]
+            for ((name, count), (_, rate)) in zip(current.named, rates) {
+                object[name] = count.packets
+                object["\(name)_rate"] = rate.rounded()
+            }
+            printJSON(object)
+            return
+        }
+        print(String(format: "%10.3f", time) + rates.map { String(format: "%12.0f", $0.1) }.joined())
+    }
+}
+
+/// Seconds on the monotonic clock.
+func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+func printJSON(_ object: Any) {
+    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+    fflush(nil)  // a watcher piping us wants every sample as it happens
+}
+
+/// Writes counter samples as CSV rows: time (seconds since the start), counter, total, rate (per second).
+struct CSVWriter {
+    private let file: UnsafeMutablePointer<FILE>
+
+    init(path: String) throws {
+        guard let file = fopen(path, "w") else {
+            throw UsageError("cannot write CSV file \(path): \(String(cString: strerror(errno)))")
+        }
+        self.file = file
+        fputs("time,counter,total,rate\n", file)
+    }
+
+    func write(time: Double, counters: FilterCounters, previous: FilterCounters?, elapsed: Double) throws {
+        for (index, (name, count)) in counters.named.enumerated() {
+            var rate = ""
+            if let previous, elapsed > 0 {
+                rate = String(format: "%.0f", Double(count.packets &- previous.named[index].count.packets) / elapsed)
+            }
+            fputs(String(format: "%.3f", time) + ",\(name),\(count.packets),\(rate)\n", file)
+        }
+        fflush(file)
+    }
+
+    func close() { fclose(file) }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}

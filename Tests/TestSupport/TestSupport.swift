@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+import XDPFirewall
+
+/// Privileged tests (BPF, XDP, namespaces) run as root. Outside CI a missing privilege skips them;
+/// with `CI` set it fails them, so CI can never pass by skipping.
+public enum Privileges {
+    public static var isRoot: Bool { geteuid() == 0 }
+    public static var inCI: Bool { ProcessInfo.processInfo.environment["CI"].map { !$0.isEmpty } ?? false }
+    /// Use as `.enabled(if: Privileges.runnable)`: the test runs when it can, or when CI demands it.
+    public static var runnable: Bool { isRoot || inCI }
+
+    /// Fails the test (in CI) when not root.
+    public static func require() throws {
+        try #require(isRoot, "this test needs root (CAP_BPF, CAP_NET_ADMIN); CI runs it as root")
+    }
+}
+
+/// Paths of the built products: the test bundle lies next to the executables and the BPF objects
+/// (tools/build-bpf puts them into the bin directory).
+public enum Products {
+    public static var directory: String {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return (executable as NSString).deletingLastPathComponent
+    }
+
+    public static func filterObject() throws -> String {
+        try BPFObjectLocator().locate()
+    }
+
+    public static func referenceObject() throws -> String {
+        try BPFObjectLocator().locate("xdp_reference.bpf.o")
+    }
+
+    public static var cli: String { directory + "/portcullis" }
+}
+
+/// A pin directory of its own for one test, under /sys/fs/bpf; its maps and the directory are
+/// removed by `remove()` (call it in a `defer`).
+public struct ScratchPinDirectory: Sendable {
+    nonisolated(unsafe) private static var counter = 0
+    private static let lock = NSLock()
+
+    public let pins: PinDirectory
+
+    public init(_ label: String) {
+        let number = Self.lock.withLock {
+            Self.counter += 1
+            return Self.counter
+        }
+        pins = PinDirectory("/sys/fs/bpf/portcullis-test-\(getpid())-\(label)-\(number)")
+    }
+
+    public var path: String { pins.path }
+
+    public func remove() {
+        try? pins.removeMaps()
+        // Tests may pin extra objects (a map of a wrong layout); clear whatever is left.
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: path) {
+            for name in names { unlink(path + "/" + name) }
+        }
+        rmdir(path)
+    }
+}
+
+/// The outcome of a child process.
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+}
+
+/// Runs a program to completion (bounded by `timeout` seconds: killed after it) and collects its output.
+@discardableResult
+public func runProcess(_ executable: String, _ arguments: [String], timeout: Double = 60) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    // Read both pipes concurrently so a chatty child cannot fill one and block.
+    let group = DispatchGroup()
+    nonisolated(unsafe) var outData = Data()
+    nonisolated(unsafe) var errData = Data()
+    DispatchQueue.global().async(group: group) { outData = out.fileHandleForReading.readDataToEndOfFile() }
+    DispatchQueue.global().async(group: group) { errData = err.fileHandleForReading.readDataToEndOfFile() }
+    let deadline = DispatchTime.now() + timeout
+    if group.wait(timeout: deadline) == .timedOut {
+        process.terminate()
+        kill(process.processIdentifier, SIGKILL)
+        _ = group.wait(timeout: .now() + 5)
+    }
+    process.waitUntilExit()
+    return ProcessResult(status: process.terminationStatus,
+                         stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// Runs a command through `/usr/bin/env` (so `ip`, `nsenter`, `python3` are found on PATH).
+@discardableResult
+public func shell(_ arguments: String..., timeout: Double = 60) throws -> ProcessResult {
+    try runProcess("/usr/bin/env", arguments, timeout: timeout)
+}

@@ -1,0 +1,107 @@
+import CPortcullis
+import Glibc
+import Testing
+import TestSupport
+@testable import XDPFirewall
+
+@Suite("Pinned maps", .enabled(if: Privileges.runnable), .serialized)
+struct MapTests {
+    @Test func pinnedMapsAreReusedAcrossLoads() throws {
+        try Privileges.require()
+        let scratch = ScratchPinDirectory("reuse")
+        defer { scratch.remove() }
+        let object = try Products.filterObject()
+        let address = IPAddress("198.18.1.1")!
+        let end = try #require(BanExpiry.after(seconds: 600))
+        do {
+            let first = try LoadedProgram(filterAt: object, pinDirectory: scratch.pins, mapEntries: 2048)
+            try #require(first.maps).ban(address, end)
+            _ = try first.testRun(frame: TestFrame.udp(from: address, to: IPAddress("198.18.255.254")!))
+        }  // first instance released: only the pins keep the maps alive
+        #expect(scratch.pins.holdsMaps)
+        let second = try LoadedProgram(filterAt: object, pinDirectory: scratch.pins)
+        let maps = try #require(second.maps)
+        #expect(maps.capacity == 2048, "the pinned size stands")
+        #expect(try maps.lookup(address) == BanEntry(address: address, expiry: end, dropped: 1))
+        #expect(try second.testRun(frame: TestFrame.udp(from: address, to: IPAddress("198.18.255.254")!)).verdict == .drop)
+        #expect(try maps.counters().dropped.packets == 2, "counters are pinned too")
+        // The CLI's way in: open from the pins alone.
+        let opened = try BanMaps.open(pinnedIn: scratch.pins)
+        #expect(try opened.entries().map(\.address) == [address])
+        // Asking for another size than the pinned maps have is refused, not ignored.
+        #expect(throws: FirewallError.self) {
+            _ = try LoadedProgram(filterAt: object, pinDirectory: scratch.pins, mapEntries: 4096)
+        }
+    }
+
+    @Test func pinsOfAnotherLayoutAreRefused() throws {
+        try Privileges.require()
+        let scratch = ScratchPinDirectory("layout")
+        defer { scratch.remove() }
+        try scratch.pins.prepare()
+        // A map named like ours with 8-byte keys.
+        let fd = bpf_map_create(BPF_MAP_TYPE_HASH, PC_MAP_BANS_V4, 8, 16, 16, nil)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        try #require(bpf_obj_pin(fd, scratch.path + "/" + PC_MAP_BANS_V4) == 0)
+        let error = try #require(throws: FirewallError.self) {
+            _ = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+        }
+        guard case .incompatiblePins = error else { Issue.record("expected incompatiblePins, got \(error)"); return }
+        #expect(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) }
+    }
+
+    @Test func layoutMarkerOfAnotherVersionIsRefused() throws {
+        try Privileges.require()
+        let scratch = ScratchPinDirectory("marker")
+        defer { scratch.remove() }
+        do {
+            let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
+                                            mapEntries: 16)
+            var key: UInt32 = 0
+            var marker = pc_meta(magic: UInt32(PC_ABI_MAGIC), abi_version: UInt32(PC_ABI_VERSION) + 1)
+            let maps = try #require(program.maps)
+            try #require(bpf_map_update_elem(maps.meta.fd, &key, &marker, UInt64(BPF_ANY)) == 0)
+        }
+        #expect(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) }
+        #expect(throws: FirewallError.self) {
+            _ = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+        }
+    }
+
+    @Test func batchedBansAndUnbans() throws {
+        try Privileges.require()
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 4096)
+        let maps = try #require(program.maps)
+        let v4 = (0..<1500).map { IPAddress("198.18.\($0 / 256).\($0 % 256)")! }
+        let v6 = (0..<700).map { IPAddress("2001:2::\(String($0, radix: 16))")! }
+        let end = try #require(BanExpiry.after(seconds: 60))
+        #expect(try maps.ban(batch: (v4 + v6).map { BanRequest($0, end) }) == 2200)
+        let listed = try maps.entries()
+        #expect(listed.count == 2200)
+        #expect(Set(listed.map(\.address)) == Set(v4 + v6))
+        #expect(listed.allSatisfy { $0.expiry == end && $0.dropped == 0 })
+        // Unbanning a mix of banned and never-banned addresses removes exactly the banned ones.
+        let strangers = (0..<50).map { IPAddress("198.19.0.\($0)")! }
+        let toRemove = Array(v4.prefix(1000)) + strangers + Array(v6.prefix(300))
+        #expect(try maps.unban(batch: toRemove) == 1300)
+        #expect(try maps.entries().count == 900)
+    }
+
+    @Test func fullBanMapIsReportedNotFatal() throws {
+        try Privileges.require()
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 4)
+        let maps = try #require(program.maps)
+        let addresses = (1...5).map { IPAddress("198.18.2.\($0)")! }
+        for address in addresses.prefix(4) { try maps.ban(address, .permanent) }
+        #expect(throws: FirewallError.banMapFull(family: "IPv4", capacity: 4)) {
+            try maps.ban(addresses[4], .permanent)
+        }
+        #expect(throws: FirewallError.banMapFull(family: "IPv4", capacity: 4)) {
+            try maps.ban(batch: [BanRequest(addresses[4], .permanent)])
+        }
+        // Replacing an existing ban in a full map still works.
+        try maps.ban(addresses[0], try #require(BanExpiry.after(seconds: 5)))
+        #expect(try maps.entries().count == 4)
+    }
+}

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * portcullis_abi.h - the one ABI shared by the XDP program (bpf/portcullis.bpf.c) and user space
+ * (Swift, through the CPortcullis module). Map names, key/value layouts, counter indices and the
+ * byte order of every field live here and nowhere else; Swift reads these constants, never copies.
+ *
+ * Byte order: addresses are kept exactly as they appear on the wire (network byte order); every
+ * other field is in host byte order.
+ */
+#ifndef PORTCULLIS_ABI_H
+#define PORTCULLIS_ABI_H
+
+#include <linux/types.h>
+
+/* Bumped whenever a map below changes meaning or layout; stored in the meta map of a pin directory
+ * so that a daemon never reuses pinned maps written by another layout. */
+#define PC_ABI_VERSION 1
+/* "PCUL" as a little-endian u32: marks a meta map as ours. */
+#define PC_ABI_MAGIC 0x4c554350
+
+/* Names of the maps; they are also the file names under the pin directory. At most 15 bytes. */
+#define PC_MAP_BANS_V4 "pc_bans_v4"
+#define PC_MAP_BANS_V6 "pc_bans_v6"
+#define PC_MAP_STATS "pc_stats"
+#define PC_MAP_META "pc_meta"
+
+/* Name of the XDP program (its function name, as the kernel and libxdp report it). */
+#define PC_PROG_NAME "pc_xdp_filter"
+/* ELF section of the XDP program. */
+#define PC_PROG_SECTION "xdp"
+
+/* Default number of entries of each ban map; user space sets the real size before load. */
+#define PC_DEFAULT_BAN_ENTRIES 1048576
+
+/* Up to this many 802.1Q / 802.1ad tags are skipped before the network header. */
+#define PC_MAX_VLAN_TAGS 2
+/* Up to this many IPv6 extension headers are walked; a longer chain is passed and counted as
+ * malformed (no legitimate stack sends more). */
+#define PC_MAX_IPV6_EXT_HEADERS 8
+
+/*
+ * Ban map keys. Offsets (bytes):
+ *   pc_ipv4_key: 0 addr[4]
+ *   pc_ipv6_key: 0 addr[16]
+ * Both in network byte order, exactly the bytes of the packet's source address.
+ */
+struct pc_ipv4_key {
+	__u8 addr[4];
+};
+
+struct pc_ipv6_key {
+	__u8 addr[16];
+};
+
+/*
+ * Ban map value (both maps). Offsets (bytes), host byte order:
+ *   0  expires_ns  CLOCK_BOOTTIME (bpf_ktime_get_boot_ns) time at which the ban ends; 0 = permanent.
+ *                  A packet arriving at or after this time passes and counts as PC_STAT_EXPIRED,
+ *                  so a ban never outlives its time even when no daemon deletes it.
+ *   8  dropped     packets dropped because of this ban (atomically incremented by the program).
+ * The maps are BPF_MAP_TYPE_HASH, preallocated: a per-CPU hash would multiply the preallocated
+ * memory by the number of CPUs (1,048,576 entries x 16 bytes x 128 CPUs = 2 GiB per map on a big
+ * host), while the atomic add only costs when one banned source floods many CPUs at once.
+ */
+struct pc_ban {
+	__u64 expires_ns;
+	__u64 dropped;
+};
+
+/* Indices into the per-CPU stats array: every frame the program sees is counted in exactly one. */
+enum pc_stat_index {
+	PC_STAT_DROPPED = 0,   /* source banned, ban in force: XDP_DROP */
+	PC_STAT_PASSED = 1,    /* not banned, or not IP at all: XDP_PASS */
+	PC_STAT_EXPIRED = 2,   /* source in a ban map but the ban has expired: XDP_PASS */
+	PC_STAT_MALFORMED = 3, /* truncated or invalid headers: XDP_PASS, the stack decides */
+	PC_STAT_COUNT = 4,
+};
+
+/*
+ * Stats value (per CPU, BPF_MAP_TYPE_PERCPU_ARRAY of PC_STAT_COUNT entries). Offsets (bytes):
+ *   0 packets
+ *   8 bytes    frame length as the program sees it (from the Ethernet header on)
+ */
+struct pc_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/*
+ * Meta value (BPF_MAP_TYPE_ARRAY, one entry), written by user space when it creates the maps and
+ * checked whenever it reuses pinned ones. Offsets (bytes):
+ *   0 magic        PC_ABI_MAGIC
+ *   4 abi_version  PC_ABI_VERSION
+ */
+struct pc_meta {
+	__u32 magic;
+	__u32 abi_version;
+};
+
+#endif /* PORTCULLIS_ABI_H */
