@@ -104,17 +104,19 @@ public final class BanMaps: @unchecked Sendable {
     /// - Throws: `mapsNotPinned` when nothing is pinned there, `incompatiblePins` for maps of
     ///   another layout, `permissionDenied` without CAP_BPF.
     public static func open(pinnedIn directory: PinDirectory) throws(FirewallError) -> BanMaps {
-        var descriptors: [BPFDescriptor] = []
+        // Check every map that is there before complaining about one that is not: a directory
+        // holding a map of another layout must say so, not "nothing pinned".
+        var found: [String: BPFDescriptor] = [:]
         var capacity: UInt32 = 0
         for spec in MapSpec.all {
             let path = directory.mapPath(spec.name)
-            guard let descriptor = try BPFDescriptor.openPinned(path) else {
-                throw .mapsNotPinned(pinDirectory: directory.path)
-            }
+            guard let descriptor = try BPFDescriptor.openPinned(path) else { continue }
             let info = try spec.check(fd: descriptor.fd, at: path)
             if spec.name == MapSpec.bansV4.name { capacity = info.max_entries }
-            descriptors.append(descriptor)
+            found[spec.name] = descriptor
         }
+        let descriptors = MapSpec.all.compactMap { found[$0.name] }
+        guard descriptors.count == MapSpec.all.count else { throw .mapsNotPinned(pinDirectory: directory.path) }
         let maps = try BanMaps(bansV4: descriptors[0], bansV6: descriptors[1], stats: descriptors[2],
                                meta: descriptors[3], capacity: capacity)
         try maps.checkLayoutMarker(path: directory.path)

@@ -44,6 +44,7 @@ public struct ScratchPinDirectory: Sendable {
     public let pins: PinDirectory
 
     public init(_ label: String) {
+        Self.sweepLeftovers()
         let number = Self.lock.withLock {
             Self.counter += 1
             return Self.counter
@@ -52,6 +53,20 @@ public struct ScratchPinDirectory: Sendable {
     }
 
     public var path: String { pins.path }
+
+    /// Removes scratch pin directories of test processes that died before cleaning up.
+    static func sweepLeftovers() {
+        let root = "/sys/fs/bpf"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: root) else { return }
+        for name in names where name.hasPrefix("portcullis-test-") {
+            let digits = name.dropFirst("portcullis-test-".count).prefix { $0.isNumber }
+            if let pid = Int32(digits), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH {
+                ScratchPinDirectory(path: root + "/" + name).remove()
+            }
+        }
+    }
+
+    private init(path: String) { pins = PinDirectory(path) }
 
     public func remove() {
         try? pins.removeMaps()

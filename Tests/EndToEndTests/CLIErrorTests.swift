@@ -1,0 +1,102 @@
+import CPortcullis
+import Foundation
+import Testing
+import TestSupport
+import XDPFirewall
+
+/// Bad input gets one line on stderr naming the problem, a non-zero exit, and no half-done state.
+@Suite("CLI errors", .enabled(if: Privileges.runnable), .serialized)
+struct CLIErrorTests {
+    func expectOneLineError(_ result: ProcessResult, mentioning words: [String],
+                            sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(result.status != 0, "exit status", sourceLocation: sourceLocation)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "one line, got: \(result.stderr)", sourceLocation: sourceLocation)
+        #expect(result.stderr.hasPrefix("portcullis: "), sourceLocation: sourceLocation)
+        for word in words {
+            #expect(result.stderr.contains(word), "'\(word)' in: \(result.stderr)", sourceLocation: sourceLocation)
+        }
+        #expect(!result.stderr.contains("Fatal error"), sourceLocation: sourceLocation)
+    }
+
+    @Test func invalidAddresses() throws {
+        try Privileges.require()
+        for text in ["300.1.1.1", "2001:2::1::1", "fe80::1%lo", "banana"] {
+            expectOneLineError(try runProcess(Products.cli, ["ban", text]), mentioning: [text, "not an IPv4 or IPv6"])
+            expectOneLineError(try runProcess(Products.cli, ["unban", text]), mentioning: [text])
+        }
+    }
+
+    @Test func unknownInterface() throws {
+        try Privileges.require()
+        expectOneLineError(try runProcess(Products.cli, ["attach", "pcnosuchif0"]),
+                           mentioning: ["pcnosuchif0", "no network interface"])
+        expectOneLineError(try runProcess(Products.cli, ["detach", "pcnosuchif0"]), mentioning: ["pcnosuchif0"])
+    }
+
+    @Test func missingObjectLeavesNothingAttached() throws {
+        try Privileges.require()
+        let network = try TestNetwork("o")
+        let scratch = ScratchPinDirectory("noobject")
+        defer {
+            network.remove()
+            scratch.remove()
+        }
+        let result = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
+                                                            "--bpf-object", "/nonexistent/portcullis.bpf.o",
+                                                            "--pin-dir", scratch.path])
+        expectOneLineError(result, mentioning: ["/nonexistent/portcullis.bpf.o", "not found", "tools/build-bpf"])
+        let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+        #expect(!link.stdout.contains("xdp"))
+        #expect(!scratch.pins.holdsMaps)
+    }
+
+    @Test func mapsNotPinned() throws {
+        try Privileges.require()
+        expectOneLineError(try runProcess(Products.cli, ["list", "--pin-dir", "/sys/fs/bpf/portcullis-nothing-here"]),
+                           mentioning: ["no Portcullis maps pinned", "portcullis attach"])
+    }
+
+    @Test func notRootIsToldToBeRoot() throws {
+        try Privileges.require()
+        let scratch = ScratchPinDirectory("nobody")
+        defer { scratch.remove() }
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
+                                        mapEntries: 16)
+        _ = program
+        // An unprivileged user, all capabilities gone.
+        let asNobody = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                        "--bounding-set=-all", Products.cli]
+        for command in [["list"], ["stats"], ["ban", "198.18.0.1"], ["unban", "198.18.0.1"]] {
+            let result = try runProcess("/usr/bin/env", asNobody + command + ["--pin-dir", scratch.path])
+            expectOneLineError(result, mentioning: ["permission denied", "run as root"])
+        }
+        let attach = try runProcess("/usr/bin/env", asNobody + ["attach", "lo", "--pin-dir", scratch.path])
+        expectOneLineError(attach, mentioning: ["run as root"])
+        #expect(try BanMaps.open(pinnedIn: scratch.pins).entries().isEmpty, "nothing was banned")
+    }
+
+    @Test func pinsOfAnotherLayoutAreRefusedWithoutAttaching() throws {
+        try Privileges.require()
+        let network = try TestNetwork("l")
+        let scratch = ScratchPinDirectory("cli-layout")
+        defer {
+            network.remove()
+            scratch.remove()
+        }
+        try scratch.pins.prepare()
+        let fd = bpf_map_create(BPF_MAP_TYPE_HASH, PC_MAP_BANS_V6, 4, 16, 16, nil)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        try #require(bpf_obj_pin(fd, scratch.path + "/" + PC_MAP_BANS_V6) == 0)
+        let attach = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
+                                                            "--pin-dir", scratch.path])
+        expectOneLineError(attach, mentioning: [scratch.path, "another layout", "--pin-dir"])
+        let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+        #expect(!link.stdout.contains("xdp"), "nothing attached")
+        for command in [["list"], ["ban", "198.18.0.1"], ["stats"]] {
+            expectOneLineError(try runProcess(Products.cli, command + ["--pin-dir", scratch.path]),
+                               mentioning: ["another layout"])
+        }
+    }
+}

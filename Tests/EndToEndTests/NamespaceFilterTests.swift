@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+import TestSupport
+import XDPFirewall
+
+/// The whole path an operator uses: the `portcullis` CLI attaches the filter to a veth inside a
+/// network namespace, bans a source, and real UDP from another namespace is dropped or passed.
+@Suite("End to end in network namespaces", .enabled(if: Privileges.runnable), .serialized)
+struct NamespaceFilterTests {
+    struct Counters: Decodable {
+        let dropped: UInt64
+        let passed: UInt64
+        let expired: UInt64
+        let malformed: UInt64
+    }
+
+    struct Ban: Decodable {
+        let address: String
+        let expires_in: UInt64?
+        let dropped: UInt64
+    }
+
+    func cli(_ network: TestNetwork, _ arguments: [String]) throws -> ProcessResult {
+        try network.run(in: network.receiver, [Products.cli] + arguments)
+    }
+
+    func stats(_ network: TestNetwork, _ pins: String) throws -> Counters {
+        let result = try cli(network, ["stats", "--json", "--pin-dir", pins])
+        try #require(result.status == 0, "stats failed: \(result.stderr)")
+        return try JSONDecoder().decode(Counters.self, from: Data(result.stdout.utf8))
+    }
+
+    func bans(_ network: TestNetwork, _ pins: String) throws -> [String: Ban] {
+        let result = try cli(network, ["list", "--json", "--pin-dir", pins])
+        try #require(result.status == 0, "list failed: \(result.stderr)")
+        let list = try JSONDecoder().decode([Ban].self, from: Data(result.stdout.utf8))
+        return Dictionary(uniqueKeysWithValues: list.map { ($0.address, $0) })
+    }
+
+    @Test func bannedSourceIsDroppedInTheDriverAndPassesAfterUnban() throws {
+        try Privileges.require()
+        let network = try TestNetwork("e")
+        let scratch = ScratchPinDirectory("e2e")
+        defer {
+            network.remove()
+            scratch.remove()
+        }
+        let pins = scratch.path
+        let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "native",
+                                       "--map-entries", "4096", "--pin-dir", pins])
+        try #require(attach.status == 0, "attach failed: \(attach.stderr)")
+        #expect(attach.stdout.contains("native mode"))
+        let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+        #expect(link.stdout.contains("xdp"), "the interface shows an XDP program")
+
+        let (banned4, clean4) = (TestNetwork.senderAddresses4[0], TestNetwork.senderAddresses4[1])
+        let (banned6, clean6) = (TestNetwork.senderAddresses6[0], TestNetwork.senderAddresses6[1])
+        for address in [banned4, banned6] {
+            let ban = try cli(network, ["ban", address, "--pin-dir", pins])
+            try #require(ban.status == 0, "ban failed: \(ban.stderr)")
+        }
+        let before = try stats(network, pins)
+        let count = 200
+        for source in [banned4, clean4, banned6, clean6] {
+            #expect(try network.sendUDP(from: source, count: count) == count)
+        }
+        let during = try stats(network, pins)
+        #expect(during.dropped - before.dropped == UInt64(2 * count), "every datagram of a banned source dropped")
+        // Passed also counts whatever else the namespace sends (IPv6 router solicitations, MLD).
+        #expect(during.passed - before.passed >= UInt64(2 * count), "every datagram of the others passed")
+        #expect(during.malformed == before.malformed)
+        let listed = try bans(network, pins)
+        #expect(listed[banned4]?.dropped == UInt64(count))
+        #expect(listed[banned6]?.dropped == UInt64(count))
+        #expect(listed[banned4]?.expires_in == nil, "a ban without --for is permanent")
+
+        for address in [banned4, banned6] {
+            let unban = try cli(network, ["unban", address, "--pin-dir", pins])
+            try #require(unban.status == 0, "unban failed: \(unban.stderr)")
+        }
+        #expect(try bans(network, pins).isEmpty)
+        for source in [banned4, banned6] {
+            #expect(try network.sendUDP(from: source, count: count) == count)
+        }
+        let after = try stats(network, pins)
+        #expect(after.dropped == during.dropped, "nothing dropped after the unban")
+        #expect(after.passed - during.passed >= UInt64(2 * count))
+
+        let detach = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
+        #expect(detach.status == 0, "detach failed: \(detach.stderr)")
+        let unlinked = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+        #expect(!unlinked.stdout.contains("xdp"), "no XDP program after detach")
+    }
+
+    @Test func timedBanExpiresInTheProgramWithoutAnyDaemon() throws {
+        try Privileges.require()
+        let network = try TestNetwork("t")
+        let scratch = ScratchPinDirectory("expiry")
+        defer {
+            network.remove()
+            scratch.remove()
+        }
+        let pins = scratch.path
+        try #require(try cli(network, ["attach", network.receiverInterface, "--pin-dir", pins]).status == 0)
+        let source = TestNetwork.senderAddresses4[0]
+        try #require(try cli(network, ["ban", source, "--for", "1", "--pin-dir", pins]).status == 0)
+        #expect(try network.sendUDP(from: source, count: 20) == 20)
+        let during = try stats(network, pins)
+        #expect(during.dropped == 20)
+        // Wait for the ban to end (a bounded poll, not a timing assertion).
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, try bans(network, pins)[source]?.expires_in ?? 0 > 0 {
+            usleep(100_000)
+        }
+        usleep(200_000)
+        #expect(try network.sendUDP(from: source, count: 20) == 20)
+        let after = try stats(network, pins)
+        #expect(after.dropped == 20, "an expired ban drops nothing")
+        #expect(after.expired == 20, "and its packets are counted as expired passes")
+    }
+}
