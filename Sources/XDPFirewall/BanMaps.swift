@@ -154,10 +154,14 @@ public final class BanMaps: @unchecked Sendable {
 
     /// Bans one address. Re-banning an address keeps its drop count and replaces its expiry.
     public func ban(_ address: IPAddress, _ expiry: BanExpiry) throws(FirewallError) {
-        let dropped = try lookup(address)?.dropped ?? 0
-        var value = pc_ban(expires_ns: expiry.expiresNanoseconds, dropped: dropped)
-        try withKey(address) { (fd, key) throws(FirewallError) in
-            try updateOne(fd: fd, key: key, value: &value, family: address.family)
+        try insert(BanRequest(address, expiry), dropped: try lookup(address)?.dropped ?? 0)
+    }
+
+    /// Installs one ban with exactly one `bpf_map_update_elem`; the drop count starts at `dropped`.
+    public func insert(_ request: BanRequest, dropped: UInt64 = 0) throws(FirewallError) {
+        var value = pc_ban(expires_ns: request.expiry.expiresNanoseconds, dropped: dropped)
+        try withKey(request.address) { (fd, key) throws(FirewallError) in
+            try updateOne(fd: fd, key: key, value: &value, family: request.address.family)
         }
     }
 

@@ -109,7 +109,8 @@ struct List: ParsableCommand {
                 return
             }
             let width = max(7, rows.map(\.address.count).max() ?? 0)
-            print("ADDRESS".padding(toLength: width, withPad: " ", startingAt: 0) + "  EXPIRES IN    DROPPED")
+            print("ADDRESS".padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+                  + "EXPIRES IN".padding(toLength: 12, withPad: " ", startingAt: 0) + "DROPPED")
             for row in rows {
                 let expires = row.expiresIn.map { row.expired ? "expired" : "\($0) s" } ?? "never"
                 print(row.address.padding(toLength: width, withPad: " ", startingAt: 0) + "  "

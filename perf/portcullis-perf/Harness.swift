@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+
+/// One measured figure next to its reference, both taken in the same run: absolute numbers on a
+/// shared 2-vCPU machine swing several-fold minute to minute, their ratio does not.
+struct Measurement: Encodable {
+    let suite: String
+    let name: String
+    let unit: String
+    let value: Double
+    let reference: String
+    let referenceValue: Double
+    /// value / reference value.
+    let ratio: Double
+    /// Rounds the medians were taken over.
+    let rounds: Int
+
+    init(suite: String, name: String, unit: String, value: Double, reference: String, referenceValue: Double,
+         rounds: Int) {
+        self.suite = suite
+        self.name = name
+        self.unit = unit
+        self.value = value
+        self.reference = reference
+        self.referenceValue = referenceValue
+        ratio = referenceValue == 0 ? 0 : value / referenceValue
+        self.rounds = rounds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case suite, name, unit, value, reference, referenceValue = "reference_value", ratio, rounds
+    }
+}
+
+/// Options every suite understands.
+struct HarnessOptions: ParsableArguments {
+    @Flag(help: "Print one JSON object {\"results\": [...]} instead of a table.")
+    var json = false
+
+    @Option(help: "Rounds per measurement; each figure is the median over them.")
+    var rounds = 7
+}
+
+/// Median of a non-empty sample.
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    let middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
+/// Seconds on the monotonic clock.
+func now() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+/// Prints the results as a table or as JSON.
+func report(_ results: [Measurement], json: Bool) throws {
+    if json {
+        struct Report: Encodable { let results: [Measurement] }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
+        return
+    }
+    let nameWidth = max(4, results.map(\.name.count).max() ?? 0)
+    let referenceWidth = max(9, results.map(\.reference.count).max() ?? 0)
+    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: width, withPad: " ", startingAt: 0) }
+    func number(_ value: Double) -> String {
+        value >= 1000 ? String(format: "%14.0f", value) : String(format: "%14.2f", value)
+    }
+    print(pad("suite", 8) + pad("name", nameWidth) + "           value  unit        "
+          + pad("reference", referenceWidth) + "       ref value   ratio")
+    for result in results {
+        print(pad(result.suite, 8) + pad(result.name, nameWidth) + "  " + number(result.value) + "  "
+              + pad(result.unit, 10) + "  " + pad(result.reference, referenceWidth) + "  " + number(result.referenceValue)
+              + String(format: "  %6.2f", result.ratio))
+    }
+}
+
+@main
+struct PortcullisPerf: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "portcullis-perf",
+        abstract: "Time Portcullis's hot paths, each next to a reference measured in the same run.",
+        discussion: "Release builds only (swift build -c release). Needs root for the BPF suites.",
+        subcommands: [XDPSuite.self]
+    )
+}
+
+/// Refuses to produce numbers from a debug build, which would mislead everyone who reads them.
+func requireReleaseBuild() throws {
+    #if DEBUG
+    FileHandle.standardError.write(Data(
+        "portcullis-perf: this is a debug build; measure a release build: swift build -c release\n".utf8))
+    throw ExitCode(2)
+    #endif
+}
