@@ -27,6 +27,13 @@ struct CLIErrorTests {
         }
     }
 
+    @Test func banTimesThatCannotBe() throws {
+        try Privileges.require()
+        expectOneLineError(try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "0"]), mentioning: ["--for"])
+        expectOneLineError(try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "18446744073709551615"]),
+                           mentioning: ["--for", "too long"])
+    }
+
     @Test func unknownInterface() throws {
         try Privileges.require()
         expectOneLineError(try runProcess(Products.cli, ["attach", "pcnosuchif0"]),

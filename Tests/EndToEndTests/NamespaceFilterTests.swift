@@ -101,7 +101,11 @@ struct NamespaceFilterTests {
             scratch.remove()
         }
         let pins = scratch.path
-        try #require(try cli(network, ["attach", network.receiverInterface, "--pin-dir", pins]).status == 0)
+        // Generic mode here (native in the test above), so both attach paths run for real.
+        let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "generic", "--pin-dir", pins])
+        try #require(attach.status == 0, "attach failed: \(attach.stderr)")
+        #expect(try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+                    .stdout.contains("xdpgeneric"))
         let source = TestNetwork.senderAddresses4[0]
         try #require(try cli(network, ["ban", source, "--for", "1", "--pin-dir", pins]).status == 0)
         #expect(try network.sendUDP(from: source, count: 20) == 20)
@@ -117,5 +121,52 @@ struct NamespaceFilterTests {
         let after = try stats(network, pins)
         #expect(after.dropped == 20, "an expired ban drops nothing")
         #expect(after.expired == 20, "and its packets are counted as expired passes")
+    }
+
+    @Test func statsWatchWritesSamplesAndStopsOnSignal() throws {
+        try Privileges.require()
+        let network = try TestNetwork("w")
+        let scratch = ScratchPinDirectory("watch")
+        let csv = NSTemporaryDirectory() + "portcullis-stats-\(getpid()).csv"
+        defer {
+            network.remove()
+            scratch.remove()
+            unlink(csv)
+        }
+        let pins = scratch.path
+        try #require(try cli(network, ["attach", network.receiverInterface, "--pin-dir", pins]).status == 0)
+        try #require(try cli(network, ["ban", TestNetwork.senderAddresses4[0], "--pin-dir", pins]).status == 0)
+        #expect(try network.sendUDP(from: TestNetwork.senderAddresses4[0], count: 50) == 50)
+
+        // A bounded watch: JSON lines, one per sample, and the CSV rows of every sample.
+        let watch = try cli(network, ["stats", "--watch", "--json", "--interval", "50", "--duration", "0.5",
+                                      "--csv", csv, "--pin-dir", pins])
+        try #require(watch.status == 0, "watch failed: \(watch.stderr)")
+        let samples = watch.stdout.split(separator: "\n")
+        #expect(samples.count >= 2)
+        for line in samples {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["dropped"] as? Int == 50)
+            #expect(object?["dropped_rate"] != nil && object?["time"] != nil)
+        }
+        let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
+        #expect(rows.first == "time,counter,total,rate")
+        #expect(rows.count == 1 + 4 * samples.count, "four counters per sample")
+        #expect(rows.contains { $0.hasSuffix(",dropped,50,0") })
+
+        // An open-ended watch ends cleanly on SIGINT.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        process.arguments = ["--net=/run/netns/\(network.receiver)", "--", Products.cli, "stats", "--watch",
+                             "--pin-dir", pins]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        usleep(500_000)
+        kill(process.processIdentifier, SIGINT)  // nsenter execs the CLI: same process
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
     }
 }
