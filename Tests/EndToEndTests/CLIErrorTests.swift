@@ -42,20 +42,15 @@ struct CLIErrorTests {
     }
 
     @Test func missingObjectLeavesNothingAttached() throws {
-        try Privileges.require()
-        let network = try TestNetwork("o")
-        let scratch = ScratchPinDirectory("noobject")
-        defer {
-            network.remove()
-            scratch.remove()
+        try withTestNetwork("o") { network, scratch in
+            let result = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
+                                                                "--bpf-object", "/nonexistent/portcullis.bpf.o",
+                                                                "--pin-dir", scratch.path])
+            expectOneLineError(result, mentioning: ["/nonexistent/portcullis.bpf.o", "not found", "tools/build-bpf"])
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"))
+            #expect(!scratch.pins.holdsMaps)
         }
-        let result = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
-                                                            "--bpf-object", "/nonexistent/portcullis.bpf.o",
-                                                            "--pin-dir", scratch.path])
-        expectOneLineError(result, mentioning: ["/nonexistent/portcullis.bpf.o", "not found", "tools/build-bpf"])
-        let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
-        #expect(!link.stdout.contains("xdp"))
-        #expect(!scratch.pins.holdsMaps)
     }
 
     @Test func mapsNotPinned() throws {
@@ -84,26 +79,21 @@ struct CLIErrorTests {
     }
 
     @Test func pinsOfAnotherLayoutAreRefusedWithoutAttaching() throws {
-        try Privileges.require()
-        let network = try TestNetwork("l")
-        let scratch = ScratchPinDirectory("cli-layout")
-        defer {
-            network.remove()
-            scratch.remove()
-        }
-        try scratch.pins.prepare()
-        let fd = bpf_map_create(BPF_MAP_TYPE_HASH, PC_MAP_BANS_V6, 4, 16, 16, nil)
-        try #require(fd >= 0)
-        defer { close(fd) }
-        try #require(bpf_obj_pin(fd, scratch.path + "/" + PC_MAP_BANS_V6) == 0)
-        let attach = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
-                                                            "--pin-dir", scratch.path])
-        expectOneLineError(attach, mentioning: [scratch.path, "another layout", "--pin-dir"])
-        let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
-        #expect(!link.stdout.contains("xdp"), "nothing attached")
-        for command in [["list"], ["ban", "198.18.0.1"], ["stats"]] {
-            expectOneLineError(try runProcess(Products.cli, command + ["--pin-dir", scratch.path]),
-                               mentioning: ["another layout"])
+        try withTestNetwork("l") { network, scratch in
+            try scratch.pins.prepare()
+            let fd = bpf_map_create(BPF_MAP_TYPE_HASH, PC_MAP_BANS_V6, 4, 16, 16, nil)
+            try #require(fd >= 0)
+            defer { close(fd) }
+            try #require(bpf_obj_pin(fd, scratch.path + "/" + PC_MAP_BANS_V6) == 0)
+            let attach = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
+                                                                "--pin-dir", scratch.path])
+            expectOneLineError(attach, mentioning: [scratch.path, "another layout", "--pin-dir"])
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"), "nothing attached")
+            for command in [["list"], ["ban", "198.18.0.1"], ["stats"]] {
+                expectOneLineError(try runProcess(Products.cli, command + ["--pin-dir", scratch.path]),
+                                   mentioning: ["another layout"])
+            }
         }
     }
 }

@@ -38,135 +38,120 @@ struct NamespaceFilterTests {
     }
 
     @Test func bannedSourceIsDroppedInTheDriverAndPassesAfterUnban() throws {
-        try Privileges.require()
-        let network = try TestNetwork("e")
-        let scratch = ScratchPinDirectory("e2e")
-        defer {
-            network.remove()
-            scratch.remove()
-        }
-        let pins = scratch.path
-        let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "native",
-                                       "--map-entries", "4096", "--pin-dir", pins])
-        try #require(attach.status == 0, "attach failed: \(attach.stderr)")
-        #expect(attach.stdout.contains("native mode"))
-        let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
-        #expect(link.stdout.contains("xdp"), "the interface shows an XDP program")
+        try withTestNetwork("e") { network, scratch in
+            let pins = scratch.path
+            let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "native",
+                                           "--map-entries", "4096", "--pin-dir", pins])
+            try #require(attach.status == 0, "attach failed: \(attach.stderr)")
+            #expect(attach.stdout.contains("native mode"))
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(link.stdout.contains("xdp"), "the interface shows an XDP program")
 
-        let (banned4, clean4) = (TestNetwork.senderAddresses4[0], TestNetwork.senderAddresses4[1])
-        let (banned6, clean6) = (TestNetwork.senderAddresses6[0], TestNetwork.senderAddresses6[1])
-        for address in [banned4, banned6] {
-            let ban = try cli(network, ["ban", address, "--pin-dir", pins])
-            try #require(ban.status == 0, "ban failed: \(ban.stderr)")
-        }
-        let before = try stats(network, pins)
-        let count = 200
-        for source in [banned4, clean4, banned6, clean6] {
-            #expect(try network.sendUDP(from: source, count: count) == count)
-        }
-        let during = try stats(network, pins)
-        #expect(during.dropped - before.dropped == UInt64(2 * count), "every datagram of a banned source dropped")
-        // Passed also counts whatever else the namespace sends (IPv6 router solicitations, MLD).
-        #expect(during.passed - before.passed >= UInt64(2 * count), "every datagram of the others passed")
-        #expect(during.malformed == before.malformed)
-        let listed = try bans(network, pins)
-        #expect(listed[banned4]?.dropped == UInt64(count))
-        #expect(listed[banned6]?.dropped == UInt64(count))
-        #expect(listed[banned4]?.expires_in == nil, "a ban without --for is permanent")
+            let (banned4, clean4) = (TestNetwork.senderAddresses4[0], TestNetwork.senderAddresses4[1])
+            let (banned6, clean6) = (TestNetwork.senderAddresses6[0], TestNetwork.senderAddresses6[1])
+            for address in [banned4, banned6] {
+                let ban = try cli(network, ["ban", address, "--pin-dir", pins])
+                try #require(ban.status == 0, "ban failed: \(ban.stderr)")
+            }
+            let before = try stats(network, pins)
+            let count = 200
+            for source in [banned4, clean4, banned6, clean6] {
+                #expect(try network.sendUDP(from: source, count: count) == count)
+            }
+            let during = try stats(network, pins)
+            #expect(during.dropped - before.dropped == UInt64(2 * count), "every datagram of a banned source dropped")
+            // Passed also counts whatever else the namespace sends (IPv6 router solicitations, MLD).
+            #expect(during.passed - before.passed >= UInt64(2 * count), "every datagram of the others passed")
+            #expect(during.malformed == before.malformed)
+            let listed = try bans(network, pins)
+            #expect(listed[banned4]?.dropped == UInt64(count))
+            #expect(listed[banned6]?.dropped == UInt64(count))
+            #expect(listed[banned4]?.expires_in == nil, "a ban without --for is permanent")
 
-        for address in [banned4, banned6] {
-            let unban = try cli(network, ["unban", address, "--pin-dir", pins])
-            try #require(unban.status == 0, "unban failed: \(unban.stderr)")
-        }
-        #expect(try bans(network, pins).isEmpty)
-        for source in [banned4, banned6] {
-            #expect(try network.sendUDP(from: source, count: count) == count)
-        }
-        let after = try stats(network, pins)
-        #expect(after.dropped == during.dropped, "nothing dropped after the unban")
-        #expect(after.passed - during.passed >= UInt64(2 * count))
+            for address in [banned4, banned6] {
+                let unban = try cli(network, ["unban", address, "--pin-dir", pins])
+                try #require(unban.status == 0, "unban failed: \(unban.stderr)")
+            }
+            #expect(try bans(network, pins).isEmpty)
+            for source in [banned4, banned6] {
+                #expect(try network.sendUDP(from: source, count: count) == count)
+            }
+            let after = try stats(network, pins)
+            #expect(after.dropped == during.dropped, "nothing dropped after the unban")
+            #expect(after.passed - during.passed >= UInt64(2 * count))
 
-        let detach = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
-        #expect(detach.status == 0, "detach failed: \(detach.stderr)")
-        let unlinked = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
-        #expect(!unlinked.stdout.contains("xdp"), "no XDP program after detach")
+            let detach = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
+            #expect(detach.status == 0, "detach failed: \(detach.stderr)")
+            let unlinked = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!unlinked.stdout.contains("xdp"), "no XDP program after detach")
+        }
     }
 
     @Test func timedBanExpiresInTheProgramWithoutAnyDaemon() throws {
-        try Privileges.require()
-        let network = try TestNetwork("t")
-        let scratch = ScratchPinDirectory("expiry")
-        defer {
-            network.remove()
-            scratch.remove()
+        try withTestNetwork("t") { network, scratch in
+            let pins = scratch.path
+            // Generic mode here (native in the test above), so both attach paths run for real.
+            let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "generic", "--pin-dir", pins])
+            try #require(attach.status == 0, "attach failed: \(attach.stderr)")
+            #expect(try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+                        .stdout.contains("xdpgeneric"))
+            let source = TestNetwork.senderAddresses4[0]
+            try #require(try cli(network, ["ban", source, "--for", "1", "--pin-dir", pins]).status == 0)
+            #expect(try network.sendUDP(from: source, count: 20) == 20)
+            let during = try stats(network, pins)
+            #expect(during.dropped == 20)
+            // Wait for the ban to end (a bounded poll, not a timing assertion).
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, try bans(network, pins)[source]?.expires_in ?? 0 > 0 {
+                usleep(100_000)
+            }
+            usleep(200_000)
+            #expect(try network.sendUDP(from: source, count: 20) == 20)
+            let after = try stats(network, pins)
+            #expect(after.dropped == 20, "an expired ban drops nothing")
+            #expect(after.expired == 20, "and its packets are counted as expired passes")
         }
-        let pins = scratch.path
-        // Generic mode here (native in the test above), so both attach paths run for real.
-        let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "generic", "--pin-dir", pins])
-        try #require(attach.status == 0, "attach failed: \(attach.stderr)")
-        #expect(try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
-                    .stdout.contains("xdpgeneric"))
-        let source = TestNetwork.senderAddresses4[0]
-        try #require(try cli(network, ["ban", source, "--for", "1", "--pin-dir", pins]).status == 0)
-        #expect(try network.sendUDP(from: source, count: 20) == 20)
-        let during = try stats(network, pins)
-        #expect(during.dropped == 20)
-        // Wait for the ban to end (a bounded poll, not a timing assertion).
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline, try bans(network, pins)[source]?.expires_in ?? 0 > 0 {
-            usleep(100_000)
-        }
-        usleep(200_000)
-        #expect(try network.sendUDP(from: source, count: 20) == 20)
-        let after = try stats(network, pins)
-        #expect(after.dropped == 20, "an expired ban drops nothing")
-        #expect(after.expired == 20, "and its packets are counted as expired passes")
     }
 
     @Test func statsWatchWritesSamplesAndStopsOnSignal() throws {
-        try Privileges.require()
-        let network = try TestNetwork("w")
-        let scratch = ScratchPinDirectory("watch")
         let csv = NSTemporaryDirectory() + "portcullis-stats-\(getpid()).csv"
-        defer {
-            network.remove()
-            scratch.remove()
-            unlink(csv)
-        }
-        let pins = scratch.path
-        try #require(try cli(network, ["attach", network.receiverInterface, "--pin-dir", pins]).status == 0)
-        try #require(try cli(network, ["ban", TestNetwork.senderAddresses4[0], "--pin-dir", pins]).status == 0)
-        #expect(try network.sendUDP(from: TestNetwork.senderAddresses4[0], count: 50) == 50)
+        defer { unlink(csv) }
+        try withTestNetwork("w") { network, scratch in
+            let pins = scratch.path
+            try #require(try cli(network, ["attach", network.receiverInterface, "--pin-dir", pins]).status == 0)
+            try #require(try cli(network, ["ban", TestNetwork.senderAddresses4[0], "--pin-dir", pins]).status == 0)
+            #expect(try network.sendUDP(from: TestNetwork.senderAddresses4[0], count: 50) == 50)
 
-        // A bounded watch: JSON lines, one per sample, and the CSV rows of every sample.
-        let watch = try cli(network, ["stats", "--watch", "--json", "--interval", "50", "--duration", "0.5",
-                                      "--csv", csv, "--pin-dir", pins])
-        try #require(watch.status == 0, "watch failed: \(watch.stderr)")
-        let samples = watch.stdout.split(separator: "\n")
-        #expect(samples.count >= 2)
-        for line in samples {
-            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            #expect(object?["dropped"] as? Int == 50)
-            #expect(object?["dropped_rate"] != nil && object?["time"] != nil)
-        }
-        let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
-        #expect(rows.first == "time,counter,total,rate")
-        #expect(rows.count == 1 + 4 * samples.count, "four counters per sample")
-        #expect(rows.contains { $0.hasSuffix(",dropped,50,0") })
+            // A bounded watch: JSON lines, one per sample, and the CSV rows of every sample.
+            let watch = try cli(network, ["stats", "--watch", "--json", "--interval", "50", "--duration", "0.5",
+                                          "--csv", csv, "--pin-dir", pins])
+            try #require(watch.status == 0, "watch failed: \(watch.stderr)")
+            let samples = watch.stdout.split(separator: "\n")
+            #expect(samples.count >= 2)
+            for line in samples {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                #expect(object?["dropped"] as? Int == 50)
+                #expect(object?["dropped_rate"] != nil && object?["time"] != nil)
+            }
+            let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
+            #expect(rows.first == "time,counter,total,rate")
+            #expect(rows.count == 1 + 4 * samples.count, "four counters per sample")
+            #expect(rows.contains { $0.hasSuffix(",dropped,50,0") })
 
-        // An open-ended watch ends cleanly on SIGINT.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-        process.arguments = ["--net=/run/netns/\(network.receiver)", "--", Products.cli, "stats", "--watch",
-                             "--pin-dir", pins]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        usleep(500_000)
-        kill(process.processIdentifier, SIGINT)  // nsenter execs the CLI: same process
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+            // An open-ended watch ends cleanly on SIGINT.
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            process.arguments = ["--net=/run/netns/\(network.receiver)", "--", Products.cli, "stats", "--watch",
+                                 "--pin-dir", pins]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            usleep(500_000)
+            kill(process.processIdentifier, SIGINT)  // nsenter execs the CLI: same process
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+        }
     }
 }

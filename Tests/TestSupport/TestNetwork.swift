@@ -107,6 +107,19 @@ public struct TestNetwork: Sendable {
     }
 }
 
+/// Runs `body` as root with a fresh `TestNetwork` and scratch pin directory, removing both after it
+/// whatever happens.
+public func withTestNetwork<R>(_ tag: String, _ body: (TestNetwork, ScratchPinDirectory) throws -> R) throws -> R {
+    try Privileges.require()
+    let network = try TestNetwork(tag)
+    let scratch = ScratchPinDirectory("net-\(tag)")
+    defer {
+        network.remove()
+        scratch.remove()
+    }
+    return try body(network, scratch)
+}
+
 public struct TestNetworkError: Error, CustomStringConvertible {
     public let command: String
     public let output: String
