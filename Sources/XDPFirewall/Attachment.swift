@@ -43,9 +43,15 @@ public enum Attachment {
             defer { xdp_program__close(program) }
             let result = xdp_program__attach(program, ifindex, candidate.libxdpMode, 0)
             if result == 0 {
-                let maps = try filter.maps()
-                return Outcome(mode: candidate, newlyAttached: true, mapEntries: maps.capacity,
-                               reusedPinnedMaps: filter.reusesPinnedMaps)
+                do {
+                    let maps = try filter.maps()
+                    return Outcome(mode: candidate, newlyAttached: true, mapEntries: maps.capacity,
+                                   reusedPinnedMaps: filter.reusesPinnedMaps)
+                } catch {
+                    // Unstamped maps must not stay in use: undo the attach before reporting.
+                    xdp_program__detach(program, ifindex, candidate.libxdpMode, 0)
+                    throw error
+                }
             }
             let code = -result
             if code == EPERM || code == EACCES { throw .permissionDenied(operation: "attach XDP to \(interface)") }
