@@ -36,6 +36,7 @@ let package = Package(
             name: "portcullis-perf",
             dependencies: [
                 "XDPFirewall",
+                "CPortcullis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "perf/portcullis-perf"

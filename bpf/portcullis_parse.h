@@ -117,6 +117,12 @@ static __always_inline int pc_validate_ipv4(struct pc_cursor *c)
 	return 0;
 }
 
+static __always_inline int pc_is_ipv6_extension(__u8 next)
+{
+	return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+	       next == IPPROTO_MH || next == IPPROTO_AH || next == IPPROTO_FRAGMENT;
+}
+
 /*
  * Walks the IPv6 extension header chain (at most PC_MAX_IPV6_EXT_HEADERS) to the upper-layer
  * header. Returns the upper-layer protocol, or -1 when the chain is truncated or too long.
@@ -167,7 +173,8 @@ static __always_inline int pc_validate_ipv6(struct pc_cursor *c)
 		if (pos > c->end)
 			return -1;
 	}
-	return -1;
+	/* Exactly PC_MAX_IPV6_EXT_HEADERS headers is fine; one more is too many. */
+	return pc_is_ipv6_extension(next) ? -1 : next;
 }
 
 #endif /* PORTCULLIS_PARSE_H */

@@ -1,9 +1,15 @@
+#define _GNU_SOURCE
 #include "CPortcullis.h"
 
 #include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -13,18 +19,31 @@ static bool log_echo;
 
 static void append_log(const char *format, va_list args)
 {
-	char line[1024];
-	int n = vsnprintf(line, sizeof(line), format, args);
+	va_list copy;
+	char *message;
+	const char *line;
 	size_t len;
+	int n;
 
+	/* Format whole: libbpf prints a verifier log of many KiB in one call, and its end says why. */
+	va_copy(copy, args);
+	n = vsnprintf(NULL, 0, format, copy);
+	va_end(copy);
 	if (n < 0)
 		return;
-	len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
+	message = malloc((size_t)n + 1);
+	if (!message)
+		return;
+	vsnprintf(message, (size_t)n + 1, format, args);
 	if (log_echo)
-		fputs(line, stderr);
-	pthread_mutex_lock(&log_lock);
-	if (len >= sizeof(log_buffer))
+		fputs(message, stderr);
+	len = (size_t)n;
+	line = message;
+	if (len >= sizeof(log_buffer)) { /* keep the tail */
+		line = message + len - (sizeof(log_buffer) - 1);
 		len = sizeof(log_buffer) - 1;
+	}
+	pthread_mutex_lock(&log_lock);
 	if (log_length + len >= sizeof(log_buffer)) {
 		/* keep the newest text: drop the oldest half */
 		size_t keep = log_length / 2;
@@ -37,6 +56,7 @@ static void append_log(const char *format, va_list args)
 	log_length += len;
 	log_buffer[log_length] = '\0';
 	pthread_mutex_unlock(&log_lock);
+	free(message);
 }
 
 static int libbpf_log(enum libbpf_print_level level, const char *format, va_list args)
@@ -117,4 +137,71 @@ int64_t cportcullis_btf_struct_size(const struct btf *btf, const char *struct_na
 	const struct btf_type *type = find_struct(btf, struct_name);
 
 	return type ? (int64_t)type->size : -ENOENT;
+}
+
+int cportcullis_futex_wait(uint32_t *address, uint32_t expected, const struct timespec *timeout)
+{
+	return (int)syscall(SYS_futex, address, FUTEX_WAIT, expected, timeout, NULL, 0);
+}
+
+int cportcullis_futex_wake(uint32_t *address, int count)
+{
+	return (int)syscall(SYS_futex, address, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+_Static_assert(sizeof(struct cportcullis_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
+_Static_assert(offsetof(struct cportcullis_mmsghdr, msg_len) == offsetof(struct mmsghdr, msg_len), "msg_len");
+
+int cportcullis_sendmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags)
+{
+	return sendmmsg(fd, (struct mmsghdr *)messages, count, flags);
+}
+
+int cportcullis_recvmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags,
+                         struct timespec *timeout)
+{
+	return recvmmsg(fd, (struct mmsghdr *)messages, count, flags, timeout);
+}
+
+int cportcullis_pin_thread(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0 || cpu >= CPU_SETSIZE) {
+		errno = EINVAL;
+		return -1;
+	}
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+int cportcullis_accept4(int fd, int flags)
+{
+	return accept4(fd, NULL, NULL, flags);
+}
+
+int cportcullis_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid)
+{
+	struct ucred credentials;
+	socklen_t length = sizeof(credentials);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0)
+		return -1;
+	*pid = credentials.pid;
+	*uid = credentials.uid;
+	*gid = credentials.gid;
+	return 0;
+}
+
+int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
+                                 uint64_t user_data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_read(sqe, fd, buffer, length, offset);
+	io_uring_sqe_set_data64(sqe, user_data);
+	return 0;
 }

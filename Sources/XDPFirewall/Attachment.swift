@@ -27,40 +27,74 @@ public enum Attachment {
                               mode: AttachMode = .auto, mapEntries: UInt32? = nil) throws(FirewallError) -> Outcome {
         let ifindex = try index(of: interface)
         if let current = try attachedMode(ifindex: ifindex) {
+            if mode != .auto && mode != current {
+                throw .alreadyAttached(interface: interface, detail: "in \(current.rawValue) mode; "
+                    + "detach it first (portcullis detach \(interface)) to attach in \(mode.rawValue) mode")
+            }
+            guard pinDirectory.holdsMaps else {
+                throw .alreadyAttached(interface: interface, detail: "with maps pinned elsewhere than \(pinDirectory); "
+                    + "pass the --pin-dir it was attached with, or detach it first")
+            }
             let maps = try BanMaps.open(pinnedIn: pinDirectory)
+            if let mapEntries, mapEntries != maps.capacity {
+                throw .mapSizeMismatch(path: pinDirectory.path, pinned: maps.capacity, requested: mapEntries)
+            }
             return Outcome(mode: current, newlyAttached: false, mapEntries: maps.capacity, reusedPinnedMaps: true)
         }
+        let reusing = pinDirectory.holdsMaps  // decided once: a failed native try must not change it
         let modes: [AttachMode] = mode == .auto ? [.native, .generic] : [mode]
         var lastError: FirewallError?
         for candidate in modes {
             // A fresh object per try: a failed attach may leave the previous one half-loaded.
             let filter = try FilterObject(objectPath: objectPath, pinDirectory: pinDirectory, mapEntries: mapEntries)
-            let program = xdp_program__from_bpf_obj(filter.object.handle, PC_PROG_SECTION)
-            let openError = libxdp_get_error(UnsafeRawPointer(program))
-            guard openError == 0, let program else {
-                throw .bpfObjectInvalid(path: objectPath, detail: libxdpMessage(openError))
-            }
-            defer { xdp_program__close(program) }
-            let result = xdp_program__attach(program, ifindex, candidate.libxdpMode, 0)
-            if result == 0 {
-                do {
+            let outcome: Outcome? = try withExtendedLifetime(filter) { () throws(FirewallError) -> Outcome? in
+                let program = xdp_program__from_bpf_obj(filter.object.handle, PC_PROG_SECTION)
+                let openError = libxdp_get_error(UnsafeRawPointer(program))
+                guard openError == 0, let program else {
+                    throw .bpfObjectInvalid(path: objectPath, detail: libxdpMessage(openError))
+                }
+                defer { xdp_program__close(program) }
+                let result = xdp_program__attach(program, ifindex, candidate.libxdpMode, 0)
+                guard result == 0 else {
+                    lastError = attachError(-result, interface: interface, mode: candidate)
+                    return nil
+                }
+                do throws(FirewallError) {
                     let maps = try filter.maps()
                     return Outcome(mode: candidate, newlyAttached: true, mapEntries: maps.capacity,
-                                   reusedPinnedMaps: filter.reusesPinnedMaps)
+                                   reusedPinnedMaps: reusing)
                 } catch {
                     // Unstamped maps must not stay in use: undo the attach before reporting.
                     xdp_program__detach(program, ifindex, candidate.libxdpMode, 0)
                     throw error
                 }
             }
-            let code = -result
-            if code == EPERM || code == EACCES { throw .permissionDenied(operation: "attach XDP to \(interface)") }
-            lastError = .system(operation: "attach XDP to \(interface) in \(candidate.rawValue) mode", errno: code,
-                                detail: takeLibraryLog())
+            if let outcome { return outcome }
             // Only a driver without native XDP is worth a generic try; other errors repeat there.
-            guard code == EOPNOTSUPP || code == ENOTSUP || code == EINVAL else { break }
+            guard case .system(_, let code, _) = lastError!, code == EOPNOTSUPP || code == EINVAL else { break }
         }
+        // libbpf pinned the maps while loading: a failed attach must not leave new, unused pins.
+        if !reusing { try? pinDirectory.removeMaps() }
         throw lastError!
+    }
+
+    /// The error for a failed `xdp_program__attach`, with what to do about each likely cause.
+    private static func attachError(_ code: Int32, interface: String, mode: AttachMode) -> FirewallError {
+        let operation = "attach XDP to \(interface) in \(mode.rawValue) mode"
+        let hint: String
+        switch code {
+        case EOPNOTSUPP, EINVAL:
+            hint = mode == .native ? "the driver may lack native XDP: use --mode generic or auto" : ""
+        case E2BIG, ENOMEM:
+            hint = "the kernel could not allocate the ban maps: lower --map-entries"
+        case EBUSY, EEXIST:
+            hint = "another XDP program holds the interface and cannot share it: detach it first"
+        default:
+            hint = ""
+        }
+        let error = systemError(operation, code)
+        guard case .system(let operation, let errno, let detail) = error, !hint.isEmpty else { return error }
+        return .system(operation: operation, errno: errno, detail: detail.isEmpty ? hint : "\(hint); \(detail)")
     }
 
     /// Detaches the filter from `interface`, leaving other XDP programs and the pinned maps alone.
@@ -70,12 +104,7 @@ public enum Attachment {
         try withFilterProgram(ifindex: ifindex) { (program, mode) throws(FirewallError) in
             guard let program else { throw .notAttached(interface: interface) }
             let result = xdp_program__detach(program, ifindex, mode, 0)
-            if result < 0 {
-                if -result == EPERM || -result == EACCES {
-                    throw .permissionDenied(operation: "detach XDP from \(interface)")
-                }
-                throw .system(operation: "detach XDP from \(interface)", errno: -result, detail: takeLibraryLog())
-            }
+            if result < 0 { throw systemError("detach XDP from \(interface)", -result) }
         }
     }
 
@@ -97,11 +126,7 @@ public enum Attachment {
         let error = libxdp_get_error(UnsafeRawPointer(multiprog))
         if error == -Int(ENOENT) { return try body(nil, XDP_MODE_UNSPEC) }  // no XDP program at all
         guard error == 0, let multiprog else {
-            if -error == Int(EPERM) || -error == Int(EACCES) {
-                throw .permissionDenied(operation: "read the XDP programs of interface \(ifindex)")
-            }
-            throw .system(operation: "read the XDP programs of interface \(ifindex)", errno: Int32(-error),
-                          detail: libxdpMessage(error))
+            throw systemError("read the XDP programs of interface \(ifindex)", Int32(-error))
         }
         defer { xdp_multiprog__close(multiprog) }
         let mode = xdp_multiprog__attach_mode(multiprog)

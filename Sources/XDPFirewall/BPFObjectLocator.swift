@@ -31,7 +31,8 @@ public struct BPFObjectLocator: Sendable {
             candidates += Self.installDirectories.map { $0 + "/" + fileName }
         }
         if let found = candidates.first(where: { access($0, R_OK) == 0 }) { return found }
-        throw .bpfObjectMissing(searched: candidates)
+        let named = explicit.map { String($0.split(separator: "/").last ?? Substring($0)) } ?? fileName
+        throw .bpfObjectMissing(file: named, searched: candidates)
     }
 
     private func directory(of path: String) -> String {

@@ -104,6 +104,7 @@ public final class BanMaps: @unchecked Sendable {
     /// - Throws: `mapsNotPinned` when nothing is pinned there, `incompatiblePins` for maps of
     ///   another layout, `permissionDenied` without CAP_BPF.
     public static func open(pinnedIn directory: PinDirectory) throws(FirewallError) -> BanMaps {
+        try directory.checkAbsolute()
         // Check every map that is there before complaining about one that is not: a directory
         // holding a map of another layout must say so, not "nothing pinned".
         var found: [String: BPFDescriptor] = [:]
@@ -125,10 +126,12 @@ public final class BanMaps: @unchecked Sendable {
 
     // MARK: Layout marker
 
-    /// Fails unless the meta map says `PC_ABI_MAGIC` / `PC_ABI_VERSION`.
+    /// Fails unless the meta map says `PC_ABI_MAGIC` / `PC_ABI_VERSION`, or is still unstamped
+    /// (all zero: created by a load that had not finished; the maps' types were checked already).
     func checkLayoutMarker(path: String) throws(FirewallError) {
         let marker = try readMeta()
-        if marker.magic != PC_ABI_MAGIC || marker.abi_version != PC_ABI_VERSION {
+        let unstamped = marker.magic == 0 && marker.abi_version == 0
+        if !unstamped && (marker.magic != PC_ABI_MAGIC || marker.abi_version != PC_ABI_VERSION) {
             throw .incompatiblePins(
                 path: path,
                 detail: "layout marker magic 0x\(String(marker.magic, radix: 16)) version \(marker.abi_version), "
@@ -152,7 +155,8 @@ public final class BanMaps: @unchecked Sendable {
 
     // MARK: Bans
 
-    /// Bans one address. Re-banning an address keeps its drop count and replaces its expiry.
+    /// Bans one address. Re-banning an address keeps its drop count (packets dropped between the
+    /// lookup and the update are not carried over) and replaces its expiry.
     public func ban(_ address: IPAddress, _ expiry: BanExpiry) throws(FirewallError) {
         try insert(BanRequest(address, expiry), dropped: try lookup(address)?.dropped ?? 0)
     }
@@ -166,10 +170,12 @@ public final class BanMaps: @unchecked Sendable {
     }
 
     /// Installs many bans with one `bpf_map_update_batch` call per family (about 3x cheaper per
-    /// key than one update each). New entries start with a drop count of zero.
+    /// key than one update each). Every entry's drop count starts at zero, also for an address that
+    /// was banned already (use `ban(_:_:)` to keep a count).
     ///
-    /// - Returns: the number of bans installed; on a full map the ones before it are installed and
-    ///   `banMapFull` is thrown.
+    /// - Returns: the number of bans installed.
+    /// - Throws: `banMapFull` when a family's map fills up: its first `installed` requests (in
+    ///   order) went in, and the other family's batch was still tried.
     @discardableResult
     public func ban(batch requests: [BanRequest]) throws(FirewallError) -> Int {
         var keys4: [pc_ipv4_key] = []
@@ -186,18 +192,32 @@ public final class BanMaps: @unchecked Sendable {
                 values6.append(value)
             }
         }
-        let installed4 = try updateBatch(fd: bansV4.fd, keys: keys4, values: values4, family: .ipv4)
-        let installed6 = try updateBatch(fd: bansV6.fd, keys: keys6, values: values6, family: .ipv6)
-        return installed4 + installed6
+        var firstError: FirewallError?
+        var installed = 0
+        for (fd, family) in [(bansV4.fd, IPAddress.Family.ipv4), (bansV6.fd, .ipv6)] {
+            do throws(FirewallError) {
+                installed += family == .ipv4
+                    ? try updateBatch(fd: fd, keys: keys4, values: values4, family: family)
+                    : try updateBatch(fd: fd, keys: keys6, values: values6, family: family)
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        if let firstError { throw firstError }
+        return installed
     }
 
     /// Removes a ban. - Returns: whether the address was banned.
     @discardableResult
     public func unban(_ address: IPAddress) throws(FirewallError) -> Bool {
         try withKey(address) { (fd, key) throws(FirewallError) -> Bool in
-            if bpf_map_delete_elem(fd, key) == 0 { return true }
-            if errno == ENOENT { return false }
-            throw systemError("unban \(address)", errno)
+            while true {
+                if bpf_map_delete_elem(fd, key) == 0 { return true }
+                let code = errno
+                if code == EINTR { continue }
+                if code == ENOENT { return false }
+                throw systemError("unban \(address)", code)
+            }
         }
     }
 
@@ -214,12 +234,16 @@ public final class BanMaps: @unchecked Sendable {
     public func lookup(_ address: IPAddress) throws(FirewallError) -> BanEntry? {
         var value = pc_ban()
         return try withKey(address) { (fd, key) throws(FirewallError) -> BanEntry? in
-            if bpf_map_lookup_elem(fd, key, &value) == 0 {
-                return BanEntry(address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
-                                dropped: value.dropped)
+            while true {
+                if bpf_map_lookup_elem(fd, key, &value) == 0 {
+                    return BanEntry(address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
+                                    dropped: value.dropped)
+                }
+                let code = errno
+                if code == EINTR { continue }
+                if code == ENOENT { return nil }
+                throw systemError("look up \(address)", code)
             }
-            if errno == ENOENT { return nil }
-            throw systemError("look up \(address)", errno)
         }
     }
 
@@ -284,10 +308,14 @@ public final class BanMaps: @unchecked Sendable {
 
     private func updateOne(fd: Int32, key: UnsafeRawPointer, value: inout pc_ban,
                            family: IPAddress.Family) throws(FirewallError) {
-        if bpf_map_update_elem(fd, key, &value, UInt64(BPF_ANY)) == 0 { return }
-        // A preallocated hash map reports a full table as E2BIG.
-        if errno == E2BIG { throw .banMapFull(family: familyName(family), capacity: capacity) }
-        throw systemError("ban in \(family == .ipv4 ? PC_MAP_BANS_V4 : PC_MAP_BANS_V6)", errno)
+        while true {
+            if bpf_map_update_elem(fd, key, &value, UInt64(BPF_ANY)) == 0 { return }
+            let code = errno
+            if code == EINTR { continue }
+            // A preallocated hash map reports a full table as E2BIG.
+            if code == E2BIG { throw .banMapFull(family: familyName(family), capacity: capacity, installed: 0) }
+            throw systemError("ban in \(family == .ipv4 ? PC_MAP_BANS_V4 : PC_MAP_BANS_V6)", code)
+        }
     }
 
     private func updateBatch<Key>(fd: Int32, keys: [Key], values: [pc_ban],
@@ -302,9 +330,11 @@ public final class BanMaps: @unchecked Sendable {
                 bpf_map_update_batch(fd, keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
             }
         }
+        let code = errno
         if result == 0 { return keys.count }
-        if errno == E2BIG { throw .banMapFull(family: familyName(family), capacity: capacity) }
-        throw systemError("ban \(keys.count) addresses in one batch (\(count) done)", errno)
+        // The kernel reports in `count` how many keys it handled, in order, before failing.
+        if code == E2BIG { throw .banMapFull(family: familyName(family), capacity: capacity, installed: Int(count)) }
+        throw systemError("ban \(keys.count) addresses in one batch (\(count) done)", code)
     }
 
     private func deleteBatch<Key>(fd: Int32, keys: [Key]) throws(FirewallError) -> Int {
@@ -319,9 +349,11 @@ public final class BanMaps: @unchecked Sendable {
             let result = keys.withUnsafeBytes { bytes in
                 bpf_map_delete_batch(fd, bytes.baseAddress! + start * MemoryLayout<Key>.stride, &count, &options)
             }
+            let code = errno
             removed += Int(count)
             if result == 0 { break }
-            if errno != ENOENT { throw systemError("unban \(keys.count) addresses in one batch", errno) }
+            if code == EINTR { continue }
+            if code != ENOENT { throw systemError("unban \(keys.count) addresses in one batch", code) }
             start += Int(count) + 1
         }
         return removed

@@ -50,7 +50,7 @@ final class BPFObject {
         }
         guard let opened else {
             let code = errno
-            if code == ENOENT { throw .bpfObjectMissing(searched: [path]) }
+            if code == ENOENT { throw .bpfObjectMissing(file: path, searched: [path]) }
             throw .bpfObjectInvalid(path: path, detail: "\(String(cString: strerror(code))); \(takeLibraryLog())")
         }
         handle = opened
@@ -78,7 +78,7 @@ final class BPFObject {
         let result = bpf_object__load(handle)
         guard result == 0 else {
             let code = errno != 0 ? errno : -result
-            if code == EPERM || code == EACCES { throw .permissionDenied(operation: "load \(path)") }
+            if (code == EPERM || code == EACCES) && geteuid() != 0 { throw .permissionDenied(operation: "load \(path)") }
             throw .bpfObjectInvalid(path: path, detail: "\(String(cString: strerror(code))); \(takeLibraryLog())")
         }
     }
@@ -113,9 +113,7 @@ struct FilterObject {
             throw .system(operation: "size the ban maps", errno: EINVAL, detail: "--map-entries must be at least 1")
         }
         if let pinnedCapacity, let mapEntries, pinnedCapacity != mapEntries {
-            throw .incompatiblePins(
-                path: pinDirectory!.path,
-                detail: "ban maps hold \(pinnedCapacity) entries, \(mapEntries) requested")
+            throw .mapSizeMismatch(path: pinDirectory!.path, pinned: pinnedCapacity, requested: mapEntries)
         }
         object = try BPFObject(path: objectPath, pinDirectory: pinDirectory)
         self.pinDirectory = pinDirectory

@@ -6,7 +6,7 @@ import Glibc
 /// Each case renders as one line that names what failed and what the operator can do about it.
 public enum FirewallError: Error, CustomStringConvertible, Equatable {
     /// The BPF object file was not found in any of the places searched.
-    case bpfObjectMissing(searched: [String])
+    case bpfObjectMissing(file: String, searched: [String])
     /// The BPF object exists but could not be opened or loaded (verifier, BTF, ELF).
     case bpfObjectInvalid(path: String, detail: String)
     /// The caller lacks CAP_BPF / CAP_NET_ADMIN (the kernel said `EPERM` or `EACCES`).
@@ -21,17 +21,21 @@ public enum FirewallError: Error, CustomStringConvertible, Equatable {
     case incompatiblePins(path: String, detail: String)
     /// The pin directory holds no Portcullis maps (nothing attached or loaded yet).
     case mapsNotPinned(pinDirectory: String)
+    /// The filter is on the interface already, in a way that conflicts with the request.
+    case alreadyAttached(interface: String, detail: String)
+    /// Pinned ban maps have another size than `--map-entries` asks for.
+    case mapSizeMismatch(path: String, pinned: UInt32, requested: UInt32)
     /// The interface has no Portcullis program attached.
     case notAttached(interface: String)
-    /// A ban map has no free entry left.
-    case banMapFull(family: String, capacity: UInt32)
+    /// A ban map has no free entry left; in a batch, the first `installed` bans of that family went in.
+    case banMapFull(family: String, capacity: UInt32, installed: Int)
     /// Any other failing call; `errno` is the C error number.
     case system(operation: String, errno: Int32, detail: String)
 
     public var description: String {
         switch self {
-        case .bpfObjectMissing(let searched):
-            return "BPF object portcullis.bpf.o not found; looked in: \(searched.joined(separator: ", ")). "
+        case .bpfObjectMissing(let file, let searched):
+            return "BPF object \(file) not found; looked in: \(searched.joined(separator: ", ")). "
                 + "Build it with tools/build-bpf, or pass --bpf-object PATH or set PORTCULLIS_BPF_OBJECT"
         case .bpfObjectInvalid(let path, let detail):
             return "BPF object \(path) could not be loaded: \(detail). Rebuild it with tools/build-bpf"
@@ -42,7 +46,7 @@ public enum FirewallError: Error, CustomStringConvertible, Equatable {
         case .invalidAddress(let text):
             return "'\(text)' is not an IPv4 or IPv6 address"
         case .notBPFFilesystem(let path):
-            return "pin directory \(path) is not on a BPF filesystem; "
+            return "pin directory \(path) is not an absolute path on a BPF filesystem; "
                 + "mount one (mount -t bpf bpf /sys/fs/bpf) or choose a --pin-dir under /sys/fs/bpf"
         case .incompatiblePins(let path, let detail):
             return "pinned maps under \(path) have another layout (\(detail)); "
@@ -51,9 +55,14 @@ public enum FirewallError: Error, CustomStringConvertible, Equatable {
         case .mapsNotPinned(let pinDirectory):
             return "no Portcullis maps pinned under \(pinDirectory); "
                 + "attach the filter first (portcullis attach IFNAME) or pass the --pin-dir it used"
+        case .alreadyAttached(let interface, let detail):
+            return "the filter is already attached to \(interface) \(detail)"
+        case .mapSizeMismatch(let path, let pinned, let requested):
+            return "the ban maps pinned under \(path) hold \(pinned) entries, --map-entries asks for \(requested); "
+                + "omit --map-entries to keep them and their bans, or remove them (rm -r \(path)) to resize"
         case .notAttached(let interface):
             return "no Portcullis XDP program is attached to \(interface)"
-        case .banMapFull(let family, let capacity):
+        case .banMapFull(let family, let capacity, _):
             return "\(family) ban map is full (\(capacity) entries); "
                 + "unban addresses or re-create the maps with a larger --map-entries"
         case .system(let operation, let errno, let detail):
@@ -103,8 +112,9 @@ func bpfCall(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws
     }
 }
 
-/// Maps an errno to the error an operator should see.
+/// Maps an errno to the error an operator should see. `EPERM`/`EACCES` mean missing privileges
+/// only for a non-root caller: as root they come from the verifier or a security module.
 func systemError(_ operation: String, _ code: Int32) -> FirewallError {
-    if code == EPERM || code == EACCES { return .permissionDenied(operation: operation) }
+    if (code == EPERM || code == EACCES) && geteuid() != 0 { return .permissionDenied(operation: operation) }
     return .system(operation: operation, errno: code, detail: takeLibraryLog())
 }

@@ -26,24 +26,32 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
     /// Makes sure the directory exists (mode 0700) on a BPF filesystem, mounting one at
     /// `/sys/fs/bpf` if nothing is mounted there yet (as `bpftool` and `ip` do).
     public func prepare() throws(FirewallError) {
+        try checkAbsolute()
         if path.hasPrefix("/sys/fs/bpf/") || path == "/sys/fs/bpf" {
             try Self.mountBPFFilesystemIfNeeded()
         }
         var prefix = ""
         for component in path.split(separator: "/") {
             prefix += "/" + component
-            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw systemError("create pin directory \(prefix)", errno)
+            if mkdir(prefix, 0o700) != 0 {
+                let code = errno
+                if code != EEXIST { throw systemError("create pin directory \(prefix)", code) }
             }
         }
         guard Self.isBPFFilesystem(path) else { throw .notBPFFilesystem(path: path) }
     }
 
+    /// Pin directories are absolute paths (on the BPF filesystem, normally under /sys/fs/bpf).
+    func checkAbsolute() throws(FirewallError) {
+        guard path.hasPrefix("/") else { throw .notBPFFilesystem(path: path) }
+    }
+
     /// Removes the filter's pinned maps and, if it is then empty, the directory itself. Maps stay
     /// alive while an attached program still uses them.
     public func removeMaps() throws(FirewallError) {
-        for spec in MapSpec.all where unlink(mapPath(spec.name)) != 0 && errno != ENOENT {
-            throw systemError("remove pinned map \(mapPath(spec.name))", errno)
+        for spec in MapSpec.all where unlink(mapPath(spec.name)) != 0 {
+            let code = errno
+            if code != ENOENT { throw systemError("remove pinned map \(mapPath(spec.name))", code) }
         }
         rmdir(path)
     }
@@ -56,7 +64,8 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
     private static func mountBPFFilesystemIfNeeded() throws(FirewallError) {
         guard !isBPFFilesystem("/sys/fs/bpf") else { return }
         if mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0 {
-            throw systemError("mount the BPF filesystem at /sys/fs/bpf", errno)
+            let code = errno
+            throw systemError("mount the BPF filesystem at /sys/fs/bpf", code)
         }
     }
 }
@@ -111,15 +120,17 @@ final class BPFDescriptor: @unchecked Sendable {
     /// Opens a pinned object; `nil` if nothing is pinned at `path`.
     static func openPinned(_ path: String) throws(FirewallError) -> BPFDescriptor? {
         let fd = bpf_obj_get(path)
+        let code = errno
         if fd >= 0 { return BPFDescriptor(fd) }
-        if errno == ENOENT { return nil }
-        throw systemError("open pinned map \(path)", errno)
+        if code == ENOENT { return nil }
+        throw systemError("open pinned map \(path)", code)
     }
 
     /// Duplicates a descriptor owned by someone else (libbpf), so it outlives that owner.
     static func duplicate(_ fd: Int32, what: String) throws(FirewallError) -> BPFDescriptor {
         let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0 else { throw systemError("duplicate descriptor of \(what)", errno) }
+        let code = errno
+        guard copy >= 0 else { throw systemError("duplicate descriptor of \(what)", code) }
         return BPFDescriptor(copy)
     }
 }

@@ -59,7 +59,7 @@ struct Unban: ParsableCommand {
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the bans with their remaining time and the packets each has dropped.",
-        discussion: "Expired bans that no daemon has removed yet are listed with 0 s left; they no longer drop.")
+        discussion: "Expired bans that no daemon has removed yet are listed as expired; they no longer drop.")
 
     @Flag(help: "Print a JSON array of {address, expires_in (seconds, null when permanent), expired, dropped}.")
     var json = false

@@ -150,9 +150,13 @@ struct CSVWriter {
             if let previous, elapsed > 0 {
                 rate = String(format: "%.0f", Double(count.packets &- previous.named[index].count.packets) / elapsed)
             }
-            fputs(String(format: "%.3f", time) + ",\(name),\(count.packets),\(rate)\n", file)
+            if fputs(String(format: "%.3f", time) + ",\(name),\(count.packets),\(rate)\n", file) < 0 {
+                throw UsageError("cannot write the CSV file: \(String(cString: strerror(errno))); check the disk")
+            }
         }
-        fflush(file)
+        if fflush(file) != 0 {
+            throw UsageError("cannot write the CSV file: \(String(cString: strerror(errno))); check the disk")
+        }
     }
 
     func close() { fclose(file) }

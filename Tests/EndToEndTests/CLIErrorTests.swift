@@ -53,6 +53,30 @@ struct CLIErrorTests {
         }
     }
 
+    @Test func failedAttachLeavesNoPinsAndSaysWhatToDo() throws {
+        try withTestNetwork("f") { network, scratch in
+            // Loopback has no native XDP: the program loads (pinning new maps), then the attach fails.
+            let result = try network.run(in: network.receiver, [Products.cli, "attach", "lo", "--mode", "native",
+                                                                "--pin-dir", scratch.path])
+            expectOneLineError(result, mentioning: ["native mode", "--mode generic"])
+            #expect(!scratch.pins.holdsMaps, "the maps pinned by the failed attach were removed")
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", "lo"])
+            #expect(!link.stdout.contains("xdp"))
+            // Attaching with another explicit mode than the one in force is refused, not ignored.
+            try #require(try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
+                                                                "--mode", "generic", "--pin-dir", scratch.path]).status == 0)
+            let again = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
+                                                               "--mode", "native", "--pin-dir", scratch.path])
+            expectOneLineError(again, mentioning: ["already attached", "generic mode", "detach"])
+        }
+    }
+
+    @Test func relativePinDirectoryIsRefused() throws {
+        try Privileges.require()
+        expectOneLineError(try runProcess(Products.cli, ["list", "--pin-dir", "relative/pins"]),
+                           mentioning: ["relative/pins", "absolute"])
+    }
+
     @Test func mapsNotPinned() throws {
         try Privileges.require()
         expectOneLineError(try runProcess(Products.cli, ["list", "--pin-dir", "/sys/fs/bpf/portcullis-nothing-here"]),
@@ -73,9 +97,14 @@ struct CLIErrorTests {
             let result = try runProcess("/usr/bin/env", asNobody + command + ["--pin-dir", scratch.path])
             expectOneLineError(result, mentioning: ["permission denied", "run as root"])
         }
-        let attach = try runProcess("/usr/bin/env", asNobody + ["attach", "lo", "--pin-dir", scratch.path])
-        expectOneLineError(attach, mentioning: ["run as root"])
         #expect(try BanMaps.open(pinnedIn: scratch.pins).entries().isEmpty, "nothing was banned")
+        try withTestNetwork("n") { network, _ in
+            let attach = try network.run(in: network.receiver, asNobody + ["attach", network.receiverInterface,
+                                                                           "--pin-dir", scratch.path])
+            expectOneLineError(attach, mentioning: ["run as root"])
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"))
+        }
     }
 
     @Test func pinsOfAnotherLayoutAreRefusedWithoutAttaching() throws {

@@ -30,6 +30,18 @@ struct NamespaceFilterTests {
         return try JSONDecoder().decode(Counters.self, from: Data(result.stdout.utf8))
     }
 
+    /// Reads the counters until `settled` holds or 5 s pass: veth hands frames to the receiver's
+    /// XDP program in its NAPI poll, which may run after the sender has returned.
+    func stats(_ network: TestNetwork, _ pins: String, until settled: (Counters) -> Bool) throws -> Counters {
+        let deadline = Date().addingTimeInterval(5)
+        var counters = try stats(network, pins)
+        while !settled(counters) && Date() < deadline {
+            usleep(20_000)
+            counters = try stats(network, pins)
+        }
+        return counters
+    }
+
     func bans(_ network: TestNetwork, _ pins: String) throws -> [String: Ban] {
         let result = try cli(network, ["list", "--json", "--pin-dir", pins])
         try #require(result.status == 0, "list failed: \(result.stderr)")
@@ -58,7 +70,9 @@ struct NamespaceFilterTests {
             for source in [banned4, clean4, banned6, clean6] {
                 #expect(try network.sendUDP(from: source, count: count) == count)
             }
-            let during = try stats(network, pins)
+            let during = try stats(network, pins) {
+                $0.dropped - before.dropped >= UInt64(2 * count) && $0.passed - before.passed >= UInt64(2 * count)
+            }
             #expect(during.dropped - before.dropped == UInt64(2 * count), "every datagram of a banned source dropped")
             // Passed also counts whatever else the namespace sends (IPv6 router solicitations, MLD).
             #expect(during.passed - before.passed >= UInt64(2 * count), "every datagram of the others passed")
@@ -76,7 +90,7 @@ struct NamespaceFilterTests {
             for source in [banned4, banned6] {
                 #expect(try network.sendUDP(from: source, count: count) == count)
             }
-            let after = try stats(network, pins)
+            let after = try stats(network, pins) { $0.passed - during.passed >= UInt64(2 * count) }
             #expect(after.dropped == during.dropped, "nothing dropped after the unban")
             #expect(after.passed - during.passed >= UInt64(2 * count))
 
@@ -96,18 +110,19 @@ struct NamespaceFilterTests {
             #expect(try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
                         .stdout.contains("xdpgeneric"))
             let source = TestNetwork.senderAddresses4[0]
-            try #require(try cli(network, ["ban", source, "--for", "1", "--pin-dir", pins]).status == 0)
+            // Long enough to outlast starting the sender on a loaded machine; the wait below polls.
+            try #require(try cli(network, ["ban", source, "--for", "3", "--pin-dir", pins]).status == 0)
             #expect(try network.sendUDP(from: source, count: 20) == 20)
-            let during = try stats(network, pins)
+            let during = try stats(network, pins) { $0.dropped >= 20 }
             #expect(during.dropped == 20)
             // Wait for the ban to end (a bounded poll, not a timing assertion).
-            let deadline = Date().addingTimeInterval(10)
+            let deadline = Date().addingTimeInterval(15)
             while Date() < deadline, try bans(network, pins)[source]?.expires_in ?? 0 > 0 {
                 usleep(100_000)
             }
             usleep(200_000)
             #expect(try network.sendUDP(from: source, count: 20) == 20)
-            let after = try stats(network, pins)
+            let after = try stats(network, pins) { $0.expired >= 20 }
             #expect(after.dropped == 20, "an expired ban drops nothing")
             #expect(after.expired == 20, "and its packets are counted as expired passes")
         }
@@ -121,6 +136,7 @@ struct NamespaceFilterTests {
             try #require(try cli(network, ["attach", network.receiverInterface, "--pin-dir", pins]).status == 0)
             try #require(try cli(network, ["ban", TestNetwork.senderAddresses4[0], "--pin-dir", pins]).status == 0)
             #expect(try network.sendUDP(from: TestNetwork.senderAddresses4[0], count: 50) == 50)
+            try #require(try stats(network, pins) { $0.dropped >= 50 }.dropped == 50)
 
             // A bounded watch: JSON lines, one per sample, and the CSV rows of every sample.
             let watch = try cli(network, ["stats", "--watch", "--json", "--interval", "50", "--duration", "0.5",
@@ -143,9 +159,16 @@ struct NamespaceFilterTests {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
             process.arguments = ["--net=/run/netns/\(network.receiver)", "--", Products.cli, "stats", "--watch",
                                  "--pin-dir", pins]
-            process.standardOutput = FileHandle.nullDevice
+            let output = Pipe()
+            process.standardOutput = output
             try process.run()
-            usleep(500_000)
+            // The header line is printed after the signals are blocked: only then is SIGINT a request to stop.
+            var seen = Data()
+            while !seen.contains(UInt8(ascii: "\n")) {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                seen.append(chunk)
+            }
             kill(process.processIdentifier, SIGINT)  // nsenter execs the CLI: same process
             let deadline = Date().addingTimeInterval(10)
             while process.isRunning && Date() < deadline { usleep(20_000) }

@@ -47,12 +47,14 @@ struct AddressTests {
         do {
             _ = try BPFObjectLocator().locate("no-such-object.bpf.o")
         } catch {
-            guard case .bpfObjectMissing(let searched) = error else { Issue.record("wrong error \(error)"); return }
+            guard case .bpfObjectMissing(let file, let searched) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(file == "no-such-object.bpf.o")
+            #expect(error.description.contains("no-such-object.bpf.o not found"))
             #expect(searched.contains("/usr/local/lib/portcullis/no-such-object.bpf.o"))
             #expect(searched.contains { $0.hasSuffix("/no-such-object.bpf.o") && !$0.hasPrefix("/usr/") })
             #expect(error.description.contains("tools/build-bpf"))
         }
-        #expect(throws: FirewallError.bpfObjectMissing(searched: ["/nonexistent/x.o"])) {
+        #expect(throws: FirewallError.bpfObjectMissing(file: "x.o", searched: ["/nonexistent/x.o"])) {
             try BPFObjectLocator().locate(explicit: "/nonexistent/x.o")
         }
     }

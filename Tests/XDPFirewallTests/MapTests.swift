@@ -29,7 +29,7 @@ struct MapTests {
         let opened = try BanMaps.open(pinnedIn: scratch.pins)
         #expect(try opened.entries().map(\.address) == [address])
         // Asking for another size than the pinned maps have is refused, not ignored.
-        #expect(throws: FirewallError.self) {
+        #expect(throws: FirewallError.mapSizeMismatch(path: scratch.path, pinned: 2048, requested: 4096)) {
             _ = try LoadedProgram(filterAt: object, pinDirectory: scratch.pins, mapEntries: 4096)
         }
     }
@@ -48,7 +48,8 @@ struct MapTests {
             _ = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
         }
         guard case .incompatiblePins = error else { Issue.record("expected incompatiblePins, got \(error)"); return }
-        #expect(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) }
+        let opening = try #require(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) }
+        guard case .incompatiblePins = opening else { Issue.record("expected incompatiblePins, got \(opening)"); return }
     }
 
     @Test func layoutMarkerOfAnotherVersionIsRefused() throws {
@@ -63,9 +64,14 @@ struct MapTests {
             let maps = try #require(program.maps)
             try #require(bpf_map_update_elem(maps.meta.fd, &key, &marker, UInt64(BPF_ANY)) == 0)
         }
-        #expect(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) }
-        #expect(throws: FirewallError.self) {
-            _ = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+        for error in [try #require(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) },
+                      try #require(throws: FirewallError.self) {
+                          _ = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+                      }] {
+            guard case .incompatiblePins(_, let detail) = error, detail.contains("version") else {
+                Issue.record("expected incompatiblePins naming the version, got \(error)")
+                continue
+            }
         }
     }
 
@@ -86,6 +92,14 @@ struct MapTests {
         let toRemove = Array(v4.prefix(1000)) + strangers + Array(v6.prefix(300))
         #expect(try maps.unban(batch: toRemove) == 1300)
         #expect(try maps.entries().count == 900)
+        // A batch re-ban of a banned address restarts its drop count (documented; ban(_:_:) keeps it).
+        let kept = v4[1400]
+        _ = try program.testRun(frame: TestFrame.udp(from: kept, to: IPAddress("198.18.255.254")!), repetitions: 3)
+        #expect(try maps.lookup(kept)?.dropped == 3)
+        try maps.ban(kept, end)
+        #expect(try maps.lookup(kept)?.dropped == 3)
+        try maps.ban(batch: [BanRequest(kept, end)])
+        #expect(try maps.lookup(kept)?.dropped == 0)
     }
 
     @Test func fullBanMapIsReportedNotFatal() throws {
@@ -94,14 +108,17 @@ struct MapTests {
         let maps = try #require(program.maps)
         let addresses = (1...5).map { IPAddress("198.18.2.\($0)")! }
         for address in addresses.prefix(4) { try maps.ban(address, .permanent) }
-        #expect(throws: FirewallError.banMapFull(family: "IPv4", capacity: 4)) {
+        #expect(throws: FirewallError.banMapFull(family: "IPv4", capacity: 4, installed: 0)) {
             try maps.ban(addresses[4], .permanent)
         }
-        #expect(throws: FirewallError.banMapFull(family: "IPv4", capacity: 4)) {
-            try maps.ban(batch: [BanRequest(addresses[4], .permanent)])
+        // In a batch: the IPv4 map is full, the IPv6 one is not; the IPv6 bans still go in.
+        let v6 = IPAddress("2001:2::4")!
+        #expect(throws: FirewallError.banMapFull(family: "IPv4", capacity: 4, installed: 0)) {
+            try maps.ban(batch: [BanRequest(addresses[4], .permanent), BanRequest(v6, .permanent)])
         }
+        #expect(try maps.lookup(v6) != nil)
         // Replacing an existing ban in a full map still works.
         try maps.ban(addresses[0], try #require(BanExpiry.after(seconds: 5)))
-        #expect(try maps.entries().count == 4)
+        #expect(try maps.entries().count == 5)
     }
 }

@@ -111,6 +111,10 @@ struct VerdictTests {
                 #expect(try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: chain))
                         == (.pass, "passed"))
             }
+            // Exactly PC_MAX_IPV6_EXT_HEADERS is a valid chain.
+            let most = Array(repeating: TestFrame.IPv6Extension.destinationOptions, count: Int(PC_MAX_IPV6_EXT_HEADERS))
+            #expect(try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: most))
+                    == (.pass, "passed"))
             // Longer than PC_MAX_IPV6_EXT_HEADERS: passed, counted malformed; a banned source still drops.
             let long = Array(repeating: TestFrame.IPv6Extension.destinationOptions, count: Int(PC_MAX_IPV6_EXT_HEADERS) + 1)
             #expect(try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: long))

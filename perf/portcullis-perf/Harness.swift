@@ -1,4 +1,5 @@
 import ArgumentParser
+import CPortcullis
 import Foundation
 
 /// One measured figure next to its reference, both taken in the same run: absolute numbers on a
@@ -39,6 +40,32 @@ struct HarnessOptions: ParsableArguments {
 
     @Option(help: "Rounds per measurement; each figure is the median over them.")
     var rounds = 7
+
+    @Option(help: "CPU to pin the measuring thread to (-1: do not pin).")
+    var cpu = 0
+
+    func validate() throws {
+        if rounds < 1 { throw ValidationError("--rounds must be at least 1") }
+    }
+
+    /// Pins the calling thread to `cpu`, so the figure and its reference run on the same core.
+    func pin() throws {
+        guard cpu >= 0 else { return }
+        try pinThread(toCPU: cpu)
+    }
+}
+
+/// A failure while measuring (not a usage error: no usage text with it).
+struct MeasurementError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Pins the calling thread to one CPU (`sched_setaffinity`).
+func pinThread(toCPU cpu: Int) throws {
+    if cportcullis_pin_thread(Int32(clamping: cpu)) != 0 {
+        throw MeasurementError(description: "cannot pin to CPU \(cpu): \(String(cString: strerror(errno))); "
+                               + "pass --cpu with a CPU this process may use, or --cpu -1")
+    }
 }
 
 /// Median of a non-empty sample.

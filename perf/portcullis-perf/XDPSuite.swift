@@ -26,11 +26,28 @@ struct XDPSuite: ParsableCommand {
     @Option(help: "Path of portcullis.bpf.o (xdp_reference.bpf.o is expected beside it).")
     var bpfObject: String?
 
+    /// Addresses of the benchmarking range 198.18.0.0/15 left after the two probes (.0.1, .0.2) and
+    /// the network and broadcast-like ends: the thesis's 131,068 attackers.
+    static let rangeCapacity = 131_068
+
+    func validate() throws {
+        if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if !(1...Self.rangeCapacity).contains(bans) { throw ValidationError("--bans must be 1...\(Self.rangeCapacity)") }
+        if !(0...Self.rangeCapacity).contains(background) {
+            throw ValidationError("--background must be 0...\(Self.rangeCapacity)")
+        }
+    }
+
     func run() throws {
         try requireReleaseBuild()
         do {
+            try options.pin()
             try report(try measure(), json: options.json)
         } catch let error as FirewallError {
+            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
+            throw ExitCode.failure
+        } catch let error as MeasurementError {
             FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
             throw ExitCode.failure
         }
@@ -39,13 +56,17 @@ struct XDPSuite: ParsableCommand {
     func measure() throws -> [Measurement] {
         let locator = BPFObjectLocator()
         let filterPath = try locator.locate(explicit: bpfObject)
-        let referencePath = bpfObject.map { ($0 as NSString).deletingLastPathComponent + "/xdp_reference.bpf.o" }
+        let referencePath = bpfObject.map { path -> String in
+            let directory = (path as NSString).deletingLastPathComponent
+            return (directory.isEmpty ? "." : directory) + "/xdp_reference.bpf.o"
+        }
         let filter = try LoadedProgram(filterAt: filterPath, pinDirectory: nil)
         let reference = try LoadedProgram(objectAt: try locator.locate("xdp_reference.bpf.o", explicit: referencePath),
                                           programName: "pc_xdp_reference")
         let maps = filter.maps!
-        return try packetCosts(filter: filter, reference: reference, maps: maps)
-            + banInstallation(maps: maps)
+        let packets = try packetCosts(filter: filter, reference: reference, maps: maps)
+        try maps.unban(batch: try maps.entries().map(\.address))  // the installation rounds reuse the range
+        return packets + (try banInstallation(maps: maps))
     }
 
     /// ns/packet of the filter vs the reference for banned and unbanned sources of both families.
@@ -53,9 +74,7 @@ struct XDPSuite: ParsableCommand {
         // A realistic table: the thesis's attacker count already banned, in both maps.
         let end = BanExpiry.after(seconds: 3600)!
         let crowd = (0..<background).flatMap { index -> [BanRequest] in
-            let v4 = IPAddress(ipv4NetworkOrder: UInt32(0xc613_0000 + index).bigEndian)  // 198.19.x.x
-            let v6 = benchmarkIPv6(group: 1, index: index)
-            return [BanRequest(v4, end), BanRequest(v6, end)]
+            [BanRequest(benchmarkIPv4(index), end), BanRequest(benchmarkIPv6(group: 1, index: index), end)]
         }
         for start in stride(from: 0, to: crowd.count, by: 8192) {
             try maps.ban(batch: Array(crowd[start..<min(start + 8192, crowd.count)]))
@@ -79,7 +98,7 @@ struct XDPSuite: ParsableCommand {
                 // Alternate the two so both see the same machine conditions.
                 let run = try filter.testRun(frame: frame, repetitions: repetitions)
                 guard run.verdict == expected else {
-                    throw ValidationError("\(name): the filter returned \(run.verdict), expected \(expected)")
+                    throw MeasurementError(description: "\(name): the filter returned \(run.verdict), expected \(expected)")
                 }
                 filterTimes.append(Double(run.averageNanoseconds))
                 referenceTimes.append(Double(try reference.testRun(frame: frame, repetitions: repetitions).averageNanoseconds))
@@ -94,7 +113,7 @@ struct XDPSuite: ParsableCommand {
     private func banInstallation(maps: BanMaps) throws -> [Measurement] {
         let end = BanExpiry.after(seconds: 3600)!
         let families: [(String, [BanRequest])] = [
-            ("IPv4", (0..<bans).map { BanRequest(IPAddress(ipv4NetworkOrder: UInt32(0xc612_0000 + $0).bigEndian), end) }),
+            ("IPv4", (0..<bans).map { BanRequest(benchmarkIPv4($0), end) }),
             ("IPv6", (0..<bans).map { BanRequest(benchmarkIPv6(group: 2, index: $0), end) }),
         ]
         return try families.map { family, requests in
@@ -119,6 +138,12 @@ struct XDPSuite: ParsableCommand {
                                referenceValue: median(single), rounds: options.rounds)
         }
     }
+}
+
+/// The INDEXth address of 198.18.0.0/15 after 198.18.0.0-3 (the probes use .1 and .2).
+func benchmarkIPv4(_ index: Int) -> IPAddress {
+    precondition(index < XDPSuite.rangeCapacity, "outside 198.18.0.0/15")
+    return IPAddress(ipv4NetworkOrder: UInt32(0xc612_0004 + index).bigEndian)
 }
 
 /// 2001:2:0:GROUP::INDEX (INDEX in the last 32 bits): inside the IPv6 benchmarking range.

@@ -10,7 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -42,5 +48,87 @@ int cportcullis_btf_member(const struct btf *btf, const char *struct_name, const
                            uint32_t *offset, uint32_t *size);
 /* Size in bytes of `struct struct_name` in BTF, or a negative errno. */
 int64_t cportcullis_btf_struct_size(const struct btf *btf, const char *struct_name);
+
+/*
+ * Atomics on shared memory (LogTransport's rings live in a mapping shared between processes).
+ * Each names its ordering; callers say in a comment which operation on the other side pairs with it.
+ */
+static inline uint64_t cportcullis_load_acquire_u64(const void *address)
+{
+	return __atomic_load_n((const uint64_t *)address, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t cportcullis_load_relaxed_u64(const void *address)
+{
+	return __atomic_load_n((const uint64_t *)address, __ATOMIC_RELAXED);
+}
+static inline void cportcullis_store_release_u64(void *address, uint64_t value)
+{
+	__atomic_store_n((uint64_t *)address, value, __ATOMIC_RELEASE);
+}
+static inline void cportcullis_store_relaxed_u64(void *address, uint64_t value)
+{
+	__atomic_store_n((uint64_t *)address, value, __ATOMIC_RELAXED);
+}
+static inline uint64_t cportcullis_fetch_add_u64(void *address, uint64_t value)
+{
+	return __atomic_fetch_add((uint64_t *)address, value, __ATOMIC_ACQ_REL);
+}
+static inline uint32_t cportcullis_load_acquire_u32(const void *address)
+{
+	return __atomic_load_n((const uint32_t *)address, __ATOMIC_ACQUIRE);
+}
+static inline void cportcullis_store_release_u32(void *address, uint32_t value)
+{
+	__atomic_store_n((uint32_t *)address, value, __ATOMIC_RELEASE);
+}
+/* Sequentially consistent: used where a wake-up must not be lost (sleepers vs. publish). */
+static inline uint32_t cportcullis_fetch_add_seq_cst_u32(void *address, int32_t value)
+{
+	return __atomic_fetch_add((uint32_t *)address, (uint32_t)value, __ATOMIC_SEQ_CST);
+}
+static inline uint32_t cportcullis_load_seq_cst_u32(const void *address)
+{
+	return __atomic_load_n((const uint32_t *)address, __ATOMIC_SEQ_CST);
+}
+/* Compare-and-swap with acquire-release on success, acquire on failure. */
+static inline bool cportcullis_cas_u32(void *address, uint32_t expected, uint32_t desired)
+{
+	return __atomic_compare_exchange_n((uint32_t *)address, &expected, desired, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+static inline void cportcullis_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+static inline void cportcullis_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void cportcullis_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void cportcullis_cpu_relax(void) { __builtin_ia32_pause(); }
+
+/*
+ * futex(2) on a word in shared memory (not FUTEX_PRIVATE: waiters and wakers are different
+ * processes). Wait returns 0 when woken, -1 with errno EAGAIN (value changed), ETIMEDOUT or EINTR.
+ */
+int cportcullis_futex_wait(uint32_t *address, uint32_t expected, const struct timespec *timeout);
+int cportcullis_futex_wake(uint32_t *address, int count);
+
+/* struct mmsghdr and sendmmsg/recvmmsg are hidden from Swift by _GNU_SOURCE; same layout, checked
+ * with a static assert in shim.c. */
+struct cportcullis_mmsghdr {
+	struct msghdr msg_hdr;
+	unsigned int msg_len;
+};
+int cportcullis_sendmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags);
+int cportcullis_recvmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags,
+                         struct timespec *timeout);
+
+/* Pins the calling thread to one CPU (CPU_SET macros are not importable). 0 or -1 with errno. */
+int cportcullis_pin_thread(int cpu);
+
+/* accept4(2), hidden from Swift by _GNU_SOURCE. */
+int cportcullis_accept4(int fd, int flags);
+
+/* SO_PEERCRED of a connected UNIX socket (struct ucred is hidden by _GNU_SOURCE). */
+int cportcullis_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/* liburing's static inline helpers, forwarded so Swift calls one function each. */
+int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
+                                 uint64_t user_data);
 
 #endif /* CPORTCULLIS_H */
