@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "portcullis", targets: ["portcullis"]),
         .executable(name: "portcullis-perf", targets: ["portcullis-perf"]),
         .library(name: "XDPFirewall", targets: ["XDPFirewall"]),
+        .library(name: "LogTransport", targets: ["LogTransport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,10 +26,23 @@ let package = Package(
             name: "XDPFirewall",
             dependencies: ["CPortcullis"]
         ),
+        .target(
+            name: "LogTransport",
+            dependencies: ["CPortcullis"]
+        ),
+        .target(
+            name: "PortcullisCommandLine",
+            dependencies: [
+                "LogTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "portcullis",
             dependencies: [
                 "XDPFirewall",
+                "LogTransport",
+                "PortcullisCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -41,6 +55,15 @@ let package = Package(
             ],
             path: "perf/portcullis-perf"
         ),
+        .executableTarget(
+            name: "transport-probe",
+            dependencies: [
+                "LogTransport",
+                "PortcullisCommandLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tests/TransportProbe"
+        ),
         .target(
             name: "TestSupport",
             dependencies: ["XDPFirewall"],
@@ -49,6 +72,10 @@ let package = Package(
         .testTarget(
             name: "XDPFirewallTests",
             dependencies: ["XDPFirewall", "CPortcullis", "TestSupport"]
+        ),
+        .testTarget(
+            name: "LogTransportTests",
+            dependencies: ["LogTransport", "TestSupport"]
         ),
         .testTarget(
             name: "EndToEndTests",

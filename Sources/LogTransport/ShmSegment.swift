@@ -1,0 +1,340 @@
+import CPortcullis
+import Glibc
+
+/// Settings of a shared-memory transport segment.
+public struct ShmOptions: Sendable, Equatable {
+    /// POSIX shared-memory name (a file under /dev/shm), with the leading slash.
+    public var name = "/portcullis"
+    /// Rings, one per writer thread (the thesis's "segments").
+    public var rings = 4
+    /// Slots per ring; a power of two (free-running indices are masked, never divided).
+    public var slotsPerRing = 65_536
+    /// Bytes per slot including its 16-byte header; a multiple of 16. Longest line: slotSize - 16.
+    public var slotSize = 128
+    /// Readers that can be attached at once.
+    public var readerSlots = 8
+    /// Writers never wait: a lapped reader skips ahead and counts what it lost, whatever its policy.
+    public var overwrite = false
+    /// Ask for transparent huge pages on the mapping (madvise; needs shmem_enabled=advise).
+    public var hugePages = false
+    /// Readers adopt the segment's layout when one exists instead of insisting on these values.
+    public var adoptExistingLayout = true
+    /// Mode of a created segment: owner read-write only by default (never world-writable).
+    public var mode: mode_t = 0o600
+
+    public init() {}
+
+    /// Longest line a slot holds.
+    public var maxLineLength: Int { slotSize - ShmLayout.slotHeaderSize }
+
+    func validate() throws(TransportError) {
+        guard name.hasPrefix("/"), name.count > 1, !name.dropFirst().contains("/"), name.utf8.count < 250 else {
+            throw .invalidConfiguration("--shm-name must be /NAME without further slashes, got '\(name)'")
+        }
+        guard (1...1024).contains(rings) else { throw .invalidConfiguration("--shm-segments must be 1...1024") }
+        guard slotsPerRing >= 2, slotsPerRing & (slotsPerRing - 1) == 0, slotsPerRing <= 1 << 26 else {
+            throw .invalidConfiguration("--shm-slots must be a power of two from 2 to 67108864, got \(slotsPerRing)")
+        }
+        guard slotSize >= 32, slotSize % 16 == 0, slotSize <= 65_536 else {
+            throw .invalidConfiguration("--shm-slot-size must be a multiple of 16 from 32 to 65536, got \(slotSize)")
+        }
+        guard (1...4096).contains(readerSlots) else { throw .invalidConfiguration("--shm-reader-slots must be 1...4096") }
+        if (mode & 0o002) != 0 { throw .invalidConfiguration("a world-writable segment mode is refused") }
+    }
+}
+
+/// Byte layout of a segment. Every offset is from the start of the mapping; all integers are
+/// little-endian (host order: the segment never leaves the machine).
+///
+///     Header (128 bytes)
+///       0  u64 magic           ShmLayout.magic
+///       8  u32 version         ShmLayout.version
+///      12  u32 rings
+///      16  u32 slotsPerRing
+///      20  u32 slotSize
+///      24  u32 readerSlots
+///      28  u32 flags           bit 0: overwrite
+///      32  u64 totalSize
+///      40  u32 ready           set (release) once the creator has initialised everything
+///      44  u32 creatorPID
+///      64  u32 wakeSequence    futex word, own cache line: bumped when lines are published to sleepers
+///      68  u32 sleepers        readers waiting on wakeSequence
+///     Reader table: readerSlots entries of 64 bytes from offset 128
+///       0  u32 state           0 free, 1 being claimed, 2 attached
+///       4  u32 pid
+///       8  u64 startTime       /proc/PID/stat field 22 (pid reuse guard)
+///      16  u32 policy          0 block, 1 drop
+///      24  u64 lost            lines this reader missed (lapped)
+///     Rings from `ringsOffset`, each `ringSize` bytes:
+///       0  u64 head            next write index, published (release) in batches
+///       8  u32 writerState     0 free, 1 being claimed, 2 owned
+///      12  u32 writerPID
+///      16  u64 writerStartTime
+///      24  u64 rejected        lines refused by the ring's writers (longer than a slot)
+///      64  cursors: readerSlots x 64 bytes, one cache line each: 0 u64 tail, 8 u32 lock
+///      64 + 64 x readerSlots: slots, slotsPerRing x slotSize:
+///          0 u64 sequence      index + 1 once the slot holds line `index` (0 while being written)
+///          8 u32 length
+///         16 bytes of the line
+struct ShmLayout: Equatable {
+    static let magic: UInt64 = 0x314D_4853_4C55_4350  // "PCULSHM1" little-endian
+    static let version: UInt32 = 1
+    static let headerSize = 128
+    static let readerEntrySize = 64
+    static let cursorSize = 64
+    static let slotHeaderSize = 16
+
+    let rings: Int
+    let slotsPerRing: Int
+    let slotSize: Int
+    let readerSlots: Int
+    let overwrite: Bool
+
+    init(_ options: ShmOptions) {
+        rings = options.rings
+        slotsPerRing = options.slotsPerRing
+        slotSize = options.slotSize
+        readerSlots = options.readerSlots
+        overwrite = options.overwrite
+    }
+
+    init(rings: Int, slotsPerRing: Int, slotSize: Int, readerSlots: Int, overwrite: Bool) {
+        self.rings = rings
+        self.slotsPerRing = slotsPerRing
+        self.slotSize = slotSize
+        self.readerSlots = readerSlots
+        self.overwrite = overwrite
+    }
+
+    var ringsOffset: Int { (Self.headerSize + readerSlots * Self.readerEntrySize + 4095) & ~4095 }
+    var ringHeaderAndCursors: Int { 64 + readerSlots * Self.cursorSize }
+    var ringSize: Int { ringHeaderAndCursors + slotsPerRing * slotSize }
+    var totalSize: Int { ringsOffset + rings * ringSize }
+
+    var summary: String {
+        "\(rings) rings x \(slotsPerRing) slots x \(slotSize) bytes, \(readerSlots) reader slots"
+            + (overwrite ? ", overwrite" : "")
+    }
+}
+
+/// Field offsets used by the writer and reader (see `ShmLayout`).
+enum ShmField {
+    static let magic = 0, version = 8, rings = 12, slotsPerRing = 16, slotSize = 20, readerSlots = 24, flags = 28
+    static let totalSize = 32, ready = 40, creatorPID = 44, wakeSequence = 64, sleepers = 68
+    enum Reader { static let state = 0, pid = 4, startTime = 8, policy = 16, lost = 24 }
+    enum Ring { static let head = 0, writerState = 8, writerPID = 12, writerStartTime = 16, rejected = 24 }
+    enum Slot { static let sequence = 0, length = 8 }
+    /// Slot/claim states.
+    static let free: UInt32 = 0, claiming: UInt32 = 1, taken: UInt32 = 2
+}
+
+/// A mapped segment, unmapped when released. Shared by a process's writers and readers of one name.
+final class ShmSegment: @unchecked Sendable {
+    let name: String
+    let layout: ShmLayout
+    let base: UnsafeMutableRawPointer
+
+    private init(name: String, layout: ShmLayout, base: UnsafeMutableRawPointer) {
+        self.name = name
+        self.layout = layout
+        self.base = base
+    }
+
+    deinit { munmap(base, layout.totalSize) }
+
+    // MARK: Addresses
+
+    @inline(__always) func header(_ offset: Int) -> UnsafeMutableRawPointer { base + offset }
+    @inline(__always) func readerEntry(_ reader: Int) -> UnsafeMutableRawPointer {
+        base + ShmLayout.headerSize + reader * ShmLayout.readerEntrySize
+    }
+    @inline(__always) func ring(_ ring: Int) -> UnsafeMutableRawPointer {
+        base + layout.ringsOffset + ring * layout.ringSize
+    }
+    @inline(__always) func cursor(ring: UnsafeMutableRawPointer, reader: Int) -> UnsafeMutableRawPointer {
+        ring + 64 + reader * ShmLayout.cursorSize
+    }
+    @inline(__always) func slots(ring: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+        ring + layout.ringHeaderAndCursors
+    }
+
+    /// Identity of whoever holds reader slot `reader` or ring `ring` (pid + start time).
+    func readerIdentity(_ reader: Int) -> ProcessIdentity {
+        let entry = readerEntry(reader)
+        return ProcessIdentity(pid: entry.load(fromByteOffset: ShmField.Reader.pid, as: UInt32.self),
+                               startTime: entry.load(fromByteOffset: ShmField.Reader.startTime, as: UInt64.self))
+    }
+
+    func writerIdentity(_ ring: Int) -> ProcessIdentity {
+        let header = self.ring(ring)
+        return ProcessIdentity(pid: header.load(fromByteOffset: ShmField.Ring.writerPID, as: UInt32.self),
+                               startTime: header.load(fromByteOffset: ShmField.Ring.writerStartTime, as: UInt64.self))
+    }
+
+    /// Whether any live process holds a ring or a reader slot.
+    var hasLiveUsers: Bool {
+        for reader in 0..<layout.readerSlots
+        where cportcullis_load_acquire_u32(readerEntry(reader)) != ShmField.free && readerIdentity(reader).isAlive {
+            return true
+        }
+        for index in 0..<layout.rings
+        where cportcullis_load_acquire_u32(ring(index) + ShmField.Ring.writerState) != ShmField.free
+            && writerIdentity(index).isAlive {
+            return true
+        }
+        return false
+    }
+
+    /// Claims a free slot (state word at `state`) for this process: free ones first, then ones
+    /// whose holder died. `identity` reads the holder of a taken slot.
+    static func claim(states: [UnsafeMutableRawPointer], identity: (Int) -> ProcessIdentity) -> Int? {
+        for (index, state) in states.enumerated() where cportcullis_cas_u32(state, ShmField.free, ShmField.claiming) {
+            return index
+        }
+        for (index, state) in states.enumerated()
+        where cportcullis_load_acquire_u32(state) == ShmField.taken && !identity(index).isAlive
+            && cportcullis_cas_u32(state, ShmField.taken, ShmField.claiming) {
+            return index
+        }
+        return nil
+    }
+
+    /// Wakes readers sleeping in `wait` (if any) after lines were published.
+    @inline(__always)
+    func wakeReaders() {
+        // The seq_cst fence orders the caller's head publication before the read of `sleepers`;
+        // pairs with the seq_cst increment of `sleepers` in ShmReader.wait (no lost wake-up).
+        cportcullis_fence_seq_cst()
+        if cportcullis_load_seq_cst_u32(header(ShmField.sleepers)) != 0 {
+            _ = cportcullis_fetch_add_seq_cst_u32(header(ShmField.wakeSequence), 1)
+            _ = cportcullis_futex_wake(header(ShmField.wakeSequence).assumingMemoryBound(to: UInt32.self), Int32.max)
+        }
+    }
+
+    // MARK: Opening
+
+    /// Opens the segment `options.name`, creating it when absent and recreating it when it is a
+    /// leftover nobody alive uses (a crash, or another layout).
+    ///
+    /// - Parameter adopt: take the layout of an existing segment instead of `options`' (readers).
+    static func open(_ options: ShmOptions, adopt: Bool) throws(TransportError) -> ShmSegment {
+        try options.validate()
+        let wanted = ShmLayout(options)
+        for _ in 0..<100 {
+            // Creator path: O_EXCL decides who initialises; it holds an exclusive flock meanwhile.
+            let created = shm_open(options.name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)
+            if created >= 0 {
+                defer { close(created) }
+                return try initialise(fd: created, options: options, layout: wanted)
+            }
+            guard errno == EEXIST else { throw .system(operation: "create shared memory \(options.name)", errno: errno) }
+            let fd = shm_open(options.name, O_RDWR | O_CLOEXEC, 0)
+            if fd < 0 {
+                if errno == ENOENT { continue }  // removed meanwhile: try creating again
+                throw .system(operation: "open shared memory \(options.name)", errno: errno)
+            }
+            defer { close(fd) }
+            // Wait for a creator still initialising (it holds LOCK_EX); a dead one released it.
+            try systemCall("lock shared memory \(options.name)") { flock(fd, LOCK_SH) }
+            let existing = try readLayout(fd: fd, name: options.name)
+            flock(fd, LOCK_UN)
+            if let existing, existing == wanted || (adopt && options.adoptExistingLayout) {
+                return try map(fd: fd, name: options.name, layout: existing, hugePages: options.hugePages)
+            }
+            // Stale (creator died before it was ready) or another layout: recreate unless in use.
+            if let existing {
+                let segment = try map(fd: fd, name: options.name, layout: existing, hugePages: false)
+                if segment.hasLiveUsers {
+                    throw .segmentInUse(name: options.name,
+                                        detail: "it has \(existing.summary), asked for \(wanted.summary)")
+                }
+            }
+            try removeIfSame(fd: fd, name: options.name)
+        }
+        throw .segmentInUse(name: options.name, detail: "it kept changing while being opened")
+    }
+
+    /// Removes the segment `name` (tests and tools; users holding it keep their mapping).
+    static func remove(name: String) {
+        shm_unlink(name)
+    }
+
+    private static func initialise(fd: Int32, options: ShmOptions, layout: ShmLayout) throws(TransportError) -> ShmSegment {
+        try systemCall("lock shared memory \(options.name)") { flock(fd, LOCK_EX) }
+        defer { flock(fd, LOCK_UN) }
+        fchmod(fd, options.mode)  // shm_open's mode is filtered by the umask
+        if ftruncate(fd, off_t(layout.totalSize)) != 0 {
+            let code = errno
+            shm_unlink(options.name)
+            throw .system(operation: "size shared memory \(options.name) to \(layout.totalSize) bytes", errno: code)
+        }
+        let segment: ShmSegment
+        do {
+            segment = try map(fd: fd, name: options.name, layout: layout, hugePages: options.hugePages)
+        } catch {
+            shm_unlink(options.name)
+            throw error
+        }
+        let base = segment.base
+        base.storeBytes(of: UInt32(getpid()), toByteOffset: ShmField.creatorPID, as: UInt32.self)
+        base.storeBytes(of: ShmLayout.magic, toByteOffset: ShmField.magic, as: UInt64.self)
+        base.storeBytes(of: ShmLayout.version, toByteOffset: ShmField.version, as: UInt32.self)
+        base.storeBytes(of: UInt32(layout.rings), toByteOffset: ShmField.rings, as: UInt32.self)
+        base.storeBytes(of: UInt32(layout.slotsPerRing), toByteOffset: ShmField.slotsPerRing, as: UInt32.self)
+        base.storeBytes(of: UInt32(layout.slotSize), toByteOffset: ShmField.slotSize, as: UInt32.self)
+        base.storeBytes(of: UInt32(layout.readerSlots), toByteOffset: ShmField.readerSlots, as: UInt32.self)
+        base.storeBytes(of: layout.overwrite ? 1 : 0, toByteOffset: ShmField.flags, as: UInt32.self)
+        base.storeBytes(of: UInt64(layout.totalSize), toByteOffset: ShmField.totalSize, as: UInt64.self)
+        // ftruncate zero-filled the rest: every ring, cursor and slot starts at 0.
+        // Pairs with the load-acquire of `ready` in readLayout.
+        cportcullis_store_release_u32(base + ShmField.ready, 1)
+        return segment
+    }
+
+    /// The layout recorded in an existing segment; nil when it is stale (never finished initialising).
+    private static func readLayout(fd: Int32, name: String) throws(TransportError) -> ShmLayout? {
+        var info = stat()
+        try systemCall("stat shared memory \(name)") { fstat(fd, &info) }
+        guard info.st_size >= ShmLayout.headerSize else { return nil }
+        let header = mmap(nil, ShmLayout.headerSize, PROT_READ, MAP_SHARED, fd, 0)
+        guard let header, header != MAP_FAILED else { throw .system(operation: "map shared memory \(name)", errno: errno) }
+        defer { munmap(header, ShmLayout.headerSize) }
+        guard cportcullis_load_acquire_u32(header + ShmField.ready) == 1 else { return nil }
+        let magic = header.load(fromByteOffset: ShmField.magic, as: UInt64.self)
+        let version = header.load(fromByteOffset: ShmField.version, as: UInt32.self)
+        guard magic == ShmLayout.magic, version == ShmLayout.version else {
+            throw .foreignSegment(name: name, detail: "magic 0x\(String(magic, radix: 16)), version \(version)")
+        }
+        let layout = ShmLayout(
+            rings: Int(header.load(fromByteOffset: ShmField.rings, as: UInt32.self)),
+            slotsPerRing: Int(header.load(fromByteOffset: ShmField.slotsPerRing, as: UInt32.self)),
+            slotSize: Int(header.load(fromByteOffset: ShmField.slotSize, as: UInt32.self)),
+            readerSlots: Int(header.load(fromByteOffset: ShmField.readerSlots, as: UInt32.self)),
+            overwrite: header.load(fromByteOffset: ShmField.flags, as: UInt32.self) & 1 != 0)
+        guard Int(info.st_size) >= layout.totalSize,
+              header.load(fromByteOffset: ShmField.totalSize, as: UInt64.self) == UInt64(layout.totalSize) else {
+            throw .foreignSegment(name: name, detail: "size \(info.st_size) does not match its header")
+        }
+        return layout
+    }
+
+    private static func map(fd: Int32, name: String, layout: ShmLayout, hugePages: Bool) throws(TransportError) -> ShmSegment {
+        let address = mmap(nil, layout.totalSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
+        guard let address, address != MAP_FAILED else {
+            throw .system(operation: "map shared memory \(name) (\(layout.totalSize) bytes)", errno: errno)
+        }
+        if hugePages { madvise(address, layout.totalSize, MADV_HUGEPAGE) }
+        return ShmSegment(name: name, layout: layout, base: address)
+    }
+
+    /// Unlinks `name` if it still names the segment open as `fd` (another process may have
+    /// recreated it meanwhile), under an exclusive lock so two recoverers cannot race.
+    private static func removeIfSame(fd: Int32, name: String) throws(TransportError) {
+        try systemCall("lock shared memory \(name)") { flock(fd, LOCK_EX) }
+        defer { flock(fd, LOCK_UN) }
+        var opened = stat()
+        var named = stat()
+        guard fstat(fd, &opened) == 0, stat("/dev/shm" + name, &named) == 0 else { return }
+        if opened.st_ino == named.st_ino && opened.st_dev == named.st_dev { shm_unlink(name) }
+    }
+}

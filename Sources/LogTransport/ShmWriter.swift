@@ -1,0 +1,172 @@
+import CPortcullis
+import Glibc
+
+/// Writes lines into one ring of a shared-memory segment: a single producer per ring, so one
+/// `ShmWriter` per writer thread. Lines are copied into fixed-size slots; the head index is
+/// published (store-release) once per batch, or every `publishInterval` lines of a long batch.
+public final class ShmWriter: LogWriter {
+    let segment: ShmSegment
+    /// The ring this writer owns.
+    public let ringIndex: Int
+    private let ring: UnsafeMutableRawPointer
+    private let slots: UnsafeMutableRawPointer
+    private let mask: UInt64
+    private let slotCount: UInt64
+    private let slotSize: Int
+    private let maxLine: Int
+    private let overwrite: Bool
+    private var head: UInt64
+    private var published: UInt64
+    /// The slowest lossless reader's tail as last read; re-read only when the ring looks full.
+    private var cachedMinTail: UInt64
+    private var closed = false
+    public private(set) var statistics = WriterStatistics()
+
+    /// Lines written before the head is published inside one long batch.
+    static let publishInterval: UInt64 = 1024
+
+    /// Opens (or creates) the segment and claims a free ring, or the ring of a writer that died:
+    /// a restarted writer continues where its ring's head stands, and readers just go on reading.
+    public init(options: ShmOptions) throws(TransportError) {
+        let segment = try ShmSegment.open(options, adopt: false)
+        self.segment = segment
+        let layout = segment.layout
+        let states = (0..<layout.rings).map { segment.ring($0) + ShmField.Ring.writerState }
+        guard let index = ShmSegment.claim(states: states, identity: { segment.writerIdentity($0) }) else {
+            throw .segmentFull(name: options.name, what: "ring")
+        }
+        ringIndex = index
+        ring = segment.ring(index)
+        slots = segment.slots(ring: ring)
+        slotCount = UInt64(layout.slotsPerRing)
+        mask = slotCount - 1
+        slotSize = layout.slotSize
+        maxLine = layout.slotSize - ShmLayout.slotHeaderSize
+        overwrite = layout.overwrite
+        let me = ProcessIdentity.current
+        ring.storeBytes(of: me.pid, toByteOffset: ShmField.Ring.writerPID, as: UInt32.self)
+        ring.storeBytes(of: me.startTime, toByteOffset: ShmField.Ring.writerStartTime, as: UInt64.self)
+        // A dead writer's unpublished slots are simply overwritten: only published lines exist.
+        head = cportcullis_load_acquire_u64(ring + ShmField.Ring.head)
+        published = head
+        cachedMinTail = head
+        cportcullis_store_release_u32(ring + ShmField.Ring.writerState, ShmField.taken)
+        cachedMinTail = minimumTail()
+    }
+
+    deinit { close() }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        publish()
+        cportcullis_store_release_u32(ring + ShmField.Ring.writerState, ShmField.free)
+    }
+
+    /// Longest line this writer's slots hold.
+    public var maxLineLength: Int { maxLine }
+
+    public func publish(_ batch: LineBatch) throws(TransportError) -> PublishResult {
+        precondition(!closed, "publish on a closed ShmWriter")
+        var result = PublishResult()
+        batch.forEachLine { line in
+            guard line.count <= maxLine else {
+                result.rejected += 1
+                return
+            }
+            if !overwrite && head &- cachedMinTail >= slotCount {
+                waitForSpace()
+            }
+            let slot = slots + Int(head & mask) * slotSize
+            let sequence = slot.assumingMemoryBound(to: UInt64.self)
+            // Seqlock: invalidate, write, validate. A lossy reader copying this slot sees the
+            // sequence change and discards its copy (pairs with the reader's acquire fence + reload).
+            cportcullis_store_relaxed_u64(sequence, 0)
+            cportcullis_fence_release()
+            slot.storeBytes(of: UInt32(line.count), toByteOffset: ShmField.Slot.length, as: UInt32.self)
+            if line.count > 0 {
+                (slot + ShmLayout.slotHeaderSize).copyMemory(from: line.baseAddress!, byteCount: line.count)
+            }
+            // Pairs with the reader's load-acquire of the sequence before it copies.
+            cportcullis_store_release_u64(sequence, head &+ 1)
+            head &+= 1
+            result.accepted += 1
+            if head &- published >= Self.publishInterval { publish() }
+        }
+        publish()
+        statistics.linesWritten += UInt64(result.accepted)
+        if result.rejected > 0 {
+            statistics.linesRejected += UInt64(result.rejected)
+            _ = cportcullis_fetch_add_u64(ring + ShmField.Ring.rejected, UInt64(result.rejected))
+        }
+        return result
+    }
+
+    /// Makes the lines written so far visible to readers and wakes sleeping ones.
+    @inline(__always)
+    private func publish() {
+        guard head != published else { return }
+        // Pairs with the readers' load-acquire of head: slot contents before the index.
+        cportcullis_store_release_u64(ring + ShmField.Ring.head, head)
+        published = head
+        segment.wakeReaders()
+    }
+
+    /// The smallest tail among attached lossless (`block`) readers; `head` when there is none.
+    private func minimumTail() -> UInt64 {
+        var minimum = head
+        for reader in 0..<segment.layout.readerSlots {
+            let entry = segment.readerEntry(reader)
+            // Pairs with the reader's store-release of its state after it set its tails.
+            guard cportcullis_load_acquire_u32(entry) == ShmField.taken,
+                  entry.load(fromByteOffset: ShmField.Reader.policy, as: UInt32.self) == 0 else { continue }
+            // Pairs with the reader's store-release of its tail after copying lines out.
+            let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
+            if head &- tail > head &- minimum { minimum = tail }
+        }
+        return minimum
+    }
+
+    /// Waits until the slowest lossless reader frees a slot. Readers that died are detached (every
+    /// 10 ms of waiting), so a killed reader holds the writer for a bounded time only.
+    private func waitForSpace() {
+        publish()
+        var spins = 0
+        var lastLivenessCheck = monotonicNanoseconds()
+        while true {
+            cachedMinTail = minimumTail()
+            if head &- cachedMinTail < slotCount { return }
+            spins += 1
+            if spins < 64 {
+                cportcullis_cpu_relax()
+            } else if spins < 128 {
+                sched_yield()
+            } else {
+                var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
+                nanosleep(&pause, nil)
+            }
+            let now = monotonicNanoseconds()
+            if now - lastLivenessCheck > 10_000_000 {
+                lastLivenessCheck = now
+                detachDeadReaders()
+            }
+        }
+    }
+
+    private func detachDeadReaders() {
+        for reader in 0..<segment.layout.readerSlots {
+            let entry = segment.readerEntry(reader)
+            if cportcullis_load_acquire_u32(entry) == ShmField.taken && !segment.readerIdentity(reader).isAlive {
+                _ = cportcullis_cas_u32(entry, ShmField.taken, ShmField.free)
+            }
+        }
+    }
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC.
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}

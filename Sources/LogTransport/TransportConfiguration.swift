@@ -1,0 +1,41 @@
+/// Which transport, with the settings of each: what the `--transport` knobs produce.
+public struct TransportConfiguration: Sendable, Equatable {
+    public var kind: TransportKind
+    public var shm = ShmOptions()
+    public var socket = SocketOptions()
+    public var file = FileOptions()
+    /// Shared-memory readers: any worker thread may take any ring.
+    public var workloadStealing = true
+
+    public init(kind: TransportKind) {
+        self.kind = kind
+    }
+
+    /// Longest line the chosen transport carries.
+    public var maxLineLength: Int {
+        switch kind {
+        case .shm: shm.maxLineLength
+        case .socket: socket.maxLineLength
+        case .file: file.maxLineLength
+        }
+    }
+
+    /// A writer for one writer thread.
+    public func makeWriter() throws(TransportError) -> LogWriter {
+        switch kind {
+        case .shm: try ShmWriter(options: shm)
+        case .socket: try SocketWriter(options: socket)
+        case .file: try FileWriter(options: file)
+        }
+    }
+
+    /// A reader with the given slow-reader policy (files are read at the reader's own pace: the
+    /// policy does not apply).
+    public func makeReader(policy: SlowReaderPolicy = .block) throws(TransportError) -> LogReader {
+        switch kind {
+        case .shm: try ShmReader(options: shm, policy: policy, workloadStealing: workloadStealing)
+        case .socket: try SocketReader(options: socket, policy: policy)
+        case .file: try FileReader(options: file)
+        }
+    }
+}
