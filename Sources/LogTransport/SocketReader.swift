@@ -123,15 +123,22 @@ public final class SocketReader: LogReader {
 
     private func receive(into batch: LineBatch, timeoutMilliseconds: Int) throws(TransportError) -> Int {
         precondition(!closed, "receive on a closed SocketReader")
-        let ready = try systemCall("epoll_wait") {
-            epoll_wait(epoll, events, Int32(Self.eventCapacity), Int32(clamping: timeoutMilliseconds))
-        }
         var total = 0
+        if let pending = unpacking {
+            total = try drain(pending.fd, into: batch)
+            if unpacking != nil {  // still full
+                stats.linesReceived += UInt64(total)
+                return total
+            }
+        }
+        let ready = try systemCall("epoll_wait") {
+            epoll_wait(epoll, events, Int32(Self.eventCapacity), Int32(clamping: total > 0 ? 0 : timeoutMilliseconds))
+        }
         for index in 0..<Int(ready) {
             let fd = events[index].data.fd
             if fd == listener {
                 acceptWriters()
-            } else {
+            } else if connections[fd] != nil && !batch.isFull && unpacking == nil {
                 total += try drain(fd, into: batch)
             }
         }
@@ -162,16 +169,64 @@ public final class SocketReader: LogReader {
         }
     }
 
-    /// Receives from one writer as many datagrams as `batch` can surely take.
+    /// Where unpacking of received datagrams stopped because the batch was full: the receive
+    /// buffers are left untouched (no `recvmmsg`) until every line in them is delivered.
+    private struct Unpacking {
+        let fd: Int32
+        let datagrams: Int
+        var datagram = 0
+        /// Offset inside the current datagram; 0 = its header is still to be read.
+        var offset = 0
+        var linesLeft = 0
+    }
+    private var unpacking: Unpacking?
+
+    /// Delivers lines from received datagrams; false when the batch filled up first.
+    private func resumeUnpacking(into batch: LineBatch, count: inout Int) -> Bool {
+        guard var state = unpacking else { return true }
+        defer { unpacking = state.datagram < state.datagrams ? state : nil }
+        while state.datagram < state.datagrams {
+            let datagram = buffers + state.datagram * options.datagramSize
+            let length = Int(messages[state.datagram].msg_len)
+            if state.offset == 0 {
+                guard length >= Datagram.headerSize,
+                      UInt32(littleEndian: datagram.loadUnaligned(as: UInt32.self)) == Datagram.magic else {
+                    stats.linesRejected += 1  // not ours: count it, keep going
+                    state.datagram += 1
+                    continue
+                }
+                state.linesLeft = Int(UInt32(littleEndian: datagram.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+                connections[state.fd]?.lostTotal =
+                    UInt64(littleEndian: datagram.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                state.offset = Datagram.headerSize
+            }
+            while state.linesLeft > 0 {
+                guard state.offset + Datagram.lengthSize <= length else { break }
+                let lineLength = Int(UInt16(littleEndian: datagram.loadUnaligned(fromByteOffset: state.offset,
+                                                                                 as: UInt16.self)))
+                let start = state.offset + Datagram.lengthSize
+                guard start + lineLength <= length else { break }
+                guard batch.append(UnsafeRawBufferPointer(start: datagram + start, count: lineLength)) else {
+                    return false
+                }
+                state.offset = start + lineLength
+                state.linesLeft -= 1
+                count += 1
+            }
+            // Lines the header promised but a truncated datagram did not hold.
+            stats.linesRejected += UInt64(state.linesLeft)
+            state.datagram += 1
+            state.offset = 0
+        }
+        return true
+    }
+
+    /// Receives from one writer while `batch` has room.
     private func drain(_ fd: Int32, into batch: LineBatch) throws(TransportError) -> Int {
         var total = 0
-        let maxLinesPerDatagram = min(options.linesPerDatagram,
-                                      (options.datagramSize - Datagram.headerSize) / Datagram.lengthSize)
-        while true {
-            let byLines = (batch.lineCapacity - batch.count) / max(1, maxLinesPerDatagram)
-            let byBytes = (batch.byteCapacity - batch.byteCount) / options.datagramSize
-            let want = min(options.datagramsPerCall, byLines, byBytes)
-            if want == 0 { return total }  // batch full: the rest waits in the socket
+        guard resumeUnpacking(into: batch, count: &total) else { return total }
+        while !batch.isFull {
+            let want = options.datagramsPerCall
             for index in 0..<want {
                 var message = cportcullis_mmsghdr()
                 message.msg_hdr.msg_iov = iovecs + index
@@ -182,50 +237,29 @@ public final class SocketReader: LogReader {
             if received < 0 {
                 let code = errno
                 if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK { return total }
-                closeConnection(fd)  // ECONNRESET: the writer died
+                if code != EAGAIN && code != EWOULDBLOCK { closeConnection(fd) }  // ECONNRESET: writer died
                 return total
             }
-            if received == 0 {
-                closeConnection(fd)
+            // A zero-length message without flags is the writer's orderly shutdown.
+            let ends = received == 0 || (0..<Int(received)).contains {
+                messages[$0].msg_len == 0 && messages[$0].msg_hdr.msg_flags == 0
+            }
+            let usable = received == 0 ? 0 : (0..<Int(received)).first {
+                messages[$0].msg_len == 0 && messages[$0].msg_hdr.msg_flags == 0
+            } ?? Int(received)
+            for index in 0..<usable where messages[index].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 {
+                stats.linesRejected += 1  // larger than our datagram size: its line count is unreliable
+                messages[index].msg_len = 0
+            }
+            unpacking = Unpacking(fd: fd, datagrams: usable)
+            let finished = resumeUnpacking(into: batch, count: &total)
+            if ends {
+                if finished { closeConnection(fd) }
                 return total
             }
-            for index in 0..<Int(received) {
-                let length = Int(messages[index].msg_len)
-                if length == 0 && messages[index].msg_hdr.msg_flags == 0 {
-                    closeConnection(fd)  // orderly shutdown shows as a zero-length message
-                    return total
-                }
-                total += unpack(buffers + index * options.datagramSize, length: length,
-                                truncated: messages[index].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0,
-                                from: fd, into: batch)
-            }
-            if Int(received) < want { return total }
+            if !finished || Int(received) < want { return total }
         }
-    }
-
-    private func unpack(_ datagram: UnsafeMutableRawPointer, length: Int, truncated: Bool, from fd: Int32,
-                        into batch: LineBatch) -> Int {
-        guard length >= Datagram.headerSize,
-              UInt32(littleEndian: datagram.loadUnaligned(as: UInt32.self)) == Datagram.magic else {
-            stats.linesRejected += 1  // not ours: count it, keep going
-            return 0
-        }
-        let lines = Int(UInt32(littleEndian: datagram.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        connections[fd]?.lostTotal = UInt64(littleEndian: datagram.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-        var offset = Datagram.headerSize
-        var count = 0
-        while count < lines {
-            guard offset + Datagram.lengthSize <= length else { break }
-            let lineLength = Int(UInt16(littleEndian: datagram.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
-            offset += Datagram.lengthSize
-            guard offset + lineLength <= length else { break }
-            batch.append(UnsafeRawBufferPointer(start: datagram + offset, count: lineLength))
-            offset += lineLength
-            count += 1
-        }
-        if count < lines || truncated { stats.linesRejected += UInt64(lines - count) }
-        return count
+        return total
     }
 
     private func closeConnection(_ fd: Int32) {

@@ -1,0 +1,145 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+@testable import LogTransport
+
+@Suite("Transport edge cases")
+struct InProcessTests {
+    func configuration(_ kind: TransportKind, _ scratch: TransportScratch) -> TransportConfiguration {
+        var configuration = TransportConfiguration(kind: kind)
+        configuration.shm.name = scratch.shmName
+        configuration.shm.slotsPerRing = 1024
+        configuration.socket.directory = scratch.socketDirectory
+        configuration.file.path = scratch.filePath
+        return configuration
+    }
+
+    func receive(_ reader: LogReader, count: Int) throws -> [[UInt8]] {
+        let batch = LineBatch(byteCapacity: 1 << 20, lineCapacity: 4096)
+        var lines: [[UInt8]] = []
+        let deadline = Date().addingTimeInterval(10)
+        while lines.count < count && Date() < deadline {
+            batch.removeAll()
+            _ = try reader.wait(into: batch, timeoutMilliseconds: 50)
+            for index in 0..<batch.count { lines.append(batch.line(index)) }
+        }
+        return lines
+    }
+
+    @Test("an overlong line is rejected and counted, never cut; empty and binary lines pass unchanged",
+          arguments: TransportKind.allCases)
+    func framing(kind: TransportKind) throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        let configuration = configuration(kind, scratch)
+        let reader = try configuration.makeReader()
+        defer { reader.close() }
+        let writer = try configuration.makeWriter()
+        defer { writer.close() }
+        // Every byte value (files cannot carry a newline inside a line), an empty line, the longest line.
+        let bytes = (0...255).map(UInt8.init).filter { kind != .file || $0 != 0x0A }
+        let binary = stride(from: 0, to: bytes.count, by: configuration.maxLineLength).map {
+            Array(bytes[$0..<min($0 + configuration.maxLineLength, bytes.count)])
+        }
+        let longest = [UInt8](repeating: 0xFF, count: configuration.maxLineLength)
+        let overlong = [UInt8](repeating: 0x41, count: configuration.maxLineLength + 1)
+        let expected = binary + [[], longest, Array("after".utf8)]
+        let batch = LineBatch()
+        for line in binary + [[], longest, overlong, Array("after".utf8)] { batch.append(line) }
+        if kind == .file { batch.append(Array("new\nline".utf8)) }  // cannot be framed in a file
+        let result = try writer.publish(batch)
+        #expect(result.accepted == expected.count)
+        #expect(result.rejected == (kind == .file ? 2 : 1))
+        #expect(writer.statistics.linesRejected == UInt64(result.rejected))
+        #expect(try receive(reader, count: expected.count) == expected)
+    }
+
+    @Test("sockets and segments are not world-writable")
+    func permissions() throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        let socketReader = try configuration(.socket, scratch).makeReader()
+        defer { socketReader.close() }
+        var info = stat()
+        #expect(stat(scratch.socketDirectory, &info) == 0 && info.st_mode & 0o777 == 0o750)
+        let socket = try #require(try FileManager.default.contentsOfDirectory(atPath: scratch.socketDirectory).first)
+        #expect(stat(scratch.socketDirectory + "/" + socket, &info) == 0 && info.st_mode & 0o777 == 0o660)
+        let shmReader = try configuration(.shm, scratch).makeReader()
+        defer { shmReader.close() }
+        #expect(stat("/dev/shm" + scratch.shmName, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        // A world-writable directory is refused outright.
+        let open = NSTemporaryDirectory() + "pct-\(getpid())-open"
+        mkdir(open, 0o777)
+        chmod(open, 0o777)
+        defer { rmdir(open) }
+        var options = SocketOptions()
+        options.directory = open
+        #expect(throws: TransportError.invalidConfiguration("socket directory \(open) is world-writable; chmod o-w \(open)")) {
+            _ = try SocketReader(options: options)
+        }
+    }
+
+    @Test("a segment left by a crash with another layout is recreated; one in use is not")
+    func staleSegment() throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var small = ShmOptions()
+        small.name = scratch.shmName
+        small.slotsPerRing = 128
+        // A dead process's segment: create it from a child that exits at once.
+        let child = try Probe(["write", "--shm-name", scratch.shmName, "--shm-slots", "128", "--lines", "10"])
+        #expect(try child.finish().status == 0)
+        var larger = small
+        larger.slotsPerRing = 256
+        let writer = try ShmWriter(options: larger)
+        #expect(writer.segment.layout.slotsPerRing == 256, "the leftover was replaced")
+        // Now it is in use: another layout is refused with a message naming both.
+        #expect(throws: TransportError.self) { _ = try ShmWriter(options: small) }
+        // A reader adopts whatever layout is there.
+        let reader = try ShmReader(options: small)
+        #expect(reader.segment.layout.slotsPerRing == 256)
+        reader.close()
+        writer.close()
+    }
+
+    @Test("file tail: pieces come out whole; truncation and rename+recreate are followed",
+          arguments: FileOptions.ReadMethod.allCases)
+    func fileTail(method: FileOptions.ReadMethod) throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var options = FileOptions()
+        options.path = scratch.filePath
+        options.readMethod = method
+        options.bufferSize = 64  // small reads: lines straddle them
+        let reader = try FileReader(options: options)  // the file does not exist yet
+        defer { reader.close() }
+        func append(_ text: String) {
+            let fd = open(scratch.filePath, O_WRONLY | O_APPEND | O_CREAT, 0o640)
+            _ = text.withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
+        func text(_ lines: [[UInt8]]) -> [String] { lines.map { String(decoding: $0, as: UTF8.self) } }
+
+        append("first half of a line")
+        let batch = LineBatch()
+        #expect(try reader.poll(into: batch) == 0, "no line until its end arrives")
+        append(" and its end\n" + String(repeating: "x", count: 150) + "\nthird")
+        append("\n")
+        #expect(text(try receive(reader, count: 3)) == ["first half of a line and its end", String(repeating: "x", count: 150), "third"])
+
+        // Truncation: read again from the start.
+        truncate(scratch.filePath, 0)
+        append("after truncation\n")
+        #expect(text(try receive(reader, count: 1)) == ["after truncation"])
+        #expect(reader.truncations == 1)
+
+        // Rotation: the last lines of the old file, then the new file from its start.
+        append("last of old\n")
+        rename(scratch.filePath, scratch.filePath + ".1")
+        append("first of new\n")
+        #expect(text(try receive(reader, count: 2)) == ["last of old", "first of new"])
+        #expect(reader.rotations == 1)
+        #expect(reader.statistics.linesLost == 0)
+    }
+}
