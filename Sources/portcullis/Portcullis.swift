@@ -6,13 +6,13 @@ import XDPFirewall
 struct Portcullis: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "portcullis",
-        abstract: "Operate the Portcullis XDP filter: attach it, ban and unban addresses, read its counters.",
+        abstract: "Operate Portcullis: attach the XDP filter, ban and unban addresses, read its counters, tap the log stream.",
         discussion: """
             Bans live in BPF maps pinned under the pin directory (default \(PinDirectory.defaultPath)); \
             they survive restarts of the daemon and of this tool. Every command needs root \
             (CAP_BPF and CAP_NET_ADMIN).
             """,
-        subcommands: [Attach.self, Detach.self, Ban.self, Unban.self, List.self, Stats.self]
+        subcommands: [Attach.self, Detach.self, Ban.self, Unban.self, List.self, Stats.self, Tap.self]
     )
 }
 
@@ -44,8 +44,8 @@ func reportingErrors<R>(_ body: () throws -> R) throws -> R {
     }
 }
 
-func printError(_ message: String) {
-    let line = "portcullis: \(message)\n"
+func printError(_ message: String, prefix: Bool = true) {
+    let line = (prefix ? "portcullis: " : "") + "\(message)\n"
     fflush(nil)  // keep stdout's lines before this one
     _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
 }
