@@ -46,10 +46,17 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(
+            name: "PerfReference",
+            path: "perf/reference/c"
+        ),
         .executableTarget(
             name: "portcullis-perf",
             dependencies: [
                 "XDPFirewall",
+                "LogTransport",
+                "PortcullisCommandLine",
+                "PerfReference",
                 "CPortcullis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -3,17 +3,19 @@
 /// Writers fill one and publish it; readers receive into one. Allocated once with fixed capacities
 /// and reused: `removeAll()` keeps the memory. Lines are opaque bytes (empty lines and any byte
 /// values allowed); the transport frames them, so they carry no terminator.
+///
+/// The counts live behind a pointer rather than in stored `var`s: a class's stored properties get
+/// a dynamic exclusivity check on every write, which cost more than the copy itself per line.
 public final class LineBatch {
     /// Most bytes (all lines together) the batch holds.
     public let byteCapacity: Int
     /// Most lines the batch holds.
     public let lineCapacity: Int
 
-    private let bytes: UnsafeMutableRawPointer
-    private let ends: UnsafeMutablePointer<Int>
-    public private(set) var count = 0
-    /// Bytes used by the lines held.
-    public private(set) var byteCount = 0
+    @usableFromInline let bytes: UnsafeMutableRawPointer
+    @usableFromInline let ends: UnsafeMutablePointer<Int>
+    /// [0]: lines held, [1]: bytes used.
+    @usableFromInline let counts: UnsafeMutablePointer<Int>
 
     public init(byteCapacity: Int = 1 << 20, lineCapacity: Int = 16_384) {
         precondition(byteCapacity > 0 && lineCapacity > 0)
@@ -21,39 +23,40 @@ public final class LineBatch {
         self.lineCapacity = lineCapacity
         bytes = .allocate(byteCount: byteCapacity, alignment: 64)
         ends = .allocate(capacity: lineCapacity)
+        counts = .allocate(capacity: 2)
+        counts.initialize(repeating: 0, count: 2)
     }
 
     deinit {
         bytes.deallocate()
         ends.deallocate()
+        counts.deallocate()
     }
 
-    public var isEmpty: Bool { count == 0 }
-    public var isFull: Bool { count == lineCapacity }
+    /// Lines held.
+    @inlinable public var count: Int { counts[0] }
+    /// Bytes used by the lines held.
+    @inlinable public var byteCount: Int { counts[1] }
+    @inlinable public var isEmpty: Bool { counts[0] == 0 }
+    @inlinable public var isFull: Bool { counts[0] == lineCapacity }
 
     /// Forgets the lines; the memory stays for the next use.
-    public func removeAll() {
-        count = 0
-        byteCount = 0
+    @inlinable public func removeAll() {
+        counts[0] = 0
+        counts[1] = 0
     }
 
     /// Whether a line of `length` bytes still fits.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func canAppend(length: Int) -> Bool {
-        count < lineCapacity && byteCount + length <= byteCapacity
+        counts[0] < lineCapacity && counts[1] + length <= byteCapacity
     }
 
     /// Appends a copy of `line`. - Returns: false (and changes nothing) when it does not fit.
-    @discardableResult
-    @inline(__always)
+    @inlinable @inline(__always) @discardableResult
     public func append(_ line: UnsafeRawBufferPointer) -> Bool {
-        guard canAppend(length: line.count) else { return false }
-        if let base = line.baseAddress, line.count > 0 {
-            (bytes + byteCount).copyMemory(from: base, byteCount: line.count)
-        }
-        byteCount += line.count
-        ends[count] = byteCount
-        count += 1
+        guard let destination = appendUninitialized(length: line.count) else { return false }
+        if line.count > 0 { destination.copyMemory(from: line.baseAddress!, byteCount: line.count) }
         return true
     }
 
@@ -65,35 +68,37 @@ public final class LineBatch {
     }
 
     /// Appends `line`'s bytes.
-    @discardableResult
+    @inlinable @discardableResult
     public func append(_ line: [UInt8]) -> Bool {
         line.withUnsafeBytes { append($0) }
     }
 
     /// Reserves `length` bytes for a line that the caller writes in place (a reader copying from a
-    /// transport). - Returns: where to write, or nil when it does not fit. Valid until the next mutation.
-    @inline(__always)
-    func appendUninitialized(length: Int) -> UnsafeMutableRawPointer? {
-        guard canAppend(length: length) else { return nil }
-        let start = bytes + byteCount
-        byteCount += length
-        ends[count] = byteCount
-        count += 1
-        return start
+    /// transport, a service formatting its line). - Returns: where to write, or nil when it does
+    /// not fit. Valid until the next change of the batch.
+    @inlinable @inline(__always)
+    public func appendUninitialized(length: Int) -> UnsafeMutableRawPointer? {
+        let count = counts[0]
+        let used = counts[1]
+        guard count < lineCapacity && used + length <= byteCapacity else { return nil }
+        ends[count] = used + length
+        counts[0] = count + 1
+        counts[1] = used + length
+        return bytes + used
     }
 
     /// Drops the last line (a reader that found it torn after copying).
-    @inline(__always)
+    @inlinable @inline(__always)
     func removeLast() {
-        precondition(count > 0)
-        count -= 1
-        byteCount = count == 0 ? 0 : ends[count - 1]
+        precondition(counts[0] > 0)
+        counts[0] -= 1
+        counts[1] = counts[0] == 0 ? 0 : ends[counts[0] - 1]
     }
 
     /// The bytes of line `index`; valid until the batch changes.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func withUnsafeLine<R>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        precondition(index >= 0 && index < count, "line index out of range")
+        precondition(index >= 0 && index < counts[0], "line index out of range")
         let start = index == 0 ? 0 : ends[index - 1]
         return try body(UnsafeRawBufferPointer(start: bytes + start, count: ends[index] - start))
     }
@@ -104,9 +109,10 @@ public final class LineBatch {
     }
 
     /// Calls `body` with every line in order.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func forEachLine(_ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
         var start = 0
+        let count = counts[0]
         for index in 0..<count {
             let end = ends[index]
             try body(UnsafeRawBufferPointer(start: bytes + start, count: end - start))

@@ -57,6 +57,7 @@ public struct ShmOptions: Sendable, Equatable {
 ///      32  u64 totalSize
 ///      40  u32 ready           set (release) once the creator has initialised everything
 ///      44  u32 creatorPID
+///      48  u64 creatorStartTime with creatorPID: a segment whose creator lives is in use
 ///      64  u32 wakeSequence    futex word, own cache line: bumped when lines are published to sleepers
 ///      68  u32 sleepers        readers waiting on wakeSequence
 ///     Reader table: readerSlots entries of 64 bytes from offset 128
@@ -120,7 +121,7 @@ struct ShmLayout: Equatable {
 /// Field offsets used by the writer and reader (see `ShmLayout`).
 enum ShmField {
     static let magic = 0, version = 8, rings = 12, slotsPerRing = 16, slotSize = 20, readerSlots = 24, flags = 28
-    static let totalSize = 32, ready = 40, creatorPID = 44, wakeSequence = 64, sleepers = 68
+    static let totalSize = 32, ready = 40, creatorPID = 44, creatorStartTime = 48, wakeSequence = 64, sleepers = 68
     enum Reader { static let state = 0, pid = 4, startTime = 8, policy = 16, lost = 24 }
     enum Ring { static let head = 0, writerState = 8, writerPID = 12, writerStartTime = 16, rejected = 24 }
     enum Slot { static let sequence = 0, length = 8 }
@@ -171,8 +172,11 @@ final class ShmSegment: @unchecked Sendable {
                                startTime: header.load(fromByteOffset: ShmField.Ring.writerStartTime, as: UInt64.self))
     }
 
-    /// Whether any live process holds a ring or a reader slot.
+    /// Whether any live process holds a ring or a reader slot, or created the segment.
     var hasLiveUsers: Bool {
+        let creator = ProcessIdentity(pid: base.load(fromByteOffset: ShmField.creatorPID, as: UInt32.self),
+                                      startTime: base.load(fromByteOffset: ShmField.creatorStartTime, as: UInt64.self))
+        if creator.pid != UInt32(getpid()) && creator.isAlive { return true }
         for reader in 0..<layout.readerSlots
         where cportcullis_load_acquire_u32(readerEntry(reader)) != ShmField.free && readerIdentity(reader).isAlive {
             return true
@@ -221,33 +225,26 @@ final class ShmSegment: @unchecked Sendable {
         try options.validate()
         let wanted = ShmLayout(options)
         for _ in 0..<100 {
-            // Creator path: O_EXCL decides who initialises; it holds an exclusive flock meanwhile.
-            let created = shm_open(options.name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)
-            if created >= 0 {
-                defer { close(created) }
-                return try initialise(fd: created, options: options, layout: wanted)
-            }
-            guard errno == EEXIST else { throw .system(operation: "create shared memory \(options.name)", errno: errno) }
             let fd = shm_open(options.name, O_RDWR | O_CLOEXEC, 0)
             if fd < 0 {
-                if errno == ENOENT { continue }  // removed meanwhile: try creating again
-                throw .system(operation: "open shared memory \(options.name)", errno: errno)
+                guard errno == ENOENT else {
+                    throw .system(operation: "open shared memory \(options.name)", errno: errno)
+                }
+                if let created = try create(options: options, layout: wanted) { return created }
+                continue  // another process linked its segment first: open that one
             }
             defer { close(fd) }
-            // Wait for a creator still initialising (it holds LOCK_EX); a dead one released it.
+            // Recoverers hold LOCK_EX while they decide to remove a segment: do not map it meanwhile.
             try systemCall("lock shared memory \(options.name)") { flock(fd, LOCK_SH) }
             let existing = try readLayout(fd: fd, name: options.name)
             flock(fd, LOCK_UN)
-            if let existing, existing == wanted || (adopt && options.adoptExistingLayout) {
+            if existing == wanted || (adopt && options.adoptExistingLayout) {
                 return try map(fd: fd, name: options.name, layout: existing, hugePages: options.hugePages)
             }
-            // Stale (creator died before it was ready) or another layout: recreate unless in use.
-            if let existing {
-                let segment = try map(fd: fd, name: options.name, layout: existing, hugePages: false)
-                if segment.hasLiveUsers {
-                    throw .segmentInUse(name: options.name,
-                                        detail: "it has \(existing.summary), asked for \(wanted.summary)")
-                }
+            // Another layout: recreate it unless a live process uses (or just created) it.
+            let segment = try map(fd: fd, name: options.name, layout: existing, hugePages: false)
+            if segment.hasLiveUsers {
+                throw .segmentInUse(name: options.name, detail: "it has \(existing.summary), asked for \(wanted.summary)")
             }
             try removeIfSame(fd: fd, name: options.name)
         }
@@ -259,24 +256,26 @@ final class ShmSegment: @unchecked Sendable {
         shm_unlink(name)
     }
 
-    private static func initialise(fd: Int32, options: ShmOptions, layout: ShmLayout) throws(TransportError) -> ShmSegment {
-        try systemCall("lock shared memory \(options.name)") { flock(fd, LOCK_EX) }
-        defer { flock(fd, LOCK_UN) }
-        fchmod(fd, options.mode)  // shm_open's mode is filtered by the umask
-        if ftruncate(fd, off_t(layout.totalSize)) != 0 {
-            let code = errno
-            shm_unlink(options.name)
-            throw .system(operation: "size shared memory \(options.name) to \(layout.totalSize) bytes", errno: code)
+    /// Creates and initialises a segment under a temporary name, then links it into place, so a
+    /// segment visible under its name is always complete (no reader can find it half-made and
+    /// take it for a crash's leftover). - Returns: nil when another process linked one first.
+    private static func create(options: ShmOptions, layout: ShmLayout) throws(TransportError) -> ShmSegment? {
+        let final = "/dev/shm" + options.name
+        let temporary = "/dev/shm/.\(options.name.dropFirst()).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).new"
+        let fd = Glibc.open(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)
+        guard fd >= 0 else { throw .system(operation: "create shared memory \(temporary)", errno: errno) }
+        defer {
+            close(fd)
+            unlink(temporary)
         }
-        let segment: ShmSegment
-        do {
-            segment = try map(fd: fd, name: options.name, layout: layout, hugePages: options.hugePages)
-        } catch {
-            shm_unlink(options.name)
-            throw error
+        fchmod(fd, options.mode)  // open's mode is filtered by the umask
+        try systemCall("size shared memory \(options.name) to \(layout.totalSize) bytes") {
+            ftruncate(fd, off_t(layout.totalSize))
         }
+        let segment = try map(fd: fd, name: options.name, layout: layout, hugePages: options.hugePages)
         let base = segment.base
         base.storeBytes(of: UInt32(getpid()), toByteOffset: ShmField.creatorPID, as: UInt32.self)
+        base.storeBytes(of: ProcessIdentity.current.startTime, toByteOffset: ShmField.creatorStartTime, as: UInt64.self)
         base.storeBytes(of: ShmLayout.magic, toByteOffset: ShmField.magic, as: UInt64.self)
         base.storeBytes(of: ShmLayout.version, toByteOffset: ShmField.version, as: UInt32.self)
         base.storeBytes(of: UInt32(layout.rings), toByteOffset: ShmField.rings, as: UInt32.self)
@@ -288,18 +287,27 @@ final class ShmSegment: @unchecked Sendable {
         // ftruncate zero-filled the rest: every ring, cursor and slot starts at 0.
         // Pairs with the load-acquire of `ready` in readLayout.
         cportcullis_store_release_u32(base + ShmField.ready, 1)
+        // link(2) fails if the name exists: exactly one creator wins, and only a complete segment shows.
+        if link(temporary, final) != 0 {
+            if errno == EEXIST { return nil }
+            throw .system(operation: "publish shared memory \(final)", errno: errno)
+        }
         return segment
     }
 
-    /// The layout recorded in an existing segment; nil when it is stale (never finished initialising).
-    private static func readLayout(fd: Int32, name: String) throws(TransportError) -> ShmLayout? {
+    /// The layout recorded in an existing segment.
+    private static func readLayout(fd: Int32, name: String) throws(TransportError) -> ShmLayout {
         var info = stat()
         try systemCall("stat shared memory \(name)") { fstat(fd, &info) }
-        guard info.st_size >= ShmLayout.headerSize else { return nil }
+        guard info.st_size >= ShmLayout.headerSize else {
+            throw .foreignSegment(name: name, detail: "only \(info.st_size) bytes")
+        }
         let header = mmap(nil, ShmLayout.headerSize, PROT_READ, MAP_SHARED, fd, 0)
         guard let header, header != MAP_FAILED else { throw .system(operation: "map shared memory \(name)", errno: errno) }
         defer { munmap(header, ShmLayout.headerSize) }
-        guard cportcullis_load_acquire_u32(header + ShmField.ready) == 1 else { return nil }
+        guard cportcullis_load_acquire_u32(header + ShmField.ready) == 1 else {
+            throw .foreignSegment(name: name, detail: "not marked ready")
+        }
         let magic = header.load(fromByteOffset: ShmField.magic, as: UInt64.self)
         let version = header.load(fromByteOffset: ShmField.version, as: UInt32.self)
         guard magic == ShmLayout.magic, version == ShmLayout.version else {

@@ -68,14 +68,24 @@ public final class ShmWriter: LogWriter {
 
     public func publish(_ batch: LineBatch) throws(TransportError) -> PublishResult {
         precondition(!closed, "publish on a closed ShmWriter")
-        var result = PublishResult()
+        // The per-line loop works on locals: stored `var`s of a class are checked for exclusive
+        // access at run time on every write.
+        var head = self.head
+        var published = self.published
+        var cachedMinTail = self.cachedMinTail
+        var accepted = 0
+        var rejected = 0
+        let (slots, mask, slotSize, maxLine, slotCount, overwrite) =
+            (self.slots, self.mask, self.slotSize, self.maxLine, self.slotCount, self.overwrite)
         batch.forEachLine { line in
             guard line.count <= maxLine else {
-                result.rejected += 1
+                rejected += 1
                 return
             }
             if !overwrite && head &- cachedMinTail >= slotCount {
-                waitForSpace()
+                self.head = head
+                cachedMinTail = waitForSpace()
+                published = head
             }
             let slot = slots + Int(head & mask) * slotSize
             let sequence = slot.assumingMemoryBound(to: UInt64.self)
@@ -90,16 +100,22 @@ public final class ShmWriter: LogWriter {
             // Pairs with the reader's load-acquire of the sequence before it copies.
             cportcullis_store_release_u64(sequence, head &+ 1)
             head &+= 1
-            result.accepted += 1
-            if head &- published >= Self.publishInterval { publish() }
+            accepted += 1
+            if head &- published >= Self.publishInterval {
+                self.head = head
+                publish()
+                published = head
+            }
         }
+        self.head = head
+        self.cachedMinTail = cachedMinTail
         publish()
-        statistics.linesWritten += UInt64(result.accepted)
-        if result.rejected > 0 {
-            statistics.linesRejected += UInt64(result.rejected)
-            _ = cportcullis_fetch_add_u64(ring + ShmField.Ring.rejected, UInt64(result.rejected))
+        statistics.linesWritten += UInt64(accepted)
+        if rejected > 0 {
+            statistics.linesRejected += UInt64(rejected)
+            _ = cportcullis_fetch_add_u64(ring + ShmField.Ring.rejected, UInt64(rejected))
         }
-        return result
+        return PublishResult(accepted: accepted, rejected: rejected)
     }
 
     /// Makes the lines written so far visible to readers and wakes sleeping ones.
@@ -129,13 +145,13 @@ public final class ShmWriter: LogWriter {
 
     /// Waits until the slowest lossless reader frees a slot. Readers that died are detached (every
     /// 10 ms of waiting), so a killed reader holds the writer for a bounded time only.
-    private func waitForSpace() {
+    private func waitForSpace() -> UInt64 {
         publish()
         var spins = 0
         var lastLivenessCheck = monotonicNanoseconds()
         while true {
-            cachedMinTail = minimumTail()
-            if head &- cachedMinTail < slotCount { return }
+            let minimum = minimumTail()
+            if head &- minimum < slotCount { return minimum }
             spins += 1
             if spins < 64 {
                 cportcullis_cpu_relax()

@@ -15,21 +15,29 @@ struct Measurement: Encodable {
     let ratio: Double
     /// Rounds the medians were taken over.
     let rounds: Int
+    /// Lines lost and delivered twice, summed over rounds and readers (transport suites).
+    var lost: UInt64?
+    var duplicated: UInt64?
+    var referenceLost: UInt64?
+    var referenceDuplicated: UInt64?
 
+    /// - Parameter ratio: the median of per-round ratios when the rounds alternated; by default
+    ///   value / reference value.
     init(suite: String, name: String, unit: String, value: Double, reference: String, referenceValue: Double,
-         rounds: Int) {
+         rounds: Int, ratio: Double? = nil) {
         self.suite = suite
         self.name = name
         self.unit = unit
         self.value = value
         self.reference = reference
         self.referenceValue = referenceValue
-        ratio = referenceValue == 0 ? 0 : value / referenceValue
+        self.ratio = ratio ?? (referenceValue == 0 ? 0 : value / referenceValue)
         self.rounds = rounds
     }
 
     enum CodingKeys: String, CodingKey {
-        case suite, name, unit, value, reference, referenceValue = "reference_value", ratio, rounds
+        case suite, name, unit, value, reference, referenceValue = "reference_value", ratio, rounds, lost, duplicated
+        case referenceLost = "reference_lost", referenceDuplicated = "reference_duplicated"
     }
 }
 
@@ -92,17 +100,23 @@ func report(_ results: [Measurement], json: Bool) throws {
         return
     }
     let nameWidth = max(4, results.map(\.name.count).max() ?? 0)
+    let showLoss = results.contains { $0.lost != nil }
     let referenceWidth = max(9, results.map(\.reference.count).max() ?? 0)
     func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: width, withPad: " ", startingAt: 0) }
     func number(_ value: Double) -> String {
         value >= 1000 ? String(format: "%14.0f", value) : String(format: "%14.2f", value)
     }
-    print(pad("suite", 8) + pad("name", nameWidth) + "           value  unit        "
-          + pad("reference", referenceWidth) + "       ref value   ratio")
+    print(pad("suite", 11) + pad("name", nameWidth) + "           value  unit        "
+          + pad("reference", referenceWidth) + "       ref value   ratio" + (showLoss ? "  lost/dup  ref lost/dup" : ""))
     for result in results {
-        print(pad(result.suite, 8) + pad(result.name, nameWidth) + "  " + number(result.value) + "  "
-              + pad(result.unit, 10) + "  " + pad(result.reference, referenceWidth) + "  " + number(result.referenceValue)
-              + String(format: "  %6.2f", result.ratio))
+        var line = pad(result.suite, 11) + pad(result.name, nameWidth) + "  " + number(result.value) + "  "
+            + pad(result.unit, 10) + "  " + pad(result.reference, referenceWidth) + "  " + number(result.referenceValue)
+            + String(format: "  %6.2f", result.ratio)
+        if showLoss {
+            line += "  " + "\(result.lost ?? 0)/\(result.duplicated ?? 0)".leftPadded(8)
+                + "  " + "\(result.referenceLost ?? 0)/\(result.referenceDuplicated ?? 0)".leftPadded(12)
+        }
+        print(line)
     }
 }
 
@@ -112,7 +126,7 @@ struct PortcullisPerf: ParsableCommand {
         commandName: "portcullis-perf",
         abstract: "Time Portcullis's hot paths, each next to a reference measured in the same run.",
         discussion: "Release builds only (swift build -c release). Needs root for the BPF suites.",
-        subcommands: [XDPSuite.self]
+        subcommands: [XDPSuite.self, TransportsSuite.self]
     )
 }
 
@@ -123,4 +137,10 @@ func requireReleaseBuild() throws {
         "portcullis-perf: this is a debug build; measure a release build: swift build -c release\n".utf8))
     throw ExitCode(2)
     #endif
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
 }
