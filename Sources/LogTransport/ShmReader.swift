@@ -6,7 +6,8 @@ import Glibc
 /// Several threads of one process may share a reader (`poll(into:worker:workers:)`): each ring's
 /// cursor has a lock word, so a ring is read by one thread at a time. With workload stealing any
 /// idle thread takes any unlocked ring; without, thread `w` of `n` reads rings `w, w+n, ...`.
-public final class ShmReader: LogReader {
+/// `poll` and `wait` may be called from several threads at once (hence Sendable); `close` may not.
+public final class ShmReader: LogReader, @unchecked Sendable {
     let segment: ShmSegment
     /// This reader's slot in the segment's reader table.
     public let slotIndex: Int

@@ -143,3 +143,87 @@ struct InProcessTests {
         #expect(reader.statistics.linesLost == 0)
     }
 }
+
+@Suite("Shared readers and start positions")
+struct SharedReaderTests {
+    @Test("worker threads sharing one shm reader get every line exactly once", arguments: [true, false])
+    func workersShareAReader(stealing: Bool) throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var options = ShmOptions()
+        options.name = scratch.shmName
+        options.rings = 4
+        options.slotsPerRing = 256
+        let reader = try ShmReader(options: options, workloadStealing: stealing)
+        defer { reader.close() }
+        let lines = 20_000
+        let writers = try (0..<4).map { _ in try ShmWriter(options: options) }
+        let seen = SeenLines()
+        let done = AtomicFlag()
+        let group = DispatchGroup()
+        for worker in 0..<2 {
+            DispatchQueue.global().async(group: group) {
+                let batch = LineBatch(byteCapacity: 1 << 16, lineCapacity: 64)
+                var mine: [String] = []
+                while !done.isSet || batch.count > 0 {
+                    batch.removeAll()
+                    _ = reader.wait(into: batch, timeoutMilliseconds: 20, worker: worker, workers: 2)
+                    for index in 0..<batch.count { mine.append(String(decoding: batch.line(index), as: UTF8.self)) }
+                }
+                seen.add(mine)
+            }
+        }
+        // Four writer threads' worth of rings, filled from here in turns.
+        let batch = LineBatch()
+        for start in stride(from: 0, to: lines, by: 100) {
+            batch.removeAll()
+            for number in start..<(start + 100) { batch.append("\(number % 4):\(number)") }
+            _ = try writers[(start / 100) % 4].publish(batch)
+        }
+        for writer in writers { writer.close() }
+        let deadline = Date().addingTimeInterval(20)
+        while reader.statistics.linesReceived < UInt64(lines) && Date() < deadline { usleep(10_000) }
+        done.set()
+        group.wait()
+        let all = seen.lines
+        #expect(all.count == lines, "every line once")
+        #expect(Set(all).count == lines, "no line twice")
+    }
+
+    @Test("a file reader starts at the end unless told to start at the beginning")
+    func fileStartPosition() throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var options = FileOptions()
+        options.path = scratch.filePath
+        let writer = try FileWriter(options: options)
+        let batch = LineBatch()
+        batch.append("old line")
+        _ = try writer.publish(batch)
+        let fromEnd = try FileReader(options: options)
+        options.startAtBeginning = true
+        let fromStart = try FileReader(options: options)
+        batch.removeAll()
+        batch.append("new line")
+        _ = try writer.publish(batch)
+        let received = LineBatch()
+        #expect(try fromEnd.poll(into: received) == 1)
+        #expect(received.line(0) == Array("new line".utf8))
+        received.removeAll()
+        #expect(try fromStart.poll(into: received) == 2)
+        #expect(received.line(0) == Array("old line".utf8))
+    }
+}
+
+final class SeenLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var lines: [String] = []
+    func add(_ more: [String]) { lock.withLock { lines += more } }
+}
+
+final class AtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
