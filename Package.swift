@@ -3,7 +3,7 @@ import PackageDescription
 
 // One C target faces the OS (libbpf, libxdp, liburing, libnuma, socket shims): several system
 // library modules that each include glibc headers clash in debug builds on this toolchain.
-let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa"].map { .linkedLibrary($0) }
+let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8"].map { .linkedLibrary($0) }
 
 let package = Package(
     name: "Portcullis",
@@ -28,6 +28,10 @@ let package = Package(
         ),
         .target(
             name: "LogTransport",
+            dependencies: ["CPortcullis"]
+        ),
+        .target(
+            name: "BanEngine",
             dependencies: ["CPortcullis"]
         ),
         .target(
@@ -79,6 +83,10 @@ let package = Package(
         .testTarget(
             name: "XDPFirewallTests",
             dependencies: ["XDPFirewall", "CPortcullis", "TestSupport"]
+        ),
+        .testTarget(
+            name: "BanEngineTests",
+            dependencies: ["BanEngine"]
         ),
         .testTarget(
             name: "LogTransportTests",

@@ -1,6 +1,6 @@
 /*
- * CPortcullis.h - the one C module facing the OS. It includes libbpf, libxdp, liburing, libnuma
- * and the socket headers once, and adds thin shims (prefixed cportcullis_) where Swift cannot reach
+ * CPortcullis.h - the one C module facing the OS. It includes libbpf, libxdp, liburing, libnuma,
+ * PCRE2 and the socket headers once, and adds thin shims (prefixed cportcullis_) where Swift cannot reach
  * a C facility directly: variadic logging callbacks and BTF struct walking.
  */
 #ifndef CPORTCULLIS_H
@@ -28,6 +28,8 @@
 #include <xdp/libxdp.h>
 #include <liburing.h>
 #include <numa.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "portcullis_abi.h"
 
@@ -94,6 +96,11 @@ static inline uint32_t cportcullis_load_seq_cst_u32(const void *address)
 static inline bool cportcullis_cas_u32(void *address, uint32_t expected, uint32_t desired)
 {
 	return __atomic_compare_exchange_n((uint32_t *)address, &expected, desired, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+static inline bool cportcullis_cas_u64(void *address, uint64_t expected, uint64_t desired)
+{
+	return __atomic_compare_exchange_n((uint64_t *)address, &expected, desired, false, __ATOMIC_ACQ_REL,
 					   __ATOMIC_ACQUIRE);
 }
 static inline void cportcullis_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }

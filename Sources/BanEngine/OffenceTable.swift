@@ -1,0 +1,169 @@
+import CPortcullis
+import Glibc
+
+/// Counts offences per client in one open-addressing table shared by every ban worker, without
+/// locks: a bin is claimed with compare-and-swap, counts move with compare-and-swap on one 64-bit
+/// word. The call whose increment makes a count reach the threshold is told so, and only that one:
+/// exactly one ban per threshold crossing, however many workers see the client at once.
+///
+/// Bin layout (32 bytes, two per cache line), in memory obtained with mmap (on a NUMA node if asked):
+///
+///      0 u64 key high    AddressKey bytes 0-7
+///      8 u64 key low     AddressKey bytes 8-15
+///     16 u32 state       0 empty, 1 being claimed (key being written), 2 in use
+///     24 u64 count word  low 32 bits: offences counted; high 32 bits: when the count started
+///                        (seconds of the table's clock), for the find-time window
+///
+/// Bins are never freed: an expired ban resets the count, the key stays. When a probe finds no
+/// free bin within `probeLimit` steps the offence is not counted and `full` says so.
+public final class OffenceTable: @unchecked Sendable {
+    public enum Recorded: Equatable, Sendable {
+        /// Counted; the client's count is now this (below the threshold, or past it).
+        case counted(UInt32)
+        /// This offence made the count reach the threshold: ban the client.
+        case crossed
+        /// No free bin near the client's position: not counted.
+        case full
+    }
+
+    static let binSize = 32
+    /// Longest linear probe before a record is refused as `full`.
+    public static let probeLimit = 128
+
+    public let bins: Int
+    public let threshold: UInt32
+    /// Offences older than this many seconds start a new count; 0 keeps counting until expiry.
+    public let findTime: UInt32
+    private let memory: UnsafeMutableRawPointer
+    private let size: Int
+    private let occupiedCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    private let fullCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+
+    /// - Parameters:
+    ///   - bins: table size (the prototype's 6,000,011 by default).
+    ///   - numaNode: place the memory on this node (libnuma), if the machine has NUMA.
+    public init(bins: Int = 6_000_011, threshold: UInt32, findTime: UInt32 = 0, numaNode: Int? = nil)
+        throws(EngineError)
+    {
+        guard bins >= 16, bins <= 1 << 31 else { throw .invalidSetting("--table-bins must be 16...2147483648") }
+        guard threshold >= 1 else { throw .invalidSetting("--threshold must be at least 1") }
+        self.bins = bins
+        self.threshold = threshold
+        self.findTime = findTime
+        size = bins * Self.binSize
+        let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            throw .invalidSetting("cannot reserve \(size) bytes for \(bins) table bins (\(String(cString: strerror(errno))));"
+                                  + " lower --table-bins")
+        }
+        memory = mapped
+        if let numaNode, numa_available() >= 0 {
+            numa_tonode_memory(memory, size, Int32(numaNode))
+        }
+        occupiedCounter.initialize(to: 0)
+        fullCounter.initialize(to: 0)
+    }
+
+    deinit {
+        munmap(memory, size)
+        occupiedCounter.deallocate()
+        fullCounter.deallocate()
+    }
+
+    /// Bins in use.
+    public var occupied: UInt64 { cportcullis_load_acquire_u64(occupiedCounter) }
+    /// Offences refused because no bin was free near their position.
+    public var fullRefusals: UInt64 { cportcullis_load_acquire_u64(fullCounter) }
+
+    @inline(__always)
+    func home(_ key: AddressKey) -> Int {
+        var hash = key.high ^ (key.low &* 0x9E37_79B9_7F4A_7C15)
+        hash = (hash ^ (hash >> 29)) &* 0xBF58_476D_1CE4_E5B9
+        hash ^= hash >> 32
+        return Int(hash.multipliedFullWidth(by: UInt64(bins)).high)  // uniform over bins, no division
+    }
+
+    /// The bin holding `key`, claiming a free one if `insert`; nil when absent (or no free bin).
+    @inline(__always)
+    func bin(for key: AddressKey, insert: Bool) -> UnsafeMutableRawPointer? {
+        var index = home(key)
+        for _ in 0..<Self.probeLimit {
+            let bin = memory + index * Self.binSize
+            let state = bin + 16
+            var current = cportcullis_load_acquire_u32(state)
+            if current == 0 {
+                guard insert else { return nil }
+                if cportcullis_cas_u32(state, 0, 1) {
+                    bin.storeBytes(of: key.high, as: UInt64.self)
+                    bin.storeBytes(of: key.low, toByteOffset: 8, as: UInt64.self)
+                    // Pairs with the load-acquire of the state by probers: the key before "in use".
+                    cportcullis_store_release_u32(state, 2)
+                    _ = cportcullis_fetch_add_u64(occupiedCounter, 1)
+                    return bin
+                }
+                current = cportcullis_load_acquire_u32(state)
+            }
+            while current == 1 {  // another worker is writing this bin's key: a few instructions
+                cportcullis_cpu_relax()
+                current = cportcullis_load_acquire_u32(state)
+            }
+            if bin.load(as: UInt64.self) == key.high && bin.load(fromByteOffset: 8, as: UInt64.self) == key.low {
+                return bin
+            }
+            index += 1
+            if index == bins { index = 0 }
+        }
+        return nil
+    }
+
+    /// Counts one offence of `key` at `now` (seconds on the caller's clock).
+    @inline(__always)
+    public func record(_ key: AddressKey, now: UInt32) -> Recorded {
+        guard let bin = bin(for: key, insert: true) else {
+            _ = cportcullis_fetch_add_u64(fullCounter, 1)
+            return .full
+        }
+        let word = bin + 24
+        var old = cportcullis_load_acquire_u64(word)
+        while true {
+            let count = UInt32(truncatingIfNeeded: old)
+            let start = UInt32(truncatingIfNeeded: old >> 32)
+            let restart = count == 0 || (findTime > 0 && now &- start > findTime && count < threshold)
+            let newCount = restart ? 1 : (count == UInt32.max ? count : count + 1)
+            let new = UInt64(newCount) | UInt64(restart ? now : start) << 32
+            if cportcullis_cas_u64(word, old, new) {
+                return newCount == threshold && (restart || count != threshold) ? .crossed : .counted(newCount)
+            }
+            old = cportcullis_load_acquire_u64(word)
+        }
+    }
+
+    /// Starts the client's count over (its ban expired or was lifted).
+    public func reset(_ key: AddressKey) {
+        guard let bin = bin(for: key, insert: false) else { return }
+        cportcullis_store_release_u64(bin + 24, 0)
+    }
+
+    /// Sets the client's count to the threshold without a crossing: a ban found in the maps at
+    /// start-up, so further lines do not ban it again.
+    public func markBanned(_ key: AddressKey, now: UInt32) {
+        guard let bin = bin(for: key, insert: true) else { return }
+        cportcullis_store_release_u64(bin + 24, UInt64(threshold) | UInt64(now) << 32)
+    }
+
+    /// The client's current count, nil when the table has never seen it.
+    public func count(of key: AddressKey) -> UInt32? {
+        guard let bin = bin(for: key, insert: false) else { return nil }
+        return UInt32(truncatingIfNeeded: cportcullis_load_acquire_u64(bin + 24))
+    }
+}
+
+/// Errors of engine settings, one line each.
+public enum EngineError: Error, CustomStringConvertible, Equatable {
+    case invalidSetting(String)
+    public var description: String {
+        switch self {
+        case .invalidSetting(let detail): return detail
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+@testable import BanEngine
+
+@Suite("Offence table")
+struct OffenceTableTests {
+    @Test("concurrent increments are exact and each address crosses exactly once")
+    func concurrentExactness() throws {
+        let table = try OffenceTable(bins: 100_003, threshold: 3)
+        let addresses = (0..<5000).map { AddressKey(ipv4: 198, 18, UInt8($0 / 256), UInt8($0 % 256)) }
+        let perThread = 7  // each thread reports every address 7 times
+        let crossings = CrossingCounter(count: addresses.count)
+        DispatchQueue.concurrentPerform(iterations: 4) { thread in
+            for round in 0..<perThread {
+                // Different orders per thread, so threads meet on the same bins.
+                for step in 0..<addresses.count {
+                    let index = (step + thread * 1237 + round * 7) % addresses.count  // a rotation: each once
+                    if table.record(addresses[index], now: 1) == .crossed { crossings.add(index) }
+                }
+            }
+        }
+        #expect(crossings.values.allSatisfy { $0 == 1 }, "exactly one ban per address")
+        for key in addresses { #expect(table.count(of: key) == UInt32(4 * perThread)) }
+        #expect(table.occupied == UInt64(addresses.count))
+    }
+
+    @Test("a reset (ban expired) makes the next crossing ban again")
+    func resetStartsOver() throws {
+        let table = try OffenceTable(bins: 1009, threshold: 2)
+        let key = AddressKey(ipv4: 198, 18, 0, 1)
+        #expect(table.record(key, now: 0) == .counted(1))
+        #expect(table.record(key, now: 0) == .crossed)
+        #expect(table.record(key, now: 0) == .counted(3))
+        table.reset(key)
+        #expect(table.count(of: key) == 0)
+        #expect(table.record(key, now: 5) == .counted(1))
+        #expect(table.record(key, now: 5) == .crossed)
+        table.markBanned(key, now: 6)
+        #expect(table.record(key, now: 6) == .counted(3), "a ban found at start-up is not banned again")
+    }
+
+    @Test("find time: offences spread wider than the window start over")
+    func findTime() throws {
+        let table = try OffenceTable(bins: 1009, threshold: 3, findTime: 10)
+        let key = AddressKey(ipv4: 198, 18, 0, 2)
+        #expect(table.record(key, now: 100) == .counted(1))
+        #expect(table.record(key, now: 105) == .counted(2))
+        #expect(table.record(key, now: 120) == .counted(1), "the window passed")
+        #expect(table.record(key, now: 121) == .counted(2))
+        #expect(table.record(key, now: 122) == .crossed)
+    }
+
+    @Test("a full table refuses and counts instead of crashing")
+    func fullTable() throws {
+        let table = try OffenceTable(bins: 16, threshold: 3)
+        var full = 0
+        for index in 0..<200 where table.record(AddressKey(ipv4: 198, 18, 1, UInt8(index)), now: 0) == .full {
+            full += 1
+        }
+        #expect(table.occupied == 16)
+        #expect(full == 200 - 16)
+        #expect(table.fullRefusals == UInt64(full))
+        #expect(throws: EngineError.self) { _ = try OffenceTable(bins: 1, threshold: 3) }
+        #expect(throws: EngineError.self) { _ = try OffenceTable(bins: 100, threshold: 0) }
+    }
+}
+
+final class CrossingCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [Int]
+    init(count: Int) { counts = Array(repeating: 0, count: count) }
+    func add(_ index: Int) { lock.withLock { counts[index] += 1 } }
+    var values: [Int] { lock.withLock { counts } }
+}
