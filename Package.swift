@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "portcullis", targets: ["portcullis"]),
+        .executable(name: "portcullisd", targets: ["portcullisd"]),
         .executable(name: "portcullis-perf", targets: ["portcullis-perf"]),
         .library(name: "XDPFirewall", targets: ["XDPFirewall"]),
         .library(name: "LogTransport", targets: ["LogTransport"]),
@@ -35,6 +36,10 @@ let package = Package(
             dependencies: ["CPortcullis"]
         ),
         .target(
+            name: "PortcullisDaemon",
+            dependencies: ["BanEngine", "LogTransport", "XDPFirewall", "CPortcullis"]
+        ),
+        .target(
             name: "PortcullisCommandLine",
             dependencies: [
                 "LogTransport",
@@ -53,6 +58,17 @@ let package = Package(
         .target(
             name: "PerfReference",
             path: "perf/reference/c"
+        ),
+        .executableTarget(
+            name: "portcullisd",
+            dependencies: [
+                "PortcullisDaemon",
+                "PortcullisCommandLine",
+                "XDPFirewall",
+                "BanEngine",
+                "LogTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(
             name: "portcullis-perf",
@@ -87,6 +103,10 @@ let package = Package(
         .testTarget(
             name: "BanEngineTests",
             dependencies: ["BanEngine"]
+        ),
+        .testTarget(
+            name: "DaemonTests",
+            dependencies: ["PortcullisDaemon", "BanEngine", "LogTransport", "XDPFirewall", "TestSupport"]
         ),
         .testTarget(
             name: "LogTransportTests",

@@ -13,6 +13,8 @@ public final class SocketReader: LogReader {
     /// The socket file writers connect to.
     public let path: String
     private let listener: Int32
+    /// The first reader of a shared socket removes the file; the ones sharing it do not.
+    private let ownsSocketFile: Bool
     private let epoll: Int32
     private var connections: [Int32: Connection] = [:]
     private var lostByClosedConnections: UInt64 = 0
@@ -50,6 +52,7 @@ public final class SocketReader: LogReader {
         let name = "reader-\(getpid())-\(number).\(policy.rawValue)\(SocketName.suffix)"
         path = options.directory + "/" + name
         let temporary = options.directory + "/.\(name).tmp"
+        ownsSocketFile = true
         listener = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
                           | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard listener >= 0 else { throw .system(operation: "create socket", errno: errno) }
@@ -87,6 +90,37 @@ public final class SocketReader: LogReader {
         }
     }
 
+    /// A second reader on the same socket, for another worker thread: writers connect once, and
+    /// each connection is accepted by one of the readers sharing the socket (`EPOLLEXCLUSIVE`), so
+    /// the lines are spread over the workers, not copied to each.
+    public init(sharing primary: SocketReader) throws(TransportError) {
+        options = primary.options
+        policy = primary.policy
+        path = primary.path
+        allowedUIDs = primary.allowedUIDs
+        allowedGIDs = primary.allowedGIDs
+        ownsSocketFile = false
+        listener = fcntl(primary.listener, F_DUPFD_CLOEXEC, 0)
+        guard listener >= 0 else { throw .system(operation: "share socket \(primary.path)", errno: errno) }
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        let count = options.datagramsPerCall
+        buffers = .allocate(byteCount: count * options.datagramSize, alignment: 64)
+        iovecs = .allocate(capacity: count)
+        messages = .allocate(capacity: count)
+        events = .allocate(capacity: Self.eventCapacity)
+        do throws(TransportError) {
+            guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
+            try watch(listener)
+        } catch {
+            Glibc.close(listener)
+            if epoll >= 0 { Glibc.close(epoll) }
+            throw error
+        }
+        for index in 0..<count {
+            iovecs[index] = iovec(iov_base: buffers + index * options.datagramSize, iov_len: options.datagramSize)
+        }
+    }
+
     deinit {
         close()
         buffers.deallocate()
@@ -99,7 +133,7 @@ public final class SocketReader: LogReader {
     public func close() {
         guard !closed else { return }
         closed = true
-        unlink(path)
+        if ownsSocketFile { unlink(path) }
         for fd in connections.keys { Glibc.close(fd) }
         connections.removeAll()
         Glibc.close(listener)
@@ -108,7 +142,8 @@ public final class SocketReader: LogReader {
 
     private func watch(_ fd: Int32) throws(TransportError) {
         var event = epoll_event()
-        event.events = EPOLLIN.rawValue
+        // The listener may be shared by several readers' epolls: wake one of them per connection.
+        event.events = EPOLLIN.rawValue | (fd == listener ? EPOLLEXCLUSIVE.rawValue : 0)
         event.data.fd = fd
         try systemCall("epoll_ctl") { epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) }
     }

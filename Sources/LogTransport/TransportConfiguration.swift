@@ -20,6 +20,15 @@ public struct TransportConfiguration: Sendable, Equatable {
         }
     }
 
+    /// Checks the chosen transport's settings without creating anything.
+    public func validate() throws(TransportError) {
+        switch kind {
+        case .shm: try shm.validate()
+        case .socket: try socket.validate()
+        case .file: try file.validate()
+        }
+    }
+
     /// A writer for one writer thread.
     public func makeWriter() throws(TransportError) -> LogWriter {
         switch kind {

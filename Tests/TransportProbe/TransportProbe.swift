@@ -38,10 +38,33 @@ struct Write: ParsableCommand {
     @Option(help: "Also publish a line one byte over the transport's limit every N lines (0: never).")
     var overlongEvery = 0
     @Option(help: "Number the first line of each thread with this.") var firstSequence = 0
+    @Option(help: "Write offence lines instead: this many clients from 198.18.0.0/15, each --lines times.")
+    var offenders = 0
 
     func run() throws {
         let configuration = transport.configuration
         let written = AtomicTotals()
+        if offenders > 0 {
+            // Client i is 198.18.0.0 + 1 + i; all of its lines follow each other round by round.
+            let writer = try configuration.makeWriter()
+            defer { writer.close() }
+            let batch = LineBatch()
+            for _ in 0..<lines {
+                for client in 0..<offenders {
+                    let address = 0xC612_0001 + client
+                    let text = "2026-11-26 18:42:46 client \(address >> 24).\((address >> 16) & 255)."
+                        + "\((address >> 8) & 255).\(address & 255) exceeded request rate limit"
+                    if !batch.append(text) || batch.isFull {
+                        written.add(accepted: try writer.publish(batch).accepted, rejected: 0)
+                        batch.removeAll()
+                        batch.append(text)
+                    }
+                }
+            }
+            written.add(accepted: try writer.publish(batch).accepted, rejected: 0)
+            print("{\"written\": \(written.accepted), \"rejected\": 0}")
+            return
+        }
         let (tag, lineCount, batch, pace, overlongEvery, firstSequence) =
             (tag, lines, batch, paceMicroseconds, overlongEvery, firstSequence)
         DispatchQueue.concurrentPerform(iterations: threads) { thread in

@@ -1,0 +1,444 @@
+import BanEngine
+import CPortcullis
+import Glibc
+import LogTransport
+import XDPFirewall
+
+/// Counters of one ban worker. Written by that worker only; read by anyone (64-bit loads).
+public struct WorkerCounters: Sendable, Equatable {
+    public var lines: UInt64 = 0
+    public var matched: UInt64 = 0
+    public var notMatching: UInt64 = 0
+    public var tooLong: UInt64 = 0
+    public var invalidAddress: UInt64 = 0
+    public var matchLimit: UInt64 = 0
+    public var allowlisted: UInt64 = 0
+    public var tableFull: UInt64 = 0
+    public var bans: UInt64 = 0
+    public var banFailures: UInt64 = 0
+    /// CPU time the worker thread used, in nanoseconds (updated once per batch).
+    public var cpuNanoseconds: UInt64 = 0
+
+    public init() {}
+
+    static func + (left: WorkerCounters, right: WorkerCounters) -> WorkerCounters {
+        var sum = WorkerCounters()
+        sum.lines = left.lines + right.lines
+        sum.matched = left.matched + right.matched
+        sum.notMatching = left.notMatching + right.notMatching
+        sum.tooLong = left.tooLong + right.tooLong
+        sum.invalidAddress = left.invalidAddress + right.invalidAddress
+        sum.matchLimit = left.matchLimit + right.matchLimit
+        sum.allowlisted = left.allowlisted + right.allowlisted
+        sum.tableFull = left.tableFull + right.tableFull
+        sum.bans = left.bans + right.bans
+        sum.banFailures = left.banFailures + right.banFailures
+        sum.cpuNanoseconds = left.cpuNanoseconds + right.cpuNanoseconds
+        return sum
+    }
+}
+
+/// A snapshot of the whole daemon.
+public struct DaemonStatus: Sendable {
+    public var workers: [WorkerCounters]
+    public var total: WorkerCounters { workers.reduce(WorkerCounters(), +) }
+    public var unbans: UInt64
+    /// Bans with an end the daemon is waiting for.
+    public var scheduledBans: Int
+    /// Bins of the offence table in use.
+    public var tableBins: UInt64
+    /// Lines the transport reported lost (lossy modes).
+    public var linesLost: UInt64
+    /// Seconds since the daemon started.
+    public var uptime: Double
+}
+
+/// The daemon's engine: ban workers reading lines from the transport, counting offences in one
+/// offence table, banning into the pinned BPF maps in batches; an expiry thread lifting bans in
+/// batches when they end. Interface attachment is the caller's business (it only needs the maps).
+public final class Daemon: @unchecked Sendable {
+    public let configuration: DaemonConfiguration
+    let maps: BanMaps
+    let table: OffenceTable
+    let schedule = ExpirySchedule()
+    private var workers: [BanWorker] = []
+    private var threads: [pthread_t] = []
+    private let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    private let unbanCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    private let startNanoseconds = monotonicNanoseconds()
+    private var readersToClose: [LogReader] = []
+    private var shmReader: ShmReader?
+    /// Remarks for the operator about how the settings were applied.
+    public private(set) var notes: [String] = []
+    /// Bans found in the maps at start and resumed (their expiry scheduled, their counts set).
+    public private(set) var resumedBans = 0
+    /// Called after each batch of bans is installed, with the clients and the time (monotonic ns);
+    /// the pipeline benchmark measures line-to-ban latency with it. Set before `start()`.
+    public var banObserver: (@Sendable ([AddressKey], UInt64) -> Void)?
+
+    /// Prepares everything (table, readers, resumed bans) without starting threads.
+    public init(configuration: DaemonConfiguration, maps: BanMaps) throws(DaemonError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.maps = maps
+        var node = configuration.numaNode
+        if node == nil, let cpu = configuration.cpus.first, numa_available() >= 0 {
+            node = Int(numa_node_of_cpu(Int32(cpu)))
+        }
+        do {
+            table = try OffenceTable(bins: configuration.tableBins, threshold: configuration.threshold,
+                                     findTime: configuration.findTime, numaNode: node)
+        } catch {
+            throw .invalidSetting(error.description)
+        }
+        stopFlag.initialize(to: 0)
+        unbanCount.initialize(to: 0)
+        try resumeBans()
+        try makeWorkers()
+    }
+
+    deinit {
+        stop()
+        stopFlag.deallocate()
+        unbanCount.deallocate()
+    }
+
+    /// Seconds on the table's clock (since the daemon started).
+    var tableClock: UInt32 { UInt32(truncatingIfNeeded: (monotonicNanoseconds() - startNanoseconds) / 1_000_000_000) }
+
+    /// Bans already in the maps (a restart): keep enforcing them, and end them when they end.
+    private func resumeBans() throws(DaemonError) {
+        let entries: [BanEntry]
+        do {
+            entries = try maps.entries()
+        } catch {
+            throw .firewall("read the pinned bans: \(error)")
+        }
+        for entry in entries {
+            let key = AddressKey(entry.address)
+            table.markBanned(key, now: tableClock)
+            if case .at(let end) = entry.expiry { schedule.add(key, end: end) }
+            resumedBans += 1
+        }
+    }
+
+    private func makeWorkers() throws(DaemonError) {
+        var count = configuration.workers
+        var receivers: [LineSource] = []
+        do throws(TransportError) {
+            switch configuration.transport.kind {
+            case .shm:
+                let reader = try ShmReader(options: configuration.transport.shm, policy: .block,
+                                           workloadStealing: configuration.transport.workloadStealing)
+                shmReader = reader
+                readersToClose.append(reader)
+                for index in 0..<count { receivers.append(.shm(reader, worker: index, workers: count)) }
+            case .socket:
+                let primary = try SocketReader(options: configuration.transport.socket, policy: .block)
+                readersToClose.append(primary)
+                var readers = [primary]
+                for _ in 1..<max(count, 1) {
+                    let shared = try SocketReader(sharing: primary)
+                    readersToClose.append(shared)
+                    readers.append(shared)
+                }
+                receivers += readers.map { .reader($0) }
+            case .file:
+                if count > 1 {
+                    notes.append("file transport: one worker tails the file (--workers \(count) applies to shm and socket)")
+                    count = 1
+                }
+                let reader = try FileReader(options: configuration.transport.file)
+                readersToClose.append(reader)
+                receivers.append(.reader(reader))
+            }
+        } catch {
+            for reader in readersToClose { reader.close() }
+            throw .transport(error)
+        }
+        let regexes: [FailRegex]
+        do {
+            regexes = try configuration.failRegexes.map { pattern throws(FailRegexError) in try FailRegex(pattern) }
+        } catch {
+            throw .invalidSetting(error.description)
+        }
+        for index in 0..<count {
+            let cpu = configuration.cpus.isEmpty ? nil : configuration.cpus[index % configuration.cpus.count]
+            workers.append(BanWorker(index: index, cpu: cpu, daemon: self, source: receivers[index], regexes: regexes))
+        }
+    }
+
+    var isStopping: Bool { cportcullis_load_acquire_u32(stopFlag) != 0 }
+
+    /// Starts the workers and the expiry thread.
+    public func start() {
+        for worker in workers { threads.append(spawn { worker.run() }) }
+        threads.append(spawn { [self] in runExpiry() })
+    }
+
+    /// Stops and joins every thread (each notices within ~100 ms) and detaches from the transport.
+    public func stop() {
+        guard cportcullis_load_acquire_u32(stopFlag) == 0 else { return }
+        cportcullis_store_release_u32(stopFlag, 1)
+        for thread in threads { pthread_join(thread, nil) }
+        threads.removeAll()
+        for reader in readersToClose { reader.close() }
+        readersToClose.removeAll()
+    }
+
+    /// Counters now.
+    public var status: DaemonStatus {
+        DaemonStatus(workers: workers.map(\.counters), unbans: cportcullis_load_acquire_u64(unbanCount),
+                     scheduledBans: schedule.count, tableBins: table.occupied,
+                     linesLost: readersToClose.reduce(0) { $0 + $1.statistics.linesLost },
+                     uptime: Double(monotonicNanoseconds() - startNanoseconds) / 1e9)
+    }
+
+    /// The one-line status `--status-interval` prints.
+    public func statusLine(previousLines: UInt64, interval: Double) -> String {
+        let status = status
+        let total = status.total
+        let rate = interval > 0 ? Double(total.lines &- previousLines) / interval : 0
+        return "status: \(format(status.uptime)) s, lines \(total.lines) (\(Int(rate))/s), matched \(total.matched), "
+            + "bans \(total.bans), unbans \(status.unbans), in force \(status.scheduledBans), "
+            + "not matching \(total.notMatching), invalid address \(total.invalidAddress), too long \(total.tooLong), "
+            + "allowlisted \(total.allowlisted), table \(status.tableBins) bins, table full \(total.tableFull), "
+            + "ban failures \(total.banFailures), lines lost \(status.linesLost)"
+    }
+
+    /// The summary printed at exit: totals, then one line per worker.
+    public func summaryLines() -> [String] {
+        let status = status
+        let total = status.total
+        var lines = ["stopped after \(format(status.uptime)) s: \(total.lines) lines read, \(total.matched) matched, "
+            + "\(total.notMatching) not matching, \(total.invalidAddress) invalid address, \(total.tooLong) too long, "
+            + "\(total.matchLimit) over the regex match limit, \(total.allowlisted) allowlisted, "
+            + "\(total.bans) bans, \(status.unbans) unbans, \(total.banFailures) ban failures, "
+            + "\(total.tableFull) table full, \(status.linesLost) lines lost"]
+        for (index, worker) in status.workers.enumerated() {
+            let cpu = workers[index].cpu.map { "cpu \($0)" } ?? "unpinned"
+            let perLine = worker.lines > 0 ? Double(worker.cpuNanoseconds) / Double(worker.lines) : 0
+            lines.append("worker \(index) (\(cpu)): \(worker.lines) lines, \(worker.matched) matched, "
+                + "\(worker.bans) bans, \(format(Double(worker.cpuNanoseconds) / 1e9)) s CPU (\(Int(perLine)) ns/line)")
+        }
+        return lines
+    }
+
+    // MARK: Expiry
+
+    /// Lifts due bans in batches every 100 ms, resets their counts, and every 10 s sweeps the maps
+    /// for expired bans the schedule does not know (an operator's `portcullis ban --for`).
+    private func runExpiry() {
+        var lastSweep = monotonicNanoseconds()
+        while !isStopping {
+            var pause = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+            nanosleep(&pause, nil)
+            let now = BootClock.nanoseconds()
+            var due = schedule.takeDue(now: now)
+            if monotonicNanoseconds() - lastSweep > 10_000_000_000 {
+                lastSweep = monotonicNanoseconds()
+                if let entries = try? maps.entries() {
+                    due += entries.filter { $0.isExpired(now: now) }.map { AddressKey($0.address) }
+                }
+            }
+            guard !due.isEmpty else { continue }
+            let removed = (try? maps.unban(batch: due.map(\.ipAddress))) ?? 0
+            for key in due { table.reset(key) }
+            _ = cportcullis_fetch_add_u64(unbanCount, UInt64(removed))
+        }
+    }
+}
+
+/// One ban worker: reads batches of lines, scans them, counts offences, bans crossings in batches.
+final class BanWorker: @unchecked Sendable {
+    let index: Int
+    let cpu: Int?
+    unowned let daemon: Daemon
+    let source: LineSource
+    let matchers: [FailRegex.Matcher]
+    private let shared = UnsafeMutablePointer<WorkerCounters>.allocate(capacity: 1)
+
+    init(index: Int, cpu: Int?, daemon: Daemon, source: LineSource, regexes: [FailRegex]) {
+        self.index = index
+        self.cpu = cpu
+        self.daemon = daemon
+        self.source = source
+        matchers = regexes.map { FailRegex.Matcher($0) }
+        shared.initialize(to: WorkerCounters())
+    }
+
+    deinit { shared.deallocate() }
+
+    var counters: WorkerCounters { shared.pointee }
+
+    func run() {
+        if let cpu { cportcullis_pin_thread(Int32(cpu)) }
+        let scanner = LineScanner(maxLineLength: daemon.configuration.maxLineLength)
+        let allowlist = daemon.configuration.allowlist
+        let table = daemon.table
+        let batch = LineBatch(byteCapacity: 1 << 20, lineCapacity: 8192)
+        var counters = WorkerCounters()
+        var crossed: [AddressKey] = []
+        var retry: [AddressKey] = []
+        var lastRetry: UInt64 = 0
+        while !daemon.isStopping {
+            batch.removeAll()
+            let received: Int
+            do {
+                received = try source.receive(into: batch, timeoutMilliseconds: 100)
+            } catch {
+                // A transport error (a socket gone bad) must not end the daemon; try again shortly.
+                var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+                nanosleep(&pause, nil)
+                continue
+            }
+            if received > 0 {
+                let now = daemon.tableClock
+                counters.lines += UInt64(received)
+                batch.forEachLine { line in
+                    var outcome = ScanOutcome.notMatching
+                    if matchers.isEmpty {
+                        outcome = scanner.scan(line)
+                    } else {
+                        for matcher in matchers {
+                            outcome = matcher.scan(line)
+                            if outcome != .notMatching { break }
+                        }
+                    }
+                    switch outcome {
+                    case .offence(let key):
+                        counters.matched += 1
+                        if allowlist.contains(key) {
+                            counters.allowlisted += 1
+                            return
+                        }
+                        switch table.record(key, now: now) {
+                        case .crossed: crossed.append(key)
+                        case .full: counters.tableFull += 1
+                        case .counted: break
+                        }
+                    case .notMatching: counters.notMatching += 1
+                    case .tooLong: counters.tooLong += 1
+                    case .invalidAddress: counters.invalidAddress += 1
+                    case .matchLimit: counters.matchLimit += 1
+                    }
+                }
+            }
+            if !retry.isEmpty && monotonicNanoseconds() - lastRetry > 1_000_000_000 {
+                lastRetry = monotonicNanoseconds()
+                crossed += retry
+                retry.removeAll()
+            }
+            if !crossed.isEmpty {
+                install(crossed, counters: &counters, retry: &retry)
+                crossed.removeAll(keepingCapacity: true)
+            }
+            if received > 0 || counters.bans != shared.pointee.bans {
+                counters.cpuNanoseconds = threadCPUNanoseconds()
+                shared.pointee = counters
+            }
+        }
+        counters.cpuNanoseconds = threadCPUNanoseconds()
+        shared.pointee = counters
+    }
+
+    /// Installs bans with one batched update; on failure (a full map) one by one, keeping the ones
+    /// that still fail for a later retry (their counts stay at the threshold: nothing is lost).
+    private func install(_ keys: [AddressKey], counters: inout WorkerCounters, retry: inout [AddressKey]) {
+        let configuration = daemon.configuration
+        let now = BootClock.nanoseconds()
+        let expiry: BanExpiry = configuration.banTime == 0
+            ? .permanent : BanExpiry.after(seconds: configuration.banTime, now: now) ?? .permanent
+        let requests = keys.map { BanRequest($0.ipAddress, expiry) }
+        var installed: [AddressKey] = []
+        do {
+            try daemon.maps.ban(batch: requests)
+            installed = keys
+        } catch {
+            for (key, request) in zip(keys, requests) {
+                do {
+                    try daemon.maps.insert(request)
+                    installed.append(key)
+                } catch {
+                    counters.banFailures += 1
+                    retry.append(key)
+                }
+            }
+        }
+        if case .at(let end) = expiry {
+            for key in installed { daemon.schedule.add(key, end: end) }
+        }
+        counters.bans += UInt64(installed.count)
+        if let observer = daemon.banObserver, !installed.isEmpty { observer(installed, monotonicNanoseconds()) }
+    }
+}
+
+/// Where a worker's lines come from: its share of the shm reader, or a reader of its own.
+enum LineSource {
+    case shm(ShmReader, worker: Int, workers: Int)
+    case reader(LogReader)
+
+    func receive(into batch: LineBatch, timeoutMilliseconds: Int) throws(TransportError) -> Int {
+        switch self {
+        case .shm(let reader, let worker, let workers):
+            reader.wait(into: batch, timeoutMilliseconds: timeoutMilliseconds, worker: worker, workers: workers)
+        case .reader(let reader):
+            try reader.wait(into: batch, timeoutMilliseconds: timeoutMilliseconds)
+        }
+    }
+}
+
+extension AddressKey {
+    /// The address as XDPFirewall spells it (IPv4-mapped keys become IPv4).
+    var ipAddress: IPAddress {
+        IPAddress(ipv6Bytes: withUnsafeBytes(of: self) { $0.loadUnaligned(as: in6_addr.self) })
+    }
+
+    init(_ address: IPAddress) {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        address.withUnsafeBytes { raw in
+            if raw.count == 4 {
+                bytes[10] = 0xff
+                bytes[11] = 0xff
+                for index in 0..<4 { bytes[12 + index] = raw[index] }
+            } else {
+                for index in 0..<16 { bytes[index] = raw[index] }
+            }
+        }
+        self.init(bytes: bytes)
+    }
+}
+
+/// Starts a joinable pthread running `body`.
+func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    final class Box: @unchecked Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    var thread = pthread_t()
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    pthread_create(&thread, nil, { argument in
+        let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+        box.body()
+        return nil
+    }, box)
+    return thread
+}
+
+/// CPU time of the calling thread (RUSAGE_THREAD's user + system), in nanoseconds.
+func threadCPUNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+func format(_ value: Double) -> String {
+    let tenths = Int((value * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)"
+}

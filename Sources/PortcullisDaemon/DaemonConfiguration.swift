@@ -1,0 +1,102 @@
+import CPortcullis
+import Glibc
+import BanEngine
+import LogTransport
+
+/// Everything the daemon's knobs decide.
+public struct DaemonConfiguration: Sendable {
+    public var transport: TransportConfiguration
+    /// Offences that get a client banned (the prototype's experiments used 3).
+    public var threshold: UInt32 = 3
+    /// Seconds a ban lasts; 0 bans for good.
+    public var banTime: UInt64 = 30
+    /// Offences further apart than this many seconds start a new count; 0: count until the ban ends.
+    public var findTime: UInt32 = 0
+    /// Ban worker threads.
+    public var workers = 1
+    /// CPUs the workers are pinned to, in turn; empty: not pinned.
+    public var cpus: [Int] = []
+    /// NUMA node for the offence table; nil: the node of the first CPU in `cpus` (if any).
+    public var numaNode: Int?
+    /// Bins of the offence table.
+    public var tableBins = 6_000_011
+    /// failregex patterns; empty: the built-in line format.
+    public var failRegexes: [String] = []
+    /// Networks never banned.
+    public var allowlist = Allowlist.loopback
+    /// Longest line the scanner considers.
+    public var maxLineLength = 512
+
+    public init(transport: TransportConfiguration) {
+        self.transport = transport
+    }
+
+    /// Checks every setting without creating anything, so the daemon can refuse bad input before it
+    /// touches an interface.
+    public func validate() throws(DaemonError) {
+        if threshold < 1 { throw .invalidSetting("--threshold must be at least 1") }
+        if banTime > Self.maximumBanTime {
+            throw .invalidSetting("--ban-time \(banTime) is too long: at most \(Self.maximumBanTime) seconds (about 100 years); "
+                                  + "use 0 for bans that never end")
+        }
+        if workers < 1 || workers > 1024 { throw .invalidSetting("--workers must be 1...1024") }
+        let online = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
+        if let cpu = cpus.first(where: { $0 < 0 || $0 >= online }) {
+            throw .invalidSetting("--cpus: CPU \(cpu) does not exist (this machine has CPUs 0-\(online - 1))")
+        }
+        if let numaNode, numaNode < 0 || numaNode > Self.highestNumaNode {
+            throw .invalidSetting("--numa-node \(numaNode) does not exist (highest: \(Self.highestNumaNode))")
+        }
+        if tableBins < 16 { throw .invalidSetting("--table-bins must be at least 16") }
+        if maxLineLength < 64 { throw .invalidSetting("--max-line must be at least 64 bytes") }
+        do {
+            try transport.validate()
+        } catch {
+            throw .transport(error)
+        }
+        for pattern in failRegexes {
+            do {
+                _ = try FailRegex(pattern)
+            } catch {
+                throw .invalidSetting(error.description)
+            }
+        }
+    }
+
+    /// Longest ban: its end must fit in 64-bit nanoseconds of boot time with room to spare.
+    public static let maximumBanTime: UInt64 = 100 * 365 * 24 * 3600
+
+    static var highestNumaNode: Int {
+        numa_available() >= 0 ? Int(numa_max_node()) : 0
+    }
+
+    /// Parses a CPU list such as `0-3,8,10-11`.
+    public static func parseCPUList(_ text: String) throws(DaemonError) -> [Int] {
+        var cpus: [Int] = []
+        for part in text.split(separator: ",") {
+            let bounds = part.split(separator: "-", maxSplits: 1)
+            guard let low = Int(bounds[0]), let high = Int(bounds.count == 2 ? bounds[1] : bounds[0]), low <= high,
+                  low >= 0 else {
+                throw .invalidSetting("--cpus '\(text)' is not a CPU list like 0-3,8")
+            }
+            cpus += Array(low...high)
+        }
+        if cpus.isEmpty { throw .invalidSetting("--cpus '\(text)' names no CPU") }
+        return cpus
+    }
+}
+
+/// Errors of the daemon, one line each.
+public enum DaemonError: Error, CustomStringConvertible {
+    case invalidSetting(String)
+    case transport(TransportError)
+    case firewall(String)
+
+    public var description: String {
+        switch self {
+        case .invalidSetting(let detail): detail
+        case .transport(let error): "transport: \(error)"
+        case .firewall(let detail): detail
+        }
+    }
+}

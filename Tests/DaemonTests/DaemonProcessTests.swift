@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import TestSupport
+import XDPFirewall
+
+/// portcullisd as an operator runs it: a process attached to a veth in a namespace.
+@Suite("portcullisd", .enabled(if: Privileges.runnable), .serialized)
+struct DaemonProcessTests {
+    var daemonPath: String { Products.directory + "/portcullisd" }
+
+    /// Starts portcullisd in the receiver namespace; with `waitUntilReading`, returns once it says
+    /// it reads (its transport reader is attached).
+    func startDaemon(_ network: TestNetwork, _ arguments: [String], waitUntilReading: Bool = false) throws
+        -> (Process, Pipe)
+    {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        process.arguments = ["--net=/run/netns/\(network.receiver)", "--", daemonPath,
+                             "--interface", network.receiverInterface] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        if waitUntilReading {
+            var seen = Data()
+            while !String(decoding: seen, as: UTF8.self).contains(" reading ") && process.isRunning {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                seen.append(chunk)
+            }
+            earlier = String(decoding: seen, as: UTF8.self)
+        }
+        return (process, output)
+    }
+
+    /// What `startDaemon` read while waiting.
+    nonisolated(unsafe) static var earlierOutput = ""
+    var earlier: String {
+        get { Self.earlierOutput }
+        nonmutating set { Self.earlierOutput = newValue }
+    }
+
+    func stopDaemon(_ process: Process, _ output: Pipe) -> String {
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        defer { earlier = "" }
+        return earlier + String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
+    @Test("bans made before a restart are still enforced after it, and still end on time")
+    func restart() throws {
+        try withTestNetwork("d") { network, scratch in
+            let transportScratch = TransportScratch()
+            defer { transportScratch.remove() }
+            let transport = transportScratch.arguments("shm")
+            let arguments = transport + ["--pin-dir", scratch.path, "--threshold", "3", "--ban-time", "5",
+                                         "--table-bins", "100003"]
+            var (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+            let writer = try Probe(["write"] + transport + ["--offenders", "10", "--lines", "3"])
+            #expect(try writer.finish().status == 0)
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            #expect(try eventually(within: 10) { try maps.entries().count == 10 })
+            let first = IPAddress("198.18.0.1")!
+            guard case .at(let end) = try #require(try maps.lookup(first)).expiry else {
+                Issue.record("the ban should end")
+                return
+            }
+            var text = stopDaemon(daemon, output)
+            #expect(text.contains("10 bans"), "\(text)")
+            #expect(daemon.terminationStatus == 0)
+
+            // Restarted: the filter is found attached, the bans resumed.
+            (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+            let filter = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+            let frame = TestFrame.udp(from: first, to: IPAddress("198.19.255.254")!)
+            #expect(try filter.testRun(frame: frame).verdict == .drop)
+            #expect(try eventually(within: 15) { try maps.entries().isEmpty }, "the restarted daemon lifts them")
+            #expect(BootClock.nanoseconds() >= end, "not before their end")
+            #expect(try filter.testRun(frame: frame).verdict == .pass)
+            text = stopDaemon(daemon, output)
+            #expect(text.contains("resumed 10 bans"), "\(text)")
+            #expect(text.contains("10 unbans"), "\(text)")
+            #expect(text.contains("found the filter on"), "\(text)")
+        }
+    }
+
+    @Test("bad input: one clear error, an exit code, nothing attached", arguments: [
+        (["--transport", "carrier-pigeon"], "carrier-pigeon"),
+        (["--shm-slots", "1000"], "power of two"),
+        (["--threshold", "0"], "--threshold"),
+        (["--ban-time", "99999999999"], "--ban-time"),
+        (["--failregex", "^denied$"], "<HOST>"),
+        (["--failregex", "from <HOST> (unclosed"], "does not compile"),
+        (["--cpus", "9999"], "--cpus"),
+        (["--socket-dir", "relative/but/fine", "--transport", "socket", "--socket-datagram-size", "10"], "datagram"),
+    ])
+    func badInput(arguments: [String], mentioning: String) throws {
+        try withTestNetwork("b") { network, scratch in
+            let (daemon, output) = try startDaemon(network, arguments + ["--pin-dir", scratch.path])
+            let deadline = Date().addingTimeInterval(20)
+            while daemon.isRunning && Date() < deadline { usleep(10_000) }
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus != 0)
+            #expect(text.contains(mentioning), "\(text)")
+            #expect(!text.contains("Fatal error"))
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"), "nothing attached")
+            #expect(!scratch.pins.holdsMaps, "nothing pinned")
+        }
+    }
+
+    @Test("a missing interface is refused before anything is made")
+    func missingInterface() throws {
+        let scratch = ScratchPinDirectory("noif")
+        defer { scratch.remove() }
+        try Privileges.require()
+        let result = try runProcess(daemonPath, ["--interface", "pcnosuchif0", "--pin-dir", scratch.path])
+        #expect(result.status == 1)
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(result.stderr.contains("no network interface named 'pcnosuchif0'"))
+        #expect(!scratch.pins.holdsMaps)
+    }
+}

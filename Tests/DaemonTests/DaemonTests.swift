@@ -1,0 +1,111 @@
+import BanEngine
+import Foundation
+import LogTransport
+import PortcullisDaemon
+import Testing
+import TestSupport
+import XDPFirewall
+
+func offenceLine(_ address: String) -> String {
+    "2026-11-26 18:42:46 client \(address) exceeded request rate limit"
+}
+
+/// Polls `condition` every 20 ms for at most `seconds`; returns whether it came true.
+func eventually(within seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(20_000)
+    }
+    return try condition()
+}
+
+@Suite("Daemon in process", .enabled(if: Privileges.runnable), .serialized)
+struct DaemonInProcessTests {
+    @Test("offences through each transport flip test-run verdicts to drop, and back after the ban time",
+          arguments: TransportKind.allCases)
+    func bansAndExpiry(kind: TransportKind) throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var transport = TransportConfiguration(kind: kind)
+        transport.shm.name = scratch.shmName
+        transport.socket.directory = scratch.socketDirectory
+        transport.file.path = scratch.filePath
+        var configuration = DaemonConfiguration(transport: transport)
+        configuration.threshold = 3
+        configuration.banTime = 2
+        configuration.workers = 2
+        configuration.tableBins = 100_003
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 4096)
+        let maps = try #require(program.maps)
+        let daemon = try Daemon(configuration: configuration, maps: maps)
+        daemon.start()
+        defer { daemon.stop() }
+
+        let offenders = (1...20).map { "198.18.4.\($0)" } + (1...20).map { "2001:2::4:\($0)" }
+        let bystander = "198.18.5.1"  // two offences: below the threshold
+        let writer = try transport.makeWriter()
+        defer { writer.close() }
+        let batch = LineBatch()
+        for _ in 0..<3 { for address in offenders { batch.append(offenceLine(address)) } }
+        for _ in 0..<2 { batch.append(offenceLine(bystander)) }
+        batch.append("garbage that is no offence")
+        _ = try writer.publish(batch)
+
+        #expect(try eventually(within: 10) { try maps.entries().count == offenders.count })
+        func verdict(_ address: String) throws -> XDPVerdict {
+            let source = IPAddress(address)!
+            let destination = IPAddress(source.family == .ipv4 ? "198.19.255.254" : "2001:2::fffe")!
+            return try program.testRun(frame: TestFrame.udp(from: source, to: destination)).verdict
+        }
+        for address in offenders { #expect(try verdict(address) == .drop, "\(address)") }
+        #expect(try verdict(bystander) == .pass)
+        let status = daemon.status.total
+        #expect(status.bans == UInt64(offenders.count), "exactly one ban per offender")
+        #expect(status.matched == UInt64(3 * offenders.count + 2))
+        #expect(status.notMatching == 1)
+
+        // After the ban time the daemon lifts them (and the program passes them even before).
+        #expect(try eventually(within: 10) { try maps.entries().isEmpty })
+        for address in offenders { #expect(try verdict(address) == .pass, "\(address)") }
+        #expect(daemon.status.unbans == UInt64(offenders.count))
+        // Their counts were reset: three new offences ban again.
+        batch.removeAll()
+        for _ in 0..<3 { batch.append(offenceLine(offenders[0])) }
+        _ = try writer.publish(batch)
+        #expect(try eventually(within: 10) { try maps.lookup(IPAddress(offenders[0])!) != nil })
+    }
+
+    @Test("allowlisted clients are never banned; a failregex replaces the built-in format")
+    func allowlistAndRegex() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var transport = TransportConfiguration(kind: .shm)
+        transport.shm.name = scratch.shmName
+        var configuration = DaemonConfiguration(transport: transport)
+        configuration.threshold = 2
+        configuration.tableBins = 10_007
+        configuration.failRegexes = ["^sshd\\[\\d+\\]: Failed password for \\S+ from <HOST> port"]
+        configuration.allowlist = try Allowlist(["198.18.9.0/24"])
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        let daemon = try Daemon(configuration: configuration, maps: maps)
+        daemon.start()
+        defer { daemon.stop() }
+        let writer = try transport.makeWriter()
+        defer { writer.close() }
+        let batch = LineBatch()
+        for _ in 0..<2 {
+            batch.append("sshd[7]: Failed password for root from 198.18.8.1 port 22 ssh2")
+            batch.append("sshd[7]: Failed password for root from 198.18.9.1 port 22 ssh2")  // allowlisted
+            batch.append(offenceLine("198.18.8.2"))  // the built-in format: not used with a failregex
+        }
+        _ = try writer.publish(batch)
+        #expect(try eventually(within: 10) { daemon.status.total.lines == 6 })
+        #expect(try maps.entries().map(\.address) == [IPAddress("198.18.8.1")!])
+        #expect(daemon.status.total.allowlisted == 2)
+        #expect(daemon.status.total.notMatching == 2)
+    }
+}
