@@ -75,6 +75,8 @@ let package = Package(
             dependencies: [
                 "XDPFirewall",
                 "LogTransport",
+                "BanEngine",
+                "PortcullisDaemon",
                 "PortcullisCommandLine",
                 "PerfReference",
                 "CPortcullis",

@@ -49,6 +49,8 @@ public struct DaemonStatus: Sendable {
     public var tableBins: UInt64
     /// Lines the transport reported lost (lossy modes).
     public var linesLost: UInt64
+    /// CPU time of the expiry thread (known once it has stopped), in nanoseconds.
+    public var expiryCPUNanoseconds: UInt64
     /// Seconds since the daemon started.
     public var uptime: Double
 }
@@ -65,6 +67,7 @@ public final class Daemon: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     private let unbanCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    private let expiryCPU = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private let startNanoseconds = monotonicNanoseconds()
     private var readersToClose: [LogReader] = []
     private var shmReader: ShmReader?
@@ -93,6 +96,7 @@ public final class Daemon: @unchecked Sendable {
         }
         stopFlag.initialize(to: 0)
         unbanCount.initialize(to: 0)
+        expiryCPU.initialize(to: 0)
         try resumeBans()
         try makeWorkers()
     }
@@ -101,6 +105,7 @@ public final class Daemon: @unchecked Sendable {
         stop()
         stopFlag.deallocate()
         unbanCount.deallocate()
+        expiryCPU.deallocate()
     }
 
     /// Seconds on the table's clock (since the daemon started).
@@ -170,10 +175,19 @@ public final class Daemon: @unchecked Sendable {
 
     var isStopping: Bool { cportcullis_load_acquire_u32(stopFlag) != 0 }
 
-    /// Starts the workers and the expiry thread.
+    /// Starts the workers and the expiry thread; returns once every worker is reading.
     public func start() {
-        for worker in workers { threads.append(spawn { worker.run() }) }
+        let running = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        running.initialize(to: 0)
+        defer { running.deallocate() }
+        nonisolated(unsafe) let counter = running
+        for worker in workers {
+            threads.append(spawn {
+                worker.run(started: { _ = cportcullis_fetch_add_seq_cst_u32(counter, 1) })
+            })
+        }
         threads.append(spawn { [self] in runExpiry() })
+        while cportcullis_load_acquire_u32(running) < UInt32(workers.count) { sched_yield() }
     }
 
     /// Stops and joins every thread (each notices within ~100 ms) and detaches from the transport.
@@ -191,6 +205,7 @@ public final class Daemon: @unchecked Sendable {
         DaemonStatus(workers: workers.map(\.counters), unbans: cportcullis_load_acquire_u64(unbanCount),
                      scheduledBans: schedule.count, tableBins: table.occupied,
                      linesLost: readersToClose.reduce(0) { $0 + $1.statistics.linesLost },
+                     expiryCPUNanoseconds: cportcullis_load_acquire_u64(expiryCPU),
                      uptime: Double(monotonicNanoseconds() - startNanoseconds) / 1e9)
     }
 
@@ -246,6 +261,7 @@ public final class Daemon: @unchecked Sendable {
             for key in due { table.reset(key) }
             _ = cportcullis_fetch_add_u64(unbanCount, UInt64(removed))
         }
+        cportcullis_store_release_u64(expiryCPU, threadCPUNanoseconds())
     }
 }
 
@@ -257,6 +273,9 @@ final class BanWorker: @unchecked Sendable {
     let source: LineSource
     let matchers: [FailRegex.Matcher]
     private let shared = UnsafeMutablePointer<WorkerCounters>.allocate(capacity: 1)
+
+    /// Crossings collected before a batched map update within one batch of lines.
+    static let flushThreshold = 256
 
     init(index: Int, cpu: Int?, daemon: Daemon, source: LineSource, regexes: [FailRegex]) {
         self.index = index
@@ -271,16 +290,20 @@ final class BanWorker: @unchecked Sendable {
 
     var counters: WorkerCounters { shared.pointee }
 
-    func run() {
+    /// - Parameter started: called once the thread is pinned and about to read.
+    func run(started: () -> Void) {
         if let cpu { cportcullis_pin_thread(Int32(cpu)) }
         let scanner = LineScanner(maxLineLength: daemon.configuration.maxLineLength)
         let allowlist = daemon.configuration.allowlist
         let table = daemon.table
         let batch = LineBatch(byteCapacity: 1 << 20, lineCapacity: 8192)
+        let pending = UnsafeMutablePointer<AddressKey>.allocate(capacity: Self.prefetchGroup)
+        defer { pending.deallocate() }
         var counters = WorkerCounters()
         var crossed: [AddressKey] = []
         var retry: [AddressKey] = []
         var lastRetry: UInt64 = 0
+        started()
         while !daemon.isStopping {
             batch.removeAll()
             let received: Int
@@ -295,6 +318,9 @@ final class BanWorker: @unchecked Sendable {
             if received > 0 {
                 let now = daemon.tableClock
                 counters.lines += UInt64(received)
+                // Scan a group of lines and prefetch their table bins, then record them: the bins'
+                // cache misses overlap (measured: see BUILD.md, pipeline suite).
+                var pendingCount = 0
                 batch.forEachLine { line in
                     var outcome = ScanOutcome.notMatching
                     if matchers.isEmpty {
@@ -312,10 +338,12 @@ final class BanWorker: @unchecked Sendable {
                             counters.allowlisted += 1
                             return
                         }
-                        switch table.record(key, now: now) {
-                        case .crossed: crossed.append(key)
-                        case .full: counters.tableFull += 1
-                        case .counted: break
+                        table.prefetch(key)
+                        pending[pendingCount] = key
+                        pendingCount += 1
+                        if pendingCount == Self.prefetchGroup {
+                            record(pending, pendingCount, now: now, counters: &counters, crossed: &crossed, retry: &retry)
+                            pendingCount = 0
                         }
                     case .notMatching: counters.notMatching += 1
                     case .tooLong: counters.tooLong += 1
@@ -323,6 +351,7 @@ final class BanWorker: @unchecked Sendable {
                     case .matchLimit: counters.matchLimit += 1
                     }
                 }
+                record(pending, pendingCount, now: now, counters: &counters, crossed: &crossed, retry: &retry)
             }
             if !retry.isEmpty && monotonicNanoseconds() - lastRetry > 1_000_000_000 {
                 lastRetry = monotonicNanoseconds()
@@ -340,6 +369,31 @@ final class BanWorker: @unchecked Sendable {
         }
         counters.cpuNanoseconds = threadCPUNanoseconds()
         shared.pointee = counters
+    }
+
+    /// Offences scanned (and their bins prefetched) before they are recorded.
+    static let prefetchGroup = 16
+
+    /// Records `count` offences in the table; crossings are collected and, past `flushThreshold`,
+    /// installed.
+    @inline(__always)
+    private func record(_ keys: UnsafeMutablePointer<AddressKey>, _ count: Int, now: UInt32,
+                        counters: inout WorkerCounters, crossed: inout [AddressKey], retry: inout [AddressKey]) {
+        let table = daemon.table
+        for index in 0..<count {
+            switch table.record(keys[index], now: now) {
+            case .crossed:
+                crossed.append(keys[index])
+                // A burst of crossings is installed as it grows, not after the whole batch:
+                // the first client of a batch of 8,192 lines waits for 256 bans at most.
+                if crossed.count >= Self.flushThreshold {
+                    install(crossed, counters: &counters, retry: &retry)
+                    crossed.removeAll(keepingCapacity: true)
+                }
+            case .full: counters.tableFull += 1
+            case .counted: break
+            }
+        }
     }
 
     /// Installs bans with one batched update; on failure (a full map) one by one, keeping the ones

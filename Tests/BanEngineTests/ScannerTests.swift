@@ -195,3 +195,21 @@ struct AllowlistTests {
         #expect(throws: EngineError.self) { _ = try Allowlist(["banana/8"]) }
     }
 }
+
+@Suite("Scanner literals")
+struct ScannerLiteralTests {
+    @Test("the word constants spell the line format's literals")
+    func literals() {
+        func word(_ text: String, _ start: Int, _ length: Int) -> UInt64 {
+            let bytes = Array(text.utf8)
+            return (0..<length).reduce(UInt64(0)) { $0 | UInt64(bytes[start + $1]) << (8 * UInt64($1)) }
+        }
+        #expect(LineScanner.clientWord == word(" client ", 0, 8))
+        let suffix = " exceeded request rate limit"
+        #expect(LineScanner.suffixLength == suffix.utf8.count)
+        #expect(LineScanner.suffix.0 == word(suffix, 0, 8))
+        #expect(LineScanner.suffix.1 == word(suffix, 8, 8))
+        #expect(LineScanner.suffix.2 == word(suffix, 16, 8))
+        #expect(UInt64(LineScanner.suffix.3) == word(suffix, 24, 4))
+    }
+}

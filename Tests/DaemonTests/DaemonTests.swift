@@ -61,6 +61,8 @@ struct DaemonInProcessTests {
         }
         for address in offenders { #expect(try verdict(address) == .drop, "\(address)") }
         #expect(try verdict(bystander) == .pass)
+        // Counters are published after each batch of lines: wait for the last one.
+        #expect(eventually(within: 10) { daemon.status.total.lines == UInt64(3 * offenders.count + 3) })
         let status = daemon.status.total
         #expect(status.bans == UInt64(offenders.count), "exactly one ban per offender")
         #expect(status.matched == UInt64(3 * offenders.count + 2))

@@ -66,7 +66,8 @@ struct XDPSuite: ParsableCommand {
         let maps = filter.maps!
         let packets = try packetCosts(filter: filter, reference: reference, maps: maps)
         try maps.unban(batch: try maps.entries().map(\.address))  // the installation rounds reuse the range
-        return packets + (try banInstallation(maps: maps))
+        return packets + (try banInstallationRates(objectPath: filterPath, bans: bans, batchSize: batchSize,
+                                                   rounds: options.rounds, suite: "xdp"))
     }
 
     /// ns/packet of the filter vs the reference for banned and unbanned sources of both families.
@@ -109,35 +110,6 @@ struct XDPSuite: ParsableCommand {
         }
     }
 
-    /// Bans per second: one bpf_map_update_elem per address vs bpf_map_update_batch.
-    private func banInstallation(maps: BanMaps) throws -> [Measurement] {
-        let end = BanExpiry.after(seconds: 3600)!
-        let families: [(String, [BanRequest])] = [
-            ("IPv4", (0..<bans).map { BanRequest(benchmarkIPv4($0), end) }),
-            ("IPv6", (0..<bans).map { BanRequest(benchmarkIPv6(group: 2, index: $0), end) }),
-        ]
-        return try families.map { family, requests in
-            let addresses = requests.map(\.address)
-            var single: [Double] = []
-            var batched: [Double] = []
-            for _ in 0..<options.rounds {
-                var start = now()
-                for request in requests { try maps.insert(request) }
-                single.append(Double(requests.count) / (now() - start))
-                try maps.unban(batch: addresses)
-
-                start = now()
-                for first in stride(from: 0, to: requests.count, by: batchSize) {
-                    try maps.ban(batch: Array(requests[first..<min(first + batchSize, requests.count)]))
-                }
-                batched.append(Double(requests.count) / (now() - start))
-                try maps.unban(batch: addresses)
-            }
-            return Measurement(suite: "xdp", name: "bans installed \(family) batched (\(batchSize)/call)",
-                               unit: "bans/s", value: median(batched), reference: "one update per ban",
-                               referenceValue: median(single), rounds: options.rounds)
-        }
-    }
 }
 
 /// The INDEXth address of 198.18.0.0/15 after 198.18.0.0-3 (the probes use .1 and .2).

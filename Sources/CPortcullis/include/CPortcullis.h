@@ -107,6 +107,8 @@ static inline void cportcullis_fence_release(void) { __atomic_thread_fence(__ATO
 static inline void cportcullis_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void cportcullis_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void cportcullis_cpu_relax(void) { __builtin_ia32_pause(); }
+/* Asks for the cache line at `address` ahead of a write to it. */
+static inline void cportcullis_prefetch_for_write(const void *address) { __builtin_prefetch(address, 1, 3); }
 
 /*
  * futex(2) on a word in shared memory (not FUTEX_PRIVATE: waiters and wakers are different
