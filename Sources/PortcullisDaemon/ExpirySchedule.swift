@@ -13,6 +13,13 @@ final class ExpirySchedule: @unchecked Sendable {
     private var latest: [AddressKey: UInt64] = [:]
     private let lock = NSLockLike()
 
+    /// Room for this many bans is made up front: growing the dictionary rehashes every entry
+    /// while a worker waits (measured: milliseconds at tens of thousands of bans).
+    init(capacity: Int = 1 << 17) {
+        heap.reserveCapacity(capacity)
+        latest.reserveCapacity(capacity)
+    }
+
     var count: Int { lock.withLock { latest.count } }
 
     func add(_ key: AddressKey, end: UInt64) {
