@@ -70,6 +70,8 @@ public final class Daemon: @unchecked Sendable {
     private let expiryCPU = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private let startNanoseconds = monotonicNanoseconds()
     private var readersToClose: [LogReader] = []
+    /// Lines the transport reported lost, kept when the readers close at stop.
+    private var linesLostAtStop: UInt64 = 0
     private var shmReader: ShmReader?
     /// Remarks for the operator about how the settings were applied.
     public private(set) var notes: [String] = []
@@ -196,6 +198,7 @@ public final class Daemon: @unchecked Sendable {
         cportcullis_store_release_u32(stopFlag, 1)
         for thread in threads { pthread_join(thread, nil) }
         threads.removeAll()
+        linesLostAtStop = readersToClose.reduce(0) { $0 + $1.statistics.linesLost }
         for reader in readersToClose { reader.close() }
         readersToClose.removeAll()
     }
@@ -204,7 +207,7 @@ public final class Daemon: @unchecked Sendable {
     public var status: DaemonStatus {
         DaemonStatus(workers: workers.map(\.counters), unbans: cportcullis_load_acquire_u64(unbanCount),
                      scheduledBans: schedule.count, tableBins: table.occupied,
-                     linesLost: readersToClose.reduce(0) { $0 + $1.statistics.linesLost },
+                     linesLost: linesLostAtStop + readersToClose.reduce(0) { $0 + $1.statistics.linesLost },
                      expiryCPUNanoseconds: cportcullis_load_acquire_u64(expiryCPU),
                      uptime: Double(monotonicNanoseconds() - startNanoseconds) / 1e9)
     }
