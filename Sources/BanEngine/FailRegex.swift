@@ -91,7 +91,8 @@ public final class FailRegex: @unchecked Sendable {
             guard let base = line.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .notMatching }
             let result = pcre2_match_8(regex.code, base, line.count, 0, 0, data, regex.context)
             if result == PCRE2_ERROR_NOMATCH { return .notMatching }
-            if result == PCRE2_ERROR_MATCHLIMIT || result == PCRE2_ERROR_DEPTHLIMIT { return .matchLimit }
+            if result == PCRE2_ERROR_MATCHLIMIT || result == PCRE2_ERROR_DEPTHLIMIT
+                || result == PCRE2_ERROR_JIT_STACKLIMIT { return .matchLimit }
             guard result > 0, let vector = pcre2_get_ovector_pointer_8(data) else { return .notMatching }
             let start = vector[2 * Int(hostGroup)]
             let end = vector[2 * Int(hostGroup) + 1]

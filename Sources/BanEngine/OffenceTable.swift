@@ -49,13 +49,19 @@ public final class OffenceTable: @unchecked Sendable {
     {
         guard bins >= 16, bins <= 1 << 31 else { throw .invalidSetting("--table-bins must be 16...2147483648") }
         guard threshold >= 1 else { throw .invalidSetting("--threshold must be at least 1") }
+        let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard bins * Self.binSize <= physical / 2 else {
+            throw .invalidSetting("--table-bins \(bins) needs \(bins * Self.binSize >> 20) MiB, more than half of this "
+                                  + "machine's \(physical >> 20) MiB; lower --table-bins")
+        }
         self.bins = bins
         self.threshold = threshold
         self.findTime = findTime
         size = bins * Self.binSize
         let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let mapped, mapped != MAP_FAILED else {
-            throw .invalidSetting("cannot reserve \(size) bytes for \(bins) table bins (\(String(cString: strerror(errno))));"
+            let code = errno
+            throw .invalidSetting("cannot reserve \(size) bytes for \(bins) table bins (\(String(cString: strerror(code))));"
                                   + " lower --table-bins")
         }
         memory = mapped

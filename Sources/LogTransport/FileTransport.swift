@@ -53,7 +53,11 @@ public final class FileWriter: LogWriter {
         try options.validate()
         self.options = options
         fd = open(options.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, options.mode)
-        guard fd >= 0 else { throw .system(operation: "open \(options.path) for appending", errno: errno) }
+        guard fd >= 0 else {
+            let code = errno
+            closed = true
+            throw .system(operation: "open \(options.path) for appending", errno: code)
+        }
         capacity = 1 << 16
         buffer = .allocate(byteCount: capacity, alignment: 64)
     }
@@ -121,7 +125,7 @@ public final class FileReader: LogReader {
     /// Inside an overlong line: drop bytes up to the next newline.
     private var skipping = false
     private var ring = io_uring()
-    private let usesUring: Bool
+    private var usesUring: Bool
     private var stats = ReaderStatistics()
     private var closed = false
     /// Times the file was found truncated (and read again from its start).
@@ -142,8 +146,10 @@ public final class FileReader: LogReader {
         if usesUring {
             let result = io_uring_queue_init(UInt32(options.uringDepth), &ring, 0)
             if result < 0 {
-                pending.deallocate()
+                // deinit runs after a throwing init and frees `pending`; close() must skip the rest.
                 Glibc.close(inotify)
+                usesUring = false
+                closed = true
                 throw .system(operation: "io_uring_queue_init (use --file-read read where io_uring is disabled)",
                               errno: -result)
             }

@@ -11,27 +11,44 @@ struct ProcessIdentity: Equatable {
         return ProcessIdentity(pid: pid, startTime: startTime(of: pid) ?? 0)
     }
 
-    /// Whether the process that had this identity still runs.
+    /// Whether the process that had this identity still runs. Only a missing process, a zombie or
+    /// a recycled pid count as dead; a /proc that cannot be read right now does not.
     var isAlive: Bool {
         if pid == 0 { return false }
         if kill(pid_t(pid), 0) != 0 && errno == ESRCH { return false }
-        guard let now = Self.startTime(of: pid) else { return false }
-        return now == startTime
+        switch Self.status(of: pid) {
+        case .gone, .zombie: return false
+        case .unreadable: return true
+        case .running(let now): return startTime == 0 || now == startTime
+        }
     }
 
-    /// Field 22 (starttime) of /proc/PID/stat; nil when the process is gone.
-    static func startTime(of pid: UInt32) -> UInt64? {
+    enum Status {
+        case gone
+        case zombie
+        case unreadable
+        case running(startTime: UInt64)
+    }
+
+    static func status(of pid: UInt32) -> Status {
         let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        if fd < 0 { return errno == ENOENT || errno == ESRCH ? .gone : .unreadable }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 1024)
         let length = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard length > 0 else { return nil }
-        // The command name (field 2) may contain spaces and parentheses: count from the last ')'.
-        guard let close = buffer[0..<length].lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        if length < 0 { return errno == ESRCH ? .gone : .unreadable }
+        guard length > 0, let close = buffer[0..<length].lastIndex(of: UInt8(ascii: ")")) else { return .unreadable }
         let fields = buffer[(close + 2)..<length].split(separator: UInt8(ascii: " "))
-        // fields[0] is field 3 (state); starttime is field 22.
-        guard fields.count > 19 else { return nil }
-        return UInt64(String(decoding: fields[19], as: UTF8.self))
+        // fields[0] is field 3 (state: Z zombie, X dead); starttime is field 22.
+        guard fields.count > 19, let state = fields[0].first else { return .unreadable }
+        if state == UInt8(ascii: "Z") || state == UInt8(ascii: "X") { return .zombie }
+        guard let start = UInt64(String(decoding: fields[19], as: UTF8.self)) else { return .unreadable }
+        return .running(startTime: start)
+    }
+
+    /// Field 22 (starttime) of /proc/PID/stat; nil when the process is gone or unreadable.
+    static func startTime(of pid: UInt32) -> UInt64? {
+        if case .running(let start) = status(of: pid) { return start }
+        return nil
     }
 }

@@ -43,6 +43,7 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         guard let index = ShmSegment.claim(states: states, identity: { segment.readerIdentity($0) }) else {
             throw .segmentFull(name: options.name, what: "reader slot")
         }
+        segment.forgetSleepers(readerEntry: segment.readerEntry(index))  // a predecessor that died asleep
         slotIndex = index
         self.policy = policy
         self.workloadStealing = workloadStealing
@@ -65,6 +66,14 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         }
         // Pairs with the writer's load-acquire of the state in minimumTail: tails before "attached".
         cportcullis_store_release_u32(entry, ShmField.taken)
+        // Start at the heads as they are now that writers can see this reader: slots a writer with
+        // an older minimum may still reuse lie behind these.
+        cportcullis_fence_seq_cst()
+        for ringIndex in 0..<layout.rings {
+            let ring = segment.ring(ringIndex)
+            cportcullis_store_release_u64(segment.cursor(ring: ring, reader: index),
+                                          cportcullis_load_acquire_u64(ring + ShmField.Ring.head))
+        }
     }
 
     deinit { close() }
@@ -111,7 +120,10 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         if head == tail { return 0 }
         guard cportcullis_cas_u32(cursor + 8, 0, 1) else { return 0 }
         defer { cportcullis_store_release_u32(cursor + 8, 0) }
-        tail = cportcullis_load_relaxed_u64(cursor)  // another thread may have advanced it
+        // Another thread of this reader may have advanced the tail since the check: read both anew.
+        tail = cportcullis_load_relaxed_u64(cursor)
+        head = cportcullis_load_acquire_u64(headWord)
+        if head &- tail == 0 || head &- tail > UInt64(Int64.max) { return 0 }
         let slots = segment.slots(ring: ring)
         var count = 0
         var missed: UInt64 = 0
@@ -125,10 +137,17 @@ public final class ShmReader: LogReader, @unchecked Sendable {
             // Pairs with the writer's store-release of the sequence after the slot's bytes.
             let sequence = cportcullis_load_acquire_u64(sequenceWord)
             if sequence != tail &+ 1 {
-                guard lossy else { break }  // cannot happen for a lossless reader; stay put
-                missed &+= 1  // overwritten (or being overwritten) by a lapping writer
+                // Overwritten (or being overwritten) by a lapping writer. A lossless reader can only
+                // meet this in the instant of its attach, before the writer saw it (the writer
+                // then held a stale minimum); count it and skip ahead rather than wait forever.
+                if !lossy && sequence &- (tail &+ 1) > UInt64(Int64.max) { break }  // not yet written
+                missed &+= 1
                 tail &+= 1
                 head = cportcullis_load_acquire_u64(headWord)
+                if head &- tail > slotCount {
+                    missed &+= head &- slotCount &- tail
+                    tail = head &- slotCount
+                }
                 continue
             }
             let length = Int(slot.load(fromByteOffset: ShmField.Slot.length, as: UInt32.self))
@@ -172,24 +191,34 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         while true {
             let sequence = cportcullis_load_acquire_u32(sequenceWord)
             // seq_cst: pairs with the writer's fence before it reads `sleepers` (ShmSegment.wakeReaders).
+            _ = cportcullis_fetch_add_seq_cst_u32(entry + ShmField.Reader.sleeping, 1)
             _ = cportcullis_fetch_add_seq_cst_u32(sleepers, 1)
             count = poll(into: batch, worker: worker, workers: workers)
             if count > 0 {
-                _ = cportcullis_fetch_add_seq_cst_u32(sleepers, -1)
+                wakeUp(sleepers)
                 return count
             }
             let now = monotonicNanoseconds()
             if now >= deadline {
-                _ = cportcullis_fetch_add_seq_cst_u32(sleepers, -1)
+                wakeUp(sleepers)
                 return 0
             }
             let remaining = deadline - now
             var timeout = timespec(tv_sec: Int(remaining / 1_000_000_000), tv_nsec: Int(remaining % 1_000_000_000))
             _ = cportcullis_futex_wait(sequenceWord.assumingMemoryBound(to: UInt32.self), sequence, &timeout)
-            _ = cportcullis_fetch_add_seq_cst_u32(sleepers, -1)
+            wakeUp(sleepers)
             count = poll(into: batch, worker: worker, workers: workers)
             if count > 0 { return count }
         }
+    }
+}
+
+extension ShmReader {
+    /// Leaves `sleepers` (one thread of this reader).
+    @inline(__always)
+    fileprivate func wakeUp(_ sleepers: UnsafeMutableRawPointer) {
+        _ = cportcullis_fetch_add_seq_cst_u32(entry + ShmField.Reader.sleeping, -1)
+        _ = cportcullis_fetch_add_seq_cst_u32(sleepers, -1)
     }
 }
 

@@ -57,7 +57,7 @@ public struct ShmOptions: Sendable, Equatable {
 ///      32  u64 totalSize
 ///      40  u32 ready           set (release) once the creator has initialised everything
 ///      44  u32 creatorPID
-///      48  u64 creatorStartTime with creatorPID: a segment whose creator lives is in use
+///      48  u64 creatorStartTime (with creatorPID: who made the segment, for diagnostics)
 ///      64  u32 wakeSequence    futex word, own cache line: bumped when lines are published to sleepers
 ///      68  u32 sleepers        readers waiting on wakeSequence
 ///     Reader table: readerSlots entries of 64 bytes from offset 128
@@ -66,6 +66,7 @@ public struct ShmOptions: Sendable, Equatable {
 ///       8  u64 startTime       /proc/PID/stat field 22 (pid reuse guard)
 ///      16  u32 policy          0 block, 1 drop
 ///      24  u64 lost            lines this reader missed (lapped)
+///      32  u32 sleeping        this reader's threads counted in `sleepers` (given back if it dies)
 ///     Rings from `ringsOffset`, each `ringSize` bytes:
 ///       0  u64 head            next write index, published (release) in batches
 ///       8  u32 writerState     0 free, 1 being claimed, 2 owned
@@ -122,26 +123,36 @@ struct ShmLayout: Equatable {
 enum ShmField {
     static let magic = 0, version = 8, rings = 12, slotsPerRing = 16, slotSize = 20, readerSlots = 24, flags = 28
     static let totalSize = 32, ready = 40, creatorPID = 44, creatorStartTime = 48, wakeSequence = 64, sleepers = 68
-    enum Reader { static let state = 0, pid = 4, startTime = 8, policy = 16, lost = 24 }
+    enum Reader { static let state = 0, pid = 4, startTime = 8, policy = 16, lost = 24, sleeping = 32 }
     enum Ring { static let head = 0, writerState = 8, writerPID = 12, writerStartTime = 16, rejected = 24 }
     enum Slot { static let sequence = 0, length = 8 }
     /// Slot/claim states.
     static let free: UInt32 = 0, claiming: UInt32 = 1, taken: UInt32 = 2
 }
 
-/// A mapped segment, unmapped when released. Shared by a process's writers and readers of one name.
+/// A mapped segment, unmapped when released.
+///
+/// Every user holds a shared `flock` on the segment for as long as it has it mapped; the kernel
+/// drops the lock when the process dies. Recreating a segment (another layout) takes the lock
+/// exclusively without waiting: it succeeds only when nobody alive uses the segment.
 final class ShmSegment: @unchecked Sendable {
     let name: String
     let layout: ShmLayout
     let base: UnsafeMutableRawPointer
+    /// Open for the segment's lifetime, holding the shared lock that marks it in use.
+    private let fd: Int32
 
-    private init(name: String, layout: ShmLayout, base: UnsafeMutableRawPointer) {
+    private init(name: String, layout: ShmLayout, base: UnsafeMutableRawPointer, fd: Int32) {
         self.name = name
         self.layout = layout
         self.base = base
+        self.fd = fd
     }
 
-    deinit { munmap(base, layout.totalSize) }
+    deinit {
+        munmap(base, layout.totalSize)
+        close(fd)  // releases the shared lock
+    }
 
     // MARK: Addresses
 
@@ -172,21 +183,10 @@ final class ShmSegment: @unchecked Sendable {
                                startTime: header.load(fromByteOffset: ShmField.Ring.writerStartTime, as: UInt64.self))
     }
 
-    /// Whether any live process holds a ring or a reader slot, or created the segment.
-    var hasLiveUsers: Bool {
-        let creator = ProcessIdentity(pid: base.load(fromByteOffset: ShmField.creatorPID, as: UInt32.self),
-                                      startTime: base.load(fromByteOffset: ShmField.creatorStartTime, as: UInt64.self))
-        if creator.pid != UInt32(getpid()) && creator.isAlive { return true }
-        for reader in 0..<layout.readerSlots
-        where cportcullis_load_acquire_u32(readerEntry(reader)) != ShmField.free && readerIdentity(reader).isAlive {
-            return true
-        }
-        for index in 0..<layout.rings
-        where cportcullis_load_acquire_u32(ring(index) + ShmField.Ring.writerState) != ShmField.free
-            && writerIdentity(index).isAlive {
-            return true
-        }
-        return false
+    /// Gives back what a dead reader added to `sleepers` (it died while waiting).
+    func forgetSleepers(readerEntry entry: UnsafeMutableRawPointer) {
+        let asleep = cportcullis_exchange_u32(entry + ShmField.Reader.sleeping, 0)
+        if asleep > 0 { _ = cportcullis_fetch_add_seq_cst_u32(header(ShmField.sleepers), -Int32(asleep)) }
     }
 
     /// Claims a free slot (state word at `state`) for this process: free ones first, then ones
@@ -227,28 +227,50 @@ final class ShmSegment: @unchecked Sendable {
         for _ in 0..<100 {
             let fd = shm_open(options.name, O_RDWR | O_CLOEXEC, 0)
             if fd < 0 {
-                guard errno == ENOENT else {
-                    throw .system(operation: "open shared memory \(options.name)", errno: errno)
-                }
+                let code = errno
+                guard code == ENOENT else { throw .system(operation: "open shared memory \(options.name)", errno: code) }
                 if let created = try create(options: options, layout: wanted) { return created }
                 continue  // another process linked its segment first: open that one
             }
-            defer { close(fd) }
-            // Recoverers hold LOCK_EX while they decide to remove a segment: do not map it meanwhile.
+            // The shared "in use" lock; then make sure the name still means this segment (a
+            // recoverer may have replaced it between our open and our lock).
             try systemCall("lock shared memory \(options.name)") { flock(fd, LOCK_SH) }
-            let existing = try readLayout(fd: fd, name: options.name)
-            flock(fd, LOCK_UN)
-            if existing == wanted || (adopt && options.adoptExistingLayout) {
-                return try map(fd: fd, name: options.name, layout: existing, hugePages: options.hugePages)
+            guard stillNamed(fd: fd, name: options.name) else {
+                close(fd)
+                continue
             }
-            // Another layout: recreate it unless a live process uses (or just created) it.
-            let segment = try map(fd: fd, name: options.name, layout: existing, hugePages: false)
-            if segment.hasLiveUsers {
+            let existing: ShmLayout
+            do throws(TransportError) {
+                existing = try readLayout(fd: fd, name: options.name)
+            } catch {
+                close(fd)
+                throw error
+            }
+            if existing == wanted || (adopt && options.adoptExistingLayout) {
+                do throws(TransportError) {
+                    return try map(fd: fd, name: options.name, layout: existing, hugePages: options.hugePages)
+                } catch {
+                    close(fd)
+                    throw error
+                }
+            }
+            // Another layout: recreate it, but only if nobody alive holds it (no waiting).
+            if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+                close(fd)
                 throw .segmentInUse(name: options.name, detail: "it has \(existing.summary), asked for \(wanted.summary)")
             }
-            try removeIfSame(fd: fd, name: options.name)
+            if stillNamed(fd: fd, name: options.name) { shm_unlink(options.name) }
+            close(fd)
         }
         throw .segmentInUse(name: options.name, detail: "it kept changing while being opened")
+    }
+
+    /// Whether /dev/shm/NAME is still the file open as `fd`.
+    private static func stillNamed(fd: Int32, name: String) -> Bool {
+        var opened = stat()
+        var named = stat()
+        guard fstat(fd, &opened) == 0, stat("/dev/shm" + name, &named) == 0 else { return false }
+        return opened.st_ino == named.st_ino && opened.st_dev == named.st_dev
     }
 
     /// Removes the segment `name` (tests and tools; users holding it keep their mapping).
@@ -263,16 +285,23 @@ final class ShmSegment: @unchecked Sendable {
         let final = "/dev/shm" + options.name
         let temporary = "/dev/shm/.\(options.name.dropFirst()).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).new"
         let fd = Glibc.open(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)
-        guard fd >= 0 else { throw .system(operation: "create shared memory \(temporary)", errno: errno) }
-        defer {
+        guard fd >= 0 else {
+            let code = errno
+            throw .system(operation: "create shared memory \(temporary)", errno: code)
+        }
+        defer { unlink(temporary) }
+        let segment: ShmSegment
+        do throws(TransportError) {
+            fchmod(fd, options.mode)  // open's mode is filtered by the umask
+            try systemCall("lock shared memory \(temporary)") { flock(fd, LOCK_SH) }
+            try systemCall("size shared memory \(options.name) to \(layout.totalSize) bytes") {
+                ftruncate(fd, off_t(layout.totalSize))
+            }
+            segment = try map(fd: fd, name: options.name, layout: layout, hugePages: options.hugePages)
+        } catch {
             close(fd)
-            unlink(temporary)
+            throw error
         }
-        fchmod(fd, options.mode)  // open's mode is filtered by the umask
-        try systemCall("size shared memory \(options.name) to \(layout.totalSize) bytes") {
-            ftruncate(fd, off_t(layout.totalSize))
-        }
-        let segment = try map(fd: fd, name: options.name, layout: layout, hugePages: options.hugePages)
         let base = segment.base
         base.storeBytes(of: UInt32(getpid()), toByteOffset: ShmField.creatorPID, as: UInt32.self)
         base.storeBytes(of: ProcessIdentity.current.startTime, toByteOffset: ShmField.creatorStartTime, as: UInt64.self)
@@ -289,8 +318,9 @@ final class ShmSegment: @unchecked Sendable {
         cportcullis_store_release_u32(base + ShmField.ready, 1)
         // link(2) fails if the name exists: exactly one creator wins, and only a complete segment shows.
         if link(temporary, final) != 0 {
-            if errno == EEXIST { return nil }
-            throw .system(operation: "publish shared memory \(final)", errno: errno)
+            let code = errno
+            if code == EEXIST { return nil }  // releasing `segment` closes fd
+            throw .system(operation: "publish shared memory \(final)", errno: code)
         }
         return segment
     }
@@ -329,20 +359,10 @@ final class ShmSegment: @unchecked Sendable {
     private static func map(fd: Int32, name: String, layout: ShmLayout, hugePages: Bool) throws(TransportError) -> ShmSegment {
         let address = mmap(nil, layout.totalSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
         guard let address, address != MAP_FAILED else {
-            throw .system(operation: "map shared memory \(name) (\(layout.totalSize) bytes)", errno: errno)
+            let code = errno
+            throw .system(operation: "map shared memory \(name) (\(layout.totalSize) bytes)", errno: code)
         }
         if hugePages { madvise(address, layout.totalSize, MADV_HUGEPAGE) }
-        return ShmSegment(name: name, layout: layout, base: address)
-    }
-
-    /// Unlinks `name` if it still names the segment open as `fd` (another process may have
-    /// recreated it meanwhile), under an exclusive lock so two recoverers cannot race.
-    private static func removeIfSame(fd: Int32, name: String) throws(TransportError) {
-        try systemCall("lock shared memory \(name)") { flock(fd, LOCK_EX) }
-        defer { flock(fd, LOCK_UN) }
-        var opened = stat()
-        var named = stat()
-        guard fstat(fd, &opened) == 0, stat("/dev/shm" + name, &named) == 0 else { return }
-        if opened.st_ino == named.st_ino && opened.st_dev == named.st_dev { shm_unlink(name) }
+        return ShmSegment(name: name, layout: layout, base: address, fd: fd)
     }
 }

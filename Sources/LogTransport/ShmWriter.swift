@@ -172,8 +172,9 @@ public final class ShmWriter: LogWriter {
     private func detachDeadReaders() {
         for reader in 0..<segment.layout.readerSlots {
             let entry = segment.readerEntry(reader)
-            if cportcullis_load_acquire_u32(entry) == ShmField.taken && !segment.readerIdentity(reader).isAlive {
-                _ = cportcullis_cas_u32(entry, ShmField.taken, ShmField.free)
+            if cportcullis_load_acquire_u32(entry) == ShmField.taken && !segment.readerIdentity(reader).isAlive
+                && cportcullis_cas_u32(entry, ShmField.taken, ShmField.free) {
+                segment.forgetSleepers(readerEntry: entry)
             }
         }
     }

@@ -17,7 +17,8 @@ public final class SocketReader: LogReader {
     private let ownsSocketFile: Bool
     private let epoll: Int32
     private var connections: [Int32: Connection] = [:]
-    private var lostByClosedConnections: UInt64 = 0
+    /// Lost lines over all connections, open and closed: an atomic, as other threads read it.
+    private let lostTotal = AtomicCounter()
     private var stats = ReaderStatistics()
     private var closed = false
     private let allowedUIDs: Set<uid_t>
@@ -32,7 +33,7 @@ public final class SocketReader: LogReader {
 
     public var statistics: ReaderStatistics {
         var result = stats
-        result.linesLost = lostByClosedConnections + connections.values.reduce(0) { $0 + $1.lostTotal }
+        result.linesLost = lostTotal.load()
         return result
     }
 
@@ -83,6 +84,7 @@ public final class SocketReader: LogReader {
             unlink(temporary)
             Glibc.close(listener)
             if epoll >= 0 { Glibc.close(epoll) }
+            closed = true  // deinit runs after a throwing init: nothing left to close
             throw error
         }
         for index in 0..<count {
@@ -114,6 +116,7 @@ public final class SocketReader: LogReader {
         } catch {
             Glibc.close(listener)
             if epoll >= 0 { Glibc.close(epoll) }
+            closed = true
             throw error
         }
         for index in 0..<count {
@@ -231,8 +234,11 @@ public final class SocketReader: LogReader {
                     continue
                 }
                 state.linesLeft = Int(UInt32(littleEndian: datagram.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-                connections[state.fd]?.lostTotal =
-                    UInt64(littleEndian: datagram.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                let reported = UInt64(littleEndian: datagram.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                if let known = connections[state.fd]?.lostTotal, reported > known {
+                    lostTotal.add(reported - known)
+                    connections[state.fd]?.lostTotal = reported
+                }
                 state.offset = Datagram.headerSize
             }
             while state.linesLeft > 0 {
@@ -282,10 +288,8 @@ public final class SocketReader: LogReader {
             let usable = received == 0 ? 0 : (0..<Int(received)).first {
                 messages[$0].msg_len == 0 && messages[$0].msg_hdr.msg_flags == 0
             } ?? Int(received)
-            for index in 0..<usable where messages[index].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 {
-                stats.linesRejected += 1  // larger than our datagram size: its line count is unreliable
-                messages[index].msg_len = 0
-            }
+            // A datagram larger than our buffers (a writer with a larger --socket-datagram-size)
+            // arrives cut: the lines that fit are delivered, the header's rest counted rejected.
             unpacking = Unpacking(fd: fd, datagrams: usable)
             let finished = resumeUnpacking(into: batch, count: &total)
             if ends {
@@ -298,7 +302,7 @@ public final class SocketReader: LogReader {
     }
 
     private func closeConnection(_ fd: Int32) {
-        if let connection = connections.removeValue(forKey: fd) { lostByClosedConnections += connection.lostTotal }
+        connections.removeValue(forKey: fd)
         Glibc.close(fd)  // closing also removes it from the epoll set
     }
 }

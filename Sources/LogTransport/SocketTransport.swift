@@ -38,6 +38,10 @@ public struct SocketOptions: Sendable, Equatable {
             throw .invalidConfiguration("--socket-batch must be 1...1024 datagrams per call")
         }
         if let sendBuffer, sendBuffer <= 0 { throw .invalidConfiguration("--socket-sndbuf must be positive") }
+        // A SEQPACKET datagram must fit the send buffer whole (the kernel doubles the value set).
+        if let sendBuffer, datagramSize > 2 * sendBuffer {
+            throw .invalidConfiguration("--socket-datagram-size \(datagramSize) does not fit --socket-sndbuf \(sendBuffer)")
+        }
         if let receiveBuffer, receiveBuffer <= 0 { throw .invalidConfiguration("--socket-rcvbuf must be positive") }
         if socketMode & 0o002 != 0 || directoryMode & 0o002 != 0 {
             throw .invalidConfiguration("world-writable socket or directory modes are refused")
@@ -74,14 +78,19 @@ func prepareDirectory(_ path: String, mode: mode_t) throws(TransportError) {
     var prefix = path.hasPrefix("/") ? "" : "."
     for component in path.split(separator: "/") {
         prefix += "/" + component
-        if mkdir(prefix, prefix == path || prefix == "/" + path ? mode : 0o755) != 0 && errno != EEXIST {
-            throw .system(operation: "create directory \(prefix)", errno: errno)
+        let last = prefix == path || prefix == "./" + path
+        if mkdir(prefix, last ? mode : 0o755) == 0 {
+            if last { chmod(prefix, mode) }  // mkdir's mode is filtered by the umask
+        } else if errno != EEXIST {
+            let code = errno
+            throw .system(operation: "create directory \(prefix)", errno: code)
         }
     }
     var info = stat()
     try systemCall("stat \(path)") { stat(path, &info) }
     guard (info.st_mode & S_IFMT) == S_IFDIR else { throw .invalidConfiguration("\(path) is not a directory") }
-    if info.st_mode & 0o002 != 0 && info.st_mode & S_ISVTX == 0 {
+    if info.st_mode & 0o002 != 0 {
+        // Even with the sticky bit: anyone could put a reader socket there and read the stream.
         throw .invalidConfiguration("socket directory \(path) is world-writable; chmod o-w \(path)")
     }
 }

@@ -53,6 +53,7 @@ public final class SocketWriter: LogWriter {
         if inotify_add_watch(inotify, options.directory, UInt32(IN_CREATE | IN_MOVED_TO)) < 0 {
             let code = errno
             Glibc.close(inotify)
+            closed = true  // deinit runs after a throwing init: nothing left to close
             throw .system(operation: "watch socket directory \(options.directory)", errno: code)
         }
         scanDirectory()
@@ -121,14 +122,18 @@ public final class SocketWriter: LogWriter {
         guard let policy = SocketName.policy(of: name) else { return }
         let path = options.directory + "/" + name
         guard !knownPaths.contains(path) else { return }
+        guard var address = try? unixAddress(path) else { return }
         let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0, var address = try? unixAddress(path) else { return }
+        guard fd >= 0 else { return }
         if let size = options.sendBuffer { try? setSocketOption(fd, SO_SNDBUF, size, what: "SO_SNDBUF") }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        var connected: Int32
+        repeat {
+            connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
-        }
+        } while connected != 0 && errno == EINTR
         guard connected == 0 else {
             Glibc.close(fd)  // a leftover socket of a dead reader (ECONNREFUSED) or gone already
             return

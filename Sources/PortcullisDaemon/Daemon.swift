@@ -188,7 +188,8 @@ public final class Daemon: @unchecked Sendable {
                 worker.run(started: { _ = cportcullis_fetch_add_seq_cst_u32(counter, 1) })
             })
         }
-        threads.append(spawn { [self] in runExpiry() })
+        // Unowned: the daemon may be released without stop(); its deinit stops and joins this thread.
+        threads.append(spawn { [unowned self] in runExpiry() })
         while cportcullis_load_acquire_u32(running) < UInt32(workers.count) { sched_yield() }
     }
 
@@ -260,8 +261,22 @@ public final class Daemon: @unchecked Sendable {
                 }
             }
             guard !due.isEmpty else { continue }
-            let removed = (try? maps.unban(batch: due.map(\.ipAddress))) ?? 0
-            for key in due { table.reset(key) }
+            // Delete only what has really ended: an operator may have banned the client again
+            // (longer, or for good) since; a ban already gone (`portcullis unban`) just resets.
+            var ended: [AddressKey] = []
+            var reset: [AddressKey] = []
+            for key in due {
+                switch Result(catching: { () throws(FirewallError) in try maps.lookup(key.ipAddress) }) {
+                case .success(let entry?) where entry.isExpired(now: BootClock.nanoseconds()):
+                    ended.append(key)
+                case .success(nil):
+                    reset.append(key)
+                default:
+                    continue
+                }
+            }
+            let removed = (try? maps.unban(batch: ended.map(\.ipAddress))) ?? 0
+            for key in ended + reset { table.reset(key) }
             _ = cportcullis_fetch_add_u64(unbanCount, UInt64(removed))
         }
         cportcullis_store_release_u64(expiryCPU, threadCPUNanoseconds())
@@ -328,6 +343,8 @@ final class BanWorker: @unchecked Sendable {
                     var outcome = ScanOutcome.notMatching
                     if matchers.isEmpty {
                         outcome = scanner.scan(line)
+                    } else if line.count > scanner.maxLineLength {
+                        outcome = .tooLong
                     } else {
                         for matcher in matchers {
                             outcome = matcher.scan(line)
@@ -356,7 +373,9 @@ final class BanWorker: @unchecked Sendable {
                 }
                 record(pending, pendingCount, now: now, counters: &counters, crossed: &crossed, retry: &retry)
             }
-            if !retry.isEmpty && monotonicNanoseconds() - lastRetry > 1_000_000_000 {
+            if retry.isEmpty {
+                lastRetry = monotonicNanoseconds()  // the first retry comes a second after a failure
+            } else if monotonicNanoseconds() - lastRetry > 1_000_000_000 {
                 lastRetry = monotonicNanoseconds()
                 crossed += retry
                 retry.removeAll()
@@ -474,11 +493,13 @@ func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t {
     }
     var thread = pthread_t()
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    pthread_create(&thread, nil, { argument in
+    let result = pthread_create(&thread, nil, { argument in
         let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
         box.body()
         return nil
     }, box)
+    // Without its threads the daemon cannot do its work at all: say so and stop.
+    precondition(result == 0, "portcullisd: cannot start a thread: \(String(cString: strerror(result)))")
     return thread
 }
 

@@ -116,7 +116,9 @@ struct Portcullisd: ParsableCommand {
         do {
             daemon = try Daemon(configuration: configuration, maps: try BanMaps.open(pinnedIn: pins))
         } catch {
-            if outcome.newlyAttached { try? Attachment.detach(interface: interface) }  // nothing half-attached
+            // Nothing half-attached, nothing newly pinned left behind.
+            if outcome.newlyAttached { try? Attachment.detach(interface: interface) }
+            if !outcome.reusedPinnedMaps { try? pins.removeMaps() }
             throw error
         }
         say("portcullisd: \(outcome.newlyAttached ? "attached to" : "found the filter on") \(interface) "

@@ -34,7 +34,7 @@ struct DaemonInProcessTests {
         transport.file.path = scratch.filePath
         var configuration = DaemonConfiguration(transport: transport)
         configuration.threshold = 3
-        configuration.banTime = 2
+        configuration.banTime = 3
         configuration.workers = 2
         configuration.tableBins = 100_003
         let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 4096)
@@ -71,7 +71,7 @@ struct DaemonInProcessTests {
         // After the ban time the daemon lifts them (and the program passes them even before).
         #expect(try eventually(within: 10) { try maps.entries().isEmpty })
         for address in offenders { #expect(try verdict(address) == .pass, "\(address)") }
-        #expect(daemon.status.unbans == UInt64(offenders.count))
+        #expect(eventually(within: 10) { daemon.status.unbans == UInt64(offenders.count) })
         // Their counts were reset: three new offences ban again.
         batch.removeAll()
         for _ in 0..<3 { batch.append(offenceLine(offenders[0])) }

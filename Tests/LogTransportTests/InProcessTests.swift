@@ -140,7 +140,7 @@ struct InProcessTests {
         append("first of new\n")
         #expect(text(try receive(reader, count: 2)) == ["last of old", "first of new"])
         #expect(reader.rotations == 1)
-        #expect(reader.statistics.linesLost == 0)
+        #expect(reader.statistics.linesRejected == 0, "no line was cut or dropped")
     }
 }
 

@@ -22,6 +22,13 @@ public final class Probe: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         if arguments.first == "read" {
+            // A watchdog: a reader that never says "ready" is killed, which ends the read below.
+            let ready = ReadyFlag()
+            let pid = process.processIdentifier
+            DispatchQueue.global().asyncAfter(deadline: .now() + 10) {
+                if !ready.isSet { kill(pid, SIGKILL) }
+            }
+            defer { ready.set() }
             let deadline = Date().addingTimeInterval(10)
             while !String(decoding: collected, as: UTF8.self).contains("ready\n") && Date() < deadline && process.isRunning {
                 let chunk = output.fileHandleForReading.availableData
@@ -94,4 +101,11 @@ public struct TransportScratch: Sendable {
         default: ["--transport", "file", "--file-path", filePath]
         }
     }
+}
+
+final class ReadyFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
 }

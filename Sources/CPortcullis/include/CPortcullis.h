@@ -98,6 +98,10 @@ static inline bool cportcullis_cas_u32(void *address, uint32_t expected, uint32_
 	return __atomic_compare_exchange_n((uint32_t *)address, &expected, desired, false, __ATOMIC_ACQ_REL,
 					   __ATOMIC_ACQUIRE);
 }
+static inline uint32_t cportcullis_exchange_u32(void *address, uint32_t value)
+{
+	return __atomic_exchange_n((uint32_t *)address, value, __ATOMIC_ACQ_REL);
+}
 static inline bool cportcullis_cas_u64(void *address, uint64_t expected, uint64_t desired)
 {
 	return __atomic_compare_exchange_n((uint64_t *)address, &expected, desired, false, __ATOMIC_ACQ_REL,

@@ -223,7 +223,9 @@ struct pc_reference_table *pc_reference_table_create(uint64_t bins, uint32_t thr
 	struct pc_reference_table *table = malloc(sizeof(*table));
 
 	table->memory = mmap(NULL, bins * 32, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	madvise(table->memory, bins * 32, MADV_HUGEPAGE); /* as OffenceTable does */
+	madvise(table->memory, bins * 32, MADV_HUGEPAGE); /* as OffenceTable does, */
+	for (uint64_t offset = 0; offset < bins * 32; offset += 4096) /* and faulted in before use */
+		table->memory[offset] = 0;
 	table->bins = bins;
 	table->threshold = threshold;
 	return table;

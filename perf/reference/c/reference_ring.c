@@ -35,6 +35,7 @@ struct ring {
 
 struct shared {
 	struct ring ring;
+	int go; /* set once every thread runs: the clock starts then, as the Swift rounds' does */
 	uint64_t lines;
 	int batch;
 	const char *suffix;
@@ -104,6 +105,8 @@ static void *writer_main(void *argument)
 	uint8_t *staging = malloc((size_t)shared->batch * length);
 
 	pin(shared->writer_cpu);
+	while (!__atomic_load_n(&shared->go, __ATOMIC_ACQUIRE))
+		sched_yield();
 	for (uint64_t line = 0; line < shared->lines;) {
 		int count = 0;
 
@@ -248,12 +251,14 @@ int pc_reference_ring_run(uint64_t lines, uint32_t slots, uint32_t slot_size, in
 	shared.ring = (struct ring){ .base = memory + CACHE_LINE, .slots = slots, .mask = slots - 1,
 				     .slot_size = slot_size, .readers = readers,
 				     .wake_sequence = (uint32_t *)memory, .sleepers = (uint32_t *)(memory + 4) };
-	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (int r = 0; r < readers; r++) {
 		arguments[r] = (struct reader_arguments){ &shared, r };
 		pthread_create(&reader_threads[r], NULL, reader_main, &arguments[r]);
 	}
 	pthread_create(&writer, NULL, writer_main, &shared);
+	usleep(1000); /* let the threads start and pin themselves */
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	__atomic_store_n(&shared.go, 1, __ATOMIC_RELEASE);
 	pthread_join(writer, NULL);
 	for (int r = 0; r < readers; r++)
 		pthread_join(reader_threads[r], NULL);
