@@ -24,10 +24,12 @@ public final class SocketReader: LogReader {
     private let allowedUIDs: Set<uid_t>
     private let allowedGIDs: Set<gid_t>
 
-    private let buffers: UnsafeMutableRawPointer
-    private let iovecs: UnsafeMutablePointer<iovec>
-    private let messages: UnsafeMutablePointer<cportcullis_mmsghdr>
-    private let events: UnsafeMutablePointer<epoll_event>
+    /// recvmmsg buffers and epoll events, allocated once per reader.
+    private let receive: ReceiveBuffers
+    private var buffers: UnsafeMutableRawPointer { receive.buffers }
+    private var iovecs: UnsafeMutablePointer<iovec> { receive.iovecs }
+    private var messages: UnsafeMutablePointer<cportcullis_mmsghdr> { receive.messages }
+    private var events: UnsafeMutablePointer<epoll_event> { receive.events }
     private static let eventCapacity = 64
     nonisolated(unsafe) private static var sequence: UInt32 = 0
 
@@ -59,10 +61,7 @@ public final class SocketReader: LogReader {
         guard listener >= 0 else { throw .system(operation: "create socket", errno: errno) }
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         let count = options.datagramsPerCall
-        buffers = .allocate(byteCount: count * options.datagramSize, alignment: 64)
-        iovecs = .allocate(capacity: count)
-        messages = .allocate(capacity: count)
-        events = .allocate(capacity: Self.eventCapacity)
+        receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
             guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
             unlink(temporary)
@@ -87,9 +86,6 @@ public final class SocketReader: LogReader {
             closed = true  // deinit runs after a throwing init: nothing left to close
             throw error
         }
-        for index in 0..<count {
-            iovecs[index] = iovec(iov_base: buffers + index * options.datagramSize, iov_len: options.datagramSize)
-        }
     }
 
     /// A second reader on the same socket, for another worker thread: writers connect once, and
@@ -106,10 +102,7 @@ public final class SocketReader: LogReader {
         guard listener >= 0 else { throw .system(operation: "share socket \(primary.path)", errno: errno) }
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         let count = options.datagramsPerCall
-        buffers = .allocate(byteCount: count * options.datagramSize, alignment: 64)
-        iovecs = .allocate(capacity: count)
-        messages = .allocate(capacity: count)
-        events = .allocate(capacity: Self.eventCapacity)
+        receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
             guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
             try watch(listener)
@@ -119,17 +112,10 @@ public final class SocketReader: LogReader {
             closed = true
             throw error
         }
-        for index in 0..<count {
-            iovecs[index] = iovec(iov_base: buffers + index * options.datagramSize, iov_len: options.datagramSize)
-        }
     }
 
     deinit {
         close()
-        buffers.deallocate()
-        iovecs.deallocate()
-        messages.deallocate()
-        events.deallocate()
     }
 
     /// Removes the socket file (writers see their sends fail and forget this reader) and closes.
@@ -304,5 +290,32 @@ public final class SocketReader: LogReader {
     private func closeConnection(_ fd: Int32) {
         connections.removeValue(forKey: fd)
         Glibc.close(fd)  // closing also removes it from the epoll set
+    }
+}
+
+/// The memory a socket reader receives into: `datagramsPerCall` datagram buffers with their
+/// iovecs and mmsghdrs, and the epoll event array.
+private final class ReceiveBuffers {
+    let buffers: UnsafeMutableRawPointer
+    let iovecs: UnsafeMutablePointer<iovec>
+    let messages: UnsafeMutablePointer<cportcullis_mmsghdr>
+    let events: UnsafeMutablePointer<epoll_event>
+
+    init(options: SocketOptions, events eventCount: Int) {
+        let count = options.datagramsPerCall
+        buffers = .allocate(byteCount: count * options.datagramSize, alignment: 64)
+        iovecs = .allocate(capacity: count)
+        messages = .allocate(capacity: count)
+        events = .allocate(capacity: eventCount)
+        for index in 0..<count {
+            iovecs[index] = iovec(iov_base: buffers + index * options.datagramSize, iov_len: options.datagramSize)
+        }
+    }
+
+    deinit {
+        buffers.deallocate()
+        iovecs.deallocate()
+        messages.deallocate()
+        events.deallocate()
     }
 }

@@ -9,8 +9,8 @@ struct Portcullis: ParsableCommand {
         abstract: "Operate Portcullis: attach the XDP filter, ban and unban addresses, read its counters, tap the log stream.",
         discussion: """
             Bans live in BPF maps pinned under the pin directory (default \(PinDirectory.defaultPath)); \
-            they survive restarts of the daemon and of this tool. Every command needs root \
-            (CAP_BPF and CAP_NET_ADMIN).
+            they survive restarts of the daemon and of this tool. The filter commands need root \
+            (CAP_BPF and CAP_NET_ADMIN); tap needs only access to the transport.
             """,
         subcommands: [Attach.self, Detach.self, Ban.self, Unban.self, List.self, Stats.self, Tap.self]
     )

@@ -130,6 +130,21 @@ struct PortcullisPerf: ParsableCommand {
     )
 }
 
+/// Runs a suite: refuses debug builds, pins if asked, prints the results, and turns any failure
+/// while measuring into one line on stderr and exit status 1.
+func runSuite(_ options: HarnessOptions, pinMeasuringThread: Bool = true, _ measure: () throws -> [Measurement]) throws {
+    try requireReleaseBuild()
+    do {
+        if pinMeasuringThread { try options.pin() }
+        try report(try measure(), json: options.json)
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
+        throw ExitCode.failure
+    }
+}
+
 /// Refuses to produce numbers from a debug build, which would mislead everyone who reads them.
 func requireReleaseBuild() throws {
     #if DEBUG

@@ -48,19 +48,7 @@ struct PipelineSuite: ParsableCommand {
     }
 
     func run() throws {
-        try requireReleaseBuild()
-        do {
-            try report(try measure(), json: options.json)
-        } catch let error as FirewallError {
-            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
-            throw ExitCode.failure
-        } catch let error as DaemonError {
-            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
-            throw ExitCode.failure
-        } catch let error as MeasurementError {
-            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
-            throw ExitCode.failure
-        }
+        try runSuite(options, pinMeasuringThread: false) { try measure() }
     }
 
     /// Figures of one run.

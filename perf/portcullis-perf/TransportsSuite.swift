@@ -37,17 +37,7 @@ struct TransportsSuite: ParsableCommand {
     static let suffix = " 2026-11-26 18:42:46 client 198.18.7.13 exceeded request rate limit"
 
     func run() throws {
-        try requireReleaseBuild()
-        // The harness's own thread stays unpinned: writer and readers pin themselves.
-        do {
-            try report(try measure(), json: options.json)
-        } catch let error as TransportError {
-            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
-            throw ExitCode.failure
-        } catch let error as MeasurementError {
-            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
-            throw ExitCode.failure
-        }
+        try runSuite(options, pinMeasuringThread: false) { try measure() }
     }
 
     struct Figure {

@@ -40,17 +40,7 @@ struct XDPSuite: ParsableCommand {
     }
 
     func run() throws {
-        try requireReleaseBuild()
-        do {
-            try options.pin()
-            try report(try measure(), json: options.json)
-        } catch let error as FirewallError {
-            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
-            throw ExitCode.failure
-        } catch let error as MeasurementError {
-            FileHandle.standardError.write(Data("portcullis-perf: \(error)\n".utf8))
-            throw ExitCode.failure
-        }
+        try runSuite(options) { try measure() }
     }
 
     func measure() throws -> [Measurement] {
