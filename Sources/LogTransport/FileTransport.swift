@@ -192,6 +192,14 @@ public final class FileReader: LogReader {
     public func poll(into batch: LineBatch) throws(TransportError) -> Int {
         precondition(!closed, "poll on a closed FileReader")
         var total = deliver(into: batch)
+        // A file cut shorter than where we are was truncated (copytruncate), even if new lines
+        // have already made it grow again: start over before reading on, not only at its end.
+        var current = stat()
+        if fd >= 0 && fstat(fd, &current) == 0 && current.st_size < offset {
+            truncations += 1
+            offset = 0
+            discardPartialLine()
+        }
         while !batch.isFull {
             if fd < 0 && !openFile(atEnd: false) { break }  // a file created after we started: read it all
             let read = try readMore()

@@ -238,8 +238,9 @@ public final class SocketWriter: LogWriter {
             }
             let code = errno
             if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK {
-                // Only a drop-policy reader gets here: count what it misses, never wait.
+            // A momentary shortage (ENOBUFS, ENOMEM) loses these datagrams, not the reader.
+            if code == EAGAIN || code == EWOULDBLOCK || code == ENOBUFS || code == ENOMEM {
+                // A drop-policy reader (EAGAIN) or a kernel short of memory: count what is missed.
                 var missed: UInt64 = 0
                 for index in sent..<count { missed += UInt64(lineCounts[index]) }
                 peer.lost += missed
