@@ -22,6 +22,8 @@ public final class ShmReader: LogReader, @unchecked Sendable {
     private let received = AtomicCounter()
     private let lost = AtomicCounter()
     private var closed = false
+    /// This reader's owner word in its slot.
+    private var owner = OwnerWord(0)
 
     public var statistics: ReaderStatistics {
         var statistics = ReaderStatistics()
@@ -39,8 +41,10 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         let segment = try ShmSegment.open(options, adopt: true)
         self.segment = segment
         let layout = segment.layout
-        let states = (0..<layout.readerSlots).map { segment.readerEntry($0) }
-        guard let index = ShmSegment.claim(states: states, identity: { segment.readerIdentity($0) }) else {
+        let owners = (0..<layout.readerSlots).map {
+            (owner: segment.readerEntry($0), startTime: segment.readerEntry($0) + ShmField.Reader.startTime)
+        }
+        guard let (index, claimed) = ShmSegment.claim(slots: owners) else {
             throw .segmentFull(name: options.name, what: "reader slot")
         }
         segment.forgetSleepers(readerEntry: segment.readerEntry(index))  // a predecessor that died asleep
@@ -53,7 +57,6 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         mask = slotCount - 1
         slotSize = layout.slotSize
         let me = ProcessIdentity.current
-        entry.storeBytes(of: me.pid, toByteOffset: ShmField.Reader.pid, as: UInt32.self)
         entry.storeBytes(of: me.startTime, toByteOffset: ShmField.Reader.startTime, as: UInt64.self)
         entry.storeBytes(of: policy == .drop ? 1 : 0, toByteOffset: ShmField.Reader.policy, as: UInt32.self)
         entry.storeBytes(of: UInt64(0), toByteOffset: ShmField.Reader.lost, as: UInt64.self)
@@ -64,8 +67,10 @@ public final class ShmReader: LogReader, @unchecked Sendable {
             cportcullis_store_relaxed_u64(cursor, cportcullis_load_acquire_u64(ring + ShmField.Ring.head))
             cportcullis_store_release_u32(cursor + 8, 0)  // lock: a dead predecessor may have held it
         }
-        // Pairs with the writer's load-acquire of the state in minimumTail: tails before "attached".
-        cportcullis_store_release_u32(entry, ShmField.taken)
+        // Pairs with the writer's load-acquire of the owner word in minimumTail: tails (and start
+        // time) before "attached".
+        owner = claimed.next(state: OwnerWord.taken, pid: me.pid)
+        cportcullis_store_release_u64(entry, owner.raw)
         // Start at the heads as they are now that writers can see this reader: slots a writer with
         // an older minimum may still reuse lie behind these.
         cportcullis_fence_seq_cst()
@@ -81,7 +86,8 @@ public final class ShmReader: LogReader, @unchecked Sendable {
     public func close() {
         guard !closed else { return }
         closed = true
-        cportcullis_store_release_u32(entry, ShmField.free)
+        // Only if still ours: a writer that took this reader for dead may have freed it already.
+        _ = cportcullis_cas_u64(entry, owner.raw, owner.next(state: OwnerWord.free, pid: 0).raw)
     }
 
     public func poll(into batch: LineBatch) throws(TransportError) -> Int {

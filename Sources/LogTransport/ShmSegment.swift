@@ -61,16 +61,17 @@ public struct ShmOptions: Sendable, Equatable {
 ///      64  u32 wakeSequence    futex word, own cache line: bumped when lines are published to sleepers
 ///      68  u32 sleepers        readers waiting on wakeSequence
 ///     Reader table: readerSlots entries of 64 bytes from offset 128
-///       0  u32 state           0 free, 1 being claimed, 2 attached
-///       4  u32 pid
+///       0  u64 owner           one word, changed only by compare-and-swap (see `OwnerWord`):
+///                              bits 0-1 state (0 free, 1 being claimed, 2 attached),
+///                              bits 2-31 generation (bumped by every change: no ABA),
+///                              bits 32-63 pid of the holder
 ///       8  u64 startTime       /proc/PID/stat field 22 (pid reuse guard)
 ///      16  u32 policy          0 block, 1 drop
 ///      24  u64 lost            lines this reader missed (lapped)
 ///      32  u32 sleeping        this reader's threads counted in `sleepers` (given back if it dies)
 ///     Rings from `ringsOffset`, each `ringSize` bytes:
 ///       0  u64 head            next write index, published (release) in batches
-///       8  u32 writerState     0 free, 1 being claimed, 2 owned
-///      12  u32 writerPID
+///       8  u64 owner           the ring's writer, as the reader table's owner word
 ///      16  u64 writerStartTime
 ///      24  u64 rejected        lines refused by the ring's writers (longer than a slot)
 ///      64  cursors: readerSlots x 64 bytes, one cache line each: 0 u64 tail, 8 u32 lock
@@ -123,11 +124,9 @@ struct ShmLayout: Equatable {
 enum ShmField {
     static let magic = 0, version = 8, rings = 12, slotsPerRing = 16, slotSize = 20, readerSlots = 24, flags = 28
     static let totalSize = 32, ready = 40, creatorPID = 44, creatorStartTime = 48, wakeSequence = 64, sleepers = 68
-    enum Reader { static let state = 0, pid = 4, startTime = 8, policy = 16, lost = 24, sleeping = 32 }
-    enum Ring { static let head = 0, writerState = 8, writerPID = 12, writerStartTime = 16, rejected = 24 }
+    enum Reader { static let owner = 0, startTime = 8, policy = 16, lost = 24, sleeping = 32 }
+    enum Ring { static let head = 0, owner = 8, writerStartTime = 16, rejected = 24 }
     enum Slot { static let sequence = 0, length = 8 }
-    /// Slot/claim states.
-    static let free: UInt32 = 0, claiming: UInt32 = 1, taken: UInt32 = 2
 }
 
 /// A mapped segment, unmapped when released.
@@ -170,17 +169,11 @@ final class ShmSegment: @unchecked Sendable {
         ring + layout.ringHeaderAndCursors
     }
 
-    /// Identity of whoever holds reader slot `reader` or ring `ring` (pid + start time).
-    func readerIdentity(_ reader: Int) -> ProcessIdentity {
-        let entry = readerEntry(reader)
-        return ProcessIdentity(pid: entry.load(fromByteOffset: ShmField.Reader.pid, as: UInt32.self),
-                               startTime: entry.load(fromByteOffset: ShmField.Reader.startTime, as: UInt64.self))
-    }
-
-    func writerIdentity(_ ring: Int) -> ProcessIdentity {
-        let header = self.ring(ring)
-        return ProcessIdentity(pid: header.load(fromByteOffset: ShmField.Ring.writerPID, as: UInt32.self),
-                               startTime: header.load(fromByteOffset: ShmField.Ring.writerStartTime, as: UInt64.self))
+    /// Whoever holds the slot whose owner word is `owner` (start time at `startTime`). While a slot
+    /// is being claimed its start time is not written yet: the pid alone decides.
+    static func holder(_ owner: OwnerWord, startTime: UnsafeMutableRawPointer) -> ProcessIdentity {
+        ProcessIdentity(pid: owner.pid,
+                        startTime: owner.state == OwnerWord.taken ? cportcullis_load_acquire_u64(startTime) : 0)
     }
 
     /// Gives back what a dead reader added to `sleepers` (it died while waiting).
@@ -189,16 +182,24 @@ final class ShmSegment: @unchecked Sendable {
         if asleep > 0 { _ = cportcullis_fetch_add_seq_cst_u32(header(ShmField.sleepers), -Int32(asleep)) }
     }
 
-    /// Claims a free slot (state word at `state`) for this process: free ones first, then ones
-    /// whose holder died. `identity` reads the holder of a taken slot.
-    static func claim(states: [UnsafeMutableRawPointer], identity: (Int) -> ProcessIdentity) -> Int? {
-        for (index, state) in states.enumerated() where cportcullis_cas_u32(state, ShmField.free, ShmField.claiming) {
-            return index
-        }
-        for (index, state) in states.enumerated()
-        where cportcullis_load_acquire_u32(state) == ShmField.taken && !identity(index).isAlive
-            && cportcullis_cas_u32(state, ShmField.taken, ShmField.claiming) {
-            return index
+    /// Claims a slot for this process: a free one first, else one whose holder died (also one
+    /// left "being claimed" by a process killed in the act). Each slot is given as its owner
+    /// word and its start-time field.
+    /// - Returns: the slot's index and the owner word now in it (state "being claimed").
+    static func claim(slots: [(owner: UnsafeMutableRawPointer, startTime: UnsafeMutableRawPointer)])
+        -> (index: Int, owner: OwnerWord)?
+    {
+        let me = UInt32(getpid())
+        for pass in 0..<2 {
+            for (index, slot) in slots.enumerated() {
+                let current = OwnerWord(cportcullis_load_acquire_u64(slot.owner))
+                let claimable = current.state == OwnerWord.free
+                    || (pass == 1 && !holder(current, startTime: slot.startTime).isAlive)
+                guard claimable else { continue }
+                let claimed = current.next(state: OwnerWord.claiming, pid: me)
+                // The generation in the word makes this fail if anyone changed the slot meanwhile.
+                if cportcullis_cas_u64(slot.owner, current.raw, claimed.raw) { return (index, claimed) }
+            }
         }
         return nil
     }
@@ -364,5 +365,24 @@ final class ShmSegment: @unchecked Sendable {
         }
         if hugePages { madvise(address, layout.totalSize, MADV_HUGEPAGE) }
         return ShmSegment(name: name, layout: layout, base: address, fd: fd)
+    }
+}
+
+/// The 64-bit owner word of a reader slot or a ring: state, generation and pid, changed together.
+struct OwnerWord: Equatable {
+    static let free: UInt32 = 0, claiming: UInt32 = 1, taken: UInt32 = 2
+
+    let raw: UInt64
+
+    init(_ raw: UInt64) { self.raw = raw }
+
+    var state: UInt32 { UInt32(truncatingIfNeeded: raw) & 3 }
+    var generation: UInt32 { UInt32(truncatingIfNeeded: raw) >> 2 }
+    var pid: UInt32 { UInt32(truncatingIfNeeded: raw >> 32) }
+
+    /// The word after a change to `state` by `pid` (0 when freeing): the generation moves on.
+    func next(state: UInt32, pid: UInt32) -> OwnerWord {
+        let generation = (self.generation &+ 1) & 0x3FFF_FFFF
+        return OwnerWord(UInt64(pid) << 32 | UInt64(generation << 2 | state))
     }
 }

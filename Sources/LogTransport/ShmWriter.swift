@@ -20,6 +20,8 @@ public final class ShmWriter: LogWriter {
     /// The slowest lossless reader's tail as last read; re-read only when the ring looks full.
     private var cachedMinTail: UInt64
     private var closed = false
+    /// This writer's owner word in the ring header.
+    private var owner = OwnerWord(0)
     public private(set) var statistics = WriterStatistics()
 
     /// Lines written before the head is published inside one long batch.
@@ -31,8 +33,10 @@ public final class ShmWriter: LogWriter {
         let segment = try ShmSegment.open(options, adopt: false)
         self.segment = segment
         let layout = segment.layout
-        let states = (0..<layout.rings).map { segment.ring($0) + ShmField.Ring.writerState }
-        guard let index = ShmSegment.claim(states: states, identity: { segment.writerIdentity($0) }) else {
+        let owners = (0..<layout.rings).map {
+            (owner: segment.ring($0) + ShmField.Ring.owner, startTime: segment.ring($0) + ShmField.Ring.writerStartTime)
+        }
+        guard let (index, claimed) = ShmSegment.claim(slots: owners) else {
             throw .segmentFull(name: options.name, what: "ring")
         }
         ringIndex = index
@@ -44,13 +48,14 @@ public final class ShmWriter: LogWriter {
         maxLine = layout.slotSize - ShmLayout.slotHeaderSize
         overwrite = layout.overwrite
         let me = ProcessIdentity.current
-        ring.storeBytes(of: me.pid, toByteOffset: ShmField.Ring.writerPID, as: UInt32.self)
-        ring.storeBytes(of: me.startTime, toByteOffset: ShmField.Ring.writerStartTime, as: UInt64.self)
+        cportcullis_store_release_u64(ring + ShmField.Ring.writerStartTime, me.startTime)
         // A dead writer's unpublished slots are simply overwritten: only published lines exist.
         head = cportcullis_load_acquire_u64(ring + ShmField.Ring.head)
         published = head
         cachedMinTail = head
-        cportcullis_store_release_u32(ring + ShmField.Ring.writerState, ShmField.taken)
+        owner = claimed.next(state: OwnerWord.taken, pid: me.pid)
+        // Pairs with the load-acquire of the owner word by claimers: start time before "taken".
+        cportcullis_store_release_u64(ring + ShmField.Ring.owner, owner.raw)
         cachedMinTail = minimumTail()
     }
 
@@ -60,7 +65,8 @@ public final class ShmWriter: LogWriter {
         guard !closed else { return }
         closed = true
         publish()
-        cportcullis_store_release_u32(ring + ShmField.Ring.writerState, ShmField.free)
+        // Only if still ours: a writer taken for dead may have lost the ring to another already.
+        _ = cportcullis_cas_u64(ring + ShmField.Ring.owner, owner.raw, owner.next(state: OwnerWord.free, pid: 0).raw)
     }
 
     /// Longest line this writer's slots hold.
@@ -134,7 +140,7 @@ public final class ShmWriter: LogWriter {
         for reader in 0..<segment.layout.readerSlots {
             let entry = segment.readerEntry(reader)
             // Pairs with the reader's store-release of its state after it set its tails.
-            guard cportcullis_load_acquire_u32(entry) == ShmField.taken,
+            guard OwnerWord(cportcullis_load_acquire_u64(entry)).state == OwnerWord.taken,
                   entry.load(fromByteOffset: ShmField.Reader.policy, as: UInt32.self) == 0 else { continue }
             // Pairs with the reader's store-release of its tail after copying lines out.
             let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
@@ -172,8 +178,11 @@ public final class ShmWriter: LogWriter {
     private func detachDeadReaders() {
         for reader in 0..<segment.layout.readerSlots {
             let entry = segment.readerEntry(reader)
-            if cportcullis_load_acquire_u32(entry) == ShmField.taken && !segment.readerIdentity(reader).isAlive
-                && cportcullis_cas_u32(entry, ShmField.taken, ShmField.free) {
+            let current = OwnerWord(cportcullis_load_acquire_u64(entry))
+            guard current.state == OwnerWord.taken,
+                  !ShmSegment.holder(current, startTime: entry + ShmField.Reader.startTime).isAlive else { continue }
+            // The generation makes this fail if the slot changed hands since it was read.
+            if cportcullis_cas_u64(entry, current.raw, current.next(state: OwnerWord.free, pid: 0).raw) {
                 segment.forgetSleepers(readerEntry: entry)
             }
         }

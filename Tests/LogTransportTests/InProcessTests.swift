@@ -227,3 +227,34 @@ final class AtomicFlag: @unchecked Sendable {
     var isSet: Bool { lock.withLock { value } }
     func set() { lock.withLock { value = true } }
 }
+
+@Suite("Slot ownership")
+struct SlotOwnershipTests {
+    @Test("a slot left half-claimed by a killed process is reclaimed; one held by a live process is not")
+    func halfClaimedSlot() throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var options = ShmOptions()
+        options.name = scratch.shmName
+        options.readerSlots = 1
+        options.slotsPerRing = 64
+        let first = try ShmReader(options: options)
+        let segment = first.segment
+        first.close()
+        // A process that exits at once: its pid is then nobody's.
+        let child = try runProcess("/bin/sh", ["-c", "echo $$"])
+        let deadPID = try #require(UInt32(child.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let entry = segment.readerEntry(0)
+        let current = OwnerWord(entry.load(as: UInt64.self))
+        entry.storeBytes(of: current.next(state: OwnerWord.claiming, pid: deadPID).raw, as: UInt64.self)
+        let second = try ShmReader(options: options)  // takes the dead claimer's slot
+        #expect(second.slotIndex == 0)
+        // Held (even half-claimed) by a live process: refused, not stolen.
+        second.close()
+        let now = OwnerWord(entry.load(as: UInt64.self))
+        entry.storeBytes(of: now.next(state: OwnerWord.claiming, pid: UInt32(getpid())).raw, as: UInt64.self)
+        #expect(throws: TransportError.segmentFull(name: scratch.shmName, what: "reader slot")) {
+            _ = try ShmReader(options: options)
+        }
+    }
+}
