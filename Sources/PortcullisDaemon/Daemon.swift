@@ -16,6 +16,8 @@ public struct WorkerCounters: Sendable, Equatable {
     public var tableFull: UInt64 = 0
     public var bans: UInt64 = 0
     public var banFailures: UInt64 = 0
+    /// Bans that failed and wait for their next try (in this worker).
+    public var pendingRetries: UInt64 = 0
     /// CPU time the worker thread used, in nanoseconds (updated once per batch).
     public var cpuNanoseconds: UInt64 = 0
 
@@ -33,6 +35,7 @@ public struct WorkerCounters: Sendable, Equatable {
         sum.tableFull = left.tableFull + right.tableFull
         sum.bans = left.bans + right.bans
         sum.banFailures = left.banFailures + right.banFailures
+        sum.pendingRetries = left.pendingRetries + right.pendingRetries
         sum.cpuNanoseconds = left.cpuNanoseconds + right.cpuNanoseconds
         return sum
     }
@@ -43,6 +46,8 @@ public struct DaemonStatus: Sendable {
     public var workers: [WorkerCounters]
     public var total: WorkerCounters { workers.reduce(WorkerCounters(), +) }
     public var unbans: UInt64
+    /// Of the unbans, those the periodic sweep of the maps found rather than the schedule.
+    public var sweptUnbans: UInt64
     /// Bans with an end the daemon is waiting for.
     public var scheduledBans: Int
     /// Bins of the offence table in use.
@@ -51,6 +56,8 @@ public struct DaemonStatus: Sendable {
     public var linesLost: UInt64
     /// CPU time of the expiry thread (known once it has stopped), in nanoseconds.
     public var expiryCPUNanoseconds: UInt64
+    /// Bans that failed (a full map) and wait for their next try.
+    public var pendingRetries: UInt64 { workers.reduce(0) { $0 + $1.pendingRetries } }
     /// Seconds since the daemon started.
     public var uptime: Double
 }
@@ -67,6 +74,8 @@ public final class Daemon: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     private let unbanCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// Of those, bans the 10 s sweep found (not on the schedule: an operator's, or a lost end).
+    private let sweptCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private let expiryCPU = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private let startNanoseconds = monotonicNanoseconds()
     private var readersToClose: [LogReader] = []
@@ -98,6 +107,7 @@ public final class Daemon: @unchecked Sendable {
         }
         stopFlag.initialize(to: 0)
         unbanCount.initialize(to: 0)
+        sweptCount.initialize(to: 0)
         expiryCPU.initialize(to: 0)
         try resumeBans()
         try makeWorkers()
@@ -107,6 +117,7 @@ public final class Daemon: @unchecked Sendable {
         stop()
         stopFlag.deallocate()
         unbanCount.deallocate()
+        sweptCount.deallocate()
         expiryCPU.deallocate()
     }
 
@@ -207,6 +218,7 @@ public final class Daemon: @unchecked Sendable {
     /// Counters now.
     public var status: DaemonStatus {
         DaemonStatus(workers: workers.map(\.counters), unbans: cportcullis_load_acquire_u64(unbanCount),
+                     sweptUnbans: cportcullis_load_acquire_u64(sweptCount),
                      scheduledBans: schedule.count, tableBins: table.occupied,
                      linesLost: linesLostAtStop + readersToClose.reduce(0) { $0 + $1.statistics.linesLost },
                      expiryCPUNanoseconds: cportcullis_load_acquire_u64(expiryCPU),
@@ -232,7 +244,8 @@ public final class Daemon: @unchecked Sendable {
         var lines = ["stopped after \(format(status.uptime)) s: \(total.lines) lines read, \(total.matched) matched, "
             + "\(total.notMatching) not matching, \(total.invalidAddress) invalid address, \(total.tooLong) too long, "
             + "\(total.matchLimit) over the regex match limit, \(total.allowlisted) allowlisted, "
-            + "\(total.bans) bans, \(status.unbans) unbans, \(total.banFailures) ban failures, "
+            + "\(total.bans) bans, \(status.unbans) unbans (\(status.sweptUnbans) found by the sweep), "
+            + "\(total.banFailures) ban failures, \(status.pendingRetries) bans waiting for a retry, "
             + "\(total.tableFull) table full, \(status.linesLost) lines lost"]
         for (index, worker) in status.workers.enumerated() {
             let cpu = workers[index].cpu.map { "cpu \($0)" } ?? "unpinned"
@@ -245,6 +258,27 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: Expiry
 
+    /// Deletes the bans of `keys` that have really ended (an operator may have banned a client
+    /// again, longer or for good, since) and resets their counts; a ban already gone (`portcullis
+    /// unban`) just resets. - Returns: bans deleted.
+    private func lift(_ keys: [AddressKey]) -> UInt64 {
+        var ended: [AddressKey] = []
+        var reset: [AddressKey] = []
+        for key in keys {
+            switch Result(catching: { () throws(FirewallError) in try maps.lookup(key.ipAddress) }) {
+            case .success(let entry?) where entry.isExpired(now: BootClock.nanoseconds()):
+                ended.append(key)
+            case .success(nil):
+                reset.append(key)
+            default:
+                continue
+            }
+        }
+        let removed = (try? maps.unban(batch: ended.map(\.ipAddress))) ?? 0
+        for key in ended + reset { table.reset(key) }
+        return UInt64(removed)
+    }
+
     /// Lifts due bans in batches every 100 ms, resets their counts, and every 10 s sweeps the maps
     /// for expired bans the schedule does not know (an operator's `portcullis ban --for`).
     private func runExpiry() {
@@ -253,31 +287,19 @@ public final class Daemon: @unchecked Sendable {
             var pause = timespec(tv_sec: 0, tv_nsec: 100_000_000)
             nanosleep(&pause, nil)
             let now = BootClock.nanoseconds()
-            var due = schedule.takeDue(now: now)
+            let scheduled = schedule.takeDue(now: now)
+            if !scheduled.isEmpty { _ = cportcullis_fetch_add_u64(unbanCount, lift(scheduled)) }
             if monotonicNanoseconds() - lastSweep > 10_000_000_000 {
                 lastSweep = monotonicNanoseconds()
                 if let entries = try? maps.entries() {
-                    due += entries.filter { $0.isExpired(now: now) }.map { AddressKey($0.address) }
+                    let swept = entries.filter { $0.isExpired(now: now) }.map { AddressKey($0.address) }
+                    if !swept.isEmpty {
+                        let removed = lift(swept)
+                        _ = cportcullis_fetch_add_u64(unbanCount, removed)
+                        _ = cportcullis_fetch_add_u64(sweptCount, removed)
+                    }
                 }
             }
-            guard !due.isEmpty else { continue }
-            // Delete only what has really ended: an operator may have banned the client again
-            // (longer, or for good) since; a ban already gone (`portcullis unban`) just resets.
-            var ended: [AddressKey] = []
-            var reset: [AddressKey] = []
-            for key in due {
-                switch Result(catching: { () throws(FirewallError) in try maps.lookup(key.ipAddress) }) {
-                case .success(let entry?) where entry.isExpired(now: BootClock.nanoseconds()):
-                    ended.append(key)
-                case .success(nil):
-                    reset.append(key)
-                default:
-                    continue
-                }
-            }
-            let removed = (try? maps.unban(batch: ended.map(\.ipAddress))) ?? 0
-            for key in ended + reset { table.reset(key) }
-            _ = cportcullis_fetch_add_u64(unbanCount, UInt64(removed))
         }
         cportcullis_store_release_u64(expiryCPU, threadCPUNanoseconds())
     }
@@ -384,7 +406,8 @@ final class BanWorker: @unchecked Sendable {
                 install(crossed, counters: &counters, retry: &retry)
                 crossed.removeAll(keepingCapacity: true)
             }
-            if received > 0 || counters.bans != shared.pointee.bans {
+            counters.pendingRetries = UInt64(retry.count)
+            if received > 0 || counters.bans != shared.pointee.bans || counters.pendingRetries != shared.pointee.pendingRetries {
                 counters.cpuNanoseconds = threadCPUNanoseconds()
                 shared.pointee = counters
             }

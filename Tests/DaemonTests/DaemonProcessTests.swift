@@ -82,7 +82,8 @@ struct DaemonProcessTests {
             #expect(try filter.testRun(frame: frame).verdict == .pass)
             text = stopDaemon(daemon, output)
             #expect(text.contains("resumed 10 bans"), "\(text)")
-            #expect(text.contains("10 unbans"), "\(text)")
+            // Lifted by the resumed schedule, at their ends, not found later by the periodic sweep.
+            #expect(text.contains("10 unbans (0 found by the sweep)"), "\(text)")
             #expect(text.contains("found the filter on"), "\(text)")
         }
     }
