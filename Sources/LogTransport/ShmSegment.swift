@@ -274,11 +274,6 @@ final class ShmSegment: @unchecked Sendable {
         return opened.st_ino == named.st_ino && opened.st_dev == named.st_dev
     }
 
-    /// Removes the segment `name` (tests and tools; users holding it keep their mapping).
-    static func remove(name: String) {
-        shm_unlink(name)
-    }
-
     /// Creates and initialises a segment under a temporary name, then links it into place, so a
     /// segment visible under its name is always complete (no reader can find it half-made and
     /// take it for a crash's leftover). - Returns: nil when another process linked one first.

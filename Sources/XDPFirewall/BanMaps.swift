@@ -278,17 +278,6 @@ public final class BanMaps: @unchecked Sendable {
         return totals
     }
 
-    /// Sets every counter on every CPU back to zero.
-    public func resetCounters() throws(FirewallError) {
-        var zeros = [pc_stat](repeating: pc_stat(), count: possibleCPUs)
-        for index in 0..<UInt32(PC_STAT_COUNT.rawValue) {
-            var key = index
-            try bpfCall("reset \(PC_MAP_STATS)") {
-                bpf_map_update_elem(stats.fd, &key, &zeros, UInt64(BPF_ANY))
-            }
-        }
-    }
-
     // MARK: Plumbing
 
     private func withKey<R>(
