@@ -23,20 +23,15 @@ public struct WorkerCounters: Sendable, Equatable {
 
     public init() {}
 
+    /// Every counter, for sums (a new counter added above must be listed here too).
+    nonisolated(unsafe) static let fields: [WritableKeyPath<WorkerCounters, UInt64>] = [
+        \.lines, \.matched, \.notMatching, \.tooLong, \.invalidAddress, \.matchLimit, \.allowlisted,
+        \.tableFull, \.bans, \.banFailures, \.pendingRetries, \.cpuNanoseconds,
+    ]
+
     static func + (left: WorkerCounters, right: WorkerCounters) -> WorkerCounters {
-        var sum = WorkerCounters()
-        sum.lines = left.lines + right.lines
-        sum.matched = left.matched + right.matched
-        sum.notMatching = left.notMatching + right.notMatching
-        sum.tooLong = left.tooLong + right.tooLong
-        sum.invalidAddress = left.invalidAddress + right.invalidAddress
-        sum.matchLimit = left.matchLimit + right.matchLimit
-        sum.allowlisted = left.allowlisted + right.allowlisted
-        sum.tableFull = left.tableFull + right.tableFull
-        sum.bans = left.bans + right.bans
-        sum.banFailures = left.banFailures + right.banFailures
-        sum.pendingRetries = left.pendingRetries + right.pendingRetries
-        sum.cpuNanoseconds = left.cpuNanoseconds + right.cpuNanoseconds
+        var sum = left
+        for field in fields { sum[keyPath: field] += right[keyPath: field] }
         return sum
     }
 }

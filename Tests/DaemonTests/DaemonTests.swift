@@ -1,7 +1,7 @@
 import BanEngine
 import Foundation
 import LogTransport
-import PortcullisDaemon
+@testable import PortcullisDaemon
 import Testing
 import TestSupport
 import XDPFirewall
@@ -109,5 +109,21 @@ struct DaemonInProcessTests {
         #expect(try maps.entries().map(\.address) == [IPAddress("198.18.8.1")!])
         #expect(daemon.status.total.allowlisted == 2)
         #expect(daemon.status.total.notMatching == 2)
+    }
+}
+
+@Suite("Worker counters")
+struct WorkerCounterTests {
+    @Test("the sum of worker counters adds every counter")
+    func sumCoversEveryField() {
+        var one = WorkerCounters()
+        for (index, field) in WorkerCounters.fields.enumerated() { one[keyPath: field] = UInt64(index + 1) }
+        let status = DaemonStatus(workers: [one, one], unbans: 0, sweptUnbans: 0, scheduledBans: 0, tableBins: 0,
+                                  linesLost: 0, expiryCPUNanoseconds: 0, uptime: 0)
+        for (index, field) in WorkerCounters.fields.enumerated() {
+            #expect(status.total[keyPath: field] == UInt64(2 * (index + 1)))
+        }
+        // Every stored counter is listed: a field missing from `fields` would not be summed.
+        #expect(Mirror(reflecting: one).children.count == WorkerCounters.fields.count)
     }
 }
