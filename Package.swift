@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "portcullis", targets: ["portcullis"]),
         .executable(name: "portcullisd", targets: ["portcullisd"]),
         .executable(name: "portcullis-perf", targets: ["portcullis-perf"]),
+        .executable(name: "portcullis-testbed", targets: ["portcullis-testbed"]),
         .library(name: "XDPFirewall", targets: ["XDPFirewall"]),
         .library(name: "LogTransport", targets: ["LogTransport"]),
     ],
@@ -83,6 +84,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "perf/portcullis-perf"
+        ),
+        .executableTarget(
+            name: "portcullis-testbed",
+            dependencies: [
+                "XDPFirewall",
+                "LogTransport",
+                "PortcullisCommandLine",
+                "CPortcullis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(
             name: "transport-probe",

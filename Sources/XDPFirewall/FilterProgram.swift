@@ -170,8 +170,8 @@ struct FilterObject {
 /// An XDP program loaded into the kernel but not attached to any interface: what tests and
 /// benchmarks drive with `BPF_PROG_TEST_RUN`.
 public final class LoadedProgram: @unchecked Sendable {
-    private let object: BPFObject
-    private let programFD: Int32
+    let object: BPFObject
+    let programFD: Int32
     /// The filter's maps, or `nil` for a program without them (the perf reference).
     public let maps: BanMaps?
 

@@ -18,6 +18,7 @@
 #include <sys/vfs.h>
 #include <time.h>
 #include <net/if.h>
+#include <netpacket/packet.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <linux/bpf.h>

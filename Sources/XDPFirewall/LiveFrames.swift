@@ -1,0 +1,65 @@
+import CPortcullis
+import Glibc
+
+/// What the testbed's traffic generator needs beyond test runs: its configuration and counter
+/// maps, and `BPF_PROG_TEST_RUN` in live-frames mode, where every `XDP_TX` really leaves through
+/// an interface (the technique of xdp-trafficgen).
+extension LoadedProgram {
+    /// Element `index` of the ARRAY map `name`, as bytes (the map's value size).
+    public func arrayElement(map name: String, index: UInt32 = 0) throws(FirewallError) -> [UInt8] {
+        let map = try object.map(name)
+        var key = index
+        var value = [UInt8](repeating: 0, count: Int(bpf_map__value_size(map)))
+        let size = value.count
+        _ = try bpfCall("read map \(name)") { bpf_map__lookup_elem(map, &key, 4, &value, size, 0) }
+        return value
+    }
+
+    /// Sets element `index` of the ARRAY map `name` to `bytes` (exactly the map's value size).
+    public func setArrayElement(map name: String, index: UInt32 = 0, to bytes: [UInt8]) throws(FirewallError) {
+        let map = try object.map(name)
+        try checkValueSize(map, name: name, size: bytes.count)
+        var key = index
+        var value = bytes
+        let size = bytes.count
+        _ = try bpfCall("write map \(name)") {
+            bpf_map__update_elem(map, &key, 4, &value, size, UInt64(BPF_ANY))
+        }
+    }
+
+    private func checkValueSize(_ map: OpaquePointer, name: String, size: Int) throws(FirewallError) {
+        let declared = Int(bpf_map__value_size(map))
+        guard declared == size else {
+            throw .bpfObjectInvalid(path: object.path,
+                                    detail: "map \(name) holds \(declared)-byte values, the program expects \(size); "
+                                        + "rebuild the BPF objects (tools/build-bpf) and the program together")
+        }
+    }
+
+    /// Runs the program `count` times on copies of `frame` as if they had arrived on interface
+    /// `interfaceIndex` (of the caller's network namespace); frames it returns `XDP_TX` for are
+    /// transmitted out of that interface. The kernel works in batches of `batchSize` frames.
+    public func transmitLiveFrames(_ frame: [UInt8], count: UInt32, interfaceIndex: Int32,
+                                   batchSize: UInt32 = 64) throws(FirewallError) {
+        var context = xdp_md()
+        context.data = 0
+        context.data_end = UInt32(frame.count)
+        context.ingress_ifindex = UInt32(interfaceIndex)
+        var options = bpf_test_run_opts()
+        options.sz = MemoryLayout<bpf_test_run_opts>.size
+        options.repeat = Int32(clamping: count)
+        options.flags = UInt32(BPF_F_TEST_XDP_LIVE_FRAMES)
+        options.batch_size = batchSize
+        options.data_size_in = UInt32(frame.count)
+        options.ctx_size_in = UInt32(MemoryLayout<xdp_md>.size)
+        try frame.withUnsafeBufferPointer { (bytes) throws(FirewallError) in
+            try withUnsafeMutablePointer(to: &context) { (context) throws(FirewallError) in
+                options.data_in = UnsafeRawPointer(bytes.baseAddress)
+                options.ctx_in = UnsafeRawPointer(context)
+                _ = try bpfCall("send live frames (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES)") {
+                    bpf_prog_test_run_opts(programFD, &options)
+                }
+            }
+        }
+    }
+}
