@@ -14,7 +14,8 @@
  * Pacing happens here because every test-run call costs two XDP dispatcher updates (tens of
  * milliseconds here): user space makes long calls, and the program sends a frame only when one
  * is due at `rate` since `start_ns`, returning XDP_DROP (nothing sent, counted as idle)
- * otherwise and after `end_ns`. One generator thread runs it: the counters are plain increments.
+ * otherwise and after `end_ns`. Each generator thread is pinned to its own CPU and the counters are
+ * per CPU, so threads never share a counter; user space sums them.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -32,7 +33,7 @@ enum { ATTACK_V4, ATTACK_V6, VALID_V4, VALID_V6, STREAMS };
 
 /* Shared with Sources/portcullis-testbed/Flood.swift (LiveFrameSender). */
 struct flood_config {
-	__u64 rate;		/* frames per second over all streams; 0: as fast as possible */
+	__u64 rate;		/* frames per second per CPU over all streams; 0: as fast as possible */
 	__u64 start_ns;		/* bpf_ktime_get_ns() window in which frames are sent */
 	__u64 end_ns;
 	__u64 weight[STREAMS];	/* share of the frames per stream */
@@ -58,7 +59,7 @@ struct {
 } flood_config SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct flood_counters);

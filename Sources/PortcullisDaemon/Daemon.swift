@@ -84,6 +84,8 @@ public final class Daemon: @unchecked Sendable {
     /// Called after each batch of bans is installed, with the clients and the time (monotonic ns);
     /// the pipeline benchmark measures line-to-ban latency with it. Set before `start()`.
     public var banObserver: (@Sendable ([AddressKey], UInt64) -> Void)?
+    /// Where bans and lifts are logged (`--ban-log`); set before `start()`.
+    public var banLog: BanLog?
 
     /// Prepares everything (table, readers, resumed bans) without starting threads.
     public init(configuration: DaemonConfiguration, maps: BanMaps) throws(DaemonError) {
@@ -271,6 +273,7 @@ public final class Daemon: @unchecked Sendable {
         }
         let removed = (try? maps.unban(batch: ended.map(\.ipAddress))) ?? 0
         for key in ended + reset { table.reset(key) }
+        if removed > 0 { banLog?.record("unban", ended) }
         return UInt64(removed)
     }
 
@@ -464,6 +467,7 @@ final class BanWorker: @unchecked Sendable {
         }
         counters.bans += UInt64(installed.count)
         if let observer = daemon.banObserver, !installed.isEmpty { observer(installed, monotonicNanoseconds()) }
+        daemon.banLog?.record("ban", installed)
     }
 }
 

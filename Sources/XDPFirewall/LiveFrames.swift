@@ -15,6 +15,19 @@ extension LoadedProgram {
         return value
     }
 
+    /// Element `index` of the PERCPU_ARRAY map `name`: one value (as bytes) per possible CPU.
+    public func perCPUArrayElement(map name: String, index: UInt32 = 0) throws(FirewallError) -> [[UInt8]] {
+        let map = try object.map(name)
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw .system(operation: "count the possible CPUs", errno: Int32(-cpus), detail: "") }
+        let stride = (Int(bpf_map__value_size(map)) + 7) & ~7
+        var key = index
+        var values = [UInt8](repeating: 0, count: stride * cpus)
+        let size = values.count
+        _ = try bpfCall("read map \(name)") { bpf_map__lookup_elem(map, &key, 4, &values, size, 0) }
+        return (0..<cpus).map { Array(values[($0 * stride)..<($0 * stride + Int(bpf_map__value_size(map)))]) }
+    }
+
     /// Sets element `index` of the ARRAY map `name` to `bytes` (exactly the map's value size).
     public func setArrayElement(map name: String, index: UInt32 = 0, to bytes: [UInt8]) throws(FirewallError) {
         let map = try object.map(name)

@@ -30,6 +30,8 @@ struct Flood: ParsableCommand {
     var validRate = 50_000.0
     @Option(help: "With --rate 0: one frame in this many is from a valid client.") var validEvery = 100
     @Option(help: ArgumentHelp("How long to send.", valueName: "seconds")) var duration = 10.0
+    @Option(help: "Sending threads, each pinned to its own CPU (0, 1, ...) with its share of the rate; give the veth as many queues (tools/testbed does) so that the receiving side runs on as many CPUs.")
+    var threads = 1
     @Option(help: "Runs of the first BPF_PROG_TEST_RUN call (later calls adapt to about 200 ms each).") var chunk = 65_536
     @Option(help: ArgumentHelp("The generator object (flood.bpf.o; default: next to this program).", valueName: "path"))
     var bpfObject: String?
@@ -48,6 +50,9 @@ struct Flood: ParsableCommand {
                 + "clients' addresses: send the valid clients over IPv6 (--valid-v6) or split the attackers (--attackers-v6)")
         }
         if max(attackersV6, validV6) > AddressPlan.maxPerGroup6 { throw ValidationError("at most \(AddressPlan.maxPerGroup6) IPv6 clients per group") }
+        if threads < 1 || threads > Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) {
+            throw ValidationError("--threads must be between 1 and the number of CPUs online")
+        }
         if rate < 0 || validRate < 0 || duration <= 0 || chunk < 64 || validEvery < 1 {
             throw ValidationError("--rate and --valid-rate must not be negative, --duration positive, --chunk at least 64, --valid-every at least 1")
         }
@@ -63,10 +68,34 @@ struct Flood: ParsableCommand {
         let sender: FrameSender
         switch engine {
         case .live: sender = try LiveFrameSender(plan: plan, templates: templates, interface: interface, objectPath: bpfObject)
-        case .packet: sender = try PacketSender(plan: plan, templates: templates, interface: interface)
+        case .packet: sender = try PacketSender(plan: plan, templates: templates, interface: interface, threads: threads)
         }
+        try sender.configure(duration: duration, threads: threads)
+        let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        stopFlag.initialize(to: 0)
+        let failure = FailureBox()
         let start = monotonicSeconds()
-        try sender.run(duration: duration, chunk: chunk, stop: &stop)
+        let (chunk, threadCount) = (chunk, threads)
+        let workers = (0..<threadCount).map { thread in
+            startThread {
+                if threadCount > 1 && cportcullis_pin_thread(Int32(thread)) != 0 {
+                    failure.set("cannot pin sending thread \(thread) to CPU \(thread): \(String(cString: strerror(errno)))")
+                    return
+                }
+                do {
+                    try sender.send(thread: thread, until: start + duration, chunk: chunk, stop: stopFlag)
+                } catch {
+                    failure.set("\(error)")
+                    cportcullis_store_release_u32(stopFlag, 1)
+                }
+            }
+        }
+        while monotonicSeconds() < start + duration && cportcullis_load_acquire_u32(stopFlag) == 0 {
+            if stop.arrived(waitingMilliseconds: 100) { break }
+        }
+        cportcullis_store_release_u32(stopFlag, 1)
+        for worker in workers { pthread_join(worker, nil) }
+        if let message = failure.message { fail("flood: \(message)") }
         let seconds = min(monotonicSeconds() - start, duration)
         let counts = try sender.counts()
         let frames = counts.sent.reduce(0, +)
@@ -111,16 +140,36 @@ struct FloodCounts {
     var failures = 0
 }
 
-protocol FrameSender {
-    /// Sends for `duration` seconds or until a stop signal.
-    func run(duration: Double, chunk: Int, stop: inout StopSignals) throws
+protocol FrameSender: Sendable {
+    /// Prepares a run of `duration` seconds by `threads` threads.
+    func configure(duration: Double, threads: Int) throws
+    /// Sends as thread `thread` until the monotonic time `end` or until `stop` is set.
+    func send(thread: Int, until end: Double, chunk: Int, stop: UnsafeMutablePointer<UInt32>) throws
     func counts() throws -> FloodCounts
+}
+
+/// The first error of any sending thread.
+final class FailureBox: @unchecked Sendable {
+    private let lock = NSLockLike()
+    private(set) var message: String?
+    func set(_ text: String) { lock.locked { if message == nil { message = text } } }
+}
+
+/// A pthread mutex (Foundation is not linked here).
+final class NSLockLike: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    func locked(_ body: () -> Void) {
+        pthread_mutex_lock(&mutex)
+        body()
+        pthread_mutex_unlock(&mutex)
+    }
 }
 
 /// The fast engine: the kernel runs bpf/flood.bpf.o on live frames and transmits them. Each
 /// test-run call costs two XDP dispatcher updates (about 24 ms here, measured with strace -T),
 /// so calls are long (about 200 ms) and the program paces itself.
-final class LiveFrameSender: FrameSender {
+final class LiveFrameSender: FrameSender, @unchecked Sendable {
     let program: LoadedProgram
     let plan: TrafficPlan
     let templates: [FrameTemplate]
@@ -138,19 +187,24 @@ final class LiveFrameSender: FrameSender {
         self.templates = templates
     }
 
-    func run(duration: Double, chunk: Int, stop: inout StopSignals) throws {
-        // struct flood_config: rate, start_ns, end_ns, weight[4] (u64), clients[4] (u32),
+    func configure(duration: Double, threads: Int) throws {
+        // struct flood_config: rate (per CPU), start_ns, end_ns, weight[4] (u64), clients[4] (u32),
         // base[4][16], frame_v4[80], frame_v6[80].
         let start = UInt64(monotonicSeconds() * 1e9)
         let end = start + UInt64(duration * 1e9)
         var config: [UInt8] = []
-        for value in [plan.rate, start, end] + plan.weight { withUnsafeBytes(of: value.littleEndian) { config += $0 } }
+        for value in [plan.rate / UInt64(threads), start, end] + plan.weight {
+            withUnsafeBytes(of: value.littleEndian) { config += $0 }
+        }
         for value in plan.clients { withUnsafeBytes(of: UInt32(value).littleEndian) { config += $0 } }
         for base in TrafficPlan.bases { config += base + [UInt8](repeating: 0, count: 16 - base.count) }
         config += templates[0].bytes + templates[1].bytes
         try program.setArrayElement(map: "flood_config", to: config)
+    }
+
+    func send(thread: Int, until end: Double, chunk: Int, stop: UnsafeMutablePointer<UInt32>) throws {
         var repeatCount = UInt32(chunk)
-        while monotonicSeconds() * 1e9 < Double(end) && !stop.arrived() {
+        while monotonicSeconds() < end && cportcullis_load_acquire_u32(stop) == 0 {
             let before = monotonicSeconds()
             try program.transmitLiveFrames(templates[1].bytes, count: repeatCount, interfaceIndex: interfaceIndex)
             let took = max(monotonicSeconds() - before, 1e-4)
@@ -159,33 +213,66 @@ final class LiveFrameSender: FrameSender {
     }
 
     func counts() throws -> FloodCounts {
-        // struct flood_counters: frames, sent[4], idle, next[4], due (u64).
-        let bytes = try program.arrayElement(map: "flood_counters")
-        let words = (0..<6).map { index in
-            bytes.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self))) }
+        // struct flood_counters (per CPU): frames, sent[4], idle, next[4], due (u64).
+        var counts = FloodCounts()
+        for bytes in try program.perCPUArrayElement(map: "flood_counters") {
+            for stream in 0..<TrafficPlan.streams {
+                counts.sent[stream] += bytes.withUnsafeBytes {
+                    Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: (1 + stream) * 8, as: UInt64.self)))
+                }
+            }
         }
-        return FloodCounts(sent: Array(words[1...4]))
+        return counts
     }
 }
 
 /// The fallback engine: frames built in user space, sent with sendmmsg on an AF_PACKET socket
 /// (PACKET_QDISC_BYPASS), in batches of 256, paced by sleeping.
-final class PacketSender: FrameSender {
+final class PacketSender: FrameSender, @unchecked Sendable {
+    let lanes: [PacketLane]
+
+    init(plan: TrafficPlan, templates: [FrameTemplate], interface: String, threads: Int) throws {
+        lanes = try (0..<threads).map { _ in
+            try PacketLane(plan: plan, rate: Double(plan.rate) / Double(threads), templates: templates, interface: interface)
+        }
+    }
+
+    func configure(duration: Double, threads: Int) throws {}
+
+    func send(thread: Int, until end: Double, chunk: Int, stop: UnsafeMutablePointer<UInt32>) throws {
+        lanes[thread].run(until: end, stop: stop)
+    }
+
+    func counts() throws -> FloodCounts {
+        var total = FloodCounts()
+        for lane in lanes {
+            for stream in 0..<TrafficPlan.streams { total.sent[stream] += lane.tally.sent[stream] }
+            total.failures += lane.tally.failures
+        }
+        return total
+    }
+}
+
+/// One thread's share of the fallback engine: its own socket, buffers and counts.
+final class PacketLane {
     let fd: Int32
     let plan: TrafficPlan
+    /// Frames per second of this lane; 0: as fast as it goes.
+    let rate: Double
     var templates: [FrameTemplate]
-    private var tally = FloodCounts()
+    private(set) var tally = FloodCounts()
     private var frames = 0
     static let batch = 256
     private let buffers: UnsafeMutableRawPointer
     private let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cportcullis_mmsghdr>
 
-    init(plan: TrafficPlan, templates: [FrameTemplate], interface: String) throws {
+    init(plan: TrafficPlan, rate: Double, templates: [FrameTemplate], interface: String) throws {
         let index = if_nametoindex(interface)
         guard index > 0 else {
             throw ValidationError("no interface \(interface) in this network namespace: run flood through tools/testbed flood")
         }
+        self.rate = rate
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
         guard fd >= 0 else { fail("flood: cannot open an AF_PACKET socket: \(String(cString: strerror(errno))) (run as root)") }
         var bypass: Int32 = 1
@@ -220,17 +307,14 @@ final class PacketSender: FrameSender {
         messages.deallocate()
     }
 
-    func run(duration: Double, chunk: Int, stop: inout StopSignals) throws {
+    func run(until end: Double, stop: UnsafeMutablePointer<UInt32>) {
         let start = monotonicSeconds()
-        var rounds = 0
         while true {
-            let elapsed = monotonicSeconds() - start
-            if elapsed >= duration { break }
-            rounds += 1
-            if rounds % 64 == 0 && stop.arrived() { break }
+            let now = monotonicSeconds()
+            if now >= end || cportcullis_load_acquire_u32(stop) != 0 { break }
             var count = Self.batch
-            if plan.rate > 0 {
-                let due = Int(Double(plan.rate) * elapsed) - frames
+            if rate > 0 {
+                let due = Int(rate * (now - start)) - frames
                 if due <= 0 {
                     var pause = timespec(tv_sec: 0, tv_nsec: 100_000)
                     nanosleep(&pause, nil)
@@ -238,11 +322,11 @@ final class PacketSender: FrameSender {
                 }
                 count = min(count, due)
             }
-            try send(count)
+            send(count)
         }
     }
 
-    private func send(_ count: Int) throws {
+    private func send(_ count: Int) {
         for slot in 0..<count {
             let stream = pickStream()
             let family = TrafficPlan.isIPv6(stream: stream) ? 1 : 0
@@ -286,7 +370,6 @@ final class PacketSender: FrameSender {
         return best
     }
 
-    func counts() throws -> FloodCounts { tally }
 }
 
 /// A UDP frame from the client side to the server, with correct checksums (the IPv4 UDP checksum

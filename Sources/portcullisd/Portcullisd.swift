@@ -68,6 +68,14 @@ struct Portcullisd: ParsableCommand {
     @Option(name: .customLong("pin-dir"), help: ArgumentHelp("Where the filter's maps are pinned.", valueName: "path"))
     var pinDirectory = PinDirectory.defaultPath
 
+    @Option(help: ArgumentHelp("Append a line per ban and per lift to this file (TIME ban|unban ADDRESS).",
+                               valueName: "path"))
+    var banLog: String?
+
+    @Option(help: ArgumentHelp("At exit, write the summary's counters and the process's CPU seconds here as JSON.",
+                               valueName: "path"))
+    var summaryJson: String?
+
     @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o).", valueName: "path"))
     var bpfObject: String?
 
@@ -108,6 +116,10 @@ struct Portcullisd: ParsableCommand {
         if statusInterval < 0 { throw DaemonError.invalidSetting("--status-interval must not be negative") }
         _ = try Attachment.index(of: interface)
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
+        let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
+        if let summaryJson, access(directoryOf(summaryJson), W_OK) != 0 {
+            throw DaemonError.invalidSetting("--summary-json \(summaryJson): its directory is not writable")
+        }
         let pins = PinDirectory(pinDirectory)
 
         let outcome = try Attachment.attach(interface: interface, objectPath: objectPath, pinDirectory: pins,
@@ -126,6 +138,7 @@ struct Portcullisd: ParsableCommand {
             + "\(transport.transport.rawValue) with \(daemon.status.workers.count) worker(s); "
             + "threshold \(threshold), ban time \(banTime == 0 ? "forever" : "\(banTime) s")")
         for note in daemon.notes { say("portcullisd: note: \(note)") }
+        daemon.banLog = log
 
         // Block the stop signals before any thread starts (they inherit the mask); wait for them here.
         var signals = sigset_t()
@@ -147,6 +160,38 @@ struct Portcullisd: ParsableCommand {
         }
         daemon.stop()
         for line in daemon.summaryLines() { say("portcullisd: " + line) }
+        if let summaryJson { writeSummary(daemon.status, to: summaryJson) }
+    }
+
+    /// The exit summary as JSON, for scripts (the testbed's experiment runner reads it).
+    private func writeSummary(_ status: DaemonStatus, to path: String) {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        let total = status.total
+        let fields: [(String, String)] = [
+            ("uptime_seconds", "\(status.uptime)"), ("cpu_seconds", "\(cpu)"), ("lines", "\(total.lines)"),
+            ("matched", "\(total.matched)"), ("not_matching", "\(total.notMatching)"),
+            ("invalid_address", "\(total.invalidAddress)"), ("too_long", "\(total.tooLong)"),
+            ("allowlisted", "\(total.allowlisted)"), ("table_full", "\(total.tableFull)"), ("bans", "\(total.bans)"),
+            ("unbans", "\(status.unbans)"), ("swept_unbans", "\(status.sweptUnbans)"),
+            ("ban_failures", "\(total.banFailures)"), ("pending_retries", "\(status.pendingRetries)"),
+            ("lines_lost", "\(status.linesLost)"), ("workers", "\(status.workers.count)"),
+        ]
+        let text = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            say("portcullisd: cannot write the summary to \(path): \(String(cString: strerror(errno)))", to: STDERR_FILENO)
+            return
+        }
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+
+    private func directoryOf(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 }
 
