@@ -11,10 +11,11 @@
  * program writes the source address and the payload byte into the frame, fixing the IPv4 header checksum and the IPv6 UDP checksum incrementally
  * (RFC 1624); IPv4 UDP checksums stay 0 ("none").
  *
- * Pacing happens here because every test-run call costs two XDP dispatcher updates (tens of
- * milliseconds here): user space makes long calls, and the program sends a frame only when one
- * is due at `rate` since `start_ns`, returning XDP_DROP (nothing sent, counted as idle)
- * otherwise and after `end_ns`. Each generator thread is pinned to its own CPU and the counters are
+ * Every test-run call costs two XDP dispatcher updates (tens of milliseconds here), so user space
+ * makes few calls: paced, each asks for the frames due by then; unpaced, each lasts about 200 ms.
+ * The program keeps to the schedule itself too: it sends a frame only when one is due at `rate`
+ * since `start_ns`, returning XDP_DROP (nothing sent, counted as idle) otherwise and after
+ * `end_ns`. Each generator thread is pinned to its own CPU and the counters are
  * per CPU, so threads never share a counter; user space sums them.
  */
 #include <linux/bpf.h>

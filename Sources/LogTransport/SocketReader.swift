@@ -60,7 +60,6 @@ public final class SocketReader: LogReader {
                           | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard listener >= 0 else { throw .system(operation: "create socket", errno: errno) }
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
-        let count = options.datagramsPerCall
         receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
             guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
@@ -101,7 +100,6 @@ public final class SocketReader: LogReader {
         listener = fcntl(primary.listener, F_DUPFD_CLOEXEC, 0)
         guard listener >= 0 else { throw .system(operation: "share socket \(primary.path)", errno: errno) }
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
-        let count = options.datagramsPerCall
         receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
             guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }

@@ -174,6 +174,9 @@ final class LiveFrameSender: FrameSender, @unchecked Sendable {
     let plan: TrafficPlan
     let templates: [FrameTemplate]
     let interfaceIndex: Int32
+    /// Set by `configure`: the program's time window starts here; frames per second per thread.
+    private var startSeconds = 0.0
+    private var threadRate = 0.0
 
     init(plan: TrafficPlan, templates: [FrameTemplate], interface: String, objectPath: String?) throws {
         let index = if_nametoindex(interface)
@@ -192,6 +195,8 @@ final class LiveFrameSender: FrameSender, @unchecked Sendable {
         // base[4][16], frame_v4[80], frame_v6[80].
         let start = UInt64(monotonicSeconds() * 1e9)
         let end = start + UInt64(duration * 1e9)
+        startSeconds = Double(start) / 1e9
+        threadRate = Double(plan.rate / UInt64(threads))
         var config: [UInt8] = []
         for value in [plan.rate / UInt64(threads), start, end] + plan.weight {
             withUnsafeBytes(of: value.littleEndian) { config += $0 }
@@ -202,7 +207,25 @@ final class LiveFrameSender: FrameSender, @unchecked Sendable {
         try program.setArrayElement(map: "flood_config", to: config)
     }
 
+    /// Paced: each call asks for the frames due by now (the program sends them at once) and the
+    /// thread sleeps between calls, rather than the program spinning through runs that are not
+    /// due, which would take the CPUs the defended side needs.
     func send(thread: Int, until end: Double, chunk: Int, stop: UnsafeMutablePointer<UInt32>) throws {
+        if threadRate > 0 {
+            var requested = 0.0
+            while monotonicSeconds() < end && cportcullis_load_acquire_u32(stop) == 0 {
+                let due = threadRate * (monotonicSeconds() - startSeconds) - requested
+                if due < 64 {
+                    var pause = timespec(tv_sec: 0, tv_nsec: 1_000_000)
+                    nanosleep(&pause, nil)
+                    continue
+                }
+                let count = UInt32(min(due, Double(1 << 24)))
+                try program.transmitLiveFrames(templates[1].bytes, count: count, interfaceIndex: interfaceIndex)
+                requested += Double(count)
+            }
+            return
+        }
         var repeatCount = UInt32(chunk)
         while monotonicSeconds() < end && cportcullis_load_acquire_u32(stop) == 0 {
             let before = monotonicSeconds()

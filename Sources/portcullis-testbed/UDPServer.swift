@@ -22,7 +22,8 @@ struct UDPServer: ParsableCommand {
     @Option(help: ArgumentHelp("CPUs to pin the threads to, in turn, e.g. 1 or 0-1.", valueName: "list"))
     var cpus: String?
     @Option(help: "Datagrams per recvmmsg call.") var batch = 64
-    @Option(help: "SO_RCVBUF of each socket in bytes (set with SO_RCVBUFFORCE).") var receiveBuffer = 4 << 20
+    @Option(help: "SO_RCVBUF of each socket in bytes (set with SO_RCVBUFFORCE); the generator sends in bursts of tens of milliseconds.")
+    var receiveBuffer = 64 << 20
 
     func validate() throws {
         if threads < 1 || batch < 1 || receiveBuffer < 4096 {

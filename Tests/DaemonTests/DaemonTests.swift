@@ -79,6 +79,52 @@ struct DaemonInProcessTests {
         #expect(try eventually(within: 10) { try maps.lookup(IPAddress(offenders[0])!) != nil })
     }
 
+    @Test("the ban log has one line per ban and per lift, with the address")
+    func banLog() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        let path = scratch.filePath + ".bans"
+        defer {
+            scratch.remove()
+            unlink(path)
+        }
+        var transport = TransportConfiguration(kind: .shm)
+        transport.shm.name = scratch.shmName
+        var configuration = DaemonConfiguration(transport: transport)
+        configuration.threshold = 2
+        configuration.banTime = 1
+        configuration.tableBins = 10_007
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        let daemon = try Daemon(configuration: configuration, maps: maps)
+        daemon.banLog = try BanLog(path: path)
+        daemon.start()
+        defer { daemon.stop() }
+        let writer = try transport.makeWriter()
+        defer { writer.close() }
+        let batch = LineBatch()
+        for _ in 0..<2 { for address in ["198.18.6.1", "2001:2::6:1"] { batch.append(offenceLine(address)) } }
+        batch.append(offenceLine("198.18.6.2"))  // one offence: no ban
+        _ = try writer.publish(batch)
+        #expect(eventually(within: 10) { daemon.status.unbans == 2 })
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        #expect(lines.count == 4)
+        #expect(Set(lines.filter { $0[1] == "ban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
+        #expect(Set(lines.filter { $0[1] == "unban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
+        // 2026-11-26T21:05:00.123Z: ISO 8601 UTC with milliseconds.
+        #expect(lines.allSatisfy { $0[0].count == 24 && $0[0].hasSuffix("Z") && $0[0].dropFirst(10).first == "T" })
+    }
+
+    @Test("a ban log that cannot be opened is refused with its path")
+    func banLogUnwritable() {
+        #expect(throws: DaemonError.self) { try BanLog(path: "/nonexistent-dir-pc/bans.log") }
+        do {
+            _ = try BanLog(path: "/nonexistent-dir-pc/bans.log")
+        } catch {
+            #expect(error.description.contains("/nonexistent-dir-pc/bans.log"))
+        }
+    }
+
     @Test("allowlisted clients are never banned; a failregex replaces the built-in format")
     func allowlistAndRegex() throws {
         try Privileges.require()
