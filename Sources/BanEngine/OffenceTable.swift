@@ -12,7 +12,8 @@ import Glibc
 ///      8 u64 key low     AddressKey bytes 8-15
 ///     16 u32 state       0 empty, 1 being claimed (key being written), 2 in use
 ///     24 u64 count word  low 32 bits: offences counted; high 32 bits: when the count started
-///                        (seconds of the table's clock), for the find-time window
+///                        (seconds of the table's clock), for the find-time window; once the
+///                        count has crossed, when the ban's time started
 ///
 /// The memory is faulted in when the table is made (bins x 32 bytes: 192 MB for the default 6,000,011
 /// bins), so the first attack does not pay for it. Bins are never freed: an expired ban resets the
@@ -36,6 +37,10 @@ public final class OffenceTable: @unchecked Sendable {
     public let threshold: UInt32
     /// Offences older than this many seconds start a new count; 0 keeps counting until expiry.
     public let findTime: UInt32
+    /// Seconds a ban lasts (0: for good). An offence this long after a crossing starts a new
+    /// count at once: the client's ban has ended, and offences that pass the filter before the
+    /// daemon gets round to lifting it count toward the next ban instead of being lost.
+    public let banTime: UInt32
     private let memory: UnsafeMutableRawPointer
     private let size: Int
     private let occupiedCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
@@ -44,8 +49,8 @@ public final class OffenceTable: @unchecked Sendable {
     /// - Parameters:
     ///   - bins: table size (the prototype's 6,000,011 by default).
     ///   - numaNode: place the memory on this node (libnuma), if the machine has NUMA.
-    public init(bins: Int = 6_000_011, threshold: UInt32, findTime: UInt32 = 0, numaNode: Int? = nil)
-        throws(EngineError)
+    public init(bins: Int = 6_000_011, threshold: UInt32, findTime: UInt32 = 0, banTime: UInt32 = 0,
+                numaNode: Int? = nil) throws(EngineError)
     {
         guard bins >= 16, bins <= 1 << 31 else { throw .invalidSetting("--table-bins must be 16...2147483648") }
         guard threshold >= 1 else { throw .invalidSetting("--threshold must be at least 1") }
@@ -57,6 +62,7 @@ public final class OffenceTable: @unchecked Sendable {
         self.bins = bins
         self.threshold = threshold
         self.findTime = findTime
+        self.banTime = banTime
         size = bins * Self.binSize
         let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let mapped, mapped != MAP_FAILED else {
@@ -152,27 +158,51 @@ public final class OffenceTable: @unchecked Sendable {
         while true {
             let count = UInt32(truncatingIfNeeded: old)
             let start = UInt32(truncatingIfNeeded: old >> 32)
-            let restart = count == 0 || (findTime > 0 && now &- start > findTime && count < threshold)
+            let banEnded = banTime > 0 && count >= threshold && Int64(Int32(bitPattern: now &- start)) >= Int64(banTime)
+            let restart = count == 0 || banEnded || (findTime > 0 && now &- start > findTime && count < threshold)
             let newCount = restart ? 1 : (count == UInt32.max ? count : count + 1)
-            let new = UInt64(newCount) | UInt64(restart ? now : start) << 32
+            let crossing = newCount == threshold && (restart || count != threshold)
+            let new = UInt64(newCount) | UInt64(restart || crossing ? now : start) << 32
             if cportcullis_cas_u64(word, old, new) {
-                return newCount == threshold && (restart || count != threshold) ? .crossed : .counted(newCount)
+                return crossing ? .crossed : .counted(newCount)
             }
             old = cportcullis_load_acquire_u64(word)
         }
     }
 
-    /// Starts the client's count over (its ban expired or was lifted).
+    /// Starts the client's count over (its ban was lifted by hand).
     public func reset(_ key: AddressKey) {
         guard let bin = bin(for: key, insert: false) else { return }
         cportcullis_store_release_u64(bin + 24, 0)
     }
 
+    /// Starts the client's count over after its ban ended, unless offences since the end have
+    /// already started a new count (or a new ban): those are kept. - Returns: whether it reset.
+    @discardableResult
+    public func resetEnded(_ key: AddressKey, now: UInt32) -> Bool {
+        guard let bin = bin(for: key, insert: false) else { return false }
+        let word = bin + 24
+        while true {
+            let old = cportcullis_load_acquire_u64(word)
+            let count = UInt32(truncatingIfNeeded: old)
+            let start = UInt32(truncatingIfNeeded: old >> 32)
+            // A count below the threshold restarted after the end; a crossing less than a ban
+            // time ago (a second late, at most, on this clock of whole seconds) is a new ban.
+            let sinceCrossing = Int64(Int32(bitPattern: now &- start))
+            if count < threshold || (banTime > 1 && sinceCrossing < Int64(banTime) - 1) { return false }
+            if cportcullis_cas_u64(word, old, 0) { return true }
+        }
+    }
+
     /// Sets the client's count to the threshold without a crossing: a ban found in the maps at
     /// start-up, so further lines do not ban it again.
-    public func markBanned(_ key: AddressKey, now: UInt32) {
+    /// - Parameter remaining: seconds the ban has left, if it ends: its time is dated so that it
+    ///   ends then on the table's clock too (nil: for good, or as long as a ban lasts).
+    public func markBanned(_ key: AddressKey, now: UInt32, remaining: UInt32? = nil) {
         guard let bin = bin(for: key, insert: true) else { return }
-        cportcullis_store_release_u64(bin + 24, UInt64(threshold) | UInt64(now) << 32)
+        // start + banTime = the ban's end; for a ban longer than banTime, start lies ahead.
+        let start = remaining.map { now &+ $0 &- banTime } ?? now
+        cportcullis_store_release_u64(bin + 24, UInt64(threshold) | UInt64(start) << 32)
     }
 
     /// The client's current count, nil when the table has never seen it.

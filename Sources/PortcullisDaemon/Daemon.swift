@@ -98,7 +98,8 @@ public final class Daemon: @unchecked Sendable {
         }
         do {
             table = try OffenceTable(bins: configuration.tableBins, threshold: configuration.threshold,
-                                     findTime: configuration.findTime, numaNode: node)
+                                     findTime: configuration.findTime,
+                                     banTime: UInt32(clamping: configuration.banTime), numaNode: node)
         } catch {
             throw .invalidSetting(error.description)
         }
@@ -131,8 +132,13 @@ public final class Daemon: @unchecked Sendable {
         }
         for entry in entries {
             let key = AddressKey(entry.address)
-            table.markBanned(key, now: tableClock)
-            if case .at(let end) = entry.expiry { schedule.add(key, end: end) }
+            if case .at(let end) = entry.expiry {
+                let left = end > BootClock.nanoseconds() ? (end - BootClock.nanoseconds() + 999_999_999) / 1_000_000_000 : 0
+                table.markBanned(key, now: tableClock, remaining: UInt32(clamping: left))
+                schedule.add(key, end: end)
+            } else {
+                table.markBanned(key, now: tableClock)
+            }
             resumedBans += 1
         }
     }
@@ -272,7 +278,9 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         let removed = (try? maps.unban(batch: ended.map(\.ipAddress))) ?? 0
-        for key in ended + reset { table.reset(key) }
+        let now = tableClock
+        for key in ended { table.resetEnded(key, now: now) }
+        for key in reset { table.reset(key) }
         if removed > 0 { banLog?.record("unban", ended) }
         return UInt64(removed)
     }

@@ -28,6 +28,24 @@ extension LoadedProgram {
         return (0..<cpus).map { Array(values[($0 * stride)..<($0 * stride + Int(bpf_map__value_size(map)))]) }
     }
 
+    /// Sets element `index` of the PERCPU_ARRAY map `name`: `values[cpu]` for each possible CPU
+    /// (each exactly the map's value size; CPUs beyond `values` get zeros).
+    public func setPerCPUArrayElement(map name: String, index: UInt32 = 0, to values: [[UInt8]]) throws(FirewallError) {
+        let map = try object.map(name)
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw .system(operation: "count the possible CPUs", errno: Int32(-cpus), detail: "") }
+        let size = Int(bpf_map__value_size(map))
+        let stride = (size + 7) & ~7
+        var bytes = [UInt8](repeating: 0, count: stride * cpus)
+        for (cpu, value) in values.prefix(cpus).enumerated() {
+            try checkValueSize(map, name: name, size: value.count)
+            bytes.replaceSubrange((cpu * stride)..<(cpu * stride + size), with: value)
+        }
+        var key = index
+        let total = bytes.count
+        _ = try bpfCall("write map \(name)") { bpf_map__update_elem(map, &key, 4, &bytes, total, UInt64(BPF_ANY)) }
+    }
+
     /// Sets element `index` of the ARRAY map `name` to `bytes` (exactly the map's value size).
     public func setArrayElement(map name: String, index: UInt32 = 0, to bytes: [UInt8]) throws(FirewallError) {
         let map = try object.map(name)

@@ -61,6 +61,9 @@ struct Flood: ParsableCommand {
     func run() throws {
         var stop = StopSignals()
         let plan = TrafficPlan(flood: self)
+        guard (0..<TrafficPlan.streams).contains(where: { plan.weight[$0] > 0 && plan.clients[$0] > 0 }) else {
+            fail("flood: nothing to send: give attackers a --rate (or 0 for as fast as possible) or valid clients a --valid-rate")
+        }
         let server = try parseMAC(serverMac, option: "--server-mac")
         let source = try parseMAC(sourceMac, option: "--source-mac")
         let templates = [FrameTemplate(family: 0, sourceMAC: source, serverMAC: server, port: port),
@@ -78,7 +81,8 @@ struct Flood: ParsableCommand {
         let (chunk, threadCount) = (chunk, threads)
         let workers = (0..<threadCount).map { thread in
             startThread {
-                if threadCount > 1 && cportcullis_pin_thread(Int32(thread)) != 0 {
+                // Pinned even alone: the live engine's counters and client cursors are per CPU.
+                if cportcullis_pin_thread(Int32(thread)) != 0 {
                     failure.set("cannot pin sending thread \(thread) to CPU \(thread): \(String(cString: strerror(errno)))")
                     return
                 }
@@ -129,6 +133,10 @@ struct TrafficPlan {
                   validRate * Double(clients[2]) / valid, validRate * Double(clients[3]) / valid].map { UInt64($0.rounded()) }
         rate = flood.rate > 0 ? weight.reduce(0, +) : 0
     }
+
+    /// Where thread `thread` of `threads` starts going round `clients` clients: evenly apart, so
+    /// that together they still send to each client at even intervals.
+    static func startingClient(thread: Int, of threads: Int, clients: Int) -> Int { clients * thread / max(threads, 1) }
 
     static func isIPv6(stream: Int) -> Bool { stream % 2 == 1 }
     static func isValid(stream: Int) -> Bool { stream >= 2 }
@@ -196,15 +204,29 @@ final class LiveFrameSender: FrameSender, @unchecked Sendable {
         let start = UInt64(monotonicSeconds() * 1e9)
         let end = start + UInt64(duration * 1e9)
         startSeconds = Double(start) / 1e9
-        threadRate = Double(plan.rate / UInt64(threads))
+        // Paced at least one frame per second per thread: 0 would mean unpaced.
+        let perThread = plan.rate > 0 ? max(1, plan.rate / UInt64(threads)) : 0
+        threadRate = Double(perThread)
         var config: [UInt8] = []
-        for value in [plan.rate / UInt64(threads), start, end] + plan.weight {
+        for value in [perThread, start, end] + plan.weight {
             withUnsafeBytes(of: value.littleEndian) { config += $0 }
         }
         for value in plan.clients { withUnsafeBytes(of: UInt32(value).littleEndian) { config += $0 } }
         for base in TrafficPlan.bases { config += base + [UInt8](repeating: 0, count: 16 - base.count) }
         config += templates[0].bytes + templates[1].bytes
         try program.setArrayElement(map: "flood_config", to: config)
+        // struct flood_counters (per CPU): frames, sent[4], idle, next[4], due (u64). Thread k
+        // (on CPU k) starts each stream at client k/threads of the way round: with aligned
+        // cursors each attacker's frames would come in pairs, one per thread, the second just
+        // behind the one that crossed the threshold.
+        let counters = (0..<threads).map { thread in
+            var words = [UInt64](repeating: 0, count: 11)
+            for stream in 0..<TrafficPlan.streams {
+                words[6 + stream] = UInt64(TrafficPlan.startingClient(thread: thread, of: threads, clients: plan.clients[stream]))
+            }
+            return words.flatMap { word in withUnsafeBytes(of: word.littleEndian) { Array($0) } }
+        }
+        try program.setPerCPUArrayElement(map: "flood_counters", to: counters)
     }
 
     /// Paced: each call asks for the frames due by now (the program sends them at once) and the
@@ -258,6 +280,11 @@ final class PacketSender: FrameSender, @unchecked Sendable {
         lanes = try (0..<threads).map { _ in
             try PacketLane(plan: plan, rate: Double(plan.rate) / Double(threads), templates: templates, interface: interface)
         }
+        for (thread, lane) in lanes.enumerated() {
+            lane.firstClient = (0..<TrafficPlan.streams).map {
+                TrafficPlan.startingClient(thread: thread, of: threads, clients: plan.clients[$0])
+            }
+        }
     }
 
     func configure(duration: Double, threads: Int) throws {}
@@ -285,6 +312,8 @@ final class PacketLane {
     var templates: [FrameTemplate]
     private(set) var tally = FloodCounts()
     private var frames = 0
+    /// Per stream, the client this lane starts with (see TrafficPlan.startingClient).
+    var firstClient = [0, 0, 0, 0]
     static let batch = 256
     private let buffers: UnsafeMutableRawPointer
     private let iovecs: UnsafeMutablePointer<iovec>
@@ -357,7 +386,7 @@ final class PacketLane {
             let frame = iovecs[slot].iov_base!
             frame.copyMemory(from: template.bytes, byteCount: template.bytes.count)
             iovecs[slot].iov_len = template.bytes.count
-            let address = AddressPlan.address(base: TrafficPlan.bases[stream], index: tally.sent[stream] % plan.clients[stream])
+            let address = AddressPlan.address(base: TrafficPlan.bases[stream], index: (firstClient[stream] + tally.sent[stream]) % plan.clients[stream])
             template.rewrite(frame, source: address, payload: UInt8(ascii: TrafficPlan.isValid(stream: stream) ? "A" : "B"))
             frames += 1
             tally.sent[stream] += 1
@@ -384,7 +413,8 @@ final class PacketLane {
         var best = -1
         var bestDeficit = Int64.min
         for stream in 0..<TrafficPlan.streams where plan.weight[stream] > 0 && plan.clients[stream] > 0 {
-            let deficit = Int64(UInt64(frames + 1) &* plan.weight[stream]) &- Int64(UInt64(tally.sent[stream]) &* total)
+            // Wrapping, as the BPF program's u64 arithmetic does.
+            let deficit = Int64(bitPattern: UInt64(frames + 1) &* plan.weight[stream]) &- Int64(bitPattern: UInt64(tally.sent[stream]) &* total)
             if deficit > bestDeficit {
                 best = stream
                 bestDeficit = deficit

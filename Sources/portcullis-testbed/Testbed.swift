@@ -29,7 +29,7 @@ enum AddressPlan {
     static let validBase6: [UInt8] = [0x20, 0x01, 0, 2, 0, 0, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 1]
     /// The most IPv4 attackers: 198.18.0.1 + 131,067 = 198.19.255.252, short of the server.
     static let maxAttackers4 = 131_068
-    /// IPv4 attackers beyond this reach 198.19.0.1, the first valid client.
+    /// IPv4 attackers beyond this would reach 198.19.0.0/24, where the valid clients are.
     static let attackersBeforeValid4 = 65_535
     static let maxValid4 = 254
     static let maxPerGroup6 = 1 << 24

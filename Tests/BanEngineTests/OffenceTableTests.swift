@@ -4,6 +4,8 @@ import Testing
 
 @Suite("Offence table")
 struct OffenceTableTests {
+    typealias Recorded = OffenceTable.Recorded
+
     @Test("concurrent increments are exact and each address crosses exactly once")
     func concurrentExactness() throws {
         let table = try OffenceTable(bins: 100_003, threshold: 3)
@@ -37,6 +39,34 @@ struct OffenceTableTests {
         #expect(table.record(key, now: 5) == .crossed)
         table.markBanned(key, now: 6)
         #expect(table.record(key, now: 6) == .counted(3), "a ban found at start-up is not banned again")
+    }
+
+    @Test("a ban time after its crossing, offences count toward the next ban without waiting for the lift")
+    func banEndRestartsTheCount() throws {
+        let table = try OffenceTable(bins: 1009, threshold: 3, banTime: 30)
+        let key = AddressKey(ipv4: 198, 18, 0, 3)
+        for expected in [Recorded.counted(1), .counted(2), .crossed] { #expect(table.record(key, now: 100) == expected) }
+        #expect(table.record(key, now: 110) == .counted(4), "lines in flight during the ban: no second ban")
+        #expect(!table.resetEnded(key, now: 110), "the ban has not ended")
+        #expect(table.record(key, now: 130) == .counted(1), "the ban ended at 130: a new count")
+        #expect(table.record(key, now: 131) == .counted(2))
+        #expect(!table.resetEnded(key, now: 131), "the lift, late, keeps the offences since the end")
+        #expect(table.record(key, now: 131) == .crossed)
+        #expect(!table.resetEnded(key, now: 131), "nor does it wipe the new crossing")
+        #expect(table.resetEnded(key, now: 161), "the new ban ended and nothing came since: start over")
+        #expect(table.count(of: key) == 0)
+    }
+
+    @Test("a resumed ban counts as ending when its own end comes, shorter or longer than the ban time")
+    func resumedBanEnds() throws {
+        let table = try OffenceTable(bins: 1009, threshold: 3, banTime: 30)
+        let short = AddressKey(ipv4: 198, 18, 0, 4), long = AddressKey(ipv4: 198, 18, 0, 5)
+        table.markBanned(short, now: 50, remaining: 5)
+        table.markBanned(long, now: 50, remaining: 600)
+        #expect(table.record(short, now: 54) == .counted(4))
+        #expect(table.record(short, now: 55) == .counted(1), "its ban ended at 55")
+        #expect(table.record(long, now: 100) == .counted(4), "an operator's 600 s ban is still in force")
+        #expect(table.record(long, now: 650) == .counted(1))
     }
 
     @Test("find time: offences spread wider than the window start over")

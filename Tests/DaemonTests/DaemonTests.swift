@@ -151,7 +151,7 @@ struct DaemonInProcessTests {
             batch.append(offenceLine("198.18.8.2"))  // the built-in format: not used with a failregex
         }
         _ = try writer.publish(batch)
-        #expect(try eventually(within: 10) { daemon.status.total.lines == 6 })
+        #expect(eventually(within: 10) { daemon.status.total.lines == 6 })
         #expect(try maps.entries().map(\.address) == [IPAddress("198.18.8.1")!])
         #expect(daemon.status.total.allowlisted == 2)
         #expect(daemon.status.total.notMatching == 2)

@@ -63,7 +63,7 @@ struct TestbedToolTests {
         let bed = try Bed(engine == "live" ? "l" : "p")
         let pins = ScratchPinDirectory("bed-\(engine)")
         let log = NSTemporaryDirectory() + "pc-bed-\(getpid())-\(engine).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        #expect(FileManager.default.createFile(atPath: log, contents: nil))
         defer {
             bed.remove()
             pins.remove()
@@ -78,7 +78,14 @@ struct TestbedToolTests {
         let (server, serverOutput) = try bed.start(in: bed.server, [Self.tool, "udp-server", "--threads", "2",
                                                                   "--transport", "file", "--file-path", log])
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
-        usleep(300_000)
+        // udp-server prints its "listening" line once every socket is bound.
+        var greeting = Data()
+        while !String(decoding: greeting, as: UTF8.self).contains("listening") && server.isRunning {
+            let chunk = serverOutput.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            greeting.append(chunk)
+        }
+        #expect(String(decoding: greeting, as: UTF8.self).contains("listening"))
         let flood = try runProcess("/usr/bin/nsenter", [
             "--net=/run/netns/\(bed.client)", "--", Self.tool, "flood", "--engine", engine, "--interface", bed.client,
             "--source-mac", Self.clientMAC, "--server-mac", Self.serverMAC, "--attackers-v4", "300",
@@ -90,7 +97,7 @@ struct TestbedToolTests {
         usleep(500_000)
         kill(server.processIdentifier, SIGINT)
         server.waitUntilExit()
-        let received = try #require(lastJSON(String(decoding: serverOutput.fileHandleForReading.readDataToEndOfFile(),
+        let received = try #require(lastJSON(String(decoding: greeting + serverOutput.fileHandleForReading.readDataToEndOfFile(),
                                                     as: UTF8.self)))
         let invalid = sent["invalid_v4"]! + sent["invalid_v6"]!
         let valid = sent["valid_v4"]! + sent["valid_v6"]!
@@ -145,7 +152,14 @@ struct TestbedToolTests {
         experiment.standardOutput = FileHandle.nullDevice
         experiment.standardError = FileHandle.nullDevice
         try experiment.run()
-        defer { if experiment.isRunning { kill(experiment.processIdentifier, SIGKILL) } }
+        defer {
+            // A runner that did not stop leaves its testbed: take it down here, whatever happened.
+            if experiment.isRunning {
+                kill(experiment.processIdentifier, SIGKILL)
+                for program in ["portcullis-testbed", "portcullisd --interface pctb-server"] { _ = try? shell("pkill", "-KILL", "-f", program) }
+                _ = try? runProcess(root + "/tools/testbed", ["down"])
+            }
+        }
         // Interrupt once the flood runs: everything is up then.
         let flooding = (0..<300).contains { _ in
             usleep(100_000)

@@ -123,5 +123,9 @@ public func withTestNetwork<R>(_ tag: String, _ body: (TestNetwork, ScratchPinDi
 public struct TestNetworkError: Error, CustomStringConvertible {
     public let command: String
     public let output: String
+    public init(command: String, output: String) {
+        self.command = command
+        self.output = output
+    }
     public var description: String { "\(command) failed: \(output)" }
 }
