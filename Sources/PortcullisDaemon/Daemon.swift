@@ -72,6 +72,12 @@ public final class Daemon: @unchecked Sendable {
     /// Of those, bans the 10 s sweep found (not on the schedule: an operator's, or a lost end).
     private let sweptCount = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private let expiryCPU = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// Held while bans are installed and while the expiry thread lifts: a lift looks a ban up,
+    /// finds it ended, then deletes it; a worker re-banning the client in between (its offences
+    /// since the end crossed the threshold again) would see its new ban deleted with the old.
+    let banMapLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// Tests only: a pause between a lift's look-ups and its delete, to widen that window.
+    var liftPauseMicroseconds: UInt32 = 0
     private let startNanoseconds = monotonicNanoseconds()
     private var readersToClose: [LogReader] = []
     /// Lines the transport reported lost, kept when the readers close at stop.
@@ -104,6 +110,7 @@ public final class Daemon: @unchecked Sendable {
             throw .invalidSetting(error.description)
         }
         stopFlag.initialize(to: 0)
+        pthread_mutex_init(banMapLock, nil)
         unbanCount.initialize(to: 0)
         sweptCount.initialize(to: 0)
         expiryCPU.initialize(to: 0)
@@ -117,6 +124,8 @@ public final class Daemon: @unchecked Sendable {
         unbanCount.deallocate()
         sweptCount.deallocate()
         expiryCPU.deallocate()
+        pthread_mutex_destroy(banMapLock)
+        banMapLock.deallocate()
     }
 
     /// Seconds on the table's clock (since the daemon started).
@@ -265,6 +274,8 @@ public final class Daemon: @unchecked Sendable {
     /// again, longer or for good, since) and resets their counts; a ban already gone (`portcullis
     /// unban`) just resets. - Returns: bans deleted.
     private func lift(_ keys: [AddressKey]) -> UInt64 {
+        pthread_mutex_lock(banMapLock)
+        defer { pthread_mutex_unlock(banMapLock) }
         var ended: [AddressKey] = []
         var reset: [AddressKey] = []
         for key in keys {
@@ -277,6 +288,7 @@ public final class Daemon: @unchecked Sendable {
                 continue
             }
         }
+        if liftPauseMicroseconds > 0 { usleep(liftPauseMicroseconds) }
         let removed = (try? maps.unban(batch: ended.map(\.ipAddress))) ?? 0
         let now = tableClock
         for key in ended { table.resetEnded(key, now: now) }
@@ -451,6 +463,8 @@ final class BanWorker: @unchecked Sendable {
     /// that still fail for a later retry (their counts stay at the threshold: nothing is lost).
     private func install(_ keys: [AddressKey], counters: inout WorkerCounters, retry: inout [AddressKey]) {
         let configuration = daemon.configuration
+        pthread_mutex_lock(daemon.banMapLock)
+        defer { pthread_mutex_unlock(daemon.banMapLock) }
         let now = BootClock.nanoseconds()
         let expiry: BanExpiry = configuration.banTime == 0
             ? .permanent : BanExpiry.after(seconds: configuration.banTime, now: now) ?? .permanent

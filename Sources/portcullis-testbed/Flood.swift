@@ -11,7 +11,9 @@ struct Flood: ParsableCommand {
             The live engine runs bpf/flood.bpf.o with BPF_PROG_TEST_RUN and BPF_F_TEST_XDP_LIVE_FRAMES: \
             the kernel sends each frame the program returns XDP_TX for out of --interface, without a \
             socket or a copy. The packet engine builds the same frames in user space and sends them \
-            with sendmmsg on an AF_PACKET socket. Both print a JSON summary of what they sent.
+            with sendmmsg on an AF_PACKET socket. Both print a JSON summary of what they sent. \
+            Live frames reach the server only while its veth has an XDP program (the filter): \
+            without one, veth drops them and this count is not what arrived.
             """)
 
     enum Engine: String, ExpressibleByArgument, CaseIterable { case live, packet }

@@ -115,6 +115,60 @@ struct DaemonInProcessTests {
         #expect(lines.allSatisfy { $0[0].count == 24 && $0[0].hasSuffix("Z") && $0[0].dropFirst(10).first == "T" })
     }
 
+    @Test("offences going on across ban ends: a client that crossed again is never left unbanned by the lift")
+    func reBanDuringLift() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var transport = TransportConfiguration(kind: .shm)
+        transport.shm.name = scratch.shmName
+        var configuration = DaemonConfiguration(transport: transport)
+        configuration.threshold = 3
+        configuration.banTime = 2
+        configuration.workers = 2
+        configuration.tableBins = 100_003
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 8192)
+        let maps = try #require(program.maps)
+        let daemon = try Daemon(configuration: configuration, maps: maps)
+        // Each lift pauses 100 ms between finding ended bans and deleting them: re-bans made by
+        // the workers meanwhile must wait for it, or they would be deleted with the old ones.
+        daemon.liftPauseMicroseconds = 100_000
+        daemon.start()
+        defer { daemon.stop() }
+        let writer = try transport.makeWriter()
+        defer { writer.close() }
+        // Every client offends 100 times a second for 5 s, as the filter lets it: only while it
+        // has no ban in force. Its offences after each ban's end re-ban it while that ban is
+        // being lifted: two or three ban cycles each.
+        let clients = (0..<1000).map { IPAddress("198.18.\(20 + $0 / 250).\($0 % 250 + 1)")! }
+        let batch = LineBatch()
+        let start = Date()
+        while Date().timeIntervalSince(start) < 5 {
+            batch.removeAll()
+            let now = BootClock.nanoseconds()
+            for client in clients where try maps.lookup(client).map({ $0.isExpired(now: now) }) ?? true {
+                batch.append(offenceLine(client.description))
+            }
+            if !batch.isEmpty { _ = try writer.publish(batch) }
+            usleep(10_000)
+        }
+        // A client whose count has crossed must hold a ban; one the lift deleted under a new
+        // crossing would stay unbanned (and its count stuck) until that crossing's ban time ran out.
+        func unbannedCrossed() throws -> Set<String> {
+            var found = Set<String>()
+            for client in clients where try maps.lookup(client) == nil {
+                if let count = daemon.table.count(of: AddressKey(client)), count >= 3 { found.insert(client.description) }
+            }
+            return found
+        }
+        usleep(50_000)
+        let first = try unbannedCrossed()
+        usleep(50_000)
+        let lasting = first.intersection(try unbannedCrossed())
+        #expect(lasting.isEmpty, "crossed but unbanned: \(lasting.sorted().prefix(5)) (\(lasting.count) in all)")
+        #expect(daemon.status.total.bans >= UInt64(2 * clients.count), "clients were banned again and again")
+    }
+
     @Test("a ban log that cannot be opened is refused with its path")
     func banLogUnwritable() {
         #expect(throws: DaemonError.self) { try BanLog(path: "/nonexistent-dir-pc/bans.log") }
