@@ -5,21 +5,10 @@ import Glibc
 /// maps, and `BPF_PROG_TEST_RUN` in live-frames mode, where every `XDP_TX` really leaves through
 /// an interface (the technique of xdp-trafficgen).
 extension LoadedProgram {
-    /// Element `index` of the ARRAY map `name`, as bytes (the map's value size).
-    public func arrayElement(map name: String, index: UInt32 = 0) throws(FirewallError) -> [UInt8] {
-        let map = try object.map(name)
-        var key = index
-        var value = [UInt8](repeating: 0, count: Int(bpf_map__value_size(map)))
-        let size = value.count
-        _ = try bpfCall("read map \(name)") { bpf_map__lookup_elem(map, &key, 4, &value, size, 0) }
-        return value
-    }
-
     /// Element `index` of the PERCPU_ARRAY map `name`: one value (as bytes) per possible CPU.
     public func perCPUArrayElement(map name: String, index: UInt32 = 0) throws(FirewallError) -> [[UInt8]] {
         let map = try object.map(name)
-        let cpus = Int(libbpf_num_possible_cpus())
-        guard cpus > 0 else { throw .system(operation: "count the possible CPUs", errno: Int32(-cpus), detail: "") }
+        let cpus = try possibleCPUs()
         let stride = (Int(bpf_map__value_size(map)) + 7) & ~7
         var key = index
         var values = [UInt8](repeating: 0, count: stride * cpus)
@@ -32,8 +21,7 @@ extension LoadedProgram {
     /// (each exactly the map's value size; CPUs beyond `values` get zeros).
     public func setPerCPUArrayElement(map name: String, index: UInt32 = 0, to values: [[UInt8]]) throws(FirewallError) {
         let map = try object.map(name)
-        let cpus = Int(libbpf_num_possible_cpus())
-        guard cpus > 0 else { throw .system(operation: "count the possible CPUs", errno: Int32(-cpus), detail: "") }
+        let cpus = try possibleCPUs()
         let size = Int(bpf_map__value_size(map))
         let stride = (size + 7) & ~7
         var bytes = [UInt8](repeating: 0, count: stride * cpus)
@@ -56,6 +44,13 @@ extension LoadedProgram {
         _ = try bpfCall("write map \(name)") {
             bpf_map__update_elem(map, &key, 4, &value, size, UInt64(BPF_ANY))
         }
+    }
+
+    /// CPUs a per-CPU map holds a value for.
+    private func possibleCPUs() throws(FirewallError) -> Int {
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw .system(operation: "count the possible CPUs", errno: Int32(-cpus), detail: "") }
+        return cpus
     }
 
     private func checkValueSize(_ map: OpaquePointer, name: String, size: Int) throws(FirewallError) {

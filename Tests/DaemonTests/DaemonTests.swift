@@ -20,6 +20,28 @@ func eventually(within seconds: Double, _ condition: () throws -> Bool) rethrows
     return try condition()
 }
 
+/// Runs `body` with a started daemon that reads a scratch shm segment into private maps (nothing
+/// pinned) and a writer to it; stops and removes everything afterwards.
+func withShmDaemon(mapEntries: UInt32, configure: (inout DaemonConfiguration) -> Void, prepare: (Daemon) throws -> Void = { _ in },
+                   _ body: (Daemon, BanMaps, LogWriter) throws -> Void) throws {
+    try Privileges.require()
+    let scratch = TransportScratch()
+    defer { scratch.remove() }
+    var transport = TransportConfiguration(kind: .shm)
+    transport.shm.name = scratch.shmName
+    var configuration = DaemonConfiguration(transport: transport)
+    configure(&configuration)
+    let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: mapEntries)
+    let maps = try #require(program.maps)
+    let daemon = try Daemon(configuration: configuration, maps: maps)
+    try prepare(daemon)
+    daemon.start()
+    defer { daemon.stop() }
+    let writer = try transport.makeWriter()
+    defer { writer.close() }
+    try body(daemon, maps, writer)
+}
+
 @Suite("Daemon in process", .enabled(if: Privileges.runnable), .serialized)
 struct DaemonInProcessTests {
     @Test("offences through each transport flip test-run verdicts to drop, and back after the ban time",
@@ -81,32 +103,19 @@ struct DaemonInProcessTests {
 
     @Test("the ban log has one line per ban and per lift, with the address")
     func banLog() throws {
-        try Privileges.require()
-        let scratch = TransportScratch()
-        let path = scratch.filePath + ".bans"
-        defer {
-            scratch.remove()
-            unlink(path)
+        let path = NSTemporaryDirectory() + "pc-banlog-\(getpid()).log"
+        defer { unlink(path) }
+        try withShmDaemon(mapEntries: 64, configure: {
+            $0.threshold = 2
+            $0.banTime = 1
+            $0.tableBins = 10_007
+        }, prepare: { $0.banLog = try BanLog(path: path) }) { daemon, _, writer in
+            let batch = LineBatch()
+            for _ in 0..<2 { for address in ["198.18.6.1", "2001:2::6:1"] { batch.append(offenceLine(address)) } }
+            batch.append(offenceLine("198.18.6.2"))  // one offence: no ban
+            _ = try writer.publish(batch)
+            #expect(eventually(within: 10) { daemon.status.unbans == 2 })
         }
-        var transport = TransportConfiguration(kind: .shm)
-        transport.shm.name = scratch.shmName
-        var configuration = DaemonConfiguration(transport: transport)
-        configuration.threshold = 2
-        configuration.banTime = 1
-        configuration.tableBins = 10_007
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        let maps = try #require(program.maps)
-        let daemon = try Daemon(configuration: configuration, maps: maps)
-        daemon.banLog = try BanLog(path: path)
-        daemon.start()
-        defer { daemon.stop() }
-        let writer = try transport.makeWriter()
-        defer { writer.close() }
-        let batch = LineBatch()
-        for _ in 0..<2 { for address in ["198.18.6.1", "2001:2::6:1"] { batch.append(offenceLine(address)) } }
-        batch.append(offenceLine("198.18.6.2"))  // one offence: no ban
-        _ = try writer.publish(batch)
-        #expect(eventually(within: 10) { daemon.status.unbans == 2 })
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
         #expect(lines.count == 4)
         #expect(Set(lines.filter { $0[1] == "ban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
@@ -117,56 +126,45 @@ struct DaemonInProcessTests {
 
     @Test("offences going on across ban ends: a client that crossed again is never left unbanned by the lift")
     func reBanDuringLift() throws {
-        try Privileges.require()
-        let scratch = TransportScratch()
-        defer { scratch.remove() }
-        var transport = TransportConfiguration(kind: .shm)
-        transport.shm.name = scratch.shmName
-        var configuration = DaemonConfiguration(transport: transport)
-        configuration.threshold = 3
-        configuration.banTime = 2
-        configuration.workers = 2
-        configuration.tableBins = 100_003
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 8192)
-        let maps = try #require(program.maps)
-        let daemon = try Daemon(configuration: configuration, maps: maps)
         // Each lift pauses 100 ms between finding ended bans and deleting them: re-bans made by
         // the workers meanwhile must wait for it, or they would be deleted with the old ones.
-        daemon.liftPauseMicroseconds = 100_000
-        daemon.start()
-        defer { daemon.stop() }
-        let writer = try transport.makeWriter()
-        defer { writer.close() }
-        // Every client offends 100 times a second for 5 s, as the filter lets it: only while it
-        // has no ban in force. Its offences after each ban's end re-ban it while that ban is
-        // being lifted: two or three ban cycles each.
-        let clients = (0..<1000).map { IPAddress("198.18.\(20 + $0 / 250).\($0 % 250 + 1)")! }
-        let batch = LineBatch()
-        let start = Date()
-        while Date().timeIntervalSince(start) < 5 {
-            batch.removeAll()
-            let now = BootClock.nanoseconds()
-            for client in clients where try maps.lookup(client).map({ $0.isExpired(now: now) }) ?? true {
-                batch.append(offenceLine(client.description))
+        try withShmDaemon(mapEntries: 8192, configure: {
+            $0.threshold = 3
+            $0.banTime = 2
+            $0.workers = 2
+            $0.tableBins = 100_003
+        }, prepare: { $0.liftPauseMicroseconds = 100_000 }) { daemon, maps, writer in
+            // Every client offends 100 times a second for 5 s, as the filter lets it: only while
+            // it has no ban in force. Its offences after each ban's end re-ban it while that ban
+            // is being lifted: two or three ban cycles each.
+            let clients = (0..<1000).map { IPAddress("198.18.\(20 + $0 / 250).\($0 % 250 + 1)")! }
+            let batch = LineBatch()
+            let start = Date()
+            while Date().timeIntervalSince(start) < 5 {
+                batch.removeAll()
+                let now = BootClock.nanoseconds()
+                for client in clients where try maps.lookup(client).map({ $0.isExpired(now: now) }) ?? true {
+                    batch.append(offenceLine(client.description))
+                }
+                if !batch.isEmpty { _ = try writer.publish(batch) }
+                usleep(10_000)
             }
-            if !batch.isEmpty { _ = try writer.publish(batch) }
-            usleep(10_000)
-        }
-        // A client whose count has crossed must hold a ban; one the lift deleted under a new
-        // crossing would stay unbanned (and its count stuck) until that crossing's ban time ran out.
-        func unbannedCrossed() throws -> Set<String> {
-            var found = Set<String>()
-            for client in clients where try maps.lookup(client) == nil {
-                if let count = daemon.table.count(of: AddressKey(client)), count >= 3 { found.insert(client.description) }
+            // A client whose count has crossed must hold a ban; one the lift deleted under a new
+            // crossing would stay unbanned (its count stuck) until that crossing's ban time ran out.
+            func unbannedCrossed() throws -> Set<String> {
+                var found = Set<String>()
+                for client in clients where try maps.lookup(client) == nil {
+                    if let count = daemon.table.count(of: AddressKey(client)), count >= 3 { found.insert(client.description) }
+                }
+                return found
             }
-            return found
+            usleep(50_000)
+            let first = try unbannedCrossed()
+            usleep(50_000)
+            let lasting = first.intersection(try unbannedCrossed())
+            #expect(lasting.isEmpty, "crossed but unbanned: \(lasting.sorted().prefix(5)) (\(lasting.count) in all)")
+            #expect(daemon.status.total.bans >= UInt64(2 * clients.count), "clients were banned again and again")
         }
-        usleep(50_000)
-        let first = try unbannedCrossed()
-        usleep(50_000)
-        let lasting = first.intersection(try unbannedCrossed())
-        #expect(lasting.isEmpty, "crossed but unbanned: \(lasting.sorted().prefix(5)) (\(lasting.count) in all)")
-        #expect(daemon.status.total.bans >= UInt64(2 * clients.count), "clients were banned again and again")
     }
 
     @Test("a ban log that cannot be opened is refused with its path")
