@@ -127,13 +127,15 @@ struct TrafficPlan {
 
     init(flood: Flood) {
         clients = [flood.attackersV4, flood.attackersV6, flood.validV4, flood.validV6]
-        // Unpaced, the weights only set the mix: one valid frame in --valid-every.
-        let attackRate = flood.rate > 0 ? flood.rate : 1e6 * Double(flood.validEvery - 1)
-        let validRate = flood.rate > 0 ? flood.validRate : 1e6
+        // Unpaced, the weights only set the mix: one valid frame in --valid-every. Valid clients
+        // alone are always paced by --valid-rate.
+        let paced = flood.rate > 0 || clients[0] + clients[1] == 0
+        let attackRate = paced ? flood.rate : 1e6 * Double(flood.validEvery - 1)
+        let validRate = paced ? flood.validRate : 1e6
         let attackers = Double(max(clients[0] + clients[1], 1)), valid = Double(max(clients[2] + clients[3], 1))
         weight = [attackRate * Double(clients[0]) / attackers, attackRate * Double(clients[1]) / attackers,
                   validRate * Double(clients[2]) / valid, validRate * Double(clients[3]) / valid].map { UInt64($0.rounded()) }
-        rate = flood.rate > 0 ? weight.reduce(0, +) : 0
+        rate = paced ? weight.reduce(0, +) : 0
     }
 
     /// Where thread `thread` of `threads` starts going round `clients` clients: evenly apart, so
@@ -160,13 +162,13 @@ protocol FrameSender: Sendable {
 
 /// The first error of any sending thread.
 final class FailureBox: @unchecked Sendable {
-    private let lock = NSLockLike()
+    private let lock = PthreadLock()
     private(set) var message: String?
     func set(_ text: String) { lock.locked { if message == nil { message = text } } }
 }
 
 /// A pthread mutex (Foundation is not linked here).
-final class NSLockLike: @unchecked Sendable {
+final class PthreadLock: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     init() { pthread_mutex_init(&mutex, nil) }
     func locked(_ body: () -> Void) {
@@ -178,7 +180,7 @@ final class NSLockLike: @unchecked Sendable {
 
 /// The fast engine: the kernel runs bpf/flood.bpf.o on live frames and transmits them. Each
 /// test-run call costs two XDP dispatcher updates (about 24 ms here, measured with strace -T),
-/// so calls are long (about 200 ms) and the program paces itself.
+/// so calls are few: unpaced about 200 ms each, paced one per batch of frames due.
 final class LiveFrameSender: FrameSender, @unchecked Sendable {
     let program: LoadedProgram
     let plan: TrafficPlan
