@@ -159,7 +159,8 @@ public final class OffenceTable: @unchecked Sendable {
             let count = UInt32(truncatingIfNeeded: old)
             let start = UInt32(truncatingIfNeeded: old >> 32)
             let banEnded = banTime > 0 && count >= threshold && Int64(Int32(bitPattern: now &- start)) >= Int64(banTime)
-            let restart = count == 0 || banEnded || (findTime > 0 && now &- start > findTime && count < threshold)
+            let windowPassed = findTime > 0 && Int64(Int32(bitPattern: now &- start)) > Int64(findTime)
+            let restart = count == 0 || banEnded || (windowPassed && count < threshold)
             let newCount = restart ? 1 : (count == UInt32.max ? count : count + 1)
             let crossing = newCount == threshold && (restart || count != threshold)
             let new = UInt64(newCount) | UInt64(restart || crossing ? now : start) << 32
@@ -176,20 +177,18 @@ public final class OffenceTable: @unchecked Sendable {
         cportcullis_store_release_u64(bin + 24, 0)
     }
 
-    /// Starts the client's count over after its ban ended, unless offences since the end have
-    /// already started a new count (or a new ban): those are kept. - Returns: whether it reset.
+    /// Starts the client's count over after its ban ended at `endedAt` (table seconds), unless
+    /// offences since then have started a new count or crossed again (`start` at or after the
+    /// end): those are kept. - Returns: whether it reset.
     @discardableResult
-    public func resetEnded(_ key: AddressKey, now: UInt32) -> Bool {
+    public func resetEnded(_ key: AddressKey, endedAt: UInt32) -> Bool {
         guard let bin = bin(for: key, insert: false) else { return false }
         let word = bin + 24
         while true {
             let old = cportcullis_load_acquire_u64(word)
             let count = UInt32(truncatingIfNeeded: old)
             let start = UInt32(truncatingIfNeeded: old >> 32)
-            // A count below the threshold restarted after the end; a crossing less than a ban
-            // time ago (a second late, at most, on this clock of whole seconds) is a new ban.
-            let sinceCrossing = Int64(Int32(bitPattern: now &- start))
-            if count < threshold || (banTime > 1 && sinceCrossing < Int64(banTime) - 1) { return false }
+            if count < threshold || Int32(bitPattern: endedAt &- start) <= 0 { return false }
             if cportcullis_cas_u64(word, old, 0) { return true }
         }
     }

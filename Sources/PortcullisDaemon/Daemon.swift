@@ -128,8 +128,15 @@ public final class Daemon: @unchecked Sendable {
         banMapLock.deallocate()
     }
 
-    /// Seconds on the table's clock (since the daemon started).
-    var tableClock: UInt32 { UInt32(truncatingIfNeeded: (monotonicNanoseconds() - startNanoseconds) / 1_000_000_000) }
+    /// Seconds on the table's clock: since the daemon started, on CLOCK_BOOTTIME like the bans'
+    /// ends, so that a ban's end can be placed on it (also across a suspend).
+    var tableClock: UInt32 { tableSecond(ofBootTime: BootClock.nanoseconds()) }
+    private let startBootNanoseconds = BootClock.nanoseconds()
+
+    /// The table-clock second of a CLOCK_BOOTTIME time (0 for a time before the start).
+    func tableSecond(ofBootTime time: UInt64) -> UInt32 {
+        UInt32(truncatingIfNeeded: (time > startBootNanoseconds ? time - startBootNanoseconds : 0) / 1_000_000_000)
+    }
 
     /// Bans already in the maps (a restart): keep enforcing them, and end them when they end.
     private func resumeBans() throws(DaemonError) {
@@ -142,8 +149,8 @@ public final class Daemon: @unchecked Sendable {
         for entry in entries {
             let key = AddressKey(entry.address)
             if case .at(let end) = entry.expiry {
-                let left = end > BootClock.nanoseconds() ? (end - BootClock.nanoseconds() + 999_999_999) / 1_000_000_000 : 0
-                table.markBanned(key, now: tableClock, remaining: UInt32(clamping: left))
+                let now = tableClock
+                table.markBanned(key, now: now, remaining: tableSecond(ofBootTime: end) &- now)
                 schedule.add(key, end: end)
             } else {
                 table.markBanned(key, now: tableClock)
@@ -272,30 +279,40 @@ public final class Daemon: @unchecked Sendable {
 
     /// Deletes the bans of `keys` that have really ended (an operator may have banned a client
     /// again, longer or for good, since) and resets their counts; a ban already gone (`portcullis
-    /// unban`) just resets. - Returns: bans deleted.
+    /// unban`) just resets. Works in chunks, each under `banMapLock`, so that workers installing
+    /// bans wait for one chunk at most. - Returns: bans deleted.
     private func lift(_ keys: [AddressKey]) -> UInt64 {
-        pthread_mutex_lock(banMapLock)
-        defer { pthread_mutex_unlock(banMapLock) }
-        var ended: [AddressKey] = []
-        var reset: [AddressKey] = []
-        for key in keys {
-            switch Result(catching: { () throws(FirewallError) in try maps.lookup(key.ipAddress) }) {
-            case .success(let entry?) where entry.isExpired(now: BootClock.nanoseconds()):
-                ended.append(key)
-            case .success(nil):
-                reset.append(key)
-            default:
-                continue
+        var removed: UInt64 = 0
+        var start = 0
+        while start < keys.count {
+            let chunk = keys[start..<min(start + Self.liftChunk, keys.count)]
+            start += chunk.count
+            var ended: [(key: AddressKey, end: UInt64)] = []
+            pthread_mutex_lock(banMapLock)
+            for key in chunk {
+                switch Result(catching: { () throws(FirewallError) in try maps.lookup(key.ipAddress) }) {
+                case .success(let entry?) where entry.isExpired(now: BootClock.nanoseconds()):
+                    if case .at(let end) = entry.expiry { ended.append((key, end)) }
+                case .success(nil):
+                    table.reset(key)
+                default:
+                    continue
+                }
             }
+            if liftPauseMicroseconds > 0 { usleep(liftPauseMicroseconds) }
+            let deleted = (try? maps.unban(batch: ended.map(\.key.ipAddress))) ?? 0
+            // Only the count of the ban that ended: one that restarted, or crossed again, since
+            // its end is kept.
+            for (key, end) in ended { table.resetEnded(key, endedAt: tableSecond(ofBootTime: end)) }
+            pthread_mutex_unlock(banMapLock)
+            removed += UInt64(deleted)
+            if deleted > 0 { banLog?.record("unban", ended.map(\.key)) }
         }
-        if liftPauseMicroseconds > 0 { usleep(liftPauseMicroseconds) }
-        let removed = (try? maps.unban(batch: ended.map(\.ipAddress))) ?? 0
-        let now = tableClock
-        for key in ended { table.resetEnded(key, now: now) }
-        for key in reset { table.reset(key) }
-        if removed > 0 { banLog?.record("unban", ended) }
-        return UInt64(removed)
+        return removed
     }
+
+    /// Keys a lift handles per hold of `banMapLock`.
+    static let liftChunk = 512
 
     /// Lifts due bans in batches every 100 ms, resets their counts, and every 10 s sweeps the maps
     /// for expired bans the schedule does not know (an operator's `portcullis ban --for`).
@@ -359,7 +376,9 @@ final class BanWorker: @unchecked Sendable {
         defer { pending.deallocate() }
         var counters = WorkerCounters()
         var crossed: [AddressKey] = []
-        var retry: [AddressKey] = []
+        // A set: a client whose ban waits for a retry crosses again after a ban time (its count
+        // restarts), and must not be queued twice.
+        var retry = Set<AddressKey>()
         var lastRetry: UInt64 = 0
         started()
         while !daemon.isStopping {
@@ -417,7 +436,7 @@ final class BanWorker: @unchecked Sendable {
                 lastRetry = monotonicNanoseconds()  // the first retry comes a second after a failure
             } else if monotonicNanoseconds() - lastRetry > 1_000_000_000 {
                 lastRetry = monotonicNanoseconds()
-                crossed += retry
+                crossed += Array(retry)
                 retry.removeAll()
             }
             if !crossed.isEmpty {
@@ -441,7 +460,7 @@ final class BanWorker: @unchecked Sendable {
     /// installed.
     @inline(__always)
     private func record(_ keys: UnsafeMutablePointer<AddressKey>, _ count: Int, now: UInt32,
-                        counters: inout WorkerCounters, crossed: inout [AddressKey], retry: inout [AddressKey]) {
+                        counters: inout WorkerCounters, crossed: inout [AddressKey], retry: inout Set<AddressKey>) {
         let table = daemon.table
         for index in 0..<count {
             switch table.record(keys[index], now: now) {
@@ -461,10 +480,9 @@ final class BanWorker: @unchecked Sendable {
 
     /// Installs bans with one batched update; on failure (a full map) one by one, keeping the ones
     /// that still fail for a later retry (their counts stay at the threshold: nothing is lost).
-    private func install(_ keys: [AddressKey], counters: inout WorkerCounters, retry: inout [AddressKey]) {
+    private func install(_ keys: [AddressKey], counters: inout WorkerCounters, retry: inout Set<AddressKey>) {
         let configuration = daemon.configuration
         pthread_mutex_lock(daemon.banMapLock)
-        defer { pthread_mutex_unlock(daemon.banMapLock) }
         let now = BootClock.nanoseconds()
         let expiry: BanExpiry = configuration.banTime == 0
             ? .permanent : BanExpiry.after(seconds: configuration.banTime, now: now) ?? .permanent
@@ -480,13 +498,15 @@ final class BanWorker: @unchecked Sendable {
                     installed.append(key)
                 } catch {
                     counters.banFailures += 1
-                    retry.append(key)
+                    retry.insert(key)
                 }
             }
         }
         if case .at(let end) = expiry {
             for key in installed { daemon.schedule.add(key, end: end) }
         }
+        for key in installed { retry.remove(key) }
+        pthread_mutex_unlock(daemon.banMapLock)
         counters.bans += UInt64(installed.count)
         if let observer = daemon.banObserver, !installed.isEmpty { observer(installed, monotonicNanoseconds()) }
         daemon.banLog?.record("ban", installed)

@@ -47,14 +47,36 @@ struct OffenceTableTests {
         let key = AddressKey(ipv4: 198, 18, 0, 3)
         for expected in [Recorded.counted(1), .counted(2), .crossed] { #expect(table.record(key, now: 100) == expected) }
         #expect(table.record(key, now: 110) == .counted(4), "lines in flight during the ban: no second ban")
-        #expect(!table.resetEnded(key, now: 110), "the ban has not ended")
         #expect(table.record(key, now: 130) == .counted(1), "the ban ended at 130: a new count")
         #expect(table.record(key, now: 131) == .counted(2))
-        #expect(!table.resetEnded(key, now: 131), "the lift, late, keeps the offences since the end")
+        #expect(!table.resetEnded(key, endedAt: 130), "the lift, late, keeps the offences since the end")
         #expect(table.record(key, now: 131) == .crossed)
-        #expect(!table.resetEnded(key, now: 131), "nor does it wipe the new crossing")
-        #expect(table.resetEnded(key, now: 161), "the new ban ended and nothing came since: start over")
+        #expect(!table.resetEnded(key, endedAt: 130), "nor does it wipe the new crossing")
+        #expect(!table.resetEnded(key, endedAt: 131), "not even one in the second of the end")
+        #expect(table.resetEnded(key, endedAt: 161), "the new ban ended and nothing came since: start over")
         #expect(table.count(of: key) == 0)
+    }
+
+    @Test("a ban an operator shortened resets its count when it ends, however short")
+    func shortenedBanResets() throws {
+        for banTime: UInt32 in [1, 2, 3600] {
+            let table = try OffenceTable(bins: 1009, threshold: 2, banTime: banTime)
+            let key = AddressKey(ipv4: 198, 18, 0, 6)
+            #expect(table.record(key, now: 200) == .counted(1))
+            #expect(table.record(key, now: 200) == .crossed)
+            #expect(table.resetEnded(key, endedAt: 201), "ban time \(banTime)")
+            #expect(table.record(key, now: 201) == .counted(1))
+            #expect(table.record(key, now: 201) == .crossed, "banned again after two more offences")
+        }
+    }
+
+    @Test("find time compares signed: a worker a second behind does not restart a fresh count")
+    func findTimeSigned() throws {
+        let table = try OffenceTable(bins: 1009, threshold: 3, findTime: 10)
+        let key = AddressKey(ipv4: 198, 18, 0, 7)
+        #expect(table.record(key, now: 50) == .counted(1))
+        #expect(table.record(key, now: 49) == .counted(2), "a batch stamped one second earlier")
+        #expect(table.record(key, now: 50) == .crossed)
     }
 
     @Test("a resumed ban counts as ending when its own end comes, shorter or longer than the ban time")

@@ -150,7 +150,8 @@ struct DaemonInProcessTests {
                 usleep(10_000)
             }
             // A client whose count has crossed must hold a ban; one the lift deleted under a new
-            // crossing would stay unbanned (its count stuck) until that crossing's ban time ran out.
+            // crossing would stay unbanned (its count stuck) until that crossing's ban time ran
+            // out (2 s): still so 0.3 s after the writing stopped.
             func unbannedCrossed() throws -> Set<String> {
                 var found = Set<String>()
                 for client in clients where try maps.lookup(client) == nil {
@@ -158,9 +159,10 @@ struct DaemonInProcessTests {
                 }
                 return found
             }
-            usleep(50_000)
+            // A crossing waiting behind the paused lift is installed within one pause and one tick.
+            usleep(300_000)
             let first = try unbannedCrossed()
-            usleep(50_000)
+            usleep(100_000)
             let lasting = first.intersection(try unbannedCrossed())
             #expect(lasting.isEmpty, "crossed but unbanned: \(lasting.sorted().prefix(5)) (\(lasting.count) in all)")
             #expect(daemon.status.total.bans >= UInt64(2 * clients.count), "clients were banned again and again")
