@@ -199,8 +199,10 @@ public final class OffenceTable: @unchecked Sendable {
     ///   ends then on the table's clock too (nil: for good, or as long as a ban lasts).
     public func markBanned(_ key: AddressKey, now: UInt32, remaining: UInt32? = nil) {
         guard let bin = bin(for: key, insert: true) else { return }
-        // start + banTime = the ban's end; for a ban longer than banTime, start lies ahead.
-        let start = remaining.map { now &+ $0 &- banTime } ?? now
+        // start + banTime = the ban's end; for a ban longer than banTime, start lies ahead. With
+        // bans for good (banTime 0) counts never restart by time: date it now, before its end,
+        // so that the lift at its end resets it.
+        let start = banTime > 0 ? remaining.map { now &+ $0 &- banTime } ?? now : now
         cportcullis_store_release_u64(bin + 24, UInt64(threshold) | UInt64(start) << 32)
     }
 

@@ -89,6 +89,13 @@ struct OffenceTableTests {
         #expect(table.record(short, now: 55) == .counted(1), "its ban ended at 55")
         #expect(table.record(long, now: 100) == .counted(4), "an operator's 600 s ban is still in force")
         #expect(table.record(long, now: 650) == .counted(1))
+
+        // A daemon that bans for good resumes an operator's timed ban: its lift still resets it.
+        let forever = try OffenceTable(bins: 1009, threshold: 3, banTime: 0)
+        forever.markBanned(short, now: 50, remaining: 5)
+        #expect(forever.record(short, now: 54) == .counted(4))
+        #expect(forever.resetEnded(short, endedAt: 55))
+        #expect(forever.record(short, now: 55) == .counted(1))
     }
 
     @Test("find time: offences spread wider than the window start over")
