@@ -44,13 +44,6 @@ enum AddressPlan {
         for shift in 0..<4 { bytes[last + shift] = UInt8(truncatingIfNeeded: value >> (24 - 8 * shift)) }
         return bytes
     }
-
-    static func text(_ bytes: [UInt8]) -> String {
-        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-        let family = bytes.count == 4 ? AF_INET : AF_INET6
-        _ = bytes.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &buffer, socklen_t(buffer.count)) }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
 }
 
 /// Stops on SIGINT or SIGTERM: the signals are blocked in every thread (call before starting

@@ -181,34 +181,25 @@ struct DaemonInProcessTests {
 
     @Test("allowlisted clients are never banned; a failregex replaces the built-in format")
     func allowlistAndRegex() throws {
-        try Privileges.require()
-        let scratch = TransportScratch()
-        defer { scratch.remove() }
-        var transport = TransportConfiguration(kind: .shm)
-        transport.shm.name = scratch.shmName
-        var configuration = DaemonConfiguration(transport: transport)
-        configuration.threshold = 2
-        configuration.tableBins = 10_007
-        configuration.failRegexes = ["^sshd\\[\\d+\\]: Failed password for \\S+ from <HOST> port"]
-        configuration.allowlist = try Allowlist(["198.18.9.0/24"])
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        let maps = try #require(program.maps)
-        let daemon = try Daemon(configuration: configuration, maps: maps)
-        daemon.start()
-        defer { daemon.stop() }
-        let writer = try transport.makeWriter()
-        defer { writer.close() }
-        let batch = LineBatch()
-        for _ in 0..<2 {
-            batch.append("sshd[7]: Failed password for root from 198.18.8.1 port 22 ssh2")
-            batch.append("sshd[7]: Failed password for root from 198.18.9.1 port 22 ssh2")  // allowlisted
-            batch.append(offenceLine("198.18.8.2"))  // the built-in format: not used with a failregex
+        let allowlist = try Allowlist(["198.18.9.0/24"])
+        try withShmDaemon(mapEntries: 64, configure: {
+            $0.threshold = 2
+            $0.tableBins = 10_007
+            $0.failRegexes = ["^sshd\\[\\d+\\]: Failed password for \\S+ from <HOST> port"]
+            $0.allowlist = allowlist
+        }) { daemon, maps, writer in
+            let batch = LineBatch()
+            for _ in 0..<2 {
+                batch.append("sshd[7]: Failed password for root from 198.18.8.1 port 22 ssh2")
+                batch.append("sshd[7]: Failed password for root from 198.18.9.1 port 22 ssh2")  // allowlisted
+                batch.append(offenceLine("198.18.8.2"))  // the built-in format: not used with a failregex
+            }
+            _ = try writer.publish(batch)
+            #expect(eventually(within: 10) { daemon.status.total.lines == 6 })
+            #expect(try maps.entries().map(\.address) == [IPAddress("198.18.8.1")!])
+            #expect(daemon.status.total.allowlisted == 2)
+            #expect(daemon.status.total.notMatching == 2)
         }
-        _ = try writer.publish(batch)
-        #expect(eventually(within: 10) { daemon.status.total.lines == 6 })
-        #expect(try maps.entries().map(\.address) == [IPAddress("198.18.8.1")!])
-        #expect(daemon.status.total.allowlisted == 2)
-        #expect(daemon.status.total.notMatching == 2)
     }
 }
 
