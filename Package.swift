@@ -4,130 +4,111 @@ import PackageDescription
 // One C target faces the OS (libbpf, libxdp, liburing, libnuma, socket shims): several system
 // library modules that each include glibc headers clash in debug builds on this toolchain.
 let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8"].map { .linkedLibrary($0) }
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+
+// The product: two programs and the libraries they are made of, laid out along a line's path
+// (BUILD.md, "Layout"). The lab (testbed, perf harness, test helpers) is in Lab/ and is not a
+// product; no product target depends on it.
+let product: [Target] = [
+    .target(
+        name: "CPortcullis",
+        cSettings: [.define("_GNU_SOURCE")],
+        linkerSettings: systemLibraries
+    ),
+    .target(name: "PortcullisCore"),
+    .target(name: "PortcullisSystem", dependencies: ["CPortcullis", "PortcullisCore"]),
+    .target(name: "LogTransport", dependencies: ["CPortcullis", "PortcullisSystem"]),
+    .target(name: "OffenceTable", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
+    .target(name: "XDPFirewall", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
+    .target(
+        name: "PortcullisDaemon",
+        dependencies: ["PortcullisCore", "PortcullisSystem", "OffenceTable", "LogTransport", "XDPFirewall"]
+    ),
+    .target(
+        name: "PortcullisCommandLine",
+        dependencies: ["LogTransport", "PortcullisSystem", argumentParser]
+    ),
+    .executableTarget(
+        name: "portcullis",
+        dependencies: [
+            "XDPFirewall", "LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine",
+            argumentParser,
+        ]
+    ),
+    .executableTarget(
+        name: "portcullisd",
+        dependencies: [
+            "PortcullisDaemon", "PortcullisCommandLine", "PortcullisCore", "PortcullisSystem", "XDPFirewall",
+            "LogTransport", argumentParser,
+        ]
+    ),
+]
+
+// The lab: what measures and exercises the product. Its targets may use the product's; never the
+// other way round.
+let lab: [Target] = [
+    .target(name: "CLab", path: "Lab/Sources/CLab"),
+    .target(
+        name: "XDPTesting",
+        dependencies: ["XDPFirewall", "PortcullisCore", "PortcullisSystem", "CPortcullis", "CLab"],
+        path: "Lab/Sources/XDPTesting"
+    ),
+    .executableTarget(
+        name: "portcullis-testbed",
+        dependencies: [
+            "XDPTesting", "XDPFirewall", "LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine",
+            "CPortcullis", "CLab", argumentParser,
+        ],
+        path: "Lab/Sources/portcullis-testbed"
+    ),
+    .target(name: "PerfReference", path: "Lab/perf/reference/c"),
+    .executableTarget(
+        name: "portcullis-perf",
+        dependencies: [
+            "XDPTesting", "XDPFirewall", "LogTransport", "OffenceTable", "PortcullisCore", "PortcullisSystem",
+            "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", argumentParser,
+        ],
+        path: "Lab/perf/portcullis-perf"
+    ),
+    .testTarget(
+        name: "LabTests",
+        dependencies: ["XDPTesting", "CLab", "CPortcullis", "TestSupport", "PortcullisCore"],
+        path: "Lab/Tests/LabTests"
+    ),
+]
+
+let tests: [Target] = [
+    .executableTarget(
+        name: "transport-probe",
+        dependencies: ["LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine", argumentParser],
+        path: "Tests/TransportProbe"
+    ),
+    .target(name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem"], path: "Tests/TestSupport"),
+    .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem"]),
+    .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
+    .testTarget(
+        name: "XDPFirewallTests",
+        dependencies: ["XDPFirewall", "XDPTesting", "PortcullisCore", "CPortcullis", "CLab", "TestSupport"]
+    ),
+    .testTarget(
+        name: "DaemonTests",
+        dependencies: [
+            "PortcullisDaemon", "OffenceTable", "PortcullisCore", "PortcullisSystem", "LogTransport", "XDPFirewall",
+            "XDPTesting", "TestSupport",
+        ]
+    ),
+    .testTarget(name: "LogTransportTests", dependencies: ["LogTransport", "PortcullisSystem", "TestSupport"]),
+    .testTarget(name: "EndToEndTests", dependencies: ["XDPFirewall", "PortcullisCore", "TestSupport"]),
+]
 
 let package = Package(
     name: "Portcullis",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "portcullis", targets: ["portcullis"]),
         .executable(name: "portcullisd", targets: ["portcullisd"]),
-        .executable(name: "portcullis-perf", targets: ["portcullis-perf"]),
-        .executable(name: "portcullis-testbed", targets: ["portcullis-testbed"]),
-        .library(name: "XDPFirewall", targets: ["XDPFirewall"]),
-        .library(name: "LogTransport", targets: ["LogTransport"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
     ],
-    targets: [
-        .target(
-            name: "CPortcullis",
-            linkerSettings: systemLibraries
-        ),
-        .target(
-            name: "XDPFirewall",
-            dependencies: ["CPortcullis"]
-        ),
-        .target(
-            name: "LogTransport",
-            dependencies: ["CPortcullis"]
-        ),
-        .target(
-            name: "BanEngine",
-            dependencies: ["CPortcullis"]
-        ),
-        .target(
-            name: "PortcullisDaemon",
-            dependencies: ["BanEngine", "LogTransport", "XDPFirewall", "CPortcullis"]
-        ),
-        .target(
-            name: "PortcullisCommandLine",
-            dependencies: [
-                "LogTransport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
-        ),
-        .executableTarget(
-            name: "portcullis",
-            dependencies: [
-                "XDPFirewall",
-                "LogTransport",
-                "PortcullisCommandLine",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
-        ),
-        .target(
-            name: "PerfReference",
-            path: "perf/reference/c"
-        ),
-        .executableTarget(
-            name: "portcullisd",
-            dependencies: [
-                "PortcullisDaemon",
-                "PortcullisCommandLine",
-                "XDPFirewall",
-                "BanEngine",
-                "LogTransport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
-        ),
-        .executableTarget(
-            name: "portcullis-perf",
-            dependencies: [
-                "XDPFirewall",
-                "LogTransport",
-                "BanEngine",
-                "PortcullisDaemon",
-                "PortcullisCommandLine",
-                "PerfReference",
-                "CPortcullis",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            path: "perf/portcullis-perf"
-        ),
-        .executableTarget(
-            name: "portcullis-testbed",
-            dependencies: [
-                "XDPFirewall",
-                "LogTransport",
-                "PortcullisCommandLine",
-                "CPortcullis",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
-        ),
-        .executableTarget(
-            name: "transport-probe",
-            dependencies: [
-                "LogTransport",
-                "PortcullisCommandLine",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            path: "Tests/TransportProbe"
-        ),
-        .target(
-            name: "TestSupport",
-            dependencies: ["XDPFirewall"],
-            path: "Tests/TestSupport"
-        ),
-        .testTarget(
-            name: "XDPFirewallTests",
-            dependencies: ["XDPFirewall", "CPortcullis", "TestSupport"]
-        ),
-        .testTarget(
-            name: "BanEngineTests",
-            dependencies: ["BanEngine"]
-        ),
-        .testTarget(
-            name: "DaemonTests",
-            dependencies: ["PortcullisDaemon", "BanEngine", "LogTransport", "XDPFirewall", "TestSupport"]
-        ),
-        .testTarget(
-            name: "LogTransportTests",
-            dependencies: ["LogTransport", "TestSupport"]
-        ),
-        .testTarget(
-            name: "EndToEndTests",
-            dependencies: ["XDPFirewall", "TestSupport"]
-        ),
-    ]
+    targets: product + lab + tests
 )

@@ -31,7 +31,7 @@ struct pc_cursor {
 };
 
 enum pc_l3 {
-	PC_L3_OTHER = 0,     /* not IP (ARP, LLDP...): nothing to filter */
+	PC_L3_OTHER = 0, /* not IP (ARP, LLDP...): nothing to filter */
 	PC_L3_IPV4 = 1,
 	PC_L3_IPV6 = 2,
 	PC_L3_MALFORMED = 3, /* truncated, or an IP header that cannot be right */
@@ -119,8 +119,8 @@ static __always_inline int pc_validate_ipv4(struct pc_cursor *c)
 
 static __always_inline int pc_is_ipv6_extension(__u8 next)
 {
-	return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
-	       next == IPPROTO_MH || next == IPPROTO_AH || next == IPPROTO_FRAGMENT;
+	return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS || next == IPPROTO_MH ||
+	       next == IPPROTO_AH || next == IPPROTO_FRAGMENT;
 }
 
 /*

@@ -1,4 +1,7 @@
-#define _GNU_SOURCE
+/* _GNU_SOURCE comes from Package.swift (cSettings): accept4, ucred, mmsghdr, CPU_SET. */
+#ifndef _GNU_SOURCE
+#error "_GNU_SOURCE must be defined for CPortcullis (Package.swift cSettings)"
+#endif
 #include "CPortcullis.h"
 
 #include <errno.h>
@@ -96,49 +99,6 @@ void cportcullis_take_library_log(char *buffer, size_t size)
 	pthread_mutex_unlock(&log_lock);
 }
 
-static const struct btf_type *find_struct(const struct btf *btf, const char *name)
-{
-	__s32 id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
-
-	if (id < 0)
-		return NULL;
-	return btf__type_by_id(btf, (__u32)id);
-}
-
-int cportcullis_btf_member(const struct btf *btf, const char *struct_name, const char *member_name,
-                           uint32_t *offset, uint32_t *size)
-{
-	const struct btf_type *type = find_struct(btf, struct_name);
-	const struct btf_member *member;
-	int i;
-
-	if (!type)
-		return -ENOENT;
-	member = btf_members(type);
-	for (i = 0; i < btf_vlen(type); i++, member++) {
-		__s64 member_size;
-
-		if (strcmp(btf__name_by_offset(btf, member->name_off), member_name) != 0)
-			continue;
-		if (btf_member_bitfield_size(type, i) != 0 || btf_member_bit_offset(type, i) % 8 != 0)
-			return -EINVAL;
-		member_size = btf__resolve_size(btf, member->type);
-		if (member_size < 0)
-			return (int)member_size;
-		*offset = btf_member_bit_offset(type, i) / 8;
-		*size = (uint32_t)member_size;
-		return 0;
-	}
-	return -ENOENT;
-}
-
-int64_t cportcullis_btf_struct_size(const struct btf *btf, const char *struct_name)
-{
-	const struct btf_type *type = find_struct(btf, struct_name);
-
-	return type ? (int64_t)type->size : -ENOENT;
-}
-
 int cportcullis_futex_wait(uint32_t *address, uint32_t expected, const struct timespec *timeout)
 {
 	return (int)syscall(SYS_futex, address, FUTEX_WAIT, expected, timeout, NULL, 0);
@@ -158,7 +118,7 @@ int cportcullis_sendmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned 
 }
 
 int cportcullis_recvmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags,
-                         struct timespec *timeout)
+			 struct timespec *timeout)
 {
 	return recvmmsg(fd, (struct mmsghdr *)messages, count, flags, timeout);
 }
@@ -195,7 +155,7 @@ int cportcullis_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid)
 }
 
 int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
-                                 uint64_t user_data)
+				 uint64_t user_data)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 

@@ -87,6 +87,18 @@ public final class LineBatch {
         return bytes + used
     }
 
+    /// Shortens the last line to `length` bytes (a writer that reserved room for the longest line
+    /// with `appendUninitialized` and wrote fewer).
+    @inlinable @inline(__always)
+    public func shortenLast(to length: Int) {
+        let count = counts[0]
+        precondition(count > 0)
+        let start = count == 1 ? 0 : ends[count - 2]
+        precondition(length <= ends[count - 1] - start, "a line can only be shortened")
+        ends[count - 1] = start + length
+        counts[1] = start + length
+    }
+
     /// Drops the last line (a reader that found it torn after copying).
     @inlinable @inline(__always)
     func removeLast() {

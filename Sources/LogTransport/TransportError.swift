@@ -1,4 +1,5 @@
 import Glibc
+import PortcullisSystem
 
 /// What can go wrong in a transport; each renders as one line naming the thing and the remedy.
 public enum TransportError: Error, CustomStringConvertible, Equatable {
@@ -36,29 +37,18 @@ public enum TransportError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// The syscall funnel: retries `EINTR`, reports failure with the operation and errno.
+/// A system call through the funnel (`PortcullisSystem.systemCall`: `EINTR` retried, errno read at
+/// once), its failure as `TransportError.system` naming the operation.
 @inline(__always)
 @discardableResult
-func systemCall(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws(TransportError) -> Int32 {
-    while true {
-        let result = call()
-        if result >= 0 { return result }
-        let code = errno
-        if code == EINTR { continue }
-        throw .system(operation: operation(), errno: code)
-    }
+func transportCall(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws(TransportError) -> Int32 {
+    try systemCall(call, orThrow: { TransportError.system(operation: operation(), errno: $0.code) })
 }
 
 /// Same for calls returning a byte count (`read`, `write`, `send`...). `EAGAIN` is returned as -1
-/// with errno intact for the caller to decide.
+/// for the caller to decide.
 @inline(__always)
-func systemCallCount(_ operation: @autoclosure () -> String, _ call: () -> Int) throws(TransportError) -> Int {
-    while true {
-        let result = call()
-        if result >= 0 { return result }
-        let code = errno
-        if code == EINTR { continue }
-        if code == EAGAIN || code == EWOULDBLOCK { return -1 }
-        throw .system(operation: operation(), errno: code)
-    }
+func transportCallCount(_ operation: @autoclosure () -> String, _ call: () -> Int) throws(TransportError) -> Int {
+    try systemCallUnlessWouldBlock(call, orThrow: { TransportError.system(operation: operation(), errno: $0.code) })
+        ?? -1
 }

@@ -35,9 +35,12 @@ public struct TransportOptions: ParsableArguments {
     public var socketBatch = SocketOptions().datagramsPerCall
     @Option(name: .customLong("socket-sndbuf"), help: "SO_SNDBUF of writer sockets in bytes (default: the kernel's).")
     public var socketSendBuffer: Int?
-    @Option(name: .customLong("socket-rcvbuf"), help: "SO_RCVBUF of reader connections in bytes (default: the kernel's).")
+    @Option(
+        name: .customLong("socket-rcvbuf"), help: "SO_RCVBUF of reader connections in bytes (default: the kernel's).")
     public var socketReceiveBuffer: Int?
-    @Option(name: .customLong("socket-allow-uid"), help: "A uid allowed to write (repeatable; root and own uid always are).")
+    @Option(
+        name: .customLong("socket-allow-uid"), help: "A uid allowed to write (repeatable; root and own uid always are)."
+    )
     public var socketAllowUIDs: [UInt32] = []
     @Option(name: .customLong("socket-allow-gid"), help: "A gid allowed to write (repeatable).")
     public var socketAllowGIDs: [UInt32] = []

@@ -1,7 +1,8 @@
 import CPortcullis
 import Glibc
-import BanEngine
 import LogTransport
+import OffenceTable
+import PortcullisCore
 
 /// Everything the daemon's knobs decide.
 public struct DaemonConfiguration: Sendable {
@@ -31,13 +32,30 @@ public struct DaemonConfiguration: Sendable {
         self.transport = transport
     }
 
+    /// The ban policy of the daemon's jail.
+    var policy: BanPolicy {
+        var policy = BanPolicy()
+        policy.threshold = threshold
+        policy.banTime = banTime
+        policy.findTime = findTime
+        return policy
+    }
+
+    /// The NUMA node for the offence table: `numaNode`, or the node of the first CPU in `cpus`.
+    var tableNode: Int? {
+        if let numaNode { return numaNode }
+        guard let cpu = cpus.first, numa_available() >= 0 else { return nil }
+        return Int(numa_node_of_cpu(Int32(cpu)))
+    }
+
     /// Checks every setting without creating anything, so the daemon can refuse bad input before it
     /// touches an interface.
     public func validate() throws(DaemonError) {
         if threshold < 1 { throw .invalidSetting("--threshold must be at least 1") }
         if banTime > Self.maximumBanTime {
-            throw .invalidSetting("--ban-time \(banTime) is too long: at most \(Self.maximumBanTime) seconds (about 100 years); "
-                                  + "use 0 for bans that never end")
+            throw .invalidSetting(
+                "--ban-time \(banTime) is too long: at most \(Self.maximumBanTime) seconds (about 100 years); "
+                    + "use 0 for bans that never end")
         }
         if workers < 1 || workers > 1024 { throw .invalidSetting("--workers must be 1...1024") }
         let online = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
@@ -68,21 +86,6 @@ public struct DaemonConfiguration: Sendable {
 
     static var highestNumaNode: Int {
         numa_available() >= 0 ? Int(numa_max_node()) : 0
-    }
-
-    /// Parses a CPU list such as `0-3,8,10-11`.
-    public static func parseCPUList(_ text: String) throws(DaemonError) -> [Int] {
-        var cpus: [Int] = []
-        for part in text.split(separator: ",") {
-            let bounds = part.split(separator: "-", maxSplits: 1)
-            guard let low = Int(bounds[0]), let high = Int(bounds.count == 2 ? bounds[1] : bounds[0]), low <= high,
-                  low >= 0 else {
-                throw .invalidSetting("--cpus '\(text)' is not a CPU list like 0-3,8")
-            }
-            cpus += Array(low...high)
-        }
-        if cpus.isEmpty { throw .invalidSetting("--cpus '\(text)' names no CPU") }
-        return cpus
     }
 }
 

@@ -1,5 +1,6 @@
 import CPortcullis
 import Glibc
+import PortcullisSystem
 
 /// Attaching the filter to network interfaces through libxdp, so it can share an interface with
 /// other XDP programs (libxdp's dispatcher runs them in priority order).
@@ -23,17 +24,23 @@ public enum Attachment {
     /// - Parameter mode: `.auto` tries native and falls back to generic when the driver lacks XDP.
     /// - Throws: `unknownInterface`, `bpfObjectMissing`/`bpfObjectInvalid`, `incompatiblePins`,
     ///   `permissionDenied`; nothing stays attached after a throw.
-    public static func attach(interface: String, objectPath: String, pinDirectory: PinDirectory,
-                              mode: AttachMode = .auto, mapEntries: UInt32? = nil) throws(FirewallError) -> Outcome {
+    public static func attach(
+        interface: String, objectPath: String, pinDirectory: PinDirectory,
+        mode: AttachMode = .auto, mapEntries: UInt32? = nil
+    ) throws(FirewallError) -> Outcome {
         let ifindex = try index(of: interface)
         if let current = try attachedMode(ifindex: ifindex) {
             if mode != .auto && mode != current {
-                throw .alreadyAttached(interface: interface, detail: "in \(current.rawValue) mode; "
-                    + "detach it first (portcullis detach \(interface)) to attach in \(mode.rawValue) mode")
+                throw .alreadyAttached(
+                    interface: interface,
+                    detail: "in \(current.rawValue) mode; "
+                        + "detach it first (portcullis detach \(interface)) to attach in \(mode.rawValue) mode")
             }
             guard pinDirectory.holdsMaps else {
-                throw .alreadyAttached(interface: interface, detail: "with maps pinned elsewhere than \(pinDirectory); "
-                    + "pass the --pin-dir it was attached with, or detach it first")
+                throw .alreadyAttached(
+                    interface: interface,
+                    detail: "with maps pinned elsewhere than \(pinDirectory); "
+                        + "pass the --pin-dir it was attached with, or detach it first")
             }
             let maps = try BanMaps.open(pinnedIn: pinDirectory)
             if let mapEntries, mapEntries != maps.capacity {
@@ -48,10 +55,9 @@ public enum Attachment {
             // A fresh object per try: a failed attach may leave the previous one half-loaded.
             let filter = try FilterObject(objectPath: objectPath, pinDirectory: pinDirectory, mapEntries: mapEntries)
             let outcome: Outcome? = try withExtendedLifetime(filter) { () throws(FirewallError) -> Outcome? in
-                let program = xdp_program__from_bpf_obj(filter.object.handle, PC_PROG_SECTION)
-                let openError = libxdp_get_error(UnsafeRawPointer(program))
-                guard openError == 0, let program else {
-                    throw .bpfObjectInvalid(path: objectPath, detail: libxdpMessage(openError))
+                let opened = decodeErrorPointer(xdp_program__from_bpf_obj(filter.object.handle, PC_PROG_SECTION))
+                guard case .success(let program) = opened else {
+                    throw .bpfObjectInvalid(path: objectPath, detail: libxdpMessage(opened))
                 }
                 defer { xdp_program__close(program) }
                 let result = xdp_program__attach(program, ifindex, candidate.libxdpMode, 0)
@@ -61,8 +67,9 @@ public enum Attachment {
                 }
                 do throws(FirewallError) {
                     let maps = try filter.maps()
-                    return Outcome(mode: candidate, newlyAttached: true, mapEntries: maps.capacity,
-                                   reusedPinnedMaps: reusing)
+                    return Outcome(
+                        mode: candidate, newlyAttached: true, mapEntries: maps.capacity,
+                        reusedPinnedMaps: reusing)
                 } catch {
                     // Unstamped maps must not stay in use: undo the attach before reporting.
                     xdp_program__detach(program, ifindex, candidate.libxdpMode, 0)
@@ -122,11 +129,11 @@ public enum Attachment {
         ifindex: Int32, _ body: (OpaquePointer?, xdp_attach_mode) throws(FirewallError) -> R
     ) throws(FirewallError) -> R {
         captureLibraryLogs()
-        let multiprog = xdp_multiprog__get_from_ifindex(ifindex)
-        let error = libxdp_get_error(UnsafeRawPointer(multiprog))
-        if error == -Int(ENOENT) { return try body(nil, XDP_MODE_UNSPEC) }  // no XDP program at all
-        guard error == 0, let multiprog else {
-            throw systemError("read the XDP programs of interface \(ifindex)", Int32(-error))
+        let multiprog: OpaquePointer
+        switch decodeErrorPointer(xdp_multiprog__get_from_ifindex(ifindex)) {
+        case .success(let found): multiprog = found
+        case .failure(let error) where error.code == ENOENT: return try body(nil, XDP_MODE_UNSPEC)  // no XDP program
+        case .failure(let error): throw systemError("read the XDP programs of interface \(ifindex)", error.code)
         }
         defer { xdp_multiprog__close(multiprog) }
         let mode = xdp_multiprog__attach_mode(multiprog)
@@ -154,9 +161,10 @@ public enum Attachment {
         return Int32(index)
     }
 
-    private static func libxdpMessage(_ error: Int) -> String {
+    private static func libxdpMessage(_ result: Result<OpaquePointer, Errno>) -> String {
+        guard case .failure(let error) = result else { return "" }
         var buffer = [CChar](repeating: 0, count: 256)
-        libxdp_strerror(Int32(error), &buffer, buffer.count)
+        libxdp_strerror(-error.code, &buffer, buffer.count)
         let log = takeLibraryLog()
         let message = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         return log.isEmpty ? message : "\(message); \(log)"

@@ -17,8 +17,10 @@ public struct BPFObjectLocator: Sendable {
     ///   - explicit: a path given by the operator (`--bpf-object`); used as is, never second-guessed.
     ///   - environment: the variable to consult; `nil` skips it (the perf reference object).
     /// - Throws: `bpfObjectMissing` listing every place it looked.
-    public func locate(_ fileName: String = filterObjectName, explicit: String? = nil,
-                       environment: String? = environmentVariable) throws(FirewallError) -> String {
+    public func locate(
+        _ fileName: String = filterObjectName, explicit: String? = nil,
+        environment: String? = environmentVariable
+    ) throws(FirewallError) -> String {
         var candidates: [String] = []
         if let explicit {
             candidates.append(explicit)

@@ -1,15 +1,17 @@
 import CPortcullis
 import Glibc
+import PortcullisCore
+import PortcullisSystem
 
 /// When a ban ends.
 public enum BanExpiry: Sendable, Equatable {
     /// Until it is removed.
     case permanent
-    /// At this `CLOCK_BOOTTIME` time (see `BootClock`), in nanoseconds.
+    /// At this `CLOCK_BOOTTIME` time (`SystemClock.bootNanoseconds`), in nanoseconds.
     case at(bootNanoseconds: UInt64)
 
     /// A ban lasting `seconds` from now; `nil` when the end would not fit in 64-bit nanoseconds.
-    public static func after(seconds: UInt64, now: UInt64 = BootClock.nanoseconds()) -> BanExpiry? {
+    public static func after(seconds: UInt64, now: UInt64 = SystemClock.bootNanoseconds()) -> BanExpiry? {
         let (nanoseconds, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         let (end, overflowEnd) = now.addingReportingOverflow(nanoseconds)
         return overflow || overflowEnd ? nil : .at(bootNanoseconds: end)
@@ -36,7 +38,7 @@ public struct BanEntry: Sendable, Equatable {
     public let dropped: UInt64
 
     /// Whether the ban has ended at `now` (the program passes the address, though it is still listed).
-    public func isExpired(now: UInt64 = BootClock.nanoseconds()) -> Bool {
+    public func isExpired(now: UInt64 = SystemClock.bootNanoseconds()) -> Bool {
         if case .at(let end) = expiry { return now >= end }
         return false
     }
@@ -87,8 +89,10 @@ public final class BanMaps: @unchecked Sendable {
     public let capacity: UInt32
     private let possibleCPUs: Int
 
-    init(bansV4: BPFDescriptor, bansV6: BPFDescriptor, stats: BPFDescriptor, meta: BPFDescriptor,
-         capacity: UInt32) throws(FirewallError) {
+    init(
+        bansV4: BPFDescriptor, bansV6: BPFDescriptor, stats: BPFDescriptor, meta: BPFDescriptor,
+        capacity: UInt32
+    ) throws(FirewallError) {
         self.bansV4 = bansV4
         self.bansV6 = bansV6
         self.stats = stats
@@ -118,8 +122,9 @@ public final class BanMaps: @unchecked Sendable {
         }
         let descriptors = MapSpec.all.compactMap { found[$0.name] }
         guard descriptors.count == MapSpec.all.count else { throw .mapsNotPinned(pinDirectory: directory.path) }
-        let maps = try BanMaps(bansV4: descriptors[0], bansV6: descriptors[1], stats: descriptors[2],
-                               meta: descriptors[3], capacity: capacity)
+        let maps = try BanMaps(
+            bansV4: descriptors[0], bansV6: descriptors[1], stats: descriptors[2],
+            meta: descriptors[3], capacity: capacity)
         try maps.checkLayoutMarker(path: directory.path)
         return maps
     }
@@ -196,7 +201,8 @@ public final class BanMaps: @unchecked Sendable {
         var installed = 0
         for (fd, family) in [(bansV4.fd, IPAddress.Family.ipv4), (bansV6.fd, .ipv6)] {
             do throws(FirewallError) {
-                installed += family == .ipv4
+                installed +=
+                    family == .ipv4
                     ? try updateBatch(fd: fd, keys: keys4, values: values4, family: family)
                     : try updateBatch(fd: fd, keys: keys6, values: values6, family: family)
             } catch {
@@ -211,12 +217,10 @@ public final class BanMaps: @unchecked Sendable {
     @discardableResult
     public func unban(_ address: IPAddress) throws(FirewallError) -> Bool {
         try withKey(address) { (fd, key) throws(FirewallError) -> Bool in
-            while true {
-                if bpf_map_delete_elem(fd, key) == 0 { return true }
-                let code = errno
-                if code == EINTR { continue }
-                if code == ENOENT { return false }
-                throw systemError("unban \(address)", code)
+            switch systemCallResult({ bpf_map_delete_elem(fd, key) }) {
+            case .success: return true
+            case .failure(let error) where error.code == ENOENT: return false
+            case .failure(let error): throw systemError("unban \(address)", error.code)
             }
         }
     }
@@ -234,15 +238,13 @@ public final class BanMaps: @unchecked Sendable {
     public func lookup(_ address: IPAddress) throws(FirewallError) -> BanEntry? {
         var value = pc_ban()
         return try withKey(address) { (fd, key) throws(FirewallError) -> BanEntry? in
-            while true {
-                if bpf_map_lookup_elem(fd, key, &value) == 0 {
-                    return BanEntry(address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
-                                    dropped: value.dropped)
-                }
-                let code = errno
-                if code == EINTR { continue }
-                if code == ENOENT { return nil }
-                throw systemError("look up \(address)", code)
+            switch systemCallResult({ bpf_map_lookup_elem(fd, key, &value) }) {
+            case .success:
+                return BanEntry(
+                    address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
+                    dropped: value.dropped)
+            case .failure(let error) where error.code == ENOENT: return nil
+            case .failure(let error): throw systemError("look up \(address)", error.code)
             }
         }
     }
@@ -295,33 +297,42 @@ public final class BanMaps: @unchecked Sendable {
 
     private func familyName(_ family: IPAddress.Family) -> String { family == .ipv4 ? "IPv4" : "IPv6" }
 
-    private func updateOne(fd: Int32, key: UnsafeRawPointer, value: inout pc_ban,
-                           family: IPAddress.Family) throws(FirewallError) {
-        while true {
-            if bpf_map_update_elem(fd, key, &value, UInt64(BPF_ANY)) == 0 { return }
-            let code = errno
-            if code == EINTR { continue }
-            // A preallocated hash map reports a full table as E2BIG.
-            if code == E2BIG { throw .banMapFull(family: familyName(family), capacity: capacity, installed: 0) }
-            throw systemError("ban in \(family == .ipv4 ? PC_MAP_BANS_V4 : PC_MAP_BANS_V6)", code)
+    private func updateOne(
+        fd: Int32, key: UnsafeRawPointer, value: inout pc_ban,
+        family: IPAddress.Family
+    ) throws(FirewallError) {
+        switch systemCallResult({ bpf_map_update_elem(fd, key, &value, UInt64(BPF_ANY)) }) {
+        case .success: return
+        // A preallocated hash map reports a full table as E2BIG.
+        case .failure(let error) where error.code == E2BIG:
+            throw .banMapFull(family: familyName(family), capacity: capacity, installed: 0)
+        case .failure(let error):
+            throw systemError("ban in \(family == .ipv4 ? PC_MAP_BANS_V4 : PC_MAP_BANS_V6)", error.code)
         }
     }
 
-    private func updateBatch<Key>(fd: Int32, keys: [Key], values: [pc_ban],
-                                  family: IPAddress.Family) throws(FirewallError) -> Int {
+    private func updateBatch<Key>(
+        fd: Int32, keys: [Key], values: [pc_ban],
+        family: IPAddress.Family
+    ) throws(FirewallError) -> Int {
         guard !keys.isEmpty else { return 0 }
         var count = UInt32(keys.count)
         var options = bpf_map_batch_opts()
         options.sz = MemoryLayout<bpf_map_batch_opts>.size
         options.elem_flags = UInt64(BPF_ANY)
+        // The kernel reports in `count` how many keys it handled, in order, before failing; after
+        // an interruption (EINTR, retried) it starts again from the first key, which is harmless
+        // for updates.
         let result = keys.withUnsafeBytes { keyBytes in
             values.withUnsafeBytes { valueBytes in
-                bpf_map_update_batch(fd, keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
+                systemCallResult {
+                    count = UInt32(keys.count)
+                    return bpf_map_update_batch(fd, keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
+                }
             }
         }
-        let code = errno
-        if result == 0 { return keys.count }
-        // The kernel reports in `count` how many keys it handled, in order, before failing.
+        guard case .failure(let error) = result else { return keys.count }
+        let code = error.code
         if code == E2BIG { throw .banMapFull(family: familyName(family), capacity: capacity, installed: Int(count)) }
         throw systemError("ban \(keys.count) addresses in one batch (\(count) done)", code)
     }
@@ -336,20 +347,22 @@ public final class BanMaps: @unchecked Sendable {
         while start < keys.count {
             var count = UInt32(keys.count - start)
             let result = keys.withUnsafeBytes { bytes in
-                bpf_map_delete_batch(fd, bytes.baseAddress! + start * MemoryLayout<Key>.stride, &count, &options)
+                systemCallResult {
+                    bpf_map_delete_batch(fd, bytes.baseAddress! + start * MemoryLayout<Key>.stride, &count, &options)
+                }
             }
-            let code = errno
             removed += Int(count)
-            if result == 0 { break }
-            if code == EINTR { continue }
-            if code != ENOENT { throw systemError("unban \(keys.count) addresses in one batch", code) }
+            guard case .failure(let error) = result else { break }
+            if error.code != ENOENT { throw systemError("unban \(keys.count) addresses in one batch", error.code) }
             start += Int(count) + 1
         }
         return removed
     }
 
-    private func readAll<Key>(fd: Int32, keyType: Key.Type, name: String,
-                              address: (Key) -> IPAddress) throws(FirewallError) -> [BanEntry] {
+    private func readAll<Key>(
+        fd: Int32, keyType: Key.Type, name: String,
+        address: (Key) -> IPAddress
+    ) throws(FirewallError) -> [BanEntry] {
         let chunk = 4096
         let keys = UnsafeMutableBufferPointer<Key>.allocate(capacity: chunk)
         let values = UnsafeMutableBufferPointer<pc_ban>.allocate(capacity: chunk)
@@ -366,17 +379,26 @@ public final class BanMaps: @unchecked Sendable {
             var count = UInt32(chunk)
             var next: UInt64 = 0
             let result = withUnsafeMutablePointer(to: &token) { tokenPointer in
-                bpf_map_lookup_batch(fd, first ? nil : tokenPointer, &next, keys.baseAddress,
-                                     values.baseAddress, &count, &options)
+                systemCallResult {
+                    count = UInt32(chunk)
+                    return bpf_map_lookup_batch(
+                        fd, first ? nil : tokenPointer, &next, keys.baseAddress,
+                        values.baseAddress, &count, &options)
+                }
             }
-            let code = errno
-            if result != 0 && code != ENOENT { throw systemError("list \(name)", code) }
+            var ended = false
+            if case .failure(let error) = result {
+                if error.code != ENOENT { throw systemError("list \(name)", error.code) }
+                ended = true  // ENOENT: the map has been read to its end
+            }
             for index in 0..<Int(count) {
-                entries.append(BanEntry(address: address(keys[index]),
-                                        expiry: BanExpiry(expiresNanoseconds: values[index].expires_ns),
-                                        dropped: values[index].dropped))
+                entries.append(
+                    BanEntry(
+                        address: address(keys[index]),
+                        expiry: BanExpiry(expiresNanoseconds: values[index].expires_ns),
+                        dropped: values[index].dropped))
             }
-            if result != 0 { break }  // ENOENT: the map has been read to its end
+            if ended { break }
             token = next
             first = false
         }

@@ -1,5 +1,6 @@
 import CPortcullis
 import Glibc
+import PortcullisSystem
 
 /// How an XDP program is attached to an interface.
 public enum AttachMode: String, Sendable, CaseIterable {
@@ -36,9 +37,9 @@ public enum XDPVerdict: UInt32, Sendable, CustomStringConvertible {
 }
 
 /// An opened (not yet loaded) BPF object file, closed when released.
-final class BPFObject {
+@_spi(Testing) public final class BPFObject {
     let handle: OpaquePointer
-    let path: String
+    @_spi(Testing) public let path: String
 
     init(path: String, pinDirectory: PinDirectory?) throws(FirewallError) {
         captureLibraryLogs()
@@ -67,7 +68,7 @@ final class BPFObject {
 
     deinit { bpf_object__close(handle) }
 
-    func map(_ name: String) throws(FirewallError) -> OpaquePointer {
+    @_spi(Testing) public func map(_ name: String) throws(FirewallError) -> OpaquePointer {
         guard let map = bpf_object__find_map_by_name(handle, name) else {
             throw .bpfObjectInvalid(path: path, detail: "it has no map named \(name)")
         }
@@ -78,7 +79,9 @@ final class BPFObject {
         let result = bpf_object__load(handle)
         guard result == 0 else {
             let code = errno != 0 ? errno : -result
-            if (code == EPERM || code == EACCES) && geteuid() != 0 { throw .permissionDenied(operation: "load \(path)") }
+            if (code == EPERM || code == EACCES) && geteuid() != 0 {
+                throw .permissionDenied(operation: "load \(path)")
+            }
             throw .bpfObjectInvalid(path: path, detail: "\(String(cString: strerror(code))); \(takeLibraryLog())")
         }
     }
@@ -160,8 +163,9 @@ struct FilterObject {
             try BPFDescriptor.duplicate(bpf_map__fd(try object.map(name)), what: name)
         }
         let capacity = bpf_map__max_entries(try object.map(PC_MAP_BANS_V4))
-        let maps = try BanMaps(bansV4: descriptor(PC_MAP_BANS_V4), bansV6: descriptor(PC_MAP_BANS_V6),
-                               stats: descriptor(PC_MAP_STATS), meta: descriptor(PC_MAP_META), capacity: capacity)
+        let maps = try BanMaps(
+            bansV4: descriptor(PC_MAP_BANS_V4), bansV6: descriptor(PC_MAP_BANS_V6),
+            stats: descriptor(PC_MAP_STATS), meta: descriptor(PC_MAP_META), capacity: capacity)
         try maps.writeLayoutMarker()
         return maps
     }
@@ -170,8 +174,8 @@ struct FilterObject {
 /// An XDP program loaded into the kernel but not attached to any interface: what tests and
 /// benchmarks drive with `BPF_PROG_TEST_RUN`.
 public final class LoadedProgram: @unchecked Sendable {
-    let object: BPFObject
-    let programFD: Int32
+    @_spi(Testing) public let object: BPFObject
+    @_spi(Testing) public let programFD: Int32
     /// The filter's maps, or `nil` for a program without them (the perf reference).
     public let maps: BanMaps?
 
@@ -179,7 +183,9 @@ public final class LoadedProgram: @unchecked Sendable {
     /// - Parameters:
     ///   - pinDirectory: where to pin (or reuse) the maps; `nil` keeps them private to this instance.
     ///   - mapEntries: entries per ban map when they are created.
-    public init(filterAt objectPath: String, pinDirectory: PinDirectory?, mapEntries: UInt32? = nil)
+    public init(
+        filterAt objectPath: String, pinDirectory: PinDirectory?, mapEntries: UInt32? = nil
+    )
         throws(FirewallError)
     {
         let filter = try FilterObject(objectPath: objectPath, pinDirectory: pinDirectory, mapEntries: mapEntries)
@@ -217,8 +223,9 @@ public final class LoadedProgram: @unchecked Sendable {
             try bpfCall("test-run the XDP program") { bpf_prog_test_run_opts(programFD, &options) }
         }
         guard let verdict = XDPVerdict(rawValue: options.retval) else {
-            throw .system(operation: "test-run the XDP program", errno: EINVAL,
-                          detail: "unknown verdict \(options.retval)")
+            throw .system(
+                operation: "test-run the XDP program", errno: EINVAL,
+                detail: "unknown verdict \(options.retval)")
         }
         return TestRun(verdict: verdict, averageNanoseconds: options.duration)
     }

@@ -1,5 +1,6 @@
 import CPortcullis
 import Glibc
+import PortcullisSystem
 
 /// Everything that can go wrong between Portcullis and the kernel's BPF and XDP facilities.
 ///
@@ -93,23 +94,17 @@ func captureLibraryLogs() {
     cportcullis_capture_library_logs(getenv("PORTCULLIS_DEBUG") != nil)
 }
 
-/// The syscall funnel for libbpf calls that return a negative error (and set `errno`): retries
-/// `EINTR`, turns `EPERM`/`EACCES` into `permissionDenied`, anything else into `system`.
+/// A libbpf call through the system funnel (`systemCall`, negative-errno convention), its error
+/// mapped to what an operator should see (`systemError`).
 ///
 /// - Parameters:
 ///   - operation: what was being done, for the error message (e.g. "update pc_bans_v4").
 ///   - call: the libbpf call; a negative return is a failure.
 /// - Returns: the call's non-negative result.
-@inline(never)
+@inline(__always)
 @discardableResult
 func bpfCall(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws(FirewallError) -> Int32 {
-    while true {
-        let result = call()
-        if result >= 0 { return result }
-        let code = errno != 0 ? errno : -result
-        if code == EINTR { continue }
-        throw systemError(operation(), code)
-    }
+    try systemCall(convention: .negativeErrno, call, orThrow: { systemError(operation(), $0.code) })
 }
 
 /// Maps an errno to the error an operator should see. `EPERM`/`EACCES` mean missing privileges

@@ -18,8 +18,10 @@ struct Attach: ParsableCommand {
     @Option(help: ArgumentHelp("Entries per ban map (IPv4 and IPv6) when the maps are created.", valueName: "n"))
     var mapEntries: UInt32?
 
-    @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o); by default found by the search order "
-                               + "in README.md.", valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "The filter object (portcullis.bpf.o); by default found by the search order "
+                + "in README.md.", valueName: "path"))
     var bpfObject: String?
 
     @OptionGroup var pins: PinOptions
@@ -28,12 +30,14 @@ struct Attach: ParsableCommand {
         try reportingErrors {
             if mapEntries == 0 { throw UsageError("--map-entries must be at least 1") }
             let object = try BPFObjectLocator().locate(explicit: bpfObject)
-            let outcome = try Attachment.attach(interface: interface, objectPath: object,
-                                                pinDirectory: pins.directory, mode: mode, mapEntries: mapEntries)
+            let outcome = try Attachment.attach(
+                interface: interface, objectPath: object,
+                pinDirectory: pins.directory, mode: mode, mapEntries: mapEntries)
             let maps = outcome.reusedPinnedMaps ? "reused pinned maps" : "created maps"
             if outcome.newlyAttached {
-                print("attached to \(interface) in \(outcome.mode.rawValue) mode; \(maps) under "
-                      + "\(pins.directory) (\(outcome.mapEntries) entries per ban map)")
+                print(
+                    "attached to \(interface) in \(outcome.mode.rawValue) mode; \(maps) under "
+                        + "\(pins.directory) (\(outcome.mapEntries) entries per ban map)")
             } else {
                 print("already attached to \(interface) in \(outcome.mode.rawValue) mode; nothing changed")
             }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import PortcullisCore
+import PortcullisSystem
 import XDPFirewall
 
 struct Ban: ParsableCommand {
@@ -11,8 +13,10 @@ struct Ban: ParsableCommand {
     @Argument(help: "The address to ban.")
     var address: String
 
-    @Option(name: .customLong("for"), help: ArgumentHelp(
-        "Ban for this many seconds; without it the ban is permanent.", valueName: "seconds"))
+    @Option(
+        name: .customLong("for"),
+        help: ArgumentHelp(
+            "Ban for this many seconds; without it the ban is permanent.", valueName: "seconds"))
     var seconds: UInt64?
 
     @OptionGroup var pins: PinOptions
@@ -88,15 +92,16 @@ struct List: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let maps = try BanMaps.open(pinnedIn: pins.directory)
-            let now = BootClock.nanoseconds()
+            let now = SystemClock.bootNanoseconds()
             let rows = try maps.entries().map { entry -> Row in
                 var remaining: UInt64?
                 if case .at(let end) = entry.expiry {
                     // Whole seconds, rounded up: a ban with 0.2 s left is not yet over.
                     remaining = end > now ? (end - now + 999_999_999) / 1_000_000_000 : 0
                 }
-                return Row(address: entry.address.description, expiresIn: remaining,
-                           expired: entry.isExpired(now: now), dropped: entry.dropped)
+                return Row(
+                    address: entry.address.description, expiresIn: remaining,
+                    expired: entry.isExpired(now: now), dropped: entry.dropped)
             }
             if json {
                 let encoder = JSONEncoder()
@@ -109,12 +114,14 @@ struct List: ParsableCommand {
                 return
             }
             let width = max(7, rows.map(\.address.count).max() ?? 0)
-            print("ADDRESS".padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                  + "EXPIRES IN".padding(toLength: 12, withPad: " ", startingAt: 0) + "DROPPED")
+            print(
+                "ADDRESS".padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+                    + "EXPIRES IN".padding(toLength: 12, withPad: " ", startingAt: 0) + "DROPPED")
             for row in rows {
                 let expires = row.expiresIn.map { row.expired ? "expired" : "\($0) s" } ?? "never"
-                print(row.address.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                      + expires.padding(toLength: 12, withPad: " ", startingAt: 0) + String(row.dropped))
+                print(
+                    row.address.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+                        + expires.padding(toLength: 12, withPad: " ", startingAt: 0) + String(row.dropped))
             }
         }
     }

@@ -1,12 +1,15 @@
 import ArgumentParser
 import Glibc
+import PortcullisCore
+import PortcullisSystem
 import XDPFirewall
 
 @main
 struct Portcullis: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "portcullis",
-        abstract: "Operate Portcullis: attach the XDP filter, ban and unban addresses, read its counters, tap the log stream.",
+        abstract:
+            "Operate Portcullis: attach the XDP filter, ban and unban addresses, read its counters, tap the log stream.",
         discussion: """
             Bans live in BPF maps pinned under the pin directory (default \(PinDirectory.defaultPath)); \
             they survive restarts of the daemon and of this tool. The filter commands need root \
@@ -18,8 +21,10 @@ struct Portcullis: ParsableCommand {
 
 /// Options every command takes.
 struct PinOptions: ParsableArguments {
-    @Option(name: .customLong("pin-dir"), help: ArgumentHelp(
-        "Directory on the BPF filesystem where the filter's maps are pinned.", valueName: "path"))
+    @Option(
+        name: .customLong("pin-dir"),
+        help: ArgumentHelp(
+            "Directory on the BPF filesystem where the filter's maps are pinned.", valueName: "path"))
     var pinDirectory: String = PinDirectory.defaultPath
 
     var directory: PinDirectory { PinDirectory(pinDirectory) }

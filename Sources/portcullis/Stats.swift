@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import PortcullisCore
+import PortcullisSystem
 import XDPFirewall
 
 struct Stats: ParsableCommand {
@@ -24,8 +26,10 @@ struct Stats: ParsableCommand {
     @Option(help: ArgumentHelp("Stop watching after this many seconds.", valueName: "seconds"))
     var duration: Double?
 
-    @Option(help: ArgumentHelp("Also write every sample to this CSV file: time,counter,total,rate.",
-                               valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Also write every sample to this CSV file: time,counter,total,rate.",
+            valueName: "file"))
     var csv: String?
 
     @OptionGroup var pins: PinOptions
@@ -52,46 +56,40 @@ struct Stats: ParsableCommand {
 
     private func printTotals(_ totals: FilterCounters) {
         if json {
-            var object: [String: Any] = [:]
-            var bytes: [String: Any] = [:]
+            var object = JSONObject()
+            var bytes = JSONObject()
             for (name, count) in totals.named {
-                object[name] = count.packets
-                bytes[name] = count.bytes
+                object[name] = .unsigned(count.packets)
+                bytes[name] = .unsigned(count.bytes)
             }
-            object["bytes"] = bytes
+            object["bytes"] = .object(bytes)
             printJSON(object)
             return
         }
         print("COUNTER        PACKETS            BYTES")
         for (name, count) in totals.named {
-            print(name.padding(toLength: 10, withPad: " ", startingAt: 0)
-                  + String(count.packets).leftPadded(12) + String(count.bytes).leftPadded(17))
+            print(
+                name.padding(toLength: 10, withPad: " ", startingAt: 0)
+                    + String(count.packets).leftPadded(12) + String(count.bytes).leftPadded(17))
         }
     }
 
     private func watchCounters(_ maps: BanMaps, writer: inout CSVWriter?) throws {
         // Ctrl-C and SIGTERM end the watch: blocked here and awaited with sigtimedwait, which is
         // also the sleep between samples, so the last sample is always written whole.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        defer { pthread_sigmask(SIG_UNBLOCK, &signals, nil) }
+        var signals = StopSignals()
+        defer { signals.release() }
 
-        let start = monotonicSeconds()
+        let start = SystemClock.monotonicSeconds()
         var previous = try maps.counters()
         var previousTime = start
         if !json { print("      time   dropped/s    passed/s   expired/s malformed/s") }
         while true {
-            let now = monotonicSeconds()
+            let now = SystemClock.monotonicSeconds()
             var wait = Double(interval) / 1000 - (now - previousTime)
             if let duration { wait = min(wait, start + duration - now) }
-            if wait > 0 {
-                var timeout = timespec(tv_sec: Int(wait), tv_nsec: Int((wait - wait.rounded(.down)) * 1e9))
-                if sigtimedwait(&signals, nil, &timeout) > 0 { break }
-            }
-            let sampleTime = monotonicSeconds()
+            if wait > 0 && signals.arrived(waitingSeconds: wait) { break }
+            let sampleTime = SystemClock.monotonicSeconds()
             let current = try maps.counters()
             let elapsed = sampleTime - previousTime
             try writer?.write(time: sampleTime - start, counters: current, previous: previous, elapsed: elapsed)
@@ -107,10 +105,11 @@ struct Stats: ParsableCommand {
             (now.name, Double(now.count.packets &- before.count.packets) / max(elapsed, 1e-9))
         }
         if json {
-            var object: [String: Any] = ["time": (time * 1000).rounded() / 1000]
+            var object = JSONObject()
+            object["time"] = .number((time * 1000).rounded() / 1000)
             for ((name, count), (_, rate)) in zip(current.named, rates) {
-                object[name] = count.packets
-                object["\(name)_rate"] = rate.rounded()
+                object[name] = .unsigned(count.packets)
+                object["\(name)_rate"] = .number(rate.rounded())
             }
             printJSON(object)
             return
@@ -119,16 +118,8 @@ struct Stats: ParsableCommand {
     }
 }
 
-/// Seconds on the monotonic clock.
-func monotonicSeconds() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-}
-
-func printJSON(_ object: Any) {
-    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-    print(String(decoding: data, as: UTF8.self))
+func printJSON(_ object: JSONObject) {
+    print(JSONOutput.line(object))
     fflush(nil)  // a watcher piping us wants every sample as it happens
 }
 
@@ -160,10 +151,4 @@ struct CSVWriter {
     }
 
     func close() { fclose(file) }
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: " ", count: width - count) + self
-    }
 }

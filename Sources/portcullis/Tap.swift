@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import LogTransport
 import PortcullisCommandLine
+import PortcullisSystem
 
 struct Tap: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,6 +27,15 @@ struct Tap: ParsableCommand {
 
     @Option(help: ArgumentHelp("Stop after this many seconds.", valueName: "seconds"))
     var duration: Double?
+
+    @Option(
+        help: ArgumentHelp(
+            "Once attached, write the transport and policy here as JSON (replaced atomically).",
+            valueName: "path"))
+    var readyFile: String?
+
+    @Option(help: ArgumentHelp("At exit, write the lines written and lost here as JSON.", valueName: "path"))
+    var summaryJson: String?
 
     @Flag(help: "Show control bytes, backslashes and non-ASCII bytes as \\xNN (default: the bytes as they are).")
     var escape = false
@@ -52,24 +62,26 @@ struct Tap: ParsableCommand {
             }
             defer { reader.close() }
 
-            // Ctrl-C and SIGTERM end the tap between batches: blocked, then checked with sigpending.
-            var signals = sigset_t()
-            sigemptyset(&signals)
-            sigaddset(&signals, SIGINT)
-            sigaddset(&signals, SIGTERM)
-            pthread_sigmask(SIG_BLOCK, &signals, nil)
-            printError("tap: attached to the \(transport.transport.rawValue) transport (\(policy.rawValue) policy)",
-                       prefix: false)
+            // Ctrl-C and SIGTERM end the tap between batches: blocked, then checked after each.
+            var signals = StopSignals()
+            printError(
+                "tap: attached to the \(transport.transport.rawValue) transport (\(policy.rawValue) policy)",
+                prefix: false)
+            if let readyFile {
+                var ready = JSONObject()
+                ready["transport"] = .text(transport.transport.rawValue)
+                ready["policy"] = .text(policy.rawValue)
+                ready["pid"] = .integer(Int64(getpid()))
+                try writeJSON(ready, to: readyFile)
+            }
 
             let lines = LineBatch()
             var text: [UInt8] = []
             var written = 0
-            let start = monotonicSeconds()
+            let start = SystemClock.monotonicSeconds()
             while count.map({ written < $0 }) ?? true {
-                var pending = sigset_t()
-                sigpending(&pending)
-                if sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1 { break }
-                if let duration, monotonicSeconds() - start >= duration { break }
+                if signals.arrived() { break }
+                if let duration, SystemClock.monotonicSeconds() - start >= duration { break }
                 lines.removeAll()
                 let received: Int
                 do {
@@ -91,6 +103,12 @@ struct Tap: ParsableCommand {
             }
             let statistics = reader.statistics
             printError("tap: \(written) lines, \(statistics.linesLost) lost", prefix: false)
+            if let summaryJson {
+                var summary = JSONObject()
+                summary["lines"] = .integer(Int64(written))
+                summary["lost"] = .unsigned(statistics.linesLost)
+                try writeJSON(summary, to: summaryJson)
+            }
         }
     }
 
@@ -108,12 +126,19 @@ struct Tap: ParsableCommand {
     private func writeAll(_ bytes: [UInt8], to fd: Int32) throws {
         var offset = 0
         while offset < bytes.count {
-            let result = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw UsageError("cannot write the lines: \(String(cString: strerror(errno)))")
+            offset += try bytes.withUnsafeBytes { raw in
+                try systemCall({ write(fd, raw.baseAddress! + offset, raw.count - offset) }) { error in
+                    UsageError("cannot write the lines: \(error)")
+                }
             }
-            offset += result
+        }
+    }
+
+    private func writeJSON(_ object: JSONObject, to path: String) throws {
+        do throws(Errno) {
+            try JSONOutput.write(object, to: path)
+        } catch {
+            throw UsageError("cannot write \(path): \(error)")
         }
     }
 }

@@ -1,9 +1,10 @@
 import ArgumentParser
-import BanEngine
 import Glibc
 import LogTransport
 import PortcullisCommandLine
+import PortcullisCore
 import PortcullisDaemon
+import PortcullisSystem
 import XDPFirewall
 
 @main
@@ -32,8 +33,10 @@ struct Portcullisd: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds a ban lasts; 0 bans for good.", valueName: "seconds"))
     var banTime: UInt64 = 30
 
-    @Option(help: ArgumentHelp("Offences further apart than this start a new count; 0 counts until the ban ends.",
-                               valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Offences further apart than this start a new count; 0 counts until the ban ends.",
+            valueName: "seconds"))
     var findTime: UInt32 = 0
 
     @Option(help: "Ban worker threads (shm: they share the rings; socket: they share the writers' connections).")
@@ -51,12 +54,16 @@ struct Portcullisd: ParsableCommand {
     @Option(help: "Entries per ban map (IPv4 and IPv6) when the maps are created.")
     var mapEntries: UInt32?
 
-    @Option(help: ArgumentHelp("A fail2ban-style pattern with <HOST> where the address stands (repeatable); "
-                               + "replaces the built-in line format.", valueName: "regex"))
+    @Option(
+        help: ArgumentHelp(
+            "A fail2ban-style pattern with <HOST> where the address stands (repeatable); "
+                + "replaces the built-in line format.", valueName: "regex"))
     var failregex: [String] = []
 
-    @Option(help: ArgumentHelp("A network never banned, e.g. 203.0.113.0/24 (repeatable); loopback always is.",
-                               valueName: "cidr"))
+    @Option(
+        help: ArgumentHelp(
+            "A network never banned, e.g. 203.0.113.0/24 (repeatable); loopback always is.",
+            valueName: "cidr"))
     var allow: [String] = []
 
     @Option(help: "Longest line considered, in bytes; longer ones are counted and skipped.")
@@ -68,13 +75,23 @@ struct Portcullisd: ParsableCommand {
     @Option(name: .customLong("pin-dir"), help: ArgumentHelp("Where the filter's maps are pinned.", valueName: "path"))
     var pinDirectory = PinDirectory.defaultPath
 
-    @Option(help: ArgumentHelp("Append a line per ban and per lift to this file (TIME ban|unban ADDRESS).",
-                               valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "Append a line per ban and per lift to this file (TIME ban|unban ADDRESS).",
+            valueName: "path"))
     var banLog: String?
 
-    @Option(help: ArgumentHelp("At exit, write the summary's counters and the process's CPU seconds here as JSON.",
-                               valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "At exit, write the summary's counters and the process's CPU seconds here as JSON.",
+            valueName: "path"))
     var summaryJson: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Once the workers read, write what the daemon runs on here as JSON (replaced atomically).",
+            valueName: "path"))
+    var readyFile: String?
 
     @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o).", valueName: "path"))
     var bpfObject: String?
@@ -86,14 +103,13 @@ struct Portcullisd: ParsableCommand {
             fail(error.description)
         } catch let error as FirewallError {
             fail(error.description)
-        } catch let error as EngineError {
+        } catch let error as SettingError {
             fail(error.description)
         }
     }
 
     private func fail(_ message: String) -> Never {
-        say("portcullisd: \(message)", to: STDERR_FILENO)
-        Glibc.exit(1)
+        Console.fail("portcullisd: \(message)")
     }
 
     private func serve() throws {
@@ -103,7 +119,7 @@ struct Portcullisd: ParsableCommand {
         configuration.banTime = banTime
         configuration.findTime = findTime
         configuration.workers = workers
-        configuration.cpus = try cpus.map { try DaemonConfiguration.parseCPUList($0) } ?? []
+        configuration.cpus = try cpus.map { (list) throws(SettingError) in try CPUList.parse(list) } ?? []
         configuration.numaNode = numaNode
         configuration.tableBins = tableBins
         configuration.failRegexes = failregex
@@ -117,76 +133,84 @@ struct Portcullisd: ParsableCommand {
         _ = try Attachment.index(of: interface)
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
-        if let summaryJson, access(directoryOf(summaryJson), W_OK) != 0 {
-            throw DaemonError.invalidSetting("--summary-json \(summaryJson): its directory is not writable")
+        for (option, path) in [("--summary-json", summaryJson), ("--ready-file", readyFile)] {
+            if let path, access(directoryOf(path), W_OK) != 0 {
+                throw DaemonError.invalidSetting("\(option) \(path): its directory is not writable")
+            }
         }
         let pins = PinDirectory(pinDirectory)
 
-        let outcome = try Attachment.attach(interface: interface, objectPath: objectPath, pinDirectory: pins,
-                                            mode: mode, mapEntries: mapEntries)
+        let outcome = try Attachment.attach(
+            interface: interface, objectPath: objectPath, pinDirectory: pins,
+            mode: mode, mapEntries: mapEntries)
         let daemon: Daemon
+        // Block the stop signals before any thread starts (they inherit the mask); wait for them below.
+        var signals = StopSignals()
         do {
-            daemon = try Daemon(configuration: configuration, maps: try BanMaps.open(pinnedIn: pins))
+            daemon = try Daemon(
+                configuration: configuration, maps: try BanMaps.open(pinnedIn: pins),
+                publishers: log.map { [$0] } ?? [])
+            try daemon.start()
         } catch {
             // Nothing half-attached, nothing newly pinned left behind.
             if outcome.newlyAttached { try? Attachment.detach(interface: interface) }
             if !outcome.reusedPinnedMaps { try? pins.removeMaps() }
             throw error
         }
-        say("portcullisd: \(outcome.newlyAttached ? "attached to" : "found the filter on") \(interface) "
-            + "(\(outcome.mode.rawValue) mode, maps under \(pins)); resumed \(daemon.resumedBans) bans; reading "
-            + "\(transport.transport.rawValue) with \(daemon.status.workers.count) worker(s); "
-            + "threshold \(threshold), ban time \(banTime == 0 ? "forever" : "\(banTime) s")")
+        say(
+            "portcullisd: \(outcome.newlyAttached ? "attached to" : "found the filter on") \(interface) "
+                + "(\(outcome.mode.rawValue) mode, maps under \(pins)); resumed \(daemon.resumedBans) bans; reading "
+                + "\(transport.transport.rawValue) with \(daemon.status.workers.count) worker(s); "
+                + "threshold \(threshold), ban time \(banTime == 0 ? "forever" : "\(banTime) s")")
         for note in daemon.notes { say("portcullisd: note: \(note)") }
-        daemon.banLog = log
 
-        // Block the stop signals before any thread starts (they inherit the mask); wait for them here.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        daemon.start()
-        var previousLines: UInt64 = 0
-        while true {
-            let wait = statusInterval > 0 ? statusInterval : 3600
-            var timeout = timespec(tv_sec: Int(wait), tv_nsec: Int((wait - wait.rounded(.down)) * 1e9))
-            let signal = sigtimedwait(&signals, nil, &timeout)
-            if signal == SIGINT || signal == SIGTERM { break }
-            if statusInterval > 0 {
-                say("portcullisd: " + daemon.statusLine(previousLines: previousLines, interval: statusInterval))
-                previousLines = daemon.status.total.lines
+        if let readyFile {
+            let ready = Ready(
+                interface: interface, mode: outcome.mode.rawValue, newlyAttached: outcome.newlyAttached,
+                pinDirectory: pins.path, resumedBans: daemon.resumedBans,
+                transport: transport.transport.rawValue, workers: daemon.status.workers.count,
+                pid: Int(getpid()))
+            do throws(Errno) {
+                try JSONOutput.write(ready, to: readyFile)
+            } catch {
+                say("portcullisd: cannot write the ready file \(readyFile): \(error)", to: STDERR_FILENO)
             }
         }
+        var previousLines: UInt64 = 0
+        while !signals.arrived(waitingSeconds: statusInterval > 0 ? statusInterval : 3600) {
+            guard statusInterval > 0 else { continue }
+            let status = daemon.status
+            say("portcullisd: " + status.statusLine(previousLines: previousLines, interval: statusInterval))
+            previousLines = status.total.lines
+        }
         daemon.stop()
-        for line in daemon.summaryLines() { say("portcullisd: " + line) }
-        if let summaryJson { writeSummary(daemon.status, to: summaryJson) }
+        let status = daemon.status
+        for line in status.summaryLines() { say("portcullisd: " + line) }
+        if let summaryJson {
+            let cpuSeconds = Double(SystemClock.processCPUNanoseconds()) / 1e9
+            do throws(Errno) {
+                try JSONOutput.write(status.summary(cpuSeconds: cpuSeconds), to: summaryJson)
+            } catch {
+                say("portcullisd: cannot write the summary to \(summaryJson): \(error)", to: STDERR_FILENO)
+            }
+        }
     }
 
-    /// The exit summary as JSON, for scripts (the testbed's experiment runner reads it).
-    private func writeSummary(_ status: DaemonStatus, to path: String) {
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
-            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-        let total = status.total
-        let fields: [(String, String)] = [
-            ("uptime_seconds", "\(status.uptime)"), ("cpu_seconds", "\(cpu)"), ("lines", "\(total.lines)"),
-            ("matched", "\(total.matched)"), ("not_matching", "\(total.notMatching)"),
-            ("invalid_address", "\(total.invalidAddress)"), ("too_long", "\(total.tooLong)"),
-            ("allowlisted", "\(total.allowlisted)"), ("table_full", "\(total.tableFull)"), ("bans", "\(total.bans)"),
-            ("unbans", "\(status.unbans)"), ("swept_unbans", "\(status.sweptUnbans)"),
-            ("ban_failures", "\(total.banFailures)"), ("pending_retries", "\(status.pendingRetries)"),
-            ("lines_lost", "\(status.linesLost)"), ("workers", "\(status.workers.count)"),
-        ]
-        let text = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            say("portcullisd: cannot write the summary to \(path): \(String(cString: strerror(errno)))", to: STDERR_FILENO)
-            return
+    /// `--ready-file`: what the daemon runs on, for scripts that wait for it.
+    struct Ready: Encodable {
+        let interface: String
+        let mode: String
+        let newlyAttached: Bool
+        let pinDirectory: String
+        let resumedBans: Int
+        let transport: String
+        let workers: Int
+        let pid: Int
+
+        enum CodingKeys: String, CodingKey {
+            case interface, mode, newlyAttached = "newly_attached", pinDirectory = "pin_directory"
+            case resumedBans = "resumed_bans", transport, workers, pid
         }
-        _ = text.withCString { write(fd, $0, strlen($0)) }
-        close(fd)
     }
 
     private func directoryOf(_ path: String) -> String {
@@ -195,10 +219,8 @@ struct Portcullisd: ParsableCommand {
     }
 }
 
-/// Writes one line unbuffered (status lines must appear as they happen, also when piped).
 func say(_ line: String, to fd: Int32 = STDOUT_FILENO) {
-    let text = line + "\n"
-    _ = text.withCString { write(fd, $0, strlen($0)) }
+    Console.say(line, to: fd)
 }
 
 extension AttachMode: ExpressibleByArgument {}

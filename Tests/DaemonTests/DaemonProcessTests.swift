@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import TestSupport
 import XDPFirewall
+import XDPTesting
+import PortcullisSystem
+import PortcullisCore
 
 /// portcullisd as an operator runs it: a process attached to a veth in a namespace.
 @Suite("portcullisd", .enabled(if: Privileges.runnable), .serialized)
@@ -10,13 +13,18 @@ struct DaemonProcessTests {
 
     /// Starts portcullisd in the receiver namespace; with `waitUntilReading`, returns once it says
     /// it reads (its transport reader is attached).
-    func startDaemon(_ network: TestNetwork, _ arguments: [String], waitUntilReading: Bool = false) throws
+    func startDaemon(
+        _ network: TestNetwork, _ arguments: [String], waitUntilReading: Bool = false
+    ) throws
         -> (Process, Pipe)
     {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-        process.arguments = ["--net=/run/netns/\(network.receiver)", "--", daemonPath,
-                             "--interface", network.receiverInterface] + arguments
+        process.arguments =
+            [
+                "--net=/run/netns/\(network.receiver)", "--", daemonPath,
+                "--interface", network.receiverInterface,
+            ] + arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
@@ -56,8 +64,11 @@ struct DaemonProcessTests {
             let transportScratch = TransportScratch()
             defer { transportScratch.remove() }
             let transport = transportScratch.arguments("shm")
-            let arguments = transport + ["--pin-dir", scratch.path, "--threshold", "3", "--ban-time", "5",
-                                         "--table-bins", "100003"]
+            let arguments =
+                transport + [
+                    "--pin-dir", scratch.path, "--threshold", "3", "--ban-time", "5",
+                    "--table-bins", "100003",
+                ]
             var (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
             let writer = try Probe(["write"] + transport + ["--offenders", "10", "--lines", "3"])
             #expect(try writer.finish().status == 0)
@@ -78,7 +89,7 @@ struct DaemonProcessTests {
             let frame = TestFrame.udp(from: first, to: IPAddress("198.19.255.254")!)
             #expect(try filter.testRun(frame: frame).verdict == .drop)
             #expect(try eventually(within: 15) { try maps.entries().isEmpty }, "the restarted daemon lifts them")
-            #expect(BootClock.nanoseconds() >= end, "not before their end")
+            #expect(SystemClock.bootNanoseconds() >= end, "not before their end")
             #expect(try filter.testRun(frame: frame).verdict == .pass)
             text = stopDaemon(daemon, output)
             #expect(text.contains("resumed 10 bans"), "\(text)")
@@ -88,16 +99,21 @@ struct DaemonProcessTests {
         }
     }
 
-    @Test("bad input: one clear error, an exit code, nothing attached", arguments: [
-        (["--transport", "carrier-pigeon"], "carrier-pigeon"),
-        (["--shm-slots", "1000"], "power of two"),
-        (["--threshold", "0"], "--threshold"),
-        (["--ban-time", "99999999999"], "--ban-time"),
-        (["--failregex", "^denied$"], "<HOST>"),
-        (["--failregex", "from <HOST> (unclosed"], "does not compile"),
-        (["--cpus", "9999"], "--cpus"),
-        (["--socket-dir", "relative/but/fine", "--transport", "socket", "--socket-datagram-size", "10"], "datagram"),
-    ])
+    @Test(
+        "bad input: one clear error, an exit code, nothing attached",
+        arguments: [
+            (["--transport", "carrier-pigeon"], "carrier-pigeon"),
+            (["--shm-slots", "1000"], "power of two"),
+            (["--threshold", "0"], "--threshold"),
+            (["--ban-time", "99999999999"], "--ban-time"),
+            (["--failregex", "^denied$"], "<HOST>"),
+            (["--failregex", "from <HOST> (unclosed"], "does not compile"),
+            (["--cpus", "9999"], "--cpus"),
+            (
+                ["--socket-dir", "relative/but/fine", "--transport", "socket", "--socket-datagram-size", "10"],
+                "datagram"
+            ),
+        ])
     func badInput(arguments: [String], mentioning: String) throws {
         try withTestNetwork("b") { network, scratch in
             let (daemon, output) = try startDaemon(network, arguments + ["--pin-dir", scratch.path])

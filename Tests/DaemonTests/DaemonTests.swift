@@ -1,10 +1,13 @@
-import BanEngine
+import OffenceTable
+import PortcullisCore
 import Foundation
 import LogTransport
-@testable import PortcullisDaemon
+@_spi(Testing) @testable import PortcullisDaemon
 import Testing
 import TestSupport
 import XDPFirewall
+import XDPTesting
+import PortcullisSystem
 
 func offenceLine(_ address: String) -> String {
     "2026-11-26 18:42:46 client \(address) exceeded request rate limit"
@@ -22,8 +25,10 @@ func eventually(within seconds: Double, _ condition: () throws -> Bool) rethrows
 
 /// Runs `body` with a started daemon that reads a scratch shm segment into private maps (nothing
 /// pinned) and a writer to it; stops and removes everything afterwards.
-func withShmDaemon(mapEntries: UInt32, configure: (inout DaemonConfiguration) -> Void, prepare: (Daemon) throws -> Void = { _ in },
-                   _ body: (Daemon, BanMaps, LogWriter) throws -> Void) throws {
+func withShmDaemon(
+    mapEntries: UInt32, configure: (inout DaemonConfiguration) -> Void, publishers: [BanPublisher] = [],
+    prepare: (Daemon) throws -> Void = { _ in }, _ body: (Daemon, BanMaps, LogWriter) throws -> Void
+) throws {
     try Privileges.require()
     let scratch = TransportScratch()
     defer { scratch.remove() }
@@ -33,9 +38,9 @@ func withShmDaemon(mapEntries: UInt32, configure: (inout DaemonConfiguration) ->
     configure(&configuration)
     let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: mapEntries)
     let maps = try #require(program.maps)
-    let daemon = try Daemon(configuration: configuration, maps: maps)
+    let daemon = try Daemon(configuration: configuration, maps: maps, publishers: publishers)
     try prepare(daemon)
-    daemon.start()
+    try daemon.start()
     defer { daemon.stop() }
     let writer = try transport.makeWriter()
     defer { writer.close() }
@@ -44,8 +49,9 @@ func withShmDaemon(mapEntries: UInt32, configure: (inout DaemonConfiguration) ->
 
 @Suite("Daemon in process", .enabled(if: Privileges.runnable), .serialized)
 struct DaemonInProcessTests {
-    @Test("offences through each transport flip test-run verdicts to drop, and back after the ban time",
-          arguments: TransportKind.allCases)
+    @Test(
+        "offences through each transport flip test-run verdicts to drop, and back after the ban time",
+        arguments: TransportKind.allCases)
     func bansAndExpiry(kind: TransportKind) throws {
         try Privileges.require()
         let scratch = TransportScratch()
@@ -62,7 +68,7 @@ struct DaemonInProcessTests {
         let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 4096)
         let maps = try #require(program.maps)
         let daemon = try Daemon(configuration: configuration, maps: maps)
-        daemon.start()
+        try daemon.start()
         defer { daemon.stop() }
 
         let offenders = (1...20).map { "198.18.4.\($0)" } + (1...20).map { "2001:2::4:\($0)" }
@@ -105,18 +111,23 @@ struct DaemonInProcessTests {
     func banLog() throws {
         let path = NSTemporaryDirectory() + "pc-banlog-\(getpid()).log"
         defer { unlink(path) }
-        try withShmDaemon(mapEntries: 64, configure: {
-            $0.threshold = 2
-            $0.banTime = 1
-            $0.tableBins = 10_007
-        }, prepare: { $0.banLog = try BanLog(path: path) }) { daemon, _, writer in
+        try withShmDaemon(
+            mapEntries: 64,
+            configure: {
+                $0.threshold = 2
+                $0.banTime = 1
+                $0.tableBins = 10_007
+            }, publishers: [try BanLog(path: path)]
+        ) { daemon, _, writer in
             let batch = LineBatch()
             for _ in 0..<2 { for address in ["198.18.6.1", "2001:2::6:1"] { batch.append(offenceLine(address)) } }
             batch.append(offenceLine("198.18.6.2"))  // one offence: no ban
             _ = try writer.publish(batch)
             #expect(eventually(within: 10) { daemon.status.unbans == 2 })
         }
-        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+            $0.split(separator: " ")
+        }
         #expect(lines.count == 4)
         #expect(Set(lines.filter { $0[1] == "ban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
         #expect(Set(lines.filter { $0[1] == "unban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
@@ -128,12 +139,15 @@ struct DaemonInProcessTests {
     func reBanDuringLift() throws {
         // Each lift pauses 100 ms between finding ended bans and deleting them: re-bans made by
         // the workers meanwhile must wait for it, or they would be deleted with the old ones.
-        try withShmDaemon(mapEntries: 8192, configure: {
-            $0.threshold = 3
-            $0.banTime = 2
-            $0.workers = 2
-            $0.tableBins = 100_003
-        }, prepare: { $0.liftPauseMicroseconds = 100_000 }) { daemon, maps, writer in
+        try withShmDaemon(
+            mapEntries: 8192,
+            configure: {
+                $0.threshold = 3
+                $0.banTime = 2
+                $0.workers = 2
+                $0.tableBins = 100_003
+            }, prepare: { $0.liftPauseMicroseconds = 100_000 }
+        ) { daemon, maps, writer in
             // Every client offends 100 times a second for 5 s, as the filter lets it: only while
             // it has no ban in force. Its offences after each ban's end re-ban it while that ban
             // is being lifted: two or three ban cycles each.
@@ -142,7 +156,7 @@ struct DaemonInProcessTests {
             let start = Date()
             while Date().timeIntervalSince(start) < 5 {
                 batch.removeAll()
-                let now = BootClock.nanoseconds()
+                let now = SystemClock.bootNanoseconds()
                 for client in clients where try maps.lookup(client).map({ $0.isExpired(now: now) }) ?? true {
                     batch.append(offenceLine(client.description))
                 }
@@ -155,7 +169,7 @@ struct DaemonInProcessTests {
             func unbannedCrossed() throws -> Set<String> {
                 var found = Set<String>()
                 for client in clients where try maps.lookup(client) == nil {
-                    if let count = daemon.table.count(of: AddressKey(client)), count >= 3 { found.insert(client.description) }
+                    if let count = daemon.jail.table.count(of: client), count >= 3 { found.insert(client.description) }
                 }
                 return found
             }
@@ -182,12 +196,15 @@ struct DaemonInProcessTests {
     @Test("allowlisted clients are never banned; a failregex replaces the built-in format")
     func allowlistAndRegex() throws {
         let allowlist = try Allowlist(["198.18.9.0/24"])
-        try withShmDaemon(mapEntries: 64, configure: {
-            $0.threshold = 2
-            $0.tableBins = 10_007
-            $0.failRegexes = ["^sshd\\[\\d+\\]: Failed password for \\S+ from <HOST> port"]
-            $0.allowlist = allowlist
-        }) { daemon, maps, writer in
+        try withShmDaemon(
+            mapEntries: 64,
+            configure: {
+                $0.threshold = 2
+                $0.tableBins = 10_007
+                $0.failRegexes = ["^sshd\\[\\d+\\]: Failed password for \\S+ from <HOST> port"]
+                $0.allowlist = allowlist
+            }
+        ) { daemon, maps, writer in
             let batch = LineBatch()
             for _ in 0..<2 {
                 batch.append("sshd[7]: Failed password for root from 198.18.8.1 port 22 ssh2")
@@ -209,8 +226,9 @@ struct WorkerCounterTests {
     func sumCoversEveryField() {
         var one = WorkerCounters()
         for (index, field) in WorkerCounters.fields.enumerated() { one[keyPath: field] = UInt64(index + 1) }
-        let status = DaemonStatus(workers: [one, one], unbans: 0, sweptUnbans: 0, scheduledBans: 0, tableBins: 0,
-                                  linesLost: 0, expiryCPUNanoseconds: 0, uptime: 0)
+        let status = DaemonStatus(
+            workers: [one, one], workerCPUs: [nil, nil], unbans: 0, sweptUnbans: 0, scheduledBans: 0, tableBins: 0,
+            linesLost: 0, expiryCPUNanoseconds: 0, uptime: 0)
         for (index, field) in WorkerCounters.fields.enumerated() {
             #expect(status.total[keyPath: field] == UInt64(2 * (index + 1)))
         }

@@ -7,8 +7,10 @@ import XDPFirewall
 /// Bad input gets one line on stderr naming the problem, a non-zero exit, and no half-done state.
 @Suite("CLI errors", .enabled(if: Privileges.runnable), .serialized)
 struct CLIErrorTests {
-    func expectOneLineError(_ result: ProcessResult, mentioning words: [String],
-                            sourceLocation: SourceLocation = #_sourceLocation) {
+    func expectOneLineError(
+        _ result: ProcessResult, mentioning words: [String],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         #expect(result.status != 0, "exit status", sourceLocation: sourceLocation)
         let lines = result.stderr.split(separator: "\n")
         #expect(lines.count == 1, "one line, got: \(result.stderr)", sourceLocation: sourceLocation)
@@ -30,22 +32,28 @@ struct CLIErrorTests {
     @Test func banTimesThatCannotBe() throws {
         try Privileges.require()
         expectOneLineError(try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "0"]), mentioning: ["--for"])
-        expectOneLineError(try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "18446744073709551615"]),
-                           mentioning: ["--for", "too long"])
+        expectOneLineError(
+            try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "18446744073709551615"]),
+            mentioning: ["--for", "too long"])
     }
 
     @Test func unknownInterface() throws {
         try Privileges.require()
-        expectOneLineError(try runProcess(Products.cli, ["attach", "pcnosuchif0"]),
-                           mentioning: ["pcnosuchif0", "no network interface"])
+        expectOneLineError(
+            try runProcess(Products.cli, ["attach", "pcnosuchif0"]),
+            mentioning: ["pcnosuchif0", "no network interface"])
         expectOneLineError(try runProcess(Products.cli, ["detach", "pcnosuchif0"]), mentioning: ["pcnosuchif0"])
     }
 
     @Test func missingObjectLeavesNothingAttached() throws {
         try withTestNetwork("o") { network, scratch in
-            let result = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
-                                                                "--bpf-object", "/nonexistent/portcullis.bpf.o",
-                                                                "--pin-dir", scratch.path])
+            let result = try network.run(
+                in: network.receiver,
+                [
+                    Products.cli, "attach", network.receiverInterface,
+                    "--bpf-object", "/nonexistent/portcullis.bpf.o",
+                    "--pin-dir", scratch.path,
+                ])
             expectOneLineError(result, mentioning: ["/nonexistent/portcullis.bpf.o", "not found", "tools/build-bpf"])
             let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
             #expect(!link.stdout.contains("xdp"))
@@ -56,51 +64,74 @@ struct CLIErrorTests {
     @Test func failedAttachLeavesNoPinsAndSaysWhatToDo() throws {
         try withTestNetwork("f") { network, scratch in
             // Loopback has no native XDP: the program loads (pinning new maps), then the attach fails.
-            let result = try network.run(in: network.receiver, [Products.cli, "attach", "lo", "--mode", "native",
-                                                                "--pin-dir", scratch.path])
+            let result = try network.run(
+                in: network.receiver,
+                [
+                    Products.cli, "attach", "lo", "--mode", "native",
+                    "--pin-dir", scratch.path,
+                ])
             expectOneLineError(result, mentioning: ["native mode", "--mode generic"])
             #expect(!scratch.pins.holdsMaps, "the maps pinned by the failed attach were removed")
             let link = try network.run(in: network.receiver, ["ip", "link", "show", "lo"])
             #expect(!link.stdout.contains("xdp"))
             // Attaching with another explicit mode than the one in force is refused, not ignored.
-            try #require(try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
-                                                                "--mode", "generic", "--pin-dir", scratch.path]).status == 0)
-            let again = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
-                                                               "--mode", "native", "--pin-dir", scratch.path])
+            try #require(
+                try network.run(
+                    in: network.receiver,
+                    [
+                        Products.cli, "attach", network.receiverInterface,
+                        "--mode", "generic", "--pin-dir", scratch.path,
+                    ]
+                ).status == 0)
+            let again = try network.run(
+                in: network.receiver,
+                [
+                    Products.cli, "attach", network.receiverInterface,
+                    "--mode", "native", "--pin-dir", scratch.path,
+                ])
             expectOneLineError(again, mentioning: ["already attached", "generic mode", "detach"])
         }
     }
 
     @Test func relativePinDirectoryIsRefused() throws {
         try Privileges.require()
-        expectOneLineError(try runProcess(Products.cli, ["list", "--pin-dir", "relative/pins"]),
-                           mentioning: ["relative/pins", "absolute"])
+        expectOneLineError(
+            try runProcess(Products.cli, ["list", "--pin-dir", "relative/pins"]),
+            mentioning: ["relative/pins", "absolute"])
     }
 
     @Test func mapsNotPinned() throws {
         try Privileges.require()
-        expectOneLineError(try runProcess(Products.cli, ["list", "--pin-dir", "/sys/fs/bpf/portcullis-nothing-here"]),
-                           mentioning: ["no Portcullis maps pinned", "portcullis attach"])
+        expectOneLineError(
+            try runProcess(Products.cli, ["list", "--pin-dir", "/sys/fs/bpf/portcullis-nothing-here"]),
+            mentioning: ["no Portcullis maps pinned", "portcullis attach"])
     }
 
     @Test func notRootIsToldToBeRoot() throws {
         try Privileges.require()
         let scratch = ScratchPinDirectory("nobody")
         defer { scratch.remove() }
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
-                                        mapEntries: 16)
+        let program = try LoadedProgram(
+            filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
+            mapEntries: 16)
         _ = program
         // An unprivileged user, all capabilities gone.
-        let asNobody = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                        "--bounding-set=-all", Products.cli]
+        let asNobody = [
+            "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", Products.cli,
+        ]
         for command in [["list"], ["stats"], ["ban", "198.18.0.1"], ["unban", "198.18.0.1"]] {
             let result = try runProcess("/usr/bin/env", asNobody + command + ["--pin-dir", scratch.path])
             expectOneLineError(result, mentioning: ["permission denied", "run as root"])
         }
         #expect(try BanMaps.open(pinnedIn: scratch.pins).entries().isEmpty, "nothing was banned")
         try withTestNetwork("n") { network, _ in
-            let attach = try network.run(in: network.receiver, asNobody + ["attach", network.receiverInterface,
-                                                                           "--pin-dir", scratch.path])
+            let attach = try network.run(
+                in: network.receiver,
+                asNobody + [
+                    "attach", network.receiverInterface,
+                    "--pin-dir", scratch.path,
+                ])
             expectOneLineError(attach, mentioning: ["run as root"])
             let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
             #expect(!link.stdout.contains("xdp"))
@@ -114,14 +145,19 @@ struct CLIErrorTests {
             try #require(fd >= 0)
             defer { close(fd) }
             try #require(bpf_obj_pin(fd, scratch.path + "/" + PC_MAP_BANS_V6) == 0)
-            let attach = try network.run(in: network.receiver, [Products.cli, "attach", network.receiverInterface,
-                                                                "--pin-dir", scratch.path])
+            let attach = try network.run(
+                in: network.receiver,
+                [
+                    Products.cli, "attach", network.receiverInterface,
+                    "--pin-dir", scratch.path,
+                ])
             expectOneLineError(attach, mentioning: [scratch.path, "another layout", "--pin-dir"])
             let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
             #expect(!link.stdout.contains("xdp"), "nothing attached")
             for command in [["list"], ["ban", "198.18.0.1"], ["stats"]] {
-                expectOneLineError(try runProcess(Products.cli, command + ["--pin-dir", scratch.path]),
-                                   mentioning: ["another layout"])
+                expectOneLineError(
+                    try runProcess(Products.cli, command + ["--pin-dir", scratch.path]),
+                    mentioning: ["another layout"])
             }
         }
     }

@@ -52,8 +52,12 @@ struct NamespaceFilterTests {
     @Test func bannedSourceIsDroppedInTheDriverAndPassesAfterUnban() throws {
         try withTestNetwork("e") { network, scratch in
             let pins = scratch.path
-            let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "native",
-                                           "--map-entries", "4096", "--pin-dir", pins])
+            let attach = try cli(
+                network,
+                [
+                    "attach", network.receiverInterface, "--mode", "native",
+                    "--map-entries", "4096", "--pin-dir", pins,
+                ])
             try #require(attach.status == 0, "attach failed: \(attach.stderr)")
             #expect(attach.stdout.contains("native mode"))
             let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
@@ -105,10 +109,12 @@ struct NamespaceFilterTests {
         try withTestNetwork("t") { network, scratch in
             let pins = scratch.path
             // Generic mode here (native in the test above), so both attach paths run for real.
-            let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "generic", "--pin-dir", pins])
+            let attach = try cli(
+                network, ["attach", network.receiverInterface, "--mode", "generic", "--pin-dir", pins])
             try #require(attach.status == 0, "attach failed: \(attach.stderr)")
-            #expect(try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
-                        .stdout.contains("xdpgeneric"))
+            #expect(
+                try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+                    .stdout.contains("xdpgeneric"))
             let source = TestNetwork.senderAddresses4[0]
             // Long enough to outlast starting the sender on a loaded machine; the wait below polls.
             try #require(try cli(network, ["ban", source, "--for", "3", "--pin-dir", pins]).status == 0)
@@ -139,8 +145,12 @@ struct NamespaceFilterTests {
             try #require(try stats(network, pins) { $0.dropped >= 50 }.dropped == 50)
 
             // A bounded watch: JSON lines, one per sample, and the CSV rows of every sample.
-            let watch = try cli(network, ["stats", "--watch", "--json", "--interval", "50", "--duration", "0.5",
-                                          "--csv", csv, "--pin-dir", pins])
+            let watch = try cli(
+                network,
+                [
+                    "stats", "--watch", "--json", "--interval", "50", "--duration", "0.5",
+                    "--csv", csv, "--pin-dir", pins,
+                ])
             try #require(watch.status == 0, "watch failed: \(watch.stderr)")
             let samples = watch.stdout.split(separator: "\n")
             #expect(samples.count >= 2)
@@ -157,8 +167,10 @@ struct NamespaceFilterTests {
             // An open-ended watch ends cleanly on SIGINT.
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-            process.arguments = ["--net=/run/netns/\(network.receiver)", "--", Products.cli, "stats", "--watch",
-                                 "--pin-dir", pins]
+            process.arguments = [
+                "--net=/run/netns/\(network.receiver)", "--", Products.cli, "stats", "--watch",
+                "--pin-dir", pins,
+            ]
             let output = Pipe()
             process.standardOutput = output
             try process.run()

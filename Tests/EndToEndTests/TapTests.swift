@@ -48,8 +48,9 @@ struct TapTests {
         #expect(lines.count == 300)
         #expect(lines.first?.hasPrefix("w.0:0:") == true)
         #expect(lines.last?.hasPrefix("w.0:299:") == true)
-        #expect(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                    .contains("tap: 300 lines, 0 lost"))
+        #expect(
+            String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                .contains("tap: 300 lines, 0 lost"))
         #expect((try reader.finish().summary["received"] as? Int) == 300, "the daemon's reader lost nothing")
     }
 
@@ -61,7 +62,8 @@ struct TapTests {
         kill(tap.processIdentifier, SIGINT)
         waitForExit(tap, seconds: 10)
         #expect(tap.terminationReason == .exit && tap.terminationStatus == 0)
-        #expect(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                    .contains("tap: 0 lines"))
+        #expect(
+            String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                .contains("tap: 0 lines"))
     }
 }

@@ -14,16 +14,19 @@ struct CrossProcessTests {
         (summary["sources"] as? [String: [String: Int]]) ?? [:]
     }
 
-    @Test("lossless: every reader gets every line once, in order per writer, byte for byte",
-          arguments: kinds, [1, 2, 3])
+    @Test(
+        "lossless: every reader gets every line once, in order per writer, byte for byte",
+        arguments: kinds, [1, 2, 3])
     func lossless(kind: String, readers: Int) throws {
         let scratch = TransportScratch()
         defer { scratch.remove() }
         let (threads, lines) = (2, 10_000)
         let probes = try (0..<readers).map { _ in
-            try Probe(["read"] + scratch.arguments(kind) + ["--expect", String(threads * lines), "--idle-timeout", "10000"])
+            try Probe(
+                ["read"] + scratch.arguments(kind) + ["--expect", String(threads * lines), "--idle-timeout", "10000"])
         }
-        let writer = try Probe(["write"] + scratch.arguments(kind) + ["--threads", String(threads), "--lines", String(lines)])
+        let writer = try Probe(
+            ["write"] + scratch.arguments(kind) + ["--threads", String(threads), "--lines", String(lines)])
         let written = try writer.finish()
         #expect(written.status == 0)
         #expect(int(written.summary, "written") == threads * lines)
@@ -41,7 +44,9 @@ struct CrossProcessTests {
         }
     }
 
-    @Test("lossy: received + counted lost == written, per reader", arguments: ["shm-overwrite", "shm-drop", "socket-drop"])
+    @Test(
+        "lossy: received + counted lost == written, per reader",
+        arguments: ["shm-overwrite", "shm-drop", "socket-drop"])
     func lossy(mode: String) throws {
         let scratch = TransportScratch()
         defer { scratch.remove() }
@@ -55,12 +60,18 @@ struct CrossProcessTests {
         case "shm-drop":
             transport = scratch.arguments("shm") + ["--shm-slots", "64"]
         default:
-            transport = scratch.arguments("socket") + ["--socket-rcvbuf", "4096", "--socket-sndbuf", "4096",
-                                                       "--socket-datagram-size", "512"]
+            transport =
+                scratch.arguments("socket") + [
+                    "--socket-rcvbuf", "4096", "--socket-sndbuf", "4096",
+                    "--socket-datagram-size", "512",
+                ]
         }
         // A slow reader and a fast one: the fast one must not lose anything because of the other.
-        let slow = try Probe(["read"] + transport + ["--policy", policy, "--expect", String(lines),
-                                                     "--slow-microseconds", "2000", "--batch", "16"])
+        let slow = try Probe(
+            ["read"] + transport + [
+                "--policy", policy, "--expect", String(lines),
+                "--slow-microseconds", "2000", "--batch", "16",
+            ])
         let fast = try Probe(["read"] + transport + ["--expect", String(lines)])
         let writer = try Probe(["write"] + transport + ["--lines", String(lines), "--batch", "32"])
         #expect(try writer.finish().summary["written"] as? Int == lines)
@@ -83,8 +94,11 @@ struct CrossProcessTests {
         let lines = 20_000
         let steady = try Probe(["read"] + scratch.arguments(kind) + ["--expect", String(lines)])
         let leaver = try Probe(["read"] + scratch.arguments(kind) + ["--stop-after", "2000"])
-        let writer = try Probe(["write"] + scratch.arguments(kind) + ["--lines", String(lines), "--batch", "50",
-                                                                      "--pace-microseconds", "1000"])
+        let writer = try Probe(
+            ["write"] + scratch.arguments(kind) + [
+                "--lines", String(lines), "--batch", "50",
+                "--pace-microseconds", "1000",
+            ])
         usleep(100_000)
         let latecomer = try Probe(["read"] + scratch.arguments(kind) + ["--idle-timeout", "2000"])
         #expect(try writer.finish().status == 0)
@@ -106,8 +120,11 @@ struct CrossProcessTests {
     func killedReader(kind: String) throws {
         let scratch = TransportScratch()
         defer { scratch.remove() }
-        let transport = scratch.arguments(kind) + ["--shm-slots", "256", "--shm-reader-slots", "1",
-                                                   "--socket-rcvbuf", "4096", "--socket-sndbuf", "4096"]
+        let transport =
+            scratch.arguments(kind) + [
+                "--shm-slots", "256", "--shm-reader-slots", "1",
+                "--socket-rcvbuf", "4096", "--socket-sndbuf", "4096",
+            ]
         let stuck = try Probe(["read"] + transport)
         kill(stuck.pid, SIGSTOP)  // attached, lossless, and not reading: the writer fills up and waits
         let writer = try Probe(["write"] + transport + ["--lines", "20000", "--batch", "100"])
@@ -131,8 +148,11 @@ struct CrossProcessTests {
         defer { scratch.remove() }
         let transport = scratch.arguments(kind) + ["--shm-segments", "1"]  // the new writer needs the dead one's ring
         let reader = try Probe(["read"] + transport + ["--idle-timeout", "3000"])
-        let first = try Probe(["write"] + transport + ["--tag", "a", "--lines", "100000", "--batch", "10",
-                                                       "--pace-microseconds", "500"])
+        let first = try Probe(
+            ["write"] + transport + [
+                "--tag", "a", "--lines", "100000", "--batch", "10",
+                "--pace-microseconds", "500",
+            ])
         usleep(300_000)
         kill(first.pid, SIGKILL)
         _ = try first.finish(timeout: 5)
@@ -156,8 +176,9 @@ struct CrossProcessTests {
         let socket = try #require(try FileManager.default.contentsOfDirectory(atPath: scratch.socketDirectory).first)
         chmod(scratch.socketDirectory, 0o755)
         chmod(scratch.socketDirectory + "/" + socket, 0o666)
-        let intruder = try Probe(["write"] + scratch.arguments("socket") + ["--lines", "100"],
-                                 asUser: (uid: 65534, gid: 65534))
+        let intruder = try Probe(
+            ["write"] + scratch.arguments("socket") + ["--lines", "100"],
+            asUser: (uid: 65534, gid: 65534))
         _ = try intruder.finish()
         let summary = try reader.finish().summary
         #expect(int(summary, "refused") >= 1)

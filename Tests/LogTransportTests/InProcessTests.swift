@@ -27,8 +27,9 @@ struct InProcessTests {
         return lines
     }
 
-    @Test("an overlong line is rejected and counted, never cut; empty and binary lines pass unchanged",
-          arguments: TransportKind.allCases)
+    @Test(
+        "an overlong line is rejected and counted, never cut; empty and binary lines pass unchanged",
+        arguments: TransportKind.allCases)
     func framing(kind: TransportKind) throws {
         let scratch = TransportScratch()
         defer { scratch.remove() }
@@ -75,7 +76,9 @@ struct InProcessTests {
         defer { rmdir(open) }
         var options = SocketOptions()
         options.directory = open
-        #expect(throws: TransportError.invalidConfiguration("socket directory \(open) is world-writable; chmod o-w \(open)")) {
+        #expect(
+            throws: TransportError.invalidConfiguration("socket directory \(open) is world-writable; chmod o-w \(open)")
+        ) {
             _ = try SocketReader(options: options)
         }
     }
@@ -103,8 +106,9 @@ struct InProcessTests {
         writer.close()
     }
 
-    @Test("file tail: pieces come out whole; truncation and rename+recreate are followed",
-          arguments: FileOptions.ReadMethod.allCases)
+    @Test(
+        "file tail: pieces come out whole; truncation and rename+recreate are followed",
+        arguments: FileOptions.ReadMethod.allCases)
     func fileTail(method: FileOptions.ReadMethod) throws {
         let scratch = TransportScratch()
         defer { scratch.remove() }
@@ -126,7 +130,10 @@ struct InProcessTests {
         #expect(try reader.poll(into: batch) == 0, "no line until its end arrives")
         append(" and its end\n" + String(repeating: "x", count: 150) + "\nthird")
         append("\n")
-        #expect(text(try receive(reader, count: 3)) == ["first half of a line and its end", String(repeating: "x", count: 150), "third"])
+        #expect(
+            text(try receive(reader, count: 3)) == [
+                "first half of a line and its end", String(repeating: "x", count: 150), "third",
+            ])
 
         // Truncation: read again from the start.
         truncate(scratch.filePath, 0)

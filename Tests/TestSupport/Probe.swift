@@ -30,7 +30,9 @@ public final class Probe: @unchecked Sendable {
             }
             defer { ready.set() }
             let deadline = Date().addingTimeInterval(10)
-            while !String(decoding: collected, as: UTF8.self).contains("ready\n") && Date() < deadline && process.isRunning {
+            while !String(decoding: collected, as: UTF8.self).contains("ready\n") && Date() < deadline
+                && process.isRunning
+            {
                 let chunk = output.fileHandleForReading.availableData
                 if chunk.isEmpty { break }
                 collected.append(chunk)

@@ -36,9 +36,12 @@ public struct TestNetwork: Sendable {
         let receiverMAC = "02:00:c6:12:00:fe"
         try check("ip", "netns", "add", sender)
         try check("ip", "netns", "add", receiver)
-        try check("ip", "link", "add", sender, "address", senderMAC, "netns", sender, "type", "veth",
-                  "peer", "name", receiver, "address", receiverMAC, "netns", receiver)
-        for address in Self.senderAddresses4 { try check("ip", "-n", sender, "addr", "add", address + "/24", "dev", sender) }
+        try check(
+            "ip", "link", "add", sender, "address", senderMAC, "netns", sender, "type", "veth",
+            "peer", "name", receiver, "address", receiverMAC, "netns", receiver)
+        for address in Self.senderAddresses4 {
+            try check("ip", "-n", sender, "addr", "add", address + "/24", "dev", sender)
+        }
         for address in Self.senderAddresses6 {
             try check("ip", "-n", sender, "addr", "add", address + "/64", "dev", sender, "nodad")
         }
@@ -48,8 +51,12 @@ public struct TestNetwork: Sendable {
             try check("ip", "-n", namespace, "link", "set", "lo", "up")
             try check("ip", "-n", namespace, "link", "set", namespace, "up")
         }
-        try check("ip", "-n", sender, "neigh", "add", Self.receiverAddress4, "lladdr", receiverMAC, "dev", sender, "nud", "permanent")
-        try check("ip", "-n", sender, "neigh", "add", Self.receiverAddress6, "lladdr", receiverMAC, "dev", sender, "nud", "permanent")
+        try check(
+            "ip", "-n", sender, "neigh", "add", Self.receiverAddress4, "lladdr", receiverMAC, "dev", sender, "nud",
+            "permanent")
+        try check(
+            "ip", "-n", sender, "neigh", "add", Self.receiverAddress6, "lladdr", receiverMAC, "dev", sender, "nud",
+            "permanent")
     }
 
     /// Deletes both namespaces (the veth pair and any XDP program on it go with them).

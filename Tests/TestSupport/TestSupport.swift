@@ -32,6 +32,10 @@ public enum Products {
         try BPFObjectLocator().locate("xdp_reference.bpf.o")
     }
 
+    public static func floodObject() throws -> String {
+        try BPFObjectLocator().locate("flood.bpf.o")
+    }
+
     public static var cli: String { directory + "/portcullis" }
 }
 
@@ -110,9 +114,10 @@ public func runProcess(_ executable: String, _ arguments: [String], timeout: Dou
         _ = group.wait(timeout: .now() + 5)
     }
     process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    return ProcessResult(
+        status: process.terminationStatus,
+        stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// Runs a command through `/usr/bin/env` (so `ip`, `nsenter`, `python3` are found on PATH).

@@ -52,7 +52,8 @@ struct Write: ParsableCommand {
             for _ in 0..<lines {
                 for client in 0..<offenders {
                     let address = 0xC612_0001 + client
-                    let text = "2026-11-26 18:42:46 client \(address >> 24).\((address >> 16) & 255)."
+                    let text =
+                        "2026-11-26 18:42:46 client \(address >> 24).\((address >> 16) & 255)."
                         + "\((address >> 8) & 255).\(address & 255) exceeded request rate limit"
                     if !batch.append(text) || batch.isFull {
                         written.add(accepted: try writer.publish(batch).accepted, rejected: 0)

@@ -3,6 +3,8 @@ import Glibc
 import Testing
 import TestSupport
 @testable import XDPFirewall
+import XDPTesting
+import PortcullisCore
 
 @Suite("Pinned maps", .enabled(if: Privileges.runnable), .serialized)
 struct MapTests {
@@ -23,7 +25,8 @@ struct MapTests {
         let maps = try #require(second.maps)
         #expect(maps.capacity == 2048, "the pinned size stands")
         #expect(try maps.lookup(address) == BanEntry(address: address, expiry: end, dropped: 1))
-        #expect(try second.testRun(frame: TestFrame.udp(from: address, to: IPAddress("198.18.255.254")!)).verdict == .drop)
+        #expect(
+            try second.testRun(frame: TestFrame.udp(from: address, to: IPAddress("198.18.255.254")!)).verdict == .drop)
         #expect(try maps.counters().dropped.packets == 2, "counters are pinned too")
         // The CLI's way in: open from the pins alone.
         let opened = try BanMaps.open(pinnedIn: scratch.pins)
@@ -49,7 +52,9 @@ struct MapTests {
         }
         guard case .incompatiblePins = error else { Issue.record("expected incompatiblePins, got \(error)"); return }
         let opening = try #require(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) }
-        guard case .incompatiblePins = opening else { Issue.record("expected incompatiblePins, got \(opening)"); return }
+        guard case .incompatiblePins = opening else {
+            Issue.record("expected incompatiblePins, got \(opening)"); return
+        }
     }
 
     @Test func layoutMarkerOfAnotherVersionIsRefused() throws {
@@ -57,17 +62,20 @@ struct MapTests {
         let scratch = ScratchPinDirectory("marker")
         defer { scratch.remove() }
         do {
-            let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
-                                            mapEntries: 16)
+            let program = try LoadedProgram(
+                filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
+                mapEntries: 16)
             var key: UInt32 = 0
             var marker = pc_meta(magic: UInt32(PC_ABI_MAGIC), abi_version: UInt32(PC_ABI_VERSION) + 1)
             let maps = try #require(program.maps)
             try #require(bpf_map_update_elem(maps.meta.fd, &key, &marker, UInt64(BPF_ANY)) == 0)
         }
-        for error in [try #require(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) },
-                      try #require(throws: FirewallError.self) {
-                          _ = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
-                      }] {
+        for error in [
+            try #require(throws: FirewallError.self) { _ = try BanMaps.open(pinnedIn: scratch.pins) },
+            try #require(throws: FirewallError.self) {
+                _ = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+            },
+        ] {
             guard case .incompatiblePins(_, let detail) = error, detail.contains("version") else {
                 Issue.record("expected incompatiblePins naming the version, got \(error)")
                 continue

@@ -2,6 +2,9 @@ import CPortcullis
 import Testing
 import TestSupport
 @testable import XDPFirewall
+import XDPTesting
+import PortcullisSystem
+import PortcullisCore
 
 /// Verdicts and counters of the real filter, run by the kernel on crafted frames (BPF_PROG_TEST_RUN).
 @Suite("XDP verdicts", .enabled(if: Privileges.runnable), .serialized)
@@ -14,8 +17,9 @@ struct VerdictTests {
     func withFilter(_ body: (LoadedProgram, BanMaps) throws -> Void) throws {
         try Privileges.require()
         defer { scratch.remove() }
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
-                                        mapEntries: 1024)
+        let program = try LoadedProgram(
+            filterAt: try Products.filterObject(), pinDirectory: scratch.pins,
+            mapEntries: 1024)
         try body(program, try #require(program.maps))
     }
 
@@ -48,7 +52,8 @@ struct VerdictTests {
             let banned = IPAddress("2001:2::1")!
             try maps.ban(banned, .permanent)
             #expect(try verdict(program, maps, TestFrame.udp(from: banned, to: server6)) == (.drop, "dropped"))
-            #expect(try verdict(program, maps, TestFrame.udp(from: IPAddress("2001:2::2")!, to: server6))
+            #expect(
+                try verdict(program, maps, TestFrame.udp(from: IPAddress("2001:2::2")!, to: server6))
                     == (.pass, "passed"))
         }
     }
@@ -59,7 +64,7 @@ struct VerdictTests {
             try maps.ban(address, .at(bootNanoseconds: 1))  // ended long ago; no daemon removed it
             #expect(try verdict(program, maps, TestFrame.udp(from: address, to: server4)) == (.pass, "expired"))
             let v6 = IPAddress("2001:2::3")!
-            try maps.ban(v6, .at(bootNanoseconds: BootClock.nanoseconds() - 1))
+            try maps.ban(v6, .at(bootNanoseconds: SystemClock.bootNanoseconds() - 1))
             #expect(try verdict(program, maps, TestFrame.udp(from: v6, to: server6)) == (.pass, "expired"))
             #expect(try maps.lookup(address)?.dropped == 0)
         }
@@ -84,15 +89,19 @@ struct VerdictTests {
             try maps.ban(banned, .permanent)
             try maps.ban(banned6, .permanent)
             for tags in [[UInt16(10)], [100, 200]] {
-                #expect(try verdict(program, maps, TestFrame.udp(from: banned, to: server4, vlanTags: tags))
+                #expect(
+                    try verdict(program, maps, TestFrame.udp(from: banned, to: server4, vlanTags: tags))
                         == (.drop, "dropped"))
-                #expect(try verdict(program, maps, TestFrame.udp(from: banned6, to: server6, vlanTags: tags))
+                #expect(
+                    try verdict(program, maps, TestFrame.udp(from: banned6, to: server6, vlanTags: tags))
                         == (.drop, "dropped"))
-                #expect(try verdict(program, maps, TestFrame.udp(from: server4, to: banned, vlanTags: tags))
+                #expect(
+                    try verdict(program, maps, TestFrame.udp(from: server4, to: banned, vlanTags: tags))
                         == (.pass, "passed"))
             }
             // More tags than the program looks through: passed to the stack, counted as malformed.
-            #expect(try verdict(program, maps, TestFrame.udp(from: banned, to: server4, vlanTags: [1, 2, 3]))
+            #expect(
+                try verdict(program, maps, TestFrame.udp(from: banned, to: server4, vlanTags: [1, 2, 3]))
                     == (.pass, "malformed"))
         }
     }
@@ -106,20 +115,26 @@ struct VerdictTests {
                 [.hopByHop], [.hopByHop, .destinationOptions, .routing, .fragment], [.fragment],
             ]
             for chain in chains {
-                #expect(try verdict(program, maps, TestFrame.udp(from: banned, to: server6, extensions: chain))
+                #expect(
+                    try verdict(program, maps, TestFrame.udp(from: banned, to: server6, extensions: chain))
                         == (.drop, "dropped"))
-                #expect(try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: chain))
+                #expect(
+                    try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: chain))
                         == (.pass, "passed"))
             }
             // Exactly PC_MAX_IPV6_EXT_HEADERS is a valid chain.
             let most = Array(repeating: TestFrame.IPv6Extension.destinationOptions, count: Int(PC_MAX_IPV6_EXT_HEADERS))
-            #expect(try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: most))
+            #expect(
+                try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: most))
                     == (.pass, "passed"))
             // Longer than PC_MAX_IPV6_EXT_HEADERS: passed, counted malformed; a banned source still drops.
-            let long = Array(repeating: TestFrame.IPv6Extension.destinationOptions, count: Int(PC_MAX_IPV6_EXT_HEADERS) + 1)
-            #expect(try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: long))
+            let long = Array(
+                repeating: TestFrame.IPv6Extension.destinationOptions, count: Int(PC_MAX_IPV6_EXT_HEADERS) + 1)
+            #expect(
+                try verdict(program, maps, TestFrame.udp(from: other, to: server6, extensions: long))
                     == (.pass, "malformed"))
-            #expect(try verdict(program, maps, TestFrame.udp(from: banned, to: server6, extensions: long))
+            #expect(
+                try verdict(program, maps, TestFrame.udp(from: banned, to: server6, extensions: long))
                     == (.drop, "dropped"))
             // An extension header cut off by the end of the frame.
             let full = TestFrame.udp(from: other, to: server6, extensions: [.hopByHop], payload: [])

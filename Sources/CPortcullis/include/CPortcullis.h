@@ -1,7 +1,10 @@
 /*
  * CPortcullis.h - the one C module facing the OS. It includes libbpf, libxdp, liburing, libnuma,
- * PCRE2 and the socket headers once, and adds thin shims (prefixed cportcullis_) where Swift cannot reach
- * a C facility directly: variadic logging callbacks and BTF struct walking.
+ * PCRE2 and the socket headers once, and the ABI header shared with the XDP program
+ * (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
+ * facility directly: the libbpf/libxdp log capture (variadic callbacks), atomics with named
+ * orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr, accept4, SO_PEERCRED,
+ * CPU pinning and one liburing helper. Swift calls them through PortcullisSystem's funnel.
  */
 #ifndef CPORTCULLIS_H
 #define CPORTCULLIS_H
@@ -42,15 +45,6 @@
 void cportcullis_capture_library_logs(bool echo_to_stderr);
 /* Copies the captured log (NUL-terminated, possibly truncated to size) and clears it. */
 void cportcullis_take_library_log(char *buffer, size_t size);
-
-/*
- * Looks up `member` of `struct struct_name` in BTF. Returns 0 and fills the byte offset and size,
- * or -ENOENT when the struct or member is not there, -EINVAL for a bitfield.
- */
-int cportcullis_btf_member(const struct btf *btf, const char *struct_name, const char *member_name,
-                           uint32_t *offset, uint32_t *size);
-/* Size in bytes of `struct struct_name` in BTF, or a negative errno. */
-int64_t cportcullis_btf_struct_size(const struct btf *btf, const char *struct_name);
 
 /*
  * Atomics on shared memory (LogTransport's rings live in a mapping shared between processes).
@@ -108,12 +102,27 @@ static inline bool cportcullis_cas_u64(void *address, uint64_t expected, uint64_
 	return __atomic_compare_exchange_n((uint64_t *)address, &expected, desired, false, __ATOMIC_ACQ_REL,
 					   __ATOMIC_ACQUIRE);
 }
-static inline void cportcullis_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
-static inline void cportcullis_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
-static inline void cportcullis_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-static inline void cportcullis_cpu_relax(void) { __builtin_ia32_pause(); }
+static inline void cportcullis_fence_release(void)
+{
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+static inline void cportcullis_fence_acquire(void)
+{
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+}
+static inline void cportcullis_fence_seq_cst(void)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+static inline void cportcullis_cpu_relax(void)
+{
+	__builtin_ia32_pause();
+}
 /* Asks for the cache line at `address` ahead of a write to it. */
-static inline void cportcullis_prefetch_for_write(const void *address) { __builtin_prefetch(address, 1, 3); }
+static inline void cportcullis_prefetch_for_write(const void *address)
+{
+	__builtin_prefetch(address, 1, 3);
+}
 
 /*
  * futex(2) on a word in shared memory (not FUTEX_PRIVATE: waiters and wakers are different
@@ -130,7 +139,7 @@ struct cportcullis_mmsghdr {
 };
 int cportcullis_sendmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags);
 int cportcullis_recvmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags,
-                         struct timespec *timeout);
+			 struct timespec *timeout);
 
 /* Pins the calling thread to one CPU (CPU_SET macros are not importable). 0 or -1 with errno. */
 int cportcullis_pin_thread(int cpu);
@@ -143,6 +152,6 @@ int cportcullis_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 
 /* liburing's static inline helpers, forwarded so Swift calls one function each. */
 int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
-                                 uint64_t user_data);
+				 uint64_t user_data);
 
 #endif /* CPORTCULLIS_H */

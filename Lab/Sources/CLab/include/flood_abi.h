@@ -1,0 +1,1 @@
+../../../bpf/flood_abi.h

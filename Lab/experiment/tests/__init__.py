@@ -1,0 +1,1 @@
+"""Unit tests of the experiment package: python3 -m unittest discover -s Lab/experiment/tests -t Lab."""

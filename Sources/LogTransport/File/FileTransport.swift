@@ -1,0 +1,341 @@
+import CPortcullis
+import Glibc
+import PortcullisSystem
+
+/// Settings of the file transport.
+public struct FileOptions: Sendable, Equatable {
+    public enum ReadMethod: String, Sendable, CaseIterable {
+        /// io_uring reads, `uringDepth` buffers queued ahead at consecutive offsets.
+        case uring
+        /// Plain `pread`.
+        case read
+    }
+
+    /// The log file.
+    public var path = "/var/log/portcullis/offences.log"
+    /// Bytes per read (the prototype's read-ahead buffer was 2048).
+    public var bufferSize = 2048
+    public var readMethod = ReadMethod.uring
+    /// io_uring reads queued at once.
+    public var uringDepth = 4
+    /// A new reader starts at the beginning of the file (else at its end: only new lines).
+    public var startAtBeginning = false
+    /// Longest line; longer ones are skipped and counted as rejected.
+    public var maxLineLength = 4096
+    /// Mode of a file the writer creates.
+    public var mode: mode_t = 0o640
+
+    public init() {}
+
+    func validate() throws(TransportError) {
+        guard !path.isEmpty else { throw .invalidConfiguration("--file-path must not be empty") }
+        guard (64...(1 << 24)).contains(bufferSize) else {
+            throw .invalidConfiguration("--file-buffer must be 64...16777216 bytes, got \(bufferSize)")
+        }
+        guard (1...64).contains(uringDepth) else { throw .invalidConfiguration("--file-uring-depth must be 1...64") }
+        guard (1...(1 << 20)).contains(maxLineLength) else {
+            throw .invalidConfiguration("--file-max-line must be 1...1048576 bytes")
+        }
+        if mode & 0o002 != 0 { throw .invalidConfiguration("a world-writable log file mode is refused") }
+    }
+}
+
+/// Appends each batch to the log file with one `write` (lines joined by newlines). Lines holding
+/// a newline cannot be framed in a file and are rejected, as are lines over `maxLineLength`.
+public final class FileWriter: LogWriter {
+    let options: FileOptions
+    private let fd: Int32
+    private var buffer: UnsafeMutableRawPointer
+    private var capacity: Int
+    private var closed = false
+    public private(set) var statistics = WriterStatistics()
+
+    public init(options: FileOptions) throws(TransportError) {
+        try options.validate()
+        self.options = options
+        fd = open(options.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, options.mode)
+        guard fd >= 0 else {
+            let code = errno
+            closed = true
+            throw .system(operation: "open \(options.path) for appending", errno: code)
+        }
+        capacity = 1 << 16
+        buffer = .allocate(byteCount: capacity, alignment: 64)
+    }
+
+    deinit {
+        close()
+        buffer.deallocate()
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        Glibc.close(fd)
+    }
+
+    public func publish(_ batch: LineBatch) throws(TransportError) -> PublishResult {
+        precondition(!closed, "publish on a closed FileWriter")
+        let needed = batch.byteCount + batch.count
+        if needed > capacity {
+            buffer.deallocate()
+            capacity = max(needed, capacity * 2)
+            buffer = .allocate(byteCount: capacity, alignment: 64)
+        }
+        var result = PublishResult()
+        var length = 0
+        batch.forEachLine { line in
+            if line.count > options.maxLineLength
+                || (line.count > 0 && memchr(line.baseAddress!, 0x0A, line.count) != nil)
+            {
+                result.rejected += 1
+                return
+            }
+            if line.count > 0 { (buffer + length).copyMemory(from: line.baseAddress!, byteCount: line.count) }
+            length += line.count
+            (buffer + length).storeBytes(of: 0x0A, as: UInt8.self)
+            length += 1
+            result.accepted += 1
+        }
+        var written = 0
+        while written < length {
+            let count = try transportCallCount("append to \(options.path)") {
+                write(fd, buffer + written, length - written)
+            }
+            if count < 0 { throw .system(operation: "append to \(options.path)", errno: EAGAIN) }
+            written += count
+        }
+        statistics.linesWritten += UInt64(result.accepted)
+        statistics.linesRejected += UInt64(result.rejected)
+        return result
+    }
+}
+
+/// Tails the log file: emits whole lines only, follows truncation (starts over) and rotation
+/// (drains the old file, then opens the new one from its start), and waits with inotify.
+public final class FileReader: LogReader {
+    let options: FileOptions
+    private var fd: Int32 = -1
+    private var inode: ino_t = 0
+    private var device: dev_t = 0
+    private var offset: off_t = 0
+    private let inotify: Int32
+    private var fileWatch: Int32 = -1
+    /// Bytes read but not yet delivered: [pendingStart, pendingEnd) of `pending`.
+    private let pending: UnsafeMutableRawPointer
+    private let pendingCapacity: Int
+    private var pendingStart = 0
+    private var pendingEnd = 0
+    /// Inside an overlong line: drop bytes up to the next newline.
+    private var skipping = false
+    private var ring = io_uring()
+    private var usesUring: Bool
+    private var stats = ReaderStatistics()
+    private var closed = false
+    /// Times the file was found truncated (and read again from its start).
+    public private(set) var truncations: UInt64 = 0
+    /// Times the file was found replaced (rotation) and the new one opened.
+    public private(set) var rotations: UInt64 = 0
+
+    public var statistics: ReaderStatistics { stats }
+
+    public init(options: FileOptions) throws(TransportError) {
+        try options.validate()
+        self.options = options
+        inotify = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard inotify >= 0 else { throw .system(operation: "inotify_init1", errno: errno) }
+        pendingCapacity = options.maxLineLength + options.bufferSize * options.uringDepth + 1
+        pending = .allocate(byteCount: pendingCapacity, alignment: 64)
+        usesUring = options.readMethod == .uring
+        if usesUring {
+            let result = io_uring_queue_init(UInt32(options.uringDepth), &ring, 0)
+            if result < 0 {
+                // deinit runs after a throwing init and frees `pending`; close() must skip the rest.
+                Glibc.close(inotify)
+                usesUring = false
+                closed = true
+                throw .system(
+                    operation: "io_uring_queue_init (use --file-read read where io_uring is disabled)",
+                    errno: -result)
+            }
+        }
+        // Watch the directory for the file appearing again (rotation, a writer starting later).
+        let directory = options.path.contains("/") ? String(options.path[..<options.path.lastIndex(of: "/")!]) : "."
+        _ = inotify_add_watch(inotify, directory.isEmpty ? "/" : directory, UInt32(IN_CREATE | IN_MOVED_TO))
+        _ = openFile(atEnd: !options.startAtBeginning)
+    }
+
+    deinit {
+        close()
+        pending.deallocate()
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        if fd >= 0 { Glibc.close(fd) }
+        if usesUring { io_uring_queue_exit(&ring) }
+        Glibc.close(inotify)
+    }
+
+    /// Opens the file at the path; false when it does not exist (yet).
+    private func openFile(atEnd: Bool) -> Bool {
+        let opened = open(options.path, O_RDONLY | O_CLOEXEC)
+        guard opened >= 0 else { return false }
+        var info = stat()
+        fstat(opened, &info)
+        if fd >= 0 { Glibc.close(fd) }
+        fd = opened
+        inode = info.st_ino
+        device = info.st_dev
+        offset = atEnd ? info.st_size : 0
+        if fileWatch >= 0 { inotify_rm_watch(inotify, fileWatch) }
+        fileWatch = inotify_add_watch(inotify, options.path, UInt32(IN_MODIFY))
+        return true
+    }
+
+    public func poll(into batch: LineBatch) throws(TransportError) -> Int {
+        precondition(!closed, "poll on a closed FileReader")
+        var total = deliver(into: batch)
+        // A file cut shorter than where we are was truncated (copytruncate), even if new lines
+        // have already made it grow again: start over before reading on, not only at its end.
+        var current = stat()
+        if fd >= 0 && fstat(fd, &current) == 0 && current.st_size < offset {
+            truncations += 1
+            offset = 0
+            discardPartialLine()
+        }
+        while !batch.isFull {
+            if fd < 0 && !openFile(atEnd: false) { break }  // a file created after we started: read it all
+            let read = try readMore()
+            if read > 0 {
+                total += deliver(into: batch)
+                if pendingEnd - pendingStart > 0 && batch.count > 0
+                    && !batch.canAppend(length: pendingEnd - pendingStart)
+                {
+                    break  // batch nearly full; the rest waits in `pending`
+                }
+                continue
+            }
+            // End of file: truncated? replaced? else nothing more for now.
+            var current = stat()
+            if fstat(fd, &current) == 0 && current.st_size < offset {
+                truncations += 1
+                offset = 0
+                discardPartialLine()
+                continue
+            }
+            var named = stat()
+            if stat(options.path, &named) == 0 && (named.st_ino != inode || named.st_dev != device) {
+                rotations += 1
+                discardPartialLine()
+                if openFile(atEnd: false) { continue }
+            }
+            break
+        }
+        stats.linesReceived += UInt64(total)
+        return total
+    }
+
+    public func wait(into batch: LineBatch, timeoutMilliseconds: Int) throws(TransportError) -> Int {
+        let count = try poll(into: batch)
+        if count > 0 || timeoutMilliseconds <= 0 { return count }
+        var descriptor = pollfd(fd: inotify, events: Int16(POLLIN), revents: 0)
+        _ = Glibc.poll(&descriptor, 1, Int32(clamping: timeoutMilliseconds))
+        var scratch = [UInt8](repeating: 0, count: 4096)
+        while read(inotify, &scratch, scratch.count) > 0 {}
+        return try poll(into: batch)
+    }
+
+    /// A line cut off by truncation or rotation is never completed: count it and drop it.
+    private func discardPartialLine() {
+        if pendingEnd > pendingStart || skipping { stats.linesRejected += 1 }
+        pendingStart = 0
+        pendingEnd = 0
+        skipping = false
+    }
+
+    /// Reads more of the file into `pending`. - Returns: bytes read (0 at end of file).
+    private func readMore() throws(TransportError) -> Int {
+        // Make room: move the undelivered rest to the front.
+        if pendingStart > 0 {
+            let rest = pendingEnd - pendingStart
+            if rest > 0 { pending.copyMemory(from: pending + pendingStart, byteCount: rest) }
+            pendingStart = 0
+            pendingEnd = rest
+        }
+        if usesUring { return try readWithUring() }
+        let room = min(options.bufferSize, pendingCapacity - pendingEnd)
+        let count = try transportCallCount("read \(options.path)") { pread(fd, pending + pendingEnd, room, offset) }
+        guard count > 0 else { return 0 }
+        pendingEnd += count
+        offset += off_t(count)
+        return count
+    }
+
+    /// Queues `uringDepth` reads at consecutive offsets straight into `pending` and takes their
+    /// completions in order; a short read ends the run (later buffers may hold bytes from after a
+    /// gap, so they are ignored and read again next time).
+    private func readWithUring() throws(TransportError) -> Int {
+        let depth = min(options.uringDepth, (pendingCapacity - pendingEnd) / options.bufferSize)
+        guard depth > 0 else { return 0 }
+        for index in 0..<depth {
+            let result = cportcullis_uring_queue_read(
+                &ring, fd, pending + pendingEnd + index * options.bufferSize,
+                UInt32(options.bufferSize),
+                UInt64(offset) + UInt64(index * options.bufferSize), UInt64(index))
+            if result < 0 { throw .system(operation: "queue io_uring read", errno: -result) }
+        }
+        try systemCall(
+            convention: .negativeErrno, { io_uring_submit_and_wait(&ring, UInt32(depth)) },
+            orThrow: { TransportError.system(operation: "io_uring_submit_and_wait", errno: $0.code) })
+        var lengths = [Int32](repeating: 0, count: depth)
+        for _ in 0..<depth {
+            var completion: UnsafeMutablePointer<io_uring_cqe>?
+            try systemCall(
+                convention: .negativeErrno, { io_uring_wait_cqe(&ring, &completion) },
+                orThrow: { TransportError.system(operation: "io_uring_wait_cqe", errno: $0.code) })
+            guard let completion else { throw .system(operation: "io_uring_wait_cqe", errno: EIO) }
+            lengths[Int(completion.pointee.user_data)] = completion.pointee.res
+            io_uring_cqe_seen(&ring, completion)
+        }
+        var total = 0
+        for length in lengths {
+            if length < 0 { throw .system(operation: "read \(options.path) with io_uring", errno: -length) }
+            // Consecutive buffers are contiguous in `pending` while every read before was full.
+            total += Int(length)
+            if Int(length) < options.bufferSize { break }
+        }
+        pendingEnd += total
+        offset += off_t(total)
+        return total
+    }
+
+    /// Moves whole lines from `pending` into `batch`. - Returns: lines delivered.
+    private func deliver(into batch: LineBatch) -> Int {
+        var count = 0
+        while pendingStart < pendingEnd {
+            let start = pending + pendingStart
+            let available = pendingEnd - pendingStart
+            guard let newline = memchr(start, 0x0A, available) else {
+                if available > options.maxLineLength {  // no end in sight: drop what we have
+                    if !skipping { stats.linesRejected += 1 }
+                    skipping = true
+                    pendingStart = pendingEnd
+                }
+                break
+            }
+            let length = UnsafeMutableRawPointer(newline) - start
+            if skipping || length > options.maxLineLength {
+                if !skipping { stats.linesRejected += 1 }
+                skipping = false
+                pendingStart += length + 1
+                continue
+            }
+            guard batch.append(UnsafeRawBufferPointer(start: start, count: length)) else { break }
+            pendingStart += length + 1
+            count += 1
+        }
+        return count
+    }
+}

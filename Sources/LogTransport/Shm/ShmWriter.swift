@@ -1,0 +1,193 @@
+import CPortcullis
+import Glibc
+import PortcullisSystem
+
+/// Writes lines into one ring of a shared-memory segment: a single producer per ring, so one
+/// `ShmWriter` per writer thread. Lines are copied into fixed-size slots; the head index is
+/// published (store-release) once per batch, or every `publishInterval` lines of a long batch.
+public final class ShmWriter: LogWriter {
+    let segment: ShmSegment
+    /// The ring this writer owns.
+    public let ringIndex: Int
+    private let ring: UnsafeMutableRawPointer
+    private let slots: UnsafeMutableRawPointer
+    private let mask: UInt64
+    private let slotCount: UInt64
+    private let slotSize: Int
+    private let maxLine: Int
+    private let overwrite: Bool
+    private var head: UInt64
+    private var published: UInt64
+    /// The slowest lossless reader's tail as last read; re-read only when the ring looks full.
+    private var cachedMinTail: UInt64
+    private var closed = false
+    /// This writer's owner word in the ring header.
+    private var owner = OwnerWord(0)
+    public private(set) var statistics = WriterStatistics()
+
+    /// Lines written before the head is published inside one long batch.
+    static let publishInterval: UInt64 = 1024
+
+    /// Opens (or creates) the segment and claims a free ring, or the ring of a writer that died:
+    /// a restarted writer continues where its ring's head stands, and readers just go on reading.
+    public init(options: ShmOptions) throws(TransportError) {
+        let segment = try ShmSegment.open(options, adopt: false)
+        self.segment = segment
+        let layout = segment.layout
+        let owners = (0..<layout.rings).map {
+            (owner: segment.ring($0) + ShmField.Ring.owner, startTime: segment.ring($0) + ShmField.Ring.writerStartTime)
+        }
+        guard let (index, claimed) = ShmSegment.claim(slots: owners) else {
+            throw .segmentFull(name: options.name, what: "ring")
+        }
+        ringIndex = index
+        ring = segment.ring(index)
+        slots = segment.slots(ring: ring)
+        slotCount = UInt64(layout.slotsPerRing)
+        mask = slotCount - 1
+        slotSize = layout.slotSize
+        maxLine = layout.slotSize - ShmLayout.slotHeaderSize
+        overwrite = layout.overwrite
+        let me = ProcessIdentity.current
+        cportcullis_store_release_u64(ring + ShmField.Ring.writerStartTime, me.startTime)
+        // A dead writer's unpublished slots are simply overwritten: only published lines exist.
+        head = cportcullis_load_acquire_u64(ring + ShmField.Ring.head)
+        published = head
+        cachedMinTail = head
+        owner = claimed.next(state: OwnerWord.taken, pid: me.pid)
+        // Pairs with the load-acquire of the owner word by claimers: start time before "taken".
+        cportcullis_store_release_u64(ring + ShmField.Ring.owner, owner.raw)
+        cachedMinTail = minimumTail()
+    }
+
+    deinit { close() }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        publish()
+        // Only if still ours: a writer taken for dead may have lost the ring to another already.
+        _ = cportcullis_cas_u64(ring + ShmField.Ring.owner, owner.raw, owner.next(state: OwnerWord.free, pid: 0).raw)
+    }
+
+    /// Longest line this writer's slots hold.
+    public var maxLineLength: Int { maxLine }
+
+    public func publish(_ batch: LineBatch) throws(TransportError) -> PublishResult {
+        precondition(!closed, "publish on a closed ShmWriter")
+        // The per-line loop works on locals: stored `var`s of a class are checked for exclusive
+        // access at run time on every write.
+        var head = self.head
+        var published = self.published
+        var cachedMinTail = self.cachedMinTail
+        var accepted = 0
+        var rejected = 0
+        let (slots, mask, slotSize, maxLine, slotCount, overwrite) =
+            (self.slots, self.mask, self.slotSize, self.maxLine, self.slotCount, self.overwrite)
+        batch.forEachLine { line in
+            guard line.count <= maxLine else {
+                rejected += 1
+                return
+            }
+            if !overwrite && head &- cachedMinTail >= slotCount {
+                self.head = head
+                cachedMinTail = waitForSpace()
+                published = head
+            }
+            let slot = slots + Int(head & mask) * slotSize
+            let sequence = slot.assumingMemoryBound(to: UInt64.self)
+            // Seqlock: invalidate, write, validate. A lossy reader copying this slot sees the
+            // sequence change and discards its copy (pairs with the reader's acquire fence + reload).
+            cportcullis_store_relaxed_u64(sequence, 0)
+            cportcullis_fence_release()
+            slot.storeBytes(of: UInt32(line.count), toByteOffset: ShmField.Slot.length, as: UInt32.self)
+            if line.count > 0 {
+                (slot + ShmLayout.slotHeaderSize).copyMemory(from: line.baseAddress!, byteCount: line.count)
+            }
+            // Pairs with the reader's load-acquire of the sequence before it copies.
+            cportcullis_store_release_u64(sequence, head &+ 1)
+            head &+= 1
+            accepted += 1
+            if head &- published >= Self.publishInterval {
+                self.head = head
+                publish()
+                published = head
+            }
+        }
+        self.head = head
+        self.cachedMinTail = cachedMinTail
+        publish()
+        statistics.linesWritten += UInt64(accepted)
+        if rejected > 0 {
+            statistics.linesRejected += UInt64(rejected)
+            _ = cportcullis_fetch_add_u64(ring + ShmField.Ring.rejected, UInt64(rejected))
+        }
+        return PublishResult(accepted: accepted, rejected: rejected)
+    }
+
+    /// Makes the lines written so far visible to readers and wakes sleeping ones.
+    @inline(__always)
+    private func publish() {
+        guard head != published else { return }
+        // Pairs with the readers' load-acquire of head: slot contents before the index.
+        cportcullis_store_release_u64(ring + ShmField.Ring.head, head)
+        published = head
+        segment.wakeReaders()
+    }
+
+    /// The smallest tail among attached lossless (`block`) readers; `head` when there is none.
+    private func minimumTail() -> UInt64 {
+        var minimum = head
+        for reader in 0..<segment.layout.readerSlots {
+            let entry = segment.readerEntry(reader)
+            // Pairs with the reader's store-release of its state after it set its tails.
+            guard OwnerWord(cportcullis_load_acquire_u64(entry)).state == OwnerWord.taken,
+                entry.load(fromByteOffset: ShmField.Reader.policy, as: UInt32.self) == 0
+            else { continue }
+            // Pairs with the reader's store-release of its tail after copying lines out.
+            let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
+            if head &- tail > head &- minimum { minimum = tail }
+        }
+        return minimum
+    }
+
+    /// Waits until the slowest lossless reader frees a slot. Readers that died are detached (every
+    /// 10 ms of waiting), so a killed reader holds the writer for a bounded time only.
+    private func waitForSpace() -> UInt64 {
+        publish()
+        var spins = 0
+        var lastLivenessCheck = SystemClock.monotonicNanoseconds()
+        while true {
+            let minimum = minimumTail()
+            if head &- minimum < slotCount { return minimum }
+            spins += 1
+            if spins < 64 {
+                cportcullis_cpu_relax()
+            } else if spins < 128 {
+                sched_yield()
+            } else {
+                var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
+                nanosleep(&pause, nil)
+            }
+            let now = SystemClock.monotonicNanoseconds()
+            if now - lastLivenessCheck > 10_000_000 {
+                lastLivenessCheck = now
+                detachDeadReaders()
+            }
+        }
+    }
+
+    private func detachDeadReaders() {
+        for reader in 0..<segment.layout.readerSlots {
+            let entry = segment.readerEntry(reader)
+            let current = OwnerWord(cportcullis_load_acquire_u64(entry))
+            guard current.state == OwnerWord.taken,
+                !ShmSegment.holder(current, startTime: entry + ShmField.Reader.startTime).isAlive
+            else { continue }
+            // The generation makes this fail if the slot changed hands since it was read.
+            if cportcullis_cas_u64(entry, current.raw, current.next(state: OwnerWord.free, pid: 0).raw) {
+                segment.forgetSleepers(readerEntry: entry)
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import CPortcullis
+import Glibc
+import PortcullisSystem
+
+/// Settings of the `SOCK_SEQPACKET` transport.
+public struct SocketOptions: Sendable, Equatable {
+    /// Directory holding one socket per reader; writers watch it with inotify.
+    public var directory = "/run/portcullis/sockets"
+    /// Bytes per datagram, header included; lines are packed until the next would not fit.
+    public var datagramSize = 8192
+    /// Most lines in one datagram (1 = one line per datagram, the prototype's way).
+    public var linesPerDatagram = 65_535
+    /// Datagrams per `sendmmsg`/`recvmmsg` call (1 = one `sendmsg` per datagram).
+    public var datagramsPerCall = 64
+    /// `SO_SNDBUF` of writer sockets; nil keeps the kernel default.
+    public var sendBuffer: Int?
+    /// `SO_RCVBUF` of reader connections; nil keeps the kernel default.
+    public var receiveBuffer: Int?
+    /// Writers whose uid is here may connect (SO_PEERCRED); root and the reader's own uid always may.
+    public var allowedUIDs: [uid_t] = []
+    /// Writers whose gid is here may connect.
+    public var allowedGIDs: [gid_t] = []
+    /// Mode of reader sockets (connecting needs write permission): never world-writable.
+    public var socketMode: mode_t = 0o660
+    /// Mode of the directory when a reader or writer creates it.
+    public var directoryMode: mode_t = 0o750
+
+    public init() {}
+
+    /// Longest line a datagram carries.
+    public var maxLineLength: Int { min(datagramSize - Datagram.headerSize - Datagram.lengthSize, Int(UInt16.max)) }
+
+    func validate() throws(TransportError) {
+        guard datagramSize >= 64, datagramSize <= 1 << 20 else {
+            throw .invalidConfiguration("--socket-datagram-size must be 64...1048576 bytes, got \(datagramSize)")
+        }
+        guard linesPerDatagram >= 1 else {
+            throw .invalidConfiguration("--socket-lines-per-datagram must be at least 1")
+        }
+        guard (1...1024).contains(datagramsPerCall) else {
+            throw .invalidConfiguration("--socket-batch must be 1...1024 datagrams per call")
+        }
+        if let sendBuffer, sendBuffer <= 0 { throw .invalidConfiguration("--socket-sndbuf must be positive") }
+        // A SEQPACKET datagram must fit the send buffer whole (the kernel doubles the value set).
+        if let sendBuffer, datagramSize > 2 * sendBuffer {
+            throw .invalidConfiguration(
+                "--socket-datagram-size \(datagramSize) does not fit --socket-sndbuf \(sendBuffer)")
+        }
+        if let receiveBuffer, receiveBuffer <= 0 { throw .invalidConfiguration("--socket-rcvbuf must be positive") }
+        if socketMode & 0o002 != 0 || directoryMode & 0o002 != 0 {
+            throw .invalidConfiguration("world-writable socket or directory modes are refused")
+        }
+    }
+}
+
+/// Datagram layout (little-endian):
+///
+///      0 u32 magic       Datagram.magic
+///      4 u32 lineCount
+///      8 u64 lostTotal   lines this writer could not deliver to this reader so far (drop policy)
+///     16 lines: u16 length, then the bytes, repeated lineCount times
+enum Datagram {
+    static let magic: UInt32 = 0x444C_5550  // "PULD"
+    static let headerSize = 16
+    static let lengthSize = 2
+}
+
+/// Reader socket file names: `reader-PID-N.POLICY.sock`, so writers learn the policy from the name.
+enum SocketName {
+    static let suffix = ".sock"
+
+    static func policy(of name: String) -> SlowReaderPolicy? {
+        guard name.hasPrefix("reader-"), name.hasSuffix(suffix) else { return nil }
+        let stem = name.dropLast(suffix.count)
+        guard let dot = stem.lastIndex(of: ".") else { return nil }
+        return SlowReaderPolicy(rawValue: String(stem[stem.index(after: dot)...]))
+    }
+}
+
+/// Creates `path` (and parents) with `mode` if missing; refuses a world-writable directory.
+func prepareDirectory(_ path: String, mode: mode_t) throws(TransportError) {
+    var prefix = path.hasPrefix("/") ? "" : "."
+    for component in path.split(separator: "/") {
+        prefix += "/" + component
+        let last = prefix == path || prefix == "./" + path
+        if mkdir(prefix, last ? mode : 0o755) == 0 {
+            if last { chmod(prefix, mode) }  // mkdir's mode is filtered by the umask
+        } else if errno != EEXIST {
+            let code = errno
+            throw .system(operation: "create directory \(prefix)", errno: code)
+        }
+    }
+    var info = stat()
+    try transportCall("stat \(path)") { stat(path, &info) }
+    guard (info.st_mode & S_IFMT) == S_IFDIR else { throw .invalidConfiguration("\(path) is not a directory") }
+    if info.st_mode & 0o002 != 0 {
+        // Even with the sticky bit: anyone could put a reader socket there and read the stream.
+        throw .invalidConfiguration("socket directory \(path) is world-writable; chmod o-w \(path)")
+    }
+}
+
+/// Fills a `sockaddr_un` for `path`. - Throws: when the path does not fit.
+func unixAddress(_ path: String) throws(TransportError) -> sockaddr_un {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    let capacity = MemoryLayout.size(ofValue: address.sun_path)
+    guard bytes.count < capacity else {
+        throw .invalidConfiguration("socket path \(path) is longer than \(capacity - 1) bytes")
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    return address
+}
+
+@inline(__always)
+func setSocketOption(_ fd: Int32, _ option: Int32, _ value: Int, what: String) throws(TransportError) {
+    var value = Int32(clamping: value)
+    try transportCall("set \(what)") { setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<Int32>.size)) }
+}

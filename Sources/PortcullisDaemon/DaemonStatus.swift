@@ -1,0 +1,122 @@
+import PortcullisSystem
+
+/// Counters of one ban worker. Kept by that worker; published once per batch under a lock, so a
+/// reader always sees one batch's consistent copy.
+public struct WorkerCounters: Sendable, Equatable {
+    public var lines: UInt64 = 0
+    public var matched: UInt64 = 0
+    public var notMatching: UInt64 = 0
+    public var tooLong: UInt64 = 0
+    public var invalidAddress: UInt64 = 0
+    public var matchLimit: UInt64 = 0
+    public var allowlisted: UInt64 = 0
+    public var tableFull: UInt64 = 0
+    public var bans: UInt64 = 0
+    public var banFailures: UInt64 = 0
+    /// Bans that failed and wait for their next try (in this worker).
+    public var pendingRetries: UInt64 = 0
+    /// CPU time the worker thread used, in nanoseconds (updated once per batch).
+    public var cpuNanoseconds: UInt64 = 0
+
+    public init() {}
+
+    /// Every counter, for sums (a new counter added above must be listed here too).
+    nonisolated(unsafe) static let fields: [WritableKeyPath<WorkerCounters, UInt64>] = [
+        \.lines, \.matched, \.notMatching, \.tooLong, \.invalidAddress, \.matchLimit, \.allowlisted,
+        \.tableFull, \.bans, \.banFailures, \.pendingRetries, \.cpuNanoseconds,
+    ]
+
+    static func + (left: WorkerCounters, right: WorkerCounters) -> WorkerCounters {
+        var sum = left
+        for field in fields { sum[keyPath: field] += right[keyPath: field] }
+        return sum
+    }
+}
+
+/// A snapshot of the whole daemon.
+public struct DaemonStatus: Sendable {
+    public var workers: [WorkerCounters]
+    /// The CPU each worker is pinned to (nil: not pinned).
+    public var workerCPUs: [Int?]
+    public var total: WorkerCounters { workers.reduce(WorkerCounters(), +) }
+    public var unbans: UInt64
+    /// Of the unbans, those the periodic sweep of the maps found rather than the schedule.
+    public var sweptUnbans: UInt64
+    /// Bans with an end the daemon is waiting for.
+    public var scheduledBans: Int
+    /// Bins of the offence table in use.
+    public var tableBins: UInt64
+    /// Lines the transport reported lost (lossy modes).
+    public var linesLost: UInt64
+    /// CPU time of the expiry thread (known once it has stopped), in nanoseconds.
+    public var expiryCPUNanoseconds: UInt64
+    /// Bans that failed (a full map) and wait for their next try.
+    public var pendingRetries: UInt64 { workers.reduce(0) { $0 + $1.pendingRetries } }
+    /// Seconds since the daemon started.
+    public var uptime: Double
+
+    /// The one-line status `--status-interval` prints.
+    public func statusLine(previousLines: UInt64, interval: Double) -> String {
+        let total = total
+        let rate = interval > 0 ? Double(total.lines &- previousLines) / interval : 0
+        return "status: \(tenths(uptime)) s, lines \(total.lines) (\(Int(rate))/s), matched \(total.matched), "
+            + "bans \(total.bans), unbans \(unbans), in force \(scheduledBans), "
+            + "not matching \(total.notMatching), invalid address \(total.invalidAddress), too long \(total.tooLong), "
+            + "allowlisted \(total.allowlisted), table \(tableBins) bins, table full \(total.tableFull), "
+            + "ban failures \(total.banFailures), lines lost \(linesLost)"
+    }
+
+    /// The summary printed at exit: totals, then one line per worker.
+    public func summaryLines() -> [String] {
+        let total = total
+        var lines = [
+            "stopped after \(tenths(uptime)) s: \(total.lines) lines read, \(total.matched) matched, "
+                + "\(total.notMatching) not matching, \(total.invalidAddress) invalid address, \(total.tooLong) too long, "
+                + "\(total.matchLimit) over the regex match limit, \(total.allowlisted) allowlisted, "
+                + "\(total.bans) bans, \(unbans) unbans (\(sweptUnbans) found by the sweep), "
+                + "\(total.banFailures) ban failures, \(pendingRetries) bans waiting for a retry, "
+                + "\(total.tableFull) table full, \(linesLost) lines lost"
+        ]
+        for (index, worker) in workers.enumerated() {
+            let cpu = workerCPUs[index].map { "cpu \($0)" } ?? "unpinned"
+            let perLine = worker.lines > 0 ? Double(worker.cpuNanoseconds) / Double(worker.lines) : 0
+            lines.append(
+                "worker \(index) (\(cpu)): \(worker.lines) lines, \(worker.matched) matched, "
+                    + "\(worker.bans) bans, \(tenths(Double(worker.cpuNanoseconds) / 1e9)) s CPU (\(Int(perLine)) ns/line)"
+            )
+        }
+        return lines
+    }
+
+    /// The exit summary for scripts (`--summary-json`; the testbed's experiment runner reads it).
+    public func summary(cpuSeconds: Double) -> DaemonSummary {
+        let total = total
+        return DaemonSummary(
+            uptimeSeconds: uptime, cpuSeconds: cpuSeconds, lines: total.lines, matched: total.matched,
+            notMatching: total.notMatching, invalidAddress: total.invalidAddress, tooLong: total.tooLong,
+            allowlisted: total.allowlisted, tableFull: total.tableFull, bans: total.bans, unbans: unbans,
+            sweptUnbans: sweptUnbans, banFailures: total.banFailures, pendingRetries: pendingRetries,
+            linesLost: linesLost, workers: workers.count)
+    }
+
+    private func tenths(_ value: Double) -> String {
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+}
+
+/// The daemon's counters at exit, as JSON (snake_case keys).
+public struct DaemonSummary: Encodable, Sendable {
+    public let uptimeSeconds: Double
+    public let cpuSeconds: Double
+    public let lines, matched, notMatching, invalidAddress, tooLong, allowlisted, tableFull: UInt64
+    public let bans, unbans, sweptUnbans, banFailures, pendingRetries, linesLost: UInt64
+    public let workers: Int
+
+    enum CodingKeys: String, CodingKey {
+        case uptimeSeconds = "uptime_seconds", cpuSeconds = "cpu_seconds", lines, matched
+        case notMatching = "not_matching", invalidAddress = "invalid_address", tooLong = "too_long", allowlisted
+        case tableFull = "table_full", bans, unbans, sweptUnbans = "swept_unbans", banFailures = "ban_failures"
+        case pendingRetries = "pending_retries", linesLost = "lines_lost", workers
+    }
+}

@@ -1,0 +1,144 @@
+import OffenceTable
+import PortcullisCore
+import PortcullisSystem
+import Synchronization
+import XDPFirewall
+
+/// Where bans end. The XDP program stops dropping a client once its ban's end has passed, with no
+/// daemon at all (`pc_enforce` in bpf/portcullis.bpf.c); the daemon then lifts the ended ban from
+/// the map and starts the client's count over (the offence table also restarts a count by itself
+/// once a ban time has passed since its crossing, so offences in between are not lost).
+///
+/// `BanLifter` is the expiry thread: every 100 ms it lifts the bans the schedule says are due,
+/// and every 10 s it sweeps the maps for ended bans the schedule does not know (an operator's
+/// `portcullis ban --for`, a ban whose end was lost).
+final class BanLifter: @unchecked Sendable {
+    private let enforcement: Enforcement
+    private let jail: Jail
+    private let clock: DaemonClock
+    private let publishers: [BanPublisher]
+    private let unbans = Atomic<UInt64>(0)
+    private let sweptUnbans = Atomic<UInt64>(0)
+    private let cpuNanoseconds = Atomic<UInt64>(0)
+
+    static let interval: UInt64 = 100_000_000
+    static let sweepInterval: UInt64 = 10_000_000_000
+
+    init(enforcement: Enforcement, jail: Jail, clock: DaemonClock, publishers: [BanPublisher]) {
+        self.enforcement = enforcement
+        self.jail = jail
+        self.clock = clock
+        self.publishers = publishers
+    }
+
+    /// Bans lifted so far, of them found by the sweep, and this thread's CPU time (once stopped).
+    var counts: (unbans: UInt64, swept: UInt64, cpuNanoseconds: UInt64) {
+        (
+            unbans.load(ordering: .acquiring), sweptUnbans.load(ordering: .acquiring),
+            cpuNanoseconds.load(ordering: .acquiring)
+        )
+    }
+
+    /// The expiry thread's loop, until `isStopping` says so.
+    func run(isStopping: () -> Bool) {
+        var lastSweep = SystemClock.monotonicNanoseconds()
+        while !isStopping() {
+            SystemClock.sleep(nanoseconds: Self.interval)
+            let now = clock.bootNow
+            let due = enforcement.schedule.takeDue(now: now)
+            if !due.isEmpty { lift(due, swept: false) }
+            if SystemClock.monotonicNanoseconds() - lastSweep > Self.sweepInterval {
+                lastSweep = SystemClock.monotonicNanoseconds()
+                if let entries = try? enforcement.maps.entries() {
+                    let ended = entries.filter { $0.isExpired(now: now) }.map(\.address)
+                    if !ended.isEmpty { lift(ended, swept: true) }
+                }
+            }
+        }
+        cpuNanoseconds.store(SystemClock.threadCPUNanoseconds(), ordering: .releasing)
+    }
+
+    private func lift(_ addresses: [IPAddress], swept: Bool) {
+        let (deleted, lifted) = enforcement.lift(addresses, table: jail.table, clock: clock)
+        unbans.wrappingAdd(deleted, ordering: .acquiringAndReleasing)
+        if swept { sweptUnbans.wrappingAdd(deleted, ordering: .acquiringAndReleasing) }
+        guard !lifted.isEmpty else { return }
+        let event = BanEvent(kind: .unban, addresses: lifted, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+        for publisher in publishers { publisher.publish(event) }
+    }
+}
+
+/// When each ban ends, earliest first: workers add bans, the expiry thread takes the due ones.
+/// A client banned again before its old ban ended keeps only its latest end.
+final class ExpirySchedule: Sendable {
+    private struct Entry {
+        let end: UInt64
+        let address: IPAddress
+    }
+
+    private struct State {
+        var heap: [Entry] = []
+        var latest: [IPAddress: UInt64] = [:]
+    }
+
+    private let state: Mutex<State>
+
+    /// Room for this many bans is made up front: growing the dictionary rehashes every entry
+    /// while a worker waits (measured: milliseconds at tens of thousands of bans).
+    init(capacity: Int = 1 << 17) {
+        var initial = State()
+        initial.heap.reserveCapacity(capacity)
+        initial.latest.reserveCapacity(capacity)
+        state = Mutex(initial)
+    }
+
+    /// Bans with an end the daemon is waiting for.
+    var count: Int { state.withLock { $0.latest.count } }
+
+    func add(_ address: IPAddress, end: UInt64) {
+        state.withLock { state in
+            state.latest[address] = end
+            state.heap.append(Entry(end: end, address: address))
+            var child = state.heap.count - 1
+            while child > 0 {
+                let parent = (child - 1) / 2
+                if state.heap[parent].end <= state.heap[child].end { break }
+                state.heap.swapAt(parent, child)
+                child = parent
+            }
+        }
+    }
+
+    /// Removes and returns the clients whose ban ends at or before `now`.
+    func takeDue(now: UInt64) -> [IPAddress] {
+        state.withLock { state in
+            var due: [IPAddress] = []
+            while let first = state.heap.first, first.end <= now {
+                Self.removeFirst(from: &state.heap)
+                // An older end of a client banned again since: not due.
+                if state.latest[first.address] == first.end {
+                    state.latest.removeValue(forKey: first.address)
+                    due.append(first.address)
+                }
+            }
+            return due
+        }
+    }
+
+    private static func removeFirst(from heap: inout [Entry]) {
+        let last = heap.removeLast()
+        guard !heap.isEmpty else { return }
+        heap[0] = last
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1
+            let right = left + 1
+            var smallest = parent
+            if left < heap.count && heap[left].end < heap[smallest].end { smallest = left }
+            if right < heap.count && heap[right].end < heap[smallest].end { smallest = right }
+            if smallest == parent { return }
+            heap.swapAt(parent, smallest)
+            parent = smallest
+        }
+    }
+}

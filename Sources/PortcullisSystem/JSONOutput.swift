@@ -1,0 +1,76 @@
+import FoundationEssentials
+import Glibc
+
+/// Machine-readable output (summaries, ready files, `--json`): one encoder, keys sorted, so
+/// scripts never parse the lines meant for people.
+public enum JSONOutput {
+    /// `value` as one line of JSON.
+    public static func line(_ value: some Encodable) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(value) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Writes `value` as JSON to `path`, atomically: to a temporary file beside it, then renamed
+    /// over it, so a reader never sees half a file.
+    public static func write(_ value: some Encodable, to path: String) throws(Errno) {
+        let temporary = path + ".tmp.\(getpid())"
+        let fd = try systemCall({ open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }, orThrow: { $0 })
+        var text = line(value) + "\n"
+        let written = text.withUTF8 { bytes in Glibc.write(fd, bytes.baseAddress, bytes.count) }
+        let writeError = written == text.utf8.count ? 0 : (written < 0 ? errno : ENOSPC)
+        close(fd)
+        if writeError != 0 || rename(temporary, path) != 0 {
+            let code = writeError != 0 ? writeError : errno
+            unlink(temporary)
+            throw Errno(code)
+        }
+    }
+}
+
+/// A JSON object whose keys are known only at run time (a counter per name), in insertion order.
+public struct JSONObject: Encodable {
+    public indirect enum Value: Encodable {
+        case integer(Int64)
+        case unsigned(UInt64)
+        case number(Double)
+        case text(String)
+        case object(JSONObject)
+
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .integer(let value): try container.encode(value)
+            case .unsigned(let value): try container.encode(value)
+            case .number(let value): try container.encode(value)
+            case .text(let value): try container.encode(value)
+            case .object(let value): try container.encode(value)
+            }
+        }
+    }
+
+    private struct Key: CodingKey {
+        let stringValue: String
+        init(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
+    private var fields: [(String, Value)] = []
+
+    public init() {}
+
+    public subscript(key: String) -> Value? {
+        get { fields.first { $0.0 == key }?.1 }
+        set {
+            fields.removeAll { $0.0 == key }
+            if let newValue { fields.append((key, newValue)) }
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        for (key, value) in fields { try container.encode(value, forKey: Key(stringValue: key)) }
+    }
+}
