@@ -37,7 +37,7 @@ struct Flood: ParsableCommand {
     @Option(help: ArgumentHelp("How long to send.", valueName: "seconds")) var duration = 10.0
     @Option(
         help:
-            "Sending threads, each pinned to its own CPU (0, 1, ...) with its share of the rate; give the veth as many queues (tools/testbed does) so that the receiving side runs on as many CPUs."
+            "Sending threads, each pinned to its own CPU (0, 1, ...) with its share of the rate; give the veth as many queues (Lab/tools/testbed does) so that the receiving side runs on as many CPUs."
     )
     var threads = 1
     @Option(help: "Runs of the first BPF_PROG_TEST_RUN call (later calls adapt to about 200 ms each).") var chunk =

@@ -23,7 +23,7 @@ final class LiveFrameSender: FrameSender, @unchecked Sendable {
         let index = if_nametoindex(interface)
         guard index > 0 else {
             throw ValidationError(
-                "no interface \(interface) in this network namespace: run flood through tools/testbed flood")
+                "no interface \(interface) in this network namespace: run flood through Lab/tools/testbed flood")
         }
         interfaceIndex = Int32(index)
         let path = try BPFObjectLocator().locate("flood.bpf.o", explicit: objectPath)

@@ -57,7 +57,7 @@ final class PacketLane {
         let index = if_nametoindex(interface)
         guard index > 0 else {
             throw ValidationError(
-                "no interface \(interface) in this network namespace: run flood through tools/testbed flood")
+                "no interface \(interface) in this network namespace: run flood through Lab/tools/testbed flood")
         }
         self.rate = rate
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)

@@ -46,7 +46,7 @@ enum AddressPlan {
     static let attackersBeforeValid4 = 65_535
     static let maxValid4 = 254
     static let maxPerGroup6 = 1 << 24
-    /// The first clients of each group that tools/testbed assigns to the client interface (`send`).
+    /// The first clients of each group that Lab/tools/testbed assigns to the client interface (`send`).
     static let assignedPerGroup = 4
 
     static var attackerBase4: [UInt8] { bytes(attacker4) }
