@@ -12,14 +12,23 @@ import PortcullisCore
 ///      0 u64 key high    IPAddress bytes 0-7
 ///      8 u64 key low     IPAddress bytes 8-15
 ///     16 u32 state       0 empty, 1 being claimed (key being written), 2 in use
+///     20 u32 touched     the caller's stamp of the last offence (`record(_:now:stamp:)`): which of
+///                        equal counts went quiet first, finer than a second (a hint, written plainly)
 ///     24 u64 count word  low 32 bits: offences counted; high 32 bits: when the count started
 ///                        (seconds of the table's clock), for the find-time window; once the
 ///                        count has crossed, when the ban's time started
 ///
 /// The memory is faulted in when the table is made (bins x 32 bytes: 192 MB for the default 6,000,011
-/// bins), so the first attack does not pay for it. Bins are never freed: an expired ban resets the
-/// count, the key stays. When a probe finds no
-/// free bin within `probeLimit` steps the offence is not counted and `full` says so.
+/// bins), so the first attack does not pay for it.
+///
+/// The table ages: a new client whose probe window (`probeLimit` bins from its home) is full takes
+/// over a bin that no longer matters — first one whose count has gone stale (older than the find
+/// time; with find time 0, not seen for `idleHorizon` seconds; or a ban that has ended), else the
+/// one with the lowest count and, among those, the oldest, never one whose ban is in force
+/// (`OffenceTable+Aging.swift`). So a flood of distinct, spoofed or one-off sources can never stop
+/// real attackers from being counted; only a window full of bans in force refuses an offence
+/// (`full`). With find time 0 the start field of a count below the threshold holds when the client
+/// was last seen, which is what the idle horizon is measured from.
 public final class OffenceTable: @unchecked Sendable {
     public enum Recorded: Equatable, Sendable {
         /// Counted; the client's count is now this (below the threshold, or past it).
@@ -36,10 +45,15 @@ public final class OffenceTable: @unchecked Sendable {
         static let keyHigh = 0
         static let keyLow = 8
         static let state = 16
+        static let touched = 20
         static let countWord = 24
     }
-    /// Longest linear probe before a record is refused as `full`.
-    public static let probeLimit = 128
+    /// A client's window: the bins from its home a probe walks. Under a flood of new clients every
+    /// window is full and each new client walks all of it twice (looking, then taking a bin over):
+    /// measured with `portcullis-perf aging` (10,000,000 one-off sources, 600,011 bins), CPU per
+    /// line 162 ns with 8 bins, 267 with 16, 451 with 32, about 1,300 with 128. Without a flood
+    /// a window fills only at loads no daemon runs at, and a full one takes a stale bin over.
+    public static let probeLimit = 8
 
     public let bins: Int
     public let threshold: UInt32
@@ -49,17 +63,36 @@ public final class OffenceTable: @unchecked Sendable {
     /// count at once: the client's ban has ended, and offences that pass the filter before the
     /// daemon gets round to lifting it count toward the next ban instead of being lost.
     public let banTime: UInt32
-    private let memory: UnsafeMutableRawPointer
+    /// With find time 0: a client below the threshold not seen for this many seconds no longer
+    /// holds its bin against a new client.
+    public let idleHorizon: UInt32
+    /// Bins a probe walks (`probeLimit`; a test may make it the whole table).
+    public let window: Int
+    let memory: UnsafeMutableRawPointer
     private let size: Int
-    private let occupiedCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    private let fullCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    let occupiedCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    let fullCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// Bins taken over from stale counts, and from live ones (the lowest, oldest count in a full
+    /// window).
+    let reclaimedCounter = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
+    /// Spin locks serialising takeovers per group of home bins: two workers bringing the same new
+    /// client into a full window must not take two bins for it.
+    let takeoverLocks: UnsafeMutablePointer<UInt32>
+    static let takeoverLockCount = 4096
+    /// The count word of a bin changing hands: every update sees it and looks again.
+    static let reclaiming = UInt64.max
+    /// The default idle horizon: a day.
+    public static let defaultIdleHorizon: UInt32 = 86_400
 
     /// - Parameters:
     ///   - bins: table size (the prototype's 6,000,011 by default).
     ///   - numaNode: place the memory on this node (libnuma), if the machine has NUMA.
+    ///   - idleHorizon: see `idleHorizon` (find time 0 only).
+    ///   - window: see `window`.
     public init(
         bins: Int = 6_000_011, threshold: UInt32, findTime: UInt32 = 0, banTime: UInt32 = 0,
-        numaNode: Int? = nil
+        idleHorizon: UInt32 = OffenceTable.defaultIdleHorizon, numaNode: Int? = nil,
+        window: Int = OffenceTable.probeLimit
     ) throws(SettingError) {
         guard bins >= 16, bins <= 1 << 31 else { throw SettingError("--table-bins must be 16...2147483648") }
         guard threshold >= 1 else { throw SettingError("--threshold must be at least 1") }
@@ -73,6 +106,8 @@ public final class OffenceTable: @unchecked Sendable {
         self.threshold = threshold
         self.findTime = findTime
         self.banTime = banTime
+        self.idleHorizon = max(idleHorizon, 1)
+        self.window = min(max(window, 1), bins)
         size = bins * Self.binSize
         let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let mapped, mapped != MAP_FAILED else {
@@ -96,18 +131,27 @@ public final class OffenceTable: @unchecked Sendable {
         }
         occupiedCounter.initialize(to: 0)
         fullCounter.initialize(to: 0)
+        reclaimedCounter.initialize(repeating: 0, count: 2)
+        takeoverLocks = .allocate(capacity: Self.takeoverLockCount)
+        takeoverLocks.initialize(repeating: 0, count: Self.takeoverLockCount)
     }
 
     deinit {
         munmap(memory, size)
         occupiedCounter.deallocate()
         fullCounter.deallocate()
+        reclaimedCounter.deallocate()
+        takeoverLocks.deallocate()
     }
 
-    /// Bins in use.
+    /// Bins in use (they stay in use: a bin changes hands, it is never emptied).
     public var occupied: UInt64 { cportcullis_load_acquire_u64(occupiedCounter) }
-    /// Offences refused because no bin was free near their position.
+    /// Offences refused because every bin near their position held a ban in force.
     public var fullRefusals: UInt64 { cportcullis_load_acquire_u64(fullCounter) }
+    /// Bins taken over from stale counts.
+    public var reclaimedStale: UInt64 { cportcullis_load_acquire_u64(reclaimedCounter) }
+    /// Bins taken over from live counts below the threshold (a full window: the lowest, oldest).
+    public var evictedLive: UInt64 { cportcullis_load_acquire_u64(reclaimedCounter + 1) }
 
     @inline(__always)
     func home(_ key: IPAddress) -> Int {
@@ -117,38 +161,68 @@ public final class OffenceTable: @unchecked Sendable {
         return Int(hash.multipliedFullWidth(by: UInt64(bins)).high)  // uniform over bins, no division
     }
 
-    /// The bin holding `key`, claiming a free one if `insert`; nil when absent (or no free bin).
+    /// Where a probe for a key ended.
+    enum Probe {
+        /// The key's bin.
+        case found(UnsafeMutableRawPointer)
+        /// The key is absent, and this empty bin is where it goes.
+        case empty(UnsafeMutableRawPointer)
+        /// The key is absent and every bin of its window is in use.
+        case windowFull
+    }
+
+    /// Walks the key's window. Bins are never emptied, so an empty bin ends it: the key is not
+    /// further on.
     @inline(__always)
-    func bin(for key: IPAddress, insert: Bool) -> UnsafeMutableRawPointer? {
+    func probe(_ key: IPAddress) -> Probe {
         var index = home(key)
-        for _ in 0..<Self.probeLimit {
+        for _ in 0..<window {
             let bin = memory + index * Self.binSize
             let state = bin + Bin.state
             var current = cportcullis_load_acquire_u32(state)
-            if current == 0 {
-                guard insert else { return nil }
-                if cportcullis_cas_u32(state, 0, 1) {
-                    bin.storeBytes(of: key.high, as: UInt64.self)
-                    bin.storeBytes(of: key.low, toByteOffset: Bin.keyLow, as: UInt64.self)
-                    // Pairs with the load-acquire of the state by probers: the key before "in use".
-                    cportcullis_store_release_u32(state, 2)
-                    _ = cportcullis_fetch_add_u64(occupiedCounter, 1)
-                    return bin
-                }
-                current = cportcullis_load_acquire_u32(state)
-            }
+            if current == 0 { return .empty(bin) }
             while current == 1 {  // another worker is writing this bin's key: a few instructions
                 cportcullis_cpu_relax()
                 current = cportcullis_load_acquire_u32(state)
             }
-            if bin.load(as: UInt64.self) == key.high && bin.load(fromByteOffset: Bin.keyLow, as: UInt64.self) == key.low
-            {
-                return bin
-            }
+            if current == 0 { return .empty(bin) }  // a claim that gave up
+            if holds(bin, key) { return .found(bin) }
             index += 1
             if index == bins { index = 0 }
         }
-        return nil
+        return .windowFull
+    }
+
+    @inline(__always)
+    func holds(_ bin: UnsafeMutableRawPointer, _ key: IPAddress) -> Bool {
+        bin.load(as: UInt64.self) == key.high && bin.load(fromByteOffset: Bin.keyLow, as: UInt64.self) == key.low
+    }
+
+    /// The bin holding `key`, bringing it in if `insert` (into an empty bin, or by taking one over
+    /// when its window is full); nil when absent (or, inserting, when every bin of the window
+    /// holds a ban in force).
+    @inline(__always)
+    func bin(for key: IPAddress, insert: Bool, now: UInt32, stamp: UInt32 = 0) -> UnsafeMutableRawPointer? {
+        while true {
+            switch probe(key) {
+            case .found(let bin):
+                return bin
+            case .empty(let bin):
+                guard insert else { return nil }
+                let state = bin + Bin.state
+                guard cportcullis_cas_u32(state, 0, 1) else { continue }  // lost the race: look again
+                bin.storeBytes(of: key.high, as: UInt64.self)
+                bin.storeBytes(of: key.low, toByteOffset: Bin.keyLow, as: UInt64.self)
+                cportcullis_store_release_u64(bin + Bin.countWord, 0)
+                // Pairs with the load-acquire of the state by probers: the key before "in use".
+                cportcullis_store_release_u32(state, 2)
+                _ = cportcullis_fetch_add_u64(occupiedCounter, 1)
+                return bin
+            case .windowFull:
+                guard insert else { return nil }
+                return takeOver(for: key, now: now, stamp: stamp)
+            }
+        }
     }
 
     /// Starts loading the bin where `key`'s probe begins, so a `record` shortly after finds it in
@@ -159,35 +233,65 @@ public final class OffenceTable: @unchecked Sendable {
         cportcullis_prefetch_for_write(memory + home(key) * Self.binSize)
     }
 
-    /// Counts one offence of `key` at `now` (seconds on the caller's clock).
+    /// Changes `key`'s count word with `change` (given the word, nil to leave it) by compare-and-
+    /// swap, checking after each read that the bin still holds `key`: a bin being taken over shows
+    /// `reclaiming`, and one taken over holds another key; either way the key is looked up again.
+    /// - Returns: the word written (nil: absent, or left as it was).
     @inline(__always)
-    public func record(_ key: IPAddress, now: UInt32) -> Recorded {
-        guard let bin = bin(for: key, insert: true) else {
+    func update(
+        _ key: IPAddress, insert: Bool, now: UInt32, stamp: UInt32 = 0, _ change: (UInt64) -> UInt64?
+    ) -> (bin: UnsafeMutableRawPointer, old: UInt64, new: UInt64)? {
+        lookup: while true {
+            guard let bin = bin(for: key, insert: insert, now: now, stamp: stamp) else { return nil }
+            let word = bin + Bin.countWord
+            while true {
+                let old = cportcullis_load_acquire_u64(word)
+                // Pairs with the store-release of the word by a takeover: a word read after it
+                // comes with the new key in place.
+                if old == Self.reclaiming || !holds(bin, key) {
+                    cportcullis_cpu_relax()
+                    continue lookup
+                }
+                guard let new = change(old) else { return nil }
+                if cportcullis_cas_u64(word, old, new) { return (bin, old, new) }
+            }
+        }
+    }
+
+    /// Counts one offence of `key` at `now` (seconds on the caller's clock).
+    /// - Parameter stamp: a finer clock of the caller's (the daemon's: milliseconds, per batch),
+    ///   wrapping: among equal counts of the same second, the bin stamped longest ago is the
+    ///   first a new client takes over.
+    @inline(__always)
+    public func record(_ key: IPAddress, now: UInt32, stamp: UInt32 = 0) -> Recorded {
+        var crossing = false
+        guard
+            let (bin, _, new) = update(
+                key, insert: true, now: now, stamp: stamp,
+                { old in
+                    let count = UInt32(truncatingIfNeeded: old)
+                    let start = UInt32(truncatingIfNeeded: old >> 32)
+                    let since = Int64(Int32(bitPattern: now &- start))
+                    let banEnded = banTime > 0 && count >= threshold && since >= Int64(banTime)
+                    let windowPassed = findTime > 0 && since > Int64(findTime)
+                    let restart = count == 0 || banEnded || (windowPassed && count < threshold)
+                    let newCount = restart ? 1 : (count == UInt32.max - 1 ? count : count + 1)
+                    crossing = newCount == threshold && (restart || count != threshold)
+                    // Find time 0: below the threshold, the start is when the client was last seen.
+                    let lastSeen = findTime == 0 && newCount < threshold
+                    return UInt64(newCount) | UInt64(restart || crossing || lastSeen ? now : start) << 32
+                })
+        else {
             _ = cportcullis_fetch_add_u64(fullCounter, 1)
             return .full
         }
-        let word = bin + Bin.countWord
-        var old = cportcullis_load_acquire_u64(word)
-        while true {
-            let count = UInt32(truncatingIfNeeded: old)
-            let start = UInt32(truncatingIfNeeded: old >> 32)
-            let banEnded = banTime > 0 && count >= threshold && Int64(Int32(bitPattern: now &- start)) >= Int64(banTime)
-            let windowPassed = findTime > 0 && Int64(Int32(bitPattern: now &- start)) > Int64(findTime)
-            let restart = count == 0 || banEnded || (windowPassed && count < threshold)
-            let newCount = restart ? 1 : (count == UInt32.max ? count : count + 1)
-            let crossing = newCount == threshold && (restart || count != threshold)
-            let new = UInt64(newCount) | UInt64(restart || crossing ? now : start) << 32
-            if cportcullis_cas_u64(word, old, new) {
-                return crossing ? .crossed : .counted(newCount)
-            }
-            old = cportcullis_load_acquire_u64(word)
-        }
+        bin.storeBytes(of: stamp, toByteOffset: Bin.touched, as: UInt32.self)
+        return crossing ? .crossed : .counted(UInt32(truncatingIfNeeded: new))
     }
 
     /// Starts the client's count over (its ban was lifted by hand).
     public func reset(_ key: IPAddress) {
-        guard let bin = bin(for: key, insert: false) else { return }
-        cportcullis_store_release_u64(bin + Bin.countWord, 0)
+        _ = update(key, insert: false, now: 0) { _ in 0 }
     }
 
     /// Starts the client's count over after its ban ended at `endedAt` (table seconds), unless
@@ -195,15 +299,11 @@ public final class OffenceTable: @unchecked Sendable {
     /// end): those are kept. - Returns: whether it reset.
     @discardableResult
     public func resetEnded(_ key: IPAddress, endedAt: UInt32) -> Bool {
-        guard let bin = bin(for: key, insert: false) else { return false }
-        let word = bin + Bin.countWord
-        while true {
-            let old = cportcullis_load_acquire_u64(word)
+        update(key, insert: false, now: 0) { old in
             let count = UInt32(truncatingIfNeeded: old)
             let start = UInt32(truncatingIfNeeded: old >> 32)
-            if count < threshold || Int32(bitPattern: endedAt &- start) <= 0 { return false }
-            if cportcullis_cas_u64(word, old, 0) { return true }
-        }
+            return count < threshold || Int32(bitPattern: endedAt &- start) <= 0 ? nil : 0
+        } != nil
     }
 
     /// Sets the client's count to the threshold without a crossing: a ban found in the maps at
@@ -211,17 +311,21 @@ public final class OffenceTable: @unchecked Sendable {
     /// - Parameter remaining: seconds the ban has left, if it ends: its time is dated so that it
     ///   ends then on the table's clock too (nil: for good, or as long as a ban lasts).
     public func markBanned(_ key: IPAddress, now: UInt32, remaining: UInt32? = nil) {
-        guard let bin = bin(for: key, insert: true) else { return }
         // start + banTime = the ban's end; for a ban longer than banTime, start lies ahead. With
         // bans for good (banTime 0) counts never restart by time: date it now, before its end,
         // so that the lift at its end resets it.
         let start = banTime > 0 ? remaining.map { now &+ $0 &- banTime } ?? now : now
-        cportcullis_store_release_u64(bin + Bin.countWord, UInt64(threshold) | UInt64(start) << 32)
+        _ = update(key, insert: true, now: now) { _ in UInt64(self.threshold) | UInt64(start) << 32 }
     }
 
-    /// The client's current count, nil when the table has never seen it.
+    /// The client's current count, nil when the table has never seen it (or has given its bin to
+    /// another client).
     public func count(of key: IPAddress) -> UInt32? {
-        guard let bin = bin(for: key, insert: false) else { return nil }
-        return UInt32(truncatingIfNeeded: cportcullis_load_acquire_u64(bin + Bin.countWord))
+        var seen: UInt32?
+        _ = update(key, insert: false, now: 0) { old in
+            seen = UInt32(truncatingIfNeeded: old)
+            return nil
+        }
+        return seen
     }
 }

@@ -98,6 +98,8 @@ final class BanWorker: @unchecked Sendable {
         state: inout State
     ) {
         let now = clock.tableNow
+        // Finer than the table's seconds (about a millisecond): which equal counts went quiet first.
+        let stamp = UInt32(truncatingIfNeeded: SystemClock.monotonicNanoseconds() >> 20)
         let allowlist = jail.allowlist
         let table = jail.table
         var pendingCount = 0
@@ -113,7 +115,7 @@ final class BanWorker: @unchecked Sendable {
                 pending[pendingCount] = address
                 pendingCount += 1
                 if pendingCount == Self.prefetchGroup {
-                    record(pending, pendingCount, now: now, state: &state)
+                    record(pending, pendingCount, now: now, stamp: stamp, state: &state)
                     pendingCount = 0
                 }
             case .notMatching: state.counters.notMatching += 1
@@ -122,16 +124,18 @@ final class BanWorker: @unchecked Sendable {
             case .matchLimit: state.counters.matchLimit += 1
             }
         }
-        record(pending, pendingCount, now: now, state: &state)
+        record(pending, pendingCount, now: now, stamp: stamp, state: &state)
     }
 
     /// Records `count` offences in the table; crossings are collected and, past `flushThreshold`,
     /// installed.
     @inline(__always)
-    private func record(_ addresses: UnsafeMutablePointer<IPAddress>, _ count: Int, now: UInt32, state: inout State) {
+    private func record(
+        _ addresses: UnsafeMutablePointer<IPAddress>, _ count: Int, now: UInt32, stamp: UInt32, state: inout State
+    ) {
         let table = jail.table
         for index in 0..<count {
-            switch table.record(addresses[index], now: now) {
+            switch table.record(addresses[index], now: now, stamp: stamp) {
             case .crossed:
                 state.crossed.append(addresses[index])
                 if state.crossed.count >= Self.flushThreshold { installCrossings(&state) }

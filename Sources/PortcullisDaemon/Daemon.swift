@@ -128,6 +128,7 @@ public final class Daemon: @unchecked Sendable {
         return DaemonStatus(
             workers: workers.map(\.counters), workerCPUs: workers.map(\.cpu), unbans: lifted.unbans,
             sweptUnbans: lifted.swept, scheduledBans: enforcement.schedule.count, tableBins: jail.table.occupied,
+            tableReclaimed: jail.table.reclaimedStale, tableEvicted: jail.table.evictedLive,
             linesLost: isStopping ? linesLostAtStop : readers.statistics.linesLost,
             expiryCPUNanoseconds: lifted.cpuNanoseconds,
             uptime: Double(SystemClock.monotonicNanoseconds() - startNanoseconds) / 1e9)

@@ -21,6 +21,9 @@ public struct DaemonConfiguration: Sendable {
     public var numaNode: Int?
     /// Bins of the offence table.
     public var tableBins = 6_000_011
+    /// With find time 0: seconds after which a client below the threshold, not seen since, no
+    /// longer holds its bin against a new client.
+    public var idleHorizon = OffenceTable.defaultIdleHorizon
     /// failregex patterns; empty: the built-in line format.
     public var failRegexes: [String] = []
     /// Networks never banned.
@@ -66,6 +69,7 @@ public struct DaemonConfiguration: Sendable {
             throw .invalidSetting("--numa-node \(numaNode) does not exist (highest: \(Self.highestNumaNode))")
         }
         if tableBins < 16 { throw .invalidSetting("--table-bins must be at least 16") }
+        if idleHorizon < 1 { throw .invalidSetting("--idle-horizon must be at least 1 second") }
         if maxLineLength < 64 { throw .invalidSetting("--max-line must be at least 64 bytes") }
         do {
             try transport.validate()

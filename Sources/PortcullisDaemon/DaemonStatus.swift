@@ -46,6 +46,9 @@ public struct DaemonStatus: Sendable {
     public var scheduledBans: Int
     /// Bins of the offence table in use.
     public var tableBins: UInt64
+    /// Bins new clients took over: from stale counts, and from live ones in full windows.
+    public var tableReclaimed: UInt64 = 0
+    public var tableEvicted: UInt64 = 0
     /// Lines the transport reported lost (lossy modes).
     public var linesLost: UInt64
     /// CPU time of the expiry thread (known once it has stopped), in nanoseconds.
@@ -62,7 +65,8 @@ public struct DaemonStatus: Sendable {
         return "status: \(tenths(uptime)) s, lines \(total.lines) (\(Int(rate))/s), matched \(total.matched), "
             + "bans \(total.bans), unbans \(unbans), in force \(scheduledBans), "
             + "not matching \(total.notMatching), invalid address \(total.invalidAddress), too long \(total.tooLong), "
-            + "allowlisted \(total.allowlisted), table \(tableBins) bins, table full \(total.tableFull), "
+            + "allowlisted \(total.allowlisted), table \(tableBins) bins (\(tableReclaimed) reclaimed, \(tableEvicted) "
+            + "evicted), table full \(total.tableFull), "
             + "ban failures \(total.banFailures), lines lost \(linesLost)"
     }
 
@@ -75,7 +79,8 @@ public struct DaemonStatus: Sendable {
                 + "\(total.matchLimit) over the regex match limit, \(total.allowlisted) allowlisted, "
                 + "\(total.bans) bans, \(unbans) unbans (\(sweptUnbans) found by the sweep), "
                 + "\(total.banFailures) ban failures, \(pendingRetries) bans waiting for a retry, "
-                + "\(total.tableFull) table full, \(linesLost) lines lost"
+                + "\(total.tableFull) table full, \(tableReclaimed) table bins reclaimed, \(tableEvicted) evicted, "
+                + "\(linesLost) lines lost"
         ]
         for (index, worker) in workers.enumerated() {
             let cpu = workerCPUs[index].map { "cpu \($0)" } ?? "unpinned"
@@ -96,7 +101,7 @@ public struct DaemonStatus: Sendable {
             notMatching: total.notMatching, invalidAddress: total.invalidAddress, tooLong: total.tooLong,
             allowlisted: total.allowlisted, tableFull: total.tableFull, bans: total.bans, unbans: unbans,
             sweptUnbans: sweptUnbans, banFailures: total.banFailures, pendingRetries: pendingRetries,
-            linesLost: linesLost, workers: workers.count)
+            linesLost: linesLost, tableReclaimed: tableReclaimed, tableEvicted: tableEvicted, workers: workers.count)
     }
 
     private func tenths(_ value: Double) -> String {
@@ -110,13 +115,14 @@ public struct DaemonSummary: Encodable, Sendable {
     public let uptimeSeconds: Double
     public let cpuSeconds: Double
     public let lines, matched, notMatching, invalidAddress, tooLong, allowlisted, tableFull: UInt64
-    public let bans, unbans, sweptUnbans, banFailures, pendingRetries, linesLost: UInt64
+    public let bans, unbans, sweptUnbans, banFailures, pendingRetries, linesLost, tableReclaimed, tableEvicted: UInt64
     public let workers: Int
 
     enum CodingKeys: String, CodingKey {
         case uptimeSeconds = "uptime_seconds", cpuSeconds = "cpu_seconds", lines, matched
         case notMatching = "not_matching", invalidAddress = "invalid_address", tooLong = "too_long", allowlisted
         case tableFull = "table_full", bans, unbans, sweptUnbans = "swept_unbans", banFailures = "ban_failures"
-        case pendingRetries = "pending_retries", linesLost = "lines_lost", workers
+        case pendingRetries = "pending_retries", linesLost = "lines_lost", tableReclaimed = "table_reclaimed"
+        case tableEvicted = "table_evicted", workers
     }
 }

@@ -51,6 +51,12 @@ struct Portcullisd: ParsableCommand {
     @Option(help: "Bins of the offence table (open addressing, 32 bytes each).")
     var tableBins = 6_000_011
 
+    @Option(
+        help: ArgumentHelp(
+            "With --find-time 0: a client below the threshold not seen for this long gives "
+                + "its table bin up to a new one.", valueName: "seconds"))
+    var idleHorizon: UInt32 = 86_400
+
     @Option(help: "Entries per ban map (IPv4 and IPv6) when the maps are created.")
     var mapEntries: UInt32?
 
@@ -122,6 +128,7 @@ struct Portcullisd: ParsableCommand {
         configuration.cpus = try cpus.map { (list) throws(SettingError) in try CPUList.parse(list) } ?? []
         configuration.numaNode = numaNode
         configuration.tableBins = tableBins
+        configuration.idleHorizon = idleHorizon
         configuration.failRegexes = failregex
         var allowlist = Allowlist.loopback
         for network in allow { try allowlist.add(network) }

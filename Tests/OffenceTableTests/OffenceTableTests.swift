@@ -112,9 +112,10 @@ struct OffenceTableTests {
         #expect(table.record(key, now: 122) == .crossed)
     }
 
-    @Test("a full table refuses and counts instead of crashing")
+    @Test("a table full of bans in force refuses and counts instead of crashing")
     func fullTable() throws {
-        let table = try OffenceTable(bins: 16, threshold: 3)
+        // Threshold 1, bans for good: every bin holds a ban in force, which is never given up.
+        let table = try OffenceTable(bins: 16, threshold: 1, window: 16)
         var full = 0
         for index in 0..<200 where table.record(IPAddress(ipv4: 198, 18, 1, UInt8(index)), now: 0) == .full {
             full += 1
@@ -122,8 +123,110 @@ struct OffenceTableTests {
         #expect(table.occupied == 16)
         #expect(full == 200 - 16)
         #expect(table.fullRefusals == UInt64(full))
+        #expect(table.evictedLive == 0 && table.reclaimedStale == 0, "a ban in force is never given up")
         #expect(throws: SettingError.self) { _ = try OffenceTable(bins: 1, threshold: 3) }
         #expect(throws: SettingError.self) { _ = try OffenceTable(bins: 100, threshold: 0) }
+    }
+}
+
+@Suite("Offence table aging")
+struct OffenceTableAgingTests {
+    typealias Recorded = OffenceTable.Recorded
+
+    /// One-off sources: distinct addresses from 2001:2:0:f::/64 (never repeated).
+    static func oneOff(_ index: Int) -> IPAddress {
+        IPAddress(high: UInt64(0x2001_0002_0000_000f).bigEndian, low: UInt64(index + 1).bigEndian)
+    }
+
+    static func attacker(_ index: Int) -> IPAddress {
+        IPAddress(ipv4: 198, 18, UInt8(index / 250), UInt8(index % 250 + 1))
+    }
+
+    @Test("a flood of one-off sources 20 times the table never stops an attacker from being banned")
+    func floodCannotBlindTheTable() throws {
+        let table = try OffenceTable(bins: 4099, threshold: 3, banTime: 60)
+        var crossed = Set<Int>()
+        var next = 0
+        // All in one second of the table's clock; the stamp, as the daemon's, advances per batch
+        // of 100 lines.
+        func stamp() -> UInt32 { UInt32(next / 100) }
+        for attacker in 0..<1000 {
+            // 80 one-offs, then the attacker's 3 offences with 10 one-offs between each.
+            for _ in 0..<80 {
+                _ = table.record(Self.oneOff(next), now: 5, stamp: stamp())
+                next += 1
+            }
+            for _ in 0..<3 {
+                if table.record(Self.attacker(attacker), now: 5, stamp: stamp()) == .crossed {
+                    crossed.insert(attacker)
+                }
+                for _ in 0..<10 {
+                    _ = table.record(Self.oneOff(next), now: 5, stamp: stamp())
+                    next += 1
+                }
+            }
+        }
+        #expect(next == 110_000)
+        #expect(crossed.count == 1000, "every attacker banned")
+        #expect(table.occupied <= 4099, "table use bounded by its bins")
+        #expect(table.fullRefusals == 0, "nothing refused: one-offs give up their bins")
+        #expect(table.evictedLive > 100_000 - 4099)
+    }
+
+    @Test("with several workers each attacker crosses exactly once, under a flood that keeps every window full")
+    func floodWithWorkers() throws {
+        let table = try OffenceTable(bins: 2003, threshold: 3, banTime: 60)
+        let crossings = CrossingCounter(count: 500)
+        DispatchQueue.concurrentPerform(iterations: 4) { thread in
+            for attacker in 0..<500 {
+                for round in 0..<3 {
+                    for filler in 0..<20 {
+                        _ = table.record(Self.oneOff(thread << 24 | attacker * 64 + round * 20 + filler), now: 9)
+                    }
+                    if table.record(Self.attacker(attacker), now: 9) == .crossed { crossings.add(attacker) }
+                }
+            }
+        }
+        // Each attacker sent 12 offences (3 per worker): every count reached the threshold once.
+        #expect(crossings.values.allSatisfy { $0 <= 1 }, "never two bans for one crossing")
+        #expect(crossings.values.filter { $0 == 1 }.count >= 490, "nearly all crossed despite the flood")
+        #expect(table.occupied <= 2003)
+    }
+
+    @Test("stale counts give their bins up first: past the find time, or the idle horizon with find time 0")
+    func staleBinsGoFirst() throws {
+        for (findTime, horizon) in [(UInt32(10), UInt32(86_400)), (0, 30)] {
+            let table = try OffenceTable(bins: 64, threshold: 3, findTime: findTime, idleHorizon: horizon, window: 64)
+            let old = (0..<64).map { Self.oneOff($0) }
+            for address in old { _ = table.record(address, now: 100) }
+            #expect(table.occupied == 64)
+            let later = UInt32(100 + Int(findTime > 0 ? findTime : horizon) + 1)
+            let fresh = (0..<64).map { Self.attacker($0) }
+            for address in fresh { #expect(table.record(address, now: later) == .counted(1)) }
+            #expect(table.reclaimedStale == 64 && table.evictedLive == 0, "find time \(findTime)")
+            #expect(old.allSatisfy { table.count(of: $0) == nil })
+        }
+    }
+
+    @Test("a live count goes lowest first, then oldest; a ban in force never goes")
+    func evictionOrder() throws {
+        let table = try OffenceTable(bins: 32, threshold: 3, banTime: 0, window: 32)
+        let banned = (0..<16).map { Self.attacker($0) }
+        for address in banned { for _ in 0..<3 { _ = table.record(address, now: 1) } }
+        let twice = (0..<8).map { Self.oneOff(1000 + $0) }
+        for address in twice { for _ in 0..<2 { _ = table.record(address, now: 2) } }
+        let onceOld = (0..<4).map { Self.oneOff(2000 + $0) }
+        for address in onceOld { _ = table.record(address, now: 3) }
+        let onceNew = (0..<4).map { Self.oneOff(3000 + $0) }
+        for address in onceNew { _ = table.record(address, now: 4) }
+        #expect(table.occupied == 32)
+        for index in 0..<4 { #expect(table.record(Self.oneOff(4000 + index), now: 5) == .counted(1)) }
+        #expect(onceOld.allSatisfy { table.count(of: $0) == nil }, "the oldest single offences went first")
+        #expect(onceNew.allSatisfy { table.count(of: $0) == 1 })
+        #expect(twice.allSatisfy { table.count(of: $0) == 2 })
+        #expect(banned.allSatisfy { table.count(of: $0) == 3 }, "bans in force stay")
+        for index in 0..<16 { _ = table.record(Self.oneOff(5000 + index), now: 6) }
+        #expect(banned.allSatisfy { table.count(of: $0) == 3 }, "even when every other bin has gone")
     }
 }
 
