@@ -168,7 +168,9 @@ extension IPAddress {
             raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
         }
         return Swift.withUnsafeBytes(of: &words) { raw -> Int in
-            let word = { (index: Int) in UInt16(bigEndian: raw.load(fromByteOffset: index * 2, as: UInt16.self)) }
+            let word = { (index: Int) in
+                UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))
+            }
             var bestStart = -1, bestLength = 0, runStart = -1
             for index in 0...8 {
                 if index < 8 && word(index) == 0 {
@@ -197,7 +199,8 @@ extension IPAddress {
                     length += 1
                 }
                 if index == 6 && bestStart == 0 && (bestLength == 6 || (bestLength == 5 && word(5) == 0xffff)) {
-                    return length + Self.writeIPv4(raw.load(fromByteOffset: 12, as: UInt32.self), into: text + length)
+                    return length
+                        + Self.writeIPv4(raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self), into: text + length)
                 }
                 length += Self.writeHex(word(index), into: text + length)
                 index += 1

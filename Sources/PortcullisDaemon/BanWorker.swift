@@ -160,15 +160,20 @@ final class BanWorker: @unchecked Sendable {
     /// Installs the crossings collected; those that fail wait for a retry (their counts stay at
     /// the threshold: nothing is lost).
     private func installCrossings(_ state: inout State) {
-        let (installed, failed) = enforcement.install(state.crossed, expiry: jail.policy.expiry(now: clock.bootNow))
+        do {
+            let (installed, failed) = enforcement.install(state.crossed, policy: jail.policy, clock: clock)
+            state.counters.banFailures += UInt64(failed.count)
+            for address in failed { state.retry.insert(address) }
+            for address in installed { state.retry.remove(address) }
+            state.counters.bans += UInt64(installed.count)
+            if !installed.isEmpty {
+                let event = BanEvent(
+                    kind: .ban, addresses: installed, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+                for publisher in publishers { publisher.publish(event) }
+            }
+        }
+        // After `installed` (which shares its storage) is gone: emptied in place, not copied.
         state.crossed.removeAll(keepingCapacity: true)
-        state.counters.banFailures += UInt64(failed.count)
-        for address in failed { state.retry.insert(address) }
-        for address in installed { state.retry.remove(address) }
-        state.counters.bans += UInt64(installed.count)
-        guard !installed.isEmpty else { return }
-        let event = BanEvent(kind: .ban, addresses: installed, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
-        for publisher in publishers { publisher.publish(event) }
     }
 
     private func publish(_ counters: inout WorkerCounters) {

@@ -20,10 +20,10 @@ public final class Daemon: @unchecked Sendable {
     private let workers: [BanWorker]
     private let clock = DaemonClock()
     private var threads: [SystemThread] = []
-    private let stopping = Atomic<Bool>(false)
+    /// Held by the threads themselves (not the daemon), so they can outlive a daemon released
+    /// without `stop()` until its deinit has joined them.
+    private let stopping = StopFlag()
     private let startNanoseconds = SystemClock.monotonicNanoseconds()
-    /// Lines the transport reported lost, kept when the readers close at stop.
-    private var linesLostAtStop: UInt64 = 0
     /// Remarks for the operator about how the settings were applied.
     public let notes: [String]
     /// Bans found in the maps at start and resumed (their expiry scheduled, their counts set).
@@ -89,23 +89,21 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    private var isStopping: Bool { stopping.load(ordering: .acquiring) }
-
     /// Starts the workers and the expiry thread; returns once every worker is reading.
     /// - Throws: when a thread cannot be started (the threads already started are stopped again).
     public func start() throws(DaemonError) {
         final class Running: Sendable { let count = Atomic<Int>(0) }
         let running = Running()
+        let stopping = stopping
         do throws(Errno) {
             for worker in workers {
                 threads.append(
-                    try SystemThread.spawn { [unowned self] in
+                    try SystemThread.spawn {
                         worker.run(
-                            isStopping: { self.isStopping }, started: { running.count.add(1, ordering: .releasing) })
+                            isStopping: { stopping.isSet }, started: { running.count.add(1, ordering: .releasing) })
                     })
             }
-            // Unowned: the daemon may be released without stop(); its deinit stops and joins this thread.
-            threads.append(try SystemThread.spawn { [unowned self] in lifter.run(isStopping: { self.isStopping }) })
+            threads.append(try SystemThread.spawn { [lifter] in lifter.run(isStopping: { stopping.isSet }) })
         } catch {
             stop()
             throw .invalidSetting("cannot start a thread: \(error); lower --workers or raise the process's limits")
@@ -115,11 +113,10 @@ public final class Daemon: @unchecked Sendable {
 
     /// Stops and joins every thread (each notices within ~100 ms) and detaches from the transport.
     public func stop() {
-        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard !stopping.set() else { return }
         for thread in threads { thread.join() }
         threads.removeAll()
-        linesLostAtStop = readers.statistics.linesLost
-        readers.close()
+        readers.close()  // statistics survive the close
     }
 
     /// Counters now.
@@ -129,7 +126,7 @@ public final class Daemon: @unchecked Sendable {
             workers: workers.map(\.counters), workerCPUs: workers.map(\.cpu), unbans: lifted.unbans,
             sweptUnbans: lifted.swept, scheduledBans: enforcement.schedule.count, tableBins: jail.table.occupied,
             tableReclaimed: jail.table.reclaimedStale, tableEvicted: jail.table.evictedLive,
-            linesLost: isStopping ? linesLostAtStop : readers.statistics.linesLost,
+            linesLost: readers.statistics.linesLost,
             expiryCPUNanoseconds: lifted.cpuNanoseconds,
             uptime: Double(SystemClock.monotonicNanoseconds() - startNanoseconds) / 1e9)
     }

@@ -24,10 +24,16 @@ final class Enforcement: @unchecked Sendable {
         self.maps = maps
     }
 
-    /// Installs bans with one batched update; on failure (a full map) one by one.
+    /// Installs bans with one batched update; on failure (a full map) one by one. Their end is
+    /// taken under the lock: a worker that waited for a lift does not lose the wait from its bans.
     /// - Returns: the addresses banned, and those that failed (to retry later).
-    func install(_ addresses: [IPAddress], expiry: BanExpiry) -> (installed: [IPAddress], failed: [IPAddress]) {
+    func install(
+        _ addresses: [IPAddress], policy: BanPolicy, clock: DaemonClock
+    )
+        -> (installed: [IPAddress], failed: [IPAddress])
+    {
         lock.withLock { _ in
+            let expiry = policy.expiry(now: clock.bootNow)
             let requests = addresses.map { BanRequest($0, expiry) }
             var installed: [IPAddress] = []
             var failed: [IPAddress] = []
@@ -54,23 +60,22 @@ final class Enforcement: @unchecked Sendable {
     /// Deletes the bans of `addresses` that have really ended (an operator may have banned a
     /// client again, longer or for good, since) and resets their counts in `table`; a ban already
     /// gone (`portcullis unban`) just resets.
-    /// - Returns: the bans deleted, and the addresses of the chunks that deleted any (for the log).
+    /// - Parameter lifted: called after each chunk that deleted bans, outside the lock, with the
+    ///   chunk's ended addresses (so that a re-ban made meanwhile is logged after its unban).
+    /// - Returns: the bans deleted.
     func lift(
-        _ addresses: [IPAddress], table: OffenceTable, clock: DaemonClock
-    )
-        -> (deleted: UInt64, lifted: [IPAddress])
-    {
+        _ addresses: [IPAddress], table: OffenceTable, clock: DaemonClock, lifted: ([IPAddress]) -> Void
+    ) -> UInt64 {
         var deleted: UInt64 = 0
-        var lifted: [IPAddress] = []
         var start = 0
         while start < addresses.count {
             let chunk = addresses[start..<min(start + Self.liftChunk, addresses.count)]
             start += chunk.count
             let (count, ended) = lock.withLock { _ in liftChunk(chunk, table: table, clock: clock) }
             deleted += UInt64(count)
-            if count > 0 { lifted += ended }
+            if count > 0 { lifted(ended) }
         }
-        return (deleted, lifted)
+        return deleted
     }
 
     private func liftChunk(

@@ -59,12 +59,13 @@ final class BanLifter: @unchecked Sendable {
     }
 
     private func lift(_ addresses: [IPAddress], swept: Bool) {
-        let (deleted, lifted) = enforcement.lift(addresses, table: jail.table, clock: clock)
+        let deleted = enforcement.lift(addresses, table: jail.table, clock: clock) { lifted in
+            let event = BanEvent(
+                kind: .unban, addresses: lifted, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+            for publisher in publishers { publisher.publish(event) }
+        }
         unbans.wrappingAdd(deleted, ordering: .acquiringAndReleasing)
         if swept { sweptUnbans.wrappingAdd(deleted, ordering: .acquiringAndReleasing) }
-        guard !lifted.isEmpty else { return }
-        let event = BanEvent(kind: .unban, addresses: lifted, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
-        for publisher in publishers { publisher.publish(event) }
     }
 }
 

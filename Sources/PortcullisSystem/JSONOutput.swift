@@ -16,10 +16,22 @@ public enum JSONOutput {
     /// over it, so a reader never sees half a file.
     public static func write(_ value: some Encodable, to path: String) throws(Errno) {
         let temporary = path + ".tmp.\(getpid())"
-        let fd = try systemCall({ open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }, orThrow: { $0 })
+        // O_EXCL | O_NOFOLLOW: nothing planted at the temporary name is followed or reused.
+        unlink(temporary)
+        let fd = try systemCall(
+            { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644) }, orThrow: { $0 })
         var text = line(value) + "\n"
-        let written = text.withUTF8 { bytes in Glibc.write(fd, bytes.baseAddress, bytes.count) }
-        let writeError = written == text.utf8.count ? 0 : (written < 0 ? errno : ENOSPC)
+        var writeError: Int32 = 0
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count && writeError == 0 {
+                switch systemCallResult({ Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }) {
+                case .success(let written) where written > 0: offset += written
+                case .success: writeError = ENOSPC
+                case .failure(let error): writeError = error.code
+                }
+            }
+        }
         close(fd)
         if writeError != 0 || rename(temporary, path) != 0 {
             let code = writeError != 0 ? writeError : errno

@@ -1,31 +1,41 @@
 import Glibc
+import Synchronization
 
-/// SIGINT and SIGTERM, received by waiting rather than by a handler: blocked in the calling thread
-/// (and every thread it starts later, which inherits the mask), then polled, so no system call is
-/// interrupted halfway. Create it before starting any thread. SIGPIPE is ignored too: a reader gone
-/// from a socket or pipe is an error return, not the end of the process.
+/// SIGINT and SIGTERM (and any others asked for), received by waiting rather than by a handler:
+/// blocked in the calling thread (and every thread it starts later, which inherits the mask),
+/// then polled, so no system call is interrupted halfway. Create it before starting any thread.
 public struct StopSignals {
     private var set = sigset_t()
 
-    public init() {
+    /// - Parameter others: more signals to block and report (the daemon: SIGHUP).
+    public init(alsoWaitingFor others: [Int32] = []) {
         sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        sigaddset(&set, SIGTERM)
+        for signal in [SIGINT, SIGTERM] + others { sigaddset(&set, signal) }
         pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    /// A process that writes to pipes and sockets whose reader may go away (a daemon, a service)
+    /// gets EPIPE from the write instead of dying of SIGPIPE.
+    public static func ignoreBrokenPipes() {
         signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Waits up to `seconds` (0: not at all) for one of the signals. - Returns: it, or nil.
+    public mutating func next(waitingSeconds seconds: Double) -> Int32? {
+        let bounded = seconds.isFinite ? min(max(seconds, 0), 86_400 * 365) : 0
+        var timeout = timespec(tv_sec: Int(bounded), tv_nsec: Int((bounded - bounded.rounded(.down)) * 1e9))
+        let signal = sigtimedwait(&set, nil, &timeout)
+        return signal > 0 ? signal : nil
     }
 
     /// Whether a stop signal arrived within `milliseconds` (0: without waiting).
     public mutating func arrived(waitingMilliseconds milliseconds: Int = 0) -> Bool {
-        var timeout = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
-        let signal = sigtimedwait(&set, nil, &timeout)
-        return signal == SIGINT || signal == SIGTERM
+        arrived(waitingSeconds: Double(milliseconds) / 1000)
     }
 
-    /// Waits up to `seconds` for a stop signal. - Returns: whether one arrived.
+    /// Whether a stop signal (SIGINT, SIGTERM) arrived within `seconds`.
     public mutating func arrived(waitingSeconds seconds: Double) -> Bool {
-        var timeout = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
-        let signal = sigtimedwait(&set, nil, &timeout)
+        guard let signal = next(waitingSeconds: seconds) else { return false }
         return signal == SIGINT || signal == SIGTERM
     }
 
@@ -34,4 +44,17 @@ public struct StopSignals {
         var set = self.set
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
+}
+
+/// A flag set once, to stop threads (a `Sendable` class: threads hold it, not their owner).
+public final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    public init() {}
+
+    public var isSet: Bool { flag.load(ordering: .acquiring) }
+
+    /// Sets it. - Returns: whether it was already set.
+    @discardableResult
+    public func set() -> Bool { flag.exchange(true, ordering: .acquiringAndReleasing) }
 }

@@ -18,12 +18,14 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
 public enum FailureConvention: Sendable {
     /// -1 (or any negative value), with the error in `errno`: system calls and most of libc.
     case errno
-    /// A negative error number returned (libbpf 1.x; liburing): `-EINTR`, `-ENOENT`...
+    /// A negative error number returned (libbpf 1.x; liburing): `-EINTR`, `-ENOENT`... (liburing
+    /// leaves `errno` alone, and -1 is -EPERM: the result alone tells.)
     case negativeErrno
 }
 
-/// The syscall funnel: every system, libbpf and liburing call of Portcullis goes through here
-/// (directly, or through `systemCall` and `systemCallUnlessWouldBlock` below). It reads the error
+/// The syscall funnel: every system, libbpf and liburing call of Portcullis whose failure it
+/// handles goes through here (directly, or through `systemCall` and `systemCallUnlessWouldBlock`
+/// below); calls whose failure is ignored on purpose (`madvise`, `close`) say so where they stand. It reads the error
 /// at once (before anything else can change `errno`) and retries `EINTR`. `EBADF` and `EFAULT` are
 /// programming errors, not conditions: debug builds stop on them.
 ///
@@ -41,7 +43,7 @@ public func systemCallResult<Value: FixedWidthInteger & SignedInteger>(
         let code: Int32
         switch convention {
         case .errno: code = errno
-        case .negativeErrno: code = result == -1 && errno != 0 ? errno : Int32(truncatingIfNeeded: -result)
+        case .negativeErrno: code = Int32(truncatingIfNeeded: -result)
         }
         if code == EINTR { continue }
         assert(code != EBADF && code != EFAULT, "a system call was handed a bad descriptor or address (\(Errno(code)))")

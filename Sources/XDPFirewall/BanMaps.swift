@@ -345,10 +345,19 @@ public final class BanMaps: @unchecked Sendable {
         // The kernel stops a batch at the first key that is absent (ENOENT) and reports how many
         // it deleted before it: skip that key and go on with the rest.
         while start < keys.count {
-            var count = UInt32(keys.count - start)
+            var count: UInt32 = 0
+            var retried = false
             let result = keys.withUnsafeBytes { bytes in
                 systemCallResult {
-                    bpf_map_delete_batch(fd, bytes.baseAddress! + start * MemoryLayout<Key>.stride, &count, &options)
+                    // An interrupted batch (EINTR, retried here) has deleted `count` keys: go on after them.
+                    if retried {
+                        removed += Int(count)
+                        start += Int(count)
+                    }
+                    retried = true
+                    count = UInt32(keys.count - start)
+                    return bpf_map_delete_batch(
+                        fd, bytes.baseAddress! + start * MemoryLayout<Key>.stride, &count, &options)
                 }
             }
             removed += Int(count)

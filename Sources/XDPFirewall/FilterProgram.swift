@@ -76,9 +76,8 @@ public enum XDPVerdict: UInt32, Sendable, CustomStringConvertible {
     }
 
     func load() throws(FirewallError) {
-        let result = bpf_object__load(handle)
-        guard result == 0 else {
-            let code = errno != 0 ? errno : -result
+        if case .failure(let error) = systemCallResult(convention: .negativeErrno, { bpf_object__load(handle) }) {
+            let code = error.code
             if (code == EPERM || code == EACCES) && geteuid() != 0 {
                 throw .permissionDenied(operation: "load \(path)")
             }

@@ -103,7 +103,9 @@ func captureLibraryLogs() {
 /// - Returns: the call's non-negative result.
 @inline(__always)
 @discardableResult
-func bpfCall(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws(FirewallError) -> Int32 {
+@_spi(Testing) public func bpfCall(
+    _ operation: @autoclosure () -> String, _ call: () -> Int32
+) throws(FirewallError) -> Int32 {
     try systemCall(convention: .negativeErrno, call, orThrow: { systemError(operation(), $0.code) })
 }
 

@@ -104,9 +104,7 @@ struct List: ParsableCommand {
                     expired: entry.isExpired(now: now), dropped: entry.dropped)
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys]
-                print(String(decoding: try encoder.encode(rows), as: UTF8.self))
+                print(JSONOutput.line(rows))
                 return
             }
             guard !rows.isEmpty else {

@@ -118,8 +118,8 @@ struct Portcullisd: ParsableCommand {
         Console.fail("portcullisd: \(message)")
     }
 
-    private func serve() throws {
-        // Everything is checked before the interface is touched: bad input changes nothing.
+    /// The daemon's settings from the flags, checked: nothing is touched before this passes.
+    private func checkedConfiguration() throws -> DaemonConfiguration {
         var configuration = DaemonConfiguration(transport: transport.configuration)
         configuration.threshold = threshold
         configuration.banTime = banTime
@@ -136,7 +136,15 @@ struct Portcullisd: ParsableCommand {
         configuration.maxLineLength = maxLine
         try configuration.validate()
         if mapEntries == 0 { throw DaemonError.invalidSetting("--map-entries must be at least 1") }
-        if statusInterval < 0 { throw DaemonError.invalidSetting("--status-interval must not be negative") }
+        if !(statusInterval >= 0 && statusInterval <= 86_400) {
+            throw DaemonError.invalidSetting("--status-interval must be 0 (never) to 86400 seconds")
+        }
+        return configuration
+    }
+
+    private func serve() throws {
+        // Everything is checked before the interface is touched: bad input changes nothing.
+        let configuration = try checkedConfiguration()
         _ = try Attachment.index(of: interface)
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
@@ -151,8 +159,10 @@ struct Portcullisd: ParsableCommand {
             interface: interface, objectPath: objectPath, pinDirectory: pins,
             mode: mode, mapEntries: mapEntries)
         let daemon: Daemon
-        // Block the stop signals before any thread starts (they inherit the mask); wait for them below.
-        var signals = StopSignals()
+        // Block the stop signals (and SIGHUP) before any thread starts (they inherit the mask); wait
+        // for them below. A reader gone from a pipe or socket is an error return, not our end.
+        var signals = StopSignals(alsoWaitingFor: [SIGHUP])
+        StopSignals.ignoreBrokenPipes()
         do {
             daemon = try Daemon(
                 configuration: configuration, maps: try BanMaps.open(pinnedIn: pins),
@@ -183,8 +193,20 @@ struct Portcullisd: ParsableCommand {
                 say("portcullisd: cannot write the ready file \(readyFile): \(error)", to: STDERR_FILENO)
             }
         }
+        waitForStop(daemon, signals: &signals)
+    }
+
+    /// Prints the status every --status-interval until SIGINT or SIGTERM, then stops the daemon
+    /// and prints (and writes) its summary.
+    private func waitForStop(_ daemon: Daemon, signals: inout StopSignals) {
         var previousLines: UInt64 = 0
-        while !signals.arrived(waitingSeconds: statusInterval > 0 ? statusInterval : 3600) {
+        while true {
+            let signal = signals.next(waitingSeconds: statusInterval > 0 ? statusInterval : 3600)
+            if signal == SIGINT || signal == SIGTERM { break }
+            if signal == SIGHUP {
+                say("portcullisd: SIGHUP: nothing to reload; still running (stop with SIGTERM)")
+                continue
+            }
             guard statusInterval > 0 else { continue }
             let status = daemon.status
             say("portcullisd: " + status.statusLine(previousLines: previousLines, interval: statusInterval))

@@ -9,8 +9,9 @@ import XDPFirewall
 import XDPTesting
 import PortcullisSystem
 
+/// The built-in line with `address` as written (tests also write forms the formatter would not).
 func offenceLine(_ address: String) -> String {
-    "2026-11-26 18:42:46 client \(address) exceeded request rate limit"
+    "2026-11-26 18:42:46\(OffenceLine.client)\(address)\(OffenceLine.suffix)"
 }
 
 /// Polls `condition` every 20 ms for at most `seconds`; returns whether it came true.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LogTransport
+import PortcullisCore
 import PortcullisCommandLine
 
 /// A writer or reader of test lines in a process of its own, so the transport tests cross real
@@ -51,10 +52,8 @@ struct Write: ParsableCommand {
             let batch = LineBatch()
             for _ in 0..<lines {
                 for client in 0..<offenders {
-                    let address = 0xC612_0001 + client
-                    let text =
-                        "2026-11-26 18:42:46 client \(address >> 24).\((address >> 16) & 255)."
-                        + "\((address >> 8) & 255).\(address & 255) exceeded request rate limit"
+                    let address = IPAddress(ipv4NetworkOrder: UInt32(0xC612_0001 + client).bigEndian)
+                    let text = OffenceLine.text(time: UTCTime(secondsSinceEpoch: 1_795_718_566), address: address)
                     if !batch.append(text) || batch.isFull {
                         written.add(accepted: try writer.publish(batch).accepted, rejected: 0)
                         batch.removeAll()

@@ -15,7 +15,7 @@ extension LoadedProgram {
         var key = index
         var values = [UInt8](repeating: 0, count: stride * cpus)
         let size = values.count
-        try mapCall("read map \(name)") { bpf_map__lookup_elem(map, &key, 4, &values, size, 0) }
+        try bpfCall("read map \(name)") { bpf_map__lookup_elem(map, &key, 4, &values, size, 0) }
         return (0..<cpus).map { Array(values[($0 * stride)..<($0 * stride + Int(bpf_map__value_size(map)))]) }
     }
 
@@ -33,7 +33,7 @@ extension LoadedProgram {
         }
         var key = index
         let total = bytes.count
-        try mapCall("write map \(name)") { bpf_map__update_elem(map, &key, 4, &bytes, total, UInt64(BPF_ANY)) }
+        try bpfCall("write map \(name)") { bpf_map__update_elem(map, &key, 4, &bytes, total, UInt64(BPF_ANY)) }
     }
 
     /// Sets element `index` of the ARRAY map `name` to `bytes` (exactly the map's value size).
@@ -43,16 +43,9 @@ extension LoadedProgram {
         var key = index
         var value = bytes
         let size = bytes.count
-        try mapCall("write map \(name)") {
+        try bpfCall("write map \(name)") {
             bpf_map__update_elem(map, &key, 4, &value, size, UInt64(BPF_ANY))
         }
-    }
-
-    /// A libbpf call through the system funnel, its error as a `FirewallError`.
-    private func mapCall(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws(FirewallError) {
-        try systemCall(
-            convention: .negativeErrno, call,
-            orThrow: { FirewallError.system(operation: operation(), errno: $0.code, detail: "") })
     }
 
     /// CPUs a per-CPU map holds a value for.
@@ -94,7 +87,7 @@ extension LoadedProgram {
             try withUnsafeMutablePointer(to: &context) { (context) throws(FirewallError) in
                 options.data_in = UnsafeRawPointer(bytes.baseAddress)
                 options.ctx_in = UnsafeRawPointer(context)
-                try mapCall("send live frames (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES)") {
+                try bpfCall("send live frames (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES)") {
                     bpf_prog_test_run_opts(programFD, &options)
                 }
             }

@@ -199,13 +199,6 @@ protocol FrameSender: Sendable {
     func counts() throws -> FloodCounts
 }
 
-/// Set once to stop the sending threads.
-final class StopFlag: Sendable {
-    private let flag = Atomic<Bool>(false)
-    var isSet: Bool { flag.load(ordering: .acquiring) }
-    func set() { flag.store(true, ordering: .releasing) }
-}
-
 /// The first error of any sending thread.
 final class FailureBox: Sendable {
     private let first = Mutex<String?>(nil)

@@ -52,9 +52,10 @@ final class LiveFrameSender: FrameSender, @unchecked Sendable {
                 for stream in 0..<TrafficPlan.streams { clients[stream] = UInt32(plan.clients[stream]) }
             }
         }
+        let baseStride = MemoryLayout.size(ofValue: config.base) / TrafficPlan.streams
         withUnsafeMutableBytes(of: &config.base) { bases in
             for (stream, base) in TrafficPlan.bases.enumerated() {
-                bases.baseAddress!.advanced(by: stream * 16).copyMemory(from: base, byteCount: base.count)
+                bases.baseAddress!.advanced(by: stream * baseStride).copyMemory(from: base, byteCount: base.count)
             }
         }
         withUnsafeMutableBytes(of: &config.frame_v4) { $0.copyBytes(from: templates[0].bytes) }

@@ -206,7 +206,7 @@ final class Receiver: @unchecked Sendable {
                 counts.rejected += result.rejected
             } catch {
                 counts.failed += 1
-                Console.say("udp-server: publishing \(lines.count) lines failed: \(error)")
+                Console.say("udp-server: publishing \(lines.count) lines failed: \(error)", to: STDERR_FILENO)
             }
         }
     }

@@ -160,7 +160,7 @@ struct EngineSuite: ParsableCommand {
         let operations = self.operations
         let start = SystemClock.monotonicSeconds()
         DispatchQueue.concurrentPerform(iterations: threads) { thread in
-            cportcullis_pin_thread(Int32(thread % max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))))
+            try? SystemThread.pinCurrent(to: thread % max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
             var crossings = 0
             var index = thread * 65_521 % keys.count
             keys.withUnsafeBufferPointer { keys in

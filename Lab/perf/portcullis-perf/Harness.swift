@@ -74,10 +74,11 @@ struct MeasurementError: Error, CustomStringConvertible {
 
 /// Pins the calling thread to one CPU (`sched_setaffinity`).
 func pinThread(toCPU cpu: Int) throws {
-    if cportcullis_pin_thread(Int32(clamping: cpu)) != 0 {
+    do throws(Errno) {
+        try SystemThread.pinCurrent(to: cpu)
+    } catch {
         throw MeasurementError(
-            description: "cannot pin to CPU \(cpu): \(String(cString: strerror(errno))); "
-                + "pass --cpu with a CPU this process may use, or --cpu -1")
+            description: "cannot pin to CPU \(cpu): \(error); pass --cpu with a CPU this process may use, or --cpu -1")
     }
 }
 
@@ -92,9 +93,7 @@ func median(_ values: [Double]) -> Double {
 func report(_ results: [Measurement], json: Bool) throws {
     if json {
         struct Report: Encodable { let results: [Measurement] }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        print(String(decoding: try encoder.encode(Report(results: results)), as: UTF8.self))
+        print(JSONOutput.line(Report(results: results)))
         return
     }
     let nameWidth = max(4, results.map(\.name.count).max() ?? 0)

@@ -213,7 +213,7 @@ struct PipelineSuite: ParsableCommand {
         nonisolated(unsafe) var linesSent = 0  // whole batches: a little over totalLines
         let start = SystemClock.monotonicNanoseconds()
         let thread = Thread {
-            if cpuCount >= 2 { cportcullis_pin_thread(0) }
+            if cpuCount >= 2 { try? SystemThread.pinCurrent(to: 0) }
             var sent = 0
             var round = 0
             let writerStart = SystemClock.monotonicNanoseconds()
@@ -251,8 +251,7 @@ struct PipelineSuite: ParsableCommand {
         let totalLines = linesSent
         let deadline = SystemClock.monotonicNanoseconds() + 120_000_000_000
         while daemon.status.total.lines < UInt64(totalLines) && SystemClock.monotonicNanoseconds() < deadline {
-            var pause = timespec(tv_sec: 0, tv_nsec: 2_000_000)
-            nanosleep(&pause, nil)
+            SystemClock.sleep(nanoseconds: 2_000_000)
         }
         let end = SystemClock.monotonicNanoseconds()
         daemon.stop()

@@ -190,7 +190,7 @@ struct TransportsSuite: ParsableCommand {
         let cpus = self.cpus
         for _ in 0..<readers {
             let thread = Thread { [configuration] in
-                if cpus.reader >= 0 { cportcullis_pin_thread(cpus.reader) }
+                if cpus.reader >= 0 { try? SystemThread.pinCurrent(to: Int(cpus.reader)) }
                 do {
                     let reader = try configuration.makeReader()
                     defer { reader.close() }
@@ -207,7 +207,7 @@ struct TransportsSuite: ParsableCommand {
         if let failure = board.failure { throw MeasurementError(description: failure) }
         let go = DispatchSemaphore(value: 0)
         let writer = Thread { [configuration] in
-            if cpus.writer >= 0 { cportcullis_pin_thread(cpus.writer) }
+            if cpus.writer >= 0 { try? SystemThread.pinCurrent(to: Int(cpus.writer)) }
             do {
                 // Attached (segment mapped, sockets connected, file opened) before the clock starts.
                 let writer = try configuration.makeWriter()

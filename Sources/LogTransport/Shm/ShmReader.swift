@@ -1,6 +1,7 @@
 import CPortcullis
 import Glibc
 import PortcullisSystem
+import Synchronization
 
 /// Reads every ring of a shared-memory segment through its own reader slot (one cursor per ring).
 ///
@@ -233,11 +234,10 @@ extension ShmReader {
     }
 }
 
-/// A counter several threads of one process add to (readers shared by worker threads).
-final class AtomicCounter: @unchecked Sendable {
-    private let storage = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    init() { storage.initialize(to: 0) }
-    deinit { storage.deallocate() }
-    @inline(__always) func add(_ value: UInt64) { _ = cportcullis_fetch_add_u64(storage, value) }
-    @inline(__always) func load() -> UInt64 { cportcullis_load_acquire_u64(storage) }
+/// A counter shared by the threads of one process (Synchronization's `Atomic`, in a class so that
+/// readers and their shares can hold it).
+final class AtomicCounter: Sendable {
+    private let value = Atomic<UInt64>(0)
+    @inline(__always) func add(_ amount: UInt64) { value.wrappingAdd(amount, ordering: .relaxed) }
+    @inline(__always) func load() -> UInt64 { value.load(ordering: .relaxed) }
 }

@@ -166,8 +166,7 @@ public final class ShmWriter: LogWriter {
             } else if spins < 128 {
                 sched_yield()
             } else {
-                var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
-                nanosleep(&pause, nil)
+                SystemClock.sleep(nanoseconds: 50_000)
             }
             let now = SystemClock.monotonicNanoseconds()
             if now - lastLivenessCheck > 10_000_000 {

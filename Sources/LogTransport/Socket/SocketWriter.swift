@@ -238,12 +238,14 @@ public final class SocketWriter: LogWriter {
                 }
                 return cportcullis_sendmmsg(peer.fd, messages + sent, UInt32(count - sent), flags)
             }
-            // sendmmsg returns 0 only for a count of 0, which never reaches here.
-            guard case .failure(let error) = result else {
-                sent += Int((try? result.get()) ?? 0)
+            let code: Int32
+            switch result {
+            case .success(let count) where count > 0:
+                sent += Int(count)
                 continue
+            case .success: code = EAGAIN  // nothing taken (never seen): as a full buffer
+            case .failure(let error): code = error.code
             }
-            let code = error.code
             // A momentary shortage (ENOBUFS, ENOMEM) loses these datagrams, not the reader.
             if code == EAGAIN || code == EWOULDBLOCK || code == ENOBUFS || code == ENOMEM {
                 // A drop-policy reader (EAGAIN) or a kernel short of memory: count what is missed.
