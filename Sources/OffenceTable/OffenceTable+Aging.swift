@@ -41,6 +41,8 @@ extension OffenceTable {
     ///   when every bin of the window holds a ban in force.
     func takeOver(for key: IPAddress, now: UInt32, stamp: UInt32) -> UnsafeMutableRawPointer? {
         let homeIndex = home(key)
+        // Before any bin changes hands: count updates from now on check their key again.
+        if cportcullis_load_acquire_u32(takeoverStarted) == 0 { cportcullis_store_release_u32(takeoverStarted, 1) }
         let lock = takeoverLocks + homeIndex % Self.takeoverLockCount
         while !cportcullis_cas_u32(lock, 0, 1) { cportcullis_cpu_relax() }
         defer { cportcullis_store_release_u32(lock, 0) }

@@ -78,6 +78,9 @@ public final class OffenceTable: @unchecked Sendable {
     /// Spin locks serialising takeovers per group of home bins: two workers bringing the same new
     /// client into a full window must not take two bins for it.
     let takeoverLocks: UnsafeMutablePointer<UInt32>
+    /// Set (for good) before the first takeover: until then no bin has changed hands, and count
+    /// updates skip checking the key again.
+    let takeoverStarted = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     static let takeoverLockCount = 4096
     /// The count word of a bin changing hands: every update sees it and looks again.
     static let reclaiming = UInt64.max
@@ -134,6 +137,7 @@ public final class OffenceTable: @unchecked Sendable {
         reclaimedCounter.initialize(repeating: 0, count: 2)
         takeoverLocks = .allocate(capacity: Self.takeoverLockCount)
         takeoverLocks.initialize(repeating: 0, count: Self.takeoverLockCount)
+        takeoverStarted.initialize(to: 0)
     }
 
     deinit {
@@ -142,6 +146,7 @@ public final class OffenceTable: @unchecked Sendable {
         fullCounter.deallocate()
         reclaimedCounter.deallocate()
         takeoverLocks.deallocate()
+        takeoverStarted.deallocate()
     }
 
     /// Bins in use (they stay in use: a bin changes hands, it is never emptied).
@@ -246,9 +251,11 @@ public final class OffenceTable: @unchecked Sendable {
             let word = bin + Bin.countWord
             while true {
                 let old = cportcullis_load_acquire_u64(word)
-                // Pairs with the store-release of the word by a takeover: a word read after it
-                // comes with the new key in place.
-                if old == Self.reclaiming || !holds(bin, key) {
+                // Pairs with the store-release of the word by a takeover (and with its CAS, after
+                // it set `takeoverStarted`): a word read after it comes with the new key in place.
+                if old == Self.reclaiming
+                    || (cportcullis_load_acquire_u32(takeoverStarted) != 0 && !holds(bin, key))
+                {
                     cportcullis_cpu_relax()
                     continue lookup
                 }
@@ -285,7 +292,9 @@ public final class OffenceTable: @unchecked Sendable {
             _ = cportcullis_fetch_add_u64(fullCounter, 1)
             return .full
         }
-        bin.storeBytes(of: stamp, toByteOffset: Bin.touched, as: UInt32.self)
+        if bin.load(fromByteOffset: Bin.touched, as: UInt32.self) != stamp {
+            bin.storeBytes(of: stamp, toByteOffset: Bin.touched, as: UInt32.self)
+        }
         return crossing ? .crossed : .counted(UInt32(truncatingIfNeeded: new))
     }
 

@@ -21,8 +21,10 @@ final class BanWorker: @unchecked Sendable {
     static let flushThreshold = 256
     /// Offences scanned (and their bins prefetched) before they are recorded.
     static let prefetchGroup = 16
-    /// A ban that failed (a full map) is tried again after this long.
+    /// A ban that failed (a full map) is tried again after this long, doubling while retries
+    /// install nothing, up to `longestRetryInterval`.
     static let retryInterval: UInt64 = 1_000_000_000
+    static let longestRetryInterval: UInt64 = 32_000_000_000
 
     /// What the loop carries from batch to batch.
     private struct State {
@@ -32,6 +34,9 @@ final class BanWorker: @unchecked Sendable {
         /// restarts), and must not be queued twice.
         var retry = Set<IPAddress>()
         var lastRetry: UInt64 = 0
+        var retryInterval = BanWorker.retryInterval
+        /// Whether the crossings being installed are (also) retries.
+        var retrying = false
     }
 
     init(
@@ -150,29 +155,39 @@ final class BanWorker: @unchecked Sendable {
         let now = SystemClock.monotonicNanoseconds()
         if state.retry.isEmpty {
             state.lastRetry = now  // the first retry comes a second after a failure
-        } else if now - state.lastRetry > Self.retryInterval {
+            state.retryInterval = Self.retryInterval
+        } else if now - state.lastRetry > state.retryInterval {
             state.lastRetry = now
-            state.crossed += Array(state.retry)
-            state.retry.removeAll()
+            state.crossed += Array(state.retry)  // they stay in `retry` until they go in
+            state.retrying = true
         }
     }
 
-    /// Installs the crossings collected; those that fail wait for a retry (their counts stay at
-    /// the threshold: nothing is lost).
+    /// Installs the crossings collected; those that fail (a full map) wait for a retry, their
+    /// counts at the threshold (nothing is lost); each client's failure is counted once.
     private func installCrossings(_ state: inout State) {
         do {
-            let (installed, failed) = enforcement.install(state.crossed, policy: jail.policy, clock: clock)
-            state.counters.banFailures += UInt64(failed.count)
-            for address in failed { state.retry.insert(address) }
-            for address in installed { state.retry.remove(address) }
-            state.counters.bans += UInt64(installed.count)
-            if !installed.isEmpty {
+            let result = enforcement.install(state.crossed, policy: jail.policy, clock: clock)
+            for address in result.failed where state.retry.insert(address).inserted {
+                state.counters.banFailures += 1
+            }
+            for address in result.banned { state.retry.remove(address) }
+            for address in result.kept { state.retry.remove(address) }
+            if state.retrying {
+                // Nothing went in: the map is still full; wait longer before the next try.
+                state.retryInterval =
+                    result.banned.isEmpty ? min(state.retryInterval * 2, Self.longestRetryInterval) : Self.retryInterval
+                state.retrying = false
+            }
+            state.counters.bans += UInt64(result.banned.count)
+            state.counters.keptLonger += UInt64(result.kept.count)
+            if !result.banned.isEmpty {
                 let event = BanEvent(
-                    kind: .ban, addresses: installed, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+                    kind: .ban, addresses: result.banned, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
                 for publisher in publishers { publisher.publish(event) }
             }
         }
-        // After `installed` (which shares its storage) is gone: emptied in place, not copied.
+        // After the result (which may share its storage) is gone: emptied in place, not copied.
         state.crossed.removeAll(keepingCapacity: true)
     }
 

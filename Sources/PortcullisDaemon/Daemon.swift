@@ -63,6 +63,12 @@ public final class Daemon: @unchecked Sendable {
 
     deinit { stop() }
 
+    /// Tests only: how often the expiry thread sweeps the maps (default 10 s). Set before `start`.
+    @_spi(Testing) public var sweepIntervalNanoseconds: UInt64 {
+        get { lifter.sweepInterval }
+        set { lifter.sweepInterval = newValue }
+    }
+
     /// Tests only: a pause inside each lift, between its look-ups and its delete.
     @_spi(Testing) public var liftPauseMicroseconds: UInt32 {
         get { UInt32(enforcement.liftPauseNanoseconds / 1000) }
@@ -124,7 +130,8 @@ public final class Daemon: @unchecked Sendable {
         let lifted = lifter.counts
         return DaemonStatus(
             workers: workers.map(\.counters), workerCPUs: workers.map(\.cpu), unbans: lifted.unbans,
-            sweptUnbans: lifted.swept, scheduledBans: enforcement.schedule.count, tableBins: jail.table.occupied,
+            sweptUnbans: lifted.swept, unbannedByOperator: lifted.unbannedByOperator,
+            scheduledBans: enforcement.schedule.count, tableBins: jail.table.occupied,
             tableReclaimed: jail.table.reclaimedStale, tableEvicted: jail.table.evictedLive,
             linesLost: readers.statistics.linesLost,
             expiryCPUNanoseconds: lifted.cpuNanoseconds,

@@ -12,6 +12,9 @@ public struct WorkerCounters: Sendable, Equatable {
     public var allowlisted: UInt64 = 0
     public var tableFull: UInt64 = 0
     public var bans: UInt64 = 0
+    /// Crossings of clients already banned longer (or for good) by someone else: left as they were.
+    public var keptLonger: UInt64 = 0
+    /// Clients whose ban failed (a full map), each counted once however often it is retried.
     public var banFailures: UInt64 = 0
     /// Bans that failed and wait for their next try (in this worker).
     public var pendingRetries: UInt64 = 0
@@ -23,7 +26,7 @@ public struct WorkerCounters: Sendable, Equatable {
     /// Every counter, for sums (a new counter added above must be listed here too).
     nonisolated(unsafe) static let fields: [WritableKeyPath<WorkerCounters, UInt64>] = [
         \.lines, \.matched, \.notMatching, \.tooLong, \.invalidAddress, \.matchLimit, \.allowlisted,
-        \.tableFull, \.bans, \.banFailures, \.pendingRetries, \.cpuNanoseconds,
+        \.tableFull, \.bans, \.keptLonger, \.banFailures, \.pendingRetries, \.cpuNanoseconds,
     ]
 
     static func + (left: WorkerCounters, right: WorkerCounters) -> WorkerCounters {
@@ -42,6 +45,8 @@ public struct DaemonStatus: Sendable {
     public var unbans: UInt64
     /// Of the unbans, those the periodic sweep of the maps found rather than the schedule.
     public var sweptUnbans: UInt64
+    /// The daemon's bans an operator lifted (their counts started over).
+    public var unbannedByOperator: UInt64 = 0
     /// Bans with an end the daemon is waiting for.
     public var scheduledBans: Int
     /// Bins of the offence table in use.
@@ -63,7 +68,7 @@ public struct DaemonStatus: Sendable {
         let total = total
         let rate = interval > 0 ? Double(total.lines &- previousLines) / interval : 0
         return "status: \(tenths(uptime)) s, lines \(total.lines) (\(Int(rate))/s), matched \(total.matched), "
-            + "bans \(total.bans), unbans \(unbans), in force \(scheduledBans), "
+            + "bans \(total.bans), unbans \(unbans), in force \(scheduledBans), kept (banned longer) \(total.keptLonger), "
             + "not matching \(total.notMatching), invalid address \(total.invalidAddress), too long \(total.tooLong), "
             + "allowlisted \(total.allowlisted), table \(tableBins) bins (\(tableReclaimed) reclaimed, \(tableEvicted) "
             + "evicted), table full \(total.tableFull), "
@@ -77,7 +82,8 @@ public struct DaemonStatus: Sendable {
             "stopped after \(tenths(uptime)) s: \(total.lines) lines read, \(total.matched) matched, "
                 + "\(total.notMatching) not matching, \(total.invalidAddress) invalid address, \(total.tooLong) too long, "
                 + "\(total.matchLimit) over the regex match limit, \(total.allowlisted) allowlisted, "
-                + "\(total.bans) bans, \(unbans) unbans (\(sweptUnbans) found by the sweep), "
+                + "\(total.bans) bans, \(total.keptLonger) kept (banned longer already), \(unbans) unbans "
+                + "(\(sweptUnbans) found by the sweep), \(unbannedByOperator) unbanned by an operator, "
                 + "\(total.banFailures) ban failures, \(pendingRetries) bans waiting for a retry, "
                 + "\(total.tableFull) table full, \(tableReclaimed) table bins reclaimed, \(tableEvicted) evicted, "
                 + "\(linesLost) lines lost"
@@ -101,7 +107,8 @@ public struct DaemonStatus: Sendable {
             notMatching: total.notMatching, invalidAddress: total.invalidAddress, tooLong: total.tooLong,
             allowlisted: total.allowlisted, tableFull: total.tableFull, bans: total.bans, unbans: unbans,
             sweptUnbans: sweptUnbans, banFailures: total.banFailures, pendingRetries: pendingRetries,
-            linesLost: linesLost, tableReclaimed: tableReclaimed, tableEvicted: tableEvicted, workers: workers.count)
+            linesLost: linesLost, tableReclaimed: tableReclaimed, tableEvicted: tableEvicted,
+            keptLonger: total.keptLonger, unbannedByOperator: unbannedByOperator, workers: workers.count)
     }
 
     private func tenths(_ value: Double) -> String {
@@ -116,6 +123,7 @@ public struct DaemonSummary: Encodable, Sendable {
     public let cpuSeconds: Double
     public let lines, matched, notMatching, invalidAddress, tooLong, allowlisted, tableFull: UInt64
     public let bans, unbans, sweptUnbans, banFailures, pendingRetries, linesLost, tableReclaimed, tableEvicted: UInt64
+    public let keptLonger, unbannedByOperator: UInt64
     public let workers: Int
 
     enum CodingKeys: String, CodingKey {
@@ -123,6 +131,7 @@ public struct DaemonSummary: Encodable, Sendable {
         case notMatching = "not_matching", invalidAddress = "invalid_address", tooLong = "too_long", allowlisted
         case tableFull = "table_full", bans, unbans, sweptUnbans = "swept_unbans", banFailures = "ban_failures"
         case pendingRetries = "pending_retries", linesLost = "lines_lost", tableReclaimed = "table_reclaimed"
-        case tableEvicted = "table_evicted", workers
+        case tableEvicted = "table_evicted", keptLonger = "kept_longer", unbannedByOperator = "unbanned_by_operator"
+        case workers
     }
 }

@@ -5,13 +5,22 @@ import Synchronization
 import XDPFirewall
 
 /// The daemon's side of the XDP ban maps: workers install bans, the expiry thread lifts them, and
-/// both hold one lock while they do. A lift looks a ban up, finds it ended, then deletes it; a
-/// worker re-banning the client in between (its offences since the end crossed the threshold
-/// again) would otherwise see its new ban deleted with the old.
+/// both hold one lock while they do (a lift that found a ban ended must not delete a re-ban a
+/// worker makes meanwhile).
+///
+/// Bans are the operator's too (`portcullis ban`, later a list or CrowdSec), so the daemon never
+/// shortens one: an address that already has a ban ending at or after the daemon's, or for good,
+/// keeps it (`kept`). It lifts only bans that have ended, and atomically against a `portcullis
+/// ban` written meanwhile (`BanMaps.liftIfEnded`). An operator's `unban` of one of the daemon's
+/// bans starts the client's count over (found by the lift at the ban's end, or by the sweep
+/// within 10 s, also for bans for good).
 final class Enforcement: @unchecked Sendable {
     let maps: BanMaps
-    /// When each of the daemon's bans ends.
+    /// When each of the daemon's timed bans ends.
     let schedule = ExpirySchedule()
+    /// The daemon's bans for good (ban time 0): none has an end to wait for, but an operator's
+    /// unban of one must still reset its count.
+    private var permanent = Set<IPAddress>()
     private let lock = Mutex<Void>(())
     /// Tests only: a pause between a lift's look-ups and its delete, to widen that window.
     var liftPauseNanoseconds: UInt64 = 0
@@ -24,44 +33,39 @@ final class Enforcement: @unchecked Sendable {
         self.maps = maps
     }
 
-    /// Installs bans with one batched update; on failure (a full map) one by one. Their end is
-    /// taken under the lock: a worker that waited for a lift does not lose the wait from its bans.
-    /// - Returns: the addresses banned, and those that failed (to retry later).
-    func install(
-        _ addresses: [IPAddress], policy: BanPolicy, clock: DaemonClock
-    )
-        -> (installed: [IPAddress], failed: [IPAddress])
-    {
+    /// What `install` did with the addresses given.
+    struct Installed {
+        /// Banned by the daemon now.
+        var banned: [IPAddress] = []
+        /// Already banned longer (or for good) by someone else: left as they were.
+        var kept: [IPAddress] = []
+        /// Not banned: the map is full (to retry later).
+        var failed: [IPAddress] = []
+    }
+
+    /// Installs bans, one batched update per family, never shortening a ban already there. Their
+    /// end is taken under the lock: a worker that waited for a lift does not lose the wait.
+    func install(_ addresses: [IPAddress], policy: BanPolicy, clock: DaemonClock) -> Installed {
         lock.withLock { _ in
             let expiry = policy.expiry(now: clock.bootNow)
-            let requests = addresses.map { BanRequest($0, expiry) }
-            var installed: [IPAddress] = []
-            var failed: [IPAddress] = []
-            do {
-                try maps.ban(batch: requests)
-                installed = addresses
-            } catch {
-                for request in requests {
-                    do {
-                        try maps.insert(request)
-                        installed.append(request.address)
-                    } catch {
-                        failed.append(request.address)
-                    }
-                }
+            let outcome = maps.banKeepingLonger(batch: addresses.map { BanRequest($0, expiry) })
+            var result = Installed()
+            result.banned = outcome.installed.map { addresses[$0] }
+            result.kept = outcome.kept.map { addresses[$0] }
+            result.failed = outcome.failed.map { addresses[$0] }
+            switch expiry {
+            case .at(let end): for address in result.banned { schedule.add(address, end: end) }
+            case .permanent: permanent.formUnion(result.banned)
             }
-            if case .at(let end) = expiry {
-                for address in installed { schedule.add(address, end: end) }
-            }
-            return (installed, failed)
+            return result
         }
     }
 
-    /// Deletes the bans of `addresses` that have really ended (an operator may have banned a
-    /// client again, longer or for good, since) and resets their counts in `table`; a ban already
-    /// gone (`portcullis unban`) just resets.
+    /// Deletes the bans of `addresses` that have ended (one in force, an operator's set since, is
+    /// left) and resets their counts in `table`; a ban already gone (`portcullis unban`) just
+    /// resets.
     /// - Parameter lifted: called after each chunk that deleted bans, outside the lock, with the
-    ///   chunk's ended addresses (so that a re-ban made meanwhile is logged after its unban).
+    ///   chunk's lifted addresses (so that a re-ban made meanwhile is logged after its unban).
     /// - Returns: the bans deleted.
     func lift(
         _ addresses: [IPAddress], table: OffenceTable, clock: DaemonClock, lifted: ([IPAddress]) -> Void
@@ -71,34 +75,54 @@ final class Enforcement: @unchecked Sendable {
         while start < addresses.count {
             let chunk = addresses[start..<min(start + Self.liftChunk, addresses.count)]
             start += chunk.count
-            let (count, ended) = lock.withLock { _ in liftChunk(chunk, table: table, clock: clock) }
-            deleted += UInt64(count)
-            if count > 0 { lifted(ended) }
+            let ended = lock.withLock { _ in liftChunk(chunk, table: table, clock: clock) }
+            deleted += UInt64(ended.count)
+            if !ended.isEmpty { lifted(ended) }
         }
         return deleted
     }
 
-    private func liftChunk(
-        _ chunk: ArraySlice<IPAddress>, table: OffenceTable, clock: DaemonClock
-    )
-        -> (deleted: Int, ended: [IPAddress])
-    {
-        var ended: [(address: IPAddress, end: UInt64)] = []
+    private func liftChunk(_ chunk: ArraySlice<IPAddress>, table: OffenceTable, clock: DaemonClock) -> [IPAddress] {
+        if liftPauseNanoseconds > 0 { SystemClock.sleep(nanoseconds: liftPauseNanoseconds) }
+        var ended: [IPAddress] = []
+        let now = clock.bootNow
         for address in chunk {
-            switch Result(catching: { () throws(FirewallError) in try maps.lookup(address) }) {
-            case .success(let entry?) where entry.isExpired(now: clock.bootNow):
-                if case .at(let end) = entry.expiry { ended.append((address, end)) }
-            case .success(nil):
+            switch Result(catching: { () throws(FirewallError) in try maps.liftIfEnded(address, now: now) }) {
+            case .success(.lifted(let entry)):
+                ended.append(address)
+                // Only the count of the ban that ended: one that restarted, or crossed again, since
+                // its end is kept.
+                if case .at(let end) = entry.expiry {
+                    table.resetEnded(address, endedAt: clock.tableSecond(ofBootTime: end))
+                } else {
+                    table.reset(address)
+                }
+            case .success(.absent):
                 table.reset(address)
-            default:
+            case .success(.inForce), .failure:
                 continue
             }
         }
-        if liftPauseNanoseconds > 0 { SystemClock.sleep(nanoseconds: liftPauseNanoseconds) }
-        let deleted = (try? maps.unban(batch: ended.map(\.address))) ?? 0
-        // Only the count of the ban that ended: one that restarted, or crossed again, since its
-        // end is kept.
-        for (address, end) in ended { table.resetEnded(address, endedAt: clock.tableSecond(ofBootTime: end)) }
-        return (deleted, ended.map(\.address))
+        return ended
+    }
+
+    /// The daemon's own bans no longer in the maps (an operator's `unban`, of timed bans before
+    /// their end or of bans for good): their counts start over and the daemon forgets them.
+    /// - Parameter present: the addresses the maps hold (read by the caller, outside the lock).
+    /// - Returns: how many were found gone.
+    func forgetUnbanned(present: Set<IPAddress>, table: OffenceTable) -> Int {
+        lock.withLock { _ in
+            let gone = (schedule.addresses.union(permanent)).subtracting(present)
+            var forgotten = 0
+            for address in gone {
+                // Installed since the caller read the maps: still there.
+                guard (try? maps.lookup(address)) == .some(nil) else { continue }
+                table.reset(address)
+                schedule.forget(address)
+                permanent.remove(address)
+                forgotten += 1
+            }
+            return forgotten
+        }
     }
 }

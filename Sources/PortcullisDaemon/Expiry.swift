@@ -20,9 +20,11 @@ final class BanLifter: @unchecked Sendable {
     private let unbans = Atomic<UInt64>(0)
     private let sweptUnbans = Atomic<UInt64>(0)
     private let cpuNanoseconds = Atomic<UInt64>(0)
+    private let unbannedByOperator = Atomic<UInt64>(0)
 
     static let interval: UInt64 = 100_000_000
-    static let sweepInterval: UInt64 = 10_000_000_000
+    /// How often the maps are swept (set before the thread starts).
+    var sweepInterval: UInt64 = 10_000_000_000
 
     init(enforcement: Enforcement, jail: Jail, clock: DaemonClock, publishers: [BanPublisher]) {
         self.enforcement = enforcement
@@ -31,11 +33,12 @@ final class BanLifter: @unchecked Sendable {
         self.publishers = publishers
     }
 
-    /// Bans lifted so far, of them found by the sweep, and this thread's CPU time (once stopped).
-    var counts: (unbans: UInt64, swept: UInt64, cpuNanoseconds: UInt64) {
+    /// Bans lifted so far, of them found by the sweep, the daemon's bans found unbanned by an
+    /// operator, and this thread's CPU time (once stopped).
+    var counts: (unbans: UInt64, swept: UInt64, unbannedByOperator: UInt64, cpuNanoseconds: UInt64) {
         (
             unbans.load(ordering: .acquiring), sweptUnbans.load(ordering: .acquiring),
-            cpuNanoseconds.load(ordering: .acquiring)
+            unbannedByOperator.load(ordering: .relaxed), cpuNanoseconds.load(ordering: .acquiring)
         )
     }
 
@@ -47,11 +50,14 @@ final class BanLifter: @unchecked Sendable {
             let now = clock.bootNow
             let due = enforcement.schedule.takeDue(now: now)
             if !due.isEmpty { lift(due, swept: false) }
-            if SystemClock.monotonicNanoseconds() - lastSweep > Self.sweepInterval {
+            if SystemClock.monotonicNanoseconds() - lastSweep > sweepInterval {
                 lastSweep = SystemClock.monotonicNanoseconds()
                 if let entries = try? enforcement.maps.entries() {
                     let ended = entries.filter { $0.isExpired(now: now) }.map(\.address)
                     if !ended.isEmpty { lift(ended, swept: true) }
+                    let present = Set(entries.map(\.address))
+                    let forgotten = enforcement.forgetUnbanned(present: present, table: jail.table)
+                    unbannedByOperator.wrappingAdd(UInt64(forgotten), ordering: .relaxed)
                 }
             }
         }
@@ -95,6 +101,14 @@ final class ExpirySchedule: Sendable {
 
     /// Bans with an end the daemon is waiting for.
     var count: Int { state.withLock { $0.latest.count } }
+
+    /// Their addresses.
+    var addresses: Set<IPAddress> { state.withLock { Set($0.latest.keys) } }
+
+    /// Stops waiting for `address`'s end (its ban is gone); the heap's entry for it is skipped.
+    func forget(_ address: IPAddress) {
+        _ = state.withLock { $0.latest.removeValue(forKey: address) }
+    }
 
     func add(_ address: IPAddress, end: UInt64) {
         state.withLock { state in

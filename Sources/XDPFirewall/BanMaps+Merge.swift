@@ -1,0 +1,117 @@
+import CPortcullis
+import Glibc
+import PortcullisCore
+import PortcullisSystem
+
+/// Writing bans beside an operator's: the daemon never shortens a ban, and never lifts one that is
+/// still in force.
+extension BanMaps {
+    /// What `banKeepingLonger` did with each request, by index.
+    public struct MergeOutcome: Sendable, Equatable {
+        /// Written: the address had no ban, or one ending before this one.
+        public var installed: [Int] = []
+        /// Left as it was: the address already had a ban ending at or after this one, or for good.
+        public var kept: [Int] = []
+        /// Not written: the map is full.
+        public var failed: [Int] = []
+    }
+
+    /// Installs `requests`, never shortening a ban already there: each with one
+    /// `bpf_map_update_elem(BPF_NOEXIST)` (the kernel refuses flags on batched updates, and a
+    /// batch with `BPF_ANY` would overwrite a longer ban); an address that has a ban is looked up
+    /// and rewritten only when the new end is later (its drop count kept). A full map ends its
+    /// family's requests: the rest fail, nothing is retried here.
+    public func banKeepingLonger(batch requests: [BanRequest]) -> MergeOutcome {
+        var outcome = MergeOutcome()
+        var full: Set<IPAddress.Family> = []
+        for (index, request) in requests.enumerated() {
+            if full.contains(request.address.family) {
+                outcome.failed.append(index)
+                continue
+            }
+            var value = pc_ban(expires_ns: request.expiry.expiresNanoseconds, dropped: 0)
+            let result =
+                (try? withKey(request.address) { (fd, key) throws(FirewallError) in
+                    systemCallResult { bpf_map_update_elem(fd, key, &value, UInt64(BPF_NOEXIST)) }
+                }) ?? .failure(Errno(EINVAL))
+            switch result {
+            case .success: outcome.installed.append(index)
+            case .failure(let error) where error.code == EEXIST: merge(request, index: index, into: &outcome)
+            // A preallocated hash map reports a full table as E2BIG.
+            case .failure(let error) where error.code == E2BIG:
+                full.insert(request.address.family)
+                outcome.failed.append(index)
+            case .failure: outcome.failed.append(index)
+            }
+        }
+        return outcome
+    }
+
+    /// One request whose address has a ban: rewritten only if it ends later.
+    private func merge(_ request: BanRequest, index: Int, into outcome: inout MergeOutcome) {
+        let found: BanEntry?
+        do {
+            found = try lookup(request.address)
+        } catch {
+            outcome.failed.append(index)
+            return
+        }
+        guard let existing = found else {
+            // Lifted between the batch and the look-up: write it afresh.
+            if (try? insert(request)) != nil { outcome.installed.append(index) } else { outcome.failed.append(index) }
+            return
+        }
+        if !Self.endsLater(request.expiry, than: existing.expiry) {
+            outcome.kept.append(index)
+            return
+        }
+        if (try? insert(request, dropped: existing.dropped)) != nil {
+            outcome.installed.append(index)
+        } else {
+            outcome.failed.append(index)
+        }
+    }
+
+    /// Whether a ban ending at `new` outlasts one ending at `old` (for good outlasts everything).
+    public static func endsLater(_ new: BanExpiry, than old: BanExpiry) -> Bool {
+        switch (new, old) {
+        case (_, .permanent): return false
+        case (.permanent, _): return true
+        case (.at(let newEnd), .at(let oldEnd)): return newEnd > oldEnd
+        }
+    }
+
+    /// What `liftIfEnded` found.
+    public enum LiftOutcome: Sendable, Equatable {
+        /// The ban had ended: deleted.
+        case lifted(BanEntry)
+        /// No ban (an operator's `unban`).
+        case absent
+        /// A ban in force (an operator's, set since): left as it was.
+        case inForce(BanEntry)
+    }
+
+    /// Deletes `address`'s ban if it has ended at `now`, atomically against anyone writing it
+    /// meanwhile: `bpf_map_lookup_and_delete_elem`, and a ban found in force is put back as it was
+    /// (for the microseconds in between the program passes the address).
+    public func liftIfEnded(_ address: IPAddress, now: UInt64) throws(FirewallError) -> LiftOutcome {
+        var value = pc_ban()
+        let result = try withKey(address) { (fd, key) throws(FirewallError) in
+            systemCallResult { bpf_map_lookup_and_delete_elem(fd, key, &value) }
+        }
+        switch result {
+        case .failure(let error) where error.code == ENOENT: return .absent
+        case .failure(let error): throw systemError("lift the ban of \(address)", error.code)
+        case .success: break
+        }
+        let entry = BanEntry(
+            address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped)
+        if entry.isExpired(now: now) { return .lifted(entry) }
+        // Written (or made longer) after the lift looked: put it back unless a newer one is there.
+        var restore = value
+        _ = try withKey(address) { (fd, key) throws(FirewallError) in
+            systemCallResult { bpf_map_update_elem(fd, key, &restore, UInt64(BPF_NOEXIST)) }
+        }
+        return .inForce(entry)
+    }
+}

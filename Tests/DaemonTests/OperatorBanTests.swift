@@ -1,0 +1,154 @@
+import Foundation
+import LogTransport
+import PortcullisCore
+@_spi(Testing) @testable import PortcullisDaemon
+import PortcullisSystem
+import Testing
+import TestSupport
+@testable import XDPFirewall
+
+/// Bans an operator made are sacred: the daemon never shortens or lifts one, an operator's unban
+/// starts the client's count over, and a `portcullis ban` written during a lift survives it.
+@Suite("Operator bans", .enabled(if: Privileges.runnable), .serialized)
+struct OperatorBanTests {
+    func offend(_ writer: LogWriter, _ address: String, times: Int) throws {
+        let batch = LineBatch()
+        for _ in 0..<times { batch.append(offenceLine(address)) }
+        _ = try writer.publish(batch)
+    }
+
+    @Test("a longer or permanent operator ban stays as it was when the daemon's own ban would be shorter")
+    func longerBansAreKept() throws {
+        try withShmDaemon(
+            mapEntries: 64,
+            configure: {
+                $0.threshold = 3
+                $0.banTime = 2
+                $0.tableBins = 10_007
+            }
+        ) { daemon, maps, writer in
+            let forever = IPAddress("198.18.9.1")!, hour = IPAddress("198.18.9.2")!, plain = IPAddress("198.18.9.3")!
+            try maps.ban(forever, .permanent)
+            let hourEnd = SystemClock.bootNanoseconds() + 3_600_000_000_000
+            try maps.ban(hour, .at(bootNanoseconds: hourEnd))
+            for address in [forever, hour, plain] { try offend(writer, address.description, times: 3) }
+            #expect(eventually(within: 10) { daemon.status.total.keptLonger == 2 && daemon.status.total.bans == 1 })
+            // The daemon's own 2 s ban ends and is lifted; the operator's are untouched.
+            #expect(eventually(within: 10) { daemon.status.unbans == 1 })
+            #expect(try maps.lookup(forever)?.expiry == .permanent)
+            #expect(try maps.lookup(hour)?.expiry == .at(bootNanoseconds: hourEnd))
+            #expect(try maps.lookup(plain) == nil)
+        }
+    }
+
+    @Test("a ban the operator made longer during the daemon's ban is not lifted at the daemon's end")
+    func extendedBanSurvivesTheLift() throws {
+        try withShmDaemon(
+            mapEntries: 64,
+            configure: {
+                $0.threshold = 3
+                $0.banTime = 2
+                $0.tableBins = 10_007
+            }
+        ) { daemon, maps, writer in
+            let client = IPAddress("198.18.9.4")!
+            try offend(writer, client.description, times: 3)
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
+            try maps.ban(client, .permanent)  // the operator: for good
+            SystemClock.sleep(nanoseconds: 3_000_000_000)  // past the daemon's end and its lift
+            #expect(try maps.lookup(client)?.expiry == .permanent)
+            #expect(daemon.status.unbans == 0)
+        }
+    }
+
+    @Test(
+        "an operator's unban starts the count over, also for bans for good (the sweep finds it)", arguments: [0, 3600])
+    func unbanResetsTheCount(banTime: UInt64) throws {
+        try withShmDaemon(
+            mapEntries: 64,
+            configure: {
+                $0.threshold = 3
+                $0.banTime = banTime
+                $0.tableBins = 10_007
+            },
+            prepare: { $0.sweepIntervalNanoseconds = 300_000_000 }
+        ) { daemon, maps, writer in
+            let client = IPAddress("198.18.9.5")!
+            try offend(writer, client.description, times: 3)
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
+            try maps.unban(client)
+            #expect(eventually(within: 10) { daemon.status.unbannedByOperator == 1 })
+            try offend(writer, client.description, times: 3)
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil }, "banned again after 3 more")
+            #expect(daemon.status.total.bans == 2)
+        }
+    }
+
+    @Test("a full ban map counts each client that could not be banned once, however often it is retried")
+    func failuresCountClients() throws {
+        try withShmDaemon(
+            mapEntries: 16,
+            configure: {
+                $0.threshold = 1
+                $0.banTime = 3600
+                $0.tableBins = 10_007
+            }
+        ) { daemon, maps, writer in
+            let batch = LineBatch()
+            for index in 0..<40 { batch.append(offenceLine("198.18.10.\(index + 1)")) }
+            _ = try writer.publish(batch)
+            #expect(eventually(within: 10) { daemon.status.total.lines == 40 })
+            SystemClock.sleep(nanoseconds: 3_500_000_000)  // retries at 1 s and then 2 s later
+            let total = daemon.status.total
+            #expect(total.bans == 16)
+            #expect(total.banFailures == 24, "clients, not attempts")
+            #expect(total.pendingRetries == 24)
+            #expect(try maps.entries().count == 16)
+        }
+    }
+}
+
+@Suite("Lifting beside the operator", .enabled(if: Privileges.runnable), .serialized)
+struct LiftIfEndedTests {
+    @Test("a lift deletes only an ended ban; one written in force meanwhile is put back as it was")
+    func liftKeepsBansInForce() throws {
+        try Privileges.require()
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        let now = SystemClock.bootNanoseconds()
+        let ended = IPAddress("198.18.11.1")!, inForce = IPAddress("2001:2::11:2")!, absent = IPAddress("198.18.11.3")!
+        try maps.ban(ended, .at(bootNanoseconds: now - 1_000_000_000))
+        try maps.insert(BanRequest(inForce, .permanent), dropped: 42)
+        #expect(
+            try maps.liftIfEnded(ended, now: now)
+                == .lifted(
+                    BanEntry(
+                        address: ended, expiry: .at(bootNanoseconds: now - 1_000_000_000), dropped: 0)))
+        #expect(try maps.lookup(ended) == nil)
+        #expect(try maps.liftIfEnded(absent, now: now) == .absent)
+        guard case .inForce = try maps.liftIfEnded(inForce, now: now) else {
+            Issue.record("a permanent ban was lifted")
+            return
+        }
+        #expect(try maps.lookup(inForce) == BanEntry(address: inForce, expiry: .permanent, dropped: 42))
+    }
+
+    @Test("installing never shortens: a later end is written with its drops kept, an earlier one is not")
+    func mergeKeepsTheLongerEnd() throws {
+        try Privileges.require()
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        let now = SystemClock.bootNanoseconds()
+        let short = IPAddress("198.18.12.1")!, long = IPAddress("198.18.12.2")!, new = IPAddress("2001:2::12:3")!
+        try maps.insert(BanRequest(short, .at(bootNanoseconds: now + 1_000_000_000)), dropped: 7)
+        try maps.insert(BanRequest(long, .permanent))
+        let end = BanExpiry.at(bootNanoseconds: now + 60_000_000_000)
+        let outcome = maps.banKeepingLonger(batch: [
+            BanRequest(short, end), BanRequest(long, end), BanRequest(new, end),
+        ])
+        #expect(Set(outcome.installed) == [0, 2] && outcome.kept == [1] && outcome.failed.isEmpty)
+        #expect(try maps.lookup(short) == BanEntry(address: short, expiry: end, dropped: 7))
+        #expect(try maps.lookup(long)?.expiry == .permanent)
+        #expect(try maps.lookup(new)?.expiry == end)
+    }
+}
