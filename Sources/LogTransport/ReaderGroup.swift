@@ -24,6 +24,7 @@ public final class ReaderGroup {
             total.linesLost += statistics.linesLost
             total.linesRejected += statistics.linesRejected
             total.writersRefused += statistics.writersRefused
+            total.filesRefused += statistics.filesRefused
         }
     }
 

@@ -34,6 +34,8 @@ public struct WriterStatistics: Sendable, Equatable {
     public var linesRejected: UInt64 = 0
     /// Lines that could not be delivered to `drop`-policy readers (sockets; shm readers count their own).
     public var linesDropped: UInt64 = 0
+    /// Reader sockets not written to: their process runs as an untrusted user (`TrustedOwners`).
+    public var readersRefused: UInt64 = 0
     public init() {}
 }
 
@@ -46,6 +48,9 @@ public struct ReaderStatistics: Sendable, Equatable {
     public var linesRejected: UInt64 = 0
     /// Writers refused (socket peers whose uid/gid is not allowed).
     public var writersRefused: UInt64 = 0
+    /// Log files refused at the path (file transport: a symbolic link, not a regular file, or an
+    /// untrusted owner), counted each time one is found there.
+    public var filesRefused: UInt64 = 0
     public init() {}
 }
 

@@ -15,6 +15,8 @@ public enum TransportError: Error, CustomStringConvertible, Equatable {
     case segmentFull(name: String, what: String)
     /// The writer gave up waiting for space (lossless readers alive but not reading).
     case timedOut(String)
+    /// A segment, directory or file someone untrusted made or could write (`TrustedOwners`).
+    case untrusted(String)
 
     public var description: String {
         switch self {
@@ -32,6 +34,8 @@ public enum TransportError: Error, CustomStringConvertible, Equatable {
             return "shared-memory segment \(name) has no free \(what); "
                 + "raise --shm-\(what == "ring" ? "segments" : "reader-slots") or stop an idle user"
         case .timedOut(let detail):
+            return detail
+        case .untrusted(let detail):
             return detail
         }
     }

@@ -58,6 +58,17 @@ public struct TransportOptions: ParsableArguments {
     @Option(name: .customLong("file-max-line"), help: "Longest line in bytes; longer ones are skipped and counted.")
     public var fileMaxLine = FileOptions().maxLineLength
 
+    @Option(
+        name: .customLong("trust-uid"),
+        help: ArgumentHelp(
+            "A user (besides root and this one) whose segment, socket directory, log file or reader is used: the "
+                + "services' (repeatable).", valueName: "uid"))
+    public var trustUIDs: [UInt32] = []
+    @Option(
+        name: .customLong("trust-gid"),
+        help: ArgumentHelp("A group that may have write permission on them (repeatable).", valueName: "gid"))
+    public var trustGIDs: [UInt32] = []
+
     public init() {}
 
     /// The configuration these options describe.
@@ -85,6 +96,10 @@ public struct TransportOptions: ParsableArguments {
         configuration.file.uringDepth = fileUringDepth
         configuration.file.startAtBeginning = fileFromStart
         configuration.file.maxLineLength = fileMaxLine
+        let owners = TrustedOwners(uids: trustUIDs.map { uid_t($0) }, gids: trustGIDs.map { gid_t($0) })
+        configuration.shm.owners = owners
+        configuration.socket.owners = owners
+        configuration.file.owners = owners
         return configuration
     }
 }

@@ -15,7 +15,8 @@ public final class BanLog: BanPublisher {
     private let fd: Int32
 
     public init(path: String) throws(DaemonError) {
-        fd = try systemCall({ open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640) }) { error in
+        // O_NOFOLLOW: a link planted at the path does not redirect a root write elsewhere.
+        fd = try systemCall({ open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640) }) { error in
             DaemonError.invalidSetting(
                 "cannot open the ban log \(path): \(error); check that its directory exists and is writable")
         }

@@ -152,3 +152,24 @@ struct LiftIfEndedTests {
         #expect(try maps.lookup(new)?.expiry == end)
     }
 }
+
+@Suite("Output paths")
+struct OutputPathTests {
+    @Test("a ban log or summary path that is a symbolic link is not followed")
+    func linksAreNotFollowed() throws {
+        let target = NSTemporaryDirectory() + "pc-target-\(getpid())"
+        let link = NSTemporaryDirectory() + "pc-link-\(getpid())"
+        FileManager.default.createFile(atPath: target, contents: Data("keep\n".utf8))
+        symlink(target, link)
+        defer {
+            unlink(link)
+            unlink(target)
+        }
+        #expect(throws: DaemonError.self) { _ = try BanLog(path: link) }
+        struct Value: Encodable { let value = 1 }
+        // The summary is written to a temporary and renamed over the path: the link is replaced,
+        // its target untouched.
+        try JSONOutput.write(Value(), to: link)
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep\n")
+    }
+}

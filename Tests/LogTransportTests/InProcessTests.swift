@@ -77,7 +77,7 @@ struct InProcessTests {
         var options = SocketOptions()
         options.directory = open
         #expect(
-            throws: TransportError.invalidConfiguration("socket directory \(open) is world-writable; chmod o-w \(open)")
+            throws: TransportError.untrusted("socket directory \(open) is writable by everyone; chmod o-w \(open)")
         ) {
             _ = try SocketReader(options: options)
         }

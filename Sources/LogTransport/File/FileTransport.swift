@@ -24,6 +24,8 @@ public struct FileOptions: Sendable, Equatable {
     public var maxLineLength = 4096
     /// Mode of a file the writer creates.
     public var mode: mode_t = 0o640
+    /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
+    public var owners = TrustedOwners()
 
     public init() {}
 
@@ -53,11 +55,21 @@ public final class FileWriter: LogWriter {
     public init(options: FileOptions) throws(TransportError) {
         try options.validate()
         self.options = options
-        fd = open(options.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, options.mode)
+        // No symbolic link, no FIFO, nobody else's file: whoever made the log file reads every line.
+        fd = open(options.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, options.mode)
         guard fd >= 0 else {
             let code = errno
             closed = true
-            throw .system(operation: "open \(options.path) for appending", errno: code)
+            throw .system(
+                operation: "open \(options.path) for appending"
+                    + (code == ELOOP ? " (it is a symbolic link; give the real path)" : ""), errno: code)
+        }
+        do throws(TransportError) {
+            try FileReader.checkLogFile(fd: fd, options: options)
+        } catch {
+            Glibc.close(fd)
+            closed = true
+            throw error
         }
         capacity = 1 << 16
         buffer = .allocate(byteCount: capacity, alignment: 64)
@@ -134,6 +146,8 @@ public final class FileReader: LogReader {
     private var closed = false
     /// Times the file was found truncated (and read again from its start).
     public private(set) var truncations: UInt64 = 0
+    /// The file last refused at the path (not tried again until another appears).
+    private var refused: (inode: ino_t, device: dev_t) = (0, 0)
     /// Times the file was found replaced (rotation) and the new one opened.
     public private(set) var rotations: UInt64 = 0
 
@@ -162,7 +176,10 @@ public final class FileReader: LogReader {
         // Watch the directory for the file appearing again (rotation, a writer starting later).
         let directory = options.path.contains("/") ? String(options.path[..<options.path.lastIndex(of: "/")!]) : "."
         _ = inotify_add_watch(inotify, directory.isEmpty ? "/" : directory, UInt32(IN_CREATE | IN_MOVED_TO))
-        _ = openFile(atEnd: !options.startAtBeginning)
+        if case .refused(let error) = openFile(atEnd: !options.startAtBeginning) {
+            close()
+            throw error
+        }
     }
 
     deinit {
@@ -178,12 +195,32 @@ public final class FileReader: LogReader {
         Glibc.close(inotify)
     }
 
-    /// Opens the file at the path; false when it does not exist (yet).
-    private func openFile(atEnd: Bool) -> Bool {
-        let opened = open(options.path, O_RDONLY | O_CLOEXEC)
-        guard opened >= 0 else { return false }
+    enum Opened {
+        case opened
+        case absent
+        case refused(TransportError)
+    }
+
+    /// Opens the file at the path: a regular file of a trusted owner, not through a symbolic link
+    /// (a link to /dev/zero or a FIFO there would blind or hang the reader). A refusal is counted.
+    @discardableResult
+    private func openFile(atEnd: Bool) -> Opened {
+        let opened = open(options.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard opened >= 0 else {
+            let code = errno
+            if code == ENOENT { return .absent }
+            stats.filesRefused += 1
+            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
+            return .refused(.system(operation: "open \(options.path)\(hint)", errno: code))
+        }
         var info = stat()
-        fstat(opened, &info)
+        do throws(TransportError) {
+            info = try Self.checkLogFile(fd: opened, options: options)
+        } catch {
+            Glibc.close(opened)
+            stats.filesRefused += 1
+            return .refused(error)
+        }
         if fd >= 0 { Glibc.close(fd) }
         fd = opened
         inode = info.st_ino
@@ -191,7 +228,20 @@ public final class FileReader: LogReader {
         offset = atEnd ? info.st_size : 0
         if fileWatch >= 0 { inotify_rm_watch(inotify, fileWatch) }
         fileWatch = inotify_add_watch(inotify, options.path, UInt32(IN_MODIFY))
-        return true
+        return .opened
+    }
+
+    /// Checks an open log file: regular, and its owner and mode trusted. - Returns: its `stat`.
+    @discardableResult
+    static func checkLogFile(fd: Int32, options: FileOptions) throws(TransportError) -> stat {
+        var info = stat()
+        try transportCall("stat \(options.path)") { fstat(fd, &info) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw .untrusted(
+                "log file \(options.path) is not a regular file (a FIFO, device or directory); give a file")
+        }
+        try options.owners.check(info, "log file", path: options.path)
+        return info
     }
 
     public func poll(into batch: LineBatch) throws(TransportError) -> Int {
@@ -206,7 +256,8 @@ public final class FileReader: LogReader {
             discardPartialLine()
         }
         while !batch.isFull {
-            if fd < 0 && !openFile(atEnd: false) { break }  // a file created after we started: read it all
+            // A file created after we started: read it all.
+            if fd < 0, case .opened = openFile(atEnd: false) {} else if fd < 0 { break }
             let read = try readMore()
             if read > 0 {
                 total += deliver(into: batch)
@@ -226,10 +277,13 @@ public final class FileReader: LogReader {
                 continue
             }
             var named = stat()
-            if stat(options.path, &named) == 0 && (named.st_ino != inode || named.st_dev != device) {
+            if lstat(options.path, &named) == 0 && (named.st_ino != inode || named.st_dev != device)
+                && (named.st_ino != refused.inode || named.st_dev != refused.device)
+            {
                 rotations += 1
                 discardPartialLine()
-                if openFile(atEnd: false) { continue }
+                if case .opened = openFile(atEnd: false) { continue }
+                refused = (named.st_ino, named.st_dev)  // counted once; the old file is still read
             }
             break
         }

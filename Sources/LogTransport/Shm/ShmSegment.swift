@@ -22,6 +22,8 @@ public struct ShmOptions: Sendable, Equatable {
     public var adoptExistingLayout = true
     /// Mode of a created segment: owner read-write only by default (never world-writable).
     public var mode: mode_t = 0o600
+    /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
+    public var owners = TrustedOwners()
 
     public init() {}
 
@@ -251,6 +253,10 @@ final class ShmSegment: @unchecked Sendable {
             }
             let existing: ShmLayout
             do throws(TransportError) {
+                // Whoever made the segment controls its readers: only a trusted user's is used.
+                var info = stat()
+                try transportCall("stat shared memory \(options.name)") { fstat(fd, &info) }
+                try options.owners.check(info, "shared-memory segment", path: "/dev/shm" + options.name)
                 existing = try readLayout(fd: fd, name: options.name)
             } catch {
                 close(fd)
@@ -303,6 +309,15 @@ final class ShmSegment: @unchecked Sendable {
             try transportCall("size shared memory \(options.name) to \(layout.totalSize) bytes") {
                 ftruncate(fd, off_t(layout.totalSize))
             }
+            // Reserve the memory now: tmpfs backs pages only when first touched, and a full
+            // /dev/shm would then raise SIGBUS in whoever touches one (after the segment is
+            // published). posix_fallocate reports ENOSPC instead, before anything is visible.
+            let reserved = posix_fallocate(fd, 0, off_t(layout.totalSize))
+            if reserved != 0 {
+                throw .system(
+                    operation: "reserve \(layout.totalSize) bytes of shared memory for \(options.name) (is /dev/shm "
+                        + "full? df /dev/shm; or lower --shm-slots/--shm-segments)", errno: reserved)
+            }
             segment = try map(fd: fd, name: options.name, layout: layout, hugePages: options.hugePages)
         } catch {
             close(fd)
@@ -351,11 +366,22 @@ final class ShmSegment: @unchecked Sendable {
         guard magic == ShmLayout.magic, version == ShmLayout.version else {
             throw .foreignSegment(name: name, detail: "magic 0x\(String(magic, radix: 16)), version \(version)")
         }
+        // The header is another process's word: its sizes are checked with the ranges of our own
+        // options before anything is computed from them (a crafted header must not trap us).
+        var recorded = ShmOptions()
+        recorded.name = name
+        recorded.rings = Int(header.load(fromByteOffset: ShmField.rings, as: UInt32.self))
+        recorded.slotsPerRing = Int(header.load(fromByteOffset: ShmField.slotsPerRing, as: UInt32.self))
+        recorded.slotSize = Int(header.load(fromByteOffset: ShmField.slotSize, as: UInt32.self))
+        recorded.readerSlots = Int(header.load(fromByteOffset: ShmField.readerSlots, as: UInt32.self))
+        do throws(TransportError) {
+            try recorded.validate()
+        } catch {
+            throw .foreignSegment(name: name, detail: "its header has impossible sizes (\(error))")
+        }
         let layout = ShmLayout(
-            rings: Int(header.load(fromByteOffset: ShmField.rings, as: UInt32.self)),
-            slotsPerRing: Int(header.load(fromByteOffset: ShmField.slotsPerRing, as: UInt32.self)),
-            slotSize: Int(header.load(fromByteOffset: ShmField.slotSize, as: UInt32.self)),
-            readerSlots: Int(header.load(fromByteOffset: ShmField.readerSlots, as: UInt32.self)),
+            rings: recorded.rings, slotsPerRing: recorded.slotsPerRing, slotSize: recorded.slotSize,
+            readerSlots: recorded.readerSlots,
             overwrite: header.load(fromByteOffset: ShmField.flags, as: UInt32.self) & 1 != 0)
         guard Int(info.st_size) >= layout.totalSize,
             header.load(fromByteOffset: ShmField.totalSize, as: UInt64.self) == UInt64(layout.totalSize)

@@ -24,6 +24,8 @@ public struct SocketOptions: Sendable, Equatable {
     public var socketMode: mode_t = 0o660
     /// Mode of the directory when a reader or writer creates it.
     public var directoryMode: mode_t = 0o750
+    /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
+    public var owners = TrustedOwners()
 
     public init() {}
 
@@ -77,8 +79,9 @@ enum SocketName {
     }
 }
 
-/// Creates `path` (and parents) with `mode` if missing; refuses a world-writable directory.
-func prepareDirectory(_ path: String, mode: mode_t) throws(TransportError) {
+/// Creates `path` (and parents) with `mode` if missing; refuses a directory an untrusted user
+/// made or could replace (`TrustedOwners.checkPath`), or one anybody may write.
+func prepareDirectory(_ path: String, mode: mode_t, owners: TrustedOwners) throws(TransportError) {
     var prefix = path.hasPrefix("/") ? "" : "."
     for component in path.split(separator: "/") {
         prefix += "/" + component
@@ -91,11 +94,37 @@ func prepareDirectory(_ path: String, mode: mode_t) throws(TransportError) {
         }
     }
     var info = stat()
-    try transportCall("stat \(path)") { stat(path, &info) }
+    try transportCall("lstat \(path)") { lstat(path, &info) }
+    if (info.st_mode & S_IFMT) == S_IFLNK {
+        throw .untrusted("socket directory \(path) is a symbolic link; give the real path")
+    }
     guard (info.st_mode & S_IFMT) == S_IFDIR else { throw .invalidConfiguration("\(path) is not a directory") }
-    if info.st_mode & 0o002 != 0 {
-        // Even with the sticky bit: anyone could put a reader socket there and read the stream.
-        throw .invalidConfiguration("socket directory \(path) is world-writable; chmod o-w \(path)")
+    // Even with the sticky bit, a writable directory lets anyone put a reader socket there and
+    // read the stream: `checkPath` refuses it for the directory itself.
+    try owners.checkPath(path, "socket directory")
+}
+
+/// Removes the sockets of readers that died without removing them (a crash, SIGKILL): nobody
+/// listens on them any more (`connect` gives ECONNREFUSED), and every writer would try each.
+func removeStaleReaderSockets(in directory: String) {
+    guard let stream = opendir(directory) else { return }
+    defer { closedir(stream) }
+    while let entry = readdir(stream) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) {
+            String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
+        }
+        guard SocketName.policy(of: name) != nil, var address = try? unixAddress(directory + "/" + name) else {
+            continue
+        }
+        let probe = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return }
+        let result = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                systemCallResult { connect(probe, socketAddress, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+        }
+        Glibc.close(probe)
+        if case .failure(let error) = result, error.code == ECONNREFUSED { unlink(directory + "/" + name) }
     }
 }
 

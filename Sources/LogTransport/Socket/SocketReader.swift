@@ -49,7 +49,8 @@ public final class SocketReader: LogReader {
         try options.validate()
         self.options = options
         self.policy = policy
-        try prepareDirectory(options.directory, mode: options.directoryMode)
+        try prepareDirectory(options.directory, mode: options.directoryMode, owners: options.owners)
+        removeStaleReaderSockets(in: options.directory)
         allowedUIDs = Set(options.allowedUIDs + [0, geteuid()])
         allowedGIDs = Set(options.allowedGIDs)
         let number = cportcullis_fetch_add_seq_cst_u32(&Self.sequence, 1)

@@ -41,7 +41,7 @@ public final class SocketWriter: LogWriter {
     public init(options: SocketOptions) throws(TransportError) {
         try options.validate()
         self.options = options
-        try prepareDirectory(options.directory, mode: options.directoryMode)
+        try prepareDirectory(options.directory, mode: options.directoryMode, owners: options.owners)
         inotify = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         guard inotify >= 0 else { throw .system(operation: "inotify_init1", errno: errno) }
         let count = options.datagramsPerCall
@@ -138,6 +138,17 @@ public final class SocketWriter: LogWriter {
         }
         guard connected == 0 else {
             Glibc.close(fd)  // a leftover socket of a dead reader (ECONNREFUSED) or gone already
+            return
+        }
+        // Lines go only to a reader run by a trusted user: a socket someone else put there would
+        // read the stream (or, never reading, hold the writers).
+        var pid: pid_t = 0
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        guard cportcullis_peer_credentials(fd, &pid, &uid, &gid) == 0, options.owners.trusts(uid: uid) else {
+            Glibc.close(fd)
+            knownPaths.insert(path)  // not tried again
+            statistics.readersRefused += 1
             return
         }
         knownPaths.insert(path)
