@@ -7,7 +7,13 @@ public struct Allowlist: Sendable, Equatable {
         let bits: Int
     }
 
-    private var networks: [Network] = []
+    /// By family: a line's address is compared with its own family's networks only.
+    fileprivate(set) var networks4: [Network] = []
+    fileprivate(set) var networks6: [Network] = []
+    var networks: [Network] { networks4 + networks6 }
+
+    /// No networks.
+    public static let none = try! Allowlist([])
 
     /// Loopback only.
     public static let loopback = try! Allowlist(["127.0.0.0/8", "::1/128"])
@@ -16,7 +22,7 @@ public struct Allowlist: Sendable, Equatable {
         for cidr in cidrs { try add(cidr) }
     }
 
-    public var isEmpty: Bool { networks.isEmpty }
+    public var isEmpty: Bool { networks4.isEmpty && networks6.isEmpty }
 
     /// Adds `ADDRESS` or `ADDRESS/PREFIX` (IPv4 or IPv6).
     public mutating func add(_ cidr: String) throws(SettingError) {
@@ -36,12 +42,60 @@ public struct Allowlist: Sendable, Equatable {
             bits = prefix
         }
         let total = key.isIPv4 ? 96 + bits : bits
-        networks.append(Network(key: key.masked(bits: total), bits: total))
+        if key.isIPv4 {
+            networks4.append(Network(key: key.masked(bits: total), bits: total))
+        } else {
+            networks6.append(Network(key: key.masked(bits: total), bits: total))
+        }
     }
 
     /// Whether `key` lies in one of the networks.
+    @inline(__always)
     public func contains(_ key: IPAddress) -> Bool {
-        for network in networks where key.masked(bits: network.bits) == network.key { return true }
+        for network in key.isIPv4 ? networks4 : networks6 where key.masked(bits: network.bits) == network.key {
+            return true
+        }
         return false
+    }
+}
+
+extension Allowlist {
+    /// The networks `IPAddress.isNeverBannable` covers, for the start-up line.
+    public static let neverBannable = [
+        "0.0.0.0/32", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128",
+        "fe80::/10", "ff00::/8",
+    ]
+
+    /// Every network of `self` and of `other`.
+    public func adding(_ other: Allowlist) -> Allowlist {
+        var union = self
+        union.networks4 += other.networks4
+        union.networks6 += other.networks6
+        return union
+    }
+
+    /// The networks as text (`198.18.0.0/15`), for the start-up line.
+    public var descriptions: [String] {
+        networks.map { network in
+            let bits = network.key.isIPv4 ? network.bits - 96 : network.bits
+            return "\(network.key)/\(bits)"
+        }
+    }
+}
+
+extension IPAddress {
+    /// Whether no offence may get this address banned, whatever the configuration: unspecified,
+    /// loopback, broadcast, multicast or link-local (banning the router's link-local address drops
+    /// its router advertisements and neighbour discovery: an IPv6 outage). A few compares: it runs
+    /// for every offence line.
+    @inlinable public var isNeverBannable: Bool {
+        if isIPv4 {
+            let value = UInt32(bigEndian: ipv4NetworkOrder)
+            let first = value >> 24
+            return value == 0 || first == 127 || value >> 16 == 0xA9FE || (first & 0xF0) == 0xE0 || value == .max
+        }
+        let top = UInt64(bigEndian: high)
+        if top == 0 { return low == 0 || UInt64(bigEndian: low) == 1 }  // :: and ::1
+        return top >> 54 == 0x3FA || top >> 56 == 0xFF  // fe80::/10, ff00::/8
     }
 }

@@ -112,7 +112,7 @@ final class BanWorker: @unchecked Sendable {
             switch filter.scan(line) {
             case .offence(let address):
                 state.counters.matched += 1
-                if allowlist.contains(address) {
+                if address.isNeverBannable || allowlist.contains(address) {
                     state.counters.allowlisted += 1
                     return
                 }

@@ -26,6 +26,9 @@ public final class Daemon: @unchecked Sendable {
     private let startNanoseconds = SystemClock.monotonicNanoseconds()
     /// Remarks for the operator about how the settings were applied.
     public let notes: [String]
+    /// What is never banned, whatever the lines say: the built-in networks, this host's addresses
+    /// and gateways, the allowlist.
+    public var neverBanned: [String] { Allowlist.neverBannable + jail.allowlist.descriptions }
     /// Bans found in the maps at start and resumed (their expiry scheduled, their counts set).
     public private(set) var resumedBans = 0
 

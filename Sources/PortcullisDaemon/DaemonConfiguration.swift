@@ -26,8 +26,10 @@ public struct DaemonConfiguration: Sendable {
     public var idleHorizon = OffenceTable.defaultIdleHorizon
     /// failregex patterns; empty: the built-in line format.
     public var failRegexes: [String] = []
-    /// Networks never banned.
+    /// Networks never banned (besides `Allowlist.neverBannable`, always).
     public var allowlist = Allowlist.loopback
+    /// Never ban this host's own addresses and default gateways (read at start).
+    public var protectHost = true
     /// Longest line the scanner considers.
     public var maxLineLength = 512
 
@@ -70,7 +72,7 @@ public struct DaemonConfiguration: Sendable {
         }
         if tableBins < 16 { throw .invalidSetting("--table-bins must be at least 16") }
         if idleHorizon < 1 { throw .invalidSetting("--idle-horizon must be at least 1 second") }
-        if maxLineLength < 64 { throw .invalidSetting("--max-line must be at least 64 bytes") }
+        if !(64...(1 << 20)).contains(maxLineLength) { throw .invalidSetting("--max-line must be 64...1048576 bytes") }
         do {
             try transport.validate()
         } catch {

@@ -1,5 +1,6 @@
 import OffenceTable
 import PortcullisCore
+import PortcullisSystem
 import XDPFirewall
 
 /// How long a crossing is banned, and what counts as one.
@@ -26,6 +27,8 @@ final class Jail: Sendable {
     let name: String
     let policy: BanPolicy
     let allowlist: Allowlist
+    /// This host's own addresses and default gateways, as found at start (in `allowlist`).
+    let hostAddresses: Allowlist
     let table: OffenceTable
     let maxLineLength: Int
     /// Compiled once; each worker makes its own matchers (PCRE2 match data is per thread).
@@ -34,7 +37,12 @@ final class Jail: Sendable {
     init(name: String, configuration: DaemonConfiguration, numaNode: Int?) throws(DaemonError) {
         self.name = name
         policy = configuration.policy
-        allowlist = configuration.allowlist
+        var hostAddresses = Allowlist.none
+        if configuration.protectHost {
+            for address in HostAddresses.current() { try? hostAddresses.add("\(address)") }
+        }
+        allowlist = configuration.allowlist.adding(hostAddresses)
+        self.hostAddresses = hostAddresses
         maxLineLength = configuration.maxLineLength
         do throws(SettingError) {
             table = try OffenceTable(

@@ -7,6 +7,7 @@ public enum CPUList {
     /// - Parameter option: the option's name for the error message (`--cpus`).
     public static func parse(_ text: String, option: String = "--cpus") throws(SettingError) -> [Int] {
         var cpus: [Int] = []
+        let configured = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let bounds = part.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
             guard let low = Int(bounds[0]), let high = Int(bounds.count == 2 ? bounds[1] : bounds[0]), low >= 0,
@@ -14,13 +15,13 @@ public enum CPUList {
             else {
                 throw SettingError("\(option) '\(text)' is not a CPU list like 0-3,8")
             }
+            // Checked before the range is made: 0-99999999999 must be an error, not 800 GB.
+            guard high < configured else {
+                throw SettingError("\(option): CPU \(high) does not exist (this machine has CPUs 0-\(configured - 1))")
+            }
             cpus += Array(low...high)
         }
         if cpus.isEmpty { throw SettingError("\(option) '\(text)' names no CPU") }
-        let configured = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
-        if let cpu = cpus.first(where: { $0 >= configured }) {
-            throw SettingError("\(option): CPU \(cpu) does not exist (this machine has CPUs 0-\(configured - 1))")
-        }
         return cpus
     }
 }

@@ -72,6 +72,9 @@ struct Portcullisd: ParsableCommand {
             valueName: "cidr"))
     var allow: [String] = []
 
+    @Flag(help: "Also ban this host's own addresses and default gateways (by default they never are).")
+    var banHostAddresses = false
+
     @Option(help: "Longest line considered, in bytes; longer ones are counted and skipped.")
     var maxLine = 512
 
@@ -134,6 +137,7 @@ struct Portcullisd: ParsableCommand {
         for network in allow { try allowlist.add(network) }
         configuration.allowlist = allowlist
         configuration.maxLineLength = maxLine
+        configuration.protectHost = !banHostAddresses
         try configuration.validate()
         if mapEntries == 0 { throw DaemonError.invalidSetting("--map-entries must be at least 1") }
         if !(statusInterval >= 0 && statusInterval <= 86_400) {
@@ -180,6 +184,7 @@ struct Portcullisd: ParsableCommand {
                 + "\(transport.transport.rawValue) with \(daemon.status.workers.count) worker(s); "
                 + "threshold \(threshold), ban time \(banTime == 0 ? "forever" : "\(banTime) s")")
         for note in daemon.notes { say("portcullisd: note: \(note)") }
+        say("portcullisd: never banned: " + daemon.neverBanned.joined(separator: " "))
 
         if let readyFile {
             let ready = Ready(

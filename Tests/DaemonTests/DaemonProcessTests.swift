@@ -99,6 +99,30 @@ struct DaemonProcessTests {
         }
     }
 
+    @Test("SIGHUP does not stop the daemon, and a reader gone from its output does not kill it")
+    func hangUpAndBrokenPipe() throws {
+        try withTestNetwork("h") { network, scratch in
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            let arguments = transport.arguments("shm") + ["--pin-dir", scratch.path, "--status-interval", "0.2"]
+            let (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+            kill(daemon.processIdentifier, SIGHUP)
+            usleep(500_000)
+            #expect(daemon.isRunning, "alive after SIGHUP")
+            // Nobody reads its output any more: its status lines meet EPIPE, not SIGPIPE.
+            try output.fileHandleForReading.close()
+            usleep(800_000)
+            #expect(daemon.isRunning, "alive after its output's reader went away")
+            kill(daemon.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(10)
+            while daemon.isRunning && Date() < deadline { usleep(10_000) }
+            if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) }
+            daemon.waitUntilExit()
+            earlier = ""
+            #expect(daemon.terminationReason == .exit && daemon.terminationStatus == 0, "a clean stop")
+        }
+    }
+
     @Test(
         "bad input: one clear error, an exit code, nothing attached",
         arguments: [
@@ -109,6 +133,10 @@ struct DaemonProcessTests {
             (["--failregex", "^denied$"], "<HOST>"),
             (["--failregex", "from <HOST> (unclosed"], "does not compile"),
             (["--cpus", "9999"], "--cpus"),
+            (["--cpus", "0-99999999999"], "--cpus"),
+            (["--status-interval", "inf"], "--status-interval"),
+            (["--status-interval", "1e19"], "--status-interval"),
+            (["--max-line", "99999999999"], "--max-line"),
             (
                 ["--socket-dir", "relative/but/fine", "--transport", "socket", "--socket-datagram-size", "10"],
                 "datagram"

@@ -173,3 +173,34 @@ struct OutputPathTests {
         #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep\n")
     }
 }
+
+@Suite("Never bannable", .enabled(if: Privileges.runnable), .serialized)
+struct NeverBannableTests {
+    @Test("unspecified, broadcast, multicast, link-local and the host's own addresses are never banned")
+    func specialAddressesAreNeverBanned() throws {
+        let own = HostAddresses.current().first { !$0.isNeverBannable }
+        let special =
+            [
+                "0.0.0.0", "255.255.255.255", "224.0.0.1", "239.1.2.3", "169.254.0.1", "::", "fe80::1",
+                "ff02::1", "::1", "127.0.0.2",
+            ] + (own.map { ["\($0)"] } ?? [])
+        try withShmDaemon(
+            mapEntries: 64,
+            configure: {
+                $0.threshold = 1
+                $0.tableBins = 10_007
+                $0.allowlist = .none  // not even loopback configured: the built-in list holds
+            }
+        ) { daemon, maps, writer in
+            let batch = LineBatch()
+            for address in special + ["198.18.13.1"] { batch.append(offenceLine(address)) }
+            _ = try writer.publish(batch)
+            #expect(eventually(within: 10) { daemon.status.total.lines == UInt64(special.count + 1) })
+            #expect(daemon.status.total.allowlisted == UInt64(special.count))
+            #expect(try maps.entries().map(\.address) == [IPAddress("198.18.13.1")!], "only the ordinary client")
+            #expect(daemon.neverBanned.contains("fe80::/10"))
+        }
+        #expect(IPAddress("198.18.0.1")!.isNeverBannable == false && IPAddress("2001:2::1")!.isNeverBannable == false)
+        #expect(IPAddress("febf::1")!.isNeverBannable && !IPAddress("fec0::1")!.isNeverBannable)
+    }
+}
