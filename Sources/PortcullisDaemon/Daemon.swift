@@ -131,12 +131,14 @@ public final class Daemon: @unchecked Sendable {
     /// Counters now.
     public var status: DaemonStatus {
         let lifted = lifter.counts
+        let transport = readers.statistics
         return DaemonStatus(
             workers: workers.map(\.counters), workerCPUs: workers.map(\.cpu), unbans: lifted.unbans,
             sweptUnbans: lifted.swept, unbannedByOperator: lifted.unbannedByOperator,
             scheduledBans: enforcement.schedule.count, tableBins: jail.table.occupied,
             tableReclaimed: jail.table.reclaimedStale, tableEvicted: jail.table.evictedLive,
-            linesLost: readers.statistics.linesLost,
+            linesLost: transport.linesLost, transportRejected: transport.linesRejected,
+            writersRefused: transport.writersRefused, filesRefused: transport.filesRefused,
             expiryCPUNanoseconds: lifted.cpuNanoseconds,
             uptime: Double(SystemClock.monotonicNanoseconds() - startNanoseconds) / 1e9)
     }

@@ -56,6 +56,12 @@ public struct DaemonStatus: Sendable {
     public var tableEvicted: UInt64 = 0
     /// Lines the transport reported lost (lossy modes).
     public var linesLost: UInt64
+    /// What the transport refused before a line reached a worker: lines it could not frame (a
+    /// file's overlong line, one cut by rotation), writers of untrusted users, files refused at
+    /// the log path.
+    public var transportRejected: UInt64 = 0
+    public var writersRefused: UInt64 = 0
+    public var filesRefused: UInt64 = 0
     /// CPU time of the expiry thread (known once it has stopped), in nanoseconds.
     public var expiryCPUNanoseconds: UInt64
     /// Bans that failed (a full map) and wait for their next try.
@@ -72,7 +78,8 @@ public struct DaemonStatus: Sendable {
             + "not matching \(total.notMatching), invalid address \(total.invalidAddress), too long \(total.tooLong), "
             + "allowlisted \(total.allowlisted), table \(tableBins) bins (\(tableReclaimed) reclaimed, \(tableEvicted) "
             + "evicted), table full \(total.tableFull), "
-            + "ban failures \(total.banFailures), lines lost \(linesLost)"
+            + "ban failures \(total.banFailures), lines lost \(linesLost), transport rejected \(transportRejected), "
+            + "writers refused \(writersRefused), files refused \(filesRefused)"
     }
 
     /// The summary printed at exit: totals, then one line per worker.
@@ -86,7 +93,8 @@ public struct DaemonStatus: Sendable {
                 + "(\(sweptUnbans) found by the sweep), \(unbannedByOperator) unbanned by an operator, "
                 + "\(total.banFailures) ban failures, \(pendingRetries) bans waiting for a retry, "
                 + "\(total.tableFull) table full, \(tableReclaimed) table bins reclaimed, \(tableEvicted) evicted, "
-                + "\(linesLost) lines lost"
+                + "\(linesLost) lines lost, \(transportRejected) rejected by the transport, \(writersRefused) writers "
+                + "refused, \(filesRefused) files refused"
         ]
         for (index, worker) in workers.enumerated() {
             let cpu = workerCPUs[index].map { "cpu \($0)" } ?? "unpinned"
@@ -108,7 +116,8 @@ public struct DaemonStatus: Sendable {
             allowlisted: total.allowlisted, tableFull: total.tableFull, bans: total.bans, unbans: unbans,
             sweptUnbans: sweptUnbans, banFailures: total.banFailures, pendingRetries: pendingRetries,
             linesLost: linesLost, tableReclaimed: tableReclaimed, tableEvicted: tableEvicted,
-            keptLonger: total.keptLonger, unbannedByOperator: unbannedByOperator, workers: workers.count)
+            keptLonger: total.keptLonger, unbannedByOperator: unbannedByOperator, transportRejected: transportRejected,
+            writersRefused: writersRefused, filesRefused: filesRefused, workers: workers.count)
     }
 
     private func tenths(_ value: Double) -> String {
@@ -123,7 +132,7 @@ public struct DaemonSummary: Encodable, Sendable {
     public let cpuSeconds: Double
     public let lines, matched, notMatching, invalidAddress, tooLong, allowlisted, tableFull: UInt64
     public let bans, unbans, sweptUnbans, banFailures, pendingRetries, linesLost, tableReclaimed, tableEvicted: UInt64
-    public let keptLonger, unbannedByOperator: UInt64
+    public let keptLonger, unbannedByOperator, transportRejected, writersRefused, filesRefused: UInt64
     public let workers: Int
 
     enum CodingKeys: String, CodingKey {
@@ -132,6 +141,8 @@ public struct DaemonSummary: Encodable, Sendable {
         case tableFull = "table_full", bans, unbans, sweptUnbans = "swept_unbans", banFailures = "ban_failures"
         case pendingRetries = "pending_retries", linesLost = "lines_lost", tableReclaimed = "table_reclaimed"
         case tableEvicted = "table_evicted", keptLonger = "kept_longer", unbannedByOperator = "unbanned_by_operator"
+        case transportRejected = "transport_rejected", writersRefused = "writers_refused", filesRefused =
+            "files_refused"
         case workers
     }
 }

@@ -37,8 +37,12 @@ struct Tap: ParsableCommand {
     @Option(help: ArgumentHelp("At exit, write the lines written and lost here as JSON.", valueName: "path"))
     var summaryJson: String?
 
-    @Flag(help: "Show control bytes, backslashes and non-ASCII bytes as \\xNN (default: the bytes as they are).")
-    var escape = false
+    @Flag(
+        inversion: .prefixedNo,
+        help: ArgumentHelp(
+            "Show control bytes, backslashes and non-ASCII bytes as \\xNN (default: on a terminal only, so a "
+                + "crafted line cannot send escape sequences to it)."))
+    var escape: Bool?
 
     func run() throws {
         try reportingErrors {
@@ -75,6 +79,7 @@ struct Tap: ParsableCommand {
                 try writeJSON(ready, to: readyFile)
             }
 
+            let escaping = escape ?? (output == nil && isatty(STDOUT_FILENO) == 1)
             let lines = LineBatch()
             var text: [UInt8] = []
             var written = 0
@@ -94,7 +99,7 @@ struct Tap: ParsableCommand {
                 let take = min(received, (count ?? Int.max) - written)
                 for index in 0..<take {
                     lines.withUnsafeLine(index) { line in
-                        if escape { appendEscaped(line, to: &text) } else { text.append(contentsOf: line) }
+                        if escaping { appendEscaped(line, to: &text) } else { text.append(contentsOf: line) }
                     }
                     text.append(0x0A)
                 }

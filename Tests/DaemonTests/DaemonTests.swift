@@ -219,6 +219,29 @@ struct DaemonInProcessTests {
             #expect(daemon.status.total.notMatching == 2)
         }
     }
+
+    @Test("a line the file transport cannot frame (longer than --file-max-line) shows in the daemon's status")
+    func fileRejectsAreCounted() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var transport = TransportConfiguration(kind: .file)
+        transport.file.path = scratch.filePath
+        transport.file.maxLineLength = 1024
+        transport.file.readMethod = .read
+        FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        var configuration = DaemonConfiguration(transport: transport)
+        configuration.tableBins = 10_007
+        let daemon = try Daemon(configuration: configuration, maps: try #require(program.maps))
+        try daemon.start()
+        defer { daemon.stop() }
+        let handle = try #require(FileHandle(forWritingAtPath: scratch.filePath))
+        handle.write(Data((String(repeating: "x", count: 5000) + "\n" + offenceLine("198.18.14.1") + "\n").utf8))
+        try handle.close()
+        #expect(eventually(within: 10) { daemon.status.total.lines == 1 && daemon.status.transportRejected == 1 })
+        #expect(daemon.status.statusLine(previousLines: 0, interval: 1).contains("transport rejected 1"))
+    }
 }
 
 @Suite("Worker counters")

@@ -66,4 +66,18 @@ struct TapTests {
             String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
                 .contains("tap: 0 lines"))
     }
+
+    @Test("on a terminal tap escapes control bytes by default; --no-escape writes them as they are")
+    func escapesOnATerminal() throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("bad \u{1b}[2J line\n".utf8))
+        let tap = "\(Products.cli) tap --transport file --file-path \(scratch.filePath) --file-from-start --count 1"
+        // script(1) gives tap a terminal for its standard output and copies what it shows.
+        let shown = try runProcess("/usr/bin/script", ["-q", "-e", "-c", tap, "/dev/null"])
+        #expect(shown.stdout.contains("bad \\x1b[2J line"), "\(shown.stdout)")
+        #expect(!shown.stdout.contains("\u{1b}[2J"))
+        let raw = try runProcess("/usr/bin/script", ["-q", "-e", "-c", tap + " --no-escape", "/dev/null"])
+        #expect(raw.stdout.contains("\u{1b}[2J"))
+    }
 }
