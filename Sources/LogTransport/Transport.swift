@@ -48,6 +48,8 @@ public struct ReaderStatistics: Sendable, Equatable {
     public var linesRejected: UInt64 = 0
     /// Writers refused (socket peers whose uid/gid is not allowed).
     public var writersRefused: UInt64 = 0
+    /// Times accepting writers paused for a second: out of file descriptors (socket readers).
+    public var acceptFailures: UInt64 = 0
     /// Log files refused at the path (file transport: a symbolic link, not a regular file, or an
     /// untrusted owner), counted each time one is found there.
     public var filesRefused: UInt64 = 0

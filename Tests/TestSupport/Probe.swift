@@ -8,9 +8,13 @@ public final class Probe: @unchecked Sendable {
     private var collected = Data()
 
     /// Starts `transport-probe ARGUMENTS`; a reader is waited for until it prints "ready" (10 s at most).
-    public init(_ arguments: [String], asUser: (uid: UInt32, gid: UInt32)? = nil) throws {
+    /// - Parameter prefix: a command that runs the probe (`prlimit ... --`).
+    public init(_ arguments: [String], asUser: (uid: UInt32, gid: UInt32)? = nil, prefix: [String] = []) throws {
         let probe = Products.directory + "/transport-probe"
-        if let asUser {
+        if !prefix.isEmpty {
+            process.executableURL = URL(fileURLWithPath: prefix[0])
+            process.arguments = Array(prefix.dropFirst()) + [probe] + arguments
+        } else if let asUser {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
             process.arguments = ["--reuid=\(asUser.uid)", "--regid=\(asUser.gid)", "--clear-groups", probe] + arguments
         } else {

@@ -146,6 +146,7 @@ struct Read: ParsableCommand {
             "received": check.received, "transport_received": statistics.linesReceived,
             "lost": statistics.linesLost, "duplicates": check.duplicates, "gaps": check.gaps,
             "corrupt": check.corrupt, "refused": statistics.writersRefused, "rejected": statistics.linesRejected,
+            "accept_failures": statistics.acceptFailures,
             "sources": check.sources.mapValues { ["first": $0.first, "last": $0.last, "count": $0.count] },
         ]
         let data = try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys])

@@ -23,6 +23,8 @@ public final class ShmReader: LogReader, @unchecked Sendable {
     private let slotSize: Int
     private let received = AtomicCounter()
     private let lost = AtomicCounter()
+    /// Slots with an impossible length (a broken or hostile writer): skipped, never waited on.
+    private let corrupt = AtomicCounter()
     private var closed = false
     /// This reader's owner word in its slot.
     private var owner = OwnerWord(0)
@@ -31,6 +33,7 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         var statistics = ReaderStatistics()
         statistics.linesReceived = received.load()
         statistics.linesLost = lost.load()
+        statistics.linesRejected = corrupt.load()
         return statistics
     }
 
@@ -162,9 +165,15 @@ public final class ShmReader: LogReader, @unchecked Sendable {
                 continue
             }
             let length = Int(slot.load(fromByteOffset: ShmField.Slot.length, as: UInt32.self))
-            guard length <= slotSize - ShmLayout.slotHeaderSize,
-                let destination = batch.appendUninitialized(length: length)
-            else { break }
+            guard length <= slotSize - ShmLayout.slotHeaderSize else {
+                // No writer of ours writes this: count it and go on (stopping here would wedge the
+                // ring for good, and every writer on it with it).
+                corrupt.add(1)
+                tail &+= 1
+                if tail == head { head = cportcullis_load_acquire_u64(headWord) }
+                continue
+            }
+            guard let destination = batch.appendUninitialized(length: length) else { break }
             if length > 0 { destination.copyMemory(from: slot + ShmLayout.slotHeaderSize, byteCount: length) }
             if lossy {
                 // Seqlock validation: pairs with the writer's invalidate + release fence.

@@ -20,6 +20,9 @@ public final class SocketReader: LogReader {
     private var connections: [Int32: Connection] = [:]
     /// Lost lines over all connections, open and closed: an atomic, as other threads read it.
     private let lostTotal = AtomicCounter()
+    /// The most lines one datagram may report lost since the last (more than a writer could
+    /// have sent between two datagrams).
+    static let largestLossReport: UInt64 = 1 << 32
     private var stats = ReaderStatistics()
     private var closed = false
     private let allowedUIDs: Set<uid_t>
@@ -149,6 +152,10 @@ public final class SocketReader: LogReader {
 
     private func receive(into batch: LineBatch, timeoutMilliseconds: Int) throws(TransportError) -> Int {
         precondition(!closed, "receive on a closed SocketReader")
+        if let until = acceptPausedUntil, SystemClock.monotonicNanoseconds() >= until {
+            acceptPausedUntil = nil
+            try watch(listener)
+        }
         var total = 0
         if let pending = unpacking {
             total = try drain(pending.fd, into: batch)
@@ -172,10 +179,27 @@ public final class SocketReader: LogReader {
         return total
     }
 
+    /// While accepting is paused (out of file descriptors), when to try again.
+    private var acceptPausedUntil: UInt64?
+
     private func acceptWriters() {
         while true {
-            let fd = cportcullis_accept4(listener, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-            guard fd >= 0 else { return }  // EAGAIN: all accepted
+            let accepted = systemCallResult {
+                cportcullis_accept4(listener, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+            }
+            guard case .success(let fd) = accepted else {
+                // EAGAIN: all accepted. Out of descriptors (EMFILE, ENFILE) or memory: the
+                // connection stays queued and the level-triggered listener would wake us at once,
+                // again and again; stop watching it for a second (the writer waits in the backlog).
+                if case .failure(let error) = accepted,
+                    [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.code)
+                {
+                    stats.acceptFailures += 1
+                    _ = epoll_ctl(epoll, EPOLL_CTL_DEL, listener, nil)
+                    acceptPausedUntil = SystemClock.monotonicNanoseconds() + 1_000_000_000
+                }
+                return
+            }
             var pid: pid_t = 0
             var uid: uid_t = 0
             var gid: gid_t = 0
@@ -225,9 +249,15 @@ public final class SocketReader: LogReader {
                 }
                 state.linesLeft = Int(UInt32(littleEndian: datagram.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
                 let reported = UInt64(littleEndian: datagram.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                // A writer's running total of lines it could not send: only increases are taken, and
+                // only plausible ones (a forged 2^63 must not become the reader's count).
                 if let known = connections[state.fd]?.lostTotal, reported > known {
-                    lostTotal.add(reported - known)
-                    connections[state.fd]?.lostTotal = reported
+                    if reported - known <= Self.largestLossReport {
+                        lostTotal.add(reported - known)
+                        connections[state.fd]?.lostTotal = reported
+                    } else {
+                        stats.linesRejected += 1
+                    }
                 }
                 state.offset = Datagram.headerSize
             }
