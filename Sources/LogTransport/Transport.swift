@@ -36,6 +36,9 @@ public struct WriterStatistics: Sendable, Equatable {
     public var linesDropped: UInt64 = 0
     /// Reader sockets not written to: their process runs as an untrusted user (`TrustedOwners`).
     public var readersRefused: UInt64 = 0
+    /// Times a lossless reader that did not read held this writer for the block timeout, and was
+    /// then passed over (shm) or had its lines counted lost (socket).
+    public var blockTimeouts: UInt64 = 0
     public init() {}
 }
 

@@ -59,6 +59,12 @@ public struct TransportOptions: ParsableArguments {
     public var fileMaxLine = FileOptions().maxLineLength
 
     @Option(
+        name: .customLong("block-timeout"),
+        help: ArgumentHelp(
+            "Writers: how long a lossless (block) reader that does not read may hold them before they go on without "
+                + "it for a while, its missed lines counted lost.", valueName: "milliseconds"))
+    public var blockTimeout = ShmOptions().blockTimeoutMilliseconds
+    @Option(
         name: .customLong("trust-uid"),
         help: ArgumentHelp(
             "A user (besides root and this one) whose segment, socket directory, log file or reader is used: the "
@@ -98,6 +104,8 @@ public struct TransportOptions: ParsableArguments {
         configuration.file.maxLineLength = fileMaxLine
         let owners = TrustedOwners(uids: trustUIDs.map { uid_t($0) }, gids: trustGIDs.map { gid_t($0) })
         configuration.shm.owners = owners
+        configuration.shm.blockTimeoutMilliseconds = blockTimeout
+        configuration.socket.blockTimeoutMilliseconds = blockTimeout
         configuration.socket.owners = owners
         configuration.file.owners = owners
         return configuration

@@ -45,7 +45,8 @@ public final class Daemon: @unchecked Sendable {
         enforcement = Enforcement(maps: maps)
         lifter = BanLifter(enforcement: enforcement, jail: jail, clock: clock, publishers: publishers)
         do {
-            readers = try configuration.transport.makeReaders(workers: configuration.workers)
+            readers = try configuration.transport.makeReaders(
+                policy: configuration.readerPolicy, workers: configuration.workers)
         } catch {
             throw .transport(error)
         }

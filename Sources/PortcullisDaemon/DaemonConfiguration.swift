@@ -15,6 +15,9 @@ public struct DaemonConfiguration: Sendable {
     public var findTime: UInt32 = 0
     /// Ban worker threads.
     public var workers = 1
+    /// How the daemon reads the transport: `block` (lossless: writers wait for it, up to their
+    /// block timeout) or `drop` (writers never wait; what it misses is counted lost).
+    public var readerPolicy = SlowReaderPolicy.block
     /// CPUs the workers are pinned to, in turn; empty: not pinned.
     public var cpus: [Int] = []
     /// NUMA node for the offence table; nil: the node of the first CPU in `cpus` (if any).

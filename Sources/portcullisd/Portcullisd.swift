@@ -27,6 +27,9 @@ struct Portcullisd: ParsableCommand {
 
     @OptionGroup var transport: TransportOptions
 
+    @Option(help: "block (lossless: writers wait for the daemon, up to --block-timeout) or drop (never).")
+    var readerPolicy: SlowReaderPolicy = .block
+
     @Option(help: "Offences that get a client banned.")
     var threshold: UInt32 = 3
 
@@ -128,6 +131,7 @@ struct Portcullisd: ParsableCommand {
         configuration.banTime = banTime
         configuration.findTime = findTime
         configuration.workers = workers
+        configuration.readerPolicy = readerPolicy
         configuration.cpus = try cpus.map { (list) throws(SettingError) in try CPUList.parse(list) } ?? []
         configuration.numaNode = numaNode
         configuration.tableBins = tableBins

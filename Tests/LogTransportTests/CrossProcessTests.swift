@@ -120,10 +120,11 @@ struct CrossProcessTests {
     func killedReader(kind: String) throws {
         let scratch = TransportScratch()
         defer { scratch.remove() }
+        // A block timeout longer than the test: only the reader's death may release the writer.
         let transport =
             scratch.arguments(kind) + [
                 "--shm-slots", "256", "--shm-reader-slots", "1",
-                "--socket-rcvbuf", "4096", "--socket-sndbuf", "4096",
+                "--socket-rcvbuf", "4096", "--socket-sndbuf", "4096", "--block-timeout", "600000",
             ]
         let stuck = try Probe(["read"] + transport)
         kill(stuck.pid, SIGSTOP)  // attached, lossless, and not reading: the writer fills up and waits
@@ -140,6 +141,33 @@ struct CrossProcessTests {
         let summary = try replacement.finish().summary
         #expect(int(summary, "received") == 500)
         #expect(sources(summary)["x.0"]?["count"] == 500)
+    }
+
+    @Test(
+        "a lossless reader that stops holds the writer for the block timeout only; it counts what it missed",
+        arguments: ["shm", "socket"])
+    func stoppedReaderIsPassedOver(kind: String) throws {
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        let transport =
+            scratch.arguments(kind) + [
+                "--shm-slots", "256", "--socket-rcvbuf", "4096", "--socket-sndbuf", "4096", "--block-timeout", "200",
+            ]
+        let stopped = try Probe(["read"] + transport + ["--idle-timeout", "3000"])
+        kill(stopped.pid, SIGSTOP)
+        let writer = try Probe(["write"] + transport + ["--lines", "20000", "--batch", "100"])
+        #expect(writer.ends(within: 30), "the writer went on without the stopped reader")
+        #expect(try writer.finish().summary["written"] as? Int == 20000)
+        kill(stopped.pid, SIGCONT)
+        let summary = try stopped.finish().summary
+        let received = int(summary, "received"), lost = int(summary, "lost")
+        #expect(received > 0, "\(summary)")
+        #expect(int(summary, "corrupt") == 0 && int(summary, "duplicates") == 0)
+        // shm: the reader sees every line it missed. A socket reader learns its loss from the next
+        // datagram that reaches it; this writer was gone before the reader read again.
+        if kind == "shm" {
+            #expect(received + lost == 20000 && lost > 0, "every line received or counted lost: \(summary)")
+        }
     }
 
     @Test("a writer restarted mid-stream is picked up again", arguments: kinds)

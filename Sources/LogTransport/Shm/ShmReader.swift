@@ -175,8 +175,10 @@ public final class ShmReader: LogReader, @unchecked Sendable {
             }
             guard let destination = batch.appendUninitialized(length: length) else { break }
             if length > 0 { destination.copyMemory(from: slot + ShmLayout.slotHeaderSize, byteCount: length) }
-            if lossy {
-                // Seqlock validation: pairs with the writer's invalidate + release fence.
+            do {
+                // Seqlock validation (lossless readers too: a writer that timed out waiting passes
+                // over a reader that stopped, and may be rewriting the slot as it resumes). Pairs
+                // with the writer's invalidate + release fence.
                 cportcullis_fence_acquire()
                 if cportcullis_load_relaxed_u64(sequenceWord) != sequence {
                     batch.removeLast()

@@ -24,6 +24,9 @@ public struct ShmOptions: Sendable, Equatable {
     public var mode: mode_t = 0o600
     /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
     public var owners = TrustedOwners()
+    /// How long a writer waits for a lossless reader that does not read before it goes on without
+    /// it for a while (its missed lines counted lost).
+    public var blockTimeoutMilliseconds = 1000
 
     public init() {}
 
@@ -45,6 +48,9 @@ public struct ShmOptions: Sendable, Equatable {
             throw .invalidConfiguration("--shm-reader-slots must be 1...4096")
         }
         if (mode & 0o002) != 0 { throw .invalidConfiguration("a world-writable segment mode is refused") }
+        guard (1...3_600_000).contains(blockTimeoutMilliseconds) else {
+            throw .invalidConfiguration("--block-timeout must be 1...3600000 milliseconds")
+        }
     }
 }
 

@@ -16,6 +16,11 @@ public final class ShmWriter: LogWriter {
     private let slotSize: Int
     private let maxLine: Int
     private let overwrite: Bool
+    /// How long a full ring waits for a lossless reader that does not read.
+    private let blockTimeout: UInt64
+    /// Lossless readers that made this writer wait past `blockTimeout`, with their tail then:
+    /// passed over (lossy for that stretch; their reader counts what it missed) until they read.
+    private var stalled: [Int: UInt64] = [:]
     private var head: UInt64
     private var published: UInt64
     /// The slowest lossless reader's tail as last read; re-read only when the ring looks full.
@@ -48,6 +53,7 @@ public final class ShmWriter: LogWriter {
         slotSize = layout.slotSize
         maxLine = layout.slotSize - ShmLayout.slotHeaderSize
         overwrite = layout.overwrite
+        blockTimeout = UInt64(options.blockTimeoutMilliseconds) * 1_000_000
         let me = ProcessIdentity.current
         cportcullis_store_release_u64(ring + ShmField.Ring.writerStartTime, me.startTime)
         // A dead writer's unpublished slots are simply overwritten: only published lines exist.
@@ -146,20 +152,32 @@ public final class ShmWriter: LogWriter {
             else { continue }
             // Pairs with the reader's store-release of its tail after copying lines out.
             let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
+            if let stuck = stalled[reader] {
+                if stuck == tail { continue }  // still not reading: passed over
+                stalled[reader] = nil  // reading again: waited for again
+            }
             if head &- tail > head &- minimum { minimum = tail }
         }
         return minimum
     }
 
     /// Waits until the slowest lossless reader frees a slot. Readers that died are detached (every
-    /// 10 ms of waiting), so a killed reader holds the writer for a bounded time only.
+    /// 10 ms of waiting), so a killed reader holds the writer for a bounded time only; a live one
+    /// that does not read (stopped, stuck) holds it for `blockTimeout`, then is passed over until
+    /// it reads again: its reader counts the lines it missed (`lost`), the writer the timeout.
     private func waitForSpace() -> UInt64 {
         publish()
         var spins = 0
-        var lastLivenessCheck = SystemClock.monotonicNanoseconds()
+        let start = SystemClock.monotonicNanoseconds()
+        var lastLivenessCheck = start
         while true {
             let minimum = minimumTail()
             if head &- minimum < slotCount { return minimum }
+            if SystemClock.monotonicNanoseconds() - start > blockTimeout {
+                passOverSlowReaders()
+                statistics.blockTimeouts += 1
+                continue
+            }
             spins += 1
             if spins < 64 {
                 cportcullis_cpu_relax()
@@ -173,6 +191,18 @@ public final class ShmWriter: LogWriter {
                 lastLivenessCheck = now
                 detachDeadReaders()
             }
+        }
+    }
+
+    /// Marks every lossless reader whose tail holds the ring full as stalled.
+    private func passOverSlowReaders() {
+        for reader in 0..<segment.layout.readerSlots {
+            let entry = segment.readerEntry(reader)
+            guard OwnerWord(cportcullis_load_acquire_u64(entry)).state == OwnerWord.taken,
+                entry.load(fromByteOffset: ShmField.Reader.policy, as: UInt32.self) == 0
+            else { continue }
+            let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
+            if head &- tail >= slotCount { stalled[reader] = tail }
         }
     }
 

@@ -26,6 +26,9 @@ public struct SocketOptions: Sendable, Equatable {
     public var directoryMode: mode_t = 0o750
     /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
     public var owners = TrustedOwners()
+    /// How long a writer waits for a lossless reader that does not read before it goes on without
+    /// it for a while (its missed lines counted lost).
+    public var blockTimeoutMilliseconds = 1000
 
     public init() {}
 
@@ -33,6 +36,9 @@ public struct SocketOptions: Sendable, Equatable {
     public var maxLineLength: Int { min(datagramSize - Datagram.headerSize - Datagram.lengthSize, Int(UInt16.max)) }
 
     func validate() throws(TransportError) {
+        guard (1...3_600_000).contains(blockTimeoutMilliseconds) else {
+            throw .invalidConfiguration("--block-timeout must be 1...3600000 milliseconds")
+        }
         guard datagramSize >= 64, datagramSize <= 1 << 20 else {
             throw .invalidConfiguration("--socket-datagram-size must be 64...1048576 bytes, got \(datagramSize)")
         }

@@ -11,6 +11,9 @@ public final class SocketWriter: LogWriter {
         let path: String
         let policy: SlowReaderPolicy
         var lost: UInt64 = 0
+        /// A lossless reader whose send timed out (it does not read): sent to without waiting,
+        /// as a lossy one, until a send goes through again.
+        var stalled = false
         init(fd: Int32, path: String, policy: SlowReaderPolicy) {
             self.fd = fd
             self.path = path
@@ -128,6 +131,11 @@ public final class SocketWriter: LogWriter {
         let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return }
         if let size = options.sendBuffer { try? setSocketOption(fd, SO_SNDBUF, size, what: "SO_SNDBUF") }
+        // A lossless reader that does not read holds a blocking send for the block timeout at
+        // most; then the datagrams are counted lost for it (EAGAIN below) and it is kept.
+        var timeout = timeval(
+            tv_sec: options.blockTimeoutMilliseconds / 1000, tv_usec: options.blockTimeoutMilliseconds % 1000 * 1000)
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var connected: Int32
         connected = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
@@ -241,7 +249,7 @@ public final class SocketWriter: LogWriter {
     /// - Returns: false when the reader is gone.
     private func send(to peer: Peer, _ count: Int) -> Bool {
         var sent = 0
-        let flags = Int32(MSG_NOSIGNAL) | (peer.policy == .drop ? Int32(MSG_DONTWAIT) : 0)
+        let flags = Int32(MSG_NOSIGNAL) | (peer.policy == .drop || peer.stalled ? Int32(MSG_DONTWAIT) : 0)
         while sent < count {
             let result = systemCallResult { () -> Int32 in
                 if options.datagramsPerCall == 1 {
@@ -253,12 +261,17 @@ public final class SocketWriter: LogWriter {
             switch result {
             case .success(let count) where count > 0:
                 sent += Int(count)
+                peer.stalled = false
                 continue
             case .success: code = EAGAIN  // nothing taken (never seen): as a full buffer
             case .failure(let error): code = error.code
             }
             // A momentary shortage (ENOBUFS, ENOMEM) loses these datagrams, not the reader.
             if code == EAGAIN || code == EWOULDBLOCK || code == ENOBUFS || code == ENOMEM {
+                if peer.policy == .block && !peer.stalled && (code == EAGAIN || code == EWOULDBLOCK) {
+                    statistics.blockTimeouts += 1
+                    peer.stalled = true
+                }
                 // A drop-policy reader (EAGAIN) or a kernel short of memory: count what is missed.
                 var missed: UInt64 = 0
                 for index in sent..<count { missed += UInt64(lineCounts[index]) }
