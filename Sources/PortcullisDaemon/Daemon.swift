@@ -28,7 +28,10 @@ public final class Daemon: @unchecked Sendable {
     public let notes: [String]
     /// What is never banned, whatever the lines say: the built-in networks, this host's addresses
     /// and gateways, the allowlist.
-    public var neverBanned: [String] { Allowlist.neverBannable + jail.allowlist.descriptions }
+    public var neverBanned: [String] {
+        var seen = Set<String>()
+        return (Allowlist.neverBannable + jail.allowlist.descriptions).filter { seen.insert($0).inserted }
+    }
     /// Bans found in the maps at start and resumed (their expiry scheduled, their counts set).
     public private(set) var resumedBans = 0
 

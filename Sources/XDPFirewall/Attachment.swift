@@ -125,7 +125,7 @@ public enum Attachment {
     }
 
     /// Calls `body` with the filter's program among those libxdp finds on the interface (or nil).
-    private static func withFilterProgram<R>(
+    static func withFilterProgram<R>(
         ifindex: Int32, _ body: (OpaquePointer?, xdp_attach_mode) throws(FirewallError) -> R
     ) throws(FirewallError) -> R {
         captureLibraryLogs()

@@ -75,6 +75,9 @@ struct Portcullisd: ParsableCommand {
             valueName: "cidr"))
     var allow: [String] = []
 
+    @Flag(help: "Put the filter back on --interface when it is found detached (checked every 2 s).")
+    var reattach = false
+
     @Flag(help: "Also ban this host's own addresses and default gateways (by default they never are).")
     var banHostAddresses = false
 
@@ -171,10 +174,17 @@ struct Portcullisd: ParsableCommand {
         // for them below. A reader gone from a pipe or socket is an error return, not our end.
         var signals = StopSignals(alsoWaitingFor: [SIGHUP])
         StopSignals.ignoreBrokenPipes()
+        let maps: BanMaps
         do {
-            daemon = try Daemon(
-                configuration: configuration, maps: try BanMaps.open(pinnedIn: pins),
-                publishers: log.map { [$0] } ?? [])
+            maps = try BanMaps.open(pinnedIn: pins)
+            // The bans must reach the packets: the filter found on the interface reads these maps.
+            if try Attachment.enforcement(of: maps, on: interface) == .otherMaps {
+                throw DaemonError.firewall(
+                    "the filter on \(interface) reads other maps than those pinned under \(pins): bans written "
+                        + "there would drop nothing; pass the --pin-dir it was attached with, or detach it first "
+                        + "(portcullis detach \(interface))")
+            }
+            daemon = try Daemon(configuration: configuration, maps: maps, publishers: log.map { [$0] } ?? [])
             try daemon.start()
         } catch {
             // Nothing half-attached, nothing newly pinned left behind.
@@ -202,21 +212,29 @@ struct Portcullisd: ParsableCommand {
                 say("portcullisd: cannot write the ready file \(readyFile): \(error)", to: STDERR_FILENO)
             }
         }
-        waitForStop(daemon, signals: &signals)
+        waitForStop(daemon, maps: maps, objectPath: objectPath, pins: pins, signals: &signals)
     }
 
     /// Prints the status every --status-interval until SIGINT or SIGTERM, then stops the daemon
     /// and prints (and writes) its summary.
-    private func waitForStop(_ daemon: Daemon, signals: inout StopSignals) {
+    private func waitForStop(
+        _ daemon: Daemon, maps: BanMaps, objectPath: String, pins: PinDirectory, signals: inout StopSignals
+    ) {
         var previousLines: UInt64 = 0
+        var nextStatus = SystemClock.monotonicSeconds() + statusInterval
+        var enforced = Attachment.Enforcement.enforced
         while true {
-            let signal = signals.next(waitingSeconds: statusInterval > 0 ? statusInterval : 3600)
+            // Every 2 s at least: is the filter still there, reading our maps?
+            let wait = statusInterval > 0 ? min(max(nextStatus - SystemClock.monotonicSeconds(), 0), 2) : 2
+            let signal = signals.next(waitingSeconds: wait)
             if signal == SIGINT || signal == SIGTERM { break }
             if signal == SIGHUP {
                 say("portcullisd: SIGHUP: nothing to reload; still running (stop with SIGTERM)")
                 continue
             }
-            guard statusInterval > 0 else { continue }
+            enforced = watchEnforcement(maps, objectPath: objectPath, pins: pins, was: enforced)
+            guard statusInterval > 0, SystemClock.monotonicSeconds() >= nextStatus else { continue }
+            nextStatus += statusInterval
             let status = daemon.status
             say("portcullisd: " + status.statusLine(previousLines: previousLines, interval: statusInterval))
             previousLines = status.total.lines
@@ -232,6 +250,40 @@ struct Portcullisd: ParsableCommand {
                 say("portcullisd: cannot write the summary to \(summaryJson): \(error)", to: STDERR_FILENO)
             }
         }
+    }
+
+    /// Says when the bans stop (or start again) reaching the packets, and with --reattach puts the
+    /// filter back. - Returns: the state now.
+    private func watchEnforcement(
+        _ maps: BanMaps, objectPath: String, pins: PinDirectory, was previous: Attachment.Enforcement
+    ) -> Attachment.Enforcement {
+        var now = (try? Attachment.enforcement(of: maps, on: interface)) ?? .notAttached
+        if now != previous {
+            switch now {
+            case .enforced:
+                say("portcullisd: the filter on \(interface) reads our maps again: bans enforced")
+            case .notAttached:
+                say(
+                    "portcullisd: the filter is no longer attached to \(interface): bans are NOT enforced; attach it "
+                        + "again (portcullis attach \(interface) --pin-dir \(pins)) or run with --reattach",
+                    to: STDERR_FILENO)
+            case .otherMaps:
+                say(
+                    "portcullisd: the filter on \(interface) now reads other maps than \(pins): bans are NOT enforced",
+                    to: STDERR_FILENO)
+            }
+        }
+        guard now == .notAttached, reattach else { return now }
+        do {
+            _ = try Attachment.attach(interface: interface, objectPath: objectPath, pinDirectory: pins, mode: mode)
+            now = (try? Attachment.enforcement(of: maps, on: interface)) ?? .notAttached
+            if now == .enforced { say("portcullisd: re-attached the filter to \(interface): bans enforced again") }
+        } catch {
+            if previous != .notAttached {
+                say("portcullisd: cannot re-attach to \(interface): \(error)", to: STDERR_FILENO)
+            }
+        }
+        return now
     }
 
     /// `--ready-file`: what the daemon runs on, for scripts that wait for it.

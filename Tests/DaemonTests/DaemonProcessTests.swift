@@ -99,6 +99,62 @@ struct DaemonProcessTests {
         }
     }
 
+    @Test("a detach under the daemon is noticed within seconds; with --reattach the filter is put back")
+    func detachIsNoticed() throws {
+        for reattach in [false, true] {
+            try withTestNetwork(reattach ? "r" : "d") { network, scratch in
+                let transport = TransportScratch()
+                defer { transport.remove() }
+                let arguments =
+                    transport.arguments("shm") + ["--pin-dir", scratch.path] + (reattach ? ["--reattach"] : [])
+                let (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+                let detached = try network.run(
+                    in: network.receiver, [Products.cli, "detach", network.receiverInterface])
+                #expect(detached.status == 0, "\(detached.stderr)")
+                usleep(5_000_000)  // two and a half checks
+                let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+                let text = stopDaemon(daemon, output)
+                #expect(
+                    text.contains("no longer attached to \(network.receiverInterface): bans are NOT enforced"),
+                    "\(text)")
+                if reattach {
+                    #expect(link.stdout.contains("xdp"), "put back")
+                    #expect(text.contains("re-attached the filter"), "\(text)")
+                    _ = try? network.run(in: network.receiver, [Products.cli, "detach", network.receiverInterface])
+                } else {
+                    #expect(!link.stdout.contains("xdp"), "left as the operator left it")
+                }
+            }
+        }
+    }
+
+    @Test("a filter that reads other maps than the pin directory's is refused at start")
+    func otherMapsAreRefused() throws {
+        try withTestNetwork("m") { network, scratch in
+            let other = ScratchPinDirectory("other-maps")
+            defer { other.remove() }
+            // The receiver's filter pins in `scratch`; maps pinned in `other` by the sender's filter.
+            let attach = try network.run(
+                in: network.receiver,
+                [Products.cli, "attach", network.receiverInterface, "--mode", "generic", "--pin-dir", scratch.path])
+            #expect(attach.status == 0, "\(attach.stderr)")
+            let elsewhere = try network.run(
+                in: network.sender,
+                [Products.cli, "attach", network.senderInterface, "--mode", "generic", "--pin-dir", other.path])
+            #expect(elsewhere.status == 0, "\(elsewhere.stderr)")
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            let (daemon, output) = try startDaemon(network, transport.arguments("shm") + ["--pin-dir", other.path])
+            let deadline = Date().addingTimeInterval(20)
+            while daemon.isRunning && Date() < deadline { usleep(10_000) }
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus != 0)
+            #expect(text.contains("reads other maps than those pinned under"), "\(text)")
+            _ = try? network.run(in: network.receiver, [Products.cli, "detach", network.receiverInterface])
+            _ = try? network.run(in: network.sender, [Products.cli, "detach", network.senderInterface])
+        }
+    }
+
     @Test("SIGHUP does not stop the daemon, and a reader gone from its output does not kill it")
     func hangUpAndBrokenPipe() throws {
         try withTestNetwork("h") { network, scratch in
