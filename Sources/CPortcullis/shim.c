@@ -5,6 +5,7 @@
 #include "CPortcullis.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -121,6 +122,39 @@ int cportcullis_recvmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned 
 			 struct timespec *timeout)
 {
 	return recvmmsg(fd, (struct mmsghdr *)messages, count, flags, timeout);
+}
+
+static int ofd_lock(int fd, int64_t byte, int command, short type, struct flock *lock)
+{
+	memset(lock, 0, sizeof(*lock));
+	lock->l_type = type;
+	lock->l_whence = SEEK_SET;
+	lock->l_start = byte;
+	lock->l_len = 1;
+	return fcntl(fd, command, lock);
+}
+
+int cportcullis_ofd_try_lock(int fd, int64_t byte)
+{
+	struct flock lock;
+
+	return ofd_lock(fd, byte, F_OFD_SETLK, F_WRLCK, &lock);
+}
+
+int cportcullis_ofd_unlock(int fd, int64_t byte)
+{
+	struct flock lock;
+
+	return ofd_lock(fd, byte, F_OFD_SETLK, F_UNLCK, &lock);
+}
+
+int cportcullis_ofd_is_locked(int fd, int64_t byte)
+{
+	struct flock lock;
+
+	if (ofd_lock(fd, byte, F_OFD_GETLK, F_WRLCK, &lock) != 0)
+		return -1;
+	return lock.l_type != F_UNLCK;
 }
 
 int cportcullis_pin_thread(int cpu)

@@ -1,7 +1,9 @@
 import Glibc
 
-/// A process as other processes can recognise it: its pid and its start time (field 22 of
-/// /proc/PID/stat, in clock ticks since boot), so a recycled pid is not mistaken for the original.
+/// A process as people can recognise it: its pid and its start time (field 22 of /proc/PID/stat,
+/// in clock ticks since boot), recorded beside the slots it holds in a segment. Not a liveness
+/// test: a pid means nothing in another pid namespace or behind a hidden /proc (the segment's
+/// slots use open-file-description locks for that, `ShmSegment.claim`).
 public struct ProcessIdentity: Equatable, Sendable {
     public let pid: UInt32
     public let startTime: UInt64
@@ -14,18 +16,6 @@ public struct ProcessIdentity: Equatable, Sendable {
     public static var current: ProcessIdentity {
         let pid = UInt32(getpid())
         return ProcessIdentity(pid: pid, startTime: startTime(of: pid) ?? 0)
-    }
-
-    /// Whether the process that had this identity still runs. Only a missing process, a zombie or
-    /// a recycled pid count as dead; a /proc that cannot be read right now does not.
-    public var isAlive: Bool {
-        if pid == 0 { return false }
-        if kill(pid_t(pid), 0) != 0 && errno == ESRCH { return false }
-        switch Self.status(of: pid) {
-        case .gone, .zombie: return false
-        case .unreadable: return true
-        case .running(let now): return startTime == 0 || now == startTime
-        }
     }
 
     public enum Status {

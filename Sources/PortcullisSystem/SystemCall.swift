@@ -51,6 +51,14 @@ public func systemCallResult<Value: FixedWidthInteger & SignedInteger>(
     }
 }
 
+extension Result {
+    /// Whether it is a success.
+    public var isSuccess: Bool {
+        if case .success = self { return true }
+        return false
+    }
+}
+
 /// `systemCallResult`, throwing the caller's typed error made from the `Errno`.
 /// - Parameter failure: the error to throw for an error number.
 @inline(__always)

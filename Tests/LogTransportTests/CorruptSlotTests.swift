@@ -65,3 +65,36 @@ struct CorruptSlotTests {
         #expect(((summary["accept_failures"] as? Int) ?? 0) >= 1, "\(summary)")
     }
 }
+
+@Suite("Liveness", .enabled(if: Privileges.runnable), .serialized)
+struct LivenessTests {
+    @Test("a writer of another user in its own pid namespace (its /proc hiding the reader) loses no line")
+    func writerInAnotherPidNamespace() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        let layout = [
+            "--shm-segments", "1", "--shm-slots", "256", "--shm-reader-slots", "1", "--block-timeout", "600000",
+        ]
+        // The segment belongs to the service user (it was first), as on a real host.
+        let creator = try Probe(
+            ["write"] + scratch.arguments("shm") + layout + ["--lines", "1"], asUser: (65534, 65534))
+        #expect(try creator.finish().status == 0)
+        let reader = try Probe(
+            ["read"] + scratch.arguments("shm") + layout + [
+                "--trust-uid", "65534", "--expect", "20000", "--slow-microseconds", "15000", "--batch", "64",
+            ])
+        // A pid namespace of its own with its own /proc: the reader's pid means nothing in there,
+        // and the writer waits for it (the ring is full) over and over.
+        let writer = try Probe(
+            ["write"] + scratch.arguments("shm") + layout + ["--lines", "20000", "--batch", "50"],
+            prefix: [
+                "/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "/usr/bin/setpriv", "--reuid=65534",
+                "--regid=65534", "--clear-groups",
+            ])
+        #expect(try writer.finish().status == 0)
+        let summary = try reader.finish().summary
+        #expect((summary["received"] as? Int) == 20000, "\(summary)")
+        #expect((summary["gaps"] as? Int) == 0 && (summary["lost"] as? Int) == 0)
+    }
+}

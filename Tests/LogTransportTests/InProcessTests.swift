@@ -256,12 +256,19 @@ struct SlotOwnershipTests {
         entry.storeBytes(of: current.next(state: OwnerWord.claiming, pid: deadPID).raw, as: UInt64.self)
         let second = try ShmReader(options: options)  // takes the dead claimer's slot
         #expect(second.slotIndex == 0)
-        // Held (even half-claimed) by a live process: refused, not stolen.
+        // Held (even half-claimed) by a live process, whatever its pid says: refused, not stolen.
+        // A live holder is one that holds the slot's lock byte, here through another open of the
+        // segment (the first reader's); its pid is one no process has.
         second.close()
         let now = OwnerWord(entry.load(as: UInt64.self))
-        entry.storeBytes(of: now.next(state: OwnerWord.claiming, pid: UInt32(getpid())).raw, as: UInt64.self)
+        entry.storeBytes(of: now.next(state: OwnerWord.claiming, pid: deadPID).raw, as: UInt64.self)
+        #expect(segment.lock(segment.readerLock(0)))
         #expect(throws: TransportError.segmentFull(name: scratch.shmName, what: "reader slot")) {
             _ = try ShmReader(options: options)
         }
+        segment.unlock(segment.readerLock(0))
+        let third = try ShmReader(options: options)  // the holder let go: the slot is free to take
+        #expect(third.slotIndex == 0)
+        third.close()
     }
 }

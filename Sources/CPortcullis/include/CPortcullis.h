@@ -141,6 +141,15 @@ int cportcullis_sendmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned 
 int cportcullis_recvmmsg(int fd, struct cportcullis_mmsghdr *messages, unsigned int count, int flags,
 			 struct timespec *timeout);
 
+/*
+ * Open-file-description locks on one byte (F_OFD_SETLK/GETLK are hidden by _GNU_SOURCE): a
+ * write lock taken without waiting (0, or -1 with errno EAGAIN when another open file holds
+ * it), released, or tested (1: another open file holds it, 0: free, -1 with errno).
+ */
+int cportcullis_ofd_try_lock(int fd, int64_t byte);
+int cportcullis_ofd_unlock(int fd, int64_t byte);
+int cportcullis_ofd_is_locked(int fd, int64_t byte);
+
 /* Pins the calling thread to one CPU (CPU_SET macros are not importable). 0 or -1 with errno. */
 int cportcullis_pin_thread(int cpu);
 

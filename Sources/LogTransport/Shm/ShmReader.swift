@@ -48,10 +48,8 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         let segment = try ShmSegment.open(options, adopt: true)
         self.segment = segment
         let layout = segment.layout
-        let owners = (0..<layout.readerSlots).map {
-            (owner: segment.readerEntry($0), startTime: segment.readerEntry($0) + ShmField.Reader.startTime)
-        }
-        guard let (index, claimed) = ShmSegment.claim(slots: owners) else {
+        let owners = (0..<layout.readerSlots).map { (owner: segment.readerEntry($0), lock: segment.readerLock($0)) }
+        guard let (index, claimed) = segment.claim(slots: owners) else {
             throw .segmentFull(name: options.name, what: "reader slot")
         }
         segment.forgetSleepers(readerEntry: segment.readerEntry(index))  // a predecessor that died asleep
@@ -96,6 +94,7 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         closed = true
         // Only if still ours: a writer that took this reader for dead may have freed it already.
         _ = cportcullis_cas_u64(entry, owner.raw, owner.next(state: OwnerWord.free, pid: 0).raw)
+        segment.unlock(segment.readerLock(slotIndex))
     }
 
     public func poll(into batch: LineBatch) throws(TransportError) -> Int {

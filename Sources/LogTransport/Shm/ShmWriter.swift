@@ -40,9 +40,9 @@ public final class ShmWriter: LogWriter {
         self.segment = segment
         let layout = segment.layout
         let owners = (0..<layout.rings).map {
-            (owner: segment.ring($0) + ShmField.Ring.owner, startTime: segment.ring($0) + ShmField.Ring.writerStartTime)
+            (owner: segment.ring($0) + ShmField.Ring.owner, lock: segment.ringLock($0))
         }
-        guard let (index, claimed) = ShmSegment.claim(slots: owners) else {
+        guard let (index, claimed) = segment.claim(slots: owners) else {
             throw .segmentFull(name: options.name, what: "ring")
         }
         ringIndex = index
@@ -74,6 +74,7 @@ public final class ShmWriter: LogWriter {
         publish()
         // Only if still ours: a writer taken for dead may have lost the ring to another already.
         _ = cportcullis_cas_u64(ring + ShmField.Ring.owner, owner.raw, owner.next(state: OwnerWord.free, pid: 0).raw)
+        segment.unlock(segment.ringLock(ringIndex))
     }
 
     /// Longest line this writer's slots hold.
@@ -210,9 +211,8 @@ public final class ShmWriter: LogWriter {
         for reader in 0..<segment.layout.readerSlots {
             let entry = segment.readerEntry(reader)
             let current = OwnerWord(cportcullis_load_acquire_u64(entry))
-            guard current.state == OwnerWord.taken,
-                !ShmSegment.holder(current, startTime: entry + ShmField.Reader.startTime).isAlive
-            else { continue }
+            // Its lock byte tells, not its pid (hidden /proc, another pid namespace, a reused pid).
+            guard current.state == OwnerWord.taken, !segment.isHeld(segment.readerLock(reader)) else { continue }
             // The generation makes this fail if the slot changed hands since it was read.
             if cportcullis_cas_u64(entry, current.raw, current.next(state: OwnerWord.free, pid: 0).raw) {
                 segment.forgetSleepers(readerEntry: entry)
