@@ -48,8 +48,11 @@ public final class Daemon: @unchecked Sendable {
         enforcement = Enforcement(maps: maps)
         lifter = BanLifter(enforcement: enforcement, jail: jail, clock: clock, publishers: publishers)
         do {
-            readers = try configuration.transport.makeReaders(
-                policy: configuration.readerPolicy, workers: configuration.workers)
+            // Named: a restarted daemon reads on where the last one stopped (the lines logged while
+            // it was down, as far as the rings still hold them).
+            var transport = configuration.transport
+            transport.shm.readerName = transport.shm.readerName ?? "portcullisd"
+            readers = try transport.makeReaders(policy: configuration.readerPolicy, workers: configuration.workers)
         } catch {
             throw .transport(error)
         }

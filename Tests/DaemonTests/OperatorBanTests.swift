@@ -204,3 +204,44 @@ struct NeverBannableTests {
         #expect(IPAddress("febf::1")!.isNeverBannable && !IPAddress("fec0::1")!.isNeverBannable)
     }
 }
+
+@Suite("Restart", .enabled(if: Privileges.runnable), .serialized)
+struct RestartTests {
+    @Test("a restarted daemon reads the lines logged while it was down, as far as the rings hold them")
+    func linesLoggedWhileDownAreRead() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var transport = TransportConfiguration(kind: .shm)
+        transport.shm.name = scratch.shmName
+        transport.shm.rings = 1
+        transport.shm.slotsPerRing = 1024
+        var configuration = DaemonConfiguration(transport: transport)
+        configuration.threshold = 3
+        configuration.tableBins = 10_007
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        let first = try Daemon(configuration: configuration, maps: maps)
+        try first.start()
+        let writer = try transport.makeWriter()
+        defer { writer.close() }
+        let batch = LineBatch()
+        batch.append(offenceLine("198.18.15.1"))
+        _ = try writer.publish(batch)
+        #expect(eventually(within: 10) { first.status.total.lines == 1 })
+        first.stop()
+        // While no daemon runs: three offences of another client (and a reader that is not the
+        // daemon, which starts at the head and does not take the daemon's place).
+        let tap = try transport.makeReader(policy: .drop)
+        defer { tap.close() }
+        batch.removeAll()
+        for _ in 0..<3 { batch.append(offenceLine("198.18.15.2")) }
+        _ = try writer.publish(batch)
+        let second = try Daemon(configuration: configuration, maps: maps)
+        try second.start()
+        defer { second.stop() }
+        #expect(eventually(within: 10) { second.status.total.lines == 3 }, "the three lines logged while down")
+        #expect(try eventually(within: 10) { try maps.lookup(IPAddress("198.18.15.2")!) != nil })
+        #expect(second.status.total.lines == 3, "and not the line the first daemon had read")
+    }
+}

@@ -49,7 +49,26 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         self.segment = segment
         let layout = segment.layout
         let owners = (0..<layout.readerSlots).map { (owner: segment.readerEntry($0), lock: segment.readerLock($0)) }
-        guard let (index, claimed) = segment.claim(slots: owners) else {
+        // A named reader first takes the slot its predecessor of that name left (stopped or dead).
+        let tag = options.readerName.map(Self.nameTag) ?? 0
+        let previous =
+            tag == 0
+            ? []
+            : owners.indices.filter {
+                segment.readerEntry($0).load(fromByteOffset: ShmField.Reader.nameTag, as: UInt64.self) == tag
+            }
+        let resumed = previous.lazy.compactMap { index in
+            segment.claim(slots: [owners[index]]).map { (index: index, owner: $0.owner) }
+        }.first
+        // Otherwise a slot no named reader left first: a named reader's successor finds its place.
+        let tags = owners.indices.map {
+            segment.readerEntry($0).load(fromByteOffset: ShmField.Reader.nameTag, as: UInt64.self)
+        }
+        let order = owners.indices.filter { tags[$0] == 0 } + owners.indices.filter { tags[$0] != 0 }
+        let fallback = { () -> (index: Int, owner: OwnerWord)? in
+            segment.claim(slots: order.map { owners[$0] }).map { (index: order[$0.index], owner: $0.owner) }
+        }
+        guard let (index, claimed) = resumed ?? fallback() else {
             throw .segmentFull(name: options.name, what: "reader slot")
         }
         segment.forgetSleepers(readerEntry: segment.readerEntry(index))  // a predecessor that died asleep
@@ -65,11 +84,26 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         entry.storeBytes(of: me.startTime, toByteOffset: ShmField.Reader.startTime, as: UInt64.self)
         entry.storeBytes(of: policy == .drop ? 1 : 0, toByteOffset: ShmField.Reader.policy, as: UInt32.self)
         entry.storeBytes(of: UInt64(0), toByteOffset: ShmField.Reader.lost, as: UInt64.self)
+        entry.storeBytes(of: tag, toByteOffset: ShmField.Reader.nameTag, as: UInt64.self)
+        // Where the predecessor of this name stopped, per ring (nil: start at the heads).
+        var overwrittenMeanwhile: UInt64 = 0
+        let resumeTails: [UInt64]? = resumed.map { _ in
+            (0..<layout.rings).map {
+                cportcullis_load_acquire_u64(segment.cursor(ring: segment.ring($0), reader: index))
+            }
+        }
         for ringIndex in 0..<layout.rings {
             let ring = segment.ring(ringIndex)
             let cursor = segment.cursor(ring: ring, reader: index)
             // Pairs with the writer's store-release of head.
-            cportcullis_store_relaxed_u64(cursor, cportcullis_load_acquire_u64(ring + ShmField.Ring.head))
+            let head = cportcullis_load_acquire_u64(ring + ShmField.Ring.head)
+            var start = head
+            if let resumeTails {
+                let point = Self.resumePoint(resumeTails[ringIndex], head: head, slots: UInt64(layout.slotsPerRing))
+                start = point.start
+                overwrittenMeanwhile += point.missed
+            }
+            cportcullis_store_relaxed_u64(cursor, start)
             cportcullis_store_release_u32(cursor + 8, 0)  // lock: a dead predecessor may have held it
         }
         // Pairs with the writer's load-acquire of the owner word in minimumTail: tails (and start
@@ -77,14 +111,34 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         owner = claimed.next(state: OwnerWord.taken, pid: me.pid)
         cportcullis_store_release_u64(entry, owner.raw)
         // Start at the heads as they are now that writers can see this reader: slots a writer with
-        // an older minimum may still reuse lie behind these.
+        // an older minimum may still reuse lie behind these. (A resumed reader keeps its tails: a
+        // slot overwritten behind them is found by its sequence and counted lost.)
         cportcullis_fence_seq_cst()
+        guard resumeTails == nil else {
+            lost.add(overwrittenMeanwhile)
+            return
+        }
         for ringIndex in 0..<layout.rings {
             let ring = segment.ring(ringIndex)
             cportcullis_store_release_u64(
                 segment.cursor(ring: ring, reader: index),
                 cportcullis_load_acquire_u64(ring + ShmField.Ring.head))
         }
+    }
+
+    /// The name's tag in the reader table (FNV-1a; never 0, which is "unnamed").
+    static func nameTag(_ name: String) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        return hash == 0 ? 1 : hash
+    }
+
+    /// Where a resumed reader starts in a ring: its predecessor's tail, unless that lies outside
+    /// the ring's last `slots` lines (overwritten: start at the oldest still there, the rest missed).
+    static func resumePoint(_ tail: UInt64, head: UInt64, slots: UInt64) -> (start: UInt64, missed: UInt64) {
+        let behind = head &- tail
+        if behind > UInt64(Int64.max) { return (head, 0) }  // a tail ahead of the head: not a real one
+        return behind > slots ? (head &- slots, behind - slots) : (tail, 0)
     }
 
     deinit { close() }

@@ -24,6 +24,10 @@ public struct ShmOptions: Sendable, Equatable {
     public var mode: mode_t = 0o600
     /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
     public var owners = TrustedOwners()
+    /// A reader with a name (the daemon's) resumes where the last reader of that name stopped (or
+    /// died): the lines written meanwhile are still in the rings unless overwritten (then counted
+    /// lost). Unnamed readers start at the rings' heads.
+    public var readerName: String?
     /// How long a writer waits for a lossless reader that does not read before it goes on without
     /// it for a while (its missed lines counted lost).
     public var blockTimeoutMilliseconds = 1000
@@ -76,10 +80,11 @@ public struct ShmOptions: Sendable, Equatable {
 ///                              bits 0-1 state (0 free, 1 being claimed, 2 attached),
 ///                              bits 2-31 generation (bumped by every change: no ABA),
 ///                              bits 32-63 pid of the holder
-///       8  u64 startTime       /proc/PID/stat field 22 (pid reuse guard)
+///       8  u64 startTime       /proc/PID/stat field 22 (a record for people; liveness is the slot's lock)
 ///      16  u32 policy          0 block, 1 drop
 ///      24  u64 lost            lines this reader missed (lapped)
 ///      32  u32 sleeping        this reader's threads counted in `sleepers` (given back if it dies)
+///      40  u64 nameTag         a named reader's tag (the daemon's): its successor resumes its cursors
 ///     Rings from `ringsOffset`, each `ringSize` bytes:
 ///       0  u64 head            next write index, published (release) in batches
 ///       8  u64 owner           the ring's writer, as the reader table's owner word
@@ -135,7 +140,7 @@ struct ShmLayout: Equatable {
 enum ShmField {
     static let magic = 0, version = 8, rings = 12, slotsPerRing = 16, slotSize = 20, readerSlots = 24, flags = 28
     static let totalSize = 32, ready = 40, creatorPID = 44, creatorStartTime = 48, wakeSequence = 64, sleepers = 68
-    enum Reader { static let owner = 0, startTime = 8, policy = 16, lost = 24, sleeping = 32 }
+    enum Reader { static let owner = 0, startTime = 8, policy = 16, lost = 24, sleeping = 32, nameTag = 40 }
     enum Ring { static let head = 0, owner = 8, writerStartTime = 16, rejected = 24 }
     enum Slot { static let sequence = 0, length = 8 }
 }
