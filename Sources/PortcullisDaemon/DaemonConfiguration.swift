@@ -33,6 +33,8 @@ public struct DaemonConfiguration: Sendable {
     public var allowlist = Allowlist.loopback
     /// Never ban this host's own addresses and default gateways (read at start).
     public var protectHost = true
+    /// Steps one failregex match may take before the line counts as "over the match limit".
+    public var regexMatchLimit = FailRegex.defaultMatchLimit
     /// Longest line the scanner considers.
     public var maxLineLength = 512
 
@@ -74,6 +76,9 @@ public struct DaemonConfiguration: Sendable {
             throw .invalidSetting("--numa-node \(numaNode) does not exist (highest: \(Self.highestNumaNode))")
         }
         if tableBins < 16 { throw .invalidSetting("--table-bins must be at least 16") }
+        if !(1_000...100_000_000).contains(regexMatchLimit) {
+            throw .invalidSetting("--regex-match-limit must be 1000...100000000")
+        }
         if idleHorizon < 1 { throw .invalidSetting("--idle-horizon must be at least 1 second") }
         if !(64...(1 << 20)).contains(maxLineLength) { throw .invalidSetting("--max-line must be 64...1048576 bytes") }
         do {
@@ -83,7 +88,7 @@ public struct DaemonConfiguration: Sendable {
         }
         for pattern in failRegexes {
             do {
-                _ = try FailRegex(pattern)
+                _ = try FailRegex(pattern, matchLimit: regexMatchLimit)
             } catch {
                 throw .invalidSetting(error.description)
             }

@@ -53,7 +53,9 @@ final class Jail: Sendable {
             throw .invalidSetting(error.description)
         }
         do throws(FailRegexError) {
-            regexes = try configuration.failRegexes.map { (pattern) throws(FailRegexError) in try FailRegex(pattern) }
+            regexes = try configuration.failRegexes.map { (pattern) throws(FailRegexError) in
+                try FailRegex(pattern, matchLimit: configuration.regexMatchLimit)
+            }
         } catch {
             throw .invalidSetting(error.description)
         }

@@ -81,6 +81,9 @@ struct Portcullisd: ParsableCommand {
     @Flag(help: "Also ban this host's own addresses and default gateways (by default they never are).")
     var banHostAddresses = false
 
+    @Option(help: "Steps one --failregex match may take; a line needing more counts as over the match limit.")
+    var regexMatchLimit: UInt32 = 10_000
+
     @Option(help: "Longest line considered, in bytes; longer ones are counted and skipped.")
     var maxLine = 512
 
@@ -144,6 +147,7 @@ struct Portcullisd: ParsableCommand {
         for network in allow { try allowlist.add(network) }
         configuration.allowlist = allowlist
         configuration.maxLineLength = maxLine
+        configuration.regexMatchLimit = regexMatchLimit
         configuration.protectHost = !banHostAddresses
         try configuration.validate()
         if mapEntries == 0 { throw DaemonError.invalidSetting("--map-entries must be at least 1") }

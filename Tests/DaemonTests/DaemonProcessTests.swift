@@ -193,6 +193,7 @@ struct DaemonProcessTests {
             (["--status-interval", "inf"], "--status-interval"),
             (["--status-interval", "1e19"], "--status-interval"),
             (["--max-line", "99999999999"], "--max-line"),
+            (["--regex-match-limit", "5"], "--regex-match-limit"),
             (
                 ["--socket-dir", "relative/but/fine", "--transport", "socket", "--socket-datagram-size", "10"],
                 "datagram"

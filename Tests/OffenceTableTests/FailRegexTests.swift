@@ -47,4 +47,16 @@ struct FailRegexTests {
         let outcome = try match("^(a+)+b <HOST>$", String(repeating: "a", count: 40) + "c b 198.18.0.1")
         #expect(outcome == .matchLimit)
     }
+
+    @Test("the match limit is the pattern's own: a line within it matches, the same line over a lower one does not")
+    func matchLimitIsConfigurable() throws {
+        let pattern = "^(a|aa)+b from <HOST>$"
+        let line = String(repeating: "a", count: 18) + "b from 198.18.0.9"
+        let generous = FailRegex.Matcher(try FailRegex(pattern, matchLimit: 100_000))
+        let tight = FailRegex.Matcher(try FailRegex(pattern, matchLimit: 1_000))
+        #expect(Array(line.utf8).withUnsafeBytes { generous.scan($0) } == .offence(IPAddress("198.18.0.9")!))
+        let hostile = String(repeating: "a", count: 30) + "c from 198.18.0.9"
+        #expect(Array(hostile.utf8).withUnsafeBytes { tight.scan($0) } == .matchLimit)
+        #expect(FailRegex.defaultMatchLimit == 10_000)
+    }
 }
