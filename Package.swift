@@ -17,7 +17,7 @@ let product: [Target] = [
     ),
     .target(name: "PortcullisCore"),
     .target(name: "PortcullisSystem", dependencies: ["CPortcullis", "PortcullisCore"]),
-    .target(name: "LogTransport", dependencies: ["CPortcullis", "PortcullisSystem"]),
+    .target(name: "LogTransport", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(name: "OffenceTable", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(name: "XDPFirewall", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(

@@ -12,6 +12,21 @@ public enum JSONOutput {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// Reads a value written by `write`; nil when the file is missing or not such a value.
+    public static func read<Value: Decodable>(_ type: Value.Type, from path: String) -> Value? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = fread(&buffer, 1, buffer.count, file)
+            if count <= 0 { break }
+            bytes += buffer[0..<count]
+            if bytes.count > 1 << 20 { return nil }  // not one of ours
+        }
+        return try? JSONDecoder().decode(type, from: Data(bytes))
+    }
+
     /// Writes `value` as JSON to `path`, atomically: to a temporary file beside it, then renamed
     /// over it, so a reader never sees half a file.
     public static func write(_ value: some Encodable, to path: String) throws(Errno) {

@@ -111,6 +111,11 @@ struct Portcullisd: ParsableCommand {
             valueName: "path"))
     var readyFile: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Where the daemon keeps its place in a log file (file transport) across restarts.", valueName: "path"))
+    var stateDir = "/var/lib/portcullis"
+
     @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o).", valueName: "path"))
     var bpfObject: String?
 
@@ -133,6 +138,16 @@ struct Portcullisd: ParsableCommand {
     /// The daemon's settings from the flags, checked: nothing is touched before this passes.
     private func checkedConfiguration() throws -> DaemonConfiguration {
         var configuration = DaemonConfiguration(transport: transport.configuration)
+        if transport.transport == .file {
+            // A restarted daemon reads on from where the last one stopped in the same file.
+            if mkdir(stateDir, 0o700) != 0 && errno != EEXIST || access(stateDir, W_OK) != 0 {
+                throw DaemonError.invalidSetting(
+                    "--state-dir \(stateDir): cannot create or write it (\(Errno(errno))); give a directory root can write"
+                )
+            }
+            configuration.transport.file.positionPath =
+                stateDir + "/file-\(String(configuration.transport.file.path.stableTag, radix: 16)).position"
+        }
         configuration.threshold = threshold
         configuration.banTime = banTime
         configuration.findTime = findTime

@@ -155,6 +155,31 @@ struct DaemonProcessTests {
         }
     }
 
+    @Test("threads that cannot be started: one clear error, nothing attached, nothing pinned")
+    func threadsThatCannotStart() throws {
+        try withTestNetwork("t") { network, scratch in
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            // A pids cgroup of its own with room for 12 tasks: the 50 workers cannot all start.
+            let cgroup = "/sys/fs/cgroup/pids/portcullis-test-\(getpid())"
+            try #require(mkdir(cgroup, 0o755) == 0 || errno == EEXIST, "cgroup v1 pids controller")
+            defer { rmdir(cgroup) }
+            try "12".write(toFile: cgroup + "/pids.max", atomically: false, encoding: .utf8)
+            let command =
+                ([
+                    daemonPath, "--interface", network.receiverInterface, "--pin-dir", scratch.path, "--workers", "50",
+                    "--table-bins", "16",
+                ] + transport.arguments("shm")).joined(separator: " ")
+            let result = try network.run(
+                in: network.receiver, ["/bin/sh", "-c", "echo $$ > \(cgroup)/cgroup.procs && exec \(command)"])
+            #expect(result.status == 1, "\(result.stderr)")
+            #expect(result.stderr.contains("cannot start a thread") && result.stderr.contains("lower --workers"))
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"), "nothing attached")
+            #expect(!FileManager.default.fileExists(atPath: scratch.path + "/pc_bans_v4"), "nothing pinned")
+        }
+    }
+
     @Test("SIGHUP does not stop the daemon, and a reader gone from its output does not kill it")
     func hangUpAndBrokenPipe() throws {
         try withTestNetwork("h") { network, scratch in
@@ -194,6 +219,10 @@ struct DaemonProcessTests {
             (["--status-interval", "1e19"], "--status-interval"),
             (["--max-line", "99999999999"], "--max-line"),
             (["--regex-match-limit", "5"], "--regex-match-limit"),
+            (
+                ["--transport", "file", "--file-path", "/tmp/pc-state.log", "--state-dir", "/proc/pc-state"],
+                "--state-dir"
+            ),
             (
                 ["--socket-dir", "relative/but/fine", "--transport", "socket", "--socket-datagram-size", "10"],
                 "datagram"

@@ -11,6 +11,15 @@ import TestSupport
 /// starts the client's count over, and a `portcullis ban` written during a lift survives it.
 @Suite("Operator bans", .enabled(if: Privileges.runnable), .serialized)
 struct OperatorBanTests {
+    /// A small daemon: `threshold` offences ban for `banTime` seconds.
+    static func small(threshold: UInt32, banTime: UInt64) -> (inout DaemonConfiguration) -> Void {
+        { configuration in
+            configuration.threshold = threshold
+            configuration.banTime = banTime
+            configuration.tableBins = 10_007
+        }
+    }
+
     func offend(_ writer: LogWriter, _ address: String, times: Int) throws {
         let batch = LineBatch()
         for _ in 0..<times { batch.append(offenceLine(address)) }
@@ -21,11 +30,7 @@ struct OperatorBanTests {
     func longerBansAreKept() throws {
         try withShmDaemon(
             mapEntries: 64,
-            configure: {
-                $0.threshold = 3
-                $0.banTime = 2
-                $0.tableBins = 10_007
-            }
+            configure: Self.small(threshold: 3, banTime: 2)
         ) { daemon, maps, writer in
             let forever = IPAddress("198.18.9.1")!, hour = IPAddress("198.18.9.2")!, plain = IPAddress("198.18.9.3")!
             try maps.ban(forever, .permanent)
@@ -45,11 +50,7 @@ struct OperatorBanTests {
     func extendedBanSurvivesTheLift() throws {
         try withShmDaemon(
             mapEntries: 64,
-            configure: {
-                $0.threshold = 3
-                $0.banTime = 2
-                $0.tableBins = 10_007
-            }
+            configure: Self.small(threshold: 3, banTime: 2)
         ) { daemon, maps, writer in
             let client = IPAddress("198.18.9.4")!
             try offend(writer, client.description, times: 3)
@@ -66,11 +67,7 @@ struct OperatorBanTests {
     func unbanResetsTheCount(banTime: UInt64) throws {
         try withShmDaemon(
             mapEntries: 64,
-            configure: {
-                $0.threshold = 3
-                $0.banTime = banTime
-                $0.tableBins = 10_007
-            },
+            configure: Self.small(threshold: 3, banTime: banTime),
             prepare: { $0.sweepIntervalNanoseconds = 300_000_000 }
         ) { daemon, maps, writer in
             let client = IPAddress("198.18.9.5")!
@@ -88,11 +85,7 @@ struct OperatorBanTests {
     func failuresCountClients() throws {
         try withShmDaemon(
             mapEntries: 16,
-            configure: {
-                $0.threshold = 1
-                $0.banTime = 3600
-                $0.tableBins = 10_007
-            }
+            configure: Self.small(threshold: 1, banTime: 3600)
         ) { daemon, maps, writer in
             let batch = LineBatch()
             for index in 0..<40 { batch.append(offenceLine("198.18.10.\(index + 1)")) }

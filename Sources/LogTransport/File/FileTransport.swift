@@ -26,6 +26,10 @@ public struct FileOptions: Sendable, Equatable {
     public var mode: mode_t = 0o640
     /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
     public var owners = TrustedOwners()
+    /// Where a reader keeps its place when it closes (the daemon's: in its state directory): the
+    /// next reader with this path goes on from there in the same file, so the lines logged while
+    /// none ran are read. nil: start at the end (or the beginning, `startAtBeginning`).
+    public var positionPath: String?
 
     public init() {}
 
@@ -180,6 +184,34 @@ public final class FileReader: LogReader {
             close()
             throw error
         }
+        resumePosition()
+    }
+
+    /// Where a reader closed, in which file (`positionPath`).
+    struct Position: Codable {
+        let device: UInt64
+        let inode: UInt64
+        let offset: Int64
+    }
+
+    /// Goes on from the place a reader with this position path closed at, if it is in this file
+    /// and still within it (a file replaced or truncated since is read as `startAtBeginning` says).
+    private func resumePosition() {
+        guard fd >= 0, let path = options.positionPath,
+            let saved = JSONOutput.read(Position.self, from: path),
+            saved.device == UInt64(device), saved.inode == UInt64(inode)
+        else { return }
+        var info = stat()
+        guard fstat(fd, &info) == 0, saved.offset >= 0, saved.offset <= Int64(info.st_size) else { return }
+        offset = off_t(saved.offset)
+    }
+
+    /// Keeps the place for the next reader (`positionPath`): the end of the last whole line read.
+    private func savePosition() {
+        guard fd >= 0, let path = options.positionPath else { return }
+        let position = Position(
+            device: UInt64(device), inode: UInt64(inode), offset: Int64(offset) - Int64(pendingEnd - pendingStart))
+        try? JSONOutput.write(position, to: path)
     }
 
     deinit {
@@ -190,6 +222,7 @@ public final class FileReader: LogReader {
     public func close() {
         guard !closed else { return }
         closed = true
+        savePosition()
         if fd >= 0 { Glibc.close(fd) }
         if usesUring { io_uring_queue_exit(&ring) }
         Glibc.close(inotify)

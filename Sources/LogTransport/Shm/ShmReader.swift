@@ -1,5 +1,6 @@
 import CPortcullis
 import Glibc
+import PortcullisCore
 import PortcullisSystem
 import Synchronization
 
@@ -126,11 +127,9 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         }
     }
 
-    /// The name's tag in the reader table (FNV-1a; never 0, which is "unnamed").
+    /// The name's tag in the reader table (never 0, which is "unnamed").
     static func nameTag(_ name: String) -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-        return hash == 0 ? 1 : hash
+        max(name.stableTag, 1)
     }
 
     /// Where a resumed reader starts in a ring: its predecessor's tail, unless that lies outside

@@ -1,0 +1,43 @@
+import Foundation
+import LogTransport
+import Testing
+import TestSupport
+
+@Suite("File position across readers")
+struct FilePositionTests {
+    @Test("a reader with a position path goes on where the last one closed: the lines logged meanwhile are read")
+    func resumesWhereTheLastReaderClosed() throws {
+        let scratch = TransportScratch()
+        let position = scratch.filePath + ".position"
+        defer {
+            scratch.remove()
+            unlink(position)
+        }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("one\ntwo\n".utf8))
+        var options = FileOptions()
+        options.path = scratch.filePath
+        options.readMethod = .read
+        options.positionPath = position
+        options.startAtBeginning = true
+        let first = try FileReader(options: options)
+        let batch = LineBatch()
+        #expect(try first.poll(into: batch) == 2)
+        first.close()
+        let handle = try #require(FileHandle(forWritingAtPath: scratch.filePath))
+        handle.seekToEndOfFile()
+        handle.write(Data("three\nfour\nfive\n".utf8))
+        try handle.close()
+        options.startAtBeginning = false  // as the daemon: only new lines, where nothing was kept
+        let second = try FileReader(options: options)
+        batch.removeAll()
+        #expect(try second.poll(into: batch) == 3, "the three lines logged while no reader ran")
+        second.close()
+        // The file replaced (rotation while nobody read): the place kept is not in it.
+        rename(scratch.filePath, scratch.filePath + ".1")
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("new one\n".utf8))
+        let third = try FileReader(options: options)
+        batch.removeAll()
+        #expect(try third.poll(into: batch) == 0, "another file: from its end, as without a position")
+        third.close()
+    }
+}
