@@ -49,19 +49,34 @@ public struct TrustedOwners: Sendable, Equatable {
             throw .untrusted("\(what) \(path) is a symbolic link; give the real path")
         }
         try check(info, what, path: path)
-        var parent = path
+        try checkParents(of: path, what)
+    }
+
+    /// Checks each directory above `path` (see `checkPath`). A relative path is checked from the
+    /// working directory up.
+    func checkParents(of path: String, _ what: String) throws(TransportError) {
+        var parent = path.hasPrefix("/") ? path : (currentDirectory() ?? ".") + "/" + path
         while let slash = parent.lastIndex(of: "/"), slash != parent.startIndex {
             parent = String(parent[..<slash])
             try checkParent(parent, of: path, what)
         }
-        if path.hasPrefix("/") { try checkParent("/", of: path, what) }
+        try checkParent("/", of: path, what)
+    }
+
+    private func currentDirectory() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        guard getcwd(&buffer, buffer.count) != nil else { return nil }
+        return String(cString: buffer)
     }
 
     private func checkParent(_ directory: String, of path: String, _ what: String) throws(TransportError) {
         var info = stat()
         try transportCall("lstat \(directory)") { lstat(directory, &info) }
         let sticky = info.st_mode & mode_t(S_ISVTX) != 0
-        if (info.st_mode & S_IFMT) == S_IFLNK || !trusts(uid: info.st_uid) || (info.st_mode & 0o002 != 0 && !sticky) {
+        let groupMayReplace = info.st_mode & 0o020 != 0 && !sticky && !gids.contains(info.st_gid)
+        if (info.st_mode & S_IFMT) == S_IFLNK || !trusts(uid: info.st_uid) || (info.st_mode & 0o002 != 0 && !sticky)
+            || groupMayReplace
+        {
             throw .untrusted(
                 "\(what) \(path) lies in \(directory), which someone other than root or this user could replace "
                     + "(owner uid \(info.st_uid), mode \(String(info.st_mode & 0o7777, radix: 8))); use a directory "

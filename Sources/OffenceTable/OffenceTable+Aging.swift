@@ -23,10 +23,12 @@ extension OffenceTable {
 
     @inline(__always)
     func worth(_ word: UInt64, touched: UInt32, now: UInt32, stamp: UInt32) -> Worth {
-        let count = UInt32(truncatingIfNeeded: word)
+        let count = Self.count(word)
         let start = UInt32(truncatingIfNeeded: word >> 32)
         let since = Int64(Int32(bitPattern: now &- start))
-        if count == 0 { return .stale }
+        // A reset count is stale; a bin just brought in (count 0, dated this second) is not: it
+        // must not be taken from under its first offence.
+        if count == 0 { return since > 0 ? .stale : .counting(count: 1, age: UInt32.max, quiet: UInt32.max) }
         if count >= threshold {
             return banTime > 0 && since >= Int64(banTime) ? .stale : .banned
         }
@@ -61,8 +63,10 @@ extension OffenceTable {
             victim.storeBytes(of: key.high, as: UInt64.self)
             victim.storeBytes(of: key.low, toByteOffset: Bin.keyLow, as: UInt64.self)
             victim.storeBytes(of: stamp, toByteOffset: Bin.touched, as: UInt32.self)
-            // Pairs with the load-acquire of the word in `update`: the new key before the word.
-            cportcullis_store_release_u64(victim + Bin.countWord, 0)
+            // Pairs with the load-acquire of the word in `update`: the new key before the word. A
+            // new generation: an update that read the old word before this takeover cannot land.
+            let generation = (word & Self.generationMask) &+ 0x0100_0000 & Self.generationMask
+            cportcullis_store_release_u64(victim + Bin.countWord, generation | UInt64(now) << 32)
             cportcullis_store_release_u32(state, 2)
             _ = cportcullis_fetch_add_u64(reclaimedCounter + (worth == .stale ? 0 : 1), 1)
             return victim

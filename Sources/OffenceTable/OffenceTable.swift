@@ -14,7 +14,9 @@ import PortcullisCore
 ///     16 u32 state       0 empty, 1 being claimed (key being written), 2 in use
 ///     20 u32 touched     the caller's stamp of the last offence (`record(_:now:stamp:)`): which of
 ///                        equal counts went quiet first, finer than a second (a hint, written plainly)
-///     24 u64 count word  low 32 bits: offences counted; high 32 bits: when the count started
+///     24 u64 count word  bits 0-23: offences counted (saturating); bits 24-31: the bin's
+///                        generation, bumped by every takeover (so that an update read before a
+///                        takeover cannot succeed after it, ABA); high 32 bits: when the count started
 ///                        (seconds of the table's clock), for the find-time window; once the
 ///                        count has crossed, when the ban's time started
 ///
@@ -82,8 +84,16 @@ public final class OffenceTable: @unchecked Sendable {
     /// updates skip checking the key again.
     let takeoverStarted = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     static let takeoverLockCount = 4096
-    /// The count word of a bin changing hands: every update sees it and looks again.
+    /// The count word of a bin changing hands: every update sees it and looks again (a count
+    /// never reaches its all-ones value: it saturates one below).
     static let reclaiming = UInt64.max
+    /// The count's bits in the count word, and the generation's.
+    static let countMask: UInt64 = 0x00FF_FFFF
+    static let generationMask: UInt64 = 0xFF00_0000
+    /// The highest count: offences past it are not counted further.
+    public static let highestCount: UInt32 = 0x00FF_FFFE
+
+    @inline(__always) static func count(_ word: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: word & countMask) }
     /// The default idle horizon: a day.
     public static let defaultIdleHorizon: UInt32 = 86_400
 
@@ -98,7 +108,9 @@ public final class OffenceTable: @unchecked Sendable {
         window: Int = OffenceTable.probeLimit
     ) throws(SettingError) {
         guard bins >= 16, bins <= 1 << 31 else { throw SettingError("--table-bins must be 16...2147483648") }
-        guard threshold >= 1 else { throw SettingError("--threshold must be at least 1") }
+        guard threshold >= 1, threshold <= Self.highestCount else {
+            throw SettingError("--threshold must be 1...\(Self.highestCount)")
+        }
         let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
         guard bins * Self.binSize <= physical / 2 else {
             throw SettingError(
@@ -218,7 +230,8 @@ public final class OffenceTable: @unchecked Sendable {
                 guard cportcullis_cas_u32(state, 0, 1) else { continue }  // lost the race: look again
                 bin.storeBytes(of: key.high, as: UInt64.self)
                 bin.storeBytes(of: key.low, toByteOffset: Bin.keyLow, as: UInt64.self)
-                cportcullis_store_release_u64(bin + Bin.countWord, 0)
+                // A zero count dated now: not stale before its first offence lands (see `worth`).
+                cportcullis_store_release_u64(bin + Bin.countWord, UInt64(now) << 32)
                 // Pairs with the load-acquire of the state by probers: the key before "in use".
                 cportcullis_store_release_u32(state, 2)
                 _ = cportcullis_fetch_add_u64(occupiedCounter, 1)
@@ -276,17 +289,18 @@ public final class OffenceTable: @unchecked Sendable {
             let (bin, _, new) = update(
                 key, insert: true, now: now, stamp: stamp,
                 { old in
-                    let count = UInt32(truncatingIfNeeded: old)
+                    let count = Self.count(old)
                     let start = UInt32(truncatingIfNeeded: old >> 32)
                     let since = Int64(Int32(bitPattern: now &- start))
                     let banEnded = banTime > 0 && count >= threshold && since >= Int64(banTime)
                     let windowPassed = findTime > 0 && since > Int64(findTime)
                     let restart = count == 0 || banEnded || (windowPassed && count < threshold)
-                    let newCount = restart ? 1 : (count == UInt32.max - 1 ? count : count + 1)
+                    let newCount = restart ? 1 : (count >= Self.highestCount ? count : count + 1)
                     crossing = newCount == threshold && (restart || count != threshold)
                     // Find time 0: below the threshold, the start is when the client was last seen.
                     let lastSeen = findTime == 0 && newCount < threshold
-                    return UInt64(newCount) | UInt64(restart || crossing || lastSeen ? now : start) << 32
+                    return (old & Self.generationMask) | UInt64(newCount)
+                        | UInt64(restart || crossing || lastSeen ? now : start) << 32
                 })
         else {
             _ = cportcullis_fetch_add_u64(fullCounter, 1)
@@ -295,12 +309,12 @@ public final class OffenceTable: @unchecked Sendable {
         if bin.load(fromByteOffset: Bin.touched, as: UInt32.self) != stamp {
             bin.storeBytes(of: stamp, toByteOffset: Bin.touched, as: UInt32.self)
         }
-        return crossing ? .crossed : .counted(UInt32(truncatingIfNeeded: new))
+        return crossing ? .crossed : .counted(Self.count(new))
     }
 
     /// Starts the client's count over (its ban was lifted by hand).
     public func reset(_ key: IPAddress) {
-        _ = update(key, insert: false, now: 0) { _ in 0 }
+        _ = update(key, insert: false, now: 0) { old in old & Self.generationMask }
     }
 
     /// Starts the client's count over after its ban ended at `endedAt` (table seconds), unless
@@ -309,9 +323,9 @@ public final class OffenceTable: @unchecked Sendable {
     @discardableResult
     public func resetEnded(_ key: IPAddress, endedAt: UInt32) -> Bool {
         update(key, insert: false, now: 0) { old in
-            let count = UInt32(truncatingIfNeeded: old)
+            let count = Self.count(old)
             let start = UInt32(truncatingIfNeeded: old >> 32)
-            return count < threshold || Int32(bitPattern: endedAt &- start) <= 0 ? nil : 0
+            return count < threshold || Int32(bitPattern: endedAt &- start) <= 0 ? nil : old & Self.generationMask
         } != nil
     }
 
@@ -324,7 +338,9 @@ public final class OffenceTable: @unchecked Sendable {
         // bans for good (banTime 0) counts never restart by time: date it now, before its end,
         // so that the lift at its end resets it.
         let start = banTime > 0 ? remaining.map { now &+ $0 &- banTime } ?? now : now
-        _ = update(key, insert: true, now: now) { _ in UInt64(self.threshold) | UInt64(start) << 32 }
+        _ = update(key, insert: true, now: now) { old in
+            (old & Self.generationMask) | UInt64(self.threshold) | UInt64(start) << 32
+        }
     }
 
     /// The client's current count, nil when the table has never seen it (or has given its bin to
@@ -332,7 +348,7 @@ public final class OffenceTable: @unchecked Sendable {
     public func count(of key: IPAddress) -> UInt32? {
         var seen: UInt32?
         _ = update(key, insert: false, now: 0) { old in
-            seen = UInt32(truncatingIfNeeded: old)
+            seen = Self.count(old)
             return nil
         }
         return seen

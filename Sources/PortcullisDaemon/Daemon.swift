@@ -97,10 +97,10 @@ public final class Daemon: @unchecked Sendable {
             let now = clock.tableNow
             if case .at(let end) = entry.expiry {
                 jail.table.markBanned(entry.address, now: now, remaining: clock.tableSecond(ofBootTime: end) &- now)
-                enforcement.schedule.add(entry.address, end: end)
             } else {
                 jail.table.markBanned(entry.address, now: now)
             }
+            enforcement.resume(entry.address, expiry: entry.expiry)
             resumedBans += 1
         }
     }

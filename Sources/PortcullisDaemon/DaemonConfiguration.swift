@@ -61,7 +61,9 @@ public struct DaemonConfiguration: Sendable {
     /// Checks every setting without creating anything, so the daemon can refuse bad input before it
     /// touches an interface.
     public func validate() throws(DaemonError) {
-        if threshold < 1 { throw .invalidSetting("--threshold must be at least 1") }
+        if threshold < 1 || threshold > OffenceTable.highestCount {
+            throw .invalidSetting("--threshold must be 1...\(OffenceTable.highestCount)")
+        }
         if banTime > Self.maximumBanTime {
             throw .invalidSetting(
                 "--ban-time \(banTime) is too long: at most \(Self.maximumBanTime) seconds (about 100 years); "

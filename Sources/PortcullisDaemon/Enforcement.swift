@@ -18,9 +18,10 @@ final class Enforcement: @unchecked Sendable {
     let maps: BanMaps
     /// When each of the daemon's timed bans ends.
     let schedule = ExpirySchedule()
-    /// The daemon's bans for good (ban time 0): none has an end to wait for, but an operator's
-    /// unban of one must still reset its count.
-    private var permanent = Set<IPAddress>()
+    /// Clients whose count stands at the threshold on a ban with no end the daemon waits for: its
+    /// own bans for good (ban time 0, also resumed ones) and crossings kept on someone else's
+    /// longer ban. An operator's unban of one must still reset its count (`forgetUnbanned`).
+    private var watched = Set<IPAddress>()
     private let lock = Mutex<Void>(())
     /// Tests only: a pause between a lift's look-ups and its delete, to widen that window.
     var liftPauseNanoseconds: UInt64 = 0
@@ -55,8 +56,9 @@ final class Enforcement: @unchecked Sendable {
             result.failed = outcome.failed.map { addresses[$0] }
             switch expiry {
             case .at(let end): for address in result.banned { schedule.add(address, end: end) }
-            case .permanent: permanent.formUnion(result.banned)
+            case .permanent: watched.formUnion(result.banned)
             }
+            watched.formUnion(result.kept)
             return result
         }
     }
@@ -106,20 +108,30 @@ final class Enforcement: @unchecked Sendable {
         return ended
     }
 
+    /// A ban found in the maps at start (a restart): its end waited for, or, for good, watched.
+    func resume(_ address: IPAddress, expiry: BanExpiry) {
+        lock.withLock { _ in
+            switch expiry {
+            case .at(let end): schedule.add(address, end: end)
+            case .permanent: watched.insert(address)
+            }
+        }
+    }
+
     /// The daemon's own bans no longer in the maps (an operator's `unban`, of timed bans before
     /// their end or of bans for good): their counts start over and the daemon forgets them.
     /// - Parameter present: the addresses the maps hold (read by the caller, outside the lock).
     /// - Returns: how many were found gone.
     func forgetUnbanned(present: Set<IPAddress>, table: OffenceTable) -> Int {
         lock.withLock { _ in
-            let gone = (schedule.addresses.union(permanent)).subtracting(present)
+            let gone = (schedule.addresses.union(watched)).subtracting(present)
             var forgotten = 0
             for address in gone {
                 // Installed since the caller read the maps: still there.
                 guard (try? maps.lookup(address)) == .some(nil) else { continue }
                 table.reset(address)
                 schedule.forget(address)
-                permanent.remove(address)
+                watched.remove(address)
                 forgotten += 1
             }
             return forgotten

@@ -47,28 +47,34 @@ extension BanMaps {
         return outcome
     }
 
-    /// One request whose address has a ban: rewritten only if it ends later.
+    /// One request whose address has a ban: rewritten only if it ends later. Taken out and put
+    /// back atomically per step (`bpf_map_lookup_and_delete_elem`, then `BPF_NOEXIST`), so that a
+    /// `portcullis ban` written in between is never overwritten: it then stands (kept).
     private func merge(_ request: BanRequest, index: Int, into outcome: inout MergeOutcome) {
-        let found: BanEntry?
-        do {
-            found = try lookup(request.address)
-        } catch {
+        var existing = pc_ban()
+        let taken =
+            (try? withKey(request.address) { (fd, key) throws(FirewallError) in
+                systemCallResult { bpf_map_lookup_and_delete_elem(fd, key, &existing) }
+            }) ?? .failure(Errno(EINVAL))
+        switch taken {
+        case .failure(let error) where error.code == ENOENT: break  // lifted meanwhile: write it afresh
+        case .failure:
             outcome.failed.append(index)
             return
+        case .success: break
         }
-        guard let existing = found else {
-            // Lifted between the batch and the look-up: write it afresh.
-            if (try? insert(request)) != nil { outcome.installed.append(index) } else { outcome.failed.append(index) }
-            return
-        }
-        if !Self.endsLater(request.expiry, than: existing.expiry) {
-            outcome.kept.append(index)
-            return
-        }
-        if (try? insert(request, dropped: existing.dropped)) != nil {
-            outcome.installed.append(index)
-        } else {
-            outcome.failed.append(index)
+        let hadBan = taken.isSuccess
+        let longer = !hadBan || Self.endsLater(request.expiry, than: BanExpiry(expiresNanoseconds: existing.expires_ns))
+        var value =
+            longer ? pc_ban(expires_ns: request.expiry.expiresNanoseconds, dropped: existing.dropped) : existing
+        let put =
+            (try? withKey(request.address) { (fd, key) throws(FirewallError) in
+                systemCallResult { bpf_map_update_elem(fd, key, &value, UInt64(BPF_NOEXIST)) }
+            }) ?? .failure(Errno(EINVAL))
+        switch put {
+        case .success: if longer { outcome.installed.append(index) } else { outcome.kept.append(index) }
+        case .failure(let error) where error.code == EEXIST: outcome.kept.append(index)  // someone else's, since
+        case .failure: outcome.failed.append(index)
         }
     }
 

@@ -185,14 +185,15 @@ struct Portcullisd: ParsableCommand {
         }
         let pins = PinDirectory(pinDirectory)
 
+        // Block the stop signals (and SIGHUP) before attaching and before any thread starts (they
+        // inherit the mask): a SIGTERM during the attach waits for its rollback or its end. A
+        // reader gone from a pipe or socket is an error return, not our end.
+        var signals = StopSignals(alsoWaitingFor: [SIGHUP])
+        StopSignals.ignoreBrokenPipes()
         let outcome = try Attachment.attach(
             interface: interface, objectPath: objectPath, pinDirectory: pins,
             mode: mode, mapEntries: mapEntries)
         let daemon: Daemon
-        // Block the stop signals (and SIGHUP) before any thread starts (they inherit the mask); wait
-        // for them below. A reader gone from a pipe or socket is an error return, not our end.
-        var signals = StopSignals(alsoWaitingFor: [SIGHUP])
-        StopSignals.ignoreBrokenPipes()
         let maps: BanMaps
         do {
             maps = try BanMaps.open(pinnedIn: pins)

@@ -138,8 +138,10 @@ struct DaemonInProcessTests {
 
     @Test("offences going on across ban ends: a client that crossed again is never left unbanned by the lift")
     func reBanDuringLift() throws {
-        // Each lift pauses 100 ms between finding ended bans and deleting them: re-bans made by
-        // the workers meanwhile must wait for it, or they would be deleted with the old ones.
+        // Each lift chunk pauses 100 ms under the ban-map lock: re-bans the workers make meanwhile
+        // wait for it. (Each key's lift is atomic now, lookup-and-delete with a ban in force put
+        // back, so the lock is no longer what keeps a re-ban from being deleted; the test holds
+        // the outcome: no client that crossed again is left without its ban.)
         try withShmDaemon(
             mapEntries: 8192,
             configure: {

@@ -81,6 +81,46 @@ struct OperatorBanTests {
         }
     }
 
+    @Test("with bans for good, an unban of a resumed ban or of one kept on an operator's ban starts the count over")
+    func unbanOfResumedOrKeptBans() throws {
+        let resumed = IPAddress("198.18.9.6")!, kept = IPAddress("198.18.9.7")!
+        try withShmDaemon(
+            mapEntries: 64, configure: Self.small(threshold: 3, banTime: 0),
+            prepare: { daemon in daemon.sweepIntervalNanoseconds = 300_000_000 }
+        ) { daemon, maps, writer in
+            _ = daemon
+            // `kept`: the operator's ban for good is there when the daemon's crossing comes.
+            try maps.ban(kept, .permanent)
+            try offend(writer, kept.description, times: 3)
+            #expect(eventually(within: 10) { daemon.status.total.keptLonger == 1 })
+            try maps.unban(kept)
+            #expect(eventually(within: 10) { daemon.status.unbannedByOperator >= 1 })
+            try offend(writer, kept.description, times: 3)
+            #expect(try eventually(within: 10) { try maps.lookup(kept) != nil }, "banned again by the daemon")
+        }
+        // `resumed`: a ban for good found in the maps at start.
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        try maps.ban(resumed, .permanent)
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var transport = TransportConfiguration(kind: .shm)
+        transport.shm.name = scratch.shmName
+        var configuration = DaemonConfiguration(transport: transport)
+        Self.small(threshold: 3, banTime: 0)(&configuration)
+        let daemon = try Daemon(configuration: configuration, maps: maps)
+        daemon.sweepIntervalNanoseconds = 300_000_000
+        try daemon.start()
+        defer { daemon.stop() }
+        #expect(daemon.resumedBans == 1)
+        try maps.unban(resumed)
+        #expect(eventually(within: 10) { daemon.status.unbannedByOperator == 1 })
+        let writer = try transport.makeWriter()
+        defer { writer.close() }
+        try offend(writer, resumed.description, times: 3)
+        #expect(try eventually(within: 10) { try maps.lookup(resumed) != nil }, "banned again after 3 offences")
+    }
+
     @Test("a full ban map counts each client that could not be banned once, however often it is retried")
     func failuresCountClients() throws {
         try withShmDaemon(

@@ -161,4 +161,24 @@ struct TrustTests {
         defer { reader.close() }
         #expect(access(stale, F_OK) != 0, "the stale socket is gone")
     }
+
+    @Test("a segment held locked exclusively is refused after a second instead of hanging its users")
+    func exclusivelyLockedSegment() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        var options = ShmOptions()
+        options.name = scratch.shmName
+        options.rings = 1
+        options.slotsPerRing = 64
+        do {
+            let writer = try ShmWriter(options: options)  // creates the segment; its lock goes with it
+            writer.close()
+        }
+        let fd = open("/dev/shm" + scratch.shmName, O_RDWR)
+        defer { close(fd) }
+        try #require(flock(fd, LOCK_EX | LOCK_NB) == 0, "nobody else uses the segment")
+        let message = refusal { _ = try ShmReader(options: options) }
+        #expect(message?.contains("locked exclusively") == true, "\(message ?? "opened")")
+    }
 }

@@ -70,6 +70,7 @@ public final class FileWriter: LogWriter {
         }
         do throws(TransportError) {
             try FileReader.checkLogFile(fd: fd, options: options)
+            try options.owners.checkParents(of: options.path, "log file")
         } catch {
             Glibc.close(fd)
             closed = true
@@ -180,6 +181,13 @@ public final class FileReader: LogReader {
         // Watch the directory for the file appearing again (rotation, a writer starting later).
         let directory = options.path.contains("/") ? String(options.path[..<options.path.lastIndex(of: "/")!]) : "."
         _ = inotify_add_watch(inotify, directory.isEmpty ? "/" : directory, UInt32(IN_CREATE | IN_MOVED_TO))
+        do throws(TransportError) {
+            // Whoever can replace the file's directory can swap the log under us.
+            try options.owners.checkParents(of: options.path, "log file")
+        } catch {
+            close()
+            throw error
+        }
         if case .refused(let error) = openFile(atEnd: !options.startAtBeginning) {
             close()
             throw error
@@ -197,18 +205,22 @@ public final class FileReader: LogReader {
     /// Goes on from the place a reader with this position path closed at, if it is in this file
     /// and still within it (a file replaced or truncated since is read as `startAtBeginning` says).
     private func resumePosition() {
-        guard fd >= 0, let path = options.positionPath,
-            let saved = JSONOutput.read(Position.self, from: path),
-            saved.device == UInt64(device), saved.inode == UInt64(inode)
-        else { return }
+        guard fd >= 0, let path = options.positionPath, let saved = JSONOutput.read(Position.self, from: path) else {
+            return
+        }
+        // Used once: a reader that dies later (no clean close) must not send its successor back here.
+        unlink(path)
         var info = stat()
-        guard fstat(fd, &info) == 0, saved.offset >= 0, saved.offset <= Int64(info.st_size) else { return }
+        guard saved.device == UInt64(device), saved.inode == UInt64(inode), fstat(fd, &info) == 0,
+            saved.offset >= 0, saved.offset <= Int64(info.st_size)
+        else { return }
         offset = off_t(saved.offset)
     }
 
     /// Keeps the place for the next reader (`positionPath`): the end of the last whole line read.
     private func savePosition() {
-        guard fd >= 0, let path = options.positionPath else { return }
+        // Inside a line longer than the limit the place would be mid-line: keep none.
+        guard fd >= 0, let path = options.positionPath, !skipping else { return }
         let position = Position(
             device: UInt64(device), inode: UInt64(inode), offset: Int64(offset) - Int64(pendingEnd - pendingStart))
         try? JSONOutput.write(position, to: path)

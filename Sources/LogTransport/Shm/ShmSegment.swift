@@ -97,7 +97,9 @@ public struct ShmOptions: Sendable, Equatable {
 ///         16 bytes of the line
 struct ShmLayout: Equatable {
     static let magic: UInt64 = 0x314D_4853_4C55_4350  // "PCULSHM1" little-endian
-    static let version: UInt32 = 1
+    /// 2: slot holders hold their lock bytes (version 1 judged liveness by pid; a reader or writer
+    /// of that version would hold no lock, and its live slot would be taken).
+    static let version: UInt32 = 2
     static let headerSize = 128
     static let readerEntrySize = 64
     static let cursorSize = 64
@@ -274,19 +276,28 @@ final class ShmSegment: @unchecked Sendable {
                 if let created = try create(options: options, layout: wanted) { return created }
                 continue  // another process linked its segment first: open that one
             }
-            // The shared "in use" lock; then make sure the name still means this segment (a
-            // recoverer may have replaced it between our open and our lock).
-            try transportCall("lock shared memory \(options.name)") { flock(fd, LOCK_SH) }
+            let existing: ShmLayout
+            do throws(TransportError) {
+                // Whoever made the segment controls its readers: only a trusted user's is used.
+                // Checked before locking: an untrusted holder of an exclusive lock must not make
+                // us wait.
+                var info = stat()
+                try transportCall("stat shared memory \(options.name)") { fstat(fd, &info) }
+                try options.owners.check(info, "shared-memory segment", path: "/dev/shm" + options.name)
+                // The shared "in use" lock, without waiting for long: only a recreation holds it
+                // exclusively, for an instant.
+                try lockShared(fd: fd, name: options.name)
+            } catch {
+                close(fd)
+                throw error
+            }
+            // Make sure the name still means this segment (a recoverer may have replaced it
+            // between our open and our lock).
             guard stillNamed(fd: fd, name: options.name) else {
                 close(fd)
                 continue
             }
-            let existing: ShmLayout
             do throws(TransportError) {
-                // Whoever made the segment controls its readers: only a trusted user's is used.
-                var info = stat()
-                try transportCall("stat shared memory \(options.name)") { fstat(fd, &info) }
-                try options.owners.check(info, "shared-memory segment", path: "/dev/shm" + options.name)
                 existing = try readLayout(fd: fd, name: options.name)
             } catch {
                 close(fd)
@@ -310,6 +321,21 @@ final class ShmSegment: @unchecked Sendable {
             close(fd)
         }
         throw .segmentInUse(name: options.name, detail: "it kept changing while being opened")
+    }
+
+    /// Takes the shared lock, retrying for a second at most while someone holds it exclusively.
+    private static func lockShared(fd: Int32, name: String) throws(TransportError) {
+        for _ in 0..<100 {
+            switch systemCallResult({ flock(fd, LOCK_SH | LOCK_NB) }) {
+            case .success: return
+            case .failure(let error) where error.code == EWOULDBLOCK: SystemClock.sleep(nanoseconds: 10_000_000)
+            case .failure(let error): throw .system(operation: "lock shared memory \(name)", errno: error.code)
+            }
+        }
+        throw .segmentInUse(
+            name: name,
+            detail: "another process has held it locked exclusively for a second; find it (fuser -v "
+                + "/dev/shm\(name)) and stop it")
     }
 
     /// Whether /dev/shm/NAME is still the file open as `fd`.

@@ -153,9 +153,11 @@ public final class ShmWriter: LogWriter {
             else { continue }
             // Pairs with the reader's store-release of its tail after copying lines out.
             let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
-            if let stuck = stalled[reader] {
-                if stuck == tail { continue }  // still not reading: passed over
-                stalled[reader] = nil  // reading again: waited for again
+            if stalled[reader] != nil {
+                // Passed over until it has caught up to half a ring behind: a reader that reads
+                // a trickle would otherwise hold the writer for a timeout at every wait.
+                if head &- tail >= slotCount / 2 { continue }
+                stalled[reader] = nil
             }
             if head &- tail > head &- minimum { minimum = tail }
         }

@@ -122,7 +122,9 @@ func removeStaleReaderSockets(in directory: String) {
         guard SocketName.policy(of: name) != nil, var address = try? unixAddress(directory + "/" + name) else {
             continue
         }
-        let probe = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        // Non-blocking: a live reader with a full backlog answers EAGAIN at once (alive), not later.
+        let probe = socket(
+            AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard probe >= 0 else { return }
         let result = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in

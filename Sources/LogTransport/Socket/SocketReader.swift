@@ -153,8 +153,8 @@ public final class SocketReader: LogReader {
     private func receive(into batch: LineBatch, timeoutMilliseconds: Int) throws(TransportError) -> Int {
         precondition(!closed, "receive on a closed SocketReader")
         if let until = acceptPausedUntil, SystemClock.monotonicNanoseconds() >= until {
+            try watch(listener)  // on failure still paused: tried again at the next receive
             acceptPausedUntil = nil
-            try watch(listener)
         }
         var total = 0
         if let pending = unpacking {
