@@ -49,27 +49,8 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         let segment = try ShmSegment.open(options, adopt: true)
         self.segment = segment
         let layout = segment.layout
-        let owners = (0..<layout.readerSlots).map { (owner: segment.readerEntry($0), lock: segment.readerLock($0)) }
-        // A named reader first takes the slot its predecessor of that name left (stopped or dead).
         let tag = options.readerName.map(Self.nameTag) ?? 0
-        let previous =
-            tag == 0
-            ? []
-            : owners.indices.filter {
-                segment.readerEntry($0).load(fromByteOffset: ShmField.Reader.nameTag, as: UInt64.self) == tag
-            }
-        let resumed = previous.lazy.compactMap { index in
-            segment.claim(slots: [owners[index]]).map { (index: index, owner: $0.owner) }
-        }.first
-        // Otherwise a slot no named reader left first: a named reader's successor finds its place.
-        let tags = owners.indices.map {
-            segment.readerEntry($0).load(fromByteOffset: ShmField.Reader.nameTag, as: UInt64.self)
-        }
-        let order = owners.indices.filter { tags[$0] == 0 } + owners.indices.filter { tags[$0] != 0 }
-        let fallback = { () -> (index: Int, owner: OwnerWord)? in
-            segment.claim(slots: order.map { owners[$0] }).map { (index: order[$0.index], owner: $0.owner) }
-        }
-        guard let (index, claimed) = resumed ?? fallback() else {
+        guard let (index, claimed, resumed) = Self.claimSlot(in: segment, tag: tag) else {
             throw .segmentFull(name: options.name, what: "reader slot")
         }
         segment.forgetSleepers(readerEntry: segment.readerEntry(index))  // a predecessor that died asleep
@@ -88,11 +69,11 @@ public final class ShmReader: LogReader, @unchecked Sendable {
         entry.storeBytes(of: tag, toByteOffset: ShmField.Reader.nameTag, as: UInt64.self)
         // Where the predecessor of this name stopped, per ring (nil: start at the heads).
         var overwrittenMeanwhile: UInt64 = 0
-        let resumeTails: [UInt64]? = resumed.map { _ in
-            (0..<layout.rings).map {
+        let resumeTails: [UInt64]? =
+            resumed
+            ? (0..<layout.rings).map {
                 cportcullis_load_acquire_u64(segment.cursor(ring: segment.ring($0), reader: index))
-            }
-        }
+            } : nil
         for ringIndex in 0..<layout.rings {
             let ring = segment.ring(ringIndex)
             let cursor = segment.cursor(ring: ring, reader: index)
@@ -125,6 +106,28 @@ public final class ShmReader: LogReader, @unchecked Sendable {
                 segment.cursor(ring: ring, reader: index),
                 cportcullis_load_acquire_u64(ring + ShmField.Ring.head))
         }
+    }
+
+    /// Claims a reader slot: a named reader (`tag` not 0) first the slot its predecessor of that
+    /// name left, stopped or dead (`resumed`); otherwise a slot no named reader left first, so
+    /// that a named reader's successor still finds its place.
+    private static func claimSlot(
+        in segment: ShmSegment, tag: UInt64
+    )
+        -> (index: Int, owner: OwnerWord, resumed: Bool)?
+    {
+        let slots = segment.layout.readerSlots
+        let owners = (0..<slots).map { (owner: segment.readerEntry($0), lock: segment.readerLock($0)) }
+        let tags = (0..<slots).map {
+            segment.readerEntry($0).load(fromByteOffset: ShmField.Reader.nameTag, as: UInt64.self)
+        }
+        if tag != 0 {
+            for index in 0..<slots where tags[index] == tag {
+                if let claimed = segment.claim(slots: [owners[index]]) { return (index, claimed.owner, true) }
+            }
+        }
+        let order = (0..<slots).filter { tags[$0] == 0 } + (0..<slots).filter { tags[$0] != 0 }
+        return segment.claim(slots: order.map { owners[$0] }).map { (order[$0.index], $0.owner, false) }
     }
 
     /// The name's tag in the reader table (never 0, which is "unnamed").
