@@ -83,6 +83,7 @@ public struct TransportScratch: Sendable {
     public let filePath: String
 
     public init() {
+        Self.sweepLeftovers()
         let number = Self.lock.withLock {
             Self.counter += 1
             return Self.counter
@@ -90,6 +91,19 @@ public struct TransportScratch: Sendable {
         shmName = "/pct-\(getpid())-\(number)"
         socketDirectory = NSTemporaryDirectory() + "pct-\(getpid())-\(number)-sockets"
         filePath = NSTemporaryDirectory() + "pct-\(getpid())-\(number).log"
+    }
+
+    /// Removes the segments (and half-made ones) of test processes that died before cleaning up
+    /// (a crashed test run): `/dev/shm/pct-PID-N`, `/dev/shm/.pct-PID-N.CREATOR.R.new`.
+    static func sweepLeftovers() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
+        for name in names {
+            let stem = name.hasPrefix(".pct-") ? name.dropFirst(5) : name.hasPrefix("pct-") ? name.dropFirst(4) : nil
+            guard let stem, let pid = Int32(stem.prefix { $0.isNumber }), pid != getpid(),
+                kill(pid, 0) != 0, errno == ESRCH
+            else { continue }
+            unlink("/dev/shm/" + name)
+        }
     }
 
     public func remove() {
