@@ -143,11 +143,17 @@ struct OperatorBanTests {
 
 @Suite("Lifting beside the operator", .enabled(if: Privileges.runnable), .serialized)
 struct LiftIfEndedTests {
-    @Test("a lift deletes only an ended ban; one written in force meanwhile is put back as it was")
-    func liftKeepsBansInForce() throws {
+    /// Ban maps of a program loaded for this test only (nothing pinned).
+    func privateMaps() throws -> (LoadedProgram, BanMaps) {
         try Privileges.require()
         let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        let maps = try #require(program.maps)
+        return (program, try #require(program.maps))
+    }
+
+    @Test("a lift deletes only an ended ban; one written in force meanwhile is put back as it was")
+    func liftKeepsBansInForce() throws {
+        let (program, maps) = try privateMaps()
+        defer { withExtendedLifetime(program) {} }
         let now = SystemClock.bootNanoseconds()
         let ended = IPAddress("198.18.11.1")!, inForce = IPAddress("2001:2::11:2")!, absent = IPAddress("198.18.11.3")!
         try maps.ban(ended, .at(bootNanoseconds: now - 1_000_000_000))
@@ -168,9 +174,8 @@ struct LiftIfEndedTests {
 
     @Test("installing never shortens: a later end is written with its drops kept, an earlier one is not")
     func mergeKeepsTheLongerEnd() throws {
-        try Privileges.require()
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        let maps = try #require(program.maps)
+        let (program, maps) = try privateMaps()
+        defer { withExtendedLifetime(program) {} }
         let now = SystemClock.bootNanoseconds()
         let short = IPAddress("198.18.12.1")!, long = IPAddress("198.18.12.2")!, new = IPAddress("2001:2::12:3")!
         try maps.insert(BanRequest(short, .at(bootNanoseconds: now + 1_000_000_000)), dropped: 7)

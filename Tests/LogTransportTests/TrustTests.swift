@@ -11,6 +11,15 @@ import TestSupport
 struct TrustTests {
     static let nobody = (uid: UInt32(65534), gid: UInt32(65534))
 
+    /// A one-ring segment named for `scratch`.
+    func oneRing(_ scratch: TransportScratch, slots: Int) -> ShmOptions {
+        var options = ShmOptions()
+        options.name = scratch.shmName
+        options.rings = 1
+        options.slotsPerRing = slots
+        return options
+    }
+
     func refusal(_ body: () throws -> Void) -> String? {
         do {
             try body()
@@ -120,10 +129,7 @@ struct TrustTests {
         try Privileges.require()
         let scratch = TransportScratch()
         defer { scratch.remove() }
-        var options = ShmOptions()
-        options.name = scratch.shmName
-        options.rings = 1
-        options.slotsPerRing = 1024
+        let options = oneRing(scratch, slots: 1024)
         let writer = try ShmWriter(options: options)
         writer.close()
         // slotsPerRing (offset 16) = 0, as a hostile or broken writer could leave it.
@@ -167,10 +173,7 @@ struct TrustTests {
         try Privileges.require()
         let scratch = TransportScratch()
         defer { scratch.remove() }
-        var options = ShmOptions()
-        options.name = scratch.shmName
-        options.rings = 1
-        options.slotsPerRing = 64
+        let options = oneRing(scratch, slots: 64)
         do {
             let writer = try ShmWriter(options: options)  // creates the segment; its lock goes with it
             writer.close()
