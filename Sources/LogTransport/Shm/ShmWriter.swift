@@ -142,17 +142,23 @@ public final class ShmWriter: LogWriter {
         segment.wakeReaders()
     }
 
+    /// The tail of reader slot `reader` if an attached lossless (`block`) reader holds it.
+    @inline(__always)
+    private func losslessTail(_ reader: Int) -> UInt64? {
+        let entry = segment.readerEntry(reader)
+        // Pairs with the reader's store-release of its state after it set its tails.
+        guard OwnerWord(cportcullis_load_acquire_u64(entry)).state == OwnerWord.taken,
+            entry.load(fromByteOffset: ShmField.Reader.policy, as: UInt32.self) == 0
+        else { return nil }
+        // Pairs with the reader's store-release of its tail after copying lines out.
+        return cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
+    }
+
     /// The smallest tail among attached lossless (`block`) readers; `head` when there is none.
     private func minimumTail() -> UInt64 {
         var minimum = head
         for reader in 0..<segment.layout.readerSlots {
-            let entry = segment.readerEntry(reader)
-            // Pairs with the reader's store-release of its state after it set its tails.
-            guard OwnerWord(cportcullis_load_acquire_u64(entry)).state == OwnerWord.taken,
-                entry.load(fromByteOffset: ShmField.Reader.policy, as: UInt32.self) == 0
-            else { continue }
-            // Pairs with the reader's store-release of its tail after copying lines out.
-            let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
+            guard let tail = losslessTail(reader) else { continue }
             if stalled[reader] != nil {
                 // Passed over until it has caught up to half a ring behind: a reader that reads
                 // a trickle would otherwise hold the writer for a timeout at every wait.
@@ -200,12 +206,7 @@ public final class ShmWriter: LogWriter {
     /// Marks every lossless reader whose tail holds the ring full as stalled.
     private func passOverSlowReaders() {
         for reader in 0..<segment.layout.readerSlots {
-            let entry = segment.readerEntry(reader)
-            guard OwnerWord(cportcullis_load_acquire_u64(entry)).state == OwnerWord.taken,
-                entry.load(fromByteOffset: ShmField.Reader.policy, as: UInt32.self) == 0
-            else { continue }
-            let tail = cportcullis_load_acquire_u64(segment.cursor(ring: ring, reader: reader))
-            if head &- tail >= slotCount { stalled[reader] = tail }
+            if let tail = losslessTail(reader), head &- tail >= slotCount { stalled[reader] = tail }
         }
     }
 
