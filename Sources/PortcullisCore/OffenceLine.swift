@@ -10,6 +10,8 @@ public enum ScanOutcome: Equatable, Sendable {
     case invalidAddress
     /// A failregex hit its match limit (a line built to make the regex work hard).
     case matchLimit
+    /// A failregex matched, and so did an ignoreregex (fail2ban's filters): not counted.
+    case ignored
 }
 
 /// The built-in offence line, `YYYY-MM-DD HH:MM:SS client <IP> exceeded request rate limit` (UTC):

@@ -127,6 +127,7 @@ final class BanWorker: @unchecked Sendable {
             case .tooLong: state.counters.tooLong += 1
             case .invalidAddress: state.counters.invalidAddress += 1
             case .matchLimit: state.counters.matchLimit += 1
+            case .ignored: state.counters.ignored += 1
             }
         }
         record(pending, pendingCount, now: now, stamp: stamp, state: &state)

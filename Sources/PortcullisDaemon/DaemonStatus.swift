@@ -9,6 +9,8 @@ public struct WorkerCounters: Sendable, Equatable {
     public var tooLong: UInt64 = 0
     public var invalidAddress: UInt64 = 0
     public var matchLimit: UInt64 = 0
+    /// Lines a filter's ignoreregex kept from counting.
+    public var ignored: UInt64 = 0
     public var allowlisted: UInt64 = 0
     public var tableFull: UInt64 = 0
     public var bans: UInt64 = 0
@@ -25,7 +27,7 @@ public struct WorkerCounters: Sendable, Equatable {
 
     /// Every counter, for sums (a new counter added above must be listed here too).
     nonisolated(unsafe) static let fields: [WritableKeyPath<WorkerCounters, UInt64>] = [
-        \.lines, \.matched, \.notMatching, \.tooLong, \.invalidAddress, \.matchLimit, \.allowlisted,
+        \.lines, \.matched, \.notMatching, \.tooLong, \.invalidAddress, \.matchLimit, \.ignored, \.allowlisted,
         \.tableFull, \.bans, \.keptLonger, \.banFailures, \.pendingRetries, \.cpuNanoseconds,
     ]
 
@@ -88,8 +90,8 @@ public struct DaemonStatus: Sendable {
         var lines = [
             "stopped after \(tenths(uptime)) s: \(total.lines) lines read, \(total.matched) matched, "
                 + "\(total.notMatching) not matching, \(total.invalidAddress) invalid address, \(total.tooLong) too long, "
-                + "\(total.matchLimit) over the regex match limit, \(total.allowlisted) allowlisted, "
-                + "\(total.bans) bans, \(total.keptLonger) kept (banned longer already), \(unbans) unbans "
+                + "\(total.matchLimit) over the regex match limit, \(total.ignored) ignored, "
+                + "\(total.allowlisted) allowlisted, \(total.bans) bans, \(total.keptLonger) kept (banned longer already), \(unbans) unbans "
                 + "(\(sweptUnbans) found by the sweep), \(unbannedByOperator) unbanned by an operator, "
                 + "\(total.banFailures) ban failures, \(pendingRetries) bans waiting for a retry, "
                 + "\(total.tableFull) table full, \(tableReclaimed) table bins reclaimed, \(tableEvicted) evicted, "
