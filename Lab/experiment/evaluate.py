@@ -57,13 +57,14 @@ class Measured:
 
 
 def parse_ban_log(lines):
-    """Bans per address and the number of lifts, from the daemon's --ban-log lines ("TIME ban|unban ADDRESS")."""
+    """Bans per address and the number of lifts, from the daemon's --ban-log lines
+    ("TIME ban ADDRESS jail=NAME for=SECONDS", "TIME unban ADDRESS")."""
     bans, unbans = {}, 0
     for line in lines:
         parts = line.split()
-        if len(parts) == 3 and parts[1] == "ban":
+        if len(parts) >= 3 and parts[1] == "ban":
             bans[parts[2]] = bans.get(parts[2], 0) + 1
-        elif len(parts) == 3 and parts[1] == "unban":
+        elif len(parts) >= 3 and parts[1] == "unban":
             unbans += 1
     return {"per_address": bans, "unbans": unbans}
 

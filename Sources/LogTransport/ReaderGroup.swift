@@ -18,14 +18,7 @@ public final class ReaderGroup {
 
     /// The group's totals.
     public var statistics: ReaderStatistics {
-        owners.reduce(into: ReaderStatistics()) { total, owner in
-            let statistics = owner.statistics
-            total.linesReceived += statistics.linesReceived
-            total.linesLost += statistics.linesLost
-            total.linesRejected += statistics.linesRejected
-            total.writersRefused += statistics.writersRefused
-            total.filesRefused += statistics.filesRefused
-        }
+        owners.reduce(ReaderStatistics()) { $0 + $1.statistics }
     }
 
     /// Detaches every reader from the transport.

@@ -57,6 +57,18 @@ public struct ReaderStatistics: Sendable, Equatable {
     /// untrusted owner), counted each time one is found there.
     public var filesRefused: UInt64 = 0
     public init() {}
+
+    /// The totals of two readers.
+    public static func + (left: ReaderStatistics, right: ReaderStatistics) -> ReaderStatistics {
+        var sum = left
+        sum.linesReceived += right.linesReceived
+        sum.linesLost += right.linesLost
+        sum.linesRejected += right.linesRejected
+        sum.writersRefused += right.writersRefused
+        sum.acceptFailures += right.acceptFailures
+        sum.filesRefused += right.filesRefused
+        return sum
+    }
 }
 
 /// The writer side: publishes batches of lines. One instance per writer thread.

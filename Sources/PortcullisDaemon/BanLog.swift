@@ -5,8 +5,10 @@ import PortcullisSystem
 /// The ban log (`portcullisd --ban-log`): one line per ban and per lift, like fail2ban's
 /// "Ban"/"Unban" lines, for audits and for the testbed's checks:
 ///
-///     2026-11-26T21:05:00.123Z ban 198.18.0.1
+///     2026-11-26T21:05:00.123Z ban 198.18.0.1 jail=sshd for=3600
 ///     2026-11-26T21:05:30.201Z unban 198.18.0.1
+///
+/// A ban names the jail that made it and how long it lasts in seconds (`for=forever`: for good).
 ///
 /// Each event is one `write` to a file opened with `O_APPEND`, so the lines of concurrent
 /// workers never interleave inside a line.
@@ -25,13 +27,20 @@ public final class BanLog: BanPublisher {
 
     deinit { close(fd) }
 
-    /// Appends one line per address: `TIME EVENT ADDRESS`.
+    /// Appends one line per address: `TIME EVENT ADDRESS [jail=NAME for=SECONDS]`.
     public func publish(_ event: BanEvent) {
         guard !event.addresses.isEmpty else { return }
         let prefix = SystemClock.utcNow().iso8601 + " \(event.kind.rawValue) "
+        let jail = event.jail.map { " jail=\($0)" } ?? ""
         var text = ""
-        text.reserveCapacity(event.addresses.count * (prefix.utf8.count + 24))
-        for address in event.addresses { text += prefix + address.description + "\n" }
+        text.reserveCapacity(event.addresses.count * (prefix.utf8.count + jail.utf8.count + 36))
+        for (index, address) in event.addresses.enumerated() {
+            text += prefix + address.description + jail
+            if index < event.seconds.count {
+                text += event.seconds[index] == 0 ? " for=forever" : " for=\(event.seconds[index])"
+            }
+            text += "\n"
+        }
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
             let written = bytes.withUnsafeBytes { raw in

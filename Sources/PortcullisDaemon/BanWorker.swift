@@ -4,17 +4,19 @@ import PortcullisCore
 import PortcullisSystem
 import Synchronization
 
-/// One ban worker, on a thread of its own: reads a batch of lines from its reader, scans each with
-/// its jail's filter, counts the offences in the jail's table, and bans the crossings in batches.
+/// One ban worker, on a thread of its own: reads a batch of lines from its reader (one source),
+/// scans each with the filter of every jail on that source, counts the offences in each jail's
+/// table, and bans the crossings in batches. A log that several jails watch is read once.
 final class BanWorker: @unchecked Sendable {
     let index: Int
     let cpu: Int?
     private let reader: LogReader
-    private let jail: Jail
+    /// The jails on this worker's source, with their index in the daemon's jails.
+    let jails: [(index: Int, jail: Jail)]
     private let enforcement: Enforcement
     private let clock: DaemonClock
     private let publishers: [BanPublisher]
-    private let published = Mutex(WorkerCounters())
+    private let published: Mutex<WorkerSnapshot>
 
     /// Crossings collected before a batched map update within one batch of lines: the first client
     /// of a batch of 8,192 lines waits for 256 bans at most.
@@ -28,60 +30,75 @@ final class BanWorker: @unchecked Sendable {
 
     /// What the loop carries from batch to batch.
     private struct State {
+        /// Lines read, CPU time, retries waiting: the worker's own (the rest is per jail).
         var counters = WorkerCounters()
+        /// Crossings of the jail being scanned.
         var crossed: [IPAddress] = []
-        /// A set: a client whose ban waits for a retry crosses again after a ban time (its count
-        /// restarts), and must not be queued twice.
-        var retry = Set<IPAddress>()
+        /// Per jail, bans that wait for a retry. A set: a client whose ban waits for a retry
+        /// crosses again after a ban time (its count restarts), and must not be queued twice.
+        var retry: [Set<IPAddress>]
         var lastRetry: UInt64 = 0
         var retryInterval = BanWorker.retryInterval
-        /// Whether the crossings being installed are (also) retries.
-        var retrying = false
+        /// Per jail: what its filter made of the lines, and its bans.
+        let jails: UnsafeMutablePointer<WorkerCounters>
+
+        init(jails: Int) {
+            retry = Array(repeating: [], count: jails)
+            self.jails = .allocate(capacity: jails)
+            self.jails.initialize(repeating: WorkerCounters(), count: jails)
+        }
     }
 
     init(
-        index: Int, cpu: Int?, reader: LogReader, jail: Jail, enforcement: Enforcement, clock: DaemonClock,
-        publishers: [BanPublisher]
+        index: Int, cpu: Int?, reader: LogReader, jails: [(index: Int, jail: Jail)], enforcement: Enforcement,
+        clock: DaemonClock, publishers: [BanPublisher]
     ) {
         self.index = index
         self.cpu = cpu
         self.reader = reader
-        self.jail = jail
+        self.jails = jails
         self.enforcement = enforcement
         self.clock = clock
         self.publishers = publishers
+        published = Mutex(WorkerSnapshot(jails: jails.count))
     }
 
-    /// The counters as of the last batch.
-    var counters: WorkerCounters { published.withLock { $0 } }
+    /// The counters as of the last batch: the worker's (line outcomes summed over its jails), and
+    /// each jail's.
+    var snapshot: WorkerSnapshot { published.withLock { $0 } }
+    var counters: WorkerCounters { snapshot.total }
 
     /// The worker's loop, until `isStopping` says so.
     /// - Parameter started: called once the thread is pinned and about to read.
     func run(isStopping: () -> Bool, started: () -> Void) {
         if let cpu { try? SystemThread.pinCurrent(to: cpu) }
-        let filter = jail.makeFilter()
+        let filters = jails.map { $0.jail.makeFilter() }
         let batch = LineBatch(byteCapacity: 1 << 20, lineCapacity: 8192)
         let pending = UnsafeMutablePointer<IPAddress>.allocate(capacity: Self.prefetchGroup)
-        defer { pending.deallocate() }
-        var state = State()
+        var state = State(jails: jails.count)
+        defer {
+            pending.deallocate()
+            state.jails.deallocate()
+        }
         started()
         while !isStopping() {
             let received = receive(into: batch)
+            let bansBefore = state.counters.bans
             if received > 0 {
                 state.counters.lines += UInt64(received)
-                scan(batch, filter: filter, pending: pending, state: &state)
+                for jail in 0..<jails.count {
+                    scan(batch, jail: jail, filter: filters[jail], pending: pending, state: &state)
+                    if !state.crossed.isEmpty { installCrossings(jail: jail, &state) }
+                }
             }
             retryFailed(&state)
-            if !state.crossed.isEmpty { installCrossings(&state) }
-            state.counters.pendingRetries = UInt64(state.retry.count)
-            let before = counters
-            if received > 0 || state.counters.bans != before.bans
-                || state.counters.pendingRetries != before.pendingRetries
-            {
-                publish(&state.counters)
+            let waiting = UInt64(state.retry.reduce(0) { $0 + $1.count })
+            if received > 0 || state.counters.bans != bansBefore || waiting != state.counters.pendingRetries {
+                state.counters.pendingRetries = waiting
+                publish(&state)
             }
         }
-        publish(&state.counters)
+        publish(&state)
     }
 
     /// Waits up to 100 ms for lines. A transport error (a socket gone bad) must not end the
@@ -99,53 +116,57 @@ final class BanWorker: @unchecked Sendable {
     /// Scans a group of lines and prefetches their table bins, then records them: the bins' cache
     /// misses overlap (measured: see BUILD.md, pipeline suite).
     private func scan(
-        _ batch: LineBatch, filter: LineFilter, pending: UnsafeMutablePointer<IPAddress>,
+        _ batch: LineBatch, jail index: Int, filter: LineFilter, pending: UnsafeMutablePointer<IPAddress>,
         state: inout State
     ) {
         let now = clock.tableNow
         // Finer than the table's seconds (about a millisecond): which equal counts went quiet first.
         let stamp = UInt32(truncatingIfNeeded: SystemClock.monotonicNanoseconds() >> 20)
+        let jail = jails[index].jail
         let allowlist = jail.allowlist
         let table = jail.table
+        let counters = state.jails + index
+        counters.pointee.lines += UInt64(batch.count)
         var pendingCount = 0
         batch.forEachLine { line in
             switch filter.scan(line) {
             case .offence(let address):
-                state.counters.matched += 1
+                counters.pointee.matched += 1
                 if address.isNeverBannable || allowlist.contains(address) {
-                    state.counters.allowlisted += 1
+                    counters.pointee.allowlisted += 1
                     return
                 }
                 table.prefetch(address)
                 pending[pendingCount] = address
                 pendingCount += 1
                 if pendingCount == Self.prefetchGroup {
-                    record(pending, pendingCount, now: now, stamp: stamp, state: &state)
+                    record(pending, pendingCount, jail: index, now: now, stamp: stamp, state: &state)
                     pendingCount = 0
                 }
-            case .notMatching: state.counters.notMatching += 1
-            case .tooLong: state.counters.tooLong += 1
-            case .invalidAddress: state.counters.invalidAddress += 1
-            case .matchLimit: state.counters.matchLimit += 1
-            case .ignored: state.counters.ignored += 1
+            case .notMatching: counters.pointee.notMatching += 1
+            case .tooLong: counters.pointee.tooLong += 1
+            case .invalidAddress: counters.pointee.invalidAddress += 1
+            case .matchLimit: counters.pointee.matchLimit += 1
+            case .ignored: counters.pointee.ignored += 1
             }
         }
-        record(pending, pendingCount, now: now, stamp: stamp, state: &state)
+        record(pending, pendingCount, jail: index, now: now, stamp: stamp, state: &state)
     }
 
     /// Records `count` offences in the table; crossings are collected and, past `flushThreshold`,
     /// installed.
     @inline(__always)
     private func record(
-        _ addresses: UnsafeMutablePointer<IPAddress>, _ count: Int, now: UInt32, stamp: UInt32, state: inout State
+        _ addresses: UnsafeMutablePointer<IPAddress>, _ count: Int, jail: Int, now: UInt32, stamp: UInt32,
+        state: inout State
     ) {
-        let table = jail.table
+        let table = jails[jail].jail.table
         for index in 0..<count {
             switch table.record(addresses[index], now: now, stamp: stamp) {
             case .crossed:
                 state.crossed.append(addresses[index])
-                if state.crossed.count >= Self.flushThreshold { installCrossings(&state) }
-            case .full: state.counters.tableFull += 1
+                if state.crossed.count >= Self.flushThreshold { installCrossings(jail: jail, &state) }
+            case .full: state.jails[jail].tableFull += 1
             case .counted: break
             }
         }
@@ -154,37 +175,42 @@ final class BanWorker: @unchecked Sendable {
     /// Bans that failed join the next installation a second after the first failure.
     private func retryFailed(_ state: inout State) {
         let now = SystemClock.monotonicNanoseconds()
-        if state.retry.isEmpty {
+        if state.retry.allSatisfy(\.isEmpty) {
             state.lastRetry = now  // the first retry comes a second after a failure
             state.retryInterval = Self.retryInterval
         } else if now - state.lastRetry > state.retryInterval {
             state.lastRetry = now
-            state.crossed += Array(state.retry)  // they stay in `retry` until they go in
-            state.retrying = true
+            var installed = false
+            for jail in 0..<jails.count where !state.retry[jail].isEmpty {
+                state.crossed = Array(state.retry[jail])  // they stay in `retry` until they go in
+                let before = state.counters.bans
+                installCrossings(jail: jail, &state)
+                installed = installed || state.counters.bans != before
+            }
+            // Nothing went in: the map is still full; wait longer before the next try.
+            state.retryInterval = installed ? Self.retryInterval : min(state.retryInterval * 2, Self.longestRetryInterval)
         }
     }
 
     /// Installs the crossings collected; those that fail (a full map) wait for a retry, their
     /// counts at the threshold (nothing is lost); each client's failure is counted once.
-    private func installCrossings(_ state: inout State) {
+    private func installCrossings(jail index: Int, _ state: inout State) {
         do {
-            let result = enforcement.install(state.crossed, policy: jail.policy, clock: clock)
-            for address in result.failed where state.retry.insert(address).inserted {
-                state.counters.banFailures += 1
+            let jail = jails[index].jail
+            let result = enforcement.install(state.crossed, jail: jail, clock: clock)
+            let counters = state.jails + index
+            for address in result.failed where state.retry[index].insert(address).inserted {
+                counters.pointee.banFailures += 1
             }
-            for address in result.banned { state.retry.remove(address) }
-            for address in result.kept { state.retry.remove(address) }
-            if state.retrying {
-                // Nothing went in: the map is still full; wait longer before the next try.
-                state.retryInterval =
-                    result.banned.isEmpty ? min(state.retryInterval * 2, Self.longestRetryInterval) : Self.retryInterval
-                state.retrying = false
-            }
+            for address in result.banned { state.retry[index].remove(address) }
+            for address in result.kept { state.retry[index].remove(address) }
             state.counters.bans += UInt64(result.banned.count)
-            state.counters.keptLonger += UInt64(result.kept.count)
+            counters.pointee.bans += UInt64(result.banned.count)
+            counters.pointee.keptLonger += UInt64(result.kept.count)
             if !result.banned.isEmpty {
                 let event = BanEvent(
-                    kind: .ban, addresses: result.banned, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+                    kind: .ban, addresses: result.banned, monotonicNanoseconds: SystemClock.monotonicNanoseconds(),
+                    jail: jail.name, seconds: result.seconds)
                 for publisher in publishers { publisher.publish(event) }
             }
         }
@@ -192,9 +218,36 @@ final class BanWorker: @unchecked Sendable {
         state.crossed.removeAll(keepingCapacity: true)
     }
 
-    private func publish(_ counters: inout WorkerCounters) {
-        counters.cpuNanoseconds = SystemClock.threadCPUNanoseconds()
-        let snapshot = counters
+    private func publish(_ state: inout State) {
+        state.counters.cpuNanoseconds = SystemClock.threadCPUNanoseconds()
+        let snapshot = WorkerSnapshot(
+            worker: state.counters, jails: Array(UnsafeBufferPointer(start: state.jails, count: jails.count)))
         published.withLock { $0 = snapshot }
+    }
+}
+
+/// A worker's counters as published: its own, and each of its jails'.
+struct WorkerSnapshot: Sendable {
+    /// Lines read, bans, CPU time and retries waiting (the line outcomes are the jails').
+    var worker = WorkerCounters()
+    var jails: [WorkerCounters]
+
+    init(jails: Int) {
+        self.jails = Array(repeating: WorkerCounters(), count: jails)
+    }
+
+    init(worker: WorkerCounters, jails: [WorkerCounters]) {
+        self.worker = worker
+        self.jails = jails
+    }
+
+    /// The worker's counters with its jails' outcomes summed (with several jails on one source, a
+    /// line has an outcome in each).
+    var total: WorkerCounters {
+        var total = jails.reduce(WorkerCounters(), +)
+        total.lines = worker.lines
+        total.cpuNanoseconds = worker.cpuNanoseconds
+        total.pendingRetries = worker.pendingRetries
+        return total
     }
 }

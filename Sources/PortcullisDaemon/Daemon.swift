@@ -7,17 +7,22 @@ import Synchronization
 import XDPFirewall
 
 /// The daemon: lifecycle and wiring. A line's path through it, one file each:
-/// its *source* (a `ReaderGroup` of the transport) → `BanWorker` (read, scan with the `Jail`'s
-/// filter, count in its offence table, decide) → `Enforcement` (install into the XDP maps) →
-/// `BanPublisher`s (the ban log); `BanLifter` (Expiry.swift) lifts bans when they end.
+/// its *source* (a `ReaderGroup` of the transport, one per distinct source of the jails) →
+/// `BanWorker` (read, scan with the filter of each `Jail` on that source, count in the jail's
+/// offence table, decide) → `Enforcement` (install into the XDP maps; `Escalation` for repeat
+/// offenders) → `BanPublisher`s (the ban log); `BanLifter` (Expiry.swift) lifts bans when they end.
 /// Interface attachment is the caller's business (the daemon only needs the maps).
 public final class Daemon: @unchecked Sendable {
     public let configuration: DaemonConfiguration
-    let jail: Jail
+    let jails: [Jail]
+    /// Tests only: the first jail (the `default` jail of a daemon made from flags).
+    var jail: Jail { jails[0] }
     private let enforcement: Enforcement
     private let lifter: BanLifter
-    private let readers: ReaderGroup
+    private let sources: [ReaderGroup]
     private let workers: [BanWorker]
+    /// The escalation counts, when a jail escalates.
+    let history: BanHistory?
     private let clock = DaemonClock()
     private var threads: [SystemThread] = []
     /// Held by the threads themselves (not the daemon), so they can outlive a daemon released
@@ -30,48 +35,143 @@ public final class Daemon: @unchecked Sendable {
     /// and gateways, the allowlist.
     public var neverBanned: [String] {
         var seen = Set<String>()
-        return (Allowlist.neverBannable + jail.allowlist.descriptions).filter { seen.insert($0).inserted }
+        return (Allowlist.neverBannable + allowlist.descriptions).filter { seen.insert($0).inserted }
     }
+    /// The daemon's allowlist with this host's addresses (each jail adds its `ignoreip`).
+    private let allowlist: Allowlist
     /// Bans found in the maps at start and resumed (their expiry scheduled, their counts set).
     public private(set) var resumedBans = 0
+    /// The sinks of ban events it was given.
+    public let publishers: [BanPublisher]
+    /// Of the jails, those taken over from the daemon this one replaced, with their counts.
+    public let keptJails: [String]
+    /// The jails' names, in configuration order.
+    public var jailNames: [String] { jails.map(\.name) }
 
-    /// Prepares everything (table, readers, resumed bans) without starting threads.
-    /// - Parameter publishers: told of every ban and lift (the ban log, a benchmark's observer).
+    /// Prepares everything (tables, readers, resumed bans) without starting threads.
+    /// - Parameters:
+    ///   - publishers: told of every ban and lift (the ban log, a benchmark's observer).
+    ///   - keeping: a daemon this one replaces (a reload): its jails that are configured the same
+    ///     keep their offence tables (their counts), and its ban history is taken over.
     public init(
-        configuration: DaemonConfiguration, maps: BanMaps, publishers: [BanPublisher] = []
+        configuration: DaemonConfiguration, maps: BanMaps, publishers: [BanPublisher] = [],
+        keeping previous: Daemon? = nil
     )
         throws(DaemonError)
     {
         try configuration.validate()
         self.configuration = configuration
-        jail = try Jail(name: "default", configuration: configuration, numaNode: configuration.tableNode)
+        self.publishers = publishers
+        var allowlist = configuration.allowlist
+        if configuration.protectHost {
+            for address in HostAddresses.current() { try? allowlist.add("\(address)") }
+        }
+        self.allowlist = allowlist
+        let jailConfigurations = configuration.effectiveJails
+        if let previous, previous.configuration.historyPath == configuration.historyPath, let kept = previous.history {
+            history = kept
+        } else if jailConfigurations.contains(where: { $0.escalation != nil }) {
+            let history = BanHistory(
+                path: configuration.historyPath, capacity: configuration.historyEntries,
+                maximumAge: configuration.historyAge)
+            try history.load(wallSeconds: SystemClock.wallSeconds())
+            self.history = history
+        } else {
+            history = nil
+        }
+        var jails: [Jail] = []
+        var kept: [String] = []
+        for jailConfiguration in jailConfigurations {
+            if let same = previous?.jails.first(where: {
+                $0.configuration == jailConfiguration && $0.allowlist == allowlist.adding(jailConfiguration.ignore)
+                    && $0.maxLineLength == configuration.maxLineLength
+                    && previous?.configuration.regexMatchLimit == configuration.regexMatchLimit
+                    && previous?.configuration.idleHorizon == configuration.idleHorizon
+            }) {
+                jails.append(same)
+                kept.append(same.name)
+            } else {
+                jails.append(
+                    try Jail(
+                        jailConfiguration, daemon: configuration, allowlist: allowlist, history: history,
+                        numaNode: configuration.tableNode))
+            }
+        }
+        self.jails = jails
+        keptJails = kept
         enforcement = Enforcement(maps: maps)
-        lifter = BanLifter(enforcement: enforcement, jail: jail, clock: clock, publishers: publishers)
-        do {
-            // Named: a restarted daemon reads on where the last one stopped (the lines logged while
-            // it was down, as far as the rings still hold them).
-            var transport = configuration.transport
-            transport.shm.readerName = transport.shm.readerName ?? "portcullisd"
-            readers = try transport.makeReaders(policy: configuration.readerPolicy, workers: configuration.workers)
-        } catch {
-            throw .transport(error)
+        lifter = BanLifter(
+            enforcement: enforcement, tables: jails.map(\.table), history: history, clock: clock,
+            publishers: publishers)
+        // One reader group per distinct source: jails watching the same log share its lines.
+        var groups: [(source: TransportConfiguration, jails: [(index: Int, jail: Jail)])] = []
+        for (index, jail) in jails.enumerated() {
+            if let group = groups.firstIndex(where: { $0.source == jail.configuration.source }) {
+                groups[group].jails.append((index, jail))
+            } else {
+                groups.append((jail.configuration.source, [(index, jail)]))
+            }
         }
-        notes = readers.note.map { [$0] } ?? []
+        var sources: [ReaderGroup] = []
+        var workers: [BanWorker] = []
+        var notes: [String] = []
         let cpus = configuration.cpus
-        workers = readers.readers.enumerated().map { [jail, enforcement, clock] index, reader in
-            BanWorker(
-                index: index, cpu: cpus.isEmpty ? nil : cpus[index % cpus.count], reader: reader, jail: jail,
-                enforcement: enforcement, clock: clock, publishers: publishers)
+        for group in groups {
+            let readers: ReaderGroup
+            do {
+                // Named: a restarted daemon reads on where the last one stopped (the lines logged
+                // while it was down, as far as the rings still hold them).
+                var transport = group.source
+                transport.shm.readerName = transport.shm.readerName ?? "portcullisd"
+                readers = try transport.makeReaders(policy: configuration.readerPolicy, workers: configuration.workers)
+            } catch {
+                for source in sources { source.close() }
+                throw .transport(error)
+            }
+            sources.append(readers)
+            if let note = readers.note { notes.append(note) }
+            for reader in readers.readers {
+                let index = workers.count
+                workers.append(
+                    BanWorker(
+                        index: index, cpu: cpus.isEmpty ? nil : cpus[index % cpus.count], reader: reader,
+                        jails: group.jails, enforcement: enforcement, clock: clock, publishers: publishers))
+            }
         }
+        self.sources = sources
+        self.workers = workers
+        self.notes = notes
         do {
             try resumeBans()
         } catch {
-            readers.close()
+            for source in sources { source.close() }
             throw error
         }
     }
 
     deinit { stop() }
+
+    /// One line per jail for the start-up log: where it reads, what it matches, what it costs.
+    public var jailDescriptions: [String] {
+        jails.map { jail in
+            let settings = jail.configuration
+            let source: String =
+                switch settings.source.kind {
+                case .file: "file \(settings.source.file.path)"
+                case .shm: "shm \(settings.source.shm.name)"
+                case .socket: "socket \(settings.source.socket.directory)"
+                }
+            let policy = settings.policy
+            var line =
+                "jail \(settings.name) (\(settings.origin)): \(source), filter \(settings.filter.summary), "
+                + "maxretry \(policy.threshold)"
+                + (policy.findTime > 0 ? " within \(policy.findTime) s" : "")
+                + ", bantime \(policy.banTime == 0 ? "forever" : "\(policy.banTime) s")"
+            if let escalation = settings.escalation { line += ", escalating (\(escalation.summary))" }
+            if !settings.ignore.isEmpty { line += ", ignoreip " + settings.ignore.descriptions.joined(separator: " ") }
+            return line
+        }
+    }
 
     /// Tests only: how often the expiry thread sweeps the maps (default 10 s). Set before `start`.
     @_spi(Testing) public var sweepIntervalNanoseconds: UInt64 {
@@ -93,12 +193,16 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             throw .firewall("read the pinned bans: \(error)")
         }
+        // Which jail made a ban is not in the maps: every jail counts it as banned (so none bans it
+        // again while it lasts), and every count restarts when it is lifted.
         for entry in entries {
             let now = clock.tableNow
-            if case .at(let end) = entry.expiry {
-                jail.table.markBanned(entry.address, now: now, remaining: clock.tableSecond(ofBootTime: end) &- now)
-            } else {
-                jail.table.markBanned(entry.address, now: now)
+            for jail in jails {
+                if case .at(let end) = entry.expiry {
+                    jail.table.markBanned(entry.address, now: now, remaining: clock.tableSecond(ofBootTime: end) &- now)
+                } else {
+                    jail.table.markBanned(entry.address, now: now)
+                }
             }
             enforcement.resume(entry.address, expiry: entry.expiry)
             resumedBans += 1
@@ -132,18 +236,26 @@ public final class Daemon: @unchecked Sendable {
         guard !stopping.set() else { return }
         for thread in threads { thread.join() }
         threads.removeAll()
-        readers.close()  // statistics survive the close
+        for source in sources { source.close() }  // statistics survive the close
     }
 
     /// Counters now.
     public var status: DaemonStatus {
         let lifted = lifter.counts
-        let transport = readers.statistics
+        let transport = sources.reduce(ReaderStatistics()) { $0 + $1.statistics }
+        let snapshots = workers.map(\.snapshot)
+        var perJail = jails.map { JailStatus(name: $0.name, counters: WorkerCounters()) }
+        for (worker, snapshot) in zip(workers, snapshots) {
+            for (position, counters) in snapshot.jails.enumerated() {
+                perJail[worker.jails[position].index].counters = perJail[worker.jails[position].index].counters + counters
+            }
+        }
         return DaemonStatus(
-            workers: workers.map(\.counters), workerCPUs: workers.map(\.cpu), unbans: lifted.unbans,
+            workers: snapshots.map(\.total), workerCPUs: workers.map(\.cpu), jails: perJail, unbans: lifted.unbans,
             sweptUnbans: lifted.swept, unbannedByOperator: lifted.unbannedByOperator,
-            scheduledBans: enforcement.schedule.count, tableBins: jail.table.occupied,
-            tableReclaimed: jail.table.reclaimedStale, tableEvicted: jail.table.evictedLive,
+            scheduledBans: enforcement.schedule.count, tableBins: jails.reduce(0) { $0 + $1.table.occupied },
+            tableReclaimed: jails.reduce(0) { $0 + $1.table.reclaimedStale },
+            tableEvicted: jails.reduce(0) { $0 + $1.table.evictedLive },
             linesLost: transport.linesLost, transportRejected: transport.linesRejected,
             writersRefused: transport.writersRefused, filesRefused: transport.filesRefused,
             expiryCPUNanoseconds: lifted.cpuNanoseconds,

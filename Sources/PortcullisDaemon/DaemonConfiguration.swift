@@ -38,18 +38,33 @@ public struct DaemonConfiguration: Sendable {
     /// Longest line the scanner considers.
     public var maxLineLength = 512
 
+    /// The jails of a configuration file; empty: one jail, `default`, made of the settings above
+    /// (`transport`, `threshold`, `banTime`, `findTime`, `failRegexes`, `tableBins`).
+    public var jails: [JailConfiguration] = []
+    /// Where the ban history (escalation) is kept across restarts; nil: in memory only.
+    public var historyPath: String?
+    /// Clients the ban history holds at most.
+    public var historyEntries = 1_000_000
+    /// Seconds after its last ban that a client's history is forgotten (fail2ban's `dbpurgeage`).
+    public var historyAge: UInt64 = 86_400
+
     public init(transport: TransportConfiguration) {
         self.transport = transport
     }
 
-    /// The ban policy of the daemon's jail.
-    var policy: BanPolicy {
-        var policy = BanPolicy()
-        policy.threshold = threshold
-        policy.banTime = banTime
-        policy.findTime = findTime
-        return policy
+    /// The jail the flags describe when there is no configuration file.
+    var defaultJail: JailConfiguration {
+        var jail = JailConfiguration(name: "default", source: transport)
+        jail.policy.threshold = threshold
+        jail.policy.banTime = banTime
+        jail.policy.findTime = findTime
+        jail.filter = failRegexes.isEmpty ? .builtIn : .failRegex(failRegexes)
+        jail.tableBins = tableBins
+        return jail
     }
+
+    /// The jails the daemon runs.
+    public var effectiveJails: [JailConfiguration] { jails.isEmpty ? [defaultJail] : jails }
 
     /// The NUMA node for the offence table: `numaNode`, or the node of the first CPU in `cpus`.
     var tableNode: Int? {
@@ -61,14 +76,21 @@ public struct DaemonConfiguration: Sendable {
     /// Checks every setting without creating anything, so the daemon can refuse bad input before it
     /// touches an interface.
     public func validate() throws(DaemonError) {
-        if threshold < 1 || threshold > OffenceTable.highestCount {
-            throw .invalidSetting("--threshold must be 1...\(OffenceTable.highestCount)")
+        if jails.isEmpty {
+            if threshold < 1 || threshold > OffenceTable.highestCount {
+                throw .invalidSetting("--threshold must be 1...\(OffenceTable.highestCount)")
+            }
+            if banTime > Self.maximumBanTime {
+                throw .invalidSetting(
+                    "--ban-time \(banTime) is too long: at most \(Self.maximumBanTime) seconds (about 100 years); "
+                        + "use 0 for bans that never end")
+            }
         }
-        if banTime > Self.maximumBanTime {
-            throw .invalidSetting(
-                "--ban-time \(banTime) is too long: at most \(Self.maximumBanTime) seconds (about 100 years); "
-                    + "use 0 for bans that never end")
+        var names = Set<String>()
+        for jail in jails where !names.insert(jail.name).inserted {
+            throw .invalidSetting("jail \(jail.name) is defined twice; give each jail its own name")
         }
+        if historyEntries < 1 { throw .invalidSetting("history-entries must be at least 1") }
         if workers < 1 || workers > 1024 { throw .invalidSetting("--workers must be 1...1024") }
         let online = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
         if let cpu = cpus.first(where: { $0 < 0 || $0 >= online }) {
@@ -78,23 +100,28 @@ public struct DaemonConfiguration: Sendable {
             throw .invalidSetting("--numa-node \(numaNode) does not exist (highest: \(Self.highestNumaNode))")
         }
         if tableBins < 16 { throw .invalidSetting("--table-bins must be at least 16") }
+        if jails.isEmpty {
+            for pattern in failRegexes {
+                do {
+                    _ = try FailRegex(pattern, matchLimit: regexMatchLimit)
+                } catch {
+                    throw .invalidSetting(error.description)
+                }
+            }
+        }
         if !(1_000...100_000_000).contains(regexMatchLimit) {
             throw .invalidSetting("--regex-match-limit must be 1000...100000000")
         }
         if idleHorizon < 1 { throw .invalidSetting("--idle-horizon must be at least 1 second") }
         if !(64...(1 << 20)).contains(maxLineLength) { throw .invalidSetting("--max-line must be 64...1048576 bytes") }
-        do {
-            try transport.validate()
-        } catch {
-            throw .transport(error)
-        }
-        for pattern in failRegexes {
+        if jails.isEmpty {
             do {
-                _ = try FailRegex(pattern, matchLimit: regexMatchLimit)
+                try transport.validate()
             } catch {
-                throw .invalidSetting(error.description)
+                throw .transport(error)
             }
         }
+        for jail in jails { try jail.validate(regexMatchLimit: regexMatchLimit) }
     }
 
     /// Longest ban: its end must fit in 64-bit nanoseconds of boot time with room to spare.

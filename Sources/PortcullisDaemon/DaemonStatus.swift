@@ -38,11 +38,20 @@ public struct WorkerCounters: Sendable, Equatable {
     }
 }
 
+/// One jail's counters, summed over the workers of its source.
+public struct JailStatus: Sendable {
+    public var name: String
+    /// `lines` are the lines the jail's filter looked at.
+    public var counters: WorkerCounters
+}
+
 /// A snapshot of the whole daemon.
 public struct DaemonStatus: Sendable {
     public var workers: [WorkerCounters]
     /// The CPU each worker is pinned to (nil: not pinned).
     public var workerCPUs: [Int?]
+    /// Per jail, in configuration order.
+    public var jails: [JailStatus] = []
     public var total: WorkerCounters { workers.reduce(WorkerCounters(), +) }
     public var unbans: UInt64
     /// Of the unbans, those the periodic sweep of the maps found rather than the schedule.

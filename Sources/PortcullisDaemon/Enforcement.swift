@@ -42,25 +42,38 @@ final class Enforcement: @unchecked Sendable {
         var kept: [IPAddress] = []
         /// Not banned: the map is full (to retry later).
         var failed: [IPAddress] = []
+        /// How long each of `banned` is banned, in seconds (0: for good).
+        var seconds: [UInt64] = []
     }
 
-    /// Installs bans, one batched update per family, never shortening a ban already there. Their
-    /// end is taken under the lock: a worker that waited for a lift does not lose the wait.
-    func install(_ addresses: [IPAddress], policy: BanPolicy, clock: DaemonClock) -> Installed {
-        lock.withLock { _ in
-            let expiry = policy.expiry(now: clock.bootNow)
-            let outcome = maps.banKeepingLonger(batch: addresses.map { BanRequest($0, expiry) })
-            var result = Installed()
+    /// Installs `jail`'s bans, one batched update per family, never shortening a ban already
+    /// there. Their end is taken under the lock: a worker that waited for a lift does not lose the
+    /// wait. Repeat offenders of a jail with escalation get longer bans (and those that went in are
+    /// recorded in its history).
+    func install(_ addresses: [IPAddress], jail: Jail, clock: DaemonClock) -> Installed {
+        let wallSeconds = SystemClock.wallSeconds()
+        let durations = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
+        var result = Installed()
+        let banned: [Int] = lock.withLock { _ in
+            let now = clock.bootNow
+            let expiries = durations.map { BanPolicy.expiry(seconds: $0, now: now) }
+            let outcome = maps.banKeepingLonger(
+                batch: addresses.indices.map { BanRequest(addresses[$0], expiries[$0]) })
             result.banned = outcome.installed.map { addresses[$0] }
             result.kept = outcome.kept.map { addresses[$0] }
             result.failed = outcome.failed.map { addresses[$0] }
-            switch expiry {
-            case .at(let end): for address in result.banned { schedule.add(address, end: end) }
-            case .permanent: watched.formUnion(result.banned)
+            for index in outcome.installed {
+                switch expiries[index] {
+                case .at(let end): schedule.add(addresses[index], end: end)
+                case .permanent: watched.insert(addresses[index])
+                }
             }
             watched.formUnion(result.kept)
-            return result
+            return outcome.installed
         }
+        result.seconds = banned.map { durations[$0] }
+        jail.recordBans(result.banned, wallSeconds: wallSeconds)
+        return result
     }
 
     /// Deletes the bans of `addresses` that have ended (one in force, an operator's set since, is
@@ -70,21 +83,23 @@ final class Enforcement: @unchecked Sendable {
     ///   chunk's lifted addresses (so that a re-ban made meanwhile is logged after its unban).
     /// - Returns: the bans deleted.
     func lift(
-        _ addresses: [IPAddress], table: OffenceTable, clock: DaemonClock, lifted: ([IPAddress]) -> Void
+        _ addresses: [IPAddress], tables: [OffenceTable], clock: DaemonClock, lifted: ([IPAddress]) -> Void
     ) -> UInt64 {
         var deleted: UInt64 = 0
         var start = 0
         while start < addresses.count {
             let chunk = addresses[start..<min(start + Self.liftChunk, addresses.count)]
             start += chunk.count
-            let ended = lock.withLock { _ in liftChunk(chunk, table: table, clock: clock) }
+            let ended = lock.withLock { _ in liftChunk(chunk, tables: tables, clock: clock) }
             deleted += UInt64(ended.count)
             if !ended.isEmpty { lifted(ended) }
         }
         return deleted
     }
 
-    private func liftChunk(_ chunk: ArraySlice<IPAddress>, table: OffenceTable, clock: DaemonClock) -> [IPAddress] {
+    /// Every jail's count of a lifted client restarts: the one that banned it, and any other
+    /// whose crossing was kept on that ban (`resetEnded` leaves counts below the threshold).
+    private func liftChunk(_ chunk: ArraySlice<IPAddress>, tables: [OffenceTable], clock: DaemonClock) -> [IPAddress] {
         if liftPauseNanoseconds > 0 { SystemClock.sleep(nanoseconds: liftPauseNanoseconds) }
         var ended: [IPAddress] = []
         let now = clock.bootNow
@@ -94,13 +109,15 @@ final class Enforcement: @unchecked Sendable {
                 ended.append(address)
                 // Only the count of the ban that ended: one that restarted, or crossed again, since
                 // its end is kept.
-                if case .at(let end) = entry.expiry {
-                    table.resetEnded(address, endedAt: clock.tableSecond(ofBootTime: end))
-                } else {
-                    table.reset(address)
+                for table in tables {
+                    if case .at(let end) = entry.expiry {
+                        table.resetEnded(address, endedAt: clock.tableSecond(ofBootTime: end))
+                    } else {
+                        table.reset(address)
+                    }
                 }
             case .success(.absent):
-                table.reset(address)
+                for table in tables { table.reset(address) }
             case .success(.inForce), .failure:
                 continue
             }
@@ -122,14 +139,14 @@ final class Enforcement: @unchecked Sendable {
     /// their end or of bans for good): their counts start over and the daemon forgets them.
     /// - Parameter present: the addresses the maps hold (read by the caller, outside the lock).
     /// - Returns: how many were found gone.
-    func forgetUnbanned(present: Set<IPAddress>, table: OffenceTable) -> Int {
+    func forgetUnbanned(present: Set<IPAddress>, tables: [OffenceTable]) -> Int {
         lock.withLock { _ in
             let gone = (schedule.addresses.union(watched)).subtracting(present)
             var forgotten = 0
             for address in gone {
                 // Installed since the caller read the maps: still there.
                 guard (try? maps.lookup(address)) == .some(nil) else { continue }
-                table.reset(address)
+                for table in tables { table.reset(address) }
                 schedule.forget(address)
                 watched.remove(address)
                 forgotten += 1

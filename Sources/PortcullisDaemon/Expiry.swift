@@ -1,3 +1,4 @@
+import Glibc
 import OffenceTable
 import PortcullisCore
 import PortcullisSystem
@@ -14,7 +15,10 @@ import XDPFirewall
 /// `portcullis ban --for`, a ban whose end was lost).
 final class BanLifter: @unchecked Sendable {
     private let enforcement: Enforcement
-    private let jail: Jail
+    /// Every jail's offence table: a lifted client's count restarts in each.
+    private let tables: [OffenceTable]
+    /// Saved every sweep interval when it changed, and at the end.
+    private let history: BanHistory?
     private let clock: DaemonClock
     private let publishers: [BanPublisher]
     private let unbans = Atomic<UInt64>(0)
@@ -26,9 +30,13 @@ final class BanLifter: @unchecked Sendable {
     /// How often the maps are swept (set before the thread starts).
     var sweepInterval: UInt64 = 10_000_000_000
 
-    init(enforcement: Enforcement, jail: Jail, clock: DaemonClock, publishers: [BanPublisher]) {
+    init(
+        enforcement: Enforcement, tables: [OffenceTable], history: BanHistory?, clock: DaemonClock,
+        publishers: [BanPublisher]
+    ) {
         self.enforcement = enforcement
-        self.jail = jail
+        self.tables = tables
+        self.history = history
         self.clock = clock
         self.publishers = publishers
     }
@@ -56,16 +64,29 @@ final class BanLifter: @unchecked Sendable {
                     let ended = entries.filter { $0.isExpired(now: now) }.map(\.address)
                     if !ended.isEmpty { lift(ended, swept: true) }
                     let present = Set(entries.map(\.address))
-                    let forgotten = enforcement.forgetUnbanned(present: present, table: jail.table)
+                    let forgotten = enforcement.forgetUnbanned(present: present, tables: tables)
                     unbannedByOperator.wrappingAdd(UInt64(forgotten), ordering: .relaxed)
                 }
+                saveHistory()
             }
         }
+        saveHistory()
         cpuNanoseconds.store(SystemClock.threadCPUNanoseconds(), ordering: .releasing)
     }
 
+    /// A history that cannot be written is said once per failure; banning goes on.
+    private func saveHistory() {
+        do throws(Errno) {
+            try history?.save()
+        } catch {
+            Console.say(
+                "portcullisd: cannot save the ban history \(history?.path ?? ""): \(error); escalation "
+                    + "counts will be lost at restart", to: STDERR_FILENO)
+        }
+    }
+
     private func lift(_ addresses: [IPAddress], swept: Bool) {
-        let deleted = enforcement.lift(addresses, table: jail.table, clock: clock) { lifted in
+        let deleted = enforcement.lift(addresses, tables: tables, clock: clock) { lifted in
             let event = BanEvent(
                 kind: .unban, addresses: lifted, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
             for publisher in publishers { publisher.publish(event) }

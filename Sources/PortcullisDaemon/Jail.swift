@@ -1,3 +1,4 @@
+import LogTransport
 import OffenceTable
 import PortcullisCore
 import PortcullisSystem
@@ -5,65 +6,171 @@ import XDPFirewall
 
 /// How long a crossing is banned, and what counts as one.
 public struct BanPolicy: Sendable, Equatable {
-    /// Offences that get a client banned.
+    /// Offences that get a client banned (fail2ban's `maxretry`).
     public var threshold: UInt32 = 3
-    /// Seconds a ban lasts; 0 bans for good.
+    /// Seconds a ban lasts; 0 bans for good (fail2ban's `bantime`, where -1 is for good).
     public var banTime: UInt64 = 30
     /// Offences further apart than this many seconds start a new count; 0: count until the ban ends.
     public var findTime: UInt32 = 0
 
     public init() {}
 
-    /// The end of a ban made at `now` (boot nanoseconds).
-    func expiry(now: UInt64) -> BanExpiry {
-        banTime == 0 ? .permanent : BanExpiry.after(seconds: banTime, now: now) ?? .permanent
+    /// The end of a ban of `seconds` made at `now` (boot nanoseconds); 0 seconds: for good.
+    static func expiry(seconds: UInt64, now: UInt64) -> BanExpiry {
+        seconds == 0 ? .permanent : BanExpiry.after(seconds: seconds, now: now) ?? .permanent
     }
 }
 
-/// What turns one service's lines into bans: its filter (the built-in line format, or failregex
-/// patterns), the networks it never bans, its offence table and its ban policy. The daemon runs
-/// one jail today, made from its flags; each jail of a configuration file will be one more.
+/// What a jail's lines are matched with.
+public enum JailFilter: Sendable, Equatable {
+    /// The built-in line format (`LineScanner`).
+    case builtIn
+    /// `--failregex` patterns (`FailRegex`: `<HOST>` only).
+    case failRegex([String])
+
+    /// For the start-up log.
+    public var summary: String {
+        switch self {
+        case .builtIn: "built-in line format"
+        case .failRegex(let patterns): "\(patterns.count) failregex pattern(s)"
+        }
+    }
+}
+
+/// One jail as configured: a source of lines, a filter, and what a crossing costs. The daemon's
+/// flags make one jail named `default`; a configuration file makes any number.
+public struct JailConfiguration: Sendable, Equatable {
+    /// The jail's name (`[jail.NAME]`, fail2ban's section name).
+    public var name: String
+    /// Where its lines come from. Jails with equal sources share one reader: a log is read once.
+    public var source: TransportConfiguration
+    public var filter: JailFilter = .builtIn
+    public var policy = BanPolicy()
+    /// Ban times that grow for repeat offenders (fail2ban's `bantime.increment`); nil: fixed.
+    public var escalation: Escalation?
+    /// Networks this jail never bans (fail2ban's `ignoreip`), besides the daemon's allowlist.
+    public var ignore = Allowlist.none
+    /// Bins of the jail's offence table.
+    public var tableBins = 6_000_011
+    /// Where the jail was defined, for the start-up log ("fail2ban jail.local, action replaced by
+    /// XDP enforcement").
+    public var origin = "command line"
+
+    public init(name: String, source: TransportConfiguration) {
+        self.name = name
+        self.source = source
+    }
+
+    /// Checks the jail's own settings without creating anything.
+    func validate(regexMatchLimit: UInt32) throws(DaemonError) {
+        let label = "jail \(name):"
+        if name.isEmpty || name.utf8.count > Self.longestName
+            || !name.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20) })
+        {
+            throw .invalidSetting(
+                "jail name '\(name)': use 1-\(Self.longestName) letters, digits, '-', '_' or '.'")
+        }
+        if policy.threshold < 1 || policy.threshold > OffenceTable.highestCount {
+            throw .invalidSetting("\(label) maxretry (--threshold) must be 1...\(OffenceTable.highestCount)")
+        }
+        if policy.banTime > DaemonConfiguration.maximumBanTime {
+            throw .invalidSetting(
+                "\(label) bantime \(policy.banTime) s is too long: at most \(DaemonConfiguration.maximumBanTime) "
+                    + "seconds (about 100 years); use 0 (fail2ban: -1) for bans that never end")
+        }
+        if tableBins < 16 { throw .invalidSetting("\(label) table-bins must be at least 16") }
+        try escalation?.validate(jail: name)
+        do {
+            try source.validate()
+        } catch {
+            throw .invalidSetting("\(label) source: \(error)")
+        }
+        if case .failRegex(let patterns) = filter {
+            for pattern in patterns {
+                do {
+                    _ = try FailRegex(pattern, matchLimit: regexMatchLimit)
+                } catch {
+                    throw .invalidSetting("\(label) \(error)")
+                }
+            }
+        }
+    }
+
+    /// Longest jail name (it is written in the ban log and shown by `portcullis list`).
+    public static let longestName = 32
+}
+
+/// What turns one service's lines into bans: its filter, the networks it never bans, its offence
+/// table (its own namespace of counts: a client can be at 2 of 5 in one jail and 1 of 3 in
+/// another) and its ban policy.
 final class Jail: Sendable {
-    let name: String
-    let policy: BanPolicy
+    let configuration: JailConfiguration
+    var name: String { configuration.name }
+    var policy: BanPolicy { configuration.policy }
+    /// Everything this jail never bans: the daemon's allowlist, this host's addresses, `ignoreip`.
     let allowlist: Allowlist
-    /// This host's own addresses and default gateways, as found at start (in `allowlist`).
-    let hostAddresses: Allowlist
     let table: OffenceTable
     let maxLineLength: Int
     /// Compiled once; each worker makes its own matchers (PCRE2 match data is per thread).
     let regexes: [FailRegex]
+    /// The ban times of repeat offenders, if they grow.
+    let escalation: Escalation?
+    /// Where bans are counted for escalation: the daemon's one history, given to every jail when
+    /// any jail escalates (`overalljails` counts the bans of all), nil otherwise.
+    let history: BanHistory?
 
-    init(name: String, configuration: DaemonConfiguration, numaNode: Int?) throws(DaemonError) {
-        self.name = name
-        policy = configuration.policy
-        var hostAddresses = Allowlist.none
-        if configuration.protectHost {
-            for address in HostAddresses.current() { try? hostAddresses.add("\(address)") }
-        }
-        allowlist = configuration.allowlist.adding(hostAddresses)
-        self.hostAddresses = hostAddresses
-        maxLineLength = configuration.maxLineLength
+    init(
+        _ configuration: JailConfiguration, daemon: DaemonConfiguration, allowlist daemonAllowlist: Allowlist,
+        history: BanHistory?, numaNode: Int?
+    ) throws(DaemonError) {
+        self.configuration = configuration
+        allowlist = daemonAllowlist.adding(configuration.ignore)
+        maxLineLength = daemon.maxLineLength
+        escalation = configuration.escalation
+        self.history = history
+        let policy = configuration.policy
         do throws(SettingError) {
             table = try OffenceTable(
                 bins: configuration.tableBins, threshold: policy.threshold,
                 findTime: policy.findTime, banTime: UInt32(clamping: policy.banTime),
-                numaNode: numaNode)
+                idleHorizon: daemon.idleHorizon, numaNode: numaNode)
         } catch {
-            throw .invalidSetting(error.description)
+            throw .invalidSetting("jail \(configuration.name): \(error.description)")
         }
-        do throws(FailRegexError) {
-            regexes = try configuration.failRegexes.map { (pattern) throws(FailRegexError) in
-                try FailRegex(pattern, matchLimit: configuration.regexMatchLimit)
+        switch configuration.filter {
+        case .builtIn:
+            regexes = []
+        case .failRegex(let patterns):
+            do throws(FailRegexError) {
+                regexes = try patterns.map { (pattern) throws(FailRegexError) in
+                    try FailRegex(pattern, matchLimit: daemon.regexMatchLimit)
+                }
+            } catch {
+                throw .invalidSetting("jail \(configuration.name): \(error.description)")
             }
-        } catch {
-            throw .invalidSetting(error.description)
         }
     }
 
     /// A filter for one worker thread.
     func makeFilter() -> LineFilter {
         LineFilter(scanner: LineScanner(maxLineLength: maxLineLength), matchers: regexes.map { FailRegex.Matcher($0) })
+    }
+
+    /// How long each of `addresses` is banned now, in seconds (0: for good): the jail's ban time,
+    /// grown for repeat offenders by its escalation.
+    func banSeconds(for addresses: [IPAddress], wallSeconds: UInt64) -> [UInt64] {
+        guard let escalation, let history else {
+            return [UInt64](repeating: policy.banTime, count: addresses.count)
+        }
+        let banTime = policy.banTime
+        return history.previousBans(addresses, jail: escalation.overallJails ? nil : name, wallSeconds: wallSeconds)
+            .map { escalation.banSeconds(base: banTime, previousBans: $0) }
+    }
+
+    /// Adds bans that went in to the history escalation counts (when the jail escalates).
+    func recordBans(_ addresses: [IPAddress], wallSeconds: UInt64) {
+        history?.record(addresses, jail: name, wallSeconds: wallSeconds)
     }
 }
 

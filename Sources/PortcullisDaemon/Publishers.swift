@@ -11,6 +11,20 @@ public struct BanEvent: Sendable {
     public let addresses: [IPAddress]
     /// `CLOCK_MONOTONIC` nanoseconds when the maps were written.
     public let monotonicNanoseconds: UInt64
+    /// The jail that banned them (bans only).
+    public let jail: String?
+    /// Bans only: how long each address is banned, in seconds (0: for good), in `addresses` order.
+    public let seconds: [UInt64]
+
+    public init(
+        kind: Kind, addresses: [IPAddress], monotonicNanoseconds: UInt64, jail: String? = nil, seconds: [UInt64] = []
+    ) {
+        self.kind = kind
+        self.addresses = addresses
+        self.monotonicNanoseconds = monotonicNanoseconds
+        self.jail = jail
+        self.seconds = seconds
+    }
 }
 
 /// A sink of ban events: the ban log today; metrics, CrowdSec alerts and a fleet bucket are each

@@ -28,6 +28,9 @@ public enum SystemClock {
         return UTCTime(secondsSinceEpoch: now.tv_sec, millisecond: now.tv_nsec / 1_000_000)
     }
 
+    /// Wall-clock seconds since the epoch (`CLOCK_REALTIME`): for records that outlive a boot.
+    public static func wallSeconds() -> UInt64 { read(CLOCK_REALTIME) / 1_000_000_000 }
+
     /// Sleeps for `nanoseconds` (resuming after a signal until the time is up).
     public static func sleep(nanoseconds: UInt64) {
         var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))

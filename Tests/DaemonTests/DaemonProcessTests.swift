@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 import XDPFirewall
@@ -30,6 +31,14 @@ struct DaemonProcessTests {
         process.standardError = output
         try process.run()
         if waitUntilReading {
+            // A daemon that never says it reads is killed (which ends the read below): the test fails
+            // instead of waiting for ever.
+            let pid = process.processIdentifier
+            let ready = Mutex(false)
+            DispatchQueue.global().asyncAfter(deadline: .now() + 30) {
+                if !ready.withLock({ $0 }) { kill(pid, SIGKILL) }
+            }
+            defer { ready.withLock { $0 = true } }
             var seen = Data()
             while !String(decoding: seen, as: UTF8.self).contains(" reading ") && process.isRunning {
                 let chunk = output.fileHandleForReading.availableData

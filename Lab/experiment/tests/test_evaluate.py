@@ -54,7 +54,7 @@ class ClientsTests(unittest.TestCase):
 
 class BanCycleTests(unittest.TestCase):
     def test_parse_ban_log(self):
-        log = ["1.0 ban 198.18.0.1", "1.1 ban 2001:2:0:a::1", "9.0 unban 198.18.0.1", "9.5 ban 198.18.0.1",
+        log = ["1.0 ban 198.18.0.1 jail=default for=30", "1.1 ban 2001:2:0:a::1", "9.0 unban 198.18.0.1", "9.5 ban 198.18.0.1",
                "garbage", "1.0 ban", "2.0 allow 198.18.0.9", ""]
         self.assertEqual(parse_ban_log(log), {"per_address": {"198.18.0.1": 2, "2001:2:0:a::1": 1}, "unbans": 1})
 
