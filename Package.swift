@@ -5,6 +5,7 @@ import PackageDescription
 // library modules that each include glibc headers clash in debug builds on this toolchain.
 let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8"].map { .linkedLibrary($0) }
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let toml = Target.Dependency.product(name: "TOMLKit", package: "TOMLKit")
 
 // The product: two programs and the libraries they are made of, laid out along a line's path
 // (BUILD.md, "Layout"). The lab (testbed, perf harness, test helpers) is in Lab/ and is not a
@@ -25,6 +26,10 @@ let product: [Target] = [
         dependencies: ["PortcullisCore", "PortcullisSystem", "OffenceTable", "LogTransport", "XDPFirewall"]
     ),
     .target(
+        name: "PortcullisConfiguration",
+        dependencies: ["PortcullisDaemon", "LogTransport", "PortcullisCore", "PortcullisSystem", toml]
+    ),
+    .target(
         name: "PortcullisCommandLine",
         dependencies: ["LogTransport", "PortcullisSystem", argumentParser]
     ),
@@ -38,8 +43,8 @@ let product: [Target] = [
     .executableTarget(
         name: "portcullisd",
         dependencies: [
-            "PortcullisDaemon", "PortcullisCommandLine", "PortcullisCore", "PortcullisSystem", "XDPFirewall",
-            "LogTransport", argumentParser,
+            "PortcullisDaemon", "PortcullisConfiguration", "PortcullisCommandLine", "PortcullisCore",
+            "PortcullisSystem", "XDPFirewall", "LogTransport", argumentParser,
         ]
     ),
 ]
@@ -108,7 +113,9 @@ let package = Package(
         .executable(name: "portcullisd", targets: ["portcullisd"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // The configuration file (toml++ underneath: TOML 1.0, with the line of a syntax error).
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: product + lab + tests
 )

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import LogTransport
 import PortcullisCommandLine
+import PortcullisConfiguration
 import PortcullisCore
 import PortcullisDaemon
 import PortcullisSystem
@@ -9,18 +10,78 @@ import XDPFirewall
 
 @main
 struct Portcullisd: ParsableCommand {
+    /// The command line, after the `[daemon]` settings of `--config FILE` (so the flags override
+    /// the file's).
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do throws(ConfigurationError) {
+            main(try withFileSettings(arguments))
+        } catch {
+            Console.fail("portcullisd: \(error)")
+        }
+    }
+
+    /// `arguments` with the `[daemon]` settings of the file `--config` names before them.
+    static func withFileSettings(_ arguments: [String]) throws(ConfigurationError) -> [String] {
+        guard let path = configurationPath(in: arguments) else { return arguments }
+        return try ConfigurationFile.load(path).daemonArguments + arguments
+    }
+
+    /// The value of `--config FILE` or `--config=FILE` (the last one, as for any option).
+    static func configurationPath(in arguments: [String]) -> String? {
+        var path: String?
+        for (index, argument) in arguments.enumerated() {
+            if argument == "--" { break }
+            if argument == "--config", index + 1 < arguments.count { path = arguments[index + 1] }
+            if argument.hasPrefix("--config=") { path = String(argument.dropFirst("--config=".count)) }
+        }
+        return path
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "portcullisd",
         abstract: "The Portcullis daemon: read offence lines, ban clients that cross the threshold in the XDP filter.",
         discussion: """
             Attaches the filter to --interface (or finds it attached), reuses the maps pinned in --pin-dir \
-            and resumes the expiry of the bans in them, then reads offence lines from the transport. A client \
-            with --threshold offences is banned for --ban-time seconds: its packets are dropped in the driver. \
-            SIGINT or SIGTERM stop it cleanly with a summary; the filter and the bans stay in force.
+            and resumes the expiry of the bans in them, then runs its jails: each reads offence lines from \
+            its source and bans a client that crosses its threshold; its packets are dropped in the driver. \
+            Without --config or --fail2ban-config the flags make one jail, `default`: --threshold offences \
+            on the transport ban for --ban-time seconds. With --config FILE, the file's [daemon] settings \
+            are these flags by name (the command line overrides them) and its [jail.NAME] tables are the \
+            jails; --fail2ban-config DIR adds the enabled jails of a fail2ban configuration. SIGHUP re-reads \
+            the configuration (bans in force and the counts of unchanged jails are kept; a configuration \
+            with an error is refused and the running one stays). SIGINT or SIGTERM stop it cleanly with a \
+            summary; the filter and the bans stay in force.
             """)
 
-    @Option(help: "Network interface to protect (the filter is attached to it if it is not yet).")
-    var interface: String
+    @Option(
+        help: ArgumentHelp(
+            "A configuration file (TOML): [daemon] settings (these flags by name), [defaults] and "
+                + "[jail.NAME] tables.", valueName: "path"))
+    var config: String?
+
+    @Flag(help: "Check the configuration (file, jails, filters, flags) and exit: 0 if it is usable, else the first error.")
+    var checkConfig = false
+
+    @Option(
+        help: ArgumentHelp(
+            "A fail2ban configuration directory (jail.conf, jail.local, jail.d, filter.d): its enabled jails "
+                + "run too, their actions replaced by XDP enforcement.", valueName: "path"))
+    var fail2banConfig: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Where jails find fail2ban filters by name (default: filter.d of --fail2ban-config, else "
+                + "/etc/fail2ban/filter.d).", valueName: "path"))
+    var filterDir: String?
+
+    @Option(
+        name: .customLong("interface"),
+        help: "Network interface to protect (the filter is attached to it if it is not yet); required.")
+    var interfaceName: String?
+
+    /// The interface, once `serve` has checked that one was given.
+    private var interface: String { interfaceName ?? "" }
 
     @Option(help: "XDP attach mode when attaching: native, generic or auto.")
     var mode: AttachMode = .auto
@@ -30,17 +91,20 @@ struct Portcullisd: ParsableCommand {
     @Option(help: "block (lossless: writers wait for the daemon, up to --block-timeout) or drop (never).")
     var readerPolicy: SlowReaderPolicy = .block
 
-    @Option(help: "Offences that get a client banned.")
-    var threshold: UInt32 = 3
-
-    @Option(help: ArgumentHelp("Seconds a ban lasts; 0 bans for good.", valueName: "seconds"))
-    var banTime: UInt64 = 30
+    @Option(help: "Offences that get a client banned (default 3); with jails, overrides each jail's maxretry.")
+    var threshold: UInt32?
 
     @Option(
         help: ArgumentHelp(
-            "Offences further apart than this start a new count; 0 counts until the ban ends.",
+            "Seconds a ban lasts, 0 for good (default 30); with jails, overrides each jail's bantime.",
             valueName: "seconds"))
-    var findTime: UInt32 = 0
+    var banTime: UInt64?
+
+    @Option(
+        help: ArgumentHelp(
+            "Offences further apart than this start a new count; 0 counts until the ban ends (default 0); "
+                + "with jails, overrides each jail's findtime.", valueName: "seconds"))
+    var findTime: UInt32?
 
     @Option(help: "Ban worker threads (shm: they share the rings; socket: they share the writers' connections).")
     var workers = 1
@@ -119,14 +183,34 @@ struct Portcullisd: ParsableCommand {
     @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o).", valueName: "path"))
     var bpfObject: String?
 
+    @Option(help: "Clients the ban history of escalating jails holds at most (the oldest go first).")
+    var historyEntries = 1_000_000
+
+    @Option(
+        help: ArgumentHelp(
+            "Seconds after its last ban that a client's history is forgotten (fail2ban's dbpurgeage).",
+            valueName: "seconds"))
+    var historyAge: UInt64 = 86_400
+
     func run() throws {
         do {
+            if checkConfig {
+                let configuration = try checkedConfiguration(creatingStateDirectory: false)
+                if let interfaceName { _ = try Attachment.index(of: interfaceName) }
+                let jails = configuration.effectiveJails
+                say(
+                    "portcullisd: configuration OK: \(jails.count) jail(s): "
+                        + jails.map(\.name).joined(separator: ", "))
+                return
+            }
             try serve()
         } catch let error as DaemonError {
             fail(error.description)
         } catch let error as FirewallError {
             fail(error.description)
         } catch let error as SettingError {
+            fail(error.description)
+        } catch let error as ConfigurationError {
             fail(error.description)
         }
     }
@@ -135,22 +219,14 @@ struct Portcullisd: ParsableCommand {
         Console.fail("portcullisd: \(message)")
     }
 
-    /// The daemon's settings from the flags, checked: nothing is touched before this passes.
-    private func checkedConfiguration() throws -> DaemonConfiguration {
+    /// The daemon's settings from the flags, the configuration file and the fail2ban files,
+    /// checked: nothing is touched before this passes.
+    /// - Parameter creatingStateDirectory: false for --check-config, which changes nothing.
+    func checkedConfiguration(creatingStateDirectory: Bool = true) throws -> DaemonConfiguration {
         var configuration = DaemonConfiguration(transport: transport.configuration)
-        if transport.transport == .file {
-            // A restarted daemon reads on from where the last one stopped in the same file.
-            if mkdir(stateDir, 0o700) != 0 && errno != EEXIST || access(stateDir, W_OK) != 0 {
-                throw DaemonError.invalidSetting(
-                    "--state-dir \(stateDir): cannot create or write it (\(Errno(errno))); give a directory root can write"
-                )
-            }
-            configuration.transport.file.positionPath =
-                stateDir + "/file-\(String(configuration.transport.file.path.stableTag, radix: 16)).position"
-        }
-        configuration.threshold = threshold
-        configuration.banTime = banTime
-        configuration.findTime = findTime
+        configuration.threshold = threshold ?? 3
+        configuration.banTime = banTime ?? 30
+        configuration.findTime = findTime ?? 0
         configuration.workers = workers
         configuration.readerPolicy = readerPolicy
         configuration.cpus = try cpus.map { (list) throws(SettingError) in try CPUList.parse(list) } ?? []
@@ -164,6 +240,48 @@ struct Portcullisd: ParsableCommand {
         configuration.maxLineLength = maxLine
         configuration.regexMatchLimit = regexMatchLimit
         configuration.protectHost = !banHostAddresses
+        configuration.historyEntries = historyEntries
+        configuration.historyAge = historyAge
+
+        var jails: [JailConfiguration] = []
+        if let config {
+            jails += try ConfigurationFile.load(config).jails(defaultSource: configuration.transport)
+        }
+        for index in jails.indices {
+            jails[index].tableBins = min(jails[index].tableBins, tableBins)
+            if let threshold { jails[index].policy.threshold = threshold }
+            if let banTime { jails[index].policy.banTime = banTime }
+            if let findTime { jails[index].policy.findTime = findTime }
+        }
+        if !jails.isEmpty && !failregex.isEmpty {
+            throw DaemonError.invalidSetting(
+                "--failregex sets the filter of the jail the flags make, and the configuration has jails of its "
+                    + "own: give the patterns in a jail (failregex = [...])")
+        }
+        configuration.jails = jails
+
+        // A restarted daemon reads on from where the last one stopped in each file, and escalation
+        // remembers the bans it counts.
+        let files = configuration.effectiveJails.filter { $0.source.kind == .file }
+        let escalates = configuration.effectiveJails.contains { $0.escalation != nil }
+        if (!files.isEmpty || escalates) && creatingStateDirectory {
+            if mkdir(stateDir, 0o700) != 0 && errno != EEXIST || access(stateDir, W_OK) != 0 {
+                throw DaemonError.invalidSetting(
+                    "--state-dir \(stateDir): cannot create or write it (\(Errno(errno))); give a directory root can write"
+                )
+            }
+        }
+        func withPosition(_ source: TransportConfiguration) -> TransportConfiguration {
+            guard source.kind == .file else { return source }
+            var source = source
+            source.file.positionPath = stateDir + "/file-\(String(source.file.path.stableTag, radix: 16)).position"
+            return source
+        }
+        configuration.transport = withPosition(configuration.transport)
+        for index in configuration.jails.indices {
+            configuration.jails[index].source = withPosition(configuration.jails[index].source)
+        }
+        if escalates { configuration.historyPath = stateDir + "/ban-history.json" }
         try configuration.validate()
         if mapEntries == 0 { throw DaemonError.invalidSetting("--map-entries must be at least 1") }
         if !(statusInterval >= 0 && statusInterval <= 86_400) {
@@ -174,6 +292,9 @@ struct Portcullisd: ParsableCommand {
 
     private func serve() throws {
         // Everything is checked before the interface is touched: bad input changes nothing.
+        guard interfaceName != nil else {
+            throw DaemonError.invalidSetting("--interface is required (or interface = \"NAME\" in [daemon] of --config)")
+        }
         let configuration = try checkedConfiguration()
         _ = try Attachment.index(of: interface)
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
@@ -215,8 +336,8 @@ struct Portcullisd: ParsableCommand {
         say(
             "portcullisd: \(outcome.newlyAttached ? "attached to" : "found the filter on") \(interface) "
                 + "(\(outcome.mode.rawValue) mode, maps under \(pins)); resumed \(daemon.resumedBans) bans; reading "
-                + "\(transport.transport.rawValue) with \(daemon.status.workers.count) worker(s); "
-                + "threshold \(threshold), ban time \(banTime == 0 ? "forever" : "\(banTime) s")")
+                + "with \(daemon.status.workers.count) worker(s) for \(daemon.jailNames.count) jail(s)")
+        for line in daemon.jailDescriptions { say("portcullisd: " + line) }
         for note in daemon.notes { say("portcullisd: note: \(note)") }
         say("portcullisd: never banned: " + daemon.neverBanned.joined(separator: " "))
 
@@ -225,6 +346,7 @@ struct Portcullisd: ParsableCommand {
                 interface: interface, mode: outcome.mode.rawValue, newlyAttached: outcome.newlyAttached,
                 pinDirectory: pins.path, resumedBans: daemon.resumedBans,
                 transport: transport.transport.rawValue, workers: daemon.status.workers.count,
+                jails: daemon.configuration.effectiveJails.map(\.name),
                 pid: Int(getpid()))
             do throws(Errno) {
                 try JSONOutput.write(ready, to: readyFile)
@@ -238,8 +360,9 @@ struct Portcullisd: ParsableCommand {
     /// Prints the status every --status-interval until SIGINT or SIGTERM, then stops the daemon
     /// and prints (and writes) its summary.
     private func waitForStop(
-        _ daemon: Daemon, maps: BanMaps, objectPath: String, pins: PinDirectory, signals: inout StopSignals
+        _ running: Daemon, maps: BanMaps, objectPath: String, pins: PinDirectory, signals: inout StopSignals
     ) {
+        var daemon = running
         var previousLines: UInt64 = 0
         var nextStatus = SystemClock.monotonicSeconds() + statusInterval
         var enforced = Attachment.Enforcement.enforced
@@ -249,7 +372,7 @@ struct Portcullisd: ParsableCommand {
             let signal = signals.next(waitingSeconds: wait)
             if signal == SIGINT || signal == SIGTERM { break }
             if signal == SIGHUP {
-                say("portcullisd: SIGHUP: nothing to reload; still running (stop with SIGTERM)")
+                daemon = reload(daemon, maps: maps)
                 continue
             }
             enforced = watchEnforcement(maps, objectPath: objectPath, pins: pins, was: enforced)
@@ -268,6 +391,60 @@ struct Portcullisd: ParsableCommand {
                 try JSONOutput.write(status.summary(cpuSeconds: cpuSeconds), to: summaryJson)
             } catch {
                 say("portcullisd: cannot write the summary to \(summaryJson): \(error)", to: STDERR_FILENO)
+            }
+        }
+    }
+
+    /// SIGHUP: reads the configuration again (file, fail2ban files, the same command line) and
+    /// replaces the daemon by one that runs it. Bans in force stay (they are in the maps, and the
+    /// new daemon resumes them); jails configured the same keep their counts. A configuration with
+    /// an error is refused and the running daemon goes on.
+    /// - Returns: the daemon now running.
+    private func reload(_ daemon: Daemon, maps: BanMaps) -> Daemon {
+        let configuration: DaemonConfiguration
+        do {
+            let command = try Portcullisd.parse(try Portcullisd.withFileSettings(Array(CommandLine.arguments.dropFirst())))
+            let restartOnly: [(String, String, String)] = [
+                ("interface", interface, command.interface), ("pin-dir", pinDirectory, command.pinDirectory),
+                ("mode", "\(mode)", "\(command.mode)"), ("map-entries", "\(mapEntries ?? 0)", "\(command.mapEntries ?? 0)"),
+                ("bpf-object", bpfObject ?? "", command.bpfObject ?? ""), ("ban-log", banLog ?? "", command.banLog ?? ""),
+                ("state-dir", stateDir, command.stateDir),
+            ]
+            if let changed = restartOnly.first(where: { $0.1 != $0.2 }) {
+                throw DaemonError.invalidSetting("\(changed.0) changed (\(changed.1) → \(changed.2)): restart to apply it")
+            }
+            configuration = try command.checkedConfiguration()
+        } catch {
+            say(
+                "portcullisd: SIGHUP: configuration refused, the running one stays: \(Portcullisd.message(for: error))",
+                to: STDERR_FILENO)
+            return daemon
+        }
+        daemon.stop()
+        do {
+            let next = try Daemon(
+                configuration: configuration, maps: maps, publishers: daemon.publishers, keeping: daemon)
+            try next.start()
+            say(
+                "portcullisd: SIGHUP: reloaded: \(next.jailNames.count) jail(s), counts kept in "
+                    + "\(next.keptJails.isEmpty ? "none" : next.keptJails.joined(separator: ", ")); "
+                    + "resumed \(next.resumedBans) bans")
+            for line in next.jailDescriptions { say("portcullisd: " + line) }
+            return next
+        } catch {
+            say(
+                "portcullisd: SIGHUP: cannot start the new configuration (\(Portcullisd.message(for: error))); "
+                    + "going back to the previous one", to: STDERR_FILENO)
+            do {
+                let previous = try Daemon(
+                    configuration: daemon.configuration, maps: maps, publishers: daemon.publishers, keeping: daemon)
+                try previous.start()
+                return previous
+            } catch {
+                say(
+                    "portcullisd: cannot restart the previous configuration either (\(error)): no jail reads; bans "
+                        + "in force stay enforced by the filter; restart portcullisd", to: STDERR_FILENO)
+                return daemon
             }
         }
     }
@@ -315,11 +492,12 @@ struct Portcullisd: ParsableCommand {
         let resumedBans: Int
         let transport: String
         let workers: Int
+        let jails: [String]
         let pid: Int
 
         enum CodingKeys: String, CodingKey {
             case interface, mode, newlyAttached = "newly_attached", pinDirectory = "pin_directory"
-            case resumedBans = "resumed_bans", transport, workers, pid
+            case resumedBans = "resumed_bans", transport, workers, jails, pid
         }
     }
 

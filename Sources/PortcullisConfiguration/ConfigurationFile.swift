@@ -1,0 +1,272 @@
+import Glibc
+import LogTransport
+import PortcullisCore
+import PortcullisDaemon
+import PortcullisSystem
+import TOMLKit
+
+/// A setting of the configuration file that cannot be used: one line, naming the file, the line
+/// and the key.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    public let file: String
+    public let line: Int?
+    /// The key's dotted path (`jail.sshd.maxretry`), if the error is about one.
+    public let key: String?
+    public let message: String
+
+    public init(file: String, line: Int? = nil, key: String? = nil, _ message: String) {
+        self.file = file
+        self.line = line
+        self.key = key
+        self.message = message
+    }
+
+    public var description: String {
+        "\(file)\(line.map { ":\($0)" } ?? ""): \(key.map { "\($0): " } ?? "")\(message)"
+    }
+}
+
+/// Portcullis's own configuration file (TOML, parsed by TOMLKit):
+///
+///     [daemon]            # the portcullisd flags, by their long names (--pin-dir → pin-dir)
+///     interface = "eth0"
+///     [defaults]          # jail settings every jail starts from
+///     bantime = "10m"
+///     [jail.sshd]         # any number of jails
+///     source = "file:/var/log/auth.log"
+///     filter = "sshd[mode=aggressive]"
+///
+/// The flags given on the command line come after the file's `[daemon]` settings, so they override
+/// them (lists add to the file's). Unknown keys and values of the wrong type are refused with the
+/// file, line and key. `etc/portcullis.toml` in the repository is a commented example.
+public struct ConfigurationFile {
+    public let path: String
+    /// The `[daemon]` settings as portcullisd arguments (`--pin-dir /sys/fs/bpf/x`).
+    public let daemonArguments: [String]
+    private let defaults: TOMLTable?
+    /// `[jail.NAME]` tables, in the order of the file.
+    private let jailTables: [(name: String, table: TOMLTable)]
+    private let locator: KeyLocator
+
+    /// Reads and checks the file's structure and the types of its `[daemon]` settings.
+    public static func load(_ path: String) throws(ConfigurationError) -> ConfigurationFile {
+        let text: String
+        do {
+            text = try readText(path)
+        } catch {
+            throw ConfigurationError(file: path, "cannot read it: \(error); give a readable TOML file")
+        }
+        return try ConfigurationFile(path: path, text: text)
+    }
+
+    init(path: String, text: String) throws(ConfigurationError) {
+        self.path = path
+        let locator = KeyLocator(text: text)
+        self.locator = locator
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigurationError(file: path, line: error.source.begin.line, "not valid TOML: \(error.description)")
+        } catch {
+            throw ConfigurationError(file: path, "not valid TOML: \(error)")
+        }
+        var daemonArguments: [String] = []
+        var defaults: TOMLTable?
+        var jailTables: [(name: String, table: TOMLTable)] = []
+        for (key, value) in root {
+            switch key {
+            case "daemon":
+                let table = try Self.table(value, key: key, file: path, locator: locator)
+                for (name, setting) in table {
+                    let keyPath = "daemon.\(name)"
+                    guard let kind = DaemonKeys.all[name] else {
+                        throw ConfigurationError(
+                            file: path, line: locator.line(of: keyPath), key: keyPath,
+                            "unknown setting; the [daemon] keys are portcullisd's flags (portcullisd --help), "
+                                + "e.g. pin-dir, workers, allow")
+                    }
+                    daemonArguments += try kind.arguments(
+                        "--" + name, setting, key: keyPath, file: path, locator: locator)
+                }
+            case "defaults":
+                defaults = try Self.table(value, key: key, file: path, locator: locator)
+                try JailKeys.check(defaults!, prefix: "defaults", file: path, locator: locator)
+            case "jail":
+                let table = try Self.table(value, key: key, file: path, locator: locator)
+                for (name, jail) in table {
+                    guard let jailTable = jail.table else {
+                        throw ConfigurationError(
+                            file: path, line: locator.line(of: "jail.\(name)"), key: "jail.\(name)",
+                            "a jail is a table: write [jail.\(name)] and its settings under it "
+                                + "(jail defaults go in [defaults])")
+                    }
+                    try JailKeys.check(jailTable, prefix: "jail.\(name)", file: path, locator: locator)
+                    jailTables.append((name, jailTable))
+                }
+            default:
+                throw ConfigurationError(
+                    file: path, line: locator.line(of: key), key: key,
+                    "unknown section; the file has [daemon], [defaults] and [jail.NAME]")
+            }
+        }
+        jailTables.sort { (locator.line(of: "jail.\($0.name)") ?? 0) < (locator.line(of: "jail.\($1.name)") ?? 0) }
+        self.daemonArguments = daemonArguments
+        self.defaults = defaults
+        self.jailTables = jailTables
+    }
+
+    /// The file's enabled jails, each starting from `[defaults]`.
+    /// - Parameter defaultSource: the transport a jail without `source` reads (the daemon's flags
+    ///   and `[daemon]` settings); a `source` changes its kind and path only.
+    public func jails(defaultSource: TransportConfiguration) throws(ConfigurationError) -> [JailConfiguration] {
+        var jails: [JailConfiguration] = []
+        for (name, table) in jailTables {
+            var jail = JailConfiguration(name: name, source: defaultSource)
+            jail.origin = path
+            var enabled = true
+            var filter = ReadSettings()
+            for (prefix, settings) in [("defaults", defaults), ("jail.\(name)", table)] {
+                guard let settings else { continue }
+                try JailKeys.apply(
+                    settings, prefix: prefix, to: &jail, filter: &filter, enabled: &enabled, file: path,
+                    locator: locator)
+            }
+            guard enabled else { continue }
+            jail.filter = try resolve(filter, jail: name)
+            if jail.source.kind == .file, access(jail.source.file.path, R_OK) != 0 {
+                throw ConfigurationError(
+                    file: path, line: filter.sourceLine, key: filter.sourceKey ?? "jail.\(name).source",
+                    "\(jail.source.file.path): \(Errno(errno)); give the log file the service writes")
+            }
+            jails.append(jail)
+        }
+        return jails
+    }
+
+    /// The filter the keys describe.
+    private func resolve(_ filter: ReadSettings, jail: String) throws(ConfigurationError) -> JailFilter {
+        func fail(_ message: String) -> ConfigurationError {
+            ConfigurationError(file: path, line: filter.line, key: filter.key, message)
+        }
+        if filter.reference != nil && !filter.failregex.isEmpty {
+            throw fail("give either filter (a fail2ban filter) or failregex (inline patterns), not both")
+        }
+        if filter.reference != nil || !filter.ignoreregex.isEmpty {
+            throw fail("fail2ban filters and ignoreregex are not available in this build")
+        }
+        return filter.failregex.isEmpty ? .builtIn : .failRegex(filter.failregex)
+    }
+
+    // MARK: values of a type, or a one-line error
+
+    static func table(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+        throws(ConfigurationError) -> TOMLTable
+    {
+        guard let table = value.table else { throw wrongType(value, "a table", key: key, file: file, locator: locator) }
+        return table
+    }
+
+    static func text(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+        throws(ConfigurationError) -> String
+    {
+        guard let text = value.string else { throw wrongType(value, "a string", key: key, file: file, locator: locator) }
+        return text
+    }
+
+    /// A string, or an array of strings (fail2ban's multi-line values).
+    static func texts(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+        throws(ConfigurationError) -> [String]
+    {
+        if let text = value.string { return [text] }
+        guard let array = value.array else {
+            throw wrongType(value, "a string or an array of strings", key: key, file: file, locator: locator)
+        }
+        var texts: [String] = []
+        for element in array {
+            guard let text = element.string else {
+                throw wrongType(element, "a string", key: key, file: file, locator: locator)
+            }
+            texts.append(text)
+        }
+        return texts
+    }
+
+    static func integer(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+        throws(ConfigurationError) -> Int
+    {
+        guard value.type == .int, let integer = value.int else {
+            throw wrongType(value, "an integer", key: key, file: file, locator: locator)
+        }
+        return integer
+    }
+
+    static func number(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+        throws(ConfigurationError) -> Double
+    {
+        if value.type == .int, let integer = value.int { return Double(integer) }
+        guard value.type == .double, let number = value.double else {
+            throw wrongType(value, "a number", key: key, file: file, locator: locator)
+        }
+        return number
+    }
+
+    static func boolean(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+        throws(ConfigurationError) -> Bool
+    {
+        guard value.type == .bool, let boolean = value.bool else {
+            throw wrongType(value, "true or false", key: key, file: file, locator: locator)
+        }
+        return boolean
+    }
+
+    /// Seconds: an integer, or a string with fail2ban's units (`90`, `10m`, `1h30m`, `1d`, `1w`).
+    static func seconds(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+        throws(ConfigurationError) -> Int64
+    {
+        if value.type == .int, let integer = value.int { return Int64(integer) }
+        guard let text = value.string else {
+            throw wrongType(value, "seconds (an integer, or a string such as \"10m\")", key: key, file: file, locator: locator)
+        }
+        guard let seconds = DurationText.seconds(text) else {
+            throw ConfigurationError(
+                file: file, line: locator.line(of: key), key: key,
+                "'\(text)' is no duration; write seconds, or a number with a unit (s, m, h, d, w, y), e.g. \"10m\"")
+        }
+        return seconds
+    }
+
+    static func wrongType(
+        _ value: TOMLValueConvertible, _ expected: String, key: String, file: String, locator: KeyLocator
+    ) -> ConfigurationError {
+        ConfigurationError(
+            file: file, line: locator.line(of: key), key: key, "must be \(expected), not \(describe(value.type))")
+    }
+
+    static func describe(_ type: TOMLType) -> String {
+        switch type {
+        case .table: "a table"
+        case .array: "an array"
+        case .string: "a string"
+        case .int: "an integer"
+        case .double: "a floating-point number"
+        case .bool: "a boolean"
+        case .date, .time, .dateTime: "a date or time"
+        }
+    }
+}
+
+/// The whole text of a file (at most 16 MiB: a configuration, not a log).
+func readText(_ path: String) throws(Errno) -> String {
+    let fd = try systemCall({ open(path, O_RDONLY | O_CLOEXEC) }, orThrow: { $0 })
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = try systemCall({ read(fd, &buffer, buffer.count) }, orThrow: { $0 })
+        if count == 0 { break }
+        bytes += buffer[0..<count]
+        if bytes.count > 16 << 20 { throw Errno(EFBIG) }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
