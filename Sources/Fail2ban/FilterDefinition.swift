@@ -76,6 +76,11 @@ public enum FilterLoader {
     public static func load(_ reference: String, filterDirectory: String = "/etc/fail2ban/filter.d",
                             jailOptions: [String: String] = [:], arguments extra: [String: String] = [:]
     ) throws(Fail2banError) -> FilterDefinition {
+        try load(reference, filterDirectory: filterDirectory, jailOptions: jailOptions, arguments: extra, allOptions: false)
+    }
+
+    static func load(_ reference: String, filterDirectory: String, jailOptions: [String: String],
+                     arguments extra: [String: String], allOptions: Bool) throws(Fail2banError) -> FilterDefinition {
         var (name, arguments) = try parseReference(reference)
         for (key, value) in extra { arguments[key.lowercased()] = value }
         let basename: String
@@ -91,7 +96,8 @@ public enum FilterLoader {
             if name.contains("/") { throw .missingFile(path: basename + ".conf", purpose: "filter '\(reference)'") }
             throw .unknownFilter(name: name, directory: filterDirectory)
         }
-        return try resolve(configuration, reference: reference, arguments: arguments, jailOptions: jailOptions)
+        return try resolve(configuration, reference: reference, arguments: arguments, jailOptions: jailOptions,
+                           allOptions: allOptions)
     }
 
     /// Splits `name[key=value, ...]` (fail2ban's `extractOptions`).
@@ -122,7 +128,7 @@ public enum FilterLoader {
 
     /// fail2ban's `DefinitionInitConfigReader.getOptions` + `getCombined` + `FilterReader.convert`.
     static func resolve(_ configuration: Configuration, reference: String, arguments: [String: String],
-                        jailOptions: [String: String]) throws(Fail2banError) -> FilterDefinition {
+                        jailOptions: [String: String], allOptions: Bool = false) throws(Fail2banError) -> FilterDefinition {
         let file = configuration.files.first ?? reference
         var initOptions = arguments
         // applyAutoOptions: a systemd backend reads journal lines (no date, short prefix).
@@ -144,6 +150,13 @@ public enum FilterLoader {
                 let value = try configuration.value("Init", key) ?? ""
                 if !key.hasPrefix("known/") { initOptions["known/" + key] = value }
                 if initOptions[key] == nil { initOptions[key] = value }
+            }
+        }
+        if allOptions, configuration.hasSection("Definition") {
+            // getOptions(all=True): every [Definition] option (and default), for the jail's known/...
+            let keys = Set(configuration.ownKeys("Definition")).union(configuration.defaults.keys)
+            for key in keys where definition[key] == nil && !definitionKeys.contains(key) {
+                if let value = try? configuration.value("Definition", key, vars: parserVars) { definition[key] = value }
             }
         }
         var combined = definition
