@@ -33,7 +33,7 @@ let product: [Target] = [
     .executableTarget(
         name: "portcullis",
         dependencies: [
-            "XDPFirewall", "LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine",
+            "XDPFirewall", "LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine", "Fail2ban",
             argumentParser,
         ]
     ),
