@@ -76,6 +76,11 @@ final class CompiledRegex: @unchecked Sendable {
     let skipLineGroups: [Int]
 
     init(_ source: String, key: String, file: String, useDNS: String, multiLine: Bool, matchLimit: UInt32) throws(Fail2banError) {
+        // fail2ban bans the whole subnet of <SUBNET>/<CIDR>; a ScanOutcome carries one address, so
+        // such a pattern is refused rather than silently banning less.
+        for tag in ["<CIDR>", "<SUBNET>", "<F-CIDR/>", "<F-SUBNET/>"] where source.contains(tag) {
+            throw .unsupported(feature: "the subnet tag \(tag)", file: file, key: key)
+        }
         let expanded = RegexTags.expand(source, useDNS: useDNS)
         if expanded.trimmingWhitespace().isEmpty {
             throw .badValue(file: file, key: key, value: source, expected: "a non-empty pattern")

@@ -91,6 +91,13 @@ struct MatcherTests {
         #expect(scan(hostile, String(repeating: "a", count: 40) + "c") == .matchLimit)
     }
 
+    @Test("subnet tags are refused, naming the feature, file and key")
+    func unsupportedSubnet() {
+        #expect(throws: Fail2banError.unsupported(feature: "the subnet tag <SUBNET>", file: "test.conf", key: "failregex")) {
+            try matcher(["^from <SUBNET>$"])
+        }
+    }
+
     @Test("a failregex that does not compile: one line naming file, key, pattern and offset")
     func compileError() {
         do {
