@@ -21,6 +21,8 @@ let product: [Target] = [
     .target(name: "LogTransport", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(name: "OffenceTable", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(name: "XDPFirewall", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
+    // fail2ban's configuration and filters, read and matched as fail2ban does.
+    .target(name: "Fail2ban", dependencies: ["CPortcullis", "PortcullisCore"]),
     .target(
         name: "PortcullisDaemon",
         dependencies: ["PortcullisCore", "PortcullisSystem", "OffenceTable", "LogTransport", "XDPFirewall"]
@@ -36,7 +38,7 @@ let product: [Target] = [
     .executableTarget(
         name: "portcullis",
         dependencies: [
-            "XDPFirewall", "LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine",
+            "XDPFirewall", "LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine", "Fail2ban",
             argumentParser,
         ]
     ),
@@ -91,6 +93,7 @@ let tests: [Target] = [
     .target(name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem"], path: "Tests/TestSupport"),
     .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem"]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
+    .testTarget(name: "Fail2banTests", dependencies: ["Fail2ban", "PortcullisCore", "TestSupport"]),
     .testTarget(
         name: "XDPFirewallTests",
         dependencies: ["XDPFirewall", "XDPTesting", "PortcullisCore", "CPortcullis", "CLab", "TestSupport"]

@@ -1,0 +1,482 @@
+import CPortcullis
+import PortcullisCore
+
+/// Matches log lines with one `CompiledFilter`, as fail2ban's `Filter.processLine` and
+/// `findFailure` do (with `checkAllRegex` off, as the fail2ban server runs): the date is found
+/// and cut from the line, `prefregex` is matched and its `<F-CONTENT>` handed to the failregexes,
+/// the first failregex that matches decides, an ignoreregex hit makes the line `.ignored`.
+///
+/// A matcher belongs to one thread: it owns the PCRE2 match data and the buffers (allocated once;
+/// `scan` allocates nothing) and the multi-line state — the last `maxlines` lines and the
+/// `<F-MLFID>` cache (the connection a line belongs to, which lets a later line supply the host or
+/// withdraw a failure). Lines of one connection must therefore reach the same matcher, in order.
+public final class FilterMatcher {
+    /// The filter matched.
+    public let filter: CompiledFilter
+
+    let prefixData: Pattern.MatchData?
+    let failureData: [Pattern.MatchData]
+    let ignoreData: [Pattern.MatchData]
+    let dateData: [Pattern.MatchData]
+
+    /// What the patterns see: the cut line(s), each followed by "\n" (fail2ban's `_tupleLinesBuf`).
+    let buffer: UnsafeMutablePointer<UInt8>
+    let bufferCapacity: Int
+    /// `<F-CONTENT>` of prefregex, followed by "\n".
+    let content: UnsafeMutablePointer<UInt8>
+    /// The last `maxlines` cut lines (multi-line filters only): each in a stride of its own.
+    let history: UnsafeMutablePointer<UInt8>
+    let historyStride: Int
+    var historyLengths: [Int]
+    var historyCount = 0
+
+    let current = FieldSet()
+    let scratch = FieldSet()
+    var slots: [MultiLineSlot]
+    var useCounter: UInt64 = 0
+
+    /// fail2ban's mlfid cache holds 100 connections (`Utils.Cache(maxCount=100)`).
+    static let multiLineSlots = 100
+
+    /// Where the date was found in the last line scanned (byte offsets of fail2ban's cut), nil when
+    /// none was.
+    public private(set) var lastDateRange: Range<Int>? = nil
+
+    public init(_ filter: CompiledFilter) {
+        self.filter = filter
+        prefixData = filter.prefix.map { Pattern.MatchData($0.pattern) }
+        failureData = filter.failures.map { Pattern.MatchData($0.pattern) }
+        ignoreData = filter.ignores.map { Pattern.MatchData($0.pattern) }
+        dateData = filter.dates.map { Pattern.MatchData($0.pattern) }
+        historyStride = filter.maxLineLength + 1
+        bufferCapacity = filter.maxlines * historyStride + 1
+        buffer = .allocate(capacity: bufferCapacity)
+        content = .allocate(capacity: bufferCapacity)
+        history = .allocate(capacity: filter.maxlines > 1 ? filter.maxlines * historyStride : 1)
+        historyLengths = Array(repeating: 0, count: filter.maxlines)
+        slots = (0..<Self.multiLineSlots).map { _ in MultiLineSlot() }
+    }
+
+    deinit {
+        buffer.deallocate()
+        content.deallocate()
+        history.deallocate()
+    }
+
+    /// Forgets the multi-line state (buffered lines, connections).
+    public func reset() {
+        historyCount = 0
+        for slot in slots { slot.inUse = false }
+    }
+
+    /// Scans one line (without its "\n"; a trailing "\r" is dropped).
+    /// - Returns: `.offence` with the host's address; `.invalidAddress` when the host is a name or
+    ///   no address; `.ignored` when an ignoreregex matched; `.matchLimit` when a pattern hit its
+    ///   match limit; `.tooLong`; `.notMatching` otherwise (also for lines that only feed the
+    ///   multi-line state, such as `<F-NOFAIL>` lines).
+    public func scan(_ line: UnsafeRawBufferPointer) -> ScanOutcome {
+        if line.count > filter.maxLineLength { return .tooLong }
+        var count = line.count
+        let base = line.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(content)
+        while count > 0 && (base[count - 1] == 13 || base[count - 1] == 10) { count -= 1 }
+        var cutStart = 0
+        var cutEnd = 0
+        lastDateRange = nil
+        if filter.detectsDates, let range = findDate(base, count: count) {
+            cutStart = range.start
+            cutEnd = range.end
+            lastDateRange = range.start..<range.end
+        }
+        let length: Int
+        if filter.maxlines == 1 {
+            buffer.update(from: base, count: cutStart)
+            (buffer + cutStart).update(from: base + cutEnd, count: count - cutEnd)
+            length = cutStart + count - cutEnd + 1
+            buffer[length - 1] = 10
+        } else {
+            appendHistory(base, count: count, cutStart: cutStart, cutEnd: cutEnd)
+            length = joinHistory()
+        }
+        return findFailure(length: length)
+    }
+
+    /// The line as the failregexes see it once the date is cut (tests, `portcullis regex`).
+    public func cutLine(_ text: String) -> String {
+        var bytes = Array(text.utf8)
+        while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
+        guard let range = bytes.withUnsafeBufferPointer({ findDate($0.baseAddress!, count: $0.count) }) else { return text }
+        return String(decoding: bytes[..<range.start] + bytes[range.end...], as: UTF8.self)
+    }
+
+    // MARK: Dates
+
+    /// fail2ban's `DateDetector.matchTime` for a detector without history: the first template that
+    /// is anchored or matches at the line's start (distance <= 1) wins; otherwise the match nearest
+    /// the start. - Returns: the span of group 1 (what fail2ban cuts).
+    func findDate(_ base: UnsafePointer<UInt8>, count: Int) -> (start: Int, end: Int)? {
+        var best: (start: Int, end: Int, distance: Int)? = nil
+        let last = dateData.count - 1
+        for (index, data) in dateData.enumerated() {
+            guard data.search(base, count: count) > 0, let whole = data.range(0) else { continue }
+            let cut = data.range(1) ?? whole
+            if index == last || filter.dates[index].template.isAnchored || whole.start <= 1 {
+                if let best, best.distance < whole.start { return (best.start, best.end) }
+                return cut
+            }
+            if best == nil || whole.start < best!.distance { best = (cut.start, cut.end, whole.start) }
+        }
+        return best.map { ($0.start, $0.end) }
+    }
+
+    // MARK: Multi-line buffer
+
+    func appendHistory(_ base: UnsafePointer<UInt8>, count: Int, cutStart: Int, cutEnd: Int) {
+        if historyCount == filter.maxlines { dropHistory(0..<1) }
+        let slot = history + historyCount * historyStride
+        slot.update(from: base, count: cutStart)
+        (slot + cutStart).update(from: base + cutEnd, count: count - cutEnd)
+        historyLengths[historyCount] = cutStart + count - cutEnd
+        historyCount += 1
+    }
+
+    /// Removes the buffered lines in `range` (indexes), keeping the others in order.
+    func dropHistory(_ range: Range<Int>) {
+        var target = range.lowerBound
+        for source in range.upperBound..<historyCount {
+            (history + target * historyStride).update(from: history + source * historyStride, count: historyLengths[source])
+            historyLengths[target] = historyLengths[source]
+            target += 1
+        }
+        historyCount = target
+    }
+
+    func joinHistory() -> Int {
+        var length = 0
+        for index in 0..<historyCount {
+            buffer.advanced(by: length).update(from: history + index * historyStride, count: historyLengths[index])
+            length += historyLengths[index]
+            buffer[length] = 10
+            length += 1
+        }
+        return length
+    }
+
+    /// fail2ban's `getUnmatchedTupleLines`: after a match, the lines it spans leave the buffer,
+    /// except those a `<SKIPLINES>` covered.
+    func dropMatchedLines(_ data: Pattern.MatchData, regex: CompiledRegex, subject: UnsafePointer<UInt8>, length: Int) {
+        guard filter.maxlines > 1, let whole = data.range(0) else { return }
+        guard subject == UnsafePointer(buffer) else {
+            historyCount = 0  // matched inside prefregex content: the buffer was replaced by it
+            return
+        }
+        var lineStarts: [Int] = []  // at most maxlines entries; multi-line filters only
+        lineStarts.reserveCapacity(historyCount)
+        var offset = 0
+        for index in 0..<historyCount {
+            lineStarts.append(offset)
+            offset += historyLengths[index] + 1
+        }
+        var kept = 0
+        let total = historyCount
+        for index in 0..<total {
+            let start = lineStarts[index]
+            let end = start + historyLengths[index] + 1
+            let inside = end > whole.start + (whole.start < length && subject[whole.start] == 10 ? 1 : 0)
+                && start < max(whole.end, whole.start + 1)
+            var skipped = false
+            if inside {
+                for group in regex.skipLineGroups {
+                    if let span = data.range(group), start >= span.start, end <= span.end { skipped = true }
+                }
+            }
+            if !inside || skipped {
+                if kept != index {
+                    (history + kept * historyStride).update(from: history + index * historyStride, count: historyLengths[index])
+                    historyLengths[kept] = historyLengths[index]
+                }
+                kept += 1
+            }
+        }
+        historyCount = kept
+    }
+
+    // MARK: Matching
+
+    enum Search { case matched, missed, limit }
+
+    @inline(__always)
+    func search(_ data: Pattern.MatchData, _ subject: UnsafePointer<UInt8>, _ length: Int) -> Search {
+        let result = data.search(subject, count: length)
+        if result > 0 { return .matched }
+        if result == PCRE2_ERROR_NOMATCH { return .missed }
+        if result == PCRE2_ERROR_MATCHLIMIT || result == PCRE2_ERROR_DEPTHLIMIT || result == PCRE2_ERROR_JIT_STACKLIMIT
+            || result == PCRE2_ERROR_HEAPLIMIT
+        {
+            return .limit
+        }
+        return .missed
+    }
+
+    func anyIgnore(_ subject: UnsafePointer<UInt8>, _ length: Int) -> Search {
+        for data in ignoreData {
+            let result = search(data, subject, length)
+            if result != .missed { return result }
+        }
+        return .missed
+    }
+
+    func record(_ regex: CompiledRegex, _ data: Pattern.MatchData, from subject: UnsafePointer<UInt8>, into fields: FieldSet) {
+        for field in FailField.allCases {
+            let group = regex.groups[field.rawValue]
+            guard group != 0 else { continue }
+            if let span = data.range(group) {
+                fields.set(field.rawValue, subject + span.start, span.end - span.start)
+            } else {
+                fields.remove(field.rawValue)
+            }
+        }
+        for (group, field) in regex.alternatives where !fields.isTruthy(field.rawValue) {
+            if let span = data.range(group), span.end > span.start {
+                fields.set(field.rawValue, subject + span.start, span.end - span.start)
+            }
+        }
+    }
+
+    func findFailure(length: Int) -> ScanOutcome {
+        var subject = UnsafePointer(buffer)
+        var subjectLength = length
+        if !ignoreData.isEmpty && ignoreData.count < failureData.count - 2 {
+            switch anyIgnore(subject, subjectLength) {
+            case .matched: return .ignored
+            case .limit: return .matchLimit
+            case .missed: break
+            }
+        }
+        current.clear()
+        if let prefix = filter.prefix, let prefixData {
+            switch search(prefixData, subject, subjectLength) {
+            case .missed: return .notMatching
+            case .limit: return .matchLimit
+            case .matched: break
+            }
+            record(prefix, prefixData, from: subject, into: current)
+            if prefix.content != 0, let span = prefixData.range(prefix.content), span.end > span.start {
+                content.update(from: subject + span.start, count: span.end - span.start)
+                content[span.end - span.start] = 10
+                subject = UnsafePointer(content)
+                subjectLength = span.end - span.start + 1
+            }
+        }
+        for (index, data) in failureData.enumerated() {
+            let regex = filter.failures[index]
+            switch search(data, subject, subjectLength) {
+            case .missed: continue
+            case .limit: return .matchLimit
+            case .matched: break
+            }
+            if !ignoreData.isEmpty {
+                switch anyIgnore(subject, subjectLength) {
+                case .matched:
+                    dropMatchedLines(data, regex: regex, subject: subject, length: subjectLength)
+                    return .ignored
+                case .limit: return .matchLimit
+                case .missed: break
+                }
+            }
+            record(regex, data, from: subject, into: current)
+            dropMatchedLines(data, regex: regex, subject: subject, length: subjectLength)
+            var fields = current
+            let multiLine = current.has(FailField.mlfid.rawValue)
+            if multiLine {
+                fields = merge(current)
+                if fields.isTruthy(FailField.nofail.rawValue) { return .notMatching }
+            }
+            var host = -1
+            for field in [FailField.ip4, .ip6, .dns] where fields.has(field.rawValue) {
+                host = field.rawValue
+                break
+            }
+            let fid = FailField.fid.rawValue
+            if host < 0 && fields.has(fid) { host = fid }
+            if host < 0 {
+                if multiLine { fields.pending = true }
+                return .notMatching  // waiting for the host (fail2ban: mlfpending), or no host group
+            }
+            if fields.has(fid) && host != fid && !fields.equal(fid, host) { host = fid }
+            if host == FailField.dns.rawValue && !fields.has(fid) {
+                // A name: fail2ban would resolve it (usedns); Portcullis never does.
+                var key = IPAddress(high: 0, low: 0)
+                return fields.withField(host) { IPAddress.parse($0, count: $1, into: &key) } ? .offence(key) : .invalidAddress
+            }
+            var key = IPAddress(high: 0, low: 0)
+            return fields.withField(host) { IPAddress.parse($0, count: $1, into: &key) } ? .offence(key) : .invalidAddress
+        }
+        return .notMatching
+    }
+
+    // MARK: <F-MLFID> cache (fail2ban's `_mergeFailure`)
+
+    func findSlot(_ fields: FieldSet) -> MultiLineSlot? {
+        let key = FailField.mlfid.rawValue
+        for slot in slots where slot.inUse && slot.fields.equal(key, in: fields) { return slot }
+        return nil
+    }
+
+    func allocateSlot() -> MultiLineSlot {
+        if let free = slots.first(where: { !$0.inUse }) { return free }
+        var oldest = slots[0]
+        for slot in slots where slot.lastUse < oldest.lastUse { oldest = slot }
+        return oldest
+    }
+
+    func merge(_ fail: FieldSet) -> FieldSet {
+        let nofail = FailField.nofail.rawValue
+        let gained = FailField.mlfgained.rawValue
+        let forget = FailField.mlfforget.rawValue
+        var flags = 0
+        if fail.isTruthy(gained) {
+            flags |= 8 | 1
+            if !fail.isTruthy(nofail) { fail.copy(gained, to: nofail) }
+        } else if fail.isTruthy(nofail) {
+            flags |= 1
+        }
+        if fail.isTruthy(forget) { flags |= 2 }
+        fail.remove(forget)
+        useCounter += 1
+        var users = 0
+        let result: FieldSet
+        if let slot = findSlot(fail) {
+            let known = slot.fields
+            users = known.addUser(from: fail)
+            if known.isTruthy(nofail) { flags |= 4 }
+            known.remove(nofail)
+            if known.isTruthy(gained) { flags |= 4 }
+            known.remove(gained)
+            if flags & 8 != 0 { known.pending = false }
+            known.update(from: fail)
+            if flags & 2 != 0 {
+                scratch.copyAll(from: known)
+                slot.inUse = false
+                result = scratch
+            } else {
+                slot.lastUse = useCounter
+                result = known
+            }
+        } else if flags & 2 == 0 {
+            users = fail.addUser(from: fail)
+            let slot = allocateSlot()
+            slot.inUse = true
+            slot.lastUse = useCounter
+            slot.fields.copyAll(from: fail)
+            result = slot.fields
+        } else {
+            result = fail
+        }
+        if result.pending || users > 1 {
+            result.pending = false
+            result.remove(nofail)
+            result.remove(gained)
+        }
+        return result
+    }
+}
+
+/// The group values of one failure (fail2ban's `fail` dict, for the groups it reads), copied into
+/// storage of their own so that they outlive the line (the mlfid cache keeps them).
+final class FieldSet {
+    /// Bytes kept per value; longer values are cut (no address or flag is that long).
+    static let valueCapacity = 255
+    static let firstUser = FailField.allCases.count
+    static let count = FailField.allCases.count + 1
+
+    let storage: UnsafeMutablePointer<UInt8>
+    /// Length of each value; -1 when absent (Python: None).
+    var lengths: [Int]
+    /// fail2ban's `mlfpending`: a failure seen, its host not yet.
+    var pending = false
+    /// How many distinct users the connection tried (0: none recorded, 2: more than one).
+    var userCount = 0
+
+    init() {
+        storage = .allocate(capacity: Self.count * Self.valueCapacity)
+        lengths = Array(repeating: -1, count: Self.count)
+    }
+
+    deinit { storage.deallocate() }
+
+    func clear() {
+        for index in 0..<Self.count { lengths[index] = -1 }
+        pending = false
+        userCount = 0
+    }
+
+    @inline(__always) func has(_ index: Int) -> Bool { lengths[index] >= 0 }
+    /// Python truthiness: present and not empty.
+    @inline(__always) func isTruthy(_ index: Int) -> Bool { lengths[index] > 0 }
+    @inline(__always) func remove(_ index: Int) { lengths[index] = -1 }
+
+    func set(_ index: Int, _ source: UnsafePointer<UInt8>, _ length: Int) {
+        let kept = min(length, Self.valueCapacity)
+        (storage + index * Self.valueCapacity).update(from: source, count: kept)
+        lengths[index] = kept
+    }
+
+    func copy(_ from: Int, to: Int) {
+        guard has(from) else { return remove(to) }
+        set(to, storage + from * Self.valueCapacity, lengths[from])
+    }
+
+    func copy(_ index: Int, from other: FieldSet, as target: Int? = nil) {
+        guard other.has(index) else { return remove(target ?? index) }
+        set(target ?? index, other.storage + index * Self.valueCapacity, other.lengths[index])
+    }
+
+    func copyAll(from other: FieldSet) {
+        for index in 0..<Self.count { copy(index, from: other) }
+        pending = other.pending
+        userCount = other.userCount
+    }
+
+    /// `dict.update` with the values that are not None.
+    func update(from other: FieldSet) {
+        for index in 0..<FailField.allCases.count where other.has(index) { copy(index, from: other) }
+    }
+
+    func equal(_ a: Int, _ b: Int) -> Bool {
+        guard has(a), has(b), lengths[a] == lengths[b] else { return false }
+        return memcmp(storage + a * Self.valueCapacity, storage + b * Self.valueCapacity, lengths[a]) == 0
+    }
+
+    func equal(_ index: Int, in other: FieldSet) -> Bool {
+        guard has(index), other.has(index), lengths[index] == other.lengths[index] else { return false }
+        return memcmp(storage + index * Self.valueCapacity, other.storage + index * Self.valueCapacity, lengths[index]) == 0
+    }
+
+    /// fail2ban's `_updateUsers`: adds `other`'s user to this connection's users.
+    /// - Returns: how many users are recorded (0 = none, 2 = more than one).
+    func addUser(from other: FieldSet) -> Int {
+        let user = FailField.user.rawValue
+        guard other.isTruthy(user) else { return userCount }
+        if userCount == 0 {
+            copy(user, from: other, as: Self.firstUser)
+            userCount = 1
+        } else if userCount == 1 {
+            let same = other.lengths[user] == lengths[Self.firstUser]
+                && memcmp(other.storage + user * Self.valueCapacity, storage + Self.firstUser * Self.valueCapacity,
+                          lengths[Self.firstUser]) == 0
+            if !same { userCount = 2 }
+        }
+        return userCount
+    }
+
+    func withField<R>(_ index: Int, _ body: (UnsafePointer<UInt8>, Int) -> R) -> R {
+        body(storage + index * Self.valueCapacity, max(lengths[index], 0))
+    }
+}
+
+/// One connection in the mlfid cache.
+final class MultiLineSlot {
+    let fields = FieldSet()
+    var inUse = false
+    var lastUse: UInt64 = 0
+}
