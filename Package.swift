@@ -25,11 +25,11 @@ let product: [Target] = [
     .target(name: "Fail2ban", dependencies: ["CPortcullis", "PortcullisCore"]),
     .target(
         name: "PortcullisDaemon",
-        dependencies: ["PortcullisCore", "PortcullisSystem", "OffenceTable", "LogTransport", "XDPFirewall"]
+        dependencies: ["PortcullisCore", "PortcullisSystem", "OffenceTable", "LogTransport", "XDPFirewall", "Fail2ban"]
     ),
     .target(
         name: "PortcullisConfiguration",
-        dependencies: ["PortcullisDaemon", "LogTransport", "PortcullisCore", "PortcullisSystem", toml]
+        dependencies: ["PortcullisDaemon", "Fail2ban", "LogTransport", "PortcullisCore", "PortcullisSystem", toml]
     ),
     .target(
         name: "PortcullisCommandLine",
@@ -101,8 +101,8 @@ let tests: [Target] = [
     .testTarget(
         name: "DaemonTests",
         dependencies: [
-            "PortcullisDaemon", "OffenceTable", "PortcullisCore", "PortcullisSystem", "LogTransport", "XDPFirewall",
-            "XDPTesting", "TestSupport",
+            "PortcullisDaemon", "PortcullisConfiguration", "Fail2ban", "OffenceTable", "PortcullisCore",
+            "PortcullisSystem", "LogTransport", "XDPFirewall", "XDPTesting", "TestSupport",
         ]
     ),
     .testTarget(name: "LogTransportTests", dependencies: ["LogTransport", "PortcullisSystem", "TestSupport"]),

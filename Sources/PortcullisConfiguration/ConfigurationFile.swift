@@ -1,4 +1,5 @@
 import Glibc
+import Fail2ban
 import LogTransport
 import PortcullisCore
 import PortcullisDaemon
@@ -119,7 +120,10 @@ public struct ConfigurationFile {
     /// The file's enabled jails, each starting from `[defaults]`.
     /// - Parameter defaultSource: the transport a jail without `source` reads (the daemon's flags
     ///   and `[daemon]` settings); a `source` changes its kind and path only.
-    public func jails(defaultSource: TransportConfiguration) throws(ConfigurationError) -> [JailConfiguration] {
+    /// - Parameter filterDirectory: where `filter = NAME` is looked up.
+    public func jails(defaultSource: TransportConfiguration, filterDirectory: String) throws(ConfigurationError)
+        -> [JailConfiguration]
+    {
         var jails: [JailConfiguration] = []
         for (name, table) in jailTables {
             var jail = JailConfiguration(name: name, source: defaultSource)
@@ -133,7 +137,7 @@ public struct ConfigurationFile {
                     locator: locator)
             }
             guard enabled else { continue }
-            jail.filter = try resolve(filter, jail: name)
+            jail.filter = try resolve(filter, jail: name, filterDirectory: filterDirectory)
             if jail.source.kind == .file, access(jail.source.file.path, R_OK) != 0 {
                 throw ConfigurationError(
                     file: path, line: filter.sourceLine, key: filter.sourceKey ?? "jail.\(name).source",
@@ -144,18 +148,34 @@ public struct ConfigurationFile {
         return jails
     }
 
-    /// The filter the keys describe.
-    private func resolve(_ filter: ReadSettings, jail: String) throws(ConfigurationError) -> JailFilter {
+    /// The filter the keys describe: a fail2ban filter by reference, inline patterns (with
+    /// fail2ban's tags and date cutting), or the built-in line format when there are none.
+    private func resolve(_ filter: ReadSettings, jail: String, filterDirectory: String) throws(ConfigurationError)
+        -> JailFilter
+    {
         func fail(_ message: String) -> ConfigurationError {
             ConfigurationError(file: path, line: filter.line, key: filter.key, message)
         }
-        if filter.reference != nil && !filter.failregex.isEmpty {
-            throw fail("give either filter (a fail2ban filter) or failregex (inline patterns), not both")
+        if let reference = filter.reference {
+            guard filter.failregex.isEmpty else {
+                throw fail("give either filter (a fail2ban filter) or failregex (inline patterns), not both")
+            }
+            do {
+                var definition = try FilterLoader.load(reference, filterDirectory: filterDirectory)
+                definition.ignoreregex += filter.ignoreregex
+                return .fail2ban(definition, useDNS: nil, detectsDates: true)
+            } catch {
+                throw fail(error.description)
+            }
         }
-        if filter.reference != nil || !filter.ignoreregex.isEmpty {
-            throw fail("fail2ban filters and ignoreregex are not available in this build")
+        if filter.failregex.isEmpty {
+            guard filter.ignoreregex.isEmpty else { throw fail("ignoreregex needs a filter or failregex to go with") }
+            return .builtIn
         }
-        return filter.failregex.isEmpty ? .builtIn : .failRegex(filter.failregex)
+        var definition = FilterDefinition.inline(failregex: filter.failregex.joined(separator: "\n"))
+        definition.ignoreregex = filter.ignoreregex
+        definition.file = path
+        return .fail2ban(definition, useDNS: nil, detectsDates: true)
     }
 
     // MARK: values of a type, or a one-line error
@@ -228,7 +248,7 @@ public struct ConfigurationFile {
         guard let text = value.string else {
             throw wrongType(value, "seconds (an integer, or a string such as \"10m\")", key: key, file: file, locator: locator)
         }
-        guard let seconds = DurationText.seconds(text) else {
+        guard let seconds = Fail2banDuration.seconds(text).map({ Int64($0.rounded(.towardZero)) }) else {
             throw ConfigurationError(
                 file: file, line: locator.line(of: key), key: key,
                 "'\(text)' is no duration; write seconds, or a number with a unit (s, m, h, d, w, y), e.g. \"10m\"")

@@ -106,24 +106,35 @@ public final class Daemon: @unchecked Sendable {
         // One reader group per distinct source: jails watching the same log share its lines.
         var groups: [(source: TransportConfiguration, jails: [(index: Int, jail: Jail)])] = []
         for (index, jail) in jails.enumerated() {
-            if let group = groups.firstIndex(where: { $0.source == jail.configuration.source }) {
-                groups[group].jails.append((index, jail))
-            } else {
-                groups.append((jail.configuration.source, [(index, jail)]))
+            for source in jail.configuration.sources {
+                if let group = groups.firstIndex(where: { $0.source == source }) {
+                    groups[group].jails.append((index, jail))
+                } else {
+                    groups.append((source, [(index, jail)]))
+                }
             }
         }
         var sources: [ReaderGroup] = []
         var workers: [BanWorker] = []
-        var notes: [String] = []
+        var notes = configuration.notes
         let cpus = configuration.cpus
         for group in groups {
+            // A multi-line filter correlates lines (an sshd connection's): they must reach one
+            // thread, in order.
+            let ordered = group.jails.contains { $0.jail.configuration.filter.needsLineOrder }
+            let threads = ordered ? 1 : configuration.workers
+            if ordered && configuration.workers > 1 && group.source.kind != .file {
+                notes.append(
+                    "\(group.jails.map(\.jail.name).joined(separator: ", ")): a multi-line fail2ban filter reads its "
+                        + "source with one worker (its lines must stay in order)")
+            }
             let readers: ReaderGroup
             do {
                 // Named: a restarted daemon reads on where the last one stopped (the lines logged
                 // while it was down, as far as the rings still hold them).
                 var transport = group.source
                 transport.shm.readerName = transport.shm.readerName ?? "portcullisd"
-                readers = try transport.makeReaders(policy: configuration.readerPolicy, workers: configuration.workers)
+                readers = try transport.makeReaders(policy: configuration.readerPolicy, workers: threads)
             } catch {
                 for source in sources { source.close() }
                 throw .transport(error)
@@ -155,12 +166,13 @@ public final class Daemon: @unchecked Sendable {
     public var jailDescriptions: [String] {
         jails.map { jail in
             let settings = jail.configuration
-            let source: String =
-                switch settings.source.kind {
-                case .file: "file \(settings.source.file.path)"
-                case .shm: "shm \(settings.source.shm.name)"
-                case .socket: "socket \(settings.source.socket.directory)"
+            let source = settings.sources.map { source in
+                switch source.kind {
+                case .file: "file \(source.file.path)"
+                case .shm: "shm \(source.shm.name)"
+                case .socket: "socket \(source.socket.directory)"
                 }
+            }.joined(separator: ", ")
             let policy = settings.policy
             var line =
                 "jail \(settings.name) (\(settings.origin)): \(source), filter \(settings.filter.summary), "

@@ -48,6 +48,9 @@ public struct DaemonConfiguration: Sendable {
     /// Seconds after its last ban that a client's history is forgotten (fail2ban's `dbpurgeage`).
     public var historyAge: UInt64 = 86_400
 
+    /// Remarks about how the configuration was read, for the start-up log.
+    public var notes: [String] = []
+
     public init(transport: TransportConfiguration) {
         self.transport = transport
     }
@@ -121,7 +124,7 @@ public struct DaemonConfiguration: Sendable {
                 throw .transport(error)
             }
         }
-        for jail in jails { try jail.validate(regexMatchLimit: regexMatchLimit) }
+        for jail in jails { try jail.validate(regexMatchLimit: regexMatchLimit, maxLineLength: maxLineLength) }
     }
 
     /// Longest ban: its end must fit in 64-bit nanoseconds of boot time with room to spare.

@@ -1,3 +1,4 @@
+import Fail2ban
 import LogTransport
 import OffenceTable
 import PortcullisCore
@@ -27,12 +28,30 @@ public enum JailFilter: Sendable, Equatable {
     case builtIn
     /// `--failregex` patterns (`FailRegex`: `<HOST>` only).
     case failRegex([String])
+    /// A fail2ban filter (from filter.d, or inline patterns of a configuration file), matched with
+    /// fail2ban's semantics: its date cut first, prefregex, failregex, ignoreregex, multi-line.
+    /// - Parameters: `useDNS`: the jail's `usedns` (names are never resolved); `detectsDates`:
+    ///   false for sources whose lines carry no date.
+    case fail2ban(FilterDefinition, useDNS: String?, detectsDates: Bool)
 
     /// For the start-up log.
     public var summary: String {
         switch self {
         case .builtIn: "built-in line format"
         case .failRegex(let patterns): "\(patterns.count) failregex pattern(s)"
+        case .fail2ban(let definition, _, _):
+            definition.files.isEmpty
+                ? "\(definition.failregex.count) failregex, \(definition.ignoreregex.count) ignoreregex pattern(s)"
+                : "\(definition.reference) (\(definition.file))"
+        }
+    }
+
+    /// Whether a failure may need lines before it (fail2ban's `maxlines` above 1, or `<F-MLFID>`
+    /// connections): such a filter must see its source's lines in order, on one thread.
+    var needsLineOrder: Bool {
+        guard case .fail2ban(let definition, _, _) = self else { return false }
+        return definition.maxlines > 1 || (definition.failregex + [definition.prefregex ?? ""]).contains {
+            $0.contains("<F-MLFID>")
         }
     }
 }
@@ -42,8 +61,14 @@ public enum JailFilter: Sendable, Equatable {
 public struct JailConfiguration: Sendable, Equatable {
     /// The jail's name (`[jail.NAME]`, fail2ban's section name).
     public var name: String
-    /// Where its lines come from. Jails with equal sources share one reader: a log is read once.
-    public var source: TransportConfiguration
+    /// Where its lines come from (fail2ban's `logpath` may name several files). Jails with equal
+    /// sources share one reader: a log is read once.
+    public var sources: [TransportConfiguration]
+    /// The first source (a jail of the flags or of a configuration file has one).
+    public var source: TransportConfiguration {
+        get { sources[0] }
+        set { sources = [newValue] }
+    }
     public var filter: JailFilter = .builtIn
     public var policy = BanPolicy()
     /// Ban times that grow for repeat offenders (fail2ban's `bantime.increment`); nil: fixed.
@@ -58,11 +83,11 @@ public struct JailConfiguration: Sendable, Equatable {
 
     public init(name: String, source: TransportConfiguration) {
         self.name = name
-        self.source = source
+        sources = [source]
     }
 
     /// Checks the jail's own settings without creating anything.
-    func validate(regexMatchLimit: UInt32) throws(DaemonError) {
+    func validate(regexMatchLimit: UInt32, maxLineLength: Int) throws(DaemonError) {
         let label = "jail \(name):"
         if name.isEmpty || name.utf8.count > Self.longestName
             || !name.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
@@ -81,10 +106,22 @@ public struct JailConfiguration: Sendable, Equatable {
         }
         if tableBins < 16 { throw .invalidSetting("\(label) table-bins must be at least 16") }
         try escalation?.validate(jail: name)
-        do {
-            try source.validate()
-        } catch {
-            throw .invalidSetting("\(label) source: \(error)")
+        if sources.isEmpty { throw .invalidSetting("\(label) has no source of lines") }
+        for source in sources {
+            do {
+                try source.validate()
+            } catch {
+                throw .invalidSetting("\(label) source: \(error)")
+            }
+        }
+        if case .fail2ban(let definition, let useDNS, let detectsDates) = filter {
+            do {
+                _ = try CompiledFilter(
+                    definition, useDNS: useDNS, maxLineLength: maxLineLength, matchLimit: regexMatchLimit,
+                    detectsDates: detectsDates)
+            } catch {
+                throw .invalidSetting("\(label) \(error)")
+            }
         }
         if case .failRegex(let patterns) = filter {
             for pattern in patterns {
@@ -114,6 +151,7 @@ final class Jail: Sendable {
     let maxLineLength: Int
     /// Compiled once; each worker makes its own matchers (PCRE2 match data is per thread).
     let regexes: [FailRegex]
+    let fail2banFilter: CompiledFilter?
     /// The ban times of repeat offenders, if they grow.
     let escalation: Escalation?
     /// Where bans are counted for escalation: the daemon's one history, given to every jail when
@@ -141,7 +179,18 @@ final class Jail: Sendable {
         switch configuration.filter {
         case .builtIn:
             regexes = []
+            fail2banFilter = nil
+        case .fail2ban(let definition, let useDNS, let detectsDates):
+            regexes = []
+            do throws(Fail2banError) {
+                fail2banFilter = try CompiledFilter(
+                    definition, useDNS: useDNS, maxLineLength: daemon.maxLineLength,
+                    matchLimit: daemon.regexMatchLimit, detectsDates: detectsDates)
+            } catch {
+                throw .invalidSetting("jail \(configuration.name): \(error.description)")
+            }
         case .failRegex(let patterns):
+            fail2banFilter = nil
             do throws(FailRegexError) {
                 regexes = try patterns.map { (pattern) throws(FailRegexError) in
                     try FailRegex(pattern, matchLimit: daemon.regexMatchLimit)
@@ -154,7 +203,9 @@ final class Jail: Sendable {
 
     /// A filter for one worker thread.
     func makeFilter() -> LineFilter {
-        LineFilter(scanner: LineScanner(maxLineLength: maxLineLength), matchers: regexes.map { FailRegex.Matcher($0) })
+        LineFilter(
+            scanner: LineScanner(maxLineLength: maxLineLength), matchers: regexes.map { FailRegex.Matcher($0) },
+            fail2ban: fail2banFilter.map { FilterMatcher($0) })
     }
 
     /// How long each of `addresses` is banned now, in seconds (0: for good): the jail's ban time,
@@ -174,13 +225,17 @@ final class Jail: Sendable {
     }
 }
 
-/// A jail's filter as one worker runs it: the built-in scanner, or the failregexes in turn.
+/// A jail's filter as one worker runs it: the built-in scanner, the failregexes in turn, or a
+/// fail2ban filter.
 struct LineFilter {
     let scanner: LineScanner
     let matchers: [FailRegex.Matcher]
+    /// Holds the multi-line state of its filter (per thread).
+    let fail2ban: FilterMatcher?
 
     @inline(__always)
     func scan(_ line: UnsafeRawBufferPointer) -> ScanOutcome {
+        if let fail2ban { return fail2ban.scan(line) }
         if matchers.isEmpty { return scanner.scan(line) }
         if line.count > scanner.maxLineLength { return .tooLong }
         var outcome = ScanOutcome.notMatching

@@ -244,8 +244,15 @@ struct Portcullisd: ParsableCommand {
         configuration.historyAge = historyAge
 
         var jails: [JailConfiguration] = []
+        let filterDirectory = filterDir ?? (fail2banConfig.map { $0 + "/filter.d" } ?? "/etc/fail2ban/filter.d")
         if let config {
-            jails += try ConfigurationFile.load(config).jails(defaultSource: configuration.transport)
+            jails += try ConfigurationFile.load(config).jails(
+                defaultSource: configuration.transport, filterDirectory: filterDirectory)
+        }
+        if let fail2banConfig {
+            let imported = try Fail2banImport.jails(directory: fail2banConfig, defaultSource: configuration.transport)
+            jails += imported.jails
+            configuration.notes += imported.notes
         }
         for index in jails.indices {
             jails[index].tableBins = min(jails[index].tableBins, tableBins)
