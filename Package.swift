@@ -73,7 +73,7 @@ let lab: [Target] = [
         name: "portcullis-perf",
         dependencies: [
             "XDPTesting", "XDPFirewall", "LogTransport", "OffenceTable", "PortcullisCore", "PortcullisSystem",
-            "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", argumentParser,
+            "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", "Fail2ban", argumentParser,
         ],
         path: "Lab/perf/portcullis-perf"
     ),
@@ -93,6 +93,10 @@ let tests: [Target] = [
     .target(name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem"], path: "Tests/TestSupport"),
     .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem"]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
+    .testTarget(
+        name: "ConfigurationTests",
+        dependencies: ["PortcullisConfiguration", "PortcullisDaemon", "LogTransport", "PortcullisCore", "TestSupport"]
+    ),
     .testTarget(name: "Fail2banTests", dependencies: ["Fail2ban", "PortcullisCore", "TestSupport"]),
     .testTarget(
         name: "XDPFirewallTests",

@@ -52,6 +52,9 @@ def add_common(p):
     p.add_argument("--valid-clients", type=int, default=254)
     p.add_argument("--valid-rate", type=int, default=50000)
     p.add_argument("--workers", type=int, default=1, help="daemon ban workers")
+    p.add_argument("--config", dest="daemon_config", default=None,
+                   help="run portcullisd with this --config FILE (absolute path); the run's --threshold and "
+                        "--ban-time override its jails'")
     p.add_argument("--server-threads", type=int, default=1, help="udp-server threads")
     p.add_argument("--engine", choices=ENGINES, default="live")
     p.add_argument("--flood-threads", type=int, default=os.cpu_count(),

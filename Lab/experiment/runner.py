@@ -47,7 +47,8 @@ class ScenarioRun:
             "portcullisd", "--interface", self.plan.server_interface, "--pin-dir", self.plan.pin_directory,
             "--threshold", str(s.threshold), "--ban-time", str(s.ban_time), "--workers", str(s.workers),
             "--ban-log", self.path("bans.log"), "--summary-json", self.path("daemon.json"),
-            "--status-interval", "0", "--ready-file", self.path("daemon.ready.json"), *self.transport),
+            "--status-interval", "0", "--ready-file", self.path("daemon.ready.json"), *self.transport,
+            *(["--config", s.daemon_config] if s.daemon_config else [])),
             self.path("daemon.out"))
         wait_for_json(self.path("daemon.ready.json"), daemon)
         return daemon

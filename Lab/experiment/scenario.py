@@ -32,6 +32,7 @@ class Scenario:
     engine: str = "live"
     flood_threads: int
     second_reader_policy: str = "drop"
+    daemon_config: Optional[str] = None  # portcullisd --config FILE (its jails; --threshold/--ban-time override)
 
     @classmethod
     def from_dict(cls, values):

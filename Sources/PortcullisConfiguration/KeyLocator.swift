@@ -21,7 +21,12 @@ struct KeyLocator {
             if line.hasPrefix("[") {
                 let header = line.drop { $0 == "[" }.prefix { $0 != "]" }
                 table = Self.normalise(String(header))
-                if lines[table] == nil { lines[table] = number + 1 }
+                // `[a.b.c]` also defines `a` and `a.b` (implicitly) where nothing did before.
+                var prefix = ""
+                for part in table.split(separator: ".") {
+                    prefix = prefix.isEmpty ? String(part) : prefix + "." + part
+                    if lines[prefix] == nil { lines[prefix] = number + 1 }
+                }
                 continue
             }
             guard let equals = line.firstIndex(of: "="), !line.hasPrefix("#") else { continue }

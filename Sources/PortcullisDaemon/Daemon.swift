@@ -163,27 +163,7 @@ public final class Daemon: @unchecked Sendable {
     deinit { stop() }
 
     /// One line per jail for the start-up log: where it reads, what it matches, what it costs.
-    public var jailDescriptions: [String] {
-        jails.map { jail in
-            let settings = jail.configuration
-            let source = settings.sources.map { source in
-                switch source.kind {
-                case .file: "file \(source.file.path)"
-                case .shm: "shm \(source.shm.name)"
-                case .socket: "socket \(source.socket.directory)"
-                }
-            }.joined(separator: ", ")
-            let policy = settings.policy
-            var line =
-                "jail \(settings.name) (\(settings.origin)): \(source), filter \(settings.filter.summary), "
-                + "maxretry \(policy.threshold)"
-                + (policy.findTime > 0 ? " within \(policy.findTime) s" : "")
-                + ", bantime \(policy.banTime == 0 ? "forever" : "\(policy.banTime) s")"
-            if let escalation = settings.escalation { line += ", escalating (\(escalation.summary))" }
-            if !settings.ignore.isEmpty { line += ", ignoreip " + settings.ignore.descriptions.joined(separator: " ") }
-            return line
-        }
-    }
+    public var jailDescriptions: [String] { jails.map(\.configuration.description) }
 
     /// Tests only: how often the expiry thread sweeps the maps (default 10 s). Set before `start`.
     @_spi(Testing) public var sweepIntervalNanoseconds: UInt64 {

@@ -134,6 +134,25 @@ public struct JailConfiguration: Sendable, Equatable {
         }
     }
 
+    /// One line for the start-up log and --check-config: where it reads, what it matches, what a
+    /// crossing costs.
+    public var description: String {
+        let where_ = sources.map { source in
+            switch source.kind {
+            case .file: "file \(source.file.path)"
+            case .shm: "shm \(source.shm.name)"
+            case .socket: "socket \(source.socket.directory)"
+            }
+        }.joined(separator: ", ")
+        var line =
+            "jail \(name) (\(origin)): \(where_), filter \(filter.summary), maxretry \(policy.threshold)"
+            + (policy.findTime > 0 ? " within \(policy.findTime) s" : "")
+            + ", bantime \(policy.banTime == 0 ? "forever" : "\(policy.banTime) s")"
+        if let escalation { line += ", escalating (\(escalation.summary))" }
+        if !ignore.isEmpty { line += ", ignoreip " + ignore.descriptions.joined(separator: " ") }
+        return line
+    }
+
     /// Longest jail name (it is written in the ban log and shown by `portcullis list`).
     public static let longestName = 32
 }

@@ -198,6 +198,8 @@ struct Portcullisd: ParsableCommand {
                 let configuration = try checkedConfiguration(creatingStateDirectory: false)
                 if let interfaceName { _ = try Attachment.index(of: interfaceName) }
                 let jails = configuration.effectiveJails
+                for jail in jails { say("portcullisd: " + jail.description) }
+                for note in configuration.notes { say("portcullisd: note: \(note)") }
                 say(
                     "portcullisd: configuration OK: \(jails.count) jail(s): "
                         + jails.map(\.name).joined(separator: ", "))

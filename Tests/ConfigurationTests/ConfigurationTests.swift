@@ -1,0 +1,245 @@
+import Foundation
+import LogTransport
+@testable import PortcullisConfiguration
+@testable import PortcullisDaemon
+import PortcullisCore
+import Testing
+import TestSupport
+
+/// A configuration file's text, read as if from `file.toml`.
+private func load(_ text: String) throws(ConfigurationError) -> ConfigurationFile {
+    try ConfigurationFile(path: "file.toml", text: text)
+}
+
+private func jails(_ text: String) throws -> [JailConfiguration] {
+    let log = NSTemporaryDirectory() + "pc-config-test.log"
+    FileManager.default.createFile(atPath: log, contents: nil)
+    return try load(text.replacingOccurrences(of: "LOG", with: log)).jails(
+        defaultSource: TransportConfiguration(kind: .shm), filterDirectory: "/etc/fail2ban/filter.d")
+}
+
+/// The error `body` throws, as one line.
+private func error(_ body: () throws -> Void) -> String {
+    do {
+        try body()
+        return "no error"
+    } catch {
+        return "\(error)"
+    }
+}
+
+@Suite("Configuration file")
+struct ConfigurationFileTests {
+    @Test("[daemon] settings become portcullisd's flags, in order, lists repeated, flags only when true")
+    func daemonSettings() throws {
+        let file = try load(
+            """
+            [daemon]
+            interface = "eth0"
+            workers = 2
+            allow = ["192.0.2.0/24", "2001:db8::/32"]
+            reattach = true
+            shm-overwrite = false
+            status-interval = 0.5
+            trust-uid = [1000, 1001]
+            """)
+        let arguments = file.daemonArguments
+        #expect(arguments.count == 15)
+        for pair in [
+            ["--interface", "eth0"], ["--workers", "2"], ["--allow", "192.0.2.0/24"], ["--allow", "2001:db8::/32"],
+            ["--status-interval", "0.5"], ["--trust-uid", "1000"], ["--trust-uid", "1001"],
+        ] {
+            #expect(arguments.indices.contains { arguments[$0...].starts(with: pair) }, "\(pair) in \(arguments)")
+        }
+        #expect(arguments.contains("--reattach") && !arguments.contains("--shm-overwrite"))
+    }
+
+    @Test("every [daemon] key is one of portcullisd's flags, and every flag but the file's own is a key")
+    func daemonKeysMatchTheFlags() throws {
+        let help = try runProcess(Products.directory + "/portcullisd", ["--help"])
+        let flags = Set(
+            help.stdout.split(whereSeparator: { !$0.isLetter && !$0.isNumber && $0 != "-" }).filter {
+                $0.hasPrefix("--") && $0.count > 2
+            }.map { String($0.dropFirst(2)) })
+        let own: Set<String> = ["help", "config", "check-config"]
+        #expect(Set(DaemonKeys.all.keys).subtracting(flags).isEmpty, "keys that are no flag")
+        #expect(flags.subtracting(own).subtracting(DaemonKeys.all.keys).isEmpty, "flags that are no key")
+    }
+
+    @Test(
+        "mistakes are refused with the file, the line and the key",
+        arguments: [
+            ("[daemon]\nworkers = \"two\"\n", "file.toml:2: daemon.workers: must be an integer, not a string"),
+            ("[daemon]\n\nbogus = 1\n", "file.toml:3: daemon.bogus: unknown setting"),
+            ("[jails.a]\nmaxretry = 1\n", "file.toml:1: jails: unknown section"),
+            ("[jail.a]\nsource = \"shm\"\nmaxretry = \"5\"\n", "file.toml:3: jail.a.maxretry: must be an integer"),
+            ("[jail.a]\nmaxrety = 5\n", "file.toml:2: jail.a.maxrety: unknown jail setting"),
+            ("[defaults]\nbantime = \"ten minutes\"\n", "file.toml:2: defaults.bantime: 'ten minutes' is no duration"),
+            ("[jail.a]\nbantime = 0\n", "file.toml:2: jail.a.bantime: 0 bans nothing"),
+            ("[jail.a]\nignoreip = [\"example.com\"]\n", "file.toml:2: jail.a.ignoreip:"),
+            ("[jail.a]\nescalation = { increment = true, speed = 2 }\n", "file.toml:2: jail.a.escalation.speed"),
+            ("[jail.a]\nsource = \"pigeon:/coop\"\n", "file.toml:2: jail.a.source: 'pigeon:/coop' is no source"),
+            ("[jail]\nmaxretry = 3\n", "file.toml:2: jail.maxretry: a jail is a table"),
+            ("[jail.a\nmaxretry = 3\n", "file.toml:1: not valid TOML"),
+        ])
+    func refused(text: String, message: String) {
+        let described = error { _ = try jails(text) }
+        #expect(described.hasPrefix(message), "\(described)")
+        #expect(!described.contains("\n"), "one line")
+    }
+
+    @Test(
+        "a jail's filter and source problems name the file and key",
+        arguments: [
+            ("[jail.a]\nsource = \"file:/nonexistent/pc.log\"\n", "jail.a.source: /nonexistent/pc.log: No such file"),
+            ("[jail.a]\nsource = \"file:LOG\"\nfilter = \"no-such-filter\"\n", "jail.a.filter: filter 'no-such-filter'"),
+            (
+                "[jail.a]\nsource = \"file:LOG\"\nfilter = \"sshd\"\nfailregex = \"x <HOST>\"\n",
+                "give either filter"
+            ),
+            ("[jail.a]\nsource = \"file:LOG\"\nignoreregex = \"x\"\n", "jail.a.ignoreregex: ignoreregex needs"),
+            (
+                "[jail.a]\nsource = \"file:LOG\"\n[jail.a.escalation]\nincrement = true\nformula = \"ban.Time * 3\"\n",
+                "jail.a.escalation.formula: this formula is not supported"
+            ),
+        ])
+    func jailProblems(text: String, message: String) {
+        if !FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/sshd.conf") && !Privileges.inCI { return }
+        let described = error { _ = try jails(text) }
+        #expect(described.contains(message), "\(described)")
+        #expect(described.hasPrefix("file.toml:"), "\(described)")
+    }
+
+    @Test("jails start from [defaults], in the file's order; disabled ones are left out; durations as fail2ban's")
+    func jailsFromTheFile() throws {
+        if !FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/sshd.conf") {
+            try #require(!Privileges.inCI, "fail2ban's filters are test data: tools/install-deps installs them")
+            return
+        }
+        let read = try jails(
+            """
+            [defaults]
+            maxretry = 4
+            findtime = "1h 30m"
+            bantime = "1d"
+            ignoreip = "192.0.2.1 2001:db8::/32"
+
+            [jail.zeta]
+            source = "file:LOG"
+            filter = "sshd[mode=aggressive]"
+            bantime = -1
+
+            [jail.alpha]
+            source = "socket:/run/pc-test"
+            failregex = ["^\\\\s*denied <HOST>$"]
+            ignoreregex = "monitor"
+            maxretry = 2
+            [jail.alpha.escalation]
+            increment = true
+            multipliers = "1 5 30"
+            maxtime = "1w"
+
+            [jail.off]
+            enabled = false
+            source = "file:/nonexistent"
+            """)
+        #expect(read.map(\.name) == ["zeta", "alpha"])
+        let zeta = read[0]
+        #expect(zeta.policy.threshold == 4 && zeta.policy.findTime == 5400 && zeta.policy.banTime == 0)
+        #expect(zeta.ignore.contains(IPAddress("192.0.2.1")!) && zeta.ignore.contains(IPAddress("2001:db8::5")!))
+        guard case .fail2ban(let sshd, _, _) = zeta.filter else {
+            Issue.record("zeta: a fail2ban filter")
+            return
+        }
+        #expect(sshd.reference == "sshd[mode=aggressive]" && sshd.failregex.count > 10)
+        let alpha = read[1]
+        #expect(alpha.source.kind == .socket && alpha.source.socket.directory == "/run/pc-test")
+        #expect(alpha.policy.threshold == 2 && alpha.policy.banTime == 86_400)
+        #expect(alpha.escalation?.growth == .multipliers([1, 5, 30]) && alpha.escalation?.maxTime == 604_800)
+        guard case .fail2ban(let inline, _, _) = alpha.filter else {
+            Issue.record("alpha: inline patterns")
+            return
+        }
+        #expect(inline.failregex == ["^\\s*denied <HOST>$"] && inline.ignoreregex == ["monitor"])
+    }
+
+    @Test("the example configuration in etc/ reads, and its one enabled jail is the demo's")
+    func exampleConfiguration() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let file = try ConfigurationFile.load(root.path + "/etc/portcullis.toml")
+        let read = try file.jails(defaultSource: TransportConfiguration(kind: .shm), filterDirectory: "/nonexistent")
+        #expect(read.map(\.name) == ["udp-server"])
+        #expect(read[0].filter == .builtIn && read[0].policy.threshold == 3 && read[0].policy.banTime == 20)
+    }
+}
+
+@Suite("Escalation")
+struct EscalationTests {
+    @Test("fail2ban's arithmetic: the default formula doubles per earlier ban, capped at 2^20; multipliers; maxtime")
+    func arithmetic() {
+        var escalation = Escalation()
+        #expect(escalation.banSeconds(base: 3600, previousBans: 0) == 3600, "a first ban is the jail's")
+        #expect(escalation.banSeconds(base: 3600, previousBans: 1) == 7200)
+        #expect(escalation.banSeconds(base: 3600, previousBans: 3) == 28_800)
+        #expect(escalation.banSeconds(base: 1, previousBans: 40) == 1 << 20)
+        #expect(escalation.banSeconds(base: 0, previousBans: 5) == 0, "a ban for good stays for good")
+        escalation.factor = 2
+        #expect(escalation.banSeconds(base: 3600, previousBans: 1) == 14_400)
+        escalation.factor = 1
+        escalation.maxTime = 10_000
+        #expect(escalation.banSeconds(base: 3600, previousBans: 2) == 10_000)
+        escalation.maxTime = nil
+        escalation.growth = .multipliers([1, 5, 30])
+        #expect(escalation.banSeconds(base: 60, previousBans: 1) == 300)
+        #expect(escalation.banSeconds(base: 60, previousBans: 9) == 1800, "the last multiplier beyond the list")
+        escalation.growth = .exponential
+        // ban.Time * math.exp(float(ban.Count+1)*banFactor)/math.exp(1*banFactor) = 3600 e
+        #expect(escalation.banSeconds(base: 3600, previousBans: 1) == UInt64((3600 * M_E).rounded()))
+        escalation.growth = .doubling
+        escalation.randomTime = 100
+        #expect(escalation.banSeconds(base: 3600, previousBans: 1, random: 0.5) == 7250)
+    }
+
+    @Test("only fail2ban's documented formulas are taken, whatever their spacing")
+    func formulas() {
+        #expect(Escalation.growth(formula: "ban.Time * (1<<(ban.Count if ban.Count<20 else 20)) * banFactor") == .doubling)
+        #expect(
+            Escalation.growth(formula: "ban.Time*math.exp(float(ban.Count+1)*banFactor)/math.exp(1*banFactor)")
+                == .exponential)
+        #expect(Escalation.growth(formula: "ban.Time * 3") == nil)
+    }
+
+    @Test("the history counts bans per jail or over all, forgets old ones, stays bounded, and survives a save")
+    func history() throws {
+        let path = NSTemporaryDirectory() + "pc-history-\(getpid()).json"
+        defer { unlink(path) }
+        let history = BanHistory(path: path, capacity: 100, maximumAge: 1000)
+        let a = IPAddress("198.18.9.1")!
+        let b = IPAddress("198.18.9.2")!
+        history.record([a], jail: "sshd", wallSeconds: 10_000)
+        history.record([a], jail: "sshd", wallSeconds: 10_100)
+        history.record([a], jail: "nginx", wallSeconds: 10_200)
+        history.record([b], jail: "sshd", wallSeconds: 8_000)
+        #expect(history.previousBans([a, b], jail: "sshd", wallSeconds: 10_300) == [2, 0], "b's is too old")
+        #expect(history.previousBans([a], jail: nil, wallSeconds: 10_300) == [3], "over all jails")
+        try history.save()
+        let reloaded = BanHistory(path: path, capacity: 100, maximumAge: 1000)
+        try reloaded.load(wallSeconds: 10_300)
+        #expect(reloaded.previousBans([a], jail: "sshd", wallSeconds: 10_300) == [2])
+        #expect(reloaded.count == 1, "the outdated one is not loaded")
+        for index in 0..<150 {
+            reloaded.record([IPAddress(ipv4: 198, 18, 10, UInt8(index))], jail: "sshd", wallSeconds: 11_000)
+        }
+        #expect(reloaded.count <= 100, "bounded")
+    }
+
+    @Test("a history file that is not one is refused with its path and what to do")
+    func unreadableHistory() throws {
+        let path = NSTemporaryDirectory() + "pc-history-bad-\(getpid()).json"
+        defer { unlink(path) }
+        try "not json".write(toFile: path, atomically: true, encoding: .utf8)
+        let described = error { try BanHistory(path: path).load(wallSeconds: 0) }
+        #expect(described.contains(path) && described.contains("move it aside"))
+    }
+}
