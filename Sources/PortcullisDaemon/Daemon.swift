@@ -82,20 +82,18 @@ public final class Daemon: @unchecked Sendable {
         var jails: [Jail] = []
         var kept: [String] = []
         for jailConfiguration in jailConfigurations {
-            if let same = previous?.jails.first(where: {
-                $0.configuration == jailConfiguration && $0.allowlist == allowlist.adding(jailConfiguration.ignore)
-                    && $0.maxLineLength == configuration.maxLineLength
+            // The same settings: the same counts (the table is kept; the allowlist is made anew,
+            // as this host's addresses may have changed).
+            let same = previous?.jails.first {
+                $0.configuration == jailConfiguration && $0.maxLineLength == configuration.maxLineLength
                     && previous?.configuration.regexMatchLimit == configuration.regexMatchLimit
                     && previous?.configuration.idleHorizon == configuration.idleHorizon
-            }) {
-                jails.append(same)
-                kept.append(same.name)
-            } else {
-                jails.append(
-                    try Jail(
-                        jailConfiguration, daemon: configuration, allowlist: allowlist, history: history,
-                        numaNode: configuration.tableNode))
             }
+            jails.append(
+                try Jail(
+                    jailConfiguration, daemon: configuration, allowlist: allowlist, history: history,
+                    numaNode: configuration.tableNode, keeping: same?.table))
+            if let same { kept.append(same.name) }
         }
         self.jails = jails
         keptJails = kept

@@ -107,6 +107,14 @@ public struct DaemonStatus: Sendable {
                 + "\(linesLost) lines lost, \(transportRejected) rejected by the transport, \(writersRefused) writers "
                 + "refused, \(filesRefused) files refused"
         ]
+        for jail in jails {
+            let counters = jail.counters
+            lines.append(
+                "jail \(jail.name): \(counters.lines) lines, \(counters.matched) matched, \(counters.ignored) ignored, "
+                    + "\(counters.notMatching) not matching, \(counters.invalidAddress) not an address, "
+                    + "\(counters.tooLong) too long, \(counters.matchLimit) over the match limit, "
+                    + "\(counters.allowlisted) allowlisted, \(counters.bans) bans")
+        }
         for (index, worker) in workers.enumerated() {
             let cpu = workerCPUs[index].map { "cpu \($0)" } ?? "unpinned"
             let perLine = worker.lines > 0 ? Double(worker.cpuNanoseconds) / Double(worker.lines) : 0

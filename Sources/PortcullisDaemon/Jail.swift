@@ -177,9 +177,11 @@ final class Jail: Sendable {
     /// any jail escalates (`overalljails` counts the bans of all), nil otherwise.
     let history: BanHistory?
 
+    /// - Parameter table: the offence table of the same jail in the daemon this one replaces (a
+    ///   reload), whose counts go on; nil: a new one.
     init(
         _ configuration: JailConfiguration, daemon: DaemonConfiguration, allowlist daemonAllowlist: Allowlist,
-        history: BanHistory?, numaNode: Int?
+        history: BanHistory?, numaNode: Int?, keeping table: OffenceTable? = nil
     ) throws(DaemonError) {
         self.configuration = configuration
         allowlist = daemonAllowlist.adding(configuration.ignore)
@@ -187,13 +189,17 @@ final class Jail: Sendable {
         escalation = configuration.escalation
         self.history = history
         let policy = configuration.policy
-        do throws(SettingError) {
-            table = try OffenceTable(
-                bins: configuration.tableBins, threshold: policy.threshold,
-                findTime: policy.findTime, banTime: UInt32(clamping: policy.banTime),
-                idleHorizon: daemon.idleHorizon, numaNode: numaNode)
-        } catch {
-            throw .invalidSetting("jail \(configuration.name): \(error.description)")
+        if let table {
+            self.table = table
+        } else {
+            do throws(SettingError) {
+                self.table = try OffenceTable(
+                    bins: configuration.tableBins, threshold: policy.threshold,
+                    findTime: policy.findTime, banTime: UInt32(clamping: policy.banTime),
+                    idleHorizon: daemon.idleHorizon, numaNode: numaNode)
+            } catch {
+                throw .invalidSetting("jail \(configuration.name): \(error.description)")
+            }
         }
         switch configuration.filter {
         case .builtIn:

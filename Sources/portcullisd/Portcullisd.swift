@@ -350,28 +350,27 @@ struct Portcullisd: ParsableCommand {
         for note in daemon.notes { say("portcullisd: note: \(note)") }
         say("portcullisd: never banned: " + daemon.neverBanned.joined(separator: " "))
 
+        var ready: Ready?
         if let readyFile {
-            let ready = Ready(
+            ready = Ready(
                 interface: interface, mode: outcome.mode.rawValue, newlyAttached: outcome.newlyAttached,
                 pinDirectory: pins.path, resumedBans: daemon.resumedBans,
                 transport: transport.transport.rawValue, workers: daemon.status.workers.count,
                 jails: daemon.configuration.effectiveJails.map(\.name),
-                pid: Int(getpid()))
-            do throws(Errno) {
-                try JSONOutput.write(ready, to: readyFile)
-            } catch {
-                say("portcullisd: cannot write the ready file \(readyFile): \(error)", to: STDERR_FILENO)
-            }
+                pid: Int(getpid()), reloads: 0)
+            writeReady(ready!)
         }
-        waitForStop(daemon, maps: maps, objectPath: objectPath, pins: pins, signals: &signals)
+        waitForStop(daemon, maps: maps, objectPath: objectPath, pins: pins, ready: ready, signals: &signals)
     }
 
     /// Prints the status every --status-interval until SIGINT or SIGTERM, then stops the daemon
     /// and prints (and writes) its summary.
     private func waitForStop(
-        _ running: Daemon, maps: BanMaps, objectPath: String, pins: PinDirectory, signals: inout StopSignals
+        _ running: Daemon, maps: BanMaps, objectPath: String, pins: PinDirectory, ready: Ready?,
+        signals: inout StopSignals
     ) {
         var daemon = running
+        var ready = ready
         var previousLines: UInt64 = 0
         var nextStatus = SystemClock.monotonicSeconds() + statusInterval
         var enforced = Attachment.Enforcement.enforced
@@ -381,7 +380,16 @@ struct Portcullisd: ParsableCommand {
             let signal = signals.next(waitingSeconds: wait)
             if signal == SIGINT || signal == SIGTERM { break }
             if signal == SIGHUP {
+                let previous = daemon
                 daemon = reload(daemon, maps: maps)
+                // Scripts that wait for a reload see it in the ready file.
+                if daemon !== previous, var updated = ready {
+                    updated.jails = daemon.jailNames
+                    updated.resumedBans = daemon.resumedBans
+                    updated.reloads += 1
+                    writeReady(updated)
+                    ready = updated
+                }
                 continue
             }
             enforced = watchEnforcement(maps, objectPath: objectPath, pins: pins, was: enforced)
@@ -492,21 +500,33 @@ struct Portcullisd: ParsableCommand {
         return now
     }
 
-    /// `--ready-file`: what the daemon runs on, for scripts that wait for it.
+    private func writeReady(_ ready: Ready) {
+        guard let readyFile else { return }
+        do throws(Errno) {
+            try JSONOutput.write(ready, to: readyFile)
+        } catch {
+            say("portcullisd: cannot write the ready file \(readyFile): \(error)", to: STDERR_FILENO)
+        }
+    }
+
+    /// `--ready-file`: what the daemon runs on, for scripts that wait for it (written again after
+    /// each reload).
     struct Ready: Encodable {
         let interface: String
         let mode: String
         let newlyAttached: Bool
         let pinDirectory: String
-        let resumedBans: Int
+        var resumedBans: Int
         let transport: String
         let workers: Int
-        let jails: [String]
+        var jails: [String]
         let pid: Int
+        /// Reloads done (SIGHUP with a configuration that was taken).
+        var reloads: Int
 
         enum CodingKeys: String, CodingKey {
             case interface, mode, newlyAttached = "newly_attached", pinDirectory = "pin_directory"
-            case resumedBans = "resumed_bans", transport, workers, jails, pid
+            case resumedBans = "resumed_bans", transport, workers, jails, pid, reloads
         }
     }
 

@@ -264,3 +264,156 @@ struct DaemonProcessTests {
         #expect(!scratch.pins.holdsMaps)
     }
 }
+
+/// A configuration file and a log for a daemon process; removed afterwards.
+struct ConfigurationScratch {
+    let directory = NSTemporaryDirectory() + "pc-config-\(getpid())-\(UUID().uuidString.prefix(8))"
+    var path: String { directory + "/portcullis.toml" }
+    var log: String { directory + "/app.log" }
+
+    init() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: log, contents: nil)
+    }
+
+    /// Writes the configuration (`LOG` stands for the log's path).
+    func write(_ text: String) throws {
+        try text.replacingOccurrences(of: "LOG", with: log).write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    func append(_ lines: [String]) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        defer { try? handle.close() }
+        handle.seekToEndOfFile()
+        handle.write(Data(lines.map { "2026-12-01 12:00:00 \($0)\n" }.joined().utf8))
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+@Suite("portcullisd jails", .enabled(if: Privileges.runnable), .serialized)
+struct DaemonJailProcessTests {
+    let process = DaemonProcessTests()
+
+    @Test(
+        "SIGHUP reloads: a jail added bans, a jail removed no longer does, an unchanged jail keeps its counts, bans stay; a broken file is refused and the running jails go on"
+    )
+    func reload() throws {
+        try withTestNetwork("l") { network, scratch in
+            let files = try ConfigurationScratch()
+            defer { files.remove() }
+            let keep = """
+                [jail.keep]
+                source = "file:LOG"
+                failregex = '^\\s*failed from <HOST>$'
+                maxretry = 3
+                bantime = 600
+
+                """
+            try files.write(
+                keep + """
+                    [jail.gone]
+                    source = "file:LOG"
+                    failregex = '^\\s*denied <HOST>$'
+                    maxretry = 2
+                    """)
+            let ready = files.directory + "/ready.json"
+            let arguments = [
+                "--config", files.path, "--pin-dir", scratch.path, "--state-dir", files.directory + "/state",
+                "--ready-file", ready,
+            ]
+            /// The ready file is written again after each reload.
+            func reloads() -> Int {
+                guard let data = FileManager.default.contents(atPath: ready),
+                    let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+                else { return -1 }
+                return object["reloads"] as? Int ?? -1
+            }
+            let (daemon, output) = try process.startDaemon(network, arguments, waitUntilReading: true)
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            func banned(_ address: String) throws -> Bool { try maps.lookup(IPAddress(address)!) != nil }
+            // keep: 198.18.11.1 at 2 of 3; gone: 198.18.11.2 at 1 of 2. The ban of .9 (after them in
+            // the file) says the daemon has read them.
+            try files.append(
+                ["failed from 198.18.11.1", "failed from 198.18.11.1", "denied 198.18.11.2"]
+                    + Array(repeating: "failed from 198.18.11.9", count: 3))
+            #expect(try eventually(within: 10) { try banned("198.18.11.9") })
+
+            try files.write(
+                keep + """
+                    [jail.added]
+                    source = "file:LOG"
+                    failregex = '^\\s*blocked <HOST>$'
+                    maxretry = 1
+                    """)
+            kill(daemon.processIdentifier, SIGHUP)
+            #expect(eventually(within: 15) { reloads() == 1 })
+            try files.append(["blocked 198.18.11.3"])
+            #expect(try eventually(within: 15) { try banned("198.18.11.3") }, "the added jail bans")
+            try files.append(["failed from 198.18.11.1", "denied 198.18.11.2", "blocked 198.18.11.4"])
+            #expect(try eventually(within: 10) { try banned("198.18.11.4") })
+            #expect(try banned("198.18.11.1"), "keep's count went on from 2: its third offence banned")
+            #expect(try !banned("198.18.11.2"), "the removed jail no longer bans")
+            #expect(try banned("198.18.11.9"), "bans in force stay")
+
+            try files.write(keep + "bogus = 1\n")
+            kill(daemon.processIdentifier, SIGHUP)
+            usleep(500_000)
+            try files.append(["blocked 198.18.11.5"])
+            #expect(try eventually(within: 10) { try banned("198.18.11.5") }, "the running jails go on")
+            #expect(daemon.isRunning)
+            let text = process.stopDaemon(daemon, output)
+            #expect(text.contains("SIGHUP: reloaded: 2 jail(s), counts kept in keep"), "\(text)")
+            #expect(text.contains("configuration refused, the running one stays: \(files.path):6: jail.keep.bogus"), "\(text)")
+            #expect(daemon.terminationStatus == 0)
+        }
+    }
+
+    @Test(
+        "bad configuration: one line naming the file and the key, exit 1, nothing attached or pinned",
+        arguments: [
+            ("[jail.a]\nsource = \"file:/nonexistent/pc.log\"\n", "jail.a.source: /nonexistent/pc.log"),
+            ("[jail.a]\nsource = \"file:LOG\"\nfilter = \"no-such-filter\"\n", "jail.a.filter: filter 'no-such-filter'"),
+            ("[jail.a]\nsource = \"file:LOG\"\nfailregex = \"from <SUBNET>\"\n", "key 'failregex': the subnet tag <SUBNET>"),
+            ("[jail.a]\nsource = \"file:LOG\"\nfailregex = \"from <HOST> (open\"\n", "key 'failregex': pattern"),
+            ("[jail.a]\nsource = \"file:LOG\"\nmaxretry = \"five\"\n", "jail.a.maxretry: must be an integer"),
+            ("[daemon]\nworkers = 0\n", "--workers"),
+        ])
+    func badConfiguration(text: String, mentioning: String) throws {
+        try withTestNetwork("c") { network, scratch in
+            let files = try ConfigurationScratch()
+            defer { files.remove() }
+            try files.write(text)
+            let (daemon, output) = try process.startDaemon(network, ["--config", files.path, "--pin-dir", scratch.path])
+            let deadline = Date().addingTimeInterval(20)
+            while daemon.isRunning && Date() < deadline { usleep(10_000) }
+            let said = process.stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 1)
+            #expect(said.contains(mentioning), "\(said)")
+            #expect(said.contains(files.path) || mentioning.hasPrefix("--"), "names the file: \(said)")
+            #expect(said.split(separator: "\n").count == 1, "one line: \(said)")
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"), "nothing attached")
+            #expect(!scratch.pins.holdsMaps, "nothing pinned")
+        }
+    }
+
+    @Test("--check-config: 0 and each jail for a usable configuration, 1 and the first error otherwise; nothing made")
+    func checkConfiguration() throws {
+        let files = try ConfigurationScratch()
+        defer { files.remove() }
+        try files.write("[jail.a]\nsource = \"file:LOG\"\nfailregex = '^\\s*x <HOST>$'\n[jail.a.escalation]\nincrement = true\n")
+        let state = files.directory + "/state"
+        var result = try runProcess(process.daemonPath, ["--config", files.path, "--check-config", "--state-dir", state])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("jail a (\(files.path)): file \(files.log)"), "\(result.stdout)")
+        #expect(result.stdout.contains("configuration OK: 1 jail(s): a"))
+        #expect(!FileManager.default.fileExists(atPath: state), "a check creates nothing")
+        result = try runProcess(process.daemonPath, ["--config", files.path, "--check-config", "--threshold", "9"])
+        #expect(result.stdout.contains("maxretry 9"), "the command line overrides the file: \(result.stdout)")
+        try files.write("[jail.a]\nsource = \"file:LOG\"\nfindtime = \"soon\"\n")
+        result = try runProcess(process.daemonPath, ["--config", files.path, "--check-config"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(files.path):3: jail.a.findtime: 'soon' is no duration"), "\(result.stderr)")
+    }
+}
