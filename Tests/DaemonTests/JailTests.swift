@@ -161,3 +161,41 @@ struct JailTests {
         #expect(left > 0 && left <= 60, "strict's ban time")
     }
 }
+
+@Suite("Jails under hostile lines", .enabled(if: Privileges.runnable), .serialized)
+struct HostileLineTests {
+    @Test("a line built to make a fail2ban pattern backtrack, and an overlong one, are counted and skipped; the jail goes on banning")
+    func hostileLines() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { unlink(scratch.filePath) }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
+        var source = TransportConfiguration(kind: .file)
+        source.file.path = scratch.filePath
+        var jail = JailConfiguration(name: "app", source: source)
+        jail.policy.threshold = 1
+        // Nested quantifiers: exponential backtracking on a run of a's that does not end in "!".
+        jail.filter = .fail2ban(.inline(failregex: "^\\s*(a|aa)+! from <HOST>$"), useDNS: nil, detectsDates: true)
+        var configuration = DaemonConfiguration(transport: source)
+        configuration.jails = [jail]
+        configuration.maxLineLength = 256
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        let daemon = try Daemon(configuration: configuration, maps: maps)
+        try daemon.start()
+        defer { daemon.stop() }
+        let lines = [
+            "2026-12-01 10:00:00 " + String(repeating: "a", count: 60) + "? from 198.18.12.1",
+            "2026-12-01 10:00:01 aa! from 198.18.12.2 " + String(repeating: "x", count: 400),
+            "2026-12-01 10:00:02 aa! from 198.18.12.3",
+        ]
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.filePath))
+        handle.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        try handle.close()
+        #expect(try eventually(within: 10) { try maps.lookup(IPAddress("198.18.12.3")!) != nil }, "the jail goes on")
+        let counters = daemon.status.jails[0].counters
+        #expect(counters.matchLimit == 1, "the backtracking line hit the match limit")
+        #expect(counters.tooLong == 1, "the overlong line was skipped")
+        #expect(try maps.lookup(IPAddress("198.18.12.1")!) == nil && maps.lookup(IPAddress("198.18.12.2")!) == nil)
+    }
+}
