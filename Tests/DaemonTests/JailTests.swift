@@ -46,6 +46,34 @@ func sshdFailure(_ address: String, _ index: Int) -> String {
         + "\(address) port \(40000 + index) ssh2"
 }
 
+/// Runs `body` with a started daemon whose jails (made by `jails` from a file source) read a
+/// scratch log into private maps; `write` appends lines to the log. Removes everything afterwards.
+func withFileJails(
+    _ jails: (TransportConfiguration) -> [JailConfiguration], configure: (inout DaemonConfiguration) -> Void = { _ in },
+    _ body: (_ daemon: Daemon, _ maps: BanMaps, _ write: ([String]) throws -> Void) throws -> Void
+) throws {
+    try Privileges.require()
+    let scratch = TransportScratch()
+    defer { unlink(scratch.filePath) }
+    FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
+    var source = TransportConfiguration(kind: .file)
+    source.file.path = scratch.filePath
+    var configuration = DaemonConfiguration(transport: source)
+    configuration.jails = jails(source)
+    configure(&configuration)
+    let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+    let maps = try #require(program.maps)
+    let daemon = try Daemon(configuration: configuration, maps: maps)
+    try daemon.start()
+    defer { daemon.stop() }
+    try body(daemon, maps) { lines in
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.filePath))
+        defer { try? handle.close() }
+        handle.seekToEndOfFile()
+        handle.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+    }
+}
+
 @Suite("Jails", .enabled(if: Privileges.runnable), .serialized)
 struct JailTests {
     /// Seconds until `address`'s ban ends (nil: not banned; 0: for good).
@@ -118,47 +146,36 @@ struct JailTests {
 
     @Test("two jails on one file read it once and count apart: a client can be at 2 of 5 in one and banned by the other")
     func jailsCountApart() throws {
-        try Privileges.require()
-        let scratch = TransportScratch()
-        defer { unlink(scratch.filePath) }
-        FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
-        var source = TransportConfiguration(kind: .file)
-        source.file.path = scratch.filePath
-        var strict = JailConfiguration(name: "strict", source: source)
-        strict.policy.threshold = 3
-        strict.policy.banTime = 60
-        strict.filter = .fail2ban(
-            .inline(failregex: "^\\s*login failed from <HOST>$\n^\\s*bad request from <HOST>$"), useDNS: nil, detectsDates: true)
-        var lenient = JailConfiguration(name: "lenient", source: source)
-        lenient.policy.threshold = 5
-        lenient.policy.banTime = 600
-        lenient.filter = .fail2ban(.inline(failregex: "^\\s*login failed from <HOST>$"), useDNS: nil, detectsDates: true)
-        var configuration = DaemonConfiguration(transport: source)
-        configuration.jails = [strict, lenient]
-        configuration.workers = 2
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        let maps = try #require(program.maps)
-        let daemon = try Daemon(configuration: configuration, maps: maps)
-        try daemon.start()
-        defer { daemon.stop() }
-        #expect(daemon.status.workers.count == 1, "one file, one reader, whatever the jails")
-        let lines = [
-            "2026-12-01 10:00:00 login failed from 198.18.8.1", "2026-12-01 10:00:01 bad request from 198.18.8.1",
-            "2026-12-01 10:00:02 bad request from 198.18.8.1",
-        ]
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.filePath))
-        handle.write(Data((lines.joined(separator: "\n") + "\n").utf8))
-        try handle.close()
-        let client = IPAddress("198.18.8.1")!
-        #expect(try eventually(within: 10) { try maps.lookup(client) != nil }, "strict bans on its third")
-        let status = daemon.status
-        #expect(status.total.lines == 3, "read once")
-        #expect(status.jails.map(\.name) == ["strict", "lenient"])
-        #expect(status.jails[0].counters.matched == 3 && status.jails[0].counters.bans == 1)
-        #expect(status.jails[1].counters.matched == 1 && status.jails[1].counters.notMatching == 2)
-        #expect(daemon.jails[1].table.count(of: client) == 1, "lenient counts its own")
-        let left = try #require(try remaining(maps, client))
-        #expect(left > 0 && left <= 60, "strict's ban time")
+        try withFileJails({ source in
+            var strict = JailConfiguration(name: "strict", source: source)
+            strict.policy.threshold = 3
+            strict.policy.banTime = 60
+            strict.filter = .fail2ban(
+                .inline(failregex: "^\\s*login failed from <HOST>$\n^\\s*bad request from <HOST>$"), useDNS: nil,
+                detectsDates: true)
+            var lenient = JailConfiguration(name: "lenient", source: source)
+            lenient.policy.threshold = 5
+            lenient.policy.banTime = 600
+            lenient.filter = .fail2ban(
+                .inline(failregex: "^\\s*login failed from <HOST>$"), useDNS: nil, detectsDates: true)
+            return [strict, lenient]
+        }, configure: { $0.workers = 2 }) { daemon, maps, write in
+            #expect(daemon.status.workers.count == 1, "one file, one reader, whatever the jails")
+            try write([
+                "2026-12-01 10:00:00 login failed from 198.18.8.1", "2026-12-01 10:00:01 bad request from 198.18.8.1",
+                "2026-12-01 10:00:02 bad request from 198.18.8.1",
+            ])
+            let client = IPAddress("198.18.8.1")!
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil }, "strict bans on its third")
+            let status = daemon.status
+            #expect(status.total.lines == 3, "read once")
+            #expect(status.jails.map(\.name) == ["strict", "lenient"])
+            #expect(status.jails[0].counters.matched == 3 && status.jails[0].counters.bans == 1)
+            #expect(status.jails[1].counters.matched == 1 && status.jails[1].counters.notMatching == 2)
+            #expect(daemon.jails[1].table.count(of: client) == 1, "lenient counts its own")
+            let left = try #require(try remaining(maps, client))
+            #expect(left > 0 && left <= 60, "strict's ban time")
+        }
     }
 }
 
@@ -166,36 +183,23 @@ struct JailTests {
 struct HostileLineTests {
     @Test("a line built to make a fail2ban pattern backtrack, and an overlong one, are counted and skipped; the jail goes on banning")
     func hostileLines() throws {
-        try Privileges.require()
-        let scratch = TransportScratch()
-        defer { unlink(scratch.filePath) }
-        FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
-        var source = TransportConfiguration(kind: .file)
-        source.file.path = scratch.filePath
-        var jail = JailConfiguration(name: "app", source: source)
-        jail.policy.threshold = 1
-        // Nested quantifiers: exponential backtracking on a run of a's that does not end in "!".
-        jail.filter = .fail2ban(.inline(failregex: "^\\s*(a|aa)+! from <HOST>$"), useDNS: nil, detectsDates: true)
-        var configuration = DaemonConfiguration(transport: source)
-        configuration.jails = [jail]
-        configuration.maxLineLength = 256
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        let maps = try #require(program.maps)
-        let daemon = try Daemon(configuration: configuration, maps: maps)
-        try daemon.start()
-        defer { daemon.stop() }
-        let lines = [
-            "2026-12-01 10:00:00 " + String(repeating: "a", count: 60) + "? from 198.18.12.1",
-            "2026-12-01 10:00:01 aa! from 198.18.12.2 " + String(repeating: "x", count: 400),
-            "2026-12-01 10:00:02 aa! from 198.18.12.3",
-        ]
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.filePath))
-        handle.write(Data((lines.joined(separator: "\n") + "\n").utf8))
-        try handle.close()
-        #expect(try eventually(within: 10) { try maps.lookup(IPAddress("198.18.12.3")!) != nil }, "the jail goes on")
-        let counters = daemon.status.jails[0].counters
-        #expect(counters.matchLimit == 1, "the backtracking line hit the match limit")
-        #expect(counters.tooLong == 1, "the overlong line was skipped")
-        #expect(try maps.lookup(IPAddress("198.18.12.1")!) == nil && maps.lookup(IPAddress("198.18.12.2")!) == nil)
+        try withFileJails({ source in
+            var jail = JailConfiguration(name: "app", source: source)
+            jail.policy.threshold = 1
+            // Nested quantifiers: exponential backtracking on a run of a's that does not end in "!".
+            jail.filter = .fail2ban(.inline(failregex: "^\\s*(a|aa)+! from <HOST>$"), useDNS: nil, detectsDates: true)
+            return [jail]
+        }, configure: { $0.maxLineLength = 256 }) { daemon, maps, write in
+            try write([
+                "2026-12-01 10:00:00 " + String(repeating: "a", count: 60) + "? from 198.18.12.1",
+                "2026-12-01 10:00:01 aa! from 198.18.12.2 " + String(repeating: "x", count: 400),
+                "2026-12-01 10:00:02 aa! from 198.18.12.3",
+            ])
+            #expect(try eventually(within: 10) { try maps.lookup(IPAddress("198.18.12.3")!) != nil }, "the jail goes on")
+            let counters = daemon.status.jails[0].counters
+            #expect(counters.matchLimit == 1, "the backtracking line hit the match limit")
+            #expect(counters.tooLong == 1, "the overlong line was skipped")
+            #expect(try maps.lookup(IPAddress("198.18.12.1")!) == nil && maps.lookup(IPAddress("198.18.12.2")!) == nil)
+        }
     }
 }
