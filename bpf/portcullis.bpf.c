@@ -42,6 +42,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_meta SEC(".maps");
 
+/* Not read here: the names of the bans' origins (the daemon's jails), for user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_MAX_ORIGINS);
+	__type(key, __u32);
+	__type(value, struct pc_origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_origins SEC(".maps");
+
 /* libxdp dispatcher settings: run before other programs and hand on only what we pass. */
 struct {
 	__uint(priority, 10);

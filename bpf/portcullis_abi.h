@@ -14,7 +14,7 @@
 
 /* Bumped whenever a map below changes meaning or layout; stored in the meta map of a pin directory
  * so that a daemon never reuses pinned maps written by another layout. */
-#define PC_ABI_VERSION 1
+#define PC_ABI_VERSION 2
 /* "PCUL" as a little-endian u32: marks a meta map as ours. */
 #define PC_ABI_MAGIC 0x4c554350
 
@@ -23,6 +23,7 @@
 #define PC_MAP_BANS_V6 "pc_bans_v6"
 #define PC_MAP_STATS "pc_stats"
 #define PC_MAP_META "pc_meta"
+#define PC_MAP_ORIGINS "pc_origins"
 
 /* Name of the XDP program (its function name, as the kernel and libxdp report it). */
 #define PC_PROG_NAME "pc_xdp_filter"
@@ -58,13 +59,36 @@ struct pc_ipv6_key {
  *                  A packet arriving at or after this time passes and counts as PC_STAT_EXPIRED,
  *                  so a ban never outlives its time even when no daemon deletes it.
  *   8  dropped     packets dropped because of this ban (atomically incremented by the program).
+ *  16  origin      who made the ban, not read by the program: PC_ORIGIN_OPERATOR (0) for an
+ *                  operator's ban or one of unknown origin, else the slot of pc_origins that names
+ *                  it (a daemon's jail).
+ *  20  reserved    0.
  * The maps are BPF_MAP_TYPE_HASH, preallocated: a per-CPU hash would multiply the preallocated
- * memory by the number of CPUs (1,048,576 entries x 16 bytes x 128 CPUs = 2 GiB per map on a big
+ * memory by the number of CPUs (1,048,576 entries x 24 bytes x 128 CPUs = 3 GiB per map on a big
  * host), while the atomic add only costs when one banned source floods many CPUs at once.
  */
 struct pc_ban {
 	__u64 expires_ns;
 	__u64 dropped;
+	__u32 origin;
+	__u32 reserved;
+};
+
+/* Origin of a ban made by an operator (portcullis ban), or of unknown origin. */
+#define PC_ORIGIN_OPERATOR 0
+/* Slots of pc_origins: origins 1 ... PC_MAX_ORIGINS - 1 can be named. */
+#define PC_MAX_ORIGINS 256
+/* Bytes of an origin's name, its terminating NUL included. */
+#define PC_ORIGIN_NAME_SIZE 48
+
+/*
+ * Origin names (BPF_MAP_TYPE_ARRAY, PC_MAX_ORIGINS entries, key: the origin as __u32), written by
+ * user space (the daemon names its jails here) and never read by the program. Offsets (bytes):
+ *   0 name  NUL-terminated UTF-8; empty: the slot is free.
+ * A slot keeps its name once given, so that the bans that carry it stay named across restarts.
+ */
+struct pc_origin {
+	char name[PC_ORIGIN_NAME_SIZE];
 };
 
 /* Indices into the per-CPU stats array: every frame the program sees is counted in exactly one. */

@@ -79,6 +79,13 @@ public final class Daemon: @unchecked Sendable {
         } else {
             history = nil
         }
+        // Each jail's bans carry its origin slot, which names it in the maps (`portcullis list`).
+        let origins: [String: UInt32]
+        do {
+            origins = try maps.originSlots(for: jailConfigurations.map(\.name))
+        } catch {
+            throw .firewall("name the jails in the maps: \(error)")
+        }
         var jails: [Jail] = []
         var kept: [String] = []
         for jailConfiguration in jailConfigurations {
@@ -92,7 +99,8 @@ public final class Daemon: @unchecked Sendable {
             jails.append(
                 try Jail(
                     jailConfiguration, daemon: configuration, allowlist: allowlist, history: history,
-                    numaNode: configuration.tableNode, keeping: same?.table))
+                    numaNode: configuration.tableNode, origin: origins[jailConfiguration.name] ?? 0,
+                    keeping: same?.table))
             if let same { kept.append(same.name) }
         }
         self.jails = jails

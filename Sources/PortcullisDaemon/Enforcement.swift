@@ -58,7 +58,7 @@ final class Enforcement: @unchecked Sendable {
             let now = clock.bootNow
             let expiries = durations.map { BanPolicy.expiry(seconds: $0, now: now) }
             let outcome = maps.banKeepingLonger(
-                batch: addresses.indices.map { BanRequest(addresses[$0], expiries[$0]) })
+                batch: addresses.indices.map { BanRequest(addresses[$0], expiries[$0], origin: jail.origin) })
             result.banned = outcome.installed.map { addresses[$0] }
             result.kept = outcome.kept.map { addresses[$0] }
             result.failed = outcome.failed.map { addresses[$0] }

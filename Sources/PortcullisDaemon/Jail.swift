@@ -173,6 +173,9 @@ final class Jail: Sendable {
     let fail2banFilter: CompiledFilter?
     /// The ban times of repeat offenders, if they grow.
     let escalation: Escalation?
+    /// The origin its bans carry in the maps (`BanMaps.originSlots`): `portcullis list` names the
+    /// jail with it.
+    let origin: UInt32
     /// Where bans are counted for escalation: the daemon's one history, given to every jail when
     /// any jail escalates (`overalljails` counts the bans of all), nil otherwise.
     let history: BanHistory?
@@ -181,9 +184,10 @@ final class Jail: Sendable {
     ///   reload), whose counts go on; nil: a new one.
     init(
         _ configuration: JailConfiguration, daemon: DaemonConfiguration, allowlist daemonAllowlist: Allowlist,
-        history: BanHistory?, numaNode: Int?, keeping table: OffenceTable? = nil
+        history: BanHistory?, numaNode: Int?, origin: UInt32, keeping table: OffenceTable? = nil
     ) throws(DaemonError) {
         self.configuration = configuration
+        self.origin = origin
         allowlist = daemonAllowlist.adding(configuration.ignore)
         maxLineLength = daemon.maxLineLength
         escalation = configuration.escalation

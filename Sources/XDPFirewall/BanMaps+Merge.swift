@@ -29,7 +29,7 @@ extension BanMaps {
                 outcome.failed.append(index)
                 continue
             }
-            var value = pc_ban(expires_ns: request.expiry.expiresNanoseconds, dropped: 0)
+            var value = request.value(dropped: 0)
             let result =
                 (try? withKey(request.address) { (fd, key) throws(FirewallError) in
                     systemCallResult { bpf_map_update_elem(fd, key, &value, UInt64(BPF_NOEXIST)) }
@@ -66,7 +66,7 @@ extension BanMaps {
         let hadBan = taken.isSuccess
         let longer = !hadBan || Self.endsLater(request.expiry, than: BanExpiry(expiresNanoseconds: existing.expires_ns))
         var value =
-            longer ? pc_ban(expires_ns: request.expiry.expiresNanoseconds, dropped: existing.dropped) : existing
+            longer ? request.value(dropped: existing.dropped) : existing
         let put =
             (try? withKey(request.address) { (fd, key) throws(FirewallError) in
                 systemCallResult { bpf_map_update_elem(fd, key, &value, UInt64(BPF_NOEXIST)) }
@@ -111,7 +111,8 @@ extension BanMaps {
         case .success: break
         }
         let entry = BanEntry(
-            address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped)
+            address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped,
+            origin: value.origin)
         if entry.isExpired(now: now) { return .lifted(entry) }
         // Written (or made longer) after the lift looked: put it back unless a newer one is there.
         var restore = value

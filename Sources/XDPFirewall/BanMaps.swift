@@ -13,18 +13,20 @@ public final class BanMaps: @unchecked Sendable {
     let bansV6: BPFDescriptor
     let stats: BPFDescriptor
     let meta: BPFDescriptor
+    let origins: BPFDescriptor
     /// Entries each ban map can hold.
     public let capacity: UInt32
     private let possibleCPUs: Int
 
     init(
         bansV4: BPFDescriptor, bansV6: BPFDescriptor, stats: BPFDescriptor, meta: BPFDescriptor,
-        capacity: UInt32
+        origins: BPFDescriptor, capacity: UInt32
     ) throws(FirewallError) {
         self.bansV4 = bansV4
         self.bansV6 = bansV6
         self.stats = stats
         self.meta = meta
+        self.origins = origins
         self.capacity = capacity
         let cpus = libbpf_num_possible_cpus()
         guard cpus > 0 else { throw systemError("count possible CPUs", -cpus) }
@@ -52,7 +54,7 @@ public final class BanMaps: @unchecked Sendable {
         guard descriptors.count == MapSpec.all.count else { throw .mapsNotPinned(pinDirectory: directory.path) }
         let maps = try BanMaps(
             bansV4: descriptors[0], bansV6: descriptors[1], stats: descriptors[2],
-            meta: descriptors[3], capacity: capacity)
+            meta: descriptors[3], origins: descriptors[4], capacity: capacity)
         try maps.checkLayoutMarker(path: directory.path)
         return maps
     }
@@ -86,17 +88,58 @@ public final class BanMaps: @unchecked Sendable {
         try bpfCall("write \(PC_MAP_META)") { bpf_map_update_elem(meta.fd, &key, &marker, UInt64(BPF_ANY)) }
     }
 
+    // MARK: Origins
+
+    /// The named origins: slot → name (`pc_origins`; empty slots left out).
+    public func originNames() throws(FirewallError) -> [UInt32: String] {
+        var names: [UInt32: String] = [:]
+        for slot in 1..<UInt32(PC_MAX_ORIGINS) {
+            var key = slot
+            var value = pc_origin()
+            try bpfCall("read \(PC_MAP_ORIGINS)") { bpf_map_lookup_elem(origins.fd, &key, &value) }
+            let name = withUnsafeBytes(of: value.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if !name.isEmpty { names[slot] = name }
+        }
+        return names
+    }
+
+    /// The slot of each of `names`: the one that has its name already, else a free one, which is
+    /// named (a slot keeps its name, so the bans that carry it stay named across restarts).
+    /// - Returns: slot by name; a name that finds no free slot is left out (its bans carry
+    ///   `PC_ORIGIN_OPERATOR`, "unknown").
+    public func originSlots(for names: [String]) throws(FirewallError) -> [String: UInt32] {
+        var taken = try originNames()
+        var slots: [String: UInt32] = [:]
+        for (slot, name) in taken { slots[name] = slot }
+        for name in names where slots[name] == nil {
+            guard let free = (1..<UInt32(PC_MAX_ORIGINS)).first(where: { taken[$0] == nil }) else { continue }
+            var key = free
+            var value = pc_origin()
+            withUnsafeMutableBytes(of: &value.name) { buffer in
+                for (index, byte) in name.utf8.prefix(Int(PC_ORIGIN_NAME_SIZE) - 1).enumerated() { buffer[index] = byte }
+            }
+            try bpfCall("name origin \(free) in \(PC_MAP_ORIGINS)") {
+                bpf_map_update_elem(origins.fd, &key, &value, UInt64(BPF_ANY))
+            }
+            taken[free] = name
+            slots[name] = free
+        }
+        return slots.filter { names.contains($0.key) }
+    }
+
     // MARK: Bans
 
     /// Bans one address. Re-banning an address keeps its drop count (packets dropped between the
     /// lookup and the update are not carried over) and replaces its expiry.
-    public func ban(_ address: IPAddress, _ expiry: BanExpiry) throws(FirewallError) {
-        try insert(BanRequest(address, expiry), dropped: try lookup(address)?.dropped ?? 0)
+    public func ban(_ address: IPAddress, _ expiry: BanExpiry, origin: UInt32 = UInt32(PC_ORIGIN_OPERATOR))
+        throws(FirewallError)
+    {
+        try insert(BanRequest(address, expiry, origin: origin), dropped: try lookup(address)?.dropped ?? 0)
     }
 
     /// Installs one ban with exactly one `bpf_map_update_elem`; the drop count starts at `dropped`.
     public func insert(_ request: BanRequest, dropped: UInt64 = 0) throws(FirewallError) {
-        var value = pc_ban(expires_ns: request.expiry.expiresNanoseconds, dropped: dropped)
+        var value = request.value(dropped: dropped)
         try withKey(request.address) { (fd, key) throws(FirewallError) in
             try updateOne(fd: fd, key: key, value: &value, family: request.address.family)
         }
@@ -116,7 +159,7 @@ public final class BanMaps: @unchecked Sendable {
         var keys6: [pc_ipv6_key] = []
         var values6: [pc_ban] = []
         for request in requests {
-            let value = pc_ban(expires_ns: request.expiry.expiresNanoseconds, dropped: 0)
+            let value = request.value(dropped: 0)
             if request.address.family == .ipv4 {
                 keys4.append(request.address.ipv4Key)
                 values4.append(value)
@@ -170,7 +213,7 @@ public final class BanMaps: @unchecked Sendable {
             case .success:
                 return BanEntry(
                     address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
-                    dropped: value.dropped)
+                    dropped: value.dropped, origin: value.origin)
             case .failure(let error) where error.code == ENOENT: return nil
             case .failure(let error): throw systemError("look up \(address)", error.code)
             }
@@ -333,7 +376,7 @@ public final class BanMaps: @unchecked Sendable {
                     BanEntry(
                         address: address(keys[index]),
                         expiry: BanExpiry(expiresNanoseconds: values[index].expires_ns),
-                        dropped: values[index].dropped))
+                        dropped: values[index].dropped, origin: values[index].origin))
             }
             if ended { break }
             token = next

@@ -1,3 +1,4 @@
+import CPortcullis
 import PortcullisCore
 import PortcullisSystem
 
@@ -34,6 +35,15 @@ public struct BanEntry: Sendable, Equatable {
     public let expiry: BanExpiry
     /// Packets the XDP program dropped because of this ban.
     public let dropped: UInt64
+    /// Who made it: `PC_ORIGIN_OPERATOR` (0), or a slot of the origin names (`BanMaps.originNames`).
+    public let origin: UInt32
+
+    public init(address: IPAddress, expiry: BanExpiry, dropped: UInt64, origin: UInt32 = UInt32(PC_ORIGIN_OPERATOR)) {
+        self.address = address
+        self.expiry = expiry
+        self.dropped = dropped
+        self.origin = origin
+    }
 
     /// Whether the ban has ended at `now` (the program passes the address, though it is still listed).
     public func isExpired(now: UInt64 = SystemClock.bootNanoseconds()) -> Bool {
@@ -67,8 +77,17 @@ public struct FilterCounters: Sendable, Equatable {
 public struct BanRequest: Sendable {
     public let address: IPAddress
     public let expiry: BanExpiry
-    public init(_ address: IPAddress, _ expiry: BanExpiry) {
+    /// Who makes it (`PC_ORIGIN_OPERATOR`, or a named origin's slot).
+    public let origin: UInt32
+
+    public init(_ address: IPAddress, _ expiry: BanExpiry, origin: UInt32 = UInt32(PC_ORIGIN_OPERATOR)) {
         self.address = address
         self.expiry = expiry
+        self.origin = origin
+    }
+
+    /// The map value that installs it.
+    func value(dropped: UInt64) -> pc_ban {
+        pc_ban(expires_ns: expiry.expiresNanoseconds, dropped: dropped, origin: origin, reserved: 0)
     }
 }

@@ -164,7 +164,8 @@ struct FilterObject {
         let capacity = bpf_map__max_entries(try object.map(PC_MAP_BANS_V4))
         let maps = try BanMaps(
             bansV4: descriptor(PC_MAP_BANS_V4), bansV6: descriptor(PC_MAP_BANS_V6),
-            stats: descriptor(PC_MAP_STATS), meta: descriptor(PC_MAP_META), capacity: capacity)
+            stats: descriptor(PC_MAP_STATS), meta: descriptor(PC_MAP_META), origins: descriptor(PC_MAP_ORIGINS),
+            capacity: capacity)
         try maps.writeLayoutMarker()
         return maps
     }

@@ -91,7 +91,11 @@ struct MapSpec: Sendable {
         name: PC_MAP_META, type: BPF_MAP_TYPE_ARRAY,
         keySize: MemoryLayout<UInt32>.size, valueSize: MemoryLayout<pc_meta>.size)
 
-    static let all = [bansV4, bansV6, stats, meta]
+    static let origins = MapSpec(
+        name: PC_MAP_ORIGINS, type: BPF_MAP_TYPE_ARRAY,
+        keySize: MemoryLayout<UInt32>.size, valueSize: MemoryLayout<pc_origin>.size)
+
+    static let all = [bansV4, bansV6, stats, meta, origins]
 
     /// Checks an open map against this spec.
     /// - Returns: the map's kernel info (its `max_entries` is the capacity that was chosen at creation).

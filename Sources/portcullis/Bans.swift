@@ -65,7 +65,9 @@ struct List: ParsableCommand {
         abstract: "List the bans with their remaining time and the packets each has dropped.",
         discussion: "Expired bans that no daemon has removed yet are listed as expired; they no longer drop.")
 
-    @Flag(help: "Print a JSON array of {address, expires_in (seconds, null when permanent), expired, dropped}.")
+    @Flag(
+        help:
+            "Print a JSON array of {address, expires_in (seconds, null when permanent), expired, dropped, jail}.")
     var json = false
 
     @OptionGroup var pins: PinOptions
@@ -75,9 +77,11 @@ struct List: ParsableCommand {
         let expiresIn: UInt64?
         let expired: Bool
         let dropped: UInt64
+        /// The daemon's jail that made it, or "manual" (an operator's, or of unknown origin).
+        let jail: String
 
         enum CodingKeys: String, CodingKey {
-            case address, expiresIn = "expires_in", expired, dropped
+            case address, expiresIn = "expires_in", expired, dropped, jail
         }
 
         func encode(to encoder: Encoder) throws {
@@ -86,6 +90,7 @@ struct List: ParsableCommand {
             try container.encode(expiresIn, forKey: .expiresIn)  // null, not absent, when permanent
             try container.encode(expired, forKey: .expired)
             try container.encode(dropped, forKey: .dropped)
+            try container.encode(jail, forKey: .jail)
         }
     }
 
@@ -93,6 +98,7 @@ struct List: ParsableCommand {
         try reportingErrors {
             let maps = try BanMaps.open(pinnedIn: pins.directory)
             let now = SystemClock.bootNanoseconds()
+            let origins = try maps.originNames()
             let rows = try maps.entries().map { entry -> Row in
                 var remaining: UInt64?
                 if case .at(let end) = entry.expiry {
@@ -101,7 +107,8 @@ struct List: ParsableCommand {
                 }
                 return Row(
                     address: entry.address.description, expiresIn: remaining,
-                    expired: entry.isExpired(now: now), dropped: entry.dropped)
+                    expired: entry.isExpired(now: now), dropped: entry.dropped,
+                    jail: origins[entry.origin] ?? "manual")
             }
             if json {
                 print(JSONOutput.line(rows))
@@ -114,12 +121,14 @@ struct List: ParsableCommand {
             let width = max(7, rows.map(\.address.count).max() ?? 0)
             print(
                 "ADDRESS".padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                    + "EXPIRES IN".padding(toLength: 12, withPad: " ", startingAt: 0) + "DROPPED")
+                    + "EXPIRES IN".padding(toLength: 12, withPad: " ", startingAt: 0)
+                    + "DROPPED".padding(toLength: 12, withPad: " ", startingAt: 0) + "JAIL")
             for row in rows {
                 let expires = row.expiresIn.map { row.expired ? "expired" : "\($0) s" } ?? "never"
                 print(
                     row.address.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                        + expires.padding(toLength: 12, withPad: " ", startingAt: 0) + String(row.dropped))
+                        + expires.padding(toLength: 12, withPad: " ", startingAt: 0)
+                        + String(row.dropped).padding(toLength: 12, withPad: " ", startingAt: 0) + row.jail)
             }
         }
     }

@@ -129,6 +129,8 @@ struct JailTests {
         #expect(try eventually(within: 10) { try maps.lookup(client) != nil }, "the fifth bans")
         let first = try #require(try remaining(maps, client))
         #expect(first > 3600 - 60 && first <= 3600, "the first ban lasts bantime: \(first) s")
+        let origin = try #require(try maps.lookup(client)).origin
+        #expect(try maps.originNames()[origin] == "sshd", "the ban names its jail in the maps")
         daemon.stop()
         #expect(FileManager.default.fileExists(atPath: configuration.historyPath!), "the history is saved")
 

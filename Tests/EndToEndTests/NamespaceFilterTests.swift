@@ -18,6 +18,7 @@ struct NamespaceFilterTests {
         let address: String
         let expires_in: UInt64?
         let dropped: UInt64
+        let jail: String
     }
 
     func cli(_ network: TestNetwork, _ arguments: [String]) throws -> ProcessResult {
@@ -82,6 +83,7 @@ struct NamespaceFilterTests {
             #expect(during.passed - before.passed >= UInt64(2 * count), "every datagram of the others passed")
             #expect(during.malformed == before.malformed)
             let listed = try bans(network, pins)
+            #expect(listed.values.allSatisfy { $0.jail == "manual" }, "an operator's bans are listed as manual")
             #expect(listed[banned4]?.dropped == UInt64(count))
             #expect(listed[banned6]?.dropped == UInt64(count))
             #expect(listed[banned4]?.expires_in == nil, "a ban without --for is permanent")

@@ -13,6 +13,10 @@ struct ABILayoutTests {
         #expect(try btf.size("pc_ban") == MemoryLayout<pc_ban>.size)
         #expect(try btf.member("pc_ban", "expires_ns") == (MemoryLayout<pc_ban>.offset(of: \.expires_ns)!, 8))
         #expect(try btf.member("pc_ban", "dropped") == (MemoryLayout<pc_ban>.offset(of: \.dropped)!, 8))
+        #expect(try btf.member("pc_ban", "origin") == (MemoryLayout<pc_ban>.offset(of: \.origin)!, 4))
+        #expect(try btf.member("pc_ban", "reserved") == (MemoryLayout<pc_ban>.offset(of: \.reserved)!, 4))
+        #expect(try btf.size("pc_origin") == MemoryLayout<pc_origin>.size)
+        #expect(try btf.member("pc_origin", "name") == (0, Int(PC_ORIGIN_NAME_SIZE)))
     }
 
     @Test func keysMatchTheProgram() throws {
@@ -45,6 +49,7 @@ struct ABILayoutTests {
                 #expect(bpf_map__max_entries(map) == UInt32(PC_DEFAULT_BAN_ENTRIES))
                 #expect(bpf_map__map_flags(map) & UInt32(BPF_F_NO_PREALLOC) == 0, "ban maps are preallocated")
             }
+            if spec.name == PC_MAP_ORIGINS { #expect(bpf_map__max_entries(map) == UInt32(PC_MAX_ORIGINS)) }
         }
         #expect(MemoryLayout<pc_stat>.size % 8 == 0, "per-CPU values are read at an 8-byte stride")
     }
