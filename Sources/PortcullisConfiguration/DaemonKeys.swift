@@ -45,7 +45,7 @@ enum DaemonKeys {
     }
 
     static let all: [String: Kind] = [
-        "interface": .text, "mode": .text, "pin-dir": .text, "bpf-object": .text, "map-entries": .integer,
+        "interface": .texts, "mode": .text, "pin-dir": .text, "bpf-object": .text, "map-entries": .integer,
         "reattach": .flag, "state-dir": .text, "ban-log": .text, "summary-json": .text, "ready-file": .text,
         "status-interval": .number,
         // The jail the flags make when the file has no jails, and the source of jails without one.

@@ -77,11 +77,8 @@ struct Portcullisd: ParsableCommand {
 
     @Option(
         name: .customLong("interface"),
-        help: "Network interface to protect (the filter is attached to it if it is not yet); required.")
-    var interfaceName: String?
-
-    /// The interface, once `serve` has checked that one was given.
-    private var interface: String { interfaceName ?? "" }
+        help: "Network interface to protect (the filter is attached to it if it is not yet); repeatable, one required.")
+    var interfaces: [String] = []
 
     @Option(help: "XDP attach mode when attaching: native, generic or auto.")
     var mode: AttachMode = .auto
@@ -139,7 +136,7 @@ struct Portcullisd: ParsableCommand {
             valueName: "cidr"))
     var allow: [String] = []
 
-    @Flag(help: "Put the filter back on --interface when it is found detached (checked every 2 s).")
+    @Flag(help: "Put the filter back on an --interface when it is found detached (checked every 2 s).")
     var reattach = false
 
     @Flag(help: "Also ban this host's own addresses and default gateways (by default they never are).")
@@ -196,7 +193,7 @@ struct Portcullisd: ParsableCommand {
         do {
             if checkConfig {
                 let configuration = try checkedConfiguration(creatingStateDirectory: false)
-                if let interfaceName { _ = try Attachment.index(of: interfaceName) }
+                for interface in interfaces { _ = try Attachment.index(of: interface) }
                 let jails = configuration.effectiveJails
                 for jail in jails { say("portcullisd: " + jail.description) }
                 for note in configuration.notes { say("portcullisd: note: \(note)") }
@@ -301,11 +298,13 @@ struct Portcullisd: ParsableCommand {
 
     private func serve() throws {
         // Everything is checked before the interface is touched: bad input changes nothing.
-        guard interfaceName != nil else {
+        guard !interfaces.isEmpty else {
             throw DaemonError.invalidSetting("--interface is required (or interface = \"NAME\" in [daemon] of --config)")
         }
+        var seen = Set<String>()
+        let interfaces = self.interfaces.filter { seen.insert($0).inserted }
         let configuration = try checkedConfiguration()
-        _ = try Attachment.index(of: interface)
+        for interface in interfaces { _ = try Attachment.index(of: interface) }
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
         for (option, path) in [("--summary-json", summaryJson), ("--ready-file", readyFile)] {
@@ -320,15 +319,23 @@ struct Portcullisd: ParsableCommand {
         // reader gone from a pipe or socket is an error return, not our end.
         var signals = StopSignals(alsoWaitingFor: [SIGHUP])
         StopSignals.ignoreBrokenPipes()
-        let outcome = try Attachment.attach(
-            interface: interface, objectPath: objectPath, pinDirectory: pins,
-            mode: mode, mapEntries: mapEntries)
+        // Every interface reads the same pinned maps: one ban drops on all of them.
+        var outcomes: [(interface: String, outcome: Attachment.Outcome)] = []
         let daemon: Daemon
         let maps: BanMaps
         do {
+            for interface in interfaces {
+                outcomes.append(
+                    (
+                        interface,
+                        try Attachment.attach(
+                            interface: interface, objectPath: objectPath, pinDirectory: pins, mode: mode,
+                            mapEntries: mapEntries)
+                    ))
+            }
             maps = try BanMaps.open(pinnedIn: pins)
-            // The bans must reach the packets: the filter found on the interface reads these maps.
-            if try Attachment.enforcement(of: maps, on: interface) == .otherMaps {
+            // The bans must reach the packets: the filter found on each interface reads these maps.
+            for interface in interfaces where try Attachment.enforcement(of: maps, on: interface) == .otherMaps {
                 throw DaemonError.firewall(
                     "the filter on \(interface) reads other maps than those pinned under \(pins): bans written "
                         + "there would drop nothing; pass the --pin-dir it was attached with, or detach it first "
@@ -338,13 +345,20 @@ struct Portcullisd: ParsableCommand {
             try daemon.start()
         } catch {
             // Nothing half-attached, nothing newly pinned left behind.
-            if outcome.newlyAttached { try? Attachment.detach(interface: interface) }
-            if !outcome.reusedPinnedMaps { try? pins.removeMaps() }
+            for (interface, outcome) in outcomes where outcome.newlyAttached {
+                try? Attachment.detach(interface: interface)
+            }
+            if let first = outcomes.first?.outcome, !first.reusedPinnedMaps { try? pins.removeMaps() }
             throw error
         }
+        for (interface, outcome) in outcomes {
+            say(
+                "portcullisd: \(outcome.newlyAttached ? "attached to" : "found the filter on") \(interface) "
+                    + "(\(outcome.mode.rawValue) mode, maps under \(pins))")
+        }
+        let outcome = outcomes[0].outcome
         say(
-            "portcullisd: \(outcome.newlyAttached ? "attached to" : "found the filter on") \(interface) "
-                + "(\(outcome.mode.rawValue) mode, maps under \(pins)); resumed \(daemon.resumedBans) bans; reading "
+            "portcullisd: resumed \(daemon.resumedBans) bans; reading "
                 + "with \(daemon.status.workers.count) worker(s) for \(daemon.jailNames.count) jail(s)")
         for line in daemon.jailDescriptions { say("portcullisd: " + line) }
         for note in daemon.notes { say("portcullisd: note: \(note)") }
@@ -353,27 +367,30 @@ struct Portcullisd: ParsableCommand {
         var ready: Ready?
         if let readyFile {
             ready = Ready(
-                interface: interface, mode: outcome.mode.rawValue, newlyAttached: outcome.newlyAttached,
+                interface: interfaces[0], interfaces: interfaces, mode: outcome.mode.rawValue,
+                newlyAttached: outcome.newlyAttached,
                 pinDirectory: pins.path, resumedBans: daemon.resumedBans,
                 transport: transport.transport.rawValue, workers: daemon.status.workers.count,
                 jails: daemon.configuration.effectiveJails.map(\.name),
                 pid: Int(getpid()), reloads: 0)
             writeReady(ready!)
         }
-        waitForStop(daemon, maps: maps, objectPath: objectPath, pins: pins, ready: ready, signals: &signals)
+        waitForStop(
+            daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
+            signals: &signals)
     }
 
     /// Prints the status every --status-interval until SIGINT or SIGTERM, then stops the daemon
     /// and prints (and writes) its summary.
     private func waitForStop(
-        _ running: Daemon, maps: BanMaps, objectPath: String, pins: PinDirectory, ready: Ready?,
-        signals: inout StopSignals
+        _ running: Daemon, interfaces: [String], maps: BanMaps, objectPath: String, pins: PinDirectory,
+        ready: Ready?, signals: inout StopSignals
     ) {
         var daemon = running
         var ready = ready
         var previousLines: UInt64 = 0
         var nextStatus = SystemClock.monotonicSeconds() + statusInterval
-        var enforced = Attachment.Enforcement.enforced
+        var enforced = [Attachment.Enforcement](repeating: .enforced, count: interfaces.count)
         while true {
             // Every 2 s at least: is the filter still there, reading our maps?
             let wait = statusInterval > 0 ? min(max(nextStatus - SystemClock.monotonicSeconds(), 0), 2) : 2
@@ -392,7 +409,10 @@ struct Portcullisd: ParsableCommand {
                 }
                 continue
             }
-            enforced = watchEnforcement(maps, objectPath: objectPath, pins: pins, was: enforced)
+            for (index, interface) in interfaces.enumerated() {
+                enforced[index] = watchEnforcement(
+                    interface, maps, objectPath: objectPath, pins: pins, was: enforced[index])
+            }
             guard statusInterval > 0, SystemClock.monotonicSeconds() >= nextStatus else { continue }
             nextStatus += statusInterval
             let status = daemon.status
@@ -422,7 +442,8 @@ struct Portcullisd: ParsableCommand {
         do {
             let command = try Portcullisd.parse(try Portcullisd.withFileSettings(Array(CommandLine.arguments.dropFirst())))
             let restartOnly: [(String, String, String)] = [
-                ("interface", interface, command.interface), ("pin-dir", pinDirectory, command.pinDirectory),
+                ("interface", interfaces.joined(separator: " "), command.interfaces.joined(separator: " ")),
+                ("pin-dir", pinDirectory, command.pinDirectory),
                 ("mode", "\(mode)", "\(command.mode)"), ("map-entries", "\(mapEntries ?? 0)", "\(command.mapEntries ?? 0)"),
                 ("bpf-object", bpfObject ?? "", command.bpfObject ?? ""), ("ban-log", banLog ?? "", command.banLog ?? ""),
                 ("state-dir", stateDir, command.stateDir),
@@ -469,7 +490,8 @@ struct Portcullisd: ParsableCommand {
     /// Says when the bans stop (or start again) reaching the packets, and with --reattach puts the
     /// filter back. - Returns: the state now.
     private func watchEnforcement(
-        _ maps: BanMaps, objectPath: String, pins: PinDirectory, was previous: Attachment.Enforcement
+        _ interface: String, _ maps: BanMaps, objectPath: String, pins: PinDirectory,
+        was previous: Attachment.Enforcement
     ) -> Attachment.Enforcement {
         var now = (try? Attachment.enforcement(of: maps, on: interface)) ?? .notAttached
         if now != previous {
@@ -512,7 +534,9 @@ struct Portcullisd: ParsableCommand {
     /// `--ready-file`: what the daemon runs on, for scripts that wait for it (written again after
     /// each reload).
     struct Ready: Encodable {
+        /// The first interface (as before several could be given).
         let interface: String
+        let interfaces: [String]
         let mode: String
         let newlyAttached: Bool
         let pinDirectory: String
@@ -525,7 +549,7 @@ struct Portcullisd: ParsableCommand {
         var reloads: Int
 
         enum CodingKeys: String, CodingKey {
-            case interface, mode, newlyAttached = "newly_attached", pinDirectory = "pin_directory"
+            case interface, interfaces, mode, newlyAttached = "newly_attached", pinDirectory = "pin_directory"
             case resumedBans = "resumed_bans", transport, workers, jails, pid, reloads
         }
     }

@@ -166,7 +166,7 @@ struct DaemonProcessTests {
 
     @Test("threads that cannot be started: one clear error, nothing attached, nothing pinned")
     func threadsThatCannotStart() throws {
-        try withTestNetwork("t") { network, scratch in
+        try withTestNetwork("k") { network, scratch in
             let transport = TransportScratch()
             defer { transport.remove() }
             // A pids cgroup of its own with room for 12 tasks: the 50 workers cannot all start.
@@ -291,15 +291,14 @@ struct ConfigurationScratch {
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }
 
-@Suite("portcullisd jails", .enabled(if: Privileges.runnable), .serialized)
-struct DaemonJailProcessTests {
-    let process = DaemonProcessTests()
-
+/// With jails: in the same suite as the other process tests, which it must not run beside (they
+/// share `earlierOutput`).
+extension DaemonProcessTests {
     @Test(
         "SIGHUP reloads: a jail added bans, a jail removed no longer does, an unchanged jail keeps its counts, bans stay; a broken file is refused and the running jails go on"
     )
     func reload() throws {
-        try withTestNetwork("l") { network, scratch in
+        try withTestNetwork("g") { network, scratch in
             let files = try ConfigurationScratch()
             defer { files.remove() }
             let keep = """
@@ -329,7 +328,7 @@ struct DaemonJailProcessTests {
                 else { return -1 }
                 return object["reloads"] as? Int ?? -1
             }
-            let (daemon, output) = try process.startDaemon(network, arguments, waitUntilReading: true)
+            let (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
             let maps = try BanMaps.open(pinnedIn: scratch.pins)
             func banned(_ address: String) throws -> Bool { try maps.lookup(IPAddress(address)!) != nil }
             // keep: 198.18.11.1 at 2 of 3; gone: 198.18.11.2 at 1 of 2. The ban of .9 (after them in
@@ -362,7 +361,7 @@ struct DaemonJailProcessTests {
             try files.append(["blocked 198.18.11.5"])
             #expect(try eventually(within: 10) { try banned("198.18.11.5") }, "the running jails go on")
             #expect(daemon.isRunning)
-            let text = process.stopDaemon(daemon, output)
+            let text = stopDaemon(daemon, output)
             #expect(text.contains("SIGHUP: reloaded: 2 jail(s), counts kept in keep"), "\(text)")
             #expect(text.contains("configuration refused, the running one stays: \(files.path):6: jail.keep.bogus"), "\(text)")
             #expect(daemon.terminationStatus == 0)
@@ -384,10 +383,10 @@ struct DaemonJailProcessTests {
             let files = try ConfigurationScratch()
             defer { files.remove() }
             try files.write(text)
-            let (daemon, output) = try process.startDaemon(network, ["--config", files.path, "--pin-dir", scratch.path])
+            let (daemon, output) = try startDaemon(network, ["--config", files.path, "--pin-dir", scratch.path])
             let deadline = Date().addingTimeInterval(20)
             while daemon.isRunning && Date() < deadline { usleep(10_000) }
-            let said = process.stopDaemon(daemon, output)
+            let said = stopDaemon(daemon, output)
             #expect(daemon.terminationStatus == 1)
             #expect(said.contains(mentioning), "\(said)")
             #expect(said.contains(files.path) || mentioning.hasPrefix("--"), "names the file: \(said)")
@@ -404,16 +403,48 @@ struct DaemonJailProcessTests {
         defer { files.remove() }
         try files.write("[jail.a]\nsource = \"file:LOG\"\nfailregex = '^\\s*x <HOST>$'\n[jail.a.escalation]\nincrement = true\n")
         let state = files.directory + "/state"
-        var result = try runProcess(process.daemonPath, ["--config", files.path, "--check-config", "--state-dir", state])
+        var result = try runProcess(daemonPath, ["--config", files.path, "--check-config", "--state-dir", state])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("jail a (\(files.path)): file \(files.log)"), "\(result.stdout)")
         #expect(result.stdout.contains("configuration OK: 1 jail(s): a"))
         #expect(!FileManager.default.fileExists(atPath: state), "a check creates nothing")
-        result = try runProcess(process.daemonPath, ["--config", files.path, "--check-config", "--threshold", "9"])
+        result = try runProcess(daemonPath, ["--config", files.path, "--check-config", "--threshold", "9"])
         #expect(result.stdout.contains("maxretry 9"), "the command line overrides the file: \(result.stdout)")
         try files.write("[jail.a]\nsource = \"file:LOG\"\nfindtime = \"soon\"\n")
-        result = try runProcess(process.daemonPath, ["--config", files.path, "--check-config"])
+        result = try runProcess(daemonPath, ["--config", files.path, "--check-config"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("\(files.path):3: jail.a.findtime: 'soon' is no duration"), "\(result.stderr)")
+    }
+}
+
+extension DaemonProcessTests {
+    @Test("several interfaces: the filter on each, one set of maps; one that cannot be attached undoes the others")
+    func severalInterfaces() throws {
+        try withTestNetwork("i") { network, scratch in
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            // Loopback has no native XDP: its attach fails after the veth's succeeded.
+            var (daemon, output) = try startDaemon(
+                network,
+                transport.arguments("shm") + ["--interface", "lo", "--mode", "native", "--pin-dir", scratch.path])
+            let deadline = Date().addingTimeInterval(20)
+            while daemon.isRunning && Date() < deadline { usleep(10_000) }
+            var text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 1, "\(text)")
+            #expect(text.contains("lo"), "\(text)")
+            var link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"), "the veth's attach was undone")
+            #expect(!scratch.pins.holdsMaps, "nothing pinned")
+
+            (daemon, output) = try startDaemon(
+                network, transport.arguments("shm") + ["--interface", "lo", "--pin-dir", scratch.path],
+                waitUntilReading: true)
+            link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            let loopback = try network.run(in: network.receiver, ["ip", "link", "show", "lo"])
+            text = stopDaemon(daemon, output)
+            #expect(text.contains("attached to \(network.receiverInterface)") && text.contains("attached to lo"), "\(text)")
+            #expect(link.stdout.contains("xdp") && loopback.stdout.contains("xdp"), "the filter on both")
+            #expect(daemon.terminationStatus == 0)
+        }
     }
 }
