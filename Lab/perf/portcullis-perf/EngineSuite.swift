@@ -1,4 +1,5 @@
 import ArgumentParser
+import Fail2ban
 import OffenceTable
 import PortcullisCore
 import PortcullisSystem
@@ -46,6 +47,15 @@ struct EngineSuite: ParsableCommand {
     @Option(help: "Path of portcullis.bpf.o.")
     var bpfObject: String?
 
+    @Option(help: "fail2ban's filter directory (the sshd filter rows read sshd.conf and its includes there).")
+    var fail2banFilters = "/etc/fail2ban/filter.d"
+
+    @Option(help: "fail2ban's sshd sample log (its lines that are neither empty nor comments are scanned).")
+    var fail2banSampleLog = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs/sshd"
+
+    @Option(help: "Lines per round for the sshd filter rows (the sample lines, repeated).")
+    var fail2banLines = 1_000_000
+
     func run() throws {
         try runSuite(options) { try measure() }
     }
@@ -79,6 +89,7 @@ struct EngineSuite: ParsableCommand {
         try row("failregex (PCRE2 JIT)", unit: "lines/s", "scanner") {
             (try scanRate(lines, scans: regexScans, matcher), try scanRate(lines, scanner))
         }
+        try fail2banSSHDRows(scanner, lines, row)
         for threads in [1, 2] {
             row(
                 "offence table, \(threads) thread\(threads == 1 ? "" : "s")", unit: "ops/s",
@@ -91,6 +102,32 @@ struct EngineSuite: ParsableCommand {
             objectPath: try BPFObjectLocator().locate(explicit: bpfObject),
             bans: bans, batchSize: 1024, rounds: options.rounds, suite: "engine")
         return results
+    }
+
+    /// One row per mode of fail2ban's sshd filter over its sample lines, against the scanner over the
+    /// offence lines in the same round. Without fail2ban installed the rows are skipped with a note on
+    /// stderr; with `CI` set that is a failure instead, so CI never passes by skipping (as the tests).
+    private func fail2banSSHDRows(
+        _ scanner: LineScanner, _ lines: LineBatch,
+        _ row: (String, String, String, () throws -> (Double, Double)) throws -> Void
+    ) throws {
+        let rows = Fail2banSSHDRows(
+            filterDirectory: fail2banFilters, sampleLog: fail2banSampleLog, lines: fail2banLines)
+        if let missing = rows.missingInput() {
+            if ProcessInfo.processInfo.environment["CI"].map({ !$0.isEmpty }) ?? false {
+                throw MeasurementError(description: missing)
+            }
+            FileHandle.standardError.write(Data("portcullis-perf: engine: sshd filter rows skipped: \(missing)\n".utf8))
+            return
+        }
+        let sample = try rows.sampleLines()
+        for mode in Fail2banSSHDRows.modes {
+            let matcher = try rows.matcher(mode: mode)
+            var outcomes: Fail2banSSHDRows.Outcomes?
+            try row("fail2ban sshd[mode=\(mode)]", "lines/s", "scanner") {
+                (try Fail2banSSHDRows.scanRate(sample, matcher, expected: &outcomes), try scanRate(lines, scanner))
+            }
+        }
     }
 
     /// Lines/s of `scanner` (a LineScanner or a FailRegex.Matcher) over the lines, cycled to `scans`
