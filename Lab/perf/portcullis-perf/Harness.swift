@@ -105,13 +105,13 @@ func report(_ results: [Measurement], json: Bool) throws {
     }
     print(
         pad("suite", 11) + pad("name", nameWidth) + "           value  unit        "
-            + pad("reference", referenceWidth) + "       ref value   ratio"
+            + pad("reference", referenceWidth) + "       ref value    ratio"
             + (showLoss ? "  lost/dup  ref lost/dup" : ""))
     for result in results {
         var line =
             pad(result.suite, 11) + pad(result.name, nameWidth) + "  " + number(result.value) + "  "
             + pad(result.unit, 10) + "  " + pad(result.reference, referenceWidth) + "  " + number(result.referenceValue)
-            + String(format: "  %6.2f", result.ratio)
+            + String(format: "  %7.3g", result.ratio)  // three significant digits: ratios run from 0.01 to 100
         if showLoss {
             line +=
                 "  " + "\(result.lost ?? 0)/\(result.duplicated ?? 0)".leftPadded(8)
