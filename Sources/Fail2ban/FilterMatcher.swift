@@ -226,13 +226,11 @@ public final class FilterMatcher {
     }
 
     func record(_ regex: CompiledRegex, _ data: Pattern.MatchData, from subject: UnsafePointer<UInt8>, into fields: FieldSet) {
-        for field in FailField.allCases {
-            let group = regex.groups[field.rawValue]
-            guard group != 0 else { continue }
+        for (field, group) in regex.groups.enumerated() where group != 0 {
             if let span = data.range(group) {
-                fields.set(field.rawValue, subject + span.start, span.end - span.start)
+                fields.set(field, subject + span.start, span.end - span.start)
             } else {
-                fields.remove(field.rawValue)
+                fields.remove(field)
             }
         }
         for (group, field) in regex.alternatives where !fields.isTruthy(field.rawValue) {
@@ -291,9 +289,10 @@ public final class FilterMatcher {
                 fields = merge(current)
                 if fields.isTruthy(FailField.nofail.rawValue) { return .notMatching }
             }
+            // ip4, then ip6, then dns (FailField's first three).
             var host = -1
-            for field in [FailField.ip4, .ip6, .dns] where fields.has(field.rawValue) {
-                host = field.rawValue
+            for field in FailField.ip4.rawValue...FailField.dns.rawValue where fields.has(field) {
+                host = field
                 break
             }
             let fid = FailField.fid.rawValue
@@ -390,8 +389,10 @@ final class FieldSet {
     static let count = FailField.allCases.count + 1
 
     let storage: UnsafeMutablePointer<UInt8>
-    /// Length of each value; -1 when absent (Python: None).
-    var lengths: [Int]
+    /// Length of each value; -1 when absent (Python: None). A pointer, not an array: these are
+    /// read and written for every group of every match, where an array's uniqueness and
+    /// exclusivity checks cost as much as the reads (measured with perf: see BUILD.md).
+    let lengths: UnsafeMutablePointer<Int>
     /// fail2ban's `mlfpending`: a failure seen, its host not yet.
     var pending = false
     /// How many distinct users the connection tried (0: none recorded, 2: more than one).
@@ -399,10 +400,14 @@ final class FieldSet {
 
     init() {
         storage = .allocate(capacity: Self.count * Self.valueCapacity)
-        lengths = Array(repeating: -1, count: Self.count)
+        lengths = .allocate(capacity: Self.count)
+        lengths.initialize(repeating: -1, count: Self.count)
     }
 
-    deinit { storage.deallocate() }
+    deinit {
+        storage.deallocate()
+        lengths.deallocate()
+    }
 
     func clear() {
         for index in 0..<Self.count { lengths[index] = -1 }
