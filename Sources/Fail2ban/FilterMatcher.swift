@@ -29,6 +29,8 @@ public final class FilterMatcher {
     let historyStride: Int
     var historyLengths: [Int]
     var historyCount = 0
+    /// Where each buffered line starts in `buffer` (`dropMatchedLines`).
+    let lineStarts: UnsafeMutablePointer<Int>
 
     let current = FieldSet()
     let scratch = FieldSet()
@@ -54,6 +56,7 @@ public final class FilterMatcher {
         content = .allocate(capacity: bufferCapacity)
         history = .allocate(capacity: filter.maxlines > 1 ? filter.maxlines * historyStride : 1)
         historyLengths = Array(repeating: 0, count: filter.maxlines)
+        lineStarts = .allocate(capacity: filter.maxlines)
         slots = (0..<Self.multiLineSlots).map { _ in MultiLineSlot() }
     }
 
@@ -61,6 +64,7 @@ public final class FilterMatcher {
         buffer.deallocate()
         content.deallocate()
         history.deallocate()
+        lineStarts.deallocate()
     }
 
     /// Forgets the multi-line state (buffered lines, connections).
@@ -169,11 +173,10 @@ public final class FilterMatcher {
             historyCount = 0  // matched inside prefregex content: the buffer was replaced by it
             return
         }
-        var lineStarts: [Int] = []  // at most maxlines entries; multi-line filters only
-        lineStarts.reserveCapacity(historyCount)
+        let lineStarts = self.lineStarts  // maxlines entries, allocated once
         var offset = 0
         for index in 0..<historyCount {
-            lineStarts.append(offset)
+            lineStarts[index] = offset
             offset += historyLengths[index] + 1
         }
         var kept = 0

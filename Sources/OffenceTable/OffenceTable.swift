@@ -41,7 +41,7 @@ public final class OffenceTable: @unchecked Sendable {
         case full
     }
 
-    static let binSize = 32
+    public static let binSize = 32
     /// Byte offsets inside a bin (the table above).
     enum Bin {
         static let keyHigh = 0

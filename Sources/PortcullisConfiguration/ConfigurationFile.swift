@@ -42,8 +42,13 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
 /// file, line and key. `etc/portcullis.toml` in the repository is a commented example.
 public struct ConfigurationFile {
     public let path: String
-    /// The `[daemon]` settings as portcullisd arguments (`--pin-dir /sys/fs/bpf/x`).
-    public let daemonArguments: [String]
+    /// The `[daemon]` settings as portcullisd arguments (`--pin-dir=/sys/fs/bpf/x`).
+    public var daemonArguments: [String] { daemonSettings.flatMap(\.arguments) }
+    /// Each `[daemon]` setting with its key and line, so that the program can check the values
+    /// its own way and still name them.
+    public let daemonSettings: [(key: String, line: Int?, arguments: [String])]
+    /// Whether the file has `[jail.NAME]` tables (enabled or not).
+    public var definesJails: Bool { !jailTables.isEmpty }
     private let defaults: TOMLTable?
     /// `[jail.NAME]` tables, in the order of the file.
     private let jailTables: [(name: String, table: TOMLTable)]
@@ -72,7 +77,7 @@ public struct ConfigurationFile {
         } catch {
             throw ConfigurationError(file: path, "not valid TOML: \(error)")
         }
-        var daemonArguments: [String] = []
+        var daemonSettings: [(key: String, line: Int?, arguments: [String])] = []
         var defaults: TOMLTable?
         var jailTables: [(name: String, table: TOMLTable)] = []
         for (key, value) in root {
@@ -87,8 +92,11 @@ public struct ConfigurationFile {
                             "unknown setting; the [daemon] keys are portcullisd's flags (portcullisd --help), "
                                 + "e.g. pin-dir, workers, allow")
                     }
-                    daemonArguments += try kind.arguments(
-                        "--" + name, setting, key: keyPath, file: path, locator: locator)
+                    daemonSettings.append(
+                        (
+                            keyPath, locator.line(of: keyPath),
+                            try kind.arguments("--" + name, setting, key: keyPath, file: path, locator: locator)
+                        ))
                 }
             case "defaults":
                 defaults = try Self.table(value, key: key, file: path, locator: locator)
@@ -112,7 +120,16 @@ public struct ConfigurationFile {
             }
         }
         jailTables.sort { (locator.line(of: "jail.\($0.name)") ?? 0) < (locator.line(of: "jail.\($1.name)") ?? 0) }
-        self.daemonArguments = daemonArguments
+        if !jailTables.isEmpty,
+            let setting = daemonSettings.first(where: { DaemonKeys.defaultJailOnly[String($0.key.dropFirst(7))] != nil })
+        {
+            let name = String(setting.key.dropFirst(7))
+            throw ConfigurationError(
+                file: path, line: setting.line, key: setting.key,
+                "sets the jail the flags make, and this file has jails of its own: give "
+                    + "\(DaemonKeys.defaultJailOnly[name]!) in [defaults] (every jail) or in a jail")
+        }
+        self.daemonSettings = daemonSettings
         self.defaults = defaults
         self.jailTables = jailTables
     }
@@ -132,9 +149,19 @@ public struct ConfigurationFile {
             var filter = ReadSettings()
             for (prefix, settings) in [("defaults", defaults), ("jail.\(name)", table)] {
                 guard let settings else { continue }
+                // A jail's filter replaces the defaults' (as a jail's filter or failregex does in
+                // fail2ban): a `filter` there drops the defaults' `failregex`, and the other way round.
+                var own = ReadSettings()
                 try JailKeys.apply(
-                    settings, prefix: prefix, to: &jail, filter: &filter, enabled: &enabled, file: path,
+                    settings, prefix: prefix, to: &jail, filter: &own, enabled: &enabled, file: path,
                     locator: locator)
+                if own.reference != nil { filter.failregex = [] }
+                if !own.failregex.isEmpty { filter.reference = nil }
+                filter.reference = own.reference ?? filter.reference
+                filter.failregex = own.failregex.isEmpty ? filter.failregex : own.failregex
+                filter.ignoreregex = own.ignoreregex.isEmpty ? filter.ignoreregex : own.ignoreregex
+                if own.key != nil { (filter.key, filter.line) = (own.key, own.line) }
+                if own.sourceKey != nil { (filter.sourceKey, filter.sourceLine) = (own.sourceKey, own.sourceLine) }
             }
             guard enabled else { continue }
             jail.filter = try resolve(filter, jail: name, filterDirectory: filterDirectory)
@@ -248,7 +275,9 @@ public struct ConfigurationFile {
         guard let text = value.string else {
             throw wrongType(value, "seconds (an integer, or a string such as \"10m\")", key: key, file: file, locator: locator)
         }
-        guard let seconds = Fail2banDuration.seconds(text).map({ Int64($0.rounded(.towardZero)) }) else {
+        guard let value = Fail2banDuration.seconds(text), let seconds = Int64(exactly: value.rounded(.towardZero)),
+            abs(seconds) <= 1 << 52
+        else {
             throw ConfigurationError(
                 file: file, line: locator.line(of: key), key: key,
                 "'\(text)' is no duration; write seconds, or a number with a unit (s, m, h, d, w, y), e.g. \"10m\"")

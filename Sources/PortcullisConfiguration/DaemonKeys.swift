@@ -22,27 +22,36 @@ enum DaemonKeys {
             _ flag: String, _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
         ) throws(ConfigurationError) -> [String] {
             switch self {
+            // `--name=VALUE`, one word: a value that starts with "-" is never taken for a flag.
             case .text:
-                return [flag, try ConfigurationFile.text(value, key: key, file: file, locator: locator)]
+                return [flag + "=" + (try ConfigurationFile.text(value, key: key, file: file, locator: locator))]
             case .integer:
-                return [flag, String(try ConfigurationFile.integer(value, key: key, file: file, locator: locator))]
+                return [flag + "=" + String(try ConfigurationFile.integer(value, key: key, file: file, locator: locator))]
             case .number:
                 let number = try ConfigurationFile.number(value, key: key, file: file, locator: locator)
-                return [flag, value.type == .int ? String(Int(number)) : String(number)]
+                return [flag + "=" + (value.type == .int ? String(Int(number)) : String(number))]
             case .flag:
                 return try ConfigurationFile.boolean(value, key: key, file: file, locator: locator) ? [flag] : []
             case .texts:
-                return try ConfigurationFile.texts(value, key: key, file: file, locator: locator).flatMap { [flag, $0] }
+                return try ConfigurationFile.texts(value, key: key, file: file, locator: locator).map { flag + "=" + $0 }
             case .integers:
                 let values: [TOMLValueConvertible] = value.array.map { Array($0) } ?? [value]
                 var arguments: [String] = []
                 for element in values {
-                    arguments += [flag, String(try ConfigurationFile.integer(element, key: key, file: file, locator: locator))]
+                    arguments.append(
+                        flag + "=" + String(try ConfigurationFile.integer(element, key: key, file: file, locator: locator)))
                 }
                 return arguments
             }
         }
     }
+
+    /// The flags of the jail the flags make: with `[jail.NAME]` tables they have no jail to set, so
+    /// the file refuses them (the jails' own keys and `[defaults]` say it).
+    static let defaultJailOnly: [String: String] = [
+        "threshold": "maxretry", "ban-time": "bantime", "find-time": "findtime", "failregex": "failregex",
+        "table-bins": "table-bins",
+    ]
 
     static let all: [String: Kind] = [
         "interface": .texts, "mode": .text, "pin-dir": .text, "bpf-object": .text, "map-entries": .integer,

@@ -94,9 +94,22 @@ public enum Fail2banImport {
                 escalation.overallJails = increment.overalljails
                 settings.escalation = escalation
             }
+            if jail.name == "recidive" {
+                result.notes.append(
+                    "jail recidive reads fail2ban's own log, where Portcullis's bans do not appear (they are in "
+                        + "its --ban-log); repeat offenders are what escalation (bantime.increment) is for")
+            }
+            if !(jail.options["ignorecommand"] ?? "").isEmpty {
+                result.notes.append("jail \(jail.name): ignorecommand is not run; list the networks in ignoreip")
+            }
             let action = jail.action.split(whereSeparator: \.isNewline).first.map(String.init) ?? "none"
             settings.origin = "fail2ban \(directory); action \(action.trimmingSpaces()) replaced by XDP enforcement"
             result.jails.append(settings)
+        }
+        if !result.jails.isEmpty {
+            result.notes.append(
+                "fail2ban's actions, port and protocol do not apply: a banned client's packets are dropped on "
+                    + "every port, in the driver")
         }
         return result
     }

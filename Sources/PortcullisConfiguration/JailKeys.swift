@@ -73,7 +73,7 @@ enum JailKeys {
                 filter.line = locator.line(of: key)
             case "maxretry":
                 let count = try ConfigurationFile.integer(value, key: key, file: file, locator: locator)
-                guard count >= 1, count <= 0x00FF_FFFE else { throw fail("must be 1 or more") }
+                guard count >= 1, count <= 0x00FF_FFFE else { throw fail("must be 1...16777214") }
                 jail.policy.threshold = UInt32(count)
             case "findtime":
                 let seconds = try ConfigurationFile.seconds(value, key: key, file: file, locator: locator)
@@ -91,7 +91,8 @@ enum JailKeys {
                 jail.policy.banTime = seconds < 0 ? 0 : UInt64(seconds)
             case "ignoreip":
                 let texts = try ConfigurationFile.texts(value, key: key, file: file, locator: locator)
-                var ignore = jail.ignore
+                // A jail's list replaces the defaults', as fail2ban's ignoreip does.
+                var ignore = Allowlist.none
                 for network in texts.flatMap({ $0.split(whereSeparator: { $0 == " " || $0 == "," }) }) {
                     do throws(SettingError) {
                         try ignore.add(String(network))

@@ -68,13 +68,16 @@ public final class Daemon: @unchecked Sendable {
         }
         self.allowlist = allowlist
         let jailConfigurations = configuration.effectiveJails
+        var historyProblem: String?
         if let previous, previous.configuration.historyPath == configuration.historyPath, let kept = previous.history {
             history = kept
         } else if jailConfigurations.contains(where: { $0.escalation != nil }) {
             let history = BanHistory(
                 path: configuration.historyPath, capacity: configuration.historyEntries,
                 maximumAge: configuration.historyAge)
-            try history.load(wallSeconds: SystemClock.wallSeconds())
+            if let problem = history.load(wallSeconds: SystemClock.wallSeconds()) {
+                historyProblem = problem
+            }
             self.history = history
         } else {
             history = nil
@@ -123,6 +126,7 @@ public final class Daemon: @unchecked Sendable {
         var sources: [ReaderGroup] = []
         var workers: [BanWorker] = []
         var notes = configuration.notes
+        if let historyProblem { notes.append(historyProblem) }
         let cpus = configuration.cpus
         for group in groups {
             // A multi-line filter correlates lines (an sshd connection's): they must reach one
@@ -191,8 +195,9 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             throw .firewall("read the pinned bans: \(error)")
         }
-        // Which jail made a ban is not in the maps: every jail counts it as banned (so none bans it
-        // again while it lasts), and every count restarts when it is lifted.
+        // Every jail counts a ban found in the maps as banned (so none bans it again while it lasts,
+        // whichever made it: its origin names a jail, which may have been renamed or removed since),
+        // and every count restarts when it is lifted.
         for entry in entries {
             let now = clock.tableNow
             for jail in jails {

@@ -44,7 +44,7 @@ public struct DaemonConfiguration: Sendable {
     /// Where the ban history (escalation) is kept across restarts; nil: in memory only.
     public var historyPath: String?
     /// Clients the ban history holds at most.
-    public var historyEntries = 1_000_000
+    public var historyEntries = 100_000
     /// Seconds after its last ban that a client's history is forgotten (fail2ban's `dbpurgeage`).
     public var historyAge: UInt64 = 86_400
 
@@ -125,6 +125,14 @@ public struct DaemonConfiguration: Sendable {
             }
         }
         for jail in jails { try jail.validate(regexMatchLimit: regexMatchLimit, maxLineLength: maxLineLength) }
+        // Every jail's table is faulted in at start: together they must fit.
+        let tableBytes = effectiveJails.reduce(0) { $0 + $1.tableBins * OffenceTable.binSize }
+        let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        if effectiveJails.count > 1 && tableBytes > physical / 2 {
+            throw .invalidSetting(
+                "the jails' offence tables need \(tableBytes >> 20) MiB together, more than half of this machine's "
+                    + "\(physical >> 20) MiB; give the jails fewer bins (table-bins in [defaults] or a jail)")
+        }
     }
 
     /// Longest ban: its end must fit in 64-bit nanoseconds of boot time with room to spare.

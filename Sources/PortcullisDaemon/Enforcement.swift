@@ -72,7 +72,17 @@ final class Enforcement: @unchecked Sendable {
             return outcome.installed
         }
         result.seconds = banned.map { durations[$0] }
-        jail.recordBans(result.banned, wallSeconds: wallSeconds)
+        jail.recordBans(result.banned, seconds: result.seconds, wallSeconds: wallSeconds)
+        // An escalated ban lasts longer than the jail's ban time, after which the table would start
+        // the client's count over and a crossing would ban (and count) it again while it is still
+        // banned: its count is dated to end with the ban, as a resumed ban's is.
+        let base = jail.policy.banTime
+        if base > 0 {
+            let now = clock.tableNow
+            for (index, address) in result.banned.enumerated() where result.seconds[index] > base {
+                jail.table.markBanned(address, now: now, remaining: UInt32(clamping: result.seconds[index]))
+            }
+        }
         return result
     }
 

@@ -95,15 +95,25 @@ public struct Escalation: Sendable, Equatable {
 }
 
 /// How often each client was banned, per jail: what escalation counts (fail2ban keeps this in its
-/// SQLite database's `bips` table). Bounded: entries whose last ban is older than `maximumAge`
-/// are forgotten (fail2ban's `dbpurgeage`), and past `capacity` clients the oldest go first. Kept
-/// across restarts in the state directory (`save`, `load`).
+/// SQLite database's `bips` table). Bounded as fail2ban purges `bips` (`_purge_bips`): a record is
+/// forgotten once its last ban is older than `maximumAge` (`dbpurgeage`) *and* that ban has been
+/// over for three times its length beyond it; a record of a ban for good is kept. Past `capacity`
+/// clients the oldest go first. Kept across restarts in the state directory (`save`, `load`).
 public final class BanHistory: Sendable {
     struct Record: Codable, Sendable {
         var jail: String
         var bans: UInt32
         /// Wall-clock seconds of the last ban (the file outlives boots).
         var last: UInt64
+        /// How long that ban was, in seconds; 0: for good.
+        var seconds: UInt64
+
+        /// fail2ban's purge: `timeofban < now - age and bantime != -1 and timeofban + 3 * bantime < now - age`.
+        func isOutdated(now: UInt64, maximumAge: UInt64) -> Bool {
+            guard seconds > 0 else { return false }
+            let horizon = now > maximumAge ? now - maximumAge : 0
+            return last < horizon && last &+ 3 &* seconds < horizon
+        }
     }
 
     private struct State {
@@ -117,7 +127,7 @@ public final class BanHistory: Sendable {
     /// Where it is kept; nil: in memory only.
     public let path: String?
 
-    public init(path: String?, capacity: Int = 1_000_000, maximumAge: UInt64 = 86_400) {
+    public init(path: String?, capacity: Int = 100_000, maximumAge: UInt64 = 86_400) {
         self.path = path
         self.capacity = max(capacity, 1)
         self.maximumAge = maximumAge
@@ -132,26 +142,29 @@ public final class BanHistory: Sendable {
             addresses.map { address in
                 guard let records = state.records[address] else { return 0 }
                 return records.reduce(0) { sum, record in
-                    (jail == nil || record.jail == jail) && record.last + maximumAge >= wallSeconds
+                    (jail == nil || record.jail == jail) && !record.isOutdated(now: wallSeconds, maximumAge: maximumAge)
                         ? sum &+ record.bans : sum
                 }
             }
         }
     }
 
-    /// Records one more ban of each of `addresses` in `jail` at `wallSeconds`.
-    func record(_ addresses: [IPAddress], jail: String, wallSeconds: UInt64) {
+    /// Records one more ban of each of `addresses` in `jail` at `wallSeconds`, lasting `seconds`
+    /// (in `addresses` order; 0: for good).
+    func record(_ addresses: [IPAddress], seconds: [UInt64], jail: String, wallSeconds: UInt64) {
         guard !addresses.isEmpty else { return }
         state.withLock { state in
-            for address in addresses {
+            for (position, address) in addresses.enumerated() {
                 var records = state.records[address] ?? []
                 // Outdated records count no more: the count starts over, as after fail2ban's purge.
-                records.removeAll { $0.last + maximumAge < wallSeconds }
+                records.removeAll { $0.isOutdated(now: wallSeconds, maximumAge: maximumAge) }
+                let length = position < seconds.count ? seconds[position] : 0
                 if let index = records.firstIndex(where: { $0.jail == jail }) {
                     records[index].bans &+= 1
                     records[index].last = wallSeconds
+                    records[index].seconds = length
                 } else {
-                    records.append(Record(jail: jail, bans: 1, last: wallSeconds))
+                    records.append(Record(jail: jail, bans: 1, last: wallSeconds, seconds: length))
                 }
                 state.records[address] = records
             }
@@ -163,7 +176,7 @@ public final class BanHistory: Sendable {
     /// Forgets the outdated, then the oldest, until at most 90% of `capacity` remain (so that
     /// trimming, O(n log n), happens once per tenth of the capacity at most).
     private static func trim(_ state: inout State, to capacity: Int, maximumAge: UInt64, now: UInt64) {
-        state.records = state.records.filter { $0.value.contains { $0.last + maximumAge >= now } }
+        state.records = state.records.filter { $0.value.contains { !$0.isOutdated(now: now, maximumAge: maximumAge) } }
         let keep = capacity - capacity / 10
         guard state.records.count > keep else { return }
         let newest = state.records.map { ($0.key, $0.value.map(\.last).max() ?? 0) }.sorted { $0.1 > $1.1 }
@@ -181,6 +194,7 @@ public final class BanHistory: Sendable {
             var jail: String
             var bans: UInt32
             var last: UInt64
+            var seconds: UInt64
         }
     }
 
@@ -197,7 +211,10 @@ public final class BanHistory: Sendable {
         entries.reserveCapacity(snapshot.count)
         for (address, records) in snapshot {
             for record in records {
-                entries.append(.init(address: address.description, jail: record.jail, bans: record.bans, last: record.last))
+                entries.append(
+                    .init(
+                        address: address.description, jail: record.jail, bans: record.bans, last: record.last,
+                        seconds: record.seconds))
             }
         }
         do throws(Errno) {
@@ -208,26 +225,32 @@ public final class BanHistory: Sendable {
         }
     }
 
-    /// Reads the history saved at `path`; a missing file is an empty history.
-    /// - Throws: a one-line description when the file is there but cannot be read.
-    public func load(wallSeconds: UInt64) throws(DaemonError) {
-        guard let path, FileManager.default.fileExists(atPath: path) else { return }
+    /// Reads the history saved at `path`; a missing file is an empty history. A file that cannot
+    /// be read (cut short by a crash, say) is moved aside to `PATH.bad` and the history starts over:
+    /// a cache of counts must not keep the daemon from protecting the host.
+    /// - Returns: what was wrong with the file, if something was (for the start-up log).
+    @discardableResult
+    public func load(wallSeconds: UInt64) -> String? {
+        guard let path, FileManager.default.fileExists(atPath: path) else { return nil }
         let stored: Stored
         do {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             stored = try JSONDecoder().decode(Stored.self, from: data)
         } catch {
-            throw .invalidSetting(
-                "the ban history \(path) cannot be read (\(error)); move it aside to start the history over")
+            rename(path, path + ".bad")
+            return "the ban history \(path) could not be read (\(error)); moved to \(path).bad, the history starts over"
         }
         state.withLock { state in
-            for entry in stored.entries where entry.last + maximumAge >= wallSeconds {
-                guard let key = IPAddress(entry.address) else { continue }
-                state.records[key, default: []].append(Record(jail: entry.jail, bans: entry.bans, last: entry.last))
+            for entry in stored.entries {
+                let record = Record(jail: entry.jail, bans: entry.bans, last: entry.last, seconds: entry.seconds)
+                guard !record.isOutdated(now: wallSeconds, maximumAge: maximumAge), let key = IPAddress(entry.address)
+                else { continue }
+                state.records[key, default: []].append(record)
             }
             if state.records.count > capacity {
                 Self.trim(&state, to: capacity, maximumAge: maximumAge, now: wallSeconds)
             }
         }
+        return nil
     }
 }

@@ -42,8 +42,13 @@ public enum JailFilter: Sendable, Equatable {
         case .fail2ban(let definition, _, _):
             definition.files.isEmpty
                 ? "\(definition.failregex.count) failregex, \(definition.ignoreregex.count) ignoreregex pattern(s)"
-                : "\(definition.reference) (\(definition.file))"
+                : "\(definition.reference) from \(directory(of: definition.files.last ?? definition.file))"
         }
+    }
+
+    private func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return String(path[..<slash])
     }
 
     /// Whether a failure may need lines before it (fail2ban's `maxlines` above 1, or `<F-MLFID>`
@@ -75,8 +80,12 @@ public struct JailConfiguration: Sendable, Equatable {
     public var escalation: Escalation?
     /// Networks this jail never bans (fail2ban's `ignoreip`), besides the daemon's allowlist.
     public var ignore = Allowlist.none
-    /// Bins of the jail's offence table.
-    public var tableBins = 6_000_011
+    /// Bins of the jail's offence table (the jail of the flags: `--table-bins`).
+    public var tableBins = JailConfiguration.defaultTableBins
+    /// The table of a jail of a configuration file, unless it says otherwise: 32 MB, room for a
+    /// million clients at once (the flags' jail, which may face a flood of spoofed sources,
+    /// defaults to 6,000,011).
+    public static let defaultTableBins = 1_000_003
     /// Where the jail was defined, for the start-up log ("fail2ban jail.local, action replaced by
     /// XDP enforcement").
     public var origin = "command line"
@@ -248,9 +257,10 @@ final class Jail: Sendable {
             .map { escalation.banSeconds(base: banTime, previousBans: $0) }
     }
 
-    /// Adds bans that went in to the history escalation counts (when the jail escalates).
-    func recordBans(_ addresses: [IPAddress], wallSeconds: UInt64) {
-        history?.record(addresses, jail: name, wallSeconds: wallSeconds)
+    /// Adds bans that went in (lasting `seconds` each) to the history escalation counts (when a
+    /// jail escalates).
+    func recordBans(_ addresses: [IPAddress], seconds: [UInt64], wallSeconds: UInt64) {
+        history?.record(addresses, seconds: seconds, jail: name, wallSeconds: wallSeconds)
     }
 }
 

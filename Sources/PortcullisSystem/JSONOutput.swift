@@ -47,6 +47,8 @@ public enum JSONOutput {
                 }
             }
         }
+        // On disk before the rename: a crash never leaves the name pointing at a file cut short.
+        if writeError == 0 && fsync(fd) != 0 { writeError = errno }
         close(fd)
         if writeError != 0 || rename(temporary, path) != 0 {
             let code = writeError != 0 ? writeError : errno

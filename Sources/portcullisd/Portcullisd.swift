@@ -22,9 +22,20 @@ struct Portcullisd: ParsableCommand {
     }
 
     /// `arguments` with the `[daemon]` settings of the file `--config` names before them.
+    /// Each `[daemon]` value is parsed as its flag would be first, so that a bad one is named with
+    /// its file, line and key (not as a command-line error).
     static func withFileSettings(_ arguments: [String]) throws(ConfigurationError) -> [String] {
         guard let path = configurationPath(in: arguments) else { return arguments }
-        return try ConfigurationFile.load(path).daemonArguments + arguments
+        let file = try ConfigurationFile.load(path)
+        for setting in file.daemonSettings {
+            do {
+                _ = try Portcullisd.parse(setting.arguments)
+            } catch {
+                let message = Portcullisd.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+                throw ConfigurationError(file: path, line: setting.line, key: setting.key, message)
+            }
+        }
+        return file.daemonArguments + arguments
     }
 
     /// The value of `--config FILE` or `--config=FILE` (the last one, as for any option).
@@ -181,7 +192,7 @@ struct Portcullisd: ParsableCommand {
     var bpfObject: String?
 
     @Option(help: "Clients the ban history of escalating jails holds at most (the oldest go first).")
-    var historyEntries = 1_000_000
+    var historyEntries = 100_000
 
     @Option(
         help: ArgumentHelp(
@@ -192,8 +203,12 @@ struct Portcullisd: ParsableCommand {
     func run() throws {
         do {
             if checkConfig {
+                // What `serve` would refuse before touching anything, refused here too.
+                guard !interfaces.isEmpty else { throw Self.interfaceRequired }
                 let configuration = try checkedConfiguration(creatingStateDirectory: false)
                 for interface in interfaces { _ = try Attachment.index(of: interface) }
+                _ = try BPFObjectLocator().locate(explicit: bpfObject)
+                try checkOutputDirectories()
                 let jails = configuration.effectiveJails
                 for jail in jails { say("portcullisd: " + jail.description) }
                 for note in configuration.notes { say("portcullisd: note: \(note)") }
@@ -211,6 +226,18 @@ struct Portcullisd: ParsableCommand {
             fail(error.description)
         } catch let error as ConfigurationError {
             fail(error.description)
+        }
+    }
+
+    static let interfaceRequired = DaemonError.invalidSetting(
+        "--interface is required (or interface = \"NAME\" in [daemon] of --config)")
+
+    /// The files the daemon writes must have a writable directory.
+    private func checkOutputDirectories() throws(DaemonError) {
+        for (option, path) in [("--summary-json", summaryJson), ("--ready-file", readyFile), ("--ban-log", banLog)] {
+            if let path, access(directoryOf(path), W_OK) != 0 {
+                throw DaemonError.invalidSetting("\(option) \(path): its directory is not writable")
+            }
         }
     }
 
@@ -244,20 +271,29 @@ struct Portcullisd: ParsableCommand {
 
         var jails: [JailConfiguration] = []
         let filterDirectory = filterDir ?? (fail2banConfig.map { $0 + "/filter.d" } ?? "/etc/fail2ban/filter.d")
+        var definesJails = fail2banConfig != nil
         if let config {
-            jails += try ConfigurationFile.load(config).jails(
-                defaultSource: configuration.transport, filterDirectory: filterDirectory)
+            let file = try ConfigurationFile.load(config)
+            definesJails = definesJails || file.definesJails
+            jails += try file.jails(defaultSource: configuration.transport, filterDirectory: filterDirectory)
         }
         if let fail2banConfig {
             let imported = try Fail2banImport.jails(directory: fail2banConfig, defaultSource: configuration.transport)
             jails += imported.jails
             configuration.notes += imported.notes
         }
+        if jails.isEmpty && definesJails {
+            throw DaemonError.invalidSetting(
+                "no enabled jail in " + ([config, fail2banConfig].compactMap { $0 }.joined(separator: " or "))
+                    + "; enable one (enabled = true) or add a [jail.NAME] table")
+        }
+        // The jail flags given on the command line itself (not through [daemon], which the file's
+        // jails do not follow) override every jail.
+        let typed = (try? Portcullisd.parse(Array(CommandLine.arguments.dropFirst()))) ?? self
         for index in jails.indices {
-            jails[index].tableBins = min(jails[index].tableBins, tableBins)
-            if let threshold { jails[index].policy.threshold = threshold }
-            if let banTime { jails[index].policy.banTime = banTime }
-            if let findTime { jails[index].policy.findTime = findTime }
+            if let threshold = typed.threshold { jails[index].policy.threshold = threshold }
+            if let banTime = typed.banTime { jails[index].policy.banTime = banTime }
+            if let findTime = typed.findTime { jails[index].policy.findTime = findTime }
         }
         if !jails.isEmpty && !failregex.isEmpty {
             throw DaemonError.invalidSetting(
@@ -265,10 +301,9 @@ struct Portcullisd: ParsableCommand {
                     + "own: give the patterns in a jail (failregex = [...])")
         }
         configuration.jails = jails
-
         // A restarted daemon reads on from where the last one stopped in each file, and escalation
         // remembers the bans it counts.
-        let files = configuration.effectiveJails.filter { $0.source.kind == .file }
+        let files = configuration.effectiveJails.filter { $0.sources.contains { $0.kind == .file } }
         let escalates = configuration.effectiveJails.contains { $0.escalation != nil }
         if (!files.isEmpty || escalates) && creatingStateDirectory {
             if mkdir(stateDir, 0o700) != 0 && errno != EEXIST || access(stateDir, W_OK) != 0 {
@@ -285,7 +320,7 @@ struct Portcullisd: ParsableCommand {
         }
         configuration.transport = withPosition(configuration.transport)
         for index in configuration.jails.indices {
-            configuration.jails[index].source = withPosition(configuration.jails[index].source)
+            configuration.jails[index].sources = configuration.jails[index].sources.map(withPosition)
         }
         if escalates { configuration.historyPath = stateDir + "/ban-history.json" }
         try configuration.validate()
@@ -298,20 +333,14 @@ struct Portcullisd: ParsableCommand {
 
     private func serve() throws {
         // Everything is checked before the interface is touched: bad input changes nothing.
-        guard !interfaces.isEmpty else {
-            throw DaemonError.invalidSetting("--interface is required (or interface = \"NAME\" in [daemon] of --config)")
-        }
+        guard !interfaces.isEmpty else { throw Self.interfaceRequired }
         var seen = Set<String>()
         let interfaces = self.interfaces.filter { seen.insert($0).inserted }
         let configuration = try checkedConfiguration()
         for interface in interfaces { _ = try Attachment.index(of: interface) }
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
+        try checkOutputDirectories()
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
-        for (option, path) in [("--summary-json", summaryJson), ("--ready-file", readyFile)] {
-            if let path, access(directoryOf(path), W_OK) != 0 {
-                throw DaemonError.invalidSetting("\(option) \(path): its directory is not writable")
-            }
-        }
         let pins = PinDirectory(pinDirectory)
 
         // Block the stop signals (and SIGHUP) before attaching and before any thread starts (they
@@ -399,6 +428,7 @@ struct Portcullisd: ParsableCommand {
             if signal == SIGHUP {
                 let previous = daemon
                 daemon = reload(daemon, maps: maps)
+                if daemon !== previous { previousLines = 0 }  // a new daemon counts from 0
                 // Scripts that wait for a reload see it in the ready file.
                 if daemon !== previous, var updated = ready {
                     updated.jails = daemon.jailNames
@@ -446,7 +476,12 @@ struct Portcullisd: ParsableCommand {
                 ("pin-dir", pinDirectory, command.pinDirectory),
                 ("mode", "\(mode)", "\(command.mode)"), ("map-entries", "\(mapEntries ?? 0)", "\(command.mapEntries ?? 0)"),
                 ("bpf-object", bpfObject ?? "", command.bpfObject ?? ""), ("ban-log", banLog ?? "", command.banLog ?? ""),
-                ("state-dir", stateDir, command.stateDir),
+                ("state-dir", stateDir, command.stateDir), ("ready-file", readyFile ?? "", command.readyFile ?? ""),
+                ("summary-json", summaryJson ?? "", command.summaryJson ?? ""),
+                ("status-interval", "\(statusInterval)", "\(command.statusInterval)"),
+                ("reattach", "\(reattach)", "\(command.reattach)"),
+                ("history-entries", "\(historyEntries)", "\(command.historyEntries)"),
+                ("history-age", "\(historyAge)", "\(command.historyAge)"),
             ]
             if let changed = restartOnly.first(where: { $0.1 != $0.2 }) {
                 throw DaemonError.invalidSetting("\(changed.0) changed (\(changed.1) → \(changed.2)): restart to apply it")

@@ -320,6 +320,9 @@ extension DaemonProcessTests {
             let arguments = [
                 "--config", files.path, "--pin-dir", scratch.path, "--state-dir", files.directory + "/state",
                 "--ready-file", ready,
+                // Status lines across the reload: the new daemon's count starts at 0 (a rate from
+                // the old one's would be negative).
+                "--status-interval", "0.2",
             ]
             /// The ready file is written again after each reload.
             func reloads() -> Int {
@@ -377,6 +380,8 @@ extension DaemonProcessTests {
             ("[jail.a]\nsource = \"file:LOG\"\nfailregex = \"from <HOST> (open\"\n", "key 'failregex': pattern"),
             ("[jail.a]\nsource = \"file:LOG\"\nmaxretry = \"five\"\n", "jail.a.maxretry: must be an integer"),
             ("[daemon]\nworkers = 0\n", "--workers"),
+            ("[daemon]\nmode = \"fast\"\n", ":2: daemon.mode: The value 'fast' is invalid"),
+            ("[jail.a]\nenabled = false\n", "no enabled jail in"),
         ])
     func badConfiguration(text: String, mentioning: String) throws {
         try withTestNetwork("c") { network, scratch in
@@ -404,14 +409,18 @@ extension DaemonProcessTests {
         try files.write("[jail.a]\nsource = \"file:LOG\"\nfailregex = '^\\s*x <HOST>$'\n[jail.a.escalation]\nincrement = true\n")
         let state = files.directory + "/state"
         var result = try runProcess(daemonPath, ["--config", files.path, "--check-config", "--state-dir", state])
+        #expect(result.status == 1 && result.stderr.contains("--interface is required"), "as serve would refuse it")
+        result = try runProcess(
+            daemonPath, ["--config", files.path, "--check-config", "--state-dir", state, "--interface", "lo"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("jail a (\(files.path)): file \(files.log)"), "\(result.stdout)")
         #expect(result.stdout.contains("configuration OK: 1 jail(s): a"))
         #expect(!FileManager.default.fileExists(atPath: state), "a check creates nothing")
-        result = try runProcess(daemonPath, ["--config", files.path, "--check-config", "--threshold", "9"])
+        result = try runProcess(
+            daemonPath, ["--config", files.path, "--check-config", "--threshold", "9", "--interface", "lo"])
         #expect(result.stdout.contains("maxretry 9"), "the command line overrides the file: \(result.stdout)")
         try files.write("[jail.a]\nsource = \"file:LOG\"\nfindtime = \"soon\"\n")
-        result = try runProcess(daemonPath, ["--config", files.path, "--check-config"])
+        result = try runProcess(daemonPath, ["--config", files.path, "--check-config", "--interface", "lo"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("\(files.path):3: jail.a.findtime: 'soon' is no duration"), "\(result.stderr)")
     }

@@ -205,3 +205,69 @@ struct HostileLineTests {
         }
     }
 }
+
+@Suite("Jails over time", .enabled(if: Privileges.runnable), .serialized)
+struct JailTimeTests {
+    @Test("an escalated ban is neither renewed nor counted again by offences past the jail's own ban time")
+    func escalatedBanIsNotRenewed() throws {
+        try withFileJails({ source in
+            var jail = JailConfiguration(name: "app", source: source)
+            jail.policy.threshold = 1
+            jail.policy.banTime = 2
+            jail.escalation = Escalation()
+            jail.filter = .fail2ban(.inline(failregex: "^\\s*bad <HOST>$"), useDNS: nil, detectsDates: true)
+            return [jail]
+        }) { daemon, maps, write in
+            let client = IPAddress("198.18.13.1")!
+            let line = "2026-12-01 10:00:00 bad 198.18.13.1"
+            try write([line])
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
+            #expect(try eventually(within: 10) { try maps.lookup(client) == nil }, "the first ban (2 s) ends")
+            try write([line])
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
+            guard case .at(let end) = try #require(try maps.lookup(client)).expiry else {
+                Issue.record("a timed ban")
+                return
+            }
+            let left = Double(Int64(end) - Int64(SystemClock.bootNanoseconds())) / 1e9
+            #expect(left > 2 && left <= 4, "the second ban lasts twice the ban time: \(left) s")
+            // Past the jail's ban time, within the escalated one: an offence changes nothing.
+            usleep(2_500_000)
+            try write([line])
+            #expect(eventually(within: 10) { daemon.status.jails[0].counters.matched == 3 })
+            #expect(daemon.status.jails[0].counters.bans == 2, "not banned (nor counted) again while banned")
+            #expect(daemon.history?.previousBans([client], jail: "app", wallSeconds: SystemClock.wallSeconds()) == [2])
+        }
+    }
+}
+
+extension DaemonProcessTests {
+    @Test("a fail2ban jail reads every file its logpath names, a list and a glob")
+    func fail2banLogpaths() throws {
+        let fail2ban: Fail2banScratch
+        do {
+            fail2ban = try Fail2banScratch(jailLocal: "")
+        } catch is Fail2banScratch.Skip {
+            return
+        }
+        defer { fail2ban.remove() }
+        for name in ["b.other", "c.other"] {
+            FileManager.default.createFile(atPath: fail2ban.directory + "/" + name, contents: nil)
+        }
+        try """
+            [sshd]
+            enabled = true
+            backend = auto
+            logpath = \(fail2ban.log)
+                      \(fail2ban.directory)/*.other
+            """.write(toFile: fail2ban.directory + "/jail.local", atomically: true, encoding: .utf8)
+        let result = try runProcess(
+            daemonPath, ["--fail2ban-config", fail2ban.directory, "--check-config", "--interface", "lo"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(
+            result.stdout.contains(
+                "file \(fail2ban.log), file \(fail2ban.directory)/b.other, file \(fail2ban.directory)/c.other"),
+            "\(result.stdout)")
+        #expect(result.stdout.contains("replaced by XDP enforcement"))
+    }
+}
