@@ -25,8 +25,10 @@ public final class CompiledFilter: @unchecked Sendable {
     ///   - detectsDates: false for lines that carry no date (journal), as fail2ban's systemd backend.
     /// - Throws: `Fail2banError.regexCompile` naming the file, key, pattern and offset;
     ///   `.unsupported` for a feature this matcher does not implement.
-    public init(_ definition: FilterDefinition, useDNS: String? = nil, maxLineLength: Int = 4096,
-                matchLimit: UInt32 = 10_000, detectsDates: Bool = true) throws(Fail2banError) {
+    public init(
+        _ definition: FilterDefinition, useDNS: String? = nil, maxLineLength: Int = 4096,
+        matchLimit: UInt32 = 10_000, detectsDates: Bool = true
+    ) throws(Fail2banError) {
         self.definition = definition
         self.maxLineLength = maxLineLength
         self.matchLimit = matchLimit
@@ -38,10 +40,12 @@ public final class CompiledFilter: @unchecked Sendable {
             throw .badValue(file: definition.file, key: "failregex", value: "", expected: "at least one pattern")
         }
         func compile(_ source: String, key: String) throws(Fail2banError) -> CompiledRegex {
-            try CompiledRegex(source, key: key, file: definition.file, useDNS: dns, multiLine: multiLine,
-                              matchLimit: matchLimit)
+            try CompiledRegex(
+                source, key: key, file: definition.file, useDNS: dns, multiLine: multiLine,
+                matchLimit: matchLimit)
         }
-        prefix = try definition.prefregex.map { (source) throws(Fail2banError) in try compile(source, key: "prefregex") }
+        prefix = try definition.prefregex.map { (source) throws(Fail2banError) in try compile(source, key: "prefregex")
+        }
         var failures: [CompiledRegex] = []
         for source in definition.failregex { failures.append(try compile(source, key: "failregex")) }
         var ignores: [CompiledRegex] = []
@@ -55,8 +59,9 @@ public final class CompiledFilter: @unchecked Sendable {
                 do {
                     dates.append(CompiledDate(template: template, pattern: try Pattern(source, matchLimit: matchLimit)))
                 } catch {
-                    throw .regexCompile(file: definition.file, key: "datepattern", pattern: template.pattern ?? template.regex,
-                                        offset: error.offset, message: error.message)
+                    throw .regexCompile(
+                        file: definition.file, key: "datepattern", pattern: template.pattern ?? template.regex,
+                        offset: error.offset, message: error.message)
                 }
             }
         }
@@ -75,7 +80,9 @@ final class CompiledRegex: @unchecked Sendable {
     /// `<SKIPLINES>` groups: lines they cover stay in the multi-line buffer after a match.
     let skipLineGroups: [Int]
 
-    init(_ source: String, key: String, file: String, useDNS: String, multiLine: Bool, matchLimit: UInt32) throws(Fail2banError) {
+    init(
+        _ source: String, key: String, file: String, useDNS: String, multiLine: Bool, matchLimit: UInt32
+    ) throws(Fail2banError) {
         // fail2ban bans the whole subnet of <SUBNET>/<CIDR>; a ScanOutcome carries one address, so
         // such a pattern is refused rather than silently banning less.
         for tag in ["<CIDR>", "<SUBNET>", "<F-CIDR/>", "<F-SUBNET/>"] where source.contains(tag) {

@@ -52,7 +52,8 @@ struct ConfigFile {
             } else {
                 var index = line.startIndex
                 while index < line.endIndex {
-                    if line[index] == ";" && (index == line.startIndex || line[line.index(before: index)].isWhitespace) {
+                    if line[index] == ";" && (index == line.startIndex || line[line.index(before: index)].isWhitespace)
+                    {
                         commentStart = index
                         break
                     }
@@ -72,7 +73,8 @@ struct ConfigFile {
             }
             flush()
             indentLevel = indent
-            if value.hasPrefix("["), let close = value.lastIndex(of: "]"), close > value.index(after: value.startIndex) {
+            if value.hasPrefix("["), let close = value.lastIndex(of: "]"), close > value.index(after: value.startIndex)
+            {
                 let name = String(value[value.index(after: value.startIndex)..<close])
                 if name == "DEFAULT" {
                     inDefault = true

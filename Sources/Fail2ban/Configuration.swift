@@ -126,7 +126,8 @@ struct Configuration {
             let other = match.group(1)!
             let option = match.group(2)!
             let lower = other.lowercased()
-            let candidates = lower == "known" ? ["KNOWN/" + section, section] : [lower == "default" ? "DEFAULT" : other]
+            let candidates =
+                lower == "known" ? ["KNOWN/" + section, section] : [lower == "default" ? "DEFAULT" : other]
             for candidate in candidates {
                 if candidate == "DEFAULT" || hasSection(candidate), let value = try value(candidate, option) {
                     return value
@@ -140,8 +141,10 @@ struct Configuration {
     private static let reference = fixedPattern(#"%\(([^)]+)\)s"#)
 
     /// Python's `BasicInterpolation._interpolate_some` with fail2ban's section-option hook.
-    private func interpolate(_ text: String, section: String, key: String, vars: [String: String], depth: Int,
-                             into output: inout String) throws(Fail2banError) {
+    private func interpolate(
+        _ text: String, section: String, key: String, vars: [String: String], depth: Int,
+        into output: inout String
+    ) throws(Fail2banError) {
         if depth > Self.maximumInterpolationDepth {
             throw .interpolationLoop(file: files.last ?? "?", section: section, key: key)
         }
@@ -159,8 +162,9 @@ struct Configuration {
                 rest = rest.dropFirst(2)
             } else if next == "(" {
                 guard let close = rest.firstIndex(of: ")"), rest[rest.index(after: close)...].first == "s" else {
-                    throw .badValue(file: files.last ?? "?", key: key, value: text,
-                                    expected: "a valid interpolation (%(name)s, or %% for a percent sign)")
+                    throw .badValue(
+                        file: files.last ?? "?", key: key, value: text,
+                        expected: "a valid interpolation (%(name)s, or %% for a percent sign)")
                 }
                 let name = String(rest[rest.index(rest.startIndex, offsetBy: 2)..<close])
                 rest = rest[rest.index(close, offsetBy: 2)...]
@@ -169,13 +173,15 @@ struct Configuration {
                     throw .missingReference(file: files.last ?? "?", section: section, key: key, reference: name)
                 }
                 if replacement.contains("%") {
-                    try interpolate(replacement, section: section, key: key, vars: vars, depth: depth + 1, into: &output)
+                    try interpolate(
+                        replacement, section: section, key: key, vars: vars, depth: depth + 1, into: &output)
                 } else {
                     output += replacement
                 }
             } else {
-                throw .badValue(file: files.last ?? "?", key: key, value: text,
-                                expected: "a valid interpolation ('%' must be followed by '%' or '(')")
+                throw .badValue(
+                    file: files.last ?? "?", key: key, value: text,
+                    expected: "a valid interpolation ('%' must be followed by '%' or '(')")
             }
         }
     }

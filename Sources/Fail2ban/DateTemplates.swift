@@ -70,7 +70,8 @@ enum DateTemplates {
             "z": #"(?P<z>Z|UTC|GMT|[+-][01]\d(?::?\d{2})?)"#,
             "X": #"(?P<H>2[0-3]|[0-1]\d|\d):(?P<M>[0-5]\d|\d):(?P<S>6[0-1]|[0-5]\d|\d)"#,
             "x": #"(?P<m>1[0-2]|0[1-9]|[1-9])/(?P<d>3[0-1]|[1-2]\d|0[1-9]|[1-9]| [1-9])/(?P<y>\d\d)"#,
-            "c": #"(?P<a>mon|tue|wed|thu|fri|sat|sun)\s+(?P<b>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\s+(?P<d>3[0-1]|[1-2]\d|0[1-9]|[1-9]| [1-9])\s+(?P<H>2[0-3]|[0-1]\d|\d):(?P<M>[0-5]\d|\d):(?P<S>6[0-1]|[0-5]\d|\d)\s+(?P<Y>\d\d\d\d)"#,
+            "c":
+                #"(?P<a>mon|tue|wed|thu|fri|sat|sun)\s+(?P<b>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\s+(?P<d>3[0-1]|[1-2]\d|0[1-9]|[1-9]| [1-9])\s+(?P<H>2[0-3]|[0-1]\d|\d):(?P<M>[0-5]\d|\d):(?P<S>6[0-1]|[0-5]\d|\d)\s+(?P<Y>\d\d\d\d)"#,
             "Exd": #"(?P<d>[1-2]\d|0[1-9]|3[0-1])"#,
             "Exm": "(?P<m>0[1-9]|1[0-2])",
             "ExH": #"(?P<H>[0-1]\d|2[0-3])"#,
@@ -104,7 +105,9 @@ enum DateTemplates {
     }()
 
     /// `DatePatternRegex.setRegex`: `%X` fields replaced, boundaries added.
-    static func patternTemplate(_ pattern: String, wordBegin: WordBegin = .yes, wordEnd: Bool = true) throws(Fail2banError) -> DateTemplate {
+    static func patternTemplate(
+        _ pattern: String, wordBegin: WordBegin = .yes, wordEnd: Bool = true
+    ) throws(Fail2banError) -> DateTemplate {
         var text = pattern
         var begin = wordBegin
         var end = wordEnd
@@ -125,14 +128,17 @@ enum DateTemplates {
         // A lone '%' not followed by a field is an error in fail2ban (Python's % formatting).
         if fieldPattern.replacingAll(in: text, { _ in "" }).contains("%") { failed = "a '%' that starts no field" }
         if let failed {
-            throw .badValue(file: "datepattern", key: "datepattern", value: pattern, expected: "a date pattern (\(failed))")
+            throw .badValue(
+                file: "datepattern", key: "datepattern", value: pattern, expected: "a date pattern (\(failed))")
         }
         if alphaField.matches(text) { regex = "(?iu)" + regex }
         return setRegex(regex, name: text, pattern: pattern, wordBegin: begin, wordEnd: end)
     }
 
     /// `DateTemplate.setRegex`.
-    static func setRegex(_ input: String, name: String, pattern: String?, wordBegin: WordBegin, wordEnd: Bool) -> DateTemplate {
+    static func setRegex(
+        _ input: String, name: String, pattern: String?, wordBegin: WordBegin, wordEnd: Bool
+    ) -> DateTemplate {
         var regex = String(input.trimmingWhitespace())
         var name = name
         let flagsMatch = globalFlags.firstMatch(in: regex)
@@ -178,7 +184,8 @@ enum DateTemplates {
             return setRegex(regex, name: name, pattern: nil, wordBegin: .yes, wordEnd: true)
         }
         if !lineBeginOnly {
-            let regex = #"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))"# + number
+            let regex =
+                #"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))"# + number
                 + #")(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))"#
             return setRegex(regex, name: name, pattern: nil, wordBegin: .no, wordEnd: true)
         }
@@ -195,9 +202,13 @@ enum DateTemplates {
     static func template(_ pattern: String) throws(Fail2banError) -> DateTemplate {
         let key = pattern.contains("%") ? pattern : pattern.uppercased()
         if key.contains("EPOCH") {
-            if epochField.matches(pattern) { return epoch(lineBeginOnly: false, pattern: pattern, long: key.contains("LEPOCH")) }
+            if epochField.matches(pattern) {
+                return epoch(lineBeginOnly: false, pattern: pattern, long: key.contains("LEPOCH"))
+            }
             if ["EPOCH", "{^LN-BEG}EPOCH", "^EPOCH"].contains(key) { return epoch(lineBeginOnly: key != "EPOCH") }
-            if ["LEPOCH", "{^LN-BEG}LEPOCH", "^LEPOCH"].contains(key) { return epoch(lineBeginOnly: key != "LEPOCH", long: true) }
+            if ["LEPOCH", "{^LN-BEG}LEPOCH", "^LEPOCH"].contains(key) {
+                return epoch(lineBeginOnly: key != "LEPOCH", long: true)
+            }
         }
         if ["TAI64N", "{^LN-BEG}TAI64N", "^TAI64N"].contains(key) { return tai64n(start: key != "TAI64N") }
         return try patternTemplate(pattern)

@@ -31,7 +31,8 @@ public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {
         case .unreadableFile(let path, let reason):
             return "\(path): cannot be read: \(reason)"
         case .syntax(let file, let line, let text):
-            return "\(file):\(line): '\(text)' is neither [section], key = value, continuation nor comment; fix the line"
+            return
+                "\(file):\(line): '\(text)' is neither [section], key = value, continuation nor comment; fix the line"
         case .unknownFilter(let name, let directory):
             return "filter '\(name)': no \(name).conf or \(name).local in \(directory); check the name or --filter-dir"
         case .badFilterArguments(let reference, let reason):
@@ -43,9 +44,11 @@ public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {
         case .interpolationLoop(let file, let section, let key):
             return "\(file), [\(section)] key '\(key)': its interpolation refers back to itself; break the loop"
         case .missingReference(let file, let section, let key, let reference):
-            return "\(file), [\(section)] key '\(key)': refers to '%(\(reference))s', which is defined nowhere; define it"
+            return
+                "\(file), [\(section)] key '\(key)': refers to '%(\(reference))s', which is defined nowhere; define it"
         case .badDuration(let file, let key, let value):
-            return "\(file), key '\(key)': '\(value)' is not a duration; write seconds or 10m, 1h, 1d, 1w (-1 = forever)"
+            return
+                "\(file), key '\(key)': '\(value)' is not a duration; write seconds or 10m, 1h, 1d, 1w (-1 = forever)"
         case .badValue(let file, let key, let value, let expected):
             return "\(file), key '\(key)': '\(value)' is not \(expected)"
         }

@@ -27,9 +27,11 @@ public struct FilterDefinition: Sendable, Equatable {
     /// the arguments).
     public var options: [String: String]
 
-    public init(reference: String, file: String, files: [String] = [], prefregex: String? = nil,
-                failregex: [String], ignoreregex: [String] = [], datepattern: [String]? = nil, maxlines: Int = 1,
-                journalmatch: [String] = [], usedns: String? = nil, options: [String: String] = [:]) {
+    public init(
+        reference: String, file: String, files: [String] = [], prefregex: String? = nil,
+        failregex: [String], ignoreregex: [String] = [], datepattern: [String]? = nil, maxlines: Int = 1,
+        journalmatch: [String] = [], usedns: String? = nil, options: [String: String] = [:]
+    ) {
         self.reference = reference
         self.file = file
         self.files = files
@@ -60,7 +62,9 @@ func splitPatterns(_ value: String) -> [String] {
 /// Reads fail2ban filters.
 public enum FilterLoader {
     /// The `[Definition]` keys fail2ban's `FilterReader` takes from a filter.
-    static let definitionKeys = ["usedns", "prefregex", "ignoreregex", "failregex", "maxlines", "datepattern", "journalmatch"]
+    static let definitionKeys = [
+        "usedns", "prefregex", "ignoreregex", "failregex", "maxlines", "datepattern", "journalmatch",
+    ]
 
     /// Loads a filter as a jail (or `fail2ban-regex`) would.
     /// - Parameters:
@@ -73,14 +77,18 @@ public enum FilterLoader {
     /// - Throws: `Fail2banError` naming the file and key.
     ///   - arguments: further `[Init]` values, as if written in the reference's brackets (they
     ///     win over those).
-    public static func load(_ reference: String, filterDirectory: String = "/etc/fail2ban/filter.d",
-                            jailOptions: [String: String] = [:], arguments extra: [String: String] = [:]
+    public static func load(
+        _ reference: String, filterDirectory: String = "/etc/fail2ban/filter.d",
+        jailOptions: [String: String] = [:], arguments extra: [String: String] = [:]
     ) throws(Fail2banError) -> FilterDefinition {
-        try load(reference, filterDirectory: filterDirectory, jailOptions: jailOptions, arguments: extra, allOptions: false)
+        try load(
+            reference, filterDirectory: filterDirectory, jailOptions: jailOptions, arguments: extra, allOptions: false)
     }
 
-    static func load(_ reference: String, filterDirectory: String, jailOptions: [String: String],
-                     arguments extra: [String: String], allOptions: Bool) throws(Fail2banError) -> FilterDefinition {
+    static func load(
+        _ reference: String, filterDirectory: String, jailOptions: [String: String],
+        arguments extra: [String: String], allOptions: Bool
+    ) throws(Fail2banError) -> FilterDefinition {
         var (name, arguments) = try parseReference(reference)
         for (key, value) in extra { arguments[key.lowercased()] = value }
         let basename: String
@@ -96,12 +104,15 @@ public enum FilterLoader {
             if name.contains("/") { throw .missingFile(path: basename + ".conf", purpose: "filter '\(reference)'") }
             throw .unknownFilter(name: name, directory: filterDirectory)
         }
-        return try resolve(configuration, reference: reference, arguments: arguments, jailOptions: jailOptions,
-                           allOptions: allOptions)
+        return try resolve(
+            configuration, reference: reference, arguments: arguments, jailOptions: jailOptions,
+            allOptions: allOptions)
     }
 
     /// Splits `name[key=value, ...]` (fail2ban's `extractOptions`).
-    public static func parseReference(_ reference: String) throws(Fail2banError) -> (name: String, arguments: [String: String]) {
+    public static func parseReference(
+        _ reference: String
+    ) throws(Fail2banError) -> (name: String, arguments: [String: String]) {
         guard let match = referenceShape.firstMatch(in: reference) else {
             throw .badFilterArguments(reference: reference, reason: "expected name or name[...]")
         }
@@ -127,8 +138,10 @@ public enum FilterLoader {
     static let conditionalName = fixedPattern(#"^(\w+)(\?.+)$"#)
 
     /// fail2ban's `DefinitionInitConfigReader.getOptions` + `getCombined` + `FilterReader.convert`.
-    static func resolve(_ configuration: Configuration, reference: String, arguments: [String: String],
-                        jailOptions: [String: String], allOptions: Bool = false) throws(Fail2banError) -> FilterDefinition {
+    static func resolve(
+        _ configuration: Configuration, reference: String, arguments: [String: String],
+        jailOptions: [String: String], allOptions: Bool = false
+    ) throws(Fail2banError) -> FilterDefinition {
         let file = configuration.files.first ?? reference
         var initOptions = arguments
         // applyAutoOptions: a systemd backend reads journal lines (no date, short prefix).
@@ -162,8 +175,11 @@ public enum FilterLoader {
         var combined = definition
         for (key, value) in initOptions { combined[key] = value }
         var ignore = Set<String>()
-        for key in combined.keys { if let match = conditionalName.firstMatch(in: key) { ignore.insert(match.group(1)!) } }
-        let substituted = try TagSubstitution.substitute(combined, ignore: ignore, file: file) { (tag) throws(Fail2banError) in
+        for key in combined.keys {
+            if let match = conditionalName.firstMatch(in: key) { ignore.insert(match.group(1)!) }
+        }
+        let substituted = try TagSubstitution.substitute(combined, ignore: ignore, file: file) {
+            (tag) throws(Fail2banError) in
             guard configuration.hasSection("Definition") else { return nil }
             return try? configuration.valueEx("Definition", tag, vars: parserVars)
         }
@@ -172,7 +188,8 @@ public enum FilterLoader {
         var maxlines = 1
         if let text = pick("maxlines") {
             guard let value = Int(text.trimmingWhitespace()), value >= 1 else {
-                throw .badValue(file: file, key: "maxlines", value: text, expected: "a whole number of lines, 1 or more")
+                throw .badValue(
+                    file: file, key: "maxlines", value: text, expected: "a whole number of lines, 1 or more")
             }
             maxlines = value
         }
@@ -196,8 +213,10 @@ enum TagSubstitution {
     /// fail2ban's MAX_TAG_REPLACE_COUNT: how often one tag may be replaced inside one value.
     static let maximumReplacements = 25
 
-    static func substitute(_ input: [String: String], ignore: Set<String>, file: String,
-                           fallback: (String) throws(Fail2banError) -> String?) throws(Fail2banError) -> [String: String] {
+    static func substitute(
+        _ input: [String: String], ignore: Set<String>, file: String,
+        fallback: (String) throws(Fail2banError) -> String?
+    ) throws(Fail2banError) -> [String: String] {
         var tags = input
         var done = Set<String>()
         var counts: [String: [String: Int]] = [:]

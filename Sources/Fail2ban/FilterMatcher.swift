@@ -108,7 +108,9 @@ public final class FilterMatcher {
     public func cutLine(_ text: String) -> String {
         var bytes = Array(text.utf8)
         while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
-        guard let range = bytes.withUnsafeBufferPointer({ findDate($0.baseAddress!, count: $0.count) }) else { return text }
+        guard let range = bytes.withUnsafeBufferPointer({ findDate($0.baseAddress!, count: $0.count) }) else {
+            return text
+        }
         return String(decoding: bytes[..<range.start] + bytes[range.end...], as: UTF8.self)
     }
 
@@ -147,7 +149,8 @@ public final class FilterMatcher {
     func dropHistory(_ range: Range<Int>) {
         var target = range.lowerBound
         for source in range.upperBound..<historyCount {
-            (history + target * historyStride).update(from: history + source * historyStride, count: historyLengths[source])
+            (history + target * historyStride).update(
+                from: history + source * historyStride, count: historyLengths[source])
             historyLengths[target] = historyLengths[source]
             target += 1
         }
@@ -184,7 +187,8 @@ public final class FilterMatcher {
         for index in 0..<total {
             let start = lineStarts[index]
             let end = start + historyLengths[index] + 1
-            let inside = end > whole.start + (whole.start < length && subject[whole.start] == 10 ? 1 : 0)
+            let inside =
+                end > whole.start + (whole.start < length && subject[whole.start] == 10 ? 1 : 0)
                 && start < max(whole.end, whole.start + 1)
             var skipped = false
             if inside {
@@ -194,7 +198,8 @@ public final class FilterMatcher {
             }
             if !inside || skipped {
                 if kept != index {
-                    (history + kept * historyStride).update(from: history + index * historyStride, count: historyLengths[index])
+                    (history + kept * historyStride).update(
+                        from: history + index * historyStride, count: historyLengths[index])
                     historyLengths[kept] = historyLengths[index]
                 }
                 kept += 1
@@ -228,7 +233,9 @@ public final class FilterMatcher {
         return .missed
     }
 
-    func record(_ regex: CompiledRegex, _ data: Pattern.MatchData, from subject: UnsafePointer<UInt8>, into fields: FieldSet) {
+    func record(
+        _ regex: CompiledRegex, _ data: Pattern.MatchData, from subject: UnsafePointer<UInt8>, into fields: FieldSet
+    ) {
         for (field, group) in regex.groups.enumerated() where group != 0 {
             if let span = data.range(group) {
                 fields.set(field, subject + span.start, span.end - span.start)
@@ -308,10 +315,12 @@ public final class FilterMatcher {
             if host == FailField.dns.rawValue && !fields.has(fid) {
                 // A name: fail2ban would resolve it (usedns); Portcullis never does.
                 var key = IPAddress(high: 0, low: 0)
-                return fields.withField(host) { IPAddress.parse($0, count: $1, into: &key) } ? .offence(key) : .invalidAddress
+                return fields.withField(host) { IPAddress.parse($0, count: $1, into: &key) }
+                    ? .offence(key) : .invalidAddress
             }
             var key = IPAddress(high: 0, low: 0)
-            return fields.withField(host) { IPAddress.parse($0, count: $1, into: &key) } ? .offence(key) : .invalidAddress
+            return fields.withField(host) { IPAddress.parse($0, count: $1, into: &key) }
+                ? .offence(key) : .invalidAddress
         }
         return .notMatching
     }
@@ -457,7 +466,8 @@ final class FieldSet {
 
     func equal(_ index: Int, in other: FieldSet) -> Bool {
         guard has(index), other.has(index), lengths[index] == other.lengths[index] else { return false }
-        return memcmp(storage + index * Self.valueCapacity, other.storage + index * Self.valueCapacity, lengths[index]) == 0
+        return memcmp(storage + index * Self.valueCapacity, other.storage + index * Self.valueCapacity, lengths[index])
+            == 0
     }
 
     /// fail2ban's `_updateUsers`: adds `other`'s user to this connection's users.
@@ -469,9 +479,11 @@ final class FieldSet {
             copy(user, from: other, as: Self.firstUser)
             userCount = 1
         } else if userCount == 1 {
-            let same = other.lengths[user] == lengths[Self.firstUser]
-                && memcmp(other.storage + user * Self.valueCapacity, storage + Self.firstUser * Self.valueCapacity,
-                          lengths[Self.firstUser]) == 0
+            let same =
+                other.lengths[user] == lengths[Self.firstUser]
+                && memcmp(
+                    other.storage + user * Self.valueCapacity, storage + Self.firstUser * Self.valueCapacity,
+                    lengths[Self.firstUser]) == 0
             if !same { userCount = 2 }
         }
         return userCount

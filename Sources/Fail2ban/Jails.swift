@@ -92,17 +92,21 @@ public struct Fail2banJail: Sendable {
     }
 
     /// fail2ban's jail option types (`JailReader._configOpts`).
-    static let keys = [
-        "enabled", "backend", "maxretry", "maxmatches", "findtime", "bantime", "bantime.increment", "bantime.factor",
-        "bantime.formula", "bantime.multipliers", "bantime.maxtime", "bantime.rndtime", "bantime.overalljails",
-        "ignorecommand", "ignoreself", "ignoreip", "ignorecache", "filter", "logtimezone", "logencoding", "logpath",
-        "action",
-    ] + FilterLoader.definitionKeys
+    static let keys =
+        [
+            "enabled", "backend", "maxretry", "maxmatches", "findtime", "bantime", "bantime.increment",
+            "bantime.factor",
+            "bantime.formula", "bantime.multipliers", "bantime.maxtime", "bantime.rndtime", "bantime.overalljails",
+            "ignorecommand", "ignoreself", "ignoreip", "ignorecache", "filter", "logtimezone", "logencoding", "logpath",
+            "action",
+        ] + FilterLoader.definitionKeys
 
     /// fail2ban's `_as_bool`.
     static func bool(_ text: String) -> Bool { ["1", "on", "true", "yes"].contains(text.lowercased()) }
 
-    static func read(_ name: String, from configuration: inout Configuration, directory: String) throws(Fail2banError) -> Fail2banJail {
+    static func read(
+        _ name: String, from configuration: inout Configuration, directory: String
+    ) throws(Fail2banError) -> Fail2banJail {
         let file = configuration.files.first ?? directory + "/jail.conf"
         var problems: [String] = []
         // First stage (fail2ban reads only these for a disabled jail).
@@ -125,7 +129,9 @@ public struct Fail2banJail: Sendable {
                 // getOptions(all=True) with the first-stage options; the result becomes known/...
                 let early = try FilterLoader.load(
                     String(filterReference), filterDirectory: filterDirectory,
-                    jailOptions: ["enabled": enabled ? "true" : "false", "backend": backend, "filter": String(filterReference)],
+                    jailOptions: [
+                        "enabled": enabled ? "true" : "false", "backend": backend, "filter": String(filterReference),
+                    ],
                     arguments: [:], allOptions: true)
                 configuration.mergeSection(name, early.options, prefix: "known/")
             } catch {
@@ -151,7 +157,8 @@ public struct Fail2banJail: Sendable {
         jailOptions["backend"] = jailOptions["backend"] ?? "auto"
         if !filterReference.isEmpty && problems.isEmpty {
             do {
-                filter = try FilterLoader.load(String(filterReference), filterDirectory: filterDirectory, jailOptions: jailOptions)
+                filter = try FilterLoader.load(
+                    String(filterReference), filterDirectory: filterDirectory, jailOptions: jailOptions)
             } catch {
                 if enabled { throw error }
                 problems.append(error.description)
@@ -160,7 +167,8 @@ public struct Fail2banJail: Sendable {
         func number(_ key: String, default fallback: Int) throws(Fail2banError) -> Int {
             guard let text = options[key] else { return fallback }
             guard let value = Int(text.trimmingWhitespace()) else {
-                let error = Fail2banError.badValue(file: file, key: "[\(name)] \(key)", value: text, expected: "a whole number")
+                let error = Fail2banError.badValue(
+                    file: file, key: "[\(name)] \(key)", value: text, expected: "a whole number")
                 if enabled { throw error }
                 problems.append(error.description)
                 return fallback
@@ -182,7 +190,8 @@ public struct Fail2banJail: Sendable {
             if let value = Double(text.trimmingWhitespace()) {
                 factor = value
             } else {
-                let error = Fail2banError.badValue(file: file, key: "[\(name)] bantime.factor", value: text, expected: "a number")
+                let error = Fail2banError.badValue(
+                    file: file, key: "[\(name)] bantime.factor", value: text, expected: "a number")
                 if enabled { throw error }
                 problems.append(error.description)
             }
@@ -194,7 +203,8 @@ public struct Fail2banJail: Sendable {
                     multipliers.append(value)
                 } else {
                     let error = Fail2banError.badValue(
-                        file: file, key: "[\(name)] bantime.multipliers", value: text, expected: "whole numbers separated by spaces")
+                        file: file, key: "[\(name)] bantime.multipliers", value: text,
+                        expected: "whole numbers separated by spaces")
                     if enabled { throw error }
                     problems.append(error.description)
                     break
@@ -202,7 +212,8 @@ public struct Fail2banJail: Sendable {
             }
         }
         let increment = BanTimeIncrement(
-            enabled: options["bantime.increment"].map(bool) ?? false, factor: factor, formula: options["bantime.formula"],
+            enabled: options["bantime.increment"].map(bool) ?? false, factor: factor,
+            formula: options["bantime.formula"],
             multipliers: multipliers, maxtime: try duration("bantime.maxtime", default: nil),
             rndtime: try duration("bantime.rndtime", default: nil),
             overalljails: options["bantime.overalljails"].map(bool) ?? false)
@@ -213,12 +224,14 @@ public struct Fail2banJail: Sendable {
             }
             return text.isEmpty ? nil : String(text)
         }
-        let ignoreip = (options["ignoreip"] ?? "").split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\n" }).map(String.init)
+        let ignoreip = (options["ignoreip"] ?? "").split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\n" }).map(
+            String.init)
         return Fail2banJail(
             name: name, enabled: enabled, filterReference: String(filterReference), filter: filter, logpath: logpath,
             backend: backend, journalmatch: options["journalmatch"].map(splitPatterns) ?? filter?.journalmatch ?? [],
             maxretry: try number("maxretry", default: 5),
-            findtime: try duration("findtime", default: 600) ?? 600, bantime: try duration("bantime", default: 600) ?? 600,
+            findtime: try duration("findtime", default: 600) ?? 600,
+            bantime: try duration("bantime", default: 600) ?? 600,
             ignoreip: ignoreip, action: options["action"] ?? "", usedns: options["usedns"] ?? "warn",
             maxlines: try number("maxlines", default: filter?.maxlines ?? 1), banTimeIncrement: increment,
             options: options, problems: problems)

@@ -20,8 +20,10 @@ final class Pattern: @unchecked Sendable {
         let message: String
     }
 
-    init(_ source: String, options: UInt32 = Pattern.unicodeOptions, matchLimit: UInt32 = 10_000,
-         depthLimit: UInt32 = 10_000) throws(CompileError) {
+    init(
+        _ source: String, options: UInt32 = Pattern.unicodeOptions, matchLimit: UInt32 = 10_000,
+        depthLimit: UInt32 = 10_000
+    ) throws(CompileError) {
         self.source = source
         var errorCode: Int32 = 0
         var errorOffset = 0
@@ -33,7 +35,8 @@ final class Pattern: @unchecked Sendable {
         guard let compiled else {
             var message = [UInt8](repeating: 0, count: 256)
             pcre2_get_error_message_8(errorCode, &message, message.count)
-            throw CompileError(offset: errorOffset, message: String(decoding: message.prefix { $0 != 0 }, as: UTF8.self))
+            throw CompileError(
+                offset: errorOffset, message: String(decoding: message.prefix { $0 != 0 }, as: UTF8.self))
         }
         code = compiled
         _ = pcre2_jit_compile_8(code, UInt32(PCRE2_JIT_COMPLETE))
@@ -135,7 +138,8 @@ final class Pattern: @unchecked Sendable {
         let matchData = MatchData(self)
         let result = bytes.withUnsafeBufferPointer { buffer -> Int32 in
             let base = buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!
-            return matchData.search(base, count: buffer.count, from: start, options: anchored ? UInt32(PCRE2_ANCHORED) : 0)
+            return matchData.search(
+                base, count: buffer.count, from: start, options: anchored ? UInt32(PCRE2_ANCHORED) : 0)
         }
         guard result > 0 else { return nil }
         var ranges: [(start: Int, end: Int)?] = []

@@ -121,7 +121,8 @@ public struct ConfigurationFile {
         }
         jailTables.sort { (locator.line(of: "jail.\($0.name)") ?? 0) < (locator.line(of: "jail.\($1.name)") ?? 0) }
         if !jailTables.isEmpty,
-            let setting = daemonSettings.first(where: { DaemonKeys.defaultJailOnly[String($0.key.dropFirst(7))] != nil })
+            let setting = daemonSettings.first(where: { DaemonKeys.defaultJailOnly[String($0.key.dropFirst(7))] != nil }
+            )
         {
             let name = String(setting.key.dropFirst(7))
             throw ConfigurationError(
@@ -138,7 +139,9 @@ public struct ConfigurationFile {
     /// - Parameter defaultSource: the transport a jail without `source` reads (the daemon's flags
     ///   and `[daemon]` settings); a `source` changes its kind and path only.
     /// - Parameter filterDirectory: where `filter = NAME` is looked up.
-    public func jails(defaultSource: TransportConfiguration, filterDirectory: String) throws(ConfigurationError)
+    public func jails(
+        defaultSource: TransportConfiguration, filterDirectory: String
+    ) throws(ConfigurationError)
         -> [JailConfiguration]
     {
         var jails: [JailConfiguration] = []
@@ -177,7 +180,9 @@ public struct ConfigurationFile {
 
     /// The filter the keys describe: a fail2ban filter by reference, inline patterns (with
     /// fail2ban's tags and date cutting), or the built-in line format when there are none.
-    private func resolve(_ filter: ReadSettings, jail: String, filterDirectory: String) throws(ConfigurationError)
+    private func resolve(
+        _ filter: ReadSettings, jail: String, filterDirectory: String
+    ) throws(ConfigurationError)
         -> JailFilter
     {
         func fail(_ message: String) -> ConfigurationError {
@@ -207,22 +212,30 @@ public struct ConfigurationFile {
 
     // MARK: values of a type, or a one-line error
 
-    static func table(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+    static func table(
+        _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError) -> TOMLTable
     {
         guard let table = value.table else { throw wrongType(value, "a table", key: key, file: file, locator: locator) }
         return table
     }
 
-    static func text(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+    static func text(
+        _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError) -> String
     {
-        guard let text = value.string else { throw wrongType(value, "a string", key: key, file: file, locator: locator) }
+        guard let text = value.string else {
+            throw wrongType(value, "a string", key: key, file: file, locator: locator)
+        }
         return text
     }
 
     /// A string, or an array of strings (fail2ban's multi-line values).
-    static func texts(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+    static func texts(
+        _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError) -> [String]
     {
         if let text = value.string { return [text] }
@@ -239,7 +252,9 @@ public struct ConfigurationFile {
         return texts
     }
 
-    static func integer(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+    static func integer(
+        _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError) -> Int
     {
         guard value.type == .int, let integer = value.int else {
@@ -248,7 +263,9 @@ public struct ConfigurationFile {
         return integer
     }
 
-    static func number(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+    static func number(
+        _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError) -> Double
     {
         if value.type == .int, let integer = value.int { return Double(integer) }
@@ -258,7 +275,9 @@ public struct ConfigurationFile {
         return number
     }
 
-    static func boolean(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+    static func boolean(
+        _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError) -> Bool
     {
         guard value.type == .bool, let boolean = value.bool else {
@@ -268,12 +287,15 @@ public struct ConfigurationFile {
     }
 
     /// Seconds: an integer, or a string with fail2ban's units (`90`, `10m`, `1h30m`, `1d`, `1w`).
-    static func seconds(_ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator)
+    static func seconds(
+        _ value: TOMLValueConvertible, key: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError) -> Int64
     {
         if value.type == .int, let integer = value.int { return Int64(integer) }
         guard let text = value.string else {
-            throw wrongType(value, "seconds (an integer, or a string such as \"10m\")", key: key, file: file, locator: locator)
+            throw wrongType(
+                value, "seconds (an integer, or a string such as \"10m\")", key: key, file: file, locator: locator)
         }
         guard let value = Fail2banDuration.seconds(text), let seconds = Int64(exactly: value.rounded(.towardZero)),
             abs(seconds) <= 1 << 52

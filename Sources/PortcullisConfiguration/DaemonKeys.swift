@@ -26,20 +26,25 @@ enum DaemonKeys {
             case .text:
                 return [flag + "=" + (try ConfigurationFile.text(value, key: key, file: file, locator: locator))]
             case .integer:
-                return [flag + "=" + String(try ConfigurationFile.integer(value, key: key, file: file, locator: locator))]
+                return [
+                    flag + "=" + String(try ConfigurationFile.integer(value, key: key, file: file, locator: locator))
+                ]
             case .number:
                 let number = try ConfigurationFile.number(value, key: key, file: file, locator: locator)
                 return [flag + "=" + (value.type == .int ? String(Int(number)) : String(number))]
             case .flag:
                 return try ConfigurationFile.boolean(value, key: key, file: file, locator: locator) ? [flag] : []
             case .texts:
-                return try ConfigurationFile.texts(value, key: key, file: file, locator: locator).map { flag + "=" + $0 }
+                return try ConfigurationFile.texts(value, key: key, file: file, locator: locator).map {
+                    flag + "=" + $0
+                }
             case .integers:
                 let values: [TOMLValueConvertible] = value.array.map { Array($0) } ?? [value]
                 var arguments: [String] = []
                 for element in values {
                     arguments.append(
-                        flag + "=" + String(try ConfigurationFile.integer(element, key: key, file: file, locator: locator)))
+                        flag + "="
+                            + String(try ConfigurationFile.integer(element, key: key, file: file, locator: locator)))
                 }
                 return arguments
             }
@@ -61,7 +66,8 @@ enum DaemonKeys {
         "transport": .text, "threshold": .integer, "ban-time": .integer, "find-time": .integer, "failregex": .texts,
         "reader-policy": .text, "workers": .integer, "cpus": .text, "numa-node": .integer, "table-bins": .integer,
         "idle-horizon": .integer, "allow": .texts, "ban-host-addresses": .flag, "regex-match-limit": .integer,
-        "max-line": .integer, "history-entries": .integer, "history-age": .integer, "filter-dir": .text, "fail2ban-config": .text,
+        "max-line": .integer, "history-entries": .integer, "history-age": .integer, "filter-dir": .text,
+        "fail2ban-config": .text,
         "shm-name": .text, "shm-segments": .integer, "shm-slots": .integer, "shm-slot-size": .integer,
         "shm-reader-slots": .integer, "shm-overwrite": .flag, "shm-hugepages": .flag, "shm-no-stealing": .flag,
         "socket-dir": .text, "socket-datagram-size": .integer, "socket-lines-per-datagram": .integer,

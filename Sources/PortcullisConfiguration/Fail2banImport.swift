@@ -18,7 +18,9 @@ public enum Fail2banImport {
     }
 
     /// - Parameter defaultSource: the daemon's transport settings; a jail's files replace its path.
-    public static func jails(directory: String, defaultSource: TransportConfiguration) throws(ConfigurationError)
+    public static func jails(
+        directory: String, defaultSource: TransportConfiguration
+    ) throws(ConfigurationError)
         -> Result
     {
         let configuration: Fail2banConfiguration

@@ -28,7 +28,9 @@ enum JailKeys {
     ]
 
     /// Refuses unknown keys and wrong types in `table` (a jail, or the defaults).
-    static func check(_ table: TOMLTable, prefix: String, file: String, locator: KeyLocator)
+    static func check(
+        _ table: TOMLTable, prefix: String, file: String, locator: KeyLocator
+    )
         throws(ConfigurationError)
     {
         var scratch = JailConfiguration(name: "check", source: TransportConfiguration(kind: .shm))
@@ -175,7 +177,8 @@ enum JailKeys {
                         numbers.append(try ConfigurationFile.number(element, key: key, file: file, locator: locator))
                     }
                 } else {
-                    throw ConfigurationFile.wrongType(value, "an array of numbers", key: key, file: file, locator: locator)
+                    throw ConfigurationFile.wrongType(
+                        value, "an array of numbers", key: key, file: file, locator: locator)
                 }
                 escalation.growth = .multipliers(numbers)
             case "maxtime":
@@ -189,7 +192,8 @@ enum JailKeys {
             case "overalljails":
                 escalation.overallJails = try ConfigurationFile.boolean(value, key: key, file: file, locator: locator)
             default:
-                throw fail("unknown escalation setting; the keys are \(escalationNames.sorted().joined(separator: ", "))")
+                throw fail(
+                    "unknown escalation setting; the keys are \(escalationNames.sorted().joined(separator: ", "))")
             }
         }
         return increment ? escalation : nil

@@ -188,7 +188,8 @@ final class BanWorker: @unchecked Sendable {
                 installed = installed || state.counters.bans != before
             }
             // Nothing went in: the map is still full; wait longer before the next try.
-            state.retryInterval = installed ? Self.retryInterval : min(state.retryInterval * 2, Self.longestRetryInterval)
+            state.retryInterval =
+                installed ? Self.retryInterval : min(state.retryInterval * 2, Self.longestRetryInterval)
         }
     }
 

@@ -250,7 +250,8 @@ public final class Daemon: @unchecked Sendable {
         var perJail = jails.map { JailStatus(name: $0.name, counters: WorkerCounters()) }
         for (worker, snapshot) in zip(workers, snapshots) {
             for (position, counters) in snapshot.jails.enumerated() {
-                perJail[worker.jails[position].index].counters = perJail[worker.jails[position].index].counters + counters
+                perJail[worker.jails[position].index].counters =
+                    perJail[worker.jails[position].index].counters + counters
             }
         }
         return DaemonStatus(

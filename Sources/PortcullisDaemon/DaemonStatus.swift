@@ -84,7 +84,8 @@ public struct DaemonStatus: Sendable {
     public func statusLine(previousLines: UInt64, interval: Double) -> String {
         let total = total
         let rate = interval > 0 && total.lines >= previousLines ? Double(total.lines - previousLines) / interval : 0
-        return "status: \(tenths(uptime)) s, lines \(total.lines) (\(Int(rate.rounded()))/s), matched \(total.matched), "
+        return
+            "status: \(tenths(uptime)) s, lines \(total.lines) (\(Int(rate.rounded()))/s), matched \(total.matched), "
             + "bans \(total.bans), unbans \(unbans), in force \(scheduledBans), kept (banned longer) \(total.keptLonger), "
             + "not matching \(total.notMatching), invalid address \(total.invalidAddress), too long \(total.tooLong), "
             + "allowlisted \(total.allowlisted), table \(tableBins) bins (\(tableReclaimed) reclaimed, \(tableEvicted) "

@@ -169,7 +169,9 @@ public final class BanHistory: Sendable {
                 state.records[address] = records
             }
             state.dirty = true
-            if state.records.count > capacity { Self.trim(&state, to: capacity, maximumAge: maximumAge, now: wallSeconds) }
+            if state.records.count > capacity {
+                Self.trim(&state, to: capacity, maximumAge: maximumAge, now: wallSeconds)
+            }
         }
     }
 

@@ -55,9 +55,10 @@ public enum JailFilter: Sendable, Equatable {
     /// connections): such a filter must see its source's lines in order, on one thread.
     var needsLineOrder: Bool {
         guard case .fail2ban(let definition, _, _) = self else { return false }
-        return definition.maxlines > 1 || (definition.failregex + [definition.prefregex ?? ""]).contains {
-            $0.contains("<F-MLFID>")
-        }
+        return definition.maxlines > 1
+            || (definition.failregex + [definition.prefregex ?? ""]).contains {
+                $0.contains("<F-MLFID>")
+            }
     }
 }
 
@@ -99,8 +100,11 @@ public struct JailConfiguration: Sendable, Equatable {
     func validate(regexMatchLimit: UInt32, maxLineLength: Int) throws(DaemonError) {
         let label = "jail \(name):"
         if name.isEmpty || name.utf8.count > Self.longestName
-            || !name.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20) })
+            || !name.utf8.allSatisfy({
+                $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20)
+            })
         {
             throw .invalidSetting(
                 "jail name '\(name)': use 1-\(Self.longestName) letters, digits, '-', '_' or '.'")

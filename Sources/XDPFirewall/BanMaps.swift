@@ -116,7 +116,9 @@ public final class BanMaps: @unchecked Sendable {
             var key = free
             var value = pc_origin()
             withUnsafeMutableBytes(of: &value.name) { buffer in
-                for (index, byte) in name.utf8.prefix(Int(PC_ORIGIN_NAME_SIZE) - 1).enumerated() { buffer[index] = byte }
+                for (index, byte) in name.utf8.prefix(Int(PC_ORIGIN_NAME_SIZE) - 1).enumerated() {
+                    buffer[index] = byte
+                }
             }
             try bpfCall("name origin \(free) in \(PC_MAP_ORIGINS)") {
                 bpf_map_update_elem(origins.fd, &key, &value, UInt64(BPF_ANY))
@@ -131,7 +133,9 @@ public final class BanMaps: @unchecked Sendable {
 
     /// Bans one address. Re-banning an address keeps its drop count (packets dropped between the
     /// lookup and the update are not carried over) and replaces its expiry.
-    public func ban(_ address: IPAddress, _ expiry: BanExpiry, origin: UInt32 = UInt32(PC_ORIGIN_OPERATOR))
+    public func ban(
+        _ address: IPAddress, _ expiry: BanExpiry, origin: UInt32 = UInt32(PC_ORIGIN_OPERATOR)
+    )
         throws(FirewallError)
     {
         try insert(BanRequest(address, expiry, origin: origin), dropped: try lookup(address)?.dropped ?? 0)

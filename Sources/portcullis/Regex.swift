@@ -32,10 +32,14 @@ struct Regex: ParsableCommand {
     @Flag(name: .customLong("print-missed"), help: "Print the lines no failregex matched.")
     var printMissed = false
 
-    @Flag(help: "Print one JSON object: {\"lines\", \"matched\", \"ignored\", \"missed\", \"addresses\": {address: count}}.")
+    @Flag(
+        help:
+            "Print one JSON object: {\"lines\", \"matched\", \"ignored\", \"missed\", \"addresses\": {address: count}}."
+    )
     var json = false
 
-    @Option(name: .customLong("max-line-length"), help: ArgumentHelp("Longer lines count as missed.", valueName: "bytes"))
+    @Option(
+        name: .customLong("max-line-length"), help: ArgumentHelp("Longer lines count as missed.", valueName: "bytes"))
     var maxLineLength = 4096
 
     func run() throws {
@@ -97,7 +101,9 @@ struct Regex: ParsableCommand {
                 print(JSONOutput.line(object))
                 return
             }
-            print("Filter: \(definition.reference) (\(definition.files.isEmpty ? definition.file : definition.files.joined(separator: ", ")))")
+            print(
+                "Filter: \(definition.reference) (\(definition.files.isEmpty ? definition.file : definition.files.joined(separator: ", ")))"
+            )
             print("Lines: \(lines) lines, \(ignored) ignored, \(matched) matched, \(missed) missed")
             if !order.isEmpty {
                 print("Addresses:")

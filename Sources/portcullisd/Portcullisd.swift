@@ -31,7 +31,8 @@ struct Portcullisd: ParsableCommand {
             do {
                 _ = try Portcullisd.parse(setting.arguments)
             } catch {
-                let message = Portcullisd.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+                let message =
+                    Portcullisd.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
                 throw ConfigurationError(file: path, line: setting.line, key: setting.key, message)
             }
         }
@@ -71,7 +72,9 @@ struct Portcullisd: ParsableCommand {
                 + "[jail.NAME] tables.", valueName: "path"))
     var config: String?
 
-    @Flag(help: "Check the configuration (file, jails, filters, flags) and exit: 0 if it is usable, else the first error.")
+    @Flag(
+        help: "Check the configuration (file, jails, filters, flags) and exit: 0 if it is usable, else the first error."
+    )
     var checkConfig = false
 
     @Option(
@@ -470,12 +473,15 @@ struct Portcullisd: ParsableCommand {
     private func reload(_ daemon: Daemon, maps: BanMaps) -> Daemon {
         let configuration: DaemonConfiguration
         do {
-            let command = try Portcullisd.parse(try Portcullisd.withFileSettings(Array(CommandLine.arguments.dropFirst())))
+            let command = try Portcullisd.parse(
+                try Portcullisd.withFileSettings(Array(CommandLine.arguments.dropFirst())))
             let restartOnly: [(String, String, String)] = [
                 ("interface", interfaces.joined(separator: " "), command.interfaces.joined(separator: " ")),
                 ("pin-dir", pinDirectory, command.pinDirectory),
-                ("mode", "\(mode)", "\(command.mode)"), ("map-entries", "\(mapEntries ?? 0)", "\(command.mapEntries ?? 0)"),
-                ("bpf-object", bpfObject ?? "", command.bpfObject ?? ""), ("ban-log", banLog ?? "", command.banLog ?? ""),
+                ("mode", "\(mode)", "\(command.mode)"),
+                ("map-entries", "\(mapEntries ?? 0)", "\(command.mapEntries ?? 0)"),
+                ("bpf-object", bpfObject ?? "", command.bpfObject ?? ""),
+                ("ban-log", banLog ?? "", command.banLog ?? ""),
                 ("state-dir", stateDir, command.stateDir), ("ready-file", readyFile ?? "", command.readyFile ?? ""),
                 ("summary-json", summaryJson ?? "", command.summaryJson ?? ""),
                 ("status-interval", "\(statusInterval)", "\(command.statusInterval)"),
@@ -484,7 +490,8 @@ struct Portcullisd: ParsableCommand {
                 ("history-age", "\(historyAge)", "\(command.historyAge)"),
             ]
             if let changed = restartOnly.first(where: { $0.1 != $0.2 }) {
-                throw DaemonError.invalidSetting("\(changed.0) changed (\(changed.1) → \(changed.2)): restart to apply it")
+                throw DaemonError.invalidSetting(
+                    "\(changed.0) changed (\(changed.1) → \(changed.2)): restart to apply it")
             }
             configuration = try command.checkedConfiguration()
         } catch {

@@ -82,7 +82,10 @@ struct ConfigurationFileTests {
             ("[jail.a]\nsource = \"pigeon:/coop\"\n", "file.toml:2: jail.a.source: 'pigeon:/coop' is no source"),
             ("[jail]\nmaxretry = 3\n", "file.toml:2: jail.maxretry: a jail is a table"),
             ("[jail.a\nmaxretry = 3\n", "file.toml:1: not valid TOML"),
-            ("[jail.a]\nbantime = \"99999999999999999999\"\n", "file.toml:2: jail.a.bantime: '99999999999999999999' is no duration"),
+            (
+                "[jail.a]\nbantime = \"99999999999999999999\"\n",
+                "file.toml:2: jail.a.bantime: '99999999999999999999' is no duration"
+            ),
             (
                 "[daemon]\nthreshold = 4\n[jail.a]\nmaxretry = 2\n",
                 "file.toml:2: daemon.threshold: sets the jail the flags make"
@@ -98,7 +101,10 @@ struct ConfigurationFileTests {
         "a jail's filter and source problems name the file and key",
         arguments: [
             ("[jail.a]\nsource = \"file:/nonexistent/pc.log\"\n", "jail.a.source: /nonexistent/pc.log: No such file"),
-            ("[jail.a]\nsource = \"file:LOG\"\nfilter = \"no-such-filter\"\n", "jail.a.filter: filter 'no-such-filter'"),
+            (
+                "[jail.a]\nsource = \"file:LOG\"\nfilter = \"no-such-filter\"\n",
+                "jail.a.filter: filter 'no-such-filter'"
+            ),
             (
                 "[jail.a]\nsource = \"file:LOG\"\nfilter = \"sshd\"\nfailregex = \"x <HOST>\"\n",
                 "give either filter"
@@ -166,7 +172,8 @@ struct ConfigurationFileTests {
         let alpha = read[1]
         #expect(alpha.source.kind == .socket && alpha.source.socket.directory == "/run/pc-test")
         #expect(alpha.policy.threshold == 2 && alpha.policy.banTime == 86_400)
-        #expect(alpha.ignore.contains(IPAddress("198.51.100.1")!) && !alpha.ignore.contains(IPAddress("192.0.2.1")!),
+        #expect(
+            alpha.ignore.contains(IPAddress("198.51.100.1")!) && !alpha.ignore.contains(IPAddress("192.0.2.1")!),
             "a jail's ignoreip replaces the defaults'")
         guard case .fail2ban(let inherited, _, _) = read[2].filter else {
             Issue.record("gamma: the defaults' failregex")
@@ -222,7 +229,8 @@ struct EscalationTests {
 
     @Test("only fail2ban's documented formulas are taken, whatever their spacing")
     func formulas() {
-        #expect(Escalation.growth(formula: "ban.Time * (1<<(ban.Count if ban.Count<20 else 20)) * banFactor") == .doubling)
+        #expect(
+            Escalation.growth(formula: "ban.Time * (1<<(ban.Count if ban.Count<20 else 20)) * banFactor") == .doubling)
         #expect(
             Escalation.growth(formula: "ban.Time*math.exp(float(ban.Count+1)*banFactor)/math.exp(1*banFactor)")
                 == .exponential)
@@ -253,7 +261,8 @@ struct EscalationTests {
         #expect(reloaded.previousBans([a], jail: "sshd", wallSeconds: 10_300) == [2])
         #expect(reloaded.count == 3, "the outdated one is not loaded")
         for index in 0..<150 {
-            reloaded.record([IPAddress(ipv4: 198, 18, 10, UInt8(index))], seconds: [60], jail: "sshd", wallSeconds: 11_000)
+            reloaded.record(
+                [IPAddress(ipv4: 198, 18, 10, UInt8(index))], seconds: [60], jail: "sshd", wallSeconds: 11_000)
         }
         #expect(reloaded.count <= 100, "bounded")
     }

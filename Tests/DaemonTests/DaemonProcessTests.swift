@@ -366,7 +366,9 @@ extension DaemonProcessTests {
             #expect(daemon.isRunning)
             let text = stopDaemon(daemon, output)
             #expect(text.contains("SIGHUP: reloaded: 2 jail(s), counts kept in keep"), "\(text)")
-            #expect(text.contains("configuration refused, the running one stays: \(files.path):6: jail.keep.bogus"), "\(text)")
+            #expect(
+                text.contains("configuration refused, the running one stays: \(files.path):6: jail.keep.bogus"),
+                "\(text)")
             #expect(daemon.terminationStatus == 0)
         }
     }
@@ -375,8 +377,14 @@ extension DaemonProcessTests {
         "bad configuration: one line naming the file and the key, exit 1, nothing attached or pinned",
         arguments: [
             ("[jail.a]\nsource = \"file:/nonexistent/pc.log\"\n", "jail.a.source: /nonexistent/pc.log"),
-            ("[jail.a]\nsource = \"file:LOG\"\nfilter = \"no-such-filter\"\n", "jail.a.filter: filter 'no-such-filter'"),
-            ("[jail.a]\nsource = \"file:LOG\"\nfailregex = \"from <SUBNET>\"\n", "key 'failregex': the subnet tag <SUBNET>"),
+            (
+                "[jail.a]\nsource = \"file:LOG\"\nfilter = \"no-such-filter\"\n",
+                "jail.a.filter: filter 'no-such-filter'"
+            ),
+            (
+                "[jail.a]\nsource = \"file:LOG\"\nfailregex = \"from <SUBNET>\"\n",
+                "key 'failregex': the subnet tag <SUBNET>"
+            ),
             ("[jail.a]\nsource = \"file:LOG\"\nfailregex = \"from <HOST> (open\"\n", "key 'failregex': pattern"),
             ("[jail.a]\nsource = \"file:LOG\"\nmaxretry = \"five\"\n", "jail.a.maxretry: must be an integer"),
             ("[daemon]\nworkers = 0\n", "--workers"),
@@ -406,7 +414,8 @@ extension DaemonProcessTests {
     func checkConfiguration() throws {
         let files = try ConfigurationScratch()
         defer { files.remove() }
-        try files.write("[jail.a]\nsource = \"file:LOG\"\nfailregex = '^\\s*x <HOST>$'\n[jail.a.escalation]\nincrement = true\n")
+        try files.write(
+            "[jail.a]\nsource = \"file:LOG\"\nfailregex = '^\\s*x <HOST>$'\n[jail.a.escalation]\nincrement = true\n")
         let state = files.directory + "/state"
         var result = try runProcess(daemonPath, ["--config", files.path, "--check-config", "--state-dir", state])
         #expect(result.status == 1 && result.stderr.contains("--interface is required"), "as serve would refuse it")
@@ -451,7 +460,8 @@ extension DaemonProcessTests {
             link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
             let loopback = try network.run(in: network.receiver, ["ip", "link", "show", "lo"])
             text = stopDaemon(daemon, output)
-            #expect(text.contains("attached to \(network.receiverInterface)") && text.contains("attached to lo"), "\(text)")
+            #expect(
+                text.contains("attached to \(network.receiverInterface)") && text.contains("attached to lo"), "\(text)")
             #expect(link.stdout.contains("xdp") && loopback.stdout.contains("xdp"), "the filter on both")
             #expect(daemon.terminationStatus == 0)
         }

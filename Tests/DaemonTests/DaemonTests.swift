@@ -132,7 +132,8 @@ struct DaemonInProcessTests {
         #expect(lines.count == 4)
         #expect(Set(lines.filter { $0[1] == "ban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
         #expect(Set(lines.filter { $0[1] == "unban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
-        #expect(lines.filter { $0[1] == "ban" }.allSatisfy { $0.count == 5 && $0[3] == "jail=default" && $0[4] == "for=1" })
+        #expect(
+            lines.filter { $0[1] == "ban" }.allSatisfy { $0.count == 5 && $0[3] == "jail=default" && $0[4] == "for=1" })
         #expect(lines.filter { $0[1] == "unban" }.allSatisfy { $0.count == 3 })
         // 2026-11-26T21:05:00.123Z: ISO 8601 UTC with milliseconds.
         #expect(lines.allSatisfy { $0[0].count == 24 && $0[0].hasSuffix("Z") && $0[0].dropFirst(10).first == "T" })

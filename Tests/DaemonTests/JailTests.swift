@@ -146,22 +146,25 @@ struct JailTests {
         #expect(second > 7200 - 60 && second <= 7200, "the second ban lasts twice as long: \(second) s")
     }
 
-    @Test("two jails on one file read it once and count apart: a client can be at 2 of 5 in one and banned by the other")
+    @Test(
+        "two jails on one file read it once and count apart: a client can be at 2 of 5 in one and banned by the other")
     func jailsCountApart() throws {
-        try withFileJails({ source in
-            var strict = JailConfiguration(name: "strict", source: source)
-            strict.policy.threshold = 3
-            strict.policy.banTime = 60
-            strict.filter = .fail2ban(
-                .inline(failregex: "^\\s*login failed from <HOST>$\n^\\s*bad request from <HOST>$"), useDNS: nil,
-                detectsDates: true)
-            var lenient = JailConfiguration(name: "lenient", source: source)
-            lenient.policy.threshold = 5
-            lenient.policy.banTime = 600
-            lenient.filter = .fail2ban(
-                .inline(failregex: "^\\s*login failed from <HOST>$"), useDNS: nil, detectsDates: true)
-            return [strict, lenient]
-        }, configure: { $0.workers = 2 }) { daemon, maps, write in
+        try withFileJails(
+            { source in
+                var strict = JailConfiguration(name: "strict", source: source)
+                strict.policy.threshold = 3
+                strict.policy.banTime = 60
+                strict.filter = .fail2ban(
+                    .inline(failregex: "^\\s*login failed from <HOST>$\n^\\s*bad request from <HOST>$"), useDNS: nil,
+                    detectsDates: true)
+                var lenient = JailConfiguration(name: "lenient", source: source)
+                lenient.policy.threshold = 5
+                lenient.policy.banTime = 600
+                lenient.filter = .fail2ban(
+                    .inline(failregex: "^\\s*login failed from <HOST>$"), useDNS: nil, detectsDates: true)
+                return [strict, lenient]
+            }, configure: { $0.workers = 2 }
+        ) { daemon, maps, write in
             #expect(daemon.status.workers.count == 1, "one file, one reader, whatever the jails")
             try write([
                 "2026-12-01 10:00:00 login failed from 198.18.8.1", "2026-12-01 10:00:01 bad request from 198.18.8.1",
@@ -183,21 +186,27 @@ struct JailTests {
 
 @Suite("Jails under hostile lines", .enabled(if: Privileges.runnable), .serialized)
 struct HostileLineTests {
-    @Test("a line built to make a fail2ban pattern backtrack, and an overlong one, are counted and skipped; the jail goes on banning")
+    @Test(
+        "a line built to make a fail2ban pattern backtrack, and an overlong one, are counted and skipped; the jail goes on banning"
+    )
     func hostileLines() throws {
-        try withFileJails({ source in
-            var jail = JailConfiguration(name: "app", source: source)
-            jail.policy.threshold = 1
-            // Nested quantifiers: exponential backtracking on a run of a's that does not end in "!".
-            jail.filter = .fail2ban(.inline(failregex: "^\\s*(a|aa)+! from <HOST>$"), useDNS: nil, detectsDates: true)
-            return [jail]
-        }, configure: { $0.maxLineLength = 256 }) { daemon, maps, write in
+        try withFileJails(
+            { source in
+                var jail = JailConfiguration(name: "app", source: source)
+                jail.policy.threshold = 1
+                // Nested quantifiers: exponential backtracking on a run of a's that does not end in "!".
+                jail.filter = .fail2ban(
+                    .inline(failregex: "^\\s*(a|aa)+! from <HOST>$"), useDNS: nil, detectsDates: true)
+                return [jail]
+            }, configure: { $0.maxLineLength = 256 }
+        ) { daemon, maps, write in
             try write([
                 "2026-12-01 10:00:00 " + String(repeating: "a", count: 60) + "? from 198.18.12.1",
                 "2026-12-01 10:00:01 aa! from 198.18.12.2 " + String(repeating: "x", count: 400),
                 "2026-12-01 10:00:02 aa! from 198.18.12.3",
             ])
-            #expect(try eventually(within: 10) { try maps.lookup(IPAddress("198.18.12.3")!) != nil }, "the jail goes on")
+            #expect(
+                try eventually(within: 10) { try maps.lookup(IPAddress("198.18.12.3")!) != nil }, "the jail goes on")
             let counters = daemon.status.jails[0].counters
             #expect(counters.matchLimit == 1, "the backtracking line hit the match limit")
             #expect(counters.tooLong == 1, "the overlong line was skipped")
@@ -255,12 +264,12 @@ extension DaemonProcessTests {
             FileManager.default.createFile(atPath: fail2ban.directory + "/" + name, contents: nil)
         }
         try """
-            [sshd]
-            enabled = true
-            backend = auto
-            logpath = \(fail2ban.log)
-                      \(fail2ban.directory)/*.other
-            """.write(toFile: fail2ban.directory + "/jail.local", atomically: true, encoding: .utf8)
+        [sshd]
+        enabled = true
+        backend = auto
+        logpath = \(fail2ban.log)
+                  \(fail2ban.directory)/*.other
+        """.write(toFile: fail2ban.directory + "/jail.local", atomically: true, encoding: .utf8)
         let result = try runProcess(
             daemonPath, ["--fail2ban-config", fail2ban.directory, "--check-config", "--interface", "lo"])
         #expect(result.status == 0, "\(result.stderr)")

@@ -25,20 +25,22 @@ struct ScratchConfiguration {
 struct ConfigurationTests {
     @Test("sections, both separators, continuation lines, comments, lower-cased keys")
     func syntax() throws {
-        let file = try ConfigFile(path: "t.conf", text: """
-            # comment
-            [Definition]
-            Key = one ; inline comment
-            other: two;not a comment
-            multi = first
-                    second
-            ; comment inside the value is skipped
-                    third
+        let file = try ConfigFile(
+            path: "t.conf",
+            text: """
+                # comment
+                [Definition]
+                Key = one ; inline comment
+                other: two;not a comment
+                multi = first
+                        second
+                ; comment inside the value is skipped
+                        third
 
-            after = x
-            [DEFAULT]
-            shared = yes
-            """)
+                after = x
+                [DEFAULT]
+                shared = yes
+                """)
         let options = try #require(file.sections.first { $0.name == "Definition" }?.options)
         #expect(options["key"] == "one")
         #expect(options["other"] == "two;not a comment")
@@ -61,21 +63,24 @@ struct ConfigurationTests {
         let scratch = try ScratchConfiguration([
             "filter.d/common.conf": "[DEFAULT]\nprefix = common\n[Definition]\nbase = from-common\n",
             "filter.d/test.conf": """
-                [INCLUDES]
-                before = common.conf
-                after = extra.conf
-                [Definition]
-                base = from-test
-                failregex = ^%(prefix)s <HOST>$
-                value = conf
-                """,
+            [INCLUDES]
+            before = common.conf
+            after = extra.conf
+            [Definition]
+            base = from-test
+            failregex = ^%(prefix)s <HOST>$
+            value = conf
+            """,
             "filter.d/extra.conf": "[Definition]\nlate = extra\n",
             "filter.d/test.local": "[Definition]\nvalue = local, was %(known/value)s\n",
         ])
         defer { scratch.remove() }
         var configuration = Configuration()
         #expect(try configuration.read(basename: scratch.path + "/filter.d/test"))
-        #expect(configuration.files.map { ($0 as NSString).lastPathComponent } == ["common.conf", "test.conf", "extra.conf", "test.local"])
+        #expect(
+            configuration.files.map { ($0 as NSString).lastPathComponent } == [
+                "common.conf", "test.conf", "extra.conf", "test.local",
+            ])
         #expect(try configuration.value("Definition", "base") == "from-test")
         #expect(try configuration.value("Definition", "late") == "extra")
         #expect(try configuration.value("Definition", "value") == "local, was conf")
@@ -85,17 +90,20 @@ struct ConfigurationTests {
     @Test("%(section/key)s, %(default/key)s and %(__name__)s")
     func sectionReferences() throws {
         var configuration = Configuration()
-        configuration.merge(try ConfigFile(path: "t.conf", text: """
-            [DEFAULT]
-            a = default-a
-            filter = %(__name__)s[mode=%(mode)s]
-            mode = normal
-            [other]
-            b = other-b
-            [jail]
-            a = jail-a
-            c = %(other/b)s %(default/a)s %(a)s
-            """))
+        configuration.merge(
+            try ConfigFile(
+                path: "t.conf",
+                text: """
+                    [DEFAULT]
+                    a = default-a
+                    filter = %(__name__)s[mode=%(mode)s]
+                    mode = normal
+                    [other]
+                    b = other-b
+                    [jail]
+                    a = jail-a
+                    c = %(other/b)s %(default/a)s %(a)s
+                    """))
         #expect(try configuration.value("jail", "c") == "other-b default-a jail-a")
         #expect(try configuration.value("jail", "filter") == "jail[mode=normal]")
     }
@@ -108,7 +116,10 @@ struct ConfigurationTests {
             try configuration.value("Definition", "a")
         }
         configuration.merge(try ConfigFile(path: "loop.conf", text: "[Definition]\nc = %(nowhere)s\n"))
-        #expect(throws: Fail2banError.missingReference(file: "loop.conf", section: "Definition", key: "c", reference: "nowhere")) {
+        #expect(
+            throws: Fail2banError.missingReference(
+                file: "loop.conf", section: "Definition", key: "c", reference: "nowhere")
+        ) {
             try configuration.value("Definition", "c")
         }
     }
@@ -116,7 +127,9 @@ struct ConfigurationTests {
     @Test("<tag> loops are refused")
     func tagLoop() {
         #expect(throws: Fail2banError.interpolationLoop(file: "f", section: "Definition", key: "a")) {
-            try TagSubstitution.substitute(["a": "<b>", "b": "<a>"], ignore: [], file: "f") { (_) throws(Fail2banError) in nil }
+            try TagSubstitution.substitute(["a": "<b>", "b": "<a>"], ignore: [], file: "f") {
+                (_) throws(Fail2banError) in nil
+            }
         }
     }
 
@@ -124,20 +137,21 @@ struct ConfigurationTests {
     func initAndArguments() throws {
         let scratch = try ScratchConfiguration([
             "filter.d/demo.conf": """
-                [Definition]
-                mode = normal
-                re-normal = ^normal <HOST>$
-                re-aggressive = ^aggressive <HOST>$
-                failregex = <re-<mode>>
-                            ^<who> from <HOST>$
-                [Init]
-                who = alice
-                """
+            [Definition]
+            mode = normal
+            re-normal = ^normal <HOST>$
+            re-aggressive = ^aggressive <HOST>$
+            failregex = <re-<mode>>
+                        ^<who> from <HOST>$
+            [Init]
+            who = alice
+            """
         ])
         defer { scratch.remove() }
         let plain = try FilterLoader.load("demo", filterDirectory: scratch.path + "/filter.d")
         #expect(plain.failregex == ["^normal <HOST>$", "^alice from <HOST>$"])
-        let argued = try FilterLoader.load(#"demo[mode=aggressive, who="bob"]"#, filterDirectory: scratch.path + "/filter.d")
+        let argued = try FilterLoader.load(
+            #"demo[mode=aggressive, who="bob"]"#, filterDirectory: scratch.path + "/filter.d")
         #expect(argued.failregex == ["^aggressive <HOST>$", "^bob from <HOST>$"])
         #expect(argued.options["known/who"] == "alice")
         let byPath = try FilterLoader.load(scratch.path + "/filter.d/demo.conf[mode=aggressive]")
@@ -154,10 +168,12 @@ struct ConfigurationTests {
         }
     }
 
-    @Test("str2seconds", arguments: [
-        ("600", 600), ("10m", 600), ("1h", 3600), ("1d", 86400), ("1w", 604_800), ("-1", -1), ("1h 30m", 5400),
-        ("1d12h", 129_600), ("1year-6mo", 15_778_800), ("2 days", 172_800), ("90 seconds", 90),
-    ])
+    @Test(
+        "str2seconds",
+        arguments: [
+            ("600", 600), ("10m", 600), ("1h", 3600), ("1d", 86400), ("1w", 604_800), ("-1", -1), ("1h 30m", 5400),
+            ("1d12h", 129_600), ("1year-6mo", 15_778_800), ("2 days", 172_800), ("90 seconds", 90),
+        ])
     func durations(text: String, seconds: Int) throws {
         #expect(try Fail2banDuration.wholeSeconds(text, file: "jail.local", key: "bantime") == seconds)
     }
@@ -176,40 +192,40 @@ struct JailTests {
     func scratchJails() throws {
         let scratch = try ScratchConfiguration([
             "jail.conf": """
-                [INCLUDES]
-                before = paths.conf
-                [DEFAULT]
-                bantime = 10m
-                findtime = 10m
-                maxretry = 5
-                enabled = false
-                mode = normal
-                filter = %(__name__)s[mode=%(mode)s]
-                usedns = warn
-                action = iptables
-                [demo]
-                logpath = %(demo_log)s
-                          /var/log/other*.log tail
-                [off]
-                bantime = not-a-duration
-                """,
+            [INCLUDES]
+            before = paths.conf
+            [DEFAULT]
+            bantime = 10m
+            findtime = 10m
+            maxretry = 5
+            enabled = false
+            mode = normal
+            filter = %(__name__)s[mode=%(mode)s]
+            usedns = warn
+            action = iptables
+            [demo]
+            logpath = %(demo_log)s
+                      /var/log/other*.log tail
+            [off]
+            bantime = not-a-duration
+            """,
             "paths.conf": "[DEFAULT]\ndemo_log = /var/log/demo.log\n",
             "jail.d/a.conf": "[demo]\nenabled = true\nmode = aggressive\n",
             "jail.local": """
-                [demo]
-                bantime = 1h
-                bantime.increment = true
-                bantime.factor = 2
-                bantime.multipliers = 1 2 4
-                bantime.maxtime = 1w
-                ignoreip = 127.0.0.1/8 ::1, 10.0.0.1
-                """,
+            [demo]
+            bantime = 1h
+            bantime.increment = true
+            bantime.factor = 2
+            bantime.multipliers = 1 2 4
+            bantime.maxtime = 1w
+            ignoreip = 127.0.0.1/8 ::1, 10.0.0.1
+            """,
             "filter.d/demo.conf": """
-                [Definition]
-                mode = normal
-                failregex = ^%(mode)s <HOST>$
-                journalmatch = _SYSTEMD_UNIT=demo.service
-                """,
+            [Definition]
+            mode = normal
+            failregex = ^%(mode)s <HOST>$
+            journalmatch = _SYSTEMD_UNIT=demo.service
+            """,
         ])
         defer { scratch.remove() }
         let configuration = try Fail2banConfiguration.read(directory: scratch.path)

@@ -74,7 +74,8 @@ func runSamples(_ name: String) -> ConformanceTally {
         if let known = matchers[label] { return known }
         do {
             let definition = try FilterLoader.load(
-                name, filterDirectory: SampleLogs.filterDirectory, arguments: options.filter { !$0.key.hasPrefix("test.") })
+                name, filterDirectory: SampleLogs.filterDirectory,
+                arguments: options.filter { !$0.key.hasPrefix("test.") })
             let compiled = try CompiledFilter(definition, detectsDates: options["logtype"] != "journal")
             let made = FilterMatcher(compiled)
             matchers[label] = made
@@ -144,7 +145,9 @@ func runSamples(_ name: String) -> ConformanceTally {
                     continue
                 }
                 var text = line
-                if run.options["logtype"] == "journal", let prefix = run.options["test.prefix-line"] { text = prefix + text }
+                if run.options["logtype"] == "journal", let prefix = run.options["test.prefix-line"] {
+                    text = prefix + text
+                }
                 var bytes = Array(text.utf8)
                 let outcome = bytes.withUnsafeMutableBytes { run.matcher.scan(UnsafeRawBufferPointer($0)) }
                 let shouldMatch = annotation["match"] as? Bool ?? false
@@ -156,7 +159,11 @@ func runSamples(_ name: String) -> ConformanceTally {
                 let where_ = "\(files[fileIndex - 1]):\(index) \(run.label)"
                 if !shouldMatch {
                     tally.checked += 1
-                    if !matched { tally.passed += 1 } else { tally.failures.append("\(where_): matched (\(outcome)), should not: \(line)") }
+                    if !matched {
+                        tally.passed += 1
+                    } else {
+                        tally.failures.append("\(where_): matched (\(outcome)), should not: \(line)")
+                    }
                     continue
                 }
                 let host = (annotation["host"] as? String).flatMap { IPAddress($0) }

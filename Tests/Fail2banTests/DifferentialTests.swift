@@ -37,7 +37,8 @@ struct DifferentialTests {
         // --usedns raw: names are printed as written, never resolved (no DNS lookups in tests).
         let theirs = try runProcess(Self.fail2banRegex, ["--usedns", "raw", "-o", "id", log, filter], timeout: 300)
         try #require(theirs.status == 0, "fail2ban-regex failed: \(theirs.stderr)")
-        let ours = try runProcess(Products.cli, ["regex", "--json", "--filter-dir", SampleLogs.filterDirectory, log, filter])
+        let ours = try runProcess(
+            Products.cli, ["regex", "--json", "--filter-dir", SampleLogs.filterDirectory, log, filter])
         try #require(ours.status == 0, "portcullis regex failed: \(ours.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(ours.stdout.utf8)) as? [String: Any])
         let counted = try #require(object["addresses"] as? [String: Int])

@@ -7,8 +7,10 @@ func scan(_ matcher: FilterMatcher, _ line: String) -> ScanOutcome {
     return bytes.withUnsafeMutableBytes { matcher.scan(UnsafeRawBufferPointer($0)) }
 }
 
-func matcher(_ failregex: [String], ignoreregex: [String] = [], prefregex: String? = nil, datepattern: [String]? = nil,
-             maxLineLength: Int = 4096, matchLimit: UInt32 = 10_000) throws -> FilterMatcher {
+func matcher(
+    _ failregex: [String], ignoreregex: [String] = [], prefregex: String? = nil, datepattern: [String]? = nil,
+    maxLineLength: Int = 4096, matchLimit: UInt32 = 10_000
+) throws -> FilterMatcher {
     let definition = FilterDefinition(
         reference: "test", file: "test.conf", prefregex: prefregex, failregex: failregex, ignoreregex: ignoreregex,
         datepattern: datepattern)
@@ -33,7 +35,9 @@ struct MatcherTests {
     func dateCut() throws {
         let syslog = try matcher([#"^\s*\S+ sshd\[\d+\]: Failed password from <HOST>$"#], datepattern: ["{^LN-BEG}"])
         #expect(syslog.cutLine("Jan  5 01:31:41 www sshd[1]: x") == " www sshd[1]: x")
-        #expect(scan(syslog, "Jan  5 01:31:41 www sshd[1]: Failed password from 192.0.2.7") == .offence(IPAddress("192.0.2.7")!))
+        #expect(
+            scan(syslog, "Jan  5 01:31:41 www sshd[1]: Failed password from 192.0.2.7")
+                == .offence(IPAddress("192.0.2.7")!))
         #expect(syslog.lastDateRange == 0..<15)
         let iso = try matcher(["^ <HOST> denied$"])
         #expect(iso.cutLine("2005-01-23 21:59:59 192.0.2.1 denied") == " 192.0.2.1 denied")
@@ -63,7 +67,10 @@ struct MatcherTests {
     @Test("mlfid: a later line supplies the host; NOFAIL lines alone are no failure")
     func multiLineIdentifier() throws {
         let filter = try matcher(
-            ["^<F-NOFAIL>Connection from</F-NOFAIL> <HOST>", "^Too many failures$", "^<F-MLFFORGET>closed</F-MLFFORGET>"],
+            [
+                "^<F-NOFAIL>Connection from</F-NOFAIL> <HOST>", "^Too many failures$",
+                "^<F-MLFFORGET>closed</F-MLFFORGET>",
+            ],
             prefregex: #"^<F-MLFID>conn\d+</F-MLFID>: <F-CONTENT>.+</F-CONTENT>$"#)
         #expect(scan(filter, "conn1: Connection from 192.0.2.8") == .notMatching)
         #expect(scan(filter, "conn2: Too many failures") == .notMatching)
@@ -75,7 +82,8 @@ struct MatcherTests {
     @Test("maxlines: a pattern spanning two lines")
     func multiLineBuffer() throws {
         let definition = FilterDefinition(
-            reference: "test", file: "test.conf", failregex: [#"^login (?P<fid>\S+)\nfailed for \S+ from <HOST>$"#], maxlines: 2)
+            reference: "test", file: "test.conf", failregex: [#"^login (?P<fid>\S+)\nfailed for \S+ from <HOST>$"#],
+            maxlines: 2)
         let filter = FilterMatcher(try CompiledFilter(definition, detectsDates: false))
         #expect(scan(filter, "noise") == .notMatching)
         #expect(scan(filter, "login 192.0.2.3") == .notMatching)
@@ -93,7 +101,9 @@ struct MatcherTests {
 
     @Test("subnet tags are refused, naming the feature, file and key")
     func unsupportedSubnet() {
-        #expect(throws: Fail2banError.unsupported(feature: "the subnet tag <SUBNET>", file: "test.conf", key: "failregex")) {
+        #expect(
+            throws: Fail2banError.unsupported(feature: "the subnet tag <SUBNET>", file: "test.conf", key: "failregex")
+        ) {
             try matcher(["^from <SUBNET>$"])
         }
     }
