@@ -8,7 +8,8 @@ from experiment.tests.support import RESULT_KEYS, result_dict, sample_plan
 
 SCENARIO_KEYS = [
     "transport", "stack", "rate", "attackers", "second_reader", "duration", "ban_time", "threshold",
-    "valid_clients", "valid_rate", "workers", "server_threads", "engine", "flood_threads", "second_reader_policy"]
+    "valid_clients", "valid_rate", "workers", "server_threads", "engine", "flood_threads", "second_reader_policy",
+    "daemon_config"]
 
 
 def options(**changes):
@@ -88,6 +89,7 @@ class SerialisationTests(unittest.TestCase):
     def test_round_trip(self):
         d = result_dict(second_reader_lines=5, second_reader_lost=1)
         d["scenario"]["second_reader_policy"] = "block"
+        d["scenario"]["daemon_config"] = "/etc/portcullis/portcullis.toml"
         self.assertEqual(Result.from_dict(d).to_dict(), d)
 
     def test_older_entries_get_the_defaults(self):
