@@ -225,6 +225,20 @@ public final class FilterMatcher {
         return .missed
     }
 
+    /// What an ignoreregex is matched against after a failregex matched (fail2ban's `_ignoreLine`):
+    /// with a multi-line buffer, only the lines the failregex's match covers (whole lines); else
+    /// the whole subject. - Returns: the span, as an offset into `subject` and a length.
+    func matchedLines(_ data: Pattern.MatchData, subject: UnsafePointer<UInt8>, length: Int) -> (Int, Int) {
+        guard filter.maxlines > 1, subject == UnsafePointer(buffer), let whole = data.range(0) else {
+            return (0, length)
+        }
+        var start = min(whole.start, length)
+        while start > 0 && subject[start - 1] != 10 { start -= 1 }
+        var end = max(whole.end - 1, whole.start)
+        while end < length && subject[end] != 10 { end += 1 }
+        return (start, min(end + 1, length) - start)
+    }
+
     func anyIgnore(_ subject: UnsafePointer<UInt8>, _ length: Int) -> Search {
         for data in ignoreData {
             let result = search(data, subject, length)
@@ -283,7 +297,8 @@ public final class FilterMatcher {
             case .matched: break
             }
             if !ignoreData.isEmpty {
-                switch anyIgnore(subject, subjectLength) {
+                let (ignoreStart, ignoreLength) = matchedLines(data, subject: subject, length: subjectLength)
+                switch anyIgnore(subject + ignoreStart, ignoreLength) {
                 case .matched:
                     dropMatchedLines(data, regex: regex, subject: subject, length: subjectLength)
                     return .ignored

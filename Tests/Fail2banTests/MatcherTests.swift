@@ -91,6 +91,24 @@ struct MatcherTests {
         #expect(scan(filter, "failed for bob from 192.0.2.3") == .notMatching)  // the matched lines left the buffer
     }
 
+    @Test("maxlines: an ignoreregex sees only the lines the failregex matched, not the rest of the buffer")
+    func multiLineIgnore() throws {
+        let definition = FilterDefinition(
+            reference: "test", file: "test.conf", failregex: [#"^failed from <HOST>$"#], ignoreregex: ["monitor"],
+            maxlines: 3)
+        let filter = FilterMatcher(try CompiledFilter(definition, detectsDates: false))
+        #expect(scan(filter, "monitor started") == .notMatching)
+        #expect(scan(filter, "failed from 192.0.2.4") == .offence(IPAddress("192.0.2.4")!), "fail2ban's _ignoreLine")
+        #expect(scan(filter, "failed from 192.0.2.5 (monitor)") == .notMatching, "not this pattern's line")
+        let ignoring = FilterMatcher(
+            try CompiledFilter(
+                FilterDefinition(
+                    reference: "test", file: "test.conf", failregex: [#"^failed from <HOST>( .*)?$"#],
+                    ignoreregex: ["monitor"], maxlines: 3), detectsDates: false))
+        #expect(scan(ignoring, "monitor started") == .notMatching)
+        #expect(scan(ignoring, "failed from 192.0.2.5 (monitor)") == .ignored, "its own line still counts")
+    }
+
     @Test("limits: long lines and patterns that backtrack without end")
     func limits() throws {
         let short = try matcher(["^x <HOST>$"], maxLineLength: 16)
