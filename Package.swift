@@ -31,6 +31,7 @@ let product: [Target] = [
         name: "PortcullisConfiguration",
         dependencies: ["PortcullisDaemon", "Fail2ban", "LogTransport", "PortcullisCore", "PortcullisSystem", toml]
     ),
+    .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisSystem"]),
     .target(
         name: "PortcullisCommandLine",
         dependencies: ["LogTransport", "PortcullisSystem", argumentParser]
@@ -39,14 +40,15 @@ let product: [Target] = [
         name: "portcullis",
         dependencies: [
             "XDPFirewall", "LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine", "Fail2ban",
+            "PortcullisControl",
             argumentParser,
         ]
     ),
     .executableTarget(
         name: "portcullisd",
         dependencies: [
-            "PortcullisDaemon", "PortcullisConfiguration", "PortcullisCommandLine", "PortcullisCore",
-            "PortcullisSystem", "XDPFirewall", "LogTransport", argumentParser,
+            "PortcullisDaemon", "PortcullisConfiguration", "PortcullisControl", "PortcullisCommandLine",
+            "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", argumentParser,
         ]
     ),
 ]

@@ -48,6 +48,8 @@ class ScenarioRun:
             "--threshold", str(s.threshold), "--ban-time", str(s.ban_time), "--workers", str(s.workers),
             "--ban-log", self.path("bans.log"), "--summary-json", self.path("daemon.json"),
             "--status-interval", "0", "--ready-file", self.path("daemon.ready.json"), *self.transport,
+            # A control socket of its own, short enough for sun_path wherever the work directory is.
+            "--control", os.path.join(tempfile.gettempdir(), f"portcullis-experiment-{os.getpid()}.sock"),
             *(["--config", s.daemon_config] if s.daemon_config else [])),
             self.path("daemon.out"))
         wait_for_json(self.path("daemon.ready.json"), daemon)

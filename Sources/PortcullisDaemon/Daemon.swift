@@ -175,6 +175,86 @@ public final class Daemon: @unchecked Sendable {
     /// One line per jail for the start-up log: where it reads, what it matches, what it costs.
     public var jailDescriptions: [String] { jails.map(\.configuration.description) }
 
+    // MARK: Operator actions (the control socket)
+
+    /// What an operator's `ban` or `unban` through the daemon did.
+    public struct OperatorResult: Sendable {
+        /// Addresses banned (or unbanned).
+        public var done: [IPAddress] = []
+        /// Addresses refused, each with why.
+        public var refused: [String] = []
+    }
+
+    /// Bans `addresses` for `seconds` (nil: for good) as the operator: in the maps with the origin
+    /// of `jail` (nil: `manual`), in the ban log, its end waited for, its clients counted as banned
+    /// by every jail (and, for an escalating jail, in its history). Addresses never bannable (this
+    /// host's, loopback...) are refused. - Throws: for an unknown jail or a ban too long.
+    public func operatorBan(
+        _ texts: [String], seconds: UInt64?, jail name: String?
+    ) throws(DaemonError)
+        -> OperatorResult
+    {
+        let jail = try name.map { (name) throws(DaemonError) in
+            guard let jail = jails.first(where: { $0.name == name }) else {
+                throw .invalidSetting("no jail named '\(name)'; the jails are \(jailNames.joined(separator: ", "))")
+            }
+            return jail
+        }
+        if let seconds, seconds == 0 || seconds > DaemonConfiguration.maximumBanTime {
+            throw .invalidSetting("a ban lasts 1...\(DaemonConfiguration.maximumBanTime) seconds, or for good")
+        }
+        var result = OperatorResult()
+        var addresses: [IPAddress] = []
+        for text in texts {
+            guard let address = IPAddress(text) else {
+                result.refused.append("\(text): not an IPv4 or IPv6 address")
+                continue
+            }
+            if address.isNeverBannable || allowlist.contains(address) {
+                result.refused.append("\(text): never banned (loopback, this host, the allowlist...)")
+                continue
+            }
+            addresses.append(address)
+        }
+        let expiry = seconds.map { BanPolicy.expiry(seconds: $0, now: clock.bootNow) } ?? .permanent
+        result.done = enforcement.operatorBan(
+            addresses, expiry: expiry, origin: jail?.origin ?? 0, tables: jails.map(\.table), clock: clock)
+        if result.done.count < addresses.count {
+            result.refused.append("\(addresses.count - result.done.count) not banned: the ban map is full")
+        }
+        if !result.done.isEmpty {
+            jail?.recordBans(
+                result.done, seconds: Array(repeating: seconds ?? 0, count: result.done.count),
+                wallSeconds: SystemClock.wallSeconds())
+            let event = BanEvent(
+                kind: .ban, addresses: result.done, monotonicNanoseconds: SystemClock.monotonicNanoseconds(),
+                jail: jail?.name ?? "manual", seconds: Array(repeating: seconds ?? 0, count: result.done.count))
+            for publisher in publishers { publisher.publish(event) }
+        }
+        return result
+    }
+
+    /// Lifts the bans of `addresses` as the operator; their counts start over in every jail and
+    /// the ban log says so.
+    public func operatorUnban(_ texts: [String]) -> OperatorResult {
+        var result = OperatorResult()
+        var addresses: [IPAddress] = []
+        for text in texts {
+            if let address = IPAddress(text) {
+                addresses.append(address)
+            } else {
+                result.refused.append("\(text): not an IPv4 or IPv6 address")
+            }
+        }
+        result.done = enforcement.operatorUnban(addresses, tables: jails.map(\.table))
+        if !result.done.isEmpty {
+            let event = BanEvent(
+                kind: .unban, addresses: result.done, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+            for publisher in publishers { publisher.publish(event) }
+        }
+        return result
+    }
+
     /// Tests only: how often the expiry thread sweeps the maps (default 10 s). Set before `start`.
     @_spi(Testing) public var sweepIntervalNanoseconds: UInt64 {
         get { lifter.sweepInterval }

@@ -135,6 +135,50 @@ final class Enforcement: @unchecked Sendable {
         return ended
     }
 
+    /// An operator's bans, through the daemon (its control socket): each address gets `expiry`
+    /// (replacing a ban it had, its drop count kept), its end is waited for like the daemon's own,
+    /// and every jail counts it as banned. - Returns: the addresses banned (an address whose map
+    /// is full is left out).
+    func operatorBan(
+        _ addresses: [IPAddress], expiry: BanExpiry, origin: UInt32, tables: [OffenceTable], clock: DaemonClock
+    ) -> [IPAddress] {
+        lock.withLock { _ in
+            var banned: [IPAddress] = []
+            let now = clock.tableNow
+            for address in addresses {
+                guard (try? maps.ban(address, expiry, origin: origin)) != nil else { continue }
+                banned.append(address)
+                switch expiry {
+                case .at(let end):
+                    watched.remove(address)
+                    schedule.add(address, end: end)
+                    let remaining = clock.tableSecond(ofBootTime: end) &- now
+                    for table in tables { table.markBanned(address, now: now, remaining: remaining) }
+                case .permanent:
+                    schedule.forget(address)
+                    watched.insert(address)
+                    for table in tables { table.markBanned(address, now: now) }
+                }
+            }
+            return banned
+        }
+    }
+
+    /// An operator's unbans, through the daemon: the bans are deleted and the clients' counts
+    /// start over in every jail. - Returns: the addresses that had a ban.
+    func operatorUnban(_ addresses: [IPAddress], tables: [OffenceTable]) -> [IPAddress] {
+        lock.withLock { _ in
+            var lifted: [IPAddress] = []
+            for address in addresses where (try? maps.unban(address)) == true {
+                lifted.append(address)
+                schedule.forget(address)
+                watched.remove(address)
+                for table in tables { table.reset(address) }
+            }
+            return lifted
+        }
+    }
+
     /// A ban found in the maps at start (a restart): its end waited for, or, for good, watched.
     func resume(_ address: IPAddress, expiry: BanExpiry) {
         lock.withLock { _ in

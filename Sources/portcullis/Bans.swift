@@ -1,17 +1,33 @@
 import ArgumentParser
 import Foundation
+import PortcullisControl
 import PortcullisCore
 import PortcullisSystem
 import XDPFirewall
 
+/// The addresses of a command line: the arguments, where `-` stands for the lines of stdin.
+func addressArguments(_ arguments: [String]) -> [String] {
+    arguments.flatMap { argument -> [String] in
+        guard argument == "-" else { return [argument] }
+        var lines: [String] = []
+        while let line = readLine() {
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if !text.isEmpty && !text.hasPrefix("#") { lines.append(text) }
+        }
+        return lines
+    }
+}
+
 struct Ban: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Ban an IPv4 or IPv6 address: its packets are dropped in the driver.",
-        discussion: "An IPv4-mapped IPv6 address (::ffff:a.b.c.d) bans the IPv4 address. Banning a banned "
-            + "address sets its new expiry and keeps its drop count.")
+        abstract: "Ban IPv4 or IPv6 addresses: their packets are dropped in the driver.",
+        discussion: "Through the running daemon (its control socket) when one answers, so that its counts, ban "
+            + "log and escalation see the ban; else in the maps directly (said on stderr). `-` reads addresses "
+            + "from stdin, one per line, all sent in one request. An IPv4-mapped IPv6 address (::ffff:a.b.c.d) "
+            + "bans the IPv4 address. Banning a banned address sets its new expiry and keeps its drop count.")
 
-    @Argument(help: "The address to ban.")
-    var address: String
+    @Argument(help: "The addresses to ban (- reads them from stdin).")
+    var addresses: [String]
 
     @Option(
         name: .customLong("for"),
@@ -19,11 +35,35 @@ struct Ban: ParsableCommand {
             "Ban for this many seconds; without it the ban is permanent.", valueName: "seconds"))
     var seconds: UInt64?
 
+    @Option(help: "Ban in the name of this jail of the daemon (its ban log line and escalation); default: manual.")
+    var jail: String?
+
     @OptionGroup var pins: PinOptions
+    @OptionGroup var control: ControlOptions
 
     func run() throws {
         try reportingErrors {
-            let address = try parseAddress(address)
+            let texts = addressArguments(addresses)
+            if texts.isEmpty { throw UsageError("give at least one address") }
+            if seconds == 0 { throw UsageError("--for must be at least 1 second; omit it for a permanent ban") }
+            // Checked here first: a bad address is one line whether or not a daemon answers.
+            let parsed = try texts.map { try parseAddress($0) }
+            if let reply = try control.ask(
+                ControlRequest(command: "ban", jail: jail, addresses: texts, seconds: seconds),
+                timeoutMilliseconds: 60_000)
+            {
+                for refusal in reply.refused ?? [] { printError(refusal) }
+                let done = reply.banned ?? 0
+                print(
+                    done == 1 && texts.count == 1
+                        ? (seconds.map { "banned \(texts[0]) for \($0) s" } ?? "banned \(texts[0]) permanently")
+                        : "banned \(done) address(es)" + (seconds.map { " for \($0) s" } ?? " permanently"))
+                if !(reply.refused ?? []).isEmpty { throw ExitCode.failure }
+                return
+            }
+            if jail != nil {
+                throw UsageError("--jail needs the daemon, and no portcullisd answers at \(control.control)")
+            }
             var expiry = BanExpiry.permanent
             if let seconds {
                 if seconds == 0 { throw UsageError("--for must be at least 1 second; omit it for a permanent ban") }
@@ -33,29 +73,52 @@ struct Ban: ParsableCommand {
                 expiry = end
             }
             let maps = try BanMaps.open(pinnedIn: pins.directory)
-            try maps.ban(address, expiry)
-            print(seconds.map { "banned \(address) for \($0) s" } ?? "banned \(address) permanently")
+            for address in parsed { try maps.ban(address, expiry) }
+            control.sayFallback()
+            print(
+                parsed.count == 1
+                    ? (seconds.map { "banned \(parsed[0]) for \($0) s" } ?? "banned \(parsed[0]) permanently")
+                    : "banned \(parsed.count) address(es)" + (seconds.map { " for \($0) s" } ?? " permanently"))
         }
     }
 }
 
 struct Unban: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Lift the ban of an address.")
+    static let configuration = CommandConfiguration(
+        abstract: "Lift the bans of addresses (through the running daemon when one answers; - reads stdin).")
 
-    @Argument(help: "The address to unban.")
-    var address: String
+    @Argument(help: "The addresses to unban (- reads them from stdin).")
+    var addresses: [String]
 
     @OptionGroup var pins: PinOptions
+    @OptionGroup var control: ControlOptions
 
     func run() throws {
         try reportingErrors {
-            let address = try parseAddress(address)
-            let maps = try BanMaps.open(pinnedIn: pins.directory)
-            guard try maps.unban(address) else {
-                printError("\(address) is not banned")
-                throw ExitCode.failure
+            let texts = addressArguments(addresses)
+            if texts.isEmpty { throw UsageError("give at least one address") }
+            let parsed = try texts.map { try parseAddress($0) }
+            var lifted = 0
+            if let reply = try control.ask(
+                ControlRequest(command: "unban", addresses: texts), timeoutMilliseconds: 60_000)
+            {
+                for refusal in reply.refused ?? [] { printError(refusal) }
+                lifted = reply.unbanned ?? 0
+            } else {
+                let maps = try BanMaps.open(pinnedIn: pins.directory)
+                for address in parsed where try maps.unban(address) { lifted += 1 }
+                control.sayFallback()
             }
-            print("unbanned \(address)")
+            if texts.count == 1 {
+                guard lifted == 1 else {
+                    printError("\(texts[0]) is not banned")
+                    throw ExitCode.failure
+                }
+                print("unbanned \(texts[0])")
+            } else {
+                print("unbanned \(lifted) of \(texts.count) address(es)")
+                if lifted < texts.count { throw ExitCode.failure }
+            }
         }
     }
 }
@@ -94,8 +157,20 @@ struct List: ParsableCommand {
         }
     }
 
+    @OptionGroup var control: ControlOptions
+
     func run() throws {
         try reportingErrors {
+            // Through the daemon when it answers (what its maps hold, named as it names them).
+            if let reply = try control.ask(ControlRequest(command: "list")) {
+                let rows = (reply.bans ?? []).map {
+                    Row(
+                        address: $0.address, expiresIn: $0.expiresIn, expired: $0.expired, dropped: $0.dropped,
+                        jail: $0.jail)
+                }
+                try show(rows)
+                return
+            }
             let maps = try BanMaps.open(pinnedIn: pins.directory)
             let now = SystemClock.bootNanoseconds()
             let origins = try maps.originNames()
@@ -110,6 +185,12 @@ struct List: ParsableCommand {
                     expired: entry.isExpired(now: now), dropped: entry.dropped,
                     jail: origins[entry.origin] ?? "manual")
             }
+            try show(rows)
+        }
+    }
+
+    private func show(_ rows: [Row]) throws {
+        do {
             if json {
                 print(JSONOutput.line(rows))
                 return

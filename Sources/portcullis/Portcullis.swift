@@ -15,7 +15,10 @@ struct Portcullis: ParsableCommand {
             they survive restarts of the daemon and of this tool. The filter commands need root \
             (CAP_BPF and CAP_NET_ADMIN); tap needs only access to the transport.
             """,
-        subcommands: [Attach.self, Detach.self, Ban.self, Unban.self, List.self, Stats.self, Tap.self, Regex.self]
+        subcommands: [
+            Attach.self, Detach.self, Ban.self, Unban.self, List.self, Status.self, Jails.self, Reload.self, Stats.self,
+            Tap.self, Regex.self,
+        ]
     )
 }
 

@@ -3,6 +3,7 @@ import Glibc
 import LogTransport
 import PortcullisCommandLine
 import PortcullisConfiguration
+import PortcullisControl
 import PortcullisCore
 import PortcullisDaemon
 import PortcullisSystem
@@ -194,6 +195,17 @@ struct Portcullisd: ParsableCommand {
     @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o).", valueName: "path"))
     var bpfObject: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "The control socket (portcullis status, ban, list, reload...); none: no control socket.",
+            valueName: "path"))
+    var control = ControlClient.defaultPath
+
+    @Option(
+        help: ArgumentHelp(
+            "A group (name or number) whose members may use the control socket besides root.", valueName: "group"))
+    var controlGroup: String?
+
     @Option(help: "Clients the ban history of escalating jails holds at most (the oldest go first).")
     var historyEntries = 100_000
 
@@ -236,6 +248,17 @@ struct Portcullisd: ParsableCommand {
         "--interface is required (or interface = \"NAME\" in [daemon] of --config)")
 
     /// The files the daemon writes must have a writable directory.
+    /// `--control-group` as a group id (a name is looked up in the group database).
+    private func controlGroupID() throws(DaemonError) -> gid_t? {
+        guard let controlGroup else { return nil }
+        if let number = gid_t(controlGroup) { return number }
+        guard let entry = getgrnam(controlGroup) else {
+            throw DaemonError.invalidSetting(
+                "--control-group \(controlGroup): no such group; give a group name or number")
+        }
+        return entry.pointee.gr_gid
+    }
+
     private func checkOutputDirectories() throws(DaemonError) {
         for (option, path) in [("--summary-json", summaryJson), ("--ready-file", readyFile), ("--ban-log", banLog)] {
             if let path, access(directoryOf(path), W_OK) != 0 {
@@ -343,6 +366,7 @@ struct Portcullisd: ParsableCommand {
         for interface in interfaces { _ = try Attachment.index(of: interface) }
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
         try checkOutputDirectories()
+        let controlGroupID = try controlGroupID()
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
         let pins = PinDirectory(pinDirectory)
 
@@ -351,6 +375,20 @@ struct Portcullisd: ParsableCommand {
         // reader gone from a pipe or socket is an error return, not our end.
         var signals = StopSignals(alsoWaitingFor: [SIGHUP])
         StopSignals.ignoreBrokenPipes()
+        // The control socket is made before the interface is touched (a path in use refuses the
+        // start); it answers once the daemon runs.
+        var controlled: ControlledDaemon?
+        var server: ControlServer?
+        if control != "none" {
+            let holder = ControlledDaemon()
+            do throws(ControlError) {
+                server = try ControlServer(path: control, allowedGroup: controlGroupID) { holder.handle($0) }
+            } catch {
+                throw DaemonError.invalidSetting(error.description)
+            }
+            holder.server = server
+            controlled = holder
+        }
         // Every interface reads the same pinned maps: one ban drops on all of them.
         var outcomes: [(interface: String, outcome: Attachment.Outcome)] = []
         let daemon: Daemon
@@ -376,6 +414,7 @@ struct Portcullisd: ParsableCommand {
             daemon = try Daemon(configuration: configuration, maps: maps, publishers: log.map { [$0] } ?? [])
             try daemon.start()
         } catch {
+            server?.close()
             // Nothing half-attached, nothing newly pinned left behind.
             for (interface, outcome) in outcomes where outcome.newlyAttached {
                 try? Attachment.detach(interface: interface)
@@ -407,16 +446,29 @@ struct Portcullisd: ParsableCommand {
                 pid: Int(getpid()), reloads: 0)
             writeReady(ready!)
         }
+        controlled?.started(daemon, maps: maps)
+        let controlStop = StopFlag()
+        let controlThread = try server.map { (server) throws -> SystemThread in
+            do throws(Errno) {
+                return try SystemThread.spawn { server.run(isStopping: { controlStop.isSet }) }
+            } catch {
+                throw DaemonError.invalidSetting("cannot start the control socket's thread: \(error)")
+            }
+        }
+        if let server { say("portcullisd: control socket \(server.path)") }
         waitForStop(
             daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
-            signals: &signals)
+            controlled: controlled, signals: &signals)
+        _ = controlStop.set()
+        controlThread?.join()
+        server?.close()
     }
 
     /// Prints the status every --status-interval until SIGINT or SIGTERM, then stops the daemon
     /// and prints (and writes) its summary.
     private func waitForStop(
         _ running: Daemon, interfaces: [String], maps: BanMaps, objectPath: String, pins: PinDirectory,
-        ready: Ready?, signals: inout StopSignals
+        ready: Ready?, controlled: ControlledDaemon?, signals: inout StopSignals
     ) {
         var daemon = running
         var ready = ready
@@ -430,7 +482,9 @@ struct Portcullisd: ParsableCommand {
             if signal == SIGINT || signal == SIGTERM { break }
             if signal == SIGHUP {
                 let previous = daemon
-                daemon = reload(daemon, maps: maps)
+                let outcome: String
+                (daemon, outcome) = reload(daemon, maps: maps)
+                controlled?.reloaded(daemon, outcome: outcome)
                 if daemon !== previous { previousLines = 0 }  // a new daemon counts from 0
                 // Scripts that wait for a reload see it in the ready file.
                 if daemon !== previous, var updated = ready {
@@ -469,8 +523,8 @@ struct Portcullisd: ParsableCommand {
     /// replaces the daemon by one that runs it. Bans in force stay (they are in the maps, and the
     /// new daemon resumes them); jails configured the same keep their counts. A configuration with
     /// an error is refused and the running daemon goes on.
-    /// - Returns: the daemon now running.
-    private func reload(_ daemon: Daemon, maps: BanMaps) -> Daemon {
+    /// - Returns: the daemon now running, and what happened (the line said).
+    private func reload(_ daemon: Daemon, maps: BanMaps) -> (daemon: Daemon, outcome: String) {
         let configuration: DaemonConfiguration
         do {
             let command = try Portcullisd.parse(
@@ -488,6 +542,8 @@ struct Portcullisd: ParsableCommand {
                 ("reattach", "\(reattach)", "\(command.reattach)"),
                 ("history-entries", "\(historyEntries)", "\(command.historyEntries)"),
                 ("history-age", "\(historyAge)", "\(command.historyAge)"),
+                ("control", control, command.control),
+                ("control-group", controlGroup ?? "", command.controlGroup ?? ""),
             ]
             if let changed = restartOnly.first(where: { $0.1 != $0.2 }) {
                 throw DaemonError.invalidSetting(
@@ -495,36 +551,36 @@ struct Portcullisd: ParsableCommand {
             }
             configuration = try command.checkedConfiguration()
         } catch {
-            say(
-                "portcullisd: SIGHUP: configuration refused, the running one stays: \(Portcullisd.message(for: error))",
-                to: STDERR_FILENO)
-            return daemon
+            let outcome = "configuration refused, the running one stays: \(Portcullisd.message(for: error))"
+            say("portcullisd: SIGHUP: " + outcome, to: STDERR_FILENO)
+            return (daemon, outcome)
         }
         daemon.stop()
         do {
             let next = try Daemon(
                 configuration: configuration, maps: maps, publishers: daemon.publishers, keeping: daemon)
             try next.start()
-            say(
-                "portcullisd: SIGHUP: reloaded: \(next.jailNames.count) jail(s), counts kept in "
-                    + "\(next.keptJails.isEmpty ? "none" : next.keptJails.joined(separator: ", ")); "
-                    + "resumed \(next.resumedBans) bans")
+            let outcome =
+                "reloaded: \(next.jailNames.count) jail(s), counts kept in "
+                + "\(next.keptJails.isEmpty ? "none" : next.keptJails.joined(separator: ", ")); "
+                + "resumed \(next.resumedBans) bans"
+            say("portcullisd: SIGHUP: " + outcome)
             for line in next.jailDescriptions { say("portcullisd: " + line) }
-            return next
+            return (next, outcome)
         } catch {
-            say(
-                "portcullisd: SIGHUP: cannot start the new configuration (\(Portcullisd.message(for: error))); "
-                    + "going back to the previous one", to: STDERR_FILENO)
+            let outcome =
+                "cannot start the new configuration (\(Portcullisd.message(for: error))); going back to the previous one"
+            say("portcullisd: SIGHUP: " + outcome, to: STDERR_FILENO)
             do {
                 let previous = try Daemon(
                     configuration: daemon.configuration, maps: maps, publishers: daemon.publishers, keeping: daemon)
                 try previous.start()
-                return previous
+                return (previous, outcome)
             } catch {
                 say(
                     "portcullisd: cannot restart the previous configuration either (\(error)): no jail reads; bans "
                         + "in force stay enforced by the filter; restart portcullisd", to: STDERR_FILENO)
-                return daemon
+                return (daemon, outcome + "; that failed too: no jail reads, restart portcullisd")
             }
         }
     }

@@ -21,11 +21,13 @@ struct DaemonProcessTests {
     {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        // A control socket of its own (tests run beside each other, and maybe beside a real daemon).
+        let control = arguments.contains("--control") ? [] : ["--control", Self.scratchControlPath()]
         process.arguments =
             [
                 "--net=/run/netns/\(network.receiver)", "--", daemonPath,
                 "--interface", network.receiverInterface,
-            ] + arguments
+            ] + control + arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
@@ -48,6 +50,11 @@ struct DaemonProcessTests {
             earlier = String(decoding: seen, as: UTF8.self)
         }
         return (process, output)
+    }
+
+    /// A control socket path no other test uses.
+    static func scratchControlPath() -> String {
+        NSTemporaryDirectory() + "pc-control-\(getpid())-\(UUID().uuidString.prefix(8)).sock"
     }
 
     /// What `startDaemon` read while waiting.
@@ -177,6 +184,7 @@ struct DaemonProcessTests {
             let command =
                 ([
                     daemonPath, "--interface", network.receiverInterface, "--pin-dir", scratch.path, "--workers", "50",
+                    "--control", Self.scratchControlPath(),
                     "--table-bins", "16",
                 ] + transport.arguments("shm")).joined(separator: " ")
             let result = try network.run(
@@ -464,6 +472,96 @@ extension DaemonProcessTests {
                 text.contains("attached to \(network.receiverInterface)") && text.contains("attached to lo"), "\(text)")
             #expect(link.stdout.contains("xdp") && loopback.stdout.contains("xdp"), "the filter on both")
             #expect(daemon.terminationStatus == 0)
+        }
+    }
+}
+
+extension DaemonProcessTests {
+    /// Sends `payload` as is to a control socket and returns what came back (python3, so that the
+    /// bytes are exactly the test's, not a client's).
+    func sendRaw(_ path: String, _ payload: String, repeating count: Int = 1) throws -> String {
+        let script = """
+            import socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sys.argv[1])
+            s.sendall(sys.argv[2].encode() * int(sys.argv[3]))
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                reply += chunk
+            print(reply.decode())
+            """
+        return try runProcess("/usr/bin/python3", ["-c", script, path, payload, String(count)]).stdout
+    }
+
+    @Test(
+        "the control socket: status and jails; bans and unbans through the daemon in its ban log and list; a peer neither root nor in the group, garbage, an unknown command and an oversized request answered with errors and counted, the daemon alive; without a daemon the CLI writes the maps and says so"
+    )
+    func controlSocket() throws {
+        try withTestNetwork("q") { network, scratch in
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            let directory = NSTemporaryDirectory() + "pc-control-test-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let socket = directory + "/control.sock"
+            let banLog = directory + "/bans.log"
+            let (daemon, output) = try startDaemon(
+                network,
+                transport.arguments("shm") + ["--pin-dir", scratch.path, "--control", socket, "--ban-log", banLog],
+                waitUntilReading: true)
+            func cli(_ arguments: [String]) throws -> ProcessResult {
+                try runProcess(Products.cli, arguments + ["--control", socket])
+            }
+            var result = try cli(["status", "--json"])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout.contains("\"name\":\"default\""), "\(result.stdout)")
+            result = try cli(["jails"])
+            #expect(result.stdout.contains("jail default (command line)"), "\(result.stdout)")
+
+            result = try cli(["ban", "198.18.16.1", "2001:2::16:1", "--for", "600", "--pin-dir", scratch.path])
+            #expect(result.status == 0 && result.stdout.contains("banned 2 address(es) for 600 s"), "\(result.stdout)")
+            #expect(!result.stderr.contains("no portcullisd answers"), "through the daemon")
+            result = try cli(["list", "--json", "--pin-dir", scratch.path])
+            #expect(result.stdout.contains("\"address\":\"198.18.16.1\""), "\(result.stdout)")
+            #expect(result.stdout.contains("\"jail\":\"manual\""))
+            result = try cli(["ban", "127.0.0.1", "--pin-dir", scratch.path])
+            #expect(result.status == 1 && result.stderr.contains("never banned"), "\(result.stderr)")
+            result = try cli(["unban", "198.18.16.1", "--pin-dir", scratch.path])
+            #expect(result.status == 0 && result.stdout.contains("unbanned 198.18.16.1"), "\(result.stdout)")
+
+            // A peer that is not root: refused by the peer check even when the file lets it connect.
+            chmod(socket, 0o666)
+            result = try runProcess(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534", "--clear-groups", Products.cli, "status", "--control", socket])
+            #expect(result.status == 1 && result.stderr.contains("not allowed: uid 65534"), "\(result.stderr)")
+            #expect(try sendRaw(socket, "garbage\n").contains("not a request"))
+            #expect(try sendRaw(socket, "{\"command\":\"selfdestruct\"}\n").contains("unknown command 'selfdestruct'"))
+            #expect(
+                try sendRaw(socket, String(repeating: "x", count: 1024), repeating: 8 * 1024 + 1).contains(
+                    "longer than"))
+            result = try cli(["status", "--json"])
+            for counter in ["\"unauthorised\":1", "\"malformed\":1", "\"unknown_command\":1", "\"oversized\":1"] {
+                #expect(result.stdout.contains(counter), "\(counter) in \(result.stdout)")
+            }
+            #expect(daemon.isRunning, "alive after all that")
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 0, "\(text)")
+            let log = (try? String(contentsOfFile: banLog, encoding: .utf8)) ?? ""
+            #expect(log.contains(" ban 198.18.16.1 jail=manual for=600"), "\(log)")
+            #expect(log.contains(" ban 2001:2::16:1 jail=manual for=600"))
+            #expect(log.contains(" unban 198.18.16.1"))
+            #expect(!FileManager.default.fileExists(atPath: socket), "the socket goes with the daemon")
+
+            // No daemon: the CLI writes the maps itself, and says so.
+            result = try cli(["ban", "198.18.16.3", "--pin-dir", scratch.path])
+            #expect(
+                result.status == 0 && result.stderr.contains("no portcullisd answers at \(socket)"), "\(result.stderr)")
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            #expect(try maps.lookup(IPAddress("198.18.16.3")!) != nil)
         }
     }
 }

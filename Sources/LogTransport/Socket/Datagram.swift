@@ -138,16 +138,8 @@ func removeStaleReaderSockets(in directory: String) {
 
 /// Fills a `sockaddr_un` for `path`. - Throws: when the path does not fit.
 func unixAddress(_ path: String) throws(TransportError) -> sockaddr_un {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    let capacity = MemoryLayout.size(ofValue: address.sun_path)
-    guard bytes.count < capacity else {
-        throw .invalidConfiguration("socket path \(path) is longer than \(capacity - 1) bytes")
-    }
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        raw.copyBytes(from: bytes)
-        raw[bytes.count] = 0
+    guard let address = UnixSocketAddress.of(path) else {
+        throw .invalidConfiguration("socket path \(path) is longer than \(UnixSocketAddress.longestPath) bytes")
     }
     return address
 }

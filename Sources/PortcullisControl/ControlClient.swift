@@ -1,0 +1,94 @@
+import FoundationEssentials
+import Glibc
+import PortcullisSystem
+
+/// Why a request got no reply.
+public enum ControlClientError: Error, CustomStringConvertible, Equatable {
+    /// Nothing listens at the path (no socket, or a stale one): no daemon runs there.
+    case noDaemon(path: String)
+    /// The socket is there but may not be used (its mode, or the daemon's peer check).
+    case permissionDenied(path: String)
+    /// The daemon did not answer in time, or answered something that is not a reply.
+    case noReply(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case .noDaemon(let path): "no portcullisd answers at \(path)"
+        case .permissionDenied(let path):
+            "\(path): permission denied; run as root or as a member of the daemon's control group"
+        case .noReply(let path, let detail): "portcullisd at \(path) did not answer: \(detail)"
+        }
+    }
+}
+
+/// The asking side of the control socket (`portcullis status`, `ban`...).
+public enum ControlClient {
+    /// Where portcullisd listens by default.
+    public static let defaultPath = "/run/portcullis/control.sock"
+
+    /// Sends one request and waits for its reply.
+    /// - Parameter timeoutMilliseconds: how long the whole exchange may take (a `reload` waits
+    ///   for the new jails to start).
+    public static func send(
+        _ request: ControlRequest, to path: String, timeoutMilliseconds: Int = 10_000
+    )
+        throws(ControlClientError) -> ControlReply
+    {
+        guard var address = UnixSocketAddress.of(path) else { throw .noDaemon(path: path) }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .noReply(path: path, detail: "\(Errno(errno))") }
+        defer { close(fd) }
+        let connected = systemCallResult {
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+        }
+        if case .failure(let error) = connected {
+            switch error.code {
+            case ENOENT, ECONNREFUSED, ENOTDIR: throw .noDaemon(path: path)
+            case EACCES, EPERM: throw .permissionDenied(path: path)
+            default: throw .noReply(path: path, detail: "\(error)")
+            }
+        }
+        var text = JSONOutput.line(request) + "\n"
+        let sent: Bool = text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let result = systemCallResult {
+                    Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                }
+                guard case .success(let written) = result, written > 0 else { return false }
+                offset += written
+            }
+            return true
+        }
+        // A daemon that refuses a peer answers before reading all of it: its reply is still read.
+        if !sent { shutdown(fd, Int32(SHUT_WR)) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let deadline = SystemClock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+        var complete = false
+        while !complete {
+            let now = SystemClock.monotonicNanoseconds()
+            guard now < deadline else {
+                throw .noReply(path: path, detail: "no reply within \(timeoutMilliseconds) ms")
+            }
+            var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let wait = Int32((deadline - now) / 1_000_000) + 1
+            guard case .success(let ready) = systemCallResult({ Glibc.poll(&poll, 1, wait) }), ready > 0 else {
+                continue
+            }
+            guard case .success(let count) = systemCallResult({ read(fd, &buffer, buffer.count) }), count > 0 else {
+                break
+            }
+            complete = buffer[0..<count].contains(10)  // only the new bytes: a long reply is read once
+            bytes += buffer[0..<count]
+        }
+        guard let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(bytes.prefix { $0 != 10 })) else {
+            throw .noReply(path: path, detail: sent ? "its reply is not one" : "the connection closed while sending")
+        }
+        return reply
+    }
+}

@@ -1,0 +1,171 @@
+/// The control socket's messages: one JSON request per connection, answered by one JSON reply,
+/// each on one line. Shared by `portcullisd` (which answers) and `portcullis` (which asks).
+///
+///     {"command":"ban","addresses":["198.18.0.1"],"seconds":600}
+///     {"ok":true,"banned":1}
+public struct ControlRequest: Codable, Sendable, Equatable {
+    /// `status`, `jails`, `list`, `ban`, `unban` or `reload`.
+    public var command: String
+    /// `status`: one jail only; `ban`: the jail that bans (its escalation and ban log name), else `manual`.
+    public var jail: String?
+    /// `ban`, `unban`: the addresses (any number in one request).
+    public var addresses: [String]?
+    /// `ban`: how long, in seconds; absent: for good.
+    public var seconds: UInt64?
+
+    public init(command: String, jail: String? = nil, addresses: [String]? = nil, seconds: UInt64? = nil) {
+        self.command = command
+        self.jail = jail
+        self.addresses = addresses
+        self.seconds = seconds
+    }
+
+    /// The commands a daemon answers.
+    public static let commands = ["status", "jails", "list", "ban", "unban", "reload"]
+}
+
+/// A reply: `ok`, and either `error` (one line) or what the command asked for.
+public struct ControlReply: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var error: String?
+    public var status: DaemonState?
+    public var jails: [JailState]?
+    public var bans: [BanState]?
+    /// `ban`: bans installed; `unban`: bans lifted.
+    public var banned: Int?
+    public var unbanned: Int?
+    /// Addresses of a `ban`/`unban` that were refused (not an address, never bannable), with why.
+    public var refused: [String]?
+    /// `reload`: what happened, one line.
+    public var message: String?
+
+    public init(ok: Bool = true, error: String? = nil) {
+        self.ok = ok
+        self.error = error
+    }
+
+    public static func failure(_ error: String) -> ControlReply { ControlReply(ok: false, error: error) }
+}
+
+/// The daemon now (`status`).
+public struct DaemonState: Codable, Sendable, Equatable {
+    public var pid: Int
+    public var uptimeSeconds: Double
+    public var lines: UInt64
+    public var bans: UInt64
+    public var unbans: UInt64
+    public var bansInForce: Int
+    public var reloads: Int
+    public var jails: [JailState]
+    public var control: ControlCounters
+
+    public init(
+        pid: Int, uptimeSeconds: Double, lines: UInt64, bans: UInt64, unbans: UInt64, bansInForce: Int, reloads: Int,
+        jails: [JailState], control: ControlCounters
+    ) {
+        self.pid = pid
+        self.uptimeSeconds = uptimeSeconds
+        self.lines = lines
+        self.bans = bans
+        self.unbans = unbans
+        self.bansInForce = bansInForce
+        self.reloads = reloads
+        self.jails = jails
+        self.control = control
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pid, uptimeSeconds = "uptime_seconds", lines, bans, unbans, bansInForce = "bans_in_force", reloads
+        case jails, control
+    }
+}
+
+/// One jail: what it is (`jails`) and what it did (`status`).
+public struct JailState: Codable, Sendable, Equatable {
+    public var name: String
+    /// Its one-line description (sources, filter, maxretry, bantime...).
+    public var description: String
+    public var lines: UInt64
+    public var matched: UInt64
+    public var ignored: UInt64
+    public var notMatching: UInt64
+    public var invalidAddress: UInt64
+    public var tooLong: UInt64
+    public var matchLimit: UInt64
+    public var allowlisted: UInt64
+    public var bans: UInt64
+
+    public init(
+        name: String, description: String, lines: UInt64 = 0, matched: UInt64 = 0, ignored: UInt64 = 0,
+        notMatching: UInt64 = 0, invalidAddress: UInt64 = 0, tooLong: UInt64 = 0, matchLimit: UInt64 = 0,
+        allowlisted: UInt64 = 0, bans: UInt64 = 0
+    ) {
+        self.name = name
+        self.description = description
+        self.lines = lines
+        self.matched = matched
+        self.ignored = ignored
+        self.notMatching = notMatching
+        self.invalidAddress = invalidAddress
+        self.tooLong = tooLong
+        self.matchLimit = matchLimit
+        self.allowlisted = allowlisted
+        self.bans = bans
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, description, lines, matched, ignored, notMatching = "not_matching"
+        case invalidAddress = "invalid_address", tooLong = "too_long", matchLimit = "match_limit", allowlisted, bans
+    }
+}
+
+/// One ban (`list`), as `portcullis list --json` prints it.
+public struct BanState: Codable, Sendable, Equatable {
+    public var address: String
+    /// Whole seconds left (rounded up); nil: for good.
+    public var expiresIn: UInt64?
+    public var expired: Bool
+    public var dropped: UInt64
+    public var jail: String
+
+    public init(address: String, expiresIn: UInt64?, expired: Bool, dropped: UInt64, jail: String) {
+        self.address = address
+        self.expiresIn = expiresIn
+        self.expired = expired
+        self.dropped = dropped
+        self.jail = jail
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case address, expiresIn = "expires_in", expired, dropped, jail
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(address, forKey: .address)
+        try container.encode(expiresIn, forKey: .expiresIn)  // null, not absent, when for good
+        try container.encode(expired, forKey: .expired)
+        try container.encode(dropped, forKey: .dropped)
+        try container.encode(jail, forKey: .jail)
+    }
+}
+
+/// What the control socket has answered and refused, by reason.
+public struct ControlCounters: Codable, Sendable, Equatable {
+    public var requests: UInt64 = 0
+    /// Peers that are neither root nor in the allowed group.
+    public var unauthorised: UInt64 = 0
+    /// Requests that are not JSON, or not a request.
+    public var malformed: UInt64 = 0
+    /// Requests longer than `ControlServer.longestRequest`.
+    public var oversized: UInt64 = 0
+    public var unknownCommand: UInt64 = 0
+    /// Requests the daemon answered with an error (an unknown jail, a bad address...).
+    public var failed: UInt64 = 0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case requests, unauthorised, malformed, oversized, unknownCommand = "unknown_command", failed
+    }
+}

@@ -1,0 +1,217 @@
+import CPortcullis
+import FoundationEssentials
+import Glibc
+import PortcullisSystem
+import Synchronization
+
+/// Why the control socket could not be made: one line, with what to do.
+public struct ControlError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The daemon's control socket (`/run/portcullis/control.sock`): a `SOCK_STREAM` UNIX socket, mode
+/// 0660, whose peers must be root or in the allowed group (checked with `SO_PEERCRED` on every
+/// connection, whatever the file's mode says). Each connection carries one request line and gets
+/// one reply line. Requests are answered one at a time on the server's thread, each read with a
+/// deadline, so a peer that sends nothing holds it 2 s at most; a bad request gets an error reply
+/// and is counted, and nothing a peer sends stops the server.
+public final class ControlServer: @unchecked Sendable {
+    public let path: String
+    /// Group whose members may ask besides root; nil: root only.
+    public let allowedGroup: gid_t?
+    private let listener: Int32
+    private let handler: @Sendable (ControlRequest) -> ControlReply
+    private let counts = Mutex(ControlCounters())
+
+    /// Longest request: a `ban` of 100,000 IPv6 addresses fits.
+    public static let longestRequest = 8 << 20
+    /// How long a peer may take to send its request.
+    static let readDeadlineMilliseconds = 2_000
+
+    /// Makes the socket (its directory too, mode 0750), replacing a stale one.
+    /// - Throws: `ControlError` when the path is too long, its directory cannot be made, or a live
+    ///   daemon answers there already.
+    public init(
+        path: String, allowedGroup: gid_t?, handler: @escaping @Sendable (ControlRequest) -> ControlReply
+    )
+        throws(ControlError)
+    {
+        self.path = path
+        self.allowedGroup = allowedGroup
+        self.handler = handler
+        guard var address = UnixSocketAddress.of(path) else {
+            throw ControlError(
+                "control socket \(path): longer than \(UnixSocketAddress.longestPath) bytes; give a shorter --control")
+        }
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        if !directory.isEmpty, mkdir(directory, 0o750) != 0, errno != EEXIST {
+            throw ControlError("control socket \(path): cannot make \(directory) (\(Errno(errno)))")
+        }
+        if let allowedGroup, !directory.isEmpty { _ = chown(directory, 0, allowedGroup) }
+        // A socket left by a daemon that died: replaced; one a live daemon answers on: refused.
+        if (try? ControlClient.send(ControlRequest(command: "status"), to: path, timeoutMilliseconds: 500)) != nil {
+            throw ControlError("control socket \(path): another portcullisd answers there; stop it first")
+        }
+        var existing = stat()
+        if lstat(path, &existing) == 0 {
+            guard existing.st_mode & S_IFMT == S_IFSOCK else {
+                throw ControlError("control socket \(path): something else than a socket is there; move it away")
+            }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ControlError("control socket: \(Errno(errno))") }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard bound == 0, chmod(path, 0o660) == 0, listen(fd, 64) == 0 else {
+            let error = Errno(errno)
+            Glibc.close(fd)
+            unlink(path)
+            throw ControlError("control socket \(path): \(error); check that its directory is writable")
+        }
+        if let allowedGroup { _ = chown(path, 0, allowedGroup) }
+        listener = fd
+    }
+
+    deinit { close() }
+
+    /// Requests answered and refused so far.
+    public var counters: ControlCounters { counts.withLock { $0 } }
+
+    private let closed = Atomic<Bool>(false)
+
+    /// Removes the socket (the listener is closed; a request being answered is finished).
+    public func close() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Glibc.close(listener)
+        unlink(path)
+    }
+
+    /// Answers requests until `isStopping` says so (checked every 100 ms).
+    public func run(isStopping: () -> Bool) {
+        while !isStopping() && !closed.load(ordering: .acquiring) {
+            var poll = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            guard case .success(let ready) = systemCallResult({ Glibc.poll(&poll, 1, 100) }), ready > 0 else {
+                continue
+            }
+            let accepted = systemCallResult { cportcullis_accept4(listener, Int32(SOCK_CLOEXEC.rawValue)) }
+            guard case .success(let connection) = accepted else {
+                // Out of descriptors: wait for some to come back rather than spin.
+                SystemClock.sleep(nanoseconds: 100_000_000)
+                continue
+            }
+            answer(connection)
+            Glibc.close(connection)
+        }
+    }
+
+    private func count(_ update: (inout ControlCounters) -> Void) {
+        counts.withLock { update(&$0) }
+    }
+
+    private func answer(_ connection: Int32) {
+        count { $0.requests += 1 }
+        var pid: pid_t = 0
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        guard cportcullis_peer_credentials(connection, &pid, &uid, &gid) == 0 else { return }
+        guard uid == 0 || (allowedGroup.map { Self.isMember(uid: uid, gid: gid, of: $0) } ?? false) else {
+            count { $0.unauthorised += 1 }
+            reply(.failure("not allowed: uid \(uid) is neither root nor in the control group"), to: connection)
+            return
+        }
+        let request: ControlRequest
+        switch readRequest(connection) {
+        case .failure(let reason):
+            count {
+                if reason == .oversized { $0.oversized += 1 } else { $0.malformed += 1 }
+            }
+            reply(
+                .failure(
+                    reason == .oversized
+                        ? "request longer than \(Self.longestRequest) bytes; send fewer addresses at once"
+                        : "not a request: send one JSON object, e.g. {\"command\":\"status\"}, and a newline"),
+                to: connection)
+            return
+        case .success(let parsed):
+            request = parsed
+        }
+        guard ControlRequest.commands.contains(request.command) else {
+            count { $0.unknownCommand += 1 }
+            reply(
+                .failure(
+                    "unknown command '\(request.command)'; the commands are "
+                        + ControlRequest.commands.joined(separator: ", ")), to: connection)
+            return
+        }
+        let answer = handler(request)
+        if !answer.ok { count { $0.failed += 1 } }
+        reply(answer, to: connection)
+    }
+
+    enum ReadFailure: Error { case malformed, oversized }
+
+    /// Whether the user `uid` (primary group `gid`) is in `group`: as its primary group or one of
+    /// its supplementary groups (`getgrouplist`).
+    static func isMember(uid: uid_t, gid: gid_t, of group: gid_t) -> Bool {
+        if gid == group { return true }
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var text = [CChar](repeating: 0, count: 16_384)
+        guard getpwuid_r(uid, &entry, &text, text.count, &found) == 0, found != nil, let name = entry.pw_name else {
+            return false
+        }
+        var count: Int32 = 64
+        var groups = [gid_t](repeating: 0, count: Int(count))
+        if getgrouplist(name, gid, &groups, &count) < 0 {
+            groups = [gid_t](repeating: 0, count: Int(count))
+            guard getgrouplist(name, gid, &groups, &count) >= 0 else { return false }
+        }
+        return groups.prefix(Int(count)).contains(group)
+    }
+
+    /// One line (or everything until the peer shuts its side), within the deadline.
+    private func readRequest(_ connection: Int32) -> Result<ControlRequest, ReadFailure> {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let deadline = SystemClock.monotonicNanoseconds() + UInt64(Self.readDeadlineMilliseconds) * 1_000_000
+        var complete = false
+        while !complete {
+            let now = SystemClock.monotonicNanoseconds()
+            guard now < deadline else { return .failure(.malformed) }
+            var poll = pollfd(fd: connection, events: Int16(POLLIN), revents: 0)
+            let wait = Int32((deadline - now) / 1_000_000) + 1
+            guard case .success(let ready) = systemCallResult({ Glibc.poll(&poll, 1, wait) }), ready > 0 else {
+                continue
+            }
+            guard case .success(let count) = systemCallResult({ read(connection, &buffer, buffer.count) }), count > 0
+            else { break }
+            complete = buffer[0..<count].contains(10)  // only the new bytes: a long request is read once
+            bytes += buffer[0..<count]
+            if bytes.count > Self.longestRequest { return .failure(.oversized) }
+        }
+        let line = bytes.prefix { $0 != 10 }
+        guard let request = try? JSONDecoder().decode(ControlRequest.self, from: Data(line)) else {
+            return .failure(.malformed)
+        }
+        return .success(request)
+    }
+
+    private func reply(_ reply: ControlReply, to connection: Int32) {
+        var text = JSONOutput.line(reply) + "\n"
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let sent = systemCallResult {
+                    send(connection, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                }
+                guard case .success(let written) = sent, written > 0 else { return }  // the peer left
+                offset += written
+            }
+        }
+    }
+}

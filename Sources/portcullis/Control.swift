@@ -1,0 +1,112 @@
+import ArgumentParser
+import Foundation
+import PortcullisControl
+import PortcullisSystem
+
+/// Where the daemon answers, for the commands that go through it.
+struct ControlOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("portcullisd's control socket.", valueName: "path"))
+    var control = ControlClient.defaultPath
+
+    /// Asks the daemon; nil when no daemon answers (the caller falls back to the maps, and says so).
+    /// - Throws: `UsageError` for a daemon that refused (its error) or did not answer in time.
+    func ask(_ request: ControlRequest, timeoutMilliseconds: Int = 10_000) throws -> ControlReply? {
+        let reply: ControlReply
+        do throws(ControlClientError) {
+            reply = try ControlClient.send(request, to: control, timeoutMilliseconds: timeoutMilliseconds)
+        } catch .noDaemon {
+            return nil
+        } catch {
+            throw UsageError(error.description)
+        }
+        guard reply.ok else { throw UsageError(reply.error ?? "portcullisd refused the request") }
+        return reply
+    }
+
+    /// Asks the daemon, which must run (`status`, `jails`, `reload` have no fallback).
+    func require(_ request: ControlRequest, timeoutMilliseconds: Int = 10_000) throws -> ControlReply {
+        guard let reply = try ask(request, timeoutMilliseconds: timeoutMilliseconds) else {
+            throw UsageError("no portcullisd answers at \(control); start it, or give its --control path")
+        }
+        return reply
+    }
+
+    /// The note a command makes when it writes the maps itself.
+    func sayFallback() {
+        printError(
+            "no portcullisd answers at \(control): writing the maps directly (the daemon's counts and ban log do not see it)"
+        )
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The running daemon's counters, in all or one jail (through its control socket).")
+
+    @Argument(help: "Only this jail.")
+    var jail: String?
+
+    @Flag(help: "Print the daemon's reply as JSON.")
+    var json = false
+
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        try reportingErrors {
+            let reply = try options.require(ControlRequest(command: "status", jail: jail))
+            guard let status = reply.status else { throw UsageError("portcullisd sent no status") }
+            if json {
+                print(JSONOutput.line(status))
+                return
+            }
+            print(
+                "portcullisd \(status.pid): up \(Int(status.uptimeSeconds)) s, \(status.lines) lines, \(status.bans) bans, "
+                    + "\(status.unbans) unbans, \(status.bansInForce) bans in force, \(status.reloads) reloads")
+            for jail in status.jails {
+                print(
+                    "  \(jail.name): \(jail.lines) lines, \(jail.matched) matched, \(jail.ignored) ignored, "
+                        + "\(jail.notMatching) not matching, \(jail.invalidAddress) not an address, \(jail.tooLong) too long, "
+                        + "\(jail.matchLimit) over the match limit, \(jail.allowlisted) allowlisted, \(jail.bans) bans")
+            }
+            let control = status.control
+            print(
+                "  control socket: \(control.requests) requests, \(control.unauthorised) unauthorised, "
+                    + "\(control.malformed) malformed, \(control.oversized) oversized, \(control.unknownCommand) unknown, "
+                    + "\(control.failed) failed")
+        }
+    }
+}
+
+struct Jails: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The running daemon's jails: source, filter, limits.")
+
+    @Flag(help: "Print them as a JSON array.")
+    var json = false
+
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        try reportingErrors {
+            let jails = try options.require(ControlRequest(command: "jails")).jails ?? []
+            if json {
+                print(JSONOutput.line(jails))
+            } else {
+                for jail in jails { print(jail.description) }
+            }
+        }
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the daemon read its configuration again (as SIGHUP), and say how it went.")
+
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        try reportingErrors {
+            let reply = try options.require(ControlRequest(command: "reload"), timeoutMilliseconds: 70_000)
+            print(reply.message ?? "reloaded")
+        }
+    }
+}

@@ -1,0 +1,155 @@
+import Glibc
+import PortcullisControl
+import PortcullisCore
+import PortcullisDaemon
+import PortcullisSystem
+import Synchronization
+import XDPFirewall
+
+/// What the control socket drives: the daemon running now (a reload replaces it), and how reloads
+/// went. Its requests are answered on the control server's thread; `reload` is handed to the main
+/// thread (as SIGHUP) and waited for.
+final class ControlledDaemon: @unchecked Sendable {
+    private struct State {
+        var daemon: Daemon?
+        /// SIGHUPs handled (what a `reload` request waits for), and of them those that reloaded.
+        var attempts = 0
+        var reloads = 0
+        var outcome = ""
+    }
+
+    private let state = Mutex(State())
+    private var maps: BanMaps?
+    /// Set once the server is made (its counters are part of `status`).
+    var server: ControlServer?
+
+    init() {}
+
+    /// The daemon starts answering requests.
+    func started(_ daemon: Daemon, maps: BanMaps) {
+        state.withLock {
+            self.maps = maps
+            $0.daemon = daemon
+        }
+    }
+
+    /// After a SIGHUP: the daemon now running, and what the reload did.
+    func reloaded(_ daemon: Daemon, outcome: String) {
+        state.withLock {
+            $0.daemon = daemon
+            $0.attempts += 1
+            if outcome.hasPrefix("reloaded") { $0.reloads += 1 }
+            $0.outcome = outcome
+        }
+    }
+
+    /// Answers one request.
+    func handle(_ request: ControlRequest) -> ControlReply {
+        guard let daemon = state.withLock({ $0.daemon }), let maps else {
+            return .failure("portcullisd is starting; ask again in a moment")
+        }
+        switch request.command {
+        case "status":
+            return status(daemon, jail: request.jail)
+        case "jails":
+            var reply = ControlReply()
+            reply.jails = jailStates(daemon.status, daemon: daemon)
+            return reply
+        case "list":
+            return list(maps)
+        case "ban":
+            guard let addresses = request.addresses, !addresses.isEmpty else {
+                return .failure("ban: give the addresses (\"addresses\": [...])")
+            }
+            do throws(DaemonError) {
+                let result = try daemon.operatorBan(addresses, seconds: request.seconds, jail: request.jail)
+                var reply = ControlReply()
+                reply.banned = result.done.count
+                reply.refused = result.refused
+                return reply
+            } catch {
+                return .failure(error.description)
+            }
+        case "unban":
+            guard let addresses = request.addresses, !addresses.isEmpty else {
+                return .failure("unban: give the addresses (\"addresses\": [...])")
+            }
+            let result = daemon.operatorUnban(addresses)
+            var reply = ControlReply()
+            reply.unbanned = result.done.count
+            reply.refused = result.refused
+            return reply
+        case "reload":
+            return reload()
+        default:
+            return .failure("unknown command '\(request.command)'")
+        }
+    }
+
+    private func jailStates(_ status: DaemonStatus, daemon: Daemon) -> [JailState] {
+        zip(status.jails, daemon.jailDescriptions).map { jail, description in
+            let counters = jail.counters
+            return JailState(
+                name: jail.name, description: description, lines: counters.lines, matched: counters.matched,
+                ignored: counters.ignored, notMatching: counters.notMatching, invalidAddress: counters.invalidAddress,
+                tooLong: counters.tooLong, matchLimit: counters.matchLimit, allowlisted: counters.allowlisted,
+                bans: counters.bans)
+        }
+    }
+
+    private func status(_ daemon: Daemon, jail: String?) -> ControlReply {
+        let status = daemon.status
+        var jails = jailStates(status, daemon: daemon)
+        if let jail {
+            jails = jails.filter { $0.name == jail }
+            if jails.isEmpty {
+                return .failure("no jail named '\(jail)'; the jails are \(daemon.jailNames.joined(separator: ", "))")
+            }
+        }
+        let total = status.total
+        var reply = ControlReply()
+        reply.status = DaemonState(
+            pid: Int(getpid()), uptimeSeconds: status.uptime, lines: total.lines, bans: total.bans,
+            unbans: status.unbans, bansInForce: status.scheduledBans, reloads: state.withLock { $0.reloads },
+            jails: jails, control: server?.counters ?? ControlCounters())
+        return reply
+    }
+
+    private func list(_ maps: BanMaps) -> ControlReply {
+        do throws(FirewallError) {
+            let now = SystemClock.bootNanoseconds()
+            let origins = try maps.originNames()
+            var reply = ControlReply()
+            reply.bans = try maps.entries().map { entry in
+                var remaining: UInt64?
+                if case .at(let end) = entry.expiry {
+                    // Whole seconds, rounded up: a ban with 0.2 s left is not yet over.
+                    remaining = end > now ? (end - now + 999_999_999) / 1_000_000_000 : 0
+                }
+                return BanState(
+                    address: entry.address.description, expiresIn: remaining, expired: entry.isExpired(now: now),
+                    dropped: entry.dropped, jail: origins[entry.origin] ?? "manual")
+            }
+            return reply
+        } catch {
+            return .failure("list: \(error)")
+        }
+    }
+
+    /// Hands the reload to the main thread (SIGHUP, as `kill -HUP` would) and waits for its outcome.
+    private func reload() -> ControlReply {
+        let before = state.withLock { $0.attempts }
+        kill(getpid(), SIGHUP)
+        let deadline = SystemClock.monotonicNanoseconds() + 60_000_000_000
+        while SystemClock.monotonicNanoseconds() < deadline {
+            let (attempts, outcome) = state.withLock { ($0.attempts, $0.outcome) }
+            if attempts != before {
+                var reply = ControlReply(ok: outcome.hasPrefix("reloaded"), error: nil)
+                if reply.ok { reply.message = outcome } else { reply.error = outcome }
+                return reply
+            }
+            SystemClock.sleep(nanoseconds: 20_000_000)
+        }
+        return .failure("the reload did not finish within 60 s; see the daemon's log")
+    }
+}
