@@ -79,7 +79,7 @@ struct TransportsSuite: ParsableCommand {
             results.append(measurement)
         }
 
-        let kinds = only.isEmpty ? TransportKind.allCases : only
+        let kinds = only.isEmpty ? TransportKind.writable : only
         let big: (inout TransportConfiguration) -> Void = {
             $0.socket.sendBuffer = bigBuffer
             $0.socket.receiveBuffer = bigBuffer
