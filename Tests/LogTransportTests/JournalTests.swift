@@ -15,7 +15,8 @@ struct JournalMatchTests {
             try JournalMatch.parse("_SYSTEMD_UNIT=a.service _PID=1 + 'MESSAGE=two words'")
                 == [["_SYSTEMD_UNIT=a.service", "_PID=1"], ["MESSAGE=two words"]])
         #expect(try JournalMatch.parse("  ") == [])
-        #expect(JournalMatch.joining(["_SYSTEMD_UNIT=a.service", "", "_COMM=b"]) == "_SYSTEMD_UNIT=a.service + _COMM=b")
+        #expect(
+            JournalMatch.joining(["_SYSTEMD_UNIT=a.service", "", "_COMM=b"]) == "_SYSTEMD_UNIT=a.service + _COMM=b")
     }
 
     @Test("a bad term, a stray '+' or an open quote is refused on one line naming it")

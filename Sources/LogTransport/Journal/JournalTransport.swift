@@ -90,7 +90,11 @@ public enum JournalMatch {
                 word.append(character)
                 escaped = false
             } else if let open = quote {
-                if character == open { quote = nil } else if character == "\\" && open == "\"" { escaped = true } else {
+                if character == open {
+                    quote = nil
+                } else if character == "\\" && open == "\"" {
+                    escaped = true
+                } else {
                     word.append(character)
                 }
             } else if character == "\\" {
@@ -276,7 +280,8 @@ public final class JournalReader: LogReader {
         var data: UnsafeRawPointer?
         var length = 0
         let found = name.withUTF8Buffer { name in
-            sd_journal_get_data(journal, UnsafeRawPointer(name.baseAddress!).assumingMemoryBound(to: CChar.self),
+            sd_journal_get_data(
+                journal, UnsafeRawPointer(name.baseAddress!).assumingMemoryBound(to: CChar.self),
                 &data, &length)
         }
         // The data is "NAME=value".
