@@ -1,9 +1,11 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// One C target faces the OS (libbpf, libxdp, liburing, libnuma, socket shims): several system
+// One C target faces the OS (libbpf, libxdp, liburing, libnuma, PCRE2, sd-journal, socket shims): several system
 // library modules that each include glibc headers clash in debug builds on this toolchain.
-let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8"].map { .linkedLibrary($0) }
+let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd"].map {
+    .linkedLibrary($0)
+}
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let toml = Target.Dependency.product(name: "TOMLKit", package: "TOMLKit")
 
@@ -93,7 +95,7 @@ let tests: [Target] = [
         path: "Tests/TransportProbe"
     ),
     .target(name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem"], path: "Tests/TestSupport"),
-    .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem"]),
+    .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall"]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
     .testTarget(
         name: "ConfigurationTests",

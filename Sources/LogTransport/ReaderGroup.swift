@@ -55,8 +55,8 @@ final class ShmReaderShare: LogReader {
 
 extension TransportConfiguration {
     /// Readers for `workers` threads sharing the stream. shm: shares of one reader; socket: readers
-    /// sharing the writers' connections; file: one reader (a file is tailed by one thread; the
-    /// group's `note` says so when more were asked for).
+    /// sharing the writers' connections; file and journal: one reader (a file is tailed, and the
+    /// journal read, by one thread; the group's `note` says so when more were asked for).
     public func makeReaders(policy: SlowReaderPolicy = .block, workers: Int) throws(TransportError) -> ReaderGroup {
         let count = max(workers, 1)
         switch kind {
@@ -79,6 +79,13 @@ extension TransportConfiguration {
             let note =
                 count > 1
                 ? "file transport: one worker tails the file (--workers \(count) applies to shm and socket)" : nil
+            return ReaderGroup(readers: [reader], owners: [reader], note: note)
+        case .journal:
+            // sd_journal is not thread-safe: one thread reads it.
+            let reader = try JournalReader(options: journal)
+            let note =
+                count > 1
+                ? "journal source: one worker reads the journal (--workers \(count) applies to shm and socket)" : nil
             return ReaderGroup(readers: [reader], owners: [reader], note: note)
         }
     }

@@ -1,4 +1,5 @@
-/// The three ways offence lines travel from services to Portcullis.
+/// The ways offence lines travel from services to Portcullis: three transports that Portcullis
+/// writes and reads, and the journal, which journald writes.
 public enum TransportKind: String, Sendable, CaseIterable {
     /// Shared-memory rings: one per writer thread, every reader with its own cursor.
     case shm
@@ -6,6 +7,11 @@ public enum TransportKind: String, Sendable, CaseIterable {
     case socket
     /// A log file, appended in batches and tailed by each reader.
     case file
+    /// The systemd journal, read through `sd_journal` (journald writes it: no `LogWriter`).
+    case journal
+
+    /// The kinds with a writer: the transports services (and `portcullis tap`) publish through.
+    public static let writable: [TransportKind] = [.shm, .socket, .file]
 }
 
 /// What a reader does when it cannot keep up.

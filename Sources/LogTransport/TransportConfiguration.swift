@@ -4,6 +4,7 @@ public struct TransportConfiguration: Sendable, Equatable {
     public var shm = ShmOptions()
     public var socket = SocketOptions()
     public var file = FileOptions()
+    public var journal = JournalOptions()
     /// Shared-memory readers: any worker thread may take any ring.
     public var workloadStealing = true
 
@@ -17,6 +18,7 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .shm: shm.maxLineLength
         case .socket: socket.maxLineLength
         case .file: file.maxLineLength
+        case .journal: journal.maxLineLength
         }
     }
 
@@ -26,6 +28,7 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .shm: try shm.validate()
         case .socket: try socket.validate()
         case .file: try file.validate()
+        case .journal: try journal.validate()
         }
     }
 
@@ -35,6 +38,10 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .shm: try ShmWriter(options: shm)
         case .socket: try SocketWriter(options: socket)
         case .file: try FileWriter(options: file)
+        case .journal:
+            throw .invalidConfiguration(
+                "the journal is written by journald, not through Portcullis: log with logger or systemd-cat, or "
+                    + "pick --transport shm, socket or file")
         }
     }
 
@@ -45,6 +52,7 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .shm: try ShmReader(options: shm, policy: policy, workloadStealing: workloadStealing)
         case .socket: try SocketReader(options: socket, policy: policy)
         case .file: try FileReader(options: file)
+        case .journal: try JournalReader(options: journal)
         }
     }
 }

@@ -167,7 +167,18 @@ public struct ConfigurationFile {
                 if own.sourceKey != nil { (filter.sourceKey, filter.sourceLine) = (own.sourceKey, own.sourceLine) }
             }
             guard enabled else { continue }
-            jail.filter = try resolve(filter, jail: name, filterDirectory: filterDirectory)
+            // Journal lines carry no date; a journal source without a match takes its fail2ban
+            // filter's journalmatch, as fail2ban's systemd backend does.
+            let journal = jail.source.kind == .journal
+            jail.filter = try resolve(filter, jail: name, filterDirectory: filterDirectory, detectsDates: !journal)
+            if journal, jail.source.journal.match.isEmpty, case .fail2ban(let definition, _, _) = jail.filter {
+                jail.source.journal.match = JournalMatch.joining(definition.journalmatch)
+                do throws(TransportError) {
+                    _ = try JournalMatch.parse(jail.source.journal.match)
+                } catch {
+                    throw ConfigurationError(file: path, line: filter.line, key: filter.key, error.description)
+                }
+            }
             if jail.source.kind == .file, access(jail.source.file.path, R_OK) != 0 {
                 throw ConfigurationError(
                     file: path, line: filter.sourceLine, key: filter.sourceKey ?? "jail.\(name).source",
@@ -181,7 +192,7 @@ public struct ConfigurationFile {
     /// The filter the keys describe: a fail2ban filter by reference, inline patterns (with
     /// fail2ban's tags and date cutting), or the built-in line format when there are none.
     private func resolve(
-        _ filter: ReadSettings, jail: String, filterDirectory: String
+        _ filter: ReadSettings, jail: String, filterDirectory: String, detectsDates: Bool
     ) throws(ConfigurationError)
         -> JailFilter
     {
@@ -195,7 +206,7 @@ public struct ConfigurationFile {
             do {
                 var definition = try FilterLoader.load(reference, filterDirectory: filterDirectory)
                 definition.ignoreregex += filter.ignoreregex
-                return .fail2ban(definition, useDNS: nil, detectsDates: true)
+                return .fail2ban(definition, useDNS: nil, detectsDates: detectsDates)
             } catch {
                 throw fail(error.description)
             }
@@ -207,7 +218,7 @@ public struct ConfigurationFile {
         var definition = FilterDefinition.inline(failregex: filter.failregex.joined(separator: "\n"))
         definition.ignoreregex = filter.ignoreregex
         definition.file = path
-        return .fail2ban(definition, useDNS: nil, detectsDates: true)
+        return .fail2ban(definition, useDNS: nil, detectsDates: detectsDates)
     }
 
     // MARK: values of a type, or a one-line error

@@ -8,8 +8,10 @@ import PortcullisSystem
 /// fail2ban's enabled jails as Portcullis jails (`portcullisd --fail2ban-config /etc/fail2ban`):
 /// the jail's filter, `logpath` (globs expanded, as fail2ban does at start), `maxretry`,
 /// `findtime`, `bantime`, `ignoreip` and `bantime.*` become the jail's; its `action` is replaced by
-/// XDP enforcement (the start-up log says so, per jail). No name is looked up: an `ignoreip` entry
-/// that is a name is left out and said.
+/// XDP enforcement (the start-up log says so, per jail). A `backend = systemd` jail reads the
+/// journal instead, with its `journalmatch` (the jail's, else its filter's), its filter told that
+/// the lines carry no date. No name is looked up: an `ignoreip` entry that is a name is left out and
+/// said.
 public enum Fail2banImport {
     /// The jails, and remarks for the start-up log.
     public struct Result {
@@ -38,14 +40,28 @@ public enum Fail2banImport {
             guard let filter = jail.filter else {
                 throw fail("filter", "the jail has no filter; give it one (filter = NAME)")
             }
-            if jail.backend.hasPrefix("systemd") {
-                throw fail(
-                    "backend",
-                    "'\(jail.backend)' reads the journal, which this build cannot; set backend = auto (or polling) "
-                        + "and a logpath, or disable the jail")
-            }
             var sources: [TransportConfiguration] = []
-            for pattern in jail.logpath {
+            // backend = systemd: the journal, with the jail's (else the filter's) journalmatch; its
+            // lines carry no date. fail2ban's systemd[journalpath=..., journalflags=...] options
+            // are not taken: the system journal is read.
+            let journal = jail.backend.hasPrefix("systemd")
+            if journal {
+                var source = defaultSource
+                source.kind = .journal
+                source.journal.match = JournalMatch.joining(jail.journalmatch)
+                do throws(TransportError) {
+                    _ = try JournalMatch.parse(source.journal.match)
+                } catch {
+                    throw fail("journalmatch", error.description)
+                }
+                sources.append(source)
+                if jail.backend != "systemd" {
+                    result.notes.append(
+                        "jail \(jail.name): backend '\(jail.backend)': its options are not taken; the system journal "
+                            + "is read")
+                }
+            }
+            for pattern in journal ? [] : jail.logpath {
                 let files = expand(pattern)
                 if files.isEmpty {
                     throw fail("logpath", "no log file matches '\(pattern)'; fix logpath or disable the jail")
@@ -61,7 +77,7 @@ public enum Fail2banImport {
 
             var settings = JailConfiguration(name: jail.name, source: sources[0])
             settings.sources = sources
-            settings.filter = .fail2ban(filter, useDNS: jail.usedns, detectsDates: true)
+            settings.filter = .fail2ban(filter, useDNS: jail.usedns, detectsDates: !journal)
             guard jail.maxretry >= 1 else { throw fail("maxretry", "must be 1 or more") }
             settings.policy.threshold = UInt32(clamping: jail.maxretry)
             settings.policy.findTime = UInt32(clamping: max(jail.findtime, 0))

@@ -9,7 +9,7 @@ import TOMLKit
 /// | key | value |
 /// |---|---|
 /// | `enabled` | true (the default) or false |
-/// | `source` | `"file:/var/log/auth.log"`, `"shm"`, `"shm:/name"`, `"socket"`, `"socket:/dir"`; default: the daemon's transport |
+/// | `source` | `"file:/var/log/auth.log"`, `"shm"`, `"shm:/name"`, `"socket"`, `"socket:/dir"`, `"journal"`, `"journal:MATCH"` (fail2ban's journalmatch: `"journal:_SYSTEMD_UNIT=ssh.service + _COMM=sshd"`); default: the daemon's transport |
 /// | `filter` | a fail2ban filter by name or path, with arguments: `"sshd[mode=aggressive]"` |
 /// | `failregex`, `ignoreregex` | inline patterns (a string or an array), fail2ban's tags |
 /// | `maxretry` | offences that ban |
@@ -118,15 +118,26 @@ enum JailKeys {
     }
 
     /// `source = "file:/path"` and friends: the transport's kind and name; the rest of its
-    /// settings stay the daemon's.
+    /// settings stay the daemon's. `"journal:MATCH"`: the journal, entries matching fail2ban's
+    /// `journalmatch` expression.
     static func setSource(_ text: String, of jail: inout JailConfiguration) throws(SettingError) {
         let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
         guard let kind = parts.first.flatMap(TransportKind.init(rawValue:)) else {
             throw SettingError(
-                "'\(text)' is no source; write \"file:/var/log/NAME.log\", \"shm\", \"shm:/name\", \"socket\" or "
-                    + "\"socket:/directory\"")
+                "'\(text)' is no source; write \"file:/var/log/NAME.log\", \"shm\", \"shm:/name\", \"socket\", "
+                    + "\"socket:/directory\", \"journal\" or \"journal:_SYSTEMD_UNIT=NAME.service\"")
         }
         jail.source.kind = kind
+        if kind == .journal {
+            let match = parts.count == 2 ? parts[1] : ""
+            do throws(TransportError) {
+                _ = try JournalMatch.parse(match)
+            } catch {
+                throw SettingError(error.description)
+            }
+            jail.source.journal.match = match
+            return
+        }
         guard parts.count == 2 else {
             if kind == .file { throw SettingError("a file source needs its path: \"file:/var/log/NAME.log\"") }
             return
@@ -138,6 +149,7 @@ enum JailKeys {
         case .file: jail.source.file.path = parts[1]
         case .shm: jail.source.shm.name = parts[1]
         case .socket: jail.source.socket.directory = parts[1]
+        case .journal: break
         }
     }
 

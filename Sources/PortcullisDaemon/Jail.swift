@@ -155,6 +155,10 @@ public struct JailConfiguration: Sendable, Equatable {
             case .file: "file \(source.file.path)"
             case .shm: "shm \(source.shm.name)"
             case .socket: "socket \(source.socket.directory)"
+            case .journal:
+                "journal"
+                    + (source.journal.directory.map { " in \($0)" } ?? "")
+                    + (source.journal.match.isEmpty ? "" : " matching \(source.journal.match)")
             }
         }.joined(separator: ", ")
         var line =

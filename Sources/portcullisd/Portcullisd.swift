@@ -327,9 +327,11 @@ struct Portcullisd: ParsableCommand {
                     + "own: give the patterns in a jail (failregex = [...])")
         }
         configuration.jails = jails
-        // A restarted daemon reads on from where the last one stopped in each file, and escalation
+        // A restarted daemon reads on from where the last one stopped in each file and journal, and escalation
         // remembers the bans it counts.
-        let files = configuration.effectiveJails.filter { $0.sources.contains { $0.kind == .file } }
+        let files = configuration.effectiveJails.filter {
+            $0.sources.contains { $0.kind == .file || $0.kind == .journal }
+        }
         let escalates = configuration.effectiveJails.contains { $0.escalation != nil }
         if (!files.isEmpty || escalates) && creatingStateDirectory {
             if mkdir(stateDir, 0o700) != 0 && errno != EEXIST || access(stateDir, W_OK) != 0 {
@@ -339,9 +341,16 @@ struct Portcullisd: ParsableCommand {
             }
         }
         func withPosition(_ source: TransportConfiguration) -> TransportConfiguration {
-            guard source.kind == .file else { return source }
             var source = source
-            source.file.positionPath = stateDir + "/file-\(String(source.file.path.stableTag, radix: 16)).position"
+            switch source.kind {
+            case .file:
+                source.file.positionPath = stateDir + "/file-\(String(source.file.path.stableTag, radix: 16)).position"
+            case .journal:
+                // One cursor per journal and match: jails reading the same entries share it.
+                let journal = (source.journal.directory ?? "system") + " " + source.journal.match
+                source.journal.cursorPath = stateDir + "/journal-\(String(journal.stableTag, radix: 16)).cursor"
+            case .shm, .socket: break
+            }
             return source
         }
         configuration.transport = withPosition(configuration.transport)

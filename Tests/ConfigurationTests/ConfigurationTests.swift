@@ -80,6 +80,10 @@ struct ConfigurationFileTests {
             ("[jail.a]\nignoreip = [\"example.com\"]\n", "file.toml:2: jail.a.ignoreip:"),
             ("[jail.a]\nescalation = { increment = true, speed = 2 }\n", "file.toml:2: jail.a.escalation.speed"),
             ("[jail.a]\nsource = \"pigeon:/coop\"\n", "file.toml:2: jail.a.source: 'pigeon:/coop' is no source"),
+            (
+                "[jail.a]\nsource = \"journal:sshd\"\n",
+                "file.toml:2: jail.a.source: invalid transport setting: journal match 'sshd': 'sshd' is not FIELD=VALUE"
+            ),
             ("[jail]\nmaxretry = 3\n", "file.toml:2: jail.maxretry: a jail is a table"),
             ("[jail.a\nmaxretry = 3\n", "file.toml:1: not valid TOML"),
             (
@@ -120,6 +124,35 @@ struct ConfigurationFileTests {
         let described = error { _ = try jails(text) }
         #expect(described.contains(message), "\(described)")
         #expect(described.hasPrefix("file.toml:"), "\(described)")
+    }
+
+    @Test(
+        "a journal source takes its match, or its fail2ban filter's journalmatch, and its filter expects no dates")
+    func journalSources() throws {
+        if !FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/sshd.conf") {
+            try #require(!Privileges.inCI, "fail2ban's filters are test data: tools/install-deps installs them")
+            return
+        }
+        let read = try jails(
+            """
+            [jail.own]
+            source = "journal:_SYSTEMD_UNIT=app.service + _COMM=app"
+            failregex = '^app: bad <HOST>$'
+
+            [jail.sshd]
+            source = "journal"
+            filter = "sshd"
+            """)
+        #expect(read.map(\.source.kind) == [.journal, .journal])
+        #expect(read[0].source.journal.match == "_SYSTEMD_UNIT=app.service + _COMM=app")
+        #expect(read[1].source.journal.match == "_SYSTEMD_UNIT=sshd.service + _COMM=sshd")
+        for jail in read {
+            guard case .fail2ban(_, _, let detectsDates) = jail.filter else {
+                Issue.record("\(jail.name): not a fail2ban filter")
+                continue
+            }
+            #expect(!detectsDates, "\(jail.name)")
+        }
     }
 
     @Test("jails start from [defaults], in the file's order; disabled ones are left out; durations as fail2ban's")

@@ -52,7 +52,7 @@ func withShmDaemon(
 struct DaemonInProcessTests {
     @Test(
         "offences through each transport flip test-run verdicts to drop, and back after the ban time",
-        arguments: TransportKind.allCases)
+        arguments: TransportKind.writable)
     func bansAndExpiry(kind: TransportKind) throws {
         try Privileges.require()
         let scratch = TransportScratch()
