@@ -1,6 +1,6 @@
 /*
  * CPortcullis.h - the one C module facing the OS. It includes libbpf, libxdp, liburing, libnuma,
- * PCRE2 and the socket headers once, and the ABI header shared with the XDP program
+ * PCRE2, libsystemd (sd_notify) and the socket headers once, and the ABI header shared with the XDP program
  * (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
  * facility directly: the libbpf/libxdp log capture (variadic callbacks), atomics with named
  * orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr, accept4, SO_PEERCRED,
@@ -34,6 +34,7 @@
 #include <numa.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <systemd/sd-daemon.h>
 
 #include "portcullis_abi.h"
 
