@@ -3,7 +3,9 @@ import PackageDescription
 
 // One C target faces the OS (libbpf, libxdp, liburing, libnuma, socket shims): several system
 // library modules that each include glibc headers clash in debug builds on this toolchain.
-let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd"].map { .linkedLibrary($0) }
+let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd"].map {
+    .linkedLibrary($0)
+}
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let toml = Target.Dependency.product(name: "TOMLKit", package: "TOMLKit")
 
