@@ -15,6 +15,7 @@ struct Portcullis: ParsableCommand {
             they survive restarts of the daemon and of this tool. The filter commands need root \
             (CAP_BPF and CAP_NET_ADMIN); tap needs only access to the transport.
             """,
+        version: PortcullisVersion.current,
         subcommands: [
             Attach.self, Detach.self, Ban.self, Unban.self, List.self, Status.self, Jails.self, Reload.self, Stats.self,
             Tap.self, Regex.self,

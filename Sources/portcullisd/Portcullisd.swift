@@ -64,8 +64,10 @@ struct Portcullisd: ParsableCommand {
             jails; --fail2ban-config DIR adds the enabled jails of a fail2ban configuration. SIGHUP re-reads \
             the configuration (bans in force and the counts of unchanged jails are kept; a configuration \
             with an error is refused and the running one stays). SIGINT or SIGTERM stop it cleanly with a \
-            summary; the filter and the bans stay in force.
-            """)
+            summary; the filter and the bans stay in force. Under systemd (Type=notify) it says when it is \
+            ready, reloading and stopping, and keeps the watchdog fed.
+            """,
+        version: PortcullisVersion.current)
 
     @Option(
         help: ArgumentHelp(
@@ -465,6 +467,9 @@ struct Portcullisd: ParsableCommand {
             }
         }
         if let server { say("portcullisd: control socket \(server.path)") }
+        // systemd starts the units ordered after this one now: the filter is attached, the sources
+        // are open, the workers read and the control socket answers.
+        ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
         waitForStop(
             daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
             controlled: controlled, signals: &signals)
@@ -484,15 +489,22 @@ struct Portcullisd: ParsableCommand {
         var previousLines: UInt64 = 0
         var nextStatus = SystemClock.monotonicSeconds() + statusInterval
         var enforced = [Attachment.Enforcement](repeating: .enforced, count: interfaces.count)
+        // systemd's watchdog (WatchdogSec=) restarts a daemon whose main loop stops turning; it is fed
+        // at least twice per interval.
+        let watchdog = ServiceManager.watchdogInterval
         while true {
+            if watchdog != nil { ServiceManager.keepAlive() }
             // Every 2 s at least: is the filter still there, reading our maps?
-            let wait = statusInterval > 0 ? min(max(nextStatus - SystemClock.monotonicSeconds(), 0), 2) : 2
+            var wait = statusInterval > 0 ? min(max(nextStatus - SystemClock.monotonicSeconds(), 0), 2) : 2
+            if let watchdog { wait = min(wait, watchdog / 2) }
             let signal = signals.next(waitingSeconds: wait)
             if signal == SIGINT || signal == SIGTERM { break }
             if signal == SIGHUP {
                 let previous = daemon
                 let outcome: String
+                ServiceManager.reloading()
                 (daemon, outcome) = reload(daemon, maps: maps)
+                ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
                 controlled?.reloaded(daemon, outcome: outcome)
                 if daemon !== previous { previousLines = 0 }  // a new daemon counts from 0
                 // Scripts that wait for a reload see it in the ready file.
@@ -515,6 +527,7 @@ struct Portcullisd: ParsableCommand {
             say("portcullisd: " + status.statusLine(previousLines: previousLines, interval: statusInterval))
             previousLines = status.total.lines
         }
+        ServiceManager.stopping()
         daemon.stop()
         let status = daemon.status
         for line in status.summaryLines() { say("portcullisd: " + line) }
@@ -627,6 +640,12 @@ struct Portcullisd: ParsableCommand {
             }
         }
         return now
+    }
+
+    /// The line `systemctl status portcullisd` shows once the daemon is ready.
+    private func readyStatus(_ daemon: Daemon, interfaces: [String]) -> String {
+        "protecting \(interfaces.joined(separator: ", ")) with \(daemon.jailNames.count) jail(s): "
+            + daemon.jailNames.joined(separator: ", ")
     }
 
     private func writeReady(_ ready: Ready) {

@@ -62,7 +62,7 @@ struct ConfigurationFileTests {
             help.stdout.split(whereSeparator: { !$0.isLetter && !$0.isNumber && $0 != "-" }).filter {
                 $0.hasPrefix("--") && $0.count > 2
             }.map { String($0.dropFirst(2)) })
-        let own: Set<String> = ["help", "config", "check-config"]
+        let own: Set<String> = ["help", "version", "config", "check-config"]
         #expect(Set(DaemonKeys.all.keys).subtracting(flags).isEmpty, "keys that are no flag")
         #expect(flags.subtracting(own).subtracting(DaemonKeys.all.keys).isEmpty, "flags that are no key")
     }

@@ -1,7 +1,7 @@
 /*
  * CPortcullis.h - the one C module facing the OS. It includes libbpf, libxdp, liburing, libnuma,
- * PCRE2, libsystemd's sd-journal and the socket headers once, and the ABI header shared with the XDP program
- * (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
+ * PCRE2, libsystemd (sd-journal, sd_notify) and the socket headers once, and the ABI header shared
+ * with the XDP program (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
  * facility directly: the libbpf/libxdp log capture (variadic callbacks), atomics with named
  * orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr, accept4, SO_PEERCRED,
  * CPU pinning and one liburing helper. Swift calls them through PortcullisSystem's funnel.
@@ -34,6 +34,7 @@
 #include <numa.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
 #include "portcullis_abi.h"
