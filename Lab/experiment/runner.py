@@ -48,8 +48,9 @@ class ScenarioRun:
             "--threshold", str(s.threshold), "--ban-time", str(s.ban_time), "--workers", str(s.workers),
             "--ban-log", self.path("bans.log"), "--summary-json", self.path("daemon.json"),
             "--status-interval", "0", "--ready-file", self.path("daemon.ready.json"), *self.transport,
-            # A control socket of its own, short enough for sun_path wherever the work directory is.
-            "--control", os.path.join(tempfile.gettempdir(), f"portcullis-experiment-{os.getpid()}.sock"),
+            # A control socket of its own, in the work directory (removed with it, also when the
+            # daemon was killed; /tmp/pc-exp-XXXXXXXX/control.sock fits in sun_path).
+            "--control", self.path("control.sock"),
             *(["--config", s.daemon_config] if s.daemon_config else [])),
             self.path("daemon.out"))
         wait_for_json(self.path("daemon.ready.json"), daemon)

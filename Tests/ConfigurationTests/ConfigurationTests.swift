@@ -12,8 +12,10 @@ private func load(_ text: String) throws(ConfigurationError) -> ConfigurationFil
 }
 
 private func jails(_ text: String) throws -> [JailConfiguration] {
-    let log = NSTemporaryDirectory() + "pc-config-test.log"
+    // The file jails read: it must exist while they are read, and goes afterwards.
+    let log = NSTemporaryDirectory() + "pc-config-test-\(getpid())-\(UUID().uuidString.prefix(8)).log"
     FileManager.default.createFile(atPath: log, contents: nil)
+    defer { unlink(log) }
     return try load(text.replacingOccurrences(of: "LOG", with: log)).jails(
         defaultSource: TransportConfiguration(kind: .shm), filterDirectory: "/etc/fail2ban/filter.d")
 }
