@@ -19,6 +19,8 @@ final class ControlledDaemon: @unchecked Sendable {
     }
 
     private let state = Mutex(State())
+    /// Set when the daemon stops: a `reload` waiting for the main thread gives up at once.
+    private let stopping = Atomic<Bool>(false)
     private var maps: BanMaps?
     /// Set once the server is made (its counters are part of `status`).
     var server: ControlServer?
@@ -31,6 +33,11 @@ final class ControlledDaemon: @unchecked Sendable {
             self.maps = maps
             $0.daemon = daemon
         }
+    }
+
+    /// The daemon stops: nothing waits for the main thread any more.
+    func stop() {
+        stopping.store(true, ordering: .releasing)
     }
 
     /// After a SIGHUP: the daemon now running, and what the reload did.
@@ -142,6 +149,7 @@ final class ControlledDaemon: @unchecked Sendable {
         kill(getpid(), SIGHUP)
         let deadline = SystemClock.monotonicNanoseconds() + 60_000_000_000
         while SystemClock.monotonicNanoseconds() < deadline {
+            if stopping.load(ordering: .acquiring) { return .failure("portcullisd is stopping") }
             let (attempts, outcome) = state.withLock { ($0.attempts, $0.outcome) }
             if attempts != before {
                 var reply = ControlReply(ok: outcome.hasPrefix("reloaded"), error: nil)

@@ -474,6 +474,7 @@ struct Portcullisd: ParsableCommand {
             daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
             controlled: controlled, signals: &signals)
         _ = controlStop.set()
+        controlled?.stop()
         controlThread?.join()
         server?.close()
     }
