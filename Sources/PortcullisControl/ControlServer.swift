@@ -29,7 +29,7 @@ public final class ControlServer: @unchecked Sendable {
     /// How long a peer may take to send its request.
     static let readDeadlineMilliseconds = 2_000
 
-    /// Makes the socket (its directory too, mode 0750), replacing a stale one.
+    /// Makes the socket (its directory too, mode 0755, if missing), replacing a stale one.
     /// - Throws: `ControlError` when the path is too long, its directory cannot be made, or a live
     ///   daemon answers there already.
     public init(
@@ -44,11 +44,12 @@ public final class ControlServer: @unchecked Sendable {
             throw ControlError(
                 "control socket \(path): longer than \(UnixSocketAddress.longestPath) bytes; give a shorter --control")
         }
+        // 0755: /run/portcullis also holds the socket transport's directory, which the services'
+        // users must reach; the control socket itself is 0660 and checks every peer.
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-        if !directory.isEmpty, mkdir(directory, 0o750) != 0, errno != EEXIST {
+        if !directory.isEmpty, mkdir(directory, 0o755) != 0, errno != EEXIST {
             throw ControlError("control socket \(path): cannot make \(directory) (\(Errno(errno)))")
         }
-        if let allowedGroup, !directory.isEmpty { _ = chown(directory, 0, allowedGroup) }
         // A socket left by a daemon that died: replaced; one a live daemon answers on: refused.
         if (try? ControlClient.send(ControlRequest(command: "status"), to: path, timeoutMilliseconds: 500)) != nil {
             throw ControlError("control socket \(path): another portcullisd answers there; stop it first")
