@@ -94,7 +94,8 @@ let tests: [Target] = [
         dependencies: ["LogTransport", "PortcullisCore", "PortcullisSystem", "PortcullisCommandLine", argumentParser],
         path: "Tests/TransportProbe"
     ),
-    .target(name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem"], path: "Tests/TestSupport"),
+    .target(
+        name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem", "XDPTesting"], path: "Tests/TestSupport"),
     .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall"]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
     .testTarget(

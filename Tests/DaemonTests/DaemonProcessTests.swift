@@ -22,7 +22,7 @@ struct DaemonProcessTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         // A control socket of its own (tests run beside each other, and maybe beside a real daemon).
-        let control = arguments.contains("--control") ? [] : ["--control", Self.scratchControlPath()]
+        let control = arguments.contains("--control") ? [] : ["--control", ControlScratch.path()]
         process.arguments =
             [
                 "--net=/run/netns/\(network.receiver)", "--", daemonPath,
@@ -52,11 +52,6 @@ struct DaemonProcessTests {
         return (process, output)
     }
 
-    /// A control socket path no other test uses.
-    static func scratchControlPath() -> String {
-        NSTemporaryDirectory() + "pc-control-\(getpid())-\(UUID().uuidString.prefix(8)).sock"
-    }
-
     /// What `startDaemon` read while waiting.
     nonisolated(unsafe) static var earlierOutput = ""
     var earlier: String {
@@ -65,11 +60,7 @@ struct DaemonProcessTests {
     }
 
     func stopDaemon(_ process: Process, _ output: Pipe) -> String {
-        kill(process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        stopDaemonProcess(process)
         defer { earlier = "" }
         return earlier + String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
@@ -184,7 +175,7 @@ struct DaemonProcessTests {
             let command =
                 ([
                     daemonPath, "--interface", network.receiverInterface, "--pin-dir", scratch.path, "--workers", "50",
-                    "--control", Self.scratchControlPath(),
+                    "--control", ControlScratch.path(),
                     "--table-bins", "16",
                 ] + transport.arguments("shm")).joined(separator: " ")
             let result = try network.run(
@@ -211,11 +202,7 @@ struct DaemonProcessTests {
             try output.fileHandleForReading.close()
             usleep(800_000)
             #expect(daemon.isRunning, "alive after its output's reader went away")
-            kill(daemon.processIdentifier, SIGTERM)
-            let deadline = Date().addingTimeInterval(10)
-            while daemon.isRunning && Date() < deadline { usleep(10_000) }
-            if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) }
-            daemon.waitUntilExit()
+            stopDaemonProcess(daemon)
             earlier = ""
             #expect(daemon.terminationReason == .exit && daemon.terminationStatus == 0, "a clean stop")
         }

@@ -17,9 +17,8 @@ struct JournalJailTests {
         try Privileges.require()
         let journal = try JournalFiles()
         defer { journal.remove() }
-        let fail2ban: Fail2banScratch
-        do {
-            fail2ban = try Fail2banScratch(
+        guard
+            let fail2ban = try Fail2banScratch.make(
                 jailLocal: """
                     [sshd]
                     enabled = true
@@ -27,9 +26,7 @@ struct JournalJailTests {
                     maxretry = 3
                     bantime = 1h
                     """)
-        } catch is Fail2banScratch.Skip {
-            return
-        }
+        else { return }
         defer { fail2ban.remove() }
         var defaultSource = TransportConfiguration(kind: .file)
         defaultSource.journal.directory = journal.directory

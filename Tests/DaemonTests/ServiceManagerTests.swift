@@ -61,7 +61,7 @@ struct ServiceManagerTests {
             [
                 "--net=/run/netns/\(network.receiver)", "--", Products.directory + "/portcullisd",
                 "--interface", network.receiverInterface, "--pin-dir", scratch.path,
-                "--control", NSTemporaryDirectory() + "pc-control-\(getpid())-\(UUID().uuidString.prefix(8)).sock",
+                "--control", ControlScratch.path(),
             ] + transport.arguments("shm")
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let output = Pipe()
@@ -71,13 +71,7 @@ struct ServiceManagerTests {
         return (process, output)
     }
 
-    func stop(_ process: Process) {
-        kill(process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
+    func stop(_ process: Process) { stopDaemonProcess(process) }
 
     @Test(
         "READY=1 once it reads, WATCHDOG=1 within each half watchdog interval, RELOADING=1 and READY=1 around SIGHUP, STOPPING=1"

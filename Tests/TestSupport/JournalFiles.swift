@@ -1,13 +1,14 @@
 import Foundation
 import Testing
+import XDPTesting
 
 /// Journal files written by `systemd-journal-remote` from export-format entries: no journald runs
 /// in CI, and this is how journals from elsewhere are stored. Each `append` runs it once, adding to
 /// the same file (readers following the directory see the file grow).
 public final class JournalFiles {
-    public static let writer = "/lib/systemd/systemd-journal-remote"
+    public static var writer: String { JournalExport.writer }
     /// Whether the tests can write journals here (outside CI a missing tool skips them).
-    public static var available: Bool { FileManager.default.isExecutableFile(atPath: writer) }
+    public static var available: Bool { JournalExport.available }
     /// Use as `.enabled(if: JournalFiles.runnable)`: with `CI` set a missing tool fails the test.
     public static var runnable: Bool { available || Privileges.inCI }
 
@@ -56,17 +57,6 @@ public final class JournalFiles {
             }
             export += Data("\n".utf8)
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.writer)
-        process.arguments = ["--output=\(file)", "--split-mode=none", "-"]
-        let input = Pipe()
-        process.standardInput = input
-        process.standardError = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        input.fileHandleForWriting.write(export)
-        try input.fileHandleForWriting.close()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "\(Self.writer) failed (\(process.terminationStatus))")
+        try JournalExport.append(export, to: file)
     }
 }

@@ -125,3 +125,43 @@ public func runProcess(_ executable: String, _ arguments: [String], timeout: Dou
 public func shell(_ arguments: String..., timeout: Double = 60) throws -> ProcessResult {
     try runProcess("/usr/bin/env", arguments, timeout: timeout)
 }
+
+/// A daemon process's control socket for a test: in the temporary directory, named for this
+/// process, and removed by `stopDaemonProcess` (or, when the test process died first, by the next
+/// test run's sweep).
+public enum ControlScratch {
+    static let prefix = "pct-control-"
+
+    /// A path no other test uses.
+    public static func path() -> String {
+        sweepLeftovers()
+        return NSTemporaryDirectory() + prefix + "\(getpid())-\(UUID().uuidString.prefix(8)).sock"
+    }
+
+    /// Removes the control sockets of test processes that are gone.
+    static func sweepLeftovers() {
+        let directory = NSTemporaryDirectory()
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let digits = name.dropFirst(prefix.count).prefix { $0.isNumber }
+            if let pid = Int32(digits), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH {
+                unlink(directory + name)
+            }
+        }
+    }
+}
+
+/// Stops a daemon process a test started: SIGTERM, SIGKILL after 10 s, and its `--control` socket
+/// removed (a daemon that had to be killed leaves it behind).
+public func stopDaemonProcess(_ process: Process) {
+    kill(process.processIdentifier, SIGTERM)
+    let deadline = Date().addingTimeInterval(10)
+    while process.isRunning && Date() < deadline { usleep(10_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+    if let arguments = process.arguments, let index = arguments.firstIndex(of: "--control"),
+        index + 1 < arguments.count
+    {
+        unlink(arguments[index + 1])
+    }
+}

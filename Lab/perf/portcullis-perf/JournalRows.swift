@@ -1,6 +1,7 @@
 import Foundation
 import LogTransport
 import PortcullisSystem
+import XDPTesting
 
 /// The journald source's row of the `transports` suite: one reader reading a journal of
 /// `--journal-entries` entries from its head (journal files written once, before the rounds, by
@@ -8,7 +9,7 @@ import PortcullisSystem
 /// reader makes, from its start, in alternating rounds. Both are warm in the page cache: what is
 /// measured is the reading, not the disk.
 extension TransportsSuite {
-    static let journalWriter = "/lib/systemd/systemd-journal-remote"
+    static var journalWriter: String { JournalExport.writer }
 
     func journalRow(
         _ row: (String, () throws -> Figure, String, () throws -> Figure) throws -> Void
@@ -112,19 +113,10 @@ extension TransportsSuite {
                 """.utf8)
             if !other { number += 1 }
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.journalWriter)
-        process.arguments = ["--output=\(path)", "--split-mode=none", "-"]
-        let input = Pipe()
-        process.standardInput = input
-        process.standardError = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        input.fileHandleForWriting.write(export)
-        try input.fileHandleForWriting.close()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw MeasurementError(description: "\(Self.journalWriter) failed (\(process.terminationStatus))")
+        do throws(JournalExport.Failure) {
+            try JournalExport.append(export, to: path)
+        } catch {
+            throw MeasurementError(description: error.description)
         }
     }
 }
