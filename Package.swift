@@ -1,13 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// One C target faces the OS (libbpf, libxdp, liburing, libnuma, PCRE2, sd-journal, socket shims): several system
+// One C target faces the OS (libbpf, libxdp, liburing, libnuma, PCRE2, sd-journal, libmicrohttpd, socket shims): several system
 // library modules that each include glibc headers clash in debug builds on this toolchain.
-let systemLibraries: [LinkerSetting] = ["bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd"].map {
+let systemLibraries: [LinkerSetting] = [
+    "bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd", "microhttpd",
+].map {
     .linkedLibrary($0)
 }
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let toml = Target.Dependency.product(name: "TOMLKit", package: "TOMLKit")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
 
 // The product: two programs and the libraries they are made of, laid out along a line's path
 // (BUILD.md, "Layout"). The lab (testbed, perf harness, test helpers) is in Lab/ and is not a
@@ -34,6 +37,11 @@ let product: [Target] = [
         dependencies: ["PortcullisDaemon", "Fail2ban", "LogTransport", "PortcullisCore", "PortcullisSystem", toml]
     ),
     .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisSystem"]),
+    // The Prometheus endpoint: swift-prometheus's registry and text format, libmicrohttpd's HTTP.
+    .target(
+        name: "PortcullisMetrics",
+        dependencies: ["CPortcullis", "PortcullisDaemon", "PortcullisSystem", "XDPFirewall", prometheus]
+    ),
     .target(
         name: "PortcullisCommandLine",
         dependencies: ["LogTransport", "PortcullisSystem", argumentParser]
@@ -50,7 +58,7 @@ let product: [Target] = [
         name: "portcullisd",
         dependencies: [
             "PortcullisDaemon", "PortcullisConfiguration", "PortcullisControl", "PortcullisCommandLine",
-            "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", argumentParser,
+            "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", "PortcullisMetrics", argumentParser,
         ]
     ),
 ]
@@ -111,7 +119,7 @@ let tests: [Target] = [
         name: "DaemonTests",
         dependencies: [
             "PortcullisDaemon", "PortcullisConfiguration", "Fail2ban", "OffenceTable", "PortcullisCore",
-            "PortcullisSystem", "LogTransport", "XDPFirewall", "XDPTesting", "TestSupport",
+            "PortcullisSystem", "LogTransport", "XDPFirewall", "XDPTesting", "TestSupport", "PortcullisMetrics",
         ]
     ),
     .testTarget(name: "LogTransportTests", dependencies: ["LogTransport", "PortcullisSystem", "TestSupport"]),
@@ -128,6 +136,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // The configuration file (toml++ underneath: TOML 1.0, with the line of a syntax error).
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // The metrics registry and Prometheus' text format (swift-atomics and swift-metrics underneath).
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: product + lab + tests
 )

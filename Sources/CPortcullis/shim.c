@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <microhttpd.h>
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_buffer[8192];
@@ -198,4 +199,96 @@ int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, un
 	io_uring_prep_read(sqe, fd, buffer, length, offset);
 	io_uring_sqe_set_data64(sqe, user_data);
 	return 0;
+}
+
+struct cportcullis_http_server {
+	struct MHD_Daemon *daemon;
+	cportcullis_http_handler handler;
+	void *context;
+};
+
+static enum MHD_Result http_access(void *cls, struct MHD_Connection *connection, const char *url, const char *method,
+				   const char *version, const char *upload_data, size_t *upload_data_size,
+				   void **request_state)
+{
+	static int headers_seen;
+	struct cportcullis_http_server *server = cls;
+	struct MHD_Response *response;
+	enum MHD_Result result;
+	const char *type = "text/plain; charset=utf-8";
+	unsigned status = MHD_HTTP_METHOD_NOT_ALLOWED;
+	size_t length = 0;
+	char *body = NULL;
+
+	(void)version;
+	(void)upload_data;
+	/* The first call brings the headers only; answer on the next, after any body. */
+	if (*request_state == NULL) {
+		*request_state = &headers_seen;
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0)
+		body = server->handler(server->context, url, &length, &status, &type);
+	if (body != NULL)
+		response = MHD_create_response_from_buffer(length, body, MHD_RESPMEM_MUST_FREE);
+	else
+		response = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (response == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	result = MHD_queue_response(connection, status, response);
+	MHD_destroy_response(response);
+	return result;
+}
+
+struct cportcullis_http_server *cportcullis_http_start(const struct sockaddr *address, socklen_t length,
+						       cportcullis_http_handler handler, void *context)
+{
+	struct cportcullis_http_server *server;
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+
+	(void)length;
+	server = calloc(1, sizeof(*server));
+	if (server == NULL)
+		return NULL;
+	server->handler = handler;
+	server->context = context;
+	if (address->sa_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* Few, short-lived scrapes: a handful of connections, each closed after 10 s idle, 64 KiB each. */
+	server->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, http_access, server, MHD_OPTION_SOCK_ADDR, address, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned int)16, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)8, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int)10, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
+	if (server->daemon == NULL) {
+		int saved = errno != 0 ? errno : EADDRINUSE;
+
+		free(server);
+		errno = saved;
+		return NULL;
+	}
+	return server;
+}
+
+uint16_t cportcullis_http_port(const struct cportcullis_http_server *server)
+{
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(server->daemon, MHD_DAEMON_INFO_BIND_PORT);
+
+	return info != NULL ? info->port : 0;
+}
+
+void cportcullis_http_stop(struct cportcullis_http_server *server)
+{
+	if (server == NULL)
+		return;
+	MHD_stop_daemon(server->daemon);
+	free(server);
 }

@@ -12,6 +12,19 @@ public struct TransportConfiguration: Sendable, Equatable {
         self.kind = kind
     }
 
+    /// The source in one word, for metrics' labels and logs: `file:PATH`, `shm:NAME`,
+    /// `socket:DIRECTORY`, `journal:MATCH` (`journal` alone for every entry; a directory read
+    /// instead of the system's journal comes first, `journal:DIRECTORY:MATCH`).
+    public var label: String {
+        switch kind {
+        case .file: "file:\(file.path)"
+        case .shm: "shm:\(shm.name)"
+        case .socket: "socket:\(socket.directory)"
+        case .journal:
+            "journal" + (journal.directory.map { ":\($0)" } ?? "") + (journal.match.isEmpty ? "" : ":\(journal.match)")
+        }
+    }
+
     /// Longest line the chosen transport carries.
     public var maxLineLength: Int {
         switch kind {

@@ -39,6 +39,8 @@ final class BanWorker: @unchecked Sendable {
         var retry: [Set<IPAddress>]
         var lastRetry: UInt64 = 0
         var retryInterval = BanWorker.retryInterval
+        /// When the last batch arrived (a ban's line-to-ban latency starts there).
+        var readNanoseconds: UInt64 = 0
         /// Per jail: what its filter made of the lines, and its bans.
         let jails: UnsafeMutablePointer<WorkerCounters>
 
@@ -83,6 +85,7 @@ final class BanWorker: @unchecked Sendable {
         started()
         while !isStopping() {
             let received = receive(into: batch)
+            if received > 0 { state.readNanoseconds = SystemClock.monotonicNanoseconds() }
             let bansBefore = state.counters.bans
             if received > 0 {
                 state.counters.lines += UInt64(received)
@@ -210,8 +213,9 @@ final class BanWorker: @unchecked Sendable {
             counters.pointee.keptLonger += UInt64(result.kept.count)
             if !result.banned.isEmpty {
                 let event = BanEvent(
-                    kind: .ban, addresses: result.banned, monotonicNanoseconds: SystemClock.monotonicNanoseconds(),
-                    jail: jail.name, seconds: result.seconds)
+                    kind: .ban, origin: .filter, addresses: result.banned,
+                    monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: jail.name, seconds: result.seconds,
+                    readNanoseconds: state.readNanoseconds)
                 for publisher in publishers { publisher.publish(event) }
             }
         }

@@ -21,6 +21,10 @@ public final class Daemon: @unchecked Sendable {
     private let lifter: BanLifter
     private let sources: [ReaderGroup]
     private let workers: [BanWorker]
+    /// Of each worker, the index in `sources` of the source it reads.
+    private let workerSources: [Int]
+    /// Each source's `label`.
+    private let sourceLabels: [String]
     /// The escalation counts, when a jail escalates.
     let history: BanHistory?
     private let clock = DaemonClock()
@@ -125,6 +129,7 @@ public final class Daemon: @unchecked Sendable {
         }
         var sources: [ReaderGroup] = []
         var workers: [BanWorker] = []
+        var workerSources: [Int] = []
         var notes = configuration.notes
         if let historyProblem { notes.append(historyProblem) }
         let cpus = configuration.cpus
@@ -153,6 +158,7 @@ public final class Daemon: @unchecked Sendable {
             if let note = readers.note { notes.append(note) }
             for reader in readers.readers {
                 let index = workers.count
+                workerSources.append(sources.count - 1)
                 workers.append(
                     BanWorker(
                         index: index, cpu: cpus.isEmpty ? nil : cpus[index % cpus.count], reader: reader,
@@ -161,6 +167,8 @@ public final class Daemon: @unchecked Sendable {
         }
         self.sources = sources
         self.workers = workers
+        self.workerSources = workerSources
+        sourceLabels = groups.map(\.source.label)
         self.notes = notes
         do {
             try resumeBans()
@@ -227,8 +235,9 @@ public final class Daemon: @unchecked Sendable {
                 result.done, seconds: Array(repeating: seconds ?? 0, count: result.done.count),
                 wallSeconds: SystemClock.wallSeconds())
             let event = BanEvent(
-                kind: .ban, addresses: result.done, monotonicNanoseconds: SystemClock.monotonicNanoseconds(),
-                jail: jail?.name ?? "manual", seconds: Array(repeating: seconds ?? 0, count: result.done.count))
+                kind: .ban, origin: .operator, addresses: result.done,
+                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: jail?.name ?? "manual",
+                seconds: Array(repeating: seconds ?? 0, count: result.done.count))
             for publisher in publishers { publisher.publish(event) }
         }
         return result
@@ -249,7 +258,8 @@ public final class Daemon: @unchecked Sendable {
         result.done = enforcement.operatorUnban(addresses, tables: jails.map(\.table))
         if !result.done.isEmpty {
             let event = BanEvent(
-                kind: .unban, addresses: result.done, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+                kind: .unban, origin: .operator, addresses: result.done,
+                monotonicNanoseconds: SystemClock.monotonicNanoseconds())
             for publisher in publishers { publisher.publish(event) }
         }
         return result
@@ -328,14 +338,26 @@ public final class Daemon: @unchecked Sendable {
         let transport = sources.reduce(ReaderStatistics()) { $0 + $1.statistics }
         let snapshots = workers.map(\.snapshot)
         var perJail = jails.map { JailStatus(name: $0.name, counters: WorkerCounters()) }
-        for (worker, snapshot) in zip(workers, snapshots) {
+        // Per source, its jails' counters from the workers that read it.
+        var perSource = zip(sources, sourceLabels).map {
+            SourceStatus(label: $1, statistics: $0.statistics, jails: [])
+        }
+        for (workerIndex, (worker, snapshot)) in zip(workers, snapshots).enumerated() {
+            let source = workerSources[workerIndex]
             for (position, counters) in snapshot.jails.enumerated() {
-                perJail[worker.jails[position].index].counters =
-                    perJail[worker.jails[position].index].counters + counters
+                let jail = worker.jails[position].index
+                perJail[jail].counters = perJail[jail].counters + counters
+                if let known = perSource[source].jails.firstIndex(where: { $0.name == jails[jail].name }) {
+                    perSource[source].jails[known].counters = perSource[source].jails[known].counters + counters
+                } else {
+                    perSource[source].jails.append(JailStatus(name: jails[jail].name, counters: counters))
+                }
             }
         }
         return DaemonStatus(
-            workers: snapshots.map(\.total), workerCPUs: workers.map(\.cpu), jails: perJail, unbans: lifted.unbans,
+            workers: snapshots.map(\.total), workerCPUs: workers.map(\.cpu), jails: perJail, sources: perSource,
+            tables: jails.map { TableStatus(jail: $0.name, bins: $0.table.bins, occupied: $0.table.occupied) },
+            unbans: lifted.unbans,
             sweptUnbans: lifted.swept, unbannedByOperator: lifted.unbannedByOperator,
             scheduledBans: enforcement.schedule.count, tableBins: jails.reduce(0) { $0 + $1.table.occupied },
             tableReclaimed: jails.reduce(0) { $0 + $1.table.reclaimedStale },

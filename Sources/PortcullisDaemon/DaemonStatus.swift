@@ -1,3 +1,4 @@
+import LogTransport
 import PortcullisSystem
 
 /// Counters of one ban worker. Kept by that worker; published once per batch under a lock, so a
@@ -45,6 +46,23 @@ public struct JailStatus: Sendable {
     public var counters: WorkerCounters
 }
 
+/// One source's reading: what its transport counted, and what each jail reading it made of its
+/// lines.
+public struct SourceStatus: Sendable {
+    /// `TransportConfiguration.label`: `file:/var/log/auth.log`, `journal:_COMM=sshd`...
+    public var label: String
+    public var statistics: ReaderStatistics
+    /// The jails that read this source, in configuration order, with this source's share of their counters.
+    public var jails: [JailStatus]
+}
+
+/// One jail's offence table.
+public struct TableStatus: Sendable {
+    public var jail: String
+    public var bins: Int
+    public var occupied: UInt64
+}
+
 /// A snapshot of the whole daemon.
 public struct DaemonStatus: Sendable {
     public var workers: [WorkerCounters]
@@ -52,6 +70,10 @@ public struct DaemonStatus: Sendable {
     public var workerCPUs: [Int?]
     /// Per jail, in configuration order.
     public var jails: [JailStatus] = []
+    /// Per source, in the order of the jails that read them first.
+    public var sources: [SourceStatus] = []
+    /// Per jail, its table.
+    public var tables: [TableStatus] = []
     public var total: WorkerCounters { workers.reduce(WorkerCounters(), +) }
     public var unbans: UInt64
     /// Of the unbans, those the periodic sweep of the maps found rather than the schedule.

@@ -88,7 +88,8 @@ final class BanLifter: @unchecked Sendable {
     private func lift(_ addresses: [IPAddress], swept: Bool) {
         let deleted = enforcement.lift(addresses, tables: tables, clock: clock) { lifted in
             let event = BanEvent(
-                kind: .unban, addresses: lifted, monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+                kind: .unban, origin: .expiry, addresses: lifted,
+                monotonicNanoseconds: SystemClock.monotonicNanoseconds())
             for publisher in publishers { publisher.publish(event) }
         }
         unbans.wrappingAdd(deleted, ordering: .acquiringAndReleasing)

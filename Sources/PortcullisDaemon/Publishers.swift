@@ -7,7 +7,16 @@ public struct BanEvent: Sendable {
         case unban
     }
 
+    /// Who made the change: a jail's filter (a crossing), an operator (the control socket), the
+    /// daemon's expiry (a ban that ended).
+    public enum Origin: String, Sendable {
+        case filter
+        case `operator`
+        case expiry
+    }
+
     public let kind: Kind
+    public let origin: Origin
     public let addresses: [IPAddress]
     /// `CLOCK_MONOTONIC` nanoseconds when the maps were written.
     public let monotonicNanoseconds: UInt64
@@ -15,11 +24,17 @@ public struct BanEvent: Sendable {
     public let jail: String?
     /// Bans only: how long each address is banned, in seconds (0: for good), in `addresses` order.
     public let seconds: [UInt64]
+    /// A filter's bans: `CLOCK_MONOTONIC` nanoseconds when the worker received the lines that
+    /// made the last crossing (the line-to-ban latency ends at `monotonicNanoseconds`).
+    public let readNanoseconds: UInt64?
 
     public init(
-        kind: Kind, addresses: [IPAddress], monotonicNanoseconds: UInt64, jail: String? = nil, seconds: [UInt64] = []
+        kind: Kind, origin: Origin, addresses: [IPAddress], monotonicNanoseconds: UInt64, jail: String? = nil,
+        seconds: [UInt64] = [], readNanoseconds: UInt64? = nil
     ) {
         self.kind = kind
+        self.origin = origin
+        self.readNanoseconds = readNanoseconds
         self.addresses = addresses
         self.monotonicNanoseconds = monotonicNanoseconds
         self.jail = jail

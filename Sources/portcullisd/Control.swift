@@ -2,6 +2,7 @@ import Glibc
 import PortcullisControl
 import PortcullisCore
 import PortcullisDaemon
+import PortcullisMetrics
 import PortcullisSystem
 import Synchronization
 import XDPFirewall
@@ -48,6 +49,31 @@ final class ControlledDaemon: @unchecked Sendable {
             if outcome.hasPrefix("reloaded") { $0.reloads += 1 }
             $0.outcome = outcome
         }
+    }
+
+    /// What a metrics scrape reads now (nil before the daemon runs).
+    func metricsInputs() -> DaemonMetrics.Inputs? {
+        guard
+            let (daemon, attempts, reloads) = state.withLock({ state in
+                state.daemon.map { ($0, state.attempts, state.reloads) }
+            }),
+            let maps
+        else { return nil }
+        var control: [(name: String, value: UInt64)] = []
+        if let counters = server?.counters {
+            let refused =
+                counters.unauthorised + counters.malformed + counters.oversized + counters.unknownCommand
+                + counters.failed
+            control = [
+                ("ok", counters.requests >= refused ? counters.requests - refused : 0),
+                ("unauthorised", counters.unauthorised), ("malformed", counters.malformed),
+                ("oversized", counters.oversized), ("unknown_command", counters.unknownCommand),
+                ("failed", counters.failed),
+            ]
+        }
+        return DaemonMetrics.Inputs(
+            status: daemon.status, maps: maps, control: control, reloads: UInt64(reloads),
+            reloadsRefused: UInt64(attempts - reloads))
     }
 
     /// Answers one request.

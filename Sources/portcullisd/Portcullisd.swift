@@ -6,6 +6,7 @@ import PortcullisConfiguration
 import PortcullisControl
 import PortcullisCore
 import PortcullisDaemon
+import PortcullisMetrics
 import PortcullisSystem
 import XDPFirewall
 
@@ -208,6 +209,12 @@ struct Portcullisd: ParsableCommand {
             "A group (name or number) whose members may use the control socket besides root.", valueName: "group"))
     var controlGroup: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve Prometheus metrics over HTTP at ADDRESS:PORT (/metrics), e.g. 127.0.0.1:9617; none: off.",
+            valueName: "address"))
+    var metrics = "none"
+
     @Option(help: "Clients the ban history of escalating jails holds at most (the oldest go first).")
     var historyEntries = 100_000
 
@@ -226,6 +233,7 @@ struct Portcullisd: ParsableCommand {
                 for interface in interfaces { _ = try Attachment.index(of: interface) }
                 _ = try BPFObjectLocator().locate(explicit: bpfObject)
                 try checkOutputDirectories()
+                _ = try metricsEndpoint()
                 let jails = configuration.effectiveJails
                 for jail in jails { say("portcullisd: " + jail.description) }
                 for note in configuration.notes { say("portcullisd: note: \(note)") }
@@ -259,6 +267,16 @@ struct Portcullisd: ParsableCommand {
                 "--control-group \(controlGroup): no such group; give a group name or number")
         }
         return entry.pointee.gr_gid
+    }
+
+    /// `--metrics` parsed (nil: none).
+    private func metricsEndpoint() throws(DaemonError) -> MetricsEndpoint? {
+        guard metrics != "none" else { return nil }
+        do throws(MetricsError) {
+            return try MetricsEndpoint(metrics)
+        } catch {
+            throw DaemonError.invalidSetting("--metrics: \(error)")
+        }
     }
 
     private func checkOutputDirectories() throws(DaemonError) {
@@ -378,6 +396,7 @@ struct Portcullisd: ParsableCommand {
         let objectPath = try BPFObjectLocator().locate(explicit: bpfObject)
         try checkOutputDirectories()
         let controlGroupID = try controlGroupID()
+        let metricsEndpoint = try metricsEndpoint()
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
         let pins = PinDirectory(pinDirectory)
 
@@ -388,17 +407,30 @@ struct Portcullisd: ParsableCommand {
         StopSignals.ignoreBrokenPipes()
         // The control socket is made before the interface is touched (a path in use refuses the
         // start); it answers once the daemon runs.
-        var controlled: ControlledDaemon?
+        let controlled = ControlledDaemon()
         var server: ControlServer?
         if control != "none" {
-            let holder = ControlledDaemon()
             do throws(ControlError) {
-                server = try ControlServer(path: control, allowedGroup: controlGroupID) { holder.handle($0) }
+                server = try ControlServer(path: control, allowedGroup: controlGroupID) { controlled.handle($0) }
             } catch {
                 throw DaemonError.invalidSetting(error.description)
             }
-            holder.server = server
-            controlled = holder
+            controlled.server = server
+        }
+        // The metrics endpoint too: a port in use refuses the start before anything is attached.
+        var publishers: [BanPublisher] = log.map { [$0] } ?? []
+        var metricsServer: MetricsServer?
+        if let metricsEndpoint {
+            let metrics = DaemonMetrics(version: PortcullisVersion.current)
+            do throws(MetricsError) {
+                metricsServer = try MetricsServer(endpoint: metricsEndpoint) {
+                    metrics.render(controlled.metricsInputs())
+                }
+            } catch {
+                server?.close()
+                throw DaemonError.invalidSetting(error.description)
+            }
+            publishers.append(metrics)
         }
         // Every interface reads the same pinned maps: one ban drops on all of them.
         var outcomes: [(interface: String, outcome: Attachment.Outcome)] = []
@@ -422,10 +454,11 @@ struct Portcullisd: ParsableCommand {
                         + "there would drop nothing; pass the --pin-dir it was attached with, or detach it first "
                         + "(portcullis detach \(interface))")
             }
-            daemon = try Daemon(configuration: configuration, maps: maps, publishers: log.map { [$0] } ?? [])
+            daemon = try Daemon(configuration: configuration, maps: maps, publishers: publishers)
             try daemon.start()
         } catch {
             server?.close()
+            metricsServer?.close()
             // Nothing half-attached, nothing newly pinned left behind.
             for (interface, outcome) in outcomes where outcome.newlyAttached {
                 try? Attachment.detach(interface: interface)
@@ -454,10 +487,10 @@ struct Portcullisd: ParsableCommand {
                 pinDirectory: pins.path, resumedBans: daemon.resumedBans,
                 transport: transport.transport.rawValue, workers: daemon.status.workers.count,
                 jails: daemon.configuration.effectiveJails.map(\.name),
-                pid: Int(getpid()), reloads: 0)
+                pid: Int(getpid()), reloads: 0, metrics: metricsServer.map { $0.endpoint.url(port: $0.port) })
             writeReady(ready!)
         }
-        controlled?.started(daemon, maps: maps)
+        controlled.started(daemon, maps: maps)
         let controlStop = StopFlag()
         let controlThread = try server.map { (server) throws -> SystemThread in
             do throws(Errno) {
@@ -467,6 +500,14 @@ struct Portcullisd: ParsableCommand {
             }
         }
         if let server { say("portcullisd: control socket \(server.path)") }
+        if let metricsServer {
+            say("portcullisd: metrics at \(metricsServer.endpoint.url(port: metricsServer.port))")
+            if !metricsServer.endpoint.isLoopback {
+                say(
+                    "portcullisd: note: the metrics are served beyond this host (\(metricsServer.endpoint.hostText)); "
+                        + "restrict who reaches the port, or use 127.0.0.1", to: STDERR_FILENO)
+            }
+        }
         // systemd starts the units ordered after this one now: the filter is attached, the sources
         // are open, the workers read and the control socket answers.
         ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
@@ -474,16 +515,17 @@ struct Portcullisd: ParsableCommand {
             daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
             controlled: controlled, signals: &signals)
         _ = controlStop.set()
-        controlled?.stop()
+        controlled.stop()
         controlThread?.join()
         server?.close()
+        metricsServer?.close()
     }
 
     /// Prints the status every --status-interval until SIGINT or SIGTERM, then stops the daemon
     /// and prints (and writes) its summary.
     private func waitForStop(
         _ running: Daemon, interfaces: [String], maps: BanMaps, objectPath: String, pins: PinDirectory,
-        ready: Ready?, controlled: ControlledDaemon?, signals: inout StopSignals
+        ready: Ready?, controlled: ControlledDaemon, signals: inout StopSignals
     ) {
         var daemon = running
         var ready = ready
@@ -506,7 +548,7 @@ struct Portcullisd: ParsableCommand {
                 ServiceManager.reloading()
                 (daemon, outcome) = reload(daemon, maps: maps)
                 ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
-                controlled?.reloaded(daemon, outcome: outcome)
+                controlled.reloaded(daemon, outcome: outcome)
                 if daemon !== previous { previousLines = 0 }  // a new daemon counts from 0
                 // Scripts that wait for a reload see it in the ready file.
                 if daemon !== previous, var updated = ready {
@@ -567,6 +609,7 @@ struct Portcullisd: ParsableCommand {
                 ("history-age", "\(historyAge)", "\(command.historyAge)"),
                 ("control", control, command.control),
                 ("control-group", controlGroup ?? "", command.controlGroup ?? ""),
+                ("metrics", metrics, command.metrics),
             ]
             if let changed = restartOnly.first(where: { $0.1 != $0.2 }) {
                 throw DaemonError.invalidSetting(
@@ -674,10 +717,12 @@ struct Portcullisd: ParsableCommand {
         let pid: Int
         /// Reloads done (SIGHUP with a configuration that was taken).
         var reloads: Int
+        /// The metrics URL (with the port picked for port 0), if served.
+        let metrics: String?
 
         enum CodingKeys: String, CodingKey {
             case interface, interfaces, mode, newlyAttached = "newly_attached", pinDirectory = "pin_directory"
-            case resumedBans = "resumed_bans", transport, workers, jails, pid, reloads
+            case resumedBans = "resumed_bans", transport, workers, jails, pid, reloads, metrics
         }
     }
 

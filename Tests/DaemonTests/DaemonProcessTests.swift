@@ -551,4 +551,111 @@ extension DaemonProcessTests {
             #expect(try maps.lookup(IPAddress("198.18.16.3")!) != nil)
         }
     }
+
+    @Test(
+        "metrics: /metrics over HTTP passes promtool check metrics; lines, bans, latency, bans in force and the XDP counters move during an attack; an operator's ban counts as such; other paths and methods are refused; the daemon lives on"
+    )
+    func metricsEndpoint() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") else {
+            if Privileges.inCI { Issue.record("promtool is missing: tools/install-deps installs Debian's prometheus") }
+            return
+        }
+        try withTestNetwork("p") { network, scratch in
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            let directory = NSTemporaryDirectory() + "pc-metrics-test-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let ready = directory + "/ready.json"
+            let socket = directory + "/control.sock"
+            let lines = transport.arguments("shm")
+            let (daemon, output) = try startDaemon(
+                network,
+                lines + [
+                    "--pin-dir", scratch.path, "--threshold", "3", "--ban-time", "600", "--metrics", "127.0.0.1:0",
+                    "--ready-file", ready, "--control", socket,
+                ], waitUntilReading: true)
+            defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+            #expect(try eventually(within: 10) { FileManager.default.fileExists(atPath: ready) })
+            let readyText = try String(contentsOfFile: ready, encoding: .utf8)
+            let url = try #require(
+                readyText.firstMatch(of: /"metrics":"(http:[^"]+)"/).map {
+                    String($0.1).replacingOccurrences(of: "\\/", with: "/")
+                },
+                "\(readyText)")
+            /// `curl` in the daemon's namespace: the body, or with `code` the status alone.
+            func fetch(_ url: String, _ extra: [String] = []) throws -> ProcessResult {
+                try network.run(in: network.receiver, ["/usr/bin/curl", "-sS", "--max-time", "10"] + extra + [url])
+            }
+            func scrape() throws -> String {
+                let result = try fetch(url)
+                #expect(result.status == 0, "\(result.stderr)")
+                return result.stdout
+            }
+            func value(_ text: String, _ series: String) -> Double? {
+                for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+                    return Double(line.dropFirst(series.count + 1))
+                }
+                return nil
+            }
+            let before = try scrape()
+            let check = try network.run(
+                in: network.receiver,
+                ["/bin/sh", "-c", "/usr/bin/curl -sS --max-time 10 \(url) | /usr/bin/promtool check metrics"])
+            #expect(check.status == 0, "promtool: \(check.stdout) \(check.stderr)\n\(before)")
+            #expect(value(before, "process_resident_memory_bytes").map { $0 > 0 } == true, "\(before)")
+            #expect(before.contains("portcullis_build_info{version="), "\(before)")
+
+            // The attack: traffic from 198.18.0.1, its offences (and nine others'), its traffic again.
+            #expect(try network.sendUDP(from: "198.18.0.1", count: 20) == 20)
+            let writer = try Probe(["write"] + lines + ["--offenders", "10", "--lines", "3"])
+            #expect(try writer.finish().status == 0)
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            #expect(try eventually(within: 10) { try maps.entries().count == 10 })
+            #expect(try network.sendUDP(from: "198.18.0.1", count: 50) == 50)
+            let ban = try runProcess(Products.cli, ["ban", "198.18.17.1", "--control", socket])
+            #expect(ban.status == 0, "\(ban.stderr)")
+
+            let after = try scrape()
+            let source = "source=\"shm:\(transport.shmName)\""
+            #expect(value(after, "portcullis_lines_total{jail=\"default\",\(source)}") == 30, "\(after)")
+            #expect(value(after, "portcullis_lines_matched_total{jail=\"default\",\(source)}") == 30)
+            #expect(value(after, "portcullis_bans_total{jail=\"default\",origin=\"filter\"}") == 10)
+            #expect(value(after, "portcullis_bans_total{jail=\"manual\",origin=\"operator\"}") == 1)
+            #expect(value(after, "portcullis_line_to_ban_seconds_count") == 10)
+            #expect(value(after, "portcullis_bans_in_force{jail=\"default\"}") == 10)
+            #expect(value(after, "portcullis_bans_in_force{jail=\"manual\"}") == 1)
+            #expect(value(after, "portcullis_ban_map_entries{family=\"ipv4\"}") == 11)
+            let dropped = "portcullis_xdp_packets_total{verdict=\"dropped\"}"
+            #expect((value(after, dropped) ?? 0) - (value(before, dropped) ?? 0) >= 50, "\(after)")
+            let passed = "portcullis_xdp_packets_total{verdict=\"passed\"}"
+            #expect((value(after, passed) ?? 0) - (value(before, passed) ?? 0) >= 20)
+            #expect(value(after, "portcullis_control_requests_total{result=\"ok\"}").map { $0 >= 1 } == true)
+            let recheck = try network.run(
+                in: network.receiver,
+                ["/bin/sh", "-c", "/usr/bin/curl -sS --max-time 10 \(url) | /usr/bin/promtool check metrics"])
+            #expect(recheck.status == 0, "promtool: \(recheck.stdout) \(recheck.stderr)")
+
+            let base = String(url.dropLast("/metrics".count))
+            #expect(try fetch(base + "/nothing", ["-o", "/dev/null", "-w", "%{http_code}"]).stdout == "404")
+            #expect(try fetch(url, ["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "x"]).stdout == "405")
+            #expect(try fetch(base + "/").stdout.contains("/metrics"))
+
+            // A second daemon on the port in use: refused in one line before it touches anything.
+            let port = String(url.dropFirst("http://127.0.0.1:".count).prefix { $0.isNumber })
+            let second = try network.run(
+                in: network.receiver,
+                [
+                    daemonPath, "--interface", network.receiverInterface, "--pin-dir", scratch.path + "-second",
+                    "--control", directory + "/second.sock", "--metrics", "127.0.0.1:" + port,
+                ] + lines)
+            #expect(second.status == 1 && second.stderr.contains("cannot listen"), "\(second.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: scratch.path + "-second"), "nothing pinned")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/second.sock"))
+            #expect(daemon.isRunning, "alive after all that")
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 0, "\(text)")
+            #expect(text.contains("metrics at http://127.0.0.1:"), "\(text)")
+        }
+    }
 }

@@ -4,7 +4,8 @@
  * with the XDP program (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
  * facility directly: the libbpf/libxdp log capture (variadic callbacks), atomics with named
  * orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr, accept4, SO_PEERCRED,
- * CPU pinning and one liburing helper. Swift calls them through PortcullisSystem's funnel.
+ * CPU pinning, one liburing helper and an HTTP endpoint over GNU libmicrohttpd (its start is variadic).
+ * Swift calls them through PortcullisSystem's funnel.
  */
 #ifndef CPORTCULLIS_H
 #define CPORTCULLIS_H
@@ -164,5 +165,22 @@ int cportcullis_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 /* liburing's static inline helpers, forwarded so Swift calls one function each. */
 int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
 				 uint64_t user_data);
+
+/*
+ * A small HTTP server (GNU libmicrohttpd, its own thread, epoll) answering GET and HEAD with what
+ * `handler` returns: a body from malloc(3) (freed after sending; NULL for an empty one) with its
+ * length, status and content type. Other methods get 405 without calling it; request bodies are
+ * discarded. `handler` runs on the server's thread, one request at a time.
+ */
+typedef char *(*cportcullis_http_handler)(void *context, const char *url, size_t *length, unsigned *status,
+					  const char **content_type);
+struct cportcullis_http_server;
+/* Listens on `address` (IPv4 or IPv6; port 0 picks one). NULL with errno when it cannot. */
+struct cportcullis_http_server *cportcullis_http_start(const struct sockaddr *address, socklen_t length,
+						       cportcullis_http_handler handler, void *context);
+/* The port it listens on. */
+uint16_t cportcullis_http_port(const struct cportcullis_http_server *server);
+/* Stops the thread, closes every connection and frees the server. */
+void cportcullis_http_stop(struct cportcullis_http_server *server);
 
 #endif /* CPORTCULLIS_H */
