@@ -201,6 +201,27 @@ int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, un
 	return 0;
 }
 
+size_t cportcullis_credentials_space(void)
+{
+	return CMSG_SPACE(sizeof(struct ucred));
+}
+
+int64_t cportcullis_message_uid(const struct msghdr *message)
+{
+	struct cmsghdr *header;
+
+	for (header = CMSG_FIRSTHDR(message); header != NULL; header = CMSG_NXTHDR((struct msghdr *)message, header)) {
+		if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_CREDENTIALS &&
+		    header->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred credentials;
+
+			memcpy(&credentials, CMSG_DATA(header), sizeof(credentials));
+			return credentials.uid;
+		}
+	}
+	return -1;
+}
+
 struct cportcullis_http_server {
 	struct MHD_Daemon *daemon;
 	cportcullis_http_handler handler;

@@ -87,6 +87,13 @@ extension TransportConfiguration {
                 count > 1
                 ? "journal source: one worker reads the journal (--workers \(count) applies to shm and socket)" : nil
             return ReaderGroup(readers: [reader], owners: [reader], note: note)
+        case .syslog:
+            // One socket, one reader: datagrams come in one queue.
+            let reader = try SyslogReader(options: syslog)
+            let note =
+                count > 1
+                ? "syslog source: one worker reads the socket (--workers \(count) applies to shm and socket)" : nil
+            return ReaderGroup(readers: [reader], owners: [reader], note: note)
         }
     }
 }

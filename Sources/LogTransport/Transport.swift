@@ -9,6 +9,8 @@ public enum TransportKind: String, Sendable, CaseIterable {
     case file
     /// The systemd journal, read through `sd_journal` (journald writes it: no `LogWriter`).
     case journal
+    /// A syslog datagram socket (and optionally UDP on loopback) that rsyslog or `logger` send to.
+    case syslog
 
     /// The kinds with a writer: the transports services (and `portcullis tap`) publish through.
     public static let writable: [TransportKind] = [.shm, .socket, .file]

@@ -5,6 +5,7 @@ public struct TransportConfiguration: Sendable, Equatable {
     public var socket = SocketOptions()
     public var file = FileOptions()
     public var journal = JournalOptions()
+    public var syslog = SyslogOptions()
     /// Shared-memory readers: any worker thread may take any ring.
     public var workloadStealing = true
 
@@ -22,7 +23,16 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .socket: "socket:\(socket.directory)"
         case .journal:
             "journal" + (journal.directory.map { ":\($0)" } ?? "") + (journal.match.isEmpty ? "" : ":\(journal.match)")
+        case .syslog: "syslog:\(syslog.path)"
         }
+    }
+
+    /// What one reader of this source is made of: jails whose sources differ only in the syslog
+    /// tags they read share one reader of the socket (the tags route its lines to them).
+    public var readerKey: TransportConfiguration {
+        var key = self
+        if kind == .syslog { key.syslog = syslog.withoutTags }
+        return key
     }
 
     /// Longest line the chosen transport carries.
@@ -32,6 +42,7 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .socket: socket.maxLineLength
         case .file: file.maxLineLength
         case .journal: journal.maxLineLength
+        case .syslog: syslog.maxLineLength
         }
     }
 
@@ -42,6 +53,7 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .socket: try socket.validate()
         case .file: try file.validate()
         case .journal: try journal.validate()
+        case .syslog: try syslog.validate()
         }
     }
 
@@ -55,6 +67,10 @@ public struct TransportConfiguration: Sendable, Equatable {
             throw .invalidConfiguration(
                 "the journal is written by journald, not through Portcullis: log with logger or systemd-cat, or "
                     + "pick --transport shm, socket or file")
+        case .syslog:
+            throw .invalidConfiguration(
+                "the syslog source is written by syslog clients: logger --socket \(syslog.path), or rsyslog's omuxsock; "
+                    + "pick --transport shm, socket or file")
         }
     }
 
@@ -66,6 +82,7 @@ public struct TransportConfiguration: Sendable, Equatable {
         case .socket: try SocketReader(options: socket, policy: policy)
         case .file: try FileReader(options: file)
         case .journal: try JournalReader(options: journal)
+        case .syslog: try SyslogReader(options: syslog)
         }
     }
 }

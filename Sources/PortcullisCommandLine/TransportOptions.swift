@@ -5,7 +5,10 @@ import LogTransport
 /// The transport knobs shared by every program that writes or reads offence lines
 /// (`portcullis tap`, `portcullisd`, the testbed's udp-server, the test probe).
 public struct TransportOptions: ParsableArguments {
-    @Option(help: "Transport: shm (shared-memory rings), socket (SOCK_SEQPACKET) or file (a tailed log).")
+    @Option(
+        help: ArgumentHelp(
+            "Transport: shm (shared-memory rings), socket (SOCK_SEQPACKET) or file (a tailed log); for portcullisd "
+                + "also journal or syslog."))
     public var transport: TransportKind = .shm
 
     @Option(name: .customLong("shm-name"), help: ArgumentHelp("Shared-memory segment name.", valueName: "/name"))
@@ -59,6 +62,26 @@ public struct TransportOptions: ParsableArguments {
     public var fileMaxLine = FileOptions().maxLineLength
 
     @Option(
+        name: .customLong("syslog-socket"),
+        help: ArgumentHelp(
+            "The syslog source's datagram socket (rsyslog's omuxsock, logger -u PATH).", valueName: "path"))
+    public var syslogSocket = SyslogOptions.defaultPath
+    @Option(
+        name: .customLong("syslog-udp"),
+        help: ArgumentHelp(
+            "Also receive syslog over UDP at this loopback address (e.g. 127.0.0.1:5514).", valueName: "address"))
+    public var syslogUDP: String?
+    @Option(
+        name: .customLong("syslog-allow-uid"),
+        help: ArgumentHelp(
+            "A user (besides root) whose messages on the syslog socket are read (repeatable).", valueName: "uid"))
+    public var syslogAllowUIDs: [UInt32] = []
+    @Option(
+        name: .customLong("syslog-max-line"),
+        help: "Longest syslog line in bytes; longer messages are skipped and counted.")
+    public var syslogMaxLine = SyslogOptions().maxLineLength
+
+    @Option(
         name: .customLong("block-timeout"),
         help: ArgumentHelp(
             "Writers: how long a lossless (block) reader that does not read may hold them before they go on without "
@@ -102,12 +125,17 @@ public struct TransportOptions: ParsableArguments {
         configuration.file.uringDepth = fileUringDepth
         configuration.file.startAtBeginning = fileFromStart
         configuration.file.maxLineLength = fileMaxLine
+        configuration.syslog.path = syslogSocket
+        configuration.syslog.udp = syslogUDP
+        configuration.syslog.allowedUIDs = syslogAllowUIDs.map { uid_t($0) }
+        configuration.syslog.maxLineLength = syslogMaxLine
         let owners = TrustedOwners(uids: trustUIDs.map { uid_t($0) }, gids: trustGIDs.map { gid_t($0) })
         configuration.shm.owners = owners
         configuration.shm.blockTimeoutMilliseconds = blockTimeout
         configuration.socket.blockTimeoutMilliseconds = blockTimeout
         configuration.socket.owners = owners
         configuration.file.owners = owners
+        configuration.syslog.owners = owners
         return configuration
     }
 }

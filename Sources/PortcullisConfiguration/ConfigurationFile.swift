@@ -167,10 +167,12 @@ public struct ConfigurationFile {
                 if own.sourceKey != nil { (filter.sourceKey, filter.sourceLine) = (own.sourceKey, own.sourceLine) }
             }
             guard enabled else { continue }
-            // Journal lines carry no date; a journal source without a match takes its fail2ban
-            // filter's journalmatch, as fail2ban's systemd backend does.
+            // Journal and syslog lines carry no date (the time they arrive is theirs); a journal
+            // source without a match takes its fail2ban filter's journalmatch, as fail2ban's
+            // systemd backend does.
             let journal = jail.source.kind == .journal
-            jail.filter = try resolve(filter, jail: name, filterDirectory: filterDirectory, detectsDates: !journal)
+            let dated = !journal && jail.source.kind != .syslog
+            jail.filter = try resolve(filter, jail: name, filterDirectory: filterDirectory, detectsDates: dated)
             if journal, jail.source.journal.match.isEmpty, case .fail2ban(let definition, _, _) = jail.filter {
                 jail.source.journal.match = JournalMatch.joining(definition.journalmatch)
                 do throws(TransportError) {

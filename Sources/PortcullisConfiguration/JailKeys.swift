@@ -9,7 +9,7 @@ import TOMLKit
 /// | key | value |
 /// |---|---|
 /// | `enabled` | true (the default) or false |
-/// | `source` | `"file:/var/log/auth.log"`, `"shm"`, `"shm:/name"`, `"socket"`, `"socket:/dir"`, `"journal"`, `"journal:MATCH"` (fail2ban's journalmatch: `"journal:_SYSTEMD_UNIT=ssh.service + _COMM=sshd"`); default: the daemon's transport |
+/// | `source` | `"file:/var/log/auth.log"`, `"shm"`, `"shm:/name"`, `"socket"`, `"socket:/dir"`, `"journal"`, `"journal:MATCH"` (fail2ban's journalmatch: `"journal:_SYSTEMD_UNIT=ssh.service + _COMM=sshd"`), `"syslog"`, `"syslog:TAG,TAG"` (the daemon's syslog socket, messages of these tags); default: the daemon's transport |
 /// | `filter` | a fail2ban filter by name or path, with arguments: `"sshd[mode=aggressive]"` |
 /// | `failregex`, `ignoreregex` | inline patterns (a string or an array), fail2ban's tags |
 /// | `maxretry` | offences that ban |
@@ -125,7 +125,8 @@ enum JailKeys {
         guard let kind = parts.first.flatMap(TransportKind.init(rawValue:)) else {
             throw SettingError(
                 "'\(text)' is no source; write \"file:/var/log/NAME.log\", \"shm\", \"shm:/name\", \"socket\", "
-                    + "\"socket:/directory\", \"journal\" or \"journal:_SYSTEMD_UNIT=NAME.service\"")
+                    + "\"socket:/directory\", \"journal\", \"journal:_SYSTEMD_UNIT=NAME.service\", \"syslog\" or \"syslog:TAG,TAG\""
+            )
         }
         jail.source.kind = kind
         if kind == .journal {
@@ -136,6 +137,17 @@ enum JailKeys {
                 throw SettingError(error.description)
             }
             jail.source.journal.match = match
+            return
+        }
+        if kind == .syslog {
+            // The daemon's socket (--syslog-socket), the messages of these tags (none: all).
+            jail.source.syslog.tags =
+                parts.count == 2 ? parts[1].split(separator: ",").map { String($0.filter { $0 != " " }) } : []
+            do throws(TransportError) {
+                try jail.source.syslog.validate()
+            } catch {
+                throw SettingError(error.description)
+            }
             return
         }
         guard parts.count == 2 else {
@@ -149,7 +161,7 @@ enum JailKeys {
         case .file: jail.source.file.path = parts[1]
         case .shm: jail.source.shm.name = parts[1]
         case .socket: jail.source.socket.directory = parts[1]
-        case .journal: break
+        case .journal, .syslog: break
         }
     }
 

@@ -16,6 +16,8 @@ final class BanWorker: @unchecked Sendable {
     private let enforcement: Enforcement
     private let clock: DaemonClock
     private let publishers: [BanPublisher]
+    /// Per jail: which lines of a syslog source are its (nil: every line, whole).
+    private let routes: [SyslogRoute?]
     private let published: Mutex<WorkerSnapshot>
 
     /// Crossings collected before a batched map update within one batch of lines: the first client
@@ -52,9 +54,10 @@ final class BanWorker: @unchecked Sendable {
     }
 
     init(
-        index: Int, cpu: Int?, reader: LogReader, jails: [(index: Int, jail: Jail)], enforcement: Enforcement,
-        clock: DaemonClock, publishers: [BanPublisher]
+        index: Int, cpu: Int?, reader: LogReader, jails: [(index: Int, jail: Jail)], routes: [SyslogRoute?]? = nil,
+        enforcement: Enforcement, clock: DaemonClock, publishers: [BanPublisher]
     ) {
+        self.routes = routes ?? Array(repeating: nil, count: jails.count)
         self.index = index
         self.cpu = cpu
         self.reader = reader
@@ -74,7 +77,7 @@ final class BanWorker: @unchecked Sendable {
     /// - Parameter started: called once the thread is pinned and about to read.
     func run(isStopping: () -> Bool, started: () -> Void) {
         if let cpu { try? SystemThread.pinCurrent(to: cpu) }
-        let filters = jails.map { $0.jail.makeFilter() }
+        let filters = jails.indices.map { jails[$0].jail.makeFilter(route: routes[$0]) }
         let batch = LineBatch(byteCapacity: 1 << 20, lineCapacity: 8192)
         let pending = UnsafeMutablePointer<IPAddress>.allocate(capacity: Self.prefetchGroup)
         var state = State(jails: jails.count)
@@ -131,7 +134,16 @@ final class BanWorker: @unchecked Sendable {
         let counters = state.jails + index
         counters.pointee.lines += UInt64(batch.count)
         var pendingCount = 0
-        batch.forEachLine { line in
+        batch.forEachLine { whole in
+            var line = whole
+            if let route = filter.route {
+                // Another jail's syslog line: not this jail's to look at.
+                guard let routed = route.select(whole) else {
+                    counters.pointee.lines -= 1
+                    return
+                }
+                line = routed
+            }
             switch filter.scan(line) {
             case .offence(let address):
                 counters.pointee.matched += 1

@@ -117,13 +117,33 @@ public final class Daemon: @unchecked Sendable {
             enforcement: enforcement, tables: jails.map(\.table), history: history, clock: clock,
             publishers: publishers)
         // One reader group per distinct source: jails watching the same log share its lines.
-        var groups: [(source: TransportConfiguration, jails: [(index: Int, jail: Jail)])] = []
+        // Jails on the syslog socket share its reader whatever tags they read: their routes
+        // (tags; the message alone for the built-in scanner) pick their lines.
+        var groups: [(source: TransportConfiguration, jails: [(index: Int, jail: Jail)], routes: [SyslogRoute?])] = []
         for (index, jail) in jails.enumerated() {
             for source in jail.configuration.sources {
-                if let group = groups.firstIndex(where: { $0.source == source }) {
+                var route: SyslogRoute?
+                if source.kind == .syslog {
+                    let builtIn = if case .builtIn = jail.configuration.filter { true } else { false }
+                    route = SyslogRoute(tags: source.syslog.tags, messageOnly: builtIn)
+                }
+                if let group = groups.firstIndex(where: { $0.source == source.readerKey }) {
+                    if let known = groups[group].jails.firstIndex(where: { $0.index == index }) {
+                        // The same jail on the socket twice: the tags of both (none: all).
+                        let old = groups[group].routes[known], new = route
+                        if let old, let new, !old.tags.isEmpty, !new.tags.isEmpty {
+                            groups[group].routes[known] = SyslogRoute(
+                                tags: (old.tags + new.tags).map { String(decoding: $0, as: UTF8.self) },
+                                messageOnly: old.messageOnly)
+                        } else if let old {
+                            groups[group].routes[known] = SyslogRoute(tags: [], messageOnly: old.messageOnly)
+                        }
+                        continue
+                    }
                     groups[group].jails.append((index, jail))
+                    groups[group].routes.append(route)
                 } else {
-                    groups.append((source, [(index, jail)]))
+                    groups.append((source.readerKey, [(index, jail)], [route]))
                 }
             }
         }
@@ -162,7 +182,8 @@ public final class Daemon: @unchecked Sendable {
                 workers.append(
                     BanWorker(
                         index: index, cpu: cpus.isEmpty ? nil : cpus[index % cpus.count], reader: reader,
-                        jails: group.jails, enforcement: enforcement, clock: clock, publishers: publishers))
+                        jails: group.jails, routes: group.routes, enforcement: enforcement, clock: clock,
+                        publishers: publishers))
             }
         }
         self.sources = sources

@@ -159,6 +159,9 @@ public struct JailConfiguration: Sendable, Equatable {
                 "journal"
                     + (source.journal.directory.map { " in \($0)" } ?? "")
                     + (source.journal.match.isEmpty ? "" : " matching \(source.journal.match)")
+            case .syslog:
+                "syslog \(source.syslog.path)" + (source.syslog.udp.map { " and udp \($0)" } ?? "")
+                    + (source.syslog.tags.isEmpty ? "" : " tagged \(source.syslog.tags.joined(separator: ","))")
             }
         }.joined(separator: ", ")
         var line =
@@ -247,11 +250,11 @@ final class Jail: Sendable {
         }
     }
 
-    /// A filter for one worker thread.
-    func makeFilter() -> LineFilter {
+    /// A filter for one worker thread (reading a syslog source: with the jail's route on it).
+    func makeFilter(route: SyslogRoute? = nil) -> LineFilter {
         LineFilter(
             scanner: LineScanner(maxLineLength: maxLineLength), matchers: regexes.map { FailRegex.Matcher($0) },
-            fail2ban: fail2banFilter.map { FilterMatcher($0) })
+            fail2ban: fail2banFilter.map { FilterMatcher($0) }, route: route)
     }
 
     /// How long each of `addresses` is banned now, in seconds (0: for good): the jail's ban time,
@@ -279,6 +282,8 @@ struct LineFilter {
     let matchers: [FailRegex.Matcher]
     /// Holds the multi-line state of its filter (per thread).
     let fail2ban: FilterMatcher?
+    /// A syslog source's lines: which are the jail's, and what of them its filter reads.
+    var route: SyslogRoute? = nil
 
     @inline(__always)
     func scan(_ line: UnsafeRawBufferPointer) -> ScanOutcome {

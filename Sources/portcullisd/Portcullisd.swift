@@ -369,7 +369,7 @@ struct Portcullisd: ParsableCommand {
                 // One cursor per journal and match: jails reading the same entries share it.
                 let journal = (source.journal.directory ?? "system") + " " + source.journal.match
                 source.journal.cursorPath = stateDir + "/journal-\(String(journal.stableTag, radix: 16)).cursor"
-            case .shm, .socket: break
+            case .shm, .socket, .syslog: break
             }
             return source
         }

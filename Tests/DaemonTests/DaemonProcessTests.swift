@@ -658,4 +658,91 @@ extension DaemonProcessTests {
             #expect(text.contains("metrics at http://127.0.0.1:"), "\(text)")
         }
     }
+
+    @Test(
+        "the syslog socket fed by logger --socket: routed by tag to an sshd jail (fail2ban's filter, RFC 3164 and 5424) and a built-in one; UDP on loopback; other tags and users not allowed ban nothing"
+    )
+    func syslogSource() throws {
+        let filters = "/etc/fail2ban/filter.d"
+        guard FileManager.default.fileExists(atPath: filters + "/sshd.conf") else {
+            if Privileges.inCI { Issue.record("fail2ban's filters are missing: tools/install-deps installs fail2ban") }
+            return
+        }
+        try withTestNetwork("r") { network, scratch in
+            let directory = NSTemporaryDirectory() + "pc-syslog-daemon-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            chmod(directory, 0o755)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let socket = directory + "/syslog.sock"
+            let config = directory + "/portcullis.toml"
+            try """
+            [jail.sshd]
+            source = "syslog:sshd,sshd-session"
+            filter = "sshd"
+            maxretry = 3
+            bantime = "10m"
+
+            [jail.app]
+            source = "syslog:app"
+            maxretry = 2
+            bantime = "10m"
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let (daemon, output) = try startDaemon(
+                network,
+                [
+                    "--config", config, "--filter-dir", filters, "--pin-dir", scratch.path, "--syslog-socket", socket,
+                    "--syslog-udp", "127.0.0.1:5514", "--state-dir", directory + "/state",
+                ], waitUntilReading: true)
+            defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+            func logger(_ arguments: [String], _ message: String, times: Int, as user: String? = nil) throws {
+                for _ in 0..<times {
+                    let command = ["/usr/bin/logger"] + arguments + [message]
+                    let result =
+                        if let user {
+                            try runProcess(
+                                "/usr/bin/setpriv", ["--reuid=\(user)", "--regid=\(user)", "--clear-groups"] + command)
+                        } else {
+                            try network.run(in: network.receiver, command)
+                        }
+                    #expect(result.status == 0, "\(result.stderr)")
+                }
+            }
+            let unix = ["--socket", socket]
+            try logger(unix + ["-t", "sshd", "-i"], "Failed password for root from 198.18.30.1 port 22 ssh2", times: 3)
+            try logger(
+                unix + ["--rfc5424", "-t", "sshd-session", "-i"],
+                "Failed password for invalid user x from 198.18.30.4 port 22 ssh2", times: 3)
+            try logger(
+                unix + ["-t", "app"], "2026-12-01 10:00:00 client 198.18.30.2 exceeded request rate limit", times: 2)
+            try logger(
+                ["-d", "-n", "127.0.0.1", "-P", "5514", "-t", "app"],
+                "2026-12-01 10:00:00 client 198.18.30.5 exceeded request rate limit", times: 2)
+            // Other tags, and a user the socket does not take: nothing.
+            try logger(
+                unix + ["-t", "other", "-i"], "Failed password for root from 198.18.30.3 port 22 ssh2", times: 5)
+            try logger(
+                unix + ["-t", "sshd"], "2026-12-01 10:00:00 client 198.18.30.3 exceeded request rate limit", times: 5)
+            try logger(
+                unix + ["-t", "app"], "2026-12-01 10:00:00 client 198.18.30.6 exceeded request rate limit", times: 3,
+                as: "65534")
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            let banned = ["198.18.30.1", "198.18.30.4", "198.18.30.2", "198.18.30.5"]
+            #expect(try eventually(within: 10) { try maps.entries().count == banned.count })
+            let origins = try maps.originNames()
+            let entries = try maps.entries()
+            for (address, jail) in zip(banned, ["sshd", "sshd", "app", "app"]) {
+                let entry = entries.first { $0.address.description == address }
+                #expect(entry.map { origins[$0.origin] } == jail, "\(address) banned by \(jail)")
+            }
+            #expect(daemon.isRunning)
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 0, "\(text)")
+            #expect(text.contains("syslog \(socket) and udp 127.0.0.1:5514 tagged sshd,sshd-session"), "\(text)")
+            // sshd: 3 + 3 of its own, 5 of the other format (not matching); app: 2 + 2 of its own.
+            #expect(text.contains("jail sshd: 11 lines, 6 matched"), "\(text)")
+            #expect(text.contains("jail app: 4 lines, 4 matched"), "\(text)")
+            #expect(text.contains("3 writers refused"), "\(text)")
+            #expect(!FileManager.default.fileExists(atPath: socket), "the socket goes with the daemon")
+        }
+    }
 }

@@ -60,7 +60,7 @@ extension TransportsSuite {
     }
 
     /// One round: a new reader reads `lines` lines from the start. - Returns: its lines/s.
-    private static func timedRead(_ configuration: TransportConfiguration, lines: Int) throws -> Figure {
+    static func timedRead(_ configuration: TransportConfiguration, lines: Int) throws -> Figure {
         let start = SystemClock.monotonicNanoseconds()
         let reader = try configuration.makeReader()
         defer { reader.close() }

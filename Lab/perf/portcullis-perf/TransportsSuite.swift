@@ -9,13 +9,13 @@ import PortcullisSystem
 
 /// Suite `transports`: lines per second per reader through each transport, one writer thread to
 /// one or two reader threads in this process, every line checked for loss and duplication; and the
-/// journald source reading a journal against the file tail reading the same lines.
+/// journald and syslog sources against the file tail reading the same lines.
 struct TransportsSuite: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "transports",
         abstract:
             "Lines/s per reader: shm vs a C ring, sockets one-line-per-write vs sendmmsg vs packed, file tails, "
-            + "the journal vs a file.")
+            + "the journal and the syslog socket vs a file.")
 
     @OptionGroup var options: HarnessOptions
 
@@ -34,12 +34,16 @@ struct TransportsSuite: ParsableCommand {
     @Option(help: "Entries of the journal the journal source reads (against a file of the same lines).")
     var journalEntries = 100_000
 
-    @Option(help: "Measure only these transports (repeatable: shm, socket, file, journal); default all.")
+    @Option(help: "Messages the syslog source receives (against a file of the lines it makes of them).")
+    var syslogMessages = 100_000
+
+    @Option(help: "Measure only these transports (repeatable: shm, socket, file, journal, syslog); default all.")
     var only: [TransportKind] = []
 
     func validate() throws {
         if lines < 1000 || slowLines < 1000 { throw ValidationError("--lines and --slow-lines must be at least 1000") }
         if journalEntries < 1000 { throw ValidationError("--journal-entries must be at least 1000") }
+        if syslogMessages < 1000 { throw ValidationError("--syslog-messages must be at least 1000") }
     }
 
     /// The text after each line's 16-digit number: a realistic offence line.
@@ -131,6 +135,7 @@ struct TransportsSuite: ParsableCommand {
                 }, "same, default buffers", packed)
         }
         if kinds.contains(.journal) { try journalRow(row) }
+        if kinds.contains(.syslog) { try syslogRow(row) }
         guard kinds.contains(.file) else { return results }
         let batched = { try runSwift(.file, readers: 1, lines: lines, batch: 256) }
         try row("file batched appends, io_uring tail 1→1", batched, "file write per line 1→1") {

@@ -162,6 +162,13 @@ int cportcullis_accept4(int fd, int flags);
 /* SO_PEERCRED of a connected UNIX socket (struct ucred is hidden by _GNU_SOURCE). */
 int cportcullis_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 
+/*
+ * SCM_CREDENTIALS of a received datagram (a socket with SO_PASSCRED): the room a message's control
+ * buffer needs, and the sender's uid from it (-1 when the message carries none). CMSG_* are macros.
+ */
+size_t cportcullis_credentials_space(void);
+int64_t cportcullis_message_uid(const struct msghdr *message);
+
 /* liburing's static inline helpers, forwarded so Swift calls one function each. */
 int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
 				 uint64_t user_data);
