@@ -1,70 +1,30 @@
 import CPortcullis
 import Glibc
+import PortcullisSystem
 
 /// Where the metrics endpoint listens: `127.0.0.1:9617`, `[::1]:9617`, `localhost:9617`; port 0
 /// lets the kernel pick one (tests).
 public struct MetricsEndpoint: Sendable, Equatable, CustomStringConvertible {
-    public enum Host: Sendable, Equatable {
-        case ipv4(in_addr_t)
-        case ipv6(in6_addr)
-
-        public static func == (left: Host, right: Host) -> Bool {
-            switch (left, right) {
-            case (.ipv4(let a), .ipv4(let b)): a == b
-            case (.ipv6(var a), .ipv6(var b)): memcmp(&a, &b, MemoryLayout<in6_addr>.size) == 0
-            default: false
-            }
-        }
-    }
-
-    public let host: Host
-    public let hostText: String
-    public let port: UInt16
+    public let address: InternetSocketAddress
+    public var hostText: String { address.host }
+    public var port: UInt16 { address.port }
+    /// Loopback (127.0.0.0/8 or ::1): reachable from this host only.
+    public var isLoopback: Bool { address.isLoopback }
 
     /// - Throws: one line naming what is wrong and what to write instead.
     public init(_ text: String) throws(MetricsError) {
-        let usage = "give ADDRESS:PORT, e.g. 127.0.0.1:9617 or [::1]:9617, or none"
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
-            throw MetricsError("metrics address '\(text)': no port; \(usage)")
-        }
-        var host = String(text[..<colon])
-        if host == "localhost" { host = "127.0.0.1" }
-        if host.hasPrefix("[") && host.hasSuffix("]") {
-            host = String(host.dropFirst().dropLast())
-            var address = in6_addr()
-            guard inet_pton(AF_INET6, host, &address) == 1 else {
-                throw MetricsError("metrics address '\(text)': '\(host)' is not an IPv6 address; \(usage)")
-            }
-            self.host = .ipv6(address)
-        } else {
-            var address = in_addr()
-            guard inet_pton(AF_INET, host, &address) == 1 else {
-                throw MetricsError("metrics address '\(text)': '\(host)' is not an IPv4 address; \(usage)")
-            }
-            self.host = .ipv4(address.s_addr)
-        }
-        hostText = host
-        self.port = port
-    }
-
-    /// Loopback (127.0.0.0/8 or ::1): reachable from this host only.
-    public var isLoopback: Bool {
-        switch host {
-        case .ipv4(let address): UInt32(bigEndian: address) >> 24 == 127
-        case .ipv6(var address):
-            withUnsafeBytes(of: &address) { bytes in bytes.dropLast().allSatisfy { $0 == 0 } && bytes.last == 1 }
+        do throws(InternetSocketAddressError) {
+            address = try InternetSocketAddress(text)
+        } catch {
+            throw MetricsError(
+                "metrics address '\(text)': \(error); give ADDRESS:PORT, e.g. 127.0.0.1:9617 or [::1]:9617, or none")
         }
     }
 
     public var description: String { url(port: port) }
 
     /// `http://HOST:PORT/metrics`.
-    public func url(port: UInt16) -> String {
-        switch host {
-        case .ipv4: "http://\(hostText):\(port)/metrics"
-        case .ipv6: "http://[\(hostText)]:\(port)/metrics"
-        }
-    }
+    public func url(port: UInt16) -> String { "http://\(address.urlHost):\(port)/metrics" }
 }
 
 public struct MetricsError: Error, CustomStringConvertible, Sendable {
@@ -86,28 +46,8 @@ public final class MetricsServer: @unchecked Sendable {
         self.endpoint = endpoint
         self.body = body
         let context = Unmanaged.passUnretained(self).toOpaque()
-        let started: OpaquePointer?
-        switch endpoint.host {
-        case .ipv4(let address):
-            var socket = sockaddr_in()
-            socket.sin_family = sa_family_t(AF_INET)
-            socket.sin_port = endpoint.port.bigEndian
-            socket.sin_addr.s_addr = address
-            started = withUnsafePointer(to: &socket) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    cportcullis_http_start($0, socklen_t(MemoryLayout<sockaddr_in>.size), Self.handler, context)
-                }
-            }
-        case .ipv6(let address):
-            var socket = sockaddr_in6()
-            socket.sin6_family = sa_family_t(AF_INET6)
-            socket.sin6_port = endpoint.port.bigEndian
-            socket.sin6_addr = address
-            started = withUnsafePointer(to: &socket) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    cportcullis_http_start($0, socklen_t(MemoryLayout<sockaddr_in6>.size), Self.handler, context)
-                }
-            }
+        let started = endpoint.address.withSocketAddress { address, length in
+            cportcullis_http_start(address, length, Self.handler, context)
         }
         guard let started else {
             let reason = String(cString: strerror(errno))

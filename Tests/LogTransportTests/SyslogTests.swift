@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LogTransport
+import PortcullisSystem
 import Testing
 import TestSupport
 
@@ -130,11 +131,7 @@ struct SyslogTests {
 
         // A crashed reader's socket (bound, then its process gone): replaced.
         let stale = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { path in
-            _ = options.path.utf8CString.withUnsafeBytes { path.copyMemory(from: $0) }
-        }
+        var address = try #require(UnixSocketAddress.of(options.path))
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(stale, $0, socklen_t(MemoryLayout<sockaddr_un>.size))

@@ -64,19 +64,30 @@ extension TransportsSuite {
         let start = SystemClock.monotonicNanoseconds()
         let reader = try configuration.makeReader()
         defer { reader.close() }
+        let count = try readLines(reader, expected: lines)
+        return figure(count: count, expected: lines, since: start)
+    }
+
+    /// Reads until `expected` lines came, or none for a second. - Returns: how many came.
+    static func readLines(_ reader: LogReader, expected: Int) throws -> Int {
         let batch = LineBatch(byteCapacity: 1 << 20, lineCapacity: 8192)
         var count = 0
         var idle = 0
-        while count < lines && idle < 10 {
+        while count < expected && idle < 10 {
             batch.removeAll()
             let read = try reader.wait(into: batch, timeoutMilliseconds: 100)
             idle = read == 0 ? idle + 1 : 0
             count += read
         }
+        return count
+    }
+
+    /// The rate of `count` lines since `start`, with those missing or extra.
+    static func figure(count: Int, expected: Int, since start: UInt64) -> Figure {
         let seconds = Double(SystemClock.monotonicNanoseconds() - start) / 1e9
         return Figure(
-            rate: Double(count) / seconds, lost: UInt64(max(lines - count, 0)),
-            duplicated: UInt64(max(count - lines, 0)))
+            rate: Double(count) / seconds, lost: UInt64(max(expected - count, 0)),
+            duplicated: UInt64(max(count - expected, 0)))
     }
 
     /// `entries` sshd entries in journal export format through systemd-journal-remote, each

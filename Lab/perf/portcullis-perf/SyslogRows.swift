@@ -57,11 +57,7 @@ extension TransportsSuite {
         let sender = try SystemThread.spawn {
             let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             defer { close(fd) }
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { sunPath in
-                _ = path.utf8CString.withUnsafeBytes { sunPath.copyMemory(from: $0) }
-            }
+            guard var address = UnixSocketAddress.of(path) else { return }
             let connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                     connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
@@ -73,23 +69,12 @@ extension TransportsSuite {
                 if message.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) < 0 && errno != EINTR { return }
             }
         }
-        let batch = LineBatch(byteCapacity: 1 << 20, lineCapacity: 8192)
-        var count = 0
-        var idle = 0
         // Closed before the sender is joined: a sender blocked on a reader gone sees its sends fail.
         defer {
             reader.close()
             sender.join()
         }
-        while count < messages.count && idle < 20 {
-            batch.removeAll()
-            let read = try reader.wait(into: batch, timeoutMilliseconds: 100)
-            idle = read == 0 ? idle + 1 : 0
-            count += read
-        }
-        let seconds = Double(SystemClock.monotonicNanoseconds() - start) / 1e9
-        return Figure(
-            rate: Double(count) / seconds, lost: UInt64(max(messages.count - count, 0)),
-            duplicated: UInt64(max(count - messages.count, 0)))
+        let count = try readLines(reader, expected: messages.count)
+        return figure(count: count, expected: messages.count, since: start)
     }
 }

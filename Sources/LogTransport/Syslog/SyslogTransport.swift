@@ -40,7 +40,7 @@ public struct SyslogOptions: Sendable, Equatable {
             throw .invalidConfiguration(
                 "syslog socket '\(path)': give an absolute path of at most \(UnixSocketAddress.longestPath) bytes")
         }
-        if let udp { _ = try SyslogUDPAddress(udp) }
+        if let udp { _ = try InternetSocketAddress(syslogUDP: udp) }
         for tag in tags where !SyslogRoute.isTag(tag) {
             throw .invalidConfiguration(
                 "syslog tag '\(tag)': a tag is 1 to 48 characters without blanks, '[', ':' or ','; e.g. syslog:sshd,nginx"
@@ -52,49 +52,17 @@ public struct SyslogOptions: Sendable, Equatable {
     }
 }
 
-/// `--syslog-udp`: a loopback address and port.
-struct SyslogUDPAddress {
-    var storage: sockaddr_storage
-    var length: socklen_t
-    var family: Int32
-
-    init(_ text: String) throws(TransportError) {
-        var storage = sockaddr_storage()
+extension InternetSocketAddress {
+    /// `--syslog-udp`: a loopback address and port.
+    init(syslogUDP text: String) throws(TransportError) {
         let usage = "give a loopback ADDRESS:PORT, e.g. 127.0.0.1:5514 or [::1]:5514"
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port > 0
-        else { throw .invalidConfiguration("syslog UDP address '\(text)': no port; \(usage)") }
-        var host = String(text[..<colon])
-        if host == "localhost" { host = "127.0.0.1" }
-        if host.hasPrefix("["), host.hasSuffix("]") {
-            var address = in6_addr()
-            guard inet_pton(AF_INET6, String(host.dropFirst().dropLast()), &address) == 1,
-                withUnsafeBytes(of: address, { $0.dropLast().allSatisfy { $0 == 0 } && $0.last == 1 })
-            else { throw .invalidConfiguration("syslog UDP address '\(text)': not ::1; \(usage)") }
-            var socket = sockaddr_in6()
-            socket.sin6_family = sa_family_t(AF_INET6)
-            socket.sin6_port = port.bigEndian
-            socket.sin6_addr = address
-            withUnsafeBytes(of: socket) { bytes in
-                withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) }
-            }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            family = AF_INET6
-            self.storage = storage
-        } else {
-            var address = in_addr()
-            guard inet_pton(AF_INET, host, &address) == 1, UInt32(bigEndian: address.s_addr) >> 24 == 127 else {
-                throw .invalidConfiguration("syslog UDP address '\(text)': not a loopback address; \(usage)")
-            }
-            var socket = sockaddr_in()
-            socket.sin_family = sa_family_t(AF_INET)
-            socket.sin_port = port.bigEndian
-            socket.sin_addr = address
-            withUnsafeBytes(of: socket) { bytes in
-                withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) }
-            }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            family = AF_INET
-            self.storage = storage
+        do throws(InternetSocketAddressError) {
+            self = try InternetSocketAddress(text)
+        } catch {
+            throw .invalidConfiguration("syslog UDP address '\(text)': \(error); \(usage)")
+        }
+        guard port > 0, isLoopback else {
+            throw .invalidConfiguration("syslog UDP address '\(text)': not a loopback address and port; \(usage)")
         }
     }
 }
@@ -372,20 +340,14 @@ public final class SyslogReader: LogReader {
             }
             setReceiveBuffer(unix)
             if let text = options.udp {
-                let address = try SyslogUDPAddress(text)
+                let address = try InternetSocketAddress(syslogUDP: text)
                 udp = socket(
                     address.family,
-                    Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
-                    0)
+                    Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
                 guard udp >= 0 else {
                     throw TransportError.system(operation: "create the syslog UDP socket", errno: errno)
                 }
-                var storage = address.storage
-                try transportCall("bind syslog UDP \(text)") {
-                    withUnsafePointer(to: &storage) {
-                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(udp, $0, address.length) }
-                    }
-                }
+                try transportCall("bind syslog UDP \(text)") { address.withSocketAddress { bind(udp, $0, $1) } }
                 setReceiveBuffer(udp)
             }
         } catch {
