@@ -2,6 +2,12 @@
 /*
  * portcullis.bpf.c - the XDP filter: drops frames whose source address holds a ban in force.
  *
+ * Every structure that may cover a source is asked in turn: its exact ban, its fixed-length
+ * prefixes (longest first), the CIDR trie and the blocklists; the first ban in force drops it,
+ * unless the source is in the allowlist, which passes it whatever covers it (looked up only then:
+ * a source nothing covers passes without that lookup). A source whose only covering bans have
+ * ended passes as expired. Structures never used are skipped without a lookup (PC_CONFIG_USED_*).
+ *
  * The ban check comes first, as soon as the fixed network header is readable, so that a banned
  * source cannot buy its way past the filter with malformed options or extension headers. Frames
  * from other sources are then checked further only to count malformed ones; they always pass.
@@ -51,6 +57,103 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_origins SEC(".maps");
 
+/* Fixed-length prefix bans: key (length, masked address), one lookup per configured length. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_PREFIX_ENTRIES);
+	__type(key, struct pc_prefix4_key);
+	__type(value, struct pc_ban);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_prefix_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_PREFIX_ENTRIES);
+	__type(key, struct pc_prefix6_key);
+	__type(value, struct pc_ban);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_prefix_v6 SEC(".maps");
+
+/* Bans of any other prefix length (an operator's 198.18.0.0/15). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_CIDR_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix4_key);
+	__type(value, struct pc_ban);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_cidr_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_CIDR_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix6_key);
+	__type(value, struct pc_ban);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_cidr_v6 SEC(".maps");
+
+/* Never dropped: the allowlist (value unused: 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_ALLOW_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix4_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_allow_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_ALLOW_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix6_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_allow_v6 SEC(".maps");
+
+/* The blocklists: one slot holding the trie of every loaded list, swapped whole. */
+struct pc_list_trie_v4 {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_LIST_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix4_key);
+	__type(value, struct pc_ban);
+};
+
+struct pc_list_trie_v6 {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_LIST_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix6_key);
+	__type(value, struct pc_ban);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct pc_list_trie_v4);
+} pc_lists_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct pc_list_trie_v6);
+} pc_lists_v6 SEC(".maps");
+
+/* Fixed prefix lengths and which structures were ever used (portcullis_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_CONFIG_COUNT);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_config SEC(".maps");
+
 /* libxdp dispatcher settings: run before other programs and hand on only what we pass. */
 struct {
 	__uint(priority, 10);
@@ -69,16 +172,185 @@ static __always_inline int pc_count(__u32 index, struct xdp_md *ctx, int verdict
 	return verdict;
 }
 
-/* Returns the verdict for a source found in a ban map. */
-static __always_inline int pc_enforce(struct pc_ban *ban, struct xdp_md *ctx)
-{
-	__u64 expires_ns = ban->expires_ns;
+/* What the bans found so far say: PC_FOUND_NONE, or an ended ban was seen (the source passes as
+ * expired unless a ban in force covers it too). */
+enum pc_found {
+	PC_FOUND_NONE = 0,
+	PC_FOUND_ENDED = 1,
+};
 
-	if (expires_ns != 0 && bpf_ktime_get_boot_ns() >= expires_ns)
-		return pc_count(PC_STAT_EXPIRED, ctx, XDP_PASS);
+static __always_inline int pc_used(__u32 index);
+
+/*
+ * A ban found for the source: one in force drops it (and counts on itself), unless the source is
+ * in the allowlist, which passes it counted as allowed; an ended one is remembered. The allowlist
+ * is looked up only here, when something would drop: a source no ban covers passes without it.
+ * Returns the verdict, or -1 to look on.
+ */
+static __always_inline int pc_decide(struct pc_ban *ban, void *allow, __u32 allow_used, const void *source,
+				     struct xdp_md *ctx, int *found)
+{
+	__u64 expires_ns;
+
+	if (!ban)
+		return -1;
+	expires_ns = ban->expires_ns;
+	if (expires_ns != 0 && bpf_ktime_get_boot_ns() >= expires_ns) {
+		*found = PC_FOUND_ENDED;
+		return -1;
+	}
+	if (pc_used(allow_used) && bpf_map_lookup_elem(allow, source))
+		return pc_count(PC_STAT_ALLOWED, ctx, XDP_PASS);
 	/* Shared by every CPU that sees this source: atomic. */
 	__sync_fetch_and_add(&ban->dropped, 1);
 	return pc_count(PC_STAT_DROPPED, ctx, XDP_DROP);
+}
+
+static __always_inline int pc_used(__u32 index)
+{
+	__u32 *value = bpf_map_lookup_elem(&pc_config, &index);
+
+	return value && *value;
+}
+
+static __always_inline __u32 pc_lengths(__u32 index)
+{
+	__u32 *value = bpf_map_lookup_elem(&pc_config, &index);
+
+	return value ? *value : 0;
+}
+
+/* The IPv4 address `addr` (network order) with all but its first `length` bits cleared. */
+static __always_inline __u32 pc_mask4(__u32 addr, __u32 length)
+{
+	if (length == 0)
+		return 0;
+	if (length >= 32)
+		return addr;
+	return addr & bpf_htonl(~0u << (32 - length));
+}
+
+/* The verdict for an IPv4 source. */
+static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, int *found)
+{
+	struct pc_prefix4_key prefix;
+	__u32 addr, lengths, length;
+	void *lists;
+	int verdict, i;
+
+	__builtin_memcpy(&addr, saddr, sizeof(addr));
+	prefix.prefixlen = 32;
+	__builtin_memcpy(prefix.addr, &addr, sizeof(addr));
+	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v4, prefix.addr), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
+			    &prefix, ctx, found);
+	if (verdict >= 0)
+		return verdict;
+	if (pc_used(PC_CONFIG_USED_PREFIX_V4)) {
+		lengths = pc_lengths(PC_CONFIG_LENGTHS_V4);
+#pragma unroll
+		for (i = 0; i < PC_MAX_PREFIX_LENGTHS; i++) {
+			length = (lengths >> (8 * i)) & 0xff;
+			if (length == 0)
+				break;
+			struct pc_prefix4_key key = {.prefixlen = length};
+			__u32 masked = pc_mask4(addr, length);
+
+			__builtin_memcpy(key.addr, &masked, sizeof(masked));
+			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v4, &key), &pc_allow_v4,
+					    PC_CONFIG_USED_ALLOW_V4, &prefix, ctx, found);
+			if (verdict >= 0)
+				return verdict;
+		}
+	}
+	if (pc_used(PC_CONFIG_USED_CIDR_V4)) {
+		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v4, &prefix), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
+				    &prefix, ctx, found);
+		if (verdict >= 0)
+			return verdict;
+	}
+	if (pc_used(PC_CONFIG_USED_LISTS_V4)) {
+		__u32 slot = PC_LISTS_SLOT;
+
+		lists = bpf_map_lookup_elem(&pc_lists_v4, &slot);
+		if (lists) {
+			verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
+					    &prefix, ctx, found);
+			if (verdict >= 0)
+				return verdict;
+		}
+	}
+	return -1;
+}
+
+/* The IPv6 address `addr` with all but its first `length` bits cleared, word by word. */
+static __always_inline void pc_mask6(__u32 *out, const __u32 *addr, __u32 length)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 4; i++) {
+		__u32 first = 32 * i;
+
+		if (length >= first + 32)
+			out[i] = addr[i];
+		else if (length <= first)
+			out[i] = 0;
+		else
+			out[i] = addr[i] & bpf_htonl(~0u << (32 - (length - first)));
+	}
+}
+
+/* The verdict for an IPv6 source. */
+static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, int *found)
+{
+	struct pc_prefix6_key prefix;
+	__u32 addr[4], lengths, length;
+	void *lists;
+	int verdict, i;
+
+	__builtin_memcpy(addr, saddr, sizeof(addr));
+	prefix.prefixlen = 128;
+	__builtin_memcpy(prefix.addr, addr, sizeof(addr));
+	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v6, prefix.addr), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
+			    &prefix, ctx, found);
+	if (verdict >= 0)
+		return verdict;
+	if (pc_used(PC_CONFIG_USED_PREFIX_V6)) {
+		lengths = pc_lengths(PC_CONFIG_LENGTHS_V6);
+#pragma unroll
+		for (i = 0; i < PC_MAX_PREFIX_LENGTHS; i++) {
+			length = (lengths >> (8 * i)) & 0xff;
+			if (length == 0)
+				break;
+			struct pc_prefix6_key key = {.prefixlen = length};
+			__u32 masked[4];
+
+			pc_mask6(masked, addr, length);
+			__builtin_memcpy(key.addr, masked, sizeof(masked));
+			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v6, &key), &pc_allow_v6,
+					    PC_CONFIG_USED_ALLOW_V6, &prefix, ctx, found);
+			if (verdict >= 0)
+				return verdict;
+		}
+	}
+	if (pc_used(PC_CONFIG_USED_CIDR_V6)) {
+		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v6, &prefix), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
+				    &prefix, ctx, found);
+		if (verdict >= 0)
+			return verdict;
+	}
+	if (pc_used(PC_CONFIG_USED_LISTS_V6)) {
+		__u32 slot = PC_LISTS_SLOT;
+
+		lists = bpf_map_lookup_elem(&pc_lists_v6, &slot);
+		if (lists) {
+			verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
+					    &prefix, ctx, found);
+			if (verdict >= 0)
+				return verdict;
+		}
+	}
+	return -1;
 }
 
 SEC("xdp")
@@ -89,31 +361,28 @@ int pc_xdp_filter(struct xdp_md *ctx)
 		.end = (void *)(long)ctx->data_end,
 	};
 	void *saddr = NULL;
-	struct pc_ban *ban;
+	int found = PC_FOUND_NONE;
+	int verdict;
 
 	switch (pc_parse_source(&cursor, &saddr)) {
-	case PC_L3_IPV4: {
-		struct pc_ipv4_key key;
-
-		__builtin_memcpy(&key, saddr, sizeof(key));
-		ban = bpf_map_lookup_elem(&pc_bans_v4, &key);
-		if (ban)
-			return pc_enforce(ban, ctx);
+	case PC_L3_IPV4:
+		verdict = pc_check_ipv4(saddr, ctx, &found);
+		if (verdict >= 0)
+			return verdict;
+		if (found == PC_FOUND_ENDED)
+			return pc_count(PC_STAT_EXPIRED, ctx, XDP_PASS);
 		if (pc_validate_ipv4(&cursor) < 0)
 			return pc_count(PC_STAT_MALFORMED, ctx, XDP_PASS);
 		return pc_count(PC_STAT_PASSED, ctx, XDP_PASS);
-	}
-	case PC_L3_IPV6: {
-		struct pc_ipv6_key key;
-
-		__builtin_memcpy(&key, saddr, sizeof(key));
-		ban = bpf_map_lookup_elem(&pc_bans_v6, &key);
-		if (ban)
-			return pc_enforce(ban, ctx);
+	case PC_L3_IPV6:
+		verdict = pc_check_ipv6(saddr, ctx, &found);
+		if (verdict >= 0)
+			return verdict;
+		if (found == PC_FOUND_ENDED)
+			return pc_count(PC_STAT_EXPIRED, ctx, XDP_PASS);
 		if (pc_validate_ipv6(&cursor) < 0)
 			return pc_count(PC_STAT_MALFORMED, ctx, XDP_PASS);
 		return pc_count(PC_STAT_PASSED, ctx, XDP_PASS);
-	}
 	case PC_L3_OTHER:
 		return pc_count(PC_STAT_PASSED, ctx, XDP_PASS);
 	default:

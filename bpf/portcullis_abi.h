@@ -14,7 +14,7 @@
 
 /* Bumped whenever a map below changes meaning or layout; stored in the meta map of a pin directory
  * so that a daemon never reuses pinned maps written by another layout. */
-#define PC_ABI_VERSION 2
+#define PC_ABI_VERSION 3
 /* "PCUL" as a little-endian u32: marks a meta map as ours. */
 #define PC_ABI_MAGIC 0x4c554350
 
@@ -24,6 +24,15 @@
 #define PC_MAP_STATS "pc_stats"
 #define PC_MAP_META "pc_meta"
 #define PC_MAP_ORIGINS "pc_origins"
+#define PC_MAP_PREFIX_V4 "pc_prefix_v4"
+#define PC_MAP_PREFIX_V6 "pc_prefix_v6"
+#define PC_MAP_CIDR_V4 "pc_cidr_v4"
+#define PC_MAP_CIDR_V6 "pc_cidr_v6"
+#define PC_MAP_ALLOW_V4 "pc_allow_v4"
+#define PC_MAP_ALLOW_V6 "pc_allow_v6"
+#define PC_MAP_LISTS_V4 "pc_lists_v4"
+#define PC_MAP_LISTS_V6 "pc_lists_v6"
+#define PC_MAP_CONFIG "pc_config"
 
 /* Name of the XDP program (its function name, as the kernel and libxdp report it). */
 #define PC_PROG_NAME "pc_xdp_filter"
@@ -32,6 +41,14 @@
 
 /* Default number of entries of each ban map; user space sets the real size before load. */
 #define PC_DEFAULT_BAN_ENTRIES 1048576
+
+/* Entries of each fixed-length prefix hash (all its lengths together), of each CIDR trie, of each
+ * allowlist trie, and of each blocklist trie (all loaded lists of a family together). The tries
+ * allocate per entry (BPF_F_NO_PREALLOC); the prefix hashes are preallocated like the ban maps. */
+#define PC_PREFIX_ENTRIES 262144
+#define PC_CIDR_ENTRIES 65536
+#define PC_ALLOW_ENTRIES 16384
+#define PC_LIST_ENTRIES 1048576
 
 /* Up to this many 802.1Q / 802.1ad tags are skipped before the network header. */
 #define PC_MAX_VLAN_TAGS 2
@@ -74,6 +91,61 @@ struct pc_ban {
 	__u32 reserved;
 };
 
+/*
+ * Keys of the prefix hashes, the CIDR and allowlist tries and the blocklist tries: the layout of
+ * struct bpf_lpm_trie_key. Offsets (bytes):
+ *   pc_prefix4_key: 0 prefixlen (host order, 0...32)   4 addr[4]   (host bits zero)
+ *   pc_prefix6_key: 0 prefixlen (host order, 0...128)  4 addr[16]  (host bits zero)
+ * A prefix hash holds entries of the fixed lengths of PC_CONFIG_LENGTHS_* only (one lookup per
+ * length, longest first); a trie holds any length, and the most specific entry covering a source
+ * decides for that trie. Values: struct pc_ban, as the exact maps (its end, drops and origin).
+ */
+struct pc_prefix4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct pc_prefix6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/*
+ * Blocklists (pc_lists_v4, pc_lists_v6): BPF_MAP_TYPE_ARRAY_OF_MAPS of one slot holding an LPM
+ * trie (keys as above, values struct pc_ban with the list's origin) of every loaded list of the
+ * family. User space builds a new trie aside and swaps it in with one update of slot 0: a packet
+ * sees the old trie or the new one, never one half built.
+ */
+#define PC_LISTS_SLOT 0
+
+/*
+ * Configuration (BPF_MAP_TYPE_ARRAY of PC_CONFIG_COUNT __u32 values), written by user space one
+ * element at a time (no element is read, changed and written back by two writers):
+ *   PC_CONFIG_LENGTHS_V4/V6  the fixed prefix lengths, one per byte from the lowest, longest first,
+ *                            0 ends the list (at most PC_MAX_PREFIX_LENGTHS): written when the maps
+ *                            are made, rewritten only while that family's prefix hash is empty.
+ *   PC_CONFIG_USED_*         1 once its structure has held an entry: the program skips a structure
+ *                            never used (no lookup at all). Set before the first insert and never
+ *                            cleared while the maps live, so an entry can never be skipped.
+ */
+#define PC_MAX_PREFIX_LENGTHS 4
+enum pc_config_index {
+	PC_CONFIG_LENGTHS_V4 = 0,
+	PC_CONFIG_LENGTHS_V6 = 1,
+	PC_CONFIG_USED_PREFIX_V4 = 2,
+	PC_CONFIG_USED_PREFIX_V6 = 3,
+	PC_CONFIG_USED_CIDR_V4 = 4,
+	PC_CONFIG_USED_CIDR_V6 = 5,
+	PC_CONFIG_USED_ALLOW_V4 = 6,
+	PC_CONFIG_USED_ALLOW_V6 = 7,
+	PC_CONFIG_USED_LISTS_V4 = 8,
+	PC_CONFIG_USED_LISTS_V6 = 9,
+	PC_CONFIG_COUNT = 10,
+};
+/* The lengths when the maps are made: IPv4 /24; IPv6 /64, /56, /48. */
+#define PC_DEFAULT_LENGTHS_V4 24u
+#define PC_DEFAULT_LENGTHS_V6 0x303840u /* 64, 56, 48 */
+
 /* Origin of a ban made by an operator (portcullis ban), or of unknown origin. */
 #define PC_ORIGIN_OPERATOR 0
 /* Slots of pc_origins: origins 1 ... PC_MAX_ORIGINS - 1 can be named. */
@@ -97,7 +169,8 @@ enum pc_stat_index {
 	PC_STAT_PASSED = 1,    /* not banned, or not IP at all: XDP_PASS */
 	PC_STAT_EXPIRED = 2,   /* source in a ban map but the ban has expired: XDP_PASS */
 	PC_STAT_MALFORMED = 3, /* truncated or invalid headers: XDP_PASS, the stack decides */
-	PC_STAT_COUNT = 4,
+	PC_STAT_ALLOWED = 4,   /* source in the allowlist: XDP_PASS, whatever bans cover it */
+	PC_STAT_COUNT = 5,
 };
 
 /*

@@ -74,6 +74,11 @@ extension Allowlist {
         return union
     }
 
+    /// The networks, each in its family's own prefix length (the driver's allowlist is made of them).
+    public var ipNetworks: [IPNetwork] {
+        networks.map { IPNetwork(containing: $0.key, length: $0.key.isIPv4 ? $0.bits - 96 : $0.bits) }
+    }
+
     /// The networks as text (`198.18.0.0/15`), for the start-up line.
     public var descriptions: [String] {
         networks.map { network in

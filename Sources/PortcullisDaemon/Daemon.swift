@@ -43,6 +43,8 @@ public final class Daemon: @unchecked Sendable {
     }
     /// The daemon's allowlist with this host's addresses (each jail adds its `ignoreip`).
     private let allowlist: Allowlist
+    /// What the XDP program passes whatever bans cover it: the allowlist and every jail's ignoreip.
+    public let driverAllowlist: [IPNetwork]
     /// Bans found in the maps at start and resumed (their expiry scheduled, their counts set).
     public private(set) var resumedBans = 0
     /// The sinks of ban events it was given.
@@ -112,6 +114,18 @@ public final class Daemon: @unchecked Sendable {
         }
         self.jails = jails
         keptJails = kept
+        // The driver's allowlist: what no jail ever bans (the daemon's allowlist, this host's
+        // addresses and gateways, every jail's ignoreip) passes even a prefix or list ban.
+        var driverAllowlist = allowlist.ipNetworks
+        for jail in jails { driverAllowlist += jail.configuration.ignore.ipNetworks }
+        var seenNetworks = Set<IPNetwork>()
+        driverAllowlist = driverAllowlist.filter { seenNetworks.insert($0).inserted }
+        do {
+            try maps.replaceAllowlist(driverAllowlist)
+        } catch {
+            throw .firewall("write the allowlist into the driver: \(error)")
+        }
+        self.driverAllowlist = driverAllowlist
         enforcement = Enforcement(maps: maps)
         lifter = BanLifter(
             enforcement: enforcement, tables: jails.map(\.table), history: history, clock: clock,

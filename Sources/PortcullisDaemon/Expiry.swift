@@ -67,6 +67,12 @@ final class BanLifter: @unchecked Sendable {
                     let forgotten = enforcement.forgetUnbanned(present: present, tables: tables)
                     unbannedByOperator.wrappingAdd(UInt64(forgotten), ordering: .relaxed)
                 }
+                // Network bans (an operator's prefixes): the program passes them once ended; they
+                // are removed here.
+                if let lifted = try? enforcement.maps.liftEndedNetworkBans(now: now), lifted > 0 {
+                    unbans.wrappingAdd(UInt64(lifted), ordering: .acquiringAndReleasing)
+                    sweptUnbans.wrappingAdd(UInt64(lifted), ordering: .acquiringAndReleasing)
+                }
                 saveHistory()
             }
         }

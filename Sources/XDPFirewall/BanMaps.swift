@@ -14,19 +14,41 @@ public final class BanMaps: @unchecked Sendable {
     let stats: BPFDescriptor
     let meta: BPFDescriptor
     let origins: BPFDescriptor
+    let prefixV4: BPFDescriptor
+    let prefixV6: BPFDescriptor
+    let cidrV4: BPFDescriptor
+    let cidrV6: BPFDescriptor
+    let allowV4: BPFDescriptor
+    let allowV6: BPFDescriptor
+    let listsV4: BPFDescriptor
+    let listsV6: BPFDescriptor
+    let config: BPFDescriptor
     /// Entries each ban map can hold.
     public let capacity: UInt32
     private let possibleCPUs: Int
 
-    init(
-        bansV4: BPFDescriptor, bansV6: BPFDescriptor, stats: BPFDescriptor, meta: BPFDescriptor,
-        origins: BPFDescriptor, capacity: UInt32
-    ) throws(FirewallError) {
-        self.bansV4 = bansV4
-        self.bansV6 = bansV6
-        self.stats = stats
-        self.meta = meta
-        self.origins = origins
+    /// - Parameter maps: a descriptor for each of `MapSpec.all`, by name.
+    init(_ maps: [String: BPFDescriptor], capacity: UInt32) throws(FirewallError) {
+        func map(_ spec: MapSpec) throws(FirewallError) -> BPFDescriptor {
+            guard let descriptor = maps[spec.name] else {
+                throw .bpfObjectInvalid(path: spec.name, detail: "the map \(spec.name) is missing")
+            }
+            return descriptor
+        }
+        bansV4 = try map(.bansV4)
+        bansV6 = try map(.bansV6)
+        stats = try map(.stats)
+        meta = try map(.meta)
+        origins = try map(.origins)
+        prefixV4 = try map(.prefixV4)
+        prefixV6 = try map(.prefixV6)
+        cidrV4 = try map(.cidrV4)
+        cidrV6 = try map(.cidrV6)
+        allowV4 = try map(.allowV4)
+        allowV6 = try map(.allowV6)
+        listsV4 = try map(.listsV4)
+        listsV6 = try map(.listsV6)
+        config = try map(.config)
         self.capacity = capacity
         let cpus = libbpf_num_possible_cpus()
         guard cpus > 0 else { throw systemError("count possible CPUs", -cpus) }
@@ -50,11 +72,8 @@ public final class BanMaps: @unchecked Sendable {
             if spec.name == MapSpec.bansV4.name { capacity = info.max_entries }
             found[spec.name] = descriptor
         }
-        let descriptors = MapSpec.all.compactMap { found[$0.name] }
-        guard descriptors.count == MapSpec.all.count else { throw .mapsNotPinned(pinDirectory: directory.path) }
-        let maps = try BanMaps(
-            bansV4: descriptors[0], bansV6: descriptors[1], stats: descriptors[2],
-            meta: descriptors[3], origins: descriptors[4], capacity: capacity)
+        guard found.count == MapSpec.all.count else { throw .mapsNotPinned(pinDirectory: directory.path) }
+        let maps = try BanMaps(found, capacity: capacity)
         try maps.checkLayoutMarker(path: directory.path)
         return maps
     }
@@ -249,6 +268,7 @@ public final class BanMaps: @unchecked Sendable {
             case PC_STAT_DROPPED: totals.dropped = sum
             case PC_STAT_PASSED: totals.passed = sum
             case PC_STAT_EXPIRED: totals.expired = sum
+            case PC_STAT_ALLOWED: totals.allowed = sum
             default: totals.malformed = sum
             }
         }

@@ -66,10 +66,15 @@ public struct FilterCounters: Sendable, Equatable {
     public var expired = Count()
     /// Packets passed that could not be parsed (truncated or invalid headers).
     public var malformed = Count()
+    /// Packets passed because their source is in the allowlist, whatever bans cover it.
+    public var allowed = Count()
 
     /// The counters in ABI order with their names, for tables and CSV.
     public var named: [(name: String, count: Count)] {
-        [("dropped", dropped), ("passed", passed), ("expired", expired), ("malformed", malformed)]
+        [
+            ("dropped", dropped), ("passed", passed), ("expired", expired), ("malformed", malformed),
+            ("allowed", allowed),
+        ]
     }
 }
 

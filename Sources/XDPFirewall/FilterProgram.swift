@@ -162,10 +162,11 @@ struct FilterObject {
             try BPFDescriptor.duplicate(bpf_map__fd(try object.map(name)), what: name)
         }
         let capacity = bpf_map__max_entries(try object.map(PC_MAP_BANS_V4))
-        let maps = try BanMaps(
-            bansV4: descriptor(PC_MAP_BANS_V4), bansV6: descriptor(PC_MAP_BANS_V6),
-            stats: descriptor(PC_MAP_STATS), meta: descriptor(PC_MAP_META), origins: descriptor(PC_MAP_ORIGINS),
-            capacity: capacity)
+        var descriptors: [String: BPFDescriptor] = [:]
+        for spec in MapSpec.all { descriptors[spec.name] = try descriptor(spec.name) }
+        let maps = try BanMaps(descriptors, capacity: capacity)
+        // Made by this load (not reused): the default prefix lengths go in with the layout marker.
+        if !reusesPinnedMaps { try maps.writeDefaultConfiguration() }
         try maps.writeLayoutMarker()
         return maps
     }

@@ -5,13 +5,13 @@ import PortcullisCore
 /// The ban maps' keys (`pc_ipv4_key`, `pc_ipv6_key` in portcullis_abi.h: the address bytes in
 /// network order) for the one address type.
 extension IPAddress {
-    var ipv4Key: pc_ipv4_key {
+    @_spi(Testing) public var ipv4Key: pc_ipv4_key {
         var key = pc_ipv4_key()
         Swift.withUnsafeMutableBytes(of: &key) { $0.storeBytes(of: ipv4NetworkOrder, as: UInt32.self) }
         return key
     }
 
-    var ipv6Key: pc_ipv6_key {
+    @_spi(Testing) public var ipv6Key: pc_ipv6_key {
         var key = pc_ipv6_key()
         Swift.withUnsafeMutableBytes(of: &key) { raw in
             raw.storeBytes(of: high, as: UInt64.self)

@@ -95,7 +95,26 @@ struct MapSpec: Sendable {
         name: PC_MAP_ORIGINS, type: BPF_MAP_TYPE_ARRAY,
         keySize: MemoryLayout<UInt32>.size, valueSize: MemoryLayout<pc_origin>.size)
 
-    static let all = [bansV4, bansV6, stats, meta, origins]
+    static func prefix(_ name: String, v6: Bool, type: bpf_map_type, value: Int = MemoryLayout<pc_ban>.size) -> MapSpec
+    {
+        MapSpec(
+            name: name, type: type,
+            keySize: v6 ? MemoryLayout<pc_prefix6_key>.size : MemoryLayout<pc_prefix4_key>.size, valueSize: value)
+    }
+    static let prefixV4 = prefix(PC_MAP_PREFIX_V4, v6: false, type: BPF_MAP_TYPE_HASH)
+    static let prefixV6 = prefix(PC_MAP_PREFIX_V6, v6: true, type: BPF_MAP_TYPE_HASH)
+    static let cidrV4 = prefix(PC_MAP_CIDR_V4, v6: false, type: BPF_MAP_TYPE_LPM_TRIE)
+    static let cidrV6 = prefix(PC_MAP_CIDR_V6, v6: true, type: BPF_MAP_TYPE_LPM_TRIE)
+    static let allowV4 = prefix(PC_MAP_ALLOW_V4, v6: false, type: BPF_MAP_TYPE_LPM_TRIE, value: 4)
+    static let allowV6 = prefix(PC_MAP_ALLOW_V6, v6: true, type: BPF_MAP_TYPE_LPM_TRIE, value: 4)
+    static let listsV4 = MapSpec(name: PC_MAP_LISTS_V4, type: BPF_MAP_TYPE_ARRAY_OF_MAPS, keySize: 4, valueSize: 4)
+    static let listsV6 = MapSpec(name: PC_MAP_LISTS_V6, type: BPF_MAP_TYPE_ARRAY_OF_MAPS, keySize: 4, valueSize: 4)
+    static let config = MapSpec(name: PC_MAP_CONFIG, type: BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: 4)
+
+    static let all = [
+        bansV4, bansV6, stats, meta, origins, prefixV4, prefixV6, cidrV4, cidrV6, allowV4, allowV6, listsV4,
+        listsV6, config,
+    ]
 
     /// Checks an open map against this spec.
     /// - Returns: the map's kernel info (its `max_entries` is the capacity that was chosen at creation).

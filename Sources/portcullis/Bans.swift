@@ -5,6 +5,37 @@ import PortcullisCore
 import PortcullisSystem
 import XDPFirewall
 
+/// The arguments split into addresses (a network of one address counts as its address) and
+/// networks. - Throws: a network that is not one, in one line.
+func splitNetworks(_ texts: [String]) throws -> (addresses: [String], networks: [IPNetwork]) {
+    var addresses: [String] = []
+    var networks: [IPNetwork] = []
+    for text in texts {
+        guard text.contains("/") else {
+            addresses.append(text)
+            continue
+        }
+        let network: IPNetwork
+        do {
+            network = try IPNetwork(parsing: text)
+        } catch {
+            throw UsageError(error.description)
+        }
+        if network.isSingleAddress { addresses.append(network.address.description) } else { networks.append(network) }
+    }
+    return (addresses, networks)
+}
+
+/// The end of a ban of `seconds` (nil: permanent). - Throws: for 0 or an end past 64-bit nanoseconds.
+func banExpiry(_ seconds: UInt64?) throws -> BanExpiry {
+    guard let seconds else { return .permanent }
+    if seconds == 0 { throw UsageError("--for must be at least 1 second; omit it for a permanent ban") }
+    guard let end = BanExpiry.after(seconds: seconds) else {
+        throw UsageError("--for \(seconds) is too long: the ban's end does not fit in 64-bit nanoseconds")
+    }
+    return end
+}
+
 /// The addresses of a command line: the arguments, where `-` stands for the lines of stdin.
 func addressArguments(_ arguments: [String]) -> [String] {
     arguments.flatMap { argument -> [String] in
@@ -20,13 +51,16 @@ func addressArguments(_ arguments: [String]) -> [String] {
 
 struct Ban: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Ban IPv4 or IPv6 addresses: their packets are dropped in the driver.",
-        discussion: "Through the running daemon (its control socket) when one answers, so that its counts, ban "
-            + "log and escalation see the ban; else in the maps directly (said on stderr). `-` reads addresses "
-            + "from stdin, one per line, all sent in one request. An IPv4-mapped IPv6 address (::ffff:a.b.c.d) "
-            + "bans the IPv4 address. Banning a banned address sets its new expiry and keeps its drop count.")
+        abstract: "Ban IPv4 or IPv6 addresses or networks: their packets are dropped in the driver.",
+        discussion: "Addresses go through the running daemon (its control socket) when one answers, so that its "
+            + "counts, ban log and escalation see the ban; else in the maps directly (said on stderr). Networks "
+            + "(198.18.1.0/24, 2001:2:0:a::/64) go into the maps directly: a fixed prefix length (IPv4 /24, "
+            + "IPv6 /64, /56, /48 unless the maps were made with others) into its prefix hash, any other into "
+            + "the CIDR trie; a network written with host bits set is refused. `-` reads them from stdin, one per "
+            + "line. An IPv4-mapped IPv6 address (::ffff:a.b.c.d) bans the IPv4 address. Banning a banned "
+            + "address or network sets its new expiry and keeps its drop count.")
 
-    @Argument(help: "The addresses to ban (- reads them from stdin).")
+    @Argument(help: "The addresses or networks to ban (- reads them from stdin).")
     var addresses: [String]
 
     @Option(
@@ -43,9 +77,22 @@ struct Ban: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let texts = addressArguments(addresses)
-            if texts.isEmpty { throw UsageError("give at least one address") }
+            let allTexts = addressArguments(addresses)
+            if allTexts.isEmpty { throw UsageError("give at least one address") }
             if seconds == 0 { throw UsageError("--for must be at least 1 second; omit it for a permanent ban") }
+            let (texts, networks) = try splitNetworks(allTexts)
+            if !networks.isEmpty {
+                if jail != nil {
+                    throw UsageError("--jail names a jail's ban of addresses; a network is banned as manual")
+                }
+                let expiry = try banExpiry(seconds)
+                let maps = try BanMaps.open(pinnedIn: pins.directory)
+                for network in networks {
+                    try maps.ban(network: network, expiry)
+                    print(seconds.map { "banned \(network) for \($0) s" } ?? "banned \(network) permanently")
+                }
+            }
+            if texts.isEmpty { return }
             // Checked here first: a bad address is one line whether or not a daemon answers.
             let parsed = try texts.map { try parseAddress($0) }
             if let reply = try control.ask(
@@ -64,14 +111,7 @@ struct Ban: ParsableCommand {
             if jail != nil {
                 throw UsageError("--jail needs the daemon, and no portcullisd answers at \(control.control)")
             }
-            var expiry = BanExpiry.permanent
-            if let seconds {
-                if seconds == 0 { throw UsageError("--for must be at least 1 second; omit it for a permanent ban") }
-                guard let end = BanExpiry.after(seconds: seconds) else {
-                    throw UsageError("--for \(seconds) is too long: the ban's end does not fit in 64-bit nanoseconds")
-                }
-                expiry = end
-            }
+            let expiry = try banExpiry(seconds)
             let maps = try BanMaps.open(pinnedIn: pins.directory)
             for address in parsed { try maps.ban(address, expiry) }
             control.sayFallback()
@@ -85,9 +125,11 @@ struct Ban: ParsableCommand {
 
 struct Unban: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Lift the bans of addresses (through the running daemon when one answers; - reads stdin).")
+        abstract:
+            "Lift the bans of addresses (through the running daemon when one answers) or networks (in the maps); "
+            + "- reads stdin.")
 
-    @Argument(help: "The addresses to unban (- reads them from stdin).")
+    @Argument(help: "The addresses or networks to unban (- reads them from stdin).")
     var addresses: [String]
 
     @OptionGroup var pins: PinOptions
@@ -95,8 +137,25 @@ struct Unban: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let texts = addressArguments(addresses)
-            if texts.isEmpty { throw UsageError("give at least one address") }
+            let allTexts = addressArguments(addresses)
+            if allTexts.isEmpty { throw UsageError("give at least one address") }
+            let (texts, networks) = try splitNetworks(allTexts)
+            var missing = 0
+            if !networks.isEmpty {
+                let maps = try BanMaps.open(pinnedIn: pins.directory)
+                for network in networks {
+                    if try maps.unban(network: network) {
+                        print("unbanned \(network)")
+                    } else {
+                        printError("\(network) is not banned (a network is lifted as it was banned)")
+                        missing += 1
+                    }
+                }
+            }
+            if texts.isEmpty {
+                if missing > 0 { throw ExitCode.failure }
+                return
+            }
             let parsed = try texts.map { try parseAddress($0) }
             var lifted = 0
             if let reply = try control.ask(
@@ -119,6 +178,7 @@ struct Unban: ParsableCommand {
                 print("unbanned \(lifted) of \(texts.count) address(es)")
                 if lifted < texts.count { throw ExitCode.failure }
             }
+            if missing > 0 { throw ExitCode.failure }
         }
     }
 }
@@ -130,7 +190,9 @@ struct List: ParsableCommand {
 
     @Flag(
         help:
-            "Print a JSON array of {address, expires_in (seconds, null when permanent), expired, dropped, jail}.")
+            ArgumentHelp(
+                "Print a JSON array of {address (or network), expires_in (seconds, null when permanent), expired, "
+                    + "dropped, jail (the jail, manual, or list:NAME)}."))
     var json = false
 
     @OptionGroup var pins: PinOptions
@@ -172,18 +234,10 @@ struct List: ParsableCommand {
                 return
             }
             let maps = try BanMaps.open(pinnedIn: pins.directory)
-            let now = SystemClock.bootNanoseconds()
-            let origins = try maps.originNames()
-            let rows = try maps.entries().map { entry -> Row in
-                var remaining: UInt64?
-                if case .at(let end) = entry.expiry {
-                    // Whole seconds, rounded up: a ban with 0.2 s left is not yet over.
-                    remaining = end > now ? (end - now + 999_999_999) / 1_000_000_000 : 0
-                }
-                return Row(
-                    address: entry.address.description, expiresIn: remaining,
-                    expired: entry.isExpired(now: now), dropped: entry.dropped,
-                    jail: origins[entry.origin] ?? "manual")
+            let rows = try maps.listing().map {
+                Row(
+                    address: $0.network.description, expiresIn: $0.secondsLeft, expired: $0.expired,
+                    dropped: $0.dropped, jail: $0.origin)
             }
             try show(rows)
         }

@@ -18,7 +18,7 @@ struct Portcullis: ParsableCommand {
         version: PortcullisVersion.current,
         subcommands: [
             Attach.self, Detach.self, Ban.self, Unban.self, List.self, Status.self, Jails.self, Reload.self, Stats.self,
-            Tap.self, Regex.self,
+            Tap.self, Regex.self, Blocklist.self,
         ]
     )
 }

@@ -150,18 +150,11 @@ final class ControlledDaemon: @unchecked Sendable {
 
     private func list(_ maps: BanMaps) -> ControlReply {
         do throws(FirewallError) {
-            let now = SystemClock.bootNanoseconds()
-            let origins = try maps.originNames()
             var reply = ControlReply()
-            reply.bans = try maps.entries().map { entry in
-                var remaining: UInt64?
-                if case .at(let end) = entry.expiry {
-                    // Whole seconds, rounded up: a ban with 0.2 s left is not yet over.
-                    remaining = end > now ? (end - now + 999_999_999) / 1_000_000_000 : 0
-                }
-                return BanState(
-                    address: entry.address.description, expiresIn: remaining, expired: entry.isExpired(now: now),
-                    dropped: entry.dropped, jail: origins[entry.origin] ?? "manual")
+            reply.bans = try maps.listing().map {
+                BanState(
+                    address: $0.network.description, expiresIn: $0.secondsLeft, expired: $0.expired,
+                    dropped: $0.dropped, jail: $0.origin)
             }
             return reply
         } catch {

@@ -478,6 +478,7 @@ struct Portcullisd: ParsableCommand {
         for line in daemon.jailDescriptions { say("portcullisd: " + line) }
         for note in daemon.notes { say("portcullisd: note: \(note)") }
         say("portcullisd: never banned: " + daemon.neverBanned.joined(separator: " "))
+        say("portcullisd: allowlisted in the driver (passes any ban): \(daemon.driverAllowlist.count) network(s)")
 
         var ready: Ready?
         if let readyFile {

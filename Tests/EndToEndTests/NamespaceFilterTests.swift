@@ -163,7 +163,7 @@ struct NamespaceFilterTests {
             }
             let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
             #expect(rows.first == "time,counter,total,rate")
-            #expect(rows.count == 1 + 4 * samples.count, "four counters per sample")
+            #expect(rows.count == 1 + 5 * samples.count, "five counters per sample")
             #expect(rows.contains { $0.hasSuffix(",dropped,50,0") })
 
             // An open-ended watch ends cleanly on SIGINT.
@@ -189,6 +189,70 @@ struct NamespaceFilterTests {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
             #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+        }
+    }
+
+    @Test(
+        "networks and blocklists on real traffic: a /24 and a /64 drop their sources, unban lifts them; a list with a bad line is refused by line number with the list in force unchanged; a list drops its entries only; unload"
+    )
+    func networksAndBlocklists() throws {
+        try withTestNetwork("s") { network, scratch in
+            let pins = scratch.path
+            let attach = try cli(
+                network, ["attach", network.receiverInterface, "--map-entries", "4096", "--pin-dir", pins])
+            try #require(attach.status == 0, "attach failed: \(attach.stderr)")
+            let sources = TestNetwork.senderAddresses4 + TestNetwork.senderAddresses6
+            /// Sends 50 datagrams from each source; returns how many of all were dropped.
+            func dropped() throws -> UInt64 {
+                let before = try stats(network, pins)
+                for source in sources { #expect(try network.sendUDP(from: source, count: 50) == 50) }
+                let after = try stats(network, pins) {
+                    ($0.dropped + $0.passed) - (before.dropped + before.passed) >= UInt64(50 * sources.count)
+                }
+                return after.dropped - before.dropped
+            }
+            var result = try cli(network, ["ban", "198.18.0.0/24", "--for", "600", "--pin-dir", pins])
+            #expect(result.status == 0 && result.stdout.contains("banned 198.18.0.0/24 for 600 s"), "\(result.stderr)")
+            result = try cli(network, ["ban", "2001:2::/64", "--pin-dir", pins])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(try dropped() == 200, "every source is inside one of the two networks")
+            let listed = try bans(network, pins)
+            #expect(listed["198.18.0.0/24"]?.dropped == 100 && listed["198.18.0.0/24"]?.expires_in != nil)
+            #expect(listed["2001:2::/64"]?.dropped == 100 && listed["2001:2::/64"]?.jail == "manual")
+            result = try cli(network, ["ban", "198.18.0.7/24", "--pin-dir", pins])
+            #expect(result.status == 1 && result.stderr.contains("the network is 198.18.0.0/24"), "\(result.stderr)")
+            for banned in ["198.18.0.0/24", "2001:2::/64"] {
+                result = try cli(network, ["unban", banned, "--pin-dir", pins])
+                #expect(result.status == 0 && result.stdout.contains("unbanned \(banned)"), "\(result.stderr)")
+            }
+            #expect(try dropped() == 0)
+
+            let directory = NSTemporaryDirectory() + "pc-lists-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let good = directory + "/drop.txt", bad = directory + "/bad.txt"
+            try "; Spamhaus-style\n198.18.0.1 ; SBL1\n# a comment\n\n2001:2::/64\n".write(
+                toFile: good, atomically: true, encoding: .utf8)
+            try "198.18.0.2\n198.18.0.7/24\nnot-an-address\n".write(toFile: bad, atomically: true, encoding: .utf8)
+            result = try cli(network, ["blocklist", "load", "drop", good, "--pin-dir", pins])
+            #expect(
+                result.status == 0 && result.stdout.contains("loaded drop: 1 IPv4 and 1 IPv6 entries"),
+                "\(result.stderr)")
+            #expect(try dropped() == 150, "198.18.0.1 and both IPv6 sources; 198.18.0.2 passes")
+            result = try cli(network, ["blocklist", "load", "drop", bad, "--pin-dir", pins])
+            #expect(result.status == 1, "\(result.stdout)")
+            #expect(result.stderr.contains("line 2: '198.18.0.7/24': host bits are set"), "\(result.stderr)")
+            #expect(result.stderr.contains("line 3:") && result.stderr.contains("unchanged"), "\(result.stderr)")
+            #expect(try dropped() == 150, "the list in force stays")
+            result = try cli(network, ["blocklist", "list", "--pin-dir", pins])
+            #expect(result.stdout.contains("drop: 1 IPv4, 1 IPv6 entries"), "\(result.stdout)")
+            #expect(try bans(network, pins)["198.18.0.1"]?.jail == "list:drop")
+            result = try cli(network, ["blocklist", "unload", "drop", "--pin-dir", pins])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(try dropped() == 0)
+            result = try cli(network, ["blocklist", "unload", "drop", "--pin-dir", pins])
+            #expect(result.status == 1 && result.stderr.contains("no list named drop"), "\(result.stderr)")
+            _ = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
         }
     }
 }

@@ -1,5 +1,5 @@
 import Testing
-@testable import XDPFirewall
+@_spi(Testing) @testable import XDPFirewall
 import PortcullisCore
 
 @Suite("Addresses and expiry")

@@ -25,6 +25,12 @@ struct ABILayoutTests {
         #expect(try btf.size("pc_ipv6_key") == MemoryLayout<pc_ipv6_key>.size)
         #expect(try btf.member("pc_ipv4_key", "addr") == (0, 4))
         #expect(try btf.member("pc_ipv6_key", "addr") == (0, 16))
+        // The prefix and trie keys: struct bpf_lpm_trie_key's layout.
+        #expect(try btf.size("pc_prefix4_key") == MemoryLayout<pc_prefix4_key>.size)
+        #expect(try btf.size("pc_prefix6_key") == MemoryLayout<pc_prefix6_key>.size)
+        #expect(try btf.member("pc_prefix4_key", "prefixlen") == (0, 4))
+        #expect(try btf.member("pc_prefix4_key", "addr") == (4, 4))
+        #expect(try btf.member("pc_prefix6_key", "addr") == (4, 16))
     }
 
     @Test func statsAndMetaMatchTheProgram() throws {

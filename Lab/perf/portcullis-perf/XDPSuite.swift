@@ -10,7 +10,9 @@ import XDPTesting
 struct XDPSuite: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xdp",
-        abstract: "XDP filter ns/packet vs a parse-only program; bans/s single vs batched map updates.")
+        abstract:
+            "XDP filter ns/packet vs a parse-only program, and with networks loaded vs the exact-only filter; list "
+            + "swaps; bans/s single vs batched map updates.")
 
     @OptionGroup var options: HarnessOptions
 
@@ -25,6 +27,15 @@ struct XDPSuite: ParsableCommand {
 
     @Option(help: "Other bans in the maps while packets are timed (a populated hash table).")
     var background = 131_068
+
+    @Option(help: "IPv6 exact bans in the maps for the network rows (against the exact-only filter).")
+    var exactBans = 1_000_000
+
+    @Option(help: "IPv6 /64 prefix bans for the network rows (at most 32,768: half of 2001:2::/48).")
+    var prefixes = 32_768
+
+    @Option(help: "Entries of the blocklist loaded and swapped in the network rows.")
+    var listEntries = 100_000
 
     @Option(help: "Path of portcullis.bpf.o (xdp_reference.bpf.o is expected beside it).")
     var bpfObject: String?
@@ -42,6 +53,9 @@ struct XDPSuite: ParsableCommand {
         if !(0...Self.rangeCapacity).contains(background) {
             throw ValidationError("--background must be 0...\(Self.rangeCapacity)")
         }
+        if !(1...1_000_000).contains(exactBans) { throw ValidationError("--exact-bans must be 1...1000000") }
+        if !(1...32_768).contains(prefixes) { throw ValidationError("--prefixes must be 1...32768") }
+        if !(2...1_000_000).contains(listEntries) { throw ValidationError("--list-entries must be 2...1000000") }
     }
 
     func run() throws {
@@ -56,13 +70,13 @@ struct XDPSuite: ParsableCommand {
             return (directory.isEmpty ? "." : directory) + "/xdp_reference.bpf.o"
         }
         let filter = try LoadedProgram(filterAt: filterPath, pinDirectory: nil)
-        let reference = try LoadedProgram(
-            objectAt: try locator.locate("xdp_reference.bpf.o", explicit: referencePath),
-            programName: "pc_xdp_reference")
+        let referenceObject = try locator.locate("xdp_reference.bpf.o", explicit: referencePath)
+        let reference = try LoadedProgram(objectAt: referenceObject, programName: "pc_xdp_reference")
         let maps = filter.maps!
         let packets = try packetCosts(filter: filter, reference: reference, maps: maps)
         try maps.unban(batch: try maps.entries().map(\.address))  // the installation rounds reuse the range
-        return packets
+        let networks = try networkCosts(filterPath: filterPath, referencePath: referenceObject)
+        return packets + networks
             + (try banInstallationRates(
                 objectPath: filterPath, bans: bans, batchSize: batchSize,
                 rounds: options.rounds, suite: "xdp"))

@@ -1,0 +1,426 @@
+import CPortcullis
+import Glibc
+import PortcullisCore
+import PortcullisSystem
+
+/// A ban of a network (or, for lists, an entry of a blocklist) as it stands in the maps.
+public struct NetworkBanEntry: Sendable, Equatable {
+    /// Where it is kept: an exact map, a fixed-length prefix hash, the CIDR trie, the blocklists.
+    public enum Place: String, Sendable {
+        case exact, prefix, cidr, list
+    }
+
+    public let network: IPNetwork
+    public let place: Place
+    public let expiry: BanExpiry
+    public let dropped: UInt64
+    public let origin: UInt32
+
+    public func isExpired(now: UInt64 = SystemClock.bootNanoseconds()) -> Bool {
+        if case .at(let end) = expiry { return now >= end }
+        return false
+    }
+}
+
+/// One line of `portcullis list`: any ban or list entry, with its origin named.
+public struct BanListing: Sendable {
+    public let network: IPNetwork
+    /// Whole seconds left, rounded up (nil: for good).
+    public let secondsLeft: UInt64?
+    public let expired: Bool
+    public let dropped: UInt64
+    /// The jail that made it, `manual`, or `list:NAME`.
+    public let origin: String
+}
+
+/// The key of a prefix hash or trie (`pc_prefix4_key` / `pc_prefix6_key`).
+private struct PrefixKey {
+    var bytes: [UInt8]
+
+    init(_ network: IPNetwork) {
+        var bytes = [UInt8](repeating: 0, count: network.family == .ipv4 ? 8 : 20)
+        withUnsafeBytes(of: UInt32(network.length)) { for index in 0..<4 { bytes[index] = $0[index] } }
+        network.address.withUnsafeBytes { address in
+            for index in 0..<address.count { bytes[4 + index] = address[index] }
+        }
+        self.bytes = bytes
+    }
+
+    static func network(_ raw: UnsafeRawBufferPointer, family: IPAddress.Family) -> IPNetwork {
+        let length = Int(raw.loadUnaligned(as: UInt32.self))
+        let address = IPAddress(bytes: raw[4..<(family == .ipv4 ? 8 : 20)])
+        return IPNetwork(containing: address, length: length)
+    }
+}
+
+extension BanMaps {
+    /// Every ban (exact, prefix, CIDR) and every blocklist entry, exact ones first.
+    public func listing(now: UInt64 = SystemClock.bootNanoseconds()) throws(FirewallError) -> [BanListing] {
+        let names = try originNames()
+        func left(_ expiry: BanExpiry) -> UInt64? {
+            guard case .at(let end) = expiry else { return nil }
+            // Whole seconds, rounded up: a ban with 0.2 s left is not yet over.
+            return end > now ? (end - now + 999_999_999) / 1_000_000_000 : 0
+        }
+        let exact = try entries().map {
+            BanListing(
+                network: IPNetwork(containing: $0.address, length: 128), secondsLeft: left($0.expiry),
+                expired: $0.isExpired(now: now), dropped: $0.dropped, origin: names[$0.origin] ?? "manual")
+        }
+        let networks = try (networkBans() + listEntries()).map {
+            BanListing(
+                network: $0.network, secondsLeft: left($0.expiry), expired: $0.isExpired(now: now),
+                dropped: $0.dropped, origin: names[$0.origin] ?? "manual")
+        }
+        return exact + networks
+    }
+
+    // MARK: Configuration
+
+    /// The fixed prefix lengths of `family`, longest first (`PC_CONFIG_LENGTHS_*`).
+    public func prefixLengths(_ family: IPAddress.Family) throws(FirewallError) -> [Int] {
+        let packed = try readConfig(family == .ipv4 ? PC_CONFIG_LENGTHS_V4 : PC_CONFIG_LENGTHS_V6)
+        return (0..<Int(PC_MAX_PREFIX_LENGTHS)).map { Int((packed >> (8 * UInt32($0))) & 0xff) }.prefix { $0 != 0 }
+            .map { $0 }
+    }
+
+    /// Sets the fixed prefix lengths of a family: refused while its prefix hash holds entries of
+    /// other lengths (they would no longer be looked up).
+    public func setPrefixLengths(_ lengths: [Int], family: IPAddress.Family) throws(FirewallError) {
+        let full = IPNetwork.fullLength(family)
+        let sorted = Array(Set(lengths)).sorted(by: >)
+        guard sorted.count <= Int(PC_MAX_PREFIX_LENGTHS), sorted.allSatisfy({ (1..<full).contains($0) }) else {
+            throw .invalidAddress(
+                "prefix lengths \(lengths.map(String.init).joined(separator: ",")): at most "
+                    + "\(PC_MAX_PREFIX_LENGTHS), each 1...\(full - 1)")
+        }
+        let current = try prefixLengths(family)
+        guard current != sorted else { return }
+        if try !networkEntries(in: family == .ipv4 ? prefixV4 : prefixV6, family: family, place: .prefix).isEmpty {
+            throw .incompatiblePins(
+                path: PC_MAP_CONFIG,
+                detail: "the pinned maps hold \(family == .ipv4 ? "IPv4" : "IPv6") prefix bans of the lengths "
+                    + "\(current.map(String.init).joined(separator: ",")); lift them (portcullis unban) before changing "
+                    + "the lengths to \(sorted.map(String.init).joined(separator: ","))")
+        }
+        let packed = sorted.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+        try writeConfig(family == .ipv4 ? PC_CONFIG_LENGTHS_V4 : PC_CONFIG_LENGTHS_V6, packed)
+    }
+
+    /// Made by a load: the default lengths (IPv4 /24; IPv6 /64, /56, /48), nothing used yet.
+    func writeDefaultConfiguration() throws(FirewallError) {
+        try writeConfig(PC_CONFIG_LENGTHS_V4, PC_DEFAULT_LENGTHS_V4)
+        try writeConfig(PC_CONFIG_LENGTHS_V6, PC_DEFAULT_LENGTHS_V6)
+    }
+
+    func readConfig(_ index: pc_config_index) throws(FirewallError) -> UInt32 {
+        var key = index.rawValue
+        var value: UInt32 = 0
+        try bpfCall("read \(PC_MAP_CONFIG)") { bpf_map_lookup_elem(config.fd, &key, &value) }
+        return value
+    }
+
+    func writeConfig(_ index: pc_config_index, _ value: UInt32) throws(FirewallError) {
+        var key = index.rawValue
+        var value = value
+        try bpfCall("write \(PC_MAP_CONFIG)") { bpf_map_update_elem(config.fd, &key, &value, UInt64(BPF_ANY)) }
+    }
+
+    /// Marks a structure used (the program looks it up from now on): before its first entry goes in.
+    func markUsed(_ index: pc_config_index) throws(FirewallError) {
+        if try readConfig(index) == 0 { try writeConfig(index, 1) }
+    }
+
+    // MARK: Network bans
+
+    /// Where a ban of `network` goes: the exact map (a single address), the prefix hash (a fixed
+    /// length), else the CIDR trie.
+    public func place(of network: IPNetwork) throws(FirewallError) -> NetworkBanEntry.Place {
+        if network.isSingleAddress { return .exact }
+        return try prefixLengths(network.family).contains(network.length) ? .prefix : .cidr
+    }
+
+    /// Bans `network` (its drop count kept when it was banned already).
+    public func ban(
+        network: IPNetwork, _ expiry: BanExpiry, origin: UInt32 = UInt32(PC_ORIGIN_OPERATOR)
+    )
+        throws(FirewallError)
+    {
+        let place = try place(of: network)
+        if place == .exact {
+            try ban(network.address, expiry, origin: origin)
+            return
+        }
+        let v4 = network.family == .ipv4
+        let (map, used) =
+            place == .prefix
+            ? (v4 ? prefixV4 : prefixV6, v4 ? PC_CONFIG_USED_PREFIX_V4 : PC_CONFIG_USED_PREFIX_V6)
+            : (v4 ? cidrV4 : cidrV6, v4 ? PC_CONFIG_USED_CIDR_V4 : PC_CONFIG_USED_CIDR_V6)
+        var key = PrefixKey(network).bytes
+        var value = pc_ban()
+        let dropped = bpf_map_lookup_elem(map.fd, &key, &value) == 0 ? value.dropped : 0
+        value = BanRequest(network.address, expiry, origin: origin).value(dropped: dropped)
+        try markUsed(used)
+        switch systemCallResult({ bpf_map_update_elem(map.fd, &key, &value, UInt64(BPF_ANY)) }) {
+        case .success: break
+        case .failure(let error) where error.code == E2BIG || error.code == ENOSPC:
+            throw .banMapFull(family: familyName(network.family), capacity: 0, installed: 0)
+        case .failure(let error): throw systemError("ban \(network)", error.code)
+        }
+        try markUsed(used)  // again after: see portcullis_abi.h (set before the first entry, never cleared)
+    }
+
+    /// Lifts the ban of `network` exactly as it was made. - Returns: whether it was banned.
+    @discardableResult
+    public func unban(network: IPNetwork) throws(FirewallError) -> Bool {
+        let place = try place(of: network)
+        if place == .exact { return try unban(network.address) }
+        let v4 = network.family == .ipv4
+        let map = place == .prefix ? (v4 ? prefixV4 : prefixV6) : (v4 ? cidrV4 : cidrV6)
+        var key = PrefixKey(network).bytes
+        switch systemCallResult({ bpf_map_delete_elem(map.fd, &key) }) {
+        case .success: return true
+        case .failure(let error) where error.code == ENOENT: return false
+        case .failure(let error): throw systemError("unban \(network)", error.code)
+        }
+    }
+
+    /// Every ban of a network (prefix hashes and CIDR tries, both families).
+    public func networkBans() throws(FirewallError) -> [NetworkBanEntry] {
+        try networkEntries(in: prefixV4, family: .ipv4, place: .prefix)
+            + networkEntries(in: prefixV6, family: .ipv6, place: .prefix)
+            + networkEntries(in: cidrV4, family: .ipv4, place: .cidr)
+            + networkEntries(in: cidrV6, family: .ipv6, place: .cidr)
+    }
+
+    /// Removes the network bans whose end has passed (the program passes them already).
+    /// - Returns: how many were removed.
+    @discardableResult
+    public func liftEndedNetworkBans(now: UInt64 = SystemClock.bootNanoseconds()) throws(FirewallError) -> Int {
+        var lifted = 0
+        for entry in try networkBans() where entry.isExpired(now: now) {
+            if try unban(network: entry.network) { lifted += 1 }
+        }
+        return lifted
+    }
+
+    /// The entries of a prefix-keyed map, walked key by key (tries have no batch look-up).
+    func networkEntries(
+        in map: BPFDescriptor, family: IPAddress.Family, place: NetworkBanEntry.Place
+    )
+        throws(FirewallError) -> [NetworkBanEntry]
+    {
+        let keySize = family == .ipv4 ? 8 : 20
+        var entries: [NetworkBanEntry] = []
+        var previous = [UInt8](repeating: 0, count: keySize)
+        var next = [UInt8](repeating: 0, count: keySize)
+        var first = true
+        while true {
+            let result =
+                first
+                ? bpf_map_get_next_key(map.fd, nil, &next)
+                : bpf_map_get_next_key(map.fd, &previous, &next)
+            if result != 0 {
+                if errno == ENOENT { break }
+                throw systemError("list the network bans", errno)
+            }
+            first = false
+            var value = pc_ban()
+            if bpf_map_lookup_elem(map.fd, &next, &value) == 0 {
+                let network = next.withUnsafeBytes { PrefixKey.network($0, family: family) }
+                entries.append(
+                    NetworkBanEntry(
+                        network: network, place: place, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
+                        dropped: value.dropped, origin: value.origin))
+            }
+            previous = next
+        }
+        return entries
+    }
+
+    // MARK: Allowlist
+
+    /// Makes the driver's allowlist exactly `networks`: new ones go in before stale ones go out,
+    /// so nothing that stays allowlisted is ever briefly not. - Returns: entries now in it.
+    @discardableResult
+    public func replaceAllowlist(_ networks: [IPNetwork]) throws(FirewallError) -> Int {
+        var count = 0
+        for (family, map, used) in [
+            (IPAddress.Family.ipv4, allowV4, PC_CONFIG_USED_ALLOW_V4), (.ipv6, allowV6, PC_CONFIG_USED_ALLOW_V6),
+        ] {
+            let wanted = Set(networks.filter { $0.family == family })
+            let present = Set(try allowlistEntries(map, family: family))
+            if !wanted.isEmpty { try markUsed(used) }
+            for network in wanted.subtracting(present) {
+                var key = PrefixKey(network).bytes
+                var value: UInt32 = 0
+                try bpfCall("allowlist \(network)") { bpf_map_update_elem(map.fd, &key, &value, UInt64(BPF_ANY)) }
+            }
+            for network in present.subtracting(wanted) {
+                var key = PrefixKey(network).bytes
+                _ = bpf_map_delete_elem(map.fd, &key)
+            }
+            count += wanted.count
+        }
+        return count
+    }
+
+    /// The driver's allowlist.
+    public func allowlist() throws(FirewallError) -> [IPNetwork] {
+        try allowlistEntries(allowV4, family: .ipv4) + allowlistEntries(allowV6, family: .ipv6)
+    }
+
+    private func allowlistEntries(_ map: BPFDescriptor, family: IPAddress.Family) throws(FirewallError) -> [IPNetwork] {
+        let keySize = family == .ipv4 ? 8 : 20
+        var networks: [IPNetwork] = []
+        var previous = [UInt8](repeating: 0, count: keySize)
+        var next = [UInt8](repeating: 0, count: keySize)
+        var first = true
+        while true {
+            let result =
+                first
+                ? bpf_map_get_next_key(map.fd, nil, &next)
+                : bpf_map_get_next_key(map.fd, &previous, &next)
+            if result != 0 {
+                if errno == ENOENT { break }
+                throw systemError("read the allowlist", errno)
+            }
+            first = false
+            networks.append(next.withUnsafeBytes { PrefixKey.network($0, family: family) })
+            previous = next
+        }
+        return networks
+    }
+
+    // MARK: Blocklists
+
+    /// The trie of the loaded lists of `family` (nil: none loaded yet), opened by its id.
+    private func listTrie(_ family: IPAddress.Family) throws(FirewallError) -> BPFDescriptor? {
+        var slot = UInt32(PC_LISTS_SLOT)
+        var id: UInt32 = 0
+        let outer = family == .ipv4 ? listsV4 : listsV6
+        switch systemCallResult({ bpf_map_lookup_elem(outer.fd, &slot, &id) }) {
+        case .success: break
+        case .failure(let error) where error.code == ENOENT: return nil
+        case .failure(let error):
+            throw systemError("read \(family == .ipv4 ? PC_MAP_LISTS_V4 : PC_MAP_LISTS_V6)", error.code)
+        }
+        let fd = bpf_map_get_fd_by_id(id)
+        guard fd >= 0 else { throw systemError("open the blocklist trie (map id \(id))", errno) }
+        return BPFDescriptor(fd)
+    }
+
+    /// Puts every key and value into a new trie: one `bpf_map_update_batch` where the kernel
+    /// batches tries, else one update each.
+    private func fillTrie(
+        _ trie: BPFDescriptor, keys: [UInt8], values: [pc_ban], keySize: Int, family: IPAddress.Family
+    ) throws(FirewallError) {
+        guard !values.isEmpty else { return }
+        var count = UInt32(values.count)
+        var options = bpf_map_batch_opts()
+        options.sz = MemoryLayout<bpf_map_batch_opts>.size
+        let batched = keys.withUnsafeBytes { keyBytes in
+            values.withUnsafeBytes { valueBytes in
+                systemCallResult {
+                    count = UInt32(values.count)
+                    return bpf_map_update_batch(trie.fd, keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
+                }
+            }
+        }
+        switch batched {
+        case .success: return
+        case .failure(let error) where error.code == ENOSPC || error.code == E2BIG:
+            throw .banMapFull(family: familyName(family), capacity: UInt32(PC_LIST_ENTRIES), installed: Int(count))
+        case .failure(let error) where error.code != EINVAL && error.code != ENOTSUP && error.code != EOPNOTSUPP:
+            throw systemError("build the blocklist trie", error.code)
+        case .failure:
+            break  // this kernel does not batch tries: one update each
+        }
+        for index in 0..<values.count {
+            var value = values[index]
+            let result = keys.withUnsafeBytes { bytes in
+                systemCallResult {
+                    bpf_map_update_elem(trie.fd, bytes.baseAddress! + index * keySize, &value, UInt64(BPF_ANY))
+                }
+            }
+            switch result {
+            case .success: continue
+            case .failure(let error) where error.code == ENOSPC || error.code == E2BIG:
+                throw .banMapFull(family: familyName(family), capacity: UInt32(PC_LIST_ENTRIES), installed: index)
+            case .failure(let error): throw systemError("build the blocklist trie", error.code)
+            }
+        }
+    }
+
+    /// Every entry of every loaded list.
+    public func listEntries() throws(FirewallError) -> [NetworkBanEntry] {
+        var entries: [NetworkBanEntry] = []
+        for family in [IPAddress.Family.ipv4, .ipv6] {
+            if let trie = try listTrie(family) {
+                entries += try networkEntries(in: trie, family: family, place: .list)
+            }
+        }
+        return entries
+    }
+
+    /// What a swap did.
+    public struct ListSwap: Sendable {
+        /// Entries of the list now in force, by family.
+        public var ipv4 = 0
+        public var ipv6 = 0
+        /// Entries of other lists carried over into the new tries.
+        public var kept = 0
+    }
+
+    /// Installs `networks` as the whole of the list of `origin` (replacing what it held; an empty
+    /// array unloads it): for each family a new trie is built aside with the other lists'
+    /// entries and this list's, then swapped in with one update of the outer map's slot, so a
+    /// packet meets the old lists or the new ones, never a half-built one.
+    @discardableResult
+    public func replaceList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
+        var swap = ListSwap()
+        for family in [IPAddress.Family.ipv4, .ipv6] {
+            let mine = networks.filter { $0.family == family }
+            let current =
+                try listTrie(family).map { (trie) throws(FirewallError) in
+                    try networkEntries(in: trie, family: family, place: .list)
+                } ?? []
+            let others = current.filter { $0.origin != origin }
+            // Nothing of this list in this family, before or after: the family's trie stays as it is.
+            if mine.isEmpty && !current.contains(where: { $0.origin == origin }) { continue }
+            let keySize = family == .ipv4 ? 8 : 20
+            var options = bpf_map_create_opts()
+            options.sz = MemoryLayout<bpf_map_create_opts>.size
+            options.map_flags = UInt32(BPF_F_NO_PREALLOC)
+            let fd = bpf_map_create(
+                BPF_MAP_TYPE_LPM_TRIE, "pc_list_trie", UInt32(keySize), UInt32(MemoryLayout<pc_ban>.size),
+                UInt32(PC_LIST_ENTRIES), &options)
+            guard fd >= 0 else { throw systemError("create a blocklist trie", errno) }
+            let trie = BPFDescriptor(fd)
+            // Another list's entry for the same network stays as it was (its origin and drops).
+            var taken = Set<IPNetwork>()
+            var keys: [UInt8] = []
+            var values: [pc_ban] = []
+            keys.reserveCapacity((others.count + mine.count) * keySize)
+            values.reserveCapacity(others.count + mine.count)
+            for entry in others where taken.insert(entry.network).inserted {
+                keys += PrefixKey(entry.network).bytes
+                values.append(
+                    BanRequest(entry.network.address, entry.expiry, origin: entry.origin).value(dropped: entry.dropped))
+                swap.kept += 1
+            }
+            for network in mine where taken.insert(network).inserted {
+                keys += PrefixKey(network).bytes
+                values.append(BanRequest(network.address, .permanent, origin: origin).value(dropped: 0))
+                if family == .ipv4 { swap.ipv4 += 1 } else { swap.ipv6 += 1 }
+            }
+            try fillTrie(trie, keys: keys, values: values, keySize: keySize, family: family)
+            try markUsed(family == .ipv4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
+            var slot = UInt32(PC_LISTS_SLOT)
+            var inner = UInt32(bitPattern: trie.fd)
+            let outer = family == .ipv4 ? listsV4 : listsV6
+            try bpfCall("swap in the blocklist trie") { bpf_map_update_elem(outer.fd, &slot, &inner, UInt64(BPF_ANY)) }
+        }
+        return swap
+    }
+}

@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import PortcullisCore
+import PortcullisSystem
+import XDPFirewall
+
+/// `portcullis blocklist load|list|unload`: named lists of addresses and networks, each installed
+/// as a whole (BanMaps.replaceList: built aside, swapped in with one map update).
+struct Blocklist: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load, list and unload named blocklists (Spamhaus DROP, FireHOL .netset, one network a line).",
+        subcommands: [Load.self, Show.self, Unload.self])
+
+    /// A list's origin name in the maps (`portcullis list` shows it).
+    static func originName(_ name: String) throws -> String {
+        let allowed = name.utf8.allSatisfy {
+            (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0)
+                || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+        }
+        guard allowed, (1...40).contains(name.utf8.count) else {
+            throw UsageError("list name '\(name)': 1 to 40 letters, digits, '-', '_' or '.'")
+        }
+        return "list:" + name
+    }
+
+    struct Load: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Install FILE as the list NAME, replacing what NAME held, in one swap.",
+            discussion: "Every line is checked first: a line that is not an address or network (a host part set, "
+                + "a bad length) is reported with its number and nothing changes; the list in force stays. The "
+                + "list outlives the daemon (it is in the pinned maps) until it is unloaded.")
+
+        @Argument(help: "The list's name (letters, digits, - _ .).")
+        var name: String
+
+        @Argument(help: "The list file (- reads stdin).")
+        var file: String
+
+        @OptionGroup var pins: PinOptions
+
+        func run() throws {
+            try reportingErrors {
+                let origin = try Blocklist.originName(name)
+                let text: String
+                if file == "-" {
+                    text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                } else {
+                    guard let data = FileManager.default.contents(atPath: file) else {
+                        throw UsageError("cannot read \(file); give a readable list file")
+                    }
+                    text = String(decoding: data, as: UTF8.self)
+                }
+                let (networks, problems) = BlocklistFile.parse(text)
+                if !problems.isEmpty {
+                    for problem in problems.prefix(20) { printError("\(file): \(problem)") }
+                    if problems.count > 20 { printError("\(file): \(problems.count - 20) more bad lines") }
+                    throw UsageError("\(file): \(problems.count) bad line(s); the list \(name) in force is unchanged")
+                }
+                if networks.isEmpty {
+                    throw UsageError("\(file) holds no address or network; unload a list with unload")
+                }
+                let maps = try BanMaps.open(pinnedIn: pins.directory)
+                guard let slot = try maps.originSlots(for: [origin])[origin] else {
+                    throw UsageError("no origin slot is free for \(origin) (all 255 in use)")
+                }
+                let start = SystemClock.monotonicNanoseconds()
+                let swap = try maps.replaceList(origin: slot, with: networks)
+                let seconds = Double(SystemClock.monotonicNanoseconds() - start) / 1e9
+                print(
+                    "loaded \(name): \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries in "
+                        + String(format: "%.3f", seconds) + " s")
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "list", abstract: "The loaded lists: entries per family and packets dropped.")
+
+        @OptionGroup var pins: PinOptions
+
+        func run() throws {
+            try reportingErrors {
+                let maps = try BanMaps.open(pinnedIn: pins.directory)
+                let names = try maps.originNames()
+                var lists: [String: (v4: Int, v6: Int, dropped: UInt64)] = [:]
+                for entry in try maps.listEntries() {
+                    let name = String((names[entry.origin] ?? "list:?").dropFirst("list:".count))
+                    var list = lists[name] ?? (0, 0, 0)
+                    if entry.network.family == .ipv4 { list.v4 += 1 } else { list.v6 += 1 }
+                    list.dropped += entry.dropped
+                    lists[name] = list
+                }
+                guard !lists.isEmpty else {
+                    print("no blocklists under \(pins.directory)")
+                    return
+                }
+                for (name, list) in lists.sorted(by: { $0.key < $1.key }) {
+                    print("\(name): \(list.v4) IPv4, \(list.v6) IPv6 entries, \(list.dropped) packets dropped")
+                }
+            }
+        }
+    }
+
+    struct Unload: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove the list NAME, in one swap.")
+
+        @Argument(help: "The list's name.")
+        var name: String
+
+        @OptionGroup var pins: PinOptions
+
+        func run() throws {
+            try reportingErrors {
+                let origin = try Blocklist.originName(name)
+                let maps = try BanMaps.open(pinnedIn: pins.directory)
+                guard let slot = try maps.originNames().first(where: { $0.value == origin })?.key,
+                    try maps.listEntries().contains(where: { $0.origin == slot })
+                else {
+                    throw UsageError("no list named \(name) is loaded (portcullis blocklist list)")
+                }
+                try maps.replaceList(origin: slot, with: [])
+                print("unloaded \(name)")
+            }
+        }
+    }
+}
