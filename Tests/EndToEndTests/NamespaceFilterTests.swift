@@ -255,4 +255,120 @@ struct NamespaceFilterTests {
             _ = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
         }
     }
+
+    @Test(
+        "a 100,000-entry blocklist swapped for another again and again under a flood: no frame from a source in both lists ever passes, none from a source in neither is ever dropped"
+    )
+    func blocklistSwapUnderFlood() throws {
+        try withTestNetwork("u") { network, scratch in
+            let pins = scratch.path
+            let attach = try cli(
+                network, ["attach", network.receiverInterface, "--map-entries", "4096", "--pin-dir", pins])
+            try #require(attach.status == 0, "attach failed: \(attach.stderr)")
+            let directory = NSTemporaryDirectory() + "pc-swap-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            // both: 198.18.0.1; only A: 198.18.0.2; only B: 2001:2::2; neither: 2001:2::1. The rest of
+            // each list: 99,998 IPv6 entries of its own, /128s and /64s.
+            func list(_ own: [String], group: Int) -> String {
+                var lines = own
+                for index in 0..<99_998 {
+                    lines.append(
+                        index % 10 == 0
+                            ? "2001:2:0:\(String(0x1000 + group * 0x1000 + index / 10, radix: 16))::/64"
+                            : "2001:2:0:\(String(group, radix: 16)):1:0:\(String(index >> 16, radix: 16)):\(String(index & 0xffff, radix: 16))"
+                    )
+                }
+                return lines.joined(separator: "\n") + "\n"
+            }
+            let a = directory + "/a.txt", b = directory + "/b.txt"
+            try list(["198.18.0.1", "198.18.0.2"], group: 0xa).write(toFile: a, atomically: true, encoding: .utf8)
+            try list(["198.18.0.1", "2001:2::2"], group: 0xb).write(toFile: b, atomically: true, encoding: .utf8)
+            var load = try cli(network, ["blocklist", "load", "flood", a, "--pin-dir", pins])
+            try #require(load.status == 0, "\(load.stderr)")
+
+            // The receiver counts datagrams by source; the sender sends round-robin from the four.
+            let receiver = """
+                import socket, select, json, sys, time
+                socks = []
+                for family, address in ((socket.AF_INET, '\(TestNetwork.receiverAddress4)'), (socket.AF_INET6, '\(TestNetwork.receiverAddress6)')):
+                    s = socket.socket(family, socket.SOCK_DGRAM)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                    s.bind((address, 40007))
+                    socks.append(s)
+                print('ready', flush=True)
+                counts = {}
+                deadline = time.time() + float(sys.argv[1])
+                while time.time() < deadline:
+                    readable, _, _ = select.select(socks, [], [], 0.1)
+                    for s in readable:
+                        while True:
+                            try:
+                                _, source = s.recvfrom(64, socket.MSG_DONTWAIT)
+                            except BlockingIOError:
+                                break
+                            counts[source[0]] = counts.get(source[0], 0) + 1
+                print(json.dumps(counts), flush=True)
+                """
+            let sender = """
+                import socket, json, sys, time
+                sources = ['198.18.0.1', '198.18.0.2', '2001:2::1', '2001:2::2']
+                socks = []
+                for source in sources:
+                    family = socket.AF_INET6 if ':' in source else socket.AF_INET
+                    s = socket.socket(family, socket.SOCK_DGRAM)
+                    s.bind((source, 0))
+                    socks.append((s, '\(TestNetwork.receiverAddress6)' if ':' in source else '\(TestNetwork.receiverAddress4)'))
+                sent = {source: 0 for source in sources}
+                deadline = time.time() + float(sys.argv[1])
+                while time.time() < deadline:
+                    for _ in range(50):
+                        for (s, destination), source in zip(socks, sources):
+                            s.sendto(b'F', (destination, 40007))
+                            sent[source] += 1
+                    time.sleep(0.002)
+                print(json.dumps(sent), flush=True)
+                """
+            func start(_ namespace: String, _ script: String, _ seconds: String) throws -> (Process, Pipe) {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+                process.arguments = ["--net=/run/netns/\(namespace)", "--", "python3", "-c", script, seconds]
+                let output = Pipe()
+                process.standardOutput = output
+                try process.run()
+                return (process, output)
+            }
+            let (listening, heard) = try start(network.receiver, receiver, "9")
+            defer { if listening.isRunning { kill(listening.processIdentifier, SIGKILL) } }
+            // Wait for "ready" before sending.
+            var greeting = Data()
+            while !String(decoding: greeting, as: UTF8.self).contains("ready") {
+                let chunk = heard.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                greeting.append(chunk)
+            }
+            let (sending, said) = try start(network.sender, sender, "4")
+            defer { if sending.isRunning { kill(sending.processIdentifier, SIGKILL) } }
+            var swaps = 0
+            while sending.isRunning && swaps < 40 {
+                load = try cli(network, ["blocklist", "load", "flood", swaps % 2 == 0 ? b : a, "--pin-dir", pins])
+                #expect(load.status == 0, "\(load.stderr)")
+                swaps += 1
+            }
+            sending.waitUntilExit()
+            listening.waitUntilExit()
+            let sent = try JSONDecoder().decode(
+                [String: Int].self, from: said.fileHandleForReading.readDataToEndOfFile())
+            let received = try JSONDecoder().decode(
+                [String: Int].self, from: heard.fileHandleForReading.readDataToEndOfFile())
+            #expect(swaps >= 3, "the lists were swapped while the flood ran (\(swaps) swaps)")
+            #expect((sent["198.18.0.1"] ?? 0) > 1000, "\(sent)")
+            #expect(received["198.18.0.1", default: 0] == 0, "a source in both lists: \(received) of \(sent)")
+            #expect(received["2001:2::1"] == sent["2001:2::1"], "a source in neither: \(received) of \(sent)")
+            // The others passed while their list was out, and were dropped while it was in.
+            #expect(received["198.18.0.2", default: 0] < sent["198.18.0.2"] ?? 0)
+            #expect(received["2001:2::2", default: 0] < sent["2001:2::2"] ?? 0)
+            _ = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
+        }
+    }
 }
