@@ -18,10 +18,12 @@ import TOMLKit
 /// | `ignoreip` | networks never banned by this jail (a string of them, or an array) |
 /// | `table-bins` | bins of the jail's offence table |
 /// | `escalation` | a table: `increment`, `factor`, `formula`, `multipliers`, `maxtime`, `rndtime`, `overalljails` (fail2ban's `bantime.*`) |
+/// | `ipv6-prefix` | count and ban IPv6 clients by this prefix (`64`: the /64, not the address) |
+/// | `aggregate-v4`, `aggregate-v6` | `"LENGTH:N"`: N distinct bans inside one prefix of LENGTH within findtime ban the prefix |
 enum JailKeys {
     static let names: Set<String> = [
         "enabled", "source", "filter", "failregex", "ignoreregex", "maxretry", "findtime", "bantime", "ignoreip",
-        "table-bins", "escalation",
+        "table-bins", "escalation", "ipv6-prefix", "aggregate-v4", "aggregate-v6",
     ]
     static let escalationNames: Set<String> = [
         "increment", "factor", "formula", "multipliers", "maxtime", "rndtime", "overalljails",
@@ -103,6 +105,26 @@ enum JailKeys {
                     }
                 }
                 jail.ignore = ignore
+            case "ipv6-prefix":
+                let length = try ConfigurationFile.integer(value, key: key, file: file, locator: locator)
+                guard (1...127).contains(length) else { throw fail("must be a prefix length 1...127, e.g. 64") }
+                jail.aggregation.ipv6Prefix = length
+            case "aggregate-v4", "aggregate-v6":
+                let text = try ConfigurationFile.text(value, key: key, file: file, locator: locator)
+                let v4 = name == "aggregate-v4"
+                let parts = text.split(separator: ":")
+                guard parts.count == 2, let length = Int(parts[0]), let count = Int(parts[1]),
+                    (1...(v4 ? 31 : 127)).contains(length), count >= 2
+                else {
+                    throw fail(
+                        "give \"LENGTH:N\" (N distinct bans in one /LENGTH within findtime ban it), e.g. \""
+                            + (v4 ? "24:5" : "48:5") + "\"; LENGTH 1...\(v4 ? 31 : 127), N at least 2")
+                }
+                if v4 {
+                    jail.aggregation.ipv4 = .init(length: length, count: count)
+                } else {
+                    jail.aggregation.ipv6 = .init(length: length, count: count)
+                }
             case "table-bins":
                 let bins = try ConfigurationFile.integer(value, key: key, file: file, locator: locator)
                 guard bins >= 16 else { throw fail("must be at least 16") }

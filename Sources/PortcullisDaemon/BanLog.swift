@@ -34,8 +34,8 @@ public final class BanLog: BanPublisher {
         let jail = event.jail.map { " jail=\($0)" } ?? ""
         var text = ""
         text.reserveCapacity(event.addresses.count * (prefix.utf8.count + jail.utf8.count + 36))
-        for (index, address) in event.addresses.enumerated() {
-            text += prefix + address.description + jail
+        for index in event.addresses.indices {
+            text += prefix + event.text(index) + jail
             if index < event.seconds.count {
                 text += event.seconds[index] == 0 ? " for=forever" : " for=\(event.seconds[index])"
             }

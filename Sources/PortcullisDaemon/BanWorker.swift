@@ -130,6 +130,7 @@ final class BanWorker: @unchecked Sendable {
         let stamp = UInt32(truncatingIfNeeded: SystemClock.monotonicNanoseconds() >> 20)
         let jail = jails[index].jail
         let allowlist = jail.allowlist
+        let aggregation = jail.configuration.aggregation
         let table = jail.table
         let counters = state.jails + index
         counters.pointee.lines += UInt64(batch.count)
@@ -151,8 +152,10 @@ final class BanWorker: @unchecked Sendable {
                     counters.pointee.allowlisted += 1
                     return
                 }
-                table.prefetch(address)
-                pending[pendingCount] = address
+                // Counted (and banned) as its network when the jail says so.
+                let counted = aggregation.counted(address)
+                table.prefetch(counted)
+                pending[pendingCount] = counted
                 pendingCount += 1
                 if pendingCount == Self.prefetchGroup {
                     record(pending, pendingCount, jail: index, now: now, stamp: stamp, state: &state)
@@ -227,12 +230,40 @@ final class BanWorker: @unchecked Sendable {
                 let event = BanEvent(
                     kind: .ban, origin: .filter, addresses: result.banned,
                     monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: jail.name, seconds: result.seconds,
-                    readNanoseconds: state.readNanoseconds)
+                    readNanoseconds: state.readNanoseconds, prefixLengths: result.prefixLengths)
                 for publisher in publishers { publisher.publish(event) }
+                if let aggregator = jail.aggregator { aggregate(result, jail: jail, aggregator: aggregator) }
             }
         }
         // After the result (which may share its storage) is gone: emptied in place, not copied.
         state.crossed.removeAll(keepingCapacity: true)
+    }
+
+    /// Bans the prefixes whose members' bans now number the jail's `aggregate-v4`/`-v6`, and
+    /// lifts the members' own bans (the ban log says both).
+    private func aggregate(_ result: Enforcement.Installed, jail: Jail, aggregator: BanAggregator) {
+        let now = clock.bootNow
+        let bans = result.banned.indices.map { index in
+            (
+                network: IPNetwork(containing: result.banned[index], length: result.prefixLengths[index]),
+                expiry: BanPolicy.expiry(seconds: result.seconds[index], now: now)
+            )
+        }
+        for prefix in aggregator.record(bans, now: now) where enforcement.aggregate(prefix, jail: jail) {
+            let seconds: UInt64
+            if case .at(let end) = prefix.expiry { seconds = max((end &- now) / 1_000_000_000, 1) } else { seconds = 0 }
+            let clock = SystemClock.monotonicNanoseconds()
+            let ban = BanEvent(
+                kind: .ban, origin: .filter, addresses: [prefix.network.address], monotonicNanoseconds: clock,
+                jail: jail.name, seconds: [seconds], prefixLengths: [prefix.network.length])
+            let lifted = BanEvent(
+                kind: .unban, origin: .aggregate, addresses: prefix.members.map(\.address), monotonicNanoseconds: clock,
+                prefixLengths: prefix.members.map(\.length))
+            for publisher in publishers {
+                publisher.publish(ban)
+                publisher.publish(lifted)
+            }
+        }
     }
 
     private func publish(_ state: inout State) {

@@ -112,6 +112,7 @@ public final class Daemon: @unchecked Sendable {
                     keeping: same?.table))
             if let same { kept.append(same.name) }
         }
+        for jail in jails { try jail.configuration.aggregation.check(jail: jail.name, maps: maps) }
         self.jails = jails
         keptJails = kept
         // The driver's allowlist: what no jail ever bans (the daemon's allowlist, this host's

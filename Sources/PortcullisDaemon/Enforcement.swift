@@ -44,6 +44,9 @@ final class Enforcement: @unchecked Sendable {
         var failed: [IPAddress] = []
         /// How long each of `banned` is banned, in seconds (0: for good).
         var seconds: [UInt64] = []
+        /// Per `banned`, the prefix length of its ban (an address's full length, or the jail's
+        /// `ipv6-prefix`).
+        var prefixLengths: [Int] = []
     }
 
     /// Installs `jail`'s bans, one batched update per family, never shortening a ban already
@@ -51,6 +54,18 @@ final class Enforcement: @unchecked Sendable {
     /// wait. Repeat offenders of a jail with escalation get longer bans (and those that went in are
     /// recorded in its history).
     func install(_ addresses: [IPAddress], jail: Jail, clock: DaemonClock) -> Installed {
+        // A jail with ipv6-prefix counted its IPv6 clients by prefix: those are bans of networks.
+        if let length = jail.configuration.aggregation.ipv6Prefix, addresses.contains(where: { !$0.isIPv4 }) {
+            let exact = addresses.filter(\.isIPv4)
+            var result = exact.isEmpty ? Installed() : install(exact, jail: jail, clock: clock)
+            let networks = installNetworks(addresses.filter { !$0.isIPv4 }, length: length, jail: jail, clock: clock)
+            result.banned += networks.banned
+            result.seconds += networks.seconds
+            result.prefixLengths += networks.prefixLengths
+            result.kept += networks.kept
+            result.failed += networks.failed
+            return result
+        }
         let wallSeconds = SystemClock.wallSeconds()
         let durations = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
         var result = Installed()
@@ -72,6 +87,7 @@ final class Enforcement: @unchecked Sendable {
             return outcome.installed
         }
         result.seconds = banned.map { durations[$0] }
+        result.prefixLengths = result.banned.map { IPNetwork.fullLength($0.family) }
         jail.recordBans(result.banned, seconds: result.seconds, wallSeconds: wallSeconds)
         // An escalated ban lasts longer than the jail's ban time, after which the table would start
         // the client's count over and a crossing would ban (and count) it again while it is still
@@ -84,6 +100,68 @@ final class Enforcement: @unchecked Sendable {
             }
         }
         return result
+    }
+
+    /// Bans the networks of `length` around `addresses` (their keys, already masked), never
+    /// shortening a ban of the same network already there. Their ends are not scheduled: the
+    /// program passes an ended network ban, and the sweep removes it (`liftEndedNetworkBans`).
+    private func installNetworks(_ addresses: [IPAddress], length: Int, jail: Jail, clock: DaemonClock) -> Installed {
+        let wallSeconds = SystemClock.wallSeconds()
+        let durations = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
+        var result = Installed()
+        lock.withLock { _ in
+            let now = clock.bootNow
+            for (index, address) in addresses.enumerated() {
+                let network = IPNetwork(containing: address, length: length)
+                let expiry = BanPolicy.expiry(seconds: durations[index], now: now)
+                if let existing = try? maps.lookup(network: network), !existing.isExpired(now: now),
+                    Self.lasts(existing.expiry, atLeastAs: expiry)
+                {
+                    result.kept.append(address)
+                    continue
+                }
+                do {
+                    try maps.ban(network: network, expiry, origin: jail.origin)
+                    result.banned.append(address)
+                    result.seconds.append(durations[index])
+                    result.prefixLengths.append(length)
+                } catch {
+                    result.failed.append(address)
+                }
+            }
+        }
+        jail.recordBans(result.banned, seconds: result.seconds, wallSeconds: wallSeconds)
+        return result
+    }
+
+    static func lasts(_ existing: BanExpiry, atLeastAs new: BanExpiry) -> Bool {
+        switch (existing, new) {
+        case (.permanent, _): true
+        case (.at, .permanent): false
+        case (.at(let old), .at(let end)): old >= end
+        }
+    }
+
+    /// Bans `prefix.network` (an aggregate of its members' bans) and lifts the members' own bans,
+    /// which it covers. - Returns: whether the prefix went in.
+    func aggregate(_ prefix: BanAggregator.Prefix, jail: Jail) -> Bool {
+        lock.withLock { _ in
+            do {
+                try maps.ban(network: prefix.network, prefix.expiry, origin: jail.origin)
+            } catch {
+                return false
+            }
+            for member in prefix.members {
+                if member.isSingleAddress {
+                    _ = try? maps.unban(member.address)
+                    schedule.forget(member.address)
+                    watched.remove(member.address)
+                } else {
+                    _ = try? maps.unban(network: member)
+                }
+            }
+            return true
+        }
     }
 
     /// Deletes the bans of `addresses` that have ended (one in force, an operator's set since, is

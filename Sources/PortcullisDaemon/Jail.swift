@@ -90,6 +90,8 @@ public struct JailConfiguration: Sendable, Equatable {
     /// Where the jail was defined, for the start-up log ("fail2ban jail.local, action replaced by
     /// XDP enforcement").
     public var origin = "command line"
+    /// Bans of networks rather than addresses (`ipv6-prefix`, `aggregate-v4`, `aggregate-v6`).
+    public var aggregation = Aggregation()
 
     public init(name: String, source: TransportConfiguration) {
         self.name = name
@@ -169,6 +171,10 @@ public struct JailConfiguration: Sendable, Equatable {
             + (policy.findTime > 0 ? " within \(policy.findTime) s" : "")
             + ", bantime \(policy.banTime == 0 ? "forever" : "\(policy.banTime) s")"
         if let escalation { line += ", escalating (\(escalation.summary))" }
+        if let prefix = aggregation.ipv6Prefix { line += ", IPv6 counted and banned by /\(prefix)" }
+        for (family, rule) in [("IPv4", aggregation.ipv4), ("IPv6", aggregation.ipv6)] {
+            if let rule { line += ", \(rule.count) \(family) bans in a /\(rule.length) ban it" }
+        }
         if !ignore.isEmpty { line += ", ignoreip " + ignore.descriptions.joined(separator: " ") }
         return line
     }
@@ -199,6 +205,8 @@ final class Jail: Sendable {
     /// Where bans are counted for escalation: the daemon's one history, given to every jail when
     /// any jail escalates (`overalljails` counts the bans of all), nil otherwise.
     let history: BanHistory?
+    /// Its recent bans by prefix (`aggregate-v4`/`-v6`); nil when it aggregates nothing.
+    let aggregator: BanAggregator?
 
     /// - Parameter table: the offence table of the same jail in the daemon this one replaces (a
     ///   reload), whose counts go on; nil: a new one.
@@ -213,6 +221,7 @@ final class Jail: Sendable {
         escalation = configuration.escalation
         self.history = history
         let policy = configuration.policy
+        aggregator = BanAggregator(configuration.aggregation, findTimeSeconds: policy.findTime)
         if let table {
             self.table = table
         } else {

@@ -13,6 +13,8 @@ public struct BanEvent: Sendable {
         case filter
         case `operator`
         case expiry
+        /// Members lifted because the prefix around them was banned (`aggregate-v4`/`-v6`).
+        case aggregate
     }
 
     public let kind: Kind
@@ -27,11 +29,21 @@ public struct BanEvent: Sendable {
     /// A filter's bans: `CLOCK_MONOTONIC` nanoseconds when the worker received the lines that
     /// made the last crossing (the line-to-ban latency ends at `monotonicNanoseconds`).
     public let readNanoseconds: UInt64?
+    /// Per address, the prefix length when the ban is of a network (`2001:2:0:a::` with 64 is
+    /// `2001:2:0:a::/64`); empty: every one is an address.
+    public let prefixLengths: [Int]
+
+    /// `addresses[index]` as written: a network with its length, else the address.
+    public func text(_ index: Int) -> String {
+        guard index < prefixLengths.count else { return addresses[index].description }
+        return IPNetwork(containing: addresses[index], length: prefixLengths[index]).description
+    }
 
     public init(
         kind: Kind, origin: Origin, addresses: [IPAddress], monotonicNanoseconds: UInt64, jail: String? = nil,
-        seconds: [UInt64] = [], readNanoseconds: UInt64? = nil
+        seconds: [UInt64] = [], readNanoseconds: UInt64? = nil, prefixLengths: [Int] = []
     ) {
+        self.prefixLengths = prefixLengths
         self.kind = kind
         self.origin = origin
         self.readNanoseconds = readNanoseconds

@@ -45,6 +45,7 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
     private let latency: DurationHistogram
     private let unbansExpired: Counter
     private let unbansOperator: Counter
+    private let unbansAggregate: Counter
     /// Scrapes run one at a time: the deltas and the gauges' series are theirs.
     private let scrape = Mutex(ScrapeState())
 
@@ -65,6 +66,7 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
         let unbans = Self.descriptor("portcullis_unbans_total", "Bans lifted, by who lifted them.")
         unbansExpired = registry.makeCounter(descriptor: unbans, labels: [("origin", "expiry")])
         unbansOperator = registry.makeCounter(descriptor: unbans, labels: [("origin", "operator")])
+        unbansAggregate = registry.makeCounter(descriptor: unbans, labels: [("origin", "aggregate")])
         registry.makeGauge(
             descriptor: Self.descriptor("portcullis_build_info", "The running build (always 1)."),
             labels: [("version", version), ("abi", "\(PC_ABI_VERSION)")]
@@ -90,7 +92,13 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
                 for _ in 0..<count { latency.record(waited) }
             }
         case .unban:
-            (event.origin == .operator ? unbansOperator : unbansExpired).increment(by: Int64(event.addresses.count))
+            let counter =
+                switch event.origin {
+                case .operator: unbansOperator
+                case .aggregate: unbansAggregate
+                case .expiry, .filter: unbansExpired
+                }
+            counter.increment(by: Int64(event.addresses.count))
         }
     }
 

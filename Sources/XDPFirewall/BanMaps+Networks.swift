@@ -170,6 +170,29 @@ extension BanMaps {
         try markUsed(used)  // again after: see portcullis_abi.h (set before the first entry, never cleared)
     }
 
+    /// The ban of `network` as it was made (nil: none).
+    public func lookup(network: IPNetwork) throws(FirewallError) -> NetworkBanEntry? {
+        let place = try place(of: network)
+        if place == .exact {
+            return try lookup(network.address).map {
+                NetworkBanEntry(
+                    network: network, place: .exact, expiry: $0.expiry, dropped: $0.dropped, origin: $0.origin)
+            }
+        }
+        let v4 = network.family == .ipv4
+        let map = place == .prefix ? (v4 ? prefixV4 : prefixV6) : (v4 ? cidrV4 : cidrV6)
+        var key = PrefixKey(network).bytes
+        var value = pc_ban()
+        switch systemCallResult({ bpf_map_lookup_elem(map.fd, &key, &value) }) {
+        case .success:
+            return NetworkBanEntry(
+                network: network, place: place, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
+                dropped: value.dropped, origin: value.origin)
+        case .failure(let error) where error.code == ENOENT: return nil
+        case .failure(let error): throw systemError("look up \(network)", error.code)
+        }
+    }
+
     /// Lifts the ban of `network` exactly as it was made. - Returns: whether it was banned.
     @discardableResult
     public func unban(network: IPNetwork) throws(FirewallError) -> Bool {

@@ -745,4 +745,92 @@ extension DaemonProcessTests {
             #expect(!FileManager.default.fileExists(atPath: socket), "the socket goes with the daemon")
         }
     }
+
+    @Test(
+        "aggregation on the testbed: three offending addresses of a /64 ban the /64 and a never-seen fourth is dropped; three banned addresses of a /24 ban the /24, their own bans go; a length the maps do not have is refused"
+    )
+    func aggregation() throws {
+        try withTestNetwork("v") { network, scratch in
+            let directory = NSTemporaryDirectory() + "pc-aggregate-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let log = directory + "/offences.log", config = directory + "/portcullis.toml"
+            let banLog = directory + "/bans.log"
+            FileManager.default.createFile(atPath: log, contents: nil)
+            func write(_ aggregate: String) throws {
+                try """
+                [jail.web]
+                source = "file:\(log)"
+                maxretry = 3
+                findtime = "10m"
+                bantime = "10m"
+                ipv6-prefix = 64
+                aggregate-v4 = "\(aggregate)"
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            }
+            // A length the maps have no hash for: refused before anything reads.
+            try write("20:3")
+            let refused = try network.run(
+                in: network.receiver,
+                [
+                    daemonPath, "--interface", network.receiverInterface, "--config", config, "--pin-dir",
+                    scratch.path, "--state-dir", directory + "/state", "--control", "none",
+                ])
+            #expect(refused.status == 1, "\(refused.stdout)")
+            #expect(
+                refused.stderr.contains(
+                    "aggregate-v4 bans /20, which is not one of the maps' IPv4 prefix lengths (/24)"),
+                "\(refused.stderr)")
+
+            try write("24:3")
+            let (daemon, output) = try startDaemon(
+                network,
+                [
+                    "--config", config, "--pin-dir", scratch.path, "--state-dir", directory + "/state", "--ban-log",
+                    banLog,
+                ],
+                waitUntilReading: true)
+            defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+            func offend(_ addresses: [String], times: Int) throws {
+                let handle = try #require(FileHandle(forWritingAtPath: log))
+                defer { try? handle.close() }
+                handle.seekToEndOfFile()
+                for _ in 0..<times {
+                    for address in addresses {
+                        let line = OffenceLine.text(
+                            time: UTCTime(secondsSinceEpoch: 1_795_718_566), address: IPAddress(address)!)
+                        handle.write(Data((line + "\n").utf8))
+                    }
+                }
+            }
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            // One offence from each of three addresses of 2001:2::/64: three of that /64.
+            try offend(["2001:2::a", "2001:2::b", "2001:2::c"], times: 1)
+            let v6 = try IPNetwork(parsing: "2001:2::/64")
+            #expect(try eventually(within: 10) { try maps.lookup(network: v6) != nil })
+            #expect(try maps.entries().filter { $0.address.family == .ipv6 }.isEmpty, "no address of it banned")
+            #expect(try network.sendUDP(from: "2001:2::1", count: 20) == 20)
+            #expect(try eventually(within: 5) { try maps.lookup(network: v6)?.dropped == 20 }, "the never-seen fourth")
+
+            // Three addresses of 198.18.0.0/24 banned: the /24 instead.
+            try offend(["198.18.0.10", "198.18.0.11", "198.18.0.12"], times: 3)
+            let v4 = try IPNetwork(parsing: "198.18.0.0/24")
+            #expect(try eventually(within: 10) { try maps.lookup(network: v4) != nil })
+            #expect(
+                try eventually(within: 5) { try maps.entries().filter { $0.address.family == .ipv4 }.isEmpty },
+                "members lifted")
+            #expect(try network.sendUDP(from: "198.18.0.1", count: 20) == 20)
+            #expect(try eventually(within: 5) { try maps.lookup(network: v4)?.dropped == 20 })
+            let origins = try maps.originNames()
+            #expect(try maps.lookup(network: v4).map { origins[$0.origin] } == "web")
+
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 0, "\(text)")
+            #expect(text.contains("IPv6 counted and banned by /64, 3 IPv4 bans in a /24 ban it"), "\(text)")
+            let logged = (try? String(contentsOfFile: banLog, encoding: .utf8)) ?? ""
+            #expect(logged.contains(" ban 2001:2::/64 jail=web for=600"), "\(logged)")
+            #expect(logged.contains(" ban 198.18.0.0/24 jail=web for="), "\(logged)")
+            #expect(logged.contains(" unban 198.18.0.10"), "\(logged)")
+        }
+    }
 }
