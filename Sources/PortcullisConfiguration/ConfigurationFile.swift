@@ -47,6 +47,15 @@ public struct ConfigurationFile {
     /// Each `[daemon]` setting with its key and line, so that the program can check the values
     /// its own way and still name them.
     public let daemonSettings: [(key: String, line: Int?, arguments: [String])]
+    /// `[blocklist.NAME]` tables: a list file the daemon loads (`portcullis blocklist load`) at start
+    /// and at each reload, and, with `reload = true`, again whenever the file changes.
+    public struct Blocklist: Sendable, Equatable {
+        public let name: String
+        public let file: String
+        public let reload: Bool
+        public let line: Int?
+    }
+    public let blocklists: [Blocklist]
     /// Whether the file has `[jail.NAME]` tables (enabled or not).
     public var definesJails: Bool { !jailTables.isEmpty }
     private let defaults: TOMLTable?
@@ -80,6 +89,7 @@ public struct ConfigurationFile {
         var daemonSettings: [(key: String, line: Int?, arguments: [String])] = []
         var defaults: TOMLTable?
         var jailTables: [(name: String, table: TOMLTable)] = []
+        var blocklists: [Blocklist] = []
         for (key, value) in root {
             switch key {
             case "daemon":
@@ -113,10 +123,39 @@ public struct ConfigurationFile {
                     try JailKeys.check(jailTable, prefix: "jail.\(name)", file: path, locator: locator)
                     jailTables.append((name, jailTable))
                 }
+            case "blocklist":
+                let table = try Self.table(value, key: key, file: path, locator: locator)
+                for (name, list) in table {
+                    let prefix = "blocklist.\(name)"
+                    guard let settings = list.table else {
+                        throw ConfigurationError(
+                            file: path, line: locator.line(of: prefix), key: prefix,
+                            "a blocklist is a table: write [\(prefix)] with file = \"PATH\" under it")
+                    }
+                    var file: String?
+                    var reload = false
+                    for (setting, item) in settings {
+                        let keyPath = "\(prefix).\(setting)"
+                        switch setting {
+                        case "file": file = try Self.text(item, key: keyPath, file: path, locator: locator)
+                        case "reload": reload = try Self.boolean(item, key: keyPath, file: path, locator: locator)
+                        default:
+                            throw ConfigurationError(
+                                file: path, line: locator.line(of: keyPath), key: keyPath,
+                                "unknown blocklist setting; the keys are file and reload")
+                        }
+                    }
+                    guard let file, file.hasPrefix("/") else {
+                        throw ConfigurationError(
+                            file: path, line: locator.line(of: prefix), key: prefix,
+                            "give the list's file as an absolute path: file = \"/etc/portcullis/lists/\(name).txt\"")
+                    }
+                    blocklists.append(Blocklist(name: name, file: file, reload: reload, line: locator.line(of: prefix)))
+                }
             default:
                 throw ConfigurationError(
                     file: path, line: locator.line(of: key), key: key,
-                    "unknown section; the file has [daemon], [defaults] and [jail.NAME]")
+                    "unknown section; the file has [daemon], [defaults], [jail.NAME] and [blocklist.NAME]")
             }
         }
         jailTables.sort { (locator.line(of: "jail.\($0.name)") ?? 0) < (locator.line(of: "jail.\($1.name)") ?? 0) }
@@ -131,6 +170,7 @@ public struct ConfigurationFile {
                     + "\(DaemonKeys.defaultJailOnly[name]!) in [defaults] (every jail) or in a jail")
         }
         self.daemonSettings = daemonSettings
+        self.blocklists = blocklists.sorted { ($0.line ?? 0) < ($1.line ?? 0) }
         self.defaults = defaults
         self.jailTables = jailTables
     }

@@ -68,7 +68,7 @@ enum DaemonKeys {
         "idle-horizon": .integer, "allow": .texts, "ban-host-addresses": .flag, "regex-match-limit": .integer,
         "max-line": .integer, "history-entries": .integer, "history-age": .integer, "filter-dir": .text,
         "fail2ban-config": .text, "control": .text, "control-group": .text,
-        "metrics": .text,
+        "metrics": .text, "prefix-lengths-v4": .text, "prefix-lengths-v6": .text,
         "shm-name": .text, "shm-segments": .integer, "shm-slots": .integer, "shm-slot-size": .integer,
         "shm-reader-slots": .integer, "shm-overwrite": .flag, "shm-hugepages": .flag, "shm-no-stealing": .flag,
         "socket-dir": .text, "socket-datagram-size": .integer, "socket-lines-per-datagram": .integer,

@@ -375,6 +375,28 @@ extension BanMaps {
         }
     }
 
+    /// The origin name of the list `name` (`list:NAME`), or nil for a name that is not 1 to 40
+    /// letters, digits, `-`, `_` or `.`.
+    public static func listOrigin(_ name: String) -> String? {
+        let allowed = name.utf8.allSatisfy {
+            (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0)
+                || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+        }
+        return allowed && (1...40).contains(name.utf8.count) ? "list:" + name : nil
+    }
+
+    /// Installs `networks` as the whole of the list `name` (an origin slot named `list:NAME`).
+    @discardableResult
+    public func loadList(_ name: String, _ networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
+        guard let origin = Self.listOrigin(name) else {
+            throw .invalidAddress("list name '\(name)': 1 to 40 letters, digits, '-', '_' or '.'")
+        }
+        guard let slot = try originSlots(for: [origin])[origin] else {
+            throw .invalidAddress("no origin slot is free for \(origin): all \(PC_MAX_ORIGINS - 1) are named")
+        }
+        return try replaceList(origin: slot, with: networks)
+    }
+
     /// Every entry of every loaded list.
     public func listEntries() throws(FirewallError) -> [NetworkBanEntry] {
         var entries: [NetworkBanEntry] = []

@@ -13,14 +13,10 @@ struct Blocklist: ParsableCommand {
 
     /// A list's origin name in the maps (`portcullis list` shows it).
     static func originName(_ name: String) throws -> String {
-        let allowed = name.utf8.allSatisfy {
-            (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0)
-                || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
-        }
-        guard allowed, (1...40).contains(name.utf8.count) else {
+        guard let origin = BanMaps.listOrigin(name) else {
             throw UsageError("list name '\(name)': 1 to 40 letters, digits, '-', '_' or '.'")
         }
-        return "list:" + name
+        return origin
     }
 
     struct Load: ParsableCommand {
@@ -40,7 +36,7 @@ struct Blocklist: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                let origin = try Blocklist.originName(name)
+                _ = try Blocklist.originName(name)
                 let text: String
                 if file == "-" {
                     text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
@@ -60,11 +56,8 @@ struct Blocklist: ParsableCommand {
                     throw UsageError("\(file) holds no address or network; unload a list with unload")
                 }
                 let maps = try BanMaps.open(pinnedIn: pins.directory)
-                guard let slot = try maps.originSlots(for: [origin])[origin] else {
-                    throw UsageError("no origin slot is free for \(origin) (all 255 in use)")
-                }
                 let start = SystemClock.monotonicNanoseconds()
-                let swap = try maps.replaceList(origin: slot, with: networks)
+                let swap = try maps.loadList(name, networks)
                 let seconds = Double(SystemClock.monotonicNanoseconds() - start) / 1e9
                 print(
                     "loaded \(name): \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries in "

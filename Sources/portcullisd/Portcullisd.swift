@@ -215,6 +215,18 @@ struct Portcullisd: ParsableCommand {
             valueName: "address"))
     var metrics = "none"
 
+    @Option(
+        help: ArgumentHelp(
+            "The IPv4 prefix lengths banned through the prefix hash (comma-separated, at most 4; default 24); "
+                + "other lengths go to the CIDR trie. Changed only while no IPv4 prefix ban is in the maps.",
+            valueName: "lengths"))
+    var prefixLengthsV4: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "The IPv6 prefix lengths banned through the prefix hash (default 64,56,48).", valueName: "lengths"))
+    var prefixLengthsV6: String?
+
     @Option(help: "Clients the ban history of escalating jails holds at most (the oldest go first).")
     var historyEntries = 100_000
 
@@ -234,6 +246,13 @@ struct Portcullisd: ParsableCommand {
                 _ = try BPFObjectLocator().locate(explicit: bpfObject)
                 try checkOutputDirectories()
                 _ = try metricsEndpoint()
+                _ = try prefixLengths()
+                if let config {
+                    for list in try BlocklistFeeds.settings(config: config) {
+                        let networks = try BlocklistFeeds.read(list, config: config)
+                        say("portcullisd: blocklist \(list.name): \(networks.count) entries in \(list.file)")
+                    }
+                }
                 let jails = configuration.effectiveJails
                 for jail in jails { say("portcullisd: " + jail.description) }
                 for note in configuration.notes { say("portcullisd: note: \(note)") }
@@ -267,6 +286,28 @@ struct Portcullisd: ParsableCommand {
                 "--control-group \(controlGroup): no such group; give a group name or number")
         }
         return entry.pointee.gr_gid
+    }
+
+    /// `--prefix-lengths-v4/-v6` parsed: (family, lengths) for each given.
+    private func prefixLengths() throws(DaemonError) -> [(IPAddress.Family, [Int])] {
+        var result: [(IPAddress.Family, [Int])] = []
+        for (flag, text, family) in [
+            ("--prefix-lengths-v4", prefixLengthsV4, IPAddress.Family.ipv4),
+            ("--prefix-lengths-v6", prefixLengthsV6, .ipv6),
+        ] {
+            guard let text else { continue }
+            let full = IPNetwork.fullLength(family)
+            let lengths = text.split(separator: ",").map { Int($0.filter { $0 != " " }) }
+            guard !lengths.isEmpty, lengths.count <= 4,
+                lengths.allSatisfy({ $0.map { (1..<full).contains($0) } ?? false })
+            else {
+                throw DaemonError.invalidSetting(
+                    "\(flag) \(text): give 1 to 4 lengths of 1...\(full - 1), comma-separated (e.g. "
+                        + (family == .ipv4 ? "24" : "64,56,48") + ")")
+            }
+            result.append((family, lengths.compactMap { $0 }))
+        }
+        return result
     }
 
     /// `--metrics` parsed (nil: none).
@@ -397,6 +438,11 @@ struct Portcullisd: ParsableCommand {
         try checkOutputDirectories()
         let controlGroupID = try controlGroupID()
         let metricsEndpoint = try metricsEndpoint()
+        let prefixLengths = try prefixLengths()
+        let blocklists = BlocklistFeeds()
+        let blocklistSettings = try BlocklistFeeds.settings(config: config)
+        // Read and checked before the interface is touched; loaded once the maps are open.
+        if let config { for list in blocklistSettings { _ = try BlocklistFeeds.read(list, config: config) } }
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
         let pins = PinDirectory(pinDirectory)
 
@@ -447,6 +493,12 @@ struct Portcullisd: ParsableCommand {
                     ))
             }
             maps = try BanMaps.open(pinnedIn: pins)
+            for (family, lengths) in prefixLengths { try maps.setPrefixLengths(lengths, family: family) }
+            if let config {
+                for line in try blocklists.load(blocklistSettings, config: config, maps: maps) {
+                    say("portcullisd: " + line)
+                }
+            }
             // The bans must reach the packets: the filter found on each interface reads these maps.
             for interface in interfaces where try Attachment.enforcement(of: maps, on: interface) == .otherMaps {
                 throw DaemonError.firewall(
@@ -514,7 +566,7 @@ struct Portcullisd: ParsableCommand {
         ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
         waitForStop(
             daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
-            controlled: controlled, signals: &signals)
+            controlled: controlled, blocklists: blocklists, signals: &signals)
         _ = controlStop.set()
         controlled.stop()
         controlThread?.join()
@@ -526,7 +578,7 @@ struct Portcullisd: ParsableCommand {
     /// and prints (and writes) its summary.
     private func waitForStop(
         _ running: Daemon, interfaces: [String], maps: BanMaps, objectPath: String, pins: PinDirectory,
-        ready: Ready?, controlled: ControlledDaemon, signals: inout StopSignals
+        ready: Ready?, controlled: ControlledDaemon, blocklists: BlocklistFeeds, signals: inout StopSignals
     ) {
         var daemon = running
         var ready = ready
@@ -548,6 +600,20 @@ struct Portcullisd: ParsableCommand {
                 let outcome: String
                 ServiceManager.reloading()
                 (daemon, outcome) = reload(daemon, maps: maps)
+                // The configuration's lists too (one that cannot be read or has a bad line leaves
+                // the lists in force as they were).
+                if let config, daemon !== previous {
+                    do {
+                        let settings = try BlocklistFeeds.settings(config: config)
+                        for line in try blocklists.load(settings, config: config, maps: maps) {
+                            say("portcullisd: SIGHUP: " + line)
+                        }
+                    } catch {
+                        say(
+                            "portcullisd: SIGHUP: blocklists not reloaded, those in force stay: "
+                                + Portcullisd.message(for: error), to: STDERR_FILENO)
+                    }
+                }
                 ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
                 controlled.reloaded(daemon, outcome: outcome)
                 if daemon !== previous { previousLines = 0 }  // a new daemon counts from 0
@@ -560,6 +626,11 @@ struct Portcullisd: ParsableCommand {
                     ready = updated
                 }
                 continue
+            }
+            if let config {
+                for (line, error) in blocklists.reloadChanged(config: config, maps: maps) {
+                    say("portcullisd: " + line, to: error ? STDERR_FILENO : STDOUT_FILENO)
+                }
             }
             for (index, interface) in interfaces.enumerated() {
                 enforced[index] = watchEnforcement(
@@ -611,6 +682,8 @@ struct Portcullisd: ParsableCommand {
                 ("control", control, command.control),
                 ("control-group", controlGroup ?? "", command.controlGroup ?? ""),
                 ("metrics", metrics, command.metrics),
+                ("prefix-lengths-v4", prefixLengthsV4 ?? "", command.prefixLengthsV4 ?? ""),
+                ("prefix-lengths-v6", prefixLengthsV6 ?? "", command.prefixLengthsV6 ?? ""),
             ]
             if let changed = restartOnly.first(where: { $0.1 != $0.2 }) {
                 throw DaemonError.invalidSetting(

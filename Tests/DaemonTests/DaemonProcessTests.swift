@@ -833,4 +833,53 @@ extension DaemonProcessTests {
             #expect(logged.contains(" unban 198.18.0.10"), "\(logged)")
         }
     }
+
+    @Test(
+        "[blocklist.NAME] with reload: loaded at start, loaded again when the file changes, a bad version keeps the list in force (said); --prefix-lengths-v4 sets the maps' lengths"
+    )
+    func configuredBlocklists() throws {
+        try withTestNetwork("x") { network, scratch in
+            let directory = NSTemporaryDirectory() + "pc-feeds-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let list = directory + "/drop.txt", log = directory + "/app.log", config = directory + "/portcullis.toml"
+            FileManager.default.createFile(atPath: log, contents: nil)
+            try "198.18.0.1 ; first\n2001:2::/64\n".write(toFile: list, atomically: true, encoding: .utf8)
+            try """
+            [blocklist.drop]
+            file = "\(list)"
+            reload = true
+
+            [jail.app]
+            source = "file:\(log)"
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let (daemon, output) = try startDaemon(
+                network,
+                [
+                    "--config", config, "--pin-dir", scratch.path, "--state-dir", directory + "/state",
+                    "--prefix-lengths-v4", "16,24",
+                ], waitUntilReading: true)
+            defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            #expect(try maps.prefixLengths(.ipv4) == [24, 16])
+            func listed() throws -> Set<String> { Set(try maps.listEntries().map(\.network.description)) }
+            #expect(try listed() == ["198.18.0.1", "2001:2::/64"])
+            // A new version: swapped in within the daemon's 2 s check.
+            try "198.18.0.2\n".write(toFile: list, atomically: true, encoding: .utf8)
+            #expect(try eventually(within: 10) { try listed() == ["198.18.0.2"] })
+            // A bad version: the list in force stays.
+            try "198.18.0.3\n198.18.0.9/24\n".write(toFile: list, atomically: true, encoding: .utf8)
+            SystemClock.sleep(nanoseconds: 4_500_000_000)
+            #expect(try listed() == ["198.18.0.2"])
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 0, "\(text)")
+            #expect(
+                text.contains("blocklist drop: 1 IPv4 and 1 IPv6 entries from \(list), reloaded when it changes"),
+                "\(text)")
+            #expect(text.contains("blocklist drop: reloaded, 1 IPv4 and 0 IPv6 entries"), "\(text)")
+            #expect(
+                text.contains("line 2: '198.18.0.9/24': host bits are set") && text.contains("the list in force stays"),
+                "\(text)")
+        }
+    }
 }

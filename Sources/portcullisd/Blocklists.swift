@@ -1,0 +1,119 @@
+import Glibc
+import PortcullisConfiguration
+import PortcullisCore
+import PortcullisDaemon
+import PortcullisSystem
+import XDPFirewall
+
+/// The configuration's `[blocklist.NAME]` lists: loaded into the maps at start and at each reload
+/// (a file that cannot be read, or has a bad line, refuses the start or the reload), and with
+/// `reload = true` loaded again whenever the file changes (a changed file with a bad line keeps
+/// the list in force, said on stderr).
+final class BlocklistFeeds {
+    private struct Feed {
+        let setting: ConfigurationFile.Blocklist
+        var stamp: Stamp?
+    }
+
+    /// When a file was last changed, and its size: what tells a new version apart.
+    private struct Stamp: Equatable {
+        let seconds: Int
+        let nanoseconds: Int
+        let size: Int64
+        let inode: UInt64
+    }
+
+    private var feeds: [Feed] = []
+
+    /// The lists `file` names (none without --config).
+    static func settings(config: String?) throws(ConfigurationError) -> [ConfigurationFile.Blocklist] {
+        guard let config else { return [] }
+        return try ConfigurationFile.load(config).blocklists
+    }
+
+    /// The networks of a list file. - Throws: naming the file, the list and its first bad line.
+    static func read(_ setting: ConfigurationFile.Blocklist, config: String) throws(ConfigurationError) -> [IPNetwork] {
+        let key = "blocklist.\(setting.name)"
+        guard BanMaps.listOrigin(setting.name) != nil else {
+            throw ConfigurationError(
+                file: config, line: setting.line, key: key, "a list's name is 1 to 40 letters, digits, '-', '_' or '.'")
+        }
+        let fd = open(setting.file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ConfigurationError(
+                file: config, line: setting.line, key: key, "cannot read \(setting.file): \(Errno(errno))")
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let got = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if got <= 0 { break }
+            bytes += buffer[0..<got]
+        }
+        let (networks, problems) = BlocklistFile.parse(String(decoding: bytes, as: UTF8.self))
+        if let first = problems.first {
+            throw ConfigurationError(
+                file: config, line: setting.line, key: key,
+                "\(setting.file): \(first)" + (problems.count > 1 ? " (and \(problems.count - 1) more bad lines)" : ""))
+        }
+        return networks
+    }
+
+    private static func stamp(_ path: String) -> Stamp? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return Stamp(
+            seconds: info.st_mtim.tv_sec, nanoseconds: info.st_mtim.tv_nsec, size: Int64(info.st_size),
+            inode: UInt64(info.st_ino))
+    }
+
+    /// Loads every list of `settings` (replacing the feeds of a previous configuration; lists it
+    /// had that these do not are unloaded). - Returns: a line per list for the log.
+    func load(_ settings: [ConfigurationFile.Blocklist], config: String, maps: BanMaps) throws -> [String] {
+        var lines: [String] = []
+        var loaded: [Feed] = []
+        // Everything is read and checked first: one bad list changes nothing.
+        let contents = try settings.map { (setting) throws(ConfigurationError) in
+            (setting, Self.stamp(setting.file), try Self.read(setting, config: config))
+        }
+        for (setting, stamp, networks) in contents {
+            let swap = try maps.loadList(setting.name, networks)
+            lines.append(
+                "blocklist \(setting.name): \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries from \(setting.file)"
+                    + (setting.reload ? ", reloaded when it changes" : ""))
+            loaded.append(Feed(setting: setting, stamp: stamp))
+        }
+        for old in feeds where !settings.contains(where: { $0.name == old.setting.name }) {
+            if let origin = BanMaps.listOrigin(old.setting.name),
+                let slot = try maps.originNames().first(where: { $0.value == origin })?.key
+            {
+                try maps.replaceList(origin: slot, with: [])
+                lines.append("blocklist \(old.setting.name): unloaded (no longer configured)")
+            }
+        }
+        feeds = loaded
+        return lines
+    }
+
+    /// Loads again the lists with `reload = true` whose file changed. - Returns: what happened, a
+    /// line each, and whether it is an error.
+    func reloadChanged(config: String, maps: BanMaps) -> [(line: String, error: Bool)] {
+        var said: [(String, Bool)] = []
+        for index in feeds.indices where feeds[index].setting.reload {
+            let setting = feeds[index].setting
+            let now = Self.stamp(setting.file)
+            guard let now, now != feeds[index].stamp else { continue }
+            feeds[index].stamp = now
+            do {
+                let networks = try Self.read(setting, config: config)
+                let swap = try maps.loadList(setting.name, networks)
+                said.append(
+                    ("blocklist \(setting.name): reloaded, \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries", false))
+            } catch {
+                said.append(("blocklist \(setting.name): \(error); the list in force stays", true))
+            }
+        }
+        return said
+    }
+}
