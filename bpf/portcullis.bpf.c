@@ -6,7 +6,9 @@
  * prefixes (longest first), the CIDR trie and the blocklists; the first ban in force drops it,
  * unless the source is in the allowlist, which passes it whatever covers it (looked up only then:
  * a source nothing covers passes without that lookup). A source whose only covering bans have
- * ended passes as expired. Structures never used are skipped without a lookup (PC_CONFIG_USED_*).
+ * ended passes as expired. Structures never used are skipped without a lookup (PC_CONFIG_USED_*),
+ * and so are all network structures for a source outside every part of the address space that
+ * holds a network entry (pc_cover: its /16, or its folded /32).
  *
  * The ban check comes first, as soon as the fixed network header is readable, so that a banned
  * source cannot buy its way past the filter with malformed options or extension headers. Frames
@@ -154,6 +156,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_config SEC(".maps");
 
+/* Which /16 (IPv4) or folded /32 (IPv6) holds any network entry (portcullis_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_COVER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_cover SEC(".maps");
+
 /* libxdp dispatcher settings: run before other programs and hand on only what we pass. */
 struct {
 	__uint(priority, 10);
@@ -213,6 +224,13 @@ static __always_inline int pc_used(__u32 index)
 	return value && *value;
 }
 
+static __always_inline int pc_covered(__u32 slot)
+{
+	__u32 *value = bpf_map_lookup_elem(&pc_cover, &slot);
+
+	return value && *value;
+}
+
 static __always_inline __u32 pc_lengths(__u32 index)
 {
 	__u32 *value = bpf_map_lookup_elem(&pc_config, &index);
@@ -245,6 +263,9 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 			    &prefix, ctx, found);
 	if (verdict >= 0)
 		return verdict;
+	/* No network entry anywhere in its /16: nothing more to ask. */
+	if (!pc_covered(bpf_ntohl(addr) >> 16))
+		return -1;
 	if (pc_used(PC_CONFIG_USED_PREFIX_V4)) {
 		lengths = pc_lengths(PC_CONFIG_LENGTHS_V4);
 #pragma unroll
@@ -304,7 +325,7 @@ static __always_inline void pc_mask6(__u32 *out, const __u32 *addr, __u32 length
 static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, int *found)
 {
 	struct pc_prefix6_key prefix;
-	__u32 addr[4], lengths, length;
+	__u32 addr[4], lengths, length, first;
 	void *lists;
 	int verdict, i;
 
@@ -315,6 +336,10 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 			    &prefix, ctx, found);
 	if (verdict >= 0)
 		return verdict;
+	/* No network entry anywhere in its /32: nothing more to ask. */
+	first = bpf_ntohl(addr[0]);
+	if (!pc_covered(PC_COVER_V6_BASE + ((first >> 16) ^ (first & 0xffff))))
+		return -1;
 	if (pc_used(PC_CONFIG_USED_PREFIX_V6)) {
 		lengths = pc_lengths(PC_CONFIG_LENGTHS_V6);
 #pragma unroll

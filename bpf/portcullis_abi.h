@@ -33,6 +33,7 @@
 #define PC_MAP_LISTS_V4 "pc_lists_v4"
 #define PC_MAP_LISTS_V6 "pc_lists_v6"
 #define PC_MAP_CONFIG "pc_config"
+#define PC_MAP_COVER "pc_cover"
 
 /* Name of the XDP program (its function name, as the kernel and libxdp report it). */
 #define PC_PROG_NAME "pc_xdp_filter"
@@ -142,6 +143,18 @@ enum pc_config_index {
 	PC_CONFIG_USED_LISTS_V6 = 9,
 	PC_CONFIG_COUNT = 10,
 };
+/*
+ * Coverage (BPF_MAP_TYPE_ARRAY of PC_COVER_SLOTS __u32 values): which parts of the address space
+ * hold any prefix, CIDR or blocklist entry. Slot of an IPv4 source: its first 16 bits (its /16);
+ * of an IPv6 source: PC_COVER_V6_BASE + (w >> 16 ^ w & 0xffff), w its first 32 bits in host
+ * order (its /32, folded). A source whose slot is 0 is covered by no network entry: the program
+ * skips the prefix hashes and the tries for it. User space sets every slot an entry covers to 1
+ * before inserting the entry and never clears one while the maps live (so an entry is never
+ * skipped; a slot once used costs its lookups).
+ */
+#define PC_COVER_V6_BASE 65536
+#define PC_COVER_SLOTS 131072
+
 /* The lengths when the maps are made: IPv4 /24; IPv6 /64, /56, /48. */
 #define PC_DEFAULT_LENGTHS_V4 24u
 #define PC_DEFAULT_LENGTHS_V6 0x303840u /* 64, 56, 48 */

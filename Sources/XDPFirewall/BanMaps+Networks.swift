@@ -126,6 +126,48 @@ extension BanMaps {
         try bpfCall("write \(PC_MAP_CONFIG)") { bpf_map_update_elem(config.fd, &key, &value, UInt64(BPF_ANY)) }
     }
 
+    /// The coverage slots `network` touches (portcullis_abi.h, `pc_cover`): its /16s (IPv4) or its
+    /// folded /32s (IPv6), all of them for a network shorter than those.
+    static func coverSlots(_ network: IPNetwork) -> [UInt32] {
+        let v4 = network.family == .ipv4
+        let span = v4 ? 16 : 32
+        let first: UInt32 = network.address.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }.bigEndian
+        func slot(_ word: UInt32) -> UInt32 {
+            v4 ? word >> 16 : UInt32(PC_COVER_V6_BASE) + ((word >> 16) ^ (word & 0xffff))
+        }
+        guard network.length < span else { return [slot(first)] }
+        // 2^(span - length) blocks; more than 65,536 of them touch every slot of the family.
+        let blocks = span - network.length
+        guard blocks <= 16 else {
+            let base: UInt32 = v4 ? 0 : UInt32(PC_COVER_V6_BASE)
+            return (0..<UInt32(65_536)).map { base + $0 }
+        }
+        // From the network's first /16 (or /32) on, one block after the other.
+        let step: UInt32 = v4 ? 1 << 16 : 1
+        return (0..<UInt32(1 << blocks)).map { slot(first &+ $0 &* step) }
+    }
+
+    /// Marks the coverage slots of `networks` (one batch), before the networks go in.
+    func cover(_ networks: [IPNetwork]) throws(FirewallError) {
+        var slots = Set<UInt32>()
+        for network in networks { slots.formUnion(Self.coverSlots(network)) }
+        guard !slots.isEmpty else { return }
+        let keys = Array(slots)
+        let values = [UInt32](repeating: 1, count: keys.count)
+        var count = UInt32(keys.count)
+        var options = bpf_map_batch_opts()
+        options.sz = MemoryLayout<bpf_map_batch_opts>.size
+        try bpfCall("mark \(PC_MAP_COVER)") {
+            keys.withUnsafeBytes { keyBytes in
+                values.withUnsafeBytes { valueBytes in
+                    count = UInt32(keys.count)
+                    return bpf_map_update_batch(
+                        cover.fd, keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
+                }
+            }
+        }
+    }
+
     /// Marks a structure used (the program looks it up from now on): before its first entry goes in.
     func markUsed(_ index: pc_config_index) throws(FirewallError) {
         if try readConfig(index) == 0 { try writeConfig(index, 1) }
@@ -160,6 +202,7 @@ extension BanMaps {
         var value = pc_ban()
         let dropped = bpf_map_lookup_elem(map.fd, &key, &value) == 0 ? value.dropped : 0
         value = BanRequest(network.address, expiry, origin: origin).value(dropped: dropped)
+        try cover([network])
         try markUsed(used)
         switch systemCallResult({ bpf_map_update_elem(map.fd, &key, &value, UInt64(BPF_ANY)) }) {
         case .success: break
@@ -459,6 +502,7 @@ extension BanMaps {
                 values.append(BanRequest(network.address, .permanent, origin: origin).value(dropped: 0))
                 if family == .ipv4 { swap.ipv4 += 1 } else { swap.ipv6 += 1 }
             }
+            try cover(mine)
             try fillTrie(trie, keys: keys, values: values, keySize: keySize, family: family)
             try markUsed(family == .ipv4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
             var slot = UInt32(PC_LISTS_SLOT)

@@ -23,6 +23,7 @@ public final class BanMaps: @unchecked Sendable {
     let listsV4: BPFDescriptor
     let listsV6: BPFDescriptor
     let config: BPFDescriptor
+    let cover: BPFDescriptor
     /// Entries each ban map can hold.
     public let capacity: UInt32
     private let possibleCPUs: Int
@@ -49,6 +50,7 @@ public final class BanMaps: @unchecked Sendable {
         listsV4 = try map(.listsV4)
         listsV6 = try map(.listsV6)
         config = try map(.config)
+        cover = try map(.cover)
         self.capacity = capacity
         let cpus = libbpf_num_possible_cpus()
         guard cpus > 0 else { throw systemError("count possible CPUs", -cpus) }

@@ -179,4 +179,16 @@ struct NetworkVerdictTests {
             #expect(throws: FirewallError.self) { try maps.setPrefixLengths([8, 12, 16, 20, 24], family: .ipv4) }
         }
     }
+
+    @Test("coverage slots: an IPv4 network's /16s, an IPv6 network's folded /32s, every slot of a family for /0")
+    func coverage() throws {
+        #expect(BanMaps.coverSlots(try network("198.18.0.0/15")) == [0xC612, 0xC613])
+        #expect(BanMaps.coverSlots(try network("198.18.7.0/24")) == [0xC612])
+        #expect(Set(BanMaps.coverSlots(try network("198.0.0.0/8"))).count == 256)
+        #expect(BanMaps.coverSlots(try network("0.0.0.0/0")).count == 65_536)
+        let v6 = BanMaps.coverSlots(try network("2001:2::/48"))
+        #expect(v6 == [UInt32(PC_COVER_V6_BASE) + (0x2001 ^ 0x0002)])
+        #expect(BanMaps.coverSlots(try network("2001:2::/31")).count == 2)
+        #expect(Set(BanMaps.coverSlots(try network("::/0"))).count == 65_536)
+    }
 }
