@@ -276,8 +276,23 @@ extension BanMaps {
     )
         throws(FirewallError) -> [NetworkBanEntry]
     {
-        let keySize = family == .ipv4 ? 8 : 20
         var entries: [NetworkBanEntry] = []
+        for var key in try keys(of: map, family: family) {
+            var value = pc_ban()
+            guard bpf_map_lookup_elem(map.fd, &key, &value) == 0 else { continue }  // gone meanwhile
+            entries.append(
+                NetworkBanEntry(
+                    network: key.withUnsafeBytes { PrefixKey.network($0, family: family) }, place: place,
+                    expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped,
+                    origin: value.origin))
+        }
+        return entries
+    }
+
+    /// Every key of a prefix-keyed map (`bpf_map_get_next_key`).
+    private func keys(of map: BPFDescriptor, family: IPAddress.Family) throws(FirewallError) -> [[UInt8]] {
+        let keySize = family == .ipv4 ? 8 : 20
+        var keys: [[UInt8]] = []
         var previous = [UInt8](repeating: 0, count: keySize)
         var next = [UInt8](repeating: 0, count: keySize)
         var first = true
@@ -288,20 +303,13 @@ extension BanMaps {
                 : bpf_map_get_next_key(map.fd, &previous, &next)
             if result != 0 {
                 if errno == ENOENT { break }
-                throw systemError("list the network bans", errno)
+                throw systemError("read the keys of a network map", errno)
             }
             first = false
-            var value = pc_ban()
-            if bpf_map_lookup_elem(map.fd, &next, &value) == 0 {
-                let network = next.withUnsafeBytes { PrefixKey.network($0, family: family) }
-                entries.append(
-                    NetworkBanEntry(
-                        network: network, place: place, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
-                        dropped: value.dropped, origin: value.origin))
-            }
+            keys.append(next)
             previous = next
         }
-        return entries
+        return keys
     }
 
     // MARK: Allowlist
@@ -337,25 +345,7 @@ extension BanMaps {
     }
 
     private func allowlistEntries(_ map: BPFDescriptor, family: IPAddress.Family) throws(FirewallError) -> [IPNetwork] {
-        let keySize = family == .ipv4 ? 8 : 20
-        var networks: [IPNetwork] = []
-        var previous = [UInt8](repeating: 0, count: keySize)
-        var next = [UInt8](repeating: 0, count: keySize)
-        var first = true
-        while true {
-            let result =
-                first
-                ? bpf_map_get_next_key(map.fd, nil, &next)
-                : bpf_map_get_next_key(map.fd, &previous, &next)
-            if result != 0 {
-                if errno == ENOENT { break }
-                throw systemError("read the allowlist", errno)
-            }
-            first = false
-            networks.append(next.withUnsafeBytes { PrefixKey.network($0, family: family) })
-            previous = next
-        }
-        return networks
+        try keys(of: map, family: family).map { $0.withUnsafeBytes { PrefixKey.network($0, family: family) } }
     }
 
     // MARK: Blocklists
