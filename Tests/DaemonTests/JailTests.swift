@@ -251,6 +251,35 @@ struct JailTimeTests {
     }
 }
 
+extension JailTimeTests {
+    @Test("escalation applies to prefix bans: a /64 banned again (by another of its addresses) is banned twice as long")
+    func escalatedPrefix() throws {
+        try withFileJails({ source in
+            var jail = JailConfiguration(name: "app", source: source)
+            jail.policy.threshold = 1
+            jail.policy.banTime = 2
+            jail.escalation = Escalation()
+            jail.aggregation.ipv6Prefix = 64
+            jail.filter = .fail2ban(.inline(failregex: "^\\s*bad <HOST>$"), useDNS: nil, detectsDates: true)
+            return [jail]
+        }) { daemon, maps, write in
+            let network = try IPNetwork(parsing: "2001:2:0:5::/64")
+            try write(["2026-12-01 10:00:00 bad 2001:2:0:5::1"])
+            #expect(try eventually(within: 10) { try maps.lookup(network: network) != nil })
+            #expect(try maps.lookup(IPAddress("2001:2:0:5::1")!) == nil, "the network, not the address")
+            usleep(2_500_000)  // the first ban (2 s) has ended
+            try write(["2026-12-01 10:00:01 bad 2001:2:0:5::2"])
+            #expect(eventually(within: 10) { daemon.status.jails[0].counters.bans == 2 })
+            guard case .at(let end) = try #require(try maps.lookup(network: network)).expiry else {
+                Issue.record("a timed ban")
+                return
+            }
+            let left = Double(Int64(end) - Int64(SystemClock.bootNanoseconds())) / 1e9
+            #expect(left > 2 && left <= 4, "the second ban of the /64 lasts twice the ban time: \(left) s")
+        }
+    }
+}
+
 extension DaemonProcessTests {
     @Test("a fail2ban jail reads every file its logpath names, a list and a glob")
     func fail2banLogpaths() throws {
