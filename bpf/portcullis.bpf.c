@@ -8,7 +8,7 @@
  * a source nothing covers passes without that lookup). A source whose only covering bans have
  * ended passes as expired. Structures never used are skipped without a lookup (PC_CONFIG_USED_*),
  * and so are all network structures for a source outside every part of the address space that
- * holds a network entry (pc_cover: its /16, or its folded /32).
+ * holds a network entry (pc_cover: its /24, or its hashed /64).
  *
  * The ban check comes first, as soon as the fixed network header is readable, so that a banned
  * source cannot buy its way past the filter with malformed options or extension headers. Frames
@@ -156,12 +156,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_config SEC(".maps");
 
-/* Which /16 (IPv4) or folded /32 (IPv6) holds any network entry (portcullis_abi.h). */
+/* Which /24 (IPv4) or hashed /64 (IPv6) holds any network entry: a bitmap (portcullis_abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PC_COVER_SLOTS);
+	__uint(max_entries, PC_COVER_WORDS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_cover SEC(".maps");
 
@@ -224,11 +225,12 @@ static __always_inline int pc_used(__u32 index)
 	return value && *value;
 }
 
-static __always_inline int pc_covered(__u32 slot)
+static __always_inline int pc_covered(__u32 bit)
 {
-	__u32 *value = bpf_map_lookup_elem(&pc_cover, &slot);
+	__u32 word = bit >> 6;
+	__u64 *value = bpf_map_lookup_elem(&pc_cover, &word);
 
-	return value && *value;
+	return value && ((*value >> (bit & 63)) & 1);
 }
 
 static __always_inline __u32 pc_lengths(__u32 index)
@@ -263,8 +265,8 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 			    &prefix, ctx, found);
 	if (verdict >= 0)
 		return verdict;
-	/* No network entry anywhere in its /16: nothing more to ask. */
-	if (!pc_covered(bpf_ntohl(addr) >> 16))
+	/* No network entry anywhere in its /24: nothing more to ask. */
+	if (!pc_covered(bpf_ntohl(addr) >> 8))
 		return -1;
 	if (pc_used(PC_CONFIG_USED_PREFIX_V4)) {
 		lengths = pc_lengths(PC_CONFIG_LENGTHS_V4);
@@ -325,7 +327,7 @@ static __always_inline void pc_mask6(__u32 *out, const __u32 *addr, __u32 length
 static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, int *found)
 {
 	struct pc_prefix6_key prefix;
-	__u32 addr[4], lengths, length, first;
+	__u32 addr[4], lengths, length, hash;
 	void *lists;
 	int verdict, i;
 
@@ -336,9 +338,9 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 			    &prefix, ctx, found);
 	if (verdict >= 0)
 		return verdict;
-	/* No network entry anywhere in its /32: nothing more to ask. */
-	first = bpf_ntohl(addr[0]);
-	if (!pc_covered(PC_COVER_V6_BASE + ((first >> 16) ^ (first & 0xffff))))
+	/* No network entry anywhere in its /64 (as far as its hash tells): nothing more to ask. */
+	hash = (bpf_ntohl(addr[0]) ^ (bpf_ntohl(addr[1]) * PC_COVER_HASH_A)) * PC_COVER_HASH_B;
+	if (!pc_used(PC_CONFIG_COVER_ALL_V6) && !pc_covered(PC_COVER_V6_BASE + (hash >> 8)))
 		return -1;
 	if (pc_used(PC_CONFIG_USED_PREFIX_V6)) {
 		lengths = pc_lengths(PC_CONFIG_LENGTHS_V6);

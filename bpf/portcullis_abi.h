@@ -141,19 +141,24 @@ enum pc_config_index {
 	PC_CONFIG_USED_ALLOW_V6 = 7,
 	PC_CONFIG_USED_LISTS_V4 = 8,
 	PC_CONFIG_USED_LISTS_V6 = 9,
-	PC_CONFIG_COUNT = 10,
+	PC_CONFIG_COVER_ALL_V6 = 10,
+	PC_CONFIG_COUNT = 11,
 };
 /*
- * Coverage (BPF_MAP_TYPE_ARRAY of PC_COVER_SLOTS __u32 values): which parts of the address space
- * hold any prefix, CIDR or blocklist entry. Slot of an IPv4 source: its first 16 bits (its /16);
- * of an IPv6 source: PC_COVER_V6_BASE + (w >> 16 ^ w & 0xffff), w its first 32 bits in host
- * order (its /32, folded). A source whose slot is 0 is covered by no network entry: the program
- * skips the prefix hashes and the tries for it. User space sets every slot an entry covers to 1
- * before inserting the entry and never clears one while the maps live (so an entry is never
- * skipped; a slot once used costs its lookups).
+ * Coverage (pc_cover: BPF_MAP_TYPE_ARRAY of PC_COVER_WORDS __u64 words, BPF_F_MMAPABLE): a bitmap
+ * of which parts of the address space hold any prefix, CIDR or blocklist entry. The bit of an
+ * IPv4 source is its /24 (its first 24 bits); of an IPv6 source, PC_COVER_V6_BASE plus a hash of
+ * its /64: with a, b its first two 32-bit words in host order, ((a ^ (b * 0x9E3779B1)) * 0x85EBCA6B)
+ * >> 8 (24 bits). Bit n is bit n % 64 of word n / 64. A source whose bit is clear is covered by
+ * no network entry: the program skips the prefix hashes and the tries for it. User space sets the
+ * bits an entry covers (atomically, through its mapping) before inserting the entry and never
+ * clears one while the maps live; an IPv6 entry shorter than /48 (more than 65,536 /64s) sets
+ * PC_CONFIG_COVER_ALL_V6 instead, and every IPv6 source then counts as covered.
  */
-#define PC_COVER_V6_BASE 65536
-#define PC_COVER_SLOTS 131072
+#define PC_COVER_V6_BASE (1u << 24)
+#define PC_COVER_WORDS 524288
+#define PC_COVER_HASH_A 0x9E3779B1u
+#define PC_COVER_HASH_B 0x85EBCA6Bu
 
 /* The lengths when the maps are made: IPv4 /24; IPv6 /64, /56, /48. */
 #define PC_DEFAULT_LENGTHS_V4 24u

@@ -126,44 +126,61 @@ extension BanMaps {
         try bpfCall("write \(PC_MAP_CONFIG)") { bpf_map_update_elem(config.fd, &key, &value, UInt64(BPF_ANY)) }
     }
 
-    /// The coverage slots `network` touches (portcullis_abi.h, `pc_cover`): its /16s (IPv4) or its
-    /// folded /32s (IPv6), all of them for a network shorter than those.
-    static func coverSlots(_ network: IPNetwork) -> [UInt32] {
-        let v4 = network.family == .ipv4
-        let span = v4 ? 16 : 32
-        let first: UInt32 = network.address.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }.bigEndian
-        func slot(_ word: UInt32) -> UInt32 {
-            v4 ? word >> 16 : UInt32(PC_COVER_V6_BASE) + ((word >> 16) ^ (word & 0xffff))
-        }
-        guard network.length < span else { return [slot(first)] }
-        // 2^(span - length) blocks; more than 65,536 of them touch every slot of the family.
-        let blocks = span - network.length
-        guard blocks <= 16 else {
-            let base: UInt32 = v4 ? 0 : UInt32(PC_COVER_V6_BASE)
-            return (0..<UInt32(65_536)).map { base + $0 }
-        }
-        // From the network's first /16 (or /32) on, one block after the other.
-        let step: UInt32 = v4 ? 1 << 16 : 1
-        return (0..<UInt32(1 << blocks)).map { slot(first &+ $0 &* step) }
+    /// The coverage bits a network touches (portcullis_abi.h, `pc_cover`).
+    enum Coverage: Equatable {
+        /// IPv4: its /24s, `count` of them from `start`.
+        case range(start: UInt32, count: UInt32)
+        /// IPv6: the bits of its /64s.
+        case bits([UInt32])
+        /// IPv6 shorter than /48: every IPv6 source counts as covered.
+        case allIPv6
     }
 
-    /// Marks the coverage slots of `networks` (one batch), before the networks go in.
+    /// The bit of an IPv6 /64 whose first two 32-bit words (host order) are `a` and `b`.
+    static func coverBit(ipv6 a: UInt32, _ b: UInt32) -> UInt32 {
+        let hash = (a ^ (b &* PC_COVER_HASH_A)) &* PC_COVER_HASH_B
+        return UInt32(PC_COVER_V6_BASE) + (hash >> 8)
+    }
+
+    static func coverage(_ network: IPNetwork) -> Coverage {
+        let words: (UInt32, UInt32) = network.address.withUnsafeBytes {
+            (
+                $0.loadUnaligned(as: UInt32.self).bigEndian,
+                $0.count >= 8 ? $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self).bigEndian : 0
+            )
+        }
+        if network.family == .ipv4 {
+            return .range(start: words.0 >> 8, count: network.length >= 24 ? 1 : 1 << UInt32(24 - network.length))
+        }
+        guard network.length >= 48 else { return .allIPv6 }
+        let count = network.length >= 64 ? 1 : UInt32(1) << UInt32(64 - network.length)
+        return .bits((0..<count).map { coverBit(ipv6: words.0, words.1 &+ $0) })
+    }
+
+    /// Sets the coverage bits of `networks`, before the networks go in.
     func cover(_ networks: [IPNetwork]) throws(FirewallError) {
-        var slots = Set<UInt32>()
-        for network in networks { slots.formUnion(Self.coverSlots(network)) }
-        guard !slots.isEmpty else { return }
-        let keys = Array(slots)
-        let values = [UInt32](repeating: 1, count: keys.count)
-        var count = UInt32(keys.count)
-        var options = bpf_map_batch_opts()
-        options.sz = MemoryLayout<bpf_map_batch_opts>.size
-        try bpfCall("mark \(PC_MAP_COVER)") {
-            keys.withUnsafeBytes { keyBytes in
-                values.withUnsafeBytes { valueBytes in
-                    count = UInt32(keys.count)
-                    return bpf_map_update_batch(
-                        cover.fd, keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
+        func set(_ bit: UInt32) {
+            cportcullis_fetch_or_u64(coverBits + Int(bit >> 6), UInt64(1) << UInt64(bit & 63))
+        }
+        for network in networks {
+            switch Self.coverage(network) {
+            case .range(let start, let count):
+                var bit = start
+                let end = start + count
+                while bit < end {
+                    // Whole words at once where the range spans them.
+                    if bit & 63 == 0 && end - bit >= 64 {
+                        cportcullis_fetch_or_u64(coverBits + Int(bit >> 6), .max)
+                        bit += 64
+                    } else {
+                        set(bit)
+                        bit += 1
+                    }
                 }
+            case .bits(let bits):
+                for bit in bits { set(bit) }
+            case .allIPv6:
+                try writeConfig(PC_CONFIG_COVER_ALL_V6, 1)
             }
         }
     }

@@ -24,6 +24,8 @@ public final class BanMaps: @unchecked Sendable {
     let listsV6: BPFDescriptor
     let config: BPFDescriptor
     let cover: BPFDescriptor
+    /// The coverage bitmap, mapped (bits are set with atomic ORs: other writers set bits too).
+    let coverBits: UnsafeMutablePointer<UInt64>
     /// Entries each ban map can hold.
     public let capacity: UInt32
     private let possibleCPUs: Int
@@ -51,11 +53,18 @@ public final class BanMaps: @unchecked Sendable {
         listsV6 = try map(.listsV6)
         config = try map(.config)
         cover = try map(.cover)
+        let mapped = mmap(nil, Int(PC_COVER_WORDS) * 8, PROT_READ | PROT_WRITE, MAP_SHARED, cover.fd, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            throw systemError("map \(PC_MAP_COVER) into memory", errno)
+        }
+        coverBits = mapped.assumingMemoryBound(to: UInt64.self)
         self.capacity = capacity
         let cpus = libbpf_num_possible_cpus()
         guard cpus > 0 else { throw systemError("count possible CPUs", -cpus) }
         possibleCPUs = Int(cpus)
     }
+
+    deinit { munmap(coverBits, Int(PC_COVER_WORDS) * 8) }
 
     /// Opens the maps pinned in `directory` and checks that they have this build's layout.
     ///

@@ -180,15 +180,19 @@ struct NetworkVerdictTests {
         }
     }
 
-    @Test("coverage slots: an IPv4 network's /16s, an IPv6 network's folded /32s, every slot of a family for /0")
+    @Test(
+        "coverage bits: an IPv4 network's /24s, an IPv6 network's hashed /64s, every IPv6 source for one shorter than /48"
+    )
     func coverage() throws {
-        #expect(BanMaps.coverSlots(try network("198.18.0.0/15")) == [0xC612, 0xC613])
-        #expect(BanMaps.coverSlots(try network("198.18.7.0/24")) == [0xC612])
-        #expect(Set(BanMaps.coverSlots(try network("198.0.0.0/8"))).count == 256)
-        #expect(BanMaps.coverSlots(try network("0.0.0.0/0")).count == 65_536)
-        let v6 = BanMaps.coverSlots(try network("2001:2::/48"))
-        #expect(v6 == [UInt32(PC_COVER_V6_BASE) + (0x2001 ^ 0x0002)])
-        #expect(BanMaps.coverSlots(try network("2001:2::/31")).count == 2)
-        #expect(Set(BanMaps.coverSlots(try network("::/0"))).count == 65_536)
+        #expect(BanMaps.coverage(try network("198.18.0.0/15")) == .range(start: 0xC61200, count: 512))
+        #expect(BanMaps.coverage(try network("198.18.7.9")) == .range(start: 0xC61207, count: 1))
+        #expect(BanMaps.coverage(try network("0.0.0.0/0")) == .range(start: 0, count: 1 << 24))
+        #expect(BanMaps.coverage(try network("2001:2:0:a::1")) == .bits([BanMaps.coverBit(ipv6: 0x2001_0002, 0x000a)]))
+        guard case .bits(let bits) = BanMaps.coverage(try network("2001:2::/48")) else {
+            Issue.record("a /48 has bits")
+            return
+        }
+        #expect(bits.count == 65_536 && bits.allSatisfy { $0 >= UInt32(PC_COVER_V6_BASE) })
+        #expect(BanMaps.coverage(try network("2001:2::/47")) == .allIPv6)
     }
 }

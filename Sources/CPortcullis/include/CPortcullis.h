@@ -73,6 +73,11 @@ static inline uint64_t cportcullis_fetch_add_u64(void *address, uint64_t value)
 {
 	return __atomic_fetch_add((uint64_t *)address, value, __ATOMIC_ACQ_REL);
 }
+/* Sets bits in a word others set bits in too (the XDP filter's coverage bitmap, mmapped). */
+static inline void cportcullis_fetch_or_u64(void *address, uint64_t value)
+{
+	__atomic_fetch_or((uint64_t *)address, value, __ATOMIC_ACQ_REL);
+}
 static inline uint32_t cportcullis_load_acquire_u32(const void *address)
 {
 	return __atomic_load_n((const uint32_t *)address, __ATOMIC_ACQUIRE);
