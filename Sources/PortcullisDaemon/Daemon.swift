@@ -227,6 +227,8 @@ public final class Daemon: @unchecked Sendable {
         public var done: [IPAddress] = []
         /// Addresses refused, each with why.
         public var refused: [String] = []
+        /// Networks banned (or unbanned).
+        public var networks: [IPNetwork] = []
     }
 
     /// Bans `addresses` for `seconds` (nil: for good) as the operator: in the maps with the origin
@@ -249,8 +251,28 @@ public final class Daemon: @unchecked Sendable {
         }
         var result = OperatorResult()
         var addresses: [IPAddress] = []
-        for text in texts {
-            guard let address = IPAddress(text) else {
+        let expiry = seconds.map { BanPolicy.expiry(seconds: $0, now: clock.bootNow) } ?? .permanent
+        var networks: [IPNetwork] = []
+        for text in texts where text.contains("/") {
+            guard let network = Self.network(text, refusing: &result) else { continue }
+            do throws(FirewallError) {
+                try enforcement.maps.ban(network: network, expiry, origin: jail?.origin ?? 0)
+                networks.append(network)
+            } catch {
+                result.refused.append("\(network): \(error)")
+            }
+        }
+        if !networks.isEmpty {
+            result.networks = networks
+            let event = BanEvent(
+                kind: .ban, origin: .operator, addresses: networks.map(\.address),
+                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: jail?.name ?? "manual",
+                seconds: Array(repeating: seconds ?? 0, count: networks.count), prefixLengths: networks.map(\.length))
+            for publisher in publishers { publisher.publish(event) }
+        }
+        for text in texts where !text.contains("/") || ((try? IPNetwork(parsing: text))?.isSingleAddress ?? false) {
+            let plain = text.contains("/") ? String(text.prefix { $0 != "/" }) : text
+            guard let address = IPAddress(plain) else {
                 result.refused.append("\(text): not an IPv4 or IPv6 address")
                 continue
             }
@@ -260,7 +282,6 @@ public final class Daemon: @unchecked Sendable {
             }
             addresses.append(address)
         }
-        let expiry = seconds.map { BanPolicy.expiry(seconds: $0, now: clock.bootNow) } ?? .permanent
         result.done = enforcement.operatorBan(
             addresses, expiry: expiry, origin: jail?.origin ?? 0, tables: jails.map(\.table), clock: clock)
         if result.done.count < addresses.count {
@@ -279,12 +300,43 @@ public final class Daemon: @unchecked Sendable {
         return result
     }
 
+    /// The network `text` names (nil for a single address, which goes with the addresses, and for
+    /// a bad one, refused with why).
+    private static func network(_ text: String, refusing result: inout OperatorResult) -> IPNetwork? {
+        do throws(SettingError) {
+            let network = try IPNetwork(parsing: text)
+            return network.isSingleAddress ? nil : network
+        } catch {
+            result.refused.append(error.description)
+            return nil
+        }
+    }
+
     /// Lifts the bans of `addresses` as the operator; their counts start over in every jail and
     /// the ban log says so.
     public func operatorUnban(_ texts: [String]) -> OperatorResult {
         var result = OperatorResult()
         var addresses: [IPAddress] = []
-        for text in texts {
+        for text in texts where text.contains("/") {
+            guard let network = Self.network(text, refusing: &result) else { continue }
+            do throws(FirewallError) {
+                if try enforcement.maps.unban(network: network) {
+                    result.networks.append(network)
+                } else {
+                    result.refused.append("\(network) is not banned (a network is lifted as it was banned)")
+                }
+            } catch {
+                result.refused.append("\(network): \(error)")
+            }
+        }
+        if !result.networks.isEmpty {
+            let event = BanEvent(
+                kind: .unban, origin: .operator, addresses: result.networks.map(\.address),
+                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), prefixLengths: result.networks.map(\.length))
+            for publisher in publishers { publisher.publish(event) }
+        }
+        for text in texts where !text.contains("/") || ((try? IPNetwork(parsing: text))?.isSingleAddress ?? false) {
+            let text = text.contains("/") ? String(text.prefix { $0 != "/" }) : text
             if let address = IPAddress(text) {
                 addresses.append(address)
             } else {

@@ -80,31 +80,21 @@ struct Ban: ParsableCommand {
             let allTexts = addressArguments(addresses)
             if allTexts.isEmpty { throw UsageError("give at least one address") }
             if seconds == 0 { throw UsageError("--for must be at least 1 second; omit it for a permanent ban") }
-            let (texts, networks) = try splitNetworks(allTexts)
-            if !networks.isEmpty {
-                if jail != nil {
-                    throw UsageError("--jail names a jail's ban of addresses; a network is banned as manual")
-                }
-                let expiry = try banExpiry(seconds)
-                let maps = try BanMaps.open(pinnedIn: pins.directory)
-                for network in networks {
-                    try maps.ban(network: network, expiry)
-                    print(seconds.map { "banned \(network) for \($0) s" } ?? "banned \(network) permanently")
-                }
+            // Checked here first: a bad address or network is one line whether or not a daemon answers.
+            let (plain, networks) = try splitNetworks(allTexts)
+            let parsed = try plain.map { try parseAddress($0) }
+            let texts = plain + networks.map(\.description)
+            let what = { (count: Int) in
+                count == 1 && texts.count == 1
+                    ? texts[0] : "\(count) address(es)" + (networks.isEmpty ? "" : " and network(s)")
             }
-            if texts.isEmpty { return }
-            // Checked here first: a bad address is one line whether or not a daemon answers.
-            let parsed = try texts.map { try parseAddress($0) }
+            let how = seconds.map { " for \($0) s" } ?? " permanently"
             if let reply = try control.ask(
                 ControlRequest(command: "ban", jail: jail, addresses: texts, seconds: seconds),
                 timeoutMilliseconds: 60_000)
             {
                 for refusal in reply.refused ?? [] { printError(refusal) }
-                let done = reply.banned ?? 0
-                print(
-                    done == 1 && texts.count == 1
-                        ? (seconds.map { "banned \(texts[0]) for \($0) s" } ?? "banned \(texts[0]) permanently")
-                        : "banned \(done) address(es)" + (seconds.map { " for \($0) s" } ?? " permanently"))
+                print("banned " + what(reply.banned ?? 0) + how)
                 if !(reply.refused ?? []).isEmpty { throw ExitCode.failure }
                 return
             }
@@ -114,11 +104,9 @@ struct Ban: ParsableCommand {
             let expiry = try banExpiry(seconds)
             let maps = try BanMaps.open(pinnedIn: pins.directory)
             for address in parsed { try maps.ban(address, expiry) }
+            for network in networks { try maps.ban(network: network, expiry) }
             control.sayFallback()
-            print(
-                parsed.count == 1
-                    ? (seconds.map { "banned \(parsed[0]) for \($0) s" } ?? "banned \(parsed[0]) permanently")
-                    : "banned \(parsed.count) address(es)" + (seconds.map { " for \($0) s" } ?? " permanently"))
+            print("banned " + what(texts.count) + how)
         }
     }
 }
@@ -139,24 +127,9 @@ struct Unban: ParsableCommand {
         try reportingErrors {
             let allTexts = addressArguments(addresses)
             if allTexts.isEmpty { throw UsageError("give at least one address") }
-            let (texts, networks) = try splitNetworks(allTexts)
-            var missing = 0
-            if !networks.isEmpty {
-                let maps = try BanMaps.open(pinnedIn: pins.directory)
-                for network in networks {
-                    if try maps.unban(network: network) {
-                        print("unbanned \(network)")
-                    } else {
-                        printError("\(network) is not banned (a network is lifted as it was banned)")
-                        missing += 1
-                    }
-                }
-            }
-            if texts.isEmpty {
-                if missing > 0 { throw ExitCode.failure }
-                return
-            }
-            let parsed = try texts.map { try parseAddress($0) }
+            let (plain, networks) = try splitNetworks(allTexts)
+            _ = try plain.map { try parseAddress($0) }
+            let texts = plain + networks.map(\.description)
             var lifted = 0
             if let reply = try control.ask(
                 ControlRequest(command: "unban", addresses: texts), timeoutMilliseconds: 60_000)
@@ -165,7 +138,14 @@ struct Unban: ParsableCommand {
                 lifted = reply.unbanned ?? 0
             } else {
                 let maps = try BanMaps.open(pinnedIn: pins.directory)
-                for address in parsed where try maps.unban(address) { lifted += 1 }
+                for text in plain where try maps.unban(try parseAddress(text)) { lifted += 1 }
+                for network in networks {
+                    if try maps.unban(network: network) {
+                        lifted += 1
+                    } else {
+                        printError("\(network) is not banned (a network is lifted as it was banned)")
+                    }
+                }
                 control.sayFallback()
             }
             if texts.count == 1 {
@@ -175,10 +155,10 @@ struct Unban: ParsableCommand {
                 }
                 print("unbanned \(texts[0])")
             } else {
-                print("unbanned \(lifted) of \(texts.count) address(es)")
+                print(
+                    "unbanned \(lifted) of \(texts.count) address(es)" + (networks.isEmpty ? "" : " and network(s)"))
                 if lifted < texts.count { throw ExitCode.failure }
             }
-            if missing > 0 { throw ExitCode.failure }
         }
     }
 }

@@ -97,7 +97,7 @@ final class ControlledDaemon: @unchecked Sendable {
             do throws(DaemonError) {
                 let result = try daemon.operatorBan(addresses, seconds: request.seconds, jail: request.jail)
                 var reply = ControlReply()
-                reply.banned = result.done.count
+                reply.banned = result.done.count + result.networks.count
                 reply.refused = result.refused
                 return reply
             } catch {
@@ -109,7 +109,7 @@ final class ControlledDaemon: @unchecked Sendable {
             }
             let result = daemon.operatorUnban(addresses)
             var reply = ControlReply()
-            reply.unbanned = result.done.count
+            reply.unbanned = result.done.count + result.networks.count
             reply.refused = result.refused
             return reply
         case "reload":

@@ -518,6 +518,14 @@ extension DaemonProcessTests {
             #expect(result.status == 1 && result.stderr.contains("never banned"), "\(result.stderr)")
             result = try cli(["unban", "198.18.16.1", "--pin-dir", scratch.path])
             #expect(result.status == 0 && result.stdout.contains("unbanned 198.18.16.1"), "\(result.stdout)")
+            // A network through the daemon too: in its ban log, and lifted as it was banned.
+            result = try cli(["ban", "198.18.17.0/24", "--for", "600", "--pin-dir", scratch.path])
+            #expect(result.status == 0 && result.stdout.contains("banned 198.18.17.0/24 for 600 s"), "\(result.stderr)")
+            #expect(!result.stderr.contains("no portcullisd answers"), "through the daemon")
+            result = try cli(["list", "--json", "--pin-dir", scratch.path])
+            #expect(result.stdout.contains("\"address\":\"198.18.17.0\\/24\"") || result.stdout.contains("\"address\":\"198.18.17.0/24\""), "\(result.stdout)")
+            result = try cli(["unban", "198.18.17.0/24", "--pin-dir", scratch.path])
+            #expect(result.status == 0 && result.stdout.contains("unbanned 198.18.17.0/24"), "\(result.stderr)")
 
             // A peer that is not root: refused by the peer check even when the file lets it connect.
             chmod(socket, 0o666)
@@ -541,6 +549,8 @@ extension DaemonProcessTests {
             #expect(log.contains(" ban 198.18.16.1 jail=manual for=600"), "\(log)")
             #expect(log.contains(" ban 2001:2::16:1 jail=manual for=600"))
             #expect(log.contains(" unban 198.18.16.1"))
+            #expect(log.contains(" ban 198.18.17.0/24 jail=manual for=600"), "\(log)")
+            #expect(log.contains(" unban 198.18.17.0/24"), "\(log)")
             #expect(!FileManager.default.fileExists(atPath: socket), "the socket goes with the daemon")
 
             // No daemon: the CLI writes the maps itself, and says so.
