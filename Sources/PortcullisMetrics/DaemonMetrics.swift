@@ -212,9 +212,14 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
                 byFamily[entry.address.family == .ipv4 ? "ipv4" : "ipv6", default: 0] += 1
                 if !entry.isExpired(now: now) { byJail[names[entry.origin] ?? "manual", default: 0] += 1 }
             }
+            // Prefix and CIDR bans count as one ban each (blocklists are not bans of a jail).
+            for entry in (try? inputs.maps.networkBans()) ?? [] where !entry.isExpired(now: now) {
+                byJail[names[entry.origin] ?? "manual", default: 0] += 1
+            }
             for jail in Set(byJail.keys).union(status.jails.map(\.name)) {
                 gauge(
-                    "portcullis_bans_in_force", "Bans in the XDP maps not yet ended, by the jail that made them.",
+                    "portcullis_bans_in_force",
+                    "Bans in the XDP maps not yet ended (addresses and networks), by the jail that made them.",
                     [("jail", jail)], Double(byJail[jail] ?? 0))
             }
             for (family, used) in byFamily {

@@ -624,7 +624,7 @@ extension DaemonProcessTests {
             let maps = try BanMaps.open(pinnedIn: scratch.pins)
             #expect(try eventually(within: 10) { try maps.entries().count == 10 })
             #expect(try network.sendUDP(from: "198.18.0.1", count: 50) == 50)
-            let ban = try runProcess(Products.cli, ["ban", "198.18.17.1", "--control", socket])
+            let ban = try runProcess(Products.cli, ["ban", "198.18.17.1", "198.18.18.0/24", "--control", socket])
             #expect(ban.status == 0, "\(ban.stderr)")
 
             let after = try scrape()
@@ -632,10 +632,12 @@ extension DaemonProcessTests {
             #expect(value(after, "portcullis_lines_total{jail=\"default\",\(source)}") == 30, "\(after)")
             #expect(value(after, "portcullis_lines_matched_total{jail=\"default\",\(source)}") == 30)
             #expect(value(after, "portcullis_bans_total{jail=\"default\",origin=\"filter\"}") == 10)
-            #expect(value(after, "portcullis_bans_total{jail=\"manual\",origin=\"operator\"}") == 1)
+            #expect(
+                value(after, "portcullis_bans_total{jail=\"manual\",origin=\"operator\"}") == 2, "an address, a network"
+            )
             #expect(value(after, "portcullis_line_to_ban_seconds_count") == 10)
             #expect(value(after, "portcullis_bans_in_force{jail=\"default\"}") == 10)
-            #expect(value(after, "portcullis_bans_in_force{jail=\"manual\"}") == 1)
+            #expect(value(after, "portcullis_bans_in_force{jail=\"manual\"}") == 2)
             #expect(value(after, "portcullis_ban_map_entries{family=\"ipv4\"}") == 11)
             let dropped = "portcullis_xdp_packets_total{verdict=\"dropped\"}"
             #expect((value(after, dropped) ?? 0) - (value(before, dropped) ?? 0) >= 50, "\(after)")
