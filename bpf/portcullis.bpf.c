@@ -114,7 +114,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_allow_v6 SEC(".maps");
 
-/* The blocklists: one slot holding the trie of every loaded list, swapped whole. */
+/* The blocklists: per generation, a hash of their hosts and a trie of their networks. */
 struct pc_list_trie_v4 {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, PC_LIST_ENTRIES);
@@ -131,9 +131,25 @@ struct pc_list_trie_v6 {
 	__type(value, struct pc_ban);
 };
 
+struct pc_list_hosts_v4 {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_LIST_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix4_key);
+	__type(value, struct pc_ban);
+};
+
+struct pc_list_hosts_v6 {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_LIST_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_prefix6_key);
+	__type(value, struct pc_ban);
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
+	__uint(max_entries, PC_LISTS_GENERATIONS);
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct pc_list_trie_v4);
@@ -141,11 +157,27 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
+	__uint(max_entries, PC_LISTS_GENERATIONS);
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct pc_list_trie_v6);
 } pc_lists_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_LISTS_GENERATIONS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct pc_list_hosts_v4);
+} pc_lhosts_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_LISTS_GENERATIONS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct pc_list_hosts_v6);
+} pc_lhosts_v6 SEC(".maps");
 
 /* Fixed prefix lengths and which structures were ever used (portcullis_abi.h). */
 struct {
@@ -225,12 +257,13 @@ static __always_inline int pc_used(__u32 index)
 	return value && *value;
 }
 
-static __always_inline int pc_covered(__u32 bit)
+/* The kinds of network entry in a slot (PC_COVER_*). */
+static __always_inline __u32 pc_covered(__u32 slot)
 {
-	__u32 word = bit >> 6;
+	__u32 word = slot >> 4;
 	__u64 *value = bpf_map_lookup_elem(&pc_cover, &word);
 
-	return value && ((*value >> (bit & 63)) & 1);
+	return value ? (__u32)(*value >> ((slot & 15) * 4)) & 0xf : 0;
 }
 
 static __always_inline __u32 pc_lengths(__u32 index)
@@ -254,7 +287,7 @@ static __always_inline __u32 pc_mask4(__u32 addr, __u32 length)
 static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, int *found)
 {
 	struct pc_prefix4_key prefix;
-	__u32 addr, lengths, length;
+	__u32 addr, lengths, length, kinds;
 	void *lists;
 	int verdict, i;
 
@@ -265,10 +298,11 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 			    &prefix, ctx, found);
 	if (verdict >= 0)
 		return verdict;
-	/* No network entry anywhere in its /24: nothing more to ask. */
-	if (!pc_covered(bpf_ntohl(addr) >> 8))
+	/* Only the kinds of network entry its /24 holds are asked (none: nothing more to ask). */
+	kinds = pc_covered(bpf_ntohl(addr) >> 8);
+	if (!kinds)
 		return -1;
-	if (pc_used(PC_CONFIG_USED_PREFIX_V4)) {
+	if ((kinds & PC_COVER_PREFIX) && pc_used(PC_CONFIG_USED_PREFIX_V4)) {
 		lengths = pc_lengths(PC_CONFIG_LENGTHS_V4);
 #pragma unroll
 		for (i = 0; i < PC_MAX_PREFIX_LENGTHS; i++) {
@@ -285,21 +319,32 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 				return verdict;
 		}
 	}
-	if (pc_used(PC_CONFIG_USED_CIDR_V4)) {
+	if ((kinds & PC_COVER_CIDR) && pc_used(PC_CONFIG_USED_CIDR_V4)) {
 		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v4, &prefix), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
 				    &prefix, ctx, found);
 		if (verdict >= 0)
 			return verdict;
 	}
-	if (pc_used(PC_CONFIG_USED_LISTS_V4)) {
-		__u32 slot = PC_LISTS_SLOT;
+	if ((kinds & (PC_COVER_LIST_HOSTS | PC_COVER_LIST_NETS)) && pc_used(PC_CONFIG_USED_LISTS_V4)) {
+		__u32 generation = pc_lengths(PC_CONFIG_LISTS_GEN_V4) & 1;
 
-		lists = bpf_map_lookup_elem(&pc_lists_v4, &slot);
-		if (lists) {
-			verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
-					    &prefix, ctx, found);
-			if (verdict >= 0)
-				return verdict;
+		if (kinds & PC_COVER_LIST_HOSTS) {
+			lists = bpf_map_lookup_elem(&pc_lhosts_v4, &generation);
+			if (lists) {
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4,
+						    PC_CONFIG_USED_ALLOW_V4, &prefix, ctx, found);
+				if (verdict >= 0)
+					return verdict;
+			}
+		}
+		if (kinds & PC_COVER_LIST_NETS) {
+			lists = bpf_map_lookup_elem(&pc_lists_v4, &generation);
+			if (lists) {
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4,
+						    PC_CONFIG_USED_ALLOW_V4, &prefix, ctx, found);
+				if (verdict >= 0)
+					return verdict;
+			}
 		}
 	}
 	return -1;
@@ -327,7 +372,7 @@ static __always_inline void pc_mask6(__u32 *out, const __u32 *addr, __u32 length
 static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, int *found)
 {
 	struct pc_prefix6_key prefix;
-	__u32 addr[4], lengths, length, hash;
+	__u32 addr[4], lengths, length, hash, kinds;
 	void *lists;
 	int verdict, i;
 
@@ -338,11 +383,12 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 			    &prefix, ctx, found);
 	if (verdict >= 0)
 		return verdict;
-	/* No network entry anywhere in its /64 (as far as its hash tells): nothing more to ask. */
+	/* Only the kinds of network entry its /64 holds (as far as its hash tells) are asked. */
 	hash = (bpf_ntohl(addr[0]) ^ (bpf_ntohl(addr[1]) * PC_COVER_HASH_A)) * PC_COVER_HASH_B;
-	if (!pc_used(PC_CONFIG_COVER_ALL_V6) && !pc_covered(PC_COVER_V6_BASE + (hash >> 8)))
+	kinds = pc_covered(PC_COVER_V6_BASE + (hash >> (32 - PC_COVER_V6_BITS))) | pc_lengths(PC_CONFIG_COVER_ALL_V6);
+	if (!kinds)
 		return -1;
-	if (pc_used(PC_CONFIG_USED_PREFIX_V6)) {
+	if ((kinds & PC_COVER_PREFIX) && pc_used(PC_CONFIG_USED_PREFIX_V6)) {
 		lengths = pc_lengths(PC_CONFIG_LENGTHS_V6);
 #pragma unroll
 		for (i = 0; i < PC_MAX_PREFIX_LENGTHS; i++) {
@@ -360,21 +406,32 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 				return verdict;
 		}
 	}
-	if (pc_used(PC_CONFIG_USED_CIDR_V6)) {
+	if ((kinds & PC_COVER_CIDR) && pc_used(PC_CONFIG_USED_CIDR_V6)) {
 		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v6, &prefix), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
 				    &prefix, ctx, found);
 		if (verdict >= 0)
 			return verdict;
 	}
-	if (pc_used(PC_CONFIG_USED_LISTS_V6)) {
-		__u32 slot = PC_LISTS_SLOT;
+	if ((kinds & (PC_COVER_LIST_HOSTS | PC_COVER_LIST_NETS)) && pc_used(PC_CONFIG_USED_LISTS_V6)) {
+		__u32 generation = pc_lengths(PC_CONFIG_LISTS_GEN_V6) & 1;
 
-		lists = bpf_map_lookup_elem(&pc_lists_v6, &slot);
-		if (lists) {
-			verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
-					    &prefix, ctx, found);
-			if (verdict >= 0)
-				return verdict;
+		if (kinds & PC_COVER_LIST_HOSTS) {
+			lists = bpf_map_lookup_elem(&pc_lhosts_v6, &generation);
+			if (lists) {
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6,
+						    PC_CONFIG_USED_ALLOW_V6, &prefix, ctx, found);
+				if (verdict >= 0)
+					return verdict;
+			}
+		}
+		if (kinds & PC_COVER_LIST_NETS) {
+			lists = bpf_map_lookup_elem(&pc_lists_v6, &generation);
+			if (lists) {
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6,
+						    PC_CONFIG_USED_ALLOW_V6, &prefix, ctx, found);
+				if (verdict >= 0)
+					return verdict;
+			}
 		}
 	}
 	return -1;

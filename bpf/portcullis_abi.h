@@ -34,6 +34,8 @@
 #define PC_MAP_LISTS_V6 "pc_lists_v6"
 #define PC_MAP_CONFIG "pc_config"
 #define PC_MAP_COVER "pc_cover"
+#define PC_MAP_LIST_HOSTS_V4 "pc_lhosts_v4"
+#define PC_MAP_LIST_HOSTS_V6 "pc_lhosts_v6"
 
 /* Name of the XDP program (its function name, as the kernel and libxdp report it). */
 #define PC_PROG_NAME "pc_xdp_filter"
@@ -112,12 +114,14 @@ struct pc_prefix6_key {
 };
 
 /*
- * Blocklists (pc_lists_v4, pc_lists_v6): BPF_MAP_TYPE_ARRAY_OF_MAPS of one slot holding an LPM
- * trie (keys as above, values struct pc_ban with the list's origin) of every loaded list of the
- * family. User space builds a new trie aside and swaps it in with one update of slot 0: a packet
- * sees the old trie or the new one, never one half built.
+ * Blocklists: every loaded list of a family in two inner maps, its hosts (/32, /128) in a hash
+ * (pc_lhosts_v4/v6: BPF_MAP_TYPE_ARRAY_OF_MAPS of hash maps, keys and values as above) and its
+ * networks in an LPM trie (pc_lists_v4/v6: of tries). Each outer map has two slots, the two
+ * generations; PC_CONFIG_LISTS_GEN_* names the one in force. User space builds both maps of the
+ * other generation aside, puts them in its slots, and flips the generation with one element
+ * write: a packet reads the generation once and meets one whole version of the lists.
  */
-#define PC_LISTS_SLOT 0
+#define PC_LISTS_GENERATIONS 2
 
 /*
  * Configuration (BPF_MAP_TYPE_ARRAY of PC_CONFIG_COUNT __u32 values), written by user space one
@@ -142,21 +146,29 @@ enum pc_config_index {
 	PC_CONFIG_USED_LISTS_V4 = 8,
 	PC_CONFIG_USED_LISTS_V6 = 9,
 	PC_CONFIG_COVER_ALL_V6 = 10,
-	PC_CONFIG_COUNT = 11,
+	PC_CONFIG_LISTS_GEN_V4 = 11,
+	PC_CONFIG_LISTS_GEN_V6 = 12,
+	PC_CONFIG_COUNT = 13,
 };
 /*
- * Coverage (pc_cover: BPF_MAP_TYPE_ARRAY of PC_COVER_WORDS __u64 words, BPF_F_MMAPABLE): a bitmap
- * of which parts of the address space hold any prefix, CIDR or blocklist entry. The bit of an
- * IPv4 source is its /24 (its first 24 bits); of an IPv6 source, PC_COVER_V6_BASE plus a hash of
- * its /64: with a, b its first two 32-bit words in host order, ((a ^ (b * 0x9E3779B1)) * 0x85EBCA6B)
- * >> 8 (24 bits). Bit n is bit n % 64 of word n / 64. A source whose bit is clear is covered by
- * no network entry: the program skips the prefix hashes and the tries for it. User space sets the
- * bits an entry covers (atomically, through its mapping) before inserting the entry and never
- * clears one while the maps live; an IPv6 entry shorter than /48 (more than 65,536 /64s) sets
- * PC_CONFIG_COVER_ALL_V6 instead, and every IPv6 source then counts as covered.
+ * Coverage (pc_cover: BPF_MAP_TYPE_ARRAY of PC_COVER_WORDS __u64 words, BPF_F_MMAPABLE): for each
+ * slot of the address space, four bits saying which kinds of network entry lie in it
+ * (PC_COVER_PREFIX, _CIDR, _LIST_NETS, _LIST_HOSTS). The slot of an IPv4 source is its /24 (its
+ * first 24 bits); of an IPv6 source, PC_COVER_V6_BASE plus a hash of its /64: with a, b its first
+ * two 32-bit words in host order, ((a ^ (b * PC_COVER_HASH_A)) * PC_COVER_HASH_B) >> 10 (22 bits).
+ * Slot n's bits are bits 4 * (n % 16) ... + 3 of word n / 16, kind k at + k. A source asks only the
+ * kinds its slot has. User space sets the bits an entry covers (atomic ORs through its mapping)
+ * before inserting the entry and never clears one while the maps live. An IPv6 entry shorter than
+ * /48 (more than 65,536 /64s) sets its kind's bit in PC_CONFIG_COVER_ALL_V6 instead: every IPv6
+ * source then has it.
  */
+#define PC_COVER_PREFIX 1u
+#define PC_COVER_CIDR 2u
+#define PC_COVER_LIST_NETS 4u
+#define PC_COVER_LIST_HOSTS 8u
 #define PC_COVER_V6_BASE (1u << 24)
-#define PC_COVER_WORDS 524288
+#define PC_COVER_V6_BITS 22
+#define PC_COVER_WORDS 1310720
 #define PC_COVER_HASH_A 0x9E3779B1u
 #define PC_COVER_HASH_B 0x85EBCA6Bu
 

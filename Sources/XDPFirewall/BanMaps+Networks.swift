@@ -126,20 +126,20 @@ extension BanMaps {
         try bpfCall("write \(PC_MAP_CONFIG)") { bpf_map_update_elem(config.fd, &key, &value, UInt64(BPF_ANY)) }
     }
 
-    /// The coverage bits a network touches (portcullis_abi.h, `pc_cover`).
+    /// The coverage slots a network touches (portcullis_abi.h, `pc_cover`).
     enum Coverage: Equatable {
         /// IPv4: its /24s, `count` of them from `start`.
         case range(start: UInt32, count: UInt32)
-        /// IPv6: the bits of its /64s.
-        case bits([UInt32])
+        /// IPv6: the slots of its /64s.
+        case slots([UInt32])
         /// IPv6 shorter than /48: every IPv6 source counts as covered.
         case allIPv6
     }
 
-    /// The bit of an IPv6 /64 whose first two 32-bit words (host order) are `a` and `b`.
-    static func coverBit(ipv6 a: UInt32, _ b: UInt32) -> UInt32 {
+    /// The slot of an IPv6 /64 whose first two 32-bit words (host order) are `a` and `b`.
+    static func coverSlot(ipv6 a: UInt32, _ b: UInt32) -> UInt32 {
         let hash = (a ^ (b &* PC_COVER_HASH_A)) &* PC_COVER_HASH_B
-        return UInt32(PC_COVER_V6_BASE) + (hash >> 8)
+        return UInt32(PC_COVER_V6_BASE) + (hash >> UInt32(32 - PC_COVER_V6_BITS))
     }
 
     static func coverage(_ network: IPNetwork) -> Coverage {
@@ -154,33 +154,36 @@ extension BanMaps {
         }
         guard network.length >= 48 else { return .allIPv6 }
         let count = network.length >= 64 ? 1 : UInt32(1) << UInt32(64 - network.length)
-        return .bits((0..<count).map { coverBit(ipv6: words.0, words.1 &+ $0) })
+        return .slots((0..<count).map { coverSlot(ipv6: words.0, words.1 &+ $0) })
     }
 
-    /// Sets the coverage bits of `networks`, before the networks go in.
-    func cover(_ networks: [IPNetwork]) throws(FirewallError) {
-        func set(_ bit: UInt32) {
-            cportcullis_fetch_or_u64(coverBits + Int(bit >> 6), UInt64(1) << UInt64(bit & 63))
+    /// Sets the coverage bit of `kind` (one of `PC_COVER_*`) in every slot `networks` touch,
+    /// before the networks go in.
+    func cover(_ networks: [IPNetwork], kind: UInt32) throws(FirewallError) {
+        let bit = UInt64(kind.trailingZeroBitCount)
+        func set(_ slot: UInt32) {
+            cportcullis_fetch_or_u64(coverBits + Int(slot >> 4), UInt64(1) << (UInt64(slot & 15) * 4 + bit))
         }
         for network in networks {
             switch Self.coverage(network) {
             case .range(let start, let count):
-                var bit = start
+                var slot = start
                 let end = start + count
-                while bit < end {
-                    // Whole words at once where the range spans them.
-                    if bit & 63 == 0 && end - bit >= 64 {
-                        cportcullis_fetch_or_u64(coverBits + Int(bit >> 6), .max)
-                        bit += 64
+                while slot < end {
+                    // Sixteen slots a word: whole words at once where the range spans them.
+                    if slot & 15 == 0 && end - slot >= 16 {
+                        cportcullis_fetch_or_u64(coverBits + Int(slot >> 4), 0x1111_1111_1111_1111 << bit)
+                        slot += 16
                     } else {
-                        set(bit)
-                        bit += 1
+                        set(slot)
+                        slot += 1
                     }
                 }
-            case .bits(let bits):
-                for bit in bits { set(bit) }
+            case .slots(let slots):
+                for slot in slots { set(slot) }
             case .allIPv6:
-                try writeConfig(PC_CONFIG_COVER_ALL_V6, 1)
+                // Every kind at once: writers never read and rewrite this element (no lost update).
+                try writeConfig(PC_CONFIG_COVER_ALL_V6, 0xf)
             }
         }
     }
@@ -219,7 +222,7 @@ extension BanMaps {
         var value = pc_ban()
         let dropped = bpf_map_lookup_elem(map.fd, &key, &value) == 0 ? value.dropped : 0
         value = BanRequest(network.address, expiry, origin: origin).value(dropped: dropped)
-        try cover([network])
+        try cover([network], kind: place == .prefix ? PC_COVER_PREFIX : PC_COVER_CIDR)
         try markUsed(used)
         switch systemCallResult({ bpf_map_update_elem(map.fd, &key, &value, UInt64(BPF_ANY)) }) {
         case .success: break
@@ -422,25 +425,44 @@ extension BanMaps {
 
     // MARK: Blocklists
 
-    /// The trie of the loaded lists of `family` (nil: none loaded yet), opened by its id.
-    private func listTrie(_ family: IPAddress.Family) throws(FirewallError) -> BPFDescriptor? {
-        var slot = UInt32(PC_LISTS_SLOT)
+    /// The generation of the lists of `family` in force (`PC_CONFIG_LISTS_GEN_*`).
+    private func listGeneration(_ family: IPAddress.Family) throws(FirewallError) -> UInt32 {
+        try readConfig(family == .ipv4 ? PC_CONFIG_LISTS_GEN_V4 : PC_CONFIG_LISTS_GEN_V6) & 1
+    }
+
+    /// The inner map in `slot` of an outer map (nil: none there), opened by its id.
+    private func innerMap(_ outer: BPFDescriptor, slot: UInt32, name: String) throws(FirewallError) -> BPFDescriptor? {
+        var slot = slot
         var id: UInt32 = 0
-        let outer = family == .ipv4 ? listsV4 : listsV6
         switch systemCallResult({ bpf_map_lookup_elem(outer.fd, &slot, &id) }) {
         case .success: break
         case .failure(let error) where error.code == ENOENT: return nil
-        case .failure(let error):
-            throw systemError("read \(family == .ipv4 ? PC_MAP_LISTS_V4 : PC_MAP_LISTS_V6)", error.code)
+        case .failure(let error): throw systemError("read \(name)", error.code)
         }
         let fd = bpf_map_get_fd_by_id(id)
-        guard fd >= 0 else { throw systemError("open the blocklist trie (map id \(id))", errno) }
+        guard fd >= 0 else { throw systemError("open a blocklist map (map id \(id))", errno) }
         return BPFDescriptor(fd)
     }
 
-    /// Puts every key and value into a new trie: one `bpf_map_update_batch` where the kernel
-    /// batches tries, else one update each.
-    private func fillTrie(
+    /// The entries of the lists of `family` in force: hosts, then networks.
+    private func listEntries(_ family: IPAddress.Family) throws(FirewallError) -> [NetworkBanEntry] {
+        let generation = try listGeneration(family)
+        let v4 = family == .ipv4
+        var entries: [NetworkBanEntry] = []
+        for (outer, name) in [
+            (v4 ? listHostsV4 : listHostsV6, v4 ? PC_MAP_LIST_HOSTS_V4 : PC_MAP_LIST_HOSTS_V6),
+            (v4 ? listsV4 : listsV6, v4 ? PC_MAP_LISTS_V4 : PC_MAP_LISTS_V6),
+        ] {
+            if let inner = try innerMap(outer, slot: generation, name: name) {
+                entries += try networkEntries(in: inner, family: family, place: .list)
+            }
+        }
+        return entries
+    }
+
+    /// Puts every key and value into a new map: one `bpf_map_update_batch` where the kernel
+    /// batches the map's type, else one update each.
+    private func fill(
         _ trie: BPFDescriptor, keys: [UInt8], values: [pc_ban], keySize: Int, family: IPAddress.Family
     ) throws(FirewallError) {
         guard !values.isEmpty else { return }
@@ -504,13 +526,7 @@ extension BanMaps {
 
     /// Every entry of every loaded list.
     public func listEntries() throws(FirewallError) -> [NetworkBanEntry] {
-        var entries: [NetworkBanEntry] = []
-        for family in [IPAddress.Family.ipv4, .ipv6] {
-            if let trie = try listTrie(family) {
-                entries += try networkEntries(in: trie, family: family, place: .list)
-            }
-        }
-        return entries
+        try listEntries(.ipv4) + listEntries(.ipv6)
     }
 
     /// What a swap did.
@@ -523,54 +539,70 @@ extension BanMaps {
     }
 
     /// Installs `networks` as the whole of the list of `origin` (replacing what it held; an empty
-    /// array unloads it): for each family a new trie is built aside with the other lists'
-    /// entries and this list's, then swapped in with one update of the outer map's slot, so a
-    /// packet meets the old lists or the new ones, never a half-built one.
+    /// array unloads it). For each family the other generation's two maps (a hash of hosts, a trie
+    /// of networks) are built aside with the other lists' entries and this list's, put in their
+    /// slots, and the generation flipped with one element write: a packet meets one whole version.
     @discardableResult
     public func replaceList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
         var swap = ListSwap()
         for family in [IPAddress.Family.ipv4, .ipv6] {
+            let v4 = family == .ipv4
             let mine = networks.filter { $0.family == family }
-            let current =
-                try listTrie(family).map { (trie) throws(FirewallError) in
-                    try networkEntries(in: trie, family: family, place: .list)
-                } ?? []
-            let others = current.filter { $0.origin != origin }
-            // Nothing of this list in this family, before or after: the family's trie stays as it is.
+            let current = try listEntries(family)
+            // Nothing of this list in this family, before or after: the family's lists stay as they are.
             if mine.isEmpty && !current.contains(where: { $0.origin == origin }) { continue }
-            let keySize = family == .ipv4 ? 8 : 20
-            var options = bpf_map_create_opts()
-            options.sz = MemoryLayout<bpf_map_create_opts>.size
-            options.map_flags = UInt32(BPF_F_NO_PREALLOC)
-            let fd = bpf_map_create(
-                BPF_MAP_TYPE_LPM_TRIE, "pc_list_trie", UInt32(keySize), UInt32(MemoryLayout<pc_ban>.size),
-                UInt32(PC_LIST_ENTRIES), &options)
-            guard fd >= 0 else { throw systemError("create a blocklist trie", errno) }
-            let trie = BPFDescriptor(fd)
+            let others = current.filter { $0.origin != origin }
+            let keySize = v4 ? 8 : 20
+            func make(_ type: bpf_map_type, _ name: String) throws(FirewallError) -> BPFDescriptor {
+                var options = bpf_map_create_opts()
+                options.sz = MemoryLayout<bpf_map_create_opts>.size
+                options.map_flags = UInt32(BPF_F_NO_PREALLOC)
+                let fd = bpf_map_create(
+                    type, name, UInt32(keySize), UInt32(MemoryLayout<pc_ban>.size), UInt32(PC_LIST_ENTRIES), &options)
+                guard fd >= 0 else { throw systemError("create a blocklist map", errno) }
+                return BPFDescriptor(fd)
+            }
+            let hosts = try make(BPF_MAP_TYPE_HASH, "pc_list_hosts")
+            let trie = try make(BPF_MAP_TYPE_LPM_TRIE, "pc_list_trie")
             // Another list's entry for the same network stays as it was (its origin and drops).
             var taken = Set<IPNetwork>()
-            var keys: [UInt8] = []
-            var values: [pc_ban] = []
-            keys.reserveCapacity((others.count + mine.count) * keySize)
-            values.reserveCapacity(others.count + mine.count)
+            var hostKeys: [UInt8] = []
+            var hostValues: [pc_ban] = []
+            var netKeys: [UInt8] = []
+            var netValues: [pc_ban] = []
+            func add(_ network: IPNetwork, _ value: pc_ban) {
+                if network.isSingleAddress {
+                    hostKeys += PrefixKey(network).bytes
+                    hostValues.append(value)
+                } else {
+                    netKeys += PrefixKey(network).bytes
+                    netValues.append(value)
+                }
+            }
             for entry in others where taken.insert(entry.network).inserted {
-                keys += PrefixKey(entry.network).bytes
-                values.append(
+                add(
+                    entry.network,
                     BanRequest(entry.network.address, entry.expiry, origin: entry.origin).value(dropped: entry.dropped))
                 swap.kept += 1
             }
             for network in mine where taken.insert(network).inserted {
-                keys += PrefixKey(network).bytes
-                values.append(BanRequest(network.address, .permanent, origin: origin).value(dropped: 0))
-                if family == .ipv4 { swap.ipv4 += 1 } else { swap.ipv6 += 1 }
+                add(network, BanRequest(network.address, .permanent, origin: origin).value(dropped: 0))
+                if v4 { swap.ipv4 += 1 } else { swap.ipv6 += 1 }
             }
-            try cover(mine)
-            try fillTrie(trie, keys: keys, values: values, keySize: keySize, family: family)
-            try markUsed(family == .ipv4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
-            var slot = UInt32(PC_LISTS_SLOT)
-            var inner = UInt32(bitPattern: trie.fd)
-            let outer = family == .ipv4 ? listsV4 : listsV6
-            try bpfCall("swap in the blocklist trie") { bpf_map_update_elem(outer.fd, &slot, &inner, UInt64(BPF_ANY)) }
+            try cover(mine.filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
+            try cover(mine.filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
+            try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
+            try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
+            try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
+            let next = 1 - (try listGeneration(family))
+            for (outer, inner) in [(v4 ? listHostsV4 : listHostsV6, hosts), (v4 ? listsV4 : listsV6, trie)] {
+                var slot = next
+                var fd = UInt32(bitPattern: inner.fd)
+                try bpfCall("put in the next blocklist generation") {
+                    bpf_map_update_elem(outer.fd, &slot, &fd, UInt64(BPF_ANY))
+                }
+            }
+            try writeConfig(v4 ? PC_CONFIG_LISTS_GEN_V4 : PC_CONFIG_LISTS_GEN_V6, next)
         }
         return swap
     }

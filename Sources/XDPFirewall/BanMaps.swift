@@ -22,6 +22,8 @@ public final class BanMaps: @unchecked Sendable {
     let allowV6: BPFDescriptor
     let listsV4: BPFDescriptor
     let listsV6: BPFDescriptor
+    let listHostsV4: BPFDescriptor
+    let listHostsV6: BPFDescriptor
     let config: BPFDescriptor
     let cover: BPFDescriptor
     /// The coverage bitmap, mapped (bits are set with atomic ORs: other writers set bits too).
@@ -51,6 +53,8 @@ public final class BanMaps: @unchecked Sendable {
         allowV6 = try map(.allowV6)
         listsV4 = try map(.listsV4)
         listsV6 = try map(.listsV6)
+        listHostsV4 = try map(.listHostsV4)
+        listHostsV6 = try map(.listHostsV6)
         config = try map(.config)
         cover = try map(.cover)
         let mapped = mmap(nil, Int(PC_COVER_WORDS) * 8, PROT_READ | PROT_WRITE, MAP_SHARED, cover.fd, 0)

@@ -110,11 +110,15 @@ struct MapSpec: Sendable {
     static let listsV4 = MapSpec(name: PC_MAP_LISTS_V4, type: BPF_MAP_TYPE_ARRAY_OF_MAPS, keySize: 4, valueSize: 4)
     static let listsV6 = MapSpec(name: PC_MAP_LISTS_V6, type: BPF_MAP_TYPE_ARRAY_OF_MAPS, keySize: 4, valueSize: 4)
     static let config = MapSpec(name: PC_MAP_CONFIG, type: BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: 4)
+    static let listHostsV4 = MapSpec(
+        name: PC_MAP_LIST_HOSTS_V4, type: BPF_MAP_TYPE_ARRAY_OF_MAPS, keySize: 4, valueSize: 4)
+    static let listHostsV6 = MapSpec(
+        name: PC_MAP_LIST_HOSTS_V6, type: BPF_MAP_TYPE_ARRAY_OF_MAPS, keySize: 4, valueSize: 4)
     static let cover = MapSpec(name: PC_MAP_COVER, type: BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: 8)
 
     static let all = [
         bansV4, bansV6, stats, meta, origins, prefixV4, prefixV6, cidrV4, cidrV6, allowV4, allowV6, listsV4,
-        listsV6, config, cover,
+        listsV6, listHostsV4, listHostsV6, config, cover,
     ]
 
     /// Checks an open map against this spec.

@@ -187,12 +187,13 @@ struct NetworkVerdictTests {
         #expect(BanMaps.coverage(try network("198.18.0.0/15")) == .range(start: 0xC61200, count: 512))
         #expect(BanMaps.coverage(try network("198.18.7.9")) == .range(start: 0xC61207, count: 1))
         #expect(BanMaps.coverage(try network("0.0.0.0/0")) == .range(start: 0, count: 1 << 24))
-        #expect(BanMaps.coverage(try network("2001:2:0:a::1")) == .bits([BanMaps.coverBit(ipv6: 0x2001_0002, 0x000a)]))
-        guard case .bits(let bits) = BanMaps.coverage(try network("2001:2::/48")) else {
-            Issue.record("a /48 has bits")
+        #expect(
+            BanMaps.coverage(try network("2001:2:0:a::1")) == .slots([BanMaps.coverSlot(ipv6: 0x2001_0002, 0x000a)]))
+        guard case .slots(let slots) = BanMaps.coverage(try network("2001:2::/48")) else {
+            Issue.record("a /48 has slots")
             return
         }
-        #expect(bits.count == 65_536 && bits.allSatisfy { $0 >= UInt32(PC_COVER_V6_BASE) })
+        #expect(slots.count == 65_536 && slots.allSatisfy { $0 >= UInt32(PC_COVER_V6_BASE) })
         #expect(BanMaps.coverage(try network("2001:2::/47")) == .allIPv6)
     }
 }
