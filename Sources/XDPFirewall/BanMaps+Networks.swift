@@ -460,6 +460,28 @@ extension BanMaps {
         return entries
     }
 
+    /// Where list writers serialize (`flock`): the pin directories are on the BPF filesystem,
+    /// which holds no regular files.
+    public static let listLockPath = "/run/portcullis/lists.lock"
+
+    /// Takes the list writers' lock (waiting for another writer). - Returns: its descriptor.
+    static func lockLists() throws(FirewallError) -> Int32 {
+        let directory = String(listLockPath[..<listLockPath.lastIndex(of: "/")!])
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw systemError("create \(directory) for the blocklist lock", errno)
+        }
+        let fd = Glibc.open(listLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw systemError("open the blocklist lock \(listLockPath)", errno) }
+        while flock(fd, LOCK_EX) != 0 {
+            if errno != EINTR {
+                let code = errno
+                close(fd)
+                throw systemError("lock \(listLockPath)", code)
+            }
+        }
+        return fd
+    }
+
     /// Puts every key and value into a new map: one `bpf_map_update_batch` where the kernel
     /// batches the map's type, else one update each.
     private func fill(
@@ -544,6 +566,11 @@ extension BanMaps {
     /// slots, and the generation flipped with one element write: a packet meets one whole version.
     @discardableResult
     public func replaceList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
+        // Every writer of lists (the daemon's [blocklist] feeds, `portcullis blocklist`) reads the
+        // lists in force and builds the next generation from them: one at a time, or the later
+        // flip would drop what the other had just loaded.
+        let lock = try Self.lockLists()
+        defer { close(lock) }
         var swap = ListSwap()
         for family in [IPAddress.Family.ipv4, .ipv6] {
             let v4 = family == .ipv4

@@ -252,6 +252,28 @@ struct NamespaceFilterTests {
             #expect(try dropped() == 0)
             result = try cli(network, ["blocklist", "unload", "drop", "--pin-dir", pins])
             #expect(result.status == 1 && result.stderr.contains("no list named drop"), "\(result.stderr)")
+
+            // Four lists loaded at once by four processes: the writers' lock keeps every one.
+            var loaders: [Process] = []
+            for list in 0..<4 {
+                let file = directory + "/list\(list).txt"
+                try (0..<20_000).map { "2001:2:0:\(String(0x100 + list, radix: 16)):1::\(String($0, radix: 16))" }
+                    .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: Products.cli)
+                process.arguments = ["blocklist", "load", "l\(list)", file, "--pin-dir", pins]
+                process.standardOutput = FileHandle.nullDevice
+                try process.run()
+                loaders.append(process)
+            }
+            for process in loaders {
+                process.waitUntilExit()
+                #expect(process.terminationStatus == 0)
+            }
+            result = try cli(network, ["blocklist", "list", "--pin-dir", pins])
+            for list in 0..<4 {
+                #expect(result.stdout.contains("l\(list): 0 IPv4, 20000 IPv6 entries"), "\(result.stdout)")
+            }
             _ = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
         }
     }
