@@ -460,23 +460,18 @@ extension BanMaps {
         return entries
     }
 
-    /// Where list writers serialize (`flock`): the pin directories are on the BPF filesystem,
-    /// which holds no regular files.
-    public static let listLockPath = "/run/portcullis/lists.lock"
-
-    /// Takes the list writers' lock (waiting for another writer). - Returns: its descriptor.
-    static func lockLists() throws(FirewallError) -> Int32 {
-        let directory = String(listLockPath[..<listLockPath.lastIndex(of: "/")!])
-        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw systemError("create \(directory) for the blocklist lock", errno)
-        }
-        let fd = Glibc.open(listLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw systemError("open the blocklist lock \(listLockPath)", errno) }
+    /// Takes the list writers' lock, waiting for another writer: an `flock` of the pin directory
+    /// (the BPF filesystem holds no regular files to lock; a directory opens and locks as well).
+    /// - Returns: its descriptor, or -1 for private maps (no other process writes them).
+    func lockLists() throws(FirewallError) -> Int32 {
+        guard let path = pinDirectoryPath else { return -1 }
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw systemError("open \(path) to lock the blocklists", errno) }
         while flock(fd, LOCK_EX) != 0 {
             if errno != EINTR {
                 let code = errno
                 close(fd)
-                throw systemError("lock \(listLockPath)", code)
+                throw systemError("lock the blocklists of \(path)", code)
             }
         }
         return fd
@@ -569,8 +564,8 @@ extension BanMaps {
         // Every writer of lists (the daemon's [blocklist] feeds, `portcullis blocklist`) reads the
         // lists in force and builds the next generation from them: one at a time, or the later
         // flip would drop what the other had just loaded.
-        let lock = try Self.lockLists()
-        defer { close(lock) }
+        let lock = try lockLists()
+        defer { if lock >= 0 { close(lock) } }
         var swap = ListSwap()
         for family in [IPAddress.Family.ipv4, .ipv6] {
             let v4 = family == .ipv4

@@ -30,6 +30,9 @@ public final class BanMaps: @unchecked Sendable {
     let coverBits: UnsafeMutablePointer<UInt64>
     /// Entries each ban map can hold.
     public let capacity: UInt32
+    /// The pin directory the maps were opened from or pinned in (nil: private maps): blocklist
+    /// writers lock it (`flock`) to take turns.
+    var pinDirectoryPath: String?
     private let possibleCPUs: Int
 
     /// - Parameter maps: a descriptor for each of `MapSpec.all`, by name.
@@ -89,6 +92,7 @@ public final class BanMaps: @unchecked Sendable {
         }
         guard found.count == MapSpec.all.count else { throw .mapsNotPinned(pinDirectory: directory.path) }
         let maps = try BanMaps(found, capacity: capacity)
+        maps.pinDirectoryPath = directory.path
         try maps.checkLayoutMarker(path: directory.path)
         return maps
     }

@@ -165,6 +165,7 @@ struct FilterObject {
         var descriptors: [String: BPFDescriptor] = [:]
         for spec in MapSpec.all { descriptors[spec.name] = try descriptor(spec.name) }
         let maps = try BanMaps(descriptors, capacity: capacity)
+        maps.pinDirectoryPath = pinDirectory?.path
         // Made by this load (not reused): the default prefix lengths go in with the layout marker.
         if !reusesPinnedMaps { try maps.writeDefaultConfiguration() }
         try maps.writeLayoutMarker()
