@@ -90,7 +90,24 @@ public final class BanMaps: @unchecked Sendable {
             if spec.name == MapSpec.bansV4.name { capacity = info.max_entries }
             found[spec.name] = descriptor
         }
-        guard found.count == MapSpec.all.count else { throw .mapsNotPinned(pinDirectory: directory.path) }
+        guard found.count == MapSpec.all.count else {
+            // Some of the maps, not all: pins of an older layout (it had fewer maps) say so.
+            if let meta = found[PC_MAP_META] {
+                var key: UInt32 = 0
+                var marker = pc_meta()
+                if bpf_map_lookup_elem(meta.fd, &key, &marker) == 0, marker.magic == PC_ABI_MAGIC,
+                    marker.abi_version != PC_ABI_VERSION
+                {
+                    throw .incompatiblePins(
+                        path: directory.path,
+                        detail: "layout version \(marker.abi_version), this build uses \(PC_ABI_VERSION)")
+                }
+                let missing = MapSpec.all.map(\.name).filter { found[$0] == nil }
+                throw .incompatiblePins(
+                    path: directory.path, detail: "maps missing: " + missing.joined(separator: ", "))
+            }
+            throw .mapsNotPinned(pinDirectory: directory.path)
+        }
         let maps = try BanMaps(found, capacity: capacity)
         maps.pinDirectoryPath = directory.path
         try maps.checkLayoutMarker(path: directory.path)

@@ -1,4 +1,5 @@
 import CPortcullis
+import Glibc
 import PortcullisCore
 import PortcullisSystem
 import Testing
@@ -195,5 +196,28 @@ struct NetworkVerdictTests {
         }
         #expect(slots.count == 65_536 && slots.allSatisfy { $0 >= UInt32(PC_COVER_V6_BASE) })
         #expect(BanMaps.coverage(try network("2001:2::/47")) == .allIPv6)
+    }
+
+    @Test("pins of the layout before networks (fewer maps, version 2) are named as such, not as nothing pinned")
+    func olderPins() throws {
+        try withFilter { _, maps in
+            // The maps this layout added are not in an older pin directory.
+            unlink(scratch.path + "/" + PC_MAP_COVER)
+            do {
+                _ = try BanMaps.open(pinnedIn: scratch.pins)
+                Issue.record("a directory missing a map is refused")
+            } catch {
+                #expect("\(error)".contains("maps missing: \(PC_MAP_COVER)"), "\(error)")
+            }
+            var key: UInt32 = 0
+            var marker = pc_meta(magic: UInt32(PC_ABI_MAGIC), abi_version: 2)
+            #expect(bpf_map_update_elem(maps.meta.fd, &key, &marker, UInt64(BPF_ANY)) == 0)
+            do {
+                _ = try BanMaps.open(pinnedIn: scratch.pins)
+                Issue.record("an older layout is refused")
+            } catch {
+                #expect("\(error)".contains("layout version 2, this build uses \(PC_ABI_VERSION)"), "\(error)")
+            }
+        }
     }
 }
