@@ -382,15 +382,5 @@ public struct ConfigurationFile {
 
 /// The whole text of a file (at most 16 MiB: a configuration, not a log).
 func readText(_ path: String) throws(Errno) -> String {
-    let fd = try systemCall({ open(path, O_RDONLY | O_CLOEXEC) }, orThrow: { $0 })
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let count = try systemCall({ read(fd, &buffer, buffer.count) }, orThrow: { $0 })
-        if count == 0 { break }
-        bytes += buffer[0..<count]
-        if bytes.count > 16 << 20 { throw Errno(EFBIG) }
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    try TextFile.read(path)
 }

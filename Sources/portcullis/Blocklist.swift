@@ -41,10 +41,11 @@ struct Blocklist: ParsableCommand {
                 if file == "-" {
                     text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
                 } else {
-                    guard let data = FileManager.default.contents(atPath: file) else {
-                        throw UsageError("cannot read \(file); give a readable list file")
+                    do throws(Errno) {
+                        text = try TextFile.read(file, limit: 256 << 20)
+                    } catch {
+                        throw UsageError("cannot read \(file): \(error); give a readable list file (at most 256 MiB)")
                     }
-                    text = String(decoding: data, as: UTF8.self)
                 }
                 let (networks, problems) = BlocklistFile.parse(text)
                 if !problems.isEmpty {

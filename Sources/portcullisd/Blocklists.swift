@@ -38,20 +38,15 @@ final class BlocklistFeeds {
             throw ConfigurationError(
                 file: config, line: setting.line, key: key, "a list's name is 1 to 40 letters, digits, '-', '_' or '.'")
         }
-        let fd = open(setting.file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
+        let text: String
+        do throws(Errno) {
+            text = try TextFile.read(setting.file, limit: 256 << 20)
+        } catch {
             throw ConfigurationError(
-                file: config, line: setting.line, key: key, "cannot read \(setting.file): \(Errno(errno))")
+                file: config, line: setting.line, key: key,
+                "cannot read \(setting.file): \(error); give a readable list file (at most 256 MiB)")
         }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let got = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if got <= 0 { break }
-            bytes += buffer[0..<got]
-        }
-        let (networks, problems) = BlocklistFile.parse(String(decoding: bytes, as: UTF8.self))
+        let (networks, problems) = BlocklistFile.parse(text)
         if let first = problems.first {
             throw ConfigurationError(
                 file: config, line: setting.line, key: key,
