@@ -97,22 +97,8 @@ extension XDPSuite {
         ]
         func measure(_ cases: [(String, [UInt8], XDPVerdict, XDPVerdict)], suffix: String) throws {
             for (name, bytes, expected, referenceExpected) in cases {
-                var times: [Double] = []
-                var referenceTimes: [Double] = []
-                for _ in 0..<options.rounds {
-                    let run = try filter.testRun(frame: bytes, repetitions: repetitions)
-                    guard run.verdict == expected else {
-                        throw MeasurementError(
-                            description: "\(name): the filter returned \(run.verdict), expected \(expected)")
-                    }
-                    times.append(Double(run.averageNanoseconds))
-                    let reference = try exactOnly.testRun(frame: bytes, repetitions: repetitions)
-                    guard reference.verdict == referenceExpected else {
-                        throw MeasurementError(
-                            description: "\(name): the exact-only filter returned \(reference.verdict)")
-                    }
-                    referenceTimes.append(Double(reference.averageNanoseconds))
-                }
+                let (times, referenceTimes) = try alternatingRuns(
+                    name, bytes, filter: (filter, expected), reference: (exactOnly, referenceExpected))
                 let ratio = median(zip(times, referenceTimes).map { $0 / max($1, 1) })
                 results.append(
                     Measurement(

@@ -105,19 +105,8 @@ struct XDPSuite: ParsableCommand {
             ("IPv6 unbanned", TestFrame.udp(from: IPAddress("2001:2::2")!, to: server6), .pass),
         ]
         return try cases.map { name, frame, expected in
-            var filterTimes: [Double] = []
-            var referenceTimes: [Double] = []
-            for _ in 0..<options.rounds {
-                // Alternate the two so both see the same machine conditions.
-                let run = try filter.testRun(frame: frame, repetitions: repetitions)
-                guard run.verdict == expected else {
-                    throw MeasurementError(
-                        description: "\(name): the filter returned \(run.verdict), expected \(expected)")
-                }
-                filterTimes.append(Double(run.averageNanoseconds))
-                referenceTimes.append(
-                    Double(try reference.testRun(frame: frame, repetitions: repetitions).averageNanoseconds))
-            }
+            let (filterTimes, referenceTimes) = try alternatingRuns(
+                name, frame, filter: (filter, expected), reference: (reference, nil))
             return Measurement(
                 suite: "xdp", name: "filter \(name)", unit: "ns/packet", value: median(filterTimes),
                 reference: "parse-only program", referenceValue: median(referenceTimes),
@@ -125,6 +114,33 @@ struct XDPSuite: ParsableCommand {
         }
     }
 
+}
+
+extension XDPSuite {
+    /// `options.rounds` test runs of `frame` through each program, alternating so both see the
+    /// same machine conditions, each verdict checked (a nil expectation is not checked).
+    /// - Returns: the kernel's mean ns per packet of each round, for the filter and the reference.
+    func alternatingRuns(
+        _ name: String, _ frame: [UInt8], filter: (LoadedProgram, XDPVerdict),
+        reference: (LoadedProgram, XDPVerdict?)
+    ) throws -> (filter: [Double], reference: [Double]) {
+        var times: [Double] = []
+        var referenceTimes: [Double] = []
+        for _ in 0..<options.rounds {
+            let run = try filter.0.testRun(frame: frame, repetitions: repetitions)
+            guard run.verdict == filter.1 else {
+                throw MeasurementError(description: "\(name): the filter returned \(run.verdict), expected \(filter.1)")
+            }
+            times.append(Double(run.averageNanoseconds))
+            let referenceRun = try reference.0.testRun(frame: frame, repetitions: repetitions)
+            if let expected = reference.1, referenceRun.verdict != expected {
+                throw MeasurementError(
+                    description: "\(name): the reference returned \(referenceRun.verdict), expected \(expected)")
+            }
+            referenceTimes.append(Double(referenceRun.averageNanoseconds))
+        }
+        return (times, referenceTimes)
+    }
 }
 
 /// The INDEXth address of 198.18.0.0/15 after 198.18.0.0-3 (the probes use .1 and .2).
