@@ -21,6 +21,7 @@ struct MetricsTests {
         }
         do {
             _ = try MetricsEndpoint("metrics.example:9617")
+            Issue.record("a name is refused (no name is looked up)")
         } catch {
             #expect(error.description.contains("not an IPv4 address") && error.description.contains("or none"))
         }
