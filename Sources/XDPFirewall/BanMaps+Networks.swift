@@ -460,21 +460,21 @@ extension BanMaps {
         return entries
     }
 
-    /// Takes the list writers' lock, waiting for another writer: an `flock` of the pin directory
-    /// (the BPF filesystem holds no regular files to lock; a directory opens and locks as well).
-    /// - Returns: its descriptor, or -1 for private maps (no other process writes them).
-    func lockLists() throws(FirewallError) -> Int32 {
-        guard let path = pinDirectoryPath else { return -1 }
+    /// Runs `body` holding the writers' lock of the pin directory, waiting for another writer: an
+    /// `flock` of the directory (the BPF filesystem holds no regular files to lock; a directory
+    /// opens and locks as well). Private maps (no pin directory) have no other writer.
+    ///
+    /// Held by whatever reads shared state of the maps and writes the next from it in another
+    /// process's sight: naming origin slots, and building the next blocklist generation.
+    func withWritersLock<T>(_ body: () throws(FirewallError) -> T) throws(FirewallError) -> T {
+        guard let path = pinDirectoryPath else { return try body() }
         let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw systemError("open \(path) to lock the blocklists", errno) }
+        guard fd >= 0 else { throw systemError("open \(path) to lock its maps' writers", errno) }
+        defer { close(fd) }
         while flock(fd, LOCK_EX) != 0 {
-            if errno != EINTR {
-                let code = errno
-                close(fd)
-                throw systemError("lock the blocklists of \(path)", code)
-            }
+            if errno != EINTR { throw systemError("lock the maps' writers of \(path)", errno) }
         }
-        return fd
+        return try body()
     }
 
     /// Puts every key and value into a new map: one `bpf_map_update_batch` where the kernel
@@ -535,10 +535,14 @@ extension BanMaps {
         guard let origin = Self.listOrigin(name) else {
             throw .invalidAddress("list name '\(name)': 1 to 40 letters, digits, '-', '_' or '.'")
         }
-        guard let slot = try originSlots(for: [origin])[origin] else {
-            throw .invalidAddress("no origin slot is free for \(origin): all \(PC_MAX_ORIGINS - 1) are named")
+        // Naming the slot and swapping the list under one hold of the lock: two loaders of new
+        // names at once would otherwise both take the same free slot.
+        return try withWritersLock { () throws(FirewallError) -> ListSwap in
+            guard let slot = try assignOriginSlots(for: [origin])[origin] else {
+                throw .invalidAddress("no origin slot is free for \(origin): all \(PC_MAX_ORIGINS - 1) are named")
+            }
+            return try swapList(origin: slot, with: networks)
         }
-        return try replaceList(origin: slot, with: networks)
     }
 
     /// Every entry of every loaded list.
@@ -564,8 +568,11 @@ extension BanMaps {
         // Every writer of lists (the daemon's [blocklist] feeds, `portcullis blocklist`) reads the
         // lists in force and builds the next generation from them: one at a time, or the later
         // flip would drop what the other had just loaded.
-        let lock = try lockLists()
-        defer { if lock >= 0 { close(lock) } }
+        try withWritersLock { () throws(FirewallError) -> ListSwap in try swapList(origin: origin, with: networks) }
+    }
+
+    /// `replaceList` for a caller holding the writers' lock.
+    private func swapList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
         var swap = ListSwap()
         for family in [IPAddress.Family.ipv4, .ipv6] {
             let v4 = family == .ipv4

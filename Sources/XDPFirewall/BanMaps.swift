@@ -163,6 +163,13 @@ public final class BanMaps: @unchecked Sendable {
     /// - Returns: slot by name; a name that finds no free slot is left out (its bans carry
     ///   `PC_ORIGIN_OPERATOR`, "unknown").
     public func originSlots(for names: [String]) throws(FirewallError) -> [String: UInt32] {
+        // Read, find a free slot, write: under the writers' lock, or two processes naming new
+        // origins at once take the same slot.
+        try withWritersLock { () throws(FirewallError) -> [String: UInt32] in try assignOriginSlots(for: names) }
+    }
+
+    /// `originSlots` for a caller holding the writers' lock.
+    func assignOriginSlots(for names: [String]) throws(FirewallError) -> [String: UInt32] {
         var taken = try originNames()
         var slots: [String: UInt32] = [:]
         for (slot, name) in taken { slots[name] = slot }

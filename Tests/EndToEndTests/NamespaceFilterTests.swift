@@ -253,11 +253,13 @@ struct NamespaceFilterTests {
             result = try cli(network, ["blocklist", "unload", "drop", "--pin-dir", pins])
             #expect(result.status == 1 && result.stderr.contains("no list named drop"), "\(result.stderr)")
 
-            // Four lists loaded at once by four processes: the writers' lock keeps every one.
+            // Eight lists of new names loaded at once by eight processes: the writers' lock keeps
+            // every one, each in an origin slot of its own (two loaders naming a slot at once took
+            // the same one before the naming was under the lock).
             var loaders: [Process] = []
-            for list in 0..<4 {
+            for list in 0..<8 {
                 let file = directory + "/list\(list).txt"
-                try (0..<20_000).map { "2001:2:0:\(String(0x100 + list, radix: 16)):1::\(String($0, radix: 16))" }
+                try (0..<2_000).map { "2001:2:0:\(String(0x100 + list, radix: 16)):1::\(String($0, radix: 16))" }
                     .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: Products.cli)
@@ -271,8 +273,8 @@ struct NamespaceFilterTests {
                 #expect(process.terminationStatus == 0)
             }
             result = try cli(network, ["blocklist", "list", "--pin-dir", pins])
-            for list in 0..<4 {
-                #expect(result.stdout.contains("l\(list): 0 IPv4, 20000 IPv6 entries"), "\(result.stdout)")
+            for list in 0..<8 {
+                #expect(result.stdout.contains("l\(list): 0 IPv4, 2000 IPv6 entries"), "\(result.stdout)")
             }
             _ = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
         }
