@@ -557,6 +557,8 @@ extension BanMaps {
         public var ipv6 = 0
         /// Entries of other lists carried over into the new tries.
         public var kept = 0
+        /// Networks left out because another origin's entry holds them (that entry stays).
+        public var heldByOthers: [IPNetwork] = []
     }
 
     /// Installs `networks` as the whole of the list of `origin` (replacing what it held; an empty
@@ -573,14 +575,28 @@ extension BanMaps {
 
     /// `replaceList` for a caller holding the writers' lock.
     private func swapList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
+        try swapLists(
+            replacing: { $0 == origin },
+            with: networks.map { ListEntry(network: $0, expiry: .permanent, origin: origin) })
+    }
+
+    /// Replaces every list entry whose origin `owned` accepts by `entries` (each with its own
+    /// origin and end), in one swap per family whose lists change; for a caller holding the
+    /// writers' lock. An entry for a network another origin's entry has already is left out
+    /// (that entry stays as it was).
+    private func swapLists(
+        replacing owned: (UInt32) -> Bool, with entries: [ListEntry]
+    ) throws(FirewallError)
+        -> ListSwap
+    {
         var swap = ListSwap()
         for family in [IPAddress.Family.ipv4, .ipv6] {
             let v4 = family == .ipv4
-            let mine = networks.filter { $0.family == family }
+            let mine = entries.filter { $0.network.family == family }
             let current = try listEntries(family)
-            // Nothing of this list in this family, before or after: the family's lists stay as they are.
-            if mine.isEmpty && !current.contains(where: { $0.origin == origin }) { continue }
-            let others = current.filter { $0.origin != origin }
+            // Nothing of these origins in this family, before or after: the family's lists stay as they are.
+            if mine.isEmpty && !current.contains(where: { owned($0.origin) }) { continue }
+            let others = current.filter { !owned($0.origin) }
             let keySize = v4 ? 8 : 20
             func make(_ type: bpf_map_type, _ name: String) throws(FirewallError) -> BPFDescriptor {
                 var options = bpf_map_create_opts()
@@ -614,12 +630,18 @@ extension BanMaps {
                     BanRequest(entry.network.address, entry.expiry, origin: entry.origin).value(dropped: entry.dropped))
                 swap.kept += 1
             }
-            for network in mine where taken.insert(network).inserted {
-                add(network, BanRequest(network.address, .permanent, origin: origin).value(dropped: 0))
+            for entry in mine {
+                guard taken.insert(entry.network).inserted else {
+                    swap.heldByOthers.append(entry.network)
+                    continue
+                }
+                add(
+                    entry.network,
+                    BanRequest(entry.network.address, entry.expiry, origin: entry.origin).value(dropped: 0))
                 if v4 { swap.ipv4 += 1 } else { swap.ipv6 += 1 }
             }
-            try cover(mine.filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
-            try cover(mine.filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
+            try cover(mine.map(\.network).filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
+            try cover(mine.map(\.network).filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
             try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
             try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
             try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
@@ -634,5 +656,132 @@ extension BanMaps {
             try writeConfig(v4 ? PC_CONFIG_LISTS_GEN_V4 : PC_CONFIG_LISTS_GEN_V6, next)
         }
         return swap
+    }
+}
+
+/// One entry of the list layer as a writer gives it: a network, its end, its origin slot.
+public struct ListEntry: Sendable, Equatable {
+    public let network: IPNetwork
+    public let expiry: BanExpiry
+    public let origin: UInt32
+
+    public init(network: IPNetwork, expiry: BanExpiry, origin: UInt32) {
+        self.network = network
+        self.expiry = expiry
+        self.origin = origin
+    }
+}
+
+extension BanMaps {
+    /// What an in-place update of the list layer did.
+    public struct ListUpdate: Sendable {
+        public var added = 0
+        public var removed = 0
+        /// Left as they were: networks another origin's entry holds.
+        public var heldByOthers: [IPNetwork] = []
+        /// Families rebuilt by a swap instead (their lists had never been loaded).
+        public var swappedFamilies = 0
+    }
+
+    /// Replaces every entry of the list layer whose origin `owned` accepts by `entries`, each
+    /// with its own origin and end (the program drops for an entry until its end): what a writer
+    /// that holds a whole set elsewhere (a CrowdSec Local API) installs at start and at a resync.
+    /// One swap per family whose lists change, under the writers' lock; other lists stay.
+    @discardableResult
+    public func replaceListEntries(
+        owned: (UInt32) -> Bool, with entries: [ListEntry]
+    ) throws(FirewallError)
+        -> ListSwap
+    {
+        try withWritersLock { () throws(FirewallError) -> ListSwap in try swapLists(replacing: owned, with: entries) }
+    }
+
+    /// Adds `adding` to the lists in force and removes `removing`, in place (no swap: each entry
+    /// changes with one element write a packet sees whole), under the writers' lock. Only entries
+    /// whose origin `owned` accepts are replaced or removed: a network another list holds keeps
+    /// that list's entry. A family whose lists were never loaded is built by a swap.
+    @discardableResult
+    public func updateListEntries(
+        owned: (UInt32) -> Bool, adding: [ListEntry], removing: [IPNetwork]
+    )
+        throws(FirewallError) -> ListUpdate
+    {
+        try withWritersLock { () throws(FirewallError) -> ListUpdate in
+            var update = ListUpdate()
+            for family in [IPAddress.Family.ipv4, .ipv6] {
+                let v4 = family == .ipv4
+                let add = adding.filter { $0.network.family == family }
+                let remove = removing.filter { $0.family == family }
+                if add.isEmpty && remove.isEmpty { continue }
+                let generation = try listGeneration(family)
+                let hostsName = v4 ? PC_MAP_LIST_HOSTS_V4 : PC_MAP_LIST_HOSTS_V6
+                let netsName = v4 ? PC_MAP_LISTS_V4 : PC_MAP_LISTS_V6
+                guard let hosts = try innerMap(v4 ? listHostsV4 : listHostsV6, slot: generation, name: hostsName),
+                    let trie = try innerMap(v4 ? listsV4 : listsV6, slot: generation, name: netsName)
+                else {
+                    // Never loaded: build the family whole, with these entries (nothing to remove).
+                    let swap = try swapLists(replacing: { _ in false }, with: add)
+                    update.added += swap.ipv4 + swap.ipv6
+                    update.swappedFamilies += 1
+                    continue
+                }
+                let keySize = v4 ? 8 : 20
+                // What holds each network now. The hash is asked key by key; a trie lookup finds the
+                // longest covering entry, not the network's own, so the trie is read whole, once,
+                // when networks change (lists hold few networks next to their hosts).
+                var networks: [IPNetwork: NetworkBanEntry]?
+                func existing(_ network: IPNetwork) throws(FirewallError) -> pc_ban? {
+                    if network.isSingleAddress {
+                        var key = PrefixKey(network).bytes
+                        var value = pc_ban()
+                        return bpf_map_lookup_elem(hosts.fd, &key, &value) == 0 ? value : nil
+                    }
+                    if networks == nil {
+                        networks = [:]
+                        for entry in try networkEntries(in: trie, family: family, place: .list) {
+                            networks![entry.network] = entry
+                        }
+                    }
+                    guard let entry = networks![network] else { return nil }
+                    return BanRequest(network.address, entry.expiry, origin: entry.origin).value(dropped: entry.dropped)
+                }
+                for network in remove {
+                    guard let value = try existing(network), owned(value.origin) else { continue }
+                    var key = PrefixKey(network).bytes
+                    let map = network.isSingleAddress ? hosts : trie
+                    if bpf_map_delete_elem(map.fd, &key) == 0 { update.removed += 1 }
+                }
+                var hostKeys: [UInt8] = []
+                var hostValues: [pc_ban] = []
+                var netKeys: [UInt8] = []
+                var netValues: [pc_ban] = []
+                var added: [IPNetwork] = []
+                for entry in add {
+                    let current = try existing(entry.network)
+                    if let current, !owned(current.origin) {
+                        update.heldByOthers.append(entry.network)
+                        continue
+                    }
+                    let value = BanRequest(entry.network.address, entry.expiry, origin: entry.origin)
+                        .value(dropped: current?.dropped ?? 0)
+                    if entry.network.isSingleAddress {
+                        hostKeys += PrefixKey(entry.network).bytes
+                        hostValues.append(value)
+                    } else {
+                        netKeys += PrefixKey(entry.network).bytes
+                        netValues.append(value)
+                    }
+                    added.append(entry.network)
+                }
+                // Coverage first: the program looks at the list maps of a space only once it is covered.
+                try cover(added.filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
+                try cover(added.filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
+                try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
+                try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
+                try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
+                update.added += added.count
+            }
+            return update
+        }
     }
 }

@@ -79,7 +79,9 @@ struct Blocklist: ParsableCommand {
                 let names = try maps.originNames()
                 var lists: [String: (v4: Int, v6: Int, dropped: UInt64)] = [:]
                 for entry in try maps.listEntries() {
-                    let name = String((names[entry.origin] ?? "list:?").dropFirst("list:".count))
+                    // A list's origin is `list:NAME`; a CrowdSec decision's, `crowdsec/ORIGIN`, shown as such.
+                    let origin = names[entry.origin] ?? "list:?"
+                    let name = origin.hasPrefix("list:") ? String(origin.dropFirst("list:".count)) : origin
                     var list = lists[name] ?? (0, 0, 0)
                     if entry.network.family == .ipv4 { list.v4 += 1 } else { list.v6 += 1 }
                     list.dropped += entry.dropped

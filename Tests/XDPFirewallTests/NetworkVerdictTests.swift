@@ -153,6 +153,57 @@ struct NetworkVerdictTests {
         }
     }
 
+    @Test(
+        "entries with their own ends and origins (a CrowdSec set): installed in place, ended ones pass, only owned ones are replaced or removed, a whole set swapped leaves the lists"
+    )
+    func ownedListEntries() throws {
+        try withFilter { program, maps in
+            let soon = try #require(BanExpiry.after(seconds: 600))
+            let ended = BanExpiry.at(bootNanoseconds: SystemClock.bootNanoseconds() - 1)
+            func entry(_ text: String, _ expiry: BanExpiry, _ origin: UInt32) throws -> ListEntry {
+                ListEntry(network: try network(text), expiry: expiry, origin: origin)
+            }
+            let crowdsec: Set<UInt32> = [20, 21]
+            let owned: (UInt32) -> Bool = { crowdsec.contains($0) }
+            // Nothing loaded yet: the first in-place write builds the family by a swap.
+            var update = try maps.updateListEntries(
+                owned: owned, adding: [try entry("198.18.10.7", soon, 20), try entry("198.18.11.0/24", soon, 21)],
+                removing: [])
+            #expect(update.added == 2 && update.swappedFamilies == 1)
+            #expect(try verdict(program, maps, from: "198.18.10.7") == (.drop, "dropped"))
+            #expect(try verdict(program, maps, from: "198.18.11.200") == (.drop, "dropped"))
+            #expect(try verdict(program, maps, from: "198.18.12.1") == (.pass, "passed"))
+            // A list of another origin holds 198.18.13.0/24; in place: IPv6 added, an ended one.
+            try maps.replaceList(origin: 5, with: [try network("198.18.13.0/24"), try network("198.18.10.9")])
+            update = try maps.updateListEntries(
+                owned: owned,
+                adding: [
+                    try entry("198.18.13.0/24", soon, 20), try entry("2001:2:0:d::/64", soon, 20),
+                    try entry("198.18.14.1", ended, 20),
+                ], removing: [try network("198.18.10.9")])
+            #expect(update.heldByOthers == [try network("198.18.13.0/24")] && update.removed == 0)
+            #expect(try verdict(program, maps, from: "2001:2:0:d::5") == (.drop, "dropped"))
+            #expect(try verdict(program, maps, from: "198.18.14.1") == (.pass, "expired"), "its end is enforced")
+            #expect(try verdict(program, maps, from: "198.18.10.9") == (.drop, "dropped"), "the other list's stays")
+            let origins = Dictionary(try maps.listEntries().map { ($0.network.description, $0.origin) }) { a, _ in a }
+            #expect(origins["198.18.13.0/24"] == 5 && origins["198.18.10.7"] == 20 && origins["198.18.11.0/24"] == 21)
+            // Removed in place: only what the owner holds.
+            update = try maps.updateListEntries(
+                owned: owned, adding: [], removing: [try network("198.18.11.0/24"), try network("198.18.13.0/24")])
+            #expect(update.removed == 1)
+            #expect(try verdict(program, maps, from: "198.18.11.200") == (.pass, "passed"))
+            #expect(try verdict(program, maps, from: "198.18.13.1") == (.drop, "dropped"))
+            // The whole set replaced: the owner's old entries go, the other list stays.
+            let swap = try maps.replaceListEntries(owned: owned, with: [try entry("198.18.15.0/24", soon, 21)])
+            #expect(swap.ipv4 == 1)
+            #expect(try verdict(program, maps, from: "198.18.10.7") == (.pass, "passed"))
+            #expect(try verdict(program, maps, from: "2001:2:0:d::5") == (.pass, "passed"))
+            #expect(try verdict(program, maps, from: "198.18.15.3") == (.drop, "dropped"))
+            #expect(try verdict(program, maps, from: "198.18.10.9") == (.drop, "dropped"))
+            #expect(Set(try maps.listEntries().map(\.origin)) == [5, 21])
+        }
+    }
+
     @Test("networks as operators write them; host bits, bad lengths and bad addresses refused in one line")
     func parsing() throws {
         #expect(try network("198.18.1.0/24").description == "198.18.1.0/24")
