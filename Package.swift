@@ -1,10 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// One C target faces the OS (libbpf, libxdp, liburing, libnuma, PCRE2, sd-journal, libmicrohttpd, socket shims): several system
+// One C target faces the OS (libbpf, libxdp, liburing, libnuma, PCRE2, sd-journal, libmicrohttpd, libcurl, socket shims): several system
 // library modules that each include glibc headers clash in debug builds on this toolchain.
 let systemLibraries: [LinkerSetting] = [
-    "bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd", "microhttpd",
+    "bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd", "microhttpd", "curl",
 ].map {
     .linkedLibrary($0)
 }
@@ -34,9 +34,17 @@ let product: [Target] = [
     ),
     .target(
         name: "PortcullisConfiguration",
-        dependencies: ["PortcullisDaemon", "Fail2ban", "LogTransport", "PortcullisCore", "PortcullisSystem", toml]
+        dependencies: [
+            "PortcullisDaemon", "PortcullisCrowdSec", "Fail2ban", "LogTransport", "PortcullisCore", "PortcullisSystem",
+            toml,
+        ]
     ),
     .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisSystem"]),
+    // CrowdSec: a bouncer of a Local API's decisions and a pusher of the jails' alerts (libcurl).
+    .target(
+        name: "PortcullisCrowdSec",
+        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "PortcullisDaemon"]
+    ),
     // The Prometheus endpoint: swift-prometheus's registry and text format, libmicrohttpd's HTTP.
     .target(
         name: "PortcullisMetrics",
@@ -58,7 +66,8 @@ let product: [Target] = [
         name: "portcullisd",
         dependencies: [
             "PortcullisDaemon", "PortcullisConfiguration", "PortcullisControl", "PortcullisCommandLine",
-            "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", "PortcullisMetrics", argumentParser,
+            "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", "PortcullisMetrics",
+            "PortcullisCrowdSec", argumentParser,
         ]
     ),
 ]
@@ -107,6 +116,10 @@ let tests: [Target] = [
     .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall"]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
     .testTarget(
+        name: "CrowdSecTests",
+        dependencies: ["PortcullisCrowdSec", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "TestSupport"]
+    ),
+    .testTarget(
         name: "ConfigurationTests",
         dependencies: ["PortcullisConfiguration", "PortcullisDaemon", "LogTransport", "PortcullisCore", "TestSupport"]
     ),
@@ -120,6 +133,7 @@ let tests: [Target] = [
         dependencies: [
             "PortcullisDaemon", "PortcullisConfiguration", "Fail2ban", "OffenceTable", "PortcullisCore",
             "PortcullisSystem", "LogTransport", "XDPFirewall", "XDPTesting", "TestSupport", "PortcullisMetrics",
+            "PortcullisCrowdSec",
         ]
     ),
     .testTarget(name: "LogTransportTests", dependencies: ["LogTransport", "PortcullisSystem", "TestSupport"]),

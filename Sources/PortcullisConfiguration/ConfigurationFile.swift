@@ -56,6 +56,8 @@ public struct ConfigurationFile {
         public let line: Int?
     }
     public let blocklists: [Blocklist]
+    /// `[crowdsec]`: a CrowdSec Local API's decisions enforced, and the jails' bans pushed to it.
+    public let crowdsec: CrowdSecConfiguration?
     /// Whether the file has `[jail.NAME]` tables (enabled or not).
     public var definesJails: Bool { !jailTables.isEmpty }
     private let defaults: TOMLTable?
@@ -90,6 +92,7 @@ public struct ConfigurationFile {
         var defaults: TOMLTable?
         var jailTables: [(name: String, table: TOMLTable)] = []
         var blocklists: [Blocklist] = []
+        var crowdsec: CrowdSecConfiguration?
         for (key, value) in root {
             switch key {
             case "daemon":
@@ -152,10 +155,13 @@ public struct ConfigurationFile {
                     }
                     blocklists.append(Blocklist(name: name, file: file, reload: reload, line: locator.line(of: prefix)))
                 }
+            case "crowdsec":
+                let table = try Self.table(value, key: key, file: path, locator: locator)
+                crowdsec = try CrowdSecConfiguration.parse(table, file: path, locator: locator)
             default:
                 throw ConfigurationError(
                     file: path, line: locator.line(of: key), key: key,
-                    "unknown section; the file has [daemon], [defaults], [jail.NAME] and [blocklist.NAME]")
+                    "unknown section; the file has [daemon], [defaults], [jail.NAME], [blocklist.NAME] and [crowdsec]")
             }
         }
         jailTables.sort { (locator.line(of: "jail.\($0.name)") ?? 0) < (locator.line(of: "jail.\($1.name)") ?? 0) }
@@ -171,6 +177,7 @@ public struct ConfigurationFile {
         }
         self.daemonSettings = daemonSettings
         self.blocklists = blocklists.sorted { ($0.line ?? 0) < ($1.line ?? 0) }
+        self.crowdsec = crowdsec
         self.defaults = defaults
         self.jailTables = jailTables
     }

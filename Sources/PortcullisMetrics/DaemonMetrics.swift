@@ -24,11 +24,14 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
         /// SIGHUPs that reloaded, and those whose configuration was refused.
         public var reloads: UInt64
         public var reloadsRefused: UInt64
+        /// Series of the daemon's companions (the CrowdSec bouncer and alert pusher).
+        public var samples: [MetricSample]
 
         public init(
             status: DaemonStatus, maps: BanMaps, control: [(name: String, value: UInt64)], reloads: UInt64,
-            reloadsRefused: UInt64
+            reloadsRefused: UInt64, samples: [MetricSample] = []
         ) {
+            self.samples = samples
             self.status = status
             self.maps = maps
             self.control = control
@@ -130,6 +133,14 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
         }
         func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) {
             set(name, help, labels, value, into: &state, seen: &seen)
+        }
+        for sample in inputs.samples {
+            switch sample.kind {
+            case .counter: count(sample.name, sample.help, sample.labels, UInt64(max(sample.value, 0)))
+            case .gauge: gauge(sample.name, sample.help, sample.labels, sample.value)
+            case .seconds:
+                set(sample.name, sample.help, sample.labels, sample.value, into: &state, seen: &seen, kind: .counter)
+            }
         }
         for source in status.sources {
             let where_ = ("source", source.label)
@@ -367,5 +378,34 @@ struct ProcessSample {
 
     private static func read(_ path: String) -> String? {
         try? TextFile.read(path)
+    }
+}
+
+/// One series a companion of the daemon reports at scrape time.
+public struct MetricSample: Sendable {
+    public enum Kind: Sendable {
+        /// A count the companion keeps (monotonic across its restarts here, as the daemon's).
+        case counter
+        case gauge
+        /// A counter of seconds (fractional).
+        case seconds
+    }
+
+    public let name: String
+    public let help: String
+    public let labels: [(String, String)]
+    public let value: Double
+    public let kind: Kind
+
+    public static func counter(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) -> Self {
+        Self(name: name, help: help, labels: labels, value: value, kind: .counter)
+    }
+
+    public static func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) -> Self {
+        Self(name: name, help: help, labels: labels, value: value, kind: .gauge)
+    }
+
+    public static func seconds(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) -> Self {
+        Self(name: name, help: help, labels: labels, value: value, kind: .seconds)
     }
 }

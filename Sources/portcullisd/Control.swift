@@ -25,6 +25,8 @@ final class ControlledDaemon: @unchecked Sendable {
     private var maps: BanMaps?
     /// Set once the server is made (its counters are part of `status`).
     var server: ControlServer?
+    /// The CrowdSec bouncer and alert pusher (their metrics).
+    var crowdsec: CrowdSecLink?
 
     init() {}
 
@@ -73,7 +75,7 @@ final class ControlledDaemon: @unchecked Sendable {
         }
         return DaemonMetrics.Inputs(
             status: daemon.status, maps: maps, control: control, reloads: UInt64(reloads),
-            reloadsRefused: UInt64(attempts - reloads))
+            reloadsRefused: UInt64(attempts - reloads), samples: crowdsec?.samples() ?? [])
     }
 
     /// Answers one request.

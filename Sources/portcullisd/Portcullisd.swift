@@ -441,6 +441,9 @@ struct Portcullisd: ParsableCommand {
         let prefixLengths = try prefixLengths()
         let blocklists = BlocklistFeeds()
         let blocklistSettings = try BlocklistFeeds.settings(config: config)
+        let crowdsecSettings =
+            try config.map { (path) throws(ConfigurationError) in try ConfigurationFile.load(path).crowdsec } ?? nil
+        let crowdsec = CrowdSecLink()
         // Read and checked before the interface is touched; loaded once the maps are open.
         if let config { for list in blocklistSettings { _ = try BlocklistFeeds.read(list, config: config) } }
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
@@ -464,7 +467,7 @@ struct Portcullisd: ParsableCommand {
             controlled.server = server
         }
         // The metrics endpoint too: a port in use refuses the start before anything is attached.
-        var publishers: [BanPublisher] = log.map { [$0] } ?? []
+        var publishers: [BanPublisher] = (log.map { [$0] } ?? []) + [crowdsec]
         var metricsServer: MetricsServer?
         if let metricsEndpoint {
             let metrics = DaemonMetrics(version: PortcullisVersion.current)
@@ -506,9 +509,12 @@ struct Portcullisd: ParsableCommand {
                         + "there would drop nothing; pass the --pin-dir it was attached with, or detach it first "
                         + "(portcullis detach \(interface))")
             }
+            // The alert pusher before the daemon: its first bans are alerts too.
+            for line in try crowdsec.startAlerts(crowdsecSettings, jails: configuration) { say("portcullisd: " + line) }
             daemon = try Daemon(configuration: configuration, maps: maps, publishers: publishers)
             try daemon.start()
         } catch {
+            crowdsec.stop()
             server?.close()
             metricsServer?.close()
             // Nothing half-attached, nothing newly pinned left behind.
@@ -544,6 +550,18 @@ struct Portcullisd: ParsableCommand {
             writeReady(ready!)
         }
         controlled.started(daemon, maps: maps)
+        controlled.crowdsec = crowdsec
+        do {
+            for line in try crowdsec.startBouncer(crowdsecSettings, maps: maps, daemon: daemon) {
+                say("portcullisd: " + line)
+            }
+        } catch {
+            crowdsec.stop()
+            daemon.stop()
+            server?.close()
+            metricsServer?.close()
+            throw DaemonError.invalidSetting("crowdsec: cannot start: \(error)")
+        }
         let controlStop = StopFlag()
         let controlThread = try server.map { (server) throws -> SystemThread in
             do throws(Errno) {
@@ -566,7 +584,8 @@ struct Portcullisd: ParsableCommand {
         ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
         waitForStop(
             daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
-            controlled: controlled, blocklists: blocklists, signals: &signals)
+            controlled: controlled, blocklists: blocklists, crowdsec: crowdsec, signals: &signals)
+        crowdsec.stop()
         _ = controlStop.set()
         controlled.stop()
         controlThread?.join()
@@ -578,7 +597,8 @@ struct Portcullisd: ParsableCommand {
     /// and prints (and writes) its summary.
     private func waitForStop(
         _ running: Daemon, interfaces: [String], maps: BanMaps, objectPath: String, pins: PinDirectory,
-        ready: Ready?, controlled: ControlledDaemon, blocklists: BlocklistFeeds, signals: inout StopSignals
+        ready: Ready?, controlled: ControlledDaemon, blocklists: BlocklistFeeds, crowdsec: CrowdSecLink,
+        signals: inout StopSignals
     ) {
         var daemon = running
         var ready = ready
@@ -612,6 +632,20 @@ struct Portcullisd: ParsableCommand {
                         say(
                             "portcullisd: SIGHUP: blocklists not reloaded, those in force stay: "
                                 + Portcullisd.message(for: error), to: STDERR_FILENO)
+                    }
+                    // And [crowdsec]: a changed table restarts the bouncer (which resynchronises)
+                    // and the pusher; an unchanged one keeps them running.
+                    do {
+                        let settings = try ConfigurationFile.load(config).crowdsec
+                        for line in try crowdsec.startAlerts(settings, jails: daemon.configuration)
+                            + crowdsec.startBouncer(settings, maps: maps, daemon: daemon)
+                        {
+                            say("portcullisd: SIGHUP: " + line)
+                        }
+                    } catch {
+                        say(
+                            "portcullisd: SIGHUP: crowdsec not reloaded: " + Portcullisd.message(for: error),
+                            to: STDERR_FILENO)
                     }
                 }
                 ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))

@@ -224,6 +224,103 @@ struct ConfigurationFileTests {
         #expect(inline.failregex == ["^\\s*denied <HOST>$"] && inline.ignoreregex == ["monitor"])
     }
 
+    @Test("[crowdsec]: the bouncer's and the pusher's settings with CrowdSec's names; durations as Go's or seconds")
+    func crowdsecSettings() throws {
+        let file = try load(
+            """
+            [crowdsec]
+            api_url = "https://lapi.example:8080"
+            api_key = "0123"
+            update_frequency = "2s"
+            resync_frequency = 600
+            scopes = ["Ip"]
+            origins = ["crowdsec", "cscli"]
+            scenarios_containing = ["ssh"]
+            scenarios_not_containing = "http"
+            ca_cert_path = "/etc/crowdsec/ca.pem"
+            login = "host-1"
+            password = "secret"
+            alert_decisions = true
+            alert_queue = 50
+            """)
+        let crowdsec = try #require(file.crowdsec)
+        let bouncer = try #require(crowdsec.bouncer)
+        #expect(bouncer.connection.url == "https://lapi.example:8080/" && bouncer.apiKey == "0123")
+        #expect(bouncer.updateFrequency == 2 && bouncer.resyncFrequency == 600)
+        #expect(bouncer.filter.scopes == [.ip] && bouncer.filter.origins == ["crowdsec", "cscli"])
+        #expect(bouncer.filter.scenariosContaining == ["ssh"] && bouncer.filter.scenariosNotContaining == ["http"])
+        #expect(bouncer.connection.caCertPath == "/etc/crowdsec/ca.pem" && !bouncer.connection.insecureSkipVerify)
+        let alerts = try #require(crowdsec.alerts)
+        #expect(
+            alerts.login == "host-1" && alerts.password == "secret" && alerts.carryDecisions && alerts.queueLimit == 50)
+        // Alerts alone, the defaults.
+        let pushOnly = try #require(
+            try load("[crowdsec]\napi_url = \"http://127.0.0.1:8080/\"\nlogin = \"a\"\npassword = \"b\"\n").crowdsec)
+        #expect(
+            pushOnly.bouncer == nil && pushOnly.alerts?.queueLimit == 10_000 && pushOnly.alerts?.carryDecisions == false
+        )
+        #expect(
+            try load("[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\n").crowdsec?.bouncer?.updateFrequency == 10)
+    }
+
+    @Test(
+        "[crowdsec] mistakes: one line naming the key and what to give",
+        arguments: [
+            ("[crowdsec]\napi_key = \"k\"\n", "file.toml:1: crowdsec: give the Local API's address"),
+            (
+                "[crowdsec]\napi_url = \"127.0.0.1:8080\"\napi_key = \"k\"\n",
+                "crowdsec.api_url: '127.0.0.1:8080' is not an http"
+            ),
+            ("[crowdsec]\napi_url = \"http://h/\"\n", "crowdsec: does nothing: give api_key"),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\nbogus = 1\n",
+                "file.toml:4: crowdsec.bogus: unknown CrowdSec setting"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\nupdate_frequency = \"0.5s\"\n",
+                "crowdsec.update_frequency: must be 1 s to 1 h"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\nupdate_frequency = \"ten\"\n",
+                "crowdsec.update_frequency: 'ten' is no duration"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\nresync_frequency = 1\n",
+                "crowdsec.resync_frequency: must be 0 (never) or 5 s"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\nscopes = [\"country\"]\n",
+                "crowdsec.scopes: 'country' cannot be enforced"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\nupdate_frequency = 5\nlogin = \"a\"\npassword = \"b\"\n",
+                "crowdsec.update_frequency: is a bouncer setting: give api_key"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\nlogin = \"a\"\n",
+                "crowdsec.password: alerts need both login and password"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\nalert_queue = 5\n",
+                "crowdsec.alert_queue: is an alert setting"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\ncert_path = \"/c.pem\"\n",
+                "crowdsec.cert_path: a client certificate needs both"
+            ),
+            (
+                "[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\nca_cert_path = \"ca.pem\"\n",
+                "crowdsec.ca_cert_path: give an absolute path"
+            ),
+            ("[crowdsec]\napi_url = \"http://h/\"\napi_key = \"\"\n", "crowdsec.api_key: is empty"),
+            ("crowdsec = 5\n", "crowdsec: must be a table"),
+        ])
+    func crowdsecRefused(text: String, message: String) {
+        let described = error { _ = try load(text) }
+        #expect(described.contains(message), "\(described)")
+        #expect(!described.contains("\n"), "one line")
+    }
+
     @Test("the example configuration in etc/ reads, and its one enabled jail is the demo's")
     func exampleConfiguration() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -4,7 +4,8 @@
  * with the XDP program (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
  * facility directly: the libbpf/libxdp log capture (variadic callbacks), atomics with named
  * orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr, accept4, SO_PEERCRED,
- * CPU pinning, one liburing helper and an HTTP endpoint over GNU libmicrohttpd (its start is variadic).
+ * CPU pinning, one liburing helper, an HTTP endpoint over GNU libmicrohttpd (its start is variadic)
+ * and an HTTP(S) client over libcurl (curl_easy_setopt is variadic).
  * Swift calls them through PortcullisSystem's funnel.
  */
 #ifndef CPORTCULLIS_H
@@ -194,5 +195,42 @@ struct cportcullis_http_server *cportcullis_http_start(const struct sockaddr *ad
 uint16_t cportcullis_http_port(const struct cportcullis_http_server *server);
 /* Stops the thread, closes every connection and frees the server. */
 void cportcullis_http_stop(struct cportcullis_http_server *server);
+
+/*
+ * An HTTP(S) client over libcurl's easy interface: one handle per thread, reused so that its
+ * connection is kept alive between requests.
+ */
+struct cportcullis_curl_options {
+	const char *user_agent;
+	const char *ca_path;   /* CA bundle to verify the server with (NULL: the system's) */
+	const char *cert_path; /* client certificate (NULL: none) */
+	const char *key_path;  /* its key */
+	bool insecure;	       /* verify neither the server's certificate nor its name */
+	long timeout_ms;       /* the whole request */
+	long connect_timeout_ms;
+	size_t max_body;   /* a longer response is refused (CURLE_WRITE_ERROR, `too_long` set) */
+	const int *cancel; /* when set (cportcullis_curl_cancel), a request under way ends (NULL: none) */
+};
+/* Sets `*flag`, which ends the requests that watch it within a second (atomically). */
+void cportcullis_curl_cancel(int *flag);
+struct cportcullis_curl_response {
+	long status;
+	char *body; /* malloc(3)ed, NUL-terminated; free with cportcullis_curl_free */
+	size_t length;
+	bool too_long;
+	char error[256]; /* libcurl's message when the request failed */
+};
+/* A new handle, or NULL. Once per process before any: curl_global_init (cportcullis_curl_global). */
+void *cportcullis_curl_new(void);
+int cportcullis_curl_global(void);
+void cportcullis_curl_close(void *handle);
+/*
+ * Sends `method` to `url` with `headers` (count of them, "Name: value" each) and `body` (may be
+ * NULL), waits for the whole answer. Returns the CURLcode (0: an answer came, whatever its status).
+ */
+int cportcullis_curl_request(void *handle, const struct cportcullis_curl_options *options, const char *method,
+			     const char *url, const char *const *headers, size_t count, const void *body,
+			     size_t body_length, struct cportcullis_curl_response *response);
+void cportcullis_curl_free(struct cportcullis_curl_response *response);
 
 #endif /* CPORTCULLIS_H */

@@ -1,0 +1,271 @@
+import Foundation
+import PortcullisCore
+import PortcullisDaemon
+import PortcullisSystem
+import Synchronization
+
+/// The machine credentials and options of the alert push.
+public struct AlertSettings: Sendable, Equatable {
+    public var connection: LAPIConnectionSettings
+    /// `login` and `password`: what `cscli machines add NAME --password P` registered.
+    public var login: String
+    public var password: String
+    /// `alert_decisions`: each alert carries Portcullis's own ban (type, duration) as its
+    /// decision, which the LAPI keeps as is (origin `crowdsec`, as an agent's: what `cscli alerts
+    /// list` shows without `-a`); without, CrowdSec's profiles decide.
+    public var carryDecisions = false
+    /// `alert_queue`: alerts held while the LAPI cannot take them; more are dropped (counted).
+    public var queueLimit = 10_000
+
+    public init(connection: LAPIConnectionSettings, login: String, password: String) {
+        self.connection = connection
+        self.login = login
+        self.password = password
+    }
+}
+
+/// What the jails' thresholds were, for an alert's capacity and leak speed.
+public struct JailDescription: Sendable {
+    public let threshold: Int
+    public let findSeconds: Double
+
+    public init(threshold: Int, findSeconds: Double) {
+        self.threshold = threshold
+        self.findSeconds = findSeconds
+    }
+}
+
+public struct AlertStatistics: Sendable {
+    public var pushed: UInt64 = 0
+    /// By reason: `queue_full` (the LAPI was away too long), `refused` (it answered 4xx).
+    public var dropped: [String: UInt64] = [:]
+    public var queued = 0
+    public var logins: UInt64 = 0
+    public var errors: UInt64 = 0
+    public var connected = false
+    public var lastError: String?
+}
+
+/// Posts one CrowdSec alert per ban of a jail (`/v1/alerts`, batched) as a CrowdSec log processor
+/// does: the scenario is `portcullis/JAIL`, the source the address or network, the count the
+/// jail's threshold. `publish` only queues (a bounded queue; a dead or slow LAPI never slows a
+/// ban worker); a thread of its own logs in (`/v1/watchers/login`), renews the token before it
+/// ends or when refused, and backs off while the LAPI is down.
+public final class AlertPusher: BanPublisher, @unchecked Sendable {
+    struct Alert {
+        let jail: String
+        let target: String
+        let isRange: Bool
+        let seconds: UInt64
+        let at: UTCTime
+    }
+
+    public let settings: AlertSettings
+    private let jails: @Sendable (String) -> JailDescription?
+    private let client: LAPIClient
+    private let say: @Sendable (String, Bool) -> Void
+    private let queue = Mutex<[Alert]>([])
+    private let statistics = Mutex(AlertStatistics())
+    private let wake = StopFlag()
+    private let stop = StopFlag()
+    private var thread: SystemThread?
+    private var token: (text: String, renewAt: Double)?
+    /// Alerts per request.
+    static let batch = 100
+
+    public init(
+        settings: AlertSettings, jails: @escaping @Sendable (String) -> JailDescription?,
+        say: @escaping @Sendable (String, Bool) -> Void
+    ) throws(LAPIError) {
+        self.settings = settings
+        self.jails = jails
+        self.say = say
+        client = try LAPIClient(settings.connection)
+    }
+
+    public var snapshot: AlertStatistics {
+        let queued = queue.withLock { $0.count }
+        return statistics.withLock {
+            var copy = $0
+            copy.queued = queued
+            return copy
+        }
+    }
+
+    public func start() throws(Errno) {
+        thread = try SystemThread.spawn { [self] in run() }
+    }
+
+    /// Stops its thread; alerts still queued are counted as dropped (`stopping`).
+    public func stopAndJoin() {
+        stop.set()
+        client.cancel()
+        thread?.join()
+        thread = nil
+        let left = queue.withLock { queue in
+            defer { queue = [] }
+            return queue.count
+        }
+        if left > 0 { statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left) } }
+    }
+
+    public func publish(_ event: BanEvent) {
+        guard event.kind == .ban, event.origin == .filter, let jail = event.jail else { return }
+        let at = SystemClock.utcNow()
+        var dropped = 0
+        queue.withLock { queue in
+            for index in event.addresses.indices {
+                guard queue.count < settings.queueLimit else {
+                    dropped += 1
+                    continue
+                }
+                // A jail's exact bans carry their full length: only a shorter one is a range.
+                let isRange =
+                    index < event.prefixLengths.count
+                    && event.prefixLengths[index] < IPNetwork.fullLength(event.addresses[index].family)
+                queue.append(
+                    Alert(
+                        jail: jail, target: event.text(index), isRange: isRange,
+                        seconds: index < event.seconds.count ? event.seconds[index] : 0, at: at))
+            }
+        }
+        if dropped > 0 { statistics.withLock { $0.dropped["queue_full", default: 0] += UInt64(dropped) } }
+    }
+
+    private func run() {
+        var failures = 0
+        var lastSaid: String?
+        while !stop.isSet {
+            let batch = queue.withLock { Array($0.prefix(Self.batch)) }
+            guard !batch.isEmpty else {
+                SystemClock.sleep(nanoseconds: 50_000_000)
+                continue
+            }
+            do throws(LAPIError) {
+                try send(batch)
+                queue.withLock { $0.removeFirst(min(batch.count, $0.count)) }
+                statistics.withLock {
+                    $0.pushed += UInt64(batch.count)
+                    $0.connected = true
+                    $0.lastError = nil
+                }
+                if lastSaid != nil { say("crowdsec: alerts reach \(settings.connection.url) again", false) }
+                failures = 0
+                lastSaid = nil
+            } catch {
+                if case .cancelled = error { break }
+                let line: String
+                if case .status(let code, let message) = error, (400..<500).contains(code), code != 401, code != 403,
+                    code != 429
+                {
+                    // The LAPI will not take these: dropped, not retried for ever.
+                    queue.withLock { $0.removeFirst(min(batch.count, $0.count)) }
+                    statistics.withLock { $0.dropped["refused", default: 0] += UInt64(batch.count) }
+                    line = "the Local API refused \(batch.count) alert(s) (HTTP \(code) \(message)); dropped"
+                } else {
+                    failures += 1
+                    line = Self.explain(error, url: settings.connection.url)
+                }
+                if line != lastSaid { say("crowdsec: " + line, true) }
+                lastSaid = line
+                statistics.withLock {
+                    $0.errors += 1
+                    $0.connected = false
+                    $0.lastError = line
+                }
+                let backOff = min(Double(1 << min(failures, 6)), 60)
+                let until = SystemClock.monotonicSeconds() + backOff
+                while !stop.isSet, SystemClock.monotonicSeconds() < until { SystemClock.sleep(nanoseconds: 50_000_000) }
+            }
+        }
+    }
+
+    static func explain(_ error: LAPIError, url: String) -> String {
+        switch error {
+        case .status(let code, let message) where code == 401 || code == 403:
+            "the Local API at \(url) refused the machine login (HTTP \(code) \(message)): give the login and "
+                + "password `cscli machines add` registered; alerts are queued meanwhile"
+        case .unreachable(let message):
+            "the Local API at \(url) is unreachable (\(message)); alerts are queued meanwhile"
+        default: "alerts to \(url): \(error); queued meanwhile"
+        }
+    }
+
+    /// Posts `batch`, logging in first when there is no token or it is about to end; a token the
+    /// LAPI refuses is renewed once.
+    private func send(_ batch: [Alert]) throws(LAPIError) {
+        let body = Self.body(batch, jails: jails, carryDecisions: settings.carryDecisions)
+        for attempt in 0..<2 {
+            let bearer = try currentToken()
+            do throws(LAPIError) {
+                _ = try client.request("POST", "v1/alerts", headers: ["Authorization: Bearer " + bearer], body: body)
+                return
+            } catch {
+                if case .status(401, _) = error, attempt == 0 {
+                    token = nil
+                    continue
+                }
+                throw error
+            }
+        }
+    }
+
+    private func currentToken() throws(LAPIError) -> String {
+        if let token, SystemClock.monotonicSeconds() < token.renewAt { return token.text }
+        let login: [String: Any] = ["machine_id": settings.login, "password": settings.password, "scenarios": []]
+        let body = [UInt8]((try? JSONSerialization.data(withJSONObject: login)) ?? Data())
+        let answer = try client.request("POST", "v1/watchers/login", body: body)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any],
+            let text = object["token"] as? String
+        else { throw .malformed("the login answer has no token") }
+        // Renewed a minute before it ends (CrowdSec's tokens last an hour), or in 10 minutes when
+        // the end cannot be read.
+        var lifetime = 600.0
+        if let expire = object["expire"] as? String, let end = ISO8601DateFormatter().date(from: expire) {
+            lifetime = max(end.timeIntervalSinceNow - 60, 10)
+        }
+        token = (text, SystemClock.monotonicSeconds() + lifetime)
+        statistics.withLock { $0.logins += 1 }
+        return text
+    }
+
+    /// The JSON of a `/v1/alerts` request: the fields CrowdSec 1.4's LAPI requires of an alert.
+    static func body(_ batch: [Alert], jails: (String) -> JailDescription?, carryDecisions: Bool) -> [UInt8] {
+        let alerts: [[String: Any]] = batch.map { alert in
+            let jail = jails(alert.jail)
+            let threshold = jail?.threshold ?? 1
+            let scope = alert.isRange ? "Range" : "Ip"
+            let scenario = "portcullis/" + alert.jail
+            let time = iso8601(alert.at)
+            var source: [String: Any] = ["scope": scope, "value": alert.target]
+            if alert.isRange { source["range"] = alert.target } else { source["ip"] = alert.target }
+            var object: [String: Any] = [
+                "scenario": scenario, "scenario_hash": "", "scenario_version": "",
+                "message": "\(scope) \(alert.target) banned by Portcullis's jail \(alert.jail): \(threshold) offences "
+                    + "within \(Int(jail?.findSeconds ?? 0)) s",
+                "capacity": threshold, "events_count": threshold,
+                "leakspeed": "\(Int(jail?.findSeconds ?? 0))s", "simulated": false, "remediation": true,
+                "start_at": time, "stop_at": time, "source": source, "events": [] as [Any],
+            ]
+            if carryDecisions {
+                // 0 s: banned for good here; CrowdSec wants an end, so a year stands for it.
+                let seconds = alert.seconds == 0 ? 365 * 86_400 : alert.seconds
+                object["decisions"] = [
+                    [
+                        "type": "ban", "duration": "\(seconds)s", "value": alert.target, "scope": scope,
+                        "origin": "crowdsec", "scenario": scenario,
+                    ] as [String: Any]
+                ]
+            }
+            return object
+        }
+        return [UInt8]((try? JSONSerialization.data(withJSONObject: alerts)) ?? Data("[]".utf8))
+    }
+}
+
+/// `2026-12-02T01:37:33Z`.
+func iso8601(_ time: UTCTime) -> String {
+    var bytes = [UInt8](repeating: 0, count: 19)
+    _ = bytes.withUnsafeMutableBytes { time.writeStamp(separator: UInt8(ascii: "T"), into: $0.baseAddress!) }
+    return String(decoding: bytes, as: UTF8.self) + "Z"
+}

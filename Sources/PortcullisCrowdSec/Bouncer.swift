@@ -1,0 +1,313 @@
+import Foundation
+import PortcullisCore
+import PortcullisSystem
+import Synchronization
+import XDPFirewall
+
+/// The `[crowdsec]` bouncer's settings, named as CrowdSec's own bouncers name them.
+public struct BouncerSettings: Sendable, Equatable {
+    public var connection: LAPIConnectionSettings
+    /// `api_key`: what `cscli bouncers add NAME -o raw` printed.
+    public var apiKey: String
+    /// `update_frequency`: seconds between pulls, 1 to 3600 (10 by default, as CrowdSec's).
+    public var updateFrequency: Double = 10
+    /// `resync_frequency`: seconds between full pulls that repair what deltas missed (CrowdSec
+    /// 1.4's stream can miss decisions committed while a pull runs: seen here with an import of
+    /// 50,000). 0: never. 300 by default.
+    public var resyncFrequency: Double = 300
+    public var filter = DecisionFilter()
+
+    public init(connection: LAPIConnectionSettings, apiKey: String) {
+        self.connection = connection
+        self.apiKey = apiKey
+    }
+
+    /// The stream's query: CrowdSec's Local API applies these filters itself (they are applied
+    /// again here: a LAPI that ignores one enforces nothing it leaves out).
+    var query: String {
+        var items = ["scopes=" + filter.scopes.map(\.rawValue).sorted().joined(separator: ",")]
+        if !filter.origins.isEmpty { items.append("origins=" + filter.origins.joined(separator: ",")) }
+        if !filter.scenariosContaining.isEmpty {
+            items.append("scenarios_containing=" + filter.scenariosContaining.joined(separator: ","))
+        }
+        if !filter.scenariosNotContaining.isEmpty {
+            items.append("scenarios_not_containing=" + filter.scenariosNotContaining.joined(separator: ","))
+        }
+        let allowed = CharacterSet.urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&+"))
+        return items.map { $0.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0 }.joined(separator: "&")
+    }
+}
+
+/// Counters of the bouncer (read by the metrics and the status at any time).
+public struct BouncerStatistics: Sendable {
+    public var pulls: UInt64 = 0
+    public var pullErrors: [String: UInt64] = [:]
+    public var pullSeconds = 0.0
+    public var lastPullSeconds = 0.0
+    /// The longest install of one pull in the maps, in seconds (and that of the last pull).
+    public var lastInstallSeconds = 0.0
+    public var received: (new: UInt64, deleted: UInt64) = (0, 0)
+    public var skipped: [SkipReason: UInt64] = [:]
+    /// Decisions in force by origin: Ip and Range.
+    public var inForce: [String: (ip: Int, range: Int)] = [:]
+    /// Networks in the maps for them, and those another list's entry held already.
+    public var networks = 0
+    /// Networks whose entry another list holds (enforced by that list's entry).
+    public var heldByOthers: UInt64 = 0
+    /// Whether the last pull succeeded, and the error of the last that did not.
+    public var connected = false
+    public var lastError: String?
+    /// Full pulls: at start, after a failure, and every resync_frequency.
+    public var resyncs: UInt64 = 0
+    /// Networks a periodic full pull found wrong (a decision the deltas had missed, or kept).
+    public var repaired: UInt64 = 0
+}
+
+/// Reads a CrowdSec Local API's decision stream and enforces its `ban` decisions of scope `Ip`
+/// and `Range` in the XDP program's list layer, each entry ending when its decision does (the
+/// program drops for it until then, with or without this thread). The entries carry the origin
+/// `crowdsec/ORIGIN`, apart from the jails' and the operator's bans (their own maps): a
+/// `portcullis unban` of a local ban and this source never undo each other.
+///
+/// At start, and after a pull that failed, a full pull (`startup=true`) replaces every entry of
+/// a `crowdsec/` origin in one swap: a restart converges to the LAPI's set. Between, deltas are
+/// applied in place with batched map updates. A LAPI that is down leaves the entries as they are;
+/// pulls are retried with a back-off from `update_frequency` to 8 times it (at most 60 s).
+public final class Bouncer: @unchecked Sendable {
+    public let settings: BouncerSettings
+    private let maps: BanMaps
+    private let client: LAPIClient
+    private let say: @Sendable (String, Bool) -> Void
+    private let stop = StopFlag()
+    private let statistics = Mutex(BouncerStatistics())
+    private var set: DecisionSet
+    /// Slot of each `crowdsec/ORIGIN` named so far.
+    private var slots: [String: UInt32] = [:]
+    private var thread: SystemThread?
+
+    /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
+    public init(
+        settings: BouncerSettings, maps: BanMaps, allowlist: [IPNetwork],
+        say: @escaping @Sendable (String, Bool) -> Void
+    ) throws(LAPIError) {
+        self.settings = settings
+        self.maps = maps
+        self.say = say
+        client = try LAPIClient(settings.connection)
+        set = DecisionSet(filter: settings.filter, allowlist: allowlist)
+    }
+
+    public var snapshot: BouncerStatistics { statistics.withLock { $0 } }
+
+    /// Starts its thread.
+    public func start() throws(Errno) {
+        thread = try SystemThread.spawn { [self] in run() }
+    }
+
+    /// Stops its thread (a request under way ends within a second). The entries stay in force.
+    public func stopAndJoin() {
+        stop.set()
+        client.cancel()
+        thread?.join()
+        thread = nil
+    }
+
+    static func origin(_ name: String) -> String { "crowdsec/" + name }
+
+    private func owned(_ slot: UInt32) -> Bool { ownedSlots.contains(slot) }
+    private var ownedSlots = Set<UInt32>()
+
+    /// The next pull is a full one: at start, after a failed pull or install.
+    private var needsFull = true
+    /// Networks another list's entry held when they were to be installed: tried again at each
+    /// pull (that list may have been unloaded since, taking the entry with it).
+    private var held = Set<IPNetwork>()
+
+    private func run() {
+        var failures = 0
+        var nextPull = 0.0
+        var lastFull = 0.0
+        var lastSaid: String?
+        while !stop.isSet {
+            let now = SystemClock.monotonicSeconds()
+            if now >= nextPull {
+                let started = now
+                let repair = !needsFull && settings.resyncFrequency > 0 && now - lastFull >= settings.resyncFrequency
+                do throws(LAPIError) {
+                    let (changed, install) = try pull(full: needsFull, repair: repair)
+                    if lastSaid != nil || needsFull || changed >= 1000 || (repair && changed > 0) {
+                        let how =
+                            needsFull ? "synchronised with" : repair ? "repaired by a full pull from" : "pulled from"
+                        say(
+                            "crowdsec: \(how) \(settings.connection.url): "
+                                + "\(set.count) decision(s) on \(set.networks) network(s) enforced; "
+                                + "\(changed) change(s) installed in \(Self.milliseconds(install)) ms", false)
+                    }
+                    if needsFull || repair { lastFull = started }
+                    needsFull = false
+                    failures = 0
+                    lastSaid = nil
+                    nextPull = started + settings.updateFrequency
+                    let took = SystemClock.monotonicSeconds() - started
+                    statistics.withLock {
+                        $0.pulls += 1
+                        $0.pullSeconds += took
+                        $0.lastPullSeconds = took
+                        $0.connected = true
+                        $0.lastError = nil
+                    }
+                } catch {
+                    if case .cancelled = error { break }
+                    failures += 1
+                    needsFull = true
+                    let line = Self.explain(error, url: settings.connection.url)
+                    // One line per kind of failure, not one per retry.
+                    if line != lastSaid { say("crowdsec: " + line + "; the decisions in force stay, retrying", true) }
+                    lastSaid = line
+                    let kind: String =
+                        switch error {
+                        case .unreachable: "unreachable"
+                        case .status(let code, _) where code == 401 || code == 403: "refused"
+                        case .status: "status"
+                        case .malformed: "malformed"
+                        case .cancelled: "cancelled"
+                        }
+                    statistics.withLock {
+                        $0.pullErrors[kind, default: 0] += 1
+                        $0.connected = false
+                        $0.lastError = line
+                    }
+                    let backOff = min(
+                        settings.updateFrequency * Double(1 << min(failures - 1, 3)), max(settings.updateFrequency, 60))
+                    nextPull = SystemClock.monotonicSeconds() + backOff
+                }
+            }
+            // Ended decisions leave the set (the program has stopped dropping for them already).
+            let ended = set.purge(now: SystemClock.bootNanoseconds())
+            if !ended.isEmpty { install(ended) }
+            SystemClock.sleep(nanoseconds: UInt64(min(max(nextPull - SystemClock.monotonicSeconds(), 0.01), 0.2) * 1e9))
+        }
+    }
+
+    /// The one line for an error, with what to do.
+    static func explain(_ error: LAPIError, url: String) -> String {
+        switch error {
+        case .status(let code, let message) where code == 401 || code == 403:
+            "the Local API at \(url) refused the api_key (HTTP \(code) \(message)): give the key "
+                + "`cscli bouncers add NAME -o raw` printed"
+        case .unreachable(let message): "the Local API at \(url) is unreachable (\(message))"
+        default: "the Local API at \(url): \(error)"
+        }
+    }
+
+    static func milliseconds(_ seconds: Double) -> String {
+        String(Double(Int((seconds * 1e4).rounded())) / 10)
+    }
+
+    /// One pull: all of the LAPI's set (`full`), or what changed since the last pull.
+    /// - Returns: the networks whose entry changed, and how long installing them took.
+    private func pull(full: Bool, repair: Bool) throws(LAPIError) -> (changed: Int, seconds: Double) {
+        let body = try client.request(
+            "GET", "v1/decisions/stream?startup=\(full || repair)&" + settings.query,
+            headers: ["X-Api-Key: " + settings.apiKey])
+        let stream = try DecisionStream(json: body)
+        let now = SystemClock.bootNanoseconds()
+        let started = SystemClock.monotonicSeconds()
+        var changed = 0
+        if full {
+            set.reset()
+            _ = set.apply(stream, now: now)
+            held = []
+            try replaceAll()
+            changed = set.networks
+        } else {
+            // In place: a delta, or (repair) what the deltas got wrong.
+            var changes = repair ? set.resync(stream, now: now) : set.apply(stream, now: now)
+            if repair { statistics.withLock { $0.repaired += UInt64(changes.count) } }
+            changed = changes.count
+            // Networks another list held are tried again (that list may be gone).
+            let touched = Set(changes.map(\.network))
+            for network in held where !touched.contains(network) {
+                if let claim = set.longest(network) { changes.append(.install(network, claim)) }
+            }
+            held = []
+            install(changes)
+        }
+        let took = SystemClock.monotonicSeconds() - started
+        let census = set.census()
+        let (count, skipped) = (set.networks, set.skipped)
+        statistics.withLock {
+            $0.received.new += UInt64(stream.new.count)
+            $0.received.deleted += UInt64(stream.deleted.count)
+            $0.skipped = skipped
+            $0.inForce = census
+            $0.networks = count
+            $0.lastInstallSeconds = took
+            if full || repair { $0.resyncs += 1 }
+        }
+        return (changed, took)
+    }
+
+    /// The slot of `crowdsec/ORIGIN`, named on first use.
+    private func slot(_ origin: String) throws(FirewallError) -> UInt32 {
+        if let slot = slots[origin] { return slot }
+        let name = Self.origin(origin)
+        guard let slot = try maps.originSlots(for: [name])[name] else {
+            throw .invalidAddress("no origin slot is free for \(name)")
+        }
+        slots[origin] = slot
+        ownedSlots.insert(slot)
+        return slot
+    }
+
+    private func refreshOwned() throws(FirewallError) {
+        for (slot, name) in try maps.originNames() where name.hasPrefix("crowdsec/") {
+            ownedSlots.insert(slot)
+            slots[String(name.dropFirst("crowdsec/".count))] = slot
+        }
+    }
+
+    /// A full pull's set in place of every `crowdsec/` entry, in one swap per family.
+    private func replaceAll() throws(LAPIError) {
+        do throws(FirewallError) {
+            try refreshOwned()
+            var entries: [ListEntry] = []
+            for (network, claim) in set.wanted() {
+                entries.append(
+                    ListEntry(network: network, expiry: .at(bootNanoseconds: claim.end), origin: try slot(claim.origin))
+                )
+            }
+            let owned = ownedSlots
+            let swap = try maps.replaceListEntries(owned: { owned.contains($0) }, with: entries)
+            held = Set(swap.heldByOthers)
+        } catch {
+            throw .malformed("the maps refused the decisions: \(error)")
+        }
+    }
+
+    /// Changes in place; a failure is said and makes the next pull a full one.
+    private func install(_ changes: [DecisionSet.Change]) {
+        guard !changes.isEmpty else { return }
+        do throws(FirewallError) {
+            var adding: [ListEntry] = []
+            var removing: [IPNetwork] = []
+            for change in changes {
+                switch change {
+                case .install(let network, let claim):
+                    adding.append(
+                        ListEntry(
+                            network: network, expiry: .at(bootNanoseconds: claim.end), origin: try slot(claim.origin)))
+                case .remove(let network): removing.append(network)
+                }
+            }
+            let owned = ownedSlots
+            let update = try maps.updateListEntries(owned: { owned.contains($0) }, adding: adding, removing: removing)
+            held.formUnion(update.heldByOthers)
+            let count = held.count
+            statistics.withLock { $0.heldByOthers = UInt64(count) }
+        } catch {
+            needsFull = true
+            say("crowdsec: the maps refused decisions: \(error); resynchronising at the next pull", true)
+        }
+    }
+}
