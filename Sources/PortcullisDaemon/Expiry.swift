@@ -106,13 +106,8 @@ final class BanLifter: @unchecked Sendable {
 /// When each ban ends, earliest first: workers add bans, the expiry thread takes the due ones.
 /// A client banned again before its old ban ended keeps only its latest end.
 final class ExpirySchedule: Sendable {
-    private struct Entry {
-        let end: UInt64
-        let address: IPAddress
-    }
-
     private struct State {
-        var heap: [Entry] = []
+        var heap: EndHeap<IPAddress>
         var latest: [IPAddress: UInt64] = [:]
     }
 
@@ -121,8 +116,7 @@ final class ExpirySchedule: Sendable {
     /// Room for this many bans is made up front: growing the dictionary rehashes every entry
     /// while a worker waits (measured: milliseconds at tens of thousands of bans).
     init(capacity: Int = 1 << 17) {
-        var initial = State()
-        initial.heap.reserveCapacity(capacity)
+        var initial = State(heap: EndHeap(capacity: capacity))
         initial.latest.reserveCapacity(capacity)
         state = Mutex(initial)
     }
@@ -141,14 +135,7 @@ final class ExpirySchedule: Sendable {
     func add(_ address: IPAddress, end: UInt64) {
         state.withLock { state in
             state.latest[address] = end
-            state.heap.append(Entry(end: end, address: address))
-            var child = state.heap.count - 1
-            while child > 0 {
-                let parent = (child - 1) / 2
-                if state.heap[parent].end <= state.heap[child].end { break }
-                state.heap.swapAt(parent, child)
-                child = parent
-            }
+            state.heap.push(end, address)
         }
     }
 
@@ -157,31 +144,14 @@ final class ExpirySchedule: Sendable {
         state.withLock { state in
             var due: [IPAddress] = []
             while let first = state.heap.first, first.end <= now {
-                Self.removeFirst(from: &state.heap)
+                state.heap.popFirst()
                 // An older end of a client banned again since: not due.
-                if state.latest[first.address] == first.end {
-                    state.latest.removeValue(forKey: first.address)
-                    due.append(first.address)
+                if state.latest[first.key] == first.end {
+                    state.latest.removeValue(forKey: first.key)
+                    due.append(first.key)
                 }
             }
             return due
-        }
-    }
-
-    private static func removeFirst(from heap: inout [Entry]) {
-        let last = heap.removeLast()
-        guard !heap.isEmpty else { return }
-        heap[0] = last
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1
-            let right = left + 1
-            var smallest = parent
-            if left < heap.count && heap[left].end < heap[smallest].end { smallest = left }
-            if right < heap.count && heap[right].end < heap[smallest].end { smallest = right }
-            if smallest == parent { return }
-            heap.swapAt(parent, smallest)
-            parent = smallest
         }
     }
 }
