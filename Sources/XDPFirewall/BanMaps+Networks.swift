@@ -573,6 +573,13 @@ extension BanMaps {
         try withWritersLock { () throws(FirewallError) -> ListSwap in try swapList(origin: origin, with: networks) }
     }
 
+    /// Entries a new list hosts' hash is made for: twice its hosts (room for deltas in place),
+    /// at least 4,096, at most the layer's capacity.
+    static func hostsCapacity(_ hosts: Int) -> Int {
+        let wanted = max(4096, hosts * 2)
+        return min(Int(PC_LIST_ENTRIES), 1 << (Int.bitWidth - (wanted - 1).leadingZeroBitCount))
+    }
+
     /// `replaceList` for a caller holding the writers' lock.
     private func swapList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
         try swapLists(
@@ -585,12 +592,12 @@ extension BanMaps {
     /// writers' lock. An entry for a network another origin's entry has already is left out
     /// (that entry stays as it was).
     private func swapLists(
-        replacing owned: (UInt32) -> Bool, with entries: [ListEntry]
+        replacing owned: (UInt32) -> Bool, with entries: [ListEntry], families: [IPAddress.Family] = [.ipv4, .ipv6]
     ) throws(FirewallError)
         -> ListSwap
     {
         var swap = ListSwap()
-        for family in [IPAddress.Family.ipv4, .ipv6] {
+        for family in families {
             let v4 = family == .ipv4
             let mine = entries.filter { $0.network.family == family }
             let current = try listEntries(family)
@@ -598,17 +605,15 @@ extension BanMaps {
             if mine.isEmpty && !current.contains(where: { owned($0.origin) }) { continue }
             let others = current.filter { !owned($0.origin) }
             let keySize = v4 ? 8 : 20
-            func make(_ type: bpf_map_type, _ name: String) throws(FirewallError) -> BPFDescriptor {
+            func make(_ type: bpf_map_type, _ name: String, entries: Int) throws(FirewallError) -> BPFDescriptor {
                 var options = bpf_map_create_opts()
                 options.sz = MemoryLayout<bpf_map_create_opts>.size
                 options.map_flags = UInt32(BPF_F_NO_PREALLOC)
                 let fd = bpf_map_create(
-                    type, name, UInt32(keySize), UInt32(MemoryLayout<pc_ban>.size), UInt32(PC_LIST_ENTRIES), &options)
+                    type, name, UInt32(keySize), UInt32(MemoryLayout<pc_ban>.size), UInt32(entries), &options)
                 guard fd >= 0 else { throw systemError("create a blocklist map", errno) }
                 return BPFDescriptor(fd)
             }
-            let hosts = try make(BPF_MAP_TYPE_HASH, "pc_list_hosts")
-            let trie = try make(BPF_MAP_TYPE_LPM_TRIE, "pc_list_trie")
             // Another list's entry for the same network stays as it was (its origin and drops).
             var taken = Set<IPNetwork>()
             var hostKeys: [UInt8] = []
@@ -640,6 +645,12 @@ extension BanMaps {
                     BanRequest(entry.network.address, entry.expiry, origin: entry.origin).value(dropped: 0))
                 if v4 { swap.ipv4 += 1 } else { swap.ipv6 += 1 }
             }
+            // The hosts' hash is sized for what it holds, with room to grow in place (a hash's
+            // buckets are allocated and cleared at its creation, whatever it holds: 16 MiB for a
+            // million); an in-place update that finds it full builds it again, larger. The trie
+            // allocates per entry.
+            let hosts = try make(BPF_MAP_TYPE_HASH, "pc_list_hosts", entries: Self.hostsCapacity(hostValues.count))
+            let trie = try make(BPF_MAP_TYPE_LPM_TRIE, "pc_list_trie", entries: Int(PC_LIST_ENTRIES))
             try cover(mine.map(\.network).filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
             try cover(mine.map(\.network).filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
             try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
@@ -720,7 +731,7 @@ extension BanMaps {
                     let trie = try innerMap(v4 ? listsV4 : listsV6, slot: generation, name: netsName)
                 else {
                     // Never loaded: build the family whole, with these entries (nothing to remove).
-                    let swap = try swapLists(replacing: { _ in false }, with: add)
+                    let swap = try swapLists(replacing: { _ in false }, with: add, families: [family])
                     update.added += swap.ipv4 + swap.ipv6
                     update.swappedFamilies += 1
                     continue
@@ -776,7 +787,25 @@ extension BanMaps {
                 // Coverage first: the program looks at the list maps of a space only once it is covered.
                 try cover(added.filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
                 try cover(added.filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
-                try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
+                do throws(FirewallError) {
+                    try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
+                } catch {
+                    guard case .banMapFull = error else { throw error }
+                    // Sized for the list it was made for: the family is built again by a swap,
+                    // with these changes (the removals are done; what fitted is read back).
+                    var wanted: [IPNetwork: ListEntry] = [:]
+                    for entry in try listEntries(family) where owned(entry.origin) {
+                        wanted[entry.network] = ListEntry(
+                            network: entry.network, expiry: entry.expiry, origin: entry.origin)
+                    }
+                    for entry in add where !update.heldByOthers.contains(entry.network) {
+                        wanted[entry.network] = entry
+                    }
+                    _ = try swapLists(replacing: owned, with: Array(wanted.values), families: [family])
+                    update.added += added.count
+                    update.swappedFamilies += 1
+                    continue
+                }
                 try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
                 try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
                 update.added += added.count

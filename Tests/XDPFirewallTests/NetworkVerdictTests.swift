@@ -201,6 +201,16 @@ struct NetworkVerdictTests {
             #expect(try verdict(program, maps, from: "198.18.15.3") == (.drop, "dropped"))
             #expect(try verdict(program, maps, from: "198.18.10.9") == (.drop, "dropped"))
             #expect(Set(try maps.listEntries().map(\.origin)) == [5, 21])
+            // The hosts' hash is made for what it holds (at least 4,096): more in place than fit
+            // builds the family again, larger, with every entry.
+            let many = try (0..<5000).map { try entry("198.19.\($0 / 250).\($0 % 250 + 1)", soon, 20) }
+            update = try maps.updateListEntries(owned: owned, adding: many, removing: [])
+            #expect(update.swappedFamilies == 1 && update.added == 5000)
+            #expect(try maps.listEntries().count == 5003)
+            #expect(try verdict(program, maps, from: "198.19.19.250") == (.drop, "dropped"))
+            #expect(try verdict(program, maps, from: "198.18.15.3") == (.drop, "dropped"))
+            #expect(try verdict(program, maps, from: "198.18.10.9") == (.drop, "dropped"))
+            #expect(try verdict(program, maps, from: "198.19.20.1") == (.pass, "passed"))
         }
     }
 
