@@ -94,7 +94,9 @@ let lab: [Target] = [
         name: "portcullis-perf",
         dependencies: [
             "XDPTesting", "XDPFirewall", "LogTransport", "OffenceTable", "PortcullisCore", "PortcullisSystem",
-            "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", "Fail2ban", argumentParser,
+            "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", "Fail2ban",
+            "PortcullisCrowdSec",
+            argumentParser,
         ],
         path: "Lab/perf/portcullis-perf"
     ),

@@ -44,7 +44,7 @@ public struct BouncerStatistics: Sendable {
     public var pullErrors: [String: UInt64] = [:]
     public var pullSeconds = 0.0
     public var lastPullSeconds = 0.0
-    /// The longest install of one pull in the maps, in seconds (and that of the last pull).
+    /// How long the last pull's changes took from the parsed answer to the maps, in seconds.
     public var lastInstallSeconds = 0.0
     public var received: (new: UInt64, deleted: UInt64) = (0, 0)
     public var skipped: [SkipReason: UInt64] = [:]
@@ -75,14 +75,12 @@ public struct BouncerStatistics: Sendable {
 /// pulls are retried with a back-off from `update_frequency` to 8 times it (at most 60 s).
 public final class Bouncer: @unchecked Sendable {
     public let settings: BouncerSettings
-    private let maps: BanMaps
     private let client: LAPIClient
     private let say: @Sendable (String, Bool) -> Void
     private let stop = StopFlag()
     private let statistics = Mutex(BouncerStatistics())
     private var set: DecisionSet
-    /// Slot of each `crowdsec/ORIGIN` named so far.
-    private var slots: [String: UInt32] = [:]
+    private let installer: DecisionInstaller
     private var thread: SystemThread?
 
     /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
@@ -91,9 +89,9 @@ public final class Bouncer: @unchecked Sendable {
         say: @escaping @Sendable (String, Bool) -> Void
     ) throws(LAPIError) {
         self.settings = settings
-        self.maps = maps
         self.say = say
         client = try LAPIClient(settings.connection)
+        installer = DecisionInstaller(maps: maps)
         set = DecisionSet(filter: settings.filter, allowlist: allowlist)
     }
 
@@ -111,11 +109,6 @@ public final class Bouncer: @unchecked Sendable {
         thread?.join()
         thread = nil
     }
-
-    static func origin(_ name: String) -> String { "crowdsec/" + name }
-
-    private func owned(_ slot: UInt32) -> Bool { ownedSlots.contains(slot) }
-    private var ownedSlots = Set<UInt32>()
 
     /// The next pull is a full one: at start, after a failed pull or install.
     private var needsFull = true
@@ -248,38 +241,10 @@ public final class Bouncer: @unchecked Sendable {
         return (changed, took)
     }
 
-    /// The slot of `crowdsec/ORIGIN`, named on first use.
-    private func slot(_ origin: String) throws(FirewallError) -> UInt32 {
-        if let slot = slots[origin] { return slot }
-        let name = Self.origin(origin)
-        guard let slot = try maps.originSlots(for: [name])[name] else {
-            throw .invalidAddress("no origin slot is free for \(name)")
-        }
-        slots[origin] = slot
-        ownedSlots.insert(slot)
-        return slot
-    }
-
-    private func refreshOwned() throws(FirewallError) {
-        for (slot, name) in try maps.originNames() where name.hasPrefix("crowdsec/") {
-            ownedSlots.insert(slot)
-            slots[String(name.dropFirst("crowdsec/".count))] = slot
-        }
-    }
-
     /// A full pull's set in place of every `crowdsec/` entry, in one swap per family.
     private func replaceAll() throws(LAPIError) {
         do throws(FirewallError) {
-            try refreshOwned()
-            var entries: [ListEntry] = []
-            for (network, claim) in set.wanted() {
-                entries.append(
-                    ListEntry(network: network, expiry: .at(bootNanoseconds: claim.end), origin: try slot(claim.origin))
-                )
-            }
-            let owned = ownedSlots
-            let swap = try maps.replaceListEntries(owned: { owned.contains($0) }, with: entries)
-            held = Set(swap.heldByOthers)
+            held = Set(try installer.replaceAll(set.wanted()))
         } catch {
             throw .malformed("the maps refused the decisions: \(error)")
         }
@@ -289,25 +254,69 @@ public final class Bouncer: @unchecked Sendable {
     private func install(_ changes: [DecisionSet.Change]) {
         guard !changes.isEmpty else { return }
         do throws(FirewallError) {
-            var adding: [ListEntry] = []
-            var removing: [IPNetwork] = []
-            for change in changes {
-                switch change {
-                case .install(let network, let claim):
-                    adding.append(
-                        ListEntry(
-                            network: network, expiry: .at(bootNanoseconds: claim.end), origin: try slot(claim.origin)))
-                case .remove(let network): removing.append(network)
-                }
-            }
-            let owned = ownedSlots
-            let update = try maps.updateListEntries(owned: { owned.contains($0) }, adding: adding, removing: removing)
-            held.formUnion(update.heldByOthers)
+            held.formUnion(try installer.apply(changes))
             let count = held.count
             statistics.withLock { $0.heldByOthers = UInt64(count) }
         } catch {
             needsFull = true
             say("crowdsec: the maps refused decisions: \(error); resynchronising at the next pull", true)
         }
+    }
+}
+
+/// Writes a decision set's networks into the XDP program's list layer, each with its origin slot
+/// `crowdsec/ORIGIN` (named on first use) and its end: what the bouncer does after each pull.
+public final class DecisionInstaller {
+    private let maps: BanMaps
+    private var slots: [String: UInt32] = [:]
+    private var owned = Set<UInt32>()
+
+    public init(maps: BanMaps) { self.maps = maps }
+
+    static func origin(_ name: String) -> String { "crowdsec/" + name }
+
+    /// The slot of `crowdsec/ORIGIN`.
+    private func slot(_ origin: String) throws(FirewallError) -> UInt32 {
+        if let slot = slots[origin] { return slot }
+        let name = Self.origin(origin)
+        guard let slot = try maps.originSlots(for: [name])[name] else {
+            throw .invalidAddress("no origin slot is free for \(name)")
+        }
+        slots[origin] = slot
+        owned.insert(slot)
+        return slot
+    }
+
+    private func entry(_ network: IPNetwork, _ claim: DecisionSet.Claim) throws(FirewallError) -> ListEntry {
+        ListEntry(network: network, expiry: .at(bootNanoseconds: claim.end), origin: try slot(claim.origin))
+    }
+
+    /// `wanted` in place of every entry of a `crowdsec/` origin (also those of an earlier run),
+    /// in one swap per family. - Returns: networks another list holds (not installed).
+    public func replaceAll(_ wanted: [(IPNetwork, DecisionSet.Claim)]) throws(FirewallError) -> [IPNetwork] {
+        for (slot, name) in try maps.originNames() where name.hasPrefix("crowdsec/") {
+            owned.insert(slot)
+            slots[String(name.dropFirst("crowdsec/".count))] = slot
+        }
+        var entries: [ListEntry] = []
+        entries.reserveCapacity(wanted.count)
+        for (network, claim) in wanted { entries.append(try entry(network, claim)) }
+        let owned = self.owned
+        return try maps.replaceListEntries(owned: { owned.contains($0) }, with: entries).heldByOthers
+    }
+
+    /// `changes` in place, batched. - Returns: networks another list holds (not installed).
+    public func apply(_ changes: [DecisionSet.Change]) throws(FirewallError) -> [IPNetwork] {
+        var adding: [ListEntry] = []
+        var removing: [IPNetwork] = []
+        for change in changes {
+            switch change {
+            case .install(let network, let claim): adding.append(try entry(network, claim))
+            case .remove(let network): removing.append(network)
+            }
+        }
+        let owned = self.owned
+        return try maps.updateListEntries(owned: { owned.contains($0) }, adding: adding, removing: removing)
+            .heldByOthers
     }
 }

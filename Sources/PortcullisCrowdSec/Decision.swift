@@ -4,37 +4,71 @@ import PortcullisCore
 /// A Go duration as the Local API writes a decision's remaining time: `3h59m58.9s`, `1m5.2s`,
 /// `-9.5ms` (an ended one), `0s`. Units h, m, s, ms, us (µs), ns; an optional sign.
 public enum GoDuration {
-    /// Seconds, or nil for text that is not a Go duration.
+    /// Seconds, or nil for text that is not a Go duration. (Read byte by byte: a pull of the
+    /// community blocklist has tens of thousands.)
     public static func seconds(_ text: String) -> Double? {
-        var rest = Substring(text)
-        var sign = 1.0
-        if rest.first == "-" || rest.first == "+" {
-            if rest.first == "-" { sign = -1 }
-            rest = rest.dropFirst()
-        }
-        if rest == "0" { return 0 }
-        guard !rest.isEmpty else { return nil }
-        var total = 0.0
-        while !rest.isEmpty {
-            let number = rest.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
-            guard !number.isEmpty, number != ".", number.filter({ $0 == "." }).count <= 1, let value = Double(number)
-            else { return nil }
-            rest = rest.dropFirst(number.count)
-            let unit = rest.prefix { !($0.isASCII && ($0.isNumber || $0 == ".")) }
-            rest = rest.dropFirst(unit.count)
-            let scale: Double
-            switch unit {
-            case "h": scale = 3600
-            case "m": scale = 60
-            case "s": scale = 1
-            case "ms": scale = 1e-3
-            case "us", "µs", "μs": scale = 1e-6
-            case "ns": scale = 1e-9
-            default: return nil
+        var text = text
+        return text.withUTF8 { bytes -> Double? in
+            var index = 0
+            var sign = 1.0
+            if index < bytes.count, bytes[index] == UInt8(ascii: "-") || bytes[index] == UInt8(ascii: "+") {
+                if bytes[index] == UInt8(ascii: "-") { sign = -1 }
+                index += 1
             }
-            total += value * scale
+            if index == bytes.count - 1, bytes[index] == UInt8(ascii: "0") { return 0 }
+            guard index < bytes.count else { return nil }
+            var total = 0.0
+            while index < bytes.count {
+                // A number: digits, at most one point, at least one digit.
+                var whole = 0.0
+                var fraction = 0.0
+                var scale = 1.0
+                var digits = 0
+                var point = false
+                while index < bytes.count {
+                    let byte = bytes[index]
+                    if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+                        let digit = Double(byte - UInt8(ascii: "0"))
+                        if point {
+                            scale /= 10
+                            fraction += digit * scale
+                        } else {
+                            whole = whole * 10 + digit
+                        }
+                        digits += 1
+                    } else if byte == UInt8(ascii: "."), !point {
+                        point = true
+                    } else {
+                        break
+                    }
+                    index += 1
+                }
+                guard digits > 0 else { return nil }
+                // A unit: h, m, s, ms, us, µs (C2 B5), μs (CE BC), ns.
+                let unitStart = index
+                while index < bytes.count, !(bytes[index] >= UInt8(ascii: "0") && bytes[index] <= UInt8(ascii: "9")),
+                    bytes[index] != UInt8(ascii: ".")
+                {
+                    index += 1
+                }
+                let length = index - unitStart
+                let first = length > 0 ? bytes[unitStart] : 0
+                let second = length > 1 ? bytes[unitStart + 1] : 0
+                let third = length > 2 ? bytes[unitStart + 2] : 0
+                let seconds: Double
+                switch (length, first, second, third) {
+                case (1, 0x68, _, _): seconds = 3600  // h
+                case (1, 0x6D, _, _): seconds = 60  // m
+                case (1, 0x73, _, _): seconds = 1  // s
+                case (2, 0x6D, 0x73, _): seconds = 1e-3  // ms
+                case (2, 0x75, 0x73, _), (3, 0xC2, 0xB5, 0x73), (3, 0xCE, 0xBC, 0x73): seconds = 1e-6  // us, µs, μs
+                case (2, 0x6E, 0x73, _): seconds = 1e-9  // ns
+                default: return nil
+                }
+                total += (whole + fraction) * seconds
+            }
+            return sign * total
         }
-        return sign * total
     }
 }
 
@@ -70,23 +104,25 @@ public struct Decision: Sendable, Equatable {
     /// The network a decision of scope `Ip` or `Range` names: an IPv4-mapped IPv6 address or
     /// range is IPv4; a range's host bits are cleared (the LAPI keeps what it was given).
     public static func network(scope: Scope, value: String) -> IPNetwork? {
-        let parts = value.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-        guard let address = IPAddress(String(parts[0])) else { return nil }
+        let slash = value.utf8.firstIndex(of: UInt8(ascii: "/"))
+        let text = slash.map { value[..<$0] } ?? Substring(value)
+        guard let address = IPAddress(String(text)) else { return nil }
         let full = IPNetwork.fullLength(address.family)
+        // Written as IPv6 (`::ffff:198.18.1.0/120`): the length counts the 96 mapped bits.
+        let mapped = address.family == .ipv4 && text.utf8.contains(UInt8(ascii: ":"))
+        var length: Int?
+        if let slash {
+            let digits = value[value.utf8.index(after: slash)...]
+            guard let given = Int(digits), digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            length = mapped ? given - 96 : given
+        }
         switch scope {
         case .ip:
             // An Ip decision is one address (a LAPI accepts "1.2.3.4/32" as well).
-            if parts.count == 2 {
-                guard let length = Int(parts[1]), parts[1].allSatisfy(\.isNumber) else { return nil }
-                let written = parts[0].contains(":") && address.family == .ipv4 ? length - 96 : length
-                guard written == full else { return nil }
-            }
+            guard length == nil || length == full else { return nil }
             return IPNetwork(containing: address, length: full)
         case .range:
-            guard parts.count == 2, let given = Int(parts[1]), parts[1].allSatisfy(\.isNumber) else { return nil }
-            // `::ffff:198.18.1.0/120` is 198.18.1.0/24.
-            let length = parts[0].contains(":") && address.family == .ipv4 ? given - 96 : given
-            guard (0...full).contains(length) else { return nil }
+            guard let length, (0...full).contains(length) else { return nil }
             return IPNetwork(containing: address, length: length)
         }
     }
@@ -102,38 +138,54 @@ public struct DecisionStream: Sendable {
 
     public init() {}
 
-    /// Parses an answer. - Throws: when the whole is not such an object.
+    /// Parses an answer (Foundation's JSONDecoder, straight into the fields; an entry that is not
+    /// a decision is counted, not fatal). - Throws: when the whole is not such an object.
     public init(json: [UInt8]) throws(LAPIError) {
-        let root: Any
+        let answer: Answer
         do {
-            root = try JSONSerialization.jsonObject(with: Data(json))
-        } catch {
+            answer = try JSONDecoder().decode(Answer.self, from: Data(json))
+        } catch DecodingError.typeMismatch(_, let context) where !context.codingPath.isEmpty {
+            throw .malformed("'\(context.codingPath[0].stringValue)' is not an array")
+        } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
             throw .malformed("not JSON (\(json.count) bytes)")
+        } catch {
+            throw .malformed("not a JSON object of new and deleted decisions (\(json.count) bytes)")
         }
-        guard let object = root as? [String: Any] else { throw .malformed("not a JSON object") }
-        for (key, into) in [("new", \DecisionStream.new), ("deleted", \DecisionStream.deleted)] {
-            guard let list = object[key], !(list is NSNull) else { continue }
-            guard let entries = list as? [Any] else { throw .malformed("'\(key)' is not an array") }
-            var decisions: [Decision] = []
-            decisions.reserveCapacity(entries.count)
-            for entry in entries {
-                if let decision = Self.decision(entry) { decisions.append(decision) } else { malformed += 1 }
-            }
-            self[keyPath: into] = decisions
-        }
+        new = answer.new?.compactMap(\.decision) ?? []
+        deleted = answer.deleted?.compactMap(\.decision) ?? []
+        malformed = (answer.new?.count ?? 0) + (answer.deleted?.count ?? 0) - new.count - deleted.count
     }
 
-    private static func decision(_ entry: Any) -> Decision? {
-        guard let fields = entry as? [String: Any],
-            let id = (fields["id"] as? Int) ?? (fields["id"] as? NSNumber)?.intValue,
-            let type = fields["type"] as? String,
-            let scope = fields["scope"] as? String,
-            let value = fields["value"] as? String,
-            let duration = fields["duration"] as? String,
-            let seconds = GoDuration.seconds(duration)
-        else { return nil }
-        return Decision(
-            id: id, origin: fields["origin"] as? String ?? "", type: type, scope: scope, value: value,
-            scenario: fields["scenario"] as? String ?? "", seconds: seconds)
+    private struct Answer: Decodable {
+        let new: [Entry]?
+        let deleted: [Entry]?
+    }
+
+    /// One element of a list: a decision, or nil for anything else.
+    private struct Entry: Decodable {
+        let decision: Decision?
+
+        private enum Key: String, CodingKey {
+            case id, origin, type, scope, value, duration, scenario
+        }
+
+        init(from decoder: Decoder) throws {
+            guard let fields = try? decoder.container(keyedBy: Key.self),
+                let id = try? fields.decode(Int.self, forKey: .id),
+                let type = try? fields.decode(String.self, forKey: .type),
+                let scope = try? fields.decode(String.self, forKey: .scope),
+                let value = try? fields.decode(String.self, forKey: .value),
+                let duration = try? fields.decode(String.self, forKey: .duration),
+                let seconds = GoDuration.seconds(duration)
+            else {
+                decision = nil
+                return
+            }
+            decision = Decision(
+                id: id, origin: (try? fields.decodeIfPresent(String.self, forKey: .origin)) ?? "", type: type,
+                scope: scope, value: value,
+                scenario: (try? fields.decodeIfPresent(String.self, forKey: .scenario)) ?? "",
+                seconds: seconds)
+        }
     }
 }

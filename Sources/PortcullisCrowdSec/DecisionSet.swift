@@ -52,14 +52,51 @@ public struct DecisionSet: Sendable {
         }
     }
 
-    public private(set) var claims: [IPNetwork: [Int: Claim]] = [:]
+    /// The decisions of one network: the first inline (most networks have one), others beside.
+    struct Held: Sendable {
+        var id: Int
+        var claim: Claim
+        var more: [Int: Claim]?
+
+        var longest: Claim {
+            guard let more else { return claim }
+            return more.values.reduce(claim) { ($0.end, $0.origin) < ($1.end, $1.origin) ? $1 : $0 }
+        }
+
+        func forEach(_ body: (Int, Claim) -> Void) {
+            body(id, claim)
+            for (id, claim) in more ?? [:] { body(id, claim) }
+        }
+
+        func claim(_ id: Int) -> Claim? { id == self.id ? claim : more?[id] }
+
+        mutating func set(_ id: Int, _ claim: Claim) {
+            if id == self.id { self.claim = claim } else { more = (more ?? [:]).merging([id: claim]) { $1 } }
+        }
+
+        /// - Returns: whether none is left.
+        mutating func remove(_ id: Int) -> Bool {
+            if id == self.id {
+                guard let (next, claim) = more?.first else { return true }
+                self.id = next
+                self.claim = claim
+                more![next] = nil
+            } else {
+                more?[id] = nil
+            }
+            if more?.isEmpty == true { more = nil }
+            return false
+        }
+    }
+
+    private var held: [IPNetwork: Held] = [:]
     private var networkOf: [Int: IPNetwork] = [:]
+    /// Each decision's end, earliest first (entries of decisions since gone are skipped).
+    private var ends = EndHeap<Int>()
     public var filter: DecisionFilter
     public var allowlist: [IPNetwork]
     /// Decisions skipped since the start, by reason.
     public private(set) var skipped: [SkipReason: UInt64] = [:]
-    /// The earliest end held (to purge ended claims without a walk until then).
-    private var earliestEnd = UInt64.max
 
     public init(filter: DecisionFilter = DecisionFilter(), allowlist: [IPNetwork] = []) {
         self.filter = filter
@@ -67,13 +104,13 @@ public struct DecisionSet: Sendable {
     }
 
     public var count: Int { networkOf.count }
-    public var networks: Int { claims.count }
+    public var networks: Int { held.count }
 
     /// In force per origin and scope (for the metrics).
     public func census() -> [String: (ip: Int, range: Int)] {
         var census: [String: (ip: Int, range: Int)] = [:]
-        for (network, byID) in claims {
-            for claim in byID.values {
+        for (network, decisions) in held {
+            decisions.forEach { _, claim in
                 var entry = census[claim.origin] ?? (0, 0)
                 if network.isSingleAddress { entry.ip += 1 } else { entry.range += 1 }
                 census[claim.origin] = entry
@@ -83,20 +120,18 @@ public struct DecisionSet: Sendable {
     }
 
     /// The longest claim of `network`.
-    public func longest(_ network: IPNetwork) -> Claim? {
-        claims[network]?.values.max { ($0.end, $0.origin) < ($1.end, $1.origin) }
-    }
+    public func longest(_ network: IPNetwork) -> Claim? { held[network]?.longest }
 
     /// Every network with its longest claim: what a resync installs.
     public func wanted() -> [(IPNetwork, Claim)] {
-        claims.compactMap { network, _ in longest(network).map { (network, $0) } }
+        held.map { ($0.key, $0.value.longest) }
     }
 
     /// Forgets everything (a full pull starts anew).
     public mutating func reset() {
-        claims = [:]
+        held = [:]
         networkOf = [:]
-        earliestEnd = .max
+        ends.removeAll()
     }
 
     /// The network a decision names if it is to be enforced, else why not (counted).
@@ -105,22 +140,30 @@ public struct DecisionSet: Sendable {
             skipped[reason, default: 0] += 1
             return nil
         }
-        guard decision.type.lowercased() == "ban" else { return skip(.type) }
-        guard let scope = Decision.Scope(rawValue: decision.scope.lowercased()), filter.scopes.contains(scope) else {
-            return skip(.scope)
-        }
+        // The LAPI writes `ban`, `Ip` and `Range`: compared as written first (no lowercased copy
+        // per decision of a large pull).
+        guard decision.type == "ban" || decision.type.lowercased() == "ban" else { return skip(.type) }
+        let scope: Decision.Scope? =
+            switch decision.scope {
+            case "Ip": .ip
+            case "Range": .range
+            default: Decision.Scope(rawValue: decision.scope.lowercased())
+            }
+        guard let scope, filter.scopes.contains(scope) else { return skip(.scope) }
         if !filter.origins.isEmpty, !filter.origins.contains(where: { $0.lowercased() == decision.origin.lowercased() })
         {
             return skip(.filtered)
         }
-        let scenario = decision.scenario.lowercased()
-        if !filter.scenariosContaining.isEmpty,
-            !filter.scenariosContaining.contains(where: { scenario.contains($0.lowercased()) })
-        {
-            return skip(.filtered)
-        }
-        if filter.scenariosNotContaining.contains(where: { scenario.contains($0.lowercased()) }) {
-            return skip(.filtered)
+        if !filter.scenariosContaining.isEmpty || !filter.scenariosNotContaining.isEmpty {
+            let scenario = decision.scenario.lowercased()
+            if !filter.scenariosContaining.isEmpty,
+                !filter.scenariosContaining.contains(where: { scenario.contains($0.lowercased()) })
+            {
+                return skip(.filtered)
+            }
+            if filter.scenariosNotContaining.contains(where: { scenario.contains($0.lowercased()) }) {
+                return skip(.filtered)
+            }
         }
         guard let network = Decision.network(scope: scope, value: decision.value) else { return skip(.malformed) }
         if allowlist.contains(where: {
@@ -141,7 +184,10 @@ public struct DecisionSet: Sendable {
     /// - Returns: per network touched, what the maps must now hold.
     public mutating func apply(_ stream: DecisionStream, now: UInt64) -> [Change] {
         countMalformed(stream.malformed)
-        var touched = Set<IPNetwork>()
+        // Room first: a pull of the community blocklist grows them by tens of thousands at once.
+        var touched = Set<IPNetwork>(minimumCapacity: stream.new.count + stream.deleted.count)
+        held.reserveCapacity(held.count + stream.new.count)
+        networkOf.reserveCapacity(networkOf.count + stream.new.count)
         for decision in stream.deleted {
             if let network = remove(id: decision.id) { touched.insert(network) }
         }
@@ -151,9 +197,13 @@ public struct DecisionSet: Sendable {
             guard let network = admit(decision) else { continue }
             let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
             let claim = Claim(end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
-            claims[network, default: [:]][decision.id] = claim
+            if held[network] == nil {
+                held[network] = Held(id: decision.id, claim: claim)
+            } else {
+                held[network]!.set(decision.id, claim)
+            }
             networkOf[decision.id] = network
-            earliestEnd = min(earliestEnd, end)
+            ends.push(end, decision.id)
             touched.insert(network)
         }
         return touched.map { network in longest(network).map { .install(network, $0) } ?? .remove(network) }
@@ -172,7 +222,7 @@ public struct DecisionSet: Sendable {
         for (network, claim) in wanted() where before[network].map({ !Self.same($0, claim) }) ?? true {
             changes.append(.install(network, claim))
         }
-        for network in before.keys where claims[network] == nil { changes.append(.remove(network)) }
+        for network in before.keys where held[network] == nil { changes.append(.remove(network)) }
         return changes
     }
 
@@ -182,33 +232,25 @@ public struct DecisionSet: Sendable {
         a.origin == b.origin && (a.end > b.end ? a.end - b.end : b.end - a.end) < 1_000_000_000
     }
 
-    /// Drops the claims ended by `now`. - Returns: the networks whose longest claim changed.
+    /// Drops the claims ended by `now`, earliest first. - Returns: the networks whose longest claim
+    /// changed.
     public mutating func purge(now: UInt64) -> [Change] {
-        guard now >= earliestEnd else { return [] }
-        var changes: [Change] = []
-        var earliest = UInt64.max
-        for (network, byID) in claims {
-            let living = byID.filter { $0.value.end > now }
-            if living.count != byID.count {
-                for id in byID.keys where living[id] == nil { networkOf[id] = nil }
-                if living.isEmpty {
-                    claims[network] = nil
-                    changes.append(.remove(network))
-                } else {
-                    claims[network] = living
-                    changes.append(.install(network, longest(network)!))
-                }
+        var touched = Set<IPNetwork>()
+        while let first = ends.first, first.end <= now {
+            ends.popFirst()
+            // A decision deleted, or replaced by one with a later end, since: not due.
+            guard let network = networkOf[first.key], held[network]?.claim(first.key)?.end == first.end else {
+                continue
             }
-            for claim in living.values { earliest = min(earliest, claim.end) }
+            _ = remove(id: first.key)
+            touched.insert(network)
         }
-        earliestEnd = earliest
-        return changes
+        return touched.map { network in longest(network).map { .install(network, $0) } ?? .remove(network) }
     }
 
     private mutating func remove(id: Int) -> IPNetwork? {
         guard let network = networkOf.removeValue(forKey: id) else { return nil }
-        claims[network]?[id] = nil
-        if claims[network]?.isEmpty == true { claims[network] = nil }
+        if held[network]?.remove(id) == true { held[network] = nil }
         return network
     }
 }

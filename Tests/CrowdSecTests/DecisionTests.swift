@@ -129,6 +129,32 @@ struct DecisionSetTests {
         #expect(set.resync(stream, now: now).isEmpty)
     }
 
+    @Test(
+        "ends pass in order: a network's shorter decision ends and its longer one holds; a replaced one's old end is skipped"
+    )
+    func ends() throws {
+        var set = DecisionSet()
+        let now: UInt64 = 1_000_000_000_000
+        let second: UInt64 = 1_000_000_000
+        let target = try network("198.18.0.7")
+        var stream = DecisionStream()
+        stream.new = [
+            decision(1, "198.18.0.7", seconds: 10), decision(2, "198.18.0.7", origin: "CAPI", seconds: 20),
+            decision(3, "198.18.0.8", seconds: 5),
+        ]
+        _ = set.apply(stream, now: now)
+        #expect(set.longest(target)?.origin == "CAPI")
+        // Decision 3 comes again, longer: its first end is not its end any more.
+        stream.new = [decision(3, "198.18.0.8", seconds: 30)]
+        _ = set.apply(stream, now: now)
+        #expect(set.purge(now: now + 6 * second).isEmpty)
+        #expect(set.purge(now: now + 10 * second) == [.install(target, .init(end: now + 20 * second, origin: "CAPI"))])
+        #expect(set.purge(now: now + 20 * second) == [.remove(target)])
+        let other = try network("198.18.0.8")
+        #expect(set.count == 1 && set.purge(now: now + 30 * second) == [.remove(other)])
+        #expect(set.count == 0)
+    }
+
     @Test("the stream's query carries the filters, escaped")
     func query() {
         var settings = BouncerSettings(connection: LAPIConnectionSettings(url: "http://127.0.0.1:8080"), apiKey: "k")

@@ -12,7 +12,7 @@ struct XDPSuite: ParsableCommand {
         commandName: "xdp",
         abstract:
             "XDP filter ns/packet vs a parse-only program, and with networks loaded vs the exact-only filter; list "
-            + "swaps; bans/s single vs batched map updates.")
+            + "swaps; CrowdSec answers parsed and installed; bans/s single vs batched map updates.")
 
     @OptionGroup var options: HarnessOptions
 
@@ -37,6 +37,9 @@ struct XDPSuite: ParsableCommand {
     @Option(help: "Entries of the blocklist loaded and swapped in the network rows.")
     var listEntries = 100_000
 
+    @Option(help: "CrowdSec decisions per Local API answer in the bouncer's rows.")
+    var decisions = 50_000
+
     @Option(help: "Path of portcullis.bpf.o (xdp_reference.bpf.o is expected beside it).")
     var bpfObject: String?
 
@@ -56,6 +59,7 @@ struct XDPSuite: ParsableCommand {
         if !(1...1_000_000).contains(exactBans) { throw ValidationError("--exact-bans must be 1...1000000") }
         if !(1...32_768).contains(prefixes) { throw ValidationError("--prefixes must be 1...32768") }
         if !(2...1_000_000).contains(listEntries) { throw ValidationError("--list-entries must be 2...1000000") }
+        if !(10...500_000).contains(decisions) { throw ValidationError("--decisions must be 10...500000") }
     }
 
     func run() throws {
@@ -76,7 +80,8 @@ struct XDPSuite: ParsableCommand {
         let packets = try packetCosts(filter: filter, reference: reference, maps: maps)
         try maps.unban(batch: try maps.entries().map(\.address))  // the installation rounds reuse the range
         let networks = try networkCosts(filterPath: filterPath, referencePath: referenceObject)
-        return packets + networks
+        let crowdsec = try decisionCosts(filterPath: filterPath)
+        return packets + networks + crowdsec
             + (try banInstallationRates(
                 objectPath: filterPath, bans: bans, batchSize: batchSize,
                 rounds: options.rounds, suite: "xdp"))
