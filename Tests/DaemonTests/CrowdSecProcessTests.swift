@@ -141,6 +141,13 @@ extension DaemonProcessTests {
             #expect(try verdict("198.18.1.9") == .drop, "the local ban stays")
             #expect(try crowdsecEntries(maps).isEmpty)
 
+            // The Local API knows the bouncer by its User-Agent.
+            let bouncers = try lapi.json(["bouncers", "list"]) as? [[String: Any]] ?? []
+            #expect(
+                bouncers.contains {
+                    $0["name"] as? String == "portcullis-test" && $0["type"] as? String == "portcullis"
+                },
+                "\(bouncers)")
             let metrics = try scrape(network, ready: ready)
             #expect(sample(metrics, #"portcullis_crowdsec_decisions_skipped_total{reason="type"}"#) == 1, "\(metrics)")
             #expect(sample(metrics, #"portcullis_crowdsec_decisions_skipped_total{reason="allowlisted"}"#) == 1)
@@ -185,7 +192,12 @@ extension DaemonProcessTests {
             }
             let file = files.directory + "/import.csv"
             try csv.write(toFile: file, atomically: true, encoding: .utf8)
-            let imported = try lapi.cscli(["decisions", "import", "-i", file], timeout: 300)
+            // CrowdSec's SQLite can refuse the import's writes while a pull holds the database
+            // ("database is locked"): tried again (what it had written stays; the values are the same).
+            var imported = try lapi.cscli(["decisions", "import", "-i", file], timeout: 300)
+            for _ in 0..<3 where imported.status != 0 && imported.stderr.contains("database is locked") {
+                imported = try lapi.cscli(["decisions", "import", "-i", file], timeout: 300)
+            }
             try #require(imported.status == 0, "\(imported.stderr)")
             #expect(try eventually(within: 30) { try crowdsecEntries(maps).count == 50_000 })
             var text = stopDaemon(daemon, output)
