@@ -38,6 +38,9 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var refused: [String]?
     /// `reload`: what happened, one line.
     public var message: String?
+    /// `unban`: addresses still dropped by an entry no unban lifts (a CrowdSec decision, a
+    /// blocklist), each with what lifts it.
+    public var notes: [String]?
 
     public init(ok: Bool = true, error: String? = nil) {
         self.ok = ok
@@ -58,11 +61,14 @@ public struct DaemonState: Codable, Sendable, Equatable {
     public var reloads: Int
     public var jails: [JailState]
     public var control: ControlCounters
+    /// The CrowdSec bouncer and alert push, when `[crowdsec]` runs them.
+    public var crowdsec: CrowdSecState?
 
     public init(
         pid: Int, uptimeSeconds: Double, lines: UInt64, bans: UInt64, unbans: UInt64, bansInForce: Int, reloads: Int,
-        jails: [JailState], control: ControlCounters
+        jails: [JailState], control: ControlCounters, crowdsec: CrowdSecState? = nil
     ) {
+        self.crowdsec = crowdsec
         self.pid = pid
         self.uptimeSeconds = uptimeSeconds
         self.lines = lines
@@ -76,7 +82,62 @@ public struct DaemonState: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case pid, uptimeSeconds = "uptime_seconds", lines, bans, unbans, bansInForce = "bans_in_force", reloads
-        case jails, control
+        case jails, control, crowdsec
+    }
+}
+
+/// What the CrowdSec link does, in a status reply.
+public struct CrowdSecState: Codable, Sendable, Equatable {
+    public struct Bouncer: Codable, Sendable, Equatable {
+        public var url: String
+        public var connected: Bool
+        public var decisions: Int
+        public var networks: Int
+        public var pulls: UInt64
+        public var lastError: String?
+
+        public init(url: String, connected: Bool, decisions: Int, networks: Int, pulls: UInt64, lastError: String?) {
+            self.url = url
+            self.connected = connected
+            self.decisions = decisions
+            self.networks = networks
+            self.pulls = pulls
+            self.lastError = lastError
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case url, connected, decisions, networks, pulls, lastError = "last_error"
+        }
+    }
+
+    public struct Alerts: Codable, Sendable, Equatable {
+        public var url: String
+        public var connected: Bool
+        public var pushed: UInt64
+        public var queued: Int
+        public var dropped: UInt64
+        public var lastError: String?
+
+        public init(url: String, connected: Bool, pushed: UInt64, queued: Int, dropped: UInt64, lastError: String?) {
+            self.url = url
+            self.connected = connected
+            self.pushed = pushed
+            self.queued = queued
+            self.dropped = dropped
+            self.lastError = lastError
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case url, connected, pushed, queued, dropped, lastError = "last_error"
+        }
+    }
+
+    public var bouncer: Bouncer?
+    public var alerts: Alerts?
+
+    public init(bouncer: Bouncer?, alerts: Alerts?) {
+        self.bouncer = bouncer
+        self.alerts = alerts
     }
 }
 

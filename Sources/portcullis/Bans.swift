@@ -135,6 +135,7 @@ struct Unban: ParsableCommand {
                 ControlRequest(command: "unban", addresses: texts), timeoutMilliseconds: 60_000)
             {
                 for refusal in reply.refused ?? [] { printError(refusal) }
+                for note in reply.notes ?? [] { printError("note: " + note) }
                 lifted = reply.unbanned ?? 0
             } else {
                 let maps = try BanMaps.open(pinnedIn: pins.directory)

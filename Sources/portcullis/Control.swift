@@ -73,6 +73,19 @@ struct Status: ParsableCommand {
                 "  control socket: \(control.requests) requests, \(control.unauthorised) unauthorised, "
                     + "\(control.malformed) malformed, \(control.oversized) oversized, \(control.unknownCommand) unknown, "
                     + "\(control.failed) failed")
+            if let bouncer = status.crowdsec?.bouncer {
+                print(
+                    "  crowdsec bouncer: \(bouncer.url) "
+                        + (bouncer.connected ? "connected" : "not reached (\(bouncer.lastError ?? "not yet"))")
+                        + ", \(bouncer.decisions) decisions on \(bouncer.networks) networks enforced, \(bouncer.pulls) pulls"
+                )
+            }
+            if let alerts = status.crowdsec?.alerts {
+                print(
+                    "  crowdsec alerts: \(alerts.url) "
+                        + (alerts.connected ? "connected" : "not reached (\(alerts.lastError ?? "nothing sent yet"))")
+                        + ", \(alerts.pushed) pushed, \(alerts.queued) queued, \(alerts.dropped) dropped")
+            }
         }
     }
 }

@@ -113,6 +113,8 @@ final class ControlledDaemon: @unchecked Sendable {
             var reply = ControlReply()
             reply.unbanned = result.done.count + result.networks.count
             reply.refused = result.refused
+            let notes = stillDropped(addresses, maps: maps)
+            if !notes.isEmpty { reply.notes = notes }
             return reply
         case "reload":
             return reload()
@@ -146,8 +148,37 @@ final class ControlledDaemon: @unchecked Sendable {
         reply.status = DaemonState(
             pid: Int(getpid()), uptimeSeconds: status.uptime, lines: total.lines, bans: total.bans,
             unbans: status.unbans, bansInForce: status.scheduledBans, reloads: state.withLock { $0.reloads },
-            jails: jails, control: server?.counters ?? ControlCounters())
+            jails: jails, control: server?.counters ?? ControlCounters(), crowdsec: crowdsec?.controlState())
         return reply
+    }
+
+    /// For each of `texts` a list-layer entry in force still drops (an unban lifts a jail's or
+    /// an operator's ban, never a CrowdSec decision or a blocklist entry): what drops it and what
+    /// lifts that.
+    private func stillDropped(_ texts: [String], maps: BanMaps) -> [String] {
+        guard let entries = try? maps.listEntries().filter({ !$0.isExpired() }), !entries.isEmpty,
+            let names = try? maps.originNames()
+        else { return [] }
+        var notes: [String] = []
+        for text in texts {
+            guard let network = try? IPNetwork(parsing: text) else { continue }
+            for entry in entries
+            where entry.network.family == network.family && entry.network.length <= network.length
+                && entry.network.contains(network.address)
+            {
+                let origin = names[entry.origin] ?? "an unnamed list"
+                let lift =
+                    origin.hasPrefix("crowdsec/")
+                    ? "a CrowdSec decision: cscli decisions delete "
+                        + (entry.network.isSingleAddress ? "-i \(entry.network)" : "-r \(entry.network)")
+                    : origin.hasPrefix("list:")
+                        ? "a blocklist: portcullis blocklist unload \(origin.dropFirst(5)), or take it out of the list's file"
+                        : "a list entry"
+                notes.append("\(text) is still dropped by \(origin) (\(entry.network)), \(lift)")
+                break
+            }
+        }
+        return notes
     }
 
     private func list(_ maps: BanMaps) -> ControlReply {

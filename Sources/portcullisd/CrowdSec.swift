@@ -1,5 +1,6 @@
 import Glibc
 import PortcullisConfiguration
+import PortcullisControl
 import PortcullisCore
 import PortcullisCrowdSec
 import PortcullisDaemon
@@ -101,6 +102,27 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
         }
         running.bouncer?.stopAndJoin()
         running.pusher?.stopAndJoin()
+    }
+
+    /// What the bouncer and the pusher do, for `portcullis status` (nil: neither runs).
+    func controlState() -> CrowdSecState? {
+        let (bouncer, pusher) = state.withLock { ($0.bouncer, $0.pusher) }
+        guard bouncer != nil || pusher != nil else { return nil }
+        return CrowdSecState(
+            bouncer: bouncer.map { bouncer in
+                let snapshot = bouncer.snapshot
+                let decisions = snapshot.inForce.values.reduce(0) { $0 + $1.ip + $1.range }
+                return CrowdSecState.Bouncer(
+                    url: bouncer.settings.connection.url, connected: snapshot.connected, decisions: decisions,
+                    networks: snapshot.networks, pulls: snapshot.pulls, lastError: snapshot.lastError)
+            },
+            alerts: pusher.map { pusher in
+                let snapshot = pusher.snapshot
+                return CrowdSecState.Alerts(
+                    url: pusher.settings.connection.url, connected: snapshot.connected, pushed: snapshot.pushed,
+                    queued: snapshot.queued, dropped: snapshot.dropped.values.reduce(0, +),
+                    lastError: snapshot.lastError)
+            })
     }
 
     /// The metrics of the bouncer and the pusher that run.

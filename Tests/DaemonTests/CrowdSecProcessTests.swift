@@ -124,6 +124,10 @@ extension DaemonProcessTests {
             #expect(result.status == 0, "\(result.stderr)")
             result = try cli(["unban", "198.18.0.7"])
             #expect(result.status == 0, "\(result.stderr)")
+            #expect(
+                result.stderr.contains(
+                    "note: 198.18.0.7 is still dropped by crowdsec/cscli (198.18.0.7), a CrowdSec decision: "
+                        + "cscli decisions delete -i 198.18.0.7"), "\(result.stderr)")
             #expect(try verdict("198.18.0.7") == .drop, "the CrowdSec decision stays")
             // A local ban inside the range outlives the range's deletion.
             result = try cli(["ban", "198.18.1.9", "--for", "600"])
@@ -141,6 +145,10 @@ extension DaemonProcessTests {
             #expect(try verdict("198.18.1.9") == .drop, "the local ban stays")
             #expect(try crowdsecEntries(maps).isEmpty)
 
+            let status = try runProcess(Products.cli, ["status", "--control", socket])
+            #expect(
+                status.stdout.contains("crowdsec bouncer: \(lapi.url) connected, 0 decisions on 0 networks enforced"),
+                "\(status.stdout) \(status.stderr)")
             // The Local API knows the bouncer by its User-Agent.
             let bouncers = try lapi.json(["bouncers", "list"]) as? [[String: Any]] ?? []
             #expect(
@@ -457,6 +465,60 @@ extension DaemonProcessTests {
             #expect(
                 text.contains("malformed answer: not JSON (21 bytes); the decisions in force stay, retrying"), "\(text)"
             )
+        }
+    }
+}
+
+extension DaemonProcessTests {
+    @Test(
+        "CrowdSec over TLS: a Local API with a self-signed certificate is trusted with ca_cert_path and its decisions enforced; without the CA the certificate is refused in one line and nothing is enforced; insecure_skip_verify reaches it"
+    )
+    func crowdsecTLS() throws {
+        guard CrowdSecLAPI.available() else { return }
+        try withTestNetwork("D") { network, scratch in
+            let lapi = try CrowdSecLAPI(namespace: network.receiver)
+            defer { lapi.remove() }
+            try lapi.start()
+            let key = try lapi.bouncerKey("portcullis-test")
+            #expect(try lapi.cscli(["decisions", "add", "-i", "198.18.0.50", "-d", "10m"]).status == 0)
+            // The same Local API, now over HTTPS only.
+            lapi.stop()
+            try lapi.serveTLS()
+            try lapi.start()
+            let files = try ConfigurationScratch()
+            defer { files.remove() }
+            let maps = { () throws -> BanMaps in try BanMaps.open(pinnedIn: scratch.pins) }
+            for (keys, enforced) in [
+                (["ca_cert_path = \"\(lapi.certificate)\""], true), ([], false),
+                (["insecure_skip_verify = true"], true),
+            ] {
+                try files.write(
+                    crowdsecConfiguration(lapi, ["api_key = \"\(key)\"", "update_frequency = 1"] + keys))
+                let (daemon, output) = try startDaemon(
+                    network,
+                    ["--config", files.path, "--pin-dir", scratch.path, "--state-dir", files.directory + "/state"],
+                    waitUntilReading: true)
+                defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+                var installed = false
+                if enforced {
+                    installed = try eventually(within: 10) {
+                        try crowdsecEntries(try maps())["198.18.0.50"] == "crowdsec/cscli"
+                    }
+                } else {
+                    SystemClock.sleep(nanoseconds: 2_500_000_000)
+                }
+                let text = stopDaemon(daemon, output)
+                #expect(daemon.terminationStatus == 0, "\(text)")
+                #expect(installed == enforced, "\(keys): \(text)")
+                if !enforced {
+                    let refused = text.split(separator: "\n").filter { $0.contains("is unreachable") }
+                    #expect(refused.count == 1 && refused[0].contains("certificate"), "\(text)")
+                }
+                // The next run starts from nothing: what this one installed goes.
+                let installer = DecisionInstaller(maps: try maps())
+                _ = try installer.replaceAll([])
+                #expect(try crowdsecEntries(try maps()).isEmpty)
+            }
         }
     }
 }
