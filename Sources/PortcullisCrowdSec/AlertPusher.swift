@@ -66,9 +66,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
     private let say: @Sendable (String, Bool) -> Void
     private let queue = Mutex<[Alert]>([])
     private let statistics = Mutex(AlertStatistics())
-    private let wake = StopFlag()
-    private let stop = StopFlag()
-    private var thread: SystemThread?
+    private let thread = LAPIThread()
     private var token: (text: String, renewAt: Double)?
     /// Alerts per request.
     static let batch = 100
@@ -93,15 +91,12 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
     }
 
     public func start() throws(Errno) {
-        thread = try SystemThread.spawn { [self] in run() }
+        try thread.start { [self] in run() }
     }
 
     /// Stops its thread; alerts still queued are counted as dropped (`stopping`).
     public func stopAndJoin() {
-        stop.set()
-        client.cancel()
-        thread?.join()
-        thread = nil
+        thread.stopAndJoin(client)
         let left = queue.withLock { queue in
             defer { queue = [] }
             return queue.count
@@ -135,7 +130,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
     private func run() {
         var failures = 0
         var lastSaid: String?
-        while !stop.isSet {
+        while !thread.isStopping {
             let batch = queue.withLock { Array($0.prefix(Self.batch)) }
             guard !batch.isEmpty else {
                 SystemClock.sleep(nanoseconds: 50_000_000)
@@ -175,7 +170,9 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                 }
                 let backOff = min(Double(1 << min(failures, 6)), 60)
                 let until = SystemClock.monotonicSeconds() + backOff
-                while !stop.isSet, SystemClock.monotonicSeconds() < until { SystemClock.sleep(nanoseconds: 50_000_000) }
+                while !thread.isStopping, SystemClock.monotonicSeconds() < until {
+                    SystemClock.sleep(nanoseconds: 50_000_000)
+                }
             }
         }
     }

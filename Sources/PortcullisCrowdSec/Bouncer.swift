@@ -77,11 +77,10 @@ public final class Bouncer: @unchecked Sendable {
     public let settings: BouncerSettings
     private let client: LAPIClient
     private let say: @Sendable (String, Bool) -> Void
-    private let stop = StopFlag()
     private let statistics = Mutex(BouncerStatistics())
     private var set: DecisionSet
     private let installer: DecisionInstaller
-    private var thread: SystemThread?
+    private let thread = LAPIThread()
 
     /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
     public init(
@@ -99,15 +98,12 @@ public final class Bouncer: @unchecked Sendable {
 
     /// Starts its thread.
     public func start() throws(Errno) {
-        thread = try SystemThread.spawn { [self] in run() }
+        try thread.start { [self] in run() }
     }
 
     /// Stops its thread (a request under way ends within a second). The entries stay in force.
     public func stopAndJoin() {
-        stop.set()
-        client.cancel()
-        thread?.join()
-        thread = nil
+        thread.stopAndJoin(client)
     }
 
     /// The next pull is a full one: at start, after a failed pull or install.
@@ -121,7 +117,7 @@ public final class Bouncer: @unchecked Sendable {
         var nextPull = 0.0
         var lastFull = 0.0
         var lastSaid: String?
-        while !stop.isSet {
+        while !thread.isStopping {
             let now = SystemClock.monotonicSeconds()
             if now >= nextPull {
                 let started = now

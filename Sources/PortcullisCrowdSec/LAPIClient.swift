@@ -136,3 +136,23 @@ private func withCStrings<T>(_ strings: [String], _ body: ([UnsafePointer<CChar>
     defer { for copy in copies { free(copy) } }
     return body(copies.map { UnsafePointer($0) })
 }
+
+/// The thread of a LAPI client (the bouncer's, the pusher's): started once; stopped by a flag its
+/// loop watches and by ending the request under way (within a second).
+final class LAPIThread: @unchecked Sendable {
+    private let stop = StopFlag()
+    private var thread: SystemThread?
+
+    var isStopping: Bool { stop.isSet }
+
+    func start(_ body: @escaping @Sendable () -> Void) throws(Errno) {
+        thread = try SystemThread.spawn(body)
+    }
+
+    func stopAndJoin(_ client: LAPIClient) {
+        stop.set()
+        client.cancel()
+        thread?.join()
+        thread = nil
+    }
+}

@@ -57,6 +57,23 @@ extension DaemonProcessTests {
         return try network.run(in: network.receiver, ["/usr/bin/curl", "-sS", "--max-time", "10", url]).stdout
     }
 
+    /// Runs `body` with a test network, a started scratch Local API in its receiver namespace and
+    /// a configuration scratch directory; removes all three after it (nothing without crowdsec,
+    /// outside CI).
+    func withLocalAPI(
+        _ tag: String, _ body: (TestNetwork, ScratchPinDirectory, CrowdSecLAPI, ConfigurationScratch) throws -> Void
+    ) throws {
+        guard CrowdSecLAPI.available() else { return }
+        try withTestNetwork(tag) { network, scratch in
+            let lapi = try CrowdSecLAPI(namespace: network.receiver)
+            defer { lapi.remove() }
+            try lapi.start()
+            let files = try ConfigurationScratch()
+            defer { files.remove() }
+            try body(network, scratch, lapi, files)
+        }
+    }
+
     /// A series' value in a scrape.
     func sample(_ text: String, _ series: String) -> Double? {
         for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
@@ -69,14 +86,8 @@ extension DaemonProcessTests {
         "CrowdSec bouncer: an Ip and a Range decision drop their sources within update_frequency + 1 s and nothing else; deletion lifts both; a local ban and its unban never undo a decision, nor the other way round; captcha and allowlisted decisions are counted, not enforced"
     )
     func crowdsecDecisions() throws {
-        guard CrowdSecLAPI.available() else { return }
-        try withTestNetwork("y") { network, scratch in
-            let lapi = try CrowdSecLAPI(namespace: network.receiver)
-            defer { lapi.remove() }
-            try lapi.start()
+        try withLocalAPI("y") { network, scratch, lapi, files in
             let key = try lapi.bouncerKey("portcullis-test")
-            let files = try ConfigurationScratch()
-            defer { files.remove() }
             try files.write(crowdsecConfiguration(lapi, ["api_key = \"\(key)\"", "update_frequency = \"1s\""]))
             let ready = files.directory + "/ready.json"
             let socket = files.directory + "/control.sock"
@@ -173,14 +184,8 @@ extension DaemonProcessTests {
         "CrowdSec bouncer: 50,000 imported decisions enforced (what the deltas missed repaired by a resync; install times reported); a daemon restarted while decisions came and went converges to exactly the LAPI's set in one pull"
     )
     func crowdsecImport() throws {
-        guard CrowdSecLAPI.available() else { return }
-        try withTestNetwork("z") { network, scratch in
-            let lapi = try CrowdSecLAPI(namespace: network.receiver)
-            defer { lapi.remove() }
-            try lapi.start()
+        try withLocalAPI("z") { network, scratch, lapi, files in
             let key = try lapi.bouncerKey("portcullis-test")
-            let files = try ConfigurationScratch()
-            defer { files.remove() }
             try files.write(
                 crowdsecConfiguration(
                     lapi, ["api_key = \"\(key)\"", "update_frequency = \"1s\"", "resync_frequency = \"5s\""]))
@@ -251,15 +256,9 @@ extension DaemonProcessTests {
         "CrowdSec alerts: a jail's ban becomes an alert and, by the profile, a decision the bouncer brings back; the LAPI stopped 30 s: banning goes on, the decisions stay enforced, the queued alert and a new decision arrive when it returns"
     )
     func crowdsecAlertsAndOutage() throws {
-        guard CrowdSecLAPI.available() else { return }
-        try withTestNetwork("A") { network, scratch in
-            let lapi = try CrowdSecLAPI(namespace: network.receiver)
-            defer { lapi.remove() }
-            try lapi.start()
+        try withLocalAPI("A") { network, scratch, lapi, files in
             let key = try lapi.bouncerKey("portcullis-test")
             try lapi.addMachine("portcullis-test", password: "test-password-0123456789")
-            let files = try ConfigurationScratch()
-            defer { files.remove() }
             try files.write(
                 crowdsecConfiguration(
                     lapi,
@@ -330,14 +329,8 @@ extension DaemonProcessTests {
         "CrowdSec bad input: a wrong api_key is one clear error, retried, while the jails ban; alerts with alert_decisions carry Portcullis's ban and its duration"
     )
     func crowdsecWrongKey() throws {
-        guard CrowdSecLAPI.available() else { return }
-        try withTestNetwork("B") { network, scratch in
-            let lapi = try CrowdSecLAPI(namespace: network.receiver)
-            defer { lapi.remove() }
-            try lapi.start()
+        try withLocalAPI("B") { network, scratch, lapi, files in
             try lapi.addMachine("portcullis-test", password: "test-password-0123456789")
-            let files = try ConfigurationScratch()
-            defer { files.remove() }
             try files.write(
                 crowdsecConfiguration(
                     lapi,
@@ -474,19 +467,13 @@ extension DaemonProcessTests {
         "CrowdSec over TLS: a Local API with a self-signed certificate is trusted with ca_cert_path and its decisions enforced; without the CA the certificate is refused in one line and nothing is enforced; insecure_skip_verify reaches it"
     )
     func crowdsecTLS() throws {
-        guard CrowdSecLAPI.available() else { return }
-        try withTestNetwork("D") { network, scratch in
-            let lapi = try CrowdSecLAPI(namespace: network.receiver)
-            defer { lapi.remove() }
-            try lapi.start()
+        try withLocalAPI("D") { network, scratch, lapi, files in
             let key = try lapi.bouncerKey("portcullis-test")
             #expect(try lapi.cscli(["decisions", "add", "-i", "198.18.0.50", "-d", "10m"]).status == 0)
             // The same Local API, now over HTTPS only.
             lapi.stop()
             try lapi.serveTLS()
             try lapi.start()
-            let files = try ConfigurationScratch()
-            defer { files.remove() }
             let maps = { () throws -> BanMaps in try BanMaps.open(pinnedIn: scratch.pins) }
             for (keys, enforced) in [
                 (["ca_cert_path = \"\(lapi.certificate)\""], true), ([], false),
