@@ -133,7 +133,8 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
         while !thread.isStopping {
             let batch = queue.withLock { Array($0.prefix(Self.batch)) }
             guard !batch.isEmpty else {
-                SystemClock.sleep(nanoseconds: 50_000_000)
+                // Five looks a second: an alert waits at most 0.2 s, an idle daemon barely wakes.
+                SystemClock.sleep(nanoseconds: 200_000_000)
                 continue
             }
             do throws(LAPIError) {

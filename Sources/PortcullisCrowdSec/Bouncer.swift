@@ -121,19 +121,20 @@ public final class Bouncer: @unchecked Sendable {
             let now = SystemClock.monotonicSeconds()
             if now >= nextPull {
                 let started = now
-                let repair = !needsFull && settings.resyncFrequency > 0 && now - lastFull >= settings.resyncFrequency
+                let full = needsFull
+                let repair = !full && settings.resyncFrequency > 0 && now - lastFull >= settings.resyncFrequency
+                // Set again by a failed install (the next pull is then a full one).
+                needsFull = false
                 do throws(LAPIError) {
-                    let (changed, install) = try pull(full: needsFull, repair: repair)
-                    if lastSaid != nil || needsFull || changed >= 1000 || (repair && changed > 0) {
-                        let how =
-                            needsFull ? "synchronised with" : repair ? "repaired by a full pull from" : "pulled from"
+                    let (changed, install) = try pull(full: full, repair: repair)
+                    if lastSaid != nil || full || changed >= 1000 || (repair && changed > 0) {
+                        let how = full ? "synchronised with" : repair ? "repaired by a full pull from" : "pulled from"
                         say(
                             "crowdsec: \(how) \(settings.connection.url): "
                                 + "\(set.count) decision(s) on \(set.networks) network(s) enforced; "
                                 + "\(changed) change(s) installed in \(Self.milliseconds(install)) ms", false)
                     }
-                    if needsFull || repair { lastFull = started }
-                    needsFull = false
+                    if full || repair { lastFull = started }
                     failures = 0
                     lastSaid = nil
                     nextPull = started + settings.updateFrequency
@@ -159,6 +160,7 @@ public final class Bouncer: @unchecked Sendable {
                         case .status(let code, _) where code == 401 || code == 403: "refused"
                         case .status: "status"
                         case .malformed: "malformed"
+                        case .install: "install"
                         case .cancelled: "cancelled"
                         }
                     statistics.withLock {
@@ -185,6 +187,7 @@ public final class Bouncer: @unchecked Sendable {
             "the Local API at \(url) refused the api_key (HTTP \(code) \(message)): give the key "
                 + "`cscli bouncers add NAME -o raw` printed"
         case .unreachable(let message): "the Local API at \(url) is unreachable (\(message))"
+        case .install: "\(error)"
         default: "the Local API at \(url): \(error)"
         }
     }
@@ -242,7 +245,7 @@ public final class Bouncer: @unchecked Sendable {
         do throws(FirewallError) {
             held = Set(try installer.replaceAll(set.wanted()))
         } catch {
-            throw .malformed("the maps refused the decisions: \(error)")
+            throw .install("\(error)")
         }
     }
 

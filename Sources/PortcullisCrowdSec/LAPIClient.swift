@@ -12,6 +12,8 @@ public enum LAPIError: Error, CustomStringConvertible, Equatable {
     case malformed(String)
     /// The request was ended because the daemon stops.
     case cancelled
+    /// The answer came, but the maps refused what it holds (a full layer, say).
+    case install(String)
 
     public var description: String {
         switch self {
@@ -19,6 +21,7 @@ public enum LAPIError: Error, CustomStringConvertible, Equatable {
         case .status(let code, let message): "HTTP \(code)" + (message.isEmpty ? "" : ": \(message)")
         case .malformed(let message): "malformed answer: \(message)"
         case .cancelled: "cancelled"
+        case .install(let message): "the maps refused the decisions: \(message)"
         }
     }
 }

@@ -179,7 +179,7 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
                         "Decisions not enforced: not a ban, a scope or origin left out, malformed, allowlisted, ended.",
                         [("reason", reason.rawValue)], Double(bouncer.skipped[reason] ?? 0)))
             }
-            for kind in ["unreachable", "refused", "status", "malformed"] {
+            for kind in ["unreachable", "refused", "status", "malformed", "install"] {
                 samples.append(
                     .counter(
                         "portcullis_crowdsec_pull_errors_total", "Pulls that failed, by kind.", [("kind", kind)],
