@@ -162,8 +162,9 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     failures += 1
                     line = Self.explain(error, url: settings.connection.url)
                 }
-                if line != lastSaid { say("crowdsec: " + line, true) }
-                lastSaid = line
+                // One line per kind of failure, not one per retry (libcurl's message varies).
+                if error.sameness != lastSaid { say("crowdsec: " + line, true) }
+                lastSaid = error.sameness
                 statistics.withLock {
                     $0.errors += 1
                     $0.connected = false

@@ -108,6 +108,8 @@ public final class Bouncer: @unchecked Sendable {
 
     /// The next pull is a full one: at start, after a failed pull or install.
     private var needsFull = true
+    /// A full pull has been applied once (its skips counted).
+    private var resynchronised = false
     /// Networks another list's entry held when they were to be installed: tried again at each
     /// pull (that list may have been unloaded since, taking the entry with it).
     private var held = Set<IPNetwork>()
@@ -151,20 +153,14 @@ public final class Bouncer: @unchecked Sendable {
                     failures += 1
                     needsFull = true
                     let line = Self.explain(error, url: settings.connection.url)
-                    // One line per kind of failure, not one per retry.
-                    if line != lastSaid { say("crowdsec: " + line + "; the decisions in force stay, retrying", true) }
-                    lastSaid = line
-                    let kind: String =
-                        switch error {
-                        case .unreachable: "unreachable"
-                        case .status(let code, _) where code == 401 || code == 403: "refused"
-                        case .status: "status"
-                        case .malformed: "malformed"
-                        case .install: "install"
-                        case .cancelled: "cancelled"
-                        }
+                    // One line per kind of failure, not one per retry (libcurl's message varies
+                    // from one try to the next: "after 0 ms", "after 1 ms").
+                    if error.sameness != lastSaid {
+                        say("crowdsec: " + line + "; the decisions in force stay, retrying", true)
+                    }
+                    lastSaid = error.sameness
                     statistics.withLock {
-                        $0.pullErrors[kind, default: 0] += 1
+                        $0.pullErrors[error.kind, default: 0] += 1
                         $0.connected = false
                         $0.lastError = line
                     }
@@ -207,8 +203,15 @@ public final class Bouncer: @unchecked Sendable {
         let started = SystemClock.monotonicSeconds()
         var changed = 0
         if full {
-            set.reset()
-            _ = set.apply(stream, now: now)
+            // The first full pull counts what it skips; a later one (after a failure) brings the
+            // same decisions again and does not.
+            if resynchronised {
+                _ = set.resync(stream, now: now)
+            } else {
+                set.reset()
+                _ = set.apply(stream, now: now)
+                resynchronised = true
+            }
             held = []
             try replaceAll()
             changed = set.networks

@@ -15,6 +15,26 @@ public enum LAPIError: Error, CustomStringConvertible, Equatable {
     /// The answer came, but the maps refused what it holds (a full layer, say).
     case install(String)
 
+    /// The kind, as the metrics label it: `unreachable`, `refused` (401, 403), `status` (another
+    /// answer that is not success), `malformed`, `install`, `cancelled`.
+    public var kind: String {
+        switch self {
+        case .unreachable: "unreachable"
+        case .status(let code, _) where code == 401 || code == 403: "refused"
+        case .status: "status"
+        case .malformed: "malformed"
+        case .install: "install"
+        case .cancelled: "cancelled"
+        }
+    }
+
+    /// What tells one failure from another for the log: the kind, and a status's code (a
+    /// message may vary from one try to the next).
+    var sameness: String {
+        if case .status(let code, _) = self { return "status \(code)" }
+        return kind
+    }
+
     public var description: String {
         switch self {
         case .unreachable(let message): "unreachable: \(message)"
