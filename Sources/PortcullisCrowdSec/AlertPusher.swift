@@ -41,7 +41,6 @@ public struct AlertStatistics: Sendable {
     public var dropped: [String: UInt64] = [:]
     public var queued = 0
     public var logins: UInt64 = 0
-    public var errors: UInt64 = 0
     public var connected = false
     public var lastError: String?
 }
@@ -166,7 +165,6 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                 if error.sameness != lastSaid { say("crowdsec: " + line, true) }
                 lastSaid = error.sameness
                 statistics.withLock {
-                    $0.errors += 1
                     $0.connected = false
                     $0.lastError = line
                 }

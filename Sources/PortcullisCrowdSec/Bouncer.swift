@@ -1,3 +1,4 @@
+import CPortcullis
 import Foundation
 import PortcullisCore
 import PortcullisSystem
@@ -282,7 +283,9 @@ public final class DecisionInstaller {
         if let slot = slots[origin] { return slot }
         let name = Self.origin(origin)
         guard let slot = try maps.originSlots(for: [name])[name] else {
-            throw .invalidAddress("no origin slot is free for \(name)")
+            throw .invalidAddress(
+                "no origin slot is free for \(name): all \(PC_MAX_ORIGINS - 1) are named (jails, lists, CrowdSec "
+                    + "origins); unload a list (portcullis blocklist unload NAME) or give fewer jails")
         }
         slots[origin] = slot
         owned.insert(slot)

@@ -440,9 +440,10 @@ struct Portcullisd: ParsableCommand {
         let metricsEndpoint = try metricsEndpoint()
         let prefixLengths = try prefixLengths()
         let blocklists = BlocklistFeeds()
-        let blocklistSettings = try BlocklistFeeds.settings(config: config)
-        let crowdsecSettings =
-            try config.map { (path) throws(ConfigurationError) in try ConfigurationFile.load(path).crowdsec } ?? nil
+        // The file's lists and [crowdsec], read once (its jails and flags are in `configuration`).
+        let file = try config.map { (path) throws(ConfigurationError) in try ConfigurationFile.load(path) }
+        let blocklistSettings = file?.blocklists ?? []
+        let crowdsecSettings = file?.crowdsec
         let crowdsec = CrowdSecLink()
         // Read and checked before the interface is touched; loaded once the maps are open.
         if let config { for list in blocklistSettings { _ = try BlocklistFeeds.read(list, config: config) } }
@@ -623,8 +624,10 @@ struct Portcullisd: ParsableCommand {
                 // The configuration's lists too (one that cannot be read or has a bad line leaves
                 // the lists in force as they were).
                 if let config, daemon !== previous {
+                    // The file once more, for its lists and [crowdsec] (the reload read its jails).
+                    let file = Result { () throws(ConfigurationError) in try ConfigurationFile.load(config) }
                     do {
-                        let settings = try BlocklistFeeds.settings(config: config)
+                        let settings = try file.get().blocklists
                         for line in try blocklists.load(settings, config: config, maps: maps) {
                             say("portcullisd: SIGHUP: " + line)
                         }
@@ -636,7 +639,7 @@ struct Portcullisd: ParsableCommand {
                     // And [crowdsec]: a changed table restarts the bouncer (which resynchronises)
                     // and the pusher; an unchanged one keeps them running.
                     do {
-                        let settings = try ConfigurationFile.load(config).crowdsec
+                        let settings = try file.get().crowdsec
                         for line in try crowdsec.startAlerts(settings, jails: daemon.configuration)
                             + crowdsec.startBouncer(settings, maps: maps, daemon: daemon)
                         {
