@@ -80,7 +80,7 @@ public final class Bouncer: @unchecked Sendable {
     private let say: @Sendable (String, Bool) -> Void
     private let statistics = Mutex(BouncerStatistics())
     private var set: DecisionSet
-    private let installer: DecisionInstaller
+    private let installer: ListInstaller
     private let thread = LAPIThread()
 
     /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
@@ -91,7 +91,7 @@ public final class Bouncer: @unchecked Sendable {
         self.settings = settings
         self.say = say
         client = try LAPIClient(settings.connection)
-        installer = DecisionInstaller(maps: maps)
+        installer = ListInstaller(maps: maps, prefix: "crowdsec/")
         set = DecisionSet(filter: settings.filter, allowlist: allowlist)
     }
 
@@ -264,64 +264,5 @@ public final class Bouncer: @unchecked Sendable {
             needsFull = true
             say("crowdsec: the maps refused decisions: \(error); resynchronising at the next pull", true)
         }
-    }
-}
-
-/// Writes a decision set's networks into the XDP program's list layer, each with its origin slot
-/// `crowdsec/ORIGIN` (named on first use) and its end: what the bouncer does after each pull.
-public final class DecisionInstaller {
-    private let maps: BanMaps
-    private var slots: [String: UInt32] = [:]
-    private var owned = Set<UInt32>()
-
-    public init(maps: BanMaps) { self.maps = maps }
-
-    static func origin(_ name: String) -> String { "crowdsec/" + name }
-
-    /// The slot of `crowdsec/ORIGIN`.
-    private func slot(_ origin: String) throws(FirewallError) -> UInt32 {
-        if let slot = slots[origin] { return slot }
-        let name = Self.origin(origin)
-        guard let slot = try maps.originSlots(for: [name])[name] else {
-            throw .invalidAddress(
-                "no origin slot is free for \(name): all \(PC_MAX_ORIGINS - 1) are named (jails, lists, CrowdSec "
-                    + "origins); unload a list (portcullis blocklist unload NAME) or give fewer jails")
-        }
-        slots[origin] = slot
-        owned.insert(slot)
-        return slot
-    }
-
-    private func entry(_ network: IPNetwork, _ claim: DecisionSet.Claim) throws(FirewallError) -> ListEntry {
-        ListEntry(network: network, expiry: .at(bootNanoseconds: claim.end), origin: try slot(claim.origin))
-    }
-
-    /// `wanted` in place of every entry of a `crowdsec/` origin (also those of an earlier run),
-    /// in one swap per family. - Returns: networks another list holds (not installed).
-    public func replaceAll(_ wanted: [(IPNetwork, DecisionSet.Claim)]) throws(FirewallError) -> [IPNetwork] {
-        for (slot, name) in try maps.originNames() where name.hasPrefix("crowdsec/") {
-            owned.insert(slot)
-            slots[String(name.dropFirst("crowdsec/".count))] = slot
-        }
-        var entries: [ListEntry] = []
-        entries.reserveCapacity(wanted.count)
-        for (network, claim) in wanted { entries.append(try entry(network, claim)) }
-        let owned = self.owned
-        return try maps.replaceListEntries(owned: { owned.contains($0) }, with: entries).heldByOthers
-    }
-
-    /// `changes` in place, batched. - Returns: networks another list holds (not installed).
-    public func apply(_ changes: [DecisionSet.Change]) throws(FirewallError) -> [IPNetwork] {
-        var adding: [ListEntry] = []
-        var removing: [IPNetwork] = []
-        for change in changes {
-            switch change {
-            case .install(let network, let claim): adding.append(try entry(network, claim))
-            case .remove(let network): removing.append(network)
-            }
-        }
-        let owned = self.owned
-        return try maps.updateListEntries(owned: { owned.contains($0) }, adding: adding, removing: removing)
-            .heldByOthers
     }
 }

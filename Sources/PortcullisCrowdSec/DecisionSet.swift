@@ -1,4 +1,5 @@
 import PortcullisCore
+import XDPFirewall
 
 /// Which decisions a bouncer enforces: the usual bouncer filters.
 public struct DecisionFilter: Sendable, Equatable {
@@ -35,64 +36,11 @@ public enum SkipReason: String, Sendable, CaseIterable {
 /// whose last decision goes is lifted. Times are `CLOCK_BOOTTIME` nanoseconds (what the XDP program
 /// compares a ban's end with).
 public struct DecisionSet: Sendable {
-    public struct Claim: Sendable, Equatable {
-        public let end: UInt64
-        public let origin: String
-    }
+    public typealias Claim = ListClaim
+    public typealias Change = ListChange
 
-    /// What the maps should hold for a network now: its longest claim, or nothing.
-    public enum Change: Sendable, Equatable {
-        case install(IPNetwork, Claim)
-        case remove(IPNetwork)
-
-        public var network: IPNetwork {
-            switch self {
-            case .install(let network, _), .remove(let network): network
-            }
-        }
-    }
-
-    /// The decisions of one network: the first inline (most networks have one), others beside.
-    struct Held: Sendable {
-        var id: Int
-        var claim: Claim
-        var more: [Int: Claim]?
-
-        var longest: Claim {
-            guard let more else { return claim }
-            return more.values.reduce(claim) { ($0.end, $0.origin) < ($1.end, $1.origin) ? $1 : $0 }
-        }
-
-        func forEach(_ body: (Int, Claim) -> Void) {
-            body(id, claim)
-            for (id, claim) in more ?? [:] { body(id, claim) }
-        }
-
-        func claim(_ id: Int) -> Claim? { id == self.id ? claim : more?[id] }
-
-        mutating func set(_ id: Int, _ claim: Claim) {
-            if id == self.id { self.claim = claim } else { more = (more ?? [:]).merging([id: claim]) { $1 } }
-        }
-
-        /// - Returns: whether none is left.
-        mutating func remove(_ id: Int) -> Bool {
-            if id == self.id {
-                guard let (next, claim) = more?.first else { return true }
-                self.id = next
-                self.claim = claim
-                more![next] = nil
-            } else {
-                more?[id] = nil
-            }
-            if more?.isEmpty == true { more = nil }
-            return false
-        }
-    }
-
-    private var held: [IPNetwork: Held] = [:]
-    private var networkOf: [Int: IPNetwork] = [:]
-    /// Each decision's end, earliest first (entries of decisions since gone are skipped).
-    private var ends = EndHeap<Int>()
+    /// The decisions by id, each on its network.
+    private var claims = ListClaims<Int>()
     public var filter: DecisionFilter
     public var allowlist: [IPNetwork]
     /// Decisions skipped since the start, by reason.
@@ -103,36 +51,28 @@ public struct DecisionSet: Sendable {
         self.allowlist = allowlist
     }
 
-    public var count: Int { networkOf.count }
-    public var networks: Int { held.count }
+    public var count: Int { claims.count }
+    public var networks: Int { claims.networks }
 
     /// In force per origin and scope (for the metrics).
     public func census() -> [String: (ip: Int, range: Int)] {
         var census: [String: (ip: Int, range: Int)] = [:]
-        for (network, decisions) in held {
-            decisions.forEach { _, claim in
-                var entry = census[claim.origin] ?? (0, 0)
-                if network.isSingleAddress { entry.ip += 1 } else { entry.range += 1 }
-                census[claim.origin] = entry
-            }
+        claims.forEachClaim { network, claim in
+            var entry = census[claim.origin] ?? (0, 0)
+            if network.isSingleAddress { entry.ip += 1 } else { entry.range += 1 }
+            census[claim.origin] = entry
         }
         return census
     }
 
     /// The longest claim of `network`.
-    public func longest(_ network: IPNetwork) -> Claim? { held[network]?.longest }
+    public func longest(_ network: IPNetwork) -> Claim? { claims.longest(network) }
 
     /// Every network with its longest claim: what a resync installs.
-    public func wanted() -> [(IPNetwork, Claim)] {
-        held.map { ($0.key, $0.value.longest) }
-    }
+    public func wanted() -> [(IPNetwork, Claim)] { claims.wanted() }
 
     /// Forgets everything (a full pull starts anew).
-    public mutating func reset() {
-        held = [:]
-        networkOf = [:]
-        ends.removeAll()
-    }
+    public mutating func reset() { claims.reset() }
 
     /// The network a decision names if it is to be enforced, else why not (counted).
     mutating func admit(_ decision: Decision) -> IPNetwork? {
@@ -186,27 +126,20 @@ public struct DecisionSet: Sendable {
         countMalformed(stream.malformed)
         // Room first: a pull of the community blocklist grows them by tens of thousands at once.
         var touched = Set<IPNetwork>(minimumCapacity: stream.new.count + stream.deleted.count)
-        held.reserveCapacity(held.count + stream.new.count)
-        networkOf.reserveCapacity(networkOf.count + stream.new.count)
+        claims.reserve(stream.new.count)
         for decision in stream.deleted {
-            if let network = remove(id: decision.id) { touched.insert(network) }
+            if let network = claims.remove(decision.id) { touched.insert(network) }
         }
         for decision in stream.new {
             // A decision that comes again (same id) replaces what it was.
-            if let network = remove(id: decision.id) { touched.insert(network) }
+            if let network = claims.remove(decision.id) { touched.insert(network) }
             guard let network = admit(decision) else { continue }
             let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
-            let claim = Claim(end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
-            if held[network] == nil {
-                held[network] = Held(id: decision.id, claim: claim)
-            } else {
-                held[network]!.set(decision.id, claim)
-            }
-            networkOf[decision.id] = network
-            ends.push(end, decision.id)
+            claims.set(
+                decision.id, network, Claim(end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin))
             touched.insert(network)
         }
-        return touched.map { network in longest(network).map { .install(network, $0) } ?? .remove(network) }
+        return touched.map { claims.change($0) }
     }
 
     /// Replaces the whole set by a full pull's (`startup=true`) and returns what differs: the
@@ -218,39 +151,10 @@ public struct DecisionSet: Sendable {
         reset()
         _ = apply(stream, now: now)
         skipped = counted
-        var changes: [Change] = []
-        for (network, claim) in wanted() where before[network].map({ !Self.same($0, claim) }) ?? true {
-            changes.append(.install(network, claim))
-        }
-        for network in before.keys where held[network] == nil { changes.append(.remove(network)) }
-        return changes
-    }
-
-    /// The same claim for the maps: one origin, ends within a second (each pull computes an end
-    /// from the remaining time it is given).
-    static func same(_ a: Claim, _ b: Claim) -> Bool {
-        a.origin == b.origin && (a.end > b.end ? a.end - b.end : b.end - a.end) < 1_000_000_000
+        return claims.changes(since: before)
     }
 
     /// Drops the claims ended by `now`, earliest first. - Returns: the networks whose longest claim
     /// changed.
-    public mutating func purge(now: UInt64) -> [Change] {
-        var touched = Set<IPNetwork>()
-        while let first = ends.first, first.end <= now {
-            ends.popFirst()
-            // A decision deleted, or replaced by one with a later end, since: not due.
-            guard let network = networkOf[first.key], held[network]?.claim(first.key)?.end == first.end else {
-                continue
-            }
-            _ = remove(id: first.key)
-            touched.insert(network)
-        }
-        return touched.map { network in longest(network).map { .install(network, $0) } ?? .remove(network) }
-    }
-
-    private mutating func remove(id: Int) -> IPNetwork? {
-        guard let network = networkOf.removeValue(forKey: id) else { return nil }
-        if held[network]?.remove(id) == true { held[network] = nil }
-        return network
-    }
+    public mutating func purge(now: UInt64) -> [Change] { claims.purge(now: now) }
 }

@@ -28,10 +28,15 @@ extension DaemonProcessTests {
 
     /// The list layer's entries of `crowdsec/` origins: network → origin.
     func crowdsecEntries(_ maps: BanMaps) throws -> [String: String] {
+        try originEntries(maps, prefix: "crowdsec/")
+    }
+
+    /// The list layer's entries of origins named `PREFIX...`: network → origin.
+    func originEntries(_ maps: BanMaps, prefix: String) throws -> [String: String] {
         let names = try maps.originNames()
         var entries: [String: String] = [:]
         for entry in try maps.listEntries() {
-            if let name = names[entry.origin], name.hasPrefix("crowdsec/") { entries[entry.network.description] = name }
+            if let name = names[entry.origin], name.hasPrefix(prefix) { entries[entry.network.description] = name }
         }
         return entries
     }
@@ -48,13 +53,21 @@ extension DaemonProcessTests {
 
     /// The metrics endpoint's text, through curl in the daemon's namespace.
     func scrape(_ network: TestNetwork, ready: String) throws -> String {
+        try scrape(in: network.receiver, ready: ready)
+    }
+
+    /// The metrics endpoint's text of the daemon in `namespace`, through curl there.
+    func scrape(in namespace: String, ready: String) throws -> String {
         try #require(eventually(within: 10) { FileManager.default.fileExists(atPath: ready) })
         let text = try String(contentsOfFile: ready, encoding: .utf8)
         let url = try #require(
             text.firstMatch(of: /"metrics":"(http:[^"]+)"/).map {
                 String($0.1).replacingOccurrences(of: "\\/", with: "/")
             })
-        return try network.run(in: network.receiver, ["/usr/bin/curl", "-sS", "--max-time", "10", url]).stdout
+        return try runProcess(
+            "/usr/bin/nsenter",
+            ["--net=/run/netns/\(namespace)", "--", "/usr/bin/curl", "-sS", "--max-time", "10", url]
+        ).stdout
     }
 
     /// Runs `body` with a test network, a started scratch Local API in its receiver namespace and
@@ -502,7 +515,7 @@ extension DaemonProcessTests {
                     #expect(refused.count == 1 && refused[0].contains("certificate"), "\(text)")
                 }
                 // The next run starts from nothing: what this one installed goes.
-                let installer = DecisionInstaller(maps: try maps())
+                let installer = ListInstaller(maps: try maps(), prefix: "crowdsec/")
                 _ = try installer.replaceAll([])
                 #expect(try crowdsecEntries(try maps()).isEmpty)
             }

@@ -43,7 +43,7 @@ extension XDPSuite {
             return Double(SystemClock.monotonicNanoseconds() - start) / 1e9
         }
         for _ in 0..<options.rounds {
-            let installer = DecisionInstaller(maps: maps)
+            let installer = ListInstaller(maps: maps, prefix: "crowdsec/")
             var set = DecisionSet()
             var stream = DecisionStream()
             parse.append(try seconds { stream = try DecisionStream(json: startup) })
