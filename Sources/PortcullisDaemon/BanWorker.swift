@@ -230,7 +230,7 @@ final class BanWorker: @unchecked Sendable {
                 let event = BanEvent(
                     kind: .ban, origin: .filter, addresses: result.banned,
                     monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: jail.name, seconds: result.seconds,
-                    readNanoseconds: state.readNanoseconds, prefixLengths: result.prefixLengths)
+                    readNanoseconds: state.readNanoseconds, prefixLengths: result.prefixLengths, levels: result.levels)
                 for publisher in publishers { publisher.publish(event) }
                 if let aggregator = jail.aggregator { aggregate(result, jail: jail, aggregator: aggregator) }
             }

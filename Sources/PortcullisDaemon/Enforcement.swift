@@ -47,6 +47,8 @@ final class Enforcement: @unchecked Sendable {
         /// Per `banned`, the prefix length of its ban (an address's full length, or the jail's
         /// `ipv6-prefix`).
         var prefixLengths: [Int] = []
+        /// Per `banned`, its escalation level (empty: all 0, a jail without escalation).
+        var levels: [UInt32] = []
     }
 
     /// Installs `jail`'s bans, one batched update per family, never shortening a ban already
@@ -62,12 +64,17 @@ final class Enforcement: @unchecked Sendable {
             result.banned += networks.banned
             result.seconds += networks.seconds
             result.prefixLengths += networks.prefixLengths
+            if !result.levels.isEmpty || !networks.levels.isEmpty {
+                result.levels =
+                    Self.padded(result.levels, exact.isEmpty ? 0 : result.banned.count - networks.banned.count)
+                    + Self.padded(networks.levels, networks.banned.count)
+            }
             result.kept += networks.kept
             result.failed += networks.failed
             return result
         }
         let wallSeconds = SystemClock.wallSeconds()
-        let durations = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
+        let (durations, levels) = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
         var result = Installed()
         let banned: [Int] = lock.withLock { _ in
             let now = clock.bootNow
@@ -87,6 +94,7 @@ final class Enforcement: @unchecked Sendable {
             return outcome.installed
         }
         result.seconds = banned.map { durations[$0] }
+        if !levels.isEmpty { result.levels = banned.map { levels[$0] } }
         result.prefixLengths = result.banned.map { IPNetwork.fullLength($0.family) }
         jail.recordBans(result.banned, seconds: result.seconds, wallSeconds: wallSeconds)
         // An escalated ban lasts longer than the jail's ban time, after which the table would start
@@ -107,7 +115,7 @@ final class Enforcement: @unchecked Sendable {
     /// program passes an ended network ban, and the sweep removes it (`liftEndedNetworkBans`).
     private func installNetworks(_ addresses: [IPAddress], length: Int, jail: Jail, clock: DaemonClock) -> Installed {
         let wallSeconds = SystemClock.wallSeconds()
-        let durations = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
+        let (durations, levels) = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
         var result = Installed()
         lock.withLock { _ in
             let now = clock.bootNow
@@ -125,6 +133,7 @@ final class Enforcement: @unchecked Sendable {
                     result.banned.append(address)
                     result.seconds.append(durations[index])
                     result.prefixLengths.append(length)
+                    if !levels.isEmpty { result.levels.append(levels[index]) }
                 } catch {
                     result.failed.append(address)
                 }
@@ -132,6 +141,11 @@ final class Enforcement: @unchecked Sendable {
         }
         jail.recordBans(result.banned, seconds: result.seconds, wallSeconds: wallSeconds)
         return result
+    }
+
+    /// `levels` of `count` bans (empty: all 0).
+    private static func padded(_ levels: [UInt32], _ count: Int) -> [UInt32] {
+        levels.isEmpty ? [UInt32](repeating: 0, count: count) : levels
     }
 
     static func lasts(_ existing: BanExpiry, atLeastAs new: BanExpiry) -> Bool {

@@ -267,14 +267,16 @@ final class Jail: Sendable {
     }
 
     /// How long each of `addresses` is banned now, in seconds (0: for good): the jail's ban time,
-    /// grown for repeat offenders by its escalation.
-    func banSeconds(for addresses: [IPAddress], wallSeconds: UInt64) -> [UInt64] {
+    /// grown for repeat offenders by its escalation; and each one's level (the bans the history
+    /// counts before this one; empty without escalation: all 0).
+    func banSeconds(for addresses: [IPAddress], wallSeconds: UInt64) -> (seconds: [UInt64], levels: [UInt32]) {
         guard let escalation, let history else {
-            return [UInt64](repeating: policy.banTime, count: addresses.count)
+            return ([UInt64](repeating: policy.banTime, count: addresses.count), [])
         }
         let banTime = policy.banTime
-        return history.previousBans(addresses, jail: escalation.overallJails ? nil : name, wallSeconds: wallSeconds)
-            .map { escalation.banSeconds(base: banTime, previousBans: $0) }
+        let levels = history.previousBans(
+            addresses, jail: escalation.overallJails ? nil : name, wallSeconds: wallSeconds)
+        return (levels.map { escalation.banSeconds(base: banTime, previousBans: $0) }, levels)
     }
 
     /// Adds bans that went in (lasting `seconds` each) to the history escalation counts (when a

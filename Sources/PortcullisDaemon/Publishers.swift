@@ -32,6 +32,9 @@ public struct BanEvent: Sendable {
     /// Per address, the prefix length when the ban is of a network (`2001:2:0:a::` with 64 is
     /// `2001:2:0:a::/64`); empty: every one is an address.
     public let prefixLengths: [Int]
+    /// A filter's bans: per address, its escalation level (how many bans the jail's history
+    /// counted before); empty: all 0.
+    public let levels: [UInt32]
 
     /// `addresses[index]` as written: a network with its length, else the address.
     public func text(_ index: Int) -> String {
@@ -41,8 +44,9 @@ public struct BanEvent: Sendable {
 
     public init(
         kind: Kind, origin: Origin, addresses: [IPAddress], monotonicNanoseconds: UInt64, jail: String? = nil,
-        seconds: [UInt64] = [], readNanoseconds: UInt64? = nil, prefixLengths: [Int] = []
+        seconds: [UInt64] = [], readNanoseconds: UInt64? = nil, prefixLengths: [Int] = [], levels: [UInt32] = []
     ) {
+        self.levels = levels
         self.prefixLengths = prefixLengths
         self.kind = kind
         self.origin = origin
