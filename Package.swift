@@ -1,10 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// One C target faces the OS (libbpf, libxdp, liburing, libnuma, PCRE2, sd-journal, libmicrohttpd, libcurl, socket shims): several system
+// One C target faces the OS (libbpf, libxdp, liburing, libnuma, PCRE2, sd-journal, libmicrohttpd, libcurl, nats.c, socket shims): several system
 // library modules that each include glibc headers clash in debug builds on this toolchain.
 let systemLibraries: [LinkerSetting] = [
-    "bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd", "microhttpd", "curl",
+    "bpf", "xdp", "elf", "z", "uring", "numa", "pcre2-8", "systemd", "microhttpd", "curl", "nats",
 ].map {
     .linkedLibrary($0)
 }
@@ -35,14 +35,19 @@ let product: [Target] = [
     .target(
         name: "PortcullisConfiguration",
         dependencies: [
-            "PortcullisDaemon", "PortcullisCrowdSec", "Fail2ban", "LogTransport", "PortcullisCore", "PortcullisSystem",
-            toml,
+            "PortcullisDaemon", "PortcullisCrowdSec", "PortcullisFleet", "Fail2ban", "LogTransport", "PortcullisCore",
+            "PortcullisSystem", toml,
         ]
     ),
     .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisSystem"]),
     // CrowdSec: a bouncer of a Local API's decisions and a pusher of the jails' alerts (libcurl).
     .target(
         name: "PortcullisCrowdSec",
+        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "PortcullisDaemon"]
+    ),
+    // The fleet: bans shared between hosts through a NATS JetStream key-value bucket (nats.c).
+    .target(
+        name: "PortcullisFleet",
         dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "PortcullisDaemon"]
     ),
     // The Prometheus endpoint: swift-prometheus's registry and text format, libmicrohttpd's HTTP.
@@ -67,7 +72,7 @@ let product: [Target] = [
         dependencies: [
             "PortcullisDaemon", "PortcullisConfiguration", "PortcullisControl", "PortcullisCommandLine",
             "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", "PortcullisMetrics",
-            "PortcullisCrowdSec", argumentParser,
+            "PortcullisCrowdSec", "PortcullisFleet", argumentParser,
         ]
     ),
 ]
@@ -114,7 +119,8 @@ let tests: [Target] = [
         path: "Tests/TransportProbe"
     ),
     .target(
-        name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem", "XDPTesting"], path: "Tests/TestSupport"),
+        name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem", "XDPTesting", "CPortcullis", "CLab"],
+        path: "Tests/TestSupport"),
     .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall"]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
     .testTarget(
@@ -123,7 +129,10 @@ let tests: [Target] = [
     ),
     .testTarget(
         name: "ConfigurationTests",
-        dependencies: ["PortcullisConfiguration", "PortcullisDaemon", "LogTransport", "PortcullisCore", "TestSupport"]
+        dependencies: [
+            "PortcullisConfiguration", "PortcullisDaemon", "LogTransport", "PortcullisCore", "TestSupport",
+            "PortcullisFleet",
+        ]
     ),
     .testTarget(name: "Fail2banTests", dependencies: ["Fail2ban", "PortcullisCore", "TestSupport"]),
     .testTarget(
@@ -135,7 +144,7 @@ let tests: [Target] = [
         dependencies: [
             "PortcullisDaemon", "PortcullisConfiguration", "Fail2ban", "OffenceTable", "PortcullisCore",
             "PortcullisSystem", "LogTransport", "XDPFirewall", "XDPTesting", "TestSupport", "PortcullisMetrics",
-            "PortcullisCrowdSec",
+            "PortcullisCrowdSec", "PortcullisFleet",
         ]
     ),
     .testTarget(name: "LogTransportTests", dependencies: ["LogTransport", "PortcullisSystem", "TestSupport"]),

@@ -58,6 +58,8 @@ public struct ConfigurationFile {
     public let blocklists: [Blocklist]
     /// `[crowdsec]`: a CrowdSec Local API's decisions enforced, and the jails' bans pushed to it.
     public let crowdsec: CrowdSecConfiguration?
+    /// `[fleet]`: bans shared with the other hosts through a NATS JetStream bucket.
+    public let fleet: FleetConfiguration?
     /// Whether the file has `[jail.NAME]` tables (enabled or not).
     public var definesJails: Bool { !jailTables.isEmpty }
     private let defaults: TOMLTable?
@@ -93,6 +95,7 @@ public struct ConfigurationFile {
         var jailTables: [(name: String, table: TOMLTable)] = []
         var blocklists: [Blocklist] = []
         var crowdsec: CrowdSecConfiguration?
+        var fleet: FleetConfiguration?
         for (key, value) in root {
             switch key {
             case "daemon":
@@ -158,10 +161,14 @@ public struct ConfigurationFile {
             case "crowdsec":
                 let table = try Self.table(value, key: key, file: path, locator: locator)
                 crowdsec = try CrowdSecConfiguration.parse(table, file: path, locator: locator)
+            case "fleet":
+                let table = try Self.table(value, key: key, file: path, locator: locator)
+                fleet = try FleetConfiguration.parse(table, file: path, locator: locator)
             default:
                 throw ConfigurationError(
                     file: path, line: locator.line(of: key), key: key,
-                    "unknown section; the file has [daemon], [defaults], [jail.NAME], [blocklist.NAME] and [crowdsec]")
+                    "unknown section; the file has [daemon], [defaults], [jail.NAME], [blocklist.NAME], [crowdsec] and [fleet]"
+                )
             }
         }
         jailTables.sort { (locator.line(of: "jail.\($0.name)") ?? 0) < (locator.line(of: "jail.\($1.name)") ?? 0) }
@@ -178,6 +185,7 @@ public struct ConfigurationFile {
         self.daemonSettings = daemonSettings
         self.blocklists = blocklists.sorted { ($0.line ?? 0) < ($1.line ?? 0) }
         self.crowdsec = crowdsec
+        self.fleet = fleet
         self.defaults = defaults
         self.jailTables = jailTables
     }

@@ -63,12 +63,15 @@ public struct DaemonState: Codable, Sendable, Equatable {
     public var control: ControlCounters
     /// The CrowdSec bouncer and alert push, when `[crowdsec]` runs them.
     public var crowdsec: CrowdSecState?
+    /// The fleet's bucket, when `[fleet]` shares bans.
+    public var fleet: FleetState?
 
     public init(
         pid: Int, uptimeSeconds: Double, lines: UInt64, bans: UInt64, unbans: UInt64, bansInForce: Int, reloads: Int,
-        jails: [JailState], control: ControlCounters, crowdsec: CrowdSecState? = nil
+        jails: [JailState], control: ControlCounters, crowdsec: CrowdSecState? = nil, fleet: FleetState? = nil
     ) {
         self.crowdsec = crowdsec
+        self.fleet = fleet
         self.pid = pid
         self.uptimeSeconds = uptimeSeconds
         self.lines = lines
@@ -82,7 +85,43 @@ public struct DaemonState: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case pid, uptimeSeconds = "uptime_seconds", lines, bans, unbans, bansInForce = "bans_in_force", reloads
-        case jails, control, crowdsec
+        case jails, control, crowdsec, fleet
+    }
+}
+
+/// What the fleet link does, in a status reply.
+public struct FleetState: Codable, Sendable, Equatable {
+    public var host: String
+    public var bucket: String
+    public var servers: [String]
+    public var connected: Bool
+    /// This host's ban changes the bucket took, and those waiting.
+    public var published: UInt64
+    public var queued: Int
+    /// Other hosts' changes received, their bans in force here, and from how many hosts.
+    public var received: UInt64
+    public var bans: Int
+    public var hosts: Int
+    public var lastError: String?
+
+    public init(
+        host: String, bucket: String, servers: [String], connected: Bool, published: UInt64, queued: Int,
+        received: UInt64, bans: Int, hosts: Int, lastError: String?
+    ) {
+        self.host = host
+        self.bucket = bucket
+        self.servers = servers
+        self.connected = connected
+        self.published = published
+        self.queued = queued
+        self.received = received
+        self.bans = bans
+        self.hosts = hosts
+        self.lastError = lastError
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case host, bucket, servers, connected, published, queued, received, bans, hosts, lastError = "last_error"
     }
 }
 

@@ -31,6 +31,10 @@ public enum SystemClock {
     /// Wall-clock seconds since the epoch (`CLOCK_REALTIME`): for records that outlive a boot.
     public static func wallSeconds() -> UInt64 { read(CLOCK_REALTIME) / 1_000_000_000 }
 
+    /// Wall-clock milliseconds since the epoch: times that travel between hosts (their boot
+    /// clocks differ).
+    public static func wallMilliseconds() -> UInt64 { read(CLOCK_REALTIME) / 1_000_000 }
+
     /// Sleeps for `nanoseconds` (resuming after a signal until the time is up).
     public static func sleep(nanoseconds: UInt64) {
         var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))

@@ -86,6 +86,13 @@ struct Status: ParsableCommand {
                         + (alerts.connected ? "connected" : "not reached (\(alerts.lastError ?? "nothing sent yet"))")
                         + ", \(alerts.pushed) pushed, \(alerts.queued) queued, \(alerts.dropped) dropped")
             }
+            if let fleet = status.fleet {
+                print(
+                    "  fleet: host \(fleet.host), bucket \(fleet.bucket) on \(fleet.servers.joined(separator: ",")) "
+                        + (fleet.connected ? "connected" : "not reached (\(fleet.lastError ?? "not yet"))")
+                        + ", \(fleet.published) published, \(fleet.queued) queued, \(fleet.received) received, "
+                        + "\(fleet.bans) bans of \(fleet.hosts) other hosts in force")
+            }
         }
     }
 }

@@ -27,6 +27,8 @@ final class ControlledDaemon: @unchecked Sendable {
     var server: ControlServer?
     /// The CrowdSec bouncer and alert pusher (their metrics).
     var crowdsec: CrowdSecLink?
+    /// The fleet link (its metrics and status).
+    var fleet: FleetLink?
 
     init() {}
 
@@ -75,7 +77,7 @@ final class ControlledDaemon: @unchecked Sendable {
         }
         return DaemonMetrics.Inputs(
             status: daemon.status, maps: maps, control: control, reloads: UInt64(reloads),
-            reloadsRefused: UInt64(attempts - reloads), samples: crowdsec?.samples() ?? [])
+            reloadsRefused: UInt64(attempts - reloads), samples: (crowdsec?.samples() ?? []) + (fleet?.samples() ?? []))
     }
 
     /// Answers one request.
@@ -148,7 +150,8 @@ final class ControlledDaemon: @unchecked Sendable {
         reply.status = DaemonState(
             pid: Int(getpid()), uptimeSeconds: status.uptime, lines: total.lines, bans: total.bans,
             unbans: status.unbans, bansInForce: status.scheduledBans, reloads: state.withLock { $0.reloads },
-            jails: jails, control: server?.counters ?? ControlCounters(), crowdsec: crowdsec?.controlState())
+            jails: jails, control: server?.counters ?? ControlCounters(), crowdsec: crowdsec?.controlState(),
+            fleet: fleet?.controlState())
         return reply
     }
 
@@ -171,9 +174,11 @@ final class ControlledDaemon: @unchecked Sendable {
                     origin.hasPrefix("crowdsec/")
                     ? "a CrowdSec decision: cscli decisions delete "
                         + (entry.network.isSingleAddress ? "-i \(entry.network)" : "-r \(entry.network)")
-                    : origin.hasPrefix("list:")
-                        ? "a blocklist: portcullis blocklist unload \(origin.dropFirst(5)), or take it out of the list's file"
-                        : "a list entry"
+                    : origin.hasPrefix("fleet/")
+                        ? "a ban of the fleet's host \(origin.dropFirst(6)): portcullis unban on that host"
+                        : origin.hasPrefix("list:")
+                            ? "a blocklist: portcullis blocklist unload \(origin.dropFirst(5)), or take it out of the list's file"
+                            : "a list entry"
                 notes.append("\(text) is still dropped by \(origin) (\(entry.network)), \(lift)")
                 break
             }

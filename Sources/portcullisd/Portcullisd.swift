@@ -440,11 +440,13 @@ struct Portcullisd: ParsableCommand {
         let metricsEndpoint = try metricsEndpoint()
         let prefixLengths = try prefixLengths()
         let blocklists = BlocklistFeeds()
-        // The file's lists and [crowdsec], read once (its jails and flags are in `configuration`).
+        // The file's lists, [crowdsec] and [fleet], read once (its jails and flags are in `configuration`).
         let file = try config.map { (path) throws(ConfigurationError) in try ConfigurationFile.load(path) }
         let blocklistSettings = file?.blocklists ?? []
         let crowdsecSettings = file?.crowdsec
+        let fleetSettings = file?.fleet
         let crowdsec = CrowdSecLink()
+        let fleet = FleetLink()
         // Read and checked before the interface is touched; loaded once the maps are open.
         if let config { for list in blocklistSettings { _ = try BlocklistFeeds.read(list, config: config) } }
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
@@ -468,7 +470,7 @@ struct Portcullisd: ParsableCommand {
             controlled.server = server
         }
         // The metrics endpoint too: a port in use refuses the start before anything is attached.
-        var publishers: [BanPublisher] = (log.map { [$0] } ?? []) + [crowdsec]
+        var publishers: [BanPublisher] = (log.map { [$0] } ?? []) + [crowdsec, fleet]
         var metricsServer: MetricsServer?
         if let metricsEndpoint {
             let metrics = DaemonMetrics(version: PortcullisVersion.current)
@@ -513,8 +515,16 @@ struct Portcullisd: ParsableCommand {
             // The alert pusher before the daemon: its first bans are alerts too.
             for line in try crowdsec.startAlerts(crowdsecSettings, jails: configuration) { say("portcullisd: " + line) }
             daemon = try Daemon(configuration: configuration, maps: maps, publishers: publishers)
+            // The fleet before the workers too (their first bans are put), with the allowlist the
+            // other hosts' bans are not enforced in.
+            for line in try fleet.start(
+                fleetSettings, daemon: configuration, maps: maps, allowlist: daemon.driverAllowlist)
+            {
+                say("portcullisd: " + line)
+            }
             try daemon.start()
         } catch {
+            fleet.stop()
             crowdsec.stop()
             server?.close()
             metricsServer?.close()
@@ -552,12 +562,14 @@ struct Portcullisd: ParsableCommand {
         }
         controlled.started(daemon, maps: maps)
         controlled.crowdsec = crowdsec
+        controlled.fleet = fleet
         do {
             for line in try crowdsec.startBouncer(crowdsecSettings, maps: maps, daemon: daemon) {
                 say("portcullisd: " + line)
             }
         } catch {
             crowdsec.stop()
+            fleet.stop()
             daemon.stop()
             server?.close()
             metricsServer?.close()
@@ -585,8 +597,9 @@ struct Portcullisd: ParsableCommand {
         ServiceManager.ready(status: readyStatus(daemon, interfaces: interfaces))
         waitForStop(
             daemon, interfaces: interfaces, maps: maps, objectPath: objectPath, pins: pins, ready: ready,
-            controlled: controlled, blocklists: blocklists, crowdsec: crowdsec, signals: &signals)
+            controlled: controlled, blocklists: blocklists, crowdsec: crowdsec, fleet: fleet, signals: &signals)
         crowdsec.stop()
+        fleet.stop()
         _ = controlStop.set()
         controlled.stop()
         controlThread?.join()
@@ -599,7 +612,7 @@ struct Portcullisd: ParsableCommand {
     private func waitForStop(
         _ running: Daemon, interfaces: [String], maps: BanMaps, objectPath: String, pins: PinDirectory,
         ready: Ready?, controlled: ControlledDaemon, blocklists: BlocklistFeeds, crowdsec: CrowdSecLink,
-        signals: inout StopSignals
+        fleet: FleetLink, signals: inout StopSignals
     ) {
         var daemon = running
         var ready = ready
@@ -624,7 +637,7 @@ struct Portcullisd: ParsableCommand {
                 // The configuration's lists too (one that cannot be read or has a bad line leaves
                 // the lists in force as they were).
                 if let config, daemon !== previous {
-                    // The file once more, for its lists and [crowdsec] (the reload read its jails).
+                    // The file once more, for its lists, [crowdsec] and [fleet] (the reload read its jails).
                     let file = Result { () throws(ConfigurationError) in try ConfigurationFile.load(config) }
                     do {
                         let settings = try file.get().blocklists
@@ -648,6 +661,19 @@ struct Portcullisd: ParsableCommand {
                     } catch {
                         say(
                             "portcullisd: SIGHUP: crowdsec not reloaded: " + Portcullisd.message(for: error),
+                            to: STDERR_FILENO)
+                    }
+                    // And [fleet]: a changed table replaces the node (which reads the bucket again).
+                    do {
+                        let settings = try file.get().fleet
+                        for line in try fleet.start(
+                            settings, daemon: daemon.configuration, maps: maps, allowlist: daemon.driverAllowlist)
+                        {
+                            say("portcullisd: SIGHUP: " + line)
+                        }
+                    } catch {
+                        say(
+                            "portcullisd: SIGHUP: fleet not reloaded: " + Portcullisd.message(for: error),
                             to: STDERR_FILENO)
                     }
                 }

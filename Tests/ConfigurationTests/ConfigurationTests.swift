@@ -2,6 +2,7 @@ import Foundation
 import LogTransport
 @testable import PortcullisConfiguration
 @testable import PortcullisDaemon
+import PortcullisFleet
 import PortcullisCore
 import Testing
 import TestSupport
@@ -261,6 +262,100 @@ struct ConfigurationFileTests {
         )
         #expect(
             try load("[crowdsec]\napi_url = \"http://h/\"\napi_key = \"k\"\n").crowdsec?.bouncer?.updateFrequency == 10)
+    }
+
+    @Test("[fleet]: servers, host, bucket, credentials, TLS and limits; loopback plaintext is taken as it is")
+    func fleetSettings() throws {
+        let file = try load(
+            """
+            [fleet]
+            servers = ["tls://nats-1.example:4222", "tls://nats-2.example:4222"]
+            host = "web-1"
+            bucket = "bans"
+            credentials = "/etc/portcullis/web-1.creds"
+            ca_cert_path = "/etc/portcullis/nats-ca.pem"
+            queue = 500
+            share_crowdsec = true
+            max_age = 86400
+            replicas = 3
+            reconnect_wait = 0.2
+            """)
+        let fleet = try #require(file.fleet).settings
+        #expect(fleet.servers == ["tls://nats-1.example:4222", "tls://nats-2.example:4222"] && fleet.host == "web-1")
+        #expect(fleet.bucket == "bans" && fleet.credentialsPath == "/etc/portcullis/web-1.creds" && fleet.isSecure)
+        #expect(fleet.queueLimit == 500 && fleet.shareCrowdSec && fleet.maxAge == 86_400 && fleet.replicas == 3)
+        #expect(fleet.reconnectWait == 0.2 && fleet.plaintextRemoteServers.isEmpty)
+        // One server on this host, plaintext: the defaults.
+        let local = try #require(try load("[fleet]\nservers = \"nats://127.0.0.1:4222\"\nhost = \"a\"\n").fleet)
+        #expect(local.settings.bucket == "portcullis-bans" && local.settings.queueLimit == 100_000)
+        #expect(!local.settings.allowPlaintext && !local.settings.shareCrowdSec && local.settings.user == nil)
+        // Told to: a plaintext connection across the network.
+        let told = try load(
+            "[fleet]\nservers = [\"nats://[2001:2::1]:4222\"]\nuser = \"a\"\npassword = \"p\"\nallow_plaintext = true\n"
+        )
+        #expect(told.fleet?.settings.plaintextRemoteServers == ["nats://[2001:2::1]:4222"])
+        #expect(FleetSettings.hostOfServer("nats://u:p@[::1]:4222") == "::1" && FleetSettings.isLoopback("::1"))
+    }
+
+    @Test("fleet keys: HOST.ADDRESS with ':' as '_', networks with their length; anything else is no key")
+    func fleetKeys() throws {
+        let v6 = try IPNetwork(parsing: "2001:2::7")
+        #expect(FleetKey.key(host: "web-1", v6) == "web-1.2001_2__7")
+        #expect(FleetKey.key(host: "a", try IPNetwork(parsing: "198.18.1.0/24")) == "a.198.18.1.0/24")
+        #expect(FleetKey.parse("web-1.2001_2__7").map { "\($0.host) \($0.network)" } == "web-1 2001:2::7")
+        #expect(FleetKey.parse("a.198.18.1.0/24")?.network.length == 24)
+        for bad in ["a.not-an-address", "198.18.0.7", "a.198.18.1.7/24", "a b.198.18.0.7", ".198.18.0.7", "a."] {
+            #expect(FleetKey.parse(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test(
+        "[fleet] mistakes: one line naming the key and what to give",
+        arguments: [
+            ("[fleet]\nhost = \"a\"\n", "file.toml:1: fleet: give the NATS servers"),
+            (
+                "[fleet]\nservers = [\"http://127.0.0.1:4222\"]\n",
+                "fleet.servers: 'http://127.0.0.1:4222' is not a nats://"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://198.18.10.254:4222\"]\nhost = \"a\"\n",
+                "fleet.servers: nats://198.18.10.254:4222 is not on this host and the connection would be plaintext"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nhost = \"web.1\"\n",
+                "fleet.host: 'web.1' cannot name keys"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nbucket = \"a.b\"\n",
+                "fleet.bucket: 'a.b' is no bucket name"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nuser = \"a\"\n",
+                "fleet.password: give both user and password"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nuser = \"a\"\npassword = \"b\"\ntoken = \"t\"\n",
+                "fleet: give one of user and password, token"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nnkey = \"UABC\"\n",
+                "fleet.nkey_seed: an nkey needs both"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\ncredentials = \"a.creds\"\n",
+                "fleet.credentials: give an absolute path"
+            ),
+            ("[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nqueue = 0\n", "fleet.queue: must be 1 to 10000000"),
+            ("[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nreplicas = 7\n", "fleet.replicas: must be 1 to 5"),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nsubject = \"x\"\n",
+                "fleet.subject: unknown fleet setting"
+            ),
+            ("fleet = 1\n", "fleet: must be a table"),
+        ])
+    func fleetRefused(text: String, message: String) {
+        let described = error { _ = try load(text) }
+        #expect(described.contains(message), "\(described)")
     }
 
     @Test(

@@ -19,15 +19,22 @@ struct DaemonProcessTests {
     ) throws
         -> (Process, Pipe)
     {
+        try startDaemon(
+            in: network.receiver, interface: network.receiverInterface, arguments, waitUntilReading: waitUntilReading)
+    }
+
+    /// Starts portcullisd in `namespace` on `interface` (see above).
+    func startDaemon(
+        in namespace: String, interface: String, _ arguments: [String], waitUntilReading: Bool = false
+    ) throws
+        -> (Process, Pipe)
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         // A control socket of its own (tests run beside each other, and maybe beside a real daemon).
         let control = arguments.contains("--control") ? [] : ["--control", ControlScratch.path()]
         process.arguments =
-            [
-                "--net=/run/netns/\(network.receiver)", "--", daemonPath,
-                "--interface", network.receiverInterface,
-            ] + control + arguments
+            ["--net=/run/netns/\(namespace)", "--", daemonPath, "--interface", interface] + control + arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output

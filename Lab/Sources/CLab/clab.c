@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* clab.c - BTF look-ups for the lab's layout tests (the product's and the generator's ABI headers
- * against the compiled objects). */
+ * against the compiled objects), and the tests' namespace switch. */
+#define _GNU_SOURCE
 #include "CLab.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <string.h>
@@ -48,4 +53,14 @@ int64_t clab_btf_struct_size(const struct btf *btf, const char *struct_name)
 	const struct btf_type *type = find_struct(btf, struct_name);
 
 	return type ? (int64_t)type->size : -ENOENT;
+}
+
+int clab_enter_net_namespace(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = setns(fd, CLONE_NEWNET) == 0 ? 0 : -errno;
+	close(fd);
+	return rc;
 }

@@ -1,6 +1,6 @@
 /*
  * CPortcullis.h - the one C module facing the OS. It includes libbpf, libxdp, liburing, libnuma,
- * PCRE2, libsystemd (sd-journal, sd_notify) and the socket headers once, and the ABI header shared
+ * PCRE2, libsystemd (sd-journal, sd_notify), nats.c (JetStream: the fleet's bucket) and the socket headers once, and the ABI header shared
  * with the XDP program (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
  * facility directly: the libbpf/libxdp log capture (variadic callbacks), atomics with named
  * orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr, accept4, SO_PEERCRED,
@@ -38,6 +38,7 @@
 #include <pcre2.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
+#include <nats/nats.h>
 
 #include "portcullis_abi.h"
 

@@ -1,6 +1,6 @@
 /*
  * CLab.h - the lab's C target: the traffic generator's ABI (flood_abi.h, shared with flood.bpf.c)
- * and BTF look-ups for the layout tests. Not part of the product.
+ * BTF look-ups for the layout tests and a namespace switch for the tests' clients. Not part of the product.
  */
 #ifndef CLAB_H
 #define CLAB_H
@@ -18,5 +18,11 @@ int clab_btf_member(const struct btf *btf, const char *struct_name, const char *
 		    uint32_t *size);
 /* Size in bytes of `struct struct_name` in BTF, or a negative errno. */
 int64_t clab_btf_struct_size(const struct btf *btf, const char *struct_name);
+
+/*
+ * Moves the calling thread into the network namespace at `path` (/run/netns/NAME): the sockets it
+ * makes from then on are there. Returns 0 or a negative errno.
+ */
+int clab_enter_net_namespace(const char *path);
 
 #endif /* CLAB_H */

@@ -1,0 +1,251 @@
+import CPortcullis
+import PortcullisSystem
+import Synchronization
+
+/// Why the fleet's bucket could not be reached or used: nats.c's status and its text.
+public struct FleetError: Error, CustomStringConvertible, Equatable {
+    public let status: natsStatus
+    public let message: String
+
+    public var description: String { message }
+
+    /// The status as the metrics and the log tell failures apart.
+    public var kind: String {
+        switch status {
+        case NATS_CONNECTION_AUTH_FAILED, NATS_NOT_PERMITTED: "refused"
+        case NATS_NO_SERVER, NATS_CONNECTION_CLOSED, NATS_CONNECTION_DISCONNECTED, NATS_TIMEOUT, NATS_IO_ERROR,
+            NATS_SYS_ERROR, NATS_STALE_CONNECTION, NATS_NO_RESPONDERS:
+            "unreachable"
+        case NATS_SSL_ERROR: "tls"
+        default: "error"
+        }
+    }
+
+    /// nats.c's last error on this thread for `status`, with what was being done.
+    static func last(_ status: natsStatus, _ doing: String) -> FleetError {
+        var text = String(cString: natsStatus_GetText(status))
+        var code = NATS_OK
+        if let last = nats_GetLastError(&code), code == status {
+            let detail = String(cString: last)
+            if !detail.isEmpty, detail != text { text = detail }
+        }
+        return FleetError(status: status, message: "\(doing): \(text)")
+    }
+}
+
+/// What the connection tells, from nats.c's threads: disconnected, reconnected (the watch is made
+/// again), an asynchronous error (a permission the server refused).
+final class FleetEvents: @unchecked Sendable {
+    struct State {
+        var connected = false
+        var reconnects: UInt64 = 0
+        var lastAsyncError: String?
+        var refusedPublishes: UInt64 = 0
+    }
+
+    let state = Mutex(State())
+    /// Set at each reconnection: the watch takes the bucket's whole set again.
+    let resync = Atomic<Bool>(false)
+    let wake: @Sendable () -> Void
+
+    init(wake: @escaping @Sendable () -> Void) { self.wake = wake }
+}
+
+/// One connection to the fleet's NATS servers, its JetStream context and the bucket, made with
+/// the settings' credentials and TLS. nats.c reconnects on its own (without end) once connected.
+/// The calls are thread-safe: the publisher and the watch share it.
+final class FleetBucket: @unchecked Sendable {
+    let connection: OpaquePointer
+    let jetStream: OpaquePointer
+    let store: OpaquePointer
+    let events: FleetEvents
+    let subjectPrefix: String
+
+    /// Connects and binds the bucket (creating it, with `maxAgeSeconds` and the replicas, when it
+    /// does not exist yet).
+    init(settings: FleetSettings, maxAgeSeconds: UInt64, events: FleetEvents) throws(FleetError) {
+        self.events = events
+        subjectPrefix = "$KV.\(settings.bucket)."
+        var options: OpaquePointer?
+        try Self.check(natsOptions_Create(&options), "cannot make the connection's options")
+        defer { natsOptions_Destroy(options) }
+        let servers = settings.servers.map { strdup($0) }
+        defer { for server in servers { free(server) } }
+        var pointers = servers.map { UnsafePointer($0) }
+        try Self.check(
+            natsOptions_SetServers(options, &pointers, Int32(pointers.count)),
+            "the servers "
+                + settings.servers.joined(separator: ","))
+        try Self.check(natsOptions_SetName(options, "portcullis/\(settings.host)"), "the connection's name")
+        try Self.check(natsOptions_SetMaxReconnect(options, -1), "the reconnection")
+        try Self.check(
+            natsOptions_SetReconnectWait(options, Int64(max(settings.reconnectWait, 0.01) * 1000)), "reconnect_wait")
+        try Self.check(natsOptions_SetTimeout(options, 2000), "the connection's timeout")
+        if let user = settings.user {
+            try Self.check(natsOptions_SetUserInfo(options, user, settings.password), "user and password")
+        }
+        if let token = settings.token { try Self.check(natsOptions_SetToken(options, token), "token") }
+        if let path = settings.credentialsPath {
+            try Self.check(natsOptions_SetUserCredentialsFromFiles(options, path, nil), "credentials \(path)")
+        }
+        if let nkey = settings.nkey, let seed = settings.nkeySeedPath {
+            try Self.check(natsOptions_SetNKeyFromSeed(options, nkey, seed), "nkey_seed \(seed)")
+        }
+        if settings.isSecure {
+            try Self.check(natsOptions_SetSecure(options, true), "TLS")
+            if let path = settings.caCertPath {
+                try Self.check(natsOptions_LoadCATrustedCertificates(options, path), "ca_cert_path \(path)")
+            }
+            if let cert = settings.certPath, let key = settings.keyPath {
+                try Self.check(natsOptions_LoadCertificatesChain(options, cert, key), "cert_path and key_path")
+            }
+        }
+        let closure = Unmanaged.passUnretained(events).toOpaque()
+        natsOptions_SetDisconnectedCB(
+            options,
+            { _, closure in
+                let events = Unmanaged<FleetEvents>.fromOpaque(closure!).takeUnretainedValue()
+                events.state.withLock { $0.connected = false }
+            }, closure)
+        natsOptions_SetReconnectedCB(
+            options,
+            { _, closure in
+                let events = Unmanaged<FleetEvents>.fromOpaque(closure!).takeUnretainedValue()
+                events.state.withLock {
+                    $0.connected = true
+                    $0.reconnects += 1
+                }
+                events.resync.store(true, ordering: .releasing)
+                events.wake()
+            }, closure)
+        natsOptions_SetErrorHandler(
+            options,
+            { connection, _, status, closure in
+                let events = Unmanaged<FleetEvents>.fromOpaque(closure!).takeUnretainedValue()
+                var text: UnsafePointer<CChar>?
+                _ = natsConnection_GetLastError(connection, &text)
+                let message = text.map { String(cString: $0) } ?? String(cString: natsStatus_GetText(status))
+                events.state.withLock {
+                    $0.lastAsyncError = message
+                    if status == NATS_NOT_PERMITTED { $0.refusedPublishes += 1 }
+                }
+            }, closure)
+        var connection: OpaquePointer?
+        let connected = natsConnection_Connect(&connection, options)
+        guard connected == NATS_OK, let connection else {
+            throw FleetError.last(connected, "cannot connect to " + settings.servers.joined(separator: ","))
+        }
+        self.connection = connection
+        events.state.withLock { $0.connected = true }
+        var jsOptions = jsOptions()
+        jsOptions_Init(&jsOptions)
+        jsOptions.Wait = 5000
+        // Acknowledgements outstanding at once (a burst after an outage is published in batches).
+        jsOptions.PublishAsync.MaxPending = 4096
+        // A put the server answers with an error (a full stream, a limit) is counted, not retried.
+        jsOptions.PublishAsync.ErrHandler = { _, error, closure in
+            let events = Unmanaged<FleetEvents>.fromOpaque(closure!).takeUnretainedValue()
+            let text = error?.pointee.ErrText.map { String(cString: $0) } ?? "no acknowledgement"
+            events.state.withLock {
+                $0.lastAsyncError = text
+                $0.refusedPublishes += 1
+            }
+        }
+        jsOptions.PublishAsync.ErrHandlerClosure = closure
+        var jetStream: OpaquePointer?
+        let made = natsConnection_JetStream(&jetStream, connection, &jsOptions)
+        guard made == NATS_OK, let jetStream else {
+            natsConnection_Destroy(connection)
+            throw FleetError.last(made, "no JetStream context")
+        }
+        self.jetStream = jetStream
+        var store: OpaquePointer?
+        var bound = js_KeyValue(&store, jetStream, settings.bucket)
+        if bound == NATS_NOT_FOUND {
+            var config = kvConfig()
+            kvConfig_Init(&config)
+            bound = settings.bucket.withCString { name in
+                config.Bucket = name
+                config.History = 1
+                // In nanoseconds (the stream's max age); 0: none.
+                config.TTL = Int64(clamping: min(maxAgeSeconds, UInt64(Int64.max) / 1_000_000_000)) * 1_000_000_000
+                config.StorageType = js_FileStorage
+                config.Replicas = Int32(settings.replicas)
+                return js_CreateKeyValue(&store, jetStream, &config)
+            }
+        }
+        guard bound == NATS_OK, let store else {
+            jsCtx_Destroy(jetStream)
+            natsConnection_Destroy(connection)
+            throw FleetError.last(
+                bound,
+                "the bucket \(settings.bucket) (is JetStream enabled on the server, nats-server -js, and may this "
+                    + "host use it?)")
+        }
+        self.store = store
+    }
+
+    deinit {
+        kvStore_Destroy(store)
+        jsCtx_Destroy(jetStream)
+        natsConnection_Destroy(connection)
+    }
+
+    static func check(_ status: natsStatus, _ doing: String) throws(FleetError) {
+        guard status == NATS_OK else { throw FleetError.last(status, doing) }
+    }
+
+    var isConnected: Bool { natsConnection_Status(connection) == NATS_CONN_STATUS_CONNECTED }
+
+    /// Puts (a value) or deletes (nil) each key, acknowledged by the server together.
+    /// - Returns: how many from the first went out and were acknowledged (the rest: try again).
+    func publish(
+        _ changes: ArraySlice<FleetChange>, encode: (FleetChange) -> [UInt8]
+    ) -> (done: Int, error: FleetError?) {
+        var sent = 0
+        var failure: FleetError?
+        for change in changes {
+            let subject = subjectPrefix + change.key
+            var status: natsStatus
+            if change.isDelete {
+                var message: OpaquePointer?
+                status = natsMsg_Create(&message, subject, nil, nil, 0)
+                if status == NATS_OK { status = natsMsgHeader_Set(message, "KV-Operation", "DEL") }
+                if status == NATS_OK { status = js_PublishMsgAsync(jetStream, &message, nil) }
+                if status != NATS_OK, message != nil { natsMsg_Destroy(message) }
+            } else {
+                let value = encode(change)
+                status = value.withUnsafeBytes { bytes in
+                    js_PublishAsync(jetStream, subject, bytes.baseAddress, Int32(bytes.count), nil)
+                }
+            }
+            guard status == NATS_OK else {
+                failure = FleetError.last(status, "cannot publish \(change.key)")
+                break
+            }
+            sent += 1
+        }
+        var options = jsPubOptions()
+        jsPubOptions_Init(&options)
+        options.MaxWait = 5000
+        let completed = js_PublishAsyncComplete(jetStream, &options)
+        guard completed == NATS_OK else {
+            // Not acknowledged in time: all of them again (a put or a delete twice is harmless).
+            var pending = natsMsgList()
+            if js_PublishAsyncGetPendingList(&pending, jetStream) == NATS_OK { natsMsgList_Destroy(&pending) }
+            return (0, failure ?? FleetError.last(completed, "no acknowledgement from the server"))
+        }
+        return (sent, failure)
+    }
+}
+
+/// One change for the bucket: a ban to put (with its value's fields) or a key to delete.
+struct FleetChange: Sendable {
+    let key: String
+    /// Wall-clock milliseconds: the end (0: never) and when the maps took it. `isDelete`: unused.
+    let end: UInt64
+    let at: UInt64
+    let jail: String
+    let level: UInt32
+    let isDelete: Bool
+}

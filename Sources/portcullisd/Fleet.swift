@@ -1,0 +1,150 @@
+import Glibc
+import PortcullisConfiguration
+import PortcullisControl
+import PortcullisCore
+import PortcullisDaemon
+import PortcullisFleet
+import PortcullisMetrics
+import PortcullisSystem
+import Synchronization
+import XDPFirewall
+
+/// The daemon's link to its fleet (`[fleet]`): one node that puts this host's bans into the NATS
+/// bucket and installs the other hosts'. It is the daemon's ban publisher whatever node runs;
+/// a SIGHUP that changes the table replaces the node (which reads the bucket's set again).
+final class FleetLink: BanPublisher, @unchecked Sendable {
+    private let node = Mutex<FleetNode?>(nil)
+
+    func publish(_ event: BanEvent) {
+        node.withLock { $0 }?.publish(event)
+    }
+
+    /// The CrowdSec decisions this host's bouncer installs or lifts (put when `share_crowdsec`).
+    func publishDecisions(_ changes: [ListChange], now: UInt64) {
+        node.withLock { $0 }?.publishDecisions(changes, now: now)
+    }
+
+    private static let say: @Sendable (String, Bool) -> Void = { line, error in
+        Console.say("portcullisd: " + line, to: error ? STDERR_FILENO : STDOUT_FILENO)
+    }
+
+    /// The longest ban the jails give, in seconds (0: one is for good): the bucket's max age.
+    static func longestBan(_ configuration: DaemonConfiguration) -> UInt64 {
+        var longest: UInt64 = 1
+        for jail in configuration.effectiveJails {
+            let base = jail.policy.banTime
+            guard base > 0 else { return 0 }
+            let grown = jail.escalation.map { $0.maxTime ?? 0 } ?? base
+            guard grown > 0 else { return 0 }
+            longest = max(longest, base, grown)
+        }
+        return longest
+    }
+
+    /// Starts (or replaces, or stops) the node for `configuration`: before the daemon's workers
+    /// (its first bans are queued already), with the maps open for the watch.
+    /// - Returns: lines for the log.
+    func start(
+        _ configuration: FleetConfiguration?, daemon: DaemonConfiguration, maps: BanMaps, allowlist: [IPNetwork]
+    ) throws -> [String] {
+        let settings = configuration?.settings
+        let previous = node.withLock { $0 }
+        if let previous, previous.settings == settings, previous.allowlist == allowlist { return [] }
+        previous?.stopAndJoin()
+        node.withLock { $0 = nil }
+        guard let settings else { return previous == nil ? [] : ["fleet: stopped (no [fleet] any more)"] }
+        let made = FleetNode(settings: settings, maxAgeSeconds: Self.longestBan(daemon), say: Self.say)
+        try made.start(maps: maps, allowlist: allowlist)
+        node.withLock { $0 = made }
+        return [
+            "fleet: host \(settings.host) shares its bans through bucket \(settings.bucket) on "
+                + settings.servers.joined(separator: ",")
+                + (settings.shareCrowdSec ? ", CrowdSec's decisions too" : "")
+        ]
+    }
+
+    func stop() {
+        let running = node.withLock { node in
+            defer { node = nil }
+            return node
+        }
+        running?.stopAndJoin()
+    }
+
+    /// What the node does, for `portcullis status` (nil: no `[fleet]`).
+    func controlState() -> FleetState? {
+        guard let node = node.withLock({ $0 }) else { return nil }
+        let snapshot = node.snapshot
+        return FleetState(
+            host: node.settings.host, bucket: node.settings.bucket, servers: node.settings.servers,
+            connected: snapshot.connected, published: snapshot.published, queued: snapshot.queued,
+            received: snapshot.received, bans: snapshot.bans, hosts: snapshot.byHost.count,
+            lastError: snapshot.lastError)
+    }
+
+    /// The node's metrics.
+    func samples() -> [MetricSample] {
+        guard let snapshot = node.withLock({ $0 })?.snapshot else { return [] }
+        var samples: [MetricSample] = [
+            .gauge(
+                "portcullis_fleet_connected", "1 when connected to a NATS server of the fleet.", [],
+                snapshot.connected ? 1 : 0),
+            .counter(
+                "portcullis_fleet_published_total", "This host's ban changes the bucket took.", [],
+                Double(snapshot.published)),
+            .gauge(
+                "portcullis_fleet_queue", "This host's ban changes waiting for the server.", [],
+                Double(snapshot.queued)),
+            .counter(
+                "portcullis_fleet_received_total", "Other hosts' ban changes the watch delivered.", [],
+                Double(snapshot.received)),
+            .counter(
+                "portcullis_fleet_installed_total", "Other hosts' bans written into the maps.", [],
+                Double(snapshot.installed)),
+            .counter(
+                "portcullis_fleet_lifted_total", "Other hosts' bans lifted by their deletion.", [],
+                Double(snapshot.lifted)),
+            .gauge("portcullis_fleet_bans", "Other hosts' bans in force here.", [], Double(snapshot.bans)),
+            .gauge(
+                "portcullis_fleet_networks", "Networks in the maps for other hosts' bans.", [],
+                Double(snapshot.networks)),
+            .seconds(
+                "portcullis_fleet_propagation_seconds_total",
+                "From the origin host's ban to its install here, summed (divide by the installs it counts).", [],
+                snapshot.lagSeconds),
+            .counter(
+                "portcullis_fleet_propagations_total", "Installs whose propagation lag is summed.", [],
+                Double(snapshot.lagCount)),
+            .gauge(
+                "portcullis_fleet_last_propagation_seconds", "The last install's propagation lag.", [],
+                snapshot.lastLagSeconds),
+            .counter(
+                "portcullis_fleet_reconnects_total", "Connections nats.c made again.", [],
+                Double(snapshot.reconnects)),
+            .counter(
+                "portcullis_fleet_resyncs_total",
+                "Reads of the bucket's whole set: at start and after each reconnection.",
+                [], Double(snapshot.resyncs)),
+        ]
+        for (host, count) in snapshot.byHost.sorted(by: { $0.key < $1.key }) {
+            samples.append(
+                .gauge(
+                    "portcullis_fleet_bans_by_host", "Other hosts' bans in force here, by origin host.",
+                    [("host", host)], Double(count)))
+        }
+        for reason in FleetSkip.allCases {
+            samples.append(
+                .counter(
+                    "portcullis_fleet_skipped_total",
+                    "Other hosts' keys not enforced: ended, malformed, a bad key, allowlisted.",
+                    [("reason", reason.rawValue)], Double(snapshot.skipped[reason] ?? 0)))
+        }
+        for reason in ["queue_full", "refused", "ended", "stopping"] {
+            samples.append(
+                .counter(
+                    "portcullis_fleet_dropped_total", "This host's ban changes never published, by reason.",
+                    [("reason", reason)], Double(snapshot.dropped[reason] ?? 0)))
+        }
+        return samples
+    }
+}

@@ -1,0 +1,253 @@
+import Foundation
+import PortcullisCore
+import PortcullisSystem
+import Testing
+import TestSupport
+import XDPFirewall
+
+/// portcullisd as hosts of a fleet: a real NATS server with JetStream (Debian's nats-server) in a
+/// hub namespace, and one daemon per host namespace, each with its own interface, pins and state.
+/// In the process tests' suite (serialized: they share `earlierOutput`, and the CPUs).
+extension DaemonProcessTests {
+    /// One host of a test fleet: its files, pins and control socket.
+    struct FleetHost {
+        let name: String
+        let namespace: String
+        let files: ConfigurationScratch
+        let pins: ScratchPinDirectory
+        var socket: String { files.directory + "/control.sock" }
+        var ready: String { files.directory + "/ready.json" }
+
+        func cli(_ arguments: [String]) throws -> ProcessResult {
+            try runProcess(Products.cli, arguments + ["--control", socket, "--pin-dir", pins.path])
+        }
+
+        /// `portcullis status --json`'s fleet object.
+        func fleetStatus() throws -> [String: Any] {
+            let result = try runProcess(Products.cli, ["status", "--json", "--control", socket])
+            let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            return try #require(object?["fleet"] as? [String: Any], "\(result.stdout) \(result.stderr)")
+        }
+    }
+
+    /// A jail reading `LOG` (and, with `brief`, a second one whose bans last a second) and `[fleet]`.
+    func fleetConfiguration(host: String, server: NATSServer, _ keys: [String] = []) -> String {
+        """
+        [jail.app]
+        source = "file:LOG"
+        failregex = '^\\s*failed from <HOST>$'
+        maxretry = 3
+        bantime = 600
+
+        [jail.brief]
+        source = "file:LOG"
+        failregex = '^\\s*brief from <HOST>$'
+        maxretry = 3
+        bantime = 1
+
+        [fleet]
+        servers = ["\(server.url)"]
+        host = "\(host)"
+        allow_plaintext = true
+        reconnect_wait = 0.25
+        \(keys.joined(separator: "\n"))
+        """
+    }
+
+    /// Runs `body` with a fleet network of `count` hosts, a started NATS server in its hub and
+    /// each host's scratch files; removes all of it after (nothing without nats-server, outside CI).
+    func withFleet(
+        _ tag: String, hosts count: Int, serverConfiguration: String = "",
+        _ body: (FleetNetwork, NATSServer, [FleetHost]) throws -> Void
+    ) throws {
+        guard NATSServer.available() else { return }
+        try Privileges.require()
+        let network = try FleetNetwork(tag, hosts: count)
+        defer { network.remove() }
+        let server = try NATSServer(
+            namespace: network.hub, address: FleetNetwork.hubAddress, configuration: serverConfiguration)
+        defer { server.remove() }
+        try server.start()
+        var hosts: [FleetHost] = []
+        defer {
+            for host in hosts {
+                host.files.remove()
+                host.pins.remove()
+            }
+        }
+        for index in 0..<count {
+            hosts.append(
+                FleetHost(
+                    name: String(UnicodeScalar(UInt8(ascii: "a") + UInt8(index))), namespace: network.hosts[index],
+                    files: try ConfigurationScratch(), pins: ScratchPinDirectory("fleet-\(tag)\(index)")))
+        }
+        try body(network, server, hosts)
+    }
+
+    /// Starts host `host`'s daemon with its configuration.
+    func startHost(_ host: FleetHost, metrics: Bool = false) throws -> (Process, Pipe) {
+        try startDaemon(
+            in: host.namespace, interface: host.namespace,
+            [
+                "--config", host.files.path, "--pin-dir", host.pins.path, "--state-dir",
+                host.files.directory + "/state",
+                "--control", host.socket, "--ready-file", host.ready,
+            ] + (metrics ? ["--metrics", "127.0.0.1:0"] : []), waitUntilReading: true)
+    }
+
+    /// A host's fleet lines of its log (what the test run shows of each daemon).
+    func printFleetLines(_ host: FleetHost, _ log: String) {
+        for line in log.split(separator: "\n") where line.contains("fleet") { print("host \(host.name): \(line)") }
+    }
+
+    /// The list layer's entries of `fleet/` origins in force: network → origin.
+    func fleetEntries(_ maps: BanMaps) throws -> [String: String] {
+        try originEntries(maps, prefix: "fleet/")
+    }
+
+    @Test(
+        "fleet: a ban on host a (by its jail, and by portcullis ban) is in b's and c's maps as fleet/a, an unban on a lifts it there, nothing echoes; traffic from a source a banned is dropped on b's interface; the server killed for 30 s while a bans 1,000: a's bans are immediate, b and c hold all 1,000 soon after the server's return"
+    )
+    func fleetSharesBans() throws {
+        try withFleet("E", hosts: 3) { network, server, hosts in
+            var daemons: [(Process, Pipe)] = []
+            defer {
+                for (index, (daemon, output)) in daemons.enumerated() where daemon.isRunning {
+                    printFleetLines(hosts[index], stopDaemon(daemon, output))
+                }
+            }
+            for host in hosts {
+                try host.files.write(fleetConfiguration(host: host.name, server: server))
+                daemons.append(try startHost(host))
+            }
+            let maps = try hosts.map { try BanMaps.open(pinnedIn: $0.pins.pins) }
+            let others = [maps[1], maps[2]]
+            func everywhere(_ network: String, within limit: Double = 10) throws -> Double? {
+                try secondsUntil(limit) { try others.allSatisfy { try fleetEntries($0)[network] == "fleet/a" } }
+            }
+            func nowhere(_ networks: [String], within limit: Double = 10) throws -> Double? {
+                try secondsUntil(limit) {
+                    try others.allSatisfy { map in
+                        let entries = try fleetEntries(map)
+                        return networks.allSatisfy { entries[$0] == nil }
+                    }
+                }
+            }
+            // By a's jail, from log lines.
+            try hosts[0].files.append(Array(repeating: "failed from 198.18.0.7", count: 3))
+            let byJail = try everywhere("198.18.0.7")
+            print("fleet: a's jail ban on b and c after \(byJail.map { String(format: "%.3f", $0) } ?? "never") s")
+            try #require(byJail != nil, "198.18.0.7 never reached b and c")
+            // By portcullis ban through a's control socket: an address and a network.
+            let banned = try hosts[0].cli(["ban", "198.18.0.8", "198.18.1.0/24"])
+            try #require(banned.status == 0, "\(banned.stderr)")
+            #expect(try everywhere("198.18.0.8") != nil && everywhere("198.18.1.0/24") != nil)
+            // Nothing echoes: a holds no fleet entry, b and c published nothing, a received nothing.
+            #expect(try fleetEntries(maps[0]).isEmpty)
+            #expect(try hosts[1].fleetStatus()["published"] as? Int == 0)
+            #expect(try hosts[2].fleetStatus()["published"] as? Int == 0)
+            #expect(try hosts[0].fleetStatus()["received"] as? Int == 0)
+            #expect(try hosts[0].fleetStatus()["published"] as? Int == 3)
+            // An unban on a lifts them on b and c; b's unban note names the host.
+            let note = try hosts[1].cli(["unban", "198.18.0.8"])
+            #expect(
+                note.stderr.contains("fleet/a") && note.stderr.contains("portcullis unban on that host"),
+                "\(note.stderr)")
+            let unbanned = try hosts[0].cli(["unban", "198.18.0.7", "198.18.0.8", "198.18.1.0/24"])
+            try #require(unbanned.status == 0, "\(unbanned.stderr)")
+            #expect(try nowhere(["198.18.0.7", "198.18.0.8", "198.18.1.0/24"]) != nil)
+
+            // The attacker banned on a is dropped on b's interface.
+            try hosts[0].files.append(Array(repeating: "failed from \(FleetNetwork.attackerAddress)", count: 3))
+            try #require(try everywhere(FleetNetwork.attackerAddress) != nil)
+            let sent = try network.attack(1, count: 200)
+            let attacker = try IPNetwork(parsing: FleetNetwork.attackerAddress)
+            func droppedOnB() throws -> UInt64 {
+                try maps[1].listEntries().first { $0.network == attacker }?.dropped ?? 0
+            }
+            let dropped = try secondsUntil(10) { try droppedOnB() >= UInt64(sent) }
+            let counted = try droppedOnB()
+            #expect(dropped != nil, "b dropped \(counted) of the \(sent) datagrams sent")
+
+            // The server killed for 30 s; a bans 1,000 meanwhile.
+            server.kill()
+            let outage = SystemClock.monotonicSeconds()
+            let addresses = (0..<1000).map { "198.18.\(20 + $0 / 250).\($0 % 250 + 1)" }
+            let during = try hosts[0].cli(["ban"] + addresses)
+            try #require(during.status == 0, "\(during.stderr)")
+            #expect(
+                try addresses.allSatisfy { try maps[0].lookup(IPAddress($0)!) != nil }, "a's own bans wait for nothing")
+            #expect(try hosts[0].fleetStatus()["queued"] as? Int == 1000)
+            usleep(UInt32(max(30 - (SystemClock.monotonicSeconds() - outage), 0) * 1e6))
+            try server.start()
+            let back = try secondsUntil(30) {
+                try others.allSatisfy { map in
+                    let entries = try fleetEntries(map)
+                    return addresses.allSatisfy { entries[$0] == "fleet/a" }
+                }
+            }
+            print(
+                "fleet: b and c held all 1,000 bans \(back.map { String(format: "%.2f", $0) } ?? "never") s after the server's return"
+            )
+            #expect(back != nil, "b and c did not get a's 1,000 bans after the outage")
+            #expect(try hosts[0].fleetStatus()["queued"] as? Int == 0)
+            let logs = daemons.map { stopDaemon($0.0, $0.1) }
+            // The outage is said, once per host, not once per try.
+            for log in logs {
+                #expect(!log.contains("fatal") && !log.contains("the maps refused"), "\(log)")
+            }
+        }
+    }
+
+    @Test(
+        "fleet: host c started after 100,000 bans were made on a converges to exactly those still in force; the 5,000 that ended are skipped"
+    )
+    func fleetLateJoiner() throws {
+        try withFleet("F", hosts: 2) { _, server, hosts in
+            let (a, c) = (hosts[0], hosts[1])
+            try a.files.write(fleetConfiguration(host: "a", server: server))
+            try c.files.write(fleetConfiguration(host: "c", server: server))
+            let (daemonA, outputA) = try startHost(a)
+            defer { if daemonA.isRunning { _ = stopDaemon(daemonA, outputA) } }
+            // 95,000 of 600 s (half IPv4, half IPv6) and 5,000 of 1 s, three lines each.
+            var long: [String] = []
+            for index in 0..<47_500 { long.append("198.19.\(index / 256).\(index % 256)") }
+            for index in 0..<47_500 { long.append("2001:2:0:1::" + String(index + 1, radix: 16)) }
+            var brief: [String] = []
+            for index in 0..<2500 { brief.append("198.18.\(128 + index / 256).\(index % 256)") }
+            for index in 0..<2500 { brief.append("2001:2:0:2::" + String(index + 1, radix: 16)) }
+            var lines: [String] = []
+            lines.reserveCapacity(300_000)
+            for _ in 0..<3 {
+                lines += long.map { "failed from " + $0 }
+                lines += brief.map { "brief from " + $0 }
+            }
+            try a.files.append(lines)
+            let published = try secondsUntil(120) { (try a.fleetStatus()["published"] as? Int ?? 0) >= 100_000 }
+            print(
+                "fleet: a banned and published 100,000 in \(published.map { String(format: "%.2f", $0) } ?? "never") s")
+            let status = try a.fleetStatus()
+            try #require(published != nil, "a did not publish its 100,000 bans: \(status)")
+            usleep(2_000_000)  // the brief bans end
+            let started = SystemClock.monotonicSeconds()
+            let (daemonC, outputC) = try startHost(c, metrics: true)
+            defer { if daemonC.isRunning { _ = stopDaemon(daemonC, outputC) } }
+            let mapsC = try BanMaps.open(pinnedIn: c.pins.pins)
+            let converged = try secondsUntil(60) { try fleetEntries(mapsC).count == 95_000 }
+            let took = SystemClock.monotonicSeconds() - started
+            print(
+                "fleet: c converged to 95,000 bans \(converged == nil ? "never" : String(format: "%.2f", took)) s after its start"
+            )
+            let held = try fleetEntries(mapsC).count
+            try #require(converged != nil, "c holds \(held) fleet bans, not 95,000")
+            let entries = try fleetEntries(mapsC)
+            #expect(long.allSatisfy { entries[$0] == "fleet/a" })
+            #expect(brief.allSatisfy { entries[$0] == nil })
+            let scrape = try scrape(in: c.namespace, ready: c.ready)
+            #expect(sample(scrape, "portcullis_fleet_skipped_total{reason=\"ended\"}") == 5000, "\(scrape)")
+            #expect(sample(scrape, "portcullis_fleet_bans") == 95_000)
+            let log = stopDaemon(daemonC, outputC)
+            if let line = log.split(separator: "\n").first(where: { $0.contains("fleet: read bucket") }) { print(line) }
+        }
+    }
+}
