@@ -82,6 +82,9 @@ public final class Bouncer: @unchecked Sendable {
     private var set: DecisionSet
     private let installer: ListInstaller
     private let thread = LAPIThread()
+    /// Told what the maps must now hold for the networks that changed, with the boot clock's now
+    /// (a fleet shares them, `share_crowdsec`). Set before `start`; runs on the bouncer's thread.
+    public var observer: (@Sendable ([ListChange], UInt64) -> Void)?
 
     /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
     public init(
@@ -171,8 +174,12 @@ public final class Bouncer: @unchecked Sendable {
                 }
             }
             // Ended decisions leave the set (the program has stopped dropping for them already).
-            let ended = set.purge(now: SystemClock.bootNanoseconds())
-            if !ended.isEmpty { install(ended) }
+            let boot = SystemClock.bootNanoseconds()
+            let ended = set.purge(now: boot)
+            if !ended.isEmpty {
+                install(ended)
+                observer?(ended, boot)
+            }
             SystemClock.sleep(nanoseconds: UInt64(min(max(nextPull - SystemClock.monotonicSeconds(), 0.01), 0.2) * 1e9))
         }
     }
@@ -206,16 +213,19 @@ public final class Bouncer: @unchecked Sendable {
         if full {
             // The first full pull counts what it skips; a later one (after a failure) brings the
             // same decisions again and does not.
+            let changes: [DecisionSet.Change]
             if resynchronised {
-                _ = set.resync(stream, now: now)
+                changes = set.resync(stream, now: now)
             } else {
                 set.reset()
                 _ = set.apply(stream, now: now)
                 resynchronised = true
+                changes = set.wanted().map { .install($0.0, $0.1) }
             }
             held = []
             try replaceAll()
             changed = set.networks
+            observer?(changes, now)
         } else {
             // In place: a delta, or (repair) what the deltas got wrong.
             var changes = repair ? set.resync(stream, now: now) : set.apply(stream, now: now)
@@ -228,6 +238,7 @@ public final class Bouncer: @unchecked Sendable {
             }
             held = []
             install(changes)
+            observer?(changes, now)
         }
         let took = SystemClock.monotonicSeconds() - started
         let census = set.census()

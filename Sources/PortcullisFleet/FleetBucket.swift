@@ -26,8 +26,10 @@ public struct FleetError: Error, CustomStringConvertible, Equatable {
         var text = String(cString: natsStatus_GetText(status))
         var code = NATS_OK
         if let last = nats_GetLastError(&code), code == status {
-            let detail = String(cString: last)
-            if !detail.isEmpty, detail != text { text = detail }
+            var detail = Substring(String(cString: last))
+            // nats.c puts where it failed first: "(conn.c:1905): Authorization Violation".
+            if detail.hasPrefix("("), let close = detail.range(of: "): ") { detail = detail[close.upperBound...] }
+            if !detail.isEmpty, detail != text { text = String(detail) }
         }
         return FleetError(status: status, message: "\(doing): \(text)")
     }

@@ -185,6 +185,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     /// Connects (again and again until it can), then publishes the queue as it fills.
     private func runLink() {
         var lastSaid: String?
+        var saidRefusal = false
         var failures = 0
         while !stop.isSet {
             guard let bucket = bucket.withLock({ $0 }) else {
@@ -228,23 +229,30 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             let live = batch.filter { $0.isDelete || $0.end == 0 || $0.end > now }
             let refusedBefore = events.state.withLock { $0.refusedPublishes }
             let (done, error) = live.isEmpty ? (0, nil) : bucket.publish(live[...], encode: encode)
-            let refused = events.state.withLock { $0.refusedPublishes } - refusedBefore
-            let taken = done == live.count ? batch.count : 0
-            if taken > 0 {
-                queue.withLock { $0.head += taken }
+            let refused = Int(events.state.withLock { $0.refusedPublishes } - refusedBefore)
+            // Acknowledged, or refused by the server (its permissions or limits: trying again
+            // would be refused again): the batch is done.
+            if done == live.count || refused > 0 {
+                queue.withLock { $0.head += batch.count }
                 statistics.withLock {
-                    $0.published += UInt64(done) - refused
-                    if refused > 0 { $0.dropped["refused", default: 0] += refused }
+                    $0.published += UInt64(max(live.count - refused, 0))
+                    if refused > 0 { $0.dropped["refused", default: 0] += UInt64(refused) }
                     if batch.count > live.count { $0.dropped["ended", default: 0] += UInt64(batch.count - live.count) }
                 }
             }
             if refused > 0 {
                 let text = events.state.withLock { $0.lastAsyncError } ?? "refused"
-                say(
-                    "fleet: the server refused \(refused) change(s) of \(settings.host) (\(text)): let this host publish "
-                        + "to $KV.\(settings.bucket).\(settings.host).> (README, \"Share bans across a fleet\")", true)
+                if !saidRefusal {
+                    say(
+                        "fleet: the server refused \(refused) change(s) of \(settings.host) (\(text)): let this host "
+                            + "publish to $KV.\(settings.bucket).\(settings.host).> (README, \"Share bans across a fleet\")",
+                        true)
+                }
+                saidRefusal = true
+            } else if done == live.count {
+                saidRefusal = false
             }
-            if let error, taken == 0 {
+            if let error, done < live.count, refused == 0 {
                 statistics.withLock { $0.lastError = explain(error) }
                 _ = wakeup.wait(timeout: .now() + 0.2)
             }

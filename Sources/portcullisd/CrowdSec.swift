@@ -23,6 +23,10 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
 
     private let state = Mutex(State())
     private let jails = Mutex<[String: JailDescription]>([:])
+    /// Told the bouncer's changes (the fleet puts them with `share_crowdsec`).
+    private let observer: (@Sendable ([ListChange], UInt64) -> Void)?
+
+    init(observer: (@Sendable ([ListChange], UInt64) -> Void)? = nil) { self.observer = observer }
 
     func publish(_ event: BanEvent) {
         state.withLock { $0.pusher }?.publish(event)
@@ -82,6 +86,7 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
             return previous.0 == nil ? [] : ["crowdsec: bouncer stopped (no api_key in [crowdsec] any more)"]
         }
         let bouncer = try Bouncer(settings: settings, maps: maps, allowlist: allowlist, say: Self.say)
+        bouncer.observer = observer
         try bouncer.start()
         state.withLock {
             $0.bouncerSettings = settings

@@ -445,8 +445,8 @@ struct Portcullisd: ParsableCommand {
         let blocklistSettings = file?.blocklists ?? []
         let crowdsecSettings = file?.crowdsec
         let fleetSettings = file?.fleet
-        let crowdsec = CrowdSecLink()
         let fleet = FleetLink()
+        let crowdsec = CrowdSecLink { [fleet] changes, now in fleet.publishDecisions(changes, now: now) }
         // Read and checked before the interface is touched; loaded once the maps are open.
         if let config { for list in blocklistSettings { _ = try BlocklistFeeds.read(list, config: config) } }
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }

@@ -57,7 +57,7 @@ extension DaemonProcessTests {
     /// Runs `body` with a fleet network of `count` hosts, a started NATS server in its hub and
     /// each host's scratch files; removes all of it after (nothing without nats-server, outside CI).
     func withFleet(
-        _ tag: String, hosts count: Int, serverConfiguration: String = "",
+        _ tag: String, hosts count: Int, serverConfiguration: String = "", serverFiles: [String] = [],
         _ body: (FleetNetwork, NATSServer, [FleetHost]) throws -> Void
     ) throws {
         guard NATSServer.available() else { return }
@@ -67,6 +67,7 @@ extension DaemonProcessTests {
         let server = try NATSServer(
             namespace: network.hub, address: FleetNetwork.hubAddress, configuration: serverConfiguration)
         defer { server.remove() }
+        for file in serverFiles { try server.add(file: file) }
         try server.start()
         var hosts: [FleetHost] = []
         defer {
@@ -248,6 +249,120 @@ extension DaemonProcessTests {
             #expect(sample(scrape, "portcullis_fleet_bans") == 95_000)
             let log = stopDaemon(daemonC, outputC)
             if let line = log.split(separator: "\n").first(where: { $0.contains("fleet: read bucket") }) { print(line) }
+        }
+    }
+
+    /// The example account of etc/nats/ (README, "Share bans across a fleet").
+    static var exampleAccounts: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path + "/etc/nats/fleet-accounts.conf"
+    }
+
+    @Test(
+        "fleet bad input: with the example account, a host cannot put another's key; a key that is not an address and a value that is not a ban (or names another host) are counted and skipped; a server that refuses the credentials is said once and the daemon bans on alone"
+    )
+    func fleetBadInput() throws {
+        try withFleet(
+            "G", hosts: 3, serverConfiguration: "include \"fleet-accounts.conf\"", serverFiles: [Self.exampleAccounts]
+        ) { _, server, hosts in
+            let (a, b, c) = (hosts[0], hosts[1], hosts[2])
+            try a.files.write(
+                fleetConfiguration(host: "a", server: server, ["user = \"a\"", "password = \"change-me-a\""]))
+            try b.files.write(fleetConfiguration(host: "b", server: server, ["user = \"b\"", "password = \"wrong\""]))
+            let (daemonA, outputA) = try startHost(a, metrics: true)
+            defer { if daemonA.isRunning { printFleetLines(a, stopDaemon(daemonA, outputA)) } }
+            let mapsA = try BanMaps.open(pinnedIn: a.pins.pins)
+            let connected = try secondsUntil(10) { try a.fleetStatus()["connected"] as? Bool == true }
+            try #require(connected != nil, "a did not connect with the example account's user a")
+            // As user b (its own password): a's key is refused, b's keys go in.
+            let now = UInt64(Date().timeIntervalSince1970 * 1000)
+            func value(_ host: String) -> String {
+                "{\"end\":\(now + 600_000),\"at\":\(now),\"jail\":\"app\",\"host\":\"\(host)\",\"level\":0}"
+            }
+            let forged = try server.put(
+                bucket: "portcullis-bans", key: "a.198.18.0.60", value: value("a"), user: "b", password: "change-me-b")
+            #expect(forged != nil, "user b put a key of host a")
+            for (key, text) in [
+                ("b.198.18.0.62", value("b")), ("b.not-an-address", value("b")), ("b.198.18.0.61", "garbage"),
+                ("b.198.18.0.63", value("c")),
+            ] {
+                let put = try server.put(
+                    bucket: "portcullis-bans", key: key, value: text, user: "b", password: "change-me-b")
+                #expect(put == nil, "user b could not put \(key): \(put ?? "")")
+            }
+            #expect(try secondsUntil(10) { try fleetEntries(mapsA)["198.18.0.62"] == "fleet/b" } != nil)
+            let metrics = try scrape(in: a.namespace, ready: a.ready)
+            #expect(sample(metrics, "portcullis_fleet_skipped_total{reason=\"key\"}") == 1, "\(metrics)")
+            #expect(sample(metrics, "portcullis_fleet_skipped_total{reason=\"malformed\"}") == 2)
+            let entries = try fleetEntries(mapsA)
+            #expect(entries["198.18.0.60"] == nil && entries["198.18.0.61"] == nil && entries["198.18.0.63"] == nil)
+
+            // b's password is refused: one line, and its jail bans on alone.
+            let (daemonB, outputB) = try startHost(b)
+            let mapsB = try BanMaps.open(pinnedIn: b.pins.pins)
+            try b.files.append(Array(repeating: "failed from 198.18.0.9", count: 3))
+            #expect(try secondsUntil(10) { try mapsB.lookup(IPAddress("198.18.0.9")!) != nil } != nil)
+            usleep(3_000_000)  // several tries to connect
+            #expect(try b.fleetStatus()["connected"] as? Bool == false)
+            let log = stopDaemon(daemonB, outputB)
+            printFleetLines(b, log)
+            let refusals = log.split(separator: "\n").filter { $0.contains("refused this host's credentials") }
+            #expect(refusals.count == 1, "\(log)")
+            #expect(log.contains("banning goes on alone"), "\(log)")
+
+            // A host whose user may not put its keys (c with b's user): its puts are refused,
+            // said once and counted, and it bans on.
+            try c.files.write(
+                fleetConfiguration(host: "c", server: server, ["user = \"b\"", "password = \"change-me-b\""]))
+            let (daemonC, outputC) = try startHost(c)
+            let mapsC = try BanMaps.open(pinnedIn: c.pins.pins)
+            for address in ["198.18.0.11", "198.18.0.12"] {
+                try c.files.append(Array(repeating: "failed from \(address)", count: 3))
+                #expect(try secondsUntil(10) { try mapsC.lookup(IPAddress(address)!) != nil } != nil)
+                usleep(200_000)
+            }
+            let counted = try secondsUntil(30) {
+                try (c.fleetStatus()["queued"] as? Int) == 0
+            }
+            #expect(counted != nil)
+            #expect(try c.fleetStatus()["published"] as? Int == 0)
+            let said = stopDaemon(daemonC, outputC)
+            printFleetLines(c, said)
+            #expect(
+                said.split(separator: "\n").filter { $0.contains("the server refused") }.count == 1
+                    && said.contains("$KV.portcullis-bans.c.>"), "\(said)")
+            #expect(try fleetEntries(mapsA)["198.18.0.11"] == nil)
+        }
+    }
+
+    @Test(
+        "fleet: with share_crowdsec, a CrowdSec decision host a's bouncer enforces is put, in b's maps as fleet/a; its deletion lifts it there"
+    )
+    func fleetSharesCrowdSec() throws {
+        guard CrowdSecLAPI.available() else { return }
+        try withFleet("H", hosts: 2) { _, server, hosts in
+            let (a, b) = (hosts[0], hosts[1])
+            let lapi = try CrowdSecLAPI(namespace: a.namespace)
+            defer { lapi.remove() }
+            try lapi.start()
+            let key = try lapi.bouncerKey("portcullis-fleet")
+            try a.files.write(
+                fleetConfiguration(host: "a", server: server, ["share_crowdsec = true"])
+                    + "\n[crowdsec]\napi_url = \"\(lapi.url)\"\napi_key = \"\(key)\"\nupdate_frequency = \"1s\"\n")
+            try b.files.write(fleetConfiguration(host: "b", server: server))
+            let (daemonA, outputA) = try startHost(a)
+            defer { if daemonA.isRunning { printFleetLines(a, stopDaemon(daemonA, outputA)) } }
+            let (daemonB, outputB) = try startHost(b)
+            defer { if daemonB.isRunning { printFleetLines(b, stopDaemon(daemonB, outputB)) } }
+            let mapsB = try BanMaps.open(pinnedIn: b.pins.pins)
+            let added = try lapi.cscli(["decisions", "add", "-i", "198.18.0.70", "-d", "10m"])
+            try #require(added.status == 0, "\(added.stderr)")
+            let shared = try secondsUntil(15) { try fleetEntries(mapsB)["198.18.0.70"] == "fleet/a" }
+            print("fleet: a CrowdSec decision on b after \(shared.map { String(format: "%.2f", $0) } ?? "never") s")
+            #expect(shared != nil)
+            let deleted = try lapi.cscli(["decisions", "delete", "-i", "198.18.0.70"])
+            try #require(deleted.status == 0, "\(deleted.stderr)")
+            #expect(try secondsUntil(15) { try fleetEntries(mapsB)["198.18.0.70"] == nil } != nil)
         }
     }
 }

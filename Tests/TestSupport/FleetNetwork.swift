@@ -127,6 +127,13 @@ public final class NATSServer: @unchecked Sendable {
         """.write(toFile: directory + "/server.conf", atomically: true, encoding: .utf8)
     }
 
+    /// Copies `path` next to the server's configuration (for an `include` of it there).
+    public func add(file path: String) throws {
+        let target = directory + "/" + URL(fileURLWithPath: path).lastPathComponent
+        try? FileManager.default.removeItem(atPath: target)
+        try FileManager.default.copyItem(atPath: path, toPath: target)
+    }
+
     /// Starts the server (its store kept from an earlier run) and waits until it accepts.
     public func start() throws {
         let process = Process()
