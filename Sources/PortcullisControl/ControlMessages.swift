@@ -95,9 +95,11 @@ public struct FleetState: Codable, Sendable, Equatable {
     public var bucket: String
     public var servers: [String]
     public var connected: Bool
-    /// This host's ban changes the bucket took, and those waiting.
+    /// This host's ban changes the bucket took, those waiting, and those never published (a full
+    /// queue, refused by the server, ended while waiting).
     public var published: UInt64
     public var queued: Int
+    public var dropped: UInt64
     /// Other hosts' changes received, their bans in force here, and from how many hosts.
     public var received: UInt64
     public var bans: Int
@@ -106,8 +108,9 @@ public struct FleetState: Codable, Sendable, Equatable {
 
     public init(
         host: String, bucket: String, servers: [String], connected: Bool, published: UInt64, queued: Int,
-        received: UInt64, bans: Int, hosts: Int, lastError: String?
+        dropped: UInt64, received: UInt64, bans: Int, hosts: Int, lastError: String?
     ) {
+        self.dropped = dropped
         self.host = host
         self.bucket = bucket
         self.servers = servers
@@ -121,7 +124,8 @@ public struct FleetState: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, bucket, servers, connected, published, queued, received, bans, hosts, lastError = "last_error"
+        case host, bucket, servers, connected, published, queued, dropped, received, bans, hosts
+        case lastError = "last_error"
     }
 }
 

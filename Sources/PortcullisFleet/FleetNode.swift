@@ -108,69 +108,69 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     // MARK: Publishing
 
     /// Queues the change of a jail's or the operator's bans (never an expiry's: the end travels in
-    /// the value). Runs on the ban path: an append under a lock, a wake-up when the queue was empty.
+    /// the value). Runs on the ban path: the keys made, an append under a lock, a wake-up when the
+    /// queue was empty.
     public func publish(_ event: BanEvent) {
         switch event.origin {
         case .filter, .operator, .aggregate: break
         case .expiry: return
         }
         let now = SystemClock.wallMilliseconds()
-        var dropped = 0
-        let wasEmpty = queue.withLock { queue -> Bool in
+        var changes: [FleetChange] = []
+        changes.reserveCapacity(event.addresses.count)
+        for (index, address) in event.addresses.enumerated() {
+            let length =
+                index < event.prefixLengths.count ? event.prefixLengths[index] : IPNetwork.fullLength(address.family)
+            let key = FleetKey.key(host: settings.host, IPNetwork(containing: address, length: length))
+            if event.kind == .ban {
+                let seconds = index < event.seconds.count ? event.seconds[index] : 0
+                changes.append(
+                    FleetChange(
+                        key: key, end: seconds == 0 ? 0 : now &+ seconds &* 1000, at: now, jail: event.jail ?? "manual",
+                        level: index < event.levels.count ? event.levels[index] : 0, isDelete: false))
+            } else {
+                changes.append(FleetChange(key: key, end: 0, at: now, jail: "", level: 0, isDelete: true))
+            }
+        }
+        enqueue(changes)
+    }
+
+    /// Puts CrowdSec's decisions this host enforces (`share_crowdsec`) as `HOST.crowdsec.ADDRESS`,
+    /// with the jail `crowdsec/ORIGIN`, and deletes those gone.
+    public func publishDecisions(_ changes: [ListChange], now boot: UInt64) {
+        guard settings.shareCrowdSec, !changes.isEmpty else { return }
+        let now = SystemClock.wallMilliseconds()
+        enqueue(
+            changes.map { change in
+                let key = FleetKey.key(host: settings.host, change.network, decision: true)
+                switch change {
+                case .install(_, let claim):
+                    let left = claim.end > boot ? (claim.end - boot) / 1_000_000 : 0
+                    return FleetChange(
+                        key: key, end: claim.end == .max ? 0 : now &+ left, at: now, jail: "crowdsec/" + claim.origin,
+                        level: 0, isDelete: false)
+                case .remove:
+                    return FleetChange(key: key, end: 0, at: now, jail: "", level: 0, isDelete: true)
+                }
+            })
+    }
+
+    /// Appends to the queue what fits (the rest is counted), waking the link when it was empty.
+    private func enqueue(_ changes: [FleetChange]) {
+        guard !changes.isEmpty else { return }
+        let limit = settings.queueLimit
+        let (wasEmpty, dropped) = queue.withLock { queue -> (Bool, Int) in
             let wasEmpty = !queue.waiting
+            // What was published goes, now and then (not per change: the head moves instead).
             if queue.head > 4096, queue.head * 2 > queue.changes.count {
                 queue.changes.removeFirst(queue.head)
                 queue.head = 0
             }
-            for index in event.addresses.indices {
-                guard queue.count < settings.queueLimit else {
-                    dropped += 1
-                    continue
-                }
-                let network =
-                    index < event.prefixLengths.count
-                    ? IPNetwork(containing: event.addresses[index], length: event.prefixLengths[index])
-                    : IPNetwork(
-                        containing: event.addresses[index], length: IPNetwork.fullLength(event.addresses[index].family))
-                let key = FleetKey.key(host: settings.host, network)
-                if event.kind == .ban {
-                    let seconds = index < event.seconds.count ? event.seconds[index] : 0
-                    queue.changes.append(
-                        FleetChange(
-                            key: key, end: seconds == 0 ? 0 : now &+ seconds &* 1000, at: now,
-                            jail: event.jail ?? "manual", level: index < event.levels.count ? event.levels[index] : 0,
-                            isDelete: false))
-                } else {
-                    queue.changes.append(FleetChange(key: key, end: 0, at: now, jail: "", level: 0, isDelete: true))
-                }
-            }
-            return wasEmpty
+            let room = max(limit - queue.count, 0)
+            queue.changes.append(contentsOf: changes.prefix(room))
+            return (wasEmpty, max(changes.count - room, 0))
         }
         if dropped > 0 { statistics.withLock { $0.dropped["queue_full", default: 0] += UInt64(dropped) } }
-        if wasEmpty { wakeup.signal() }
-    }
-
-    /// Puts CrowdSec's decisions this host enforces (`share_crowdsec`), as bans of the jail
-    /// `crowdsec/ORIGIN`, and deletes those gone.
-    public func publishDecisions(_ changes: [ListChange], now boot: UInt64) {
-        guard settings.shareCrowdSec, !changes.isEmpty else { return }
-        let now = SystemClock.wallMilliseconds()
-        let wasEmpty = queue.withLock { queue -> Bool in
-            let wasEmpty = !queue.waiting
-            for change in changes where queue.count < settings.queueLimit {
-                let key = FleetKey.key(host: settings.host, change.network)
-                switch change {
-                case .install(_, let claim):
-                    let end = claim.end == .max ? 0 : now &+ (claim.end > boot ? (claim.end - boot) / 1_000_000 : 0)
-                    queue.changes.append(
-                        FleetChange(
-                            key: key, end: end, at: now, jail: "crowdsec/" + claim.origin, level: 0, isDelete: false))
-                case .remove:
-                    queue.changes.append(FleetChange(key: key, end: 0, at: now, jail: "", level: 0, isDelete: true))
-                }
-            }
-            return wasEmpty
-        }
         if wasEmpty { wakeup.signal() }
     }
 

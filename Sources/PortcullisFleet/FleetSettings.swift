@@ -102,24 +102,30 @@ public struct FleetSettings: Sendable, Equatable {
 
 /// A key of the bucket: `HOST.ADDRESS`, the address or network as written with `:` as `_` (NATS
 /// keys take letters, digits and `-_=./`): `web-1.198.18.0.7`, `web-1.198.18.1.0/24`,
-/// `web-1.2001_2__7`. The host comes first so that an account can let each host put only its own
-/// keys (`$KV.BUCKET.HOST.>`).
+/// `web-1.2001_2__7`; a CrowdSec decision the host shares is `HOST.crowdsec.ADDRESS` (apart from
+/// its jails' ban of the same address: the decision's deletion leaves that). The host comes first
+/// so that an account can let each host put only its own keys (`$KV.BUCKET.HOST.>`).
 public enum FleetKey {
-    public static func key(host: String, _ network: IPNetwork) -> String {
+    static let decision = "crowdsec."
+
+    public static func key(host: String, _ network: IPNetwork, decision: Bool = false) -> String {
         let text = network.description
         var key = host
-        key.reserveCapacity(host.utf8.count + 1 + text.utf8.count)
+        key.reserveCapacity(host.utf8.count + 10 + text.utf8.count)
         key.append(".")
+        if decision { key.append(Self.decision) }
         for character in text { key.append(character == ":" ? "_" : character) }
         return key
     }
 
-    /// The host and network a key names; nil for a key that is not `HOST.ADDRESS`.
+    /// The host and network a key names; nil for a key that is not `HOST.[crowdsec.]ADDRESS`.
     public static func parse(_ key: String) -> (host: String, network: IPNetwork)? {
         guard let dot = key.firstIndex(of: ".") else { return nil }
         let host = String(key[..<dot])
         guard FleetSettings.isValidHost(host) else { return nil }
-        let text = String(key[key.index(after: dot)...].map { $0 == "_" ? ":" : $0 })
+        var rest = key[key.index(after: dot)...]
+        if rest.hasPrefix(Self.decision) { rest = rest.dropFirst(Self.decision.count) }
+        let text = String(rest.map { $0 == "_" ? ":" : $0 })
         guard let network = try? IPNetwork(parsing: text) else { return nil }
         return (host, network)
     }

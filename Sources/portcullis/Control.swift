@@ -90,7 +90,8 @@ struct Status: ParsableCommand {
                 print(
                     "  fleet: host \(fleet.host), bucket \(fleet.bucket) on \(fleet.servers.joined(separator: ",")) "
                         + (fleet.connected ? "connected" : "not reached (\(fleet.lastError ?? "not yet"))")
-                        + ", \(fleet.published) published, \(fleet.queued) queued, \(fleet.received) received, "
+                        + ", \(fleet.published) published, \(fleet.queued) queued, \(fleet.dropped) dropped, "
+                        + "\(fleet.received) received, "
                         + "\(fleet.bans) bans of \(fleet.hosts) other hosts in force")
             }
         }

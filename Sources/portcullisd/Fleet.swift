@@ -78,7 +78,8 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
         return FleetState(
             host: node.settings.host, bucket: node.settings.bucket, servers: node.settings.servers,
             connected: snapshot.connected, published: snapshot.published, queued: snapshot.queued,
-            received: snapshot.received, bans: snapshot.bans, hosts: snapshot.byHost.count,
+            dropped: snapshot.dropped.values.reduce(0, +), received: snapshot.received, bans: snapshot.bans,
+            hosts: snapshot.byHost.count,
             lastError: snapshot.lastError)
     }
 

@@ -297,13 +297,17 @@ struct ConfigurationFileTests {
         #expect(FleetSettings.hostOfServer("nats://u:p@[::1]:4222") == "::1" && FleetSettings.isLoopback("::1"))
     }
 
-    @Test("fleet keys: HOST.ADDRESS with ':' as '_', networks with their length; anything else is no key")
+    @Test(
+        "fleet keys: HOST.ADDRESS with ':' as '_', networks with their length, shared decisions as HOST.crowdsec.ADDRESS; anything else is no key"
+    )
     func fleetKeys() throws {
         let v6 = try IPNetwork(parsing: "2001:2::7")
         #expect(FleetKey.key(host: "web-1", v6) == "web-1.2001_2__7")
         #expect(FleetKey.key(host: "a", try IPNetwork(parsing: "198.18.1.0/24")) == "a.198.18.1.0/24")
         #expect(FleetKey.parse("web-1.2001_2__7").map { "\($0.host) \($0.network)" } == "web-1 2001:2::7")
         #expect(FleetKey.parse("a.198.18.1.0/24")?.network.length == 24)
+        let decision = FleetKey.key(host: "a", try IPNetwork(parsing: "198.18.0.7"), decision: true)
+        #expect(decision == "a.crowdsec.198.18.0.7" && FleetKey.parse(decision)?.network.description == "198.18.0.7")
         for bad in ["a.not-an-address", "198.18.0.7", "a.198.18.1.7/24", "a b.198.18.0.7", ".198.18.0.7", "a."] {
             #expect(FleetKey.parse(bad) == nil, "\(bad)")
         }

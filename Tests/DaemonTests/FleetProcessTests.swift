@@ -107,7 +107,7 @@ extension DaemonProcessTests {
     }
 
     @Test(
-        "fleet: a ban on host a (by its jail, and by portcullis ban) is in b's and c's maps as fleet/a, an unban on a lifts it there, nothing echoes; traffic from a source a banned is dropped on b's interface; the server killed for 30 s while a bans 1,000: a's bans are immediate, b and c hold all 1,000 soon after the server's return"
+        "fleet: a ban on host a (by its jail, and by portcullis ban) is in b's and c's maps as fleet/a, an unban on a lifts it there, nothing echoes; traffic from a source a banned is dropped on b's interface; the server killed for 30 s while a bans 1,000: a's bans are immediate, b and c hold all 1,000 soon after the server's return; b's queue of 10 keeps 10 of the 15 bans it made meanwhile and counts 5"
     )
     func fleetSharesBans() throws {
         try withFleet("E", hosts: 3) { network, server, hosts in
@@ -118,7 +118,9 @@ extension DaemonProcessTests {
                 }
             }
             for host in hosts {
-                try host.files.write(fleetConfiguration(host: host.name, server: server))
+                // b's queue holds 10 changes (the outage below fills it).
+                try host.files.write(
+                    fleetConfiguration(host: host.name, server: server, host.name == "b" ? ["queue = 10"] : []))
                 daemons.append(try startHost(host))
             }
             let maps = try hosts.map { try BanMaps.open(pinnedIn: $0.pins.pins) }
@@ -179,6 +181,11 @@ extension DaemonProcessTests {
             #expect(
                 try addresses.allSatisfy { try maps[0].lookup(IPAddress($0)!) != nil }, "a's own bans wait for nothing")
             #expect(try hosts[0].fleetStatus()["queued"] as? Int == 1000)
+            // b bans 15 meanwhile: its queue keeps 10, the 5 beyond are counted.
+            let fromB = (1...15).map { "198.18.30.\($0)" }
+            #expect(try hosts[1].cli(["ban"] + fromB).status == 0)
+            let queuedB = try hosts[1].fleetStatus()
+            #expect(queuedB["queued"] as? Int == 10 && queuedB["dropped"] as? Int == 5, "\(queuedB)")
             usleep(UInt32(max(30 - (SystemClock.monotonicSeconds() - outage), 0) * 1e6))
             try server.start()
             let back = try secondsUntil(30) {
@@ -191,6 +198,12 @@ extension DaemonProcessTests {
                 "fleet: b and c held all 1,000 bans \(back.map { String(format: "%.2f", $0) } ?? "never") s after the server's return"
             )
             #expect(back != nil, "b and c did not get a's 1,000 bans after the outage")
+            let fromBOnA = try secondsUntil(10) {
+                let entries = try fleetEntries(maps[0])
+                return fromB.prefix(10).allSatisfy { entries[$0] == "fleet/b" }
+            }
+            #expect(fromBOnA != nil, "a did not get b's 10 queued bans")
+            #expect(try fromB.suffix(5).allSatisfy { try fleetEntries(maps[0])[$0] == nil })
             #expect(try hosts[0].fleetStatus()["queued"] as? Int == 0)
             let logs = daemons.map { stopDaemon($0.0, $0.1) }
             // The outage is said, once per host, not once per try.
