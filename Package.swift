@@ -100,7 +100,7 @@ let lab: [Target] = [
         dependencies: [
             "XDPTesting", "XDPFirewall", "LogTransport", "OffenceTable", "PortcullisCore", "PortcullisSystem",
             "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", "Fail2ban",
-            "PortcullisCrowdSec",
+            "PortcullisCrowdSec", "PortcullisFleet",
             argumentParser,
         ],
         path: "Lab/perf/portcullis-perf"

@@ -217,6 +217,17 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 }
                 continue
             }
+            // Closed for good (its credentials refused on a reconnection) or its bucket gone (a server
+            // that lost its store): connected and bound again, the batch tried again.
+            guard bucket.isUsable else {
+                let why =
+                    bucket.callbacks.closed.load(ordering: .acquiring)
+                    ? "the connection was closed" : "the bucket is gone from the server"
+                say("fleet: \(why); connecting again", true)
+                lastSaid = why
+                self.bucket.withLock { $0 = nil }
+                continue
+            }
             let batch: ArraySlice<FleetChange> = queue.withLock { queue in
                 queue.changes[queue.head..<min(queue.head + 1000, queue.changes.count)]
             }
@@ -231,8 +242,8 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             let (done, error) = live.isEmpty ? (0, nil) : bucket.publish(live[...], encode: encode)
             let refused = Int(events.state.withLock { $0.refusedPublishes } - refusedBefore)
             // Acknowledged, or refused by the server (its permissions or limits: trying again
-            // would be refused again): the batch is done.
-            if done == live.count || refused > 0 {
+            // would be refused again): the batch is done. Unless the bucket is gone: then again.
+            if (done == live.count || refused > 0), !bucket.callbacks.bucketMissing.load(ordering: .acquiring) {
                 queue.withLock { $0.head += batch.count }
                 statistics.withLock {
                     $0.published += UInt64(max(live.count - refused, 0))
@@ -308,6 +319,8 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
 
     private func runWatch() {
         var watcher: OpaquePointer?
+        // The connection the watcher reads (a new one is read in whole again).
+        weak var watched: FleetBucket?
         var installedOnce = false
         var lastSaid: String?
         var censusDue = false
@@ -324,11 +337,12 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 SystemClock.sleep(nanoseconds: 20_000_000)
                 continue
             }
-            if watcher == nil || events.resync.exchange(false, ordering: .acquiring) {
+            if watcher == nil || watched !== bucket || events.resync.exchange(false, ordering: .acquiring) {
                 if let old = watcher { kvWatcher_Destroy(old) }
                 watcher = nil
                 do throws(FleetError) {
                     watcher = try readWhole(bucket, replacing: !installedOnce)
+                    watched = bucket
                     installedOnce = true
                     lastSaid = nil
                 } catch {

@@ -107,7 +107,7 @@ extension DaemonProcessTests {
     }
 
     @Test(
-        "fleet: a ban on host a (by its jail, and by portcullis ban) is in b's and c's maps as fleet/a, an unban on a lifts it there, nothing echoes; traffic from a source a banned is dropped on b's interface; the server killed for 30 s while a bans 1,000: a's bans are immediate, b and c hold all 1,000 soon after the server's return; b's queue of 10 keeps 10 of the 15 bans it made meanwhile and counts 5"
+        "fleet: a ban on host a (by its jail, and by portcullis ban) is in b's and c's maps as fleet/a, an unban on a lifts it there, nothing echoes; traffic from a source a banned is dropped on b's interface; the server killed for 30 s while a bans 1,000: a's bans are immediate, b and c hold all 1,000 soon after the server's return; b's queue of 10 keeps 10 of the 15 bans it made meanwhile and counts 5; a server back without its store gets the bucket made again"
     )
     func fleetSharesBans() throws {
         try withFleet("E", hosts: 3) { network, server, hosts in
@@ -205,6 +205,20 @@ extension DaemonProcessTests {
             #expect(fromBOnA != nil, "a did not get b's 10 queued bans")
             #expect(try fromB.suffix(5).allSatisfy { try fleetEntries(maps[0])[$0] == nil })
             #expect(try hosts[0].fleetStatus()["queued"] as? Int == 0)
+
+            // A server back without its store: the bucket is made again, b and c read it (the
+            // bans it lost go), a's next ban reaches them.
+            server.kill()
+            try server.wipeStore()
+            try server.start()
+            let afterWipe = try hosts[0].cli(["ban", "198.18.0.90"])
+            try #require(afterWipe.status == 0, "\(afterWipe.stderr)")
+            let rebuilt = try everywhere("198.18.0.90", within: 30)
+            print(
+                "fleet: after a wiped store, a's ban on b and c \(rebuilt.map { String(format: "%.2f", $0) } ?? "never") s after it"
+            )
+            #expect(rebuilt != nil, "the bucket was not made again")
+            #expect(try fleetEntries(maps[1])[addresses[0]] == nil, "b kept a ban the bucket lost")
             let logs = daemons.map { stopDaemon($0.0, $0.1) }
             // The outage is said, once per host, not once per try.
             for log in logs {
@@ -272,7 +286,7 @@ extension DaemonProcessTests {
     }
 
     @Test(
-        "fleet bad input: with the example account, a host cannot put another's key; a key that is not an address and a value that is not a ban (or names another host) are counted and skipped; a server that refuses the credentials is said once and the daemon bans on alone"
+        "fleet bad input: with the example account, a host cannot put another's key; a key that is not an address and a value that is not a ban (or names another host) are counted and skipped; a server that refuses the credentials is said once and the daemon bans on alone; refused on a reconnection, the daemon connects again once they are taken"
     )
     func fleetBadInput() throws {
         try withFleet(
@@ -345,6 +359,29 @@ extension DaemonProcessTests {
                 said.split(separator: "\n").filter { $0.contains("the server refused") }.count == 1
                     && said.contains("$KV.portcullis-bans.c.>"), "\(said)")
             #expect(try fleetEntries(mapsA)["198.18.0.11"] == nil)
+
+            // a's password changed on the server: nats.c's reconnection is refused and closes the
+            // connection for good; a says so, goes on alone, and connects again once it is back.
+            let accounts = server.directory + "/fleet-accounts.conf"
+            let original = try String(contentsOfFile: accounts, encoding: .utf8)
+            server.kill()
+            try original.replacingOccurrences(of: "change-me-a", with: "changed")
+                .write(toFile: accounts, atomically: true, encoding: .utf8)
+            try server.start()
+            let refused = try secondsUntil(30) {
+                let status = try a.fleetStatus()
+                return status["connected"] as? Bool == false
+                    && (status["last_error"] as? String ?? "").contains("refused this host's credentials")
+            }
+            let whenRefused = try a.fleetStatus()
+            #expect(refused != nil, "\(whenRefused)")
+            server.kill()
+            try original.write(toFile: accounts, atomically: true, encoding: .utf8)
+            try server.start()
+            #expect(try secondsUntil(30) { try a.fleetStatus()["connected"] as? Bool == true } != nil)
+            let before = try a.fleetStatus()["published"] as? Int ?? 0
+            try a.files.append(Array(repeating: "failed from 198.18.0.13", count: 3))
+            #expect(try secondsUntil(10) { (try a.fleetStatus()["published"] as? Int ?? 0) > before } != nil)
         }
     }
 

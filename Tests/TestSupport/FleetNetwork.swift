@@ -169,6 +169,12 @@ public final class NATSServer: @unchecked Sendable {
         self.process = nil
     }
 
+    /// Empties its store (call it killed): a server that lost its disk.
+    public func wipeStore() throws {
+        try FileManager.default.removeItem(atPath: directory + "/store")
+        try FileManager.default.createDirectory(atPath: directory + "/store", withIntermediateDirectories: true)
+    }
+
     /// Kills it and removes its directory.
     public func remove() {
         kill()

@@ -127,7 +127,9 @@ struct PortcullisPerf: ParsableCommand {
         commandName: "portcullis-perf",
         abstract: "Time Portcullis's hot paths, each next to a reference measured in the same run.",
         discussion: "Release builds only (swift build -c release). Needs root for the BPF suites.",
-        subcommands: [XDPSuite.self, TransportsSuite.self, EngineSuite.self, PipelineSuite.self, AgingSuite.self]
+        subcommands: [
+            XDPSuite.self, TransportsSuite.self, EngineSuite.self, PipelineSuite.self, AgingSuite.self, FleetSuite.self,
+        ]
     )
 }
 

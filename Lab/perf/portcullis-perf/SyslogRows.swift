@@ -1,3 +1,4 @@
+import CPortcullis
 import Foundation
 import LogTransport
 import PortcullisSystem

@@ -1,0 +1,336 @@
+import ArgumentParser
+import CPortcullis
+import Foundation
+import PortcullisCore
+import PortcullisDaemon
+@_spi(Testing) import PortcullisFleet
+import PortcullisSystem
+import Synchronization
+import XDPFirewall
+
+/// Suite `fleet`: how fast a ban made on host A is in the maps of hosts B and C, through a real
+/// NATS server with JetStream (Debian's nats-server, started here on loopback and stopped by its
+/// pid). Three fleet nodes run in this process, each with its own maps (one clock for all): A's
+/// ban is written into A's maps and published as the daemon publishes it; B's and C's watches
+/// install it. Reference: a NATS core publish → subscribe through the same server, measured in
+/// the same run (the engine's own floor).
+struct FleetSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fleet",
+        abstract: "A's map update to B's and C's over NATS JetStream: p50, p99 against a core publish → subscribe.")
+
+    @OptionGroup var options: HarnessOptions
+
+    @Option(help: "Bans per round, paced.")
+    var bans = 1000
+
+    @Option(help: "Microseconds between two bans.")
+    var pace = 1000
+
+    @Option(help: "Path of portcullis.bpf.o.")
+    var bpfObject: String?
+
+    @Option(help: "Path of nats-server.")
+    var natsServer = "/usr/sbin/nats-server"
+
+    func validate() throws {
+        if bans < 10 || bans > 60_000 { throw ValidationError("--bans must be 10...60000") }
+        if pace < 0 { throw ValidationError("--pace must be at least 0") }
+    }
+
+    func run() throws {
+        try runSuite(options, pinMeasuringThread: false) { try measure() }
+    }
+
+    func measure() throws -> [Measurement] {
+        guard FileManager.default.isExecutableFile(atPath: natsServer) else {
+            throw MeasurementError(
+                description: "fleet: no nats-server at \(natsServer): tools/install-deps installs Debian's nats-server")
+        }
+        let server = try LoopbackNATS(path: natsServer)
+        defer { server.stop() }
+        let object = try BPFObjectLocator().locate(explicit: bpfObject)
+        let programs = try (0..<3).map { _ in try LoadedProgram(filterAt: object, pinDirectory: nil) }
+        let maps = programs.map { $0.maps! }
+        let quiet: @Sendable (String, Bool) -> Void = { line, error in
+            if error { FileHandle.standardError.write(Data("portcullis-perf: \(line)\n".utf8)) }
+        }
+        var nodes: [FleetNode] = []
+        defer { for node in nodes { node.stopAndJoin() } }
+        let arrivals = Arrivals(capacity: bans * options.rounds)
+        for (index, name) in ["a", "b", "c"].enumerated() {
+            var settings = FleetSettings(servers: [server.url], host: name)
+            settings.reconnectWait = 0.1
+            let node = FleetNode(settings: settings, maxAgeSeconds: 3600, say: quiet)
+            if index > 0 {
+                let host = index - 1
+                node.installObserver = { key in arrivals.record(key, host: host) }
+            }
+            try node.start(maps: index == 0 ? nil : maps[index], allowlist: [])
+            nodes.append(node)
+        }
+        // Every node connected and every watch reading before the first ban.
+        let deadline = SystemClock.monotonicSeconds() + 30
+        while nodes.contains(where: { !$0.snapshot.connected || ($0 !== nodes[0] && $0.snapshot.resyncs == 0) }) {
+            guard SystemClock.monotonicSeconds() < deadline else {
+                throw MeasurementError(description: "fleet: the nodes did not connect to \(server.url) within 30 s")
+            }
+            usleep(10_000)
+        }
+        let reference = try CoreRoundTrip(url: server.url)
+        var fleetLatencies: [Double] = []
+        var coreLatencies: [Double] = []
+        var fleetP50: [Double] = []
+        var fleetP99: [Double] = []
+        var coreP50: [Double] = []
+        var coreP99: [Double] = []
+        for round in 0..<options.rounds {
+            let addresses = (0..<bans).map { index in
+                IPAddress(ipv4NetworkOrder: (UInt32(0xC612_0000) | UInt32(round << 16) | UInt32(index + 1)).bigEndian)
+            }
+            let round = try banRound(addresses, maps: maps[0], publisher: nodes[0], arrivals: arrivals)
+            fleetLatencies += round
+            fleetP50.append(percentile(round, 0.50))
+            fleetP99.append(percentile(round, 0.99))
+            let core = try reference.round(count: bans, paceMicroseconds: pace)
+            coreLatencies += core
+            coreP50.append(percentile(core, 0.50))
+            coreP99.append(percentile(core, 0.99))
+        }
+        let label = "\(bans) bans paced at \(pace) µs, A's map → B's and C's"
+        let referenceName = "NATS core publish → subscribe"
+        return [
+            Measurement(
+                suite: "fleet", name: label + ": p50", unit: "ms", value: median(fleetP50), reference: referenceName,
+                referenceValue: median(coreP50), rounds: options.rounds),
+            Measurement(
+                suite: "fleet", name: label + ": p99", unit: "ms", value: median(fleetP99), reference: referenceName,
+                referenceValue: median(coreP99), rounds: options.rounds),
+            Measurement(
+                suite: "fleet", name: label + ": max (all rounds)", unit: "ms", value: fleetLatencies.max() ?? 0,
+                reference: referenceName, referenceValue: coreLatencies.max() ?? 0, rounds: options.rounds),
+        ]
+    }
+
+    /// One round: each address banned in A's maps and published, paced; returns, per ban and per
+    /// receiving host, milliseconds from A's map write to that host's.
+    private func banRound(
+        _ addresses: [IPAddress], maps: BanMaps, publisher: FleetNode, arrivals: Arrivals
+    ) throws -> [Double] {
+        let keys = addresses.map { FleetKey.key(host: "a", IPNetwork(containing: $0, length: 32)) }
+        arrivals.expect(keys)
+        var written = [UInt64](repeating: 0, count: addresses.count)
+        let start = SystemClock.monotonicNanoseconds()
+        for (index, address) in addresses.enumerated() {
+            let due = start + UInt64(index) * UInt64(pace) * 1000
+            let now = SystemClock.monotonicNanoseconds()
+            if due > now { SystemClock.sleep(nanoseconds: due - now) }
+            try maps.ban(address, .at(bootNanoseconds: SystemClock.bootNanoseconds() + 3_600_000_000_000), origin: 1)
+            written[index] = SystemClock.monotonicNanoseconds()
+            publisher.publish(
+                BanEvent(
+                    kind: .ban, origin: .operator, addresses: [address], monotonicNanoseconds: written[index],
+                    jail: "perf", seconds: [3600]))
+        }
+        let arrived = try arrivals.wait(seconds: 30)
+        var latencies: [Double] = []
+        latencies.reserveCapacity(addresses.count * 2)
+        for host in 0..<2 {
+            for index in addresses.indices {
+                latencies.append(Double(arrived[host][index] &- written[index]) / 1e6)
+            }
+        }
+        return latencies
+    }
+}
+
+/// When B's and C's watches installed each key of a round (`CLOCK_MONOTONIC` nanoseconds).
+private final class Arrivals: Sendable {
+    private struct State {
+        var index: [String: Int] = [:]
+        var times: [[UInt64]] = [[], []]
+        var left = 0
+    }
+
+    private let state: Mutex<State>
+
+    init(capacity: Int) { state = Mutex(State()) }
+
+    func expect(_ keys: [String]) {
+        state.withLock { state in
+            state.index = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
+            state.times = [[UInt64](repeating: 0, count: keys.count), [UInt64](repeating: 0, count: keys.count)]
+            state.left = keys.count * 2
+        }
+    }
+
+    func record(_ key: String, host: Int) {
+        let now = SystemClock.monotonicNanoseconds()
+        state.withLock { state in
+            guard let index = state.index[key], state.times[host][index] == 0 else { return }
+            state.times[host][index] = now
+            state.left -= 1
+        }
+    }
+
+    func wait(seconds: Double) throws -> [[UInt64]] {
+        let deadline = SystemClock.monotonicSeconds() + seconds
+        while true {
+            let (left, times) = state.withLock { ($0.left, $0.times) }
+            if left == 0 { return times }
+            guard SystemClock.monotonicSeconds() < deadline else {
+                throw MeasurementError(
+                    description: "fleet: \(left) installs on B and C missing after \(Int(seconds)) s")
+            }
+            usleep(1000)
+        }
+    }
+}
+
+/// nats-server with JetStream on a free loopback port, a scratch store, stopped by its pid.
+private final class LoopbackNATS {
+    let url: String
+    private let directory: String
+    private let process = Process()
+
+    init(path: String) throws {
+        directory = NSTemporaryDirectory() + "pc-perf-nats-\(getpid())"
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = try Self.freePort()
+        url = "nats://127.0.0.1:\(port)"
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", directory]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = SystemClock.monotonicSeconds() + 30
+        while !Self.accepts(port) {
+            guard process.isRunning, SystemClock.monotonicSeconds() < deadline else {
+                stop()
+                throw MeasurementError(
+                    description: "fleet: nats-server did not listen on 127.0.0.1:\(port) within 30 s")
+            }
+            usleep(20_000)
+        }
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A port the kernel gives a bound socket (closed again: the server takes it next).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else { throw MeasurementError(description: "fleet: no free loopback port: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func accepts(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+}
+
+/// NATS core publish → subscribe: one connection publishes (each message as soon as it is
+/// given), another receives in nats.c's callback; both on this machine's clock.
+private final class CoreRoundTrip {
+    private let publisher: OpaquePointer
+    private let subscriber: OpaquePointer
+    private let subscription: OpaquePointer
+    private let received: Received
+
+    final class Received: @unchecked Sendable {
+        let times = Mutex<[UInt64]>([])
+    }
+
+    init(url: String) throws {
+        func connect(asap: Bool) throws -> OpaquePointer {
+            var options: OpaquePointer?
+            natsOptions_Create(&options)
+            defer { natsOptions_Destroy(options) }
+            natsOptions_SetURL(options, url)
+            natsOptions_SetSendAsap(options, asap)
+            var connection: OpaquePointer?
+            let status = natsConnection_Connect(&connection, options)
+            guard status == NATS_OK, let connection else {
+                throw MeasurementError(
+                    description: "fleet: core connection: \(String(cString: natsStatus_GetText(status)))")
+            }
+            return connection
+        }
+        publisher = try connect(asap: true)
+        subscriber = try connect(asap: false)
+        received = Received()
+        var subscription: OpaquePointer?
+        let status = natsConnection_Subscribe(
+            &subscription, subscriber, "portcullis.perf.rtt",
+            { _, _, message, closure in
+                let now = SystemClock.monotonicNanoseconds()
+                let received = Unmanaged<Received>.fromOpaque(closure!).takeUnretainedValue()
+                if let data = natsMsg_GetData(message), natsMsg_GetDataLength(message) == 8 {
+                    let sent = UnsafeRawPointer(data).loadUnaligned(as: UInt64.self)
+                    received.times.withLock { $0.append(now &- sent) }
+                }
+                natsMsg_Destroy(message)
+            }, Unmanaged.passUnretained(received).toOpaque())
+        guard status == NATS_OK, let subscription else {
+            throw MeasurementError(
+                description: "fleet: core subscription: \(String(cString: natsStatus_GetText(status)))")
+        }
+        self.subscription = subscription
+        natsConnection_Flush(subscriber)
+    }
+
+    deinit {
+        natsSubscription_Destroy(subscription)
+        natsConnection_Destroy(publisher)
+        natsConnection_Destroy(subscriber)
+    }
+
+    /// `count` messages paced; milliseconds from each publish to its callback.
+    func round(count: Int, paceMicroseconds: Int) throws -> [Double] {
+        received.times.withLock { $0 = [] }
+        let start = SystemClock.monotonicNanoseconds()
+        for index in 0..<count {
+            let due = start + UInt64(index) * UInt64(paceMicroseconds) * 1000
+            let now = SystemClock.monotonicNanoseconds()
+            if due > now { SystemClock.sleep(nanoseconds: due - now) }
+            var sent = SystemClock.monotonicNanoseconds()
+            _ = withUnsafeBytes(of: &sent) { bytes in
+                natsConnection_Publish(publisher, "portcullis.perf.rtt", bytes.baseAddress, Int32(bytes.count))
+            }
+        }
+        let deadline = SystemClock.monotonicSeconds() + 30
+        while received.times.withLock({ $0.count }) < count {
+            guard SystemClock.monotonicSeconds() < deadline else {
+                throw MeasurementError(description: "fleet: core messages missing after 30 s")
+            }
+            usleep(1000)
+        }
+        return received.times.withLock { $0.map { Double($0) / 1e6 } }
+    }
+}
