@@ -55,7 +55,9 @@ final class FleetEvents: @unchecked Sendable {
 
 /// What nats.c's callbacks of one connection reach: the node's events, and whether this
 /// connection is done with (closed for good: two refusals of its credentials in a row end nats.c's
-/// reconnecting) or its bucket gone (a server that lost its store answers no put).
+/// reconnecting) or its bucket gone (a server that lost its store answers no put). nats.c holds a
+/// reference until its last callback, the closed one, which it makes once for every connection that
+/// was made, on a thread of its own, after `natsConnection_Destroy` may have returned.
 final class FleetCallbacks: @unchecked Sendable {
     let events: FleetEvents
     let closed = Atomic<Bool>(false)
@@ -122,7 +124,7 @@ final class FleetBucket: @unchecked Sendable {
                 try Self.check(natsOptions_LoadCertificatesChain(options, cert, key), "cert_path and key_path")
             }
         }
-        let closure = Unmanaged.passUnretained(callbacks).toOpaque()
+        let closure = Unmanaged.passRetained(callbacks).toOpaque()
         natsOptions_SetDisconnectedCB(
             options,
             { _, closure in
@@ -135,6 +137,8 @@ final class FleetBucket: @unchecked Sendable {
                 callbacks.closed.store(true, ordering: .releasing)
                 callbacks.events.state.withLock { $0.connected = false }
                 callbacks.events.wake()
+                // The last callback of the connection: nats.c's reference goes.
+                Unmanaged<FleetCallbacks>.fromOpaque(closure!).release()
             }, closure)
         natsOptions_SetReconnectedCB(
             options,
@@ -162,6 +166,8 @@ final class FleetBucket: @unchecked Sendable {
         var connection: OpaquePointer?
         let connected = natsConnection_Connect(&connection, options)
         guard connected == NATS_OK, let connection else {
+            // Never connected: no callback comes (nats.c closes such a one without them).
+            Unmanaged<FleetCallbacks>.fromOpaque(closure).release()
             throw FleetError.last(connected, "cannot connect to " + settings.servers.joined(separator: ","))
         }
         self.connection = connection

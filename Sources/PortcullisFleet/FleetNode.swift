@@ -427,8 +427,9 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             install(claims.changes(since: before))
         }
         let took = SystemClock.monotonicSeconds()
-        statistics.withLock { $0.resyncs += 1 }
+        // The census before the count: whoever sees the read done sees what it holds.
         updateCensus()
+        statistics.withLock { $0.resyncs += 1 }
         say(
             "fleet: read bucket \(settings.bucket): \(claims.count) ban(s) of other hosts on \(claims.networks) "
                 + "network(s) in force (\(count) taken) in \(Int((took - started) * 1000)) ms, installed in "

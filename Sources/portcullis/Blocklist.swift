@@ -79,7 +79,8 @@ struct Blocklist: ParsableCommand {
                 let names = try maps.originNames()
                 var lists: [String: (v4: Int, v6: Int, dropped: UInt64)] = [:]
                 for entry in try maps.listEntries() {
-                    // A list's origin is `list:NAME`; a CrowdSec decision's, `crowdsec/ORIGIN`, shown as such.
+                    // A list's origin is `list:NAME`; a CrowdSec decision's, `crowdsec/ORIGIN`, and a fleet host's,
+                    // `fleet/HOST`, shown as such.
                     let origin = names[entry.origin] ?? "list:?"
                     let name = origin.hasPrefix("list:") ? String(origin.dropFirst("list:".count)) : origin
                     var list = lists[name] ?? (0, 0, 0)

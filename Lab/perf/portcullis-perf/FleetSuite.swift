@@ -27,6 +27,9 @@ struct FleetSuite: ParsableCommand {
     @Option(help: "Microseconds between two bans.")
     var pace = 1000
 
+    @Option(help: "Bans host A puts at once, which host D, joining after, reads (0: no such rows).")
+    var joinerBans = 100_000
+
     @Option(help: "Path of portcullis.bpf.o.")
     var bpfObject: String?
 
@@ -36,6 +39,7 @@ struct FleetSuite: ParsableCommand {
     func validate() throws {
         if bans < 10 || bans > 60_000 { throw ValidationError("--bans must be 10...60000") }
         if pace < 0 { throw ValidationError("--pace must be at least 0") }
+        if joinerBans < 0 || joinerBans > 1_000_000 { throw ValidationError("--joiner-bans must be 0...1000000") }
     }
 
     func run() throws {
@@ -50,7 +54,7 @@ struct FleetSuite: ParsableCommand {
         let server = try LoopbackNATS(path: natsServer)
         defer { server.stop() }
         let object = try BPFObjectLocator().locate(explicit: bpfObject)
-        let programs = try (0..<3).map { _ in try LoadedProgram(filterAt: object, pinDirectory: nil) }
+        let programs = try (0..<4).map { _ in try LoadedProgram(filterAt: object, pinDirectory: nil) }
         let maps = programs.map { $0.maps! }
         let quiet: @Sendable (String, Bool) -> Void = { line, error in
             if error { FileHandle.standardError.write(Data("portcullis-perf: \(line)\n".utf8)) }
@@ -99,7 +103,9 @@ struct FleetSuite: ParsableCommand {
         }
         let label = "\(bans) bans paced at \(pace) µs, A's map → B's and C's"
         let referenceName = "NATS core publish → subscribe"
-        return [
+        let joiner =
+            joinerBans > 0 ? try joinerRows(server: server, publisher: nodes[0], maps: maps[3], quiet: quiet) : []
+        return joiner + [
             Measurement(
                 suite: "fleet", name: label + ": p50", unit: "ms", value: median(fleetP50), reference: referenceName,
                 referenceValue: median(coreP50), rounds: options.rounds),
@@ -109,6 +115,67 @@ struct FleetSuite: ParsableCommand {
             Measurement(
                 suite: "fleet", name: label + ": max (all rounds)", unit: "ms", value: fleetLatencies.max() ?? 0,
                 reference: referenceName, referenceValue: coreLatencies.max() ?? 0, rounds: options.rounds),
+        ]
+    }
+
+    /// A publishes `joinerBans` bans at once (timed to the last acknowledgement, against bare
+    /// asynchronous puts of as many values into a bucket of their own), then host D starts and
+    /// reads the bucket's whole set into its maps (timed, against a bare watch reading the same set).
+    private func joinerRows(
+        server: LoopbackNATS, publisher: FleetNode, maps: BanMaps, quiet: @escaping @Sendable (String, Bool) -> Void
+    ) throws -> [Measurement] {
+        let bare = try BareBucket(url: server.url)
+        let barePut = try bare.putValues(count: joinerBans)
+        let before = publisher.snapshot.published
+        let started = SystemClock.monotonicSeconds()
+        var index = 0
+        while index < joinerBans {
+            let count = min(1000, joinerBans - index)
+            let addresses = (index..<index + count).map { number -> IPAddress in
+                // 198.19.0.0/16 (65,536), then IPv6 2001:2:0:1::/64.
+                number < 65_536
+                    ? IPAddress(ipv4NetworkOrder: (UInt32(0xC613_0000) | UInt32(number)).bigEndian)
+                    : IPAddress(high: UInt64(0x2001_0002_0000_0001).bigEndian, low: UInt64(number).bigEndian)
+            }
+            publisher.publish(
+                BanEvent(
+                    kind: .ban, origin: .filter, addresses: addresses,
+                    monotonicNanoseconds: SystemClock.monotonicNanoseconds(),
+                    jail: "perf", seconds: [UInt64](repeating: 3600, count: count)))
+            index += count
+        }
+        while publisher.snapshot.published < before + UInt64(joinerBans) {
+            guard SystemClock.monotonicSeconds() - started < 120 else {
+                throw MeasurementError(description: "fleet: A did not publish \(joinerBans) bans within 120 s")
+            }
+            usleep(1000)
+        }
+        let published = SystemClock.monotonicSeconds() - started
+        let (bareRead, keys) = try bare.watchAll(bucket: "portcullis-bans")
+        var settings = FleetSettings(servers: [server.url], host: "d")
+        settings.reconnectWait = 0.1
+        let joiner = FleetNode(settings: settings, maxAgeSeconds: 3600, say: quiet)
+        let joined = SystemClock.monotonicSeconds()
+        try joiner.start(maps: maps, allowlist: [])
+        defer { joiner.stopAndJoin() }
+        while joiner.snapshot.resyncs == 0 {
+            guard SystemClock.monotonicSeconds() - joined < 120 else {
+                throw MeasurementError(description: "fleet: D did not read the bucket within 120 s")
+            }
+            usleep(1000)
+        }
+        let read = SystemClock.monotonicSeconds() - joined
+        let held = joiner.snapshot.bans
+        guard held == keys else {
+            throw MeasurementError(description: "fleet: D holds \(held) bans of the bucket's \(keys)")
+        }
+        return [
+            Measurement(
+                suite: "fleet", name: "A puts \(joinerBans) bans at once (to the last acknowledgement)", unit: "s",
+                value: published, reference: "bare async puts of as many values", referenceValue: barePut, rounds: 1),
+            Measurement(
+                suite: "fleet", name: "D joins: \(keys) bans read into its maps (connect, watch, install)", unit: "s",
+                value: read, reference: "a bare watch reading the same set", referenceValue: bareRead, rounds: 1),
         ]
     }
 
@@ -332,5 +399,92 @@ private final class CoreRoundTrip {
             usleep(1000)
         }
         return received.times.withLock { $0.map { Double($0) / 1e6 } }
+    }
+}
+
+/// nats.c alone, for the joiner rows' references: asynchronous puts into a bucket of their own,
+/// and a watch that reads a bucket's whole set and does nothing with it.
+private final class BareBucket {
+    private let connection: OpaquePointer
+    private let jetStream: OpaquePointer
+
+    init(url: String) throws {
+        var options: OpaquePointer?
+        natsOptions_Create(&options)
+        defer { natsOptions_Destroy(options) }
+        natsOptions_SetURL(options, url)
+        var connection: OpaquePointer?
+        guard natsConnection_Connect(&connection, options) == NATS_OK, let connection else {
+            throw MeasurementError(description: "fleet: the bare client cannot connect to \(url)")
+        }
+        self.connection = connection
+        var jetStream: OpaquePointer?
+        guard natsConnection_JetStream(&jetStream, connection, nil) == NATS_OK, let jetStream else {
+            natsConnection_Destroy(connection)
+            throw MeasurementError(description: "fleet: the bare client has no JetStream context")
+        }
+        self.jetStream = jetStream
+    }
+
+    deinit {
+        jsCtx_Destroy(jetStream)
+        natsConnection_Destroy(connection)
+    }
+
+    /// Seconds to put `count` values like a ban's (about 80 bytes) asynchronously, to the last
+    /// acknowledgement.
+    func putValues(count: Int) throws -> Double {
+        var config = kvConfig()
+        kvConfig_Init(&config)
+        var store: OpaquePointer?
+        let made = "portcullis-perf-reference".withCString { name in
+            config.Bucket = name
+            config.History = 1
+            config.StorageType = js_FileStorage
+            return js_CreateKeyValue(&store, jetStream, &config)
+        }
+        guard made == NATS_OK, let store else { throw MeasurementError(description: "fleet: no reference bucket") }
+        defer { kvStore_Destroy(store) }
+        let value = Array(#"{"end":1764650000123,"at":1764646400123,"jail":"perf","host":"a","level":0}"#.utf8)
+        let started = SystemClock.monotonicSeconds()
+        for index in 0..<count {
+            let status = value.withUnsafeBytes { bytes in
+                js_PublishAsync(
+                    jetStream, "$KV.portcullis-perf-reference.a.\(index)", bytes.baseAddress, Int32(bytes.count), nil)
+            }
+            guard status == NATS_OK else { throw MeasurementError(description: "fleet: a bare put failed") }
+        }
+        var options = jsPubOptions()
+        jsPubOptions_Init(&options)
+        options.MaxWait = 60_000
+        guard js_PublishAsyncComplete(jetStream, &options) == NATS_OK else {
+            throw MeasurementError(description: "fleet: the bare puts were not acknowledged")
+        }
+        return SystemClock.monotonicSeconds() - started
+    }
+
+    /// Seconds to read `bucket`'s whole set through a watch, and how many keys it had.
+    func watchAll(bucket: String) throws -> (Double, Int) {
+        let started = SystemClock.monotonicSeconds()
+        var store: OpaquePointer?
+        guard js_KeyValue(&store, jetStream, bucket) == NATS_OK, let store else {
+            throw MeasurementError(description: "fleet: no bucket \(bucket)")
+        }
+        defer { kvStore_Destroy(store) }
+        var watcher: OpaquePointer?
+        guard kvStore_WatchAll(&watcher, store, nil) == NATS_OK, let watcher else {
+            throw MeasurementError(description: "fleet: the bare watch failed")
+        }
+        defer { kvWatcher_Destroy(watcher) }
+        var keys = 0
+        while true {
+            var entry: OpaquePointer?
+            let status = kvWatcher_Next(&entry, watcher, 10_000)
+            guard status == NATS_OK else { throw MeasurementError(description: "fleet: the bare watch stopped") }
+            guard let entry else { break }
+            if kvEntry_Operation(entry) == kvOp_Put { keys += 1 }
+            kvEntry_Destroy(entry)
+        }
+        return (SystemClock.monotonicSeconds() - started, keys)
     }
 }
