@@ -356,24 +356,28 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 continue
             }
             var entry: OpaquePointer?
+            let waited = SystemClock.monotonicNanoseconds()
             let status = kvWatcher_Next(&entry, watcher, 100)
             if status == NATS_OK, let entry {
-                defer { kvEntry_Destroy(entry) }
-                if let key = take(entry, into: &claims) {
-                    install([key.change])
-                    let (bans, networks) = (claims.count, claims.networks)
-                    statistics.withLock { stats in
-                        stats.bans = bans
-                        stats.networks = networks
-                        stats.received += 1
-                        if key.put { stats.installed += 1 } else { stats.lifted += 1 }
-                        if let lag = key.lag {
-                            stats.lagSeconds += lag
-                            stats.lagCount += 1
-                            stats.lastLagSeconds = lag
-                        }
+                var taken: [Taken] = []
+                if let key = take(entry, into: &claims) { taken.append(key) }
+                kvEntry_Destroy(entry)
+                // An entry that was waiting already: a burst (a host's thousands of bans, the
+                // queue of one back from an outage). What else waits goes in the same batched
+                // write, until an entry has to be waited for (it is written with them at once) or
+                // none comes within a millisecond; a ban that came alone is written at once.
+                if SystemClock.monotonicNanoseconds() - waited < 100_000 {
+                    while taken.count < 1024 {
+                        var more: OpaquePointer?
+                        let asked = SystemClock.monotonicNanoseconds()
+                        guard kvWatcher_Next(&more, watcher, 1) == NATS_OK, let more else { break }
+                        if let key = take(more, into: &claims) { taken.append(key) }
+                        kvEntry_Destroy(more)
+                        if SystemClock.monotonicNanoseconds() - asked >= 100_000 { break }
                     }
-                    installObserver?(key.key)
+                }
+                if !taken.isEmpty {
+                    record(taken)
                     censusDue = true
                 }
             } else if status == NATS_TIMEOUT || status == NATS_OK {
@@ -389,6 +393,33 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
             }
         }
+    }
+
+    /// Writes what `taken` changed into the maps (a network several entries touched once, as it
+    /// is now) and counts it.
+    private func record(_ taken: [Taken]) {
+        var seen = Set<IPNetwork>(minimumCapacity: taken.count)
+        var changes: [ListChange] = []
+        changes.reserveCapacity(taken.count)
+        for key in taken.reversed() where seen.insert(key.change.network).inserted {
+            changes.append(claims.change(key.change.network))
+        }
+        install(changes)
+        let (bans, networks) = (claims.count, claims.networks)
+        statistics.withLock { stats in
+            stats.bans = bans
+            stats.networks = networks
+            for key in taken {
+                stats.received += 1
+                if key.put { stats.installed += 1 } else { stats.lifted += 1 }
+                if let lag = key.lag {
+                    stats.lagSeconds += lag
+                    stats.lagCount += 1
+                    stats.lastLagSeconds = lag
+                }
+            }
+        }
+        if let installObserver { for key in taken { installObserver(key.key) } }
     }
 
     /// Reads the bucket's whole set into a new claim set and installs it: in one swap the first
