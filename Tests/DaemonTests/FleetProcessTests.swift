@@ -107,7 +107,7 @@ extension DaemonProcessTests {
     }
 
     @Test(
-        "fleet: a ban on host a (by its jail, and by portcullis ban) is in b's and c's maps as fleet/a, an unban on a lifts it there, nothing echoes; traffic from a source a banned is dropped on b's interface; the server killed for 30 s while a bans 1,000: a's bans are immediate, b and c hold all 1,000 soon after the server's return; b's queue of 10 keeps 10 of the 15 bans it made meanwhile and counts 5; a server back without its store gets the bucket made again"
+        "fleet: a ban on host a (by its jail, and by portcullis ban) is in b's and c's maps as fleet/a, an unban on a lifts it there, nothing echoes; the testbed's attack from one source a banned is dropped on b's interface; the server killed for 30 s while a bans 1,000: a's bans are immediate, b and c hold all 1,000 soon after the server's return; b's queue of 10 keeps 10 of the 15 bans it made meanwhile and counts 5; a server back without its store gets the bucket made again"
     )
     func fleetSharesBans() throws {
         try withFleet("E", hosts: 3) { network, server, hosts in
@@ -160,17 +160,19 @@ extension DaemonProcessTests {
             try #require(unbanned.status == 0, "\(unbanned.stderr)")
             #expect(try nowhere(["198.18.0.7", "198.18.0.8", "198.18.1.0/24"]) != nil)
 
-            // The attacker banned on a is dropped on b's interface.
-            try hosts[0].files.append(Array(repeating: "failed from \(FleetNetwork.attackerAddress)", count: 3))
-            try #require(try everywhere(FleetNetwork.attackerAddress) != nil)
-            let sent = try network.attack(1, count: 200)
-            let attacker = try IPNetwork(parsing: FleetNetwork.attackerAddress)
+            // The testbed's attack from one source, banned on a, is dropped on b's interface.
+            try hosts[0].files.append(Array(repeating: "failed from 198.18.0.1", count: 3))
+            try #require(try everywhere("198.18.0.1") != nil)
+            let sent = try network.attack(
+                1, testbed: Products.directory + "/portcullis-testbed", rate: 2000, seconds: 1)
+            let attacker = try IPNetwork(parsing: "198.18.0.1")
             func droppedOnB() throws -> UInt64 {
                 try maps[1].listEntries().first { $0.network == attacker }?.dropped ?? 0
             }
             let dropped = try secondsUntil(10) { try droppedOnB() >= UInt64(sent) }
             let counted = try droppedOnB()
-            #expect(dropped != nil, "b dropped \(counted) of the \(sent) datagrams sent")
+            print("fleet: the testbed's attack on b: \(sent) frames sent, \(counted) dropped by a's ban")
+            #expect(sent > 0 && dropped != nil, "b dropped \(counted) of the \(sent) frames sent")
 
             // The server killed for 30 s; a bans 1,000 meanwhile.
             server.kill()

@@ -17,6 +17,9 @@ public struct FleetNetwork: Sendable {
     public static let hubAddress = "198.18.10.254"
     public static let attackerAddress = "198.18.10.100"
     public static func hostAddress(_ index: Int) -> String { "198.18.10.\(index + 1)" }
+    /// The host ends' MAC addresses (the attacker's frames are sent to one).
+    public static func hostMAC(_ index: Int) -> String { String(format: "02:00:c6:12:0a:%02x", index + 1) }
+    public static let attackerMAC = "02:00:c6:12:0a:64"
 
     /// Namespaces (and the interfaces in them) named `pct<pid><tag>h`, `...<tag>0`, `...<tag>1`...
     public init(_ tag: String, hosts count: Int) throws {
@@ -43,8 +46,10 @@ public struct FleetNetwork: Sendable {
         for (index, name) in (hosts + [attacker]).enumerated() {
             let address = name == attacker ? Self.attackerAddress : Self.hostAddress(index)
             try check("ip", "netns", "add", name)
+            let mac = name == attacker ? Self.attackerMAC : Self.hostMAC(index)
             try check(
-                "ip", "link", "add", name, "netns", name, "type", "veth", "peer", "name", name + "p", "netns", hub)
+                "ip", "link", "add", name, "address", mac, "netns", name, "type", "veth", "peer", "name", name + "p",
+                "netns", hub)
             try check("ip", "-n", hub, "link", "set", name + "p", "master", "br0")
             try check("ip", "-n", hub, "link", "set", name + "p", "up")
             try check("ip", "-n", name, "addr", "add", address + "/24", "dev", name)
@@ -64,19 +69,21 @@ public struct FleetNetwork: Sendable {
         try runProcess("/usr/bin/nsenter", ["--net=/run/netns/\(namespace)", "--"] + arguments, timeout: timeout)
     }
 
-    /// Sends `count` UDP datagrams from the attacker to host `index`. - Returns: how many went.
-    public func attack(_ index: Int, count: Int) throws -> Int {
-        let script = """
-            import socket, sys
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sent = 0
-            for _ in range(int(sys.argv[2])):
-                sent += s.sendto(b'A', (sys.argv[1], 9)) == 1
-            print(sent)
-            """
-        let result = try run(in: attacker, ["python3", "-c", script, Self.hostAddress(index), String(count)])
-        guard result.status == 0, let sent = Int(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw TestNetworkError(command: "send UDP to host \(index)", output: result.stderr)
+    /// The testbed's attack from the attacker namespace to host `index`: `portcullis-testbed flood`
+    /// (its packet engine) sending `rate` frames a second for `seconds` from one spoofed source,
+    /// 198.18.0.1. - Returns: the frames it says it sent.
+    public func attack(_ index: Int, testbed: String, rate: Int, seconds: Double) throws -> Int {
+        let result = try run(
+            in: attacker,
+            [
+                testbed, "flood", "--engine", "packet", "--interface", attacker, "--source-mac", Self.attackerMAC,
+                "--server-mac", Self.hostMAC(index), "--attackers-v4", "1", "--rate", String(rate), "--valid-rate",
+                "0", "--duration", String(seconds),
+            ])
+        guard result.status == 0, let sent = result.stdout.firstMatch(of: /"invalid_v4":(\d+)/).flatMap({ Int($0.1) })
+        else {
+            throw TestNetworkError(
+                command: "portcullis-testbed flood to host \(index)", output: result.stdout + result.stderr)
         }
         return sent
     }
