@@ -35,7 +35,9 @@ public struct FleetConfiguration: Sendable, Equatable {
         let host = try table.text("host") ?? FleetSettings.defaultHost()
         guard FleetSettings.isValidHost(host) else {
             throw fail(
-                "host", "'\(host)' cannot name keys: use letters, digits, - and _ (at most 64), e.g. web-1")
+                "host",
+                "'\(host)' cannot name keys: use letters, digits, - and _ (at most \(FleetSettings.longestHost)), e.g. web-1"
+            )
         }
         var settings = FleetSettings(servers: servers, host: host)
         if let bucket = try table.text("bucket") {
@@ -80,8 +82,11 @@ public struct FleetConfiguration: Sendable, Equatable {
             settings.queueLimit = queue
         }
         if let age = try table.integer(
-            "max_age", 0...(10 * 365 * 86_400), "0 (the jails' longest ban) to 10 years in seconds")
+            "max_age", 0...(10 * 365 * 86_400), "0 (the jails' longest ban) or 120 s to 10 years in seconds")
         {
+            guard age == 0 || age >= 120 else {
+                throw fail("max_age", "must be 0 (the jails' longest ban) or 120 s to 10 years in seconds")
+            }
             settings.maxAge = UInt64(age)
         }
         if let replicas = try table.integer("replicas", 1...5, "1 to 5 (NATS streams have at most 5 replicas)") {

@@ -104,12 +104,15 @@ public struct FleetState: Codable, Sendable, Equatable {
     public var received: UInt64
     public var bans: Int
     public var hosts: Int
+    /// This host's bans in force put again (a connection made anew, keys the max age would take).
+    public var republished: UInt64
     public var lastError: String?
 
     public init(
         host: String, bucket: String, servers: [String], connected: Bool, published: UInt64, queued: Int,
-        dropped: UInt64, received: UInt64, bans: Int, hosts: Int, lastError: String?
+        dropped: UInt64, received: UInt64, bans: Int, hosts: Int, republished: UInt64, lastError: String?
     ) {
+        self.republished = republished
         self.dropped = dropped
         self.host = host
         self.bucket = bucket
@@ -124,7 +127,7 @@ public struct FleetState: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, bucket, servers, connected, published, queued, dropped, received, bans, hosts
+        case host, bucket, servers, connected, published, queued, dropped, received, bans, hosts, republished
         case lastError = "last_error"
     }
 }

@@ -82,9 +82,10 @@ public final class Bouncer: @unchecked Sendable {
     private var set: DecisionSet
     private let installer: ListInstaller
     private let thread = LAPIThread()
-    /// Told what the maps must now hold for the networks that changed, with the boot clock's now
-    /// (a fleet shares them, `share_crowdsec`). Set before `start`; runs on the bouncer's thread.
-    public var observer: (@Sendable ([ListChange], UInt64) -> Void)?
+    /// Told what the maps must now hold for the networks that changed, with the boot clock's now,
+    /// and whether that is the whole set (the first full pull) (a fleet shares them,
+    /// `share_crowdsec`). Set before `start`; runs on the bouncer's thread.
+    public var observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)?
 
     /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
     public init(
@@ -178,7 +179,7 @@ public final class Bouncer: @unchecked Sendable {
             let ended = set.purge(now: boot)
             if !ended.isEmpty {
                 install(ended)
-                observer?(ended, boot)
+                observer?(ended, boot, false)
             }
             SystemClock.sleep(nanoseconds: UInt64(min(max(nextPull - SystemClock.monotonicSeconds(), 0.01), 0.2) * 1e9))
         }
@@ -214,6 +215,7 @@ public final class Bouncer: @unchecked Sendable {
             // The first full pull counts what it skips; a later one (after a failure) brings the
             // same decisions again and does not.
             let changes: [DecisionSet.Change]
+            let whole = !resynchronised
             if resynchronised {
                 changes = set.resync(stream, now: now)
             } else {
@@ -223,9 +225,10 @@ public final class Bouncer: @unchecked Sendable {
                 changes = set.wanted().map { .install($0.0, $0.1) }
             }
             held = []
+            // Told before the maps are written: the decisions are the LAPI's whether or not they go in.
+            observer?(changes, now, whole)
             try replaceAll()
             changed = set.networks
-            observer?(changes, now)
         } else {
             // In place: a delta, or (repair) what the deltas got wrong.
             var changes = repair ? set.resync(stream, now: now) : set.apply(stream, now: now)
@@ -238,7 +241,7 @@ public final class Bouncer: @unchecked Sendable {
             }
             held = []
             install(changes)
-            observer?(changes, now)
+            observer?(changes, now, false)
         }
         let took = SystemClock.monotonicSeconds() - started
         let census = set.census()

@@ -35,19 +35,23 @@ public struct FleetError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// What the connection tells, from nats.c's threads: disconnected, reconnected (the watch is made
-/// again), an asynchronous error (a permission the server refused).
+/// What the node's connections tell, from nats.c's threads: reconnected (the watch reads the whole
+/// set again), an asynchronous error, a put the server refused (its permissions) or rejected (a
+/// limit, a full store).
 final class FleetEvents: @unchecked Sendable {
     struct State {
-        var connected = false
         var reconnects: UInt64 = 0
         var lastAsyncError: String?
         var refusedPublishes: UInt64 = 0
+        var rejectedPublishes: UInt64 = 0
+        var lastRejection: String?
     }
 
     let state = Mutex(State())
-    /// Set at each reconnection: the watch takes the bucket's whole set again.
+    /// Set at each reconnection: the watch takes the bucket's whole set again, and the link looks
+    /// whether the bucket is still there (a server back without its store has none).
     let resync = Atomic<Bool>(false)
+    let reconnected = Atomic<Bool>(false)
     let wake: @Sendable () -> Void
 
     init(wake: @escaping @Sendable () -> Void) { self.wake = wake }
@@ -60,10 +64,16 @@ final class FleetEvents: @unchecked Sendable {
 /// was made, on a thread of its own, after `natsConnection_Destroy` may have returned.
 final class FleetCallbacks: @unchecked Sendable {
     let events: FleetEvents
+    /// `$KV.BUCKET.`: a permission refused for a subject under it is a refused put.
+    let subjectPrefix: String
+    let connected = Atomic<Bool>(false)
     let closed = Atomic<Bool>(false)
     let bucketMissing = Atomic<Bool>(false)
 
-    init(_ events: FleetEvents) { self.events = events }
+    init(_ events: FleetEvents, subjectPrefix: String) {
+        self.events = events
+        self.subjectPrefix = subjectPrefix
+    }
 
     static func from(_ closure: UnsafeMutableRawPointer?) -> FleetCallbacks {
         Unmanaged<FleetCallbacks>.fromOpaque(closure!).takeUnretainedValue()
@@ -85,8 +95,8 @@ final class FleetBucket: @unchecked Sendable {
     /// does not exist yet).
     init(settings: FleetSettings, maxAgeSeconds: UInt64, events: FleetEvents) throws(FleetError) {
         self.events = events
-        callbacks = FleetCallbacks(events)
         subjectPrefix = "$KV.\(settings.bucket)."
+        callbacks = FleetCallbacks(events, subjectPrefix: subjectPrefix)
         var options: OpaquePointer?
         try Self.check(natsOptions_Create(&options), "cannot make the connection's options")
         defer { natsOptions_Destroy(options) }
@@ -128,14 +138,14 @@ final class FleetBucket: @unchecked Sendable {
         natsOptions_SetDisconnectedCB(
             options,
             { _, closure in
-                FleetCallbacks.from(closure).events.state.withLock { $0.connected = false }
+                FleetCallbacks.from(closure).connected.store(false, ordering: .releasing)
             }, closure)
         natsOptions_SetClosedCB(
             options,
             { _, closure in
                 let callbacks = FleetCallbacks.from(closure)
                 callbacks.closed.store(true, ordering: .releasing)
-                callbacks.events.state.withLock { $0.connected = false }
+                callbacks.connected.store(false, ordering: .releasing)
                 callbacks.events.wake()
                 // The last callback of the connection: nats.c's reference goes.
                 Unmanaged<FleetCallbacks>.fromOpaque(closure!).release()
@@ -143,24 +153,26 @@ final class FleetBucket: @unchecked Sendable {
         natsOptions_SetReconnectedCB(
             options,
             { _, closure in
-                let events = FleetCallbacks.from(closure).events
-                events.state.withLock {
-                    $0.connected = true
-                    $0.reconnects += 1
-                }
+                let callbacks = FleetCallbacks.from(closure)
+                let events = callbacks.events
+                callbacks.connected.store(true, ordering: .releasing)
+                events.state.withLock { $0.reconnects += 1 }
                 events.resync.store(true, ordering: .releasing)
+                events.reconnected.store(true, ordering: .releasing)
                 events.wake()
             }, closure)
         natsOptions_SetErrorHandler(
             options,
             { connection, _, status, closure in
-                let events = FleetCallbacks.from(closure).events
+                let callbacks = FleetCallbacks.from(closure)
                 var text: UnsafePointer<CChar>?
                 _ = natsConnection_GetLastError(connection, &text)
                 let message = text.map { String(cString: $0) } ?? String(cString: natsStatus_GetText(status))
-                events.state.withLock {
+                // Only a put of this host's keys is a refused put (not, say, a watch's consumer).
+                let put = status == NATS_NOT_PERMITTED && message.contains("\"" + callbacks.subjectPrefix)
+                callbacks.events.state.withLock {
                     $0.lastAsyncError = message
-                    if status == NATS_NOT_PERMITTED { $0.refusedPublishes += 1 }
+                    if put { $0.refusedPublishes += 1 }
                 }
             }, closure)
         var connection: OpaquePointer?
@@ -171,13 +183,13 @@ final class FleetBucket: @unchecked Sendable {
             throw FleetError.last(connected, "cannot connect to " + settings.servers.joined(separator: ","))
         }
         self.connection = connection
-        events.state.withLock { $0.connected = true }
+        callbacks.connected.store(true, ordering: .releasing)
         var jsOptions = jsOptions()
         jsOptions_Init(&jsOptions)
         jsOptions.Wait = 5000
         // Acknowledgements outstanding at once (a burst after an outage is published in batches).
         jsOptions.PublishAsync.MaxPending = 4096
-        // A put the server answers with an error (a full stream, a limit) is counted, not retried;
+        // A put the server answers with an error (a full store, a limit) is counted, not retried;
         // one no stream answers (its store lost) makes the bucket again.
         jsOptions.PublishAsync.ErrHandler = { _, error, closure in
             let callbacks = FleetCallbacks.from(closure)
@@ -187,8 +199,8 @@ final class FleetBucket: @unchecked Sendable {
             }
             let text = error?.pointee.ErrText.map { String(cString: $0) } ?? "no acknowledgement"
             callbacks.events.state.withLock {
-                $0.lastAsyncError = text
-                $0.refusedPublishes += 1
+                $0.lastRejection = text
+                $0.rejectedPublishes += 1
             }
         }
         jsOptions.PublishAsync.ErrHandlerClosure = closure
@@ -236,6 +248,28 @@ final class FleetBucket: @unchecked Sendable {
     }
 
     var isConnected: Bool { natsConnection_Status(connection) == NATS_CONN_STATUS_CONNECTED }
+
+    /// When the server made the bucket's stream (nanoseconds since the epoch: a bucket made anew,
+    /// after a server lost its store, has another), or `.missing`, or nil when it could not say.
+    enum Made: Equatable {
+        case at(Int64)
+        case missing
+    }
+
+    func made(_ name: String) -> Made? {
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        var code = jsErrCode(rawValue: 0)
+        let status = js_GetStreamInfo(&info, jetStream, "KV_" + name, nil, &code)
+        defer { if let info { jsStreamInfo_Destroy(info) } }
+        switch status {
+        case NATS_OK: return info.map { .at($0.pointee.Created) }
+        case NATS_NOT_FOUND: return .missing
+        default: return nil
+        }
+    }
+
+    /// Whether the connection is up, as its callbacks last said.
+    var isUp: Bool { callbacks.connected.load(ordering: .acquiring) && isUsable }
 
     /// Whether it is still to be used: not closed for good, its bucket not gone.
     var isUsable: Bool {
@@ -285,7 +319,7 @@ final class FleetBucket: @unchecked Sendable {
 }
 
 /// One change for the bucket: a ban to put (with its value's fields) or a key to delete.
-struct FleetChange: Sendable {
+public struct FleetChange: Sendable {
     let key: String
     /// Wall-clock milliseconds: the end (0: never) and when the maps took it. `isDelete`: unused.
     let end: UInt64
@@ -293,4 +327,8 @@ struct FleetChange: Sendable {
     let jail: String
     let level: UInt32
     let isDelete: Bool
+
+    static func delete(_ key: String, at: UInt64) -> FleetChange {
+        FleetChange(key: key, end: 0, at: at, jail: "", level: 0, isDelete: true)
+    }
 }

@@ -25,8 +25,8 @@ public struct FleetStatistics: Sendable {
     public var published: UInt64 = 0
     /// Changes waiting for the server.
     public var queued = 0
-    /// Changes never published, by reason: `queue_full`, `refused` (the server's permissions or
-    /// limits), `ended` (ended while waiting), `stopping`.
+    /// Changes never published, by reason: `queue_full`, `refused` (the server's permissions),
+    /// `rejected` (the server's limits: a full store), `ended` (ended while waiting), `stopping`.
     public var dropped: [String: UInt64] = [:]
     /// Puts and deletes of other hosts' keys the watch delivered.
     public var received: UInt64 = 0
@@ -46,6 +46,9 @@ public struct FleetStatistics: Sendable {
     /// Connections made again by nats.c, and whole-set reads of the bucket (at start and after each).
     public var reconnects: UInt64 = 0
     public var resyncs: UInt64 = 0
+    /// This host's bans in force put again: after a connection made anew (a closed one, a lost
+    /// bucket), and before the bucket's max age would take the keys of those that outlast it.
+    public var republished: UInt64 = 0
     public var lastError: String?
 }
 
@@ -60,13 +63,15 @@ public struct FleetStatistics: Sendable {
 /// banning goes on, and changes wait in the queue.
 public final class FleetNode: BanPublisher, @unchecked Sendable {
     public let settings: FleetSettings
-    /// The bucket's max age when this host creates it.
+    /// The bucket's max age when this host creates it (0: none).
     public let maxAgeSeconds: UInt64
-    private let say: @Sendable (String, Bool) -> Void
-    private let statistics = Mutex(FleetStatistics())
-    private let stop = StopFlag()
+    /// The shortest max age: this host's long bans are put again every half of it.
+    public static let shortestMaxAge: UInt64 = 120
+    let say: @Sendable (String, Bool) -> Void
+    let statistics = Mutex(FleetStatistics())
+    let stop = StopFlag()
     private let wakeup = DispatchSemaphore(value: 0)
-    private let events: FleetEvents
+    let events: FleetEvents
 
     private struct Queue {
         var changes: [FleetChange] = []
@@ -76,30 +81,58 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     }
 
     private let queue = Mutex(Queue())
-    private let bucket = Mutex<FleetBucket?>(nil)
+    let bucket = Mutex<FleetBucket?>(nil)
     private var linkThread: SystemThread?
     private var watchThread: SystemThread?
+    /// This host's maps: where the watch installs, and what is put again.
+    private(set) var maps: BanMaps?
 
     /// For the harness: called on the watch thread after each other host's change is in the maps.
     @_spi(Testing) public var installObserver: (@Sendable (String) -> Void)?
 
+    // The watch thread's (see FleetWatch.swift).
+    /// Other hosts' bans by key, each on its network.
+    var claims = ListClaims<String>()
+    var installer: ListInstaller?
+    /// Networks whose bans of other hosts are not enforced (the driver allowlist).
+    public private(set) var allowlist: [IPNetwork] = []
+    let decoder = JSONDecoder()
+    /// Networks another list's entry held when they were to be installed: tried again.
+    var held = Set<IPNetwork>()
+    /// A write into the maps failed since the last whole read (the next one replaces in one swap).
+    var installFailed = false
+    var lastInstallError: String?
+
+    /// The keys of CrowdSec's decisions this host shares (`share_crowdsec`): those in the bucket
+    /// (what the watch read), and the bouncer's whole set at its first pull; the keys in the bucket
+    /// and not in that set are deleted, once both are known.
+    struct SharedDecisions {
+        var inBucket = Set<String>()
+        var bucketRead = false
+        var firstSet: Set<String>?
+    }
+
+    let shared = Mutex(SharedDecisions())
+
     /// - Parameters:
-    ///   - maxAgeSeconds: the bucket's max age should this host create it (0: none).
+    ///   - maxAgeSeconds: the bucket's max age should this host create it (0: none); at least
+    ///     `shortestMaxAge`.
     ///   - say: one line for the daemon's log (true: an error, on stderr).
     public init(settings: FleetSettings, maxAgeSeconds: UInt64, say: @escaping @Sendable (String, Bool) -> Void) {
         self.settings = settings
-        self.maxAgeSeconds = settings.maxAge > 0 ? settings.maxAge : maxAgeSeconds
+        let age = settings.maxAge > 0 ? settings.maxAge : maxAgeSeconds
+        self.maxAgeSeconds = age == 0 ? 0 : max(age, Self.shortestMaxAge)
         self.say = say
         let wakeup = self.wakeup
         events = FleetEvents(wake: { wakeup.signal() })
     }
 
     public var snapshot: FleetStatistics {
-        let (connected, reconnects, queued) = (
-            events.state.withLock { $0.connected }, events.state.withLock { $0.reconnects }, queue.withLock { $0.count }
-        )
+        let connected = bucket.withLock { $0?.isUp } ?? false
+        let reconnects = events.state.withLock { $0.reconnects }
+        let queued = queue.withLock { $0.count }
         var snapshot = statistics.withLock { $0 }
-        snapshot.connected = connected && snapshot.connected
+        snapshot.connected = connected
         snapshot.reconnects = reconnects
         snapshot.queued = queued
         return snapshot
@@ -129,34 +162,50 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                         key: key, end: seconds == 0 ? 0 : now &+ seconds &* 1000, at: now, jail: event.jail ?? "manual",
                         level: index < event.levels.count ? event.levels[index] : 0, isDelete: false))
             } else {
-                changes.append(FleetChange(key: key, end: 0, at: now, jail: "", level: 0, isDelete: true))
+                changes.append(.delete(key, at: now))
             }
         }
         enqueue(changes)
     }
 
     /// Puts CrowdSec's decisions this host enforces (`share_crowdsec`) as `HOST.crowdsec.ADDRESS`,
-    /// with the jail `crowdsec/ORIGIN`, and deletes those gone.
-    public func publishDecisions(_ changes: [ListChange], now boot: UInt64) {
-        guard settings.shareCrowdSec, !changes.isEmpty else { return }
+    /// with the jail `crowdsec/ORIGIN`, and deletes those gone. `whole`: the bouncer's first pull,
+    /// its whole set (what the bucket holds beyond it is gone: deleted).
+    public func publishDecisions(_ changes: [ListChange], now boot: UInt64, whole: Bool) {
+        guard settings.shareCrowdSec else { return }
         let now = SystemClock.wallMilliseconds()
-        enqueue(
-            changes.map { change in
-                let key = FleetKey.key(host: settings.host, change.network, decision: true)
-                switch change {
-                case .install(_, let claim):
-                    let left = claim.end > boot ? (claim.end - boot) / 1_000_000 : 0
-                    return FleetChange(
+        var puts: [FleetChange] = []
+        puts.reserveCapacity(changes.count)
+        for change in changes {
+            let key = FleetKey.key(host: settings.host, change.network, decision: true)
+            switch change {
+            case .install(_, let claim):
+                let left = claim.end > boot ? (claim.end - boot) / 1_000_000 : 0
+                puts.append(
+                    FleetChange(
                         key: key, end: claim.end == .max ? 0 : now &+ left, at: now, jail: "crowdsec/" + claim.origin,
-                        level: 0, isDelete: false)
-                case .remove:
-                    return FleetChange(key: key, end: 0, at: now, jail: "", level: 0, isDelete: true)
+                        level: 0, isDelete: false))
+            case .remove:
+                puts.append(.delete(key, at: now))
+            }
+        }
+        if whole {
+            let keys = Set(puts.map(\.key))
+            let stale = shared.withLock { shared -> Set<String> in
+                // Before the watch has read the bucket, it does this when it has.
+                guard shared.bucketRead else {
+                    shared.firstSet = keys
+                    return []
                 }
-            })
+                return shared.inBucket.subtracting(keys)
+            }
+            puts += stale.sorted().map { .delete($0, at: now) }
+        }
+        enqueue(puts)
     }
 
     /// Appends to the queue what fits (the rest is counted), waking the link when it was empty.
-    private func enqueue(_ changes: [FleetChange]) {
+    func enqueue(_ changes: [FleetChange]) {
         guard !changes.isEmpty else { return }
         let limit = settings.queueLimit
         let (wasEmpty, dropped) = queue.withLock { queue -> (Bool, Int) in
@@ -174,6 +223,29 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         if wasEmpty { wakeup.signal() }
     }
 
+    /// What waits in the queue, taken out (a node replaced by a reload hands it to the next).
+    public func takeQueue() -> [FleetChange] {
+        queue.withLock { queue in
+            defer { queue = Queue() }
+            return Array(queue.changes[queue.head...])
+        }
+    }
+
+    /// Puts `changes` (an earlier node's queue) before what this one queued.
+    public func adopt(_ changes: [FleetChange]) {
+        guard !changes.isEmpty else { return }
+        let room = queue.withLock { queue -> Int in
+            let room = max(settings.queueLimit - queue.count, 0)
+            queue.changes = Array(changes.prefix(room)) + queue.changes[queue.head...]
+            queue.head = 0
+            return room
+        }
+        if changes.count > room {
+            statistics.withLock { $0.dropped["queue_full", default: 0] += UInt64(changes.count - room) }
+        }
+        wakeup.signal()
+    }
+
     private let encoder = JSONEncoder()
 
     private func encode(_ change: FleetChange) -> [UInt8] {
@@ -182,11 +254,23 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         return (try? Array(encoder.encode(value))) ?? []
     }
 
+    /// Seconds between puts of this host's bans that outlast the bucket's max age (0: never).
+    private var refreshInterval: Double { maxAgeSeconds == 0 ? 0 : Double(maxAgeSeconds) / 2 }
+
     /// Connects (again and again until it can), then publishes the queue as it fills.
     private func runLink() {
         var lastSaid: String?
         var saidRefusal = false
+        var saidRejection = false
         var failures = 0
+        // When the bucket was made, as last seen: one made anew lost every key (a server's store).
+        var bucketMade: Int64?
+        func madeAnew(_ bucket: FleetBucket) -> Bool {
+            guard case .at(let made) = bucket.made(settings.bucket) else { return false }
+            defer { bucketMade = made }
+            return bucketMade.map { $0 != made } ?? false
+        }
+        var nextRefresh = SystemClock.monotonicSeconds() + refreshInterval
         while !stop.isSet {
             guard let bucket = bucket.withLock({ $0 }) else {
                 do throws(FleetError) {
@@ -197,10 +281,10 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                             + "\(settings.bucket)" + (lastSaid == nil ? "" : " (again)"), false)
                     lastSaid = nil
                     failures = 0
-                    statistics.withLock {
-                        $0.connected = true
-                        $0.lastError = nil
-                    }
+                    statistics.withLock { $0.lastError = nil }
+                    // The bucket made anew since this host last saw it (a server's store lost): what this
+                    // host bans is put again.
+                    if madeAnew(made) { republishOwn(all: true) }
                 } catch {
                     failures += 1
                     let line = explain(error)
@@ -208,10 +292,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                         say("fleet: " + line + "; banning goes on alone, retrying", true)
                     }
                     lastSaid = error.kind + String(error.status.rawValue)
-                    statistics.withLock {
-                        $0.connected = false
-                        $0.lastError = line
-                    }
+                    statistics.withLock { $0.lastError = line }
                     let wait = min(settings.reconnectWait * Double(1 << min(failures - 1, 4)), 10)
                     _ = wakeup.wait(timeout: .now() + wait)
                 }
@@ -228,8 +309,22 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 self.bucket.withLock { $0 = nil }
                 continue
             }
-            let batch: ArraySlice<FleetChange> = queue.withLock { queue in
-                queue.changes[queue.head..<min(queue.head + 1000, queue.changes.count)]
+            // Back from a reconnection: a server that lost its store has no bucket (made again
+            // here), or one another host made again (this host's bans are put again).
+            if events.reconnected.exchange(false, ordering: .acquiring) {
+                if bucket.made(settings.bucket) == .missing {
+                    bucket.callbacks.bucketMissing.store(true, ordering: .releasing)
+                    continue
+                }
+                if madeAnew(bucket) { republishOwn(all: true) }
+            }
+            if refreshInterval > 0, SystemClock.monotonicSeconds() >= nextRefresh {
+                nextRefresh = SystemClock.monotonicSeconds() + refreshInterval
+                republishOwn(all: false)
+            }
+            // A copy: the ban path's appends meanwhile must not copy the queue (a shared buffer).
+            let batch: [FleetChange] = queue.withLock { queue in
+                Array(queue.changes[queue.head..<min(queue.head + 1000, queue.changes.count)])
             }
             guard !batch.isEmpty, bucket.isConnected else {
                 _ = wakeup.wait(timeout: .now() + 0.2)
@@ -238,32 +333,40 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             // Bans that ended while they waited are not put (a receiver would skip them).
             let now = SystemClock.wallMilliseconds()
             let live = batch.filter { $0.isDelete || $0.end == 0 || $0.end > now }
-            let refusedBefore = events.state.withLock { $0.refusedPublishes }
+            let before = events.state.withLock { ($0.refusedPublishes, $0.rejectedPublishes) }
             let (done, error) = live.isEmpty ? (0, nil) : bucket.publish(live[...], encode: encode)
-            let refused = Int(events.state.withLock { $0.refusedPublishes } - refusedBefore)
-            // Acknowledged, or refused by the server (its permissions or limits: trying again
-            // would be refused again): the batch is done. Unless the bucket is gone: then again.
-            if (done == live.count || refused > 0), !bucket.callbacks.bucketMissing.load(ordering: .acquiring) {
+            let (refused, rejected, refusal, rejection) = events.state.withLock {
+                (
+                    Int($0.refusedPublishes - before.0), Int($0.rejectedPublishes - before.1), $0.lastAsyncError,
+                    $0.lastRejection
+                )
+            }
+            // Acknowledged, or refused or rejected by the server (its permissions, its limits:
+            // trying again would meet them again): the batch is done. Unless the bucket is gone.
+            let answered = done == live.count || refused + rejected > 0
+            if answered, !bucket.callbacks.bucketMissing.load(ordering: .acquiring) {
                 queue.withLock { $0.head += batch.count }
                 statistics.withLock {
-                    $0.published += UInt64(max(live.count - refused, 0))
+                    $0.published += UInt64(max(live.count - refused - rejected, 0))
                     if refused > 0 { $0.dropped["refused", default: 0] += UInt64(refused) }
+                    if rejected > 0 { $0.dropped["rejected", default: 0] += UInt64(rejected) }
                     if batch.count > live.count { $0.dropped["ended", default: 0] += UInt64(batch.count - live.count) }
                 }
             }
-            if refused > 0 {
-                let text = events.state.withLock { $0.lastAsyncError } ?? "refused"
-                if !saidRefusal {
-                    say(
-                        "fleet: the server refused \(refused) change(s) of \(settings.host) (\(text)): let this host "
-                            + "publish to $KV.\(settings.bucket).\(settings.host).> (README, \"Share bans across a fleet\")",
-                        true)
-                }
-                saidRefusal = true
-            } else if done == live.count {
-                saidRefusal = false
+            if refused > 0, !saidRefusal {
+                say(
+                    "fleet: the server refused \(refused) change(s) of \(settings.host) (\(refusal ?? "refused")): let "
+                        + "this host publish to $KV.\(settings.bucket).\(settings.host).> (README, \"Share bans across a "
+                        + "fleet\")", true)
             }
-            if let error, done < live.count, refused == 0 {
+            if rejected > 0, !saidRejection {
+                say(
+                    "fleet: the server rejected \(rejected) change(s) of \(settings.host) (\(rejection ?? "rejected")): "
+                        + "see the server's JetStream limits and store", true)
+            }
+            saidRefusal = refused > 0 || (saidRefusal && done < live.count)
+            saidRejection = rejected > 0 || (saidRejection && done < live.count)
+            if let error, !answered {
                 statistics.withLock { $0.lastError = explain(error) }
                 _ = wakeup.wait(timeout: .now() + 0.2)
             }
@@ -272,7 +375,42 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         if left > 0 { statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left) } }
     }
 
-    private func explain(_ error: FleetError) -> String {
+    /// Queues this host's bans in force (its jails' and its operator's: the exact, prefix and CIDR
+    /// maps, not the list layer): all of them, or only those that outlast the bucket's max age
+    /// from the next put on (permanent ones among them).
+    private func republishOwn(all: Bool) {
+        guard let maps else { return }
+        do throws(FirewallError) {
+            let names = try maps.originNames()
+            let boot = SystemClock.bootNanoseconds()
+            let wall = SystemClock.wallMilliseconds()
+            let horizon = all ? boot : boot &+ UInt64(refreshInterval * 1e9)
+            var changes: [FleetChange] = []
+            func add(_ network: IPNetwork, _ expiry: BanExpiry, _ origin: UInt32) {
+                let end: UInt64
+                switch expiry {
+                case .permanent: end = 0
+                case .at(let at):
+                    guard at > horizon else { return }
+                    end = wall &+ (at - boot) / 1_000_000
+                }
+                changes.append(
+                    FleetChange(
+                        key: FleetKey.key(host: settings.host, network), end: end, at: wall,
+                        jail: names[origin] ?? "manual", level: 0, isDelete: false))
+            }
+            for entry in try maps.entries() {
+                add(IPNetwork(containing: entry.address, length: 128), entry.expiry, entry.origin)
+            }
+            for entry in try maps.networkBans() { add(entry.network, entry.expiry, entry.origin) }
+            statistics.withLock { $0.republished += UInt64(changes.count) }
+            enqueue(changes)
+        } catch {
+            say("fleet: cannot read this host's bans to put them again: \(error)", true)
+        }
+    }
+
+    func explain(_ error: FleetError) -> String {
         switch error.kind {
         case "refused":
             "the NATS server refused this host's credentials or permissions (\(error)): give the user, token, "
@@ -282,17 +420,9 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         }
     }
 
-    // MARK: Watching
-
-    /// Other hosts' bans by key, each on its network.
-    private var claims = ListClaims<String>()
-    private var installer: ListInstaller?
-    /// Networks whose bans of other hosts are not enforced (the driver allowlist).
-    public private(set) var allowlist: [IPNetwork] = []
-    private let decoder = JSONDecoder()
-
     /// Starts the link (connect, publish) and, with `maps`, the watch.
     public func start(maps: BanMaps?, allowlist: [IPNetwork]) throws(Errno) {
+        self.maps = maps
         self.allowlist = allowlist
         installer = maps.map { ListInstaller(maps: $0, prefix: "fleet/") }
         linkThread = try SystemThread.spawn { [self] in runLink() }
@@ -315,235 +445,5 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         linkThread = nil
         watchThread = nil
         bucket.withLock { $0 = nil }
-    }
-
-    private func runWatch() {
-        var watcher: OpaquePointer?
-        // The connection the watcher reads (a new one is read in whole again).
-        weak var watched: FleetBucket?
-        var installedOnce = false
-        var lastSaid: String?
-        var censusDue = false
-        var lastCensus = 0.0
-        defer { if let watcher { kvWatcher_Destroy(watcher) } }
-        while !stop.isSet {
-            // The counts by host walk every claim: at most once a second.
-            if censusDue, SystemClock.monotonicSeconds() - lastCensus >= 1 {
-                updateCensus()
-                censusDue = false
-                lastCensus = SystemClock.monotonicSeconds()
-            }
-            guard let bucket = bucket.withLock({ $0 }) else {
-                SystemClock.sleep(nanoseconds: 20_000_000)
-                continue
-            }
-            if watcher == nil || watched !== bucket || events.resync.exchange(false, ordering: .acquiring) {
-                if let old = watcher { kvWatcher_Destroy(old) }
-                watcher = nil
-                do throws(FleetError) {
-                    watcher = try readWhole(bucket, replacing: !installedOnce)
-                    watched = bucket
-                    installedOnce = true
-                    lastSaid = nil
-                } catch {
-                    if "\(error.status)" != lastSaid {
-                        say("fleet: cannot watch the bucket: \(explain(error)); retrying", true)
-                    }
-                    lastSaid = "\(error.status)"
-                    statistics.withLock { $0.lastError = explain(error) }
-                    SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
-                }
-                continue
-            }
-            var entry: OpaquePointer?
-            let waited = SystemClock.monotonicNanoseconds()
-            let status = kvWatcher_Next(&entry, watcher, 100)
-            if status == NATS_OK, let entry {
-                var taken: [Taken] = []
-                if let key = take(entry, into: &claims) { taken.append(key) }
-                kvEntry_Destroy(entry)
-                // An entry that was waiting already: a burst (a host's thousands of bans, the
-                // queue of one back from an outage). What else waits goes in the same batched
-                // write, until an entry has to be waited for (it is written with them at once) or
-                // none comes within a millisecond; a ban that came alone is written at once.
-                if SystemClock.monotonicNanoseconds() - waited < 100_000 {
-                    while taken.count < 1024 {
-                        var more: OpaquePointer?
-                        let asked = SystemClock.monotonicNanoseconds()
-                        guard kvWatcher_Next(&more, watcher, 1) == NATS_OK, let more else { break }
-                        if let key = take(more, into: &claims) { taken.append(key) }
-                        kvEntry_Destroy(more)
-                        if SystemClock.monotonicNanoseconds() - asked >= 100_000 { break }
-                    }
-                }
-                if !taken.isEmpty {
-                    record(taken)
-                    censusDue = true
-                }
-            } else if status == NATS_TIMEOUT || status == NATS_OK {
-                let ended = claims.purge(now: SystemClock.bootNanoseconds())
-                if !ended.isEmpty {
-                    install(ended)
-                    censusDue = true
-                }
-            } else {
-                // Stopped or failed (the server's stream gone): made again.
-                if let old = watcher { kvWatcher_Destroy(old) }
-                watcher = nil
-                SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
-            }
-        }
-    }
-
-    /// Writes what `taken` changed into the maps (a network several entries touched once, as it
-    /// is now) and counts it.
-    private func record(_ taken: [Taken]) {
-        var seen = Set<IPNetwork>(minimumCapacity: taken.count)
-        var changes: [ListChange] = []
-        changes.reserveCapacity(taken.count)
-        for key in taken.reversed() where seen.insert(key.change.network).inserted {
-            changes.append(claims.change(key.change.network))
-        }
-        install(changes)
-        let (bans, networks) = (claims.count, claims.networks)
-        statistics.withLock { stats in
-            stats.bans = bans
-            stats.networks = networks
-            for key in taken {
-                stats.received += 1
-                if key.put { stats.installed += 1 } else { stats.lifted += 1 }
-                if let lag = key.lag {
-                    stats.lagSeconds += lag
-                    stats.lagCount += 1
-                    stats.lastLagSeconds = lag
-                }
-            }
-        }
-        if let installObserver { for key in taken { installObserver(key.key) } }
-    }
-
-    /// Reads the bucket's whole set into a new claim set and installs it: in one swap the first
-    /// time (stale `fleet/` entries of an earlier run go), else the difference in place.
-    /// - Returns: the watcher, now delivering changes.
-    private func readWhole(_ bucket: FleetBucket, replacing: Bool) throws(FleetError) -> OpaquePointer {
-        let started = SystemClock.monotonicSeconds()
-        var options = kvWatchOptions()
-        kvWatchOptions_Init(&options)
-        var watcher: OpaquePointer?
-        let status = kvStore_WatchAll(&watcher, bucket.store, &options)
-        guard status == NATS_OK, let watcher else { throw FleetError.last(status, "watching the bucket") }
-        var fresh = ListClaims<String>()
-        var count = 0
-        while !stop.isSet {
-            var entry: OpaquePointer?
-            let next = kvWatcher_Next(&entry, watcher, 5000)
-            if next == NATS_OK, entry == nil { break }  // the whole set is in
-            guard next == NATS_OK, let entry else {
-                kvWatcher_Destroy(watcher)
-                throw FleetError.last(next, "reading the bucket's set")
-            }
-            if take(entry, into: &fresh) != nil { count += 1 }
-            kvEntry_Destroy(entry)
-        }
-        let before = Dictionary(claims.wanted(), uniquingKeysWith: { first, _ in first })
-        claims = fresh
-        let installStarted = SystemClock.monotonicSeconds()
-        if replacing {
-            do throws(FirewallError) {
-                _ = try installer?.replaceAll(claims.wanted())
-            } catch {
-                say("fleet: the maps refused the bucket's bans: \(error)", true)
-            }
-        } else {
-            install(claims.changes(since: before))
-        }
-        let took = SystemClock.monotonicSeconds()
-        // The census before the count: whoever sees the read done sees what it holds.
-        updateCensus()
-        statistics.withLock { $0.resyncs += 1 }
-        say(
-            "fleet: read bucket \(settings.bucket): \(claims.count) ban(s) of other hosts on \(claims.networks) "
-                + "network(s) in force (\(count) taken) in \(Int((took - started) * 1000)) ms, installed in "
-                + "\(Int((took - installStarted) * 1000)) ms", false)
-        return watcher
-    }
-
-    private struct Taken {
-        let key: String
-        let change: ListChange
-        let put: Bool
-        let lag: Double?
-    }
-
-    /// Applies one entry of the bucket to `set`. - Returns: what changed (nil: own, or skipped).
-    private func take(_ entry: OpaquePointer, into set: inout ListClaims<String>) -> Taken? {
-        guard let keyPointer = kvEntry_Key(entry) else { return nil }
-        let key = String(cString: keyPointer)
-        guard let (host, network) = FleetKey.parse(key) else {
-            skip(.key)
-            return nil
-        }
-        // Own keys are this host's bans, in its own maps already.
-        guard host != settings.host else { return nil }
-        let operation = kvEntry_Operation(entry)
-        guard operation == kvOp_Put else {
-            guard set.remove(key) != nil else { return nil }
-            return Taken(key: key, change: set.change(network), put: false, lag: nil)
-        }
-        let length = Int(kvEntry_ValueLen(entry))
-        guard let bytes = kvEntry_Value(entry), length > 0,
-            let value = try? decoder.decode(FleetValue.self, from: Data(bytes: bytes, count: length)),
-            value.host == host
-        else {
-            // A value not understood lifts what the key held before (its ban is no longer known).
-            skip(.malformed)
-            guard set.remove(key) != nil else { return nil }
-            return Taken(key: key, change: set.change(network), put: false, lag: nil)
-        }
-        if allowlist.contains(where: {
-            $0.family == network.family && $0.length <= network.length && $0.contains(network.address)
-        }) {
-            skip(.allowlisted)
-            return nil
-        }
-        let now = SystemClock.wallMilliseconds()
-        let end: UInt64
-        if value.end == 0 {
-            end = .max
-        } else if value.end > now {
-            end = SystemClock.bootNanoseconds() &+ (value.end - now) &* 1_000_000
-        } else {
-            skip(.ended)
-            guard set.remove(key) != nil else { return nil }
-            return Taken(key: key, change: set.change(network), put: false, lag: nil)
-        }
-        set.set(key, network, ListClaim(end: end, origin: host))
-        return Taken(
-            key: key, change: set.change(network), put: true, lag: now >= value.at ? Double(now - value.at) / 1000 : 0)
-    }
-
-    private func skip(_ reason: FleetSkip) {
-        statistics.withLock { $0.skipped[reason, default: 0] += 1 }
-    }
-
-    private func install(_ changes: [ListChange]) {
-        guard let installer, !changes.isEmpty else { return }
-        do throws(FirewallError) {
-            _ = try installer.apply(changes)
-        } catch {
-            say("fleet: the maps refused other hosts' bans: \(error); resynchronising", true)
-            events.resync.store(true, ordering: .releasing)
-        }
-    }
-
-    private func updateCensus() {
-        var byHost: [String: Int] = [:]
-        claims.forEachClaim { _, claim in byHost[claim.origin, default: 0] += 1 }
-        let (bans, networks) = (claims.count, claims.networks)
-        statistics.withLock {
-            $0.bans = bans
-            $0.networks = networks
-            $0.byHost = byHost
-        }
     }
 }

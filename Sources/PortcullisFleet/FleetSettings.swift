@@ -49,9 +49,12 @@ public struct FleetSettings: Sendable, Equatable {
         caCertPath != nil || certPath != nil || servers.contains { $0.lowercased().hasPrefix("tls://") }
     }
 
+    /// The longest host name: `fleet/HOST` must fit an origin's name (47 bytes).
+    public static let longestHost = 40
+
     /// A host name for the keys: letters, digits, `-`, `_` (a key's `.` separates its tokens).
     public static func isValidHost(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= 64
+        !name.isEmpty && name.utf8.count <= longestHost
             && name.utf8.allSatisfy { byte in
                 (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                     || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
@@ -116,6 +119,12 @@ public enum FleetKey {
         if decision { key.append(Self.decision) }
         for character in text { key.append(character == ":" ? "_" : character) }
         return key
+    }
+
+    /// Whether `key` is a shared CrowdSec decision's (`HOST.crowdsec.ADDRESS`).
+    public static func isDecision(_ key: String) -> Bool {
+        guard let dot = key.firstIndex(of: ".") else { return false }
+        return key[key.index(after: dot)...].hasPrefix(decision)
     }
 
     /// The host and network a key names; nil for a key that is not `HOST.[crowdsec.]ADDRESS`.

@@ -24,9 +24,9 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
     private let state = Mutex(State())
     private let jails = Mutex<[String: JailDescription]>([:])
     /// Told the bouncer's changes (the fleet puts them with `share_crowdsec`).
-    private let observer: (@Sendable ([ListChange], UInt64) -> Void)?
+    private let observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)?
 
-    init(observer: (@Sendable ([ListChange], UInt64) -> Void)? = nil) { self.observer = observer }
+    init(observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)? = nil) { self.observer = observer }
 
     func publish(_ event: BanEvent) {
         state.withLock { $0.pusher }?.publish(event)

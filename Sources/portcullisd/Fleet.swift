@@ -20,8 +20,8 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
     }
 
     /// The CrowdSec decisions this host's bouncer installs or lifts (put when `share_crowdsec`).
-    func publishDecisions(_ changes: [ListChange], now: UInt64) {
-        node.withLock { $0 }?.publishDecisions(changes, now: now)
+    func publishDecisions(_ changes: [ListChange], now: UInt64, whole: Bool) {
+        node.withLock { $0 }?.publishDecisions(changes, now: now, whole: whole)
     }
 
     private static let say: @Sendable (String, Bool) -> Void = { line, error in
@@ -29,12 +29,17 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
     }
 
     /// The longest ban the jails give, in seconds (0: one is for good): the bucket's max age.
+    /// (Longer bans, an operator's or CrowdSec's, are put again before their keys age out.)
     static func longestBan(_ configuration: DaemonConfiguration) -> UInt64 {
         var longest: UInt64 = 1
         for jail in configuration.effectiveJails {
             let base = jail.policy.banTime
             guard base > 0 else { return 0 }
-            let grown = jail.escalation.map { $0.maxTime ?? 0 } ?? base
+            // Escalation without maxtime grows without end; its rndtime adds up to that much.
+            let grown =
+                jail.escalation.map { escalation in
+                    escalation.maxTime.map { $0 + (escalation.randomTime ?? 0) } ?? 0
+                } ?? base
             guard grown > 0 else { return 0 }
             longest = max(longest, base, grown)
         }
@@ -50,12 +55,28 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
         let settings = configuration?.settings
         let previous = node.withLock { $0 }
         if let previous, previous.settings == settings, previous.allowlist == allowlist { return [] }
-        previous?.stopAndJoin()
-        node.withLock { $0 = nil }
-        guard let settings else { return previous == nil ? [] : ["fleet: stopped (no [fleet] any more)"] }
+        guard let settings else {
+            node.withLock { $0 = nil }
+            previous?.stopAndJoin()
+            return previous == nil ? [] : ["fleet: stopped (no [fleet] any more)"]
+        }
         let made = FleetNode(settings: settings, maxAgeSeconds: Self.longestBan(daemon), say: Self.say)
-        try made.start(maps: maps, allowlist: allowlist)
+        // Bans from now on go to the new node; what the old one had not put yet goes before them
+        // (its keys are the new one's when the host and the bucket stay).
         node.withLock { $0 = made }
+        if let previous {
+            previous.stopAndJoin()
+            let left = previous.takeQueue()
+            if previous.settings.host == settings.host, previous.settings.bucket == settings.bucket {
+                made.adopt(left)
+            }
+        }
+        do {
+            try made.start(maps: maps, allowlist: allowlist)
+        } catch {
+            node.withLock { $0 = nil }
+            throw error
+        }
         return [
             "fleet: host \(settings.host) shares its bans through bucket \(settings.bucket) on "
                 + settings.servers.joined(separator: ",")
@@ -79,8 +100,7 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
             host: node.settings.host, bucket: node.settings.bucket, servers: node.settings.servers,
             connected: snapshot.connected, published: snapshot.published, queued: snapshot.queued,
             dropped: snapshot.dropped.values.reduce(0, +), received: snapshot.received, bans: snapshot.bans,
-            hosts: snapshot.byHost.count,
-            lastError: snapshot.lastError)
+            hosts: snapshot.byHost.count, republished: snapshot.republished, lastError: snapshot.lastError)
     }
 
     /// The node's metrics.
@@ -126,6 +146,10 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
                 "portcullis_fleet_resyncs_total",
                 "Reads of the bucket's whole set: at start and after each reconnection.",
                 [], Double(snapshot.resyncs)),
+            .counter(
+                "portcullis_fleet_republished_total",
+                "This host's bans in force put again: after a connection made anew, before the max age takes them.",
+                [], Double(snapshot.republished)),
         ]
         for (host, count) in snapshot.byHost.sorted(by: { $0.key < $1.key }) {
             samples.append(
@@ -140,7 +164,7 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
                     "Other hosts' keys not enforced: ended, malformed, a bad key, allowlisted.",
                     [("reason", reason.rawValue)], Double(snapshot.skipped[reason] ?? 0)))
         }
-        for reason in ["queue_full", "refused", "ended", "stopping"] {
+        for reason in ["queue_full", "refused", "rejected", "ended", "stopping"] {
             samples.append(
                 .counter(
                     "portcullis_fleet_dropped_total", "This host's ban changes never published, by reason.",

@@ -446,7 +446,9 @@ struct Portcullisd: ParsableCommand {
         let crowdsecSettings = file?.crowdsec
         let fleetSettings = file?.fleet
         let fleet = FleetLink()
-        let crowdsec = CrowdSecLink { [fleet] changes, now in fleet.publishDecisions(changes, now: now) }
+        let crowdsec = CrowdSecLink { [fleet] changes, now, whole in
+            fleet.publishDecisions(changes, now: now, whole: whole)
+        }
         // Read and checked before the interface is touched; loaded once the maps are open.
         if let config { for list in blocklistSettings { _ = try BlocklistFeeds.read(list, config: config) } }
         let log = try banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }

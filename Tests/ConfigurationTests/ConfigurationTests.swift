@@ -352,6 +352,14 @@ struct ConfigurationFileTests {
             ("[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nqueue = 0\n", "fleet.queue: must be 1 to 10000000"),
             ("[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nreplicas = 7\n", "fleet.replicas: must be 1 to 5"),
             (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nhost = \"\(String(repeating: "h", count: 41))\"\n",
+                "cannot name keys: use letters, digits, - and _ (at most 40)"
+            ),
+            (
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nmax_age = 60\n",
+                "fleet.max_age: must be 0 (the jails' longest ban) or 120 s"
+            ),
+            (
                 "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nsubject = \"x\"\n",
                 "fleet.subject: unknown fleet setting"
             ),

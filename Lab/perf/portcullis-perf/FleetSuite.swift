@@ -266,8 +266,11 @@ private final class LoopbackNATS {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let port = try Self.freePort()
         url = "nats://127.0.0.1:\(port)"
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", directory]
+        // setpriv: the server is killed should this process die without stopping it.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = [
+            "--pdeathsig", "KILL", "--", path, "-js", "-a", "127.0.0.1", "-p", String(port), "-sd", directory,
+        ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -1,0 +1,309 @@
+import CPortcullis
+import Foundation
+import PortcullisCore
+import PortcullisSystem
+import XDPFirewall
+
+/// The watch thread of a fleet node: the bucket's whole set, then its changes, into the maps.
+extension FleetNode {
+    /// Stopped while reading the bucket's set (nothing is installed from half a set).
+    struct Stopped: Error {}
+
+    func runWatch() {
+        var watcher: OpaquePointer?
+        // The connection the watcher reads (a new one is read in whole again).
+        weak var watched: FleetBucket?
+        var installedOnce = false
+        var rereadAt = 0.0
+        var lastSaid: String?
+        var censusDue = false
+        var lastCensus = 0.0
+        var lastHeldTry = 0.0
+        defer { if let watcher { kvWatcher_Destroy(watcher) } }
+        while !stop.isSet {
+            let now = SystemClock.monotonicSeconds()
+            // The counts by host walk every claim: at most once a second.
+            if censusDue, now - lastCensus >= 1 {
+                updateCensus()
+                censusDue = false
+                lastCensus = now
+            }
+            guard let bucket = bucket.withLock({ $0 }) else {
+                SystemClock.sleep(nanoseconds: 20_000_000)
+                continue
+            }
+            // A write into the maps failed: the whole set again, in one swap, 5 s later.
+            if installFailed, rereadAt == 0 { rereadAt = now + 5 }
+            let reread = events.resync.exchange(false, ordering: .acquiring)
+            if watcher == nil || watched !== bucket || reread || (rereadAt > 0 && now >= rereadAt) {
+                if let old = watcher { kvWatcher_Destroy(old) }
+                watcher = nil
+                let replacing = !installedOnce || installFailed
+                do {
+                    watcher = try readWhole(bucket, replacing: replacing, counting: !installedOnce)
+                    watched = bucket
+                    installedOnce = true
+                    rereadAt = 0
+                    lastSaid = nil
+                } catch let error as FleetError {
+                    if "\(error.status)" != lastSaid {
+                        say("fleet: cannot watch the bucket: \(explain(error)); retrying", true)
+                    }
+                    lastSaid = "\(error.status)"
+                    statistics.withLock { $0.lastError = explain(error) }
+                    SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
+                } catch {
+                    break  // stopped
+                }
+                continue
+            }
+            var entry: OpaquePointer?
+            let waited = SystemClock.monotonicNanoseconds()
+            let status = kvWatcher_Next(&entry, watcher, 100)
+            if status == NATS_OK, let entry {
+                var taken: [Taken] = []
+                if let key = take(entry, into: &claims, counting: true) { taken.append(key) }
+                kvEntry_Destroy(entry)
+                // An entry that was waiting already: a burst (a host's thousands of bans, the
+                // queue of one back from an outage). What else waits goes in the same batched
+                // write, until an entry has to be waited for (it is written with them at once) or
+                // none comes within a millisecond; a ban that came alone is written at once.
+                if SystemClock.monotonicNanoseconds() - waited < 100_000 {
+                    while taken.count < 1024 {
+                        var more: OpaquePointer?
+                        let asked = SystemClock.monotonicNanoseconds()
+                        guard kvWatcher_Next(&more, watcher, 1) == NATS_OK, let more else { break }
+                        if let key = take(more, into: &claims, counting: true) { taken.append(key) }
+                        kvEntry_Destroy(more)
+                        if SystemClock.monotonicNanoseconds() - asked >= 100_000 { break }
+                    }
+                }
+                if !taken.isEmpty {
+                    record(taken)
+                    censusDue = true
+                }
+            } else if status == NATS_TIMEOUT || status == NATS_OK {
+                let ended = claims.purge(now: SystemClock.bootNanoseconds())
+                if !ended.isEmpty {
+                    install(ended)
+                    censusDue = true
+                }
+                // Networks another list held: that list may be gone, or its entry ended.
+                if !held.isEmpty, now - lastHeldTry >= 1 {
+                    lastHeldTry = now
+                    let networks = held
+                    held = []
+                    install(networks.compactMap { network in claims.longest(network).map { .install(network, $0) } })
+                }
+            } else {
+                // Stopped or failed (the server's stream gone): made again.
+                if let old = watcher { kvWatcher_Destroy(old) }
+                watcher = nil
+                SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
+            }
+        }
+    }
+
+    /// Writes what `taken` changed into the maps (a network several entries touched once, as it
+    /// is now) and counts it.
+    private func record(_ taken: [Taken]) {
+        var seen = Set<IPNetwork>(minimumCapacity: taken.count)
+        var changes: [ListChange] = []
+        changes.reserveCapacity(taken.count)
+        for key in taken.reversed() where seen.insert(key.change.network).inserted {
+            changes.append(claims.change(key.change.network))
+        }
+        install(changes)
+        let (bans, networks) = (claims.count, claims.networks)
+        statistics.withLock { stats in
+            stats.bans = bans
+            stats.networks = networks
+            for key in taken {
+                stats.received += 1
+                if key.put { stats.installed += 1 } else { stats.lifted += 1 }
+                if let lag = key.lag {
+                    stats.lagSeconds += lag
+                    stats.lagCount += 1
+                    stats.lastLagSeconds = lag
+                }
+            }
+        }
+        if let installObserver { for key in taken { installObserver(key.key) } }
+    }
+
+    /// Reads the bucket's whole set into a new claim set and installs it: in one swap the first
+    /// time and after a failed write (stale `fleet/` entries of an earlier run go), else the
+    /// difference in place. `counting`: its skipped keys are counted (a read again skips the same).
+    /// - Returns: the watcher, now delivering changes.
+    /// - Throws: `FleetError`, or `Stopped` when the node stops meanwhile.
+    private func readWhole(_ bucket: FleetBucket, replacing: Bool, counting: Bool) throws -> OpaquePointer {
+        let started = SystemClock.monotonicSeconds()
+        var options = kvWatchOptions()
+        kvWatchOptions_Init(&options)
+        var watcher: OpaquePointer?
+        let status = kvStore_WatchAll(&watcher, bucket.store, &options)
+        guard status == NATS_OK, let watcher else { throw FleetError.last(status, "watching the bucket") }
+        var fresh = ListClaims<String>()
+        var count = 0
+        ownDecisions = []
+        while true {
+            guard !stop.isSet else {
+                kvWatcher_Destroy(watcher)
+                throw Stopped()
+            }
+            var entry: OpaquePointer?
+            let next = kvWatcher_Next(&entry, watcher, 5000)
+            if next == NATS_OK, entry == nil { break }  // the whole set is in
+            guard next == NATS_OK, let entry else {
+                kvWatcher_Destroy(watcher)
+                throw FleetError.last(next, "reading the bucket's set")
+            }
+            if take(entry, into: &fresh, counting: counting) != nil { count += 1 }
+            kvEntry_Destroy(entry)
+        }
+        let before = Dictionary(claims.wanted(), uniquingKeysWith: { first, _ in first })
+        claims = fresh
+        let installStarted = SystemClock.monotonicSeconds()
+        installFailed = false
+        if replacing {
+            do throws(FirewallError) {
+                held = Set(try installer?.replaceAll(claims.wanted()) ?? [])
+            } catch {
+                refused(error)
+            }
+        } else {
+            install(claims.changes(since: before))
+        }
+        let took = SystemClock.monotonicSeconds()
+        deleteStaleDecisions()
+        // The census before the count: whoever sees the read done sees what it holds.
+        updateCensus()
+        statistics.withLock {
+            $0.resyncs += 1
+            $0.lastError = nil
+        }
+        say(
+            "fleet: read bucket \(settings.bucket): \(claims.count) ban(s) of other hosts on \(claims.networks) "
+                + "network(s) in force (\(count) taken) in \(Int((took - started) * 1000)) ms, installed in "
+                + "\(Int((took - installStarted) * 1000)) ms", false)
+        return watcher
+    }
+
+    /// The keys of this host's shared decisions seen by the read under way.
+    private var ownDecisions: Set<String> {
+        get { shared.withLock { $0.inBucket } }
+        set { shared.withLock { $0.inBucket = newValue } }
+    }
+
+    /// After a whole read: the shared decisions in the bucket the bouncer's first whole set no longer
+    /// has (deleted while this host was down) are deleted.
+    private func deleteStaleDecisions() {
+        let stale = shared.withLock { shared -> Set<String> in
+            shared.bucketRead = true
+            guard let first = shared.firstSet else { return [] }
+            shared.firstSet = nil
+            return shared.inBucket.subtracting(first)
+        }
+        let now = SystemClock.wallMilliseconds()
+        enqueue(stale.sorted().map { .delete($0, at: now) })
+    }
+
+    struct Taken {
+        let key: String
+        let change: ListChange
+        let put: Bool
+        let lag: Double?
+    }
+
+    /// Applies one entry of the bucket to `set`. - Returns: what changed (nil: own, or skipped).
+    private func take(_ entry: OpaquePointer, into set: inout ListClaims<String>, counting: Bool) -> Taken? {
+        guard let keyPointer = kvEntry_Key(entry) else { return nil }
+        let key = String(cString: keyPointer)
+        guard let (host, network) = FleetKey.parse(key) else {
+            if counting { skip(.key) }
+            return nil
+        }
+        let operation = kvEntry_Operation(entry)
+        // Own keys are this host's bans, in its own maps already (its shared decisions are noted).
+        guard host != settings.host else {
+            if FleetKey.isDecision(key) {
+                shared.withLock {
+                    _ = operation == kvOp_Put ? $0.inBucket.insert(key).inserted : $0.inBucket.remove(key) != nil
+                }
+            }
+            return nil
+        }
+        guard operation == kvOp_Put else {
+            guard set.remove(key) != nil else { return nil }
+            return Taken(key: key, change: set.change(network), put: false, lag: nil)
+        }
+        let length = Int(kvEntry_ValueLen(entry))
+        guard let bytes = kvEntry_Value(entry), length > 0,
+            let value = try? decoder.decode(FleetValue.self, from: Data(bytes: bytes, count: length)),
+            value.host == host
+        else {
+            // A value not understood lifts what the key held before (its ban is no longer known).
+            if counting { skip(.malformed) }
+            guard set.remove(key) != nil else { return nil }
+            return Taken(key: key, change: set.change(network), put: false, lag: nil)
+        }
+        if allowlist.contains(where: {
+            $0.family == network.family && $0.length <= network.length && $0.contains(network.address)
+        }) {
+            if counting { skip(.allowlisted) }
+            return nil
+        }
+        let now = SystemClock.wallMilliseconds()
+        let end: UInt64
+        if value.end == 0 {
+            end = .max
+        } else if value.end > now {
+            // At most ten years ahead (a peer's absurd end must not wrap the boot clock).
+            end = SystemClock.bootNanoseconds() &+ min(value.end - now, 315_360_000_000) * 1_000_000
+        } else {
+            if counting { skip(.ended) }
+            guard set.remove(key) != nil else { return nil }
+            return Taken(key: key, change: set.change(network), put: false, lag: nil)
+        }
+        set.set(key, network, ListClaim(end: end, origin: host))
+        return Taken(
+            key: key, change: set.change(network), put: true, lag: now >= value.at ? Double(now - value.at) / 1000 : 0)
+    }
+
+    private func skip(_ reason: FleetSkip) {
+        statistics.withLock { $0.skipped[reason, default: 0] += 1 }
+    }
+
+    /// Writes `changes`; networks another list holds are tried again later, and a refusal makes the
+    /// next whole read replace everything.
+    func install(_ changes: [ListChange]) {
+        guard let installer, !changes.isEmpty else { return }
+        do throws(FirewallError) {
+            held.formUnion(try installer.apply(changes))
+        } catch {
+            refused(error)
+        }
+    }
+
+    /// The maps refused a write: said once per message, the whole set read again and swapped in.
+    private func refused(_ error: FirewallError) {
+        installFailed = true
+        let text = "\(error)"
+        if text != lastInstallError {
+            say("fleet: the maps refused other hosts' bans: \(text); reading the bucket again in 5 s", true)
+        }
+        lastInstallError = text
+        statistics.withLock { $0.lastError = "the maps refused other hosts' bans: \(text)" }
+    }
+
+    func updateCensus() {
+        var byHost: [String: Int] = [:]
+        claims.forEachClaim { _, claim in byHost[claim.origin, default: 0] += 1 }
+        let (bans, networks) = (claims.count, claims.networks)
+        statistics.withLock {
+            $0.bans = bans
+            $0.networks = networks
+            $0.byHost = byHost
+        }
+    }
+}
