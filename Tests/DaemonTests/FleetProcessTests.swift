@@ -22,6 +22,11 @@ extension DaemonProcessTests {
             try runProcess(Products.cli, arguments + ["--control", socket, "--pin-dir", pins.path])
         }
 
+        /// A command of the maps alone (`blocklist`).
+        func local(_ arguments: [String]) throws -> ProcessResult {
+            try runProcess(Products.cli, arguments + ["--pin-dir", pins.path])
+        }
+
         /// A command of the control socket alone (`status`, `reload`).
         func control(_ arguments: [String]) throws -> ProcessResult {
             try runProcess(Products.cli, arguments + ["--control", socket])
@@ -450,6 +455,55 @@ extension DaemonProcessTests {
             let deleted = try lapi.cscli(["decisions", "delete", "-i", "198.18.0.70"])
             try #require(deleted.status == 0, "\(deleted.stderr)")
             #expect(try secondsUntil(15) { try fleetEntries(mapsB)["198.18.0.70"] == nil } != nil)
+        }
+    }
+
+    @Test(
+        "fleet limits: a network a blocklist holds is left to it and installed once the list goes; a bucket that takes no value this large rejects the puts, said once and counted"
+    )
+    func fleetLimits() throws {
+        try withFleet("I", hosts: 3) { _, server, hosts in
+            let (a, b, c) = (hosts[0], hosts[1], hosts[2])
+            // c's bucket, made first, takes values of 16 bytes at most (a ban's is about 80).
+            let created = try server.create(bucket: "tiny", maxValueSize: 16)
+            try #require(created == nil, "\(created ?? "")")
+            try a.files.write(fleetConfiguration(host: "a", server: server))
+            try b.files.write(fleetConfiguration(host: "b", server: server))
+            let (daemonA, outputA) = try startHost(a)
+            defer { if daemonA.isRunning { printFleetLines(a, stopDaemon(daemonA, outputA)) } }
+            let (daemonB, outputB) = try startHost(b)
+            let mapsA = try BanMaps.open(pinnedIn: a.pins.pins)
+            // A blocklist on a holds 198.18.0.40; b bans it: a leaves it to the list, then, the list
+            // unloaded, installs it as fleet/b.
+            let list = a.files.directory + "/list.txt"
+            try "198.18.0.40\n".write(toFile: list, atomically: true, encoding: .utf8)
+            #expect(try a.local(["blocklist", "load", "held", list]).status == 0)
+            #expect(try b.cli(["ban", "198.18.0.40"]).status == 0)
+            #expect(try secondsUntil(10) { (try a.fleetStatus()["received"] as? Int ?? 0) >= 1 } != nil)
+            #expect(try originEntries(mapsA, prefix: "list:")["198.18.0.40"] == "list:held")
+            #expect(try fleetEntries(mapsA)["198.18.0.40"] == nil)
+            #expect(try a.local(["blocklist", "unload", "held"]).status == 0)
+            let taken = try secondsUntil(10) { try fleetEntries(mapsA)["198.18.0.40"] == "fleet/b" }
+            print(
+                "fleet: a network a list held installed \(taken.map { String(format: "%.2f", $0) } ?? "never") s after the list went"
+            )
+            #expect(taken != nil)
+            _ = stopDaemon(daemonB, outputB)
+            // c bans 20 into the tiny bucket: every put rejected, counted, said once; c bans on.
+            try c.files.write(fleetConfiguration(host: "c", server: server, ["bucket = \"tiny\""]))
+            let (daemonC, outputC) = try startHost(c)
+            let more = (1...20).map { "198.18.40.\($0)" }
+            #expect(try c.cli(["ban"] + more).status == 0)
+            let settled = try secondsUntil(30) {
+                let status = try c.fleetStatus()
+                return status["queued"] as? Int == 0 && status["dropped"] as? Int == 20
+            }
+            let status = try c.fleetStatus()
+            #expect(settled != nil && status["published"] as? Int == 0, "\(status)")
+            let log = stopDaemon(daemonC, outputC)
+            printFleetLines(c, log)
+            let lines = log.split(separator: "\n").filter { $0.contains("the server rejected") }
+            #expect(lines.count == 1 && !log.contains("the server refused"), "\(log)")
         }
     }
 }

@@ -219,6 +219,38 @@ public final class NATSServer: @unchecked Sendable {
         }
     }
 
+    /// Makes `bucket` as the daemons would, but taking values of at most `maxValueSize` bytes (a
+    /// larger put is rejected by the server). - Returns: what failed, or nil.
+    public func create(bucket: String, maxValueSize: Int32) throws -> String? {
+        let url = self.url
+        return try inNamespace {
+            var connection: OpaquePointer?
+            var options: OpaquePointer?
+            natsOptions_Create(&options)
+            defer { natsOptions_Destroy(options) }
+            natsOptions_SetURL(options, url)
+            var status = natsConnection_Connect(&connection, options)
+            guard status == NATS_OK else { return "connect: " + String(cString: natsStatus_GetText(status)) }
+            defer { natsConnection_Destroy(connection) }
+            var jetStream: OpaquePointer?
+            status = natsConnection_JetStream(&jetStream, connection, nil)
+            guard status == NATS_OK else { return "jetstream: " + String(cString: natsStatus_GetText(status)) }
+            defer { jsCtx_Destroy(jetStream) }
+            var config = kvConfig()
+            kvConfig_Init(&config)
+            var store: OpaquePointer?
+            status = bucket.withCString { name in
+                config.Bucket = name
+                config.History = 1
+                config.MaxValueSize = maxValueSize
+                config.StorageType = js_FileStorage
+                return js_CreateKeyValue(&store, jetStream, &config)
+            }
+            if let store { kvStore_Destroy(store) }
+            return status == NATS_OK ? nil : "create: " + String(cString: natsStatus_GetText(status))
+        }
+    }
+
     /// Runs `body` on a thread that entered the server's network namespace (setns), so that its
     /// sockets are made there.
     private func inNamespace<R: Sendable>(_ body: @escaping @Sendable () -> R) throws -> R {
