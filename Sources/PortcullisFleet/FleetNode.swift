@@ -376,8 +376,8 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     }
 
     /// Queues this host's bans in force (its jails' and its operator's: the exact, prefix and CIDR
-    /// maps, not the list layer): all of them, or only those that outlast the bucket's max age
-    /// from the next put on (permanent ones among them).
+    /// maps; with `share_crowdsec`, its CrowdSec decisions of the list layer): all of them, or only
+    /// those that outlast the bucket's max age from the next put on (permanent ones among them).
     private func republishOwn(all: Bool) {
         guard let maps else { return }
         do throws(FirewallError) {
@@ -386,7 +386,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             let wall = SystemClock.wallMilliseconds()
             let horizon = all ? boot : boot &+ UInt64(refreshInterval * 1e9)
             var changes: [FleetChange] = []
-            func add(_ network: IPNetwork, _ expiry: BanExpiry, _ origin: UInt32) {
+            func add(_ network: IPNetwork, _ expiry: BanExpiry, _ origin: UInt32, decision: Bool = false) {
                 let end: UInt64
                 switch expiry {
                 case .permanent: end = 0
@@ -396,13 +396,18 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 }
                 changes.append(
                     FleetChange(
-                        key: FleetKey.key(host: settings.host, network), end: end, at: wall,
+                        key: FleetKey.key(host: settings.host, network, decision: decision), end: end, at: wall,
                         jail: names[origin] ?? "manual", level: 0, isDelete: false))
             }
             for entry in try maps.entries() {
                 add(IPNetwork(containing: entry.address, length: 128), entry.expiry, entry.origin)
             }
             for entry in try maps.networkBans() { add(entry.network, entry.expiry, entry.origin) }
+            if settings.shareCrowdSec {
+                for entry in try maps.listEntries() where names[entry.origin]?.hasPrefix("crowdsec/") == true {
+                    add(entry.network, entry.expiry, entry.origin, decision: true)
+                }
+            }
             statistics.withLock { $0.republished += UInt64(changes.count) }
             enqueue(changes)
         } catch {

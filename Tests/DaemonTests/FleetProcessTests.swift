@@ -506,4 +506,32 @@ extension DaemonProcessTests {
             #expect(lines.count == 1 && !log.contains("the server refused"), "\(log)")
         }
     }
+
+    @Test(
+        "fleet: a ban that outlasts the bucket's max age (an operator's for good, max_age 120 s) is put again before its key ages out: a host joining after 130 s still gets it"
+    )
+    func fleetLongBans() throws {
+        try withFleet("J", hosts: 2) { _, server, hosts in
+            let (a, c) = (hosts[0], hosts[1])
+            try a.files.write(fleetConfiguration(host: "a", server: server, ["max_age = 120"]))
+            try c.files.write(fleetConfiguration(host: "c", server: server, ["max_age = 120"]))
+            let (daemonA, outputA) = try startHost(a)
+            defer { if daemonA.isRunning { printFleetLines(a, stopDaemon(daemonA, outputA)) } }
+            // For good, and a jail's ban of 600 s: both outlast the 120 s the bucket keeps a key.
+            #expect(try a.cli(["ban", "198.18.0.50"]).status == 0)
+            try a.files.append(Array(repeating: "failed from 198.18.0.51", count: 3))
+            #expect(try secondsUntil(10) { (try a.fleetStatus()["published"] as? Int ?? 0) >= 2 } != nil)
+            usleep(130_000_000)
+            #expect((try a.fleetStatus()["republished"] as? Int ?? 0) >= 2)
+            let (daemonC, outputC) = try startHost(c)
+            defer { if daemonC.isRunning { printFleetLines(c, stopDaemon(daemonC, outputC)) } }
+            let mapsC = try BanMaps.open(pinnedIn: c.pins.pins)
+            let got = try secondsUntil(10) {
+                let entries = try fleetEntries(mapsC)
+                return entries["198.18.0.50"] == "fleet/a" && entries["198.18.0.51"] == "fleet/a"
+            }
+            let held = try fleetEntries(mapsC)
+            #expect(got != nil, "c joining after the max age lacks a's long bans: \(held)")
+        }
+    }
 }
