@@ -37,7 +37,7 @@ public struct FleetError: Error, CustomStringConvertible, Equatable {
 
 /// What the node's connections tell, from nats.c's threads: reconnected (the watch reads the whole
 /// set again), an asynchronous error, a put the server refused (its permissions) or rejected (a
-/// limit, a full store).
+/// limit: a value too large).
 final class FleetEvents: @unchecked Sendable {
     struct State {
         var reconnects: UInt64 = 0
@@ -189,7 +189,7 @@ final class FleetBucket: @unchecked Sendable {
         jsOptions.Wait = 5000
         // Acknowledgements outstanding at once (a burst after an outage is published in batches).
         jsOptions.PublishAsync.MaxPending = 4096
-        // A put the server answers with an error (a full store, a limit) is counted, not retried;
+        // A put the server answers with an error (a limit: a value too large) is counted, not retried;
         // one no stream answers (its store lost) makes the bucket again.
         jsOptions.PublishAsync.ErrHandler = { _, error, closure in
             let callbacks = FleetCallbacks.from(closure)

@@ -26,7 +26,7 @@ public struct FleetStatistics: Sendable {
     /// Changes waiting for the server.
     public var queued = 0
     /// Changes never published, by reason: `queue_full`, `refused` (the server's permissions),
-    /// `rejected` (the server's limits: a full store), `ended` (ended while waiting), `stopping`.
+    /// `rejected` (the server's limits: a value too large), `ended` (ended while waiting), `stopping`.
     public var dropped: [String: UInt64] = [:]
     /// Puts and deletes of other hosts' keys the watch delivered.
     public var received: UInt64 = 0
