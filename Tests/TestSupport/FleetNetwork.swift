@@ -189,10 +189,45 @@ public final class NATSServer: @unchecked Sendable {
     }
 
     /// Puts `value` under `key` of `bucket` as a client of the server would (a test's own writes:
-    /// a malformed value, a key that is not an address), through nats.c in the server's namespace
-    /// (from this process: the address is reached by entering the namespace for the connection).
+    /// a malformed value, a key that is not an address). - Returns: what failed, or nil.
     public func put(
         bucket: String, key: String, value: String, user: String? = nil, password: String? = nil
+    ) throws -> String? {
+        try withJetStream(user: user, password: password) { jetStream in
+            var store: OpaquePointer?
+            var status = js_KeyValue(&store, jetStream, bucket)
+            guard status == NATS_OK else { return "bucket: " + String(cString: natsStatus_GetText(status)) }
+            defer { kvStore_Destroy(store) }
+            var revision: UInt64 = 0
+            status = kvStore_PutString(&revision, store, key, value)
+            return status == NATS_OK ? nil : "put: " + String(cString: natsStatus_GetText(status))
+        }
+    }
+
+    /// Makes `bucket` as the daemons would, but taking values of at most `maxValueSize` bytes (a
+    /// larger put is rejected by the server). - Returns: what failed, or nil.
+    public func create(bucket: String, maxValueSize: Int32) throws -> String? {
+        try withJetStream { jetStream in
+            var config = kvConfig()
+            kvConfig_Init(&config)
+            var store: OpaquePointer?
+            let status = bucket.withCString { name in
+                config.Bucket = name
+                config.History = 1
+                config.MaxValueSize = maxValueSize
+                config.StorageType = js_FileStorage
+                return js_CreateKeyValue(&store, jetStream, &config)
+            }
+            if let store { kvStore_Destroy(store) }
+            return status == NATS_OK ? nil : "create: " + String(cString: natsStatus_GetText(status))
+        }
+    }
+
+    /// Runs `body` with a JetStream context of a connection to the server made from its namespace
+    /// (this process reaches the address by entering it for the connection), closed after.
+    /// - Returns: what failed, or `body`'s answer.
+    private func withJetStream(
+        user: String? = nil, password: String? = nil, _ body: @escaping @Sendable (OpaquePointer) -> String?
     ) throws -> String? {
         let url = self.url
         return try inNamespace {
@@ -206,48 +241,12 @@ public final class NATSServer: @unchecked Sendable {
             guard status == NATS_OK else { return "connect: " + String(cString: natsStatus_GetText(status)) }
             defer { natsConnection_Destroy(connection) }
             var jetStream: OpaquePointer?
-            var store: OpaquePointer?
             status = natsConnection_JetStream(&jetStream, connection, nil)
-            guard status == NATS_OK else { return "jetstream: " + String(cString: natsStatus_GetText(status)) }
-            defer { jsCtx_Destroy(jetStream) }
-            status = js_KeyValue(&store, jetStream, bucket)
-            guard status == NATS_OK else { return "bucket: " + String(cString: natsStatus_GetText(status)) }
-            defer { kvStore_Destroy(store) }
-            var revision: UInt64 = 0
-            status = kvStore_PutString(&revision, store, key, value)
-            return status == NATS_OK ? nil : "put: " + String(cString: natsStatus_GetText(status))
-        }
-    }
-
-    /// Makes `bucket` as the daemons would, but taking values of at most `maxValueSize` bytes (a
-    /// larger put is rejected by the server). - Returns: what failed, or nil.
-    public func create(bucket: String, maxValueSize: Int32) throws -> String? {
-        let url = self.url
-        return try inNamespace {
-            var connection: OpaquePointer?
-            var options: OpaquePointer?
-            natsOptions_Create(&options)
-            defer { natsOptions_Destroy(options) }
-            natsOptions_SetURL(options, url)
-            var status = natsConnection_Connect(&connection, options)
-            guard status == NATS_OK else { return "connect: " + String(cString: natsStatus_GetText(status)) }
-            defer { natsConnection_Destroy(connection) }
-            var jetStream: OpaquePointer?
-            status = natsConnection_JetStream(&jetStream, connection, nil)
-            guard status == NATS_OK else { return "jetstream: " + String(cString: natsStatus_GetText(status)) }
-            defer { jsCtx_Destroy(jetStream) }
-            var config = kvConfig()
-            kvConfig_Init(&config)
-            var store: OpaquePointer?
-            status = bucket.withCString { name in
-                config.Bucket = name
-                config.History = 1
-                config.MaxValueSize = maxValueSize
-                config.StorageType = js_FileStorage
-                return js_CreateKeyValue(&store, jetStream, &config)
+            guard status == NATS_OK, let jetStream else {
+                return "jetstream: " + String(cString: natsStatus_GetText(status))
             }
-            if let store { kvStore_Destroy(store) }
-            return status == NATS_OK ? nil : "create: " + String(cString: natsStatus_GetText(status))
+            defer { jsCtx_Destroy(jetStream) }
+            return body(jetStream)
         }
     }
 
