@@ -16,6 +16,7 @@
  */
 #include "portcullis_parse.h"
 #include <xdp/xdp_helpers.h>
+#include <linux/errno.h>
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -472,6 +473,79 @@ int pc_xdp_filter(struct xdp_md *ctx)
 	default:
 		return pc_count(PC_STAT_MALFORMED, ctx, XDP_PASS);
 	}
+}
+
+/* The installer's slots (portcullis_abi.h): not pinned, each loader has its own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_INSTALL_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct pc_install_slot);
+} pc_install SEC(".maps");
+
+/* Whether a ban ending at `fresh` outlasts one ending at `old` (0: for good, outlasting all). */
+static __always_inline int pc_ends_later(__u64 fresh, __u64 old)
+{
+	if (old == 0)
+		return 0;
+	return fresh == 0 || fresh > old;
+}
+
+/* Installs one slot's ban: written if the address has none; made longer in place if it has a
+ * shorter one (its drop count kept; the program reads the 8-byte end in one load, so it sees the
+ * old end or the new); else left. */
+static __always_inline __u8 pc_install_in(void *map, struct pc_install_slot *slot)
+{
+	struct pc_ban fresh = {.expires_ns = slot->expires_ns, .origin = slot->origin};
+	struct pc_ban *old;
+	long error;
+	int attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		error = bpf_map_update_elem(map, slot->addr, &fresh, BPF_NOEXIST);
+		if (error == 0)
+			return PC_INSTALL_NEW;
+		if (error == -E2BIG)
+			return PC_INSTALL_FULL;
+		if (error != -EEXIST)
+			return PC_INSTALL_FAILED;
+		old = bpf_map_lookup_elem(map, slot->addr);
+		if (!old)
+			continue; /* deleted in between: write it afresh */
+		if (!pc_ends_later(slot->expires_ns, old->expires_ns))
+			return PC_INSTALL_KEPT;
+		old->origin = slot->origin;
+		*(volatile __u64 *)&old->expires_ns = slot->expires_ns; /* one 8-byte store */
+		return PC_INSTALL_LONGER;
+	}
+	return PC_INSTALL_KEPT; /* written by someone else each time we looked */
+}
+
+static long pc_install_one(__u32 index, void *unused)
+{
+	struct pc_install_slot *slot = bpf_map_lookup_elem(&pc_install, &index);
+
+	if (!slot)
+		return 1;
+	if (slot->family == 4)
+		slot->outcome = pc_install_in(&pc_bans_v4, slot);
+	else if (slot->family == 6)
+		slot->outcome = pc_install_in(&pc_bans_v6, slot);
+	else
+		slot->outcome = PC_INSTALL_FAILED;
+	return 0;
+}
+
+SEC("syscall")
+int pc_install_bans(struct pc_install_args *args)
+{
+	__u32 count = args->count;
+
+	if (count > PC_INSTALL_SLOTS)
+		return -1;
+	bpf_loop(count, pc_install_one, NULL, 0);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

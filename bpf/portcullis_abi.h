@@ -95,6 +95,53 @@ struct pc_ban {
 };
 
 /*
+ * The daemon's ban installer (pc_install_bans, a BPF_PROG_TYPE_SYSCALL program run with
+ * BPF_PROG_RUN): one system call installs a batch of bans, each never shortening a ban already
+ * there, where a batched update (bpf_map_update_batch takes no BPF_NOEXIST) would overwrite a
+ * longer ban and one update per ban costs a system call each. User space writes the batch into
+ * the slots of PC_MAP_INSTALL (an mmapable array, private to the process that loaded the
+ * installer: not pinned) and passes the count in struct pc_install_args; the program writes each
+ * slot's outcome. Slot offsets (bytes):
+ *   0  addr        the address: 4 bytes (IPv4, then 12 unused) or 16 (IPv6), network order.
+ *  16  expires_ns  the ban's end as in struct pc_ban (0: for good).
+ *  24  origin      as in struct pc_ban.
+ *  28  family      4 or 6.
+ *  29  outcome     PC_INSTALL_*, written by the program.
+ */
+#define PC_MAP_INSTALL "pc_install"
+#define PC_INSTALL_PROG_NAME "pc_install_bans"
+#define PC_INSTALL_SLOTS 4096
+
+struct pc_install_slot {
+	__u8 addr[16];
+	__u64 expires_ns;
+	__u32 origin;
+	__u8 family;
+	__u8 outcome;
+	__u16 reserved;
+};
+
+/* The program's context: how many slots to install. */
+struct pc_install_args {
+	__u32 count;
+	__u32 reserved;
+};
+
+enum pc_install_outcome {
+	PC_INSTALL_NONE = 0,
+	/* Written: the address had no ban. */
+	PC_INSTALL_NEW = 1,
+	/* Its ban ended earlier: its end and origin are now this one's (its drop count kept). */
+	PC_INSTALL_LONGER = 2,
+	/* It has a ban ending at or after this one, or for good: left as it was. */
+	PC_INSTALL_KEPT = 3,
+	/* Not written: the map is full. */
+	PC_INSTALL_FULL = 4,
+	/* Not written: another error (a bad family). */
+	PC_INSTALL_FAILED = 5,
+};
+
+/*
  * Keys of the prefix hashes, the CIDR and allowlist tries and the blocklist tries: the layout of
  * struct bpf_lpm_trie_key. Offsets (bytes):
  *   pc_prefix4_key: 0 prefixlen (host order, 0...32)   4 addr[4]   (host bits zero)

@@ -1,6 +1,8 @@
+import Dispatch
 import Glibc
 import PortcullisCore
 import PortcullisSystem
+import Synchronization
 
 /// The ban log (`portcullisd --ban-log`): one line per ban and per lift, like fail2ban's
 /// "Ban"/"Unban" lines, for audits and for the testbed's checks:
@@ -9,12 +11,25 @@ import PortcullisSystem
 ///     2026-11-26T21:05:30.201Z unban 198.18.0.1
 ///
 /// A ban names the jail that made it and how long it lasts in seconds (`for=forever`: for good).
+/// The time is when the maps were written.
 ///
-/// Each event is one `write` to a file opened with `O_APPEND`, so the lines of concurrent
-/// workers never interleave inside a line.
-public final class BanLog: BanPublisher {
+/// `publish` only queues the event (the ban path formats nothing); a thread of its own writes
+/// what is queued, formatted without allocating per line, with one `write` per wake-up to a file
+/// opened with `O_APPEND`, so the lines of concurrent workers never interleave inside a line.
+public final class BanLog: BanPublisher, @unchecked Sendable {
     public let path: String
     private let fd: Int32
+    private struct Queue {
+        var events: [BanEvent] = []
+        /// Events taken by the writer and not yet written (`flush` waits for them too).
+        var writing = 0
+        var stopping = false
+    }
+
+    private let queue = Mutex(Queue())
+    private let wakeup = DispatchSemaphore(value: 0)
+    private let written = DispatchSemaphore(value: 0)
+    private var thread: SystemThread?
 
     public init(path: String) throws(DaemonError) {
         // O_NOFOLLOW: a link planted at the path does not redirect a root write elsewhere.
@@ -23,32 +38,161 @@ public final class BanLog: BanPublisher {
                 "cannot open the ban log \(path): \(error); check that its directory exists and is writable")
         }
         self.path = path
+        do throws(Errno) {
+            thread = try SystemThread.spawn { [unowned self] in self.run() }
+        } catch {
+            close(fd)
+            throw .invalidSetting("cannot start the ban log's thread: \(error)")
+        }
     }
 
-    deinit { close(fd) }
+    deinit {
+        queue.withLock { $0.stopping = true }
+        wakeup.signal()
+        thread?.join()
+        close(fd)
+    }
 
-    /// Appends one line per address: `TIME EVENT ADDRESS [jail=NAME for=SECONDS]`.
+    /// Queues the event's lines: `TIME EVENT ADDRESS [jail=NAME for=SECONDS]`.
     public func publish(_ event: BanEvent) {
         guard !event.addresses.isEmpty else { return }
-        let prefix = SystemClock.utcNow().iso8601 + " \(event.kind.rawValue) "
-        let jail = event.jail.map { " jail=\($0)" } ?? ""
-        var text = ""
-        text.reserveCapacity(event.addresses.count * (prefix.utf8.count + jail.utf8.count + 36))
-        for index in event.addresses.indices {
-            text += prefix + event.text(index) + jail
-            if index < event.seconds.count {
-                text += event.seconds[index] == 0 ? " for=forever" : " for=\(event.seconds[index])"
-            }
-            text += "\n"
+        let wasEmpty = queue.withLock { queue in
+            queue.events.append(event)
+            return queue.events.count == 1 && queue.writing == 0
         }
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { raw in
-                systemCallResult { write(fd, raw.baseAddress, raw.count) }
+        if wasEmpty { wakeup.signal() }
+    }
+
+    /// Returns once every event queued before the call is written.
+    public func flush() {
+        while queue.withLock({ !$0.events.isEmpty || $0.writing > 0 }) {
+            wakeup.signal()
+            _ = written.wait(timeout: .now() + .milliseconds(10))
+        }
+    }
+
+    private func run() {
+        var text = LogText()
+        defer { text.deallocate() }
+        while true {
+            wakeup.wait()
+            let (events, stopping) = queue.withLock { queue in
+                defer {
+                    queue.writing = queue.events.count
+                    queue.events.removeAll(keepingCapacity: true)
+                }
+                return (queue.events, queue.stopping)
             }
+            if !events.isEmpty {
+                text.count = 0
+                // Each event's time: its monotonic stamp moved onto the wall clock.
+                let wall = SystemClock.wallMilliseconds()
+                let monotonic = SystemClock.monotonicNanoseconds() / 1_000_000
+                for event in events {
+                    let at = wall - min(wall, monotonic &- min(monotonic, event.monotonicNanoseconds / 1_000_000))
+                    Self.append(event, at: at, to: &text)
+                }
+                write(UnsafeRawBufferPointer(start: text.bytes, count: text.count))
+                queue.withLock { $0.writing = 0 }
+                written.signal()
+            }
+            if stopping && queue.withLock({ $0.events.isEmpty }) { return }
+        }
+    }
+
+    /// The lines being made: bytes appended without a check per byte (room is made per line).
+    struct LogText {
+        var bytes = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 8)
+        var capacity = 1 << 16
+        var count = 0
+
+        mutating func reserve(_ more: Int) {
+            guard count + more > capacity else { return }
+            let grown = max(capacity * 2, count + more)
+            let bigger = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 8)
+            bigger.copyMemory(from: bytes, byteCount: count)
+            bytes.deallocate()
+            bytes = bigger
+            capacity = grown
+        }
+
+        mutating func append(_ source: UnsafeRawBufferPointer) {
+            (bytes + count).copyMemory(from: source.baseAddress!, byteCount: source.count)
+            count += source.count
+        }
+
+        mutating func append(byte: UInt8) {
+            bytes.storeBytes(of: byte, toByteOffset: count, as: UInt8.self)
+            count += 1
+        }
+
+        /// `value` in decimal.
+        mutating func append(decimal value: UInt64) {
+            var digits = 1
+            var rest = value
+            while rest >= 10 {
+                rest /= 10
+                digits += 1
+            }
+            rest = value
+            for position in stride(from: count + digits - 1, through: count, by: -1) {
+                bytes.storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), toByteOffset: position, as: UInt8.self)
+                rest /= 10
+            }
+            count += digits
+        }
+
+        func deallocate() { bytes.deallocate() }
+    }
+
+    /// The lines of `event`, made at wall-clock millisecond `at`.
+    static func append(_ event: BanEvent, at milliseconds: UInt64, to text: inout LogText) {
+        let time = UTCTime(secondsSinceEpoch: Int(milliseconds / 1000), millisecond: Int(milliseconds % 1000))
+        let prefix = Array((time.iso8601 + " \(event.kind.rawValue) ").utf8)
+        let jail = Array((event.jail.map { " jail=\($0)" } ?? "").utf8)
+        let forever = " for=forever".utf8
+        let length = " for=".utf8
+        prefix.withUnsafeBytes { prefix in
+            jail.withUnsafeBytes { jail in
+                for index in event.addresses.indices {
+                    // The longest line: prefix, an address with its length, jail, " for=" and 20 digits.
+                    text.reserve(prefix.count + IPAddress.maximumTextLength + 4 + jail.count + 26)
+                    text.append(prefix)
+                    var address = event.addresses[index]
+                    var prefixLength: Int?
+                    if index < event.prefixLengths.count,
+                        event.prefixLengths[index] != IPNetwork.fullLength(address.family)
+                    {
+                        address = IPNetwork(containing: address, length: event.prefixLengths[index]).address
+                        prefixLength = event.prefixLengths[index]
+                    }
+                    text.count += address.write(into: text.bytes + text.count)
+                    if let prefixLength {
+                        text.append(byte: UInt8(ascii: "/"))
+                        text.append(decimal: UInt64(prefixLength))
+                    }
+                    text.append(jail)
+                    if index < event.seconds.count {
+                        if event.seconds[index] == 0 {
+                            forever.withContiguousStorageIfAvailable { text.append(UnsafeRawBufferPointer($0)) }
+                        } else {
+                            length.withContiguousStorageIfAvailable { text.append(UnsafeRawBufferPointer($0)) }
+                            text.append(decimal: event.seconds[index])
+                        }
+                    }
+                    text.append(byte: UInt8(ascii: "\n"))
+                }
+            }
+        }
+    }
+
+    private func write(_ text: UnsafeRawBufferPointer) {
+        var done = 0
+        while done < text.count {
+            let written = systemCallResult { Glibc.write(fd, text.baseAddress! + done, text.count - done) }
             // A full disk must not stop the bans; the counters still count them.
             guard case .success(let count) = written, count > 0 else { return }
-            bytes = bytes.dropFirst(count)
+            done += count
         }
     }
 }

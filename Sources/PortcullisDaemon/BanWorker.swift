@@ -221,8 +221,10 @@ final class BanWorker: @unchecked Sendable {
             for address in result.failed where state.retry[index].insert(address).inserted {
                 counters.pointee.banFailures += 1
             }
-            for address in result.banned { state.retry[index].remove(address) }
-            for address in result.kept { state.retry[index].remove(address) }
+            if !state.retry[index].isEmpty {
+                for address in result.banned { state.retry[index].remove(address) }
+                for address in result.kept { state.retry[index].remove(address) }
+            }
             state.counters.bans += UInt64(result.banned.count)
             counters.pointee.bans += UInt64(result.banned.count)
             counters.pointee.keptLonger += UInt64(result.kept.count)

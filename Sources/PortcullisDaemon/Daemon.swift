@@ -359,6 +359,13 @@ public final class Daemon: @unchecked Sendable {
         set { lifter.sweepInterval = newValue }
     }
 
+    /// Benchmarks only: with false, crossings are not banned (nothing is written, scheduled or
+    /// published): what the lines cost without their bans. Set before `start`.
+    @_spi(Testing) public var installsBans: Bool {
+        get { enforcement.installs }
+        set { enforcement.installs = newValue }
+    }
+
     /// Tests only: a pause inside each lift, between its look-ups and its delete.
     @_spi(Testing) public var liftPauseMicroseconds: UInt32 {
         get { UInt32(enforcement.liftPauseNanoseconds / 1000) }
@@ -418,6 +425,7 @@ public final class Daemon: @unchecked Sendable {
         for thread in threads { thread.join() }
         threads.removeAll()
         for source in sources { source.close() }  // statistics survive the close
+        for publisher in publishers { publisher.flush() }
     }
 
     /// Counters now.

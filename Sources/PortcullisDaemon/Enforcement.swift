@@ -12,19 +12,21 @@ import XDPFirewall
 /// shortens one: an address that already has a ban ending at or after the daemon's, or for good,
 /// keeps it (`kept`). It lifts only bans that have ended, and atomically against a `portcullis
 /// ban` written meanwhile (`BanMaps.liftIfEnded`). An operator's `unban` of one of the daemon's
-/// bans starts the client's count over (found by the lift at the ban's end, or by the sweep
-/// within 10 s, also for bans for good).
+/// bans starts the client's count over (found by the lift at the ban's end, or by the sweep,
+/// also for bans for good).
 final class Enforcement: @unchecked Sendable {
     let maps: BanMaps
     /// When each of the daemon's timed bans ends.
     let schedule = ExpirySchedule()
     /// Clients whose count stands at the threshold on a ban with no end the daemon waits for: its
     /// own bans for good (ban time 0, also resumed ones) and crossings kept on someone else's
-    /// longer ban. An operator's unban of one must still reset its count (`forgetUnbanned`).
+    /// longer ban. An operator's unban of one must still reset its count (`forgetGone`).
     private var watched = Set<IPAddress>()
     private let lock = Mutex<Void>(())
     /// Tests only: a pause between a lift's look-ups and its delete, to widen that window.
     var liftPauseNanoseconds: UInt64 = 0
+    /// Benchmarks only: false leaves every crossing unbanned (`Daemon.installsBans`).
+    var installs = true
 
     /// Keys a lift handles per hold of the lock, so that a worker installing bans waits for one
     /// chunk at most.
@@ -56,6 +58,7 @@ final class Enforcement: @unchecked Sendable {
     /// wait. Repeat offenders of a jail with escalation get longer bans (and those that went in are
     /// recorded in its history).
     func install(_ addresses: [IPAddress], jail: Jail, clock: DaemonClock) -> Installed {
+        guard installs else { return Installed() }
         // A jail with ipv6-prefix counted its IPv6 clients by prefix: those are bans of networks.
         if let length = jail.configuration.aggregation.ipv6Prefix, addresses.contains(where: { !$0.isIPv4 }) {
             let exact = addresses.filter(\.isIPv4)
@@ -82,15 +85,26 @@ final class Enforcement: @unchecked Sendable {
             let outcome = maps.banKeepingLonger(
                 batch: addresses.indices.map { BanRequest(addresses[$0], expiries[$0], origin: jail.origin) })
             result.banned = outcome.installed.map { addresses[$0] }
-            result.kept = outcome.kept.map { addresses[$0] }
-            result.failed = outcome.failed.map { addresses[$0] }
+            if !outcome.kept.isEmpty {
+                result.kept = outcome.kept.map { addresses[$0] }
+                watched.formUnion(result.kept)
+            }
+            if !outcome.failed.isEmpty { result.failed = outcome.failed.map { addresses[$0] } }
+            // Their ends, by ban length (a jail's ban time; each escalation level): one queue each.
+            var byLength: [(seconds: UInt64, bans: [(address: IPAddress, end: UInt64)])] = []
             for index in outcome.installed {
                 switch expiries[index] {
-                case .at(let end): schedule.add(addresses[index], end: end)
+                case .at(let end):
+                    let length = durations[index]
+                    if let group = byLength.firstIndex(where: { $0.seconds == length }) {
+                        byLength[group].bans.append((addresses[index], end))
+                    } else {
+                        byLength.append((length, [(addresses[index], end)]))
+                    }
                 case .permanent: watched.insert(addresses[index])
                 }
             }
-            watched.formUnion(result.kept)
+            for group in byLength { schedule.add(group.bans, lengthSeconds: group.seconds, made: now) }
             return outcome.installed
         }
         result.seconds = banned.map { durations[$0] }
@@ -168,7 +182,7 @@ final class Enforcement: @unchecked Sendable {
             for member in prefix.members {
                 if member.isSingleAddress {
                     _ = try? maps.unban(member.address)
-                    schedule.forget(member.address)
+                    schedule.forget(member.address, now: SystemClock.bootNanoseconds())
                     watched.remove(member.address)
                 } else {
                     _ = try? maps.unban(network: member)
@@ -206,6 +220,8 @@ final class Enforcement: @unchecked Sendable {
         var ended: [IPAddress] = []
         let now = clock.bootNow
         for address in chunk {
+            // Banned again since (made longer, an operator's): in force, left without a delete.
+            if case .some(.some(let entry)) = try? maps.lookup(address), !entry.isExpired(now: now) { continue }
             switch Result(catching: { () throws(FirewallError) in try maps.liftIfEnded(address, now: now) }) {
             case .success(.lifted(let entry)):
                 ended.append(address)
@@ -243,11 +259,13 @@ final class Enforcement: @unchecked Sendable {
                 switch expiry {
                 case .at(let end):
                     watched.remove(address)
-                    schedule.add(address, end: end)
+                    // Its earlier end, if it had one, is no longer the ban's.
+                    schedule.forget(address, now: clock.bootNow)
+                    schedule.add(address, end: end, made: clock.bootNow)
                     let remaining = clock.tableSecond(ofBootTime: end) &- now
                     for table in tables { table.markBanned(address, now: now, remaining: remaining) }
                 case .permanent:
-                    schedule.forget(address)
+                    schedule.forget(address, now: clock.bootNow)
                     watched.insert(address)
                     for table in tables { table.markBanned(address, now: now) }
                 }
@@ -263,7 +281,7 @@ final class Enforcement: @unchecked Sendable {
             var lifted: [IPAddress] = []
             for address in addresses where (try? maps.unban(address)) == true {
                 lifted.append(address)
-                schedule.forget(address)
+                schedule.forget(address, now: SystemClock.bootNanoseconds())
                 watched.remove(address)
                 for table in tables { table.reset(address) }
             }
@@ -275,25 +293,28 @@ final class Enforcement: @unchecked Sendable {
     func resume(_ address: IPAddress, expiry: BanExpiry) {
         lock.withLock { _ in
             switch expiry {
-            case .at(let end): schedule.add(address, end: end)
+            case .at(let end): schedule.add(address, end: end, made: 0)
             case .permanent: watched.insert(address)
             }
         }
     }
 
-    /// The daemon's own bans no longer in the maps (an operator's `unban`, of timed bans before
-    /// their end or of bans for good): their counts start over and the daemon forgets them.
-    /// - Parameter present: the addresses the maps hold (read by the caller, outside the lock).
-    /// - Returns: how many were found gone.
-    func forgetUnbanned(present: Set<IPAddress>, tables: [OffenceTable]) -> Int {
+    /// The addresses whose bans the daemon waits for or watches: what the sweep checks, a
+    /// slice at a time (`forgetGone`).
+    var ownAddresses: [IPAddress] {
+        lock.withLock { _ in schedule.addresses + Array(watched) }
+    }
+
+    /// Of `addresses` (some of `ownAddresses`), those the daemon still owns whose bans are no
+    /// longer in the maps (an operator's `unban` written there directly): their counts start over
+    /// and the daemon forgets them. - Returns: how many were found gone.
+    func forgetGone(_ addresses: ArraySlice<IPAddress>, tables: [OffenceTable]) -> Int {
         lock.withLock { _ in
-            let gone = (schedule.addresses.union(watched)).subtracting(present)
             var forgotten = 0
-            for address in gone {
-                // Installed since the caller read the maps: still there.
+            for address in addresses where !schedule.isForgotten(address) {
                 guard (try? maps.lookup(address)) == .some(nil) else { continue }
                 for table in tables { table.reset(address) }
-                schedule.forget(address)
+                schedule.forget(address, now: SystemClock.bootNanoseconds())
                 watched.remove(address)
                 forgotten += 1
             }

@@ -64,4 +64,11 @@ public struct BanEvent: Sendable {
 /// quick and must not block (queue the work of a slow sink to a thread of its own).
 public protocol BanPublisher: AnyObject, Sendable {
     func publish(_ event: BanEvent)
+    /// Returns once what was published before is out (a sink that writes on a thread of its
+    /// own); `Daemon.stop` calls it after its threads have ended.
+    func flush()
+}
+
+extension BanPublisher {
+    public func flush() {}
 }

@@ -16,12 +16,61 @@ extension BanMaps {
         public var failed: [Int] = []
     }
 
-    /// Installs `requests`, never shortening a ban already there: each with one
-    /// `bpf_map_update_elem(BPF_NOEXIST)` (the kernel refuses flags on batched updates, and a
-    /// batch with `BPF_ANY` would overwrite a longer ban); an address that has a ban is looked up
-    /// and rewritten only when the new end is later (its drop count kept). A full map ends its
-    /// family's requests: the rest fail, nothing is retried here.
+    /// Installs `requests`, never shortening a ban already there: an address that has a ban keeps
+    /// it unless the new one ends later (then its end and origin change, its drop count stays). A
+    /// full map fails its family's requests; nothing is retried here.
+    ///
+    /// In one `BPF_PROG_RUN` of the kernel installer per 4,096 requests (`BanInstaller`), else,
+    /// where it cannot load (its object missing), with one `bpf_map_update_elem(BPF_NOEXIST)`
+    /// each (`installerProblem` says why).
     public func banKeepingLonger(batch requests: [BanRequest]) -> MergeOutcome {
+        guard !requests.isEmpty else { return MergeOutcome() }
+        if let installer = kernelInstaller(), let outcomes = try? installer.install(requests) {
+            var outcome = MergeOutcome()
+            for (index, result) in outcomes.enumerated() {
+                switch result {
+                case PC_INSTALL_NEW, PC_INSTALL_LONGER: outcome.installed.append(index)
+                case PC_INSTALL_KEPT: outcome.kept.append(index)
+                default: outcome.failed.append(index)
+                }
+            }
+            return outcome
+        }
+        return banKeepingLongerEach(requests)
+    }
+
+    /// Loads the kernel installer from `objectPath` (by default the filter's object where
+    /// `BPFObjectLocator` finds it), once. - Returns: why it cannot be used (bans then go in one
+    /// system call each), or nil.
+    @discardableResult
+    public func loadInstaller(objectPath: String? = nil) -> String? {
+        installer.withLock { state in
+            if state.tried { return state.problem }
+            state.tried = true
+            do throws(FirewallError) {
+                var path = objectPath ?? ""
+                if objectPath == nil { path = try BPFObjectLocator().locate() }
+                state.installer = try BanInstaller(objectPath: path, bansV4: bansV4.fd, bansV6: bansV6.fd)
+            } catch {
+                state.problem = "\(error)"
+            }
+            return state.problem
+        }
+    }
+
+    /// Why the kernel installer is not used (nil: it is, or nothing was installed yet).
+    public var installerProblem: String? { installer.withLock { $0.problem } }
+
+    private func kernelInstaller() -> BanInstaller? {
+        loadInstaller()
+        return installer.withLock { $0.installer }
+    }
+
+    /// `banKeepingLonger` with one `bpf_map_update_elem(BPF_NOEXIST)` per request (the kernel
+    /// refuses flags on batched updates, and a batch with `BPF_ANY` would overwrite a longer
+    /// ban); an address that has a ban is looked up and rewritten only when the new end is later
+    /// (its drop count kept).
+    func banKeepingLongerEach(_ requests: [BanRequest]) -> MergeOutcome {
         var outcome = MergeOutcome()
         var full: Set<IPAddress.Family> = []
         for (index, request) in requests.enumerated() {

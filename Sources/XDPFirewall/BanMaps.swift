@@ -2,6 +2,7 @@ import CPortcullis
 import Glibc
 import PortcullisCore
 import PortcullisSystem
+import Synchronization
 
 /// Typed access to the filter's maps: bans (IPv4 and IPv6), counters and the layout marker.
 ///
@@ -34,6 +35,14 @@ public final class BanMaps: @unchecked Sendable {
     /// writers lock it (`flock`) to take turns.
     var pinDirectoryPath: String?
     private let possibleCPUs: Int
+    /// The kernel ban installer, loaded at the first `banKeepingLonger` (or `loadInstaller`).
+    let installer = Mutex(InstallerState())
+
+    struct InstallerState {
+        var tried = false
+        var installer: BanInstaller?
+        var problem: String?
+    }
 
     /// - Parameter maps: a descriptor for each of `MapSpec.all`, by name.
     init(_ maps: [String: BPFDescriptor], capacity: UInt32) throws(FirewallError) {
@@ -410,44 +419,84 @@ public final class BanMaps: @unchecked Sendable {
         fd: Int32, keyType: Key.Type, name: String,
         address: (Key) -> IPAddress
     ) throws(FirewallError) -> [BanEntry] {
-        let chunk = 4096
-        let keys = UnsafeMutableBufferPointer<Key>.allocate(capacity: chunk)
-        let values = UnsafeMutableBufferPointer<pc_ban>.allocate(capacity: chunk)
+        var entries: [BanEntry] = []
+        var position = BatchPosition()
+        while try readChunk(fd: fd, name: name, at: &position, limit: 4096, address: address, into: &entries) {}
+        return entries
+    }
+
+    /// Where a batched read of one map stands: before its first chunk, or at the kernel's
+    /// opaque token (large enough for a hash map's bucket index).
+    struct BatchPosition {
+        var token: UInt64 = 0
+        var started = false
+    }
+
+    /// Reads up to `limit` entries of one map from `position` with one `bpf_map_lookup_batch`.
+    /// - Returns: whether there is more (false: the map has been read to its end).
+    private func readChunk<Key>(
+        fd: Int32, name: String, at position: inout BatchPosition, limit: Int, address: (Key) -> IPAddress,
+        into entries: inout [BanEntry]
+    ) throws(FirewallError) -> Bool {
+        let keys = UnsafeMutableBufferPointer<Key>.allocate(capacity: limit)
+        let values = UnsafeMutableBufferPointer<pc_ban>.allocate(capacity: limit)
         defer {
             keys.deallocate()
             values.deallocate()
         }
-        var entries: [BanEntry] = []
-        var token: UInt64 = 0  // opaque batch position; large enough for a hash map's bucket index
-        var first = true
         var options = bpf_map_batch_opts()
         options.sz = MemoryLayout<bpf_map_batch_opts>.size
-        while true {
-            var count = UInt32(chunk)
-            var next: UInt64 = 0
-            let result = withUnsafeMutablePointer(to: &token) { tokenPointer in
-                systemCallResult {
-                    count = UInt32(chunk)
-                    return bpf_map_lookup_batch(
-                        fd, first ? nil : tokenPointer, &next, keys.baseAddress,
-                        values.baseAddress, &count, &options)
-                }
+        var count = UInt32(limit)
+        var next: UInt64 = 0
+        let first = !position.started
+        let result = withUnsafeMutablePointer(to: &position.token) { tokenPointer in
+            systemCallResult {
+                count = UInt32(limit)
+                return bpf_map_lookup_batch(
+                    fd, first ? nil : tokenPointer, &next, keys.baseAddress, values.baseAddress, &count, &options)
             }
-            var ended = false
-            if case .failure(let error) = result {
-                if error.code != ENOENT { throw systemError("list \(name)", error.code) }
-                ended = true  // ENOENT: the map has been read to its end
-            }
-            for index in 0..<Int(count) {
-                entries.append(
-                    BanEntry(
-                        address: address(keys[index]),
-                        expiry: BanExpiry(expiresNanoseconds: values[index].expires_ns),
-                        dropped: values[index].dropped, origin: values[index].origin))
-            }
-            if ended { break }
-            token = next
-            first = false
+        }
+        var ended = false
+        if case .failure(let error) = result {
+            if error.code != ENOENT { throw systemError("list \(name)", error.code) }
+            ended = true  // ENOENT: the map has been read to its end
+        }
+        entries.reserveCapacity(entries.count + Int(count))
+        for index in 0..<Int(count) {
+            entries.append(
+                BanEntry(
+                    address: address(keys[index]), expiry: BanExpiry(expiresNanoseconds: values[index].expires_ns),
+                    dropped: values[index].dropped, origin: values[index].origin))
+        }
+        position = ended ? BatchPosition() : BatchPosition(token: next, started: true)
+        return !ended
+    }
+
+    /// A walk over both ban maps a slice at a time (`entries(walking:limit:)`): the expiry
+    /// thread's sweep, whose cost per step does not grow with the bans held.
+    public struct Walk: Sendable {
+        var ipv6 = false
+        var position = BatchPosition()
+        /// Walks completed over both maps.
+        public internal(set) var rounds = 0
+        public init() {}
+    }
+
+    /// Up to about `limit` entries from where `walk` stands; at the end of the IPv6 map it
+    /// starts over (`rounds` counts the walks done).
+    public func entries(walking walk: inout Walk, limit: Int) throws(FirewallError) -> [BanEntry] {
+        var entries: [BanEntry] = []
+        let more =
+            walk.ipv6
+            ? try readChunk(
+                fd: bansV6.fd, name: PC_MAP_BANS_V6, at: &walk.position, limit: limit,
+                address: { (key: pc_ipv6_key) in IPAddress(key) }, into: &entries)
+            : try readChunk(
+                fd: bansV4.fd, name: PC_MAP_BANS_V4, at: &walk.position, limit: limit,
+                address: { (key: pc_ipv4_key) in IPAddress(key) }, into: &entries)
+        if !more {
+            if walk.ipv6 { walk.rounds += 1 }
+            walk.ipv6.toggle()
         }
         return entries
     }

@@ -118,6 +118,13 @@ struct FilterObject {
             throw .mapSizeMismatch(path: pinDirectory!.path, pinned: pinnedCapacity, requested: mapEntries)
         }
         object = try BPFObject(path: objectPath, pinDirectory: pinDirectory)
+        // The ban installer is loaded by whoever installs bans (`BanInstaller`), with its own slots.
+        if let installer = bpf_object__find_program_by_name(object.handle, PC_INSTALL_PROG_NAME) {
+            bpf_program__set_autoload(installer, false)
+        }
+        if let slots = bpf_object__find_map_by_name(object.handle, PC_MAP_INSTALL) {
+            bpf_map__set_autocreate(slots, false)
+        }
         self.pinDirectory = pinDirectory
         reusesPinnedMaps = pinnedCapacity != nil
         let entries = pinnedCapacity ?? mapEntries ?? UInt32(PC_DEFAULT_BAN_ENTRIES)

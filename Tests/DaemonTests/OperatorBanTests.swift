@@ -172,22 +172,41 @@ struct LiftIfEndedTests {
         #expect(try maps.lookup(inForce) == BanEntry(address: inForce, expiry: .permanent, dropped: 42))
     }
 
-    @Test("installing never shortens: a later end is written with its drops kept, an earlier one is not")
-    func mergeKeepsTheLongerEnd() throws {
+    @Test(
+        "installing never shortens: a later end is written with its drops kept, an earlier one is not (kernel installer, and one update per ban where it cannot load)",
+        arguments: [true, false])
+    func mergeKeepsTheLongerEnd(kernel: Bool) throws {
         let (program, maps) = try privateMaps()
         defer { withExtendedLifetime(program) {} }
+        if kernel {
+            #expect(maps.loadInstaller(objectPath: try Products.filterObject()) == nil)
+        } else {
+            let problem = maps.loadInstaller(objectPath: "/nonexistent-pc/portcullis.bpf.o")
+            #expect(problem?.contains("/nonexistent-pc/portcullis.bpf.o") == true, "\(problem ?? "")")
+        }
         let now = SystemClock.bootNanoseconds()
         let short = IPAddress("198.18.12.1")!, long = IPAddress("198.18.12.2")!, new = IPAddress("2001:2::12:3")!
+        let shortV6 = IPAddress("2001:2::12:4")!
         try maps.insert(BanRequest(short, .at(bootNanoseconds: now + 1_000_000_000)), dropped: 7)
+        try maps.insert(BanRequest(shortV6, .at(bootNanoseconds: now + 1_000_000_000), origin: 3), dropped: 9)
         try maps.insert(BanRequest(long, .permanent))
         let end = BanExpiry.at(bootNanoseconds: now + 60_000_000_000)
         let outcome = maps.banKeepingLonger(batch: [
-            BanRequest(short, end), BanRequest(long, end), BanRequest(new, end),
+            BanRequest(short, end, origin: 5), BanRequest(long, end), BanRequest(new, end), BanRequest(shortV6, end),
+            BanRequest(new, .at(bootNanoseconds: now + 1_000_000_000)),
         ])
-        #expect(Set(outcome.installed) == [0, 2] && outcome.kept == [1] && outcome.failed.isEmpty)
-        #expect(try maps.lookup(short) == BanEntry(address: short, expiry: end, dropped: 7))
+        #expect(Set(outcome.installed) == [0, 2, 3] && outcome.kept == [1, 4] && outcome.failed.isEmpty)
+        #expect(try maps.lookup(short) == BanEntry(address: short, expiry: end, dropped: 7, origin: 5))
+        #expect(try maps.lookup(shortV6) == BanEntry(address: shortV6, expiry: end, dropped: 9))
         #expect(try maps.lookup(long)?.expiry == .permanent)
         #expect(try maps.lookup(new)?.expiry == end)
+        // The map holds 64: 62 more IPv4 go in, the rest fail; the IPv6 one still goes in.
+        let many = (0..<70).map { BanRequest(IPAddress(ipv4NetworkOrder: UInt32(0xC612_2000 + $0).bigEndian), end) }
+        let full = maps.banKeepingLonger(batch: many + [BanRequest(IPAddress("2001:2::12:5")!, end)])
+        #expect(
+            full.installed.count == 63 && full.failed.count == 8 && full.installed.contains(70),
+            "\(full.installed.count) installed, \(full.failed.count) failed")
+        #expect(try maps.lookup(IPAddress("2001:2::12:5")!)?.expiry == end)
     }
 }
 
