@@ -19,6 +19,13 @@ final class BanWorker: @unchecked Sendable {
     /// Per jail: which lines of a syslog source are its (nil: every line, whole).
     private let routes: [SyslogRoute?]
     private let published: Mutex<WorkerSnapshot>
+    /// Wake-up moderation (`DaemonConfiguration.wakeDelayMicroseconds`).
+    private let wakeDelay: UInt64
+
+    /// A read of fewer lines than this is followed by the wake-up delay: the reader is not busy,
+    /// and lines that come meanwhile are read with one wake-up. A read of this many or more goes
+    /// on at once (a busy reader never waits).
+    static let moderatedBatch = 1024
 
     /// Crossings collected before a batched map update within one batch of lines: the first client
     /// of a batch of 8,192 lines waits for 256 bans at most.
@@ -55,8 +62,9 @@ final class BanWorker: @unchecked Sendable {
 
     init(
         index: Int, cpu: Int?, reader: LogReader, jails: [(index: Int, jail: Jail)], routes: [SyslogRoute?]? = nil,
-        enforcement: Enforcement, clock: DaemonClock, publishers: [BanPublisher]
+        enforcement: Enforcement, clock: DaemonClock, publishers: [BanPublisher], wakeDelayNanoseconds: UInt64 = 0
     ) {
+        wakeDelay = wakeDelayNanoseconds
         self.routes = routes ?? Array(repeating: nil, count: jails.count)
         self.index = index
         self.cpu = cpu
@@ -102,6 +110,10 @@ final class BanWorker: @unchecked Sendable {
             if received > 0 || state.counters.bans != bansBefore || waiting != state.counters.pendingRetries {
                 state.counters.pendingRetries = waiting
                 publish(&state)
+            }
+            // Little came: let more gather before the next read instead of waking for each line.
+            if received > 0 && received < Self.moderatedBatch && wakeDelay > 0 {
+                SystemClock.sleep(nanoseconds: wakeDelay)
             }
         }
         publish(&state)
@@ -270,6 +282,7 @@ final class BanWorker: @unchecked Sendable {
 
     private func publish(_ state: inout State) {
         state.counters.cpuNanoseconds = SystemClock.threadCPUNanoseconds()
+        state.counters.wakeups = SystemClock.threadContextSwitches()
         let snapshot = WorkerSnapshot(
             worker: state.counters, jails: Array(UnsafeBufferPointer(start: state.jails, count: jails.count)))
         published.withLock { $0 = snapshot }
@@ -297,6 +310,7 @@ struct WorkerSnapshot: Sendable {
         var total = jails.reduce(WorkerCounters(), +)
         total.lines = worker.lines
         total.cpuNanoseconds = worker.cpuNanoseconds
+        total.wakeups = worker.wakeups
         total.pendingRetries = worker.pendingRetries
         return total
     }

@@ -198,7 +198,8 @@ public final class Daemon: @unchecked Sendable {
                     BanWorker(
                         index: index, cpu: cpus.isEmpty ? nil : cpus[index % cpus.count], reader: reader,
                         jails: group.jails, routes: group.routes, enforcement: enforcement, clock: clock,
-                        publishers: publishers))
+                        publishers: publishers, wakeDelayNanoseconds: UInt64(configuration.wakeDelayMicroseconds) * 1000
+                    ))
             }
         }
         self.sources = sources

@@ -37,6 +37,13 @@ public struct DaemonConfiguration: Sendable {
     public var regexMatchLimit = FailRegex.defaultMatchLimit
     /// Longest line the scanner considers.
     public var maxLineLength = 512
+    /// Wake-up moderation: a worker that read fewer than `BanWorker.moderatedBatch` lines waits
+    /// this long before it reads again, so that lines arriving one by one are read together
+    /// (wake-ups at most about 1 s / delay, whatever the line rate; a line waits at most this long
+    /// more). 0: read each line as it comes. A worker with nothing to read sleeps until a line
+    /// comes, and reads it at once.
+    public var wakeDelayMicroseconds = DaemonConfiguration.defaultWakeDelayMicroseconds
+    public static let defaultWakeDelayMicroseconds = 500
 
     /// The jails of a configuration file; empty: one jail, `default`, made of the settings above
     /// (`transport`, `threshold`, `banTime`, `findTime`, `failRegexes`, `tableBins`).
@@ -116,6 +123,9 @@ public struct DaemonConfiguration: Sendable {
             throw .invalidSetting("--regex-match-limit must be 1000...100000000")
         }
         if idleHorizon < 1 { throw .invalidSetting("--idle-horizon must be at least 1 second") }
+        if !(0...100_000).contains(wakeDelayMicroseconds) {
+            throw .invalidSetting("--wake-delay must be 0...100000 microseconds (0: no moderation)")
+        }
         if !(64...(1 << 20)).contains(maxLineLength) { throw .invalidSetting("--max-line must be 64...1048576 bytes") }
         if jails.isEmpty {
             do {

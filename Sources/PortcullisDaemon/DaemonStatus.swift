@@ -23,13 +23,15 @@ public struct WorkerCounters: Sendable, Equatable {
     public var pendingRetries: UInt64 = 0
     /// CPU time the worker thread used, in nanoseconds (updated once per batch).
     public var cpuNanoseconds: UInt64 = 0
+    /// Times the worker thread slept and woke (its context switches), updated once per batch.
+    public var wakeups: UInt64 = 0
 
     public init() {}
 
     /// Every counter, for sums (a new counter added above must be listed here too).
     nonisolated(unsafe) static let fields: [WritableKeyPath<WorkerCounters, UInt64>] = [
         \.lines, \.matched, \.notMatching, \.tooLong, \.invalidAddress, \.matchLimit, \.ignored, \.allowlisted,
-        \.tableFull, \.bans, \.keptLonger, \.banFailures, \.pendingRetries, \.cpuNanoseconds,
+        \.tableFull, \.bans, \.keptLonger, \.banFailures, \.pendingRetries, \.cpuNanoseconds, \.wakeups,
     ]
 
     static func + (left: WorkerCounters, right: WorkerCounters) -> WorkerCounters {
@@ -143,7 +145,8 @@ public struct DaemonStatus: Sendable {
             let perLine = worker.lines > 0 ? Double(worker.cpuNanoseconds) / Double(worker.lines) : 0
             lines.append(
                 "worker \(index) (\(cpu)): \(worker.lines) lines, \(worker.matched) matched, "
-                    + "\(worker.bans) bans, \(tenths(Double(worker.cpuNanoseconds) / 1e9)) s CPU (\(Int(perLine)) ns/line)"
+                    + "\(worker.bans) bans, \(tenths(Double(worker.cpuNanoseconds) / 1e9)) s CPU (\(Int(perLine)) ns/line), "
+                    + "\(worker.wakeups) wake-ups"
             )
         }
         return lines

@@ -18,6 +18,14 @@ public enum SystemClock {
     /// CPU time (user + system) of the whole process.
     public static func processCPUNanoseconds() -> UInt64 { read(CLOCK_PROCESS_CPUTIME_ID) }
 
+    /// The calling thread's context switches, voluntary (it slept) and not (`RUSAGE_THREAD`).
+    public static func threadContextSwitches() -> UInt64 {
+        var usage = rusage()
+        // RUSAGE_THREAD (1): Glibc's module leaves the GNU-only constant out.
+        guard getrusage(__rusage_who_t(1), &usage) == 0 else { return 0 }
+        return UInt64(usage.ru_nvcsw + usage.ru_nivcsw)
+    }
+
     /// Seconds since the monotonic clock's origin, as a `Double` (rates in tools and benchmarks).
     public static func monotonicSeconds() -> Double { Double(monotonicNanoseconds()) / 1e9 }
 

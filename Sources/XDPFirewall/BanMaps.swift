@@ -427,9 +427,10 @@ public final class BanMaps: @unchecked Sendable {
 
     /// Where a batched read of one map stands: before its first chunk, or at the kernel's
     /// opaque token (large enough for a hash map's bucket index).
-    struct BatchPosition {
+    public struct BatchPosition: Sendable {
         var token: UInt64 = 0
-        var started = false
+        /// Whether a read has begun (else the next starts at the map's beginning).
+        public internal(set) var started = false
     }
 
     /// Reads up to `limit` entries of one map from `position` with one `bpf_map_lookup_batch`.
@@ -475,8 +476,9 @@ public final class BanMaps: @unchecked Sendable {
     /// A walk over both ban maps a slice at a time (`entries(walking:limit:)`): the expiry
     /// thread's sweep, whose cost per step does not grow with the bans held.
     public struct Walk: Sendable {
-        var ipv6 = false
-        var position = BatchPosition()
+        /// In the IPv6 map (else the IPv4 one).
+        public internal(set) var ipv6 = false
+        public internal(set) var position = BatchPosition()
         /// Walks completed over both maps.
         public internal(set) var rounds = 0
         public init() {}

@@ -139,6 +139,12 @@ struct Portcullisd: ParsableCommand {
                 + "its table bin up to a new one.", valueName: "seconds"))
     var idleHorizon: UInt32 = 86_400
 
+    @Option(
+        help: ArgumentHelp(
+            "Wake-up moderation: a worker that read few lines waits this long before it reads again, so that "
+                + "lines coming one by one are read together (0: read each as it comes).", valueName: "microseconds"))
+    var wakeDelay = DaemonConfiguration.defaultWakeDelayMicroseconds
+
     @Option(help: "Entries per ban map (IPv4 and IPv6) when the maps are created.")
     var mapEntries: UInt32?
 
@@ -346,6 +352,7 @@ struct Portcullisd: ParsableCommand {
         configuration.numaNode = numaNode
         configuration.tableBins = tableBins
         configuration.idleHorizon = idleHorizon
+        configuration.wakeDelayMicroseconds = wakeDelay
         configuration.failRegexes = failregex
         var allowlist = Allowlist.loopback
         for network in allow { try allowlist.add(network) }
@@ -501,6 +508,12 @@ struct Portcullisd: ParsableCommand {
                     ))
             }
             maps = try BanMaps.open(pinnedIn: pins)
+            // The kernel ban installer, from the object the filter came from.
+            if let problem = maps.loadInstaller(objectPath: objectPath) {
+                say(
+                    "portcullisd: the kernel ban installer cannot be used: \(problem); bans go in "
+                        + "with one system call each", to: STDERR_FILENO)
+            }
             for (family, lengths) in prefixLengths { try maps.setPrefixLengths(lengths, family: family) }
             if let config {
                 for line in try blocklists.load(blocklistSettings, config: config, maps: maps) {

@@ -390,6 +390,7 @@ extension DaemonProcessTests {
             ("[jail.a]\nsource = \"file:LOG\"\nfailregex = \"from <HOST> (open\"\n", "key 'failregex': pattern"),
             ("[jail.a]\nsource = \"file:LOG\"\nmaxretry = \"five\"\n", "jail.a.maxretry: must be an integer"),
             ("[daemon]\nworkers = 0\n", "--workers"),
+            ("[daemon]\nwake-delay = 200000\n", "--wake-delay must be 0...100000 microseconds"),
             ("[daemon]\nmode = \"fast\"\n", ":2: daemon.mode: The value 'fast' is invalid"),
             ("[jail.a]\nenabled = false\n", "no enabled jail in"),
         ])
