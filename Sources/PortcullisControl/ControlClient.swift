@@ -27,10 +27,13 @@ public enum ControlClient {
     public static let defaultPath = "/run/portcullis/control.sock"
 
     /// Sends one request and waits for its reply.
-    /// - Parameter timeoutMilliseconds: how long the whole exchange may take (a `reload` waits
-    ///   for the new jails to start).
+    /// - Parameters:
+    ///   - timeoutMilliseconds: how long the whole exchange may take (a `reload` waits for the new
+    ///     jails to start); with a stream, how long it may stall.
+    ///   - output: where a streamed answer goes (a reply with `stream`): everything after the
+    ///     reply line, copied as it comes until the daemon closes.
     public static func send(
-        _ request: ControlRequest, to path: String, timeoutMilliseconds: Int = 10_000
+        _ request: ControlRequest, to path: String, timeoutMilliseconds: Int = 10_000, output: Int32? = nil
     )
         throws(ControlClientError) -> ControlReply
     {
@@ -89,6 +92,46 @@ public enum ControlClient {
         guard let reply = try? JSONDecoder().decode(ControlReply.self, from: Data(bytes.prefix { $0 != 10 })) else {
             throw .noReply(path: path, detail: sent ? "its reply is not one" : "the connection closed while sending")
         }
+        if reply.stream == true, let output {
+            let rest = bytes.firstIndex(of: 10).map { bytes.index(after: $0) } ?? bytes.endIndex
+            try copyStream(from: fd, after: bytes[rest...], to: output, path: path, stall: timeoutMilliseconds)
+        }
         return reply
+    }
+
+    /// Copies a streamed answer to `output` until the daemon closes the connection.
+    private static func copyStream(
+        from fd: Int32, after start: ArraySlice<UInt8>, to output: Int32, path: String, stall: Int
+    ) throws(ControlClientError) {
+        func write(_ pointer: UnsafeRawPointer, _ count: Int) throws(ControlClientError) {
+            var done = 0
+            while done < count {
+                guard
+                    case .success(let written) = systemCallResult({ Glibc.write(output, pointer + done, count - done) }),
+                    written > 0
+                else { throw .noReply(path: path, detail: "cannot write its answer out (\(Errno(errno)))") }
+                done += written
+            }
+        }
+        let first = Array(start)
+        if !first.isEmpty {
+            let pointer = UnsafeMutableRawPointer.allocate(byteCount: first.count, alignment: 1)
+            defer { pointer.deallocate() }
+            pointer.copyMemory(from: first, byteCount: first.count)
+            try write(pointer, first.count)
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 18, alignment: 8)
+        defer { buffer.deallocate() }
+        while true {
+            var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard case .success(let ready) = systemCallResult({ Glibc.poll(&poll, 1, Int32(stall)) }), ready > 0 else {
+                throw .noReply(path: path, detail: "its answer stalled for \(stall) ms")
+            }
+            guard case .success(let count) = systemCallResult({ read(fd, buffer, 1 << 18) }) else {
+                throw .noReply(path: path, detail: "its answer broke off (\(Errno(errno)))")
+            }
+            if count == 0 { return }
+            try write(buffer, count)
+        }
     }
 }

@@ -12,12 +12,19 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var addresses: [String]?
     /// `ban`: how long, in seconds; absent: for good.
     public var seconds: UInt64?
+    /// `list`: `json` streams the listing as `portcullis list --json` prints it after the reply
+    /// line (`stream` in the reply); absent: the bans in the reply.
+    public var format: String?
 
-    public init(command: String, jail: String? = nil, addresses: [String]? = nil, seconds: UInt64? = nil) {
+    public init(
+        command: String, jail: String? = nil, addresses: [String]? = nil, seconds: UInt64? = nil,
+        format: String? = nil
+    ) {
         self.command = command
         self.jail = jail
         self.addresses = addresses
         self.seconds = seconds
+        self.format = format
     }
 
     /// The commands a daemon answers.
@@ -28,6 +35,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
 public struct ControlReply: Codable, Sendable, Equatable {
     public var ok: Bool
     public var error: String?
+    /// True: what follows the reply line, to the end of the connection, is the output asked for.
+    public var stream: Bool?
     public var status: DaemonState?
     public var jails: [JailState]?
     public var bans: [BanState]?

@@ -22,6 +22,11 @@ public final class ControlServer: @unchecked Sendable {
     public let allowedGroup: gid_t?
     private let listener: Int32
     private let handler: @Sendable (ControlRequest) -> ControlReply
+    /// Answers a request by streaming on the connection itself (a reply line with `stream`, then
+    /// the output), or returns false to leave it to the handler. Set before `start`.
+    public var streamer: (@Sendable (ControlRequest, Int32) -> Bool)?
+    /// How long a stream may wait for a peer that does not read.
+    static let streamStallSeconds = 10
     private let counts = Mutex(ControlCounters())
 
     /// Longest request: a `ban` of 100,000 IPv6 addresses fits.
@@ -148,6 +153,12 @@ public final class ControlServer: @unchecked Sendable {
                     "unknown command '\(request.command)'; the commands are "
                         + ControlRequest.commands.joined(separator: ", ")), to: connection)
             return
+        }
+        if let streamer {
+            // A peer that stops reading holds the server this long at most.
+            var timeout = timeval(tv_sec: Self.streamStallSeconds, tv_usec: 0)
+            setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            if streamer(request, connection) { return }
         }
         let answer = handler(request)
         if !answer.ok { count { $0.failed += 1 } }

@@ -259,13 +259,11 @@ final class Enforcement: @unchecked Sendable {
                 switch expiry {
                 case .at(let end):
                     watched.remove(address)
-                    // Its earlier end, if it had one, is no longer the ban's.
-                    schedule.forget(address, now: clock.bootNow)
+                    // An earlier end it had comes due first: the lift finds this ban in force then.
                     schedule.add(address, end: end, made: clock.bootNow)
                     let remaining = clock.tableSecond(ofBootTime: end) &- now
                     for table in tables { table.markBanned(address, now: now, remaining: remaining) }
                 case .permanent:
-                    schedule.forget(address, now: clock.bootNow)
                     watched.insert(address)
                     for table in tables { table.markBanned(address, now: now) }
                 }

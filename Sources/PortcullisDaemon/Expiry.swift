@@ -190,6 +190,8 @@ final class ExpirySchedule: Sendable {
         var forgotten: [IPAddress: UInt64] = [:]
         /// The longest ban length queued: a forgotten address older than that has no entry left.
         var longest: UInt64 = 0
+        /// Forgotten addresses past which the next `forget` purges the old ones.
+        var purgeAt = 4096
         var count = 0
     }
 
@@ -218,12 +220,16 @@ final class ExpirySchedule: Sendable {
     func forget(_ address: IPAddress, now: UInt64) {
         state.withLock { state in
             state.forgotten[address] = now
-            if state.forgotten.count > 4096 {
-                // Forgotten longer ago than the longest ban: their entries are gone.
-                let horizon = now &- min(now, state.longest)
-                state.forgotten = state.forgotten.filter { $0.value >= horizon }
-            }
+            if state.forgotten.count > state.purgeAt { Self.purge(&state, now: now) }
         }
+    }
+
+    /// Drops the addresses forgotten longer ago than the longest ban (no entry of theirs is left);
+    /// the next purge comes when twice as many are forgotten (amortised O(1) per `forget`).
+    private static func purge(_ state: inout State, now: UInt64) {
+        let horizon = now &- min(now, state.longest)
+        state.forgotten = state.forgotten.filter { $0.value >= horizon }
+        state.purgeAt = max(4096, 2 * state.forgotten.count)
     }
 
     /// Whether `address`'s ends were forgotten (its ban gone, the daemon knows).
@@ -277,11 +283,6 @@ final class ExpirySchedule: Sendable {
                     due.append((address, end))
                 }
                 if !run.isEmpty { state.runs[length] = run }
-            }
-            if !state.forgotten.isEmpty {
-                // Forgotten longer ago than the longest ban: no entry of theirs is left.
-                let horizon = now &- min(now, state.longest)
-                state.forgotten = state.forgotten.filter { $0.value >= horizon }
             }
             while let first = state.heap.first, first.end <= now {
                 state.heap.popFirst()

@@ -435,7 +435,7 @@ public final class BanMaps: @unchecked Sendable {
 
     /// Reads up to `limit` entries of one map from `position` with one `bpf_map_lookup_batch`.
     /// - Returns: whether there is more (false: the map has been read to its end).
-    private func readChunk<Key>(
+    func readChunk<Key>(
         fd: Int32, name: String, at position: inout BatchPosition, limit: Int, address: (Key) -> IPAddress,
         into entries: inout [BanEntry]
     ) throws(FirewallError) -> Bool {

@@ -204,8 +204,17 @@ struct List: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            // Through the daemon when it answers (what its maps hold, named as it names them).
-            if let reply = try control.ask(ControlRequest(command: "list")) {
+            // Through the daemon when it answers (what its maps hold, named as it names them);
+            // JSON is streamed as the maps are read, by the daemon or here.
+            let request = ControlRequest(command: "list", format: json ? "json" : nil)
+            let answer = try control.ask(request, output: json ? STDOUT_FILENO : nil)
+            if answer?.stream == true { return }
+            if answer == nil && json {
+                try BanMaps.open(pinnedIn: pins.directory).writeJSONListing(to: STDOUT_FILENO)
+                return
+            }
+            // The bans in the reply (a table, or a daemon that does not stream).
+            if let reply = answer {
                 let rows = (reply.bans ?? []).map {
                     Row(
                         address: $0.address, expiresIn: $0.expiresIn, expired: $0.expired, dropped: $0.dropped,

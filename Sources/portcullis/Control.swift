@@ -10,10 +10,16 @@ struct ControlOptions: ParsableArguments {
 
     /// Asks the daemon; nil when no daemon answers (the caller falls back to the maps, and says so).
     /// - Throws: `UsageError` for a daemon that refused (its error) or did not answer in time.
-    func ask(_ request: ControlRequest, timeoutMilliseconds: Int = 10_000) throws -> ControlReply? {
+    /// - Parameter output: where a streamed answer goes (`ControlClient.send`).
+    func ask(
+        _ request: ControlRequest, timeoutMilliseconds: Int = 10_000, output: Int32? = nil
+    ) throws
+        -> ControlReply?
+    {
         let reply: ControlReply
         do throws(ControlClientError) {
-            reply = try ControlClient.send(request, to: control, timeoutMilliseconds: timeoutMilliseconds)
+            reply = try ControlClient.send(
+                request, to: control, timeoutMilliseconds: timeoutMilliseconds, output: output)
         } catch .noDaemon {
             return nil
         } catch {

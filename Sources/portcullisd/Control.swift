@@ -80,6 +80,24 @@ final class ControlledDaemon: @unchecked Sendable {
             reloadsRefused: UInt64(attempts - reloads), samples: (crowdsec?.samples() ?? []) + (fleet?.samples() ?? []))
     }
 
+    /// Answers `list` with `"format": "json"` on the connection: a reply line saying `stream`, then
+    /// the listing as `portcullis list --json` prints it, read and written in chunks. - Returns:
+    /// false for every other request (or when not running: the handler says so).
+    func stream(_ request: ControlRequest, to connection: Int32) -> Bool {
+        guard request.command == "list", request.format == "json", state.withLock({ $0.daemon }) != nil, let maps
+        else { return false }
+        var header = ControlReply()
+        header.stream = true
+        var text = JSONOutput.line(header) + "\n"
+        let sent = text.withUTF8 { bytes in
+            systemCallResult { send(connection, bytes.baseAddress!, bytes.count, Int32(MSG_NOSIGNAL)) }
+        }
+        guard case .success = sent else { return true }  // the peer left
+        // A peer that leaves midway gets a cut listing; the daemon goes on (EPIPE, not SIGPIPE).
+        _ = try? maps.writeJSONListing(to: connection)
+        return true
+    }
+
     /// Answers one request.
     func handle(_ request: ControlRequest) -> ControlReply {
         guard let daemon = state.withLock({ $0.daemon }), let maps else {

@@ -473,6 +473,7 @@ struct Portcullisd: ParsableCommand {
         if control != "none" {
             do throws(ControlError) {
                 server = try ControlServer(path: control, allowedGroup: controlGroupID) { controlled.handle($0) }
+                server?.streamer = { controlled.stream($0, to: $1) }
             } catch {
                 throw DaemonError.invalidSetting(error.description)
             }

@@ -572,6 +572,75 @@ extension DaemonProcessTests {
     }
 
     @Test(
+        "portcullis list --json streams: through the daemon and from the maps the rows the maps hold (20,002 bans); a peer that leaves a listing midway leaves the daemon answering"
+    )
+    func listStreams() throws {
+        try withTestNetwork("K") { network, scratch in
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            let directory = NSTemporaryDirectory() + "pc-list-test-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let socket = directory + "/control.sock"
+            let (daemon, output) = try startDaemon(
+                network, transport.arguments("shm") + ["--pin-dir", scratch.path, "--control", socket],
+                waitUntilReading: true)
+            defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+            func cli(_ arguments: [String]) throws -> ProcessResult {
+                try runProcess(Products.cli, arguments + ["--control", socket, "--pin-dir", scratch.path])
+            }
+            // Through the socket itself: 20,000 arguments take the CLI's argument parser minutes.
+            let banner = """
+                import json, socket, sys
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sys.argv[1])
+                addresses = ["198.18.%d.%d" % (100 + i // 250, 1 + i % 250) for i in range(20000)]
+                s.sendall(json.dumps({"command": "ban", "seconds": 600, "addresses": addresses}).encode() + b"\\n")
+                print(s.makefile().readline())
+                """
+            let banned = try runProcess("/usr/bin/python3", ["-c", banner, socket])
+            #expect(banned.stdout.contains("\"banned\":20000"), "\(banned.stdout) \(banned.stderr)")
+            var result = try cli(["ban", "198.19.7.0/24", "2001:2::77"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            let expected = try maps.listing().map { "\($0.network) \($0.origin) \($0.expired) \($0.dropped)" }
+            func rows(_ text: String) throws -> [String] {
+                let array = try #require(
+                    try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]], "\(text.prefix(200))")
+                return array.map { row in
+                    "\(row["address"] ?? "") \(row["jail"] ?? "") \((row["expired"] as? Bool) ?? true) \(row["dropped"] ?? "")"
+                }
+            }
+            result = try cli(["list", "--json"])
+            #expect(result.status == 0 && !result.stderr.contains("no portcullisd answers"), "\(result.stderr)")
+            let streamed = try rows(result.stdout)
+            #expect(streamed.count == 20_002 && Set(streamed) == Set(expected), "\(streamed.count) rows")
+            #expect(
+                result.stdout.contains("\"address\":\"2001:2::77\",\"dropped\":0,\"expired\":false,\"expires_in\":null")
+            )
+            // A peer that reads a little and leaves: the daemon goes on answering.
+            let leaver = """
+                import socket, sys
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sys.argv[1])
+                s.sendall(b'{"command":"list","format":"json"}\\n')
+                print(s.recv(1000).decode(errors="replace").splitlines()[0])
+                s.close()
+                """
+            let left = try runProcess("/usr/bin/python3", ["-c", leaver, socket])
+            #expect(left.stdout.contains("\"stream\":true"), "\(left.stdout) \(left.stderr)")
+            result = try runProcess(Products.cli, ["status", "--json", "--control", socket])
+            #expect(result.status == 0 && daemon.isRunning, "\(result.stderr)")
+            let text = stopDaemon(daemon, output)
+            #expect(daemon.terminationStatus == 0, "\(text)")
+            // No daemon: the CLI streams the maps itself, the same rows.
+            result = try cli(["list", "--json"])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(Set(try rows(result.stdout)) == Set(expected))
+        }
+    }
+
+    @Test(
         "metrics: /metrics over HTTP passes promtool check metrics; lines, bans, latency, bans in force and the XDP counters move during an attack; an operator's ban counts as such; other paths and methods are refused; the daemon lives on"
     )
     func metricsEndpoint() throws {

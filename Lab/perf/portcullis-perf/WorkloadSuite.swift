@@ -5,7 +5,7 @@ import LogTransport
 import PortcullisCore
 @_spi(Testing) import PortcullisDaemon
 import PortcullisSystem
-import XDPFirewall
+@_spi(Testing) import XDPFirewall
 
 /// Suite `workload`: the workload fail2ban and CrowdSec were measured on (1,000,000 lines of the
 /// built-in format from 131,068 clients, 65,534 IPv4 and 65,534 IPv6, each offending at least
@@ -143,6 +143,9 @@ struct WorkloadSuite: ParsableCommand {
             add(
                 "\(label): CPU per ban (with bans - without)", "ns/ban", banCost,
                 "bare bpf_map_update_batch, per key", Array(bare.suffix(options.rounds)))
+            if name == filterList.last {
+                results += try listingRows(maps: maps, total: total)
+            }
             let worst = on.map(\.bans).min()!
             results.append(
                 Measurement(
@@ -221,6 +224,38 @@ struct WorkloadSuite: ParsableCommand {
                 description: "\(total - once) clients not banned exactly once (\(twice) more than once)")
         }
         return Run(seconds: Double(end - start) / 1e9, cpuNanoseconds: Double(cpu), bans: installs ? once : 0)
+    }
+
+    /// `portcullis list --json`'s listing (`writeJSONListing`, to /dev/null) of the workload's
+    /// 131,068 bans against a bare batched dump of the same maps, alternating, `rounds` times.
+    private func listingRows(maps: BanMaps, total: Int) throws -> [Measurement] {
+        try maps.unban(batch: try maps.entries().map(\.address))
+        let end = BanExpiry.after(seconds: 3600)!
+        try maps.ban(batch: (0..<total).map { BanRequest(address($0), end) })
+        defer { _ = try? maps.unban(batch: (0..<total).map(address)) }
+        let rows = try maps.entries().count
+        guard rows == total else { throw MeasurementError(description: "the maps hold \(rows) bans, not \(total)") }
+        let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        defer { close(null) }
+        var listing: [Double] = []
+        var dump: [Double] = []
+        for _ in 0..<options.rounds {
+            var start = SystemClock.monotonicNanoseconds()
+            let written = try maps.writeJSONListing(to: null)
+            listing.append(Double(SystemClock.monotonicNanoseconds() - start) / 1e6)
+            start = SystemClock.monotonicNanoseconds()
+            let read = try maps.bareBatchedDump()
+            dump.append(Double(SystemClock.monotonicNanoseconds() - start) / 1e6)
+            guard written == total && read == total else {
+                throw MeasurementError(description: "listed \(written), dumped \(read) of \(total) bans")
+            }
+        }
+        return [
+            Measurement(
+                suite: "workload", name: "list --json, \(total) bans (streamed to /dev/null)", unit: "ms",
+                value: median(listing), reference: "bare bpf_map_lookup_batch dump", referenceValue: median(dump),
+                rounds: options.rounds, ratio: median(zip(listing, dump).map { $0 / $1 }))
+        ]
     }
 
     /// ns per key of one `bpf_map_update_batch` per family of the same keys, into empty maps.
