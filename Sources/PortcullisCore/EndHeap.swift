@@ -18,8 +18,8 @@ public struct EndHeap<Key>: Sendable where Key: Sendable {
 
     public var count: Int { entries.count }
     public var first: Entry? { entries.first }
-    /// Every entry's key, in no particular order.
-    public var keys: [Key] { entries.map(\.key) }
+    /// Every entry, in no particular order.
+    public var all: [Entry] { entries }
 
     @inlinable
     public mutating func push(_ end: UInt64, _ key: Key) {

@@ -297,23 +297,30 @@ final class Enforcement: @unchecked Sendable {
         }
     }
 
-    /// The addresses whose bans the daemon waits for or watches: what the sweep checks, a
-    /// slice at a time (`forgetGone`).
-    var ownAddresses: [IPAddress] {
-        lock.withLock { _ in schedule.addresses + Array(watched) }
+    /// The daemon's own bans: those whose ends it waits for (with when each was made and ends)
+    /// and those it watches (for good, or kept on someone else's ban: no end). What the sweep
+    /// checks, a slice at a time (`forgetGone`).
+    var ownBans: [ExpirySchedule.Waited] {
+        lock.withLock { _ in schedule.waited + watched.map { ExpirySchedule.Waited(address: $0, made: 0, end: nil) } }
     }
 
-    /// Of `addresses` (some of `ownAddresses`), those the daemon still owns whose bans are no
-    /// longer in the maps (an operator's `unban` written there directly): their counts start over
-    /// and the daemon forgets them. - Returns: how many were found gone.
-    func forgetGone(_ addresses: ArraySlice<IPAddress>, tables: [OffenceTable]) -> Int {
+    /// Of `bans` (some of `ownBans`, taken a while ago), those the daemon still owns whose bans are
+    /// no longer in the maps (an operator's `unban` written there directly): their counts start
+    /// over and the daemon forgets them. A ban whose end has come since is the lift's, not this.
+    /// - Returns: how many were found gone.
+    func forgetGone(_ bans: ArraySlice<ExpirySchedule.Waited>, tables: [OffenceTable], now: UInt64) -> Int {
         lock.withLock { _ in
             var forgotten = 0
-            for address in addresses where !schedule.isForgotten(address) {
-                guard (try? maps.lookup(address)) == .some(nil) else { continue }
-                for table in tables { table.reset(address) }
-                schedule.forget(address, now: SystemClock.bootNanoseconds())
-                watched.remove(address)
+            for ban in bans {
+                if let end = ban.end {
+                    guard end > now, !schedule.isForgotten(ban.address, madeAt: ban.made) else { continue }
+                } else {
+                    guard watched.contains(ban.address) else { continue }
+                }
+                guard (try? maps.lookup(ban.address)) == .some(nil) else { continue }
+                for table in tables { table.reset(ban.address) }
+                schedule.forget(ban.address, now: SystemClock.bootNanoseconds())
+                watched.remove(ban.address)
                 forgotten += 1
             }
             return forgotten

@@ -68,7 +68,7 @@ final class BanLifter: @unchecked Sendable {
         // When the current walk of the maps, and of the daemon's own bans, began.
         var walkStarted = lastSweep
         var checkStarted = lastSweep
-        var checking: [IPAddress] = []
+        var checking: [ExpirySchedule.Waited] = []
         var checked = 0
         while !isStopping() {
             SystemClock.sleep(nanoseconds: Self.interval)
@@ -79,7 +79,7 @@ final class BanLifter: @unchecked Sendable {
             // One slice of the maps: ended bans nobody waits for. A walk starts at most every
             // sweep interval: a read of a hash map visits its empty buckets too (about 3 ms for
             // 1,048,576 of them), so sparse maps are walked in one step, not one step a tick.
-            if walk.position.started || clockNow - walkStarted >= sweepInterval {
+            if walk.position.started || walk.ipv6 || clockNow - walkStarted >= sweepInterval {
                 if !walk.position.started && !walk.ipv6 { walkStarted = clockNow }
                 if let entries = try? enforcement.maps.entries(walking: &walk, limit: Self.sweepSlice) {
                     // Ended more than a second ago: the schedule would have lifted one it waits for.
@@ -89,14 +89,14 @@ final class BanLifter: @unchecked Sendable {
             }
             // One slice of the daemon's own bans: those an operator deleted from the maps.
             if checked >= checking.count && clockNow - checkStarted >= sweepInterval {
-                checking = enforcement.ownAddresses
+                checking = enforcement.ownBans
                 checked = 0
                 checkStarted = clockNow
             }
             if checked < checking.count {
                 let slice = checking[checked..<min(checked + Self.checkSlice, checking.count)]
                 checked += slice.count
-                let forgotten = enforcement.forgetGone(slice, tables: tables)
+                let forgotten = enforcement.forgetGone(slice, tables: tables, now: clock.bootNow)
                 if forgotten > 0 { unbannedByOperator.wrappingAdd(UInt64(forgotten), ordering: .relaxed) }
             }
             if clockNow - lastSweep > sweepInterval {
@@ -204,14 +204,30 @@ final class ExpirySchedule: Sendable {
     /// Ends waited for (a ban lifted or replaced before its end counts until that end).
     var count: Int { state.withLock { $0.count } }
 
-    /// The addresses of the ends waited for (an address twice if banned again before its end).
-    var addresses: [IPAddress] {
+    /// An end waited for: the address, when its ban was made and when it ends (nil: a ban for
+    /// good, watched rather than waited for).
+    struct Waited: Sendable {
+        let address: IPAddress
+        let made: UInt64
+        let end: UInt64?
+    }
+
+    /// The ends waited for (an address twice if banned again before its end).
+    var waited: [Waited] {
         state.withLock { state in
-            var addresses: [IPAddress] = []
-            addresses.reserveCapacity(state.count)
-            for run in state.runs.values { addresses += run.addresses[run.head...] }
-            addresses += state.heap.keys.map(\.address)
-            return addresses
+            var waited: [Waited] = []
+            waited.reserveCapacity(state.count)
+            for (length, run) in state.runs {
+                for index in run.head..<run.ends.count {
+                    let end = run.ends[index]
+                    waited.append(
+                        Waited(address: run.addresses[index], made: end &- min(end, length &* 1_000_000_000), end: end))
+                }
+            }
+            for entry in state.heap.all {
+                waited.append(Waited(address: entry.key.address, made: entry.key.made, end: entry.end))
+            }
+            return waited
         }
     }
 
@@ -232,8 +248,11 @@ final class ExpirySchedule: Sendable {
         state.purgeAt = max(4096, 2 * state.forgotten.count)
     }
 
-    /// Whether `address`'s ends were forgotten (its ban gone, the daemon knows).
-    func isForgotten(_ address: IPAddress) -> Bool { state.withLock { $0.forgotten[address] != nil } }
+    /// Whether the end of `address`'s ban made at `made` was forgotten (its ban gone, the daemon
+    /// knows).
+    func isForgotten(_ address: IPAddress, madeAt made: UInt64) -> Bool {
+        state.withLock { state in state.forgotten[address].map { made < $0 } ?? false }
+    }
 
     /// One ban ending at `end` (boot nanoseconds), made at `made`.
     func add(_ address: IPAddress, end: UInt64, made: UInt64) {

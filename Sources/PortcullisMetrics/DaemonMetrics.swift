@@ -211,7 +211,9 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
             "portcullis_offence_table_evicted_total", "Table bins new clients took over from live counts.", [],
             status.tableEvicted)
         gauge(
-            "portcullis_bans_scheduled", "Bans with an end the daemon waits for (bans for good not included).", [],
+            "portcullis_bans_scheduled",
+            "Ban ends the daemon waits for (bans for good not included; one lifted or replaced early counts until that end).",
+            [],
             Double(status.scheduledBans))
 
         // The maps: what is enforced now, whoever wrote it.
