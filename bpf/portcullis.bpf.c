@@ -492,9 +492,10 @@ static __always_inline int pc_ends_later(__u64 fresh, __u64 old)
 	return fresh == 0 || fresh > old;
 }
 
-/* Installs one slot's ban: written if the address has none; made longer in place if it has a
- * shorter one (its drop count kept; the program reads the 8-byte end in one load, so it sees the
- * old end or the new); else left. */
+/* Installs one slot's ban: written if the address has none; if it has a shorter one, replaced by
+ * this one with its drop count kept (BPF_EXIST: the kernel swaps the element under its bucket
+ * lock, never writing into one a concurrent delete may have freed and handed to another address);
+ * else left. */
 static __always_inline __u8 pc_install_in(void *map, struct pc_install_slot *slot)
 {
 	struct pc_ban fresh = {.expires_ns = slot->expires_ns, .origin = slot->origin};
@@ -503,6 +504,7 @@ static __always_inline __u8 pc_install_in(void *map, struct pc_install_slot *slo
 	int attempt;
 
 	for (attempt = 0; attempt < 2; attempt++) {
+		fresh.dropped = 0;
 		error = bpf_map_update_elem(map, slot->addr, &fresh, BPF_NOEXIST);
 		if (error == 0)
 			return PC_INSTALL_NEW;
@@ -515,11 +517,15 @@ static __always_inline __u8 pc_install_in(void *map, struct pc_install_slot *slo
 			continue; /* deleted in between: write it afresh */
 		if (!pc_ends_later(slot->expires_ns, old->expires_ns))
 			return PC_INSTALL_KEPT;
-		old->origin = slot->origin;
-		*(volatile __u64 *)&old->expires_ns = slot->expires_ns; /* one 8-byte store */
-		return PC_INSTALL_LONGER;
+		fresh.dropped = old->dropped;
+		error = bpf_map_update_elem(map, slot->addr, &fresh, BPF_EXIST);
+		if (error == 0)
+			return PC_INSTALL_LONGER;
+		if (error != -ENOENT)
+			return PC_INSTALL_FAILED;
+		/* deleted in between: write it afresh */
 	}
-	return PC_INSTALL_KEPT; /* written by someone else each time we looked */
+	return PC_INSTALL_FAILED; /* written and deleted by others each time we looked: tried again later */
 }
 
 static long pc_install_one(__u32 index, void *unused)

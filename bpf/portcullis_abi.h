@@ -131,13 +131,13 @@ enum pc_install_outcome {
 	PC_INSTALL_NONE = 0,
 	/* Written: the address had no ban. */
 	PC_INSTALL_NEW = 1,
-	/* Its ban ended earlier: its end and origin are now this one's (its drop count kept). */
+	/* Its ban ended earlier: replaced by this one, its drop count kept. */
 	PC_INSTALL_LONGER = 2,
 	/* It has a ban ending at or after this one, or for good: left as it was. */
 	PC_INSTALL_KEPT = 3,
 	/* Not written: the map is full. */
 	PC_INSTALL_FULL = 4,
-	/* Not written: another error (a bad family). */
+	/* Not written: another error (a bad family, the key written and deleted by others meanwhile). */
 	PC_INSTALL_FAILED = 5,
 };
 

@@ -122,6 +122,8 @@ public enum ControlClient {
         }
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 18, alignment: 8)
         defer { buffer.deallocate() }
+        // A streamed answer ends with a newline; a daemon that failed midway closes without one.
+        var last = start.last
         while true {
             var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard case .success(let ready) = systemCallResult({ Glibc.poll(&poll, 1, Int32(stall)) }), ready > 0 else {
@@ -130,7 +132,13 @@ public enum ControlClient {
             guard case .success(let count) = systemCallResult({ read(fd, buffer, 1 << 18) }) else {
                 throw .noReply(path: path, detail: "its answer broke off (\(Errno(errno)))")
             }
-            if count == 0 { return }
+            if count == 0 {
+                guard last == 10 else {
+                    throw .noReply(path: path, detail: "its answer broke off before its end (see its log)")
+                }
+                return
+            }
+            last = buffer.load(fromByteOffset: count - 1, as: UInt8.self)
             try write(buffer, count)
         }
     }

@@ -14,3 +14,23 @@ extension String {
         return hash
     }
 }
+
+/// Text written into raw buffers without allocating (the ban log's lines, `list --json`'s rows).
+public enum RawText {
+    /// Writes `value` in decimal at `destination` (room for 20 bytes). - Returns: its length.
+    @inlinable
+    public static func writeDecimal(_ value: UInt64, into destination: UnsafeMutableRawPointer) -> Int {
+        var digits = 1
+        var rest = value
+        while rest >= 10 {
+            rest /= 10
+            digits += 1
+        }
+        rest = value
+        for position in stride(from: digits - 1, through: 0, by: -1) {
+            destination.storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), toByteOffset: position, as: UInt8.self)
+            rest /= 10
+        }
+        return digits
+    }
+}

@@ -15,7 +15,8 @@ import Synchronization
 ///
 /// `publish` only queues the event (the ban path formats nothing); a thread of its own writes
 /// what is queued, formatted without allocating per line, with one `write` per wake-up to a file
-/// opened with `O_APPEND`, so the lines of concurrent workers never interleave inside a line.
+/// opened with `O_APPEND`, so the lines of concurrent workers never interleave inside a line,
+/// and then lets the next events gather for 10 ms: a ban is in the file within about 10 ms.
 public final class BanLog: BanPublisher, @unchecked Sendable {
     public let path: String
     private let fd: Int32
@@ -27,6 +28,9 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
     }
 
     private let queue = Mutex(Queue())
+    /// How long the writer lets events gather after each write: a line is in the file at most
+    /// about this long after its ban.
+    static let gatherNanoseconds: UInt64 = 10_000_000
     private let wakeup = DispatchSemaphore(value: 0)
     private let written = DispatchSemaphore(value: 0)
     private var thread: SystemThread?
@@ -56,9 +60,11 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
     /// Queues the event's lines: `TIME EVENT ADDRESS [jail=NAME for=SECONDS]`.
     public func publish(_ event: BanEvent) {
         guard !event.addresses.isEmpty else { return }
+        // The writer takes what is queued before it waits again: a signal for each time the
+        // queue stops being empty is enough.
         let wasEmpty = queue.withLock { queue in
             queue.events.append(event)
-            return queue.events.count == 1 && queue.writing == 0
+            return queue.events.count == 1
         }
         if wasEmpty { wakeup.signal() }
     }
@@ -75,7 +81,6 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
         var text = LogText()
         defer { text.deallocate() }
         while true {
-            wakeup.wait()
             let (events, stopping) = queue.withLock { queue in
                 defer {
                     queue.writing = queue.events.count
@@ -83,20 +88,26 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
                 }
                 return (queue.events, queue.stopping)
             }
-            if !events.isEmpty {
-                text.count = 0
-                // Each event's time: its monotonic stamp moved onto the wall clock.
-                let wall = SystemClock.wallMilliseconds()
-                let monotonic = SystemClock.monotonicNanoseconds() / 1_000_000
-                for event in events {
-                    let at = wall - min(wall, monotonic &- min(monotonic, event.monotonicNanoseconds / 1_000_000))
-                    Self.append(event, at: at, to: &text)
-                }
-                write(UnsafeRawBufferPointer(start: text.bytes, count: text.count))
-                queue.withLock { $0.writing = 0 }
-                written.signal()
+            if events.isEmpty {
+                if stopping { return }
+                wakeup.wait()
+                continue
             }
-            if stopping && queue.withLock({ $0.events.isEmpty }) { return }
+            text.count = 0
+            // Each event's time: its monotonic stamp moved onto the wall clock.
+            let wall = SystemClock.wallMilliseconds()
+            let monotonic = SystemClock.monotonicNanoseconds() / 1_000_000
+            for event in events {
+                let at = wall - min(wall, monotonic &- min(monotonic, event.monotonicNanoseconds / 1_000_000))
+                Self.append(event, at: at, to: &text)
+            }
+            write(UnsafeRawBufferPointer(start: text.bytes, count: text.count))
+            queue.withLock { $0.writing = 0 }
+            written.signal()
+            // Let the next events gather: a wake-up of this thread per batch of bans cost more
+            // than their lines (measured: about 50 µs each on a Firecracker VM, some 230 ns per
+            // ban in the workload suite).
+            if !stopping { SystemClock.sleep(nanoseconds: Self.gatherNanoseconds) }
         }
     }
 
@@ -128,18 +139,7 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
 
         /// `value` in decimal.
         mutating func append(decimal value: UInt64) {
-            var digits = 1
-            var rest = value
-            while rest >= 10 {
-                rest /= 10
-                digits += 1
-            }
-            rest = value
-            for position in stride(from: count + digits - 1, through: count, by: -1) {
-                bytes.storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), toByteOffset: position, as: UInt8.self)
-                rest /= 10
-            }
-            count += digits
+            count += RawText.writeDecimal(value, into: bytes + count)
         }
 
         func deallocate() { bytes.deallocate() }

@@ -259,11 +259,15 @@ final class Enforcement: @unchecked Sendable {
                 switch expiry {
                 case .at(let end):
                     watched.remove(address)
-                    // An earlier end it had comes due first: the lift finds this ban in force then.
-                    schedule.add(address, end: end, made: clock.bootNow)
+                    // The end it had is no longer its ban's (a shorter one would otherwise be
+                    // lifted, and one later than this come due after this one was lifted).
+                    let made = clock.bootNow
+                    schedule.forget(address, now: made)
+                    schedule.add(address, end: end, made: made)
                     let remaining = clock.tableSecond(ofBootTime: end) &- now
                     for table in tables { table.markBanned(address, now: now, remaining: remaining) }
                 case .permanent:
+                    schedule.forget(address, now: clock.bootNow)
                     watched.insert(address)
                     for table in tables { table.markBanned(address, now: now) }
                 }
@@ -291,7 +295,7 @@ final class Enforcement: @unchecked Sendable {
     func resume(_ address: IPAddress, expiry: BanExpiry) {
         lock.withLock { _ in
             switch expiry {
-            case .at(let end): schedule.add(address, end: end, made: 0)
+            case .at(let end): schedule.add(address, end: end, made: SystemClock.bootNanoseconds())
             case .permanent: watched.insert(address)
             }
         }

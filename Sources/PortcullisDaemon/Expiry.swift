@@ -240,10 +240,11 @@ final class ExpirySchedule: Sendable {
         }
     }
 
-    /// Drops the addresses forgotten longer ago than the longest ban (no entry of theirs is left);
-    /// the next purge comes when twice as many are forgotten (amortised O(1) per `forget`).
+    /// Drops the addresses forgotten longer ago than the longest ban and a minute (no entry of
+    /// theirs is left, due or waiting to be taken); the next purge comes when twice as many are
+    /// forgotten (amortised O(1) per `forget`).
     private static func purge(_ state: inout State, now: UInt64) {
-        let horizon = now &- min(now, state.longest)
+        let horizon = now &- min(now, state.longest &+ 60_000_000_000)
         state.forgotten = state.forgotten.filter { $0.value >= horizon }
         state.purgeAt = max(4096, 2 * state.forgotten.count)
     }

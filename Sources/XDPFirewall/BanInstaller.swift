@@ -55,32 +55,43 @@ final class BanInstaller: @unchecked Sendable {
 
     deinit { munmap(slots, mappedBytes) }
 
-    /// Installs `requests` in runs of `capacity`. - Returns: each request's outcome, in order.
-    func install(_ requests: [BanRequest]) throws(FirewallError) -> [pc_install_outcome] {
-        try lock.withLock { _ throws(FirewallError) in
+    /// Installs `requests` in runs of `capacity`.
+    /// - Returns: the outcome of each request, in order, up to the first run that failed, and
+    ///   that run's error (its requests and those after it were not tried).
+    func install(_ requests: [BanRequest]) -> (outcomes: [pc_install_outcome], error: FirewallError?) {
+        lock.withLock { _ in
             var outcomes: [pc_install_outcome] = []
             outcomes.reserveCapacity(requests.count)
             var start = 0
             while start < requests.count {
                 let count = min(Self.capacity, requests.count - start)
                 for index in 0..<count { fill(slots + index, requests[start + index]) }
-                var args = pc_install_args(count: UInt32(count), reserved: 0)
-                var options = bpf_test_run_opts()
-                options.sz = MemoryLayout<bpf_test_run_opts>.size
-                try withUnsafeMutableBytes(of: &args) { (raw) throws(FirewallError) in
-                    options.ctx_in = UnsafeRawPointer(raw.baseAddress)
-                    options.ctx_size_in = UInt32(raw.count)
-                    try bpfCall("run the ban installer") { bpf_prog_test_run_opts(programFD, &options) }
-                }
-                if Int32(bitPattern: options.retval) != 0 {
-                    throw .system(
-                        operation: "run the ban installer", errno: EINVAL, detail: "it refused \(count) slots")
-                }
+                if let error = run(count) { return (outcomes, error) }
                 for index in 0..<count { outcomes.append(pc_install_outcome(UInt32(slots[index].outcome))) }
                 start += count
             }
-            return outcomes
+            return (outcomes, nil)
         }
+    }
+
+    /// One `BPF_PROG_RUN` over the first `count` slots. - Returns: why it failed, or nil.
+    private func run(_ count: Int) -> FirewallError? {
+        var args = pc_install_args(count: UInt32(count), reserved: 0)
+        var options = bpf_test_run_opts()
+        options.sz = MemoryLayout<bpf_test_run_opts>.size
+        do throws(FirewallError) {
+            try withUnsafeMutableBytes(of: &args) { (raw) throws(FirewallError) in
+                options.ctx_in = UnsafeRawPointer(raw.baseAddress)
+                options.ctx_size_in = UInt32(raw.count)
+                try bpfCall("run the ban installer") { bpf_prog_test_run_opts(programFD, &options) }
+            }
+        } catch {
+            return error
+        }
+        if Int32(bitPattern: options.retval) != 0 {
+            return .system(operation: "run the ban installer", errno: EINVAL, detail: "it refused \(count) slots")
+        }
+        return nil
     }
 
     private func fill(_ slot: UnsafeMutablePointer<pc_install_slot>, _ request: BanRequest) {

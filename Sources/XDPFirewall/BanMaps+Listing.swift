@@ -11,15 +11,18 @@ extension BanMaps {
     /// It streams: the exact maps are read 4,096 entries at a time (`bpf_map_lookup_batch`), each
     /// row formatted into a buffer without allocating, and the buffer written out whenever it
     /// holds 256 KiB, so 1,000,000 bans need no more memory than 10.
+    /// - Parameter deadline: `CLOCK_MONOTONIC` nanoseconds after which writing fails (a peer that
+    ///   reads too slowly); nil: none.
     /// - Returns: the rows written.
     @discardableResult
-    public func writeJSONListing(to fd: Int32, now: UInt64 = SystemClock.bootNanoseconds()) throws(FirewallError) -> Int
-    {
+    public func writeJSONListing(
+        to fd: Int32, now: UInt64 = SystemClock.bootNanoseconds(), deadline: UInt64? = nil
+    ) throws(FirewallError) -> Int {
         let names = try originNames()
         var jails = [[UInt8]](repeating: [], count: Int(PC_MAX_ORIGINS))
         for slot in 0..<jails.count { jails[slot] = JSONRows.quoted(names[UInt32(slot)] ?? "manual") }
         let manual = JSONRows.quoted("manual")
-        var rows = JSONRows(fd: fd)
+        var rows = JSONRows(fd: fd, deadline: deadline)
         defer { rows.deallocate() }
         try rows.append(byte: UInt8(ascii: "["))
         for (fd, name, ipv6) in [(bansV4.fd, PC_MAP_BANS_V4, false), (bansV6.fd, PC_MAP_BANS_V6, true)] {
@@ -100,13 +103,15 @@ extension BanMaps {
 /// Rows of a JSON listing, formatted into a buffer and written out in chunks.
 struct JSONRows {
     let fd: Int32
+    let deadline: UInt64?
     private let bytes: UnsafeMutableRawPointer
     private let capacity = 1 << 18
     private var count = 0
     private(set) var rows = 0
 
-    init(fd: Int32) {
+    init(fd: Int32, deadline: UInt64?) {
         self.fd = fd
+        self.deadline = deadline
         bytes = .allocate(byteCount: capacity + 1024, alignment: 8)  // room for one more row
     }
 
@@ -140,18 +145,7 @@ struct JSONRows {
     }
 
     private mutating func put(_ value: UInt64) {
-        var digits = 1
-        var rest = value
-        while rest >= 10 {
-            rest /= 10
-            digits += 1
-        }
-        rest = value
-        for position in stride(from: count + digits - 1, through: count, by: -1) {
-            bytes.storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), toByteOffset: position, as: UInt8.self)
-            rest /= 10
-        }
-        count += digits
+        count += RawText.writeDecimal(value, into: bytes + count)
     }
 
     /// One row; a jail name longer than 400 bytes is cut (origin names are at most 32).
@@ -184,6 +178,9 @@ struct JSONRows {
     }
 
     mutating func flush() throws(FirewallError) {
+        if let deadline, SystemClock.monotonicNanoseconds() > deadline {
+            throw systemError("write the ban listing before its deadline", ETIMEDOUT)
+        }
         var done = 0
         while done < count {
             switch systemCallResult({ write(fd, bytes + done, count - done) }) {

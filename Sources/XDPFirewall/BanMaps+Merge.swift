@@ -17,7 +17,7 @@ extension BanMaps {
     }
 
     /// Installs `requests`, never shortening a ban already there: an address that has a ban keeps
-    /// it unless the new one ends later (then its end and origin change, its drop count stays). A
+    /// it unless the new one ends later (then it is replaced, its drop count kept). A
     /// full map fails its family's requests; nothing is retried here.
     ///
     /// In one `BPF_PROG_RUN` of the kernel installer per 4,096 requests (`BanInstaller`), else,
@@ -25,18 +25,27 @@ extension BanMaps {
     /// each (`installerProblem` says why).
     public func banKeepingLonger(batch requests: [BanRequest]) -> MergeOutcome {
         guard !requests.isEmpty else { return MergeOutcome() }
-        if let installer = kernelInstaller(), let outcomes = try? installer.install(requests) {
-            var outcome = MergeOutcome()
-            for (index, result) in outcomes.enumerated() {
-                switch result {
-                case PC_INSTALL_NEW, PC_INSTALL_LONGER: outcome.installed.append(index)
-                case PC_INSTALL_KEPT: outcome.kept.append(index)
-                default: outcome.failed.append(index)
-                }
+        guard let kernel = kernelInstaller() else { return banKeepingLongerEach(requests) }
+        let (outcomes, error) = kernel.install(requests)
+        var outcome = MergeOutcome()
+        for (index, result) in outcomes.enumerated() {
+            switch result {
+            case PC_INSTALL_NEW, PC_INSTALL_LONGER: outcome.installed.append(index)
+            case PC_INSTALL_KEPT: outcome.kept.append(index)
+            default: outcome.failed.append(index)
             }
-            return outcome
         }
-        return banKeepingLongerEach(requests)
+        if let error {
+            // A run the kernel refused: the requests it did not reach go in one by one, and the
+            // failure is kept for whoever reports (`installerProblem`).
+            installer.withLock { $0.problem = "\(error)" }
+            let done = outcomes.count
+            let rest = banKeepingLongerEach(Array(requests[done...]))
+            outcome.installed += rest.installed.map { $0 + done }
+            outcome.kept += rest.kept.map { $0 + done }
+            outcome.failed += rest.failed.map { $0 + done }
+        }
+        return outcome
     }
 
     /// Loads the kernel installer from `objectPath` (by default the filter's object where
@@ -58,7 +67,7 @@ extension BanMaps {
         }
     }
 
-    /// Why the kernel installer is not used (nil: it is, or nothing was installed yet).
+    /// Why the kernel installer is not used, or the last run of it that failed (nil: neither).
     public var installerProblem: String? { installer.withLock { $0.problem } }
 
     private func kernelInstaller() -> BanInstaller? {

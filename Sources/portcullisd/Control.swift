@@ -80,6 +80,10 @@ final class ControlledDaemon: @unchecked Sendable {
             reloadsRefused: UInt64(attempts - reloads), samples: (crowdsec?.samples() ?? []) + (fleet?.samples() ?? []))
     }
 
+    /// How long a streamed listing may take in all (a peer that reads a trickle holds the control
+    /// socket that long at most).
+    static let streamDeadline: UInt64 = 60_000_000_000
+
     /// Answers `list` with `"format": "json"` on the connection: a reply line saying `stream`, then
     /// the listing as `portcullis list --json` prints it, read and written in chunks. - Returns:
     /// false for every other request (or when not running: the handler says so).
@@ -93,8 +97,16 @@ final class ControlledDaemon: @unchecked Sendable {
             systemCallResult { send(connection, bytes.baseAddress!, bytes.count, Int32(MSG_NOSIGNAL)) }
         }
         guard case .success = sent else { return true }  // the peer left
-        // A peer that leaves midway gets a cut listing; the daemon goes on (EPIPE, not SIGPIPE).
-        _ = try? maps.writeJSONListing(to: connection)
+        // A peer that leaves midway, or reads so slowly that the listing takes over a minute, gets
+        // a cut listing (its client says so: no final newline); the daemon goes on (EPIPE, not
+        // SIGPIPE), and says why on stderr unless the peer left.
+        do throws(FirewallError) {
+            try maps.writeJSONListing(
+                to: connection, deadline: SystemClock.monotonicNanoseconds() + Self.streamDeadline)
+        } catch {
+            if case .system(_, let code, _) = error, code == EPIPE || code == ECONNRESET { return true }
+            say("portcullisd: control: a ban listing was cut off: \(error)", to: STDERR_FILENO)
+        }
         return true
     }
 

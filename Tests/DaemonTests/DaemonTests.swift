@@ -189,6 +189,38 @@ struct DaemonInProcessTests {
         }
     }
 
+    @Test(
+        "the ban log writes what is published while the daemon runs, not only at its end: 2,000 events from two threads, each line once"
+    )
+    func banLogWritesAsItGoes() throws {
+        let path = NSTemporaryDirectory() + "pc-banlog-live-\(getpid()).log"
+        defer { unlink(path) }
+        let log = try BanLog(path: path)
+        let threads = (0..<2).map { thread in
+            Thread {
+                for index in 0..<1000 {
+                    log.publish(
+                        BanEvent(
+                            kind: .ban, origin: .filter,
+                            addresses: [
+                                IPAddress(ipv4NetworkOrder: UInt32(0xC612_4000 + thread * 1000 + index).bigEndian)
+                            ],
+                            monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: "sshd", seconds: [60]))
+                }
+            }
+        }
+        for thread in threads { thread.start() }
+        // No flush: the log's own thread must have written them all while the log lives.
+        func lines() -> [Substring] {
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n")
+        }
+        #expect(eventually(within: 20) { lines().count == 2000 }, "\(lines().count) of 2000 lines written")
+        let addresses = Set(lines().map { $0.split(separator: " ")[2] })
+        #expect(addresses.count == 2000)
+        #expect(lines().allSatisfy { $0.hasSuffix(" jail=sshd for=60") })
+        withExtendedLifetime(log) {}
+    }
+
     @Test("a ban log that cannot be opened is refused with its path")
     func banLogUnwritable() {
         #expect(throws: DaemonError.self) { try BanLog(path: "/nonexistent-dir-pc/bans.log") }

@@ -63,6 +63,31 @@ struct OperatorBanTests {
     }
 
     @Test(
+        "an operator's shorter ban through the daemon replaces the daemon's: once it is lifted, the daemon's old end does not reset the count again"
+    )
+    func shorterOperatorBanLeavesNoStaleEnd() throws {
+        try withShmDaemon(
+            mapEntries: 64,
+            configure: Self.small(threshold: 2, banTime: 4)
+        ) { daemon, maps, writer in
+            let client = IPAddress("198.18.9.7")!
+            try offend(writer, client.description, times: 2)
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
+            // The operator shortens it to 1 s: lifted then, its count started over.
+            let result = try daemon.operatorBan([client.description], seconds: 1, jail: nil)
+            #expect(result.done == [client])
+            #expect(try eventually(within: 10) { try maps.lookup(client) == nil })
+            // One offence now, one after the daemon's old end (4 s): the second must ban, the
+            // count of the first not reset by that old end.
+            try offend(writer, client.description, times: 1)
+            SystemClock.sleep(nanoseconds: 4_500_000_000)
+            #expect(try maps.lookup(client) == nil)
+            try offend(writer, client.description, times: 1)
+            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
+        }
+    }
+
+    @Test(
         "an operator's unban starts the count over, also for bans for good (the sweep finds it)", arguments: [0, 3600])
     func unbanResetsTheCount(banTime: UInt64) throws {
         try withShmDaemon(

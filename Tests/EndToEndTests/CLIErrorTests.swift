@@ -29,6 +29,43 @@ struct CLIErrorTests {
         }
     }
 
+    @Test("a listing a daemon cuts off midway (no final newline) is an error, not a short list")
+    func cutListingIsAnError() throws {
+        try Privileges.require()
+        let directory = NSTemporaryDirectory() + "pc-cut-list-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/control.sock"
+        // A peer that answers as a daemon whose listing failed halfway: the stream's header, a
+        // part of a row, then the end of the connection.
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = [
+            "-c",
+            """
+            import socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(sys.argv[1]); s.listen(1)
+            c, _ = s.accept(); c.recv(65536)
+            c.sendall(b'{"ok":true,"stream":true}\\n[{"address":"198.18.0.1","dropped":0')
+            c.close()
+            """,
+            socket,
+        ]
+        try server.run()
+        defer {
+            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+            server.waitUntilExit()
+        }
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: socket) && waited < 500 {
+            usleep(10_000)
+            waited += 1
+        }
+        let result = try runProcess(Products.cli, ["list", "--json", "--control", socket])
+        expectOneLineError(result, mentioning: ["broke off before its end"])
+    }
+
     @Test func banTimesThatCannotBe() throws {
         try Privileges.require()
         expectOneLineError(try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "0"]), mentioning: ["--for"])
