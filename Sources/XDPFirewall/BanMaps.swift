@@ -479,13 +479,11 @@ public final class BanMaps: @unchecked Sendable {
         /// In the IPv6 map (else the IPv4 one).
         public internal(set) var ipv6 = false
         public internal(set) var position = BatchPosition()
-        /// Walks completed over both maps.
-        public internal(set) var rounds = 0
         public init() {}
     }
 
     /// Up to about `limit` entries from where `walk` stands; at the end of the IPv6 map it
-    /// starts over (`rounds` counts the walks done).
+    /// starts over.
     public func entries(walking walk: inout Walk, limit: Int) throws(FirewallError) -> [BanEntry] {
         var entries: [BanEntry] = []
         let more =
@@ -496,10 +494,7 @@ public final class BanMaps: @unchecked Sendable {
             : try readChunk(
                 fd: bansV4.fd, name: PC_MAP_BANS_V4, at: &walk.position, limit: limit,
                 address: { (key: pc_ipv4_key) in IPAddress(key) }, into: &entries)
-        if !more {
-            if walk.ipv6 { walk.rounds += 1 }
-            walk.ipv6.toggle()
-        }
+        if !more { walk.ipv6.toggle() }
         return entries
     }
 }

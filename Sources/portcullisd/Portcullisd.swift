@@ -513,7 +513,8 @@ struct Portcullisd: ParsableCommand {
             if let problem = maps.loadInstaller(objectPath: objectPath) {
                 say(
                     "portcullisd: the kernel ban installer cannot be used: \(problem); bans go in "
-                        + "with one system call each", to: STDERR_FILENO)
+                        + "with one system call each (it needs a kernel with bpf_loop, 5.17 or later, and the "
+                        + "portcullis.bpf.o of this build: tools/build-bpf)", to: STDERR_FILENO)
             }
             for (family, lengths) in prefixLengths { try maps.setPrefixLengths(lengths, family: family) }
             if let config {
