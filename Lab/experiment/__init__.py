@@ -2,7 +2,7 @@
 
   Lab/tools/experiment run [options]        one scenario: daemon + udp-server + flood (+ a second reader)
   Lab/tools/experiment matrix [options]     every combination of the listed levels, one report
-  Lab/tools/experiment generator [options]  the flood's live-frames engine against its AF_PACKET fallback
+  Lab/tools/experiment generator [options]  each flood engine the kernel runs: live frames, AF_PACKET
   Lab/tools/experiment smoke                the CI scenario: asserts its outcome, exits 1 if it fails
   Lab/tools/experiment report DIR           rewrite DIR/report.md and the plots from DIR/results.json
 
@@ -15,7 +15,8 @@ daemon's --ban-log). From those it computes the thesis's relative drop,
     dropped / (invalid frames sent - ban cycles x threshold x attackers),
 checks that every attacker was banned in every ban cycle and that no valid client was ever
 banned. Everything the testbed creates is removed at the end, also after a failure or Ctrl-C.
-Needs root; the programs come from PORTCULLIS_BIN (default: .build/release). PC_EXPERIMENT_KEEP=1
+Needs root; the programs come from PORTCULLIS_BIN (default: .build/release). Each run has a testbed
+of its own, named after PC_TESTBED_INSTANCE (default: the runner's process id). PC_EXPERIMENT_KEEP=1
 keeps each run's work directory (the daemon's ban log and summary, the outputs of every process).
 """
 import os

@@ -117,7 +117,7 @@ def evaluate(s, plan, measured):
         scenario=s,
         frames_sent=sent["frames"], invalid_sent=invalid_sent,
         valid_sent=sent["valid_v4"] + sent["valid_v6"], generator_seconds=sent["seconds"],
-        frames_per_second=sent["frames_per_second"],
+        frames_per_second=sent["frames_per_second"], engine_used=sent.get("engine", s.engine),
         xdp_dropped=dropped, xdp_passed=passed, xdp_expired=counters.get("expired", 0),
         lost_before_filter=sent["frames"] - dropped - passed,
         relative_drop=relative, best_case_drop=best_case,

@@ -7,7 +7,8 @@ from . import ExperimentError
 
 STACKS = ("ipv4", "ipv6", "mixed")
 TRANSPORTS = ("shm", "socket", "file")
-ENGINES = ("live", "packet")
+#: flood's engines; auto is live frames where the kernel runs them, else packet.
+ENGINES = ("auto", "live", "packet")
 POLICIES = ("drop", "block")
 #: The thesis's IPv4 attackers: a /16's hosts (10.4.0.1-10.4.255.254 there), a level of the matrix.
 THESIS_ATTACKERS = 65534
@@ -29,7 +30,7 @@ class Scenario:
     valid_rate: int
     workers: int
     server_threads: int
-    engine: str = "live"
+    engine: str = "auto"
     flood_threads: int
     second_reader_policy: str = "drop"
     daemon_config: Optional[str] = None  # portcullisd --config FILE (its jails; --threshold/--ban-time override)
@@ -74,6 +75,7 @@ class Result:
     daemon_cpu_seconds: float
     second_reader_lines: Optional[int]
     second_reader_lost: Optional[int]
+    engine_used: str = ""  # the engine flood sent with (auto's choice), from its summary
     name: str = ""
     csv: str = ""
 
@@ -92,7 +94,7 @@ class Result:
 def scenario_name(s):
     """The scenario's name: transport-stack-rate-attackers[-2nd|-2nd-block][-engine]."""
     rate = "max" if s.rate == 0 else f"{s.rate / 1e6:g}M"
-    engine = "" if s.engine == "live" else f"-{s.engine}"
+    engine = "" if s.engine == "auto" else f"-{s.engine}"
     second = ""
     if s.second_reader:
         second = "-2nd" if s.second_reader_policy == "drop" else "-2nd-block"

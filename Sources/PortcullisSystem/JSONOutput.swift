@@ -65,6 +65,7 @@ public struct JSONObject: Encodable {
         case unsigned(UInt64)
         case number(Double)
         case text(String)
+        case bool(Bool)
         case object(JSONObject)
 
         public func encode(to encoder: Encoder) throws {
@@ -74,6 +75,7 @@ public struct JSONObject: Encodable {
             case .unsigned(let value): try container.encode(value)
             case .number(let value): try container.encode(value)
             case .text(let value): try container.encode(value)
+            case .bool(let value): try container.encode(value)
             case .object(let value): try container.encode(value)
             }
         }

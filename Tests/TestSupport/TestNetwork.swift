@@ -20,8 +20,11 @@ public struct TestNetwork: Sendable {
     /// Creates the namespaces; on any failure removes what it made and throws.
     public init(_ tag: String) throws {
         Self.sweepLeftovers()
-        sender = "\(Self.prefix)\(getpid())\(tag)s"
-        receiver = "\(Self.prefix)\(getpid())\(tag)r"
+        // The tag says which test made it; the number keeps two networks of one process apart
+        // even when their tests share a tag.
+        let number = ScratchNumber.next()
+        sender = "\(Self.prefix)\(getpid())\(tag)\(number)s"
+        receiver = "\(Self.prefix)\(getpid())\(tag)\(number)r"
         precondition(sender.utf8.count <= 15, "interface names are at most 15 bytes")
         do {
             try setUp()

@@ -39,6 +39,20 @@ public enum Products {
     public static var cli: String { directory + "/portcullis" }
 }
 
+/// Numbers unique within this test process, for the names of what tests create (namespaces,
+/// interfaces) beside the process id.
+public enum ScratchNumber {
+    nonisolated(unsafe) private static var counter = 0
+    private static let lock = NSLock()
+
+    public static func next() -> Int {
+        lock.withLock {
+            counter += 1
+            return counter
+        }
+    }
+}
+
 /// A pin directory of its own for one test, under /sys/fs/bpf; its maps and the directory are
 /// removed by `remove()` (call it in a `defer`).
 public struct ScratchPinDirectory: Sendable {

@@ -65,6 +65,21 @@ extension LoadedProgram {
         }
     }
 
+    /// Why the kernel will not run this program on live frames, or nil when it does: one
+    /// `BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES` on `frame`, arriving on `interfaceIndex`.
+    /// Live frames need Linux 5.18 or later, and some kernels refuse them even to root with every
+    /// capability (EPERM); that is a missing kernel feature, not a missing privilege. The caller
+    /// makes sure that the program transmits nothing in this state (the flood program with its
+    /// configuration unset drops every frame: its window ended at 0).
+    public func liveFramesRefusal(probing frame: [UInt8], interfaceIndex: Int32) -> FirewallError? {
+        do throws(FirewallError) {
+            try transmitLiveFrames(frame, count: 1, interfaceIndex: interfaceIndex)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
     /// Runs the program `count` times on copies of `frame` as if they had arrived on interface
     /// `interfaceIndex` (of the caller's network namespace); frames it returns `XDP_TX` for are
     /// transmitted out of that interface. The kernel works in batches of `batchSize` frames.

@@ -14,14 +14,18 @@ struct Flood: ParsableCommand {
             The live engine runs bpf/flood.bpf.o with BPF_PROG_TEST_RUN and BPF_F_TEST_XDP_LIVE_FRAMES: \
             the kernel sends each frame the program returns XDP_TX for out of --interface, without a \
             socket or a copy. The packet engine builds the same frames in user space and sends them \
-            with sendmmsg on an AF_PACKET socket. Both print a JSON summary of what they sent. \
+            with sendmmsg on an AF_PACKET socket. auto (the default) asks the kernel once whether it \
+            runs live frames (Linux 5.18 and later; some kernels refuse them even to root) and uses \
+            the packet engine where it does not, saying so in one line. Every engine prints a JSON \
+            summary of what it sent, naming the engine. \
             Live frames reach the server only while its veth has an XDP program (the filter): \
             without one, veth drops them and this count is not what arrived.
             """)
 
-    enum Engine: String, ExpressibleByArgument, CaseIterable { case live, packet }
+    enum Engine: String, ExpressibleByArgument, CaseIterable { case auto, live, packet }
 
-    @Option(help: "live (XDP live frames) or packet (AF_PACKET + sendmmsg).") var engine: Engine = .live
+    @Option(help: "auto (live where the kernel allows it, else packet), live (XDP live frames) or packet (AF_PACKET + sendmmsg).")
+    var engine: Engine = .auto
     @Option(help: "Interface to send from (in this network namespace).") var interface = AddressPlan.clientInterface
     @Option(help: "Its MAC address (the frames' source).") var sourceMac = AddressPlan.clientMAC
     @Option(help: "The server's MAC address.") var serverMac = AddressPlan.serverMAC
@@ -92,13 +96,7 @@ struct Flood: ParsableCommand {
             FrameTemplate(family: 0, sourceMAC: source, serverMAC: server, port: port),
             FrameTemplate(family: 1, sourceMAC: source, serverMAC: server, port: port),
         ]
-        let sender: FrameSender
-        switch engine {
-        case .live:
-            sender = try LiveFrameSender(plan: plan, templates: templates, interface: interface, objectPath: bpfObject)
-        case .packet:
-            sender = try PacketSender(plan: plan, templates: templates, interface: interface, threads: threads)
-        }
+        let (sender, used) = try makeSender(plan: plan, templates: templates)
         try sender.configure(duration: duration, threads: threads)
         let stopping = StopFlag()
         let failure = FailureBox()
@@ -131,7 +129,7 @@ struct Flood: ParsableCommand {
         let counts = try sender.counts()
         let frames = counts.sent.reduce(0, +)
         var summary = JSONObject()
-        summary["engine"] = .text(engine.rawValue)
+        summary["engine"] = .text(used.rawValue)
         summary["seconds"] = .number(seconds)
         summary["frames"] = .integer(Int64(frames))
         for (name, stream) in [
@@ -143,6 +141,23 @@ struct Flood: ParsableCommand {
         summary["send_failures"] = .integer(Int64(counts.failures))
         summary["frames_per_second"] = .number(Double(frames) / seconds)
         print(JSONOutput.line(summary))
+    }
+}
+
+extension Flood {
+    /// The sender of `engine`; for auto, live frames where the kernel runs them, else the packet
+    /// engine, said in one line on standard error.
+    func makeSender(plan: TrafficPlan, templates: [FrameTemplate]) throws -> (FrameSender, Engine) {
+        if engine == .packet {
+            return (try PacketSender(plan: plan, templates: templates, interface: interface, threads: threads), .packet)
+        }
+        let live = try LiveFrameSender(plan: plan, templates: templates, interface: interface, objectPath: bpfObject)
+        guard let refusal = live.refusal() else { return (live, .live) }
+        if engine == .live {
+            Console.fail("flood: \(refusal): this kernel sends no live frames; use --engine packet (or auto)")
+        }
+        Console.say("flood: \(refusal): the kernel sends no live frames, so the packet engine (AF_PACKET) sends", to: STDERR_FILENO)
+        return (try PacketSender(plan: plan, templates: templates, interface: interface, threads: threads), .packet)
     }
 }
 

@@ -32,6 +32,12 @@ final class LiveFrameSender: FrameSender, @unchecked Sendable {
         self.templates = templates
     }
 
+    /// Why the kernel refuses live frames here, or nil. Asked before `configure`: the program's
+    /// window has not begun, so the probe's frame is dropped, never sent.
+    func refusal() -> FirewallError? {
+        program.liveFramesRefusal(probing: templates[0].bytes, interfaceIndex: interfaceIndex)
+    }
+
     func configure(duration: Double, threads: Int) throws {
         let start = UInt64(SystemClock.monotonicSeconds() * 1e9)
         startSeconds = Double(start) / 1e9

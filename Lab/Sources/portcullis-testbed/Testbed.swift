@@ -13,7 +13,7 @@ struct PortcullisTestbed: ParsableCommand {
             Addresses come only from 198.18.0.0/15 and 2001:2::/48 (see `plan`). Run udp-server \
             in the server namespace and flood in the client namespace: Lab/tools/testbed does both.
             """,
-        subcommands: [UDPServer.self, Flood.self, Plan.self])
+        subcommands: [UDPServer.self, Flood.self, Engines.self, Plan.self])
 }
 
 /// Where the testbed's hosts and clients live: the one copy of the plan, which Lab/tools/testbed
@@ -21,13 +21,19 @@ struct PortcullisTestbed: ParsableCommand {
 /// the group's base + i in the address's last 32 bits; the groups never overlap, and all lie in
 /// the benchmarking ranges.
 enum AddressPlan {
-    static let clientNamespace = "pc-tb-client"
-    static let serverNamespace = "pc-tb-server"
+    /// `PC_TESTBED_INSTANCE`, if set, names a testbed of its own: its namespaces and pin directory
+    /// end in "-INSTANCE", so that an experiment (which sets it to its process id), a test and a
+    /// testbed brought up by hand never meet. Interfaces and MACs live inside the namespaces.
+    static let instance = getenv("PC_TESTBED_INSTANCE").map { "-" + String(cString: $0) }.flatMap {
+        $0 == "-" ? nil : $0
+    } ?? ""
+    static let clientNamespace = "pc-tb-client" + instance
+    static let serverNamespace = "pc-tb-server" + instance
     static let clientInterface = "pctb-client"
     static let serverInterface = "pctb-server"
     static let clientMAC = "02:00:c6:12:00:01"
     static let serverMAC = "02:00:c6:13:ff:fe"
-    static let pinDirectory = "/sys/fs/bpf/portcullis-testbed"
+    static let pinDirectory = "/sys/fs/bpf/portcullis-testbed" + instance
     /// The server, on prefixes that hold every client.
     static let server4 = IPAddress("198.19.255.254")!
     static let server6 = IPAddress("2001:2::fffe")!

@@ -24,7 +24,7 @@ RESULT_KEYS = [
     "ban_cycles", "expected_ban_cycles", "attackers_banned_every_cycle", "valid_frames_per_second",
     "attackers_short_of_a_cycle", "valid_clients_banned", "other_addresses_banned", "udp_received", "udp_valid",
     "lines_logged", "lines_read", "lines_lost", "bans", "unbans", "ban_failures", "daemon_cpu_seconds",
-    "second_reader_lines", "second_reader_lost", "name", "csv"]
+    "second_reader_lines", "second_reader_lost", "engine_used", "name", "csv"]
 
 
 def result_dict(**changes):
@@ -33,9 +33,9 @@ def result_dict(**changes):
     values.update(scenario={"transport": "shm", "stack": "ipv4", "rate": 100000, "attackers": 65534,
                             "second_reader": False, "duration": 60, "ban_time": 30, "threshold": 3,
                             "valid_clients": 254, "valid_rate": 50000, "workers": 1, "server_threads": 1,
-                            "engine": "live", "flood_threads": 2},
+                            "engine": "auto", "flood_threads": 2},
                   expected_ban_cycles=2, attackers_banned_every_cycle=True, second_reader_lines=None,
-                  second_reader_lost=None, name="shm-ipv4-0.1M-65534", csv="shm-ipv4-0.1M-65534.csv",
+                  second_reader_lost=None, engine_used="packet", name="shm-ipv4-0.1M-65534", csv="shm-ipv4-0.1M-65534.csv",
                   relative_drop=99.5, frames_per_second=1.5e6)
     values.update(changes)
     return values

@@ -16,7 +16,7 @@ def options(**changes):
     """The options `run` parses by default, with `changes`."""
     values = dict(transport="shm", stack="mixed", rate=0, attackers=131068, second_reader=False,
                   second_reader_policy="drop", duration=60, ban_time=30, threshold=3, valid_clients=254,
-                  valid_rate=50000, workers=1, server_threads=1, engine="live", flood_threads=2,
+                  valid_rate=50000, workers=1, server_threads=1, engine="auto", flood_threads=2,
                   out="/tmp/out", check=False, command="run")
     values.update(changes)
     return argparse.Namespace(**values)
@@ -58,7 +58,7 @@ class BuildTests(unittest.TestCase):
         ns = options()
         del ns.second_reader_policy, ns.engine
         s = scenario_from(ns, sample_plan())
-        self.assertEqual((s.engine, s.second_reader_policy), ("live", "drop"))
+        self.assertEqual((s.engine, s.second_reader_policy), ("auto", "drop"))
 
     def test_too_many_ipv4_attackers(self):
         with self.assertRaisesRegex(ExperimentError, r"^131,069 IPv4 attackers do not fit in 198\.18\.0\.0/15 "
