@@ -312,8 +312,13 @@ struct NamespaceFilterTests {
             try #require(load.status == 0, "\(load.stderr)")
 
             // The receiver counts datagrams by source; the sender sends round-robin from the four.
+            // Both are driven by the test, not by the clock: the sender answers "sent" once it
+            // has sent 200 more rounds after each line the test writes (so every list swapped in
+            // meets traffic), and stops at end of input after at least 1,500 rounds; the receiver
+            // reads until it has every datagram the sender says came from the source in neither
+            // list (60 s at most).
             let receiver = """
-                import socket, select, json, sys, time
+                import socket, select, json, os, time
                 socks = []
                 for family, address in ((socket.AF_INET, '\(TestNetwork.receiverAddress4)'), (socket.AF_INET6, '\(TestNetwork.receiverAddress6)')):
                     s = socket.socket(family, socket.SOCK_DGRAM)
@@ -321,11 +326,15 @@ struct NamespaceFilterTests {
                     s.bind((address, 40007))
                     socks.append(s)
                 print('ready', flush=True)
-                counts = {}
-                deadline = time.time() + float(sys.argv[1])
-                while time.time() < deadline:
-                    readable, _, _ = select.select(socks, [], [], 0.1)
+                counts, expected, pending, deadline = {}, None, b'', None
+                while expected is None or (counts.get('2001:2::1', 0) < expected and time.time() < deadline):
+                    readable, _, _ = select.select(socks + ([0] if expected is None else []), [], [], 0.1)
                     for s in readable:
+                        if s == 0:
+                            pending += os.read(0, 4096)
+                            if b'\\n' in pending:
+                                expected, deadline = int(pending.split(b'\\n')[0]), time.time() + 60
+                            continue
                         while True:
                             try:
                                 _, source = s.recvfrom(64, socket.MSG_DONTWAIT)
@@ -335,7 +344,7 @@ struct NamespaceFilterTests {
                 print(json.dumps(counts), flush=True)
                 """
             let sender = """
-                import socket, json, sys, time
+                import socket, select, json, os
                 sources = ['198.18.0.1', '198.18.0.2', '2001:2::1', '2001:2::2']
                 socks = []
                 for source in sources:
@@ -344,47 +353,66 @@ struct NamespaceFilterTests {
                     s.bind((source, 0))
                     socks.append((s, '\(TestNetwork.receiverAddress6)' if ':' in source else '\(TestNetwork.receiverAddress4)'))
                 sent = {source: 0 for source in sources}
-                deadline = time.time() + float(sys.argv[1])
-                while time.time() < deadline:
+                rounds, answer_at, ended = 0, [200], False
+                while not ended or rounds < 1500:
                     for _ in range(50):
                         for (s, destination), source in zip(socks, sources):
                             s.sendto(b'F', (destination, 40007))
                             sent[source] += 1
-                    time.sleep(0.002)
+                    rounds += 50
+                    while answer_at and rounds >= answer_at[0]:
+                        answer_at.pop(0)
+                        print('sent', flush=True)
+                    if not ended and select.select([0], [], [], 0.002)[0]:
+                        data = os.read(0, 4096)
+                        ended = not data
+                        answer_at += [rounds + 200] * data.count(b'\\n')
                 print(json.dumps(sent), flush=True)
                 """
-            func start(_ namespace: String, _ script: String, _ seconds: String) throws -> (Process, Pipe) {
+            func start(_ namespace: String, _ script: String) throws -> (Process, Pipe, Pipe) {
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-                process.arguments = ["--net=/run/netns/\(namespace)", "--", "python3", "-c", script, seconds]
-                let output = Pipe()
+                process.arguments = ["--net=/run/netns/\(namespace)", "--", "python3", "-c", script]
+                let output = Pipe(), input = Pipe()
                 process.standardOutput = output
+                process.standardInput = input
                 try process.run()
-                return (process, output)
+                return (process, output, input)
             }
-            let (listening, heard) = try start(network.receiver, receiver, "9")
+            /// Reads `pipe` up to and including the next line; nil at its end.
+            func line(_ pipe: Pipe, _ buffer: inout Data) -> String? {
+                while !buffer.contains(UInt8(ascii: "\n")) {
+                    let chunk = pipe.fileHandleForReading.availableData
+                    if chunk.isEmpty { return nil }
+                    buffer.append(chunk)
+                }
+                let end = buffer.firstIndex(of: UInt8(ascii: "\n"))!
+                defer { buffer = Data(buffer[(end + 1)...]) }
+                return String(decoding: buffer[buffer.startIndex..<end], as: UTF8.self)
+            }
+            let (listening, heard, toReceiver) = try start(network.receiver, receiver)
             defer { if listening.isRunning { kill(listening.processIdentifier, SIGKILL) } }
-            // Wait for "ready" before sending.
-            var greeting = Data()
-            while !String(decoding: greeting, as: UTF8.self).contains("ready") {
-                let chunk = heard.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                greeting.append(chunk)
-            }
-            let (sending, said) = try start(network.sender, sender, "4")
+            var heardBuffer = Data(), saidBuffer = Data()
+            try #require(line(heard, &heardBuffer) == "ready")
+            let (sending, said, toSender) = try start(network.sender, sender)
             defer { if sending.isRunning { kill(sending.processIdentifier, SIGKILL) } }
+            // 200 rounds under list a, then 200 more after each swap.
+            try #require(line(said, &saidBuffer) == "sent")
             var swaps = 0
-            while sending.isRunning && swaps < 40 {
+            while swaps < 6 {
                 load = try cli(network, ["blocklist", "load", "flood", swaps % 2 == 0 ? b : a, "--pin-dir", pins])
                 #expect(load.status == 0, "\(load.stderr)")
                 swaps += 1
+                toSender.fileHandleForWriting.write(Data("swapped\n".utf8))
+                try #require(line(said, &saidBuffer) == "sent", "the sender stopped")
             }
+            try toSender.fileHandleForWriting.close()
             sending.waitUntilExit()
+            let sent = try JSONDecoder().decode([String: Int].self, from: Data((line(said, &saidBuffer) ?? "").utf8))
+            toReceiver.fileHandleForWriting.write(Data("\(sent["2001:2::1"] ?? 0)\n".utf8))
             listening.waitUntilExit()
-            let sent = try JSONDecoder().decode(
-                [String: Int].self, from: said.fileHandleForReading.readDataToEndOfFile())
             let received = try JSONDecoder().decode(
-                [String: Int].self, from: heard.fileHandleForReading.readDataToEndOfFile())
+                [String: Int].self, from: Data((line(heard, &heardBuffer) ?? "").utf8))
             #expect(swaps >= 3, "the lists were swapped while the flood ran (\(swaps) swaps)")
             #expect((sent["198.18.0.1"] ?? 0) > 1000, "\(sent)")
             #expect(received["198.18.0.1", default: 0] == 0, "a source in both lists: \(received) of \(sent)")

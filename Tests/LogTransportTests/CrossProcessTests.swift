@@ -179,9 +179,10 @@ struct CrossProcessTests {
         let first = try Probe(
             ["write"] + transport + [
                 "--tag", "a", "--lines", "100000", "--batch", "10",
-                "--pace-microseconds", "500",
+                "--pace-microseconds", "500", "--say-after", "200",
             ])
-        usleep(300_000)
+        // Killed mid-stream: once it has published 200 lines (however long a busy machine takes).
+        #expect(first.waitFor("published", killingAfter: 120), "the first writer published 200 lines")
         kill(first.pid, SIGKILL)
         _ = try first.finish(timeout: 5)
         let second = try Probe(["write"] + transport + ["--tag", "b", "--lines", "3000"])

@@ -7,7 +7,8 @@ public final class Probe: @unchecked Sendable {
     private let errors = Pipe()
     private var collected = Data()
 
-    /// Starts `transport-probe ARGUMENTS`; a reader is waited for until it prints "ready" (10 s at most).
+    /// Starts `transport-probe ARGUMENTS`; a reader is waited for until it prints "ready" (killed
+    /// if it has not after 10 s).
     /// - Parameter prefix: a command that runs the probe (`prlimit ... --`).
     public init(_ arguments: [String], asUser: (uid: UInt32, gid: UInt32)? = nil, prefix: [String] = []) throws {
         let probe = Products.directory + "/transport-probe"
@@ -25,23 +26,25 @@ public final class Probe: @unchecked Sendable {
         process.standardError = errors
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        if arguments.first == "read" {
-            // A watchdog: a reader that never says "ready" is killed, which ends the read below.
-            let ready = ReadyFlag()
-            let pid = process.processIdentifier
-            DispatchQueue.global().asyncAfter(deadline: .now() + 10) {
-                if !ready.isSet { kill(pid, SIGKILL) }
-            }
-            defer { ready.set() }
-            let deadline = Date().addingTimeInterval(10)
-            while !String(decoding: collected, as: UTF8.self).contains("ready\n") && Date() < deadline
-                && process.isRunning
-            {
-                let chunk = output.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                collected.append(chunk)
-            }
+        if arguments.first == "read" { _ = waitFor("ready", killingAfter: 10) }
+    }
+
+    /// Waits until the process has printed a line `marker`, and says whether it did. A process
+    /// that has not printed it after `killingAfter` seconds is killed (a watchdog: the read
+    /// blocks), which ends the wait.
+    public func waitFor(_ marker: String, killingAfter seconds: Double) -> Bool {
+        let said = ReadyFlag()
+        let pid = process.processIdentifier
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
+            if !said.isSet { kill(pid, SIGKILL) }
         }
+        defer { said.set() }
+        while !String(decoding: collected, as: UTF8.self).contains(marker + "\n") {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { return false }
+            collected.append(chunk)
+        }
+        return true
     }
 
     public var pid: pid_t { process.processIdentifier }

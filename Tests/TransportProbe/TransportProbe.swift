@@ -41,6 +41,8 @@ struct Write: ParsableCommand {
     @Option(help: "Number the first line of each thread with this.") var firstSequence = 0
     @Option(help: "Write offence lines instead: this many clients from 198.18.0.0/15, each --lines times.")
     var offenders = 0
+    @Option(help: "Print \"published\" once thread 0 has published this many lines (0: never).")
+    var sayAfter = 0
 
     func run() throws {
         let configuration = transport.configuration
@@ -65,8 +67,8 @@ struct Write: ParsableCommand {
             print("{\"written\": \(written.accepted), \"rejected\": 0}")
             return
         }
-        let (tag, lineCount, batch, pace, overlongEvery, firstSequence) =
-            (tag, lines, batch, paceMicroseconds, overlongEvery, firstSequence)
+        let (tag, lineCount, batch, pace, overlongEvery, firstSequence, sayAfter) =
+            (tag, lines, batch, paceMicroseconds, overlongEvery, firstSequence, sayAfter)
         DispatchQueue.concurrentPerform(iterations: threads) { thread in
             do {
                 let writer = try configuration.makeWriter()
@@ -74,6 +76,7 @@ struct Write: ParsableCommand {
                 let lines = LineBatch(byteCapacity: 1 << 20, lineCapacity: max(batch, 1) + 1)
                 let source = "\(tag).\(thread)"
                 var sequence = firstSequence
+                var announced = false
                 let overlong = [UInt8](repeating: UInt8(ascii: "x"), count: configuration.maxLineLength + 1)
                 while sequence < firstSequence + lineCount {
                     lines.removeAll()
@@ -84,6 +87,11 @@ struct Write: ParsableCommand {
                     }
                     let result = try writer.publish(lines)
                     written.add(accepted: result.accepted, rejected: result.rejected)
+                    if thread == 0 && sayAfter > 0 && !announced && sequence - firstSequence >= sayAfter {
+                        announced = true
+                        print("published")
+                        fflush(nil)
+                    }
                     if pace > 0 { usleep(UInt32(pace)) }
                 }
             } catch {
