@@ -82,10 +82,10 @@ public struct FleetConfiguration: Sendable, Equatable {
             settings.queueLimit = queue
         }
         if let age = try table.integer(
-            "max_age", 0...(10 * 365 * 86_400), "0 (the jails' longest ban) or 120 s to 10 years in seconds")
+            "max_age", 0...(10 * 365 * 86_400), "0 (the jails' longest ban) or 10 s to 10 years in seconds")
         {
-            guard age == 0 || age >= 120 else {
-                throw fail("max_age", "must be 0 (the jails' longest ban) or 120 s to 10 years in seconds")
+            guard age == 0 || age >= Int(FleetNode.shortestMaxAge) else {
+                throw fail("max_age", "must be 0 (the jails' longest ban) or 10 s to 10 years in seconds")
             }
             settings.maxAge = UInt64(age)
         }

@@ -65,8 +65,9 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     public let settings: FleetSettings
     /// The bucket's max age when this host creates it (0: none).
     public let maxAgeSeconds: UInt64
-    /// The shortest max age: this host's long bans are put again every half of it.
-    public static let shortestMaxAge: UInt64 = 120
+    /// The shortest max age: this host's long bans are put again every half of it. A test may
+    /// set it (a bucket whose keys age out in seconds); a fleet wants minutes or more.
+    public static let shortestMaxAge: UInt64 = 10
     let say: @Sendable (String, Bool) -> Void
     let statistics = Mutex(FleetStatistics())
     let stop = StopFlag()

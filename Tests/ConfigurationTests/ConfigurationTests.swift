@@ -356,8 +356,8 @@ struct ConfigurationFileTests {
                 "cannot name keys: use letters, digits, - and _ (at most 40)"
             ),
             (
-                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nmax_age = 60\n",
-                "fleet.max_age: must be 0 (the jails' longest ban) or 120 s"
+                "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nmax_age = 9\n",
+                "fleet.max_age: must be 0 (the jails' longest ban) or 10 s"
             ),
             (
                 "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nsubject = \"x\"\n",

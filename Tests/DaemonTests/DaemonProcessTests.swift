@@ -9,7 +9,16 @@ import PortcullisCore
 
 /// portcullisd as an operator runs it: a process attached to a veth in a namespace.
 @Suite("portcullisd", .enabled(if: Privileges.runnable), .serialized)
-struct DaemonProcessTests {
+struct DaemonProcessTests: DaemonProcessSuite {}
+
+/// What the suites of portcullisd processes share (this one, CrowdSec's and the fleet's, which run
+/// beside each other; the tests within each run one after another).
+protocol DaemonProcessSuite {}
+
+/// What `startDaemon` read of each daemon's output while waiting for it, by process id.
+private let earlierOutput = Mutex<[Int32: String]>([:])
+
+extension DaemonProcessSuite {
     var daemonPath: String { Products.directory + "/portcullisd" }
 
     /// Starts portcullisd in the receiver namespace; with `waitUntilReading`, returns once it says
@@ -54,23 +63,25 @@ struct DaemonProcessTests {
                 if chunk.isEmpty { break }
                 seen.append(chunk)
             }
-            earlier = String(decoding: seen, as: UTF8.self)
+            earlierOutput.withLock { $0[pid] = String(decoding: seen, as: UTF8.self) }
         }
         return (process, output)
     }
 
-    /// What `startDaemon` read while waiting.
-    nonisolated(unsafe) static var earlierOutput = ""
-    var earlier: String {
-        get { Self.earlierOutput }
-        nonmutating set { Self.earlierOutput = newValue }
+    /// What `startDaemon` read of `process`'s output while waiting, forgotten.
+    @discardableResult
+    func takeEarlierOutput(of process: Process) -> String {
+        earlierOutput.withLock { $0.removeValue(forKey: process.processIdentifier) } ?? ""
     }
 
     func stopDaemon(_ process: Process, _ output: Pipe) -> String {
         stopDaemonProcess(process)
-        defer { earlier = "" }
-        return earlier + String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return takeEarlierOutput(of: process)
+            + String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
+}
+
+extension DaemonProcessTests {
 
     @Test("bans made before a restart are still enforced after it, and still end on time")
     func restart() throws {
@@ -210,7 +221,7 @@ struct DaemonProcessTests {
             usleep(800_000)
             #expect(daemon.isRunning, "alive after its output's reader went away")
             stopDaemonProcess(daemon)
-            earlier = ""
+            takeEarlierOutput(of: daemon)
             #expect(daemon.terminationReason == .exit && daemon.terminationStatus == 0, "a clean stop")
         }
     }
@@ -293,8 +304,7 @@ struct ConfigurationScratch {
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }
 
-/// With jails: in the same suite as the other process tests, which it must not run beside (they
-/// share `earlierOutput`).
+/// With jails.
 extension DaemonProcessTests {
     @Test(
         "SIGHUP reloads: a jail added bans, a jail removed no longer does, an unchanged jail keeps its counts, bans stay; a broken file is refused and the running jails go on"
