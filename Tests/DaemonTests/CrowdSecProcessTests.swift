@@ -317,7 +317,9 @@ extension CrowdSecProcessTests {
                 "local banning goes on")
             #expect(
                 try eventually(within: 120) {
-                    (sample(try scrape(network, ready: ready), #"portcullis_crowdsec_pull_errors_total{kind="unreachable"}"#)
+                    (sample(
+                        try scrape(network, ready: ready), #"portcullis_crowdsec_pull_errors_total{kind="unreachable"}"#
+                    )
                         ?? 0) >= 2
                 }, "the bouncer tried the away LAPI twice")
             let held = try crowdsecEntries(maps)

@@ -8,7 +8,8 @@ import XDPTesting
 /// Which of flood's engines this kernel runs, and why not where it does not.
 struct Engines: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Say which flood engines this kernel runs (live frames need Linux 5.18+ and a kernel that allows them).",
+        abstract:
+            "Say which flood engines this kernel runs (live frames need Linux 5.18+ and a kernel that allows them).",
         discussion: """
             Loads bpf/flood.bpf.o and asks the kernel for one live-frames test run on --interface \\
             (the frame is dropped, never sent). The packet engine needs only an AF_PACKET socket. \\
@@ -39,7 +40,11 @@ struct Engines: ParsableCommand {
         var packet = JSONObject()
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
         packet["available"] = .bool(fd >= 0)
-        if fd >= 0 { close(fd) } else { packet["reason"] = .text("AF_PACKET socket: \(String(cString: strerror(errno)))") }
+        if fd >= 0 {
+            close(fd)
+        } else {
+            packet["reason"] = .text("AF_PACKET socket: \(String(cString: strerror(errno)))")
+        }
         var summary = JSONObject()
         summary["live"] = .object(live)
         summary["packet"] = .object(packet)

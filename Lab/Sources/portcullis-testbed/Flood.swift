@@ -24,7 +24,10 @@ struct Flood: ParsableCommand {
 
     enum Engine: String, ExpressibleByArgument, CaseIterable { case auto, live, packet }
 
-    @Option(help: "auto (live where the kernel allows it, else packet), live (XDP live frames) or packet (AF_PACKET + sendmmsg).")
+    @Option(
+        help:
+            "auto (live where the kernel allows it, else packet), live (XDP live frames) or packet (AF_PACKET + sendmmsg)."
+    )
     var engine: Engine = .auto
     @Option(help: "Interface to send from (in this network namespace).") var interface = AddressPlan.clientInterface
     @Option(help: "Its MAC address (the frames' source).") var sourceMac = AddressPlan.clientMAC
@@ -156,7 +159,9 @@ extension Flood {
         if engine == .live {
             Console.fail("flood: \(refusal): this kernel sends no live frames; use --engine packet (or auto)")
         }
-        Console.say("flood: \(refusal): the kernel sends no live frames, so the packet engine (AF_PACKET) sends", to: STDERR_FILENO)
+        Console.say(
+            "flood: \(refusal): the kernel sends no live frames, so the packet engine (AF_PACKET) sends",
+            to: STDERR_FILENO)
         return (try PacketSender(plan: plan, templates: templates, interface: interface, threads: threads), .packet)
     }
 }

@@ -24,9 +24,10 @@ enum AddressPlan {
     /// `PC_TESTBED_INSTANCE`, if set, names a testbed of its own: its namespaces and pin directory
     /// end in "-INSTANCE", so that an experiment (which sets it to its process id), a test and a
     /// testbed brought up by hand never meet. Interfaces and MACs live inside the namespaces.
-    static let instance = getenv("PC_TESTBED_INSTANCE").map { "-" + String(cString: $0) }.flatMap {
-        $0 == "-" ? nil : $0
-    } ?? ""
+    static let instance =
+        getenv("PC_TESTBED_INSTANCE").map { "-" + String(cString: $0) }.flatMap {
+            $0 == "-" ? nil : $0
+        } ?? ""
     static let clientNamespace = "pc-tb-client" + instance
     static let serverNamespace = "pc-tb-server" + instance
     static let clientInterface = "pctb-client"

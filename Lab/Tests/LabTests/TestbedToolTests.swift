@@ -39,7 +39,10 @@ struct TestbedToolTests {
     /// (without root, Privileges.require fails it in CI).
     static var liveFramesRun: Bool { !Privileges.isRoot || engines?.live.available == true }
     static var liveFramesRefusal: Comment {
-        Comment(rawValue: "the kernel refuses live frames: \(engines?.live.reason ?? "no answer from portcullis-testbed engines")")
+        Comment(
+            rawValue:
+                "the kernel refuses live frames: \(engines?.live.reason ?? "no answer from portcullis-testbed engines")"
+        )
     }
 
     static var clientMAC: String { plan.macs.client }
@@ -223,9 +226,10 @@ struct TestbedToolTests {
                 "--duration", "1",
             ])
         let sent = try #require(lastJSON(flood.stdout))
-        let engineUsed = flood.stdout.split(separator: "\n").last { $0.hasPrefix("{") }.flatMap {
-            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-        }?["engine"] as? String
+        let engineUsed =
+            flood.stdout.split(separator: "\n").last { $0.hasPrefix("{") }.flatMap {
+                (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+            }?["engine"] as? String
         // udp-server logs each attack frame it received: stop it once all are there (a frame
         // lost on the way leaves the count short; after 30 s it is stopped all the same).
         let attacks = (sent["invalid_v4"] ?? 0) + (sent["invalid_v6"] ?? 0)
@@ -298,7 +302,10 @@ struct TestbedToolTests {
                 for pid in started.keys { kill(pid, SIGKILL) }
                 _ = try? runProcess(
                     "/usr/bin/env",
-                    ["PORTCULLIS_BIN=\(Products.directory)", "PC_TESTBED_INSTANCE=\(instance)", root + "/Lab/tools/testbed", "down"])
+                    [
+                        "PORTCULLIS_BIN=\(Products.directory)", "PC_TESTBED_INSTANCE=\(instance)",
+                        root + "/Lab/tools/testbed", "down",
+                    ])
             }
         }
         // Interrupt once the flood runs: everything is up then (however long a busy machine takes
