@@ -104,7 +104,7 @@ def levels(text, cast=str):
 def print_result(r):
     """Prints one result's line; returns its failures."""
     failures = check(r)
-    say(f"  {r.name}: sent {r.frames_sent:,} frames ({r.frames_per_second / 1e6:.2f} Mpps), "
+    say(f"  {r.name}: sent {r.frames_sent:,} frames ({r.frames_per_second / 1e6:.2f} Mpps, {r.engine_used or r.scenario.engine} engine), "
         f"dropped {r.xdp_dropped:,}, passed {r.xdp_passed:,}, relative drop {r.relative_drop:.2f}%, "
         f"{r.ban_cycles} ban cycles, {r.bans:,} bans, valid banned {r.valid_clients_banned}, "
         f"udp-server {r.udp_received:,}, lines {r.lines_logged:,}/{r.lines_read:,}"
