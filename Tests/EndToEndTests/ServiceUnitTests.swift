@@ -32,9 +32,11 @@ struct ServiceUnitTests {
         let text = try String(contentsOfFile: Self.unit, encoding: .utf8)
         let settings = Set(text.split(separator: "\n").filter { !$0.hasPrefix("#") }.map(String.init))
         for setting in [
-            "Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
+            "Type=notify", "NotifyAccess=main", "ExecReload=/usr/bin/portcullis reload", "Restart=on-failure",
             "RuntimeDirectory=portcullis", "StateDirectory=portcullis", "NoNewPrivileges=yes",
-            "ProtectSystem=strict", "BindPaths=/sys/fs/bpf", "PrivateTmp=yes", "ProtectHome=yes",
+            "ProtectSystem=strict", "ProtectKernelTunables=yes", "PrivateTmp=yes", "ProtectHome=yes",
+            "ExecStartPre=+/bin/mkdir -p -m 0700 /sys/fs/bpf/portcullis /sys/fs/bpf/xdp",
+            "BindPaths=-/sys/fs/bpf/portcullis -/sys/fs/bpf/xdp",
             "PrivateDevices=yes", "MemoryDenyWriteExecute=yes",
             "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_SYS_ADMIN CAP_CHOWN",
             "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
