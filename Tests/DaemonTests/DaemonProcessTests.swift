@@ -68,6 +68,24 @@ extension DaemonProcessSuite {
         return (process, output)
     }
 
+    /// Reads `process`'s output (kept for `stopDaemon`) until it contains `text`, for at most
+    /// `seconds` times `patience`; whether it came.
+    func waitForOutput(_ process: Process, _ output: Pipe, containing text: String, within seconds: Double) -> Bool {
+        let pid = process.processIdentifier
+        let fd = output.fileHandleForReading.fileDescriptor
+        let deadline = Date().addingTimeInterval(seconds * patience)
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while !(earlierOutput.withLock { $0[pid, default: ""].contains(text) }) {
+            guard Date() < deadline else { return false }
+            var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&ready, 1, 100) > 0 else { continue }
+            let count = read(fd, &buffer, buffer.count)
+            if count <= 0 { return false }
+            earlierOutput.withLock { $0[pid, default: ""] += String(decoding: buffer[..<count], as: UTF8.self) }
+        }
+        return true
+    }
+
     /// What `startDaemon` read of `process`'s output while waiting, forgotten.
     @discardableResult
     func takeEarlierOutput(of process: Process) -> String {
@@ -136,7 +154,10 @@ extension DaemonProcessTests {
                 let detached = try network.run(
                     in: network.receiver, [Products.cli, "detach", network.receiverInterface])
                 #expect(detached.status == 0, "\(detached.stderr)")
-                usleep(5_000_000)  // two and a half checks
+                // The daemon checks every 2 s: it says so at its next check (or the one after, on a
+                // busy machine), and puts the filter back first with --reattach.
+                let said = reattach ? "re-attached the filter" : "bans are NOT enforced"
+                #expect(waitForOutput(daemon, output, containing: said, within: 20), "the daemon noticed")
                 let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
                 let text = stopDaemon(daemon, output)
                 #expect(
@@ -969,7 +990,9 @@ extension DaemonProcessTests {
             #expect(try eventually(within: 10) { try listed() == ["198.18.0.2"] })
             // A bad version: the list in force stays.
             try "198.18.0.3\n198.18.0.9/24\n".write(toFile: list, atomically: true, encoding: .utf8)
-            SystemClock.sleep(nanoseconds: 4_500_000_000)
+            #expect(
+                waitForOutput(daemon, output, containing: "the list in force stays", within: 20),
+                "the daemon refused the bad version at a check")
             #expect(try listed() == ["198.18.0.2"])
             let text = stopDaemon(daemon, output)
             #expect(daemon.terminationStatus == 0, "\(text)")
