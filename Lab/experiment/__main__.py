@@ -155,7 +155,7 @@ def command_generator(args, plan):
     os.makedirs(args.out, exist_ok=True)
     probe = engine_probe()
     figures, refused = {}, {}
-    for engine in ("live", "packet"):
+    for engine in ("live", "xsk", "packet"):
         if not probe[engine]["available"]:
             refused[engine] = probe[engine].get("reason", "refused")
             say(f"  {engine}: not run: {refused[engine]}")
@@ -178,9 +178,12 @@ def command_generator(args, plan):
         say(f"experiment: generator: live frames {live / 1e6:.2f} Mpps, AF_PACKET {packet / 1e6:.2f} Mpps: "
             f"{summary['ratio']:.1f}x")
         failures = generator_failures(live, summary["ratio"])
-    elif "packet" in figures:
-        say(f"experiment: generator: AF_PACKET {figures['packet']['steady_filter_pps'] / 1e6:.2f} Mpps "
-            "(the kernel refuses live frames: their targets are not judged)")
+    if "xsk" in figures and "packet" in figures:
+        xsk, packet = figures["xsk"]["steady_filter_pps"], figures["packet"]["steady_filter_pps"]
+        summary["xsk_ratio"] = xsk / max(packet, 1)
+        say(f"experiment: generator: AF_XDP {xsk / 1e6:.2f} Mpps, AF_PACKET {packet / 1e6:.2f} Mpps: "
+            f"{summary['xsk_ratio']:.2f}x" + ("" if "live" in figures else
+                                                " (the kernel refuses live frames: their targets are not judged)"))
     with open(os.path.join(args.out, "generator.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return failures

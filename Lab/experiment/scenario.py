@@ -7,8 +7,8 @@ from . import ExperimentError
 
 STACKS = ("ipv4", "ipv6", "mixed")
 TRANSPORTS = ("shm", "socket", "file")
-#: flood's engines; auto is live frames where the kernel runs them, else packet.
-ENGINES = ("auto", "live", "packet")
+#: flood's engines; auto is live frames where the kernel runs them, else xsk (AF_XDP), else packet.
+ENGINES = ("auto", "live", "xsk", "packet")
 POLICIES = ("drop", "block")
 #: The thesis's IPv4 attackers: a /16's hosts (10.4.0.1-10.4.255.254 there), a level of the matrix.
 THESIS_ATTACKERS = 65534

@@ -11,9 +11,10 @@ struct Engines: ParsableCommand {
         abstract:
             "Say which flood engines this kernel runs (live frames need Linux 5.18+ and a kernel that allows them).",
         discussion: """
-            Loads bpf/flood.bpf.o and asks the kernel for one live-frames test run on --interface \\
-            (the frame is dropped, never sent). The packet engine needs only an AF_PACKET socket. \\
-            Prints {"live": {"available": BOOL, "reason": TEXT}, "packet": {...}, "auto": ENGINE}.
+            Loads bpf/flood.bpf.o and asks the kernel for one live-frames test run on --interface \
+            (the frame is dropped, never sent), opens an AF_XDP socket on its queue 0 (xsk) and an \
+            AF_PACKET socket (packet). Prints {"live": {"available": BOOL, "reason": TEXT}, \
+            "xsk": {...}, "packet": {...}, "auto": ENGINE}: auto is the first of live, xsk, packet.
             """)
 
     @Option(help: "Interface to probe on (in this network namespace).") var interface = "lo"
@@ -37,6 +38,15 @@ struct Engines: ParsableCommand {
             live["available"] = .bool(false)
             live["reason"] = .text("\(error)")
         }
+        var xsk = JSONObject()
+        var socketMade: OpaquePointer?
+        let error = clab_xsk_open(&socketMade, index, 0, 64)
+        xsk["available"] = .bool(error == 0)
+        if error == 0 {
+            clab_xsk_close(socketMade)
+        } else {
+            xsk["reason"] = .text("\(XSKError(operation: "open an AF_XDP socket on \(interface)", code: -error))")
+        }
         var packet = JSONObject()
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
         packet["available"] = .bool(fd >= 0)
@@ -47,8 +57,9 @@ struct Engines: ParsableCommand {
         }
         var summary = JSONObject()
         summary["live"] = .object(live)
+        summary["xsk"] = .object(xsk)
         summary["packet"] = .object(packet)
-        summary["auto"] = .text(liveAvailable ? "live" : "packet")
+        summary["auto"] = .text(liveAvailable ? "live" : error == 0 ? "xsk" : "packet")
         print(JSONOutput.line(summary))
     }
 }

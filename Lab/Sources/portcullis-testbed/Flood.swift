@@ -13,20 +13,21 @@ struct Flood: ParsableCommand {
         discussion: """
             The live engine runs bpf/flood.bpf.o with BPF_PROG_TEST_RUN and BPF_F_TEST_XDP_LIVE_FRAMES: \
             the kernel sends each frame the program returns XDP_TX for out of --interface, without a \
-            socket or a copy. The packet engine builds the same frames in user space and sends them \
-            with sendmmsg on an AF_PACKET socket. auto (the default) asks the kernel once whether it \
-            runs live frames (Linux 5.18 and later; some kernels refuse them even to root) and uses \
-            the packet engine where it does not, saying so in one line. Every engine prints a JSON \
-            summary of what it sent, naming the engine. \
+            socket or a copy. The xsk and packet engines build the same frames in user space: xsk \
+            writes them into an AF_XDP socket's rings (copy mode, no XDP program; thread k on queue \
+            k), packet sends them with sendmmsg on an AF_PACKET socket. auto (the default) asks the \
+            kernel once whether it runs live frames (Linux 5.18 and later; some kernels refuse them \
+            even to root) and uses xsk where it does not (packet where AF_XDP is refused too), saying \
+            so in one line. Every engine prints a JSON summary of what it sent, naming the engine. \
             Live frames reach the server only while its veth has an XDP program (the filter): \
             without one, veth drops them and this count is not what arrived.
             """)
 
-    enum Engine: String, ExpressibleByArgument, CaseIterable { case auto, live, packet }
+    enum Engine: String, ExpressibleByArgument, CaseIterable { case auto, live, xsk, packet }
 
     @Option(
         help:
-            "auto (live where the kernel allows it, else packet), live (XDP live frames) or packet (AF_PACKET + sendmmsg)."
+            "auto (live where the kernel allows it, else xsk, else packet), live (XDP live frames), xsk (AF_XDP) or packet (AF_PACKET + sendmmsg)."
     )
     var engine: Engine = .auto
     @Option(help: "Interface to send from (in this network namespace).") var interface = AddressPlan.clientInterface
@@ -148,21 +149,30 @@ struct Flood: ParsableCommand {
 }
 
 extension Flood {
-    /// The sender of `engine`; for auto, live frames where the kernel runs them, else the packet
-    /// engine, said in one line on standard error.
+    /// The sender of `engine`; for auto, live frames where the kernel runs them, else AF_XDP, else
+    /// AF_PACKET, the fallback said in one line on standard error.
     func makeSender(plan: TrafficPlan, templates: [FrameTemplate]) throws -> (FrameSender, Engine) {
-        if engine == .packet {
-            return (try PacketSender(plan: plan, templates: templates, interface: interface, threads: threads), .packet)
+        func userSpace(_ kind: Engine) throws -> UserSpaceSender {
+            try UserSpaceSender(kind: kind, plan: plan, templates: templates, interface: interface, threads: threads)
+        }
+        switch engine {
+        case .packet, .xsk: return (try userSpace(engine), engine)
+        case .live, .auto: break
         }
         let live = try LiveFrameSender(plan: plan, templates: templates, interface: interface, objectPath: bpfObject)
         guard let refusal = live.refusal() else { return (live, .live) }
         if engine == .live {
-            Console.fail("flood: \(refusal): this kernel sends no live frames; use --engine packet (or auto)")
+            Console.fail("flood: \(refusal): this kernel sends no live frames; use --engine xsk or packet (or auto)")
         }
-        Console.say(
-            "flood: \(refusal): the kernel sends no live frames, so the packet engine (AF_PACKET) sends",
-            to: STDERR_FILENO)
-        return (try PacketSender(plan: plan, templates: templates, interface: interface, threads: threads), .packet)
+        do {
+            let sender = try userSpace(.xsk)
+            Console.say("flood: \(refusal): the kernel sends no live frames, so AF_XDP (xsk) sends", to: STDERR_FILENO)
+            return (sender, .xsk)
+        } catch {
+            Console.say(
+                "flood: \(refusal), and \(error): so AF_PACKET (packet) sends", to: STDERR_FILENO)
+            return (try userSpace(.packet), .packet)
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 /*
  * CLab.h - the lab's C target: the traffic generator's ABI (flood_abi.h, shared with flood.bpf.c)
- * BTF look-ups for the layout tests and a namespace switch for the tests' clients. Not part of the product.
+ * BTF look-ups for the layout tests, a namespace switch for the tests' clients, and the generator's
+ * AF_XDP sender (clab_xsk.h). Not part of the product.
  */
 #ifndef CLAB_H
 #define CLAB_H
 
 #include <stdint.h>
 #include "flood_abi.h"
+#include "clab_xsk.h"
 
 struct btf;
 
