@@ -208,7 +208,9 @@ final class XSKLane: FrameLane {
         var made: OpaquePointer?
         let error = clab_xsk_open(&made, interfaceIndex, queue, 4096)
         guard error == 0, let made else {
-            throw XSKError(operation: "open an AF_XDP socket on queue \(queue)", code: -error)
+            throw XSKError(
+                operation: "open an AF_XDP socket on queue \(queue) (the interface needs a queue per --threads)",
+                code: -error)
         }
         socket = made
         super.init(schedule: schedule)
