@@ -53,7 +53,7 @@ extension DaemonProcessSuite {
             // instead of waiting for ever.
             let pid = process.processIdentifier
             let ready = Mutex(false)
-            DispatchQueue.global().asyncAfter(deadline: .now() + 30) {
+            DispatchQueue.global().asyncAfter(deadline: .now() + 30 * patience) {
                 if !ready.withLock({ $0 }) { kill(pid, SIGKILL) }
             }
             defer { ready.withLock { $0 = true } }

@@ -8,7 +8,7 @@ public final class Probe: @unchecked Sendable {
     private var collected = Data()
 
     /// Starts `transport-probe ARGUMENTS`; a reader is waited for until it prints "ready" (killed
-    /// if it has not after 10 s).
+    /// if it has not after 60 s: a busy machine can take seconds to start a process).
     /// - Parameter prefix: a command that runs the probe (`prlimit ... --`).
     public init(_ arguments: [String], asUser: (uid: UInt32, gid: UInt32)? = nil, prefix: [String] = []) throws {
         let probe = Products.directory + "/transport-probe"
@@ -26,7 +26,7 @@ public final class Probe: @unchecked Sendable {
         process.standardError = errors
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        if arguments.first == "read" { _ = waitFor("ready", killingAfter: 10) }
+        if arguments.first == "read" { _ = waitFor("ready", killingAfter: 60) }
     }
 
     /// Waits until the process has printed a line `marker`, and says whether it did. A process
