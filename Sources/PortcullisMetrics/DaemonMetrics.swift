@@ -356,17 +356,8 @@ struct ProcessSample {
                 if let boot = bootTime() { sample.startTimeSeconds = boot + start / ticks }
             }
         }
-        if let directory = opendir("/proc/self/fd") {
-            while let entry = readdir(directory) {
-                if entry.pointee.d_name.0 != UInt8(ascii: ".") { sample.openFileDescriptors += 1 }
-            }
-            closedir(directory)
-            sample.openFileDescriptors -= 1  // the directory's own descriptor
-        }
-        var limit = rlimit()
-        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
-            sample.maximumFileDescriptors = UInt64(limit.rlim_cur)
-        }
+        sample.openFileDescriptors = Descriptors.openCount() ?? 0
+        sample.maximumFileDescriptors = Descriptors.limits.soft
         return sample
     }
 

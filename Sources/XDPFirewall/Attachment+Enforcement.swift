@@ -16,14 +16,17 @@ extension Attachment {
 
     /// Whether the filter attached to `interface` reads `maps`: the kernel ids of the ban maps
     /// among the map ids of the attached program (`bpf_obj_get_info_by_fd`).
+    ///
+    /// Asks the kernel only (`AttachedFilter.find`), never libxdp: the daemon calls this every
+    /// turn of its main loop, and Debian 12's libxdp 1.3.1 leaks a program descriptor per lookup.
+    /// - Throws: when the check itself failed (no descriptor left, the interface gone): that is
+    ///   not "detached", and the caller must not say it is.
     public static func enforcement(of maps: BanMaps, on interface: String) throws(FirewallError) -> Enforcement {
         let ifindex = try index(of: interface)
         let wanted = [try mapID(maps.bansV4.fd), try mapID(maps.bansV6.fd)]
-        return try withFilterProgram(ifindex: ifindex) { (program, _) throws(FirewallError) -> Enforcement in
-            guard let program else { return .notAttached }
-            let used = try programMapIDs(xdp_program__fd(program))
-            return wanted.allSatisfy(used.contains) ? .enforced : .otherMaps
-        }
+        guard let filter = try AttachedFilter.find(ifindex: ifindex) else { return .notAttached }
+        let used = try programMapIDs(filter.program.fd)
+        return wanted.allSatisfy(used.contains) ? .enforced : .otherMaps
     }
 
     private static func mapID(_ fd: Int32) throws(FirewallError) -> UInt32 {
@@ -47,5 +50,60 @@ extension Attachment {
             try bpfCall("read the attached program's maps") { bpf_obj_get_info_by_fd(fd, &again, &length) }
         }
         return Array(ids.prefix(Int(again.nr_map_ids)))
+    }
+}
+
+/// The filter's program on an interface, found through the kernel alone: the program ids of the
+/// interface's XDP attachments (`bpf_xdp_query`), each opened by id and named by its info; under
+/// libxdp's dispatcher, the components libxdp pinned for it. Every descriptor it opens is closed
+/// with the value (libxdp's `xdp_multiprog__get_from_ifindex` would do the same walk, but 1.3.1
+/// leaks a descriptor each time: one every turn of the daemon's loop, out of descriptors in
+/// about 35 minutes under systemd's default limit).
+struct AttachedFilter {
+    let program: BPFDescriptor
+    let mode: AttachMode
+
+    /// The name libxdp's dispatcher program has (`xdp-dispatcher.c` in xdp-tools).
+    static let dispatcherName = "xdp_dispatcher"
+    /// Where libxdp pins a dispatcher's components (`$LIBXDP_BPFFS`, by default `/sys/fs/bpf/xdp`,
+    /// then `dispatch-IFINDEX-DISPATCHERID/progN-prog`); a dispatcher has at most 10.
+    static var dispatcherDirectory: String { (getenv("LIBXDP_BPFFS").map { String(cString: $0) } ?? "/sys/fs/bpf/xdp") }
+    static let dispatcherSlots = 10
+
+    /// The filter on `ifindex`, or nil when none of its XDP programs is the filter.
+    static func find(ifindex: Int32) throws(FirewallError) -> AttachedFilter? {
+        var query = bpf_xdp_query_opts()
+        query.sz = MemoryLayout<bpf_xdp_query_opts>.size
+        try bpfCall("query the XDP programs of interface \(ifindex)") { bpf_xdp_query(ifindex, 0, &query) }
+        for (id, mode) in [(query.drv_prog_id, AttachMode.native), (query.skb_prog_id, .generic)] where id != 0 {
+            // Gone since the query (detached meanwhile): as if it had not been there.
+            guard let program = try open(id: id) else { continue }
+            let name = try self.name(of: program.fd)
+            if name == PC_PROG_NAME { return AttachedFilter(program: program, mode: mode) }
+            guard name == dispatcherName else { continue }
+            for slot in 0..<dispatcherSlots {
+                let path = "\(dispatcherDirectory)/dispatch-\(ifindex)-\(id)/prog\(slot)-prog"
+                guard let component = try BPFDescriptor.openPinned(path) else { continue }
+                if try self.name(of: component.fd) == PC_PROG_NAME {
+                    return AttachedFilter(program: component, mode: mode)
+                }
+            }
+        }
+        return nil
+    }
+
+    private static func open(id: UInt32) throws(FirewallError) -> BPFDescriptor? {
+        let fd = bpf_prog_get_fd_by_id(id)
+        let code = errno
+        if fd >= 0 { return BPFDescriptor(fd) }
+        if code == ENOENT { return nil }
+        throw systemError("open XDP program \(id)", code)
+    }
+
+    private static func name(of fd: Int32) throws(FirewallError) -> String {
+        var info = bpf_prog_info()
+        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+        try bpfCall("read an XDP program's name") { bpf_obj_get_info_by_fd(fd, &info, &length) }
+        return withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
     }
 }

@@ -121,10 +121,12 @@ public enum Attachment {
     }
 
     static func attachedMode(ifindex: Int32) throws(FirewallError) -> AttachMode? {
-        try withFilterProgram(ifindex: ifindex) { (program, mode) in program == nil ? nil : AttachMode(mode) }
+        try AttachedFilter.find(ifindex: ifindex)?.mode
     }
 
     /// Calls `body` with the filter's program among those libxdp finds on the interface (or nil).
+    /// Only `detach` needs libxdp's view (to detach through it); Debian 12's libxdp 1.3.1 leaks a
+    /// program descriptor per call, so anything that runs repeatedly asks `AttachedFilter` instead.
     static func withFilterProgram<R>(
         ifindex: Int32, _ body: (OpaquePointer?, xdp_attach_mode) throws(FirewallError) -> R
     ) throws(FirewallError) -> R {
@@ -157,7 +159,9 @@ public enum Attachment {
     /// The interface index of `name`.
     public static func index(of name: String) throws(FirewallError) -> Int32 {
         let index = if_nametoindex(name)
-        guard index != 0 else { throw .unknownInterface(name) }
+        let code = errno
+        // glibc asks through a socket: out of descriptors is not "no such interface".
+        guard index != 0 else { throw code == ENODEV ? .unknownInterface(name) : systemError("look up \(name)", code) }
         return Int32(index)
     }
 

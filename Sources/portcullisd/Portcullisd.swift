@@ -435,6 +435,9 @@ struct Portcullisd: ParsableCommand {
     }
 
     private func serve() throws {
+        // The soft descriptor limit up to the hard one (systemd's default soft limit of 1024 is
+        // meant for programs that still use select()): every source, peer and map holds some.
+        Descriptors.raiseSoftLimit()
         // Everything is checked before the interface is touched: bad input changes nothing.
         guard !interfaces.isEmpty else { throw Self.interfaceRequired }
         var seen = Set<String>()
@@ -635,7 +638,8 @@ struct Portcullisd: ParsableCommand {
         var ready = ready
         var previousLines: UInt64 = 0
         var nextStatus = SystemClock.monotonicSeconds() + statusInterval
-        var enforced = [Attachment.Enforcement](repeating: .enforced, count: interfaces.count)
+        var enforced = [EnforcementWatch](repeating: EnforcementWatch(), count: interfaces.count)
+        let descriptors = DescriptorWatch()
         // systemd's watchdog (WatchdogSec=) restarts a daemon whose main loop stops turning; it is fed
         // at least twice per interval.
         let watchdog = ServiceManager.watchdogInterval
@@ -713,9 +717,9 @@ struct Portcullisd: ParsableCommand {
                 }
             }
             for (index, interface) in interfaces.enumerated() {
-                enforced[index] = watchEnforcement(
-                    interface, maps, objectPath: objectPath, pins: pins, was: enforced[index])
+                watchEnforcement(interface, maps, objectPath: objectPath, pins: pins, watch: &enforced[index])
             }
+            if let line = descriptors.check() { say("portcullisd: " + line, to: STDERR_FILENO) }
             guard statusInterval > 0, SystemClock.monotonicSeconds() >= nextStatus else { continue }
             nextStatus += statusInterval
             let status = daemon.status
@@ -805,13 +809,40 @@ struct Portcullisd: ParsableCommand {
         }
     }
 
+    /// What the main loop last found on an interface.
+    struct EnforcementWatch {
+        var state: Attachment.Enforcement = .enforced
+        /// Why the last check could not be made (said once until a check succeeds again).
+        var failure: String?
+    }
+
     /// Says when the bans stop (or start again) reaching the packets, and with --reattach puts the
-    /// filter back. - Returns: the state now.
+    /// filter back. A check that could not be made (no descriptor left, a BPF call refused) is
+    /// said as such, once, and changes nothing: it is not "detached".
     private func watchEnforcement(
-        _ interface: String, _ maps: BanMaps, objectPath: String, pins: PinDirectory,
-        was previous: Attachment.Enforcement
-    ) -> Attachment.Enforcement {
-        var now = (try? Attachment.enforcement(of: maps, on: interface)) ?? .notAttached
+        _ interface: String, _ maps: BanMaps, objectPath: String, pins: PinDirectory, watch: inout EnforcementWatch
+    ) {
+        let previous = watch.state
+        var now: Attachment.Enforcement
+        do throws(FirewallError) {
+            now = try Attachment.enforcement(of: maps, on: interface)
+        } catch .unknownInterface {
+            now = .notAttached  // the interface is gone: nothing filters its packets
+        } catch {
+            let text = "\(error)"
+            if watch.failure != text {
+                say(
+                    "portcullisd: cannot check whether the filter on \(interface) reads our maps: \(text); "
+                        + "it was \(previous == .enforced ? "enforcing" : "NOT enforcing") bans at the last check",
+                    to: STDERR_FILENO)
+            }
+            watch.failure = text
+            return
+        }
+        if watch.failure != nil {
+            say("portcullisd: the filter on \(interface) can be checked again")
+            watch.failure = nil
+        }
         if now != previous {
             switch now {
             case .enforced:
@@ -827,17 +858,19 @@ struct Portcullisd: ParsableCommand {
                     to: STDERR_FILENO)
             }
         }
-        guard now == .notAttached, reattach else { return now }
+        watch.state = now
+        guard now == .notAttached, reattach else { return }
         do {
             _ = try Attachment.attach(interface: interface, objectPath: objectPath, pinDirectory: pins, mode: mode)
-            now = (try? Attachment.enforcement(of: maps, on: interface)) ?? .notAttached
-            if now == .enforced { say("portcullisd: re-attached the filter to \(interface): bans enforced again") }
+            if (try? Attachment.enforcement(of: maps, on: interface)) == .enforced {
+                watch.state = .enforced
+                say("portcullisd: re-attached the filter to \(interface): bans enforced again")
+            }
         } catch {
             if previous != .notAttached {
                 say("portcullisd: cannot re-attach to \(interface): \(error)", to: STDERR_FILENO)
             }
         }
-        return now
     }
 
     /// The line `systemctl status portcullisd` shows once the daemon is ready.
