@@ -640,6 +640,8 @@ struct Portcullisd: ParsableCommand {
         var nextStatus = SystemClock.monotonicSeconds() + statusInterval
         var enforced = [EnforcementWatch](repeating: EnforcementWatch(), count: interfaces.count)
         let descriptors = DescriptorWatch()
+        var nextPinCheck = SystemClock.monotonicSeconds() + 2
+        var pinFailure: String?
         // systemd's watchdog (WatchdogSec=) restarts a daemon whose main loop stops turning; it is fed
         // at least twice per interval.
         let watchdog = ServiceManager.watchdogInterval
@@ -720,6 +722,10 @@ struct Portcullisd: ParsableCommand {
                 watchEnforcement(interface, maps, objectPath: objectPath, pins: pins, watch: &enforced[index])
             }
             if let line = descriptors.check() { say("portcullisd: " + line, to: STDERR_FILENO) }
+            if SystemClock.monotonicSeconds() >= nextPinCheck {
+                nextPinCheck = SystemClock.monotonicSeconds() + 2
+                watchPins(maps, pins: pins, failure: &pinFailure)
+            }
             guard statusInterval > 0, SystemClock.monotonicSeconds() >= nextStatus else { continue }
             nextStatus += statusInterval
             let status = daemon.status
@@ -870,6 +876,29 @@ struct Portcullisd: ParsableCommand {
             if previous != .notAttached {
                 say("portcullisd: cannot re-attach to \(interface): \(error)", to: STDERR_FILENO)
             }
+        }
+    }
+
+    /// Every 2 s: the maps' pins are still where every other command (and the next start) looks
+    /// for them; vanished ones (the directory removed, the BPF filesystem unmounted) are put back.
+    private func watchPins(_ maps: BanMaps, pins: PinDirectory, failure: inout String?) {
+        do throws(FirewallError) {
+            let restored = try maps.restorePins()
+            if !restored.isEmpty {
+                say(
+                    "portcullisd: \(restored.count) of the maps' pins had vanished from \(pins) (removed, or the BPF "
+                        + "filesystem unmounted): pinned them again", to: STDERR_FILENO)
+            }
+            if failure != nil { say("portcullisd: the maps' pins in \(pins) are in order again") }
+            failure = nil
+        } catch {
+            let text = "\(error)"
+            if failure != text {
+                say(
+                    "portcullisd: the maps' pins in \(pins) are not in order: \(text); other commands and the next "
+                        + "start may not find the maps in use", to: STDERR_FILENO)
+            }
+            failure = text
         }
     }
 

@@ -231,6 +231,30 @@ extension DaemonProcessTests {
         }
     }
 
+    @Test("pins removed under the daemon are put back within seconds, and the maps in use are found there")
+    func vanishedPinsArePutBack() throws {
+        try withTestNetwork("v") { network, scratch in
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            let arguments = transport.arguments("shm") + ["--pin-dir", scratch.path]
+            let (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+            let ban = try network.run(
+                in: network.receiver, [Products.cli, "ban", "198.19.77.1", "--pin-dir", scratch.path])
+            #expect(ban.status == 0, "\(ban.stderr)")
+            let pins = try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted()
+            try FileManager.default.removeItem(atPath: scratch.path)
+            #expect(
+                waitForOutput(daemon, output, containing: "pinned them again", within: 20), "the daemon put them back")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == pins)
+            // The same maps: the ban made before is listed from the pins put back.
+            let list = try network.run(in: network.receiver, [Products.cli, "list", "--pin-dir", scratch.path])
+            #expect(list.stdout.contains("198.19.77.1"), "\(list.stdout) \(list.stderr)")
+            let text = stopDaemon(daemon, output)
+            #expect(text.contains("\(pins.count) of the maps' pins had vanished"), "\(text)")
+            #expect(daemon.terminationStatus == 0, "\(text)")
+        }
+    }
+
     @Test("a filter that reads other maps than the pin directory's is refused at start")
     func otherMapsAreRefused() throws {
         try withTestNetwork("m") { network, scratch in
