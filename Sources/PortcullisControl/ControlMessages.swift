@@ -74,6 +74,8 @@ public struct DaemonState: Codable, Sendable, Equatable {
     public var crowdsec: CrowdSecState?
     /// The fleet's bucket, when `[fleet]` shares bans.
     public var fleet: FleetState?
+    /// The sources a reload could not open ("LABEL: why"): their jails read nothing from them.
+    public var degraded: [String]?
 
     public init(
         pid: Int, uptimeSeconds: Double, lines: UInt64, bans: UInt64, unbans: UInt64, bansInForce: Int, reloads: Int,
@@ -94,7 +96,7 @@ public struct DaemonState: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case pid, uptimeSeconds = "uptime_seconds", lines, bans, unbans, bansInForce = "bans_in_force", reloads
-        case jails, control, crowdsec, fleet
+        case jails, control, crowdsec, fleet, degraded
     }
 }
 

@@ -19,12 +19,30 @@ public final class Daemon: @unchecked Sendable {
     var jail: Jail { jails[0] }
     private let enforcement: Enforcement
     private let lifter: BanLifter
-    private let sources: [ReaderGroup]
-    private let workers: [BanWorker]
+    /// One reader group per distinct source; nil: not open (yet, or degraded).
+    private var sources: [ReaderGroup?] = []
+    /// Each source's reader key (what a reload compares), and the threads that read it.
+    private var sourceKeys: [(source: TransportConfiguration, threads: Int)] = []
+    /// Of the sources, those this daemon closes when it stops (not those a reload's daemon took).
+    private var ownedSources = Set<Int>()
+    /// Of the sources, those taken from the daemon this one replaced, by their index there.
+    private var takenSources: [(index: Int, from: Int)] = []
+    /// Sources a reload must open once the daemon it replaces has let go of its own.
+    private var pendingSources: [Int] = []
+    private var workers: [BanWorker] = []
     /// Of each worker, the index in `sources` of the source it reads.
-    private let workerSources: [Int]
+    private var workerSources: [Int] = []
     /// Each source's `label`.
     private let sourceLabels: [String]
+    /// The groups' jails and routes, for the workers of sources opened late.
+    private var sourceJails: [(jails: [(index: Int, jail: Jail)], routes: [SyslogRoute?])] = []
+    /// The sources a reload could not open, with why: their jails read nothing until a reload
+    /// opens them (every other jail goes on).
+    public private(set) var degradedSources: [(label: String, reason: String)] = []
+    /// Of the sources, the labels of those taken over by a reload with their readers (no line lost).
+    public private(set) var keptSources: [String] = []
+    /// How many sources this daemon opened itself.
+    public var openedSources: Int { ownedSources.count - takenSources.count }
     /// The escalation counts, when a jail escalates.
     let history: BanHistory?
     private let clock = DaemonClock()
@@ -34,7 +52,9 @@ public final class Daemon: @unchecked Sendable {
     private let stopping = StopFlag()
     private let startNanoseconds = SystemClock.monotonicNanoseconds()
     /// Remarks for the operator about how the settings were applied.
-    public let notes: [String]
+    public var notes: [String] { earlyNotes + lateNotes }
+    private let earlyNotes: [String]
+    private var lateNotes: [String] = []
     /// What is never banned, whatever the lines say: the built-in networks, this host's addresses
     /// and gateways, the allowlist.
     public var neverBanned: [String] {
@@ -162,12 +182,8 @@ public final class Daemon: @unchecked Sendable {
                 }
             }
         }
-        var sources: [ReaderGroup] = []
-        var workers: [BanWorker] = []
-        var workerSources: [Int] = []
         var notes = configuration.notes
         if let historyProblem { notes.append(historyProblem) }
-        let cpus = configuration.cpus
         for group in groups {
             // A multi-line filter correlates lines (an sshd connection's): they must reach one
             // thread, in order.
@@ -178,41 +194,75 @@ public final class Daemon: @unchecked Sendable {
                     "\(group.jails.map(\.jail.name).joined(separator: ", ")): a multi-line fail2ban filter reads its "
                         + "source with one worker (its lines must stay in order)")
             }
-            let readers: ReaderGroup
-            do {
-                // Named: a restarted daemon reads on where the last one stopped (the lines logged
-                // while it was down, as far as the rings still hold them).
-                var transport = group.source
-                transport.shm.readerName = transport.shm.readerName ?? "portcullisd"
-                readers = try transport.makeReaders(policy: configuration.readerPolicy, workers: threads)
-            } catch {
-                for source in sources { source.close() }
-                throw .transport(error)
-            }
-            sources.append(readers)
-            if let note = readers.note { notes.append(note) }
-            for reader in readers.readers {
-                let index = workers.count
-                workerSources.append(sources.count - 1)
-                workers.append(
-                    BanWorker(
-                        index: index, cpu: cpus.isEmpty ? nil : cpus[index % cpus.count], reader: reader,
-                        jails: group.jails, routes: group.routes, enforcement: enforcement, clock: clock,
-                        publishers: publishers, wakeDelayNanoseconds: UInt64(configuration.wakeDelayMicroseconds) * 1000
-                    ))
+            sourceKeys.append((group.source, threads))
+            sourceJails.append((group.jails, group.routes))
+            sources.append(nil)
+        }
+        sourceLabels = groups.map(\.source.label)
+        earlyNotes = notes
+        // A reload takes over the readers of the sources configured the same (their connections,
+        // positions and lines in flight stay); the others open once the old daemon has closed its
+        // own (a file's position, a socket's path, a ring's reader name are theirs until then).
+        for index in sourceKeys.indices {
+            if let previous, configuration.readerPolicy == previous.configuration.readerPolicy,
+                let from = previous.sourceKeys.indices.first(where: {
+                    previous.sourceKeys[$0] == sourceKeys[index] && previous.sources[$0] != nil
+                        && previous.ownedSources.contains($0)
+                })
+            {
+                sources[index] = previous.sources[from]
+                takenSources.append((index, from))
+                keptSources.append(sourceLabels[index])
+                addWorkers(source: index)
+            } else if previous != nil {
+                pendingSources.append(index)
+            } else {
+                do {
+                    try open(source: index)
+                } catch {
+                    closeOwnedSources()
+                    throw .transport(error)
+                }
             }
         }
-        self.sources = sources
-        self.workers = workers
-        self.workerSources = workerSources
-        sourceLabels = groups.map(\.source.label)
-        self.notes = notes
         do {
             try resumeBans()
         } catch {
-            for source in sources { source.close() }
+            closeOwnedSources()
             throw error
         }
+    }
+
+    /// Opens source `index` and makes its workers.
+    private func open(source index: Int) throws(TransportError) {
+        // Named: a restarted daemon reads on where the last one stopped (the lines logged
+        // while it was down, as far as the rings still hold them).
+        var transport = sourceKeys[index].source
+        transport.shm.readerName = transport.shm.readerName ?? "portcullisd"
+        let readers = try transport.makeReaders(policy: configuration.readerPolicy, workers: sourceKeys[index].threads)
+        sources[index] = readers
+        ownedSources.insert(index)
+        if let note = readers.note { lateNotes.append(note) }
+        addWorkers(source: index)
+    }
+
+    private func addWorkers(source index: Int) {
+        guard let readers = sources[index] else { return }
+        let cpus = configuration.cpus
+        for reader in readers.readers {
+            let worker = workers.count
+            workerSources.append(index)
+            workers.append(
+                BanWorker(
+                    index: worker, cpu: cpus.isEmpty ? nil : cpus[worker % cpus.count], reader: reader,
+                    jails: sourceJails[index].jails, routes: sourceJails[index].routes, enforcement: enforcement,
+                    clock: clock, publishers: publishers,
+                    wakeDelayNanoseconds: UInt64(configuration.wakeDelayMicroseconds) * 1000))
+        }
+    }
+
+    private func closeOwnedSources(except kept: Set<Int> = []) {
+        for index in ownedSources.sorted() where !kept.contains(index) { sources[index]?.close() }
     }
 
     deinit { stop() }
@@ -399,8 +449,29 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Starts the workers and the expiry thread; returns once every worker is reading.
-    /// - Throws: when a thread cannot be started (the threads already started are stopped again).
+    ///
+    /// After a reload's `init(keeping:)`, call it once the daemon replaced has stopped
+    /// (`stop(handingOverTo:)`): it opens the sources that were not taken over. One that cannot be
+    /// opened is degraded (said in `degradedSources`), and every other jail goes on.
+    /// - Throws: when a thread cannot be started (the threads already started are stopped again),
+    ///   or when no source at all could be opened (nothing would read: a supervisor should restart).
     public func start() throws(DaemonError) {
+        for (index, _) in takenSources { ownedSources.insert(index) }
+        for index in pendingSources {
+            do throws(TransportError) {
+                try open(source: index)
+            } catch {
+                degradedSources.append((sourceLabels[index], "\(error)"))
+            }
+        }
+        pendingSources.removeAll()
+        if !sources.isEmpty, sources.allSatisfy({ $0 == nil }) {
+            stop()
+            throw .transport(
+                TransportError.invalidConfiguration(
+                    "no source could be opened: "
+                        + degradedSources.map { "\($0.label): \($0.reason)" }.joined(separator: "; ")))
+        }
         final class Running: Sendable { let count = Atomic<Int>(0) }
         let running = Running()
         let stopping = stopping
@@ -421,23 +492,30 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Stops and joins every thread (each notices within ~100 ms) and detaches from the transport.
-    public func stop() {
+    public func stop() { stop(handingOverTo: nil) }
+
+    /// Stops and joins every thread, and closes the sources it owns but those `next` (the daemon of
+    /// a reload, not started yet) took over: their readers, connections and lines in flight go on
+    /// in `next`.
+    public func stop(handingOverTo next: Daemon?) {
         guard !stopping.set() else { return }
         for thread in threads { thread.join() }
         threads.removeAll()
-        for source in sources { source.close() }  // statistics survive the close
+        closeOwnedSources(except: Set(next?.takenSources.map(\.from) ?? []))  // statistics survive the close
         for publisher in publishers { publisher.flush() }
     }
 
     /// Counters now.
     public var status: DaemonStatus {
         let lifted = lifter.counts
-        let transport = sources.reduce(ReaderStatistics()) { $0 + $1.statistics }
+        let transport = sources.reduce(ReaderStatistics()) { $0 + ($1?.statistics ?? ReaderStatistics()) }
         let snapshots = workers.map(\.snapshot)
         var perJail = jails.map { JailStatus(name: $0.name, counters: WorkerCounters()) }
         // Per source, its jails' counters from the workers that read it.
-        var perSource = zip(sources, sourceLabels).map {
-            SourceStatus(label: $1, statistics: $0.statistics, jails: [])
+        var perSource = zip(sources, sourceLabels).map { source, label in
+            SourceStatus(
+                label: label, statistics: source?.statistics ?? ReaderStatistics(), jails: [],
+                degraded: degradedSources.first { $0.label == label }?.reason)
         }
         for (workerIndex, (worker, snapshot)) in zip(workers, snapshots).enumerated() {
             let source = workerSources[workerIndex]

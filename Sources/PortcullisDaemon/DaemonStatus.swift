@@ -56,6 +56,8 @@ public struct SourceStatus: Sendable {
     public var statistics: ReaderStatistics
     /// The jails that read this source, in configuration order, with this source's share of their counters.
     public var jails: [JailStatus]
+    /// Why a reload could not open this source (its jails read nothing from it), or nil.
+    public var degraded: String? = nil
 }
 
 /// One jail's offence table.

@@ -159,6 +159,10 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
             count(
                 "portcullis_source_writers_refused_total", "Socket writers refused (a user not allowed).", [where_],
                 statistics.writersRefused)
+            gauge(
+                "portcullis_source_degraded",
+                "1 when a reload could not open the source (its jails read nothing from it), else 0.", [where_],
+                source.degraded == nil ? 0 : 1)
             count(
                 "portcullis_source_files_refused_total",
                 "Log files refused at the path (a symbolic link, not a regular file, an untrusted owner).", [where_],

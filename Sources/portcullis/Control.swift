@@ -74,6 +74,9 @@ struct Status: ParsableCommand {
                         + "\(jail.notMatching) not matching, \(jail.invalidAddress) not an address, \(jail.tooLong) too long, "
                         + "\(jail.matchLimit) over the match limit, \(jail.allowlisted) allowlisted, \(jail.bans) bans")
             }
+            for source in status.degraded ?? [] {
+                print("  DEGRADED, not read since a reload could not open it: \(source)")
+            }
             let control = status.control
             print(
                 "  control socket: \(control.requests) requests, \(control.unauthorised) unauthorised, "

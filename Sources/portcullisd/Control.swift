@@ -182,6 +182,9 @@ final class ControlledDaemon: @unchecked Sendable {
             unbans: status.unbans, bansInForce: status.scheduledBans, reloads: state.withLock { $0.reloads },
             jails: jails, control: server?.counters ?? ControlCounters(), crowdsec: crowdsec?.controlState(),
             fleet: fleet?.controlState())
+        if !daemon.degradedSources.isEmpty {
+            reply.status?.degraded = daemon.degradedSources.map { "\($0.label): \($0.reason)" }
+        }
         return reply
     }
 
@@ -239,7 +242,8 @@ final class ControlledDaemon: @unchecked Sendable {
             if stopping.load(ordering: .acquiring) { return .failure("portcullisd is stopping") }
             let (attempts, outcome) = state.withLock { ($0.attempts, $0.outcome) }
             if attempts != before {
-                var reply = ControlReply(ok: outcome.hasPrefix("reloaded"), error: nil)
+                // A reload that left a source unread fails `systemctl reload`: the operator must know.
+                var reply = ControlReply(ok: outcome.hasPrefix("reloaded") && !outcome.contains("DEGRADED"), error: nil)
                 if reply.ok { reply.message = outcome } else { reply.error = outcome }
                 return reply
             }

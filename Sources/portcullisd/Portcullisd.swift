@@ -785,34 +785,43 @@ struct Portcullisd: ParsableCommand {
             say("portcullisd: SIGHUP: " + outcome, to: STDERR_FILENO)
             return (daemon, outcome)
         }
-        daemon.stop()
+        // The new daemon is made while the old one runs (a configuration it refuses changes
+        // nothing); it takes over the readers of the sources configured the same, then opens the
+        // others once the old one has let go. A source that cannot be opened is degraded: its
+        // jails read nothing from it until a reload opens it, and every other jail goes on.
+        let next: Daemon
         do {
-            let next = try Daemon(
-                configuration: configuration, maps: maps, publishers: daemon.publishers, keeping: daemon)
-            try next.start()
-            let outcome =
-                "reloaded: \(next.jailNames.count) jail(s), counts kept in "
-                + "\(next.keptJails.isEmpty ? "none" : next.keptJails.joined(separator: ", ")); "
-                + "resumed \(next.resumedBans) bans"
-            say("portcullisd: SIGHUP: " + outcome)
-            for line in next.jailDescriptions { say("portcullisd: " + line) }
-            return (next, outcome)
+            next = try Daemon(configuration: configuration, maps: maps, publishers: daemon.publishers, keeping: daemon)
         } catch {
-            let outcome =
-                "cannot start the new configuration (\(Portcullisd.message(for: error))); going back to the previous one"
+            let outcome = "configuration refused, the running one stays: \(Portcullisd.message(for: error))"
             say("portcullisd: SIGHUP: " + outcome, to: STDERR_FILENO)
-            do {
-                let previous = try Daemon(
-                    configuration: daemon.configuration, maps: maps, publishers: daemon.publishers, keeping: daemon)
-                try previous.start()
-                return (previous, outcome)
-            } catch {
-                say(
-                    "portcullisd: cannot restart the previous configuration either (\(error)): no jail reads; bans "
-                        + "in force stay enforced by the filter; restart portcullisd", to: STDERR_FILENO)
-                return (daemon, outcome + "; that failed too: no jail reads, restart portcullisd")
-            }
+            return (daemon, outcome)
         }
+        daemon.stop(handingOverTo: next)
+        do {
+            try next.start()
+        } catch {
+            // No source at all could be opened, or no thread started: nothing would read, and a
+            // daemon that goes on running would keep its supervisor from acting.
+            say(
+                "portcullisd: SIGHUP: cannot run the new configuration (\(Portcullisd.message(for: error))): "
+                    + "no jail reads; exiting so the service manager restarts portcullisd (bans in force stay)",
+                to: STDERR_FILENO)
+            Glibc.exit(1)
+        }
+        var outcome =
+            "reloaded: \(next.jailNames.count) jail(s), counts kept in "
+            + "\(next.keptJails.isEmpty ? "none" : next.keptJails.joined(separator: ", ")); "
+            + "\(next.keptSources.count) of \(next.keptSources.count + next.openedSources) source(s) read on without a break; "
+            + "resumed \(next.resumedBans) bans"
+        if !next.degradedSources.isEmpty {
+            outcome +=
+                "; DEGRADED, not read: "
+                + next.degradedSources.map { "\($0.label) (\($0.reason))" }.joined(separator: "; ")
+        }
+        say("portcullisd: SIGHUP: " + outcome, to: next.degradedSources.isEmpty ? STDOUT_FILENO : STDERR_FILENO)
+        for line in next.jailDescriptions { say("portcullisd: " + line) }
+        return (next, outcome)
     }
 
     /// What the main loop last found on an interface.
@@ -906,6 +915,8 @@ struct Portcullisd: ParsableCommand {
     private func readyStatus(_ daemon: Daemon, interfaces: [String]) -> String {
         "protecting \(interfaces.joined(separator: ", ")) with \(daemon.jailNames.count) jail(s): "
             + daemon.jailNames.joined(separator: ", ")
+            + (daemon.degradedSources.isEmpty
+                ? "" : "; DEGRADED, not read: " + daemon.degradedSources.map(\.label).joined(separator: ", "))
     }
 
     private func writeReady(_ ready: Ready) {

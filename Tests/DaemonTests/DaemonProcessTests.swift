@@ -488,6 +488,127 @@ extension DaemonProcessTests {
     }
 
     @Test(
+        "a reload is per source: one that cannot be opened is degraded (status, reload's answer) while every other jail goes on, and a reload opens it once fixed"
+    )
+    func reloadDegradesOneSource() throws {
+        try withTestNetwork("h") { network, scratch in
+            let files = try ConfigurationScratch()
+            defer { files.remove() }
+            let second = files.directory + "/second.log"
+            let third = files.directory + "/third.log"
+            for path in [second, third] { FileManager.default.createFile(atPath: path, contents: nil) }
+            func configuration(_ bPath: String) -> String {
+                """
+                [jail.a]
+                source = "file:LOG"
+                failregex = '^\\s*failed from <HOST>$'
+                maxretry = 1
+
+                [jail.b]
+                source = "file:\(bPath)"
+                failregex = '^\\s*denied <HOST>$'
+                maxretry = 1
+                """
+            }
+            func append(_ line: String, to path: String) throws {
+                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+                defer { try? handle.close() }
+                handle.seekToEndOfFile()
+                handle.write(Data("2026-12-01 12:00:00 \(line)\n".utf8))
+            }
+            try files.write(configuration(second))
+            let ready = files.directory + "/ready.json"
+            let control = files.directory + "/control.sock"
+            let arguments = [
+                "--config", files.path, "--pin-dir", scratch.path, "--state-dir", files.directory + "/state",
+                "--ready-file", ready, "--control", control,
+            ]
+            func reloads() -> Int {
+                guard let data = FileManager.default.contents(atPath: ready),
+                    let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+                else { return -1 }
+                return object["reloads"] as? Int ?? -1
+            }
+            let (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            func banned(_ address: String) throws -> Bool { try maps.lookup(IPAddress(address)!) != nil }
+
+            // The audit's N3: the same configuration, one of its files given to another user. The
+            // sources are unchanged: both are read on through the reload, nothing reopened.
+            #expect(chown(second, 65534, 65534) == 0)
+            kill(daemon.processIdentifier, SIGHUP)
+            #expect(eventually(within: 15) { reloads() == 1 })
+            try files.append(["failed from 198.18.12.1"])
+            #expect(try eventually(within: 15) { try banned("198.18.12.1") }, "jail a reads on")
+            try append("denied 198.18.12.2", to: second)
+            #expect(try eventually(within: 15) { try banned("198.18.12.2") }, "and b, on the file it has open")
+
+            // A changed source that cannot be opened (a file of another user): degraded, alone.
+            #expect(chown(third, 65534, 65534) == 0)
+            try files.write(configuration(third))
+            let reload = try network.run(in: network.receiver, [Products.cli, "reload", "--control", control])
+            #expect(reload.status != 0, "the reload's answer says it: \(reload.stdout)")
+            #expect(reload.stderr.contains("DEGRADED, not read: file:\(third)"), "\(reload.stderr)")
+            try files.append(["failed from 198.18.12.3"])
+            #expect(try eventually(within: 15) { try banned("198.18.12.3") }, "jail a goes on")
+            let status = try network.run(in: network.receiver, [Products.cli, "status", "--control", control])
+            #expect(status.stdout.contains("DEGRADED, not read since a reload could not open it: file:\(third)"))
+            #expect(daemon.isRunning)
+
+            // Fixed: the next reload opens it.
+            #expect(chown(third, 0, 0) == 0)
+            kill(daemon.processIdentifier, SIGHUP)
+            #expect(eventually(within: 15) { reloads() == 3 })
+            try append("denied 198.18.12.4", to: third)
+            #expect(try eventually(within: 15) { try banned("198.18.12.4") }, "b reads its new file")
+            let text = stopDaemon(daemon, output)
+            #expect(text.contains("2 of 2 source(s) read on without a break"), "\(text)")
+            #expect(daemon.terminationStatus == 0, "\(text)")
+        }
+    }
+
+    @Test("reloads under a stream of lines over the socket transport lose none: the connections are read on")
+    func reloadsLoseNoSocketLine() throws {
+        try withTestNetwork("s") { network, scratch in
+            let transportScratch = TransportScratch()
+            defer { transportScratch.remove() }
+            let transport = transportScratch.arguments("socket")
+            let ready = NSTemporaryDirectory() + "pc-ready-\(getpid())-s.json"
+            defer { unlink(ready) }
+            let arguments =
+                transport + [
+                    "--pin-dir", scratch.path, "--threshold", "50", "--find-time", "3600", "--ban-time", "600",
+                    "--table-bins", "100003", "--ready-file", ready,
+                ]
+            func reloads() -> Int {
+                guard let data = FileManager.default.contents(atPath: ready),
+                    let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+                else { return -1 }
+                return object["reloads"] as? Int ?? -1
+            }
+            let (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+            // 1,000 offenders, 50 lines each, round by round (50,000 lines): each is banned at its
+            // 50th line, so one line lost anywhere leaves its client unbanned. Client 254 is the
+            // receiver's own address (allowlisted): 999 bans.
+            let writer = try Probe(["write"] + transport + ["--offenders", "1000", "--lines", "50"])
+            var sent = 0
+            while writer.process.isRunning && sent < 500 {
+                kill(daemon.processIdentifier, SIGHUP)
+                sent += 1
+                #expect(eventually(within: 15) { reloads() == sent }, "reload \(sent) done")
+            }
+            #expect(try writer.finish().status == 0)
+            #expect(sent >= 2, "reloads while the writer wrote: \(sent)")
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            #expect(try eventually(within: 30) { try maps.entries().count == 999 }, "every offender banned")
+            let text = stopDaemon(daemon, output)
+            let count = try maps.entries().count
+            #expect(count == 999, "\(count) \(text.suffix(3000))")
+            #expect(text.contains("1 of 1 source(s) read on without a break"), "\(text.suffix(3000))")
+        }
+    }
+
+    @Test(
         "bad configuration: one line naming the file and the key, exit 1, nothing attached or pinned",
         arguments: [
             ("[jail.a]\nsource = \"file:/nonexistent/pc.log\"\n", "jail.a.source: /nonexistent/pc.log"),
