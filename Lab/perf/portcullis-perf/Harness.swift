@@ -129,7 +129,7 @@ struct PortcullisPerf: ParsableCommand {
         discussion: "Release builds only (swift build -c release). Needs root for the BPF suites.",
         subcommands: [
             XDPSuite.self, TransportsSuite.self, EngineSuite.self, PipelineSuite.self, AgingSuite.self, FleetSuite.self,
-            WorkloadSuite.self, PacedSuite.self, IdleSuite.self,
+            WorkloadSuite.self, PacedSuite.self, IdleSuite.self, SoakSuite.self,
         ]
     )
 }
