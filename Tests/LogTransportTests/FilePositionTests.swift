@@ -33,12 +33,19 @@ struct FilePositionTests {
         #expect(try second.poll(into: batch) == 3, "the three lines logged while no reader ran")
         #expect(access(position, F_OK) != 0, "used once: a crash of this reader starts the next at the end")
         second.close()
-        // The file replaced (rotation while nobody read): the place kept is not in it.
+        // The file replaced (rotation while nobody read): the place kept is not in it, and all of
+        // the new file came after that place.
         rename(scratch.filePath, scratch.filePath + ".1")
         FileManager.default.createFile(atPath: scratch.filePath, contents: Data("new one\n".utf8))
         let third = try FileReader(options: options)
         batch.removeAll()
-        #expect(try third.poll(into: batch) == 0, "another file: from its end, as without a position")
+        #expect(try third.poll(into: batch) == 1, "another file: from its start")
         third.close()
+        // Without a position kept: from the end.
+        unlink(position)
+        let fourth = try FileReader(options: options)
+        batch.removeAll()
+        #expect(try fourth.poll(into: batch) == 0, "no position: only new lines")
+        fourth.close()
     }
 }
