@@ -286,6 +286,22 @@ extension DaemonProcessTests {
         }
     }
 
+    @Test("a log file on procfs is refused at start with one line, not read for ever")
+    func procfsLogRefused() throws {
+        try withTestNetwork("pf") { network, scratch in
+            // timeout: a daemon that takes the file runs on (reading it at full speed); the test ends.
+            let result = try network.run(
+                in: network.receiver,
+                [
+                    "timeout", "60", daemonPath, "--interface", network.receiverInterface, "--pin-dir", scratch.path,
+                    "--control", ControlScratch.path(), "--transport", "file", "--file-path", "/proc/version",
+                ])
+            #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+            #expect(result.stderr.contains("/proc/version is on procfs"), "\(result.stderr)")
+        }
+    }
+
     @Test("a missing interface is refused before anything is made")
     func missingInterface() throws {
         let scratch = ScratchPinDirectory("noif")

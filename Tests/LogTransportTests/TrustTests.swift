@@ -281,4 +281,24 @@ struct TrustTests {
         defer { second.close() }
         #expect(try lines(second) == ["three", "four"])
     }
+
+    @Test("a log file on procfs or sysfs is refused with one line, by a reader and by the check")
+    func pseudoFileSystemRefused() throws {
+        try Privileges.require()
+        for (path, system) in [("/proc/version", "procfs"), ("/sys/kernel/uevent_seqnum", "sysfs")] {
+            var options = FileOptions()
+            options.path = path
+            options.readMethod = .read
+            options.startAtBeginning = true
+            let message = refusal { _ = try FileReader(options: options) }
+            #expect(message?.contains("\(path) is on \(system)") == true, "\(message ?? "accepted")")
+            #expect(message?.contains("\n") == false)
+            #expect(refusal { try FileReader.check(path: path) } == message)
+        }
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
+        #expect(refusal { try FileReader.check(path: scratch.filePath) } == nil)
+        #expect(refusal { try FileReader.check(path: scratch.filePath + ".none") } == nil, "a reader waits for it")
+    }
 }

@@ -341,7 +341,35 @@ public final class FileReader: LogReader {
         CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "portcullis"
     }
 
-    /// Checks an open log file: regular, and its owner and mode trusted. - Returns: its `stat`.
+    /// File systems whose "regular files" are no logs: their size is 0 while reads return data (a
+    /// reader would take that for a truncation at every poll), and some block or consume (`/proc/kmsg`).
+    static let pseudoFileSystems: [(magic: Int, name: String)] = [
+        (0x9fa0, "procfs"), (0x6265_6572, "sysfs"), (0x6462_6720, "debugfs"), (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"), (0x6367_7270, "cgroup2"), (0x0027_e0eb, "cgroup"), (0x6265_6570, "configfs"),
+        (0xcafe_4a11, "bpf"),
+    ]
+
+    /// Checks the log file at `path` as a reader opens it (and `--check-config` can): no symbolic
+    /// link, a regular file on a real file system, a trusted owner and mode, under directories only
+    /// trusted users can replace. A missing file passes (a reader waits for it).
+    public static func check(path: String, owners: TrustedOwners = TrustedOwners()) throws(TransportError) {
+        var options = FileOptions()
+        options.path = path
+        options.owners = owners
+        try owners.checkParents(of: path, "log file")
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT { return }
+            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
+            throw .system(operation: "open \(path)\(hint)", errno: code)
+        }
+        defer { Glibc.close(fd) }
+        try checkLogFile(fd: fd, options: options)
+    }
+
+    /// Checks an open log file: regular, on a real file system, and its owner and mode trusted.
+    /// - Returns: its `stat`.
     @discardableResult
     static func checkLogFile(fd: Int32, options: FileOptions) throws(TransportError) -> stat {
         var info = stat()
@@ -349,6 +377,13 @@ public final class FileReader: LogReader {
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             throw .untrusted(
                 "log file \(options.path) is not a regular file (a FIFO, device or directory); give a file")
+        }
+        var system = statfs()
+        try transportCall("statfs \(options.path)") { fstatfs(fd, &system) }
+        if let pseudo = pseudoFileSystems.first(where: { $0.magic == Int(system.f_type) }) {
+            throw .untrusted(
+                "log file \(options.path) is on \(pseudo.name), not a log (its size is 0 while it reads data); give "
+                    + "the file a service logs to")
         }
         try options.owners.check(info, "log file", path: options.path)
         return info
