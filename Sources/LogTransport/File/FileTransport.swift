@@ -240,9 +240,10 @@ public final class FileReader: LogReader {
     /// and still within it. A file replaced or truncated since holds only lines written after that
     /// place (the last reader was refused the new file, say): it is read from its start.
     private func resumePosition() {
-        guard fd >= 0, let path = options.positionPath, let saved = JSONOutput.read(Position.self, from: path) else {
-            return
-        }
+        guard fd >= 0, let path = options.positionPath else { return }
+        let (kept, note) = JSONOutput.readState(Position.self, from: path, what: "the place in \(options.path) kept as")
+        if let note { sayProblem("note: \(note)") }
+        guard let saved = kept else { return }
         // Used once: a reader that dies later (no clean close) must not send its successor back here.
         unlink(path)
         var info = stat()
@@ -330,15 +331,11 @@ public final class FileReader: LogReader {
         refusalSaid = (named.st_dev, named.st_ino, reason)
         stats.filesRefused += 1
         if running {
-            Console.say(
-                "\(Self.program): not reading the new log file: \(reason) (tried again when it changes; "
-                    + "lines written there meanwhile are read then)", to: STDERR_FILENO)
+            sayProblem(
+                "not reading the new log file: \(reason) (tried again when it changes; lines written there "
+                    + "meanwhile are read then)")
         }
         return .refused(error)
-    }
-
-    private static var program: String {
-        CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "portcullis"
     }
 
     /// File systems whose "regular files" are no logs: their size is 0 while reads return data (a
