@@ -299,7 +299,20 @@ public final class SyslogReader: LogReader {
     private let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cportcullis_mmsghdr>
 
-    public var statistics: ReaderStatistics { stats }
+    /// The kernel filter's count of datagrams dropped because their socket's owner is refused
+    /// (an array map of one u64), or -1 without the filter.
+    private var kernelDrops: Int32 = -1
+
+    public var statistics: ReaderStatistics {
+        var total = stats
+        var key: UInt32 = 0
+        var dropped: UInt64 = 0
+        if kernelDrops >= 0 && bpf_map_lookup_elem(kernelDrops, &key, &dropped) == 0 { total.writersRefused += dropped }
+        return total
+    }
+
+    /// Whether the kernel drops refused senders' datagrams before they take a place in the queue.
+    public var filtersInKernel: Bool { kernelDrops >= 0 }
 
     /// Binds the socket (a stale one, which nobody reads, is replaced; a live one refuses the
     /// start) and the UDP port, if any.
@@ -338,6 +351,20 @@ public final class SyslogReader: LogReader {
             try transportCall("SO_PASSCRED on \(options.path)") {
                 setsockopt(unix, SOL_SOCKET, SO_PASSCRED, &on, socklen_t(MemoryLayout<Int32>.size))
             }
+            // A flood from a refused user must neither fill the queue (max_dgram_qlen datagrams:
+            // trusted non-blocking senders would meet EAGAIN) nor cost this thread a receive per
+            // datagram: the kernel drops refused users' datagrams in their own sendmsg and counts
+            // them. SCM_CREDENTIALS below stay the check (what a root sender claims, say).
+            let uids = allowedUIDs.map { UInt32($0) }
+            let filter = cportcullis_attach_uid_filter(unix, uids, uids.count)
+            if filter >= 0 {
+                kernelDrops = filter
+            } else {
+                sayProblem(
+                    "note: the syslog socket \(options.path) has no kernel filter (\(String(cString: strerror(-filter)))"
+                        + "; it needs CAP_BPF and CAP_PERFMON): refused senders are dropped by the reader, and a flood of theirs can "
+                        + "crowd out non-blocking senders")
+            }
             setReceiveBuffer(unix)
             if let text = options.udp {
                 let address = try InternetSocketAddress(syslogUDP: text)
@@ -353,6 +380,7 @@ public final class SyslogReader: LogReader {
         } catch {
             if inode != 0 { unlink(options.path) }
             if unix >= 0 { Glibc.close(unix) }
+            if kernelDrops >= 0 { Glibc.close(kernelDrops) }
             if udp >= 0 { Glibc.close(udp) }
             closed = true
             release()
@@ -413,6 +441,9 @@ public final class SyslogReader: LogReader {
         if lstat(options.path, &info) == 0, info.st_ino == inode { unlink(options.path) }
         Glibc.close(unix)
         if udp >= 0 { Glibc.close(udp) }
+        stats = statistics  // the kernel's count kept
+        if kernelDrops >= 0 { Glibc.close(kernelDrops) }
+        kernelDrops = -1
         release()
     }
 
