@@ -181,7 +181,7 @@ int64_t cportcullis_message_uid(const struct msghdr *message);
  * of `uids` is dropped by the kernel before it takes a place in the receive queue (the filter runs
  * in the sender's sendmsg, so bpf_get_current_uid_gid is the sender's; bpf_get_socket_uid is not),
  * and counted in an array map of one u64 (key 0), whose descriptor is returned; a negative errno
- * when the filter cannot be loaded or attached (no CAP_BPF and CAP_PERFMON).
+ * when the filter cannot be loaded or attached (no CAP_BPF).
  */
 int cportcullis_attach_uid_filter(int fd, const uint32_t *uids, size_t count);
 

@@ -362,7 +362,7 @@ public final class SyslogReader: LogReader {
             } else {
                 sayProblem(
                     "note: the syslog socket \(options.path) has no kernel filter (\(String(cString: strerror(-filter)))"
-                        + "; it needs CAP_BPF and CAP_PERFMON): refused senders are dropped by the reader, and a flood of theirs can "
+                        + "; it needs CAP_BPF): refused senders are dropped by the reader, and a flood of theirs can "
                         + "crowd out non-blocking senders")
             }
             setReceiveBuffer(unix)
