@@ -97,6 +97,14 @@ struct SyslogTests {
         options.udp = "127.0.0.1"
         #expect(throws: TransportError.self) { try options.validate() }
         options.udp = "[::1]:5514"
+        // UDP names no sender: refused unless the operator says any local user may feed it.
+        do {
+            try options.validate()
+            Issue.record("--syslog-udp accepted without --syslog-udp-any-sender")
+        } catch {
+            #expect("\(error)".contains("add --syslog-udp-any-sender") && !"\(error)".contains("\n"), "\(error)")
+        }
+        options.udpAnySender = true
         #expect(throws: Never.self) { try options.validate() }
         options.tags = ["ss hd"]
         #expect(throws: TransportError.self) { try options.validate() }

@@ -10,8 +10,11 @@ public struct SyslogOptions: Sendable, Equatable {
     /// kernel vouches for, decides).
     public var path = defaultPath
     /// Also listen on UDP at this loopback `ADDRESS:PORT` (`127.0.0.1:5514`, `[::1]:5514`); nil: no UDP.
-    /// UDP carries no sender: any local process may send there.
+    /// UDP carries no sender: any local process may send there, so it is refused unless
+    /// `udpAnySender` (`--syslog-udp-any-sender`) says the operator accepts that.
     public var udp: String?
+    /// The operator accepts that any local user can feed the UDP port (and get any address banned).
+    public var udpAnySender = false
     /// Users (besides root and this process's) whose messages on the socket are read; others'
     /// are dropped and counted (`writersRefused`): anyone can reach the socket, and a message
     /// names any tag it likes.
@@ -40,7 +43,14 @@ public struct SyslogOptions: Sendable, Equatable {
             throw .invalidConfiguration(
                 "syslog socket '\(path)': give an absolute path of at most \(UnixSocketAddress.longestPath) bytes")
         }
-        if let udp { _ = try InternetSocketAddress(syslogUDP: udp) }
+        if let udp {
+            _ = try InternetSocketAddress(syslogUDP: udp)
+            guard udpAnySender else {
+                throw .invalidConfiguration(
+                    "--syslog-udp \(udp): UDP names no sender, so any local user could get any address banned; "
+                        + "use the syslog socket (or the journal), or add --syslog-udp-any-sender to accept that")
+            }
+        }
         for tag in tags where !SyslogRoute.isTag(tag) {
             throw .invalidConfiguration(
                 "syslog tag '\(tag)': a tag is 1 to 48 characters without blanks, '[', ':' or ','; e.g. syslog:sshd,nginx"
