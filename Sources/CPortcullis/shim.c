@@ -223,6 +223,59 @@ int64_t cportcullis_message_uid(const struct msghdr *message)
 	return -1;
 }
 
+int cportcullis_attach_uid_filter(int fd, const uint32_t *uids, size_t count)
+{
+	/* call, a test per uid, the counting drop (11), the accept (2) */
+	struct bpf_insn program[1 + 64 + 11 + 2];
+	size_t at = 0, i;
+	int map, loaded, err;
+
+	if (count > 64)
+		return -E2BIG;
+	map = bpf_map_create(BPF_MAP_TYPE_ARRAY, "pc_syslog_drop", sizeof(uint32_t), sizeof(uint64_t), 1, NULL);
+	if (map < 0)
+		return -errno;
+	memset(program, 0, sizeof(program));
+	program[at++] = (struct bpf_insn){.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_get_current_uid_gid};
+	for (i = 0; i < count; i++)
+		/* if w0 == uid goto accept (at 1 + count + 11) */
+		program[at++] = (struct bpf_insn){.code = BPF_JMP32 | BPF_JEQ | BPF_K,
+						  .dst_reg = BPF_REG_0,
+						  .off = (int16_t)(count + 10 - i),
+						  .imm = (int32_t)uids[i]};
+	/* drop: *(u32 *)(r10 - 4) = 0; r2 = r10 - 4; r1 = map; r0 = lookup; if r0: *(u64 *)r0 += 1 */
+	program[at++] = (struct bpf_insn){.code = BPF_ST | BPF_MEM | BPF_W, .dst_reg = BPF_REG_10, .off = -4};
+	program[at++] =
+		(struct bpf_insn){.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_10};
+	program[at++] = (struct bpf_insn){.code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = BPF_REG_2, .imm = -4};
+	program[at++] = (struct bpf_insn){
+		.code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1, .src_reg = BPF_PSEUDO_MAP_FD, .imm = map};
+	program[at++] = (struct bpf_insn){0};
+	program[at++] = (struct bpf_insn){.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_map_lookup_elem};
+	program[at++] = (struct bpf_insn){.code = BPF_JMP | BPF_JEQ | BPF_K, .dst_reg = BPF_REG_0, .off = 2};
+	program[at++] = (struct bpf_insn){.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_1, .imm = 1};
+	program[at++] = (struct bpf_insn){
+		.code = BPF_STX | BPF_ATOMIC | BPF_DW, .dst_reg = BPF_REG_0, .src_reg = BPF_REG_1, .imm = BPF_ADD};
+	program[at++] = (struct bpf_insn){.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0};
+	program[at++] = (struct bpf_insn){.code = BPF_JMP | BPF_EXIT};
+	/* accept: the whole datagram (a filter's result is the length kept) */
+	program[at++] = (struct bpf_insn){.code = BPF_ALU | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = -1};
+	program[at++] = (struct bpf_insn){.code = BPF_JMP | BPF_EXIT};
+	loaded = bpf_prog_load(BPF_PROG_TYPE_SOCKET_FILTER, "pc_syslog_uid", "GPL", program, at, NULL);
+	if (loaded < 0) {
+		err = -errno;
+		close(map);
+		return err;
+	}
+	err = setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &loaded, sizeof(loaded)) == 0 ? 0 : -errno;
+	close(loaded);
+	if (err < 0) {
+		close(map);
+		return err;
+	}
+	return map;
+}
+
 struct cportcullis_http_server {
 	struct MHD_Daemon *daemon;
 	cportcullis_http_handler handler;

@@ -56,3 +56,10 @@ func transportCallCount(_ operation: @autoclosure () -> String, _ call: () -> In
     try systemCallUnlessWouldBlock(call, orThrow: { TransportError.system(operation: operation(), errno: $0.code) })
         ?? -1
 }
+
+/// Says a problem met while a reader runs (a refused rotated file, a state file set aside) on
+/// stderr as one line, after the program's name ("portcullisd: ...").
+func sayProblem(_ line: String) {
+    let program = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+    Console.say("\(program.isEmpty ? "portcullis" : program): \(line)", to: STDERR_FILENO)
+}

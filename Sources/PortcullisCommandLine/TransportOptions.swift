@@ -71,6 +71,10 @@ public struct TransportOptions: ParsableArguments {
         help: ArgumentHelp(
             "Also receive syslog over UDP at this loopback address (e.g. 127.0.0.1:5514).", valueName: "address"))
     public var syslogUDP: String?
+    @Flag(
+        name: .customLong("syslog-udp-any-sender"),
+        help: "Accept --syslog-udp knowing that UDP names no sender: any local user can get any address banned.")
+    public var syslogUDPAnySender = false
     @Option(
         name: .customLong("syslog-allow-uid"),
         help: ArgumentHelp(
@@ -127,6 +131,7 @@ public struct TransportOptions: ParsableArguments {
         configuration.file.maxLineLength = fileMaxLine
         configuration.syslog.path = syslogSocket
         configuration.syslog.udp = syslogUDP
+        configuration.syslog.udpAnySender = syslogUDPAnySender
         configuration.syslog.allowedUIDs = syslogAllowUIDs.map { uid_t($0) }
         configuration.syslog.maxLineLength = syslogMaxLine
         let owners = TrustedOwners(uids: trustUIDs.map { uid_t($0) }, gids: trustGIDs.map { gid_t($0) })

@@ -78,6 +78,7 @@ enum DaemonKeys {
         "file-path": .text, "file-buffer": .integer, "file-read": .text, "file-uring-depth": .integer,
         "file-from-start": .flag, "file-max-line": .integer, "block-timeout": .integer,
         "trust-uid": .integers, "trust-gid": .integers,
-        "syslog-socket": .text, "syslog-udp": .text, "syslog-allow-uid": .integers, "syslog-max-line": .integer,
+        "syslog-socket": .text, "syslog-udp": .text, "syslog-udp-any-sender": .flag,
+        "syslog-allow-uid": .integers, "syslog-max-line": .integer,
     ]
 }

@@ -233,14 +233,21 @@ public final class BanHistory: Sendable {
     /// - Returns: what was wrong with the file, if something was (for the start-up log).
     @discardableResult
     public func load(wallSeconds: UInt64) -> String? {
-        guard let path, FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let path else { return nil }
         let stored: Stored
-        do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            stored = try JSONDecoder().decode(Stored.self, from: data)
+        do throws(StateFile.Problem) {
+            // No link followed, no FIFO waited for: a state file that is not one is moved aside.
+            guard let bytes = try StateFile.read(path, limit: 1 << 30) else { return nil }
+            guard let decoded = try? JSONDecoder().decode(Stored.self, from: Data(bytes)) else {
+                throw StateFile.Problem("is not a ban history (not its JSON; cut short by a crash?)")
+            }
+            stored = decoded
         } catch {
-            rename(path, path + ".bad")
-            return "the ban history \(path) could not be read (\(error)); moved to \(path).bad, the history starts over"
+            guard let aside = StateFile.setAside(path) else {
+                return "the ban history \(path) \(error) and cannot be moved aside (\(Errno(errno))); the history "
+                    + "starts over: remove it"
+            }
+            return "the ban history \(path) \(error); moved to \(aside), the history starts over"
         }
         state.withLock { state in
             for entry in stored.entries {

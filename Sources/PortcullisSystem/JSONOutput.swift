@@ -12,19 +12,37 @@ public enum JSONOutput {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// Reads a value written by `write`; nil when the file is missing or not such a value.
+    /// Reads a value written by `write`; nil when the file is missing or not such a value (a
+    /// link, FIFO or directory is not opened for reading: see `StateFile`).
     public static func read<Value: Decodable>(_ type: Value.Type, from path: String) -> Value? {
-        guard let file = fopen(path, "r") else { return nil }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = fread(&buffer, 1, buffer.count, file)
-            if count <= 0 { break }
-            bytes += buffer[0..<count]
-            if bytes.count > 1 << 20 { return nil }  // not one of ours
-        }
+        guard let bytes = try? StateFile.read(path) else { return nil }
         return try? JSONDecoder().decode(type, from: Data(bytes))
+    }
+
+    /// Reads a state file written by `write`: the value, nil when there is none, or, when the file
+    /// is not such a value (or no regular file), moves it to `PATH.bad` and says so in `note`.
+    /// - Parameter what: what the file is, for the note ("the place in log file X").
+    public static func readState<Value: Decodable>(
+        _ type: Value.Type, from path: String, what: String
+    ) -> (value: Value?, note: String?) {
+        let problem: String
+        do throws(StateFile.Problem) {
+            guard let bytes = try StateFile.read(path) else { return (nil, nil) }
+            guard let value = try? JSONDecoder().decode(type, from: Data(bytes)) else {
+                return (nil, setAside(path, what: what, problem: "is not one this daemon wrote (not its JSON)"))
+            }
+            return (value, nil)
+        } catch {
+            problem = error.description
+        }
+        return (nil, setAside(path, what: what, problem: problem))
+    }
+
+    private static func setAside(_ path: String, what: String, problem: String) -> String {
+        if let aside = StateFile.setAside(path) {
+            return "\(what) \(path) \(problem); moved to \(aside) and not used"
+        }
+        return "\(what) \(path) \(problem), and cannot be moved aside (\(Errno(errno))); not used: remove it"
     }
 
     /// Writes `value` as JSON to `path`, atomically: to a temporary file beside it, then renamed

@@ -520,4 +520,32 @@ struct EscalationTests {
         #expect(history.count == 0 && FileManager.default.fileExists(atPath: path + ".bad"))
         #expect(!FileManager.default.fileExists(atPath: path))
     }
+
+    @Test("a history that is a FIFO, a link or a directory is moved aside with a note that says so; nothing waits")
+    func historyNotAFile() throws {
+        let path = NSTemporaryDirectory() + "pc-history-odd-\(getpid()).json"
+        defer {
+            unlink(path)
+            unlink(path + ".bad")
+            rmdir(path + ".bad")
+        }
+        let plants: [(String, String)] = [
+            ("FIFO", "not a regular file (a FIFO)"), ("link", "symbolic link"),
+            ("directory", "not a regular file (a directory)"),
+        ]
+        for (what, said) in plants {
+            switch what {
+            case "FIFO": mkfifo(path, 0o600)
+            case "link": symlink("/dev/zero", path)
+            default: mkdir(path, 0o700)
+            }
+            let history = BanHistory(path: path)
+            let problem = try #require(history.load(wallSeconds: 0), "\(what)")
+            #expect(problem.contains(said) && problem.contains("moved to \(path).bad"), "\(problem)")
+            #expect(!problem.contains("permission"), "\(problem)")
+            #expect(!problem.contains("\n"))
+            var info = stat()
+            #expect(lstat(path, &info) != 0 && lstat(path + ".bad", &info) == 0, "\(what): moved aside")
+        }
+    }
 }

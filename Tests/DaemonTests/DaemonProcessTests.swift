@@ -367,6 +367,22 @@ extension DaemonProcessTests {
         }
     }
 
+    @Test("a log file on procfs is refused at start with one line, not read for ever")
+    func procfsLogRefused() throws {
+        try withTestNetwork("pf") { network, scratch in
+            // timeout: a daemon that takes the file runs on (reading it at full speed); the test ends.
+            let result = try network.run(
+                in: network.receiver,
+                [
+                    "timeout", "60", daemonPath, "--interface", network.receiverInterface, "--pin-dir", scratch.path,
+                    "--control", ControlScratch.path(), "--transport", "file", "--file-path", "/proc/version",
+                ])
+            #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+            #expect(result.stderr.contains("/proc/version is on procfs"), "\(result.stderr)")
+        }
+    }
+
     @Test("a missing interface is refused before anything is made")
     func missingInterface() throws {
         let scratch = ScratchPinDirectory("noif")
@@ -1010,11 +1026,21 @@ extension DaemonProcessTests {
             maxretry = 2
             bantime = "10m"
             """.write(toFile: config, atomically: true, encoding: .utf8)
+            // UDP names no sender: refused, in one line, unless the operator accepts that.
+            let common = [
+                daemonPath, "--interface", network.receiverInterface, "--control", ControlScratch.path(),
+                "--config", config, "--filter-dir", filters, "--pin-dir", scratch.path, "--syslog-socket", socket,
+                "--syslog-udp", "127.0.0.1:5514", "--state-dir", directory + "/state",
+            ]
+            let refused = try network.run(in: network.receiver, ["timeout", "60"] + common)
+            #expect(refused.status == 1, "\(refused.stdout) \(refused.stderr)")
+            #expect(refused.stderr.contains("add --syslog-udp-any-sender"), "\(refused.stderr)")
+            #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
             let (daemon, output) = try startDaemon(
                 network,
                 [
                     "--config", config, "--filter-dir", filters, "--pin-dir", scratch.path, "--syslog-socket", socket,
-                    "--syslog-udp", "127.0.0.1:5514", "--state-dir", directory + "/state",
+                    "--syslog-udp", "127.0.0.1:5514", "--syslog-udp-any-sender", "--state-dir", directory + "/state",
                 ], waitUntilReading: true)
             defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
             func logger(_ arguments: [String], _ message: String, times: Int, as user: String? = nil) throws {

@@ -1,5 +1,7 @@
 import Foundation
-import LogTransport
+import Glibc
+@testable import LogTransport
+import PortcullisSystem
 import Testing
 import TestSupport
 
@@ -33,12 +35,57 @@ struct FilePositionTests {
         #expect(try second.poll(into: batch) == 3, "the three lines logged while no reader ran")
         #expect(access(position, F_OK) != 0, "used once: a crash of this reader starts the next at the end")
         second.close()
-        // The file replaced (rotation while nobody read): the place kept is not in it.
+        // The file replaced (rotation while nobody read): the place kept is not in it, and all of
+        // the new file came after that place.
         rename(scratch.filePath, scratch.filePath + ".1")
         FileManager.default.createFile(atPath: scratch.filePath, contents: Data("new one\n".utf8))
         let third = try FileReader(options: options)
         batch.removeAll()
-        #expect(try third.poll(into: batch) == 0, "another file: from its end, as without a position")
+        #expect(try third.poll(into: batch) == 1, "another file: from its start")
         third.close()
+        // Without a position kept: from the end.
+        unlink(position)
+        let fourth = try FileReader(options: options)
+        batch.removeAll()
+        #expect(try fourth.poll(into: batch) == 0, "no position: only new lines")
+        fourth.close()
+    }
+
+    @Test(
+        "a position file that is a FIFO, a link or no JSON is moved aside with one note; the reader starts at once",
+        .timeLimit(.minutes(1)))
+    func badPositionFileSetAside() throws {
+        let scratch = TransportScratch()
+        let position = scratch.filePath + ".position"
+        defer {
+            scratch.remove()
+            unlink(position)
+            unlink(position + ".bad")
+        }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("one\n".utf8))
+        var options = FileOptions()
+        options.path = scratch.filePath
+        options.readMethod = .read
+        options.positionPath = position
+        let batch = LineBatch()
+        let plants: [(String, () -> Void)] = [
+            ("FIFO", { mkfifo(position, 0o600) }),
+            ("link", { symlink("/dev/zero", position) }),
+            ("not JSON", { FileManager.default.createFile(atPath: position, contents: Data("{\"dev".utf8)) }),
+        ]
+        for (what, plant) in plants {
+            unlink(position + ".bad")
+            plant()
+            // Before the fix, opening the FIFO waited for a writer: the reader never started.
+            let reader = try FileReader(options: options)
+            batch.removeAll()
+            #expect(try reader.poll(into: batch) == 0, "\(what): from the end, as without a position")
+            var info = stat()
+            #expect(lstat(position + ".bad", &info) == 0, "\(what): moved aside")
+            reader.close()
+            #expect(
+                JSONOutput.read(FileReader.Position.self, from: position) != nil, "\(what): a new place kept")
+            unlink(position)
+        }
     }
 }

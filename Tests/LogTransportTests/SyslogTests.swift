@@ -97,6 +97,14 @@ struct SyslogTests {
         options.udp = "127.0.0.1"
         #expect(throws: TransportError.self) { try options.validate() }
         options.udp = "[::1]:5514"
+        // UDP names no sender: refused unless the operator says any local user may feed it.
+        do {
+            try options.validate()
+            Issue.record("--syslog-udp accepted without --syslog-udp-any-sender")
+        } catch {
+            #expect("\(error)".contains("add --syslog-udp-any-sender") && !"\(error)".contains("\n"), "\(error)")
+        }
+        options.udpAnySender = true
         #expect(throws: Never.self) { try options.validate() }
         options.tags = ["ss hd"]
         #expect(throws: TransportError.self) { try options.validate() }
@@ -141,5 +149,63 @@ struct SyslogTests {
         close(stale)
         let again = try SyslogReader(options: options)
         again.close()
+    }
+
+    @Test(
+        "a flood from a refused user takes no place in the socket's queue: a trusted non-blocking sender's messages all arrive, the flood is counted",
+        .enabled(if: Privileges.runnable))
+    func refusedFloodCrowdsOutNobody() throws {
+        try Privileges.require()
+        let directory = NSTemporaryDirectory() + "pc-syslog-flood-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var options = SyslogOptions()
+        options.path = directory + "/syslog.sock"
+        let reader = try SyslogReader(options: options)
+        defer { reader.close() }
+        #expect(reader.filtersInKernel)
+        // nobody's logger sends 2,000 messages (blocking, as logger does) while nothing is read.
+        // Before, the first max_dgram_qlen of them filled the queue and logger waited there for good.
+        let flood = 2_000
+        let lines = directory + "/flood.txt"
+        try String(repeating: "client 198.18.77.1 exceeded request rate limit\n", count: flood)
+            .write(toFile: lines, atomically: true, encoding: .utf8)
+        chmod(lines, 0o644)
+        let flooder = Process()
+        flooder.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        flooder.arguments = [
+            "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/logger", "--socket", options.path, "-t",
+            "flood", "-f", lines,
+        ]
+        try flooder.run()
+        defer { if flooder.isRunning { kill(flooder.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(60)
+        while flooder.isRunning && Date() < deadline { usleep(10_000) }
+        #expect(!flooder.isRunning, "the flood went through (dropped), not queued")
+        #expect(reader.statistics.writersRefused == UInt64(flood))
+        // A trusted sender that does not block: as many messages as the queue holds, all taken.
+        let sender = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(sender) }
+        var address = try #require(UnixSocketAddress.of(options.path))
+        var refusedSends = 0
+        let trusted = 8
+        for number in 0..<trusted {
+            let text = "<13>sshd[1]: client 198.18.77.\(number + 2) exceeded request rate limit"
+            let sent = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(
+                        sender, text, text.utf8.count, Int32(MSG_DONTWAIT), $0,
+                        socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            if sent < 0 { refusedSends += 1 }
+        }
+        #expect(refusedSends == 0, "no EAGAIN for the trusted sender")
+        let batch = LineBatch()
+        var got = 0
+        while try reader.poll(into: batch) > 0 { got = batch.count }
+        #expect(got == trusted)
+        #expect(reader.statistics.linesReceived == UInt64(trusted))
     }
 }

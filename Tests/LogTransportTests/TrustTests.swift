@@ -184,4 +184,121 @@ struct TrustTests {
         let message = refusal { _ = try ShmReader(options: options) }
         #expect(message?.contains("locked exclusively") == true, "\(message ?? "opened")")
     }
+
+    /// Appends `lines` to `path` (as a service's logger would).
+    func append(_ lines: [String], to path: String) throws {
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data(lines.map { $0 + "\n" }.joined().utf8))
+        try handle.close()
+    }
+
+    /// Polls until `count` lines came or a poll brings none (the lines are on disk before it).
+    func lines(_ reader: FileReader) throws -> [String] {
+        let batch = LineBatch()
+        var lines: [String] = []
+        while true {
+            batch.removeAll()
+            guard try reader.poll(into: batch) > 0 else { return lines }
+            batch.forEachLine { lines.append(String(decoding: $0, as: UTF8.self)) }
+        }
+    }
+
+    @Test("a rotation to a refused file is read once the file is fixed in place, or replaced by one at the same inode")
+    func refusedRotationRecovers() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("one\n".utf8))
+        var options = FileOptions()
+        options.path = scratch.filePath
+        options.readMethod = .read
+        options.startAtBeginning = true
+        let reader = try FileReader(options: options)
+        defer { reader.close() }
+        #expect(try lines(reader) == ["one"])
+
+        // Rotated to another user's file: refused, said once, however often that file changes.
+        rename(scratch.filePath, scratch.filePath + ".1")
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("two\n".utf8))
+        chown(scratch.filePath, Self.nobody.uid, Self.nobody.gid)
+        #expect(try lines(reader).isEmpty)
+        try append(["three"], to: scratch.filePath)
+        #expect(try lines(reader).isEmpty)
+        #expect(reader.statistics.filesRefused == 1)
+        #expect(reader.refusal?.contains("uid 65534") == true, "\(reader.refusal ?? "no refusal")")
+        // Fixed in place: read from its start, the lines written while refused too.
+        chown(scratch.filePath, 0, 0)
+        try append(["four"], to: scratch.filePath)
+        #expect(try lines(reader) == ["two", "three", "four"])
+        #expect(reader.refusal == nil)
+
+        // A link refused, then a regular file in its place (ext4 hands the same inode number back).
+        rename(scratch.filePath, scratch.filePath + ".1")
+        symlink("/dev/zero", scratch.filePath)
+        #expect(try lines(reader).isEmpty)
+        #expect(reader.statistics.filesRefused == 2)
+        unlink(scratch.filePath)
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("five\n".utf8))
+        #expect(try lines(reader) == ["five"])
+        #expect(reader.statistics.filesRefused == 2)
+
+        // Group-writable, then chmod g-w.
+        rename(scratch.filePath, scratch.filePath + ".1")
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("six\n".utf8))
+        chmod(scratch.filePath, 0o664)
+        #expect(try lines(reader).isEmpty)
+        chmod(scratch.filePath, 0o644)
+        #expect(try lines(reader) == ["six"])
+        #expect(reader.statistics.filesRefused == 3)
+    }
+
+    @Test("a reader that starts after one refused the rotated file reads that file from its start")
+    func refusedRotationAcrossReaders() throws {
+        try Privileges.require()
+        let scratch = TransportScratch()
+        let position = scratch.filePath + ".position"
+        defer {
+            scratch.remove()
+            unlink(position)
+        }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("one\n".utf8))
+        var options = FileOptions()
+        options.path = scratch.filePath
+        options.readMethod = .read
+        options.positionPath = position
+        let first = try FileReader(options: options)
+        try append(["two"], to: scratch.filePath)
+        #expect(try lines(first) == ["two"])
+        rename(scratch.filePath, scratch.filePath + ".1")
+        FileManager.default.createFile(atPath: scratch.filePath, contents: Data("three\n".utf8))
+        chown(scratch.filePath, Self.nobody.uid, Self.nobody.gid)
+        #expect(try lines(first).isEmpty)
+        first.close()  // a reload: the place kept is in the old file
+        chown(scratch.filePath, 0, 0)
+        try append(["four"], to: scratch.filePath)
+        let second = try FileReader(options: options)  // as the daemon: from the end where nothing was kept
+        defer { second.close() }
+        #expect(try lines(second) == ["three", "four"])
+    }
+
+    @Test("a log file on procfs or sysfs is refused with one line, by a reader and by the check")
+    func pseudoFileSystemRefused() throws {
+        try Privileges.require()
+        for (path, system) in [("/proc/version", "procfs"), ("/sys/kernel/uevent_seqnum", "sysfs")] {
+            var options = FileOptions()
+            options.path = path
+            options.readMethod = .read
+            options.startAtBeginning = true
+            let message = refusal { _ = try FileReader(options: options) }
+            #expect(message?.contains("\(path) is on \(system)") == true, "\(message ?? "accepted")")
+            #expect(message?.contains("\n") == false)
+            #expect(refusal { try FileReader.check(path: path) } == message)
+        }
+        let scratch = TransportScratch()
+        defer { scratch.remove() }
+        FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
+        #expect(refusal { try FileReader.check(path: scratch.filePath) } == nil)
+        #expect(refusal { try FileReader.check(path: scratch.filePath + ".none") } == nil, "a reader waits for it")
+    }
 }

@@ -176,6 +176,15 @@ int cportcullis_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 size_t cportcullis_credentials_space(void);
 int64_t cportcullis_message_uid(const struct msghdr *message);
 
+/*
+ * A socket filter on the AF_UNIX datagram socket `fd`: a datagram whose sender's real uid is none
+ * of `uids` is dropped by the kernel before it takes a place in the receive queue (the filter runs
+ * in the sender's sendmsg, so bpf_get_current_uid_gid is the sender's; bpf_get_socket_uid is not),
+ * and counted in an array map of one u64 (key 0), whose descriptor is returned; a negative errno
+ * when the filter cannot be loaded or attached (no CAP_BPF).
+ */
+int cportcullis_attach_uid_filter(int fd, const uint32_t *uids, size_t count);
+
 /* liburing's static inline helpers, forwarded so Swift calls one function each. */
 int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
 				 uint64_t user_data);

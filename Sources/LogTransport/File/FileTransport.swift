@@ -128,6 +128,30 @@ public final class FileWriter: LogWriter {
     }
 }
 
+/// What of a file at the path decides whether it is tried again after a refusal: which file it
+/// is, and its status change time (a chown, chmod or write moves it).
+struct FileIdentity: Equatable {
+    let device: dev_t
+    let inode: ino_t
+    let mode: mode_t
+    let owner: uid_t
+    let changed: timespec
+
+    init(_ info: stat) {
+        device = info.st_dev
+        inode = info.st_ino
+        mode = info.st_mode
+        owner = info.st_uid
+        changed = info.st_ctim
+    }
+
+    static func == (left: FileIdentity, right: FileIdentity) -> Bool {
+        left.device == right.device && left.inode == right.inode && left.mode == right.mode
+            && left.owner == right.owner && left.changed.tv_sec == right.changed.tv_sec
+            && left.changed.tv_nsec == right.changed.tv_nsec
+    }
+}
+
 /// Tails the log file: emits whole lines only, follows truncation (starts over) and rotation
 /// (drains the old file, then opens the new one from its start), and waits with inotify.
 public final class FileReader: LogReader {
@@ -151,8 +175,15 @@ public final class FileReader: LogReader {
     private var closed = false
     /// Times the file was found truncated (and read again from its start).
     public private(set) var truncations: UInt64 = 0
-    /// The file last refused at the path (not tried again until another appears).
-    private var refused: (inode: ino_t, device: dev_t) = (0, 0)
+    /// The file last refused at the path, as `lstat` saw it: tried again once anything of it
+    /// changes (another file, or this one's owner, mode or contents: its ctime), never kept blind.
+    private var refused: FileIdentity?
+    /// The last refusal said (on stderr, once): its file and reason.
+    private var refusalSaid: (device: dev_t, inode: ino_t, reason: String)?
+    /// Past the start (where a refusal is thrown, not said).
+    private var running = false
+    /// Why the file at the path was last refused (one line), if it was.
+    public private(set) var refusal: String?
     /// Times the file was found replaced (rotation) and the new one opened.
     public private(set) var rotations: UInt64 = 0
 
@@ -180,7 +211,9 @@ public final class FileReader: LogReader {
         }
         // Watch the directory for the file appearing again (rotation, a writer starting later).
         let directory = options.path.contains("/") ? String(options.path[..<options.path.lastIndex(of: "/")!]) : "."
-        _ = inotify_add_watch(inotify, directory.isEmpty ? "/" : directory, UInt32(IN_CREATE | IN_MOVED_TO))
+        // IN_ATTRIB: a refused file fixed in place (chown, chmod) is tried again at once.
+        _ = inotify_add_watch(
+            inotify, directory.isEmpty ? "/" : directory, UInt32(IN_CREATE | IN_MOVED_TO | IN_ATTRIB))
         do throws(TransportError) {
             // Whoever can replace the file's directory can swap the log under us.
             try options.owners.checkParents(of: options.path, "log file")
@@ -193,6 +226,7 @@ public final class FileReader: LogReader {
             throw error
         }
         resumePosition()
+        running = true
     }
 
     /// Where a reader closed, in which file (`positionPath`).
@@ -203,18 +237,24 @@ public final class FileReader: LogReader {
     }
 
     /// Goes on from the place a reader with this position path closed at, if it is in this file
-    /// and still within it (a file replaced or truncated since is read as `startAtBeginning` says).
+    /// and still within it. A file replaced or truncated since holds only lines written after that
+    /// place (the last reader was refused the new file, say): it is read from its start.
     private func resumePosition() {
-        guard fd >= 0, let path = options.positionPath, let saved = JSONOutput.read(Position.self, from: path) else {
-            return
-        }
+        guard fd >= 0, let path = options.positionPath else { return }
+        let (kept, note) = JSONOutput.readState(Position.self, from: path, what: "the place in \(options.path) kept as")
+        if let note { sayProblem("note: \(note)") }
+        guard let saved = kept else { return }
         // Used once: a reader that dies later (no clean close) must not send its successor back here.
         unlink(path)
         var info = stat()
-        guard saved.device == UInt64(device), saved.inode == UInt64(inode), fstat(fd, &info) == 0,
-            saved.offset >= 0, saved.offset <= Int64(info.st_size)
-        else { return }
-        offset = off_t(saved.offset)
+        guard fstat(fd, &info) == 0 else { return }
+        if saved.device == UInt64(device), saved.inode == UInt64(inode), saved.offset >= 0,
+            saved.offset <= Int64(info.st_size)
+        {
+            offset = off_t(saved.offset)
+        } else {
+            offset = 0
+        }
     }
 
     /// Keeps the place for the next reader (`positionPath`): the end of the last whole line read.
@@ -254,18 +294,18 @@ public final class FileReader: LogReader {
         guard opened >= 0 else {
             let code = errno
             if code == ENOENT { return .absent }
-            stats.filesRefused += 1
             let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
-            return .refused(.system(operation: "open \(options.path)\(hint)", errno: code))
+            return refuse(.system(operation: "open \(options.path)\(hint)", errno: code))
         }
         var info = stat()
         do throws(TransportError) {
             info = try Self.checkLogFile(fd: opened, options: options)
         } catch {
             Glibc.close(opened)
-            stats.filesRefused += 1
-            return .refused(error)
+            return refuse(error)
         }
+        refusal = nil
+        refusalSaid = nil
         if fd >= 0 { Glibc.close(fd) }
         fd = opened
         inode = info.st_ino
@@ -276,7 +316,57 @@ public final class FileReader: LogReader {
         return .opened
     }
 
-    /// Checks an open log file: regular, and its owner and mode trusted. - Returns: its `stat`.
+    /// Counts a refusal and, while the reader runs (not at its start, which throws it), says it on
+    /// stderr: once per file and reason, however often the file is tried again.
+    private func refuse(_ error: TransportError) -> Opened {
+        var named = stat()
+        let found = lstat(options.path, &named) == 0
+        let reason = error.description
+        refusal = reason
+        if let said = refusalSaid, found, said.device == named.st_dev, said.inode == named.st_ino,
+            said.reason == reason
+        {
+            return .refused(error)
+        }
+        refusalSaid = (named.st_dev, named.st_ino, reason)
+        stats.filesRefused += 1
+        if running {
+            sayProblem(
+                "not reading the new log file: \(reason) (tried again when it changes; lines written there "
+                    + "meanwhile are read then)")
+        }
+        return .refused(error)
+    }
+
+    /// File systems whose "regular files" are no logs: their size is 0 while reads return data (a
+    /// reader would take that for a truncation at every poll), and some block or consume (`/proc/kmsg`).
+    static let pseudoFileSystems: [(magic: Int, name: String)] = [
+        (0x9fa0, "procfs"), (0x6265_6572, "sysfs"), (0x6462_6720, "debugfs"), (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"), (0x6367_7270, "cgroup2"), (0x0027_e0eb, "cgroup"), (0x6265_6570, "configfs"),
+        (0xcafe_4a11, "bpf"),
+    ]
+
+    /// Checks the log file at `path` as a reader opens it (and `--check-config` can): no symbolic
+    /// link, a regular file on a real file system, a trusted owner and mode, under directories only
+    /// trusted users can replace. A missing file passes (a reader waits for it).
+    public static func check(path: String, owners: TrustedOwners = TrustedOwners()) throws(TransportError) {
+        var options = FileOptions()
+        options.path = path
+        options.owners = owners
+        try owners.checkParents(of: path, "log file")
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT { return }
+            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
+            throw .system(operation: "open \(path)\(hint)", errno: code)
+        }
+        defer { Glibc.close(fd) }
+        try checkLogFile(fd: fd, options: options)
+    }
+
+    /// Checks an open log file: regular, on a real file system, and its owner and mode trusted.
+    /// - Returns: its `stat`.
     @discardableResult
     static func checkLogFile(fd: Int32, options: FileOptions) throws(TransportError) -> stat {
         var info = stat()
@@ -284,6 +374,13 @@ public final class FileReader: LogReader {
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             throw .untrusted(
                 "log file \(options.path) is not a regular file (a FIFO, device or directory); give a file")
+        }
+        var system = statfs()
+        try transportCall("statfs \(options.path)") { fstatfs(fd, &system) }
+        if let pseudo = pseudoFileSystems.first(where: { $0.magic == Int(system.f_type) }) {
+            throw .untrusted(
+                "log file \(options.path) is on \(pseudo.name), not a log (its size is 0 while it reads data); give "
+                    + "the file a service logs to")
         }
         try options.owners.check(info, "log file", path: options.path)
         return info
@@ -302,7 +399,15 @@ public final class FileReader: LogReader {
         }
         while !batch.isFull {
             // A file created after we started: read it all.
-            if fd < 0, case .opened = openFile(atEnd: false) {} else if fd < 0 { break }
+            if fd < 0 {
+                var named = stat()
+                guard lstat(options.path, &named) == 0, FileIdentity(named) != refused else { break }
+                guard case .opened = openFile(atEnd: false) else {
+                    refused = FileIdentity(named)
+                    break
+                }
+                refused = nil
+            }
             let read = try readMore()
             if read > 0 {
                 total += deliver(into: batch)
@@ -323,12 +428,16 @@ public final class FileReader: LogReader {
             }
             var named = stat()
             if lstat(options.path, &named) == 0 && (named.st_ino != inode || named.st_dev != device)
-                && (named.st_ino != refused.inode || named.st_dev != refused.device)
+                && FileIdentity(named) != refused
             {
-                rotations += 1
-                discardPartialLine()
-                if case .opened = openFile(atEnd: false) { continue }
-                refused = (named.st_ino, named.st_dev)  // counted once; the old file is still read
+                if case .opened = openFile(atEnd: false) {
+                    rotations += 1
+                    discardPartialLine()  // the old file's cut-off line is never completed
+                    refused = nil
+                    continue
+                }
+                // Refused: the old file is still read; the new one is tried again when it changes.
+                refused = FileIdentity(named)
             }
             break
         }

@@ -186,7 +186,11 @@ public final class JournalReader: LogReader {
     /// Seeks to after the saved cursor's entry, or to the tail (new entries only), or to the head.
     private func position() throws(TransportError) {
         let journal = self.journal
-        if let path = options.cursorPath, let saved = JSONOutput.read(SavedCursor.self, from: path) {
+        let (kept, note) =
+            options.cursorPath.map { JSONOutput.readState(SavedCursor.self, from: $0, what: "the journal cursor") }
+            ?? (nil, nil)
+        if let note { sayProblem("note: \(note)") }
+        if let path = options.cursorPath, let saved = kept {
             try journalCall("seek to the saved journal cursor in \(path)") {
                 sd_journal_seek_cursor(journal, saved.cursor)
             }

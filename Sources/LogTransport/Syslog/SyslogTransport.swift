@@ -10,8 +10,11 @@ public struct SyslogOptions: Sendable, Equatable {
     /// kernel vouches for, decides).
     public var path = defaultPath
     /// Also listen on UDP at this loopback `ADDRESS:PORT` (`127.0.0.1:5514`, `[::1]:5514`); nil: no UDP.
-    /// UDP carries no sender: any local process may send there.
+    /// UDP carries no sender: any local process may send there, so it is refused unless
+    /// `udpAnySender` (`--syslog-udp-any-sender`) says the operator accepts that.
     public var udp: String?
+    /// The operator accepts that any local user can feed the UDP port (and get any address banned).
+    public var udpAnySender = false
     /// Users (besides root and this process's) whose messages on the socket are read; others'
     /// are dropped and counted (`writersRefused`): anyone can reach the socket, and a message
     /// names any tag it likes.
@@ -40,7 +43,14 @@ public struct SyslogOptions: Sendable, Equatable {
             throw .invalidConfiguration(
                 "syslog socket '\(path)': give an absolute path of at most \(UnixSocketAddress.longestPath) bytes")
         }
-        if let udp { _ = try InternetSocketAddress(syslogUDP: udp) }
+        if let udp {
+            _ = try InternetSocketAddress(syslogUDP: udp)
+            guard udpAnySender else {
+                throw .invalidConfiguration(
+                    "--syslog-udp \(udp): UDP names no sender, so any local user could get any address banned; "
+                        + "use the syslog socket (or the journal), or add --syslog-udp-any-sender to accept that")
+            }
+        }
         for tag in tags where !SyslogRoute.isTag(tag) {
             throw .invalidConfiguration(
                 "syslog tag '\(tag)': a tag is 1 to 48 characters without blanks, '[', ':' or ','; e.g. syslog:sshd,nginx"
@@ -299,7 +309,20 @@ public final class SyslogReader: LogReader {
     private let iovecs: UnsafeMutablePointer<iovec>
     private let messages: UnsafeMutablePointer<cportcullis_mmsghdr>
 
-    public var statistics: ReaderStatistics { stats }
+    /// The kernel filter's count of datagrams dropped because their socket's owner is refused
+    /// (an array map of one u64), or -1 without the filter.
+    private var kernelDrops: Int32 = -1
+
+    public var statistics: ReaderStatistics {
+        var total = stats
+        var key: UInt32 = 0
+        var dropped: UInt64 = 0
+        if kernelDrops >= 0 && bpf_map_lookup_elem(kernelDrops, &key, &dropped) == 0 { total.writersRefused += dropped }
+        return total
+    }
+
+    /// Whether the kernel drops refused senders' datagrams before they take a place in the queue.
+    public var filtersInKernel: Bool { kernelDrops >= 0 }
 
     /// Binds the socket (a stale one, which nobody reads, is replaced; a live one refuses the
     /// start) and the UDP port, if any.
@@ -338,6 +361,20 @@ public final class SyslogReader: LogReader {
             try transportCall("SO_PASSCRED on \(options.path)") {
                 setsockopt(unix, SOL_SOCKET, SO_PASSCRED, &on, socklen_t(MemoryLayout<Int32>.size))
             }
+            // A flood from a refused user must neither fill the queue (max_dgram_qlen datagrams:
+            // trusted non-blocking senders would meet EAGAIN) nor cost this thread a receive per
+            // datagram: the kernel drops refused users' datagrams in their own sendmsg and counts
+            // them. SCM_CREDENTIALS below stay the check (what a root sender claims, say).
+            let uids = allowedUIDs.map { UInt32($0) }
+            let filter = cportcullis_attach_uid_filter(unix, uids, uids.count)
+            if filter >= 0 {
+                kernelDrops = filter
+            } else {
+                sayProblem(
+                    "note: the syslog socket \(options.path) has no kernel filter (\(String(cString: strerror(-filter)))"
+                        + "; it needs CAP_BPF): refused senders are dropped by the reader, and a flood of theirs can "
+                        + "crowd out non-blocking senders")
+            }
             setReceiveBuffer(unix)
             if let text = options.udp {
                 let address = try InternetSocketAddress(syslogUDP: text)
@@ -353,6 +390,7 @@ public final class SyslogReader: LogReader {
         } catch {
             if inode != 0 { unlink(options.path) }
             if unix >= 0 { Glibc.close(unix) }
+            if kernelDrops >= 0 { Glibc.close(kernelDrops) }
             if udp >= 0 { Glibc.close(udp) }
             closed = true
             release()
@@ -413,6 +451,9 @@ public final class SyslogReader: LogReader {
         if lstat(options.path, &info) == 0, info.st_ino == inode { unlink(options.path) }
         Glibc.close(unix)
         if udp >= 0 { Glibc.close(udp) }
+        stats = statistics  // the kernel's count kept
+        if kernelDrops >= 0 { Glibc.close(kernelDrops) }
+        kernelDrops = -1
         release()
     }
 
