@@ -19,42 +19,58 @@ import Synchronization
 /// and then lets the next events gather for 10 ms: a ban is in the file within about 10 ms.
 public final class BanLog: BanPublisher, @unchecked Sendable {
     public let path: String
-    private let fd: Int32
-    private struct Queue {
-        var events: [BanEvent] = []
-        /// Events taken by the writer and not yet written (`flush` waits for them too).
-        var writing = 0
-        var stopping = false
-    }
-
-    private let queue = Mutex(Queue())
+    /// What the writer's thread holds (never the log itself: a log released before its thread
+    /// ran, such as on a start refused right after opening it, must not be read by the thread).
+    private let writer: Writer
+    private var thread: SystemThread?
     /// How long the writer lets events gather after each write: a line is in the file at most
     /// about this long after its ban.
     static let gatherNanoseconds: UInt64 = 10_000_000
-    private let wakeup = DispatchSemaphore(value: 0)
-    private let written = DispatchSemaphore(value: 0)
-    private var thread: SystemThread?
 
-    public init(path: String) throws(DaemonError) {
+    /// - Parameter say: where a write failure (and the end of one) is said, once per episode.
+    public init(
+        path: String, say: @escaping @Sendable (String) -> Void = BanLog.sayOnStandardError
+    )
+        throws(DaemonError)
+    {
         // O_NOFOLLOW: a link planted at the path does not redirect a root write elsewhere.
-        fd = try systemCall({ open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640) }) { error in
+        let fd = try systemCall({ open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640) }) {
+            error in
             DaemonError.invalidSetting(
                 "cannot open the ban log \(path): \(error); check that its directory exists and is writable")
         }
-        self.path = path
-        do throws(Errno) {
-            thread = try SystemThread.spawn { [unowned self] in self.run() }
-        } catch {
+        // A log is a regular file on a disk: not a device, a FIFO or a file of /proc or /sys,
+        // which take writes and keep nothing (or block).
+        var info = stat()
+        let regular = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        let pseudo = PseudoFileSystem.name(of: fd)
+        guard regular && pseudo == nil else {
             close(fd)
+            throw .invalidSetting(
+                "the ban log \(path) is not a regular file on a disk (\(pseudo.map { "on \($0)" } ?? "a device, FIFO or socket")): "
+                    + "name a file for --ban-log")
+        }
+        self.path = path
+        writer = Writer(fd: fd, path: path, say: say)
+        do throws(Errno) {
+            thread = try SystemThread.spawn { [writer] in writer.run() }
+        } catch {
             throw .invalidSetting("cannot start the ban log's thread: \(error)")
         }
     }
 
     deinit {
-        queue.withLock { $0.stopping = true }
-        wakeup.signal()
+        writer.queue.withLock { $0.stopping = true }
+        writer.wakeup.signal()
         thread?.join()
-        close(fd)
+    }
+
+    /// Writes that failed (a full disk, an I/O error): their lines are lost, the bans are not.
+    public var writeErrors: UInt64 { writer.queue.withLock { $0.errors } }
+
+    @Sendable public static func sayOnStandardError(_ line: String) {
+        let text = "portcullisd: " + line + "\n"
+        _ = text.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
     }
 
     /// Queues the event's lines: `TIME EVENT ADDRESS [jail=NAME for=SECONDS]`.
@@ -62,52 +78,112 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
         guard !event.addresses.isEmpty else { return }
         // The writer takes what is queued before it waits again: a signal for each time the
         // queue stops being empty is enough.
-        let wasEmpty = queue.withLock { queue in
+        let wasEmpty = writer.queue.withLock { queue in
             queue.events.append(event)
             return queue.events.count == 1
         }
-        if wasEmpty { wakeup.signal() }
+        if wasEmpty { writer.wakeup.signal() }
     }
 
     /// Returns once every event queued before the call is written.
     public func flush() {
-        while queue.withLock({ !$0.events.isEmpty || $0.writing > 0 }) {
-            wakeup.signal()
-            _ = written.wait(timeout: .now() + .milliseconds(10))
+        while writer.queue.withLock({ !$0.events.isEmpty || $0.writing > 0 }) {
+            writer.wakeup.signal()
+            _ = writer.written.wait(timeout: .now() + .milliseconds(10))
         }
     }
 
-    private func run() {
-        var text = LogText()
-        defer { text.deallocate() }
-        while true {
-            let (events, stopping) = queue.withLock { queue in
-                defer {
-                    queue.writing = queue.events.count
-                    queue.events.removeAll(keepingCapacity: true)
+    /// The writer's thread and what it shares with the log.
+    final class Writer: @unchecked Sendable {
+        struct Queue {
+            var events: [BanEvent] = []
+            /// Events taken by the writer and not yet written (`flush` waits for them too).
+            var writing = 0
+            var stopping = false
+            var errors: UInt64 = 0
+        }
+
+        let queue = Mutex(Queue())
+        let wakeup = DispatchSemaphore(value: 0)
+        let written = DispatchSemaphore(value: 0)
+        private let fd: Int32
+        private let path: String
+        private let say: @Sendable (String) -> Void
+        /// The error of the failing episode, said once.
+        private var failing: String?
+
+        init(fd: Int32, path: String, say: @escaping @Sendable (String) -> Void) {
+            self.fd = fd
+            self.path = path
+            self.say = say
+        }
+
+        deinit { close(fd) }
+
+        func run() {
+            var text = LogText()
+            defer { text.deallocate() }
+            while true {
+                let (events, stopping) = queue.withLock { queue in
+                    defer {
+                        queue.writing = queue.events.count
+                        queue.events.removeAll(keepingCapacity: true)
+                    }
+                    return (queue.events, queue.stopping)
                 }
-                return (queue.events, queue.stopping)
+                if events.isEmpty {
+                    if stopping { return }
+                    wakeup.wait()
+                    continue
+                }
+                text.count = 0
+                // Each event's time: its monotonic stamp moved onto the wall clock.
+                let wall = SystemClock.wallMilliseconds()
+                let monotonic = SystemClock.monotonicNanoseconds() / 1_000_000
+                for event in events {
+                    let at = wall - min(wall, monotonic &- min(monotonic, event.monotonicNanoseconds / 1_000_000))
+                    BanLog.append(event, at: at, to: &text)
+                }
+                write(UnsafeRawBufferPointer(start: text.bytes, count: text.count))
+                queue.withLock { $0.writing = 0 }
+                written.signal()
+                // Let the next events gather: a wake-up of this thread per batch of bans cost more
+                // than their lines (measured: about 50 µs each on a Firecracker VM, some 230 ns per
+                // ban in the workload suite).
+                if !stopping { SystemClock.sleep(nanoseconds: BanLog.gatherNanoseconds) }
             }
-            if events.isEmpty {
-                if stopping { return }
-                wakeup.wait()
-                continue
+        }
+
+        /// Writes the lines; a failure (a full disk) must not stop the bans: it is counted, and
+        /// said once until a write succeeds again.
+        private func write(_ text: UnsafeRawBufferPointer) {
+            var done = 0
+            while done < text.count {
+                let result = systemCallResult { Glibc.write(fd, text.baseAddress! + done, text.count - done) }
+                switch result {
+                case .success(let count) where count > 0:
+                    done += count
+                case .success:
+                    failed("the file takes no more bytes")
+                    return
+                case .failure(let error):
+                    failed("\(error)")
+                    return
+                }
             }
-            text.count = 0
-            // Each event's time: its monotonic stamp moved onto the wall clock.
-            let wall = SystemClock.wallMilliseconds()
-            let monotonic = SystemClock.monotonicNanoseconds() / 1_000_000
-            for event in events {
-                let at = wall - min(wall, monotonic &- min(monotonic, event.monotonicNanoseconds / 1_000_000))
-                Self.append(event, at: at, to: &text)
+            if failing != nil {
+                failing = nil
+                say("the ban log \(path) is written again")
             }
-            write(UnsafeRawBufferPointer(start: text.bytes, count: text.count))
-            queue.withLock { $0.writing = 0 }
-            written.signal()
-            // Let the next events gather: a wake-up of this thread per batch of bans cost more
-            // than their lines (measured: about 50 µs each on a Firecracker VM, some 230 ns per
-            // ban in the workload suite).
-            if !stopping { SystemClock.sleep(nanoseconds: Self.gatherNanoseconds) }
+        }
+
+        private func failed(_ reason: String) {
+            queue.withLock { $0.errors += 1 }
+            guard failing != reason else { return }
+            failing = reason
+            say(
+                "cannot write the ban log \(path): \(reason); bans go on, their lines are lost until it can "
+                    + "(portcullis_ban_log_errors_total)")
         }
     }
 
@@ -186,13 +262,4 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
         }
     }
 
-    private func write(_ text: UnsafeRawBufferPointer) {
-        var done = 0
-        while done < text.count {
-            let written = systemCallResult { Glibc.write(fd, text.baseAddress! + done, text.count - done) }
-            // A full disk must not stop the bans; the counters still count them.
-            guard case .success(let count) = written, count > 0 else { return }
-            done += count
-        }
-    }
 }

@@ -77,7 +77,17 @@ final class ControlledDaemon: @unchecked Sendable {
         }
         return DaemonMetrics.Inputs(
             status: daemon.status, maps: maps, control: control, reloads: UInt64(reloads),
-            reloadsRefused: UInt64(attempts - reloads), samples: (crowdsec?.samples() ?? []) + (fleet?.samples() ?? []))
+            reloadsRefused: UInt64(attempts - reloads),
+            samples: (crowdsec?.samples() ?? []) + (fleet?.samples() ?? []) + banLogSamples(daemon))
+    }
+
+    /// The ban log's write failures, when there is one.
+    private func banLogSamples(_ daemon: Daemon) -> [MetricSample] {
+        daemon.publishers.compactMap { $0 as? BanLog }.map {
+            .counter(
+                "portcullis_ban_log_errors_total", "Writes of the ban log that failed (their lines are lost).", [],
+                Double($0.writeErrors))
+        }
     }
 
     /// How long a streamed listing may take in all (a peer that reads a trickle holds the control

@@ -1,3 +1,4 @@
+import Synchronization
 import OffenceTable
 import PortcullisCore
 import Foundation
@@ -142,6 +143,60 @@ struct DaemonInProcessTests {
         #expect(lines.filter { $0[1] == "unban" }.allSatisfy { $0.count == 3 })
         // 2026-11-26T21:05:00.123Z: ISO 8601 UTC with milliseconds.
         #expect(lines.allSatisfy { $0[0].count == 24 && $0[0].hasSuffix("Z") && $0[0].dropFirst(10).first == "T" })
+    }
+
+    @Test("a ban log released at once (a start refused right after opening it) does not crash its thread")
+    func banLogReleasedAtOnce() throws {
+        let path = NSTemporaryDirectory() + "pc-banlog-\(getpid())-released.log"
+        defer { unlink(path) }
+        // Its thread read the log through an unowned reference: a log released before the thread
+        // first ran trapped ("already destroyed"), 11 times in 12 on a refused start.
+        for _ in 0..<300 { _ = try BanLog(path: path) }
+    }
+
+    @Test("a ban log that cannot be written says so once, counts each failure, and says when it writes again")
+    func banLogOnFullDisk() throws {
+        try Privileges.require()
+        let directory = NSTemporaryDirectory() + "pc-banlog-full-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(mount("tmpfs", directory, "tmpfs", 0, "size=64k") == 0, "mount a 64 KiB tmpfs: \(errno)")
+        defer { umount(directory) }
+        let said = Mutex<[String]>([])
+        let log = try BanLog(path: directory + "/bans.log") { line in said.withLock { $0.append(line) } }
+        // The rest of the file system taken by a filler.
+        let filler = directory + "/filler"
+        FileManager.default.createFile(atPath: filler, contents: nil)
+        let handle = try #require(FileHandle(forWritingAtPath: filler))
+        while (try? handle.write(contentsOf: Data(count: 4096))) != nil {}
+        try handle.close()
+        func ban(_ address: String) {
+            log.publish(
+                BanEvent(
+                    kind: .ban, origin: .filter, addresses: [IPAddress(address)!],
+                    monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: "full", seconds: [60]))
+            log.flush()
+        }
+        for index in 1...3 { ban("198.18.9.\(index)") }
+        #expect(log.writeErrors == 3)
+        let lines = said.withLock { $0 }
+        #expect(lines.count == 1, "said once: \(lines)")
+        #expect(lines.first?.contains("cannot write the ban log \(directory)/bans.log") == true, "\(lines)")
+        unlink(filler)
+        ban("198.18.9.4")
+        #expect(said.withLock { $0.last } == "the ban log \(directory)/bans.log is written again")
+        #expect(try String(contentsOfFile: directory + "/bans.log", encoding: .utf8).contains("198.18.9.4 jail=full"))
+    }
+
+    @Test("a ban log on /proc or not a regular file is refused with one line")
+    func banLogOnPseudoFile() throws {
+        for path in ["/proc/version", "/dev/null"] {
+            #expect {
+                _ = try BanLog(path: path)
+            } throws: { error in
+                "\(error)".contains("the ban log \(path) is not a regular file on a disk")
+            }
+        }
     }
 
     @Test("offences going on across ban ends: a client that crossed again is never left unbanned by the lift")

@@ -338,14 +338,6 @@ public final class FileReader: LogReader {
         return .refused(error)
     }
 
-    /// File systems whose "regular files" are no logs: their size is 0 while reads return data (a
-    /// reader would take that for a truncation at every poll), and some block or consume (`/proc/kmsg`).
-    static let pseudoFileSystems: [(magic: Int, name: String)] = [
-        (0x9fa0, "procfs"), (0x6265_6572, "sysfs"), (0x6462_6720, "debugfs"), (0x7472_6163, "tracefs"),
-        (0x7363_6673, "securityfs"), (0x6367_7270, "cgroup2"), (0x0027_e0eb, "cgroup"), (0x6265_6570, "configfs"),
-        (0xcafe_4a11, "bpf"),
-    ]
-
     /// Checks the log file at `path` as a reader opens it (and `--check-config` can): no symbolic
     /// link, a regular file on a real file system, a trusted owner and mode, under directories only
     /// trusted users can replace. A missing file passes (a reader waits for it).
@@ -375,11 +367,9 @@ public final class FileReader: LogReader {
             throw .untrusted(
                 "log file \(options.path) is not a regular file (a FIFO, device or directory); give a file")
         }
-        var system = statfs()
-        try transportCall("statfs \(options.path)") { fstatfs(fd, &system) }
-        if let pseudo = pseudoFileSystems.first(where: { $0.magic == Int(system.f_type) }) {
+        if let pseudo = PseudoFileSystem.name(of: fd) {
             throw .untrusted(
-                "log file \(options.path) is on \(pseudo.name), not a log (its size is 0 while it reads data); give "
+                "log file \(options.path) is on \(pseudo), not a log (its size is 0 while it reads data); give "
                     + "the file a service logs to")
         }
         try options.owners.check(info, "log file", path: options.path)

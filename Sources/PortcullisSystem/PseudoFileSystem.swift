@@ -1,0 +1,21 @@
+import CPortcullis
+import Glibc
+
+/// File systems whose "regular files" hold no data of their own: a log read there has a size of 0
+/// while reads return data (a reader would take that for a truncation at every poll), some block or
+/// consume (`/proc/kmsg`), and writes to them keep nothing.
+public enum PseudoFileSystem {
+    static let known: [(magic: Int, name: String)] = [
+        (0x9fa0, "procfs"), (0x6265_6572, "sysfs"), (0x6462_6720, "debugfs"), (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"), (0x6367_7270, "cgroup2"), (0x0027_e0eb, "cgroup"), (0x6265_6570, "configfs"),
+        (0xcafe_4a11, "bpf"),
+    ]
+
+    /// The name of the pseudo file system the open file `fd` is on, or nil (a real one, or
+    /// `fstatfs` failed).
+    public static func name(of fd: Int32) -> String? {
+        var system = statfs()
+        guard fstatfs(fd, &system) == 0 else { return nil }
+        return known.first { $0.magic == Int(system.f_type) }?.name
+    }
+}
