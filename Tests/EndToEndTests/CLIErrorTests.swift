@@ -66,6 +66,43 @@ struct CLIErrorTests {
         expectOneLineError(result, mentioning: ["broke off before its end"])
     }
 
+    @Test("a daemon that takes a connection but never replies: list falls back to the maps after its timeout (N8)")
+    func silentDaemonFallsBack() throws {
+        try Privileges.require()
+        let directory = NSTemporaryDirectory() + "pc-silent-control-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/control.sock"
+        // A listener that never accepts: the connection succeeds (the backlog) and nothing answers.
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = [
+            "-c",
+            """
+            import socket, sys, time
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(sys.argv[1]); s.listen(4)
+            time.sleep(120)
+            """,
+            socket,
+        ]
+        try server.run()
+        defer {
+            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+            server.waitUntilExit()
+        }
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: socket) && waited < 500 {
+            usleep(10_000)
+            waited += 1
+        }
+        let pins = directory + "/no-pins"
+        let result = try runProcess(Products.cli, ["list", "--json", "--control", socket, "--pin-dir", pins])
+        #expect(result.stderr.contains("sent no reply within 10000 ms"), "\(result.stderr)")
+        #expect(result.stderr.contains(pins), "it went on to read the maps there: \(result.stderr)")
+        #expect(!result.stderr.contains("Fatal error"))
+    }
+
     @Test func banTimesThatCannotBe() throws {
         try Privileges.require()
         expectOneLineError(try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "0"]), mentioning: ["--for"])
