@@ -125,4 +125,27 @@ struct ControlServerTests {
                 })
         }
     }
+
+    @Test("a request of 6 MB of nested brackets is refused before it is decoded (N19)")
+    func nestedBrackets() throws {
+        try withServer(streamer: { _, _ in false }) { path in
+            let fd = try #require(connect(path))
+            defer { close(fd) }
+            let request = [UInt8](repeating: UInt8(ascii: "["), count: 6_000_000) + [10]
+            var offset = 0
+            while offset < request.count {
+                let sent = request[offset...].withUnsafeBytes {
+                    send(fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL))
+                }
+                guard sent > 0 else { break }
+                offset += sent
+            }
+            var reply: [UInt8] = []
+            var byte: UInt8 = 0
+            while read(fd, &byte, 1) == 1, byte != 10 { reply.append(byte) }
+            let text = String(decoding: reply, as: UTF8.self)
+            #expect(text.contains("nested deeper than \(ControlServer.deepestNesting) levels"), "\(text)")
+        }
+        #expect(!ControlServer.nestsTooDeep(Array(#"{"command":"ban","addresses":["[[[[[[[[[[[[\"{{{{{{{{{"]}"#.utf8)))
+    }
 }

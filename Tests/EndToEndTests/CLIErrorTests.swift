@@ -135,6 +135,61 @@ struct CLIErrorTests {
         }
     }
 
+    @Test(
+        "an attach that fails after libbpf pinned the maps (descriptors run out) or before (not an ELF object) leaves no pins and no directory (N19)"
+    )
+    func failedLoadLeavesNoPinsNorDirectory() throws {
+        try withTestNetwork("d") { network, scratch in
+            // 30 descriptors: libbpf creates and pins every map, then duplicating them runs out.
+            let exhausted = try network.run(
+                in: network.receiver,
+                [
+                    "/usr/bin/prlimit", "--nofile=30", "--", Products.cli, "attach", network.receiverInterface,
+                    "--mode", "generic", "--pin-dir", scratch.path,
+                ])
+            expectOneLineError(exhausted, mentioning: ["Too many open files"])
+            #expect(!scratch.pins.holdsMaps, "the maps pinned before the descriptors ran out were removed")
+            #expect(access(scratch.path, F_OK) != 0, "the pin directory it made was removed")
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"))
+
+            let notELF = try network.run(
+                in: network.receiver,
+                [
+                    Products.cli, "attach", network.receiverInterface, "--bpf-object", "/etc/passwd",
+                    "--pin-dir", scratch.path,
+                ])
+            expectOneLineError(notELF, mentioning: ["/etc/passwd"])
+            #expect(access(scratch.path, F_OK) != 0, "no empty pin directory")
+        }
+    }
+
+    @Test(
+        "a blocklist with more IPv4 addresses than the list layer holds is refused as soon as its lines pass the capacity, naming the file, the line and the list (N19)"
+    )
+    func blocklistOverCapacityStopsEarly() throws {
+        try Privileges.require()
+        let directory = NSTemporaryDirectory() + "pc-big-list-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/big.txt"
+        // 1,048,577 distinct addresses of 198.18.0.0/15 and beyond (the capacity is 1,048,576), then more.
+        var text = ""
+        text.reserveCapacity(20 << 20)
+        for index in 0..<(BanMaps.listCapacity + 50_000) {
+            text += "\(10 + index >> 16 & 0xff).\(index >> 8 & 0xff).\(index & 0xff).1\n"
+        }
+        try text.write(toFile: file, atomically: false, encoding: .utf8)
+        let result = try runProcess(
+            Products.cli, ["blocklist", "load", "big", file, "--pin-dir", directory + "/no-pins"])
+        expectOneLineError(
+            result,
+            mentioning: [
+                file, "more than \(BanMaps.listCapacity) IPv4 addresses by line \(BanMaps.listCapacity + 1)",
+                "the list big in force is unchanged",
+            ])
+    }
+
     @Test func failedAttachLeavesNoPinsAndSaysWhatToDo() throws {
         try withTestNetwork("f") { network, scratch in
             // Loopback has no native XDP: the program loads (pinning new maps), then the attach fails.
