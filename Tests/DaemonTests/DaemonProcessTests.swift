@@ -470,6 +470,45 @@ extension DaemonProcessTests {
 }
 
 extension DaemonProcessTests {
+    @Test(
+        "--check-config refuses what serve refuses (N11): a device, a directory or a path under a symlinked directory as the log, table-bins out of range, a failregex without <HOST>, a bad api_url, a state directory on /proc, a FIFO as --config"
+    )
+    func checkConfigurationRefusesWhatServeRefuses() throws {
+        let files = try ConfigurationScratch()
+        defer { files.remove() }
+        let directory = files.directory + "/logs"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: files.directory + "/linked", withDestinationPath: directory)
+        FileManager.default.createFile(atPath: directory + "/app.log", contents: nil)
+        let jail = "[jail.a]\nfailregex = '^x <HOST>$'\n"
+        let cases: [(text: String, arguments: [String], words: [String])] = [
+            (jail + "source = \"file:/dev/null\"\n", [], ["/dev/null", "not a regular file"]),
+            (jail + "source = \"file:\(directory)\"\n", [], [directory, "not a regular file"]),
+            (jail + "source = \"file:\(files.directory)/linked/app.log\"\n", [], ["linked"]),
+            (jail + "source = \"file:LOG\"\ntable-bins = 1099511627776\n", [], ["table-bins must be 16...2147483648"]),
+            ("[jail.a]\nsource = \"file:LOG\"\nfailregex = [\"login failed\"]\n", [], ["login failed", "<HOST>"]),
+            (
+                jail + "source = \"file:LOG\"\n[crowdsec]\napi_url = \"http://[::1\"\napi_key = \"k\"\n", [],
+                ["api_url", "http://[::1"]
+            ),
+            (jail + "source = \"file:LOG\"\n", ["--state-dir", "/proc"], ["--state-dir /proc", "/proc or /sys"]),
+        ]
+        for (text, arguments, words) in cases {
+            try files.write(text)
+            let result = try runProcess(
+                daemonPath, ["--config", files.path, "--check-config", "--interface", "lo"] + arguments, timeout: 30)
+            #expect(result.status == 1, "\(text): \(result.stdout) \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr)")
+            for word in words { #expect(result.stderr.contains(word), "'\(word)' in: \(result.stderr)") }
+        }
+        let fifo = files.directory + "/fifo.toml"
+        try #require(mkfifo(fifo, 0o600) == 0)
+        let result = try runProcess(daemonPath, ["--config", fifo, "--check-config", "--interface", "lo"], timeout: 30)
+        #expect(result.status == 1 && result.stderr.contains("not a regular file"), "\(result.stderr)")
+    }
+}
+
+extension DaemonProcessTests {
     @Test("several interfaces: the filter on each, one set of maps; one that cannot be attached undoes the others")
     func severalInterfaces() throws {
         try withTestNetwork("i") { network, scratch in
