@@ -144,7 +144,7 @@ let tests: [Target] = [
         dependencies: [
             "PortcullisDaemon", "PortcullisConfiguration", "Fail2ban", "OffenceTable", "PortcullisCore",
             "PortcullisSystem", "LogTransport", "XDPFirewall", "XDPTesting", "TestSupport", "PortcullisMetrics",
-            "PortcullisCrowdSec", "PortcullisFleet",
+            "PortcullisCrowdSec", "PortcullisFleet", "PortcullisControl",
         ]
     ),
     .testTarget(name: "LogTransportTests", dependencies: ["LogTransport", "PortcullisSystem", "TestSupport"]),

@@ -48,6 +48,19 @@ public final class CompiledFilter: @unchecked Sendable {
         }
         var failures: [CompiledRegex] = []
         for source in definition.failregex { failures.append(try compile(source, key: "failregex")) }
+        // As fail2ban ("No failure-id group": fid, ip4, ip6, dns or mlfid): a failregex (or the prefregex) says where the
+        // client stands, else the jail matches lines and can never ban.
+        let identifies = { (regex: CompiledRegex) in
+            [FailField.ip4, .ip6, .dns, .fid, .mlfid].contains { regex.groups[$0.rawValue] != 0 }
+        }
+        for (source, regex) in zip(definition.failregex, failures)
+        where !identifies(regex) && !(prefix.map(identifies) ?? false) {
+            throw .badValue(
+                file: definition.file, key: "failregex", value: source,
+                expected:
+                    "a pattern that marks the client: put <HOST> (or <ADDR>, <IP4>, <IP6>, <F-ID>) where its address stands"
+            )
+        }
         var ignores: [CompiledRegex] = []
         for source in definition.ignoreregex { ignores.append(try compile(source, key: "ignoreregex")) }
         self.failures = failures

@@ -15,6 +15,15 @@ struct Configuration {
     static let maximumInterpolationDepth = 10
     /// The deepest chain of `[INCLUDES]` followed.
     static let maximumIncludeDepth = 16
+    /// Files read for one configuration, includes counted each time (a jail.conf and its .d and
+    /// .local files, or a filter and its includes, are a few dozen): an `[INCLUDES]` fan-out (a
+    /// file naming the next one 10 times, 10 levels deep) stops here instead of reading 10^10.
+    static let maximumFilesRead = 1_000
+    /// Longest value after interpolation or tag substitution (a pattern is a few KiB): a fan-out
+    /// of `%(name)s` or `<tag>` references stops here instead of growing to gigabytes.
+    static let maximumValueBytes = 1 << 20
+    /// `%(name)s` references followed for one value (a fan-out of empty values costs time, not size).
+    static let maximumReferences = 100_000
 
     init() {}
 
@@ -27,7 +36,8 @@ struct Configuration {
         candidates += sortedFiles(in: basename + ".d", suffix: ".local")
         let existing = candidates.filter(fileExists)
         if existing.isEmpty { return false }
-        for path in try Self.withIncludes(existing, seen: [], depth: 0) {
+        var budget = Self.maximumFilesRead
+        for path in try Self.withIncludes(existing, seen: [], depth: 0, budget: &budget) {
             guard let file = try ConfigFile.read(path) else { continue }
             merge(file)
         }
@@ -35,7 +45,9 @@ struct Configuration {
     }
 
     /// fail2ban's `_getIncludes`: each file expanded with its `.local`, then its before/after lists.
-    private static func withIncludes(_ paths: [String], seen: [String], depth: Int) throws(Fail2banError) -> [String] {
+    private static func withIncludes(
+        _ paths: [String], seen: [String], depth: Int, budget: inout Int
+    ) throws(Fail2banError) -> [String] {
         var expanded: [String] = []
         for path in paths {
             expanded.append(path)
@@ -44,13 +56,25 @@ struct Configuration {
         }
         var result: [String] = []
         for path in expanded {
+            budget -= 1
+            if budget < 0 {
+                throw .tooLarge(
+                    file: path, section: "INCLUDES", key: seen.isEmpty ? "before" : "before/after",
+                    detail:
+                        "the includes read more than \(maximumFilesRead) files (a file included many times over); "
+                        + "include each file once")
+            }
             guard let file = try ConfigFile.read(path) else { continue }
             guard let includes = file.sections.first(where: { $0.name == "INCLUDES" })?.options else {
                 result.append(path)
                 continue
             }
             if depth >= maximumIncludeDepth {
-                throw .interpolationLoop(file: path, section: "INCLUDES", key: "before")
+                throw .tooLarge(
+                    file: path, section: "INCLUDES", key: "before/after",
+                    detail:
+                        "a chain of more than \(maximumIncludeDepth) includes (\(seen.first ?? path) onwards); "
+                        + "include fewer levels")
             }
             var before: [String] = []
             var after: [String] = []
@@ -59,7 +83,7 @@ struct Configuration {
                 for name in value.split(separator: "\n") where !name.isEmpty {
                     let included = joinPath(directoryName(path), String(name))
                     if seen.contains(included) { continue }
-                    let files = try withIncludes([included], seen: seen + [path], depth: depth + 1)
+                    let files = try withIncludes([included], seen: seen + [path], depth: depth + 1, budget: &budget)
                     if list == 0 { before += files } else { after += files }
                 }
             }
@@ -115,7 +139,9 @@ struct Configuration {
         let key = key.lowercased()
         guard let raw = raw(section, key, vars: vars) else { return nil }
         var output = ""
-        try interpolate(raw, section: section, key: key, vars: vars, depth: 1, into: &output)
+        var references = Self.maximumReferences
+        try interpolate(
+            raw, section: section, key: key, vars: vars, depth: 1, references: &references, into: &output)
         return output
     }
 
@@ -142,7 +168,7 @@ struct Configuration {
 
     /// Python's `BasicInterpolation._interpolate_some` with fail2ban's section-option hook.
     private func interpolate(
-        _ text: String, section: String, key: String, vars: [String: String], depth: Int,
+        _ text: String, section: String, key: String, vars: [String: String], depth: Int, references: inout Int,
         into output: inout String
     ) throws(Fail2banError) {
         if depth > Self.maximumInterpolationDepth {
@@ -169,12 +195,21 @@ struct Configuration {
                 let name = String(rest[rest.index(rest.startIndex, offsetBy: 2)..<close])
                 rest = rest[rest.index(close, offsetBy: 2)...]
                 let variable = name.lowercased()
+                references -= 1
+                if references < 0 || output.utf8.count > Self.maximumValueBytes {
+                    throw .tooLarge(
+                        file: files.last ?? "?", section: section, key: key,
+                        detail:
+                            "its interpolation grows past \(Self.maximumValueBytes) bytes or \(Self.maximumReferences) "
+                            + "references (%(name)s repeated within repeated values); write it out shorter")
+                }
                 guard let replacement = lookup(variable, originalName: name, section: section, vars: vars) else {
                     throw .missingReference(file: files.last ?? "?", section: section, key: key, reference: name)
                 }
                 if replacement.contains("%") {
                     try interpolate(
-                        replacement, section: section, key: key, vars: vars, depth: depth + 1, into: &output)
+                        replacement, section: section, key: key, vars: vars, depth: depth + 1,
+                        references: &references, into: &output)
                 } else {
                     output += replacement
                 }

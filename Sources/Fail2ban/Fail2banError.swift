@@ -23,6 +23,8 @@ public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {
     case badDuration(file: String, key: String, value: String)
     /// A number or a boolean that does not parse.
     case badValue(file: String, key: String, value: String, expected: String)
+    /// Includes, interpolations or tags that fan out past a limit (files read, a value's size).
+    case tooLarge(file: String, section: String, key: String, detail: String)
 
     public var description: String {
         switch self {
@@ -51,6 +53,8 @@ public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {
                 "\(file), key '\(key)': '\(value)' is not a duration; write seconds or 10m, 1h, 1d, 1w (-1 = forever)"
         case .badValue(let file, let key, let value, let expected):
             return "\(file), key '\(key)': '\(value)' is not \(expected)"
+        case .tooLarge(let file, let section, let key, let detail):
+            return "\(file), [\(section)] key '\(key)': \(detail)"
         }
     }
 }

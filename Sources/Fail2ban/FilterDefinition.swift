@@ -252,6 +252,13 @@ enum TagSubstitution {
                         continue
                     }
                     value = value.replacingOccurrences(of: "<\(referenced)>", with: replacement)
+                    if value.utf8.count > Configuration.maximumValueBytes {
+                        throw .tooLarge(
+                            file: file, section: "Definition", key: name,
+                            detail:
+                                "its <tag> substitution grows past \(Configuration.maximumValueBytes) bytes (<\(referenced)> "
+                                + "repeated within repeated tags); write the pattern out shorter")
+                    }
                     replaced[referenced, default: 0] += 1
                     searchFrom = match.start
                 }

@@ -69,13 +69,7 @@ public struct ConfigurationFile {
 
     /// Reads and checks the file's structure and the types of its `[daemon]` settings.
     public static func load(_ path: String) throws(ConfigurationError) -> ConfigurationFile {
-        let text: String
-        do {
-            text = try readText(path)
-        } catch {
-            throw ConfigurationError(file: path, "cannot read it: \(error); give a readable TOML file")
-        }
-        return try ConfigurationFile(path: path, text: text)
+        try ConfigurationFile(path: path, text: try readRegularText(path, what: "TOML file"))
     }
 
     init(path: String, text: String) throws(ConfigurationError) {
@@ -395,7 +389,21 @@ public struct ConfigurationFile {
     }
 }
 
-/// The whole text of a file (at most 16 MiB: a configuration, not a log).
-func readText(_ path: String) throws(Errno) -> String {
-    try TextFile.read(path)
+/// The whole text of a regular file (at most 16 MiB). Opened without blocking and checked before
+/// reading: a FIFO, device or directory named as a configuration is one line, not a hang.
+func readRegularText(_ path: String, what: String) throws(ConfigurationError) -> String {
+    let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else {
+        throw ConfigurationError(file: path, "cannot read it: \(Errno(errno)); give a readable \(what)")
+    }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+        throw ConfigurationError(file: path, "not a regular file (a FIFO, device or directory); give a \(what)")
+    }
+    do throws(Errno) {
+        return try TextFile.read(descriptor: fd)
+    } catch {
+        throw ConfigurationError(file: path, "cannot read it: \(error); give a readable \(what)")
+    }
 }

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import PortcullisCrowdSec
 import TOMLKit
 
@@ -28,6 +29,13 @@ public struct CrowdSecConfiguration: Sendable, Equatable {
         }
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
             throw fail("api_url", "'\(url)' is not an http:// or https:// URL")
+        }
+        // Parsed here, not first by the bouncer at run time ("http://[::1" is refused at load).
+        guard let parsed = URL(string: url), let host = parsed.host(percentEncoded: false), !host.isEmpty,
+            parsed.port.map({ (1...65_535).contains($0) }) ?? true
+        else {
+            throw fail(
+                "api_url", "'\(url)' is not a URL with a host (and a port of 1...65535); e.g. http://127.0.0.1:8080/")
         }
         var connection = LAPIConnectionSettings(url: url)
         connection.caCertPath = try table.path("ca_cert_path")

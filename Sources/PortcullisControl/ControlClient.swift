@@ -10,6 +10,9 @@ public enum ControlClientError: Error, CustomStringConvertible, Equatable {
     case permissionDenied(path: String)
     /// The daemon did not answer in time, or answered something that is not a reply.
     case noReply(path: String, detail: String)
+    /// The daemon sent no reply line within the timeout (a busy or stuck daemon): nothing of its
+    /// answer has come, so a caller may fall back to the maps as when no daemon answers.
+    case timedOut(path: String, milliseconds: Int)
 
     public var description: String {
         switch self {
@@ -17,6 +20,8 @@ public enum ControlClientError: Error, CustomStringConvertible, Equatable {
         case .permissionDenied(let path):
             "\(path): permission denied; run as root or as a member of the daemon's control group"
         case .noReply(let path, let detail): "portcullisd at \(path) did not answer: \(detail)"
+        case .timedOut(let path, let milliseconds):
+            "portcullisd at \(path) did not answer: no reply within \(milliseconds) ms"
         }
     }
 }
@@ -76,7 +81,7 @@ public enum ControlClient {
         while !complete {
             let now = SystemClock.monotonicNanoseconds()
             guard now < deadline else {
-                throw .noReply(path: path, detail: "no reply within \(timeoutMilliseconds) ms")
+                throw .timedOut(path: path, milliseconds: timeoutMilliseconds)
             }
             var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let wait = Int32((deadline - now) / 1_000_000) + 1

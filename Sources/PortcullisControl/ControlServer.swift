@@ -13,9 +13,13 @@ public struct ControlError: Error, CustomStringConvertible {
 /// The daemon's control socket (`/run/portcullis/control.sock`): a `SOCK_STREAM` UNIX socket, mode
 /// 0660, whose peers must be root or in the allowed group (checked with `SO_PEERCRED` on every
 /// connection, whatever the file's mode says). Each connection carries one request line and gets
-/// one reply line. Requests are answered one at a time on the server's thread, each read with a
-/// deadline, so a peer that sends nothing holds it 2 s at most; a bad request gets an error reply
-/// and is counted, and nothing a peer sends stops the server.
+/// one reply line. Each connection is answered on a thread of its own with deadlines of its own (2 s
+/// to send its request; a stream's stall and total limits), so a peer that idles or stops reading
+/// holds only itself: another peer's `status` is answered meanwhile. At most
+/// `connectionsPerUser` connections of one uid and `connectionsInAll` in all are served at once;
+/// one more gets a `busy` error at once. Requests that change state (`ban`, `unban`, `reload`) are
+/// answered one at a time; a bad request gets an error reply and is counted, and nothing a peer
+/// sends stops the server.
 public final class ControlServer: @unchecked Sendable {
     public let path: String
     /// Group whose members may ask besides root; nil: root only.
@@ -33,6 +37,13 @@ public final class ControlServer: @unchecked Sendable {
     public static let longestRequest = 8 << 20
     /// How long a peer may take to send its request.
     static let readDeadlineMilliseconds = 2_000
+    /// Connections of one uid served at once (each on its own thread), and of all peers.
+    public static let connectionsPerUser = 16
+    public static let connectionsInAll = 64
+    /// The connections being served (descriptor → peer uid), each by its own thread.
+    private let active = Mutex<[Int32: uid_t]>([:])
+    /// Held while a request that changes state is answered: those go one at a time.
+    private let changing = Mutex(())
 
     /// Makes the socket (its directory too, mode 0755, if missing), replacing a stale one.
     /// - Throws: `ControlError` when the path is too long, its directory cannot be made, or a live
@@ -97,7 +108,9 @@ public final class ControlServer: @unchecked Sendable {
         unlink(path)
     }
 
-    /// Answers requests until `isStopping` says so (checked every 100 ms).
+    /// Answers requests until `isStopping` says so (checked every 100 ms). Each connection is
+    /// served on a thread of its own; on return, the connections still served are shut down and
+    /// waited for (a stream or a reload gives up at once).
     public func run(isStopping: () -> Bool) {
         while !isStopping() && !closed.load(ordering: .acquiring) {
             var poll = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
@@ -110,8 +123,66 @@ public final class ControlServer: @unchecked Sendable {
                 SystemClock.sleep(nanoseconds: 100_000_000)
                 continue
             }
-            answer(connection)
+            serve(connection)
+        }
+        // Under the lock: a connection listed there is not closed yet (its descriptor is its own).
+        active.withLock { for connection in $0.keys { shutdown(connection, Int32(SHUT_RDWR)) } }
+        let deadline = SystemClock.monotonicNanoseconds() + 5_000_000_000
+        while active.withLock({ !$0.isEmpty }) && SystemClock.monotonicNanoseconds() < deadline {
+            SystemClock.sleep(nanoseconds: 10_000_000)
+        }
+    }
+
+    /// Connections being served now (tests, and the status of a busy socket).
+    public var activeConnections: Int { active.withLock { $0.count } }
+
+    /// Hands `connection` to a thread of its own, or refuses it at once when its uid (or everyone)
+    /// has too many connections served already.
+    private func serve(_ connection: Int32) {
+        var pid: pid_t = 0
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        guard cportcullis_peer_credentials(connection, &pid, &uid, &gid) == 0 else {
+            count { $0.requests += 1 }
             Glibc.close(connection)
+            return
+        }
+        let admitted = active.withLock { active in
+            guard active.count < Self.connectionsInAll,
+                active.values.lazy.filter({ $0 == uid }).count < Self.connectionsPerUser
+            else { return false }
+            active[connection] = uid
+            return true
+        }
+        guard admitted else {
+            count {
+                $0.requests += 1; $0.failed += 1
+            }
+            // Never waits: a small reply fits in the socket's buffer, and a peer that cannot take it is gone.
+            reply(
+                .failure(
+                    "busy: uid \(uid) has \(Self.connectionsPerUser) control connections open (or all peers \(Self.connectionsInAll)); close some and ask again"
+                ), to: connection, flags: Int32(MSG_DONTWAIT))
+            Glibc.close(connection)
+            return
+        }
+        let finish = { @Sendable [self] in
+            _ = active.withLock { $0.removeValue(forKey: connection) }
+            Glibc.close(connection)
+        }
+        do throws(Errno) {
+            try SystemThread.spawn { [self, uid, gid] in
+                answer(connection, uid: uid, gid: gid)
+                finish()
+            }.detach()
+        } catch {
+            count {
+                $0.requests += 1; $0.failed += 1
+            }
+            reply(
+                .failure("busy: cannot start a thread for the request (\(error)); ask again"), to: connection,
+                flags: Int32(MSG_DONTWAIT))
+            finish()
         }
     }
 
@@ -119,12 +190,8 @@ public final class ControlServer: @unchecked Sendable {
         counts.withLock { update(&$0) }
     }
 
-    private func answer(_ connection: Int32) {
+    private func answer(_ connection: Int32, uid: uid_t, gid: gid_t) {
         count { $0.requests += 1 }
-        var pid: pid_t = 0
-        var uid: uid_t = 0
-        var gid: gid_t = 0
-        guard cportcullis_peer_credentials(connection, &pid, &uid, &gid) == 0 else { return }
         guard uid == 0 || (allowedGroup.map { Self.isMember(uid: uid, gid: gid, of: $0) } ?? false) else {
             count { $0.unauthorised += 1 }
             reply(.failure("not allowed: uid \(uid) is neither root nor in the control group"), to: connection)
@@ -136,12 +203,14 @@ public final class ControlServer: @unchecked Sendable {
             count {
                 if reason == .oversized { $0.oversized += 1 } else { $0.malformed += 1 }
             }
-            reply(
-                .failure(
-                    reason == .oversized
-                        ? "request longer than \(Self.longestRequest) bytes; send fewer addresses at once"
-                        : "not a request: send one JSON object, e.g. {\"command\":\"status\"}, and a newline"),
-                to: connection)
+            let why =
+                switch reason {
+                case .oversized: "request longer than \(Self.longestRequest) bytes; send fewer addresses at once"
+                case .tooDeep:
+                    "not a request: nested deeper than \(Self.deepestNesting) levels; send one JSON object, e.g. {\"command\":\"status\"}, and a newline"
+                case .malformed: "not a request: send one JSON object, e.g. {\"command\":\"status\"}, and a newline"
+                }
+            reply(.failure(why), to: connection)
             return
         case .success(let parsed):
             request = parsed
@@ -155,17 +224,52 @@ public final class ControlServer: @unchecked Sendable {
             return
         }
         if let streamer {
-            // A peer that stops reading holds the server this long at most.
+            // A peer that stops reading holds its own thread this long at most per send.
             var timeout = timeval(tv_sec: Self.streamStallSeconds, tv_usec: 0)
             setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             if streamer(request, connection) { return }
         }
-        let answer = handler(request)
+        let changes = ["ban", "unban", "reload"].contains(request.command)
+        let answer = changes ? changing.withLock { _ in handler(request) } : handler(request)
         if !answer.ok { count { $0.failed += 1 } }
         reply(answer, to: connection)
     }
 
-    enum ReadFailure: Error { case malformed, oversized }
+    enum ReadFailure: Error { case malformed, oversized, tooDeep }
+
+    /// Deepest nesting of arrays and objects in a request (one has 2: an object holding an array of
+    /// addresses). Checked before the request is decoded: 6 MB of nested brackets made the decoder
+    /// allocate 183 MB.
+    public static let deepestNesting = 8
+
+    /// Whether the JSON text `line` nests arrays and objects deeper than `deepestNesting` (brackets
+    /// inside strings do not count). One pass, no allocation.
+    public static func nestsTooDeep(_ line: some Collection<UInt8>) -> Bool {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for byte in line {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > deepestNesting { return true }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return false
+    }
 
     /// Whether the user `uid` (primary group `gid`) is in `group`: as its primary group or one of
     /// its supplementary groups (`getgrouplist`).
@@ -207,19 +311,20 @@ public final class ControlServer: @unchecked Sendable {
             if bytes.count > Self.longestRequest { return .failure(.oversized) }
         }
         let line = bytes.prefix { $0 != 10 }
+        if Self.nestsTooDeep(line) { return .failure(.tooDeep) }
         guard let request = try? JSONDecoder().decode(ControlRequest.self, from: Data(line)) else {
             return .failure(.malformed)
         }
         return .success(request)
     }
 
-    private func reply(_ reply: ControlReply, to connection: Int32) {
+    private func reply(_ reply: ControlReply, to connection: Int32, flags: Int32 = 0) {
         var text = JSONOutput.line(reply) + "\n"
         text.withUTF8 { bytes in
             var offset = 0
             while offset < bytes.count {
                 let sent = systemCallResult {
-                    send(connection, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                    send(connection, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL) | flags)
                 }
                 guard case .success(let written) = sent, written > 0 else { return }  // the peer left
                 offset += written

@@ -144,7 +144,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     $0.connected = true
                     $0.lastError = nil
                 }
-                if lastSaid != nil { say("crowdsec: alerts reach \(settings.connection.url) again", false) }
+                if lastSaid != nil { say("crowdsec: alerts reach \(settings.connection.displayURL) again", false) }
                 failures = 0
                 lastSaid = nil
             } catch {
@@ -159,7 +159,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     line = "the Local API refused \(batch.count) alert(s) (HTTP \(code) \(message)); dropped"
                 } else {
                     failures += 1
-                    line = Self.explain(error, url: settings.connection.url)
+                    line = Self.explain(error, url: settings.connection.displayURL)
                 }
                 // One line per kind of failure, not one per retry (libcurl's message varies).
                 if error.sameness != lastSaid { say("crowdsec: " + line, true) }

@@ -137,7 +137,7 @@ public final class Bouncer: @unchecked Sendable {
                     if lastSaid != nil || full || changed >= 1000 || (repair && changed > 0) {
                         let how = full ? "synchronised with" : repair ? "repaired by a full pull from" : "pulled from"
                         say(
-                            "crowdsec: \(how) \(settings.connection.url): "
+                            "crowdsec: \(how) \(settings.connection.displayURL): "
                                 + "\(set.count) decision(s) on \(set.networks) network(s) enforced; "
                                 + "\(changed) change(s) installed in \(Self.milliseconds(install)) ms", false)
                     }
@@ -157,7 +157,7 @@ public final class Bouncer: @unchecked Sendable {
                     if case .cancelled = error { break }
                     failures += 1
                     needsFull = true
-                    let line = Self.explain(error, url: settings.connection.url)
+                    let line = Self.explain(error, url: settings.connection.displayURL)
                     // One line per kind of failure, not one per retry (libcurl's message varies
                     // from one try to the next: "after 0 ms", "after 1 ms").
                     if error.sameness != lastSaid {

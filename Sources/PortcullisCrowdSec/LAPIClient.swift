@@ -57,6 +57,16 @@ public struct LAPIConnectionSettings: Sendable, Equatable {
     public var userAgent = "portcullis/\(PortcullisVersion.current)"
 
     public init(url: String) { self.url = url.hasSuffix("/") ? url : url + "/" }
+
+    /// `url` as logs and `portcullis status` show it: credentials in it (`user:password@`) are
+    /// replaced by `***@`.
+    public var displayURL: String {
+        guard let scheme = url.range(of: "://") else { return url }
+        let authorityStart = scheme.upperBound
+        let authorityEnd = url[authorityStart...].firstIndex(of: "/") ?? url.endIndex
+        guard let at = url[authorityStart..<authorityEnd].lastIndex(of: "@") else { return url }
+        return String(url[..<authorityStart]) + "***" + String(url[at...])
+    }
 }
 
 /// One connection to a CrowdSec Local API over libcurl (kept alive between requests). Used by

@@ -164,7 +164,8 @@ public struct DaemonStatus: Sendable {
             sweptUnbans: sweptUnbans, banFailures: total.banFailures, pendingRetries: pendingRetries,
             linesLost: linesLost, tableReclaimed: tableReclaimed, tableEvicted: tableEvicted,
             keptLonger: total.keptLonger, unbannedByOperator: unbannedByOperator, transportRejected: transportRejected,
-            writersRefused: writersRefused, filesRefused: filesRefused, workers: workers.count)
+            writersRefused: writersRefused, filesRefused: filesRefused, workers: workers.count,
+            ignored: total.ignored, matchLimit: total.matchLimit)
     }
 
     private func tenths(_ value: Double) -> String {
@@ -181,6 +182,8 @@ public struct DaemonSummary: Encodable, Sendable {
     public let bans, unbans, sweptUnbans, banFailures, pendingRetries, linesLost, tableReclaimed, tableEvicted: UInt64
     public let keptLonger, unbannedByOperator, transportRejected, writersRefused, filesRefused: UInt64
     public let workers: Int
+    /// Lines an ignoreregex matched, and lines over the regex match limit (as the text summary).
+    public let ignored, matchLimit: UInt64
 
     enum CodingKeys: String, CodingKey {
         case uptimeSeconds = "uptime_seconds", cpuSeconds = "cpu_seconds", lines, matched
@@ -191,5 +194,6 @@ public struct DaemonSummary: Encodable, Sendable {
         case transportRejected = "transport_rejected", writersRefused = "writers_refused", filesRefused =
             "files_refused"
         case workers
+        case ignored, matchLimit = "match_limit"
     }
 }

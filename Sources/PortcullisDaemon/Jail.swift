@@ -119,7 +119,10 @@ public struct JailConfiguration: Sendable, Equatable {
                 "\(label) bantime \(policy.banTime) s is too long: at most \(DaemonConfiguration.maximumBanTime) "
                     + "seconds (about 100 years); use 0 (fail2ban: -1) for bans that never end")
         }
-        if tableBins < 16 { throw .invalidSetting("\(label) table-bins must be at least 16") }
+        // OffenceTable's range, refused here so that --check-config refuses it too.
+        if tableBins < 16 || tableBins > 1 << 31 {
+            throw .invalidSetting("\(label) table-bins must be 16...2147483648")
+        }
         try escalation?.validate(jail: name)
         if sources.isEmpty { throw .invalidSetting("\(label) has no source of lines") }
         for source in sources {

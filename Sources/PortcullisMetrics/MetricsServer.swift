@@ -61,6 +61,13 @@ public final class MetricsServer: @unchecked Sendable {
 
     deinit { close() }
 
+    /// Connections it shut: no complete request within 5 s of their start or last answer, or the
+    /// oldest of an address (all of loopback counts as one) that opened a ninth.
+    public var connectionsCut: UInt {
+        guard let server else { return 0 }
+        return UInt(cportcullis_http_connections_cut(server))
+    }
+
     /// Stops serving (the thread joined, connections closed).
     public func close() {
         guard let server else { return }

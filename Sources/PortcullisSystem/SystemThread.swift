@@ -32,6 +32,11 @@ public struct SystemThread: Sendable {
         pthread_join(handle, nil)
     }
 
+    /// Lets the thread end on its own (nothing will join it): its resources go when it returns.
+    public func detach() {
+        pthread_detach(handle)
+    }
+
     /// Pins the calling thread to `cpu`.
     public static func pinCurrent(to cpu: Int) throws(Errno) {
         try systemCall({ cportcullis_pin_thread(Int32(cpu)) }, orThrow: { $0 })

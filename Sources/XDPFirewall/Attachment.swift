@@ -49,6 +49,23 @@ public enum Attachment {
             return Outcome(mode: current, newlyAttached: false, mapEntries: maps.capacity, reusedPinnedMaps: true)
         }
         let reusing = pinDirectory.holdsMaps  // decided once: a failed native try must not change it
+        do throws(FirewallError) {
+            return try attachNew(
+                ifindex: ifindex, interface: interface, objectPath: objectPath, pinDirectory: pinDirectory,
+                mode: mode, mapEntries: mapEntries, reusing: reusing)
+        } catch {
+            // libbpf pinned the maps while loading, and the directory may be new: whatever failed
+            // (the object, the attach, descriptors running out), no new pins nor an empty directory stay.
+            if !reusing { try? pinDirectory.removeMaps() }
+            throw error
+        }
+    }
+
+    /// Loads and attaches the filter where it is not attached yet (each mode in turn for `.auto`).
+    private static func attachNew(
+        ifindex: Int32, interface: String, objectPath: String, pinDirectory: PinDirectory, mode: AttachMode,
+        mapEntries: UInt32?, reusing: Bool
+    ) throws(FirewallError) -> Outcome {
         let modes: [AttachMode] = mode == .auto ? [.native, .generic] : [mode]
         var lastError: FirewallError?
         for candidate in modes {
@@ -80,8 +97,6 @@ public enum Attachment {
             // Only a driver without native XDP is worth a generic try; other errors repeat there.
             guard case .system(_, let code, _) = lastError!, code == EOPNOTSUPP || code == EINVAL else { break }
         }
-        // libbpf pinned the maps while loading: a failed attach must not leave new, unused pins.
-        if !reusing { try? pinDirectory.removeMaps() }
         throw lastError!
     }
 

@@ -573,6 +573,9 @@ extension BanMaps {
         try withWritersLock { () throws(FirewallError) -> ListSwap in try swapList(origin: origin, with: networks) }
     }
 
+    /// Addresses, and networks, of one family the list layer holds at most (all lists together).
+    public static let listCapacity = Int(PC_LIST_ENTRIES)
+
     /// Entries a new list hosts' hash is made for: twice its hosts (room for deltas in place),
     /// at least 4,096, at most the layer's capacity.
     static func hostsCapacity(_ hosts: Int) -> Int {

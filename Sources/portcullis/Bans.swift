@@ -91,7 +91,7 @@ struct Ban: ParsableCommand {
             let how = seconds.map { " for \($0) s" } ?? " permanently"
             if let reply = try control.ask(
                 ControlRequest(command: "ban", jail: jail, addresses: texts, seconds: seconds),
-                timeoutMilliseconds: 60_000)
+                timeoutMilliseconds: 60_000, fallingBack: jail == nil)
             {
                 for refusal in reply.refused ?? [] { printError(refusal) }
                 print("banned " + what(reply.banned ?? 0) + how)
@@ -132,7 +132,7 @@ struct Unban: ParsableCommand {
             let texts = plain + networks.map(\.description)
             var lifted = 0
             if let reply = try control.ask(
-                ControlRequest(command: "unban", addresses: texts), timeoutMilliseconds: 60_000)
+                ControlRequest(command: "unban", addresses: texts), timeoutMilliseconds: 60_000, fallingBack: true)
             {
                 for refusal in reply.refused ?? [] { printError(refusal) }
                 for note in reply.notes ?? [] { printError("note: " + note) }
@@ -207,7 +207,7 @@ struct List: ParsableCommand {
             // Through the daemon when it answers (what its maps hold, named as it names them);
             // JSON is streamed as the maps are read, by the daemon or here.
             let request = ControlRequest(command: "list", format: json ? "json" : nil)
-            let answer = try control.ask(request, output: json ? STDOUT_FILENO : nil)
+            let answer = try control.ask(request, output: json ? STDOUT_FILENO : nil, fallingBack: true)
             if answer?.stream == true { return }
             if answer == nil && json {
                 try BanMaps.open(pinnedIn: pins.directory).writeJSONListing(to: STDOUT_FILENO)

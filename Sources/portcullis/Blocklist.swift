@@ -47,7 +47,10 @@ struct Blocklist: ParsableCommand {
                         throw UsageError("cannot read \(file): \(error); give a readable list file (at most 256 MiB)")
                     }
                 }
-                let (networks, problems) = BlocklistFile.parse(text)
+                let (networks, problems, overflow) = BlocklistFile.parse(text, capacity: BanMaps.listCapacity)
+                if let overflow {
+                    throw UsageError("\(file): \(overflow); the list \(name) in force is unchanged")
+                }
                 if !problems.isEmpty {
                     for problem in problems.prefix(20) { printError("\(file): \(problem)") }
                     if problems.count > 20 { printError("\(file): \(problems.count - 20) more bad lines") }

@@ -8,11 +8,15 @@ struct ControlOptions: ParsableArguments {
     @Option(help: ArgumentHelp("portcullisd's control socket.", valueName: "path"))
     var control = ControlClient.defaultPath
 
-    /// Asks the daemon; nil when no daemon answers (the caller falls back to the maps, and says so).
+    /// Asks the daemon; nil when no daemon answers, or (with `fallingBack`) when it sent no reply
+    /// within the timeout (the caller falls back to the maps, and says so).
     /// - Throws: `UsageError` for a daemon that refused (its error) or did not answer in time.
-    /// - Parameter output: where a streamed answer goes (`ControlClient.send`).
+    /// - Parameters:
+    ///   - output: where a streamed answer goes (`ControlClient.send`).
+    ///   - fallingBack: a daemon that sends no reply in time is treated as none (said on stderr).
     func ask(
-        _ request: ControlRequest, timeoutMilliseconds: Int = 10_000, output: Int32? = nil
+        _ request: ControlRequest, timeoutMilliseconds: Int = 10_000, output: Int32? = nil,
+        fallingBack: Bool = false
     ) throws
         -> ControlReply?
     {
@@ -21,6 +25,9 @@ struct ControlOptions: ParsableArguments {
             reply = try ControlClient.send(
                 request, to: control, timeoutMilliseconds: timeoutMilliseconds, output: output)
         } catch .noDaemon {
+            return nil
+        } catch .timedOut where fallingBack {
+            printError("portcullisd at \(control) sent no reply within \(timeoutMilliseconds) ms")
             return nil
         } catch {
             throw UsageError(error.description)

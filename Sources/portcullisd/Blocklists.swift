@@ -46,7 +46,10 @@ final class BlocklistFeeds {
                 file: config, line: setting.line, key: key,
                 "cannot read \(setting.file): \(error); give a readable list file (at most 256 MiB)")
         }
-        let (networks, problems) = BlocklistFile.parse(text)
+        let (networks, problems, overflow) = BlocklistFile.parse(text, capacity: BanMaps.listCapacity)
+        if let overflow {
+            throw ConfigurationError(file: config, line: setting.line, key: key, "\(setting.file): \(overflow)")
+        }
         if let first = problems.first {
             throw ConfigurationError(
                 file: config, line: setting.line, key: key,
@@ -73,7 +76,12 @@ final class BlocklistFeeds {
             (setting, Self.stamp(setting.file), try Self.read(setting, config: config))
         }
         for (setting, stamp, networks) in contents {
-            let swap = try maps.loadList(setting.name, networks)
+            let swap: BanMaps.ListSwap
+            do throws(FirewallError) {
+                swap = try maps.loadList(setting.name, networks)
+            } catch {
+                throw DaemonError.invalidSetting("blocklist \(setting.name) (\(setting.file)): \(error)")
+            }
             lines.append(
                 "blocklist \(setting.name): \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries from \(setting.file)"
                     + (setting.reload ? ", reloaded when it changes" : ""))

@@ -64,7 +64,7 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
             $0.pusher = pusher
         }
         return [
-            "crowdsec: alerts of the jails' bans to \(settings.connection.url) as machine \(settings.login)"
+            "crowdsec: alerts of the jails' bans to \(settings.connection.displayURL) as machine \(settings.login)"
                 + (settings.carryDecisions ? ", with Portcullis's decisions" : ", CrowdSec's profiles decide")
         ]
     }
@@ -94,7 +94,7 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
             $0.bouncer = bouncer
         }
         return [
-            "crowdsec: bouncer of \(settings.connection.url), every \(settings.updateFrequency) s, scopes "
+            "crowdsec: bouncer of \(settings.connection.displayURL), every \(settings.updateFrequency) s, scopes "
                 + settings.filter.scopes.map(\.rawValue).sorted().joined(separator: ",")
                 + (settings.filter.origins.isEmpty ? "" : ", origins " + settings.filter.origins.joined(separator: ","))
         ]
@@ -118,13 +118,13 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
                 let snapshot = bouncer.snapshot
                 let decisions = snapshot.inForce.values.reduce(0) { $0 + $1.ip + $1.range }
                 return CrowdSecState.Bouncer(
-                    url: bouncer.settings.connection.url, connected: snapshot.connected, decisions: decisions,
+                    url: bouncer.settings.connection.displayURL, connected: snapshot.connected, decisions: decisions,
                     networks: snapshot.networks, pulls: snapshot.pulls, lastError: snapshot.lastError)
             },
             alerts: pusher.map { pusher in
                 let snapshot = pusher.snapshot
                 return CrowdSecState.Alerts(
-                    url: pusher.settings.connection.url, connected: snapshot.connected, pushed: snapshot.pushed,
+                    url: pusher.settings.connection.displayURL, connected: snapshot.connected, pushed: snapshot.pushed,
                     queued: snapshot.queued, dropped: snapshot.dropped.values.reduce(0, +),
                     lastError: snapshot.lastError)
             })

@@ -248,6 +248,16 @@ struct Portcullisd: ParsableCommand {
                 // What `serve` would refuse before touching anything, refused here too.
                 guard !interfaces.isEmpty else { throw Self.interfaceRequired }
                 let configuration = try checkedConfiguration(creatingStateDirectory: false)
+                // What each file reader checks when it opens its file (type, owner, parents).
+                for jail in configuration.effectiveJails {
+                    for source in jail.sources where source.kind == .file {
+                        do throws(TransportError) {
+                            try FileReader.checkOpen(source.file)
+                        } catch {
+                            throw DaemonError.invalidSetting("jail \(jail.name): source: \(error)")
+                        }
+                    }
+                }
                 for interface in interfaces { _ = try Attachment.index(of: interface) }
                 _ = try BPFObjectLocator().locate(explicit: bpfObject)
                 try checkOutputDirectories()
@@ -401,6 +411,14 @@ struct Portcullisd: ParsableCommand {
             $0.sources.contains { $0.kind == .file || $0.kind == .journal }
         }
         let escalates = configuration.effectiveJails.contains { $0.escalation != nil }
+        if !files.isEmpty || escalates {
+            // Positions and history written to /proc or /sys go nowhere (or somewhere worse).
+            if PseudoFileSystem.holds(stateDir) {
+                throw DaemonError.invalidSetting(
+                    "--state-dir \(stateDir): on /proc or /sys; give a directory on a real file system (e.g. /var/lib/portcullis)"
+                )
+            }
+        }
         if (!files.isEmpty || escalates) && creatingStateDirectory {
             if mkdir(stateDir, 0o700) != 0 && errno != EEXIST || access(stateDir, W_OK) != 0 {
                 throw DaemonError.invalidSetting(

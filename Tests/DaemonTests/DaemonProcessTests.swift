@@ -688,6 +688,116 @@ extension DaemonProcessTests {
 }
 
 extension DaemonProcessTests {
+    @Test(
+        "--check-config refuses what serve refuses (N11): a device, a directory or a path under a symlinked directory as the log, table-bins out of range, a failregex without <HOST>, a bad api_url, a state directory on /proc, a FIFO as --config"
+    )
+    func checkConfigurationRefusesWhatServeRefuses() throws {
+        let files = try ConfigurationScratch()
+        defer { files.remove() }
+        let directory = files.directory + "/logs"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: files.directory + "/linked", withDestinationPath: directory)
+        FileManager.default.createFile(atPath: directory + "/app.log", contents: nil)
+        let jail = "[jail.a]\nfailregex = '^x <HOST>$'\n"
+        let cases: [(text: String, arguments: [String], words: [String])] = [
+            (jail + "source = \"file:/dev/null\"\n", [], ["/dev/null", "not a regular file"]),
+            (jail + "source = \"file:\(directory)\"\n", [], [directory, "not a regular file"]),
+            (jail + "source = \"file:\(files.directory)/linked/app.log\"\n", [], ["linked"]),
+            (jail + "source = \"file:LOG\"\ntable-bins = 1099511627776\n", [], ["table-bins must be 16...2147483648"]),
+            ("[jail.a]\nsource = \"file:LOG\"\nfailregex = [\"login failed\"]\n", [], ["login failed", "<HOST>"]),
+            (
+                jail + "source = \"file:LOG\"\n[crowdsec]\napi_url = \"http://[::1\"\napi_key = \"k\"\n", [],
+                ["api_url", "http://[::1"]
+            ),
+            (jail + "source = \"file:LOG\"\n", ["--state-dir", "/proc"], ["--state-dir /proc", "/proc or /sys"]),
+        ]
+        for (text, arguments, words) in cases {
+            try files.write(text)
+            let result = try runProcess(
+                daemonPath, ["--config", files.path, "--check-config", "--interface", "lo"] + arguments, timeout: 30)
+            #expect(result.status == 1, "\(text): \(result.stdout) \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr)")
+            for word in words { #expect(result.stderr.contains(word), "'\(word)' in: \(result.stderr)") }
+        }
+        let fifo = files.directory + "/fifo.toml"
+        try #require(mkfifo(fifo, 0o600) == 0)
+        let result = try runProcess(daemonPath, ["--config", fifo, "--check-config", "--interface", "lo"], timeout: 30)
+        #expect(result.status == 1 && result.stderr.contains("not a regular file"), "\(result.stderr)")
+    }
+}
+
+extension DaemonProcessTests {
+    @Test(
+        "fail2ban directories that fan out (N12): an [INCLUDES] tree, %(name)s repeated within repeated values, <tag> repeated within repeated tags, a 20-file include chain: one line each, at once"
+    )
+    func fail2banFanOut() throws {
+        let directory = NSTemporaryDirectory() + "pc-fanout-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory + "/filter.d", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = directory + "/app.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        try "[t]\nenabled = true\nbackend = auto\nfilter = f\nlogpath = \(log)\n".write(
+            toFile: directory + "/jail.conf", atomically: true, encoding: .utf8)
+        func filter(_ text: String, extra: [String: String] = [:]) throws {
+            try text.write(toFile: directory + "/filter.d/f.conf", atomically: true, encoding: .utf8)
+            for (name, content) in extra {
+                try content.write(toFile: directory + "/filter.d/" + name, atomically: true, encoding: .utf8)
+            }
+        }
+        func check() throws -> ProcessResult {
+            try runProcess(
+                daemonPath, ["--fail2ban-config", directory, "--check-config", "--interface", "lo"], timeout: 60)
+        }
+        try filter("[Definition]\nfailregex = ^x <HOST>$\n")
+        var result = try check()
+        #expect(result.status == 0, "a plain filter passes: \(result.stderr)")
+
+        // f.conf includes n1.conf 10 times, n1 includes n2 10 times... 10 levels: 10^10 reads.
+        var tree: [String: String] = [:]
+        for level in 1...10 {
+            let next =
+                level < 10
+                ? "[INCLUDES]\nbefore = "
+                    + Array(repeating: "n\(level + 1).conf", count: 10).joined(separator: "\n         ") + "\n" : ""
+            tree["n\(level).conf"] = next + "[Definition]\nv\(level) = \(level)\n"
+        }
+        try filter(
+            "[INCLUDES]\nbefore = " + Array(repeating: "n1.conf", count: 10).joined(separator: "\n         ")
+                + "\n[Definition]\nfailregex = ^x <HOST>$\n", extra: tree)
+        result = try check()
+        #expect(result.status == 1 && result.stderr.contains("more than 1000 files"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+
+        // %(lN)s = %(lN-1)s ten times, 9 levels: 10^9 references.
+        var values = "l0 = abcdefghij\n"
+        for level in 1...9 { values += "l\(level) = " + String(repeating: "%(l\(level - 1))s", count: 10) + "\n" }
+        try filter("[Definition]\n" + values + "failregex = ^%(l9)s <HOST>$\n")
+        result = try check()
+        #expect(result.status == 1 && result.stderr.contains("key 'failregex'"), "\(result.stderr)")
+        #expect(result.stderr.contains("interpolation grows past"), "\(result.stderr)")
+
+        // <_tN> = <_tN-1> four times, 19 levels: 4^19 bytes.
+        var tags = "_t0 = abcd\n"
+        for level in 1...19 { tags += "_t\(level) = " + String(repeating: "<_t\(level - 1)>", count: 4) + "\n" }
+        try filter("[Definition]\n" + tags + "failregex = ^<_t19> <HOST>$\n")
+        result = try check()
+        #expect(result.status == 1 && result.stderr.contains("substitution grows past"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+
+        // A chain of 20 includes: named as such, not as an interpolation that refers back to itself.
+        var chain: [String: String] = [:]
+        for level in 1...20 {
+            chain["c\(level).conf"] =
+                (level < 20 ? "[INCLUDES]\nbefore = c\(level + 1).conf\n" : "") + "[Definition]\nw\(level) = 1\n"
+        }
+        try filter("[INCLUDES]\nbefore = c1.conf\n[Definition]\nfailregex = ^x <HOST>$\n", extra: chain)
+        result = try check()
+        #expect(result.status == 1 && result.stderr.contains("a chain of more than 16 includes"), "\(result.stderr)")
+        #expect(!result.stderr.contains("refers back to itself"))
+    }
+}
+
+extension DaemonProcessTests {
     @Test("several interfaces: the filter on each, one set of maps; one that cannot be attached undoes the others")
     func severalInterfaces() throws {
         try withTestNetwork("i") { network, scratch in

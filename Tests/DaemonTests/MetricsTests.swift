@@ -1,9 +1,13 @@
+import Glibc
 import LogTransport
 import PortcullisCore
 import PortcullisDaemon
 import PortcullisMetrics
+import PortcullisSystem
+import Synchronization
 import Testing
 import TestSupport
+import XDPFirewall
 
 @Suite("Metrics")
 struct MetricsTests {
@@ -80,5 +84,128 @@ struct MetricsTests {
             #expect(value(text, "portcullis_offence_table_bins{jail=\"renamed\"}") == nil)
             #expect(value(text, "process_open_fds").map { $0 > 0 } == true)
         }
+    }
+}
+
+@Suite("Metrics endpoint under load")
+struct MetricsLoadTests {
+    @Test(
+        "a scrape within a second of the last one reuses its walk of the ban maps (N9): 3,000 bans, one walk for two scrapes",
+        .enabled(if: Privileges.runnable))
+    func mapWalkCached() throws {
+        let metrics = DaemonMetrics(version: "test")
+        try withShmDaemon(mapEntries: 4096, configure: { $0.threshold = 3 }, publishers: [metrics]) {
+            daemon, maps, _ in
+            let requests = (0..<3000).map {
+                BanRequest(IPAddress(ipv4: 198, 18, UInt8(100 + $0 / 250), UInt8($0 % 250)), .permanent)
+            }
+            let installed = try maps.ban(batch: requests)
+            #expect(installed == 3000)
+            let inputs = DaemonMetrics.Inputs(
+                status: daemon.status, maps: maps, control: [], reloads: 0, reloadsRefused: 0)
+            let series = "portcullis_bans_in_force{jail=\"manual\"}"
+            let first = String(decoding: metrics.render(inputs), as: UTF8.self)
+            let second = String(decoding: metrics.render(inputs), as: UTF8.self)
+            #expect(MetricsTests().value(first, series) == 3000)
+            #expect(MetricsTests().value(second, series) == 3000)
+            #expect(MetricsTests().value(second, "portcullis_ban_map_entries{family=\"ipv4\"}") == 3000)
+            #expect(metrics.mapWalks == 1, "the second scrape walked the maps again")
+        }
+    }
+
+    /// A TCP connection to 127.0.0.1:`port` from `source` (127.0.0.1, 127.0.0.2...).
+    static func connect(from source: String, port: UInt16) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, source, &local.sin_addr)
+        var remote = sockaddr_in()
+        remote.sin_family = sa_family_t(AF_INET)
+        remote.sin_port = port.bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &remote.sin_addr)
+        let done =
+            withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            } == 0
+            && withUnsafePointer(to: &remote) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            } == 0
+        guard done else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    static func send(_ fd: Int32, _ text: String) -> Bool {
+        text.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } > 0
+    }
+
+    /// A scrape from 127.0.0.1: the status line, or nil when none came within `seconds`.
+    static func scrape(port: UInt16, seconds: Int32) -> String? {
+        guard let fd = connect(from: "127.0.0.1", port: port) else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: Int(seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard send(fd, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n") else { return nil }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !bytes.contains(10) {
+            let count = read(fd, &buffer, buffer.count)
+            guard count > 0 else { break }
+            bytes += buffer[0..<count]
+        }
+        return bytes.contains(10) ? String(decoding: bytes.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self) : nil
+    }
+
+    @Test(
+        "16 slow connections (a header line every 2 s) from 127.0.0.1 and 127.0.0.2: a concurrent scrape gets 200, and each slow one is shut although never idle (N9)"
+    )
+    func slowConnections() throws {
+        let server = try MetricsServer(endpoint: MetricsEndpoint("127.0.0.1:0")) { Array("ok\n".utf8) }
+        defer { server.close() }
+        let port = server.port
+        let stop = Atomic<Bool>(false)
+        let ended = Atomic<Int>(0)
+        var peers: [SystemThread] = []
+        defer {
+            stop.store(true, ordering: .releasing)
+            for peer in peers { peer.join() }
+        }
+        for index in 0..<16 {
+            let source = index < 8 ? "127.0.0.1" : "127.0.0.2"
+            let fd = try #require(Self.connect(from: source, port: port))
+            #expect(Self.send(fd, "GET /metrics HTTP/1.1\r\n"))
+            peers.append(
+                try SystemThread.spawn {
+                    defer { close(fd) }
+                    var line = 0
+                    while !stop.load(ordering: .acquiring) {
+                        // A header line every 2 s (within the 10 s idle timeout); a shut connection ends.
+                        for _ in 0..<20 where !stop.load(ordering: .acquiring) {
+                            SystemClock.sleep(nanoseconds: 100_000_000)
+                        }
+                        line += 1
+                        var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                        var byte: UInt8 = 0
+                        if Glibc.poll(&poll, 1, 0) > 0, recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) <= 0 {
+                            ended.add(1, ordering: .releasing)
+                            return
+                        }
+                        guard Self.send(fd, "X-Slow-\(line): yes\r\n") else {
+                            ended.add(1, ordering: .releasing)
+                            return
+                        }
+                    }
+                })
+        }
+        #expect(Self.scrape(port: port, seconds: 30) == "HTTP/1.1 200 OK")
+        #expect(eventually(within: 30) { ended.load(ordering: .acquiring) == 16 }, "every slow connection shut")
+        #expect(server.connectionsCut >= 16)
     }
 }

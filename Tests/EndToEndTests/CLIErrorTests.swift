@@ -66,6 +66,43 @@ struct CLIErrorTests {
         expectOneLineError(result, mentioning: ["broke off before its end"])
     }
 
+    @Test("a daemon that takes a connection but never replies: list falls back to the maps after its timeout (N8)")
+    func silentDaemonFallsBack() throws {
+        try Privileges.require()
+        let directory = NSTemporaryDirectory() + "pc-silent-control-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/control.sock"
+        // A listener that never accepts: the connection succeeds (the backlog) and nothing answers.
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = [
+            "-c",
+            """
+            import socket, sys, time
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(sys.argv[1]); s.listen(4)
+            time.sleep(120)
+            """,
+            socket,
+        ]
+        try server.run()
+        defer {
+            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+            server.waitUntilExit()
+        }
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: socket) && waited < 500 {
+            usleep(10_000)
+            waited += 1
+        }
+        let pins = directory + "/no-pins"
+        let result = try runProcess(Products.cli, ["list", "--json", "--control", socket, "--pin-dir", pins])
+        #expect(result.stderr.contains("sent no reply within 10000 ms"), "\(result.stderr)")
+        #expect(result.stderr.contains(pins), "it went on to read the maps there: \(result.stderr)")
+        #expect(!result.stderr.contains("Fatal error"))
+    }
+
     @Test func banTimesThatCannotBe() throws {
         try Privileges.require()
         expectOneLineError(try runProcess(Products.cli, ["ban", "198.18.0.1", "--for", "0"]), mentioning: ["--for"])
@@ -96,6 +133,61 @@ struct CLIErrorTests {
             #expect(!link.stdout.contains("xdp"))
             #expect(!scratch.pins.holdsMaps)
         }
+    }
+
+    @Test(
+        "an attach that fails after libbpf pinned the maps (descriptors run out) or before (not an ELF object) leaves no pins and no directory (N19)"
+    )
+    func failedLoadLeavesNoPinsNorDirectory() throws {
+        try withTestNetwork("d") { network, scratch in
+            // 30 descriptors: libbpf creates and pins every map, then duplicating them runs out.
+            let exhausted = try network.run(
+                in: network.receiver,
+                [
+                    "/usr/bin/prlimit", "--nofile=30", "--", Products.cli, "attach", network.receiverInterface,
+                    "--mode", "generic", "--pin-dir", scratch.path,
+                ])
+            expectOneLineError(exhausted, mentioning: ["Too many open files"])
+            #expect(!scratch.pins.holdsMaps, "the maps pinned before the descriptors ran out were removed")
+            #expect(access(scratch.path, F_OK) != 0, "the pin directory it made was removed")
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
+            #expect(!link.stdout.contains("xdp"))
+
+            let notELF = try network.run(
+                in: network.receiver,
+                [
+                    Products.cli, "attach", network.receiverInterface, "--bpf-object", "/etc/passwd",
+                    "--pin-dir", scratch.path,
+                ])
+            expectOneLineError(notELF, mentioning: ["/etc/passwd"])
+            #expect(access(scratch.path, F_OK) != 0, "no empty pin directory")
+        }
+    }
+
+    @Test(
+        "a blocklist with more IPv4 addresses than the list layer holds is refused as soon as its lines pass the capacity, naming the file, the line and the list (N19)"
+    )
+    func blocklistOverCapacityStopsEarly() throws {
+        try Privileges.require()
+        let directory = NSTemporaryDirectory() + "pc-big-list-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/big.txt"
+        // 1,048,577 distinct addresses of 198.18.0.0/15 and beyond (the capacity is 1,048,576), then more.
+        var text = ""
+        text.reserveCapacity(20 << 20)
+        for index in 0..<(BanMaps.listCapacity + 50_000) {
+            text += "\(10 + index >> 16 & 0xff).\(index >> 8 & 0xff).\(index & 0xff).1\n"
+        }
+        try text.write(toFile: file, atomically: false, encoding: .utf8)
+        let result = try runProcess(
+            Products.cli, ["blocklist", "load", "big", file, "--pin-dir", directory + "/no-pins"])
+        expectOneLineError(
+            result,
+            mentioning: [
+                file, "more than \(BanMaps.listCapacity) IPv4 addresses by line \(BanMaps.listCapacity + 1)",
+                "the list big in force is unchanged",
+            ])
     }
 
     @Test func failedAttachLeavesNoPinsAndSaysWhatToDo() throws {

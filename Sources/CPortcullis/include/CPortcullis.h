@@ -201,6 +201,11 @@ struct cportcullis_http_server;
 /* Listens on `address` (IPv4 or IPv6; port 0 picks one). NULL with errno when it cannot. */
 struct cportcullis_http_server *cportcullis_http_start(const struct sockaddr *address, socklen_t length,
 						       cportcullis_http_handler handler, void *context);
+/*
+ * Connections it shut: not a complete request within 5 s of their start or last answer, or the
+ * oldest of an address (all of loopback is one) that opened a ninth.
+ */
+unsigned long cportcullis_http_connections_cut(struct cportcullis_http_server *server);
 /* The port it listens on. */
 uint16_t cportcullis_http_port(const struct cportcullis_http_server *server);
 /* Stops the thread, closes every connection and frees the server. */
