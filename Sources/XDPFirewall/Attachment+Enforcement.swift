@@ -73,7 +73,9 @@ struct AttachedFilter {
     /// The filter on `ifindex`, or nil when none of its XDP programs is the filter.
     static func find(ifindex: Int32) throws(FirewallError) -> AttachedFilter? {
         var query = bpf_xdp_query_opts()
-        query.sz = MemoryLayout<bpf_xdp_query_opts>.size
+        // Up to its last field: libbpf refuses non-zero bytes past it, and the padding after it
+        // is not guaranteed zero (an optimised build left garbage there: EINVAL).
+        query.sz = MemoryLayout<bpf_xdp_query_opts>.offset(of: \.attach_mode)! + MemoryLayout<UInt8>.size
         try bpfCall("query the XDP programs of interface \(ifindex)") { bpf_xdp_query(ifindex, 0, &query) }
         for (id, mode) in [(query.drv_prog_id, AttachMode.native), (query.skb_prog_id, .generic)] where id != 0 {
             // Gone since the query (detached meanwhile): as if it had not been there.
