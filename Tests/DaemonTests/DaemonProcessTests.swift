@@ -1063,7 +1063,14 @@ extension DaemonProcessTests {
             let ban = try runProcess(Products.cli, ["ban", "198.18.17.1", "198.18.18.0/24", "--control", socket])
             #expect(ban.status == 0, "\(ban.stderr)")
 
-            let after = try scrape()
+            // What the maps hold is walked at most once a second (a scrape reuses the last walk for
+            // 1 s): the scrape that shows the bans just made comes within a second or two.
+            var after = try scrape()
+            #expect(
+                try eventually(within: 10) {
+                    after = try scrape()
+                    return value(after, "portcullis_ban_map_entries{family=\"ipv4\"}") == 11
+                }, "\(after)")
             let source = "source=\"shm:\(transport.shmName)\""
             #expect(value(after, "portcullis_lines_total{jail=\"default\",\(source)}") == 30, "\(after)")
             #expect(value(after, "portcullis_lines_matched_total{jail=\"default\",\(source)}") == 30)
