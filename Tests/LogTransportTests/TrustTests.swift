@@ -29,21 +29,45 @@ struct TrustTests {
         }
     }
 
-    @Test("a segment an untrusted user made first is refused, and used once its user is trusted")
+    @Test(
+        "a segment an untrusted user made first is refused where it cannot be replaced, replaced by root (the daemon starts), and used as is once its user is trusted"
+    )
     func squattedSegment() throws {
         try Privileges.require()
         let scratch = TransportScratch()
         defer { scratch.remove() }
-        // The squatter creates the name first (as a writer may).
-        let squatter = try Probe(["write"] + scratch.arguments("shm") + ["--lines", "1"], asUser: Self.nobody)
-        #expect(try squatter.finish().status == 0)
+        let path = "/dev/shm" + scratch.shmName
+        func squat() throws -> stat {
+            // The squatter creates the name first (as a writer may).
+            let squatter = try Probe(["write"] + scratch.arguments("shm") + ["--lines", "1"], asUser: Self.nobody)
+            #expect(try squatter.finish().status == 0)
+            var info = stat()
+            #expect(lstat(path, &info) == 0 && info.st_uid == 65534)
+            return info
+        }
+        let squatted = try squat()
+        // Another unprivileged user cannot replace it (sticky /dev/shm): refused, and it stays.
+        let other = try runProcess(
+            "/usr/bin/setpriv",
+            ["--reuid=65533", "--regid=65534", "--clear-groups", Products.directory + "/transport-probe", "write"]
+                + scratch.arguments("shm") + ["--lines", "1"])
+        #expect(other.status == 1 && other.stderr.split(separator: "\n").count == 1, "\(other.stderr)")
+        var still = stat()
+        #expect(lstat(path, &still) == 0 && still.st_ino == squatted.st_ino)
+        // Root (the daemon) replaces it in one rename and starts; before, it was refused.
         var options = ShmOptions()
         options.name = scratch.shmName
-        let message = refusal { _ = try ShmReader(options: options) }
-        #expect(message?.contains("belongs to uid 65534") == true && message?.contains("--trust-uid 65534") == true)
+        let message = refusal { try ShmReader(options: options).close() }
+        #expect(message == nil, "\(message ?? "")")
+        var info = stat()
+        #expect(lstat(path, &info) == 0 && info.st_uid == 0 && info.st_ino != squatted.st_ino)
+        // A trusted user's segment is used as it is.
+        shm_unlink(scratch.shmName)
+        let trusted = try squat()
         options.owners = TrustedOwners(uids: [65534])
         let reader = try ShmReader(options: options)
         reader.close()
+        #expect(lstat(path, &info) == 0 && info.st_ino == trusted.st_ino)
     }
 
     @Test("a socket directory of an untrusted user, or under a directory others may write, is refused")

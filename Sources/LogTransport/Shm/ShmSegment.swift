@@ -231,6 +231,18 @@ final class ShmSegment: @unchecked Sendable {
                 // us wait.
                 var info = stat()
                 try transportCall("stat shared memory \(options.name)") { fstat(fd, &info) }
+                // An untrusted user's segment under the name (made first, say at boot: a squat)
+                // is replaced by ours in one rename where we may (root may: it owns the sticky
+                // /dev/shm): it must not keep the daemon from starting. Nobody trusted uses it.
+                if !options.owners.trusts(uid: info.st_uid), geteuid() == 0,  // others may not: no segment made
+                    let replaced = try create(options: options, layout: wanted, replacing: info)
+                {
+                    close(fd)
+                    sayProblem(
+                        "note: shared-memory segment /dev/shm\(options.name) belonged to uid \(info.st_uid), which is "
+                            + "not trusted (someone else made it); replaced by a new one")
+                    return replaced
+                }
                 try options.owners.check(info, "shared-memory segment", path: "/dev/shm" + options.name)
                 // The shared "in use" lock, without waiting for long: only a recreation holds it
                 // exclusively, for an instant.
@@ -297,7 +309,11 @@ final class ShmSegment: @unchecked Sendable {
     /// Creates and initialises a segment under a temporary name, then links it into place, so a
     /// segment visible under its name is always complete (no reader can find it half-made and
     /// take it for a crash's leftover). - Returns: nil when another process linked one first.
-    private static func create(options: ShmOptions, layout: ShmLayout) throws(TransportError) -> ShmSegment? {
+    /// - Parameter replacing: an untrusted segment at the name (its `stat`), which the new one
+    ///   replaces by `rename`; nil is returned when it cannot (not permitted, or it changed).
+    private static func create(
+        options: ShmOptions, layout: ShmLayout, replacing: stat? = nil
+    ) throws(TransportError) -> ShmSegment? {
         let final = "/dev/shm" + options.name
         let temporary = "/dev/shm/.\(options.name.dropFirst()).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).new"
         let fd = Glibc.open(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)
@@ -341,6 +357,13 @@ final class ShmSegment: @unchecked Sendable {
         // ftruncate zero-filled the rest: every ring, cursor and slot starts at 0.
         // Pairs with the load-acquire of `ready` in readLayout.
         cportcullis_store_release_u32(base + ShmField.ready, 1)
+        if let replacing {
+            var named = stat()
+            guard lstat(final, &named) == 0, named.st_ino == replacing.st_ino, named.st_dev == replacing.st_dev,
+                rename(temporary, final) == 0
+            else { return nil }
+            return segment
+        }
         // link(2) fails if the name exists: exactly one creator wins, and only a complete segment shows.
         if link(temporary, final) != 0 {
             let code = errno
