@@ -120,7 +120,7 @@ struct Ban: ParsableCommand {
             let expiry = try banExpiry(seconds)
             let maps = try BanMaps.open(pinnedIn: pins.directory)
             // Without a daemon, the checks it would make: this host, its gateways, the allowlist, the floor.
-            let policy = try FloorOptions().policy(maps)
+            let policy = FloorOptions.policy(maps)
             var refusals: [String] = []
             for address in parsed
             where policy.verdict(IPNetwork(containing: address, length: IPNetwork.fullLength(address.family))) != nil {

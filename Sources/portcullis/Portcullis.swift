@@ -48,9 +48,15 @@ struct FloorOptions: ParsableArguments {
         guard (0...32).contains(minPrefixV4), (0...128).contains(minPrefixV6) else {
             throw UsageError("--min-prefix-v4 takes 0 to 32, --min-prefix-v6 0 to 128")
         }
+        return Self.policy(maps, shortestIPv4: minPrefixV4, shortestIPv6: minPrefixV6)
+    }
+
+    static func policy(
+        _ maps: BanMaps, shortestIPv4: Int = ListPolicy.listFloor.ipv4, shortestIPv6: Int = ListPolicy.listFloor.ipv6
+    ) -> ListPolicy {
         let host = HostAddresses.current().map { IPNetwork(containing: $0, length: IPNetwork.fullLength($0.family)) }
         return ListPolicy(
-            shortestIPv4: minPrefixV4, shortestIPv6: minPrefixV6,
+            shortestIPv4: shortestIPv4, shortestIPv6: shortestIPv6,
             allowlist: ((try? maps.allowlist()) ?? []) + host + Allowlist.loopback.ipNetworks)
     }
 }

@@ -167,11 +167,13 @@ extension FleetProcessTests {
             #expect(try hosts[2].fleetStatus()["published"] as? Int == 0)
             #expect(try hosts[0].fleetStatus()["received"] as? Int == 0)
             #expect(try hosts[0].fleetStatus()["published"] as? Int == 3)
-            // An unban on a lifts them on b and c; b's unban note names the host.
+            // An unban on b lifts a's entry on b only, and says how to keep a's out; an unban on a
+            // lifts them on b and c.
             let note = try hosts[1].cli(["unban", "198.18.0.8"])
             #expect(
-                note.stderr.contains("fleet/a") && note.stderr.contains("portcullis unban on that host"),
-                "\(note.stderr)")
+                note.status == 0 && note.stderr.contains("lifted fleet/a's entry here")
+                    && note.stderr.contains("portcullis fleet ignore a"), "\(note.stderr)")
+            #expect(try fleetEntries(maps[1])["198.18.0.8"] == nil && fleetEntries(maps[2])["198.18.0.8"] == "fleet/a")
             let unbanned = try hosts[0].cli(["unban", "198.18.0.7", "198.18.0.8", "198.18.1.0/24"])
             try #require(unbanned.status == 0, "\(unbanned.stderr)")
             #expect(try nowhere(["198.18.0.7", "198.18.0.8", "198.18.1.0/24"]) != nil)
