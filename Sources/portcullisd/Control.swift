@@ -146,13 +146,15 @@ final class ControlledDaemon: @unchecked Sendable {
             var reply = ControlReply()
             // A fleet host's or a CrowdSec decision's entry of exactly that network is lifted here
             // (until that source puts it again; `portcullis fleet ignore HOST` for good).
-            let asked = addresses.compactMap { try? IPNetwork(parsing: $0) }
+            // Only where no jail's or operator's ban was lifted: a local ban and its unban never undo
+            // another source's entry (a second unban does).
+            let local = Set(result.done.map { IPNetwork(containing: $0, length: IPNetwork.fullLength($0.family)) })
+                .union(result.networks)
+            let asked = addresses.compactMap { try? IPNetwork(parsing: $0) }.filter { !local.contains($0) }
             let lifted =
                 (try? maps.liftListEntries(asked) { $0.hasPrefix("fleet/") || $0.hasPrefix("crowdsec/") }) ?? []
             let liftedNetworks = Set(lifted.map(\.network))
-            let done = Set(result.done.map { IPNetwork(containing: $0, length: IPNetwork.fullLength($0.family)) })
-                .union(result.networks)
-            reply.unbanned = done.count + liftedNetworks.subtracting(done).count
+            reply.unbanned = local.count + liftedNetworks.subtracting(local).count
             reply.refused = result.refused.filter { refusal in
                 !liftedNetworks.contains { refusal.hasPrefix("\($0) is not banned") }
             }

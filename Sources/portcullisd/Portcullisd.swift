@@ -162,13 +162,13 @@ struct Portcullisd: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "The shortest IPv4 prefix a blocklist, a CrowdSec decision or an operator's network ban without --force "
+            "The shortest IPv4 prefix a blocklist, a CrowdSec decision or an operator's network ban (unless forced) "
                 + "may install; shorter ones are refused and counted.", valueName: "length"))
     var minPrefixV4 = ListPolicy.listFloor.ipv4
 
     @Option(
         help: ArgumentHelp(
-            "The shortest IPv6 prefix a blocklist, a CrowdSec decision or an operator's network ban without --force "
+            "The shortest IPv6 prefix a blocklist, a CrowdSec decision or an operator's network ban (unless forced) "
                 + "may install.", valueName: "length"))
     var minPrefixV6 = ListPolicy.listFloor.ipv6
 
