@@ -65,7 +65,8 @@ enum DaemonKeys {
         // The jail the flags make when the file has no jails, and the source of jails without one.
         "transport": .text, "threshold": .integer, "ban-time": .integer, "find-time": .integer, "failregex": .texts,
         "reader-policy": .text, "workers": .integer, "cpus": .text, "numa-node": .integer, "table-bins": .integer,
-        "idle-horizon": .integer, "wake-delay": .integer, "allow": .texts, "ban-host-addresses": .flag,
+        "idle-horizon": .integer, "wake-delay": .integer, "allow": .texts, "min-prefix-v4": .integer,
+        "min-prefix-v6": .integer, "ban-host-addresses": .flag,
         "regex-match-limit": .integer,
         "max-line": .integer, "history-entries": .integer, "history-age": .integer, "filter-dir": .text,
         "fail2ban-config": .text, "control": .text, "control-group": .text,

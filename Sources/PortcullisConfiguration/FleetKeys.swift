@@ -9,7 +9,7 @@ public struct FleetConfiguration: Sendable, Equatable {
     static let keys = [
         "servers", "host", "bucket", "user", "password", "token", "credentials", "nkey", "nkey_seed", "ca_cert_path",
         "cert_path", "key_path", "allow_plaintext", "queue", "share_crowdsec", "max_age", "replicas",
-        "reconnect_wait",
+        "reconnect_wait", "min_prefix_v4", "min_prefix_v6", "max_keys_per_host", "ignore_hosts",
     ]
 
     static func parse(
@@ -95,6 +95,18 @@ public struct FleetConfiguration: Sendable, Equatable {
         if let seconds = try table.number("reconnect_wait") {
             guard (0.05...60).contains(seconds) else { throw fail("reconnect_wait", "must be 0.05 to 60 seconds") }
             settings.reconnectWait = seconds
+        }
+        if let length = try table.integer("min_prefix_v4", 0...32, "0 to 32") { settings.shortestIPv4 = length }
+        if let length = try table.integer("min_prefix_v6", 0...128, "0 to 128") { settings.shortestIPv6 = length }
+        if let most = try table.integer("max_keys_per_host", 1...10_000_000, "1 to 10000000 keys") {
+            settings.maxKeysPerHost = most
+        }
+        if table.has("ignore_hosts") {
+            let hosts = try table.texts("ignore_hosts")
+            if let bad = hosts.first(where: { !FleetSettings.isValidHost($0) }) {
+                throw fail("ignore_hosts", "'\(bad)' is no host name: letters, digits, - and _, e.g. web-2")
+            }
+            settings.ignoreHosts = hosts
         }
         return FleetConfiguration(settings: settings, line: locator.line(of: "fleet"))
     }

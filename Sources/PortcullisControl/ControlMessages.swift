@@ -4,7 +4,7 @@
 ///     {"command":"ban","addresses":["198.18.0.1"],"seconds":600}
 ///     {"ok":true,"banned":1}
 public struct ControlRequest: Codable, Sendable, Equatable {
-    /// `status`, `jails`, `list`, `ban`, `unban` or `reload`.
+    /// `status`, `jails`, `list`, `ban`, `unban`, `reload`, `fleet-ignore` or `fleet-unignore`.
     public var command: String
     /// `status`: one jail only; `ban`: the jail that bans (its escalation and ban log name), else `manual`.
     public var jail: String?
@@ -15,20 +15,28 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// `list`: `json` streams the listing as `portcullis list --json` prints it after the reply
     /// line (`stream` in the reply); absent: the bans in the reply.
     public var format: String?
+    /// `ban`: networks shorter than the daemon's floor are banned all the same.
+    public var force: Bool?
+    /// `fleet-ignore`, `fleet-unignore`: the fleet's host.
+    public var host: String?
 
     public init(
         command: String, jail: String? = nil, addresses: [String]? = nil, seconds: UInt64? = nil,
-        format: String? = nil
+        format: String? = nil, force: Bool? = nil, host: String? = nil
     ) {
         self.command = command
         self.jail = jail
         self.addresses = addresses
         self.seconds = seconds
         self.format = format
+        self.force = force
+        self.host = host
     }
 
     /// The commands a daemon answers.
-    public static let commands = ["status", "jails", "list", "ban", "unban", "reload"]
+    public static let commands = [
+        "status", "jails", "list", "ban", "unban", "reload", "fleet-ignore", "fleet-unignore",
+    ]
 }
 
 /// A reply: `ok`, and either `error` (one line) or what the command asked for.

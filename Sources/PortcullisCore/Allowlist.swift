@@ -62,8 +62,8 @@ public struct Allowlist: Sendable, Equatable {
 extension Allowlist {
     /// The networks `IPAddress.isNeverBannable` covers, for the start-up line.
     public static let neverBannable = [
-        "0.0.0.0/32", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128",
-        "fe80::/10", "ff00::/8",
+        "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128", "::1/128", "fe80::/10",
+        "ff00::/8",
     ]
 
     /// Every network of `self` and of `other`.
@@ -89,15 +89,16 @@ extension Allowlist {
 }
 
 extension IPAddress {
-    /// Whether no offence may get this address banned, whatever the configuration: unspecified,
-    /// loopback, broadcast, multicast or link-local (banning the router's link-local address drops
+    /// Whether no offence may get this address banned, whatever the configuration: unspecified and
+    /// "this network" (0.0.0.0/8), loopback, multicast, reserved and broadcast (240.0.0.0/4), or
+    /// link-local (banning the router's link-local address drops
     /// its router advertisements and neighbour discovery: an IPv6 outage). A few compares: it runs
     /// for every offence line.
     @inlinable public var isNeverBannable: Bool {
         if isIPv4 {
             let value = UInt32(bigEndian: ipv4NetworkOrder)
             let first = value >> 24
-            return value == 0 || first == 127 || value >> 16 == 0xA9FE || (first & 0xF0) == 0xE0 || value == .max
+            return first == 0 || first == 127 || value >> 16 == 0xA9FE || first >= 0xE0
         }
         let top = UInt64(bigEndian: high)
         if top == 0 { return low == 0 || UInt64(bigEndian: low) == 1 }  // :: and ::1

@@ -89,14 +89,14 @@ public final class Bouncer: @unchecked Sendable {
 
     /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
     public init(
-        settings: BouncerSettings, maps: BanMaps, allowlist: [IPNetwork],
+        settings: BouncerSettings, maps: BanMaps, policy: ListPolicy,
         say: @escaping @Sendable (String, Bool) -> Void
     ) throws(LAPIError) {
         self.settings = settings
         self.say = say
         client = try LAPIClient(settings.connection)
         installer = ListInstaller(maps: maps, prefix: "crowdsec/")
-        set = DecisionSet(filter: settings.filter, allowlist: allowlist)
+        set = DecisionSet(filter: settings.filter, policy: policy)
     }
 
     public var snapshot: BouncerStatistics { statistics.withLock { $0 } }

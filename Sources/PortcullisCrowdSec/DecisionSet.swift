@@ -29,6 +29,10 @@ public enum SkipReason: String, Sendable, CaseIterable {
     case allowlisted
     /// Already ended when it came.
     case ended
+    /// A `Range` shorter than the floor of its family (`0.0.0.0/0` would drop everything).
+    case tooWide = "too_wide"
+    /// Touching a never-bannable range (loopback, link-local, multicast, reserved).
+    case neverBannable = "never_bannable"
 }
 
 /// The decisions a bouncer holds, by network, and what the maps must show for them: per network
@@ -42,13 +46,22 @@ public struct DecisionSet: Sendable {
     /// The decisions by id, each on its network.
     private var claims = ListClaims<Int>()
     public var filter: DecisionFilter
-    public var allowlist: [IPNetwork]
+    /// What a decision's network must pass: the floors, the never-bannable ranges, the allowlist.
+    public var policy: ListPolicy
+    public var allowlist: [IPNetwork] {
+        get { policy.allowlist }
+        set { policy.allowlist = newValue }
+    }
     /// Decisions skipped since the start, by reason.
     public private(set) var skipped: [SkipReason: UInt64] = [:]
 
     public init(filter: DecisionFilter = DecisionFilter(), allowlist: [IPNetwork] = []) {
+        self.init(filter: filter, policy: ListPolicy(allowlist: allowlist))
+    }
+
+    public init(filter: DecisionFilter, policy: ListPolicy) {
         self.filter = filter
-        self.allowlist = allowlist
+        self.policy = policy
     }
 
     public var count: Int { claims.count }
@@ -106,10 +119,11 @@ public struct DecisionSet: Sendable {
             }
         }
         guard let network = Decision.network(scope: scope, value: decision.value) else { return skip(.malformed) }
-        if allowlist.contains(where: {
-            $0.family == network.family && $0.length <= network.length && $0.contains(network.address)
-        }) {
-            return skip(.allowlisted)
+        switch policy.verdict(network) {
+        case nil: break
+        case .tooWide: return skip(.tooWide)
+        case .neverBannable: return skip(.neverBannable)
+        case .allowlisted: return skip(.allowlisted)
         }
         guard decision.seconds > 0 else { return skip(.ended) }
         return network

@@ -65,6 +65,14 @@ public final class Daemon: @unchecked Sendable {
     private let allowlist: Allowlist
     /// What the XDP program passes whatever bans cover it: the allowlist and every jail's ignoreip.
     public let driverAllowlist: [IPNetwork]
+
+    /// What blocklists, CrowdSec's decisions and the operator's network bans must pass: the
+    /// configured floors, the never-bannable ranges, the driver's allowlist.
+    public var listPolicy: ListPolicy {
+        ListPolicy(
+            shortestIPv4: configuration.shortestListPrefix.ipv4, shortestIPv6: configuration.shortestListPrefix.ipv6,
+            allowlist: driverAllowlist)
+    }
     /// Bans found in the maps at start and resumed (their expiry scheduled, their counts set).
     public private(set) var resumedBans = 0
     /// The sinks of ban events it was given.
@@ -285,9 +293,11 @@ public final class Daemon: @unchecked Sendable {
     /// Bans `addresses` for `seconds` (nil: for good) as the operator: in the maps with the origin
     /// of `jail` (nil: `manual`), in the ban log, its end waited for, its clients counted as banned
     /// by every jail (and, for an escalating jail, in its history). Addresses never bannable (this
-    /// host's, loopback...) are refused. - Throws: for an unknown jail or a ban too long.
+    /// host's, loopback...) are refused, and so are networks that touch a never-bannable range, lie
+    /// in the allowlist or, unless `force`, are shorter than the floor. - Throws: for an unknown
+    /// jail or a ban too long.
     public func operatorBan(
-        _ texts: [String], seconds: UInt64?, jail name: String?
+        _ texts: [String], seconds: UInt64?, jail name: String?, force: Bool = false
     ) throws(DaemonError)
         -> OperatorResult
     {
@@ -306,6 +316,18 @@ public final class Daemon: @unchecked Sendable {
         var networks: [IPNetwork] = []
         for text in texts where text.contains("/") {
             guard let network = Self.network(text, refusing: &result) else { continue }
+            switch listPolicy.verdict(network) {
+            case nil: break
+            case .tooWide where force: break
+            case .tooWide:
+                result.refused.append(
+                    "\(network): shorter than /\(network.family == .ipv4 ? configuration.shortestListPrefix.ipv4 : configuration.shortestListPrefix.ipv6) "
+                        + "(--min-prefix-v4/--min-prefix-v6): give --force to ban it all the same")
+                continue
+            case .some(let refusal):
+                result.refused.append("\(network): never banned: \(refusal)")
+                continue
+            }
             do throws(FirewallError) {
                 try enforcement.maps.ban(network: network, expiry, origin: jail?.origin ?? 0)
                 networks.append(network)

@@ -31,6 +31,9 @@ public struct DaemonConfiguration: Sendable {
     public var failRegexes: [String] = []
     /// Networks never banned (besides `Allowlist.neverBannable`, always).
     public var allowlist = Allowlist.loopback
+    /// The shortest prefix per family a blocklist, a CrowdSec decision or an operator's network
+    /// ban (without force) installs.
+    public var shortestListPrefix = ListPolicy.listFloor
     /// Never ban this host's own addresses and default gateways (read at start).
     public var protectHost = true
     /// Steps one failregex match may take before the line counts as "over the match limit".

@@ -16,6 +16,14 @@ public enum FleetSkip: String, Sendable, CaseIterable {
     case key
     /// Inside the driver allowlist: never enforced.
     case allowlisted
+    /// A network shorter than `min_prefix_v4`/`min_prefix_v6`.
+    case tooWide = "too_wide"
+    /// A network touching a never-bannable range (loopback, link-local, multicast, reserved).
+    case neverBannable = "never_bannable"
+    /// A key beyond its host's `max_keys_per_host`.
+    case overLimit = "over_limit"
+    /// A key of a host `ignore_hosts` or `portcullis fleet ignore` names.
+    case ignored
 }
 
 /// Counters of a fleet node (read by the metrics and the status at any time).
@@ -97,6 +105,17 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     var installer: ListInstaller?
     /// Networks whose bans of other hosts are not enforced (the driver allowlist).
     public private(set) var allowlist: [IPNetwork] = []
+    /// What other hosts' networks must pass: the floors, the never-bannable ranges, the allowlist.
+    var policy = ListPolicy()
+    /// Hosts whose keys are skipped (`ignore_hosts`, `portcullis fleet ignore`).
+    let ignoredHosts: Mutex<Set<String>>
+    /// The next whole read replaces every `fleet/` entry in one swap (what an operator lifted by
+    /// hand comes back with the rest).
+    let replaceOnRead = Atomic<Bool>(false)
+    /// Keys in force per other host (exact after each census, counted in between).
+    var keysByHost: [String: Int] = [:]
+    /// Hosts whose limit was said (once each).
+    var limitSaid = Set<String>()
     let decoder = JSONDecoder()
     /// Networks another list's entry held when they were to be installed: tried again.
     var held = Set<IPNetwork>()
@@ -124,6 +143,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         let age = settings.maxAge > 0 ? settings.maxAge : maxAgeSeconds
         self.maxAgeSeconds = age == 0 ? 0 : max(age, Self.shortestMaxAge)
         self.say = say
+        ignoredHosts = Mutex(Set(settings.ignoreHosts))
         let wakeup = self.wakeup
         events = FleetEvents(wake: { wakeup.signal() })
     }
@@ -430,6 +450,8 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     public func start(maps: BanMaps?, allowlist: [IPNetwork]) throws(Errno) {
         self.maps = maps
         self.allowlist = allowlist
+        policy = ListPolicy(
+            shortestIPv4: settings.shortestIPv4, shortestIPv6: settings.shortestIPv6, allowlist: allowlist)
         installer = maps.map { ListInstaller(maps: $0, prefix: "fleet/") }
         linkThread = try SystemThread.spawn { [self] in runLink() }
         if installer != nil {
@@ -440,6 +462,20 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 throw error
             }
         }
+    }
+
+    /// Installs no more keys of `host`, and lifts those in force (the watch reads the bucket again).
+    public func ignore(_ host: String) {
+        ignoredHosts.withLock { _ = $0.insert(host) }
+        replaceOnRead.store(true, ordering: .releasing)
+        events.resync.store(true, ordering: .releasing)
+    }
+
+    /// Installs `host`'s keys again (the watch reads the bucket again).
+    public func unignore(_ host: String) {
+        ignoredHosts.withLock { _ = $0.remove(host) }
+        replaceOnRead.store(true, ordering: .releasing)
+        events.resync.store(true, ordering: .releasing)
     }
 
     /// Stops both threads and closes the connection. Other hosts' bans stay in force.

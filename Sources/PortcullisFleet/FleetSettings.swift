@@ -38,6 +38,16 @@ public struct FleetSettings: Sendable, Equatable {
     public var replicas = 1
     /// `reconnect_wait`: seconds between tries to reach a server again.
     public var reconnectWait = 0.5
+    /// `min_prefix_v4`, `min_prefix_v6`: other hosts' networks shorter than these are skipped
+    /// (a host taken over must not make the others drop the Internet).
+    public var shortestIPv4 = ListPolicy.fleetFloor.ipv4
+    public var shortestIPv6 = ListPolicy.fleetFloor.ipv6
+    /// `max_keys_per_host`: the most keys of one other host installed here; its further keys are
+    /// skipped and counted.
+    public var maxKeysPerHost = 100_000
+    /// `ignore_hosts`: other hosts whose keys are never installed here (with the hosts
+    /// `portcullis fleet ignore` names).
+    public var ignoreHosts: [String] = []
 
     public init(servers: [String], host: String) {
         self.servers = servers

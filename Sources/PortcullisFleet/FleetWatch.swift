@@ -38,7 +38,7 @@ extension FleetNode {
             if watcher == nil || watched !== bucket || reread || (rereadAt > 0 && now >= rereadAt) {
                 if let old = watcher { kvWatcher_Destroy(old) }
                 watcher = nil
-                let replacing = !installedOnce || installFailed
+                let replacing = !installedOnce || installFailed || replaceOnRead.exchange(false, ordering: .acquiring)
                 do {
                     watcher = try readWhole(bucket, replacing: replacing, counting: !installedOnce)
                     watched = bucket
@@ -62,7 +62,7 @@ extension FleetNode {
             let status = kvWatcher_Next(&entry, watcher, 100)
             if status == NATS_OK, let entry {
                 var taken: [Taken] = []
-                if let key = take(entry, into: &claims, counting: true) { taken.append(key) }
+                if let key = take(entry, into: &claims, hosts: &keysByHost, counting: true) { taken.append(key) }
                 kvEntry_Destroy(entry)
                 // An entry that was waiting already: a burst (a host's thousands of bans, the
                 // queue of one back from an outage). What else waits goes in the same batched
@@ -73,7 +73,7 @@ extension FleetNode {
                         var more: OpaquePointer?
                         let asked = SystemClock.monotonicNanoseconds()
                         guard kvWatcher_Next(&more, watcher, 1) == NATS_OK, let more else { break }
-                        if let key = take(more, into: &claims, counting: true) { taken.append(key) }
+                        if let key = take(more, into: &claims, hosts: &keysByHost, counting: true) { taken.append(key) }
                         kvEntry_Destroy(more)
                         if SystemClock.monotonicNanoseconds() - asked >= 100_000 { break }
                     }
@@ -144,6 +144,7 @@ extension FleetNode {
         let status = kvStore_WatchAll(&watcher, bucket.store, &options)
         guard status == NATS_OK, let watcher else { throw FleetError.last(status, "watching the bucket") }
         var fresh = ListClaims<String>()
+        var freshHosts: [String: Int] = [:]
         var count = 0
         ownDecisions = []
         while true {
@@ -158,11 +159,12 @@ extension FleetNode {
                 kvWatcher_Destroy(watcher)
                 throw FleetError.last(next, "reading the bucket's set")
             }
-            if take(entry, into: &fresh, counting: counting) != nil { count += 1 }
+            if take(entry, into: &fresh, hosts: &freshHosts, counting: counting) != nil { count += 1 }
             kvEntry_Destroy(entry)
         }
         let before = Dictionary(claims.wanted(), uniquingKeysWith: { first, _ in first })
         claims = fresh
+        keysByHost = freshHosts
         let installStarted = SystemClock.monotonicSeconds()
         installFailed = false
         if replacing {
@@ -215,8 +217,11 @@ extension FleetNode {
         let lag: Double?
     }
 
-    /// Applies one entry of the bucket to `set`. - Returns: what changed (nil: own, or skipped).
-    private func take(_ entry: OpaquePointer, into set: inout ListClaims<String>, counting: Bool) -> Taken? {
+    /// Applies one entry of the bucket to `set` (`hosts`: its keys per host).
+    /// - Returns: what changed (nil: own, or skipped).
+    private func take(
+        _ entry: OpaquePointer, into set: inout ListClaims<String>, hosts: inout [String: Int], counting: Bool
+    ) -> Taken? {
         guard let keyPointer = kvEntry_Key(entry) else { return nil }
         let key = String(cString: keyPointer)
         guard let (host, network) = FleetKey.parse(key) else {
@@ -233,9 +238,16 @@ extension FleetNode {
             }
             return nil
         }
-        guard operation == kvOp_Put else {
+        /// The key's claim goes (what the maps held for it is lifted).
+        func drop() -> Taken? {
             guard set.remove(key) != nil else { return nil }
+            hosts[host, default: 1] -= 1
             return Taken(key: key, change: set.change(network), put: false, lag: nil)
+        }
+        guard operation == kvOp_Put else { return drop() }
+        if ignoredHosts.withLock({ $0.contains(host) }) {
+            if counting { skip(.ignored) }
+            return drop()
         }
         let length = Int(kvEntry_ValueLen(entry))
         guard let bytes = kvEntry_Value(entry), length > 0,
@@ -244,13 +256,16 @@ extension FleetNode {
         else {
             // A value not understood lifts what the key held before (its ban is no longer known).
             if counting { skip(.malformed) }
-            guard set.remove(key) != nil else { return nil }
-            return Taken(key: key, change: set.change(network), put: false, lag: nil)
+            return drop()
         }
-        if allowlist.contains(where: {
-            $0.family == network.family && $0.length <= network.length && $0.contains(network.address)
-        }) {
-            if counting { skip(.allowlisted) }
+        if let refusal = policy.verdict(network) {
+            if counting {
+                switch refusal {
+                case .tooWide: skip(.tooWide)
+                case .neverBannable: skip(.neverBannable)
+                case .allowlisted: skip(.allowlisted)
+                }
+            }
             return nil
         }
         let now = SystemClock.wallMilliseconds()
@@ -262,8 +277,20 @@ extension FleetNode {
             end = SystemClock.bootNanoseconds() &+ min(value.end - now, 315_360_000_000) * 1_000_000
         } else {
             if counting { skip(.ended) }
-            guard set.remove(key) != nil else { return nil }
-            return Taken(key: key, change: set.change(network), put: false, lag: nil)
+            return drop()
+        }
+        if !set.contains(key) {
+            // A host's flood stops at its limit: what it holds already stays, its further keys are skipped.
+            guard hosts[host, default: 0] < settings.maxKeysPerHost else {
+                if counting { skip(.overLimit) }
+                if limitSaid.insert(host).inserted {
+                    say(
+                        "fleet: host \(host) holds \(settings.maxKeysPerHost) keys here, max_keys_per_host: its further "
+                            + "keys are skipped (portcullis_fleet_skipped_total{reason=\"over_limit\"})", true)
+                }
+                return nil
+            }
+            hosts[host, default: 0] += 1
         }
         set.set(key, network, ListClaim(end: end, origin: host))
         return Taken(
@@ -300,6 +327,8 @@ extension FleetNode {
         var byHost: [String: Int] = [:]
         claims.forEachClaim { _, claim in byHost[claim.origin, default: 0] += 1 }
         let (bans, networks) = (claims.count, claims.networks)
+        // Exact again (ended claims went without their host counted down).
+        keysByHost = byHost
         statistics.withLock {
             $0.bans = bans
             $0.networks = networks

@@ -817,3 +817,36 @@ extension BanMaps {
         }
     }
 }
+
+extension BanMaps {
+    /// Removes every list entry whose origin's name `origins` accepts (`fleet/b`, every
+    /// `crowdsec/`...), in one swap per family. - Returns: the entries removed.
+    @discardableResult
+    public func removeListEntries(origins: (String) -> Bool) throws(FirewallError) -> Int {
+        try withWritersLock { () throws(FirewallError) -> Int in
+            let slots = Set(try originNames().filter { origins($0.value) }.keys)
+            guard !slots.isEmpty else { return 0 }
+            let count = try listEntries().count(where: { slots.contains($0.origin) })
+            guard count > 0 else { return 0 }
+            _ = try swapLists(replacing: { slots.contains($0) }, with: [])
+            return count
+        }
+    }
+
+    /// Removes the list entries of exactly `networks` whose origin's name `origins` accepts (an
+    /// operator's unban of a fleet host's or a CrowdSec decision's entry, here only).
+    /// - Returns: each network removed, with its origin's name.
+    public func liftListEntries(
+        _ networks: [IPNetwork], origins: (String) -> Bool
+    ) throws(FirewallError) -> [(network: IPNetwork, origin: String)] {
+        guard !networks.isEmpty else { return [] }
+        let names = try originNames().filter { origins($0.value) }
+        guard !names.isEmpty else { return [] }
+        let wanted = Set(networks)
+        let found = try listEntries().filter { wanted.contains($0.network) && names[$0.origin] != nil }
+        guard !found.isEmpty else { return [] }
+        let slots = Set(found.map(\.origin))
+        try updateListEntries(owned: { slots.contains($0) }, adding: [], removing: found.map(\.network))
+        return found.map { ($0.network, names[$0.origin]!) }
+    }
+}

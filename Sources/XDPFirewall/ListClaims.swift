@@ -118,6 +118,9 @@ public struct ListClaims<ID: Hashable & Sendable>: Sendable {
         ends.removeAll()
     }
 
+    /// Whether `id` claims a network.
+    public func contains(_ id: ID) -> Bool { networkOf[id] != nil }
+
     /// `id` claims `network` (in place of what it claimed before).
     /// - Returns: the network it claimed before, when another.
     @discardableResult

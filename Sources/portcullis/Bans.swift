@@ -72,6 +72,12 @@ struct Ban: ParsableCommand {
     @Option(help: "Ban in the name of this jail of the daemon (its ban log line and escalation); default: manual.")
     var jail: String?
 
+    @Flag(
+        help:
+            "Ban networks shorter than the floor (IPv4 /8, IPv6 /16, or the daemon's --min-prefix-v4/-v6) all the same."
+    )
+    var force = false
+
     @OptionGroup var pins: PinOptions
     @OptionGroup var control: ControlOptions
 
@@ -89,8 +95,18 @@ struct Ban: ParsableCommand {
                     ? texts[0] : "\(count) address(es)" + (networks.isEmpty ? "" : " and network(s)")
             }
             let how = seconds.map { " for \($0) s" } ?? " permanently"
+            // What never drops, refused whether or not a daemon answers (it refuses them too).
+            let never =
+                parsed.filter(\.isNeverBannable).map(\.description)
+                + networks.filter { ListPolicy(shortestIPv4: 0, shortestIPv6: 0).verdict($0) == .neverBannable }
+                .map(\.description)
+            if !never.isEmpty {
+                for text in never { printError("\(text): never banned (loopback, link-local, multicast, reserved)") }
+                throw UsageError("nothing banned: take the never-bannable addresses out")
+            }
             if let reply = try control.ask(
-                ControlRequest(command: "ban", jail: jail, addresses: texts, seconds: seconds),
+                ControlRequest(
+                    command: "ban", jail: jail, addresses: texts, seconds: seconds, force: force ? true : nil),
                 timeoutMilliseconds: 60_000, fallingBack: jail == nil)
             {
                 for refusal in reply.refused ?? [] { printError(refusal) }
@@ -103,6 +119,28 @@ struct Ban: ParsableCommand {
             }
             let expiry = try banExpiry(seconds)
             let maps = try BanMaps.open(pinnedIn: pins.directory)
+            // Without a daemon, the checks it would make: this host, its gateways, the allowlist, the floor.
+            let policy = FloorOptions.policy(maps)
+            var refusals: [String] = []
+            for address in parsed
+            where policy.verdict(IPNetwork(containing: address, length: IPNetwork.fullLength(address.family))) != nil {
+                refusals.append("\(address): never banned (this host, its gateways, the driver's allowlist)")
+            }
+            for network in networks {
+                switch policy.verdict(network) {
+                case nil: break
+                case .tooWide where force: break
+                case .tooWide:
+                    refusals.append(
+                        "\(network): shorter than /\(network.family == .ipv4 ? policy.shortestIPv4 : policy.shortestIPv6): "
+                            + "give --force to ban it all the same")
+                case .some(let refusal): refusals.append("\(network): never banned: \(refusal)")
+                }
+            }
+            if !refusals.isEmpty {
+                for refusal in refusals { printError(refusal) }
+                throw UsageError("nothing banned")
+            }
             for address in parsed { try maps.ban(address, expiry) }
             for network in networks { try maps.ban(network: network, expiry) }
             control.sayFallback()

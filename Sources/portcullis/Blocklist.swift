@@ -11,8 +11,10 @@ struct Blocklist: ParsableCommand {
         abstract: "Load, list and unload named blocklists (Spamhaus DROP, FireHOL .netset, one network a line).",
         subcommands: [Load.self, Show.self, Unload.self])
 
-    /// A list's origin name in the maps (`portcullis list` shows it).
-    static func originName(_ name: String) throws -> String {
+    /// A list's origin name in the maps (`portcullis list` shows it); for `unload`, also a fleet
+    /// host's (`fleet/HOST`) or a CrowdSec origin's (`crowdsec/cscli`), lifted here only.
+    static func originName(_ name: String, orSource: Bool = false) throws -> String {
+        if orSource, name.hasPrefix("fleet/") || name.hasPrefix("crowdsec/"), name.utf8.count <= 47 { return name }
         guard let origin = BanMaps.listOrigin(name) else {
             throw UsageError("list name '\(name)': 1 to 40 letters, digits, '-', '_' or '.'")
         }
@@ -33,6 +35,7 @@ struct Blocklist: ParsableCommand {
         var file: String
 
         @OptionGroup var pins: PinOptions
+        @OptionGroup var floors: FloorOptions
 
         func run() throws {
             try reportingErrors {
@@ -60,12 +63,15 @@ struct Blocklist: ParsableCommand {
                     throw UsageError("\(file) holds no address or network; unload a list with unload")
                 }
                 let maps = try BanMaps.open(pinnedIn: pins.directory)
+                // Nothing that drops the Internet, this host, its gateways or what must never drop.
+                let (taken, refused) = try floors.policy(maps).filter(networks)
                 let start = SystemClock.monotonicNanoseconds()
-                let swap = try maps.loadList(name, networks)
+                let swap = try maps.loadList(name, taken)
                 let seconds = Double(SystemClock.monotonicNanoseconds() - start) / 1e9
                 print(
                     "loaded \(name): \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries in "
-                        + String(format: "%.3f", seconds) + " s")
+                        + String(format: "%.3f", seconds) + " s"
+                        + (refused.isEmpty ? "" : ", " + ListPolicy.describe(refused)))
             }
         }
     }
@@ -103,7 +109,11 @@ struct Blocklist: ParsableCommand {
     }
 
     struct Unload: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove the list NAME, in one swap.")
+        static let configuration = CommandConfiguration(
+            abstract: "Remove the list NAME, in one swap.",
+            discussion: "NAME may also be fleet/HOST (a fleet host's bans) or crowdsec/ORIGIN (CrowdSec's decisions of "
+                + "that origin), as portcullis blocklist list shows them: lifted here until that source puts them "
+                + "again (portcullis fleet ignore HOST keeps a host's out).")
 
         @Argument(help: "The list's name.")
         var name: String
@@ -112,7 +122,7 @@ struct Blocklist: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                let origin = try Blocklist.originName(name)
+                let origin = try Blocklist.originName(name, orSource: true)
                 let maps = try BanMaps.open(pinnedIn: pins.directory)
                 guard let slot = try maps.originNames().first(where: { $0.value == origin })?.key,
                     try maps.listEntries().contains(where: { $0.origin == slot })
@@ -120,7 +130,8 @@ struct Blocklist: ParsableCommand {
                     throw UsageError("no list named \(name) is loaded (portcullis blocklist list)")
                 }
                 try maps.replaceList(origin: slot, with: [])
-                print("unloaded \(name)")
+                print(
+                    "unloaded \(name)" + (origin == name ? " here (it comes back when that source puts it again)" : ""))
             }
         }
     }

@@ -18,7 +18,7 @@ struct Portcullis: ParsableCommand {
         version: PortcullisVersion.current,
         subcommands: [
             Attach.self, Detach.self, Ban.self, Unban.self, List.self, Status.self, Jails.self, Reload.self, Stats.self,
-            Tap.self, Regex.self, Blocklist.self,
+            Tap.self, Regex.self, Blocklist.self, Fleet.self,
         ]
     )
 }
@@ -32,6 +32,33 @@ struct PinOptions: ParsableArguments {
     var pinDirectory: String = PinDirectory.defaultPath
 
     var directory: PinDirectory { PinDirectory(pinDirectory) }
+}
+
+/// The floors of what this tool installs without a daemon's say (blocklists, network bans).
+struct FloorOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The shortest IPv4 prefix installed.", valueName: "length"))
+    var minPrefixV4 = ListPolicy.listFloor.ipv4
+
+    @Option(help: ArgumentHelp("The shortest IPv6 prefix installed.", valueName: "length"))
+    var minPrefixV6 = ListPolicy.listFloor.ipv6
+
+    /// The policy with what never drops here: the driver's allowlist a daemon wrote into `maps`,
+    /// this host's addresses and gateways, loopback.
+    func policy(_ maps: BanMaps) throws -> ListPolicy {
+        guard (0...32).contains(minPrefixV4), (0...128).contains(minPrefixV6) else {
+            throw UsageError("--min-prefix-v4 takes 0 to 32, --min-prefix-v6 0 to 128")
+        }
+        return Self.policy(maps, shortestIPv4: minPrefixV4, shortestIPv6: minPrefixV6)
+    }
+
+    static func policy(
+        _ maps: BanMaps, shortestIPv4: Int = ListPolicy.listFloor.ipv4, shortestIPv6: Int = ListPolicy.listFloor.ipv6
+    ) -> ListPolicy {
+        let host = HostAddresses.current().map { IPNetwork(containing: $0, length: IPNetwork.fullLength($0.family)) }
+        return ListPolicy(
+            shortestIPv4: shortestIPv4, shortestIPv6: shortestIPv6,
+            allowlist: ((try? maps.allowlist()) ?? []) + host + Allowlist.loopback.ipNetworks)
+    }
 }
 
 /// A wrong argument that the command itself detects (argument parsing errors come with usage).

@@ -58,6 +58,11 @@ final class BlocklistFeeds {
         return networks
     }
 
+    /// ", 3 refused (2 too wide, 1 allowlisted)" for a load line, or "".
+    static func refusedNote(_ refused: [ListPolicy.Refusal: Int]) -> String {
+        refused.isEmpty ? "" : ", " + ListPolicy.describe(refused)
+    }
+
     private static func stamp(_ path: String) -> Stamp? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
@@ -68,7 +73,9 @@ final class BlocklistFeeds {
 
     /// Loads every list of `settings` (replacing the feeds of a previous configuration; lists it
     /// had that these do not are unloaded). - Returns: a line per list for the log.
-    func load(_ settings: [ConfigurationFile.Blocklist], config: String, maps: BanMaps) throws -> [String] {
+    func load(
+        _ settings: [ConfigurationFile.Blocklist], config: String, maps: BanMaps, policy: ListPolicy
+    ) throws -> [String] {
         var lines: [String] = []
         var loaded: [Feed] = []
         // Everything is read and checked first: one bad list changes nothing.
@@ -76,15 +83,16 @@ final class BlocklistFeeds {
             (setting, Self.stamp(setting.file), try Self.read(setting, config: config))
         }
         for (setting, stamp, networks) in contents {
+            let (taken, refused) = policy.filter(networks)
             let swap: BanMaps.ListSwap
             do throws(FirewallError) {
-                swap = try maps.loadList(setting.name, networks)
+                swap = try maps.loadList(setting.name, taken)
             } catch {
                 throw DaemonError.invalidSetting("blocklist \(setting.name) (\(setting.file)): \(error)")
             }
             lines.append(
                 "blocklist \(setting.name): \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries from \(setting.file)"
-                    + (setting.reload ? ", reloaded when it changes" : ""))
+                    + Self.refusedNote(refused) + (setting.reload ? ", reloaded when it changes" : ""))
             loaded.append(Feed(setting: setting, stamp: stamp))
         }
         for old in feeds where !settings.contains(where: { $0.name == old.setting.name }) {
@@ -101,7 +109,7 @@ final class BlocklistFeeds {
 
     /// Loads again the lists with `reload = true` whose file changed. - Returns: what happened, a
     /// line each, and whether it is an error.
-    func reloadChanged(config: String, maps: BanMaps) -> [(line: String, error: Bool)] {
+    func reloadChanged(config: String, maps: BanMaps, policy: ListPolicy) -> [(line: String, error: Bool)] {
         var said: [(String, Bool)] = []
         for index in feeds.indices where feeds[index].setting.reload {
             let setting = feeds[index].setting
@@ -109,10 +117,13 @@ final class BlocklistFeeds {
             guard let now, now != feeds[index].stamp else { continue }
             feeds[index].stamp = now
             do {
-                let networks = try Self.read(setting, config: config)
-                let swap = try maps.loadList(setting.name, networks)
+                let (taken, refused) = policy.filter(try Self.read(setting, config: config))
+                let swap = try maps.loadList(setting.name, taken)
                 said.append(
-                    ("blocklist \(setting.name): reloaded, \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries", false))
+                    (
+                        "blocklist \(setting.name): reloaded, \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries"
+                            + Self.refusedNote(refused), false
+                    ))
             } catch {
                 said.append(("blocklist \(setting.name): \(error); the list in force stays", true))
             }

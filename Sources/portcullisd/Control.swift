@@ -139,7 +139,8 @@ final class ControlledDaemon: @unchecked Sendable {
                 return .failure("ban: give the addresses (\"addresses\": [...])")
             }
             do throws(DaemonError) {
-                let result = try daemon.operatorBan(addresses, seconds: request.seconds, jail: request.jail)
+                let result = try daemon.operatorBan(
+                    addresses, seconds: request.seconds, jail: request.jail, force: request.force ?? false)
                 var reply = ControlReply()
                 reply.banned = result.done.count + result.networks.count
                 reply.refused = result.refused
@@ -153,11 +154,38 @@ final class ControlledDaemon: @unchecked Sendable {
             }
             let result = daemon.operatorUnban(addresses)
             var reply = ControlReply()
-            reply.unbanned = result.done.count + result.networks.count
-            reply.refused = result.refused
-            let notes = stillDropped(addresses, maps: maps)
+            // A fleet host's or a CrowdSec decision's entry of exactly that network is lifted here
+            // (until that source puts it again; `portcullis fleet ignore HOST` for good).
+            // Only where no jail's or operator's ban was lifted: a local ban and its unban never undo
+            // another source's entry (a second unban does).
+            let local = Set(result.done.map { IPNetwork(containing: $0, length: IPNetwork.fullLength($0.family)) })
+                .union(result.networks)
+            let asked = addresses.compactMap { try? IPNetwork(parsing: $0) }.filter { !local.contains($0) }
+            let lifted =
+                (try? maps.liftListEntries(asked) { $0.hasPrefix("fleet/") || $0.hasPrefix("crowdsec/") }) ?? []
+            let liftedNetworks = Set(lifted.map(\.network))
+            reply.unbanned = local.count + liftedNetworks.subtracting(local).count
+            reply.refused = result.refused.filter { refusal in
+                !liftedNetworks.contains { refusal.hasPrefix("\($0) is not banned") }
+            }
+            var notes = lifted.map { network, origin in
+                "\(network): lifted \(origin)'s entry here; it comes back when that source puts it again"
+                    + (origin.hasPrefix("fleet/") ? " (portcullis fleet ignore \(origin.dropFirst(6)) stops them)" : "")
+            }
+            notes += stillDropped(addresses, maps: maps)
             if !notes.isEmpty { reply.notes = notes }
             return reply
+        case "fleet-ignore", "fleet-unignore":
+            guard let host = request.host, let fleet else {
+                return .failure(request.host == nil ? "give the host (\"host\": ...)" : "no fleet link")
+            }
+            do {
+                var reply = ControlReply()
+                reply.message = try fleet.ignore(host, ignoring: request.command == "fleet-ignore", maps: maps)
+                return reply
+            } catch {
+                return .failure("\(error)")
+            }
         case "reload":
             return reload()
         default:
@@ -218,7 +246,8 @@ final class ControlledDaemon: @unchecked Sendable {
                     ? "a CrowdSec decision: cscli decisions delete "
                         + (entry.network.isSingleAddress ? "-i \(entry.network)" : "-r \(entry.network)")
                     : origin.hasPrefix("fleet/")
-                        ? "a ban of the fleet's host \(origin.dropFirst(6)): portcullis unban on that host"
+                        ? "a ban of the fleet's host \(origin.dropFirst(6)): portcullis unban on that host, or "
+                            + "portcullis fleet ignore \(origin.dropFirst(6)) here"
                         : origin.hasPrefix("list:")
                             ? "a blocklist: portcullis blocklist unload \(origin.dropFirst(5)), or take it out of the list's file"
                             : "a list entry"

@@ -15,7 +15,7 @@ import XDPFirewall
 final class CrowdSecLink: BanPublisher, @unchecked Sendable {
     private struct State {
         var bouncerSettings: BouncerSettings?
-        var allowlist: [IPNetwork] = []
+        var policy = ListPolicy()
         var alertSettings: AlertSettings?
         var bouncer: Bouncer?
         var pusher: AlertPusher?
@@ -74,23 +74,31 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
     /// - Returns: lines for the log.
     func startBouncer(_ configuration: CrowdSecConfiguration?, maps: BanMaps, daemon: Daemon) throws -> [String] {
         let settings = configuration?.bouncer
-        let allowlist = daemon.driverAllowlist
-        let previous = state.withLock { ($0.bouncerSettings, $0.allowlist, $0.bouncer) }
-        guard previous.0 != settings || (settings != nil && previous.1 != allowlist) else { return [] }
+        let policy = daemon.listPolicy
+        let previous = state.withLock { ($0.bouncerSettings, $0.policy, $0.bouncer) }
+        // Decisions of a Local API no longer configured drop nothing more (nor after a restart).
+        var lifted = 0
+        if settings == nil { lifted = (try? maps.removeListEntries(origins: { $0.hasPrefix("crowdsec/") })) ?? 0 }
+        let liftedLine =
+            lifted > 0
+            ? ["crowdsec: no bouncer in [crowdsec]: \(lifted) entries of CrowdSec's decisions removed from the maps"]
+            : []
+        guard previous.0 != settings || (settings != nil && previous.1 != policy) else { return liftedLine }
         previous.2?.stopAndJoin()
         state.withLock {
             $0.bouncerSettings = nil
             $0.bouncer = nil
         }
         guard let settings else {
-            return previous.0 == nil ? [] : ["crowdsec: bouncer stopped (no api_key in [crowdsec] any more)"]
+            return (previous.0 == nil ? [] : ["crowdsec: bouncer stopped (no api_key in [crowdsec] any more)"])
+                + liftedLine
         }
-        let bouncer = try Bouncer(settings: settings, maps: maps, allowlist: allowlist, say: Self.say)
+        let bouncer = try Bouncer(settings: settings, maps: maps, policy: policy, say: Self.say)
         bouncer.observer = observer
         try bouncer.start()
         state.withLock {
             $0.bouncerSettings = settings
-            $0.allowlist = allowlist
+            $0.policy = policy
             $0.bouncer = bouncer
         }
         return [

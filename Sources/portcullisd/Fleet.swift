@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import PortcullisConfiguration
 import PortcullisControl
@@ -9,11 +10,57 @@ import PortcullisSystem
 import Synchronization
 import XDPFirewall
 
+/// A `fleet ignore` that cannot be done, in one line.
+struct FleetIgnoreError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// The daemon's link to its fleet (`[fleet]`): one node that puts this host's bans into the NATS
 /// bucket and installs the other hosts'. It is the daemon's ban publisher whatever node runs;
 /// a SIGHUP that changes the table replaces the node (which reads the bucket's set again).
 final class FleetLink: BanPublisher, @unchecked Sendable {
     private let node = Mutex<FleetNode?>(nil)
+    /// The hosts `portcullis fleet ignore` named, one a line (they outlive a restart).
+    let ignoredPath: String?
+
+    init(stateDirectory: String? = nil) {
+        ignoredPath = stateDirectory.map { $0 + "/fleet-ignored-hosts" }
+    }
+
+    /// The hosts `portcullis fleet ignore` named.
+    func ignoredHosts() -> [String] {
+        guard let ignoredPath, let text = try? TextFile.read(ignoredPath, limit: 1 << 20) else { return [] }
+        return text.split(separator: "\n").map(String.init).filter { FleetSettings.isValidHost($0) }
+    }
+
+    /// `portcullis fleet ignore HOST` (`ignoring`) or `unignore HOST`: kept in the state
+    /// directory, told the node, and `fleet/HOST`'s entries lifted now. - Returns: what happened.
+    func ignore(_ host: String, ignoring: Bool, maps: BanMaps) throws -> String {
+        guard FleetSettings.isValidHost(host) else {
+            throw FleetIgnoreError("'\(host)' is no fleet host name: letters, digits, - and _")
+        }
+        guard let ignoredPath else { throw FleetIgnoreError("no state directory to keep the ignored hosts in") }
+        var hosts = ignoredHosts()
+        if ignoring { if !hosts.contains(host) { hosts.append(host) } } else { hosts.removeAll { $0 == host } }
+        let directory = String(ignoredPath[..<(ignoredPath.lastIndex(of: "/") ?? ignoredPath.startIndex)])
+        if !directory.isEmpty { mkdir(directory, 0o700) }
+        do {
+            try Data(hosts.map { $0 + "\n" }.joined().utf8).write(
+                to: URL(fileURLWithPath: ignoredPath), options: .atomic)
+        } catch {
+            throw FleetIgnoreError(
+                "cannot write \(ignoredPath): \(error.localizedDescription); give a writable --state-dir")
+        }
+        let running = node.withLock { $0 }
+        guard ignoring else {
+            running?.unignore(host)
+            return "fleet: host \(host)'s bans are installed again" + (running == nil ? " once [fleet] runs" : "")
+        }
+        running?.ignore(host)
+        let lifted = try maps.removeListEntries(origins: { $0 == "fleet/" + host })
+        return "fleet: host \(host) ignored (kept in \(ignoredPath)): \(lifted) of its entries lifted"
+    }
 
     func publish(_ event: BanEvent) {
         node.withLock { $0 }?.publish(event)
@@ -52,13 +99,22 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
     func start(
         _ configuration: FleetConfiguration?, daemon: DaemonConfiguration, maps: BanMaps, allowlist: [IPNetwork]
     ) throws -> [String] {
-        let settings = configuration?.settings
+        var settings = configuration?.settings
+        if settings != nil {
+            for host in ignoredHosts() where !settings!.ignoreHosts.contains(host) {
+                settings!.ignoreHosts.append(host)
+            }
+        }
         let previous = node.withLock { $0 }
         if let previous, previous.settings == settings, previous.allowlist == allowlist { return [] }
         guard let settings else {
             node.withLock { $0 = nil }
             previous?.stopAndJoin()
-            return previous == nil ? [] : ["fleet: stopped (no [fleet] any more)"]
+            // Other hosts' bans of a fleet this host is no longer in drop nothing more (nor after a restart).
+            let lifted = (try? maps.removeListEntries(origins: { $0.hasPrefix("fleet/") })) ?? 0
+            return (previous == nil ? [] : ["fleet: stopped (no [fleet] any more)"])
+                + (lifted > 0
+                    ? ["fleet: no [fleet]: \(lifted) entries of other hosts' bans removed from the maps"] : [])
         }
         let made = FleetNode(settings: settings, maxAgeSeconds: Self.longestBan(daemon), say: Self.say)
         // Bans from now on go to the new node; what the old one had not put yet goes before them
@@ -161,7 +217,8 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
             samples.append(
                 .counter(
                     "portcullis_fleet_skipped_total",
-                    "Other hosts' keys not enforced: ended, malformed, a bad key, allowlisted.",
+                    "Other hosts' keys not enforced: ended, malformed, a bad key, allowlisted, too wide, never bannable, "
+                        + "over the host's limit, an ignored host.",
                     [("reason", reason.rawValue)], Double(snapshot.skipped[reason] ?? 0)))
         }
         for reason in ["queue_full", "refused", "rejected", "ended", "stopping"] {

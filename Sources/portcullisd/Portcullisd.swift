@@ -160,6 +160,18 @@ struct Portcullisd: ParsableCommand {
             valueName: "cidr"))
     var allow: [String] = []
 
+    @Option(
+        help: ArgumentHelp(
+            "The shortest IPv4 prefix a blocklist, a CrowdSec decision or an operator's network ban (unless forced) "
+                + "may install; shorter ones are refused and counted.", valueName: "length"))
+    var minPrefixV4 = ListPolicy.listFloor.ipv4
+
+    @Option(
+        help: ArgumentHelp(
+            "The shortest IPv6 prefix a blocklist, a CrowdSec decision or an operator's network ban (unless forced) "
+                + "may install.", valueName: "length"))
+    var minPrefixV6 = ListPolicy.listFloor.ipv6
+
     @Flag(help: "Put the filter back on an --interface when it is found detached (checked every 2 s).")
     var reattach = false
 
@@ -367,6 +379,10 @@ struct Portcullisd: ParsableCommand {
         var allowlist = Allowlist.loopback
         for network in allow { try allowlist.add(network) }
         configuration.allowlist = allowlist
+        guard (0...32).contains(minPrefixV4), (0...128).contains(minPrefixV6) else {
+            throw DaemonError.invalidSetting("--min-prefix-v4 takes 0 to 32, --min-prefix-v6 0 to 128")
+        }
+        configuration.shortestListPrefix = (minPrefixV4, minPrefixV6)
         configuration.maxLineLength = maxLine
         configuration.regexMatchLimit = regexMatchLimit
         configuration.protectHost = !banHostAddresses
@@ -473,7 +489,7 @@ struct Portcullisd: ParsableCommand {
         let blocklistSettings = file?.blocklists ?? []
         let crowdsecSettings = file?.crowdsec
         let fleetSettings = file?.fleet
-        let fleet = FleetLink()
+        let fleet = FleetLink(stateDirectory: stateDir)
         let crowdsec = CrowdSecLink { [fleet] changes, now, whole in
             fleet.publishDecisions(changes, now: now, whole: whole)
         }
@@ -538,11 +554,6 @@ struct Portcullisd: ParsableCommand {
                         + "portcullis.bpf.o of this build: tools/build-bpf)", to: STDERR_FILENO)
             }
             for (family, lengths) in prefixLengths { try maps.setPrefixLengths(lengths, family: family) }
-            if let config {
-                for line in try blocklists.load(blocklistSettings, config: config, maps: maps) {
-                    say("portcullisd: " + line)
-                }
-            }
             // The bans must reach the packets: the filter found on each interface reads these maps.
             for interface in interfaces where try Attachment.enforcement(of: maps, on: interface) == .otherMaps {
                 throw DaemonError.firewall(
@@ -553,6 +564,14 @@ struct Portcullisd: ParsableCommand {
             // The alert pusher before the daemon: its first bans are alerts too.
             for line in try crowdsec.startAlerts(crowdsecSettings, jails: configuration) { say("portcullisd: " + line) }
             daemon = try Daemon(configuration: configuration, maps: maps, publishers: publishers)
+            // The lists once the daemon knows its allowlist (what they must not drop).
+            if let config {
+                for line in try blocklists.load(
+                    blocklistSettings, config: config, maps: maps, policy: daemon.listPolicy)
+                {
+                    say("portcullisd: " + line)
+                }
+            }
             // The fleet before the workers too (their first bans are put), with the allowlist the
             // other hosts' bans are not enforced in.
             for line in try fleet.start(
@@ -682,7 +701,8 @@ struct Portcullisd: ParsableCommand {
                     let file = Result { () throws(ConfigurationError) in try ConfigurationFile.load(config) }
                     do {
                         let settings = try file.get().blocklists
-                        for line in try blocklists.load(settings, config: config, maps: maps) {
+                        for line in try blocklists.load(settings, config: config, maps: maps, policy: daemon.listPolicy)
+                        {
                             say("portcullisd: SIGHUP: " + line)
                         }
                     } catch {
@@ -732,7 +752,7 @@ struct Portcullisd: ParsableCommand {
                 continue
             }
             if let config {
-                for (line, error) in blocklists.reloadChanged(config: config, maps: maps) {
+                for (line, error) in blocklists.reloadChanged(config: config, maps: maps, policy: daemon.listPolicy) {
                     say("portcullisd: " + line, to: error ? STDERR_FILENO : STDOUT_FILENO)
                 }
             }

@@ -534,3 +534,63 @@ extension CrowdSecProcessTests {
         }
     }
 }
+
+extension CrowdSecProcessTests {
+    @Test(
+        "CrowdSec policy (N15): Range decisions 0.0.0.0/0 and ::/0 and Ip decisions 224.0.0.1 and fe80::1 are counted, not enforced; unban lifts a decision's entry here; a daemon started without [crowdsec] removes the decisions' entries, said in one line"
+    )
+    func crowdsecPolicy() throws {
+        try withLocalAPI("q") { network, scratch, lapi, files in
+            let key = try lapi.bouncerKey("portcullis-policy")
+            let configuration = crowdsecConfiguration(lapi, ["api_key = \"\(key)\"", "update_frequency = \"1s\""])
+            try files.write(configuration)
+            let ready = files.directory + "/ready.json"
+            let socket = files.directory + "/control.sock"
+            let arguments = [
+                "--config", files.path, "--pin-dir", scratch.path, "--state-dir", files.directory + "/state",
+                "--ready-file", ready, "--control", socket,
+            ]
+            var (daemon, output) = try startDaemon(
+                network, arguments + ["--metrics", "127.0.0.1:0"], waitUntilReading: true)
+            defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            let filter = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+            func verdict(_ source: String) throws -> XDPVerdict {
+                let to = source.contains(":") ? "2001:2::fe" : "198.19.255.254"
+                return try filter.testRun(frame: TestFrame.udp(from: IPAddress(source)!, to: IPAddress(to)!)).verdict
+            }
+            for arguments in [
+                ["-r", "0.0.0.0/0"], ["-r", "::/0"], ["-i", "224.0.0.1"], ["-i", "fe80::1"], ["-i", "198.18.0.7"],
+                ["-i", "198.18.0.9"],
+            ] {
+                let added = try lapi.cscli(["decisions", "add", "-d", "10m"] + arguments)
+                try #require(added.status == 0, "\(arguments): \(added.stderr)")
+            }
+            let enforced = try secondsUntil(10) { try verdict("198.18.0.7") == .drop && verdict("198.18.0.9") == .drop }
+            #expect(enforced != nil)
+            #expect(try verdict("198.18.0.8") == .pass && verdict("2001:2::8") == .pass, "a /0 decision enforced")
+            #expect(try crowdsecEntries(maps) == ["198.18.0.7": "crowdsec/cscli", "198.18.0.9": "crowdsec/cscli"])
+            let metrics = try scrape(network, ready: ready)
+            #expect(
+                sample(metrics, #"portcullis_crowdsec_decisions_skipped_total{reason="too_wide"}"#) == 2, "\(metrics)")
+            #expect(sample(metrics, #"portcullis_crowdsec_decisions_skipped_total{reason="never_bannable"}"#) == 2)
+
+            // The operator lifts a decision here (until the Local API sends it again).
+            let unban = try runProcess(
+                Products.cli, ["unban", "198.18.0.7", "--control", socket, "--pin-dir", scratch.path])
+            #expect(
+                unban.status == 0 && unban.stderr.contains("lifted crowdsec/cscli"), "\(unban.stdout) \(unban.stderr)")
+            #expect(try verdict("198.18.0.7") == .pass)
+
+            // Without [crowdsec], a restart removes what the Local API had installed.
+            _ = stopDaemon(daemon, output)
+            #expect(try crowdsecEntries(maps) == ["198.18.0.9": "crowdsec/cscli"])
+            try files.write(String(configuration[..<configuration.range(of: "[crowdsec]")!.lowerBound]))
+            (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
+            #expect(try secondsUntil(10) { try crowdsecEntries(maps).isEmpty } != nil)
+            #expect(try verdict("198.18.0.9") == .pass)
+            let text = stopDaemon(daemon, output)
+            #expect(text.contains("no bouncer in [crowdsec]: 1 entries of CrowdSec's decisions removed"), "\(text)")
+        }
+    }
+}

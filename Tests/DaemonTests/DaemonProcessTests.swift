@@ -1351,3 +1351,82 @@ extension DaemonProcessTests {
         }
     }
 }
+
+extension DaemonProcessTests {
+    @Test(
+        "list policy (N15): a blocklist's 0.0.0.0/0, ::/0, 224.0.0.0/8, the host's address and its gateway are refused and counted in its load line, by the daemon and by portcullis blocklist load; portcullis ban refuses never-bannable addresses and, without --force, networks shorter than the floor, with a daemon and without"
+    )
+    func blocklistPolicy() throws {
+        try withTestNetwork("w") { network, scratch in
+            // The receiver's default route: its gateway is a sender address.
+            let gateway = TestNetwork.senderAddresses4[0]
+            let route = try runProcess(
+                "/usr/bin/env", ["ip", "-n", network.receiver, "route", "add", "default", "via", gateway])
+            try #require(route.status == 0, "\(route.stderr)")
+            let directory = NSTemporaryDirectory() + "pc-policy-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let list = directory + "/drop.txt", log = directory + "/app.log", config = directory + "/portcullis.toml"
+            let socket = directory + "/control.sock"
+            FileManager.default.createFile(atPath: log, contents: nil)
+            try [
+                "0.0.0.0/0", "::/0", "224.0.0.0/8", gateway, TestNetwork.receiverAddress4, "198.18.7.0/24",
+                "2001:2:7::/48",
+            ].joined(separator: "\n").write(toFile: list, atomically: true, encoding: .utf8)
+            try """
+            [blocklist.drop]
+            file = "\(list)"
+
+            [jail.app]
+            source = "file:\(log)"
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let (daemon, output) = try startDaemon(
+                network,
+                [
+                    "--config", config, "--pin-dir", scratch.path, "--state-dir", directory + "/state", "--control",
+                    socket,
+                ], waitUntilReading: true)
+            defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            func listed() throws -> Set<String> { Set(try maps.listEntries().map(\.network.description)) }
+            #expect(try listed() == ["198.18.7.0/24", "2001:2:7::/48"])
+            func cli(_ arguments: [String], daemon: Bool = true) throws -> ProcessResult {
+                try runProcess(
+                    Products.cli,
+                    arguments + ["--pin-dir", scratch.path] + (daemon ? ["--control", socket] : []))
+            }
+            // portcullis ban through the daemon.
+            var result = try cli(["ban", "192.0.0.0/4"])
+            #expect(result.status != 0 && result.stderr.contains("give --force"), "\(result.stderr)")
+            result = try cli(["ban", "--force", "0.0.0.0/0"])
+            #expect(result.status != 0 && result.stderr.contains("never banned"), "\(result.stderr)")
+            result = try cli(["ban", "224.0.0.1"])
+            #expect(result.status != 0 && result.stderr.contains("never banned"), "\(result.stderr)")
+            result = try cli(["ban", "--force", "198.0.0.0/7"])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(try cli(["unban", "198.0.0.0/7"]).status == 0)
+            let text = stopDaemon(daemon, output)
+            #expect(
+                text.contains(
+                    "blocklist drop: 1 IPv4 and 1 IPv6 entries from \(list), 5 refused (2 too wide, 1 never bannable, "
+                        + "2 allowlisted)"), "\(text)")
+
+            // Without a daemon: the same file and bans, the driver's allowlist the daemon left in the maps.
+            result = try cli(["blocklist", "load", "again", list], daemon: false)
+            #expect(
+                result.status == 0 && result.stdout.contains("5 refused (2 too wide, 1 never bannable, 2 allowlisted)"),
+                "\(result.stdout) \(result.stderr)")
+            #expect(try listed() == ["198.18.7.0/24", "2001:2:7::/48"])
+            for (arguments, said) in [
+                (["ban", gateway], "never banned"), (["ban", "0.0.0.0/0"], "never banned"),
+                (["ban", "192.0.0.0/4"], "give --force"),
+                (["ban", "255.255.255.255"], "never banned"), (["ban", "--force", "::/0"], "never banned"),
+            ] {
+                result = try runProcess(
+                    Products.cli, arguments + ["--pin-dir", scratch.path, "--control", directory + "/none.sock"])
+                #expect(result.status != 0 && result.stderr.contains(said), "\(arguments): \(result.stderr)")
+            }
+            #expect(try maps.entries().isEmpty && maps.networkBans().isEmpty)
+        }
+    }
+}

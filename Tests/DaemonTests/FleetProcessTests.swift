@@ -167,11 +167,13 @@ extension FleetProcessTests {
             #expect(try hosts[2].fleetStatus()["published"] as? Int == 0)
             #expect(try hosts[0].fleetStatus()["received"] as? Int == 0)
             #expect(try hosts[0].fleetStatus()["published"] as? Int == 3)
-            // An unban on a lifts them on b and c; b's unban note names the host.
+            // An unban on b lifts a's entry on b only, and says how to keep a's out; an unban on a
+            // lifts them on b and c.
             let note = try hosts[1].cli(["unban", "198.18.0.8"])
             #expect(
-                note.stderr.contains("fleet/a") && note.stderr.contains("portcullis unban on that host"),
-                "\(note.stderr)")
+                note.status == 0 && note.stderr.contains("lifted fleet/a's entry here")
+                    && note.stderr.contains("portcullis fleet ignore a"), "\(note.stderr)")
+            #expect(try fleetEntries(maps[1])["198.18.0.8"] == nil && fleetEntries(maps[2])["198.18.0.8"] == "fleet/a")
             let unbanned = try hosts[0].cli(["unban", "198.18.0.7", "198.18.0.8", "198.18.1.0/24"])
             try #require(unbanned.status == 0, "\(unbanned.stderr)")
             #expect(try nowhere(["198.18.0.7", "198.18.0.8", "198.18.1.0/24"]) != nil)
@@ -541,6 +543,86 @@ extension FleetProcessTests {
             }
             let held = try fleetEntries(mapsC)
             #expect(got != nil, "c joining after the max age lacks a's long bans: \(held)")
+        }
+    }
+}
+
+extension FleetProcessTests {
+    @Test(
+        "fleet policy (N2): host b's 0.0.0.0/0, ::/0, fe80::1, 224.0.0.1 and a flood past max_keys_per_host change nothing on a but its skip counters; a's operator lifts b's entries with unban, blocklist unload and fleet ignore (kept over a restart); a started without [fleet] removes them"
+    )
+    func fleetPolicy() throws {
+        try withFleet("P", hosts: 2) { _, server, hosts in
+            let a = hosts[0]
+            let limit = 1000
+            let configuration = fleetConfiguration(host: "a", server: server, ["max_keys_per_host = \(limit)"])
+            try a.files.write(configuration)
+            var (daemonA, outputA) = try startHost(a, metrics: true)
+            defer { if daemonA.isRunning { printFleetLines(a, stopDaemon(daemonA, outputA)) } }
+            let mapsA = try BanMaps.open(pinnedIn: a.pins.pins)
+            try #require(try secondsUntil(10) { try a.fleetStatus()["connected"] as? Bool == true } != nil)
+            let now = UInt64(Date().timeIntervalSince1970 * 1000)
+            let value = "{\"end\":\(now + 600_000),\"at\":\(now),\"jail\":\"app\",\"host\":\"b\",\"level\":0}"
+            // As any client of the server could (what a host taken over can): the whole Internet,
+            // never-bannable addresses, one ordinary address, then more keys than a takes of a host.
+            let hostile = ["b.0.0.0.0/0", "b.__/0", "b.0.0.0.0/1", "b.fe80__1", "b.224.0.0.1", "b.240.0.0.1"]
+            let flood = (0..<(limit + 100)).map { "b.198.19.\($0 / 250).\($0 % 250 + 1)" }
+            let failed = try server.put(
+                bucket: "portcullis-bans", entries: (hostile + ["b.198.18.0.80"] + flood).map { ($0, value) })
+            try #require(failed == nil, "\(failed ?? "")")
+            func skipped(_ reason: String) throws -> Double {
+                sample(
+                    try scrape(in: a.namespace, ready: a.ready), "portcullis_fleet_skipped_total{reason=\"\(reason)\"}")
+                    ?? -1
+            }
+            let counted = try secondsUntil(30) {
+                try skipped("too_wide") == 3 && skipped("never_bannable") == 3 && skipped("over_limit") == 101
+            }
+            let metrics = try scrape(in: a.namespace, ready: a.ready)
+            #expect(counted != nil, "\(metrics)")
+            var entries = try fleetEntries(mapsA)
+            for network in ["0.0.0.0/0", "::/0", "0.0.0.0/1", "fe80::1", "224.0.0.1", "240.0.0.1"] {
+                #expect(entries[network] == nil, "\(network) installed from b")
+            }
+            #expect(entries.count == limit && entries["198.18.0.80"] == "fleet/b", "\(entries.count) entries of b")
+
+            // One of b's bans lifted here by an unban, all of them by an unload.
+            let unban = try a.cli(["unban", "198.18.0.80"])
+            #expect(unban.status == 0 && unban.stderr.contains("lifted fleet/b"), "\(unban.stdout) \(unban.stderr)")
+            #expect(try fleetEntries(mapsA)["198.18.0.80"] == nil)
+            let unload = try a.local(["blocklist", "unload", "fleet/b"])
+            #expect(unload.status == 0, "\(unload.stderr)")
+            #expect(try fleetEntries(mapsA).isEmpty)
+
+            // fleet unignore/ignore: b's bans in again (a whole read), then out for good, over a restart too.
+            #expect(try a.control(["fleet", "unignore", "b"]).status == 0)
+            #expect(try secondsUntil(15) { try fleetEntries(mapsA).count == limit } != nil)
+            func resyncs() throws -> Double {
+                sample(try scrape(in: a.namespace, ready: a.ready), "portcullis_fleet_resyncs_total") ?? -1
+            }
+            let readsBefore = try resyncs()
+            let ignore = try a.control(["fleet", "ignore", "b"])
+            #expect(ignore.status == 0 && ignore.stdout.contains("\(limit) of its entries lifted"), "\(ignore.stdout)")
+            #expect(try fleetEntries(mapsA).isEmpty)
+            // Once the bucket is read again (a whole read does not count its skips again), a new key of b is skipped.
+            #expect(try secondsUntil(10) { try resyncs() > readsBefore } != nil)
+            try #require(try server.put(bucket: "portcullis-bans", key: "b.198.18.0.81", value: value) == nil)
+            #expect(try secondsUntil(10) { try skipped("ignored") >= 1 } != nil)
+            printFleetLines(a, stopDaemon(daemonA, outputA))
+            (daemonA, outputA) = try startHost(a, metrics: true)
+            #expect(try secondsUntil(15) { try a.fleetStatus()["connected"] as? Bool == true } != nil)
+            #expect(try secondsUntil(10) { try skipped("ignored") >= Double(limit) } != nil)
+            #expect(try fleetEntries(mapsA).isEmpty)
+
+            // b's bans back, then a started without [fleet]: they go, said in one line.
+            #expect(try a.control(["fleet", "unignore", "b"]).status == 0)
+            #expect(try secondsUntil(15) { try fleetEntries(mapsA).count == limit } != nil)
+            _ = stopDaemon(daemonA, outputA)
+            try a.files.write(String(configuration[..<configuration.range(of: "[fleet]")!.lowerBound]))
+            (daemonA, outputA) = try startHost(a)
+            #expect(try fleetEntries(mapsA).isEmpty)
+            let log = stopDaemon(daemonA, outputA)
+            #expect(log.contains("no [fleet]: \(limit) entries of other hosts' bans removed"), "\(log)")
         }
     }
 }

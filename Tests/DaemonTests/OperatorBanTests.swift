@@ -258,13 +258,15 @@ struct OutputPathTests {
 
 @Suite("Never bannable", .enabled(if: Privileges.runnable), .serialized)
 struct NeverBannableTests {
-    @Test("unspecified, broadcast, multicast, link-local and the host's own addresses are never banned")
+    @Test(
+        "unspecified, this network (0/8), reserved (240/4), broadcast, multicast, link-local and the host's own addresses are never banned"
+    )
     func specialAddressesAreNeverBanned() throws {
         let own = HostAddresses.current().first { !$0.isNeverBannable }
         let special =
             [
                 "0.0.0.0", "255.255.255.255", "224.0.0.1", "239.1.2.3", "169.254.0.1", "::", "fe80::1",
-                "ff02::1", "::1", "127.0.0.2",
+                "ff02::1", "::1", "127.0.0.2", "0.1.2.3", "240.0.0.1",
             ] + (own.map { ["\($0)"] } ?? [])
         try withShmDaemon(
             mapEntries: 64,

@@ -204,6 +204,23 @@ public final class NATSServer: @unchecked Sendable {
         }
     }
 
+    /// Puts every one of `entries` under its key of `bucket` on one connection (a host's flood).
+    /// - Returns: the first failure, or nil.
+    public func put(bucket: String, entries: [(key: String, value: String)]) throws -> String? {
+        try withJetStream { jetStream in
+            var store: OpaquePointer?
+            let status = js_KeyValue(&store, jetStream, bucket)
+            guard status == NATS_OK else { return "bucket: " + String(cString: natsStatus_GetText(status)) }
+            defer { kvStore_Destroy(store) }
+            for entry in entries {
+                var revision: UInt64 = 0
+                let put = kvStore_PutString(&revision, store, entry.key, entry.value)
+                if put != NATS_OK { return "put \(entry.key): " + String(cString: natsStatus_GetText(put)) }
+            }
+            return nil
+        }
+    }
+
     /// Makes `bucket` as the daemons would, but taking values of at most `maxValueSize` bytes (a
     /// larger put is rejected by the server). - Returns: what failed, or nil.
     public func create(bucket: String, maxValueSize: Int32) throws -> String? {
