@@ -189,7 +189,7 @@ final class CrowdSecLink: BanPublisher, @unchecked Sendable {
                 samples.append(
                     .counter(
                         "portcullis_crowdsec_decisions_skipped_total",
-                        "Decisions not enforced: not a ban, a scope or origin left out, malformed, allowlisted, ended.",
+                        "Decisions not enforced: not a ban, a scope or origin left out, malformed, allowlisted, ended, too wide, never bannable.",
                         [("reason", reason.rawValue)], Double(bouncer.skipped[reason] ?? 0)))
             }
             for kind in ["unreachable", "refused", "status", "malformed", "install"] {

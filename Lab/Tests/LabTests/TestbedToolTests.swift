@@ -165,7 +165,12 @@ struct TestbedToolTests {
             #expect(delivery.floodError.contains("the kernel sends no live frames, so "))
         }
         let (sent, received, invalid, valid) = (delivery.sent, delivery.received, delivery.invalid, delivery.valid)
-        #expect(invalid > 5000 && valid > 500, "paced at 20,000 + 2,000 frames/s for 1 s: \(sent)")
+        // Paced at 20,000 + 2,000 frames/s for 1 s: how many a busy machine sends in that second is
+        // not asserted (a CI run beside the soak sent 3,095 on the packet engine), only that both
+        // kinds went out in their planned proportion, one valid frame to ten invalid ones.
+        #expect(invalid > 0 && valid > 0, "\(sent)")
+        let share = Double(valid) / Double(max(invalid + valid, 1))
+        #expect(abs(share - 2_000.0 / 22_000.0) < 0.05, "valid share \(share): \(sent)")
         #expect(received["received"] == invalid + valid, "every frame passed the kernel's checks")
         #expect(received["invalid"] == invalid)
         #expect(received["logged"] == invalid)
