@@ -12,8 +12,10 @@ import XDPFirewall
 /// `--status-interval` low so that the main loop's 2 s checks run 20-40 times as often: an hour
 /// stands for weeks of them. It samples the daemon's descriptors, threads, resident memory and ban
 /// map entries, and fails (exit status 1) on growth that does not level off: of the samples after
-/// the warm-up (a third of the run), the last half's maximum above the first half's (descriptors
-/// and threads: at all; memory: by more than 5% or 4 MiB, whichever is larger). Also when the work
+/// the warm-up (a third of the run), descriptors and threads by their trend (Theil and Sen's slope
+/// times the span: more than 2 descriptors or 1 thread), memory by the last half's maximum above
+/// the first half's (by more than 5% or 4 MiB, whichever is larger), ban map entries by the last
+/// half's median above the first half's maximum (by more than a tenth and 16). Also when the work
 /// stopped (no lines, bans or lifts in the last half), a scrape or a control request failed, or
 /// the daemon exited. Not a
 /// ratio: its report is the samples over time and the verdict.
@@ -73,13 +75,13 @@ struct SoakSuite: ParsableCommand {
 
     @Option(
         help: """
-            Descriptors the last half's maximum may rise above the first half's (after the warm-up): a \
-            scrape's and a control request's connection may be open at a sample.
+            Descriptors the trend may climb over the samples after the warm-up (the median slope between \
+            every two samples times their span: a connection open at a few samples does not move it).
             """)
     var fdTolerance = 2
 
-    @Option(help: "Threads the last half's maximum may rise above the first half's.")
-    var threadTolerance = 0
+    @Option(help: "Threads the trend may climb over the samples after the warm-up (see --fd-tolerance).")
+    var threadTolerance = 1
 
     @Option(
         help:
@@ -164,39 +166,76 @@ struct SoakSample: Encodable {
     }
 }
 
-/// One metric's verdict over the two halves after the warm-up: the last half's maximum against the
-/// first half's (the medians are reported, not judged: outages and reloads pull a sample down, so
-/// the maximum is the level).
+/// One metric's verdict over the samples after the warm-up, by one of three rules (`Rule`).
 struct SoakVerdict: Encodable {
+    /// How a metric is judged.
+    enum Rule: String, Encodable {
+        /// The trend: the median of the slopes between every two samples (Theil and Sen's estimator)
+        /// times the judged span must stay within the tolerance. For counts that are a level with
+        /// momentary extras (descriptors and threads: a scrape's or a control request's connection
+        /// and thread open at a sample): an extra at a few samples does not move the median slope,
+        /// a leak of one per check, peer, rotation or reload does.
+        case trend
+        /// The last half's maximum against the first half's (memory: outages and reloads only pull a
+        /// sample down, so the maximum is the level).
+        case maximum
+        /// The last half's median against the first half's maximum (ban map entries: they swing with
+        /// 2 s bans and the companions' entries an outage holds back; a leak still climbs past the
+        /// first half's maximum, a swing does not).
+        case lastMedian = "last_median"
+    }
     let metric: String
     let unit: String
+    let rule: Rule
     let firstMedian: Double
     let lastMedian: Double
     let firstMax: Double
     let lastMax: Double
-    /// How far the last half's maximum (or median, with `byMedian`) may be above the first's maximum.
+    /// The trend's growth over the judged span (Theil and Sen's slope times the span).
+    let trendGrowth: Double
+    /// How far the judged figure may rise.
     let tolerance: Double
-    /// Judged by the last half's median: for a level that swings with the work (ban map entries:
-    /// 2 s bans, and the companions' entries that outages hold back), a leak still climbs past the
-    /// first half's maximum, a swing does not.
-    var byMedian = false
-    var passed: Bool { (byMedian ? lastMedian : lastMax) - firstMax <= tolerance }
+    var growth: Double {
+        switch rule {
+        case .trend: trendGrowth
+        case .maximum: lastMax - firstMax
+        case .lastMedian: lastMedian - firstMax
+        }
+    }
+    var passed: Bool { growth <= tolerance }
 
     enum CodingKeys: String, CodingKey {
-        case metric, unit, firstMedian = "first_half_median", lastMedian = "last_half_median"
-        case firstMax = "first_half_max", lastMax = "last_half_max", tolerance, passed
+        case metric, unit, rule, firstMedian = "first_half_median", lastMedian = "last_half_median"
+        case firstMax = "first_half_max", lastMax = "last_half_max", trendGrowth = "trend_growth", growth
+        case tolerance, passed
     }
     func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(metric, forKey: .metric)
         try container.encode(unit, forKey: .unit)
+        try container.encode(rule, forKey: .rule)
         try container.encode(firstMedian, forKey: .firstMedian)
         try container.encode(lastMedian, forKey: .lastMedian)
         try container.encode(firstMax, forKey: .firstMax)
         try container.encode(lastMax, forKey: .lastMax)
+        try container.encode(trendGrowth, forKey: .trendGrowth)
+        try container.encode(growth, forKey: .growth)
         try container.encode(tolerance, forKey: .tolerance)
         try container.encode(passed, forKey: .passed)
     }
+}
+
+/// Theil and Sen's slope of the points: the median of the slopes between every two of them with
+/// different times (0 for fewer than two). A few outliers do not move it; a steady climb does.
+func theilSenSlope(_ points: [(x: Double, y: Double)]) -> Double {
+    var slopes: [Double] = []
+    slopes.reserveCapacity(points.count * (points.count - 1) / 2)
+    for i in points.indices {
+        for j in points.indices where j > i && points[j].x != points[i].x {
+            slopes.append((points[j].y - points[i].y) / (points[j].x - points[i].x))
+        }
+    }
+    return slopes.isEmpty ? 0 : median(slopes)
 }
 
 struct SoakResult: Encodable {
@@ -250,13 +289,21 @@ struct SoakResult: Encodable {
             "activity: "
                 + activity.sorted { $0.key < $1.key }.map { "\($0.key) \(Int($0.value))" }.joined(separator: ", "))
         Swift.print(
-            "after \(Int(warmUp)) s of warm-up, the last half's maximum against the first's (medians beside):")
+            "after \(Int(warmUp)) s of warm-up: each half's maximum and median, the trend over the rest, and what is judged:"
+        )
         for verdict in verdicts {
             func number(_ value: Double) -> String { String(format: "%.0f", value) }
+            let judged =
+                switch verdict.rule {
+                case .trend: "the trend"
+                case .maximum: "the maxima"
+                case .lastMedian: "the last median against the first maximum"
+                }
             Swift.print(
                 "  \(verdict.metric) (\(verdict.unit)): max \(number(verdict.firstMax)) → \(number(verdict.lastMax)), "
-                    + "growth allowed \(number(verdict.tolerance)) (medians \(number(verdict.firstMedian)) → "
-                    + "\(number(verdict.lastMedian))\(verdict.byMedian ? ", the last median judged" : "")): "
+                    + "medians \(number(verdict.firstMedian)) → \(number(verdict.lastMedian)), trend "
+                    + String(format: "%+.1f", verdict.trendGrowth) + "; \(judged): "
+                    + String(format: "%+.1f", verdict.growth) + ", allowed \(number(verdict.tolerance)): "
                     + (verdict.passed ? "level" : "GROWS"))
         }
         for problem in problems { Swift.print("  problem: \(problem)") }
@@ -488,6 +535,7 @@ private final class SoakRun {
         let elapsed = SystemClock.monotonicSeconds() - start
         if soakStopRequested != 0 { problems.append("stopped early by a signal after \(Int(elapsed)) s") }
         let verdicts = judge(samples, &problems)
+        checkWork(samples, &problems)
         daemon.stop(SIGTERM, grace: 30)
         if daemon.process.terminationStatus != 0 && problems.isEmpty {
             problems.append("the daemon's stop: exit status \(daemon.process.terminationStatus): \(daemonTail())")
@@ -831,7 +879,8 @@ private final class SoakRun {
 
     // MARK: The verdict
 
-    /// Each metric's maxima over the two halves after the warm-up; the work itself must have gone on in the last half.
+    /// Each metric's verdict over the samples after the warm-up (`SoakVerdict.Rule`); the work itself
+    /// must have gone on in the last half.
     func judge(_ samples: [SoakSample], _ problems: inout [String]) -> [SoakVerdict] {
         let after = samples.filter { $0.seconds >= suite.warmUpSeconds }
         guard after.count >= 4 else {
@@ -840,35 +889,40 @@ private final class SoakRun {
         }
         let first = Array(after.prefix(after.count / 2))
         let last = Array(after.suffix(after.count - after.count / 2))
+        let span = after.last!.seconds - after.first!.seconds
         func verdict(
-            _ metric: String, _ unit: String, _ value: (SoakSample) -> Double?, tolerance: (Double) -> Double
+            _ metric: String, _ unit: String, _ rule: SoakVerdict.Rule, _ value: (SoakSample) -> Double?,
+            tolerance: (Double) -> Double
         ) -> SoakVerdict {
             let firstValues = first.compactMap(value)
             let lastValues = last.compactMap(value)
             let firstMax = firstValues.max() ?? 0
+            let points = after.compactMap { sample in value(sample).map { (x: sample.seconds, y: $0) } }
             return SoakVerdict(
-                metric: metric, unit: unit, firstMedian: firstValues.isEmpty ? 0 : median(firstValues),
+                metric: metric, unit: unit, rule: rule, firstMedian: firstValues.isEmpty ? 0 : median(firstValues),
                 lastMedian: lastValues.isEmpty ? 0 : median(lastValues), firstMax: firstMax,
-                lastMax: lastValues.max() ?? 0, tolerance: tolerance(firstMax))
+                lastMax: lastValues.max() ?? 0, trendGrowth: theilSenSlope(points) * span,
+                tolerance: tolerance(firstMax))
         }
         let fds = Double(suite.fdTolerance)
         let threads = Double(suite.threadTolerance)
         let rss = { (level: Double) in max(level * self.suite.rssTolerance, self.suite.rssToleranceMib * 1024) }
-        let verdicts = [
-            verdict("descriptors", "fds", { Double($0.fds) }) { _ in fds },
+        return [
+            verdict("descriptors", "fds", .trend, { Double($0.fds) }) { _ in fds },
             // Which descriptors: the BPF programs' (libxdp's leak, N1) apart from the rest.
-            verdict("BPF program descriptors", "fds", { Double($0.bpfProgFds) }) { _ in fds },
-            verdict("other descriptors", "fds", { Double($0.fds - $0.bpfProgFds) }) { _ in fds },
-            verdict("threads", "threads", { Double($0.threads) }) { _ in threads },
-            verdict("resident memory", "KiB", { Double($0.rssKiB) }, tolerance: rss),
-            // Bans come and go: the last half's median against the first's maximum, a tenth more and
-            // 16 entries for their noise.
-            {
-                var entries = verdict("ban map entries", "entries", { $0.mapEntries }) { $0 * 0.1 + 16 }
-                entries.byMedian = true
-                return entries
-            }(),
+            verdict("BPF program descriptors", "fds", .trend, { Double($0.bpfProgFds) }) { _ in fds },
+            verdict("other descriptors", "fds", .trend, { Double($0.fds - $0.bpfProgFds) }) { _ in fds },
+            verdict("threads", "threads", .trend, { Double($0.threads) }) { _ in threads },
+            verdict("resident memory", "KiB", .maximum, { Double($0.rssKiB) }, tolerance: rss),
+            // A tenth and 16 entries for the swing's noise.
+            verdict("ban map entries", "entries", .lastMedian, { $0.mapEntries }) { $0 * 0.1 + 16 },
         ]
+    }
+
+    /// The work went on to the end, and no scrape or control request failed.
+    func checkWork(_ samples: [SoakSample], _ problems: inout [String]) {
+        let after = samples.filter { $0.seconds >= suite.warmUpSeconds }
+        let last = Array(after.suffix(after.count - after.count / 2))
         // The work went on to the end: lines read, bans made and lifted in the last half.
         for (name, value) in [
             ("lines read", { (sample: SoakSample) in sample.lines }), ("bans made", { $0.bans }),
@@ -886,7 +940,6 @@ private final class SoakRun {
         if let failed = counts["control requests failed"], failed > 0 {
             problems.append("\(Int(failed)) of \(Int(counts["control requests"] ?? 0)) control requests failed")
         }
-        return verdicts
     }
 
     // MARK: Cleanup
