@@ -17,8 +17,8 @@ public final class Daemon: @unchecked Sendable {
     let jails: [Jail]
     /// Tests only: the first jail (the `default` jail of a daemon made from flags).
     var jail: Jail { jails[0] }
-    private let enforcement: Enforcement
-    private let lifter: BanLifter
+    let enforcement: Enforcement
+    let lifter: BanLifter
     /// One reader group per distinct source; nil: not open (yet, or degraded).
     private var sources: [ReaderGroup?] = []
     /// Each source's reader key (what a reload compares), and the threads that read it.
@@ -45,7 +45,7 @@ public final class Daemon: @unchecked Sendable {
     public var openedSources: Int { ownedSources.count - takenSources.count }
     /// The escalation counts, when a jail escalates.
     let history: BanHistory?
-    private let clock = DaemonClock()
+    let clock = DaemonClock()
     private var threads: [SystemThread] = []
     /// Held by the threads themselves (not the daemon), so they can outlive a daemon released
     /// without `stop()` until its deinit has joined them.
@@ -313,7 +313,7 @@ public final class Daemon: @unchecked Sendable {
         var result = OperatorResult()
         var addresses: [IPAddress] = []
         let expiry = seconds.map { BanPolicy.expiry(seconds: $0, now: clock.bootNow) } ?? .permanent
-        var networks: [IPNetwork] = []
+        var accepted: [IPNetwork] = []
         for text in texts where text.contains("/") {
             guard let network = Self.network(text, refusing: &result) else { continue }
             switch listPolicy.verdict(network) {
@@ -328,12 +328,12 @@ public final class Daemon: @unchecked Sendable {
                 result.refused.append("\(network): never banned: \(refusal)")
                 continue
             }
-            do throws(FirewallError) {
-                try enforcement.maps.ban(network: network, expiry, origin: jail?.origin ?? 0)
-                networks.append(network)
-            } catch {
-                result.refused.append("\(network): \(error)")
-            }
+            accepted.append(network)
+        }
+        var networks: [IPNetwork] = []
+        let failures = enforcement.operatorBan(networks: accepted, expiry: expiry, origin: jail?.origin ?? 0)
+        for (network, failure) in zip(accepted, failures) {
+            if let failure { result.refused.append("\(network): \(failure)") } else { networks.append(network) }
         }
         if !networks.isEmpty {
             result.networks = networks
@@ -390,16 +390,13 @@ public final class Daemon: @unchecked Sendable {
     public func operatorUnban(_ texts: [String]) -> OperatorResult {
         var result = OperatorResult()
         var addresses: [IPAddress] = []
-        for text in texts where text.contains("/") {
-            guard let network = Self.network(text, refusing: &result) else { continue }
-            do throws(FirewallError) {
-                if try enforcement.maps.unban(network: network) {
-                    result.networks.append(network)
-                } else {
-                    result.refused.append("\(network) is not banned (a network is lifted as it was banned)")
-                }
-            } catch {
-                result.refused.append("\(network): \(error)")
+        let requested = texts.filter { $0.contains("/") }.compactMap { Self.network($0, refusing: &result) }
+        for (network, outcome) in zip(requested, enforcement.operatorUnban(networks: requested)) {
+            switch outcome {
+            case .success(true): result.networks.append(network)
+            case .success(false):
+                result.refused.append("\(network) is not banned (a network is lifted as it was banned)")
+            case .failure(let error): result.refused.append("\(network): \(error)")
             }
         }
         if !result.networks.isEmpty {

@@ -22,6 +22,16 @@ public struct NetworkBanEntry: Sendable, Equatable {
     }
 }
 
+/// What `liftIfEnded(network:now:)` found.
+public enum NetworkLiftOutcome: Sendable, Equatable {
+    /// The ban had ended: deleted.
+    case lifted(NetworkBanEntry)
+    /// No ban (an operator's `unban`, or lifted already).
+    case absent
+    /// A ban in force (a re-ban since the sweep read it): left as it was.
+    case inForce(NetworkBanEntry)
+}
+
 /// One line of `portcullis list`: any ban or list entry, with its origin named.
 public struct BanListing: Sendable {
     public let network: IPNetwork
@@ -279,15 +289,50 @@ extension BanMaps {
             + networkEntries(in: cidrV6, family: .ipv6, place: .cidr)
     }
 
-    /// Removes the network bans whose end has passed (the program passes them already).
-    /// - Returns: how many were removed.
-    @discardableResult
-    public func liftEndedNetworkBans(now: UInt64 = SystemClock.bootNanoseconds()) throws(FirewallError) -> Int {
-        var lifted = 0
-        for entry in try networkBans() where entry.isExpired(now: now) {
-            if try unban(network: entry.network) { lifted += 1 }
+    /// Deletes the ban of `network` if it has ended at `now`. In a prefix hash that is
+    /// `bpf_map_lookup_and_delete_elem`, atomic against anyone writing it meanwhile: a ban found in
+    /// force is put back as it was (for the microseconds in between the program passes the
+    /// network), as `liftIfEnded(_:now:)` does for an address. A CIDR trie refuses lookup-and-delete:
+    /// it is looked up, compared and deleted, which is atomic only against writers holding the
+    /// caller's lock (the daemon's `Enforcement`; a `portcullis ban` of the same CIDR written
+    /// directly into the maps in those microseconds is lost).
+    public func liftIfEnded(network: IPNetwork, now: UInt64) throws(FirewallError) -> NetworkLiftOutcome {
+        let place = try place(of: network)
+        func entry(_ value: pc_ban) -> NetworkBanEntry {
+            NetworkBanEntry(
+                network: network, place: place, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
+                dropped: value.dropped, origin: value.origin)
         }
-        return lifted
+        func entry(_ ban: BanEntry) -> NetworkBanEntry {
+            NetworkBanEntry(
+                network: network, place: .exact, expiry: ban.expiry, dropped: ban.dropped, origin: ban.origin)
+        }
+        switch place {
+        case .exact:
+            switch try liftIfEnded(network.address, now: now) {
+            case .lifted(let ban): return .lifted(entry(ban))
+            case .absent: return .absent
+            case .inForce(let ban): return .inForce(entry(ban))
+            }
+        case .prefix:
+            let map = network.family == .ipv4 ? prefixV4 : prefixV6
+            var key = PrefixKey(network).bytes
+            var value = pc_ban()
+            switch systemCallResult({ bpf_map_lookup_and_delete_elem(map.fd, &key, &value) }) {
+            case .failure(let error) where error.code == ENOENT: return .absent
+            case .failure(let error): throw systemError("lift the ban of \(network)", error.code)
+            case .success: break
+            }
+            if entry(value).isExpired(now: now) { return .lifted(entry(value)) }
+            // Written (or made longer) after the sweep looked: put it back unless a newer one is there.
+            var restore = value
+            _ = systemCallResult { bpf_map_update_elem(map.fd, &key, &restore, UInt64(BPF_NOEXIST)) }
+            return .inForce(entry(value))
+        case .cidr, .list:  // `place(of:)` never says `.list`: lists are not bans of this layer
+            guard let found = try lookup(network: network) else { return .absent }
+            guard found.isExpired(now: now) else { return .inForce(found) }
+            return try unban(network: network) ? .lifted(found) : .absent
+        }
     }
 
     /// The entries of a prefix-keyed map: with `bpf_map_lookup_batch` where the kernel batches
