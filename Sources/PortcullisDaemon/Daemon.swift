@@ -45,7 +45,7 @@ public final class Daemon: @unchecked Sendable {
     public var openedSources: Int { ownedSources.count - takenSources.count }
     /// The escalation counts, when a jail escalates.
     let history: BanHistory?
-    let clock = DaemonClock()
+    let clock: DaemonClock
     private var threads: [SystemThread] = []
     /// Held by the threads themselves (not the daemon), so they can outlive a daemon released
     /// without `stop()` until its deinit has joined them.
@@ -87,12 +87,25 @@ public final class Daemon: @unchecked Sendable {
     ///   - publishers: told of every ban and lift (the ban log, a benchmark's observer).
     ///   - keeping: a daemon this one replaces (a reload): its jails that are configured the same
     ///     keep their offence tables (their counts), and its ban history is taken over.
-    public init(
-        configuration: DaemonConfiguration, maps: BanMaps, publishers: [BanPublisher] = [],
+    public convenience init(
+        configuration: DaemonConfiguration, maps: any BanStore, publishers: [BanPublisher] = [],
         keeping previous: Daemon? = nil
     )
         throws(DaemonError)
     {
+        try self.init(
+            configuration: configuration, maps: maps, bootClock: nil, publishers: publishers, keeping: previous)
+    }
+
+    /// Tests only: a daemon whose boot time comes from `bootClock` (a clock the test steps; nil:
+    /// `CLOCK_BOOTTIME`), typically over a store in memory.
+    @_spi(Testing) public init(
+        configuration: DaemonConfiguration, maps: any BanStore, bootClock: (@Sendable () -> UInt64)?,
+        publishers: [BanPublisher] = [], keeping previous: Daemon? = nil
+    )
+        throws(DaemonError)
+    {
+        clock = DaemonClock(source: bootClock)
         try configuration.validate()
         self.configuration = configuration
         self.publishers = publishers
@@ -155,7 +168,7 @@ public final class Daemon: @unchecked Sendable {
             throw .firewall("write the allowlist into the driver: \(error)")
         }
         self.driverAllowlist = driverAllowlist
-        enforcement = Enforcement(maps: maps)
+        enforcement = Enforcement(maps: maps, clock: clock)
         lifter = BanLifter(
             enforcement: enforcement, tables: jails.map(\.table), history: history, clock: clock,
             publishers: publishers)

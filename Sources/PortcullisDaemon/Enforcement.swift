@@ -17,7 +17,10 @@ import XDPFirewall
 /// bans starts the client's count over (found by the lift at the ban's end, or by the sweep,
 /// also for bans for good).
 final class Enforcement: @unchecked Sendable {
-    let maps: BanMaps
+    /// The maps (or, in tests, a store in memory): one dynamic call per batch of bans.
+    let maps: any BanStore
+    /// Boot time for the daemon's own bookkeeping (when a ban was made or forgotten).
+    let clock: DaemonClock
     /// The daemon's own bans: changed only under `lock`.
     private let own = OwnBans()
     /// When each of the daemon's timed bans ends (the expiry thread takes the due ones).
@@ -35,8 +38,9 @@ final class Enforcement: @unchecked Sendable {
     /// chunk at most.
     static let liftChunk = 512
 
-    init(maps: BanMaps) {
+    init(maps: any BanStore, clock: DaemonClock) {
         self.maps = maps
+        self.clock = clock
     }
 
     /// What `install` did with the addresses given.
@@ -185,7 +189,7 @@ final class Enforcement: @unchecked Sendable {
             for member in prefix.members {
                 if member.isSingleAddress {
                     _ = try? maps.unban(member.address)
-                    own.forget(member.address, now: SystemClock.bootNanoseconds())
+                    own.forget(member.address, now: clock.bootNow)
                 } else {
                     _ = try? maps.unban(network: member)
                 }
@@ -278,7 +282,7 @@ final class Enforcement: @unchecked Sendable {
             var lifted: [IPAddress] = []
             for address in addresses where (try? maps.unban(address)) == true {
                 lifted.append(address)
-                own.forget(address, now: SystemClock.bootNanoseconds())
+                own.forget(address, now: clock.bootNow)
                 for table in tables { table.reset(address) }
             }
             return lifted
@@ -333,7 +337,7 @@ final class Enforcement: @unchecked Sendable {
 
     /// A ban found in the maps at start (a restart): its end waited for, or, for good, watched.
     func resume(_ address: IPAddress, expiry: BanExpiry) {
-        lock.withLock { _ in own.resume(address, expiry: expiry, now: SystemClock.bootNanoseconds()) }
+        lock.withLock { _ in own.resume(address, expiry: expiry, now: clock.bootNow) }
     }
 
     /// The daemon's own bans: those whose ends it waits for (with when each was made and ends)
@@ -353,7 +357,7 @@ final class Enforcement: @unchecked Sendable {
             for ban in bans where own.owns(ban, now: now) {
                 guard (try? maps.lookup(ban.address)) == .some(nil) else { continue }
                 for table in tables { table.reset(ban.address) }
-                own.forget(ban.address, now: SystemClock.bootNanoseconds())
+                own.forget(ban.address, now: clock.bootNow)
                 forgotten += 1
             }
             return forgotten

@@ -16,6 +16,14 @@ public struct NetworkBanEntry: Sendable, Equatable {
     public let dropped: UInt64
     public let origin: UInt32
 
+    public init(network: IPNetwork, place: Place, expiry: BanExpiry, dropped: UInt64, origin: UInt32) {
+        self.network = network
+        self.place = place
+        self.expiry = expiry
+        self.dropped = dropped
+        self.origin = origin
+    }
+
     public func isExpired(now: UInt64 = SystemClock.bootNanoseconds()) -> Bool {
         if case .at(let end) = expiry { return now >= end }
         return false
