@@ -194,99 +194,26 @@ extension BanMaps {
     }
 
     /// The entries of a prefix-keyed map: with `bpf_map_lookup_batch` where the kernel batches
-    /// the map's type, else key by key.
+    /// the map's type, else key by key (`MapReader`).
     func networkEntries(
         in map: BPFDescriptor, family: IPAddress.Family, place: NetworkBanEntry.Place
     )
         throws(FirewallError) -> [NetworkBanEntry]
     {
-        func entry(_ key: UnsafeRawBufferPointer, _ value: pc_ban) -> NetworkBanEntry {
-            NetworkBanEntry(
-                network: PrefixKey.network(key, family: family), place: place,
-                expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped, origin: value.origin)
-        }
-        if let batched = try batchedEntries(in: map, family: family, entry) { return batched }
         var entries: [NetworkBanEntry] = []
-        for var key in try keys(of: map, family: family) {
-            var value = pc_ban()
-            guard bpf_map_lookup_elem(map.fd, &key, &value) == 0 else { continue }  // gone meanwhile
-            entries.append(key.withUnsafeBytes { entry($0, value) })
+        try MapReader(fd: map.fd, name: "a \(place.rawValue) map", keySize: family == .ipv4 ? 8 : 20).readAll {
+            key, value in
+            entries.append(
+                NetworkBanEntry(
+                    network: PrefixKey.network(key, family: family), place: place,
+                    expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped,
+                    origin: value.origin))
         }
         return entries
     }
 
-    /// Every entry by `bpf_map_lookup_batch`, or nil when the kernel does not batch this map.
-    private func batchedEntries(
-        in map: BPFDescriptor, family: IPAddress.Family,
-        _ entry: (UnsafeRawBufferPointer, pc_ban) -> NetworkBanEntry
-    ) throws(FirewallError) -> [NetworkBanEntry]? {
-        let keySize = family == .ipv4 ? 8 : 20
-        let chunk = 8192
-        var keys = [UInt8](repeating: 0, count: chunk * keySize)
-        var values = [pc_ban](repeating: pc_ban(), count: chunk)
-        var entries: [NetworkBanEntry] = []
-        // The batch position is a key of the map (generic batching walks get_next_key).
-        var token = [UInt8](repeating: 0, count: keySize)
-        var next = [UInt8](repeating: 0, count: keySize)
-        var first = true
-        var options = bpf_map_batch_opts()
-        options.sz = MemoryLayout<bpf_map_batch_opts>.size
-        while true {
-            var count = UInt32(chunk)
-            let result = keys.withUnsafeMutableBytes { keyBytes in
-                values.withUnsafeMutableBytes { valueBytes in
-                    token.withUnsafeMutableBytes { tokenBytes in
-                        next.withUnsafeMutableBytes { nextBytes in
-                            systemCallResult {
-                                count = UInt32(chunk)
-                                return bpf_map_lookup_batch(
-                                    map.fd, first ? nil : tokenBytes.baseAddress, nextBytes.baseAddress,
-                                    keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
-                            }
-                        }
-                    }
-                }
-            }
-            var ended = false
-            if case .failure(let error) = result {
-                if first && (error.code == EINVAL || error.code == ENOTSUP || error.code == EOPNOTSUPP) { return nil }
-                if error.code != ENOENT { throw systemError("read a network map", error.code) }
-                ended = true
-            }
-            keys.withUnsafeBytes { bytes in
-                for index in 0..<Int(count) {
-                    entries.append(
-                        entry(
-                            UnsafeRawBufferPointer(rebasing: bytes[(index * keySize)..<((index + 1) * keySize)]),
-                            values[index]))
-                }
-            }
-            if ended { return entries }
-            token = next
-            first = false
-        }
-    }
-
     /// Every key of a prefix-keyed map (`bpf_map_get_next_key`).
     func keys(of map: BPFDescriptor, family: IPAddress.Family) throws(FirewallError) -> [[UInt8]] {
-        let keySize = family == .ipv4 ? 8 : 20
-        var keys: [[UInt8]] = []
-        var previous = [UInt8](repeating: 0, count: keySize)
-        var next = [UInt8](repeating: 0, count: keySize)
-        var first = true
-        while true {
-            let result =
-                first
-                ? bpf_map_get_next_key(map.fd, nil, &next)
-                : bpf_map_get_next_key(map.fd, &previous, &next)
-            if result != 0 {
-                if errno == ENOENT { break }
-                throw systemError("read the keys of a network map", errno)
-            }
-            first = false
-            keys.append(next)
-            previous = next
-        }
-        return keys
+        try MapReader(fd: map.fd, name: "a network map", keySize: family == .ipv4 ? 8 : 20).keys()
     }
 }
