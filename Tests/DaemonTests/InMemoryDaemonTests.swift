@@ -38,7 +38,7 @@ func withStoreDaemon(
 /// Runs `body` with a started daemon over a store in memory and a stepped clock whose jails (made
 /// by `jails` from a file source) read a scratch log; `write` appends lines to it.
 func withStoreFileJails(
-    _ jails: (TransportConfiguration) -> [JailConfiguration],
+    _ jails: (TransportConfiguration) -> [JailConfiguration], configure: (inout DaemonConfiguration) -> Void = { _ in },
     _ body: (Daemon, InMemoryBanStore, ManualClock, _ write: ([String]) throws -> Void) throws -> Void
 ) throws {
     let scratch = TransportScratch()
@@ -48,6 +48,7 @@ func withStoreFileJails(
     source.file.path = scratch.filePath
     var configuration = DaemonConfiguration(transport: source)
     configuration.jails = jails(source)
+    configure(&configuration)
     let store = InMemoryBanStore(capacity: 64)
     let clock = ManualClock()
     let daemon = try Daemon(configuration: configuration, maps: store, bootClock: clock.source)
