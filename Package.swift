@@ -13,8 +13,8 @@ let toml = Target.Dependency.product(name: "TOMLKit", package: "TOMLKit")
 let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
 
 // The product: two programs and the libraries they are made of, laid out along a line's path
-// (BUILD.md, "Layout"). The lab (testbed, perf harness, test helpers) is in Lab/ and is not a
-// product; no product target depends on it.
+// (BUILD.md, "Layout"). The lab (testbed, test helpers) is in Lab/ and the timing harness in perf/;
+// neither is a product, and no product target depends on them.
 let product: [Target] = [
     .target(
         name: "CPortcullis",
@@ -77,8 +77,8 @@ let product: [Target] = [
     ),
 ]
 
-// The lab: what measures and exercises the product. Its targets may use the product's; never the
-// other way round.
+// The lab (Lab/) and the timing harness (perf/): what measures and exercises the product. Their
+// targets may use the product's; never the other way round.
 let lab: [Target] = [
     .target(name: "CLab", path: "Lab/Sources/CLab"),
     .target(
@@ -94,7 +94,7 @@ let lab: [Target] = [
         ],
         path: "Lab/Sources/portcullis-testbed"
     ),
-    .target(name: "PerfReference", path: "Lab/perf/reference/c"),
+    .target(name: "PerfReference", path: "perf/reference/c"),
     .executableTarget(
         name: "portcullis-perf",
         dependencies: [
@@ -103,7 +103,7 @@ let lab: [Target] = [
             "PortcullisCrowdSec", "PortcullisFleet",
             argumentParser,
         ],
-        path: "Lab/perf/portcullis-perf"
+        path: "perf/portcullis-perf"
     ),
     .testTarget(
         name: "LabTests",
