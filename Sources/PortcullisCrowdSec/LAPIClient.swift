@@ -1,4 +1,5 @@
 import CPortcullis
+import CPortcullisCurl
 import Foundation
 import PortcullisSystem
 

@@ -1,4 +1,5 @@
 import CPortcullis
+import CPortcullisNATS
 import PortcullisSystem
 import Synchronization
 

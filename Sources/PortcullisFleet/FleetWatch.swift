@@ -1,4 +1,5 @@
 import CPortcullis
+import CPortcullisNATS
 import Foundation
 import PortcullisCore
 import PortcullisSystem
