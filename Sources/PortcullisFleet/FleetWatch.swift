@@ -1,6 +1,6 @@
 import CPortcullis
 import CPortcullisNATS
-import Foundation
+import FoundationEssentials
 import PortcullisCore
 import PortcullisSystem
 import XDPFirewall
