@@ -6,9 +6,9 @@ import PackageDescription
 // system headers, libbpf, libxdp, liburing, PCRE2 and libsystemd, with the shims every program needs.
 // The daemon's libraries have a module each. Each of these modules includes glibc headers itself
 // (CPortcullisHTTP <sys/socket.h>, CPortcullisNATS and CPortcullisNUMA through the library's
-// header); imported together into one Swift module they build in debug and release on this
-// toolchain (Swift 6.3): the clash once seen with several system-library modules does not come back
-// with C targets that each own one library.
+// header); imported together into one Swift module (PortcullisFleet: CPortcullis and
+// CPortcullisNATS) they build in debug and release on this toolchain (Swift 6.3): the clash once seen
+// with several system-library modules did not come back with C targets that each own one library.
 let cTargets: [Target] = [
     .target(
         name: "CPortcullis",
