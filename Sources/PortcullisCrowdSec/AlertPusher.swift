@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import PortcullisCore
 import PortcullisDaemon
 import PortcullisSystem
@@ -209,54 +209,47 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
 
     private func currentToken() throws(LAPIError) -> String {
         if let token, SystemClock.monotonicSeconds() < token.renewAt { return token.text }
-        let login: [String: Any] = ["machine_id": settings.login, "password": settings.password, "scenarios": []]
-        let body = [UInt8]((try? JSONSerialization.data(withJSONObject: login)) ?? Data())
+        let login = AlertMessages.Login(machineID: settings.login, password: settings.password)
+        let body = [UInt8]((try? JSONEncoder().encode(login)) ?? Data())
         let answer = try client.request("POST", "v1/watchers/login", body: body)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any],
-            let text = object["token"] as? String
-        else { throw .malformed("the login answer has no token") }
+        guard let object = try? JSONDecoder().decode(AlertMessages.LoginAnswer.self, from: Data(answer)) else {
+            throw .malformed("the login answer has no token")
+        }
         // Renewed a minute before it ends (CrowdSec's tokens last an hour), or in 10 minutes when
         // the end cannot be read.
-        var lifetime = 600.0
-        if let expire = object["expire"] as? String, let end = ISO8601DateFormatter().date(from: expire) {
-            lifetime = max(end.timeIntervalSinceNow - 60, 10)
-        }
-        token = (text, SystemClock.monotonicSeconds() + lifetime)
+        let lifetime = object.secondsLeft().map { max($0 - 60, 10) } ?? 600
+        token = (object.token, SystemClock.monotonicSeconds() + lifetime)
         statistics.withLock { $0.logins += 1 }
-        return text
+        return object.token
     }
 
     /// The JSON of a `/v1/alerts` request: the fields CrowdSec 1.4's LAPI requires of an alert.
     static func body(_ batch: [Alert], jails: (String) -> JailDescription?, carryDecisions: Bool) -> [UInt8] {
-        let alerts: [[String: Any]] = batch.map { alert in
+        let alerts = batch.map { alert in
             let jail = jails(alert.jail)
             let threshold = jail?.threshold ?? 1
             let scope = alert.isRange ? "Range" : "Ip"
             let scenario = "portcullis/" + alert.jail
             let time = iso8601(alert.at)
-            var source: [String: Any] = ["scope": scope, "value": alert.target]
-            if alert.isRange { source["range"] = alert.target } else { source["ip"] = alert.target }
-            var object: [String: Any] = [
-                "scenario": scenario, "scenario_hash": "", "scenario_version": "",
-                "message": "\(scope) \(alert.target) banned by Portcullis's jail \(alert.jail): \(threshold) offences "
+            // 0 s: banned for good here; CrowdSec wants an end, so a year stands for it.
+            let seconds = alert.seconds == 0 ? 365 * 86_400 : alert.seconds
+            return AlertMessages.Alert(
+                scenario: scenario,
+                message: "\(scope) \(alert.target) banned by Portcullis's jail \(alert.jail): \(threshold) offences "
                     + "within \(Int(jail?.findSeconds ?? 0)) s",
-                "capacity": threshold, "events_count": threshold,
-                "leakspeed": "\(Int(jail?.findSeconds ?? 0))s", "simulated": false, "remediation": true,
-                "start_at": time, "stop_at": time, "source": source, "events": [] as [Any],
-            ]
-            if carryDecisions {
-                // 0 s: banned for good here; CrowdSec wants an end, so a year stands for it.
-                let seconds = alert.seconds == 0 ? 365 * 86_400 : alert.seconds
-                object["decisions"] = [
-                    [
-                        "type": "ban", "duration": "\(seconds)s", "value": alert.target, "scope": scope,
-                        "origin": "crowdsec", "scenario": scenario,
-                    ] as [String: Any]
-                ]
-            }
-            return object
+                capacity: threshold, eventsCount: threshold, leakSpeed: "\(Int(jail?.findSeconds ?? 0))s",
+                startAt: time, stopAt: time,
+                source: AlertMessages.Source(
+                    scope: scope, value: alert.target, ip: alert.isRange ? nil : alert.target,
+                    range: alert.isRange ? alert.target : nil),
+                decisions: carryDecisions
+                    ? [
+                        AlertMessages.Decision(
+                            duration: "\(seconds)s", value: alert.target, scope: scope, scenario: scenario)
+                    ]
+                    : nil)
         }
-        return [UInt8]((try? JSONSerialization.data(withJSONObject: alerts)) ?? Data("[]".utf8))
+        return [UInt8]((try? JSONEncoder().encode(alerts)) ?? Data("[]".utf8))
     }
 }
 

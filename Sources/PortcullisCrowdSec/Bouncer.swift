@@ -1,5 +1,5 @@
 import CPortcullis
-import Foundation
+import FoundationEssentials
 import PortcullisCore
 import PortcullisSystem
 import Synchronization
@@ -34,8 +34,7 @@ public struct BouncerSettings: Sendable, Equatable {
         if !filter.scenariosNotContaining.isEmpty {
             items.append("scenarios_not_containing=" + filter.scenariosNotContaining.joined(separator: ","))
         }
-        let allowed = CharacterSet.urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&+"))
-        return items.map { $0.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0 }.joined(separator: "&")
+        return items.map(percentEncodedQueryItem).joined(separator: "&")
     }
 }
 
@@ -279,4 +278,25 @@ public final class Bouncer: @unchecked Sendable {
             say("crowdsec: the maps refused decisions: \(error); resynchronising at the next pull", true)
         }
     }
+}
+
+/// `item` as a URL's query carries it: every byte of its UTF-8 but the characters a query may hold
+/// as they are (RFC 3986's unreserved characters, sub-delimiters, `:`, `@`, `/`, `?`), other than
+/// `&` and `+`, written `%XX`. The set of Foundation's `CharacterSet.urlQueryAllowed` less `&+`.
+func percentEncodedQueryItem(_ item: String) -> String {
+    let hex = Array("0123456789ABCDEF".utf8)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(item.utf8.count)
+    for byte in item.utf8 {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            bytes.append(byte)
+        case _ where "-._~!$'()*,;=:@/?".utf8.contains(byte):
+            bytes.append(byte)
+        default:
+            bytes += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }

@@ -1,5 +1,6 @@
 import CPortcullis
-import Foundation
+import Dispatch
+import FoundationEssentials
 import PortcullisCore
 import PortcullisDaemon
 import PortcullisSystem

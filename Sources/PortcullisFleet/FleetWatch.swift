@@ -1,5 +1,6 @@
 import CPortcullis
-import Foundation
+import CPortcullisNATS
+import FoundationEssentials
 import PortcullisCore
 import PortcullisSystem
 import XDPFirewall

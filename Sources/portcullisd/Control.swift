@@ -282,7 +282,8 @@ final class ControlledDaemon: @unchecked Sendable {
             let (attempts, outcome) = state.withLock { ($0.attempts, $0.outcome) }
             if attempts != before {
                 // A reload that left a source unread fails `systemctl reload`: the operator must know.
-                var reply = ControlReply(ok: outcome.hasPrefix("reloaded") && !outcome.contains("DEGRADED"), error: nil)
+                var reply = ControlReply(
+                    ok: outcome.hasPrefix("reloaded") && outcome.firstRange(of: "DEGRADED") == nil, error: nil)
                 if reply.ok { reply.message = outcome } else { reply.error = outcome }
                 return reply
             }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import PortcullisConfiguration
 import PortcullisControl
@@ -45,12 +45,10 @@ final class FleetLink: BanPublisher, @unchecked Sendable {
         if ignoring { if !hosts.contains(host) { hosts.append(host) } } else { hosts.removeAll { $0 == host } }
         let directory = String(ignoredPath[..<(ignoredPath.lastIndex(of: "/") ?? ignoredPath.startIndex)])
         if !directory.isEmpty { mkdir(directory, 0o700) }
-        do {
-            try Data(hosts.map { $0 + "\n" }.joined().utf8).write(
-                to: URL(fileURLWithPath: ignoredPath), options: .atomic)
+        do throws(Errno) {
+            try TextFile.write(hosts.map { $0 + "\n" }.joined(), to: ignoredPath)
         } catch {
-            throw FleetIgnoreError(
-                "cannot write \(ignoredPath): \(error.localizedDescription); give a writable --state-dir")
+            throw FleetIgnoreError("cannot write \(ignoredPath): \(error); give a writable --state-dir")
         }
         let running = node.withLock { $0 }
         guard ignoring else {

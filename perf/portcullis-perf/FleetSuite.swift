@@ -7,6 +7,7 @@ import PortcullisDaemon
 import PortcullisSystem
 import Synchronization
 import XDPFirewall
+import CPortcullisNATS
 
 /// Suite `fleet`: how fast a ban made on host A is in the maps of hosts B and C, through a real
 /// NATS server with JetStream (Debian's nats-server, started here on loopback and stopped by its
