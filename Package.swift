@@ -43,17 +43,19 @@ let product: [Target] = [
     // CrowdSec: a bouncer of a Local API's decisions and a pusher of the jails' alerts (libcurl).
     .target(
         name: "PortcullisCrowdSec",
-        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "PortcullisDaemon"]
+        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall"]
     ),
     // The fleet: bans shared between hosts through a NATS JetStream key-value bucket (nats.c).
     .target(
         name: "PortcullisFleet",
-        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "PortcullisDaemon"]
+        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall"]
     ),
     // The Prometheus endpoint: swift-prometheus's registry and text format, libmicrohttpd's HTTP.
     .target(
         name: "PortcullisMetrics",
-        dependencies: ["CPortcullis", "PortcullisDaemon", "PortcullisSystem", "XDPFirewall", prometheus]
+        dependencies: [
+            "CPortcullis", "PortcullisCore", "PortcullisDaemon", "PortcullisSystem", "XDPFirewall", prometheus,
+        ]
     ),
     .target(
         name: "PortcullisCommandLine",

@@ -1,6 +1,5 @@
 import Foundation
 import PortcullisCore
-import PortcullisDaemon
 import PortcullisSystem
 import Synchronization
 

@@ -1,7 +1,6 @@
 import CPortcullis
 import Foundation
 import PortcullisCore
-import PortcullisDaemon
 import PortcullisSystem
 import Synchronization
 import XDPFirewall
