@@ -36,7 +36,7 @@ let product: [Target] = [
         name: "PortcullisConfiguration",
         dependencies: [
             "PortcullisDaemon", "PortcullisCrowdSec", "PortcullisFleet", "Fail2ban", "LogTransport", "PortcullisCore",
-            "PortcullisSystem", toml,
+            "PortcullisSystem", toml, "PortcullisCommandLine", "PortcullisControl", "XDPFirewall", argumentParser,
         ]
     ),
     .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisSystem"]),
@@ -57,6 +57,15 @@ let product: [Target] = [
             "CPortcullis", "PortcullisCore", "PortcullisDaemon", "PortcullisSystem", "XDPFirewall", prometheus,
         ]
     ),
+    // The service: the supervisor and its components (the daemon, the firewall, the control
+    // socket, the metrics endpoint, the companions), started in order, reloaded as one diff.
+    .target(
+        name: "PortcullisService",
+        dependencies: [
+            "PortcullisCore", "PortcullisSystem", "PortcullisConfiguration", "PortcullisDaemon", "PortcullisControl",
+            "PortcullisMetrics", "PortcullisCrowdSec", "PortcullisFleet", "XDPFirewall", "LogTransport",
+        ]
+    ),
     .target(
         name: "PortcullisCommandLine",
         dependencies: ["LogTransport", "PortcullisSystem", argumentParser]
@@ -72,9 +81,8 @@ let product: [Target] = [
     .executableTarget(
         name: "portcullisd",
         dependencies: [
-            "PortcullisDaemon", "PortcullisConfiguration", "PortcullisControl", "PortcullisCommandLine",
-            "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", "PortcullisMetrics",
-            "PortcullisCrowdSec", "PortcullisFleet", argumentParser,
+            "PortcullisService", "PortcullisDaemon", "PortcullisConfiguration", "PortcullisCore", "PortcullisSystem",
+            "XDPFirewall", "LogTransport", "PortcullisMetrics", argumentParser,
         ]
     ),
 ]
@@ -135,6 +143,10 @@ let tests: [Target] = [
             "PortcullisConfiguration", "PortcullisDaemon", "LogTransport", "PortcullisCore", "TestSupport",
             "PortcullisFleet",
         ]
+    ),
+    .testTarget(
+        name: "ServiceTests",
+        dependencies: ["PortcullisService", "PortcullisConfiguration", "PortcullisCore", "PortcullisSystem"]
     ),
     .testTarget(name: "Fail2banTests", dependencies: ["Fail2ban", "PortcullisCore", "TestSupport"]),
     .testTarget(

@@ -24,7 +24,7 @@ public struct AlertSettings: Sendable, Equatable {
 }
 
 /// What the jails' thresholds were, for an alert's capacity and leak speed.
-public struct JailDescription: Sendable {
+public struct JailDescription: Sendable, Equatable {
     public let threshold: Int
     public let findSeconds: Double
 
