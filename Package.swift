@@ -11,6 +11,7 @@ let systemLibraries: [LinkerSetting] = [
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let toml = Target.Dependency.product(name: "TOMLKit", package: "TOMLKit")
 let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 
 // The product: two programs and the libraries they are made of, laid out along a line's path
 // (BUILD.md, "Layout"). The lab (testbed, perf harness, test helpers) is in Lab/ and is not a
@@ -22,7 +23,7 @@ let product: [Target] = [
         linkerSettings: systemLibraries
     ),
     .target(name: "PortcullisCore"),
-    .target(name: "PortcullisSystem", dependencies: ["CPortcullis", "PortcullisCore"]),
+    .target(name: "PortcullisSystem", dependencies: ["CPortcullis", "PortcullisCore", logging]),
     .target(name: "LogTransport", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(name: "OffenceTable", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(name: "XDPFirewall", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
@@ -43,12 +44,12 @@ let product: [Target] = [
     // CrowdSec: a bouncer of a Local API's decisions and a pusher of the jails' alerts (libcurl).
     .target(
         name: "PortcullisCrowdSec",
-        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall"]
+        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall", logging]
     ),
     // The fleet: bans shared between hosts through a NATS JetStream key-value bucket (nats.c).
     .target(
         name: "PortcullisFleet",
-        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall"]
+        dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem", "XDPFirewall", logging]
     ),
     // The Prometheus endpoint: swift-prometheus's registry and text format, libmicrohttpd's HTTP.
     .target(
@@ -111,7 +112,7 @@ let lab: [Target] = [
             "XDPTesting", "XDPFirewall", "LogTransport", "OffenceTable", "PortcullisCore", "PortcullisSystem",
             "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", "Fail2ban",
             "PortcullisCrowdSec", "PortcullisFleet",
-            argumentParser,
+            argumentParser, logging,
         ],
         path: "Lab/perf/portcullis-perf"
     ),
@@ -131,7 +132,8 @@ let tests: [Target] = [
     .target(
         name: "TestSupport", dependencies: ["XDPFirewall", "PortcullisSystem", "XDPTesting", "CPortcullis", "CLab"],
         path: "Tests/TestSupport"),
-    .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall"]),
+    .testTarget(
+        name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall", logging]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
     .testTarget(
         name: "CrowdSecTests",
@@ -177,6 +179,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         // The metrics registry and Prometheus' text format (swift-atomics and swift-metrics underneath).
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // swift-log's API (Logger, LogHandler): PortcullisSystem's ConsoleLogHandler writes it.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: product + lab + tests
 )

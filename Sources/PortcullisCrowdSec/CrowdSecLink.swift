@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import PortcullisCore
 import PortcullisSystem
 import Synchronization
@@ -27,9 +28,8 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
         state.withLock { $0.pusher }?.publish(event)
     }
 
-    private static let say: @Sendable (String, Bool) -> Void = { line, error in
-        Console.say("portcullisd: " + line, to: error ? STDERR_FILENO : STDOUT_FILENO)
-    }
+    /// `portcullisd: crowdsec: ...`
+    private static let logger = ConsoleLogHandler.logger("portcullisd.crowdsec")
 
     /// Starts (or replaces, or stops) the alert pusher for `configuration`, and describes the
     /// jails whose bans become alerts (their thresholds and find times). Called before the
@@ -46,7 +46,7 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
         }
         guard let settings else { return ["crowdsec: alerts stopped (no login in [crowdsec] any more)"] }
         let pusher = try AlertPusher(
-            settings: settings, jails: { [weak self] name in self?.jails.withLock { $0[name] } }, say: Self.say)
+            settings: settings, jails: { [weak self] name in self?.jails.withLock { $0[name] } }, logger: Self.logger)
         try pusher.start()
         state.withLock {
             $0.alertSettings = settings
@@ -80,7 +80,7 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
             return (previous.0 == nil ? [] : ["crowdsec: bouncer stopped (no api_key in [crowdsec] any more)"])
                 + liftedLine
         }
-        let bouncer = try Bouncer(settings: settings, maps: maps, policy: policy, say: Self.say)
+        let bouncer = try Bouncer(settings: settings, maps: maps, policy: policy, logger: Self.logger)
         bouncer.observer = observer
         try bouncer.start()
         state.withLock {

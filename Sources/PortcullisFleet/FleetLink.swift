@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Glibc
 import PortcullisCore
 import PortcullisSystem
@@ -66,9 +67,8 @@ public final class FleetLink: BanPublisher, @unchecked Sendable {
         node.withLock { $0 }?.publishDecisions(changes, now: now, whole: whole)
     }
 
-    private static let say: @Sendable (String, Bool) -> Void = { line, error in
-        Console.say("portcullisd: " + line, to: error ? STDERR_FILENO : STDOUT_FILENO)
-    }
+    /// `portcullisd: fleet: ...`
+    private static let logger = ConsoleLogHandler.logger("portcullisd.fleet")
 
     /// Starts (or replaces, or stops) the node for `configuration`: before the daemon's workers
     /// (its first bans are queued already), with the maps open for the watch.
@@ -94,7 +94,7 @@ public final class FleetLink: BanPublisher, @unchecked Sendable {
                 + (lifted > 0
                     ? ["fleet: no [fleet]: \(lifted) entries of other hosts' bans removed from the maps"] : [])
         }
-        let made = FleetNode(settings: settings, maxAgeSeconds: maxAgeSeconds, say: Self.say)
+        let made = FleetNode(settings: settings, maxAgeSeconds: maxAgeSeconds, logger: Self.logger)
         // Bans from now on go to the new node; what the old one had not put yet goes before them
         // (its keys are the new one's when the host and the bucket stay).
         node.withLock { $0 = made }
