@@ -83,13 +83,15 @@ public final class DaemonService {
     /// until SIGINT or SIGTERM; a SIGHUP or a control socket's `reload` reads the configuration
     /// again with `loader`. - Throws: what refused the start (everything started is rolled back).
     public func run(_ configuration: LoadedConfiguration, reloadingWith loader: ConfigurationLoader) throws {
+        try supervisor.start(configuration)
+        // A signal that came during the start waits, blocked, for this thread to take it.
         do throws(Errno) {
             try signals.start(posting: events)
         } catch {
+            supervisor.stop()
             throw DaemonError.invalidSetting("cannot start the signal thread: \(error)")
         }
         defer { signals.finish() }
-        try supervisor.start(configuration)
         supervisor.run(events: events, load: { try loader.load() })
     }
 }

@@ -176,9 +176,9 @@ public final class SignalForwarder {
         thread = try SystemThread.spawn {
             var signals = StopSignals(alsoWaitingFor: [SIGHUP])
             // The wait is bounded only so that `finish` ends the thread when the service stopped
-            // for another reason than a signal.
+            // for another reason than a signal (a SIGTERM or SIGINT ends it at once).
             while !stop.isSet {
-                guard let signal = signals.next(waitingSeconds: 0.25) else { continue }
+                guard let signal = signals.next(waitingSeconds: 1) else { continue }
                 if signal == SIGHUP {
                     events.post(.reload(nil))
                 } else {
