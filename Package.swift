@@ -64,7 +64,7 @@ let product: [Target] = [
         name: "PortcullisService",
         dependencies: [
             "PortcullisCore", "PortcullisSystem", "PortcullisConfiguration", "PortcullisDaemon", "PortcullisControl",
-            "PortcullisMetrics", "PortcullisCrowdSec", "PortcullisFleet", "XDPFirewall", "LogTransport",
+            "PortcullisMetrics", "PortcullisCrowdSec", "PortcullisFleet", "XDPFirewall", "LogTransport", logging,
         ]
     ),
     .target(

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import PortcullisConfiguration
 import PortcullisCore
 import PortcullisDaemon
@@ -15,9 +16,16 @@ public struct Fresh<Value>: Equatable {
     public static func == (lhs: Self, rhs: Self) -> Bool { false }
 }
 
-/// Writes a line of the daemon's log (`portcullisd: ...`, stdout or stderr).
+/// The daemon's log: `portcullisd: ...`, through swift-log's API (`ConsoleLogHandler`).
+let serviceLogger = ConsoleLogHandler.logger("portcullisd")
+
+/// Writes a line of the daemon's log: information on stdout, a problem as a warning on stderr.
 func say(_ line: LogLine) {
-    Console.say("portcullisd: " + line.text, to: line.isError ? STDERR_FILENO : STDOUT_FILENO)
+    if line.isError {
+        serviceLogger.warning("\(line.text)")
+    } else {
+        serviceLogger.info("\(line.text)")
+    }
 }
 
 /// The daemon: the jails, their sources and workers over the firewall's maps. Made at the start
