@@ -14,7 +14,7 @@ extension LoadedConfiguration: ServiceConfiguration {
 
 /// `portcullisd`: its components under one supervisor, in their start order (BUILD.md, "Layout"):
 /// the control socket and the metrics endpoint (a path or port in use refuses the start before the
-/// interface is touched), the firewall (attach, maps), CrowdSec's alert pusher, the daemon (made),
+/// interface is touched), the firewall (attach, maps), the daemon (made), CrowdSec's alert pusher,
 /// the blocklists, the fleet, the daemon's workers, CrowdSec's bouncer, the enforcement watch and
 /// the status line. Stopped in reverse; a reload is one diff of `LoadedConfiguration`.
 public final class DaemonService {
@@ -62,8 +62,10 @@ public final class DaemonService {
         supervisor.add(control)
         supervisor.add(metrics)
         supervisor.add(firewall)
-        supervisor.add(CrowdSecAlertsComponent(link: crowdsecLink)) { .init($0) }
+        // The daemon first among those a reload changes: a configuration it refuses is refused
+        // whole, before any companion took it.
         supervisor.add(daemon) { Fresh($0.daemon) }
+        supervisor.add(CrowdSecAlertsComponent(link: crowdsecLink)) { .init($0) }
         supervisor.add(BlocklistFeeds(config: options.config, firewall: firewall)) {
             .init(lists: $0.blocklists, policy: running().listPolicy)
         }

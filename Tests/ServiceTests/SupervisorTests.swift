@@ -195,6 +195,19 @@ struct SupervisorTests {
         #expect(journal.all.filter { $0.hasPrefix("reload") } == ["reload daemon 2", "reload fleet 2"])
     }
 
+    @Test("a refusal after a component took the new settings is DEGRADED, naming it; those after it keep theirs")
+    func laterRefusalIsDegraded() throws {
+        let journal = Journal()
+        let (supervisor, components) = supervisor(["daemon", "fleet", "bouncer"], journal: journal)
+        try supervisor.start(started)
+        components["fleet"]!.refusesReload = true
+        let changed = FakeConfiguration(settings: ["daemon": 2, "fleet": 2, "bouncer": 2])
+        let outcome = supervisor.reload { changed }
+        #expect(outcome == ReloadOutcome(.degraded, "reloaded: 2; DEGRADED: fleet not reloaded: fleet refuses 2"))
+        #expect(components["daemon"]!.applied == 2 && components["fleet"]!.applied == 1)
+        #expect(components["bouncer"]!.applied == 1)
+    }
+
     @Test(
         "a reload requested from another thread is answered with its outcome; a stop stops in reverse and answers later requests with none"
     )
