@@ -27,13 +27,14 @@ let cTargets: [Target] = [
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let toml = Target.Dependency.product(name: "TOMLKit", package: "TOMLKit")
 let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 
 // The product: two programs and the libraries they are made of, laid out along a line's path
 // (BUILD.md, "Layout"). The lab (testbed, test helpers) is in Lab/ and the timing harness in perf/;
 // neither is a product, and no product target depends on them.
 let product: [Target] = [
     .target(name: "PortcullisCore"),
-    .target(name: "PortcullisSystem", dependencies: ["CPortcullis", "PortcullisCore"]),
+    .target(name: "PortcullisSystem", dependencies: ["CPortcullis", "PortcullisCore", logging]),
     .target(name: "LogTransport", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(
         name: "OffenceTable", dependencies: ["CPortcullis", "CPortcullisNUMA", "PortcullisCore", "PortcullisSystem"]
@@ -52,29 +53,35 @@ let product: [Target] = [
         name: "PortcullisConfiguration",
         dependencies: [
             "PortcullisDaemon", "PortcullisCrowdSec", "PortcullisFleet", "Fail2ban", "LogTransport", "PortcullisCore",
-            "PortcullisSystem", toml,
+            "PortcullisSystem", toml, "PortcullisCommandLine", "PortcullisControl", "XDPFirewall", argumentParser,
         ]
     ),
     .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisSystem"]),
     // CrowdSec: a bouncer of a Local API's decisions and a pusher of the jails' alerts (libcurl).
     .target(
         name: "PortcullisCrowdSec",
-        dependencies: [
-            "CPortcullis", "CPortcullisCurl", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "PortcullisDaemon",
-        ]
+        dependencies: ["CPortcullis", "CPortcullisCurl", "PortcullisCore", "PortcullisSystem", "XDPFirewall", logging]
     ),
     // The fleet: bans shared between hosts through a NATS JetStream key-value bucket (nats.c).
     .target(
         name: "PortcullisFleet",
-        dependencies: [
-            "CPortcullis", "CPortcullisNATS", "PortcullisCore", "PortcullisSystem", "XDPFirewall", "PortcullisDaemon",
-        ]
+        dependencies: ["CPortcullis", "CPortcullisNATS", "PortcullisCore", "PortcullisSystem", "XDPFirewall", logging]
     ),
     // The Prometheus endpoint: swift-prometheus's registry and text format, libmicrohttpd's HTTP.
     .target(
         name: "PortcullisMetrics",
         dependencies: [
-            "CPortcullis", "CPortcullisHTTP", "PortcullisDaemon", "PortcullisSystem", "XDPFirewall", prometheus,
+            "CPortcullis", "CPortcullisHTTP", "PortcullisCore", "PortcullisDaemon", "PortcullisSystem", "XDPFirewall",
+            prometheus,
+        ]
+    ),
+    // The service: the supervisor and its components (the daemon, the firewall, the control
+    // socket, the metrics endpoint, the companions), started in order, reloaded as one diff.
+    .target(
+        name: "PortcullisService",
+        dependencies: [
+            "PortcullisCore", "PortcullisSystem", "PortcullisConfiguration", "PortcullisDaemon", "PortcullisControl",
+            "PortcullisMetrics", "PortcullisCrowdSec", "PortcullisFleet", "XDPFirewall", "LogTransport", logging,
         ]
     ),
     .target(
@@ -92,9 +99,8 @@ let product: [Target] = [
     .executableTarget(
         name: "portcullisd",
         dependencies: [
-            "PortcullisDaemon", "PortcullisConfiguration", "PortcullisControl", "PortcullisCommandLine",
-            "PortcullisCore", "PortcullisSystem", "XDPFirewall", "LogTransport", "PortcullisMetrics",
-            "PortcullisCrowdSec", "PortcullisFleet", argumentParser,
+            "PortcullisService", "PortcullisDaemon", "PortcullisConfiguration", "PortcullisCore", "PortcullisSystem",
+            "XDPFirewall", "LogTransport", "PortcullisMetrics", argumentParser,
         ]
     ),
 ]
@@ -123,7 +129,7 @@ let lab: [Target] = [
             "XDPTesting", "XDPFirewall", "LogTransport", "OffenceTable", "PortcullisCore", "PortcullisSystem",
             "PortcullisDaemon", "PortcullisCommandLine", "PerfReference", "CPortcullis", "CPortcullisNATS", "Fail2ban",
             "PortcullisCrowdSec", "PortcullisFleet",
-            argumentParser,
+            argumentParser, logging,
         ],
         path: "perf/portcullis-perf"
     ),
@@ -144,7 +150,8 @@ let tests: [Target] = [
         name: "TestSupport",
         dependencies: ["XDPFirewall", "PortcullisSystem", "XDPTesting", "CPortcullis", "CPortcullisNATS", "CLab"],
         path: "Tests/TestSupport"),
-    .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall"]),
+    .testTarget(
+        name: "PortcullisCoreTests", dependencies: ["PortcullisCore", "PortcullisSystem", "XDPFirewall", logging]),
     .testTarget(name: "OffenceTableTests", dependencies: ["OffenceTable", "PortcullisCore"]),
     .testTarget(
         name: "CrowdSecTests",
@@ -156,6 +163,10 @@ let tests: [Target] = [
             "PortcullisConfiguration", "PortcullisDaemon", "LogTransport", "PortcullisCore", "TestSupport",
             "PortcullisFleet",
         ]
+    ),
+    .testTarget(
+        name: "ServiceTests",
+        dependencies: ["PortcullisService", "PortcullisConfiguration", "PortcullisCore", "PortcullisSystem"]
     ),
     .testTarget(name: "Fail2banTests", dependencies: ["Fail2ban", "PortcullisCore", "TestSupport"]),
     .testTarget(
@@ -186,6 +197,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         // The metrics registry and Prometheus' text format (swift-atomics and swift-metrics underneath).
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // swift-log's API (Logger, LogHandler): PortcullisSystem's ConsoleLogHandler writes it.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: cTargets + product + lab + tests
 )

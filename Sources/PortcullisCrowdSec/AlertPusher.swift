@@ -1,6 +1,6 @@
 import FoundationEssentials
+import Logging
 import PortcullisCore
-import PortcullisDaemon
 import PortcullisSystem
 import Synchronization
 
@@ -25,7 +25,7 @@ public struct AlertSettings: Sendable, Equatable {
 }
 
 /// What the jails' thresholds were, for an alert's capacity and leak speed.
-public struct JailDescription: Sendable {
+public struct JailDescription: Sendable, Equatable {
     public let threshold: Int
     public let findSeconds: Double
 
@@ -62,7 +62,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
     public let settings: AlertSettings
     private let jails: @Sendable (String) -> JailDescription?
     private let client: LAPIClient
-    private let say: @Sendable (String, Bool) -> Void
+    private let logger: Logger
     private let queue = Mutex<[Alert]>([])
     private let statistics = Mutex(AlertStatistics())
     private let thread = LAPIThread()
@@ -72,11 +72,11 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
 
     public init(
         settings: AlertSettings, jails: @escaping @Sendable (String) -> JailDescription?,
-        say: @escaping @Sendable (String, Bool) -> Void
+        logger: Logger
     ) throws(LAPIError) {
         self.settings = settings
         self.jails = jails
-        self.say = say
+        self.logger = logger
         client = try LAPIClient(settings.connection)
     }
 
@@ -144,7 +144,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     $0.connected = true
                     $0.lastError = nil
                 }
-                if lastSaid != nil { say("crowdsec: alerts reach \(settings.connection.displayURL) again", false) }
+                if lastSaid != nil { logger.info("alerts reach \(settings.connection.displayURL) again") }
                 failures = 0
                 lastSaid = nil
             } catch {
@@ -162,7 +162,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     line = Self.explain(error, url: settings.connection.displayURL)
                 }
                 // One line per kind of failure, not one per retry (libcurl's message varies).
-                if error.sameness != lastSaid { say("crowdsec: " + line, true) }
+                if error.sameness != lastSaid { logger.warning("\(line)") }
                 lastSaid = error.sameness
                 statistics.withLock {
                     $0.connected = false

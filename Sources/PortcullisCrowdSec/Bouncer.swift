@@ -1,5 +1,6 @@
 import CPortcullis
 import FoundationEssentials
+import Logging
 import PortcullisCore
 import PortcullisSystem
 import Synchronization
@@ -76,7 +77,7 @@ public struct BouncerStatistics: Sendable {
 public final class Bouncer: @unchecked Sendable {
     public let settings: BouncerSettings
     private let client: LAPIClient
-    private let say: @Sendable (String, Bool) -> Void
+    private let logger: Logger
     private let statistics = Mutex(BouncerStatistics())
     private var set: DecisionSet
     private let installer: ListInstaller
@@ -86,13 +87,13 @@ public final class Bouncer: @unchecked Sendable {
     /// `share_crowdsec`). Set before `start`; runs on the bouncer's thread.
     public var observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)?
 
-    /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
+    /// - Parameter logger: the daemon's log (a problem is a warning).
     public init(
         settings: BouncerSettings, maps: BanMaps, policy: ListPolicy,
-        say: @escaping @Sendable (String, Bool) -> Void
+        logger: Logger
     ) throws(LAPIError) {
         self.settings = settings
-        self.say = say
+        self.logger = logger
         client = try LAPIClient(settings.connection)
         installer = ListInstaller(maps: maps, prefix: "crowdsec/")
         set = DecisionSet(filter: settings.filter, policy: policy)
@@ -135,10 +136,10 @@ public final class Bouncer: @unchecked Sendable {
                     let (changed, install) = try pull(full: full, repair: repair)
                     if lastSaid != nil || full || changed >= 1000 || (repair && changed > 0) {
                         let how = full ? "synchronised with" : repair ? "repaired by a full pull from" : "pulled from"
-                        say(
-                            "crowdsec: \(how) \(settings.connection.displayURL): "
-                                + "\(set.count) decision(s) on \(set.networks) network(s) enforced; "
-                                + "\(changed) change(s) installed in \(Self.milliseconds(install)) ms", false)
+                        let line =
+                            "\(how) \(settings.connection.displayURL): \(set.count) decision(s) on \(set.networks) "
+                            + "network(s) enforced; \(changed) change(s) installed in \(Self.milliseconds(install)) ms"
+                        logger.info("\(line)")
                     }
                     if full || repair { lastFull = started }
                     failures = 0
@@ -160,7 +161,7 @@ public final class Bouncer: @unchecked Sendable {
                     // One line per kind of failure, not one per retry (libcurl's message varies
                     // from one try to the next: "after 0 ms", "after 1 ms").
                     if error.sameness != lastSaid {
-                        say("crowdsec: " + line + "; the decisions in force stay, retrying", true)
+                        logger.warning("\(line); the decisions in force stay, retrying")
                     }
                     lastSaid = error.sameness
                     statistics.withLock {
@@ -275,7 +276,7 @@ public final class Bouncer: @unchecked Sendable {
             statistics.withLock { $0.heldByOthers = UInt64(count) }
         } catch {
             needsFull = true
-            say("crowdsec: the maps refused decisions: \(error); resynchronising at the next pull", true)
+            logger.warning("the maps refused decisions: \(error); resynchronising at the next pull")
         }
     }
 }
