@@ -56,7 +56,7 @@ let product: [Target] = [
             "PortcullisSystem", toml, "PortcullisCommandLine", "PortcullisControl", "XDPFirewall", argumentParser,
         ]
     ),
-    .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisSystem"]),
+    .target(name: "PortcullisControl", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     // CrowdSec: a bouncer of a Local API's decisions and a pusher of the jails' alerts (libcurl).
     .target(
         name: "PortcullisCrowdSec",
@@ -171,7 +171,9 @@ let tests: [Target] = [
     .testTarget(name: "Fail2banTests", dependencies: ["Fail2ban", "PortcullisCore", "TestSupport"]),
     .testTarget(
         name: "XDPFirewallTests",
-        dependencies: ["XDPFirewall", "XDPTesting", "PortcullisCore", "CPortcullis", "CLab", "TestSupport"]
+        dependencies: [
+            "XDPFirewall", "XDPTesting", "PortcullisCore", "PortcullisSystem", "CPortcullis", "CLab", "TestSupport",
+        ]
     ),
     .testTarget(
         name: "DaemonTests",

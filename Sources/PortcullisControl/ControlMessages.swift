@@ -1,3 +1,4 @@
+import PortcullisCore
 /// The control socket's messages: one JSON request per connection, answered by one JSON reply,
 /// each on one line. Shared by `portcullisd` (which answers) and `portcullis` (which asks).
 ///
@@ -47,7 +48,7 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var stream: Bool?
     public var status: DaemonState?
     public var jails: [JailState]?
-    public var bans: [BanState]?
+    public var bans: [BanRow]?
     /// `ban`: bans installed; `unban`: bans lifted.
     public var banned: Int?
     public var unbanned: Int?
@@ -242,37 +243,6 @@ public struct JailState: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, description, lines, matched, ignored, notMatching = "not_matching"
         case invalidAddress = "invalid_address", tooLong = "too_long", matchLimit = "match_limit", allowlisted, bans
-    }
-}
-
-/// One ban (`list`), as `portcullis list --json` prints it.
-public struct BanState: Codable, Sendable, Equatable {
-    public var address: String
-    /// Whole seconds left (rounded up); nil: for good.
-    public var expiresIn: UInt64?
-    public var expired: Bool
-    public var dropped: UInt64
-    public var jail: String
-
-    public init(address: String, expiresIn: UInt64?, expired: Bool, dropped: UInt64, jail: String) {
-        self.address = address
-        self.expiresIn = expiresIn
-        self.expired = expired
-        self.dropped = dropped
-        self.jail = jail
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case address, expiresIn = "expires_in", expired, dropped, jail
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(address, forKey: .address)
-        try container.encode(expiresIn, forKey: .expiresIn)  // null, not absent, when for good
-        try container.encode(expired, forKey: .expired)
-        try container.encode(dropped, forKey: .dropped)
-        try container.encode(jail, forKey: .jail)
     }
 }
 

@@ -252,11 +252,7 @@ final class ControlledDaemon: @unchecked Sendable {
     private func list(_ maps: BanMaps) -> ControlReply {
         do throws(FirewallError) {
             var reply = ControlReply()
-            reply.bans = try maps.listing().map {
-                BanState(
-                    address: $0.network.description, expiresIn: $0.secondsLeft, expired: $0.expired,
-                    dropped: $0.dropped, jail: $0.origin)
-            }
+            reply.bans = try maps.listing()
             return reply
         } catch {
             return .failure("list: \(error)")

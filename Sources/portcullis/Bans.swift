@@ -217,28 +217,6 @@ struct List: ParsableCommand {
 
     @OptionGroup var pins: PinOptions
 
-    struct Row: Encodable {
-        let address: String
-        let expiresIn: UInt64?
-        let expired: Bool
-        let dropped: UInt64
-        /// The daemon's jail that made it, or "manual" (an operator's, or of unknown origin).
-        let jail: String
-
-        enum CodingKeys: String, CodingKey {
-            case address, expiresIn = "expires_in", expired, dropped, jail
-        }
-
-        func encode(to encoder: Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(address, forKey: .address)
-            try container.encode(expiresIn, forKey: .expiresIn)  // null, not absent, when permanent
-            try container.encode(expired, forKey: .expired)
-            try container.encode(dropped, forKey: .dropped)
-            try container.encode(jail, forKey: .jail)
-        }
-    }
-
     @OptionGroup var control: ControlOptions
 
     func run() throws {
@@ -254,25 +232,15 @@ struct List: ParsableCommand {
             }
             // The bans in the reply (a table, or a daemon that does not stream).
             if let reply = answer {
-                let rows = (reply.bans ?? []).map {
-                    Row(
-                        address: $0.address, expiresIn: $0.expiresIn, expired: $0.expired, dropped: $0.dropped,
-                        jail: $0.jail)
-                }
-                try show(rows)
+                try show(reply.bans ?? [])
                 return
             }
             let maps = try BanMaps.open(pinnedIn: pins.directory)
-            let rows = try maps.listing().map {
-                Row(
-                    address: $0.network.description, expiresIn: $0.secondsLeft, expired: $0.expired,
-                    dropped: $0.dropped, jail: $0.origin)
-            }
-            try show(rows)
+            try show(try maps.listing())
         }
     }
 
-    private func show(_ rows: [Row]) throws {
+    private func show(_ rows: [BanRow]) throws {
         do {
             if json {
                 print(JSONOutput.line(rows))

@@ -956,7 +956,7 @@ extension DaemonProcessTests {
             var result = try cli(["ban", "198.19.7.0/24", "2001:2::77"])
             #expect(result.status == 0, "\(result.stderr)")
             let maps = try BanMaps.open(pinnedIn: scratch.pins)
-            let expected = try maps.listing().map { "\($0.network) \($0.origin) \($0.expired) \($0.dropped)" }
+            let expected = try maps.listing().map { "\($0.address) \($0.jail) \($0.expired) \($0.dropped)" }
             func rows(_ text: String) throws -> [String] {
                 let array = try #require(
                     try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]], "\(text.prefix(200))")

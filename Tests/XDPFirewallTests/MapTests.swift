@@ -1,3 +1,4 @@
+import FoundationEssentials
 import CPortcullis
 import Glibc
 import Testing
@@ -5,6 +6,7 @@ import TestSupport
 @testable import XDPFirewall
 import XDPTesting
 import PortcullisCore
+import PortcullisSystem
 
 @Suite("Pinned maps", .enabled(if: Privileges.runnable), .serialized)
 struct MapTests {
@@ -108,6 +110,49 @@ struct MapTests {
         #expect(try maps.lookup(kept)?.dropped == 3)
         try maps.ban(batch: [BanRequest(kept, end)])
         #expect(try maps.lookup(kept)?.dropped == 0)
+    }
+
+    /// `list --json` streamed from the maps (`writeJSONListing`, hand-formatted for speed) and the
+    /// one listing row (`BanRow`, which the control reply and the CLI's table use) say the same.
+    @Test func streamedListingIsTheListingRows() throws {
+        try Privileges.require()
+        let scratch = ScratchPinDirectory("listing")
+        defer { scratch.remove() }
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: scratch.pins)
+        let maps = try #require(program.maps)
+        let slot = try #require(try maps.originSlots(for: ["sshd \"quoted\""])["sshd \"quoted\""])
+        let dropping = IPAddress("198.18.2.1")!
+        try maps.ban(dropping, try #require(BanExpiry.after(seconds: 600)), origin: slot)
+        try maps.ban(IPAddress("2001:2::5")!, .permanent)
+        try maps.ban(IPAddress("198.18.2.2")!, .at(bootNanoseconds: SystemClock.bootNanoseconds() + 200_000_000))
+        try maps.ban(network: try IPNetwork(parsing: "198.18.3.0/24"), try #require(BanExpiry.after(seconds: 60)))
+        try maps.ban(network: try IPNetwork(parsing: "2001:2:0:1::/64"), .permanent)
+        _ = try program.testRun(frame: TestFrame.udp(from: dropping, to: IPAddress("198.18.255.254")!), repetitions: 2)
+        // Past the short ban's end, so one row says expired.
+        while try maps.lookup(IPAddress("198.18.2.2")!)?.isExpired(now: SystemClock.bootNanoseconds()) == false {
+            SystemClock.sleep(nanoseconds: 50_000_000)
+        }
+        var path = Array("/tmp/portcullis-listing-XXXXXX".utf8CString)
+        let fd = mkstemp(&path)
+        try #require(fd >= 0)
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        let now = SystemClock.bootNanoseconds()
+        let written = try maps.writeJSONListing(to: fd, now: now)
+        let rows = try maps.listing(now: now)
+        let text = try TextFile.read(String(cString: path))
+        let streamed = try JSONDecoder().decode([BanRow].self, from: Data(text.utf8))
+        #expect(written == 5)
+        #expect(streamed == rows)
+        let jailed = try #require(rows.first { $0.address == "198.18.2.1" })
+        #expect(jailed.jail == "sshd \"quoted\"" && jailed.dropped == 2 && !jailed.expired)
+        #expect((1...600).contains(jailed.expiresIn ?? 0))
+        #expect(rows.contains { $0.address == "198.18.2.2" && $0.expired && $0.expiresIn == 0 })
+        #expect(
+            rows.contains(
+                BanRow(address: "2001:2:0:1::/64", expiresIn: nil, expired: false, dropped: 0, jail: "manual")))
     }
 
     @Test func fullBanMapIsReportedNotFatal() throws {
