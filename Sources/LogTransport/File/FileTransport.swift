@@ -171,7 +171,8 @@ public final class FileReader: LogReader {
     private var skipping = false
     private var ring = io_uring()
     private var usesUring: Bool
-    private var stats = ReaderStatistics()
+    /// Written by the thread that reads; read by any.
+    private let stats = ReaderCounters()
     private var closed = false
     /// Times the file was found truncated (and read again from its start).
     public private(set) var truncations: UInt64 = 0
@@ -187,7 +188,7 @@ public final class FileReader: LogReader {
     /// Times the file was found replaced (rotation) and the new one opened.
     public private(set) var rotations: UInt64 = 0
 
-    public var statistics: ReaderStatistics { stats }
+    public var statistics: ReaderStatistics { stats.statistics }
 
     public init(options: FileOptions) throws(TransportError) {
         try options.validate()
@@ -329,7 +330,7 @@ public final class FileReader: LogReader {
             return .refused(error)
         }
         refusalSaid = (named.st_dev, named.st_ino, reason)
-        stats.filesRefused += 1
+        stats.filesRefused.add(1)
         if running {
             sayProblem(
                 "not reading the new log file: \(reason) (tried again when it changes; lines written there "
@@ -431,7 +432,7 @@ public final class FileReader: LogReader {
             }
             break
         }
-        stats.linesReceived += UInt64(total)
+        if total > 0 { stats.linesReceived.add(UInt64(total)) }
         return total
     }
 
@@ -447,7 +448,7 @@ public final class FileReader: LogReader {
 
     /// A line cut off by truncation or rotation is never completed: count it and drop it.
     private func discardPartialLine() {
-        if pendingEnd > pendingStart || skipping { stats.linesRejected += 1 }
+        if pendingEnd > pendingStart || skipping { stats.linesRejected.add(1) }
         pendingStart = 0
         pendingEnd = 0
         skipping = false
@@ -517,7 +518,7 @@ public final class FileReader: LogReader {
             let available = pendingEnd - pendingStart
             guard let newline = memchr(start, 0x0A, available) else {
                 if available > options.maxLineLength {  // no end in sight: drop what we have
-                    if !skipping { stats.linesRejected += 1 }
+                    if !skipping { stats.linesRejected.add(1) }
                     skipping = true
                     pendingStart = pendingEnd
                 }
@@ -525,7 +526,7 @@ public final class FileReader: LogReader {
             }
             let length = UnsafeMutableRawPointer(newline) - start
             if skipping || length > options.maxLineLength {
-                if !skipping { stats.linesRejected += 1 }
+                if !skipping { stats.linesRejected.add(1) }
                 skipping = false
                 pendingStart += length + 1
                 continue
