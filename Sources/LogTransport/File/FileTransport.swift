@@ -60,13 +60,17 @@ public final class FileWriter: LogWriter {
         try options.validate()
         self.options = options
         // No symbolic link, no FIFO, nobody else's file: whoever made the log file reads every line.
-        fd = open(options.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, options.mode)
-        guard fd >= 0 else {
-            let code = errno
+        let opened = systemCallResult {
+            open(options.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, options.mode)
+        }
+        switch opened {
+        case .success(let descriptor): fd = descriptor
+        case .failure(let error):
+            fd = -1
             closed = true
             throw .system(
                 operation: "open \(options.path) for appending"
-                    + (code == ELOOP ? " (it is a symbolic link; give the real path)" : ""), errno: code)
+                    + (error.code == ELOOP ? " (it is a symbolic link; give the real path)" : ""), errno: error.code)
         }
         do throws(TransportError) {
             try FileReader.checkLogFile(fd: fd, options: options)
@@ -193,8 +197,7 @@ public final class FileReader: LogReader {
     public init(options: FileOptions) throws(TransportError) {
         try options.validate()
         self.options = options
-        inotify = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard inotify >= 0 else { throw .system(operation: "inotify_init1", errno: errno) }
+        inotify = try transportCall("inotify_init1") { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }
         pendingCapacity = options.maxLineLength + options.bufferSize * options.uringDepth + 1
         pending = .allocate(byteCount: pendingCapacity, alignment: 64)
         usesUring = options.readMethod == .uring
@@ -291,12 +294,12 @@ public final class FileReader: LogReader {
     /// (a link to /dev/zero or a FIFO there would blind or hang the reader). A refusal is counted.
     @discardableResult
     private func openFile(atEnd: Bool) -> Opened {
-        let opened = open(options.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        guard opened >= 0 else {
-            let code = errno
-            if code == ENOENT { return .absent }
-            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
-            return refuse(.system(operation: "open \(options.path)\(hint)", errno: code))
+        let opened: Int32
+        do throws(TransportError) {
+            guard let fd = try Self.openForReading(options.path) else { return .absent }
+            opened = fd
+        } catch {
+            return refuse(error)
         }
         var info = stat()
         do throws(TransportError) {
@@ -347,13 +350,7 @@ public final class FileReader: LogReader {
         options.path = path
         options.owners = owners
         try owners.checkParents(of: path, "log file")
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        guard fd >= 0 else {
-            let code = errno
-            if code == ENOENT { return }
-            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
-            throw .system(operation: "open \(path)\(hint)", errno: code)
-        }
+        guard let fd = try openForReading(path) else { return }
         defer { Glibc.close(fd) }
         try checkLogFile(fd: fd, options: options)
     }

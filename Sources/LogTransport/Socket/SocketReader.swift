@@ -56,15 +56,19 @@ public final class SocketReader: LogReader {
         path = options.directory + "/" + name
         let temporary = options.directory + "/.\(name).tmp"
         ownsSocketFile = true
-        listener = socket(
-            AF_UNIX,
-            Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
-                | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard listener >= 0 else { throw .system(operation: "create socket", errno: errno) }
-        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        listener = try transportCall("create socket") {
+            socket(
+                AF_UNIX,
+                Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+                    | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        let epollCreated = systemCallResult { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        epoll = (try? epollCreated.get()) ?? -1
         receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
-            guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
+            if case .failure(let error) = epollCreated {
+                throw TransportError.system(operation: "epoll_create1", errno: error.code)
+            }
             unlink(temporary)
             var address = try unixAddress(temporary)
             try transportCall("bind socket \(temporary)") {
@@ -99,12 +103,14 @@ public final class SocketReader: LogReader {
         allowedUIDs = primary.allowedUIDs
         allowedGIDs = primary.allowedGIDs
         ownsSocketFile = false
-        listener = fcntl(primary.listener, F_DUPFD_CLOEXEC, 0)
-        guard listener >= 0 else { throw .system(operation: "share socket \(primary.path)", errno: errno) }
-        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        listener = try transportCall("share socket \(primary.path)") { fcntl(primary.listener, F_DUPFD_CLOEXEC, 0) }
+        let epollCreated = systemCallResult { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        epoll = (try? epollCreated.get()) ?? -1
         receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
-            guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
+            if case .failure(let error) = epollCreated {
+                throw TransportError.system(operation: "epoll_create1", errno: error.code)
+            }
             try watch(listener)
         } catch {
             Glibc.close(listener)
