@@ -1,4 +1,5 @@
 import CPortcullis
+import Fail2ban
 import Glibc
 import LogTransport
 import OffenceTable
