@@ -1,4 +1,5 @@
 import CPortcullis
+import CPortcullisNUMA
 import Glibc
 import PortcullisCore
 import PortcullisSystem

@@ -3,6 +3,12 @@ extension String {
     public func leftPadded(_ width: Int) -> String {
         count >= width ? self : String(repeating: " ", count: width - count) + self
     }
+
+    /// The string in exactly `width` columns, left-aligned: padded with spaces, or cut (as
+    /// Foundation's `padding(toLength:withPad:startingAt:)` with a space does).
+    public func padded(to width: Int) -> String {
+        count >= width ? String(prefix(width)) : self + String(repeating: " ", count: width - count)
+    }
 }
 
 extension String {

@@ -1,6 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Logging
 import PortcullisCore
-import PortcullisDaemon
 import PortcullisSystem
 import Synchronization
 
@@ -25,7 +25,7 @@ public struct AlertSettings: Sendable, Equatable {
 }
 
 /// What the jails' thresholds were, for an alert's capacity and leak speed.
-public struct JailDescription: Sendable {
+public struct JailDescription: Sendable, Equatable {
     public let threshold: Int
     public let findSeconds: Double
 
@@ -62,7 +62,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
     public let settings: AlertSettings
     private let jails: @Sendable (String) -> JailDescription?
     private let client: LAPIClient
-    private let say: @Sendable (String, Bool) -> Void
+    private let logger: Logger
     private let queue = Mutex<[Alert]>([])
     private let statistics = Mutex(AlertStatistics())
     private let thread = LAPIThread()
@@ -72,11 +72,11 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
 
     public init(
         settings: AlertSettings, jails: @escaping @Sendable (String) -> JailDescription?,
-        say: @escaping @Sendable (String, Bool) -> Void
+        logger: Logger
     ) throws(LAPIError) {
         self.settings = settings
         self.jails = jails
-        self.say = say
+        self.logger = logger
         client = try LAPIClient(settings.connection)
     }
 
@@ -144,7 +144,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     $0.connected = true
                     $0.lastError = nil
                 }
-                if lastSaid != nil { say("crowdsec: alerts reach \(settings.connection.displayURL) again", false) }
+                if lastSaid != nil { logger.info("alerts reach \(settings.connection.displayURL) again") }
                 failures = 0
                 lastSaid = nil
             } catch {
@@ -162,7 +162,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     line = Self.explain(error, url: settings.connection.displayURL)
                 }
                 // One line per kind of failure, not one per retry (libcurl's message varies).
-                if error.sameness != lastSaid { say("crowdsec: " + line, true) }
+                if error.sameness != lastSaid { logger.warning("\(line)") }
                 lastSaid = error.sameness
                 statistics.withLock {
                     $0.connected = false
@@ -209,54 +209,47 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
 
     private func currentToken() throws(LAPIError) -> String {
         if let token, SystemClock.monotonicSeconds() < token.renewAt { return token.text }
-        let login: [String: Any] = ["machine_id": settings.login, "password": settings.password, "scenarios": []]
-        let body = [UInt8]((try? JSONSerialization.data(withJSONObject: login)) ?? Data())
+        let login = AlertMessages.Login(machineID: settings.login, password: settings.password)
+        let body = [UInt8]((try? JSONEncoder().encode(login)) ?? Data())
         let answer = try client.request("POST", "v1/watchers/login", body: body)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any],
-            let text = object["token"] as? String
-        else { throw .malformed("the login answer has no token") }
+        guard let object = try? JSONDecoder().decode(AlertMessages.LoginAnswer.self, from: Data(answer)) else {
+            throw .malformed("the login answer has no token")
+        }
         // Renewed a minute before it ends (CrowdSec's tokens last an hour), or in 10 minutes when
         // the end cannot be read.
-        var lifetime = 600.0
-        if let expire = object["expire"] as? String, let end = ISO8601DateFormatter().date(from: expire) {
-            lifetime = max(end.timeIntervalSinceNow - 60, 10)
-        }
-        token = (text, SystemClock.monotonicSeconds() + lifetime)
+        let lifetime = object.secondsLeft().map { max($0 - 60, 10) } ?? 600
+        token = (object.token, SystemClock.monotonicSeconds() + lifetime)
         statistics.withLock { $0.logins += 1 }
-        return text
+        return object.token
     }
 
     /// The JSON of a `/v1/alerts` request: the fields CrowdSec 1.4's LAPI requires of an alert.
     static func body(_ batch: [Alert], jails: (String) -> JailDescription?, carryDecisions: Bool) -> [UInt8] {
-        let alerts: [[String: Any]] = batch.map { alert in
+        let alerts = batch.map { alert in
             let jail = jails(alert.jail)
             let threshold = jail?.threshold ?? 1
             let scope = alert.isRange ? "Range" : "Ip"
             let scenario = "portcullis/" + alert.jail
             let time = iso8601(alert.at)
-            var source: [String: Any] = ["scope": scope, "value": alert.target]
-            if alert.isRange { source["range"] = alert.target } else { source["ip"] = alert.target }
-            var object: [String: Any] = [
-                "scenario": scenario, "scenario_hash": "", "scenario_version": "",
-                "message": "\(scope) \(alert.target) banned by Portcullis's jail \(alert.jail): \(threshold) offences "
+            // 0 s: banned for good here; CrowdSec wants an end, so a year stands for it.
+            let seconds = alert.seconds == 0 ? 365 * 86_400 : alert.seconds
+            return AlertMessages.Alert(
+                scenario: scenario,
+                message: "\(scope) \(alert.target) banned by Portcullis's jail \(alert.jail): \(threshold) offences "
                     + "within \(Int(jail?.findSeconds ?? 0)) s",
-                "capacity": threshold, "events_count": threshold,
-                "leakspeed": "\(Int(jail?.findSeconds ?? 0))s", "simulated": false, "remediation": true,
-                "start_at": time, "stop_at": time, "source": source, "events": [] as [Any],
-            ]
-            if carryDecisions {
-                // 0 s: banned for good here; CrowdSec wants an end, so a year stands for it.
-                let seconds = alert.seconds == 0 ? 365 * 86_400 : alert.seconds
-                object["decisions"] = [
-                    [
-                        "type": "ban", "duration": "\(seconds)s", "value": alert.target, "scope": scope,
-                        "origin": "crowdsec", "scenario": scenario,
-                    ] as [String: Any]
-                ]
-            }
-            return object
+                capacity: threshold, eventsCount: threshold, leakSpeed: "\(Int(jail?.findSeconds ?? 0))s",
+                startAt: time, stopAt: time,
+                source: AlertMessages.Source(
+                    scope: scope, value: alert.target, ip: alert.isRange ? nil : alert.target,
+                    range: alert.isRange ? alert.target : nil),
+                decisions: carryDecisions
+                    ? [
+                        AlertMessages.Decision(
+                            duration: "\(seconds)s", value: alert.target, scope: scope, scenario: scenario)
+                    ]
+                    : nil)
         }
-        return [UInt8]((try? JSONSerialization.data(withJSONObject: alerts)) ?? Data("[]".utf8))
+        return [UInt8]((try? JSONEncoder().encode(alerts)) ?? Data("[]".utf8))
     }
 }
 

@@ -1,5 +1,6 @@
 import CPortcullis
-import Foundation
+import FoundationEssentials
+import Logging
 import PortcullisCore
 import PortcullisSystem
 import Synchronization
@@ -34,8 +35,7 @@ public struct BouncerSettings: Sendable, Equatable {
         if !filter.scenariosNotContaining.isEmpty {
             items.append("scenarios_not_containing=" + filter.scenariosNotContaining.joined(separator: ","))
         }
-        let allowed = CharacterSet.urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&+"))
-        return items.map { $0.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0 }.joined(separator: "&")
+        return items.map(percentEncodedQueryItem).joined(separator: "&")
     }
 }
 
@@ -77,7 +77,7 @@ public struct BouncerStatistics: Sendable {
 public final class Bouncer: @unchecked Sendable {
     public let settings: BouncerSettings
     private let client: LAPIClient
-    private let say: @Sendable (String, Bool) -> Void
+    private let logger: Logger
     private let statistics = Mutex(BouncerStatistics())
     private var set: DecisionSet
     private let installer: ListInstaller
@@ -87,13 +87,13 @@ public final class Bouncer: @unchecked Sendable {
     /// `share_crowdsec`). Set before `start`; runs on the bouncer's thread.
     public var observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)?
 
-    /// - Parameter say: one line for the daemon's log (true: an error, on stderr).
+    /// - Parameter logger: the daemon's log (a problem is a warning).
     public init(
         settings: BouncerSettings, maps: BanMaps, policy: ListPolicy,
-        say: @escaping @Sendable (String, Bool) -> Void
+        logger: Logger
     ) throws(LAPIError) {
         self.settings = settings
-        self.say = say
+        self.logger = logger
         client = try LAPIClient(settings.connection)
         installer = ListInstaller(maps: maps, prefix: "crowdsec/")
         set = DecisionSet(filter: settings.filter, policy: policy)
@@ -136,10 +136,10 @@ public final class Bouncer: @unchecked Sendable {
                     let (changed, install) = try pull(full: full, repair: repair)
                     if lastSaid != nil || full || changed >= 1000 || (repair && changed > 0) {
                         let how = full ? "synchronised with" : repair ? "repaired by a full pull from" : "pulled from"
-                        say(
-                            "crowdsec: \(how) \(settings.connection.displayURL): "
-                                + "\(set.count) decision(s) on \(set.networks) network(s) enforced; "
-                                + "\(changed) change(s) installed in \(Self.milliseconds(install)) ms", false)
+                        let line =
+                            "\(how) \(settings.connection.displayURL): \(set.count) decision(s) on \(set.networks) "
+                            + "network(s) enforced; \(changed) change(s) installed in \(Self.milliseconds(install)) ms"
+                        logger.info("\(line)")
                     }
                     if full || repair { lastFull = started }
                     failures = 0
@@ -161,7 +161,7 @@ public final class Bouncer: @unchecked Sendable {
                     // One line per kind of failure, not one per retry (libcurl's message varies
                     // from one try to the next: "after 0 ms", "after 1 ms").
                     if error.sameness != lastSaid {
-                        say("crowdsec: " + line + "; the decisions in force stay, retrying", true)
+                        logger.warning("\(line); the decisions in force stay, retrying")
                     }
                     lastSaid = error.sameness
                     statistics.withLock {
@@ -276,7 +276,28 @@ public final class Bouncer: @unchecked Sendable {
             statistics.withLock { $0.heldByOthers = UInt64(count) }
         } catch {
             needsFull = true
-            say("crowdsec: the maps refused decisions: \(error); resynchronising at the next pull", true)
+            logger.warning("the maps refused decisions: \(error); resynchronising at the next pull")
         }
     }
+}
+
+/// `item` as a URL's query carries it: every byte of its UTF-8 but the characters a query may hold
+/// as they are (RFC 3986's unreserved characters, sub-delimiters, `:`, `@`, `/`, `?`), other than
+/// `&` and `+`, written `%XX`. The set of Foundation's `CharacterSet.urlQueryAllowed` less `&+`.
+func percentEncodedQueryItem(_ item: String) -> String {
+    let hex = Array("0123456789ABCDEF".utf8)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(item.utf8.count)
+    for byte in item.utf8 {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            bytes.append(byte)
+        case _ where "-._~!$'()*,;=:@/?".utf8.contains(byte):
+            bytes.append(byte)
+        default:
+            bytes += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import PortcullisCore
 
 /// A Go duration as the Local API writes a decision's remaining time: `3h59m58.9s`, `1m5.2s`,
@@ -138,7 +138,7 @@ public struct DecisionStream: Sendable {
 
     public init() {}
 
-    /// Parses an answer (Foundation's JSONDecoder, straight into the fields; an entry that is not
+    /// Parses an answer (FoundationEssentials' JSONDecoder, straight into the fields; an entry that is not
     /// a decision is counted, not fatal). - Throws: when the whole is not such an object.
     public init(json: [UInt8]) throws(LAPIError) {
         let answer: Answer

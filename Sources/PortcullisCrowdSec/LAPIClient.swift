@@ -1,5 +1,7 @@
 import CPortcullis
-import Foundation
+import CPortcullisCurl
+import FoundationEssentials
+import Glibc
 import PortcullisSystem
 
 /// Why a request to the Local API did not give what was asked.
@@ -61,7 +63,7 @@ public struct LAPIConnectionSettings: Sendable, Equatable {
     /// `url` as logs and `portcullis status` show it: credentials in it (`user:password@`) are
     /// replaced by `***@`.
     public var displayURL: String {
-        guard let scheme = url.range(of: "://") else { return url }
+        guard let scheme = url.firstRange(of: "://") else { return url }
         let authorityStart = scheme.upperBound
         let authorityEnd = url[authorityStart...].firstIndex(of: "/") ?? url.endIndex
         guard let at = url[authorityStart..<authorityEnd].lastIndex(of: "@") else { return url }
@@ -150,11 +152,8 @@ final class LAPIClient: @unchecked Sendable {
 
     /// The `message` a LAPI error answer carries, or its first 200 bytes.
     static func message(in body: [UInt8]) -> String {
-        if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-            let message = object["message"] as? String
-        {
-            return message
-        }
+        struct Answer: Decodable { let message: String }
+        if let answer = try? JSONDecoder().decode(Answer.self, from: Data(body)) { return answer.message }
         return String(decoding: body.prefix(200), as: UTF8.self)
     }
 }

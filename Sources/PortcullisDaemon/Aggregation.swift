@@ -32,7 +32,7 @@ public struct Aggregation: Sendable, Equatable {
     }
 
     /// Checks the lengths against the fixed prefix lengths of the maps.
-    func check(jail: String, maps: BanMaps) throws(DaemonError) {
+    func check(jail: String, maps: any BanStore) throws(DaemonError) {
         for (family, length, key) in lengths {
             let configured: [Int]
             do {

@@ -17,8 +17,8 @@ public final class Daemon: @unchecked Sendable {
     let jails: [Jail]
     /// Tests only: the first jail (the `default` jail of a daemon made from flags).
     var jail: Jail { jails[0] }
-    private let enforcement: Enforcement
-    private let lifter: BanLifter
+    let enforcement: Enforcement
+    let lifter: BanLifter
     /// One reader group per distinct source; nil: not open (yet, or degraded).
     private var sources: [ReaderGroup?] = []
     /// Each source's reader key (what a reload compares), and the threads that read it.
@@ -45,7 +45,7 @@ public final class Daemon: @unchecked Sendable {
     public var openedSources: Int { ownedSources.count - takenSources.count }
     /// The escalation counts, when a jail escalates.
     let history: BanHistory?
-    private let clock = DaemonClock()
+    let clock: DaemonClock
     private var threads: [SystemThread] = []
     /// Held by the threads themselves (not the daemon), so they can outlive a daemon released
     /// without `stop()` until its deinit has joined them.
@@ -62,7 +62,7 @@ public final class Daemon: @unchecked Sendable {
         return (Allowlist.neverBannable + allowlist.descriptions).filter { seen.insert($0).inserted }
     }
     /// The daemon's allowlist with this host's addresses (each jail adds its `ignoreip`).
-    private let allowlist: Allowlist
+    let allowlist: Allowlist
     /// What the XDP program passes whatever bans cover it: the allowlist and every jail's ignoreip.
     public let driverAllowlist: [IPNetwork]
 
@@ -87,12 +87,25 @@ public final class Daemon: @unchecked Sendable {
     ///   - publishers: told of every ban and lift (the ban log, a benchmark's observer).
     ///   - keeping: a daemon this one replaces (a reload): its jails that are configured the same
     ///     keep their offence tables (their counts), and its ban history is taken over.
-    public init(
-        configuration: DaemonConfiguration, maps: BanMaps, publishers: [BanPublisher] = [],
+    public convenience init(
+        configuration: DaemonConfiguration, maps: any BanStore, publishers: [BanPublisher] = [],
         keeping previous: Daemon? = nil
     )
         throws(DaemonError)
     {
+        try self.init(
+            configuration: configuration, maps: maps, bootClock: nil, publishers: publishers, keeping: previous)
+    }
+
+    /// Tests only: a daemon whose boot time comes from `bootClock` (a clock the test steps; nil:
+    /// `CLOCK_BOOTTIME`), typically over a store in memory.
+    @_spi(Testing) public init(
+        configuration: DaemonConfiguration, maps: any BanStore, bootClock: (@Sendable () -> UInt64)?,
+        publishers: [BanPublisher] = [], keeping previous: Daemon? = nil
+    )
+        throws(DaemonError)
+    {
+        clock = DaemonClock(source: bootClock)
         try configuration.validate()
         self.configuration = configuration
         self.publishers = publishers
@@ -155,41 +168,11 @@ public final class Daemon: @unchecked Sendable {
             throw .firewall("write the allowlist into the driver: \(error)")
         }
         self.driverAllowlist = driverAllowlist
-        enforcement = Enforcement(maps: maps)
+        enforcement = Enforcement(maps: maps, clock: clock)
         lifter = BanLifter(
             enforcement: enforcement, tables: jails.map(\.table), history: history, clock: clock,
             publishers: publishers)
-        // One reader group per distinct source: jails watching the same log share its lines.
-        // Jails on the syslog socket share its reader whatever tags they read: their routes
-        // (tags; the message alone for the built-in scanner) pick their lines.
-        var groups: [(source: TransportConfiguration, jails: [(index: Int, jail: Jail)], routes: [SyslogRoute?])] = []
-        for (index, jail) in jails.enumerated() {
-            for source in jail.configuration.sources {
-                var route: SyslogRoute?
-                if source.kind == .syslog {
-                    let builtIn = if case .builtIn = jail.configuration.filter { true } else { false }
-                    route = SyslogRoute(tags: source.syslog.tags, messageOnly: builtIn)
-                }
-                if let group = groups.firstIndex(where: { $0.source == source.readerKey }) {
-                    if let known = groups[group].jails.firstIndex(where: { $0.index == index }) {
-                        // The same jail on the socket twice: the tags of both (none: all).
-                        let old = groups[group].routes[known], new = route
-                        if let old, let new, !old.tags.isEmpty, !new.tags.isEmpty {
-                            groups[group].routes[known] = SyslogRoute(
-                                tags: (old.tags + new.tags).map { String(decoding: $0, as: UTF8.self) },
-                                messageOnly: old.messageOnly)
-                        } else if let old {
-                            groups[group].routes[known] = SyslogRoute(tags: [], messageOnly: old.messageOnly)
-                        }
-                        continue
-                    }
-                    groups[group].jails.append((index, jail))
-                    groups[group].routes.append(route)
-                } else {
-                    groups.append((source.readerKey, [(index, jail)], [route]))
-                }
-            }
-        }
+        let groups = SourcePlan(jails: jails).groups
         var notes = configuration.notes
         if let historyProblem { notes.append(historyProblem) }
         for group in groups {
@@ -277,154 +260,6 @@ public final class Daemon: @unchecked Sendable {
 
     /// One line per jail for the start-up log: where it reads, what it matches, what it costs.
     public var jailDescriptions: [String] { jails.map(\.configuration.description) }
-
-    // MARK: Operator actions (the control socket)
-
-    /// What an operator's `ban` or `unban` through the daemon did.
-    public struct OperatorResult: Sendable {
-        /// Addresses banned (or unbanned).
-        public var done: [IPAddress] = []
-        /// Addresses refused, each with why.
-        public var refused: [String] = []
-        /// Networks banned (or unbanned).
-        public var networks: [IPNetwork] = []
-    }
-
-    /// Bans `addresses` for `seconds` (nil: for good) as the operator: in the maps with the origin
-    /// of `jail` (nil: `manual`), in the ban log, its end waited for, its clients counted as banned
-    /// by every jail (and, for an escalating jail, in its history). Addresses never bannable (this
-    /// host's, loopback...) are refused, and so are networks that touch a never-bannable range, lie
-    /// in the allowlist or, unless `force`, are shorter than the floor. - Throws: for an unknown
-    /// jail or a ban too long.
-    public func operatorBan(
-        _ texts: [String], seconds: UInt64?, jail name: String?, force: Bool = false
-    ) throws(DaemonError)
-        -> OperatorResult
-    {
-        let jail = try name.map { (name) throws(DaemonError) in
-            guard let jail = jails.first(where: { $0.name == name }) else {
-                throw .invalidSetting("no jail named '\(name)'; the jails are \(jailNames.joined(separator: ", "))")
-            }
-            return jail
-        }
-        if let seconds, seconds == 0 || seconds > DaemonConfiguration.maximumBanTime {
-            throw .invalidSetting("a ban lasts 1...\(DaemonConfiguration.maximumBanTime) seconds, or for good")
-        }
-        var result = OperatorResult()
-        var addresses: [IPAddress] = []
-        let expiry = seconds.map { BanPolicy.expiry(seconds: $0, now: clock.bootNow) } ?? .permanent
-        var networks: [IPNetwork] = []
-        for text in texts where text.contains("/") {
-            guard let network = Self.network(text, refusing: &result) else { continue }
-            switch listPolicy.verdict(network) {
-            case nil: break
-            case .tooWide where force: break
-            case .tooWide:
-                result.refused.append(
-                    "\(network): shorter than /\(network.family == .ipv4 ? configuration.shortestListPrefix.ipv4 : configuration.shortestListPrefix.ipv6) "
-                        + "(--min-prefix-v4/--min-prefix-v6): give --force to ban it all the same")
-                continue
-            case .some(let refusal):
-                result.refused.append("\(network): never banned: \(refusal)")
-                continue
-            }
-            do throws(FirewallError) {
-                try enforcement.maps.ban(network: network, expiry, origin: jail?.origin ?? 0)
-                networks.append(network)
-            } catch {
-                result.refused.append("\(network): \(error)")
-            }
-        }
-        if !networks.isEmpty {
-            result.networks = networks
-            let event = BanEvent(
-                kind: .ban, origin: .operator, addresses: networks.map(\.address),
-                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: jail?.name ?? "manual",
-                seconds: Array(repeating: seconds ?? 0, count: networks.count), prefixLengths: networks.map(\.length))
-            for publisher in publishers { publisher.publish(event) }
-        }
-        for text in texts where !text.contains("/") || ((try? IPNetwork(parsing: text))?.isSingleAddress ?? false) {
-            let plain = text.contains("/") ? String(text.prefix { $0 != "/" }) : text
-            guard let address = IPAddress(plain) else {
-                result.refused.append("\(text): not an IPv4 or IPv6 address")
-                continue
-            }
-            if address.isNeverBannable || allowlist.contains(address) {
-                result.refused.append("\(text): never banned (loopback, this host, the allowlist...)")
-                continue
-            }
-            addresses.append(address)
-        }
-        result.done = enforcement.operatorBan(
-            addresses, expiry: expiry, origin: jail?.origin ?? 0, tables: jails.map(\.table), clock: clock)
-        if result.done.count < addresses.count {
-            result.refused.append("\(addresses.count - result.done.count) not banned: the ban map is full")
-        }
-        if !result.done.isEmpty {
-            jail?.recordBans(
-                result.done, seconds: Array(repeating: seconds ?? 0, count: result.done.count),
-                wallSeconds: SystemClock.wallSeconds())
-            let event = BanEvent(
-                kind: .ban, origin: .operator, addresses: result.done,
-                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), jail: jail?.name ?? "manual",
-                seconds: Array(repeating: seconds ?? 0, count: result.done.count))
-            for publisher in publishers { publisher.publish(event) }
-        }
-        return result
-    }
-
-    /// The network `text` names (nil for a single address, which goes with the addresses, and for
-    /// a bad one, refused with why).
-    private static func network(_ text: String, refusing result: inout OperatorResult) -> IPNetwork? {
-        do throws(SettingError) {
-            let network = try IPNetwork(parsing: text)
-            return network.isSingleAddress ? nil : network
-        } catch {
-            result.refused.append(error.description)
-            return nil
-        }
-    }
-
-    /// Lifts the bans of `addresses` as the operator; their counts start over in every jail and
-    /// the ban log says so.
-    public func operatorUnban(_ texts: [String]) -> OperatorResult {
-        var result = OperatorResult()
-        var addresses: [IPAddress] = []
-        for text in texts where text.contains("/") {
-            guard let network = Self.network(text, refusing: &result) else { continue }
-            do throws(FirewallError) {
-                if try enforcement.maps.unban(network: network) {
-                    result.networks.append(network)
-                } else {
-                    result.refused.append("\(network) is not banned (a network is lifted as it was banned)")
-                }
-            } catch {
-                result.refused.append("\(network): \(error)")
-            }
-        }
-        if !result.networks.isEmpty {
-            let event = BanEvent(
-                kind: .unban, origin: .operator, addresses: result.networks.map(\.address),
-                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), prefixLengths: result.networks.map(\.length))
-            for publisher in publishers { publisher.publish(event) }
-        }
-        for text in texts where !text.contains("/") || ((try? IPNetwork(parsing: text))?.isSingleAddress ?? false) {
-            let text = text.contains("/") ? String(text.prefix { $0 != "/" }) : text
-            if let address = IPAddress(text) {
-                addresses.append(address)
-            } else {
-                result.refused.append("\(text): not an IPv4 or IPv6 address")
-            }
-        }
-        result.done = enforcement.operatorUnban(addresses, tables: jails.map(\.table))
-        if !result.done.isEmpty {
-            let event = BanEvent(
-                kind: .unban, origin: .operator, addresses: result.done,
-                monotonicNanoseconds: SystemClock.monotonicNanoseconds())
-            for publisher in publishers { publisher.publish(event) }
-        }
-        return result
-    }
 
     /// Tests only: how often the expiry thread sweeps the maps (default 10 s). Set before `start`.
     @_spi(Testing) public var sweepIntervalNanoseconds: UInt64 {

@@ -7,13 +7,17 @@ import PortcullisSystem
 struct DaemonClock: Sendable {
     /// `CLOCK_BOOTTIME` when the daemon started: table second 0.
     let startBootNanoseconds: UInt64
+    /// Where boot time comes from in tests (a clock they step); nil: `CLOCK_BOOTTIME`.
+    private let source: (@Sendable () -> UInt64)?
 
-    init(startBootNanoseconds: UInt64 = SystemClock.bootNanoseconds()) {
-        self.startBootNanoseconds = startBootNanoseconds
+    /// - Parameter source: boot nanoseconds now, for tests that step time (nil: `CLOCK_BOOTTIME`).
+    init(source: (@Sendable () -> UInt64)? = nil) {
+        self.source = source
+        startBootNanoseconds = source?() ?? SystemClock.bootNanoseconds()
     }
 
     /// Boot nanoseconds now.
-    var bootNow: UInt64 { SystemClock.bootNanoseconds() }
+    var bootNow: UInt64 { source?() ?? SystemClock.bootNanoseconds() }
 
     /// Table seconds now.
     var tableNow: UInt32 { tableSecond(ofBootTime: bootNow) }

@@ -1,4 +1,5 @@
 import CPortcullis
+import CPortcullisNUMA
 import Fail2ban
 import Glibc
 import LogTransport

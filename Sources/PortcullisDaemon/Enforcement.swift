@@ -4,9 +4,11 @@ import PortcullisSystem
 import Synchronization
 import XDPFirewall
 
-/// The daemon's side of the XDP ban maps: workers install bans, the expiry thread lifts them, and
-/// both hold one lock while they do (a lift that found a ban ended must not delete a re-ban a
-/// worker makes meanwhile).
+/// The daemon's side of the XDP ban maps, and the one place that changes its bans: workers install
+/// them, the expiry thread lifts them (exact and network bans), aggregates replace their members,
+/// an operator bans and unbans through the control socket; all hold one lock while they do (a lift
+/// that found a ban ended must not delete a re-ban made meanwhile). The daemon's own bans beside
+/// the maps are `OwnBans`.
 ///
 /// Bans are the operator's too (`portcullis ban`, later a list or CrowdSec), so the daemon never
 /// shortens one: an address that already has a ban ending at or after the daemon's, or for good,
@@ -15,16 +17,20 @@ import XDPFirewall
 /// bans starts the client's count over (found by the lift at the ban's end, or by the sweep,
 /// also for bans for good).
 final class Enforcement: @unchecked Sendable {
-    let maps: BanMaps
-    /// When each of the daemon's timed bans ends.
-    let schedule = ExpirySchedule()
-    /// Clients whose count stands at the threshold on a ban with no end the daemon waits for: its
-    /// own bans for good (ban time 0, also resumed ones) and crossings kept on someone else's
-    /// longer ban. An operator's unban of one must still reset its count (`forgetGone`).
-    private var watched = Set<IPAddress>()
+    /// The maps (or, in tests, a store in memory): one dynamic call per batch of bans.
+    let maps: any BanStore
+    /// Boot time for the daemon's own bookkeeping (when a ban was made or forgotten).
+    let clock: DaemonClock
+    /// The daemon's own bans: changed only under `lock`.
+    private let own = OwnBans()
+    /// When each of the daemon's timed bans ends (the expiry thread takes the due ones).
+    var schedule: ExpirySchedule { own.schedule }
     private let lock = Mutex<Void>(())
     /// Tests only: a pause between a lift's look-ups and its delete, to widen that window.
     var liftPauseNanoseconds: UInt64 = 0
+    /// Tests only: called by the network lift between its read of the network bans and its
+    /// deletes (to hold that window open).
+    var networkLiftPause: () -> Void = {}
     /// Benchmarks only: false leaves every crossing unbanned (`Daemon.installsBans`).
     var installs = true
 
@@ -32,8 +38,9 @@ final class Enforcement: @unchecked Sendable {
     /// chunk at most.
     static let liftChunk = 512
 
-    init(maps: BanMaps) {
+    init(maps: any BanStore, clock: DaemonClock) {
         self.maps = maps
+        self.clock = clock
     }
 
     /// What `install` did with the addresses given.
@@ -87,7 +94,7 @@ final class Enforcement: @unchecked Sendable {
             result.banned = outcome.installed.map { addresses[$0] }
             if !outcome.kept.isEmpty {
                 result.kept = outcome.kept.map { addresses[$0] }
-                watched.formUnion(result.kept)
+                own.watch(result.kept)
             }
             if !outcome.failed.isEmpty { result.failed = outcome.failed.map { addresses[$0] } }
             // Their ends, by ban length (a jail's ban time; each escalation level): one queue each.
@@ -101,10 +108,10 @@ final class Enforcement: @unchecked Sendable {
                     } else {
                         byLength.append((length, [(addresses[index], end)]))
                     }
-                case .permanent: watched.insert(addresses[index])
+                case .permanent: own.watch(CollectionOfOne(addresses[index]))
                 }
             }
-            for group in byLength { schedule.add(group.bans, lengthSeconds: group.seconds, made: now) }
+            for group in byLength { own.banned(group.bans, lengthSeconds: group.seconds, made: now) }
             return outcome.installed
         }
         result.seconds = banned.map { durations[$0] }
@@ -126,7 +133,7 @@ final class Enforcement: @unchecked Sendable {
 
     /// Bans the networks of `length` around `addresses` (their keys, already masked), never
     /// shortening a ban of the same network already there. Their ends are not scheduled: the
-    /// program passes an ended network ban, and the sweep removes it (`liftEndedNetworkBans`).
+    /// program passes an ended network ban, and the sweep removes it (`liftEndedNetworks`).
     private func installNetworks(_ addresses: [IPAddress], length: Int, jail: Jail, clock: DaemonClock) -> Installed {
         let wallSeconds = SystemClock.wallSeconds()
         let (durations, levels) = jail.banSeconds(for: addresses, wallSeconds: wallSeconds)
@@ -182,8 +189,7 @@ final class Enforcement: @unchecked Sendable {
             for member in prefix.members {
                 if member.isSingleAddress {
                     _ = try? maps.unban(member.address)
-                    schedule.forget(member.address, now: SystemClock.bootNanoseconds())
-                    watched.remove(member.address)
+                    own.forget(member.address, now: clock.bootNow)
                 } else {
                     _ = try? maps.unban(network: member)
                 }
@@ -256,19 +262,12 @@ final class Enforcement: @unchecked Sendable {
             for address in addresses {
                 guard (try? maps.ban(address, expiry, origin: origin)) != nil else { continue }
                 banned.append(address)
+                own.replace(address, with: expiry, now: clock.bootNow)
                 switch expiry {
                 case .at(let end):
-                    watched.remove(address)
-                    // The end it had is no longer its ban's (a shorter one would otherwise be
-                    // lifted, and one later than this come due after this one was lifted).
-                    let made = clock.bootNow
-                    schedule.forget(address, now: made)
-                    schedule.add(address, end: end, made: made)
                     let remaining = clock.tableSecond(ofBootTime: end) &- now
                     for table in tables { table.markBanned(address, now: now, remaining: remaining) }
                 case .permanent:
-                    schedule.forget(address, now: clock.bootNow)
-                    watched.insert(address)
                     for table in tables { table.markBanned(address, now: now) }
                 }
             }
@@ -283,29 +282,69 @@ final class Enforcement: @unchecked Sendable {
             var lifted: [IPAddress] = []
             for address in addresses where (try? maps.unban(address)) == true {
                 lifted.append(address)
-                schedule.forget(address, now: SystemClock.bootNanoseconds())
-                watched.remove(address)
+                own.forget(address, now: clock.bootNow)
                 for table in tables { table.reset(address) }
             }
             return lifted
         }
     }
 
-    /// A ban found in the maps at start (a restart): its end waited for, or, for good, watched.
-    func resume(_ address: IPAddress, expiry: BanExpiry) {
+    /// An operator's bans of networks, through the daemon, under the lock like the jails' own.
+    /// - Returns: per network, nil when it went in, else why not.
+    func operatorBan(networks: [IPNetwork], expiry: BanExpiry, origin: UInt32) -> [FirewallError?] {
         lock.withLock { _ in
-            switch expiry {
-            case .at(let end): schedule.add(address, end: end, made: SystemClock.bootNanoseconds())
-            case .permanent: watched.insert(address)
+            networks.map { network in
+                do throws(FirewallError) {
+                    try maps.ban(network: network, expiry, origin: origin)
+                    return nil
+                } catch {
+                    return error
+                }
             }
         }
+    }
+
+    /// An operator's unbans of networks (each as it was banned), through the daemon.
+    /// - Returns: per network, whether it was banned, or why it could not be looked at.
+    func operatorUnban(networks: [IPNetwork]) -> [Result<Bool, FirewallError>] {
+        lock.withLock { _ in
+            networks.map { network in Result { () throws(FirewallError) in try maps.unban(network: network) } }
+        }
+    }
+
+    /// Lifts the network bans that have ended (a jail's `ipv6-prefix`, aggregates, an operator's
+    /// prefixes; the program passes them already), a chunk per hold of the lock, each by
+    /// lookup-and-delete (`BanMaps.liftIfEnded(network:now:)`): a network banned again since the
+    /// maps were read is left in force. - Returns: how many were lifted.
+    func liftEndedNetworks(now: UInt64) -> Int {
+        guard let bans = try? maps.networkBans() else { return 0 }
+        let ended = bans.filter { $0.isExpired(now: now) }.map(\.network)
+        guard !ended.isEmpty else { return 0 }
+        networkLiftPause()
+        var lifted = 0
+        var start = 0
+        while start < ended.count {
+            let chunk = ended[start..<min(start + Self.liftChunk, ended.count)]
+            start += chunk.count
+            lifted += lock.withLock { _ in
+                chunk.count(where: { network in
+                    if case .lifted = try? maps.liftIfEnded(network: network, now: now) { true } else { false }
+                })
+            }
+        }
+        return lifted
+    }
+
+    /// A ban found in the maps at start (a restart): its end waited for, or, for good, watched.
+    func resume(_ address: IPAddress, expiry: BanExpiry) {
+        lock.withLock { _ in own.resume(address, expiry: expiry, now: clock.bootNow) }
     }
 
     /// The daemon's own bans: those whose ends it waits for (with when each was made and ends)
     /// and those it watches (for good, or kept on someone else's ban: no end). What the sweep
     /// checks, a slice at a time (`forgetGone`).
     var ownBans: [ExpirySchedule.Waited] {
-        lock.withLock { _ in schedule.waited + watched.map { ExpirySchedule.Waited(address: $0, made: 0, end: nil) } }
+        lock.withLock { _ in own.all }
     }
 
     /// Of `bans` (some of `ownBans`, taken a while ago), those the daemon still owns whose bans are
@@ -315,16 +354,10 @@ final class Enforcement: @unchecked Sendable {
     func forgetGone(_ bans: ArraySlice<ExpirySchedule.Waited>, tables: [OffenceTable], now: UInt64) -> Int {
         lock.withLock { _ in
             var forgotten = 0
-            for ban in bans {
-                if let end = ban.end {
-                    guard end > now, !schedule.isForgotten(ban.address, madeAt: ban.made) else { continue }
-                } else {
-                    guard watched.contains(ban.address) else { continue }
-                }
+            for ban in bans where own.owns(ban, now: now) {
                 guard (try? maps.lookup(ban.address)) == .some(nil) else { continue }
                 for table in tables { table.reset(ban.address) }
-                schedule.forget(ban.address, now: SystemClock.bootNanoseconds())
-                watched.remove(ban.address)
+                own.forget(ban.address, now: clock.bootNow)
                 forgotten += 1
             }
             return forgotten

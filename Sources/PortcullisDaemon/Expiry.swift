@@ -101,17 +101,22 @@ final class BanLifter: @unchecked Sendable {
             }
             if clockNow - lastSweep > sweepInterval {
                 lastSweep = clockNow
-                // Network bans (an operator's prefixes): the program passes them once ended; they
-                // are removed here.
-                if let lifted = try? enforcement.maps.liftEndedNetworkBans(now: now), lifted > 0 {
-                    unbans.wrappingAdd(UInt64(lifted), ordering: .acquiringAndReleasing)
-                    sweptUnbans.wrappingAdd(UInt64(lifted), ordering: .acquiringAndReleasing)
-                }
+                liftEndedNetworks(now: now)
                 saveHistory()
             }
         }
         saveHistory()
         cpuNanoseconds.store(SystemClock.threadCPUNanoseconds(), ordering: .releasing)
+    }
+
+    /// Network bans (a jail's `ipv6-prefix`, aggregates, an operator's prefixes): the program
+    /// passes them once ended; they are removed here.
+    func liftEndedNetworks(now: UInt64) {
+        let lifted = enforcement.liftEndedNetworks(now: now)
+        if lifted > 0 {
+            unbans.wrappingAdd(UInt64(lifted), ordering: .acquiringAndReleasing)
+            sweptUnbans.wrappingAdd(UInt64(lifted), ordering: .acquiringAndReleasing)
+        }
     }
 
     /// A history that cannot be written is said once per failure; banning goes on.

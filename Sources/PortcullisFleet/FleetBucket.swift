@@ -1,4 +1,5 @@
 import CPortcullis
+import CPortcullisNATS
 import PortcullisSystem
 import Synchronization
 
@@ -28,7 +29,7 @@ public struct FleetError: Error, CustomStringConvertible, Equatable {
         if let last = nats_GetLastError(&code), code == status {
             var detail = Substring(String(cString: last))
             // nats.c puts where it failed first: "(conn.c:1905): Authorization Violation".
-            if detail.hasPrefix("("), let close = detail.range(of: "): ") { detail = detail[close.upperBound...] }
+            if detail.hasPrefix("("), let close = detail.firstRange(of: "): ") { detail = detail[close.upperBound...] }
             if !detail.isEmpty, detail != text { text = String(detail) }
         }
         return FleetError(status: status, message: "\(doing): \(text)")

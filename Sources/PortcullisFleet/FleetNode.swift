@@ -1,7 +1,8 @@
 import CPortcullis
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Logging
 import PortcullisCore
-import PortcullisDaemon
 import PortcullisSystem
 import Synchronization
 import XDPFirewall
@@ -76,7 +77,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     /// The shortest max age: this host's long bans are put again every half of it. A test may
     /// set it (a bucket whose keys age out in seconds); a fleet wants minutes or more.
     public static let shortestMaxAge: UInt64 = 10
-    let say: @Sendable (String, Bool) -> Void
+    let logger: Logger
     let statistics = Mutex(FleetStatistics())
     let stop = StopFlag()
     private let wakeup = DispatchSemaphore(value: 0)
@@ -137,12 +138,12 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     /// - Parameters:
     ///   - maxAgeSeconds: the bucket's max age should this host create it (0: none); at least
     ///     `shortestMaxAge`.
-    ///   - say: one line for the daemon's log (true: an error, on stderr).
-    public init(settings: FleetSettings, maxAgeSeconds: UInt64, say: @escaping @Sendable (String, Bool) -> Void) {
+    ///   - logger: the daemon's log (a problem is a warning).
+    public init(settings: FleetSettings, maxAgeSeconds: UInt64, logger: Logger) {
         self.settings = settings
         let age = settings.maxAge > 0 ? settings.maxAge : maxAgeSeconds
         self.maxAgeSeconds = age == 0 ? 0 : max(age, Self.shortestMaxAge)
-        self.say = say
+        self.logger = logger
         ignoredHosts = Mutex(Set(settings.ignoreHosts))
         let wakeup = self.wakeup
         events = FleetEvents(wake: { wakeup.signal() })
@@ -297,9 +298,10 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 do throws(FleetError) {
                     let made = try FleetBucket(settings: settings, maxAgeSeconds: maxAgeSeconds, events: events)
                     self.bucket.withLock { $0 = made }
-                    say(
-                        "fleet: host \(settings.host) connected to \(settings.servers.joined(separator: ",")), bucket "
-                            + "\(settings.bucket)" + (lastSaid == nil ? "" : " (again)"), false)
+                    let line =
+                        "host \(settings.host) connected to \(settings.servers.joined(separator: ",")), bucket "
+                        + "\(settings.bucket)\(lastSaid == nil ? "" : " (again)")"
+                    logger.info("\(line)")
                     lastSaid = nil
                     failures = 0
                     statistics.withLock { $0.lastError = nil }
@@ -310,7 +312,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                     failures += 1
                     let line = explain(error)
                     if error.kind + String(error.status.rawValue) != lastSaid {
-                        say("fleet: " + line + "; banning goes on alone, retrying", true)
+                        logger.warning("\(line); banning goes on alone, retrying")
                     }
                     lastSaid = error.kind + String(error.status.rawValue)
                     statistics.withLock { $0.lastError = line }
@@ -325,7 +327,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 let why =
                     bucket.callbacks.closed.load(ordering: .acquiring)
                     ? "the connection was closed" : "the bucket is gone from the server"
-                say("fleet: \(why); connecting again", true)
+                logger.warning("\(why); connecting again")
                 lastSaid = why
                 self.bucket.withLock { $0 = nil }
                 continue
@@ -375,15 +377,17 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                 }
             }
             if refused > 0, !saidRefusal {
-                say(
-                    "fleet: the server refused \(refused) change(s) of \(settings.host) (\(refusal ?? "refused")): let "
-                        + "this host publish to $KV.\(settings.bucket).\(settings.host).> (README, \"Share bans across a "
-                        + "fleet\")", true)
+                let line =
+                    "the server refused \(refused) change(s) of \(settings.host) (\(refusal ?? "refused")): let "
+                    + "this host publish to $KV.\(settings.bucket).\(settings.host).> (README, \"Share bans across a "
+                    + "fleet\")"
+                logger.warning("\(line)")
             }
             if rejected > 0, !saidRejection {
-                say(
-                    "fleet: the server rejected \(rejected) change(s) of \(settings.host) (\(rejection ?? "rejected")): "
-                        + "see the server's JetStream limits and store", true)
+                let line =
+                    "the server rejected \(rejected) change(s) of \(settings.host) (\(rejection ?? "rejected")): "
+                    + "see the server's JetStream limits and store"
+                logger.warning("\(line)")
             }
             saidRefusal = refused > 0 || (saidRefusal && done < live.count)
             saidRejection = rejected > 0 || (saidRejection && done < live.count)
@@ -432,7 +436,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             statistics.withLock { $0.republished += UInt64(changes.count) }
             enqueue(changes)
         } catch {
-            say("fleet: cannot read this host's bans to put them again: \(error)", true)
+            logger.warning("cannot read this host's bans to put them again: \(error)")
         }
     }
 

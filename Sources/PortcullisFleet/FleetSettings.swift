@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import PortcullisCore
 
 /// The `[fleet]` table: the NATS servers whose JetStream key-value bucket the fleet's hosts share
@@ -88,7 +88,7 @@ public struct FleetSettings: Sendable, Equatable {
     /// The host part of a server URL (`nats://u:p@[::1]:4222` gives `::1`).
     public static func hostOfServer(_ url: String) -> String {
         var rest = Substring(url)
-        if let scheme = rest.range(of: "://") { rest = rest[scheme.upperBound...] }
+        if let scheme = rest.firstRange(of: "://") { rest = rest[scheme.upperBound...] }
         if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
         if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
         if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {

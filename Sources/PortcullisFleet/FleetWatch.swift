@@ -1,5 +1,7 @@
 import CPortcullis
-import Foundation
+import CPortcullisNATS
+import FoundationEssentials
+import Logging
 import PortcullisCore
 import PortcullisSystem
 import XDPFirewall
@@ -47,7 +49,7 @@ extension FleetNode {
                     lastSaid = nil
                 } catch let error as FleetError {
                     if "\(error.status)" != lastSaid {
-                        say("fleet: cannot watch the bucket: \(explain(error)); retrying", true)
+                        logger.warning("cannot watch the bucket: \(explain(error)); retrying")
                     }
                     lastSaid = "\(error.status)"
                     statistics.withLock { $0.lastError = explain(error) }
@@ -184,10 +186,11 @@ extension FleetNode {
             $0.resyncs += 1
             $0.lastError = nil
         }
-        say(
-            "fleet: read bucket \(settings.bucket): \(claims.count) ban(s) of other hosts on \(claims.networks) "
-                + "network(s) in force (\(count) taken) in \(Int((took - started) * 1000)) ms, installed in "
-                + "\(Int((took - installStarted) * 1000)) ms", false)
+        let line =
+            "read bucket \(settings.bucket): \(claims.count) ban(s) of other hosts on \(claims.networks) "
+            + "network(s) in force (\(count) taken) in \(Int((took - started) * 1000)) ms, installed in "
+            + "\(Int((took - installStarted) * 1000)) ms"
+        logger.info("\(line)")
         return watcher
     }
 
@@ -284,9 +287,10 @@ extension FleetNode {
             guard hosts[host, default: 0] < settings.maxKeysPerHost else {
                 if counting { skip(.overLimit) }
                 if limitSaid.insert(host).inserted {
-                    say(
-                        "fleet: host \(host) holds \(settings.maxKeysPerHost) keys here, max_keys_per_host: its further "
-                            + "keys are skipped (portcullis_fleet_skipped_total{reason=\"over_limit\"})", true)
+                    let line =
+                        "host \(host) holds \(settings.maxKeysPerHost) keys here, max_keys_per_host: its further "
+                        + "keys are skipped (portcullis_fleet_skipped_total{reason=\"over_limit\"})"
+                    logger.warning("\(line)")
                 }
                 return nil
             }
@@ -317,7 +321,7 @@ extension FleetNode {
         installFailed = true
         let text = "\(error)"
         if text != lastInstallError {
-            say("fleet: the maps refused other hosts' bans: \(text); reading the bucket again in 5 s", true)
+            logger.warning("the maps refused other hosts' bans: \(text); reading the bucket again in 5 s")
         }
         lastInstallError = text
         statistics.withLock { $0.lastError = "the maps refused other hosts' bans: \(text)" }

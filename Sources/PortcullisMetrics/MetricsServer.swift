@@ -1,4 +1,5 @@
 import CPortcullis
+import CPortcullisHTTP
 import Glibc
 import PortcullisSystem
 

@@ -66,3 +66,19 @@ enum JournalStream {
         return UInt64(status.st_dev) == device && UInt64(status.st_ino) == inode
     }
 }
+
+extension Double {
+    /// The value with `decimals` digits after the point, rounded as printf's `%.Nf` rounds
+    /// (`12.3456.fixed(3)` is `12.346`): the CLI's seconds and rates, without Foundation's
+    /// `String(format:)`.
+    public func fixed(_ decimals: Int) -> String {
+        let arguments: [CVarArg] = [Int32(max(0, min(decimals, 30))), self]
+        var buffer = [CChar](repeating: 0, count: 64)
+        var length = Int(withVaList(arguments) { vsnprintf(&buffer, buffer.count, "%.*f", $0) })
+        if length >= buffer.count {  // up to 309 digits before the point
+            buffer = [CChar](repeating: 0, count: length + 1)
+            length = Int(withVaList(arguments) { vsnprintf(&buffer, buffer.count, "%.*f", $0) })
+        }
+        return String(decoding: buffer.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

@@ -45,34 +45,9 @@ public enum JSONOutput {
         return "\(what) \(path) \(problem), and cannot be moved aside (\(Errno(errno))); not used: remove it"
     }
 
-    /// Writes `value` as JSON to `path`, atomically: to a temporary file beside it, then renamed
-    /// over it, so a reader never sees half a file.
+    /// Writes `value` as JSON to `path`, atomically (`TextFile.write`).
     public static func write(_ value: some Encodable, to path: String) throws(Errno) {
-        let temporary = path + ".tmp.\(getpid())"
-        // O_EXCL | O_NOFOLLOW: nothing planted at the temporary name is followed or reused.
-        unlink(temporary)
-        let fd = try systemCall(
-            { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644) }, orThrow: { $0 })
-        var text = line(value) + "\n"
-        var writeError: Int32 = 0
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count && writeError == 0 {
-                switch systemCallResult({ Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }) {
-                case .success(let written) where written > 0: offset += written
-                case .success: writeError = ENOSPC
-                case .failure(let error): writeError = error.code
-                }
-            }
-        }
-        // On disk before the rename: a crash never leaves the name pointing at a file cut short.
-        if writeError == 0 && fsync(fd) != 0 { writeError = errno }
-        close(fd)
-        if writeError != 0 || rename(temporary, path) != 0 {
-            let code = writeError != 0 ? writeError : errno
-            unlink(temporary)
-            throw Errno(code)
-        }
+        try TextFile.write(line(value) + "\n", to: path)
     }
 }
 

@@ -3,6 +3,40 @@ import Glibc
 import PortcullisCore
 import PortcullisSystem
 
+/// One line of `portcullis list`: any ban or list entry, with its origin named.
+public struct BanListing: Sendable {
+    public let network: IPNetwork
+    /// Whole seconds left, rounded up (nil: for good).
+    public let secondsLeft: UInt64?
+    public let expired: Bool
+    public let dropped: UInt64
+    /// The jail that made it, `manual`, or `list:NAME`.
+    public let origin: String
+}
+
+extension BanMaps {
+    /// Every ban (exact, prefix, CIDR) and every blocklist entry, exact ones first.
+    public func listing(now: UInt64 = SystemClock.bootNanoseconds()) throws(FirewallError) -> [BanListing] {
+        let names = try originNames()
+        func left(_ expiry: BanExpiry) -> UInt64? {
+            guard case .at(let end) = expiry else { return nil }
+            // Whole seconds, rounded up: a ban with 0.2 s left is not yet over.
+            return end > now ? (end - now + 999_999_999) / 1_000_000_000 : 0
+        }
+        let exact = try entries().map {
+            BanListing(
+                network: IPNetwork(containing: $0.address, length: 128), secondsLeft: left($0.expiry),
+                expired: $0.isExpired(now: now), dropped: $0.dropped, origin: names[$0.origin] ?? "manual")
+        }
+        let networks = try (networkBans() + listEntries()).map {
+            BanListing(
+                network: $0.network, secondsLeft: left($0.expiry), expired: $0.isExpired(now: now),
+                dropped: $0.dropped, origin: names[$0.origin] ?? "manual")
+        }
+        return exact + networks
+    }
+}
+
 extension BanMaps {
     /// Writes every ban and blocklist entry to `fd` as `portcullis list --json` prints them: one
     /// JSON array of `{"address", "dropped", "expired", "expires_in", "jail"}` (keys sorted, as

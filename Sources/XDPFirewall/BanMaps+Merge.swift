@@ -14,6 +14,8 @@ extension BanMaps {
         public var kept: [Int] = []
         /// Not written: the map is full.
         public var failed: [Int] = []
+
+        public init() {}
     }
 
     /// Installs `requests`, never shortening a ban already there: an address that has a ban keeps

@@ -426,51 +426,33 @@ public final class BanMaps: @unchecked Sendable {
     }
 
     /// Where a batched read of one map stands: before its first chunk, or at the kernel's
-    /// opaque token (large enough for a hash map's bucket index).
+    /// opaque token (a hash map's bucket index; a key, where the kernel batches generically).
     public struct BatchPosition: Sendable {
-        var token: UInt64 = 0
+        /// Room for the largest token of the ban maps (a prefix key of 20 bytes).
+        var token = [UInt8](repeating: 0, count: 32)
         /// Whether a read has begun (else the next starts at the map's beginning).
         public internal(set) var started = false
     }
 
-    /// Reads up to `limit` entries of one map from `position` with one `bpf_map_lookup_batch`.
+    /// Reads up to `limit` entries of one exact map from `position` with one
+    /// `bpf_map_lookup_batch` (`MapReader`).
     /// - Returns: whether there is more (false: the map has been read to its end).
     func readChunk<Key>(
         fd: Int32, name: String, at position: inout BatchPosition, limit: Int, address: (Key) -> IPAddress,
         into entries: inout [BanEntry]
     ) throws(FirewallError) -> Bool {
-        let keys = UnsafeMutableBufferPointer<Key>.allocate(capacity: limit)
-        let values = UnsafeMutableBufferPointer<pc_ban>.allocate(capacity: limit)
-        defer {
-            keys.deallocate()
-            values.deallocate()
-        }
-        var options = bpf_map_batch_opts()
-        options.sz = MemoryLayout<bpf_map_batch_opts>.size
-        var count = UInt32(limit)
-        var next: UInt64 = 0
-        let first = !position.started
-        let result = withUnsafeMutablePointer(to: &position.token) { tokenPointer in
-            systemCallResult {
-                count = UInt32(limit)
-                return bpf_map_lookup_batch(
-                    fd, first ? nil : tokenPointer, &next, keys.baseAddress, values.baseAddress, &count, &options)
-            }
-        }
-        var ended = false
-        if case .failure(let error) = result {
-            if error.code != ENOENT { throw systemError("list \(name)", error.code) }
-            ended = true  // ENOENT: the map has been read to its end
-        }
-        entries.reserveCapacity(entries.count + Int(count))
-        for index in 0..<Int(count) {
+        let more = try MapReader(fd: fd, name: name, keySize: MemoryLayout<Key>.size).readChunk(
+            at: &position, limit: limit
+        ) { key, value in
             entries.append(
                 BanEntry(
-                    address: address(keys[index]), expiry: BanExpiry(expiresNanoseconds: values[index].expires_ns),
-                    dropped: values[index].dropped, origin: values[index].origin))
+                    address: address(key.load(as: Key.self)),
+                    expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped,
+                    origin: value.origin))
         }
-        position = ended ? BatchPosition() : BatchPosition(token: next, started: true)
-        return !ended
+        // The exact maps are hashes, which every kernel that has the batch calls batches.
+        guard let more else { throw systemError("list \(name)", EOPNOTSUPP) }
+        return more
     }
 
     /// A walk over both ban maps a slice at a time (`entries(walking:limit:)`): the expiry

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import PortcullisControl
 import PortcullisCore
 import PortcullisSystem
@@ -42,7 +42,8 @@ func addressArguments(_ arguments: [String]) -> [String] {
         guard argument == "-" else { return [argument] }
         var lines: [String] = []
         while let line = readLine() {
-            let text = line.trimmingCharacters(in: .whitespaces)
+            // Spaces, tabs and no-break spaces off both ends (what Foundation's `.whitespaces` trims).
+            let text = String(line.drop { $0.isBlank }.reversed().drop { $0.isBlank }.reversed())
             if !text.isEmpty && !text.hasPrefix("#") { lines.append(text) }
         }
         return lines
@@ -283,16 +284,21 @@ struct List: ParsableCommand {
             }
             let width = max(7, rows.map(\.address.count).max() ?? 0)
             print(
-                "ADDRESS".padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                    + "EXPIRES IN".padding(toLength: 12, withPad: " ", startingAt: 0)
-                    + "DROPPED".padding(toLength: 12, withPad: " ", startingAt: 0) + "JAIL")
+                "ADDRESS".padded(to: width) + "  "
+                    + "EXPIRES IN".padded(to: 12)
+                    + "DROPPED".padded(to: 12) + "JAIL")
             for row in rows {
                 let expires = row.expiresIn.map { row.expired ? "expired" : "\($0) s" } ?? "never"
                 print(
-                    row.address.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                        + expires.padding(toLength: 12, withPad: " ", startingAt: 0)
-                        + String(row.dropped).padding(toLength: 12, withPad: " ", startingAt: 0) + row.jail)
+                    row.address.padded(to: width) + "  "
+                        + expires.padded(to: 12)
+                        + String(row.dropped).padded(to: 12) + row.jail)
             }
         }
     }
+}
+
+extension Character {
+    /// A space or a tab (Unicode's White_Space less the line breaks).
+    fileprivate var isBlank: Bool { isWhitespace && !isNewline }
 }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import PortcullisCore
 import PortcullisSystem
 import XDPFirewall
@@ -41,14 +41,13 @@ struct Blocklist: ParsableCommand {
             try reportingErrors {
                 _ = try Blocklist.originName(name)
                 let text: String
-                if file == "-" {
-                    text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-                } else {
-                    do throws(Errno) {
-                        text = try TextFile.read(file, limit: 256 << 20)
-                    } catch {
-                        throw UsageError("cannot read \(file): \(error); give a readable list file (at most 256 MiB)")
-                    }
+                do throws(Errno) {
+                    text =
+                        file == "-"
+                        ? try TextFile.read(descriptor: STDIN_FILENO, limit: 256 << 20)
+                        : try TextFile.read(file, limit: 256 << 20)
+                } catch {
+                    throw UsageError("cannot read \(file): \(error); give a readable list file (at most 256 MiB)")
                 }
                 let (networks, problems, overflow) = BlocklistFile.parse(text, capacity: BanMaps.listCapacity)
                 if let overflow {
@@ -70,7 +69,7 @@ struct Blocklist: ParsableCommand {
                 let seconds = Double(SystemClock.monotonicNanoseconds() - start) / 1e9
                 print(
                     "loaded \(name): \(swap.ipv4) IPv4 and \(swap.ipv6) IPv6 entries in "
-                        + String(format: "%.3f", seconds) + " s"
+                        + seconds.fixed(3) + " s"
                         + (refused.isEmpty ? "" : ", " + ListPolicy.describe(refused)))
             }
         }

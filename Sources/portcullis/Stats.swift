@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import PortcullisCore
 import PortcullisSystem
 import XDPFirewall
@@ -69,7 +69,7 @@ struct Stats: ParsableCommand {
         print("COUNTER        PACKETS            BYTES")
         for (name, count) in totals.named {
             print(
-                name.padding(toLength: 10, withPad: " ", startingAt: 0)
+                name.padded(to: 10)
                     + String(count.packets).leftPadded(12) + String(count.bytes).leftPadded(17))
         }
     }
@@ -114,7 +114,7 @@ struct Stats: ParsableCommand {
             printJSON(object)
             return
         }
-        print(String(format: "%10.3f", time) + rates.map { String(format: "%12.0f", $0.1) }.joined())
+        print(time.fixed(3).leftPadded(10) + rates.map { $0.1.fixed(0).leftPadded(12) }.joined())
     }
 }
 
@@ -140,9 +140,9 @@ struct CSVWriter {
         for (index, (name, count)) in counters.named.enumerated() {
             var rate = ""
             if let previous, elapsed > 0 {
-                rate = String(format: "%.0f", Double(count.packets &- previous.named[index].count.packets) / elapsed)
+                rate = (Double(count.packets &- previous.named[index].count.packets) / elapsed).fixed(0)
             }
-            rows += String(format: "%.3f", time) + ",\(name),\(count.packets),\(rate)\n"
+            rows += time.fixed(3) + ",\(name),\(count.packets),\(rate)\n"
         }
         try append(rows)
     }

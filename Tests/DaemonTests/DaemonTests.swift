@@ -114,37 +114,6 @@ struct DaemonInProcessTests {
         #expect(try eventually(within: 10) { try maps.lookup(IPAddress(offenders[0])!) != nil })
     }
 
-    @Test("the ban log has one line per ban and per lift, with the address, and a ban's jail and duration")
-    func banLog() throws {
-        let path = NSTemporaryDirectory() + "pc-banlog-\(getpid()).log"
-        defer { unlink(path) }
-        try withShmDaemon(
-            mapEntries: 64,
-            configure: {
-                $0.threshold = 2
-                $0.banTime = 1
-                $0.tableBins = 10_007
-            }, publishers: [try BanLog(path: path)]
-        ) { daemon, _, writer in
-            let batch = LineBatch()
-            for _ in 0..<2 { for address in ["198.18.6.1", "2001:2::6:1"] { batch.append(offenceLine(address)) } }
-            batch.append(offenceLine("198.18.6.2"))  // one offence: no ban
-            _ = try writer.publish(batch)
-            #expect(eventually(within: 10) { daemon.status.unbans == 2 })
-        }
-        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
-            $0.split(separator: " ")
-        }
-        #expect(lines.count == 4)
-        #expect(Set(lines.filter { $0[1] == "ban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
-        #expect(Set(lines.filter { $0[1] == "unban" }.map { String($0[2]) }) == ["198.18.6.1", "2001:2::6:1"])
-        #expect(
-            lines.filter { $0[1] == "ban" }.allSatisfy { $0.count == 5 && $0[3] == "jail=default" && $0[4] == "for=1" })
-        #expect(lines.filter { $0[1] == "unban" }.allSatisfy { $0.count == 3 })
-        // 2026-11-26T21:05:00.123Z: ISO 8601 UTC with milliseconds.
-        #expect(lines.allSatisfy { $0[0].count == 24 && $0[0].hasSuffix("Z") && $0[0].dropFirst(10).first == "T" })
-    }
-
     @Test("a ban log released at once (a start refused right after opening it) does not crash its thread")
     func banLogReleasedAtOnce() throws {
         let path = NSTemporaryDirectory() + "pc-banlog-\(getpid())-released.log"
@@ -289,55 +258,6 @@ struct DaemonInProcessTests {
         } catch {
             #expect(error.description.contains("/nonexistent-dir-pc/bans.log"))
         }
-    }
-
-    @Test("allowlisted clients are never banned; a failregex replaces the built-in format")
-    func allowlistAndRegex() throws {
-        let allowlist = try Allowlist(["198.18.9.0/24"])
-        try withShmDaemon(
-            mapEntries: 64,
-            configure: {
-                $0.threshold = 2
-                $0.tableBins = 10_007
-                $0.failRegexes = ["^sshd\\[\\d+\\]: Failed password for \\S+ from <HOST> port"]
-                $0.allowlist = allowlist
-            }
-        ) { daemon, maps, writer in
-            let batch = LineBatch()
-            for _ in 0..<2 {
-                batch.append("sshd[7]: Failed password for root from 198.18.8.1 port 22 ssh2")
-                batch.append("sshd[7]: Failed password for root from 198.18.9.1 port 22 ssh2")  // allowlisted
-                batch.append(offenceLine("198.18.8.2"))  // the built-in format: not used with a failregex
-            }
-            _ = try writer.publish(batch)
-            #expect(eventually(within: 10) { daemon.status.total.lines == 6 })
-            #expect(try maps.entries().map(\.address) == [IPAddress("198.18.8.1")!])
-            #expect(daemon.status.total.allowlisted == 2)
-            #expect(daemon.status.total.notMatching == 2)
-        }
-    }
-
-    @Test("a line the file transport cannot frame (longer than --file-max-line) shows in the daemon's status")
-    func fileRejectsAreCounted() throws {
-        try Privileges.require()
-        let scratch = TransportScratch()
-        defer { scratch.remove() }
-        var transport = TransportConfiguration(kind: .file)
-        transport.file.path = scratch.filePath
-        transport.file.maxLineLength = 1024
-        transport.file.readMethod = .read
-        FileManager.default.createFile(atPath: scratch.filePath, contents: nil)
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        var configuration = DaemonConfiguration(transport: transport)
-        configuration.tableBins = 10_007
-        let daemon = try Daemon(configuration: configuration, maps: try #require(program.maps))
-        try daemon.start()
-        defer { daemon.stop() }
-        let handle = try #require(FileHandle(forWritingAtPath: scratch.filePath))
-        handle.write(Data((String(repeating: "x", count: 5000) + "\n" + offenceLine("198.18.14.1") + "\n").utf8))
-        try handle.close()
-        #expect(eventually(within: 10) { daemon.status.total.lines == 1 && daemon.status.transportRejected == 1 })
-        #expect(daemon.status.statusLine(previousLines: 0, interval: 1).contains("transport rejected 1"))
     }
 }
 

@@ -7,8 +7,8 @@ import Testing
 import TestSupport
 @testable import XDPFirewall
 
-/// Bans an operator made are sacred: the daemon never shortens or lifts one, an operator's unban
-/// starts the client's count over, and a `portcullis ban` written during a lift survives it.
+/// The daemon on real maps when they are full (its logic over a store in memory is in
+/// InMemoryDaemonTests.swift).
 @Suite("Operator bans", .enabled(if: Privileges.runnable), .serialized)
 struct OperatorBanTests {
     /// A small daemon: `threshold` offences ban for `banTime` seconds.
@@ -18,132 +18,6 @@ struct OperatorBanTests {
             configuration.banTime = banTime
             configuration.tableBins = 10_007
         }
-    }
-
-    func offend(_ writer: LogWriter, _ address: String, times: Int) throws {
-        let batch = LineBatch()
-        for _ in 0..<times { batch.append(offenceLine(address)) }
-        _ = try writer.publish(batch)
-    }
-
-    @Test("a longer or permanent operator ban stays as it was when the daemon's own ban would be shorter")
-    func longerBansAreKept() throws {
-        try withShmDaemon(
-            mapEntries: 64,
-            configure: Self.small(threshold: 3, banTime: 2)
-        ) { daemon, maps, writer in
-            let forever = IPAddress("198.18.9.1")!, hour = IPAddress("198.18.9.2")!, plain = IPAddress("198.18.9.3")!
-            try maps.ban(forever, .permanent)
-            let hourEnd = SystemClock.bootNanoseconds() + 3_600_000_000_000
-            try maps.ban(hour, .at(bootNanoseconds: hourEnd))
-            for address in [forever, hour, plain] { try offend(writer, address.description, times: 3) }
-            #expect(eventually(within: 10) { daemon.status.total.keptLonger == 2 && daemon.status.total.bans == 1 })
-            // The daemon's own 2 s ban ends and is lifted; the operator's are untouched.
-            #expect(eventually(within: 10) { daemon.status.unbans == 1 })
-            #expect(try maps.lookup(forever)?.expiry == .permanent)
-            #expect(try maps.lookup(hour)?.expiry == .at(bootNanoseconds: hourEnd))
-            #expect(try maps.lookup(plain) == nil)
-        }
-    }
-
-    @Test("a ban the operator made longer during the daemon's ban is not lifted at the daemon's end")
-    func extendedBanSurvivesTheLift() throws {
-        try withShmDaemon(
-            mapEntries: 64,
-            configure: Self.small(threshold: 3, banTime: 2)
-        ) { daemon, maps, writer in
-            let client = IPAddress("198.18.9.4")!
-            try offend(writer, client.description, times: 3)
-            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
-            try maps.ban(client, .permanent)  // the operator: for good
-            SystemClock.sleep(nanoseconds: 3_000_000_000)  // past the daemon's end and its lift
-            #expect(try maps.lookup(client)?.expiry == .permanent)
-            #expect(daemon.status.unbans == 0)
-        }
-    }
-
-    @Test(
-        "an operator's shorter ban through the daemon replaces the daemon's: once it is lifted, the daemon's old end does not reset the count again"
-    )
-    func shorterOperatorBanLeavesNoStaleEnd() throws {
-        try withShmDaemon(
-            mapEntries: 64,
-            configure: Self.small(threshold: 2, banTime: 4)
-        ) { daemon, maps, writer in
-            let client = IPAddress("198.18.9.7")!
-            try offend(writer, client.description, times: 2)
-            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
-            // The operator shortens it to 1 s: lifted then, its count started over.
-            let result = try daemon.operatorBan([client.description], seconds: 1, jail: nil)
-            #expect(result.done == [client])
-            #expect(try eventually(within: 10) { try maps.lookup(client) == nil })
-            // One offence now, one after the daemon's old end (4 s): the second must ban, the
-            // count of the first not reset by that old end.
-            try offend(writer, client.description, times: 1)
-            SystemClock.sleep(nanoseconds: 4_500_000_000)
-            #expect(try maps.lookup(client) == nil)
-            try offend(writer, client.description, times: 1)
-            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
-        }
-    }
-
-    @Test(
-        "an operator's unban starts the count over, also for bans for good (the sweep finds it)", arguments: [0, 3600])
-    func unbanResetsTheCount(banTime: UInt64) throws {
-        try withShmDaemon(
-            mapEntries: 64,
-            configure: Self.small(threshold: 3, banTime: banTime),
-            prepare: { $0.sweepIntervalNanoseconds = 300_000_000 }
-        ) { daemon, maps, writer in
-            let client = IPAddress("198.18.9.5")!
-            try offend(writer, client.description, times: 3)
-            #expect(try eventually(within: 10) { try maps.lookup(client) != nil })
-            try maps.unban(client)
-            #expect(eventually(within: 10) { daemon.status.unbannedByOperator == 1 })
-            try offend(writer, client.description, times: 3)
-            #expect(try eventually(within: 10) { try maps.lookup(client) != nil }, "banned again after 3 more")
-            #expect(daemon.status.total.bans == 2)
-        }
-    }
-
-    @Test("with bans for good, an unban of a resumed ban or of one kept on an operator's ban starts the count over")
-    func unbanOfResumedOrKeptBans() throws {
-        let resumed = IPAddress("198.18.9.6")!, kept = IPAddress("198.18.9.7")!
-        try withShmDaemon(
-            mapEntries: 64, configure: Self.small(threshold: 3, banTime: 0),
-            prepare: { daemon in daemon.sweepIntervalNanoseconds = 300_000_000 }
-        ) { daemon, maps, writer in
-            _ = daemon
-            // `kept`: the operator's ban for good is there when the daemon's crossing comes.
-            try maps.ban(kept, .permanent)
-            try offend(writer, kept.description, times: 3)
-            #expect(eventually(within: 10) { daemon.status.total.keptLonger == 1 })
-            try maps.unban(kept)
-            #expect(eventually(within: 10) { daemon.status.unbannedByOperator >= 1 })
-            try offend(writer, kept.description, times: 3)
-            #expect(try eventually(within: 10) { try maps.lookup(kept) != nil }, "banned again by the daemon")
-        }
-        // `resumed`: a ban for good found in the maps at start.
-        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
-        let maps = try #require(program.maps)
-        try maps.ban(resumed, .permanent)
-        let scratch = TransportScratch()
-        defer { scratch.remove() }
-        var transport = TransportConfiguration(kind: .shm)
-        transport.shm.name = scratch.shmName
-        var configuration = DaemonConfiguration(transport: transport)
-        Self.small(threshold: 3, banTime: 0)(&configuration)
-        let daemon = try Daemon(configuration: configuration, maps: maps)
-        daemon.sweepIntervalNanoseconds = 300_000_000
-        try daemon.start()
-        defer { daemon.stop() }
-        #expect(daemon.resumedBans == 1)
-        try maps.unban(resumed)
-        #expect(eventually(within: 10) { daemon.status.unbannedByOperator == 1 })
-        let writer = try transport.makeWriter()
-        defer { writer.close() }
-        try offend(writer, resumed.description, times: 3)
-        #expect(try eventually(within: 10) { try maps.lookup(resumed) != nil }, "banned again after 3 offences")
     }
 
     @Test("a full ban map counts each client that could not be banned once, however often it is retried")

@@ -5,9 +5,9 @@ import TestSupport
 
 @Suite("Exit summary")
 struct SummaryTests {
-    @Test("--summary-json has the text summary's ignored and match_limit counts", .enabled(if: Privileges.runnable))
+    @Test("--summary-json has the text summary's ignored and match_limit counts")
     func summaryFields() throws {
-        try withShmDaemon(mapEntries: 64, configure: { $0.threshold = 3 }) { daemon, _, _ in
+        try withStoreDaemon(configure: { $0.threshold = 3 }) { daemon, _, _, _ in
             let text = JSONOutput.line(daemon.status.summary(cpuSeconds: 0))
             #expect(text.contains("\"ignored\":0"), "\(text)")
             #expect(text.contains("\"match_limit\":0"), "\(text)")

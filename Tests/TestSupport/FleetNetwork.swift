@@ -1,5 +1,6 @@
 import CLab
 import CPortcullis
+import CPortcullisNATS
 import Foundation
 import Glibc
 import PortcullisSystem

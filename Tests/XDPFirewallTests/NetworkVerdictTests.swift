@@ -86,7 +86,15 @@ struct NetworkVerdictTests {
             // An ended /20 inside the /15: the trie's most specific entry decides, and it has ended.
             try maps.ban(network: try network("198.18.16.0/20"), .at(bootNanoseconds: 1))
             #expect(try verdict(program, maps, from: "198.18.16.1") == (.pass, "expired"))
-            #expect(try maps.liftEndedNetworkBans() == 1)
+            let ended = try network("198.18.16.0/20")
+            guard case .lifted = try maps.liftIfEnded(network: ended, now: SystemClock.bootNanoseconds()) else {
+                Issue.record("the ended /20 was not lifted")
+                return
+            }
+            guard case .inForce = try maps.liftIfEnded(network: wide, now: SystemClock.bootNanoseconds()) else {
+                Issue.record("the /15 in force was lifted")
+                return
+            }
             #expect(try verdict(program, maps, from: "198.18.16.1") == (.drop, "dropped"))
         }
     }

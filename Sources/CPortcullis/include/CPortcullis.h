@@ -1,11 +1,12 @@
 /*
- * CPortcullis.h - the one C module facing the OS. It includes libbpf, libxdp, liburing, libnuma,
- * PCRE2, libsystemd (sd-journal, sd_notify), nats.c (JetStream: the fleet's bucket) and the socket headers once, and the ABI header shared
- * with the XDP program (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where Swift cannot reach a C
- * facility directly: the libbpf/libxdp log capture (variadic callbacks), atomics with named
- * orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr, accept4, SO_PEERCRED,
- * CPU pinning, one liburing helper, an HTTP endpoint over GNU libmicrohttpd (its start is variadic)
- * and an HTTP(S) client over libcurl (curl_easy_setopt is variadic).
+ * CPortcullis.h - the C module facing the OS that every program needs. It includes libbpf, libxdp,
+ * liburing, PCRE2, libsystemd (sd-journal, sd_notify) and the socket headers once, and the ABI header
+ * shared with the XDP program (portcullis_abi.h), and adds thin shims (prefixed cportcullis_) where
+ * Swift cannot reach a C facility directly: the libbpf/libxdp log capture (variadic callbacks),
+ * atomics with named orderings on shared memory, futex wait/wake, sendmmsg/recvmmsg with mmsghdr,
+ * accept4, SO_PEERCRED, CPU pinning, one liburing helper. The libraries only the daemon uses have
+ * modules of their own, so that a program links only what it uses: CPortcullisNUMA (libnuma),
+ * CPortcullisHTTP (libmicrohttpd), CPortcullisCurl (libcurl), CPortcullisNATS (nats.c).
  * Swift calls them through PortcullisSystem's funnel.
  */
 #ifndef CPORTCULLIS_H
@@ -33,12 +34,10 @@
 #include <bpf/libbpf.h>
 #include <xdp/libxdp.h>
 #include <liburing.h>
-#include <numa.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
-#include <nats/nats.h>
 
 #include "portcullis_abi.h"
 
@@ -188,64 +187,5 @@ int cportcullis_attach_uid_filter(int fd, const uint32_t *uids, size_t count);
 /* liburing's static inline helpers, forwarded so Swift calls one function each. */
 int cportcullis_uring_queue_read(struct io_uring *ring, int fd, void *buffer, unsigned length, uint64_t offset,
 				 uint64_t user_data);
-
-/*
- * A small HTTP server (GNU libmicrohttpd, its own thread, epoll) answering GET and HEAD with what
- * `handler` returns: a body from malloc(3) (freed after sending; NULL for an empty one) with its
- * length, status and content type. Other methods get 405 without calling it; request bodies are
- * discarded. `handler` runs on the server's thread, one request at a time.
- */
-typedef char *(*cportcullis_http_handler)(void *context, const char *url, size_t *length, unsigned *status,
-					  const char **content_type);
-struct cportcullis_http_server;
-/* Listens on `address` (IPv4 or IPv6; port 0 picks one). NULL with errno when it cannot. */
-struct cportcullis_http_server *cportcullis_http_start(const struct sockaddr *address, socklen_t length,
-						       cportcullis_http_handler handler, void *context);
-/*
- * Connections it shut: not a complete request within 5 s of their start or last answer, or the
- * oldest of an address (all of loopback is one) that opened a ninth.
- */
-unsigned long cportcullis_http_connections_cut(struct cportcullis_http_server *server);
-/* The port it listens on. */
-uint16_t cportcullis_http_port(const struct cportcullis_http_server *server);
-/* Stops the thread, closes every connection and frees the server. */
-void cportcullis_http_stop(struct cportcullis_http_server *server);
-
-/*
- * An HTTP(S) client over libcurl's easy interface: one handle per thread, reused so that its
- * connection is kept alive between requests.
- */
-struct cportcullis_curl_options {
-	const char *user_agent;
-	const char *ca_path;   /* CA bundle to verify the server with (NULL: the system's) */
-	const char *cert_path; /* client certificate (NULL: none) */
-	const char *key_path;  /* its key */
-	bool insecure;	       /* verify neither the server's certificate nor its name */
-	long timeout_ms;       /* the whole request */
-	long connect_timeout_ms;
-	size_t max_body;   /* a longer response is refused (CURLE_WRITE_ERROR, `too_long` set) */
-	const int *cancel; /* when set (cportcullis_curl_cancel), a request under way ends (NULL: none) */
-};
-/* Sets `*flag`, which ends the requests that watch it within a second (atomically). */
-void cportcullis_curl_cancel(int *flag);
-struct cportcullis_curl_response {
-	long status;
-	char *body; /* malloc(3)ed, NUL-terminated; free with cportcullis_curl_free */
-	size_t length;
-	bool too_long;
-	char error[256]; /* libcurl's message when the request failed */
-};
-/* A new handle, or NULL. Once per process before any: curl_global_init (cportcullis_curl_global). */
-void *cportcullis_curl_new(void);
-int cportcullis_curl_global(void);
-void cportcullis_curl_close(void *handle);
-/*
- * Sends `method` to `url` with `headers` (count of them, "Name: value" each) and `body` (may be
- * NULL), waits for the whole answer. Returns the CURLcode (0: an answer came, whatever its status).
- */
-int cportcullis_curl_request(void *handle, const struct cportcullis_curl_options *options, const char *method,
-			     const char *url, const char *const *headers, size_t count, const void *body,
-			     size_t body_length, struct cportcullis_curl_response *response);
-void cportcullis_curl_free(struct cportcullis_curl_response *response);
 
 #endif /* CPORTCULLIS_H */

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CPortcullis
+import CPortcullisNATS
 import Foundation
 import LogTransport
 import PortcullisCore

@@ -1,5 +1,3 @@
-import PortcullisCore
-
 /// What the daemon did to a set of addresses: banned them (a jail's crossing) or lifted their bans.
 public struct BanEvent: Sendable {
     public enum Kind: String, Sendable {

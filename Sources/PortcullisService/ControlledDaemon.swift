@@ -2,67 +2,60 @@ import Glibc
 import PortcullisControl
 import PortcullisCore
 import PortcullisDaemon
+import PortcullisFleet
 import PortcullisMetrics
 import PortcullisSystem
 import Synchronization
 import XDPFirewall
 
-/// What the control socket drives: the daemon running now (a reload replaces it), and how reloads
-/// went. Its requests are answered on the control server's thread; `reload` is handed to the main
-/// thread (as SIGHUP) and waited for.
+/// What the control socket and the metrics endpoint drive: the daemon running now (a reload
+/// replaces it). Its requests are answered on the control server's thread; `reload` is handed to
+/// the supervisor as a request, and its outcome waited for.
 final class ControlledDaemon: @unchecked Sendable {
     private struct State {
         var daemon: Daemon?
-        /// SIGHUPs handled (what a `reload` request waits for), and of them those that reloaded.
-        var attempts = 0
-        var reloads = 0
-        var outcome = ""
+        var maps: BanMaps?
     }
 
     private let state = Mutex(State())
-    /// Set when the daemon stops: a `reload` waiting for the main thread gives up at once.
-    private let stopping = Atomic<Bool>(false)
-    private var maps: BanMaps?
+    /// Where a `reload` request goes.
+    private let events: ServiceEvents
     /// Set once the server is made (its counters are part of `status`).
     var server: ControlServer?
-    /// The CrowdSec bouncer and alert pusher (their metrics).
-    var crowdsec: CrowdSecLink?
-    /// The fleet link (its metrics and status).
+    /// The supervisor's reload counts (done, refused) and its components' metrics.
+    var reloadCounts: () -> (done: Int, refused: Int) = { (0, 0) }
+    var samples: () -> [MetricSample] = { [] }
+    /// The companions' states, for `portcullis status`.
+    var crowdsecState: () -> CrowdSecState? = { nil }
+    var fleetState: () -> FleetState? = { nil }
+    /// The fleet link (`fleet ignore`).
     var fleet: FleetLink?
 
-    init() {}
+    init(events: ServiceEvents) {
+        self.events = events
+    }
 
     /// The daemon starts answering requests.
     func started(_ daemon: Daemon, maps: BanMaps) {
         state.withLock {
-            self.maps = maps
+            $0.maps = maps
             $0.daemon = daemon
         }
     }
 
-    /// The daemon stops: nothing waits for the main thread any more.
-    func stop() {
-        stopping.store(true, ordering: .releasing)
+    /// A reload replaced the daemon.
+    func replaced(_ daemon: Daemon) {
+        state.withLock { $0.daemon = daemon }
     }
 
-    /// After a SIGHUP: the daemon now running, and what the reload did.
-    func reloaded(_ daemon: Daemon, outcome: String) {
-        state.withLock {
-            $0.daemon = daemon
-            $0.attempts += 1
-            if outcome.hasPrefix("reloaded") { $0.reloads += 1 }
-            $0.outcome = outcome
-        }
+    private var running: (daemon: Daemon, maps: BanMaps)? {
+        state.withLock { state in state.daemon.flatMap { daemon in state.maps.map { (daemon, $0) } } }
     }
 
     /// What a metrics scrape reads now (nil before the daemon runs).
     func metricsInputs() -> DaemonMetrics.Inputs? {
-        guard
-            let (daemon, attempts, reloads) = state.withLock({ state in
-                state.daemon.map { ($0, state.attempts, state.reloads) }
-            }),
-            let maps
-        else { return nil }
+        guard let (daemon, maps) = running else { return nil }
+        let (reloads, refused) = reloadCounts()
         var control: [(name: String, value: UInt64)] = []
         if let counters = server?.counters {
             let refused =
@@ -77,8 +70,7 @@ final class ControlledDaemon: @unchecked Sendable {
         }
         return DaemonMetrics.Inputs(
             status: daemon.status, maps: maps, control: control, reloads: UInt64(reloads),
-            reloadsRefused: UInt64(attempts - reloads),
-            samples: (crowdsec?.samples() ?? []) + (fleet?.samples() ?? []) + banLogSamples(daemon))
+            reloadsRefused: UInt64(refused), samples: samples() + banLogSamples(daemon))
     }
 
     /// The ban log's write failures, when there is one.
@@ -98,8 +90,7 @@ final class ControlledDaemon: @unchecked Sendable {
     /// the listing as `portcullis list --json` prints it, read and written in chunks. - Returns:
     /// false for every other request (or when not running: the handler says so).
     func stream(_ request: ControlRequest, to connection: Int32) -> Bool {
-        guard request.command == "list", request.format == "json", state.withLock({ $0.daemon }) != nil, let maps
-        else { return false }
+        guard request.command == "list", request.format == "json", let (_, maps) = running else { return false }
         var header = ControlReply()
         header.stream = true
         var text = JSONOutput.line(header) + "\n"
@@ -115,14 +106,14 @@ final class ControlledDaemon: @unchecked Sendable {
                 to: connection, deadline: SystemClock.monotonicNanoseconds() + Self.streamDeadline)
         } catch {
             if case .system(_, let code, _) = error, code == EPIPE || code == ECONNRESET { return true }
-            say("portcullisd: control: a ban listing was cut off: \(error)", to: STDERR_FILENO)
+            say(.error("control: a ban listing was cut off: \(error)"))
         }
         return true
     }
 
     /// Answers one request.
     func handle(_ request: ControlRequest) -> ControlReply {
-        guard let daemon = state.withLock({ $0.daemon }), let maps else {
+        guard let (daemon, maps) = running else {
             return .failure("portcullisd is starting; ask again in a moment")
         }
         switch request.command {
@@ -217,9 +208,9 @@ final class ControlledDaemon: @unchecked Sendable {
         var reply = ControlReply()
         reply.status = DaemonState(
             pid: Int(getpid()), uptimeSeconds: status.uptime, lines: total.lines, bans: total.bans,
-            unbans: status.unbans, bansInForce: status.scheduledBans, reloads: state.withLock { $0.reloads },
-            jails: jails, control: server?.counters ?? ControlCounters(), crowdsec: crowdsec?.controlState(),
-            fleet: fleet?.controlState())
+            unbans: status.unbans, bansInForce: status.scheduledBans, reloads: reloadCounts().done,
+            jails: jails, control: server?.counters ?? ControlCounters(), crowdsec: crowdsecState(),
+            fleet: fleetState())
         if !daemon.degradedSources.isEmpty {
             reply.status?.degraded = daemon.degradedSources.map { "\($0.label): \($0.reason)" }
         }
@@ -272,22 +263,14 @@ final class ControlledDaemon: @unchecked Sendable {
         }
     }
 
-    /// Hands the reload to the main thread (SIGHUP, as `kill -HUP` would) and waits for its outcome.
+    /// Hands the reload to the supervisor and waits for its outcome.
     private func reload() -> ControlReply {
-        let before = state.withLock { $0.attempts }
-        kill(getpid(), SIGHUP)
-        let deadline = SystemClock.monotonicNanoseconds() + 60_000_000_000
-        while SystemClock.monotonicNanoseconds() < deadline {
-            if stopping.load(ordering: .acquiring) { return .failure("portcullisd is stopping") }
-            let (attempts, outcome) = state.withLock { ($0.attempts, $0.outcome) }
-            if attempts != before {
-                // A reload that left a source unread fails `systemctl reload`: the operator must know.
-                var reply = ControlReply(ok: outcome.hasPrefix("reloaded") && !outcome.contains("DEGRADED"), error: nil)
-                if reply.ok { reply.message = outcome } else { reply.error = outcome }
-                return reply
-            }
-            SystemClock.sleep(nanoseconds: 20_000_000)
-        }
-        return .failure("the reload did not finish within 60 s; see the daemon's log")
+        let (answered, outcome) = events.reload(waitingSeconds: 60)
+        guard answered else { return .failure("the reload did not finish within 60 s; see the daemon's log") }
+        guard let outcome else { return .failure("portcullisd is stopping") }
+        // A reload that left a source unread fails `systemctl reload`: the operator must know.
+        var reply = ControlReply(ok: outcome.kind == .applied, error: nil)
+        if reply.ok { reply.message = outcome.text } else { reply.error = outcome.text }
+        return reply
     }
 }

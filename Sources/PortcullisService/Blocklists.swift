@@ -9,7 +9,7 @@ import XDPFirewall
 /// (a file that cannot be read, or has a bad line, refuses the start or the reload), and with
 /// `reload = true` loaded again whenever the file changes (a changed file with a bad line keeps
 /// the list in force, said on stderr).
-final class BlocklistFeeds {
+public final class BlocklistFeeds: Component {
     private struct Feed {
         let setting: ConfigurationFile.Blocklist
         var stamp: Stamp?
@@ -25,14 +25,71 @@ final class BlocklistFeeds {
 
     private var feeds: [Feed] = []
 
+    /// The lists of the configuration, and what they must not drop.
+    public struct Settings: Equatable {
+        public var lists: [ConfigurationFile.Blocklist]
+        public var policy: ListPolicy
+
+        public init(lists: [ConfigurationFile.Blocklist], policy: ListPolicy) {
+            self.lists = lists
+            self.policy = policy
+        }
+    }
+
+    public let name = "blocklists"
+    /// Every reload reads the lists' files again, changed or not.
+    public var reloadsUnchanged: Bool { true }
+    /// `--config`: where the lists are declared (none: no lists).
+    private let config: String?
+    private let firewall: FirewallComponent
+
+    public init(config: String?, firewall: FirewallComponent) {
+        self.config = config
+        self.firewall = firewall
+    }
+
+    public func start(_ settings: Settings) throws -> [LogLine] {
+        guard let config, let maps = firewall.maps else { return [] }
+        return try load(settings.lists, config: config, maps: maps, policy: settings.policy).map { LogLine($0) }
+    }
+
+    /// The configuration's lists loaded again (one that cannot be read or has a bad line leaves the
+    /// lists in force as they were, and the reload is `DEGRADED`).
+    public func reload(_ settings: Settings) throws -> ReloadVerdict {
+        guard let config, let maps = firewall.maps else { return .applied(outcome: nil, lines: []) }
+        do {
+            let lines = try load(settings.lists, config: config, maps: maps, policy: settings.policy)
+            return .applied(outcome: nil, lines: lines.map { LogLine("SIGHUP: " + $0) })
+        } catch {
+            return .degraded(outcome: "blocklists not reloaded, those in force stay: \(error)", lines: [])
+        }
+    }
+
+    /// The lists stay in force.
+    public func stop() {}
+
+    /// Every 2 s: the lists with `reload = true` whose file changed, loaded again.
+    public func tick(now: Double) -> Double? {
+        guard let config, let maps = firewall.maps else { return nil }
+        for (line, error) in reloadChanged(config: config, maps: maps, policy: currentPolicy) {
+            say(LogLine(line, isError: error))
+        }
+        return now + 2
+    }
+
+    /// The policy of the last load.
+    private var currentPolicy = ListPolicy()
+
     /// The lists `file` names (none without --config).
-    static func settings(config: String?) throws(ConfigurationError) -> [ConfigurationFile.Blocklist] {
+    public static func settings(config: String?) throws(ConfigurationError) -> [ConfigurationFile.Blocklist] {
         guard let config else { return [] }
         return try ConfigurationFile.load(config).blocklists
     }
 
     /// The networks of a list file. - Throws: naming the file, the list and its first bad line.
-    static func read(_ setting: ConfigurationFile.Blocklist, config: String) throws(ConfigurationError) -> [IPNetwork] {
+    public static func read(
+        _ setting: ConfigurationFile.Blocklist, config: String
+    ) throws(ConfigurationError) -> [IPNetwork] {
         let key = "blocklist.\(setting.name)"
         guard BanMaps.listOrigin(setting.name) != nil else {
             throw ConfigurationError(
@@ -104,6 +161,7 @@ final class BlocklistFeeds {
             }
         }
         feeds = loaded
+        currentPolicy = policy
         return lines
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CPortcullis
+import Logging
 import Foundation
 import PortcullisCore
 import PortcullisDaemon
@@ -7,6 +8,7 @@ import PortcullisDaemon
 import PortcullisSystem
 import Synchronization
 import XDPFirewall
+import CPortcullisNATS
 
 /// Suite `fleet`: how fast a ban made on host A is in the maps of hosts B and C, through a real
 /// NATS server with JetStream (Debian's nats-server, started here on loopback and stopped by its
@@ -56,9 +58,9 @@ struct FleetSuite: ParsableCommand {
         let object = try BPFObjectLocator().locate(explicit: bpfObject)
         let programs = try (0..<4).map { _ in try LoadedProgram(filterAt: object, pinDirectory: nil) }
         let maps = programs.map { $0.maps! }
-        let quiet: @Sendable (String, Bool) -> Void = { line, error in
-            if error { FileHandle.standardError.write(Data("portcullis-perf: \(line)\n".utf8)) }
-        }
+        // Problems only (the nodes' connection and read lines would interleave with the table).
+        var quiet = ConsoleLogHandler.logger("portcullis-perf.fleet")
+        quiet.logLevel = .warning
         var nodes: [FleetNode] = []
         defer { for node in nodes { node.stopAndJoin() } }
         let arrivals = Arrivals(capacity: bans * options.rounds)
@@ -67,7 +69,7 @@ struct FleetSuite: ParsableCommand {
             settings.reconnectWait = 0.1
             // The suite measures whole buckets of one host's bans: no per-host limit in the way.
             settings.maxKeysPerHost = 10_000_000
-            let node = FleetNode(settings: settings, maxAgeSeconds: 3600, say: quiet)
+            let node = FleetNode(settings: settings, maxAgeSeconds: 3600, logger: quiet)
             if index > 0 {
                 let host = index - 1
                 node.installObserver = { key in arrivals.record(key, host: host) }
@@ -124,7 +126,7 @@ struct FleetSuite: ParsableCommand {
     /// asynchronous puts of as many values into a bucket of their own), then host D starts and
     /// reads the bucket's whole set into its maps (timed, against a bare watch reading the same set).
     private func joinerRows(
-        server: LoopbackNATS, publisher: FleetNode, maps: BanMaps, quiet: @escaping @Sendable (String, Bool) -> Void
+        server: LoopbackNATS, publisher: FleetNode, maps: BanMaps, quiet: Logger
     ) throws -> [Measurement] {
         let bare = try BareBucket(url: server.url)
         let barePut = try bare.putValues(count: joinerBans)
@@ -158,7 +160,7 @@ struct FleetSuite: ParsableCommand {
         settings.reconnectWait = 0.1
         // A bucket of more of one host's keys than the default per-host limit (100,000) is read whole.
         settings.maxKeysPerHost = 10_000_000
-        let joiner = FleetNode(settings: settings, maxAgeSeconds: 3600, say: quiet)
+        let joiner = FleetNode(settings: settings, maxAgeSeconds: 3600, logger: quiet)
         let joined = SystemClock.monotonicSeconds()
         try joiner.start(maps: maps, allowlist: [])
         defer { joiner.stopAndJoin() }

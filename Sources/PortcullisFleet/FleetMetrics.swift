@@ -1,0 +1,76 @@
+import PortcullisCore
+
+/// The fleet's metric catalogue: what `portcullisd`'s Prometheus endpoint serves of the node
+/// (README, "Metrics").
+extension FleetLink {
+    /// The node's metrics.
+    public func samples() -> [MetricSample] {
+        guard let snapshot = running?.snapshot else { return [] }
+        var samples: [MetricSample] = [
+            .gauge(
+                "portcullis_fleet_connected", "1 when connected to a NATS server of the fleet.", [],
+                snapshot.connected ? 1 : 0),
+            .counter(
+                "portcullis_fleet_published_total", "This host's ban changes the bucket took.", [],
+                Double(snapshot.published)),
+            .gauge(
+                "portcullis_fleet_queue", "This host's ban changes waiting for the server.", [],
+                Double(snapshot.queued)),
+            .counter(
+                "portcullis_fleet_received_total", "Other hosts' ban changes the watch delivered.", [],
+                Double(snapshot.received)),
+            .counter(
+                "portcullis_fleet_installed_total", "Other hosts' bans written into the maps.", [],
+                Double(snapshot.installed)),
+            .counter(
+                "portcullis_fleet_lifted_total", "Other hosts' bans lifted by their deletion.", [],
+                Double(snapshot.lifted)),
+            .gauge("portcullis_fleet_bans", "Other hosts' bans in force here.", [], Double(snapshot.bans)),
+            .gauge(
+                "portcullis_fleet_networks", "Networks in the maps for other hosts' bans.", [],
+                Double(snapshot.networks)),
+            .seconds(
+                "portcullis_fleet_propagation_seconds_total",
+                "From the origin host's ban to its install here, summed (divide by the installs it counts).", [],
+                snapshot.lagSeconds),
+            .counter(
+                "portcullis_fleet_propagations_total", "Installs whose propagation lag is summed.", [],
+                Double(snapshot.lagCount)),
+            .gauge(
+                "portcullis_fleet_last_propagation_seconds", "The last install's propagation lag.", [],
+                snapshot.lastLagSeconds),
+            .counter(
+                "portcullis_fleet_reconnects_total", "Connections nats.c made again.", [],
+                Double(snapshot.reconnects)),
+            .counter(
+                "portcullis_fleet_resyncs_total",
+                "Reads of the bucket's whole set: at start and after each reconnection.",
+                [], Double(snapshot.resyncs)),
+            .counter(
+                "portcullis_fleet_republished_total",
+                "This host's bans in force put again: after a connection made anew, before the max age takes them.",
+                [], Double(snapshot.republished)),
+        ]
+        for (host, count) in snapshot.byHost.sorted(by: { $0.key < $1.key }) {
+            samples.append(
+                .gauge(
+                    "portcullis_fleet_bans_by_host", "Other hosts' bans in force here, by origin host.",
+                    [("host", host)], Double(count)))
+        }
+        for reason in FleetSkip.allCases {
+            samples.append(
+                .counter(
+                    "portcullis_fleet_skipped_total",
+                    "Other hosts' keys not enforced: ended, malformed, a bad key, allowlisted, too wide, never bannable, "
+                        + "over the host's limit, an ignored host.",
+                    [("reason", reason.rawValue)], Double(snapshot.skipped[reason] ?? 0)))
+        }
+        for reason in ["queue_full", "refused", "rejected", "ended", "stopping"] {
+            samples.append(
+                .counter(
+                    "portcullis_fleet_dropped_total", "This host's ban changes never published, by reason.",
+                    [("reason", reason)], Double(snapshot.dropped[reason] ?? 0)))
+        }
+        return samples
+    }
+}

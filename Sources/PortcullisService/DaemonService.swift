@@ -1,0 +1,99 @@
+import Glibc
+import PortcullisConfiguration
+import PortcullisCore
+import PortcullisCrowdSec
+import PortcullisDaemon
+import PortcullisFleet
+import PortcullisMetrics
+import PortcullisSystem
+import XDPFirewall
+
+extension LoadedConfiguration: ServiceConfiguration {
+    public var restartOnly: RestartOnlySettings { options.restartOnly }
+}
+
+/// `portcullisd`: its components under one supervisor, in their start order (BUILD.md, "Layout"):
+/// the control socket and the metrics endpoint (a path or port in use refuses the start before the
+/// interface is touched), the firewall (attach, maps), the daemon (made), CrowdSec's alert pusher,
+/// the blocklists, the fleet, the daemon's workers, CrowdSec's bouncer, the enforcement watch and
+/// the status line. Stopped in reverse; a reload is one diff of `LoadedConfiguration`.
+public final class DaemonService {
+    private let supervisor: Supervisor<LoadedConfiguration>
+    private let events = ServiceEvents()
+    private let signals: SignalForwarder
+
+    /// - Parameters: what the executable checked before anything is touched.
+    public init(
+        options: DaemonOptions, interfaces: [String], objectPath: String, controlGroup: gid_t?,
+        metricsEndpoint: MetricsEndpoint?, prefixLengths: [(IPAddress.Family, [Int])], banLog: BanLog?,
+        signals: SignalForwarder
+    ) {
+        self.signals = signals
+        let describe: (any Error) -> String = { DaemonOptions.message(for: $0) }
+        let supervisor = Supervisor<LoadedConfiguration>(describe: describe, log: say)
+        self.supervisor = supervisor
+        let controlled = ControlledDaemon(events: events)
+        let control = ControlComponent(path: options.control, group: controlGroup, controlled: controlled)
+        let metrics = MetricsComponent(endpoint: metricsEndpoint, controlled: controlled)
+        let firewall = FirewallComponent(
+            interfaces: interfaces, objectPath: objectPath, options: options, prefixLengths: prefixLengths)
+        let fleetLink = FleetLink(stateDirectory: options.stateDir)
+        let crowdsecLink = CrowdSecLink { [fleetLink] changes, now, whole in
+            fleetLink.publishDecisions(changes, now: now, whole: whole)
+        }
+        let publishers: [BanPublisher] =
+            (banLog.map { [$0] } ?? []) + [crowdsecLink, fleetLink] + (metricsEndpoint == nil ? [] : [metrics.metrics])
+        let daemon = DaemonComponent(firewall: firewall, publishers: publishers, describe: describe)
+        let fleet = FleetComponent(link: fleetLink, firewall: firewall)
+        let bouncer = CrowdSecBouncerComponent(link: crowdsecLink, firewall: firewall)
+        let ready = ReadyFile(path: options.readyFile)
+        let transport = options.transport.transport.rawValue
+        let workers = WorkersComponent(daemon: daemon, firewall: firewall, summaryJson: options.summaryJson) {
+            ready.started($0, firewall: firewall, transport: transport, metrics: metrics.url)
+            controlled.started($0, maps: firewall.maps!)
+        }
+        daemon.replaced = {
+            controlled.replaced($0)
+            ready.reloaded($0)
+        }
+        // What the daemon gives the companions (its allowlist and list policy) is read from the
+        // daemon that runs: after a reload, the new one's.
+        func running() -> Daemon { daemon.daemon! }
+        supervisor.add(control)
+        supervisor.add(metrics)
+        supervisor.add(firewall)
+        // The daemon first among those a reload changes: a configuration it refuses is refused
+        // whole, before any companion took it.
+        supervisor.add(daemon) { Fresh($0.daemon) }
+        supervisor.add(CrowdSecAlertsComponent(link: crowdsecLink)) { .init($0) }
+        supervisor.add(BlocklistFeeds(config: options.config, firewall: firewall)) {
+            .init(lists: $0.blocklists, policy: running().listPolicy)
+        }
+        supervisor.add(fleet) { .init($0, allowlist: running().driverAllowlist) }
+        supervisor.add(workers)
+        supervisor.add(bouncer) { .init(bouncer: $0.crowdsec?.bouncer, policy: running().listPolicy) }
+        supervisor.add(EnforcementWatch(firewall: firewall, options: options))
+        supervisor.add(StatusLine(daemon: daemon, interval: options.statusInterval))
+        controlled.reloadCounts = { supervisor.reloadCounts }
+        controlled.samples = { supervisor.metrics() }
+        controlled.crowdsecState = { bouncer.controlState }
+        controlled.fleetState = { fleet.controlState }
+        controlled.fleet = fleetLink
+    }
+
+    /// Starts the components on `configuration`, tells the service manager it is ready, and runs
+    /// until SIGINT or SIGTERM; a SIGHUP or a control socket's `reload` reads the configuration
+    /// again with `loader`. - Throws: what refused the start (everything started is rolled back).
+    public func run(_ configuration: LoadedConfiguration, reloadingWith loader: ConfigurationLoader) throws {
+        try supervisor.start(configuration)
+        // A signal that came during the start waits, blocked, for this thread to take it.
+        do throws(Errno) {
+            try signals.start(posting: events)
+        } catch {
+            supervisor.stop()
+            throw DaemonError.invalidSetting("cannot start the signal thread: \(error)")
+        }
+        defer { signals.finish() }
+        supervisor.run(events: events, load: { try loader.load() })
+    }
+}
