@@ -41,7 +41,7 @@ let product: [Target] = [
     ),
     .target(name: "XDPFirewall", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     // fail2ban's configuration and filters, read and matched as fail2ban does.
-    .target(name: "Fail2ban", dependencies: ["CPortcullis", "PortcullisCore"]),
+    .target(name: "Fail2ban", dependencies: ["CPortcullis", "PortcullisCore", "PortcullisSystem"]),
     .target(
         name: "PortcullisDaemon",
         dependencies: [

@@ -1,4 +1,5 @@
 import Glibc
+import PortcullisSystem
 
 /// One configuration file parsed as Python's `configparser` parses it for fail2ban (fail2ban 1.0,
 /// Python 3):
@@ -149,22 +150,13 @@ extension StringProtocol {
 
 /// The contents of a text file, or nil when it does not exist.
 func readTextFile(_ path: String) throws(Fail2banError) -> String? {
-    guard let file = fopen(path, "r") else {
-        if errno == ENOENT || errno == ENOTDIR { return nil }
-        throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
+    do throws(Errno) {
+        return try TextFile.read(path)
+    } catch  where error.code == ENOENT || error.code == ENOTDIR {
+        return nil
+    } catch {
+        throw .unreadableFile(path: path, reason: error.description)
     }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = fread(&buffer, 1, buffer.count, file)
-        if count > 0 { bytes += buffer[0..<count] }
-        if count < buffer.count {
-            if ferror(file) != 0 { throw .unreadableFile(path: path, reason: String(cString: strerror(errno))) }
-            break
-        }
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Whether a regular file (or a link to one) exists at `path`.

@@ -1,7 +1,8 @@
 import CPortcullis
 
 /// A compiled PCRE2 pattern: JIT where the platform has it, every match under a match and depth
-/// limit (as `FailRegex`). Immutable once built, so one instance is shared by all threads; each
+/// limit. Portcullis's one PCRE2 wrapper: fail2ban's filters and `--failregex` (`FailRegex`) are
+/// both matched through it. Immutable once built, so one instance is shared by all threads; each
 /// thread matches with its own `MatchData`.
 final class Pattern: @unchecked Sendable {
     /// The expression as compiled.

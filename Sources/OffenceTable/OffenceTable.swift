@@ -2,6 +2,7 @@ import CPortcullis
 import CPortcullisNUMA
 import Glibc
 import PortcullisCore
+import PortcullisSystem
 
 /// Counts offences per client in one open-addressing table shared by every ban worker, without
 /// locks: a bin is claimed with compare-and-swap, counts move with compare-and-swap on one 64-bit
@@ -125,12 +126,15 @@ public final class OffenceTable: @unchecked Sendable {
         self.idleHorizon = max(idleHorizon, 1)
         self.window = min(max(window, 1), bins)
         size = bins * Self.binSize
-        let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let mapped, mapped != MAP_FAILED else {
-            let code = errno
-            throw SettingError(
-                "cannot reserve \(size) bytes for \(bins) table bins (\(String(cString: strerror(code))));"
-                    + " lower --table-bins")
+        let bytes = size
+        let reserved = mapMemoryResult {
+            mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        }
+        let mapped: UnsafeMutableRawPointer
+        switch reserved {
+        case .success(let mapping): mapped = mapping
+        case .failure(let error):
+            throw SettingError("cannot reserve \(size) bytes for \(bins) table bins (\(error)); lower --table-bins")
         }
         memory = mapped
         // Clients land in bins all over the table: with 4 KiB pages nearly every record is a TLB

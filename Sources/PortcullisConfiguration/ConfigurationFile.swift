@@ -230,10 +230,12 @@ public struct ConfigurationFile {
                     throw ConfigurationError(file: path, line: filter.line, key: filter.key, error.description)
                 }
             }
-            if jail.source.kind == .file, access(jail.source.file.path, R_OK) != 0 {
+            if jail.source.kind == .file,
+                case .failure(let error) = systemCallResult({ access(jail.source.file.path, R_OK) })
+            {
                 throw ConfigurationError(
                     file: path, line: filter.sourceLine, key: filter.sourceKey ?? "jail.\(name).source",
-                    "\(jail.source.file.path): \(Errno(errno)); give the log file the service writes")
+                    "\(jail.source.file.path): \(error); give the log file the service writes")
             }
             jails.append(jail)
         }
@@ -392,10 +394,9 @@ public struct ConfigurationFile {
 /// The whole text of a regular file (at most 16 MiB). Opened without blocking and checked before
 /// reading: a FIFO, device or directory named as a configuration is one line, not a hang.
 func readRegularText(_ path: String, what: String) throws(ConfigurationError) -> String {
-    let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-    guard fd >= 0 else {
-        throw ConfigurationError(file: path, "cannot read it: \(Errno(errno)); give a readable \(what)")
-    }
+    let fd = try systemCall(
+        { open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) },
+        orThrow: { ConfigurationError(file: path, "cannot read it: \($0); give a readable \(what)") })
     defer { close(fd) }
     var info = stat()
     guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {

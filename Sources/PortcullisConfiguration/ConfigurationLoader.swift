@@ -165,10 +165,12 @@ extension DaemonOptions {
             }
         }
         if (!files.isEmpty || escalates) && creatingStateDirectory {
-            if mkdir(stateDir, 0o700) != 0 && errno != EEXIST || access(stateDir, W_OK) != 0 {
+            var made = systemCallResult { mkdir(stateDir, 0o700) }
+            if case .failure(let error) = made, error.code == EEXIST { made = .success(0) }
+            if made.isSuccess { made = systemCallResult { access(stateDir, W_OK) } }
+            if case .failure(let error) = made {
                 throw DaemonError.invalidSetting(
-                    "--state-dir \(stateDir): cannot create or write it (\(Errno(errno))); give a directory root can write"
-                )
+                    "--state-dir \(stateDir): cannot create or write it (\(error)); give a directory root can write")
             }
         }
         func withPosition(_ source: TransportConfiguration) -> TransportConfiguration {

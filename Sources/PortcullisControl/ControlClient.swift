@@ -43,8 +43,9 @@ public enum ControlClient {
         throws(ControlClientError) -> ControlReply
     {
         guard var address = UnixSocketAddress.of(path) else { throw .noDaemon(path: path) }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .noReply(path: path, detail: "\(Errno(errno))") }
+        let fd = try systemCall(
+            { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) },
+            orThrow: { ControlClientError.noReply(path: path, detail: "\($0)") })
         defer { close(fd) }
         let connected = systemCallResult {
             withUnsafePointer(to: &address) {
@@ -111,11 +112,11 @@ public enum ControlClient {
         func write(_ pointer: UnsafeRawPointer, _ count: Int) throws(ControlClientError) {
             var done = 0
             while done < count {
-                guard
-                    case .success(let written) = systemCallResult({ Glibc.write(output, pointer + done, count - done) }),
-                    written > 0
-                else { throw .noReply(path: path, detail: "cannot write its answer out (\(Errno(errno)))") }
-                done += written
+                switch systemCallResult({ Glibc.write(output, pointer + done, count - done) }) {
+                case .success(let written) where written > 0: done += written
+                case .success: throw .noReply(path: path, detail: "cannot write its answer out (nothing written)")
+                case .failure(let error): throw .noReply(path: path, detail: "cannot write its answer out (\(error))")
+                }
             }
         }
         let first = Array(start)
@@ -134,8 +135,10 @@ public enum ControlClient {
             guard case .success(let ready) = systemCallResult({ Glibc.poll(&poll, 1, Int32(stall)) }), ready > 0 else {
                 throw .noReply(path: path, detail: "its answer stalled for \(stall) ms")
             }
-            guard case .success(let count) = systemCallResult({ read(fd, buffer, 1 << 18) }) else {
-                throw .noReply(path: path, detail: "its answer broke off (\(Errno(errno)))")
+            let count: Int
+            switch systemCallResult({ read(fd, buffer, 1 << 18) }) {
+            case .success(let read): count = read
+            case .failure(let error): throw .noReply(path: path, detail: "its answer broke off (\(error))")
             }
             if count == 0 {
                 guard last == 10 else {

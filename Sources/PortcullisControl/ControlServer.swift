@@ -63,8 +63,10 @@ public final class ControlServer: @unchecked Sendable {
         // 0755: /run/portcullis also holds the socket transport's directory, which the services'
         // users must reach; the control socket itself is 0660 and checks every peer.
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-        if !directory.isEmpty, mkdir(directory, 0o755) != 0, errno != EEXIST {
-            throw ControlError("control socket \(path): cannot make \(directory) (\(Errno(errno)))")
+        if !directory.isEmpty, case .failure(let error) = systemCallResult({ mkdir(directory, 0o755) }),
+            error.code != EEXIST
+        {
+            throw ControlError("control socket \(path): cannot make \(directory) (\(error))")
         }
         // A socket left by a daemon that died: replaced; one a live daemon answers on: refused.
         if (try? ControlClient.send(ControlRequest(command: "status"), to: path, timeoutMilliseconds: 500)) != nil {
@@ -77,20 +79,32 @@ public final class ControlServer: @unchecked Sendable {
             }
             unlink(path)
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ControlError("control socket: \(Errno(errno))") }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, chmod(path, 0o660) == 0, listen(fd, 64) == 0 else {
-            let error = Errno(errno)
+        let fd = try systemCall(
+            { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) },
+            orThrow: { ControlError("control socket: \($0)") })
+        do throws(Errno) {
+            try systemCall(
+                {
+                    withUnsafePointer(to: &address) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                        }
+                    }
+                }, orThrow: { $0 })
+            try systemCall({ chmod(path, 0o660) }, orThrow: { $0 })
+            try systemCall({ listen(fd, 64) }, orThrow: { $0 })
+        } catch {
             Glibc.close(fd)
             unlink(path)
             throw ControlError("control socket \(path): \(error); check that its directory is writable")
         }
-        if let allowedGroup { _ = chown(path, 0, allowedGroup) }
+        // Without the group the operators meant to let in, they would meet "permission denied".
+        if let allowedGroup, case .failure(let error) = systemCallResult({ chown(path, 0, allowedGroup) }) {
+            Glibc.close(fd)
+            unlink(path)
+            throw ControlError(
+                "control socket \(path): cannot give it to group \(allowedGroup) (\(error)); run as root")
+        }
         listener = fd
     }
 

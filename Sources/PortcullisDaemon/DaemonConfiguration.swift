@@ -1,5 +1,6 @@
 import CPortcullis
 import CPortcullisNUMA
+import Fail2ban
 import Glibc
 import LogTransport
 import OffenceTable

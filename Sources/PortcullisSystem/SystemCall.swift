@@ -95,3 +95,16 @@ public func decodeErrorPointer(_ pointer: OpaquePointer?) -> Result<OpaquePointe
     }
     return .success(pointer)
 }
+
+/// `systemCallResult` for `mmap`: `MAP_FAILED` (or NULL) with the error in `errno`, read at once.
+/// - Returns: the mapping, or the error it failed with.
+@inline(never)
+public func mapMemoryResult(_ call: () -> UnsafeMutableRawPointer?) -> Result<UnsafeMutableRawPointer, Errno> {
+    while true {
+        if let address = call(), address != MAP_FAILED { return .success(address) }
+        let code = errno
+        if code == EINTR { continue }
+        assert(code != EBADF && code != EFAULT, "mmap was handed a bad descriptor or address (\(Errno(code)))")
+        return .failure(Errno(code))
+    }
+}

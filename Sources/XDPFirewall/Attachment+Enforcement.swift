@@ -95,11 +95,11 @@ struct AttachedFilter {
     }
 
     private static func open(id: UInt32) throws(FirewallError) -> BPFDescriptor? {
-        let fd = bpf_prog_get_fd_by_id(id)
-        let code = errno
-        if fd >= 0 { return BPFDescriptor(fd) }
-        if code == ENOENT { return nil }
-        throw systemError("open XDP program \(id)", code)
+        switch systemCallResult(convention: .negativeErrno, { bpf_prog_get_fd_by_id(id) }) {
+        case .success(let fd): return BPFDescriptor(fd)
+        case .failure(let error) where error.code == ENOENT: return nil
+        case .failure(let error): throw systemError("open XDP program \(id)", error.code)
+        }
     }
 
     private static func name(of fd: Int32) throws(FirewallError) -> String {

@@ -173,11 +173,17 @@ public enum Attachment {
 
     /// The interface index of `name`.
     public static func index(of name: String) throws(FirewallError) -> Int32 {
-        let index = if_nametoindex(name)
-        let code = errno
+        // 0 with the error in errno, as -1 for the funnel.
+        let found = systemCallResult { () -> Int64 in
+            let index = if_nametoindex(name)
+            return index == 0 ? -1 : Int64(index)
+        }
+        switch found {
+        case .success(let index): return Int32(index)
         // glibc asks through a socket: out of descriptors is not "no such interface".
-        guard index != 0 else { throw code == ENODEV ? .unknownInterface(name) : systemError("look up \(name)", code) }
-        return Int32(index)
+        case .failure(let error) where error.code == ENODEV: throw .unknownInterface(name)
+        case .failure(let error): throw systemError("look up \(name)", error.code)
+        }
     }
 
     private static func libxdpMessage(_ result: Result<OpaquePointer, Errno>) -> String {

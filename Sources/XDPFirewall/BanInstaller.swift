@@ -47,8 +47,12 @@ final class BanInstaller: @unchecked Sendable {
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         let bytes = Self.capacity * MemoryLayout<pc_install_slot>.stride
         mappedBytes = (bytes + pageSize - 1) / pageSize * pageSize
-        let mapped = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, slotsFD.fd, 0)
-        guard let mapped, mapped != MAP_FAILED else { throw systemError("map \(PC_MAP_INSTALL) into memory", errno) }
+        let (length, slotsDescriptor) = (mappedBytes, slotsFD.fd)
+        let mapped: UnsafeMutableRawPointer
+        switch mapMemoryResult({ mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, slotsDescriptor, 0) }) {
+        case .success(let mapping): mapped = mapping
+        case .failure(let error): throw systemError("map \(PC_MAP_INSTALL) into memory", error.code)
+        }
         slots = mapped.assumingMemoryBound(to: pc_install_slot.self)
         self.object = object
     }
@@ -100,12 +104,14 @@ final class BanInstaller: @unchecked Sendable {
         slot.pointee.origin = request.origin
         slot.pointee.outcome = 0
         slot.pointee.family = address.isIPv4 ? 4 : 6
-        let bytes = UnsafeMutableRawPointer(slot)  // addr is at offset 0
-        if address.isIPv4 {
-            bytes.storeBytes(of: address.ipv4NetworkOrder, as: UInt32.self)
-        } else {
-            bytes.storeBytes(of: address.high, as: UInt64.self)
-            bytes.storeBytes(of: address.low, toByteOffset: 8, as: UInt64.self)
+        // addr: 4 bytes (IPv4, the other 12 unused) or 16 (IPv6), network order.
+        withUnsafeMutableBytes(of: &slot.pointee.addr) { addr in
+            if address.isIPv4 {
+                addr.storeBytes(of: address.ipv4NetworkOrder, as: UInt32.self)
+            } else {
+                addr.storeBytes(of: address.high, as: UInt64.self)
+                addr.storeBytes(of: address.low, toByteOffset: 8, as: UInt64.self)
+            }
         }
     }
 }

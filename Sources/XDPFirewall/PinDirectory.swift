@@ -1,5 +1,6 @@
 import CPortcullis
 import Glibc
+import PortcullisSystem
 
 /// The directory on a BPF filesystem where the filter's maps are pinned, so that bans outlive the
 /// process that made them and every Portcullis command sees the same maps.
@@ -33,9 +34,8 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
         var prefix = ""
         for component in path.split(separator: "/") {
             prefix += "/" + component
-            if mkdir(prefix, 0o700) != 0 {
-                let code = errno
-                if code != EEXIST { throw systemError("create pin directory \(prefix)", code) }
+            if case .failure(let error) = systemCallResult({ mkdir(prefix, 0o700) }), error.code != EEXIST {
+                throw systemError("create pin directory \(prefix)", error.code)
             }
         }
         guard Self.isBPFFilesystem(path) else { throw .notBPFFilesystem(path: path) }
@@ -49,9 +49,10 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
     /// Removes the filter's pinned maps and, if it is then empty, the directory itself. Maps stay
     /// alive while an attached program still uses them.
     public func removeMaps() throws(FirewallError) {
-        for spec in MapSpec.all where unlink(mapPath(spec.name)) != 0 {
-            let code = errno
-            if code != ENOENT { throw systemError("remove pinned map \(mapPath(spec.name))", code) }
+        for spec in MapSpec.all {
+            if case .failure(let error) = systemCallResult({ unlink(mapPath(spec.name)) }), error.code != ENOENT {
+                throw systemError("remove pinned map \(mapPath(spec.name))", error.code)
+            }
         }
         rmdir(path)
     }
@@ -63,10 +64,9 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
 
     private static func mountBPFFilesystemIfNeeded() throws(FirewallError) {
         guard !isBPFFilesystem("/sys/fs/bpf") else { return }
-        if mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0 {
-            let code = errno
-            throw systemError("mount the BPF filesystem at /sys/fs/bpf", code)
-        }
+        try systemCall(
+            { mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") },
+            orThrow: { systemError("mount the BPF filesystem at /sys/fs/bpf", $0.code) })
     }
 }
 
@@ -147,18 +147,17 @@ final class BPFDescriptor: @unchecked Sendable {
 
     /// Opens a pinned object; `nil` if nothing is pinned at `path`.
     static func openPinned(_ path: String) throws(FirewallError) -> BPFDescriptor? {
-        let fd = bpf_obj_get(path)
-        let code = errno
-        if fd >= 0 { return BPFDescriptor(fd) }
-        if code == ENOENT { return nil }
-        throw systemError("open pinned map \(path)", code)
+        switch systemCallResult(convention: .negativeErrno, { bpf_obj_get(path) }) {
+        case .success(let fd): return BPFDescriptor(fd)
+        case .failure(let error) where error.code == ENOENT: return nil
+        case .failure(let error): throw systemError("open pinned map \(path)", error.code)
+        }
     }
 
     /// Duplicates a descriptor owned by someone else (libbpf), so it outlives that owner.
     static func duplicate(_ fd: Int32, what: String) throws(FirewallError) -> BPFDescriptor {
-        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
-        let code = errno
-        guard copy >= 0 else { throw systemError("duplicate descriptor of \(what)", code) }
+        let copy = try systemCall(
+            { fcntl(fd, F_DUPFD_CLOEXEC, 0) }, orThrow: { systemError("duplicate descriptor of \(what)", $0.code) })
         return BPFDescriptor(copy)
     }
 }

@@ -52,8 +52,11 @@ struct Regex: ParsableCommand {
                 throw UsageError(error.description)
             }
             let matcher = FilterMatcher(compiled)
-            guard let file = fopen(log, "r") else {
-                throw UsageError("\(log): cannot be read: \(String(cString: strerror(errno)))")
+            let fd = try systemCall(
+                { open(log, O_RDONLY | O_CLOEXEC) }, orThrow: { UsageError("\(log): cannot be read: \($0)") })
+            guard let file = fdopen(fd, "r") else {
+                close(fd)
+                throw UsageError("\(log): cannot be read (out of memory)")
             }
             defer { fclose(file) }
             var lines = 0, matched = 0, ignored = 0, missed = 0

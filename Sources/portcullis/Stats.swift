@@ -125,30 +125,39 @@ func printJSON(_ object: JSONObject) {
 
 /// Writes counter samples as CSV rows: time (seconds since the start), counter, total, rate (per second).
 struct CSVWriter {
-    private let file: UnsafeMutablePointer<FILE>
+    private let fd: Int32
 
     init(path: String) throws {
-        guard let file = fopen(path, "w") else {
-            throw UsageError("cannot write CSV file \(path): \(String(cString: strerror(errno)))")
-        }
-        self.file = file
-        fputs("time,counter,total,rate\n", file)
+        fd = try systemCall(
+            { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666) },
+            orThrow: { UsageError("cannot write CSV file \(path): \($0)") })
+        try append("time,counter,total,rate\n")
     }
 
+    /// Writes one sample's rows with one `write` (a watcher reading the file sees whole samples).
     func write(time: Double, counters: FilterCounters, previous: FilterCounters?, elapsed: Double) throws {
+        var rows = ""
         for (index, (name, count)) in counters.named.enumerated() {
             var rate = ""
             if let previous, elapsed > 0 {
                 rate = (Double(count.packets &- previous.named[index].count.packets) / elapsed).fixed(0)
             }
-            if fputs(time.fixed(3) + ",\(name),\(count.packets),\(rate)\n", file) < 0 {
-                throw UsageError("cannot write the CSV file: \(String(cString: strerror(errno))); check the disk")
-            }
+            rows += time.fixed(3) + ",\(name),\(count.packets),\(rate)\n"
         }
-        if fflush(file) != 0 {
-            throw UsageError("cannot write the CSV file: \(String(cString: strerror(errno))); check the disk")
+        try append(rows)
+    }
+
+    private func append(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            done += try bytes.withUnsafeBytes { buffer in
+                try systemCall(
+                    { Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done) },
+                    orThrow: { UsageError("cannot write the CSV file: \($0); check the disk") })
+            }
         }
     }
 
-    func close() { fclose(file) }
+    func close() { Glibc.close(fd) }
 }

@@ -50,10 +50,9 @@ struct Tap: ParsableCommand {
             if let duration, !(duration > 0) { throw UsageError("--duration must be more than 0 seconds") }
             let destination: Int32
             if let output {
-                destination = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o640)
-                if destination < 0 {
-                    throw UsageError("cannot write \(output): \(String(cString: strerror(errno)))")
-                }
+                destination = try systemCall(
+                    { open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o640) },
+                    orThrow: { UsageError("cannot write \(output): \($0)") })
             } else {
                 destination = STDOUT_FILENO
             }

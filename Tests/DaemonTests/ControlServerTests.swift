@@ -102,8 +102,9 @@ struct ControlServerTests {
                 var reply = ControlReply()
                 reply.stream = true
                 let header = JSONOutput.line(reply) + "\n"
-                _ = header.withCString { send(connection, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+                // Counted before the reply line goes: the client reads it, then counts.
                 held.add(1, ordering: .releasing)
+                _ = header.withCString { send(connection, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
                 while !release.load(ordering: .acquiring) { SystemClock.sleep(nanoseconds: 5_000_000) }
                 return true
             }

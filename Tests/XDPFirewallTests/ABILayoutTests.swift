@@ -43,6 +43,25 @@ struct ABILayoutTests {
         #expect(try btf.member("pc_meta", "abi_version") == (MemoryLayout<pc_meta>.offset(of: \.abi_version)!, 4))
     }
 
+    /// The ban installer's slots (written by `BanInstaller.fill` through the imported fields) and its
+    /// context (`BanInstaller.run`).
+    @Test func installerStructsMatchTheProgram() throws {
+        let btf = try ObjectBTF(path: try Products.filterObject())
+        typealias Slot = pc_install_slot
+        #expect(try btf.size("pc_install_slot") == MemoryLayout<Slot>.size)
+        #expect(MemoryLayout<Slot>.stride == MemoryLayout<Slot>.size, "the slots are an array of this stride")
+        #expect(try btf.member("pc_install_slot", "addr") == (MemoryLayout<Slot>.offset(of: \.addr)!, 16))
+        #expect(try btf.member("pc_install_slot", "expires_ns") == (MemoryLayout<Slot>.offset(of: \.expires_ns)!, 8))
+        #expect(try btf.member("pc_install_slot", "origin") == (MemoryLayout<Slot>.offset(of: \.origin)!, 4))
+        #expect(try btf.member("pc_install_slot", "family") == (MemoryLayout<Slot>.offset(of: \.family)!, 1))
+        #expect(try btf.member("pc_install_slot", "outcome") == (MemoryLayout<Slot>.offset(of: \.outcome)!, 1))
+        #expect(try btf.member("pc_install_slot", "reserved") == (MemoryLayout<Slot>.offset(of: \.reserved)!, 2))
+        #expect(try btf.size("pc_install_args") == MemoryLayout<pc_install_args>.size)
+        #expect(try btf.member("pc_install_args", "count") == (MemoryLayout<pc_install_args>.offset(of: \.count)!, 4))
+        #expect(
+            try btf.member("pc_install_args", "reserved") == (MemoryLayout<pc_install_args>.offset(of: \.reserved)!, 4))
+    }
+
     /// The maps the object declares have the types and sizes user space checks pins against.
     @Test func mapDefinitionsMatchTheSpecs() throws {
         let btf = try ObjectBTF(path: try Products.filterObject())

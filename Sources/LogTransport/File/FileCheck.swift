@@ -1,4 +1,5 @@
 import Glibc
+import PortcullisSystem
 
 extension FileReader {
     /// What a reader checks when it opens `options.path`, without reading it (`--check-config`):
@@ -9,14 +10,21 @@ extension FileReader {
     public static func checkOpen(_ options: FileOptions) throws(TransportError) {
         try options.validate()
         try options.owners.checkParents(of: options.path, "log file")
-        let fd = open(options.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        guard fd >= 0 else {
-            let code = errno
-            if code == ENOENT { return }
-            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
-            throw .system(operation: "open \(options.path)\(hint)", errno: code)
-        }
+        guard let fd = try openForReading(options.path) else { return }
         defer { Glibc.close(fd) }
         try checkLogFile(fd: fd, options: options)
+    }
+
+    /// Opens the file at `path` for reading as a reader does: not through a symbolic link (a link to
+    /// /dev/zero or a FIFO there would blind or hang it), never waiting (`O_NONBLOCK`).
+    /// - Returns: the descriptor, or nil when there is no file.
+    static func openForReading(_ path: String) throws(TransportError) -> Int32? {
+        switch systemCallResult({ open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK) }) {
+        case .success(let fd): return fd
+        case .failure(let error) where error.code == ENOENT: return nil
+        case .failure(let error):
+            let hint = error.code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
+            throw .system(operation: "open \(path)\(hint)", errno: error.code)
+        }
     }
 }

@@ -134,11 +134,12 @@ public final class JournalReader: LogReader {
     /// The journal is positioned at an entry delivered (its cursor is the one to save).
     private var positioned = false
     private var lastSave = SystemClock.monotonicSeconds()
-    private var stats = ReaderStatistics()
+    /// Written by the thread that reads; read by any.
+    private let stats = ReaderCounters()
     /// The kernel timestamp's text, made per kernel entry (rare).
     private var kernelStamp: [UInt8] = []
 
-    public var statistics: ReaderStatistics { stats }
+    public var statistics: ReaderStatistics { stats.statistics }
 
     public init(options: JournalOptions) throws(TransportError) {
         try options.validate()
@@ -236,10 +237,10 @@ public final class JournalReader: LogReader {
             if append(journal, to: batch) {
                 count += 1
             } else {
-                stats.linesRejected += 1
+                stats.linesRejected.add(1)
             }
         }
-        stats.linesReceived += UInt64(count)
+        if count > 0 { stats.linesReceived.add(UInt64(count)) }
         if unsaved && options.cursorPath != nil {
             let now = SystemClock.monotonicSeconds()
             if now - lastSave >= options.cursorSaveInterval {

@@ -299,11 +299,3 @@ extension ShmReader {
         _ = cportcullis_fetch_add_seq_cst_u32(sleepers, -1)
     }
 }
-
-/// A counter shared by the threads of one process (Synchronization's `Atomic`, in a class so that
-/// readers and their shares can hold it).
-final class AtomicCounter: Sendable {
-    private let value = Atomic<UInt64>(0)
-    @inline(__always) func add(_ amount: UInt64) { value.wrappingAdd(amount, ordering: .relaxed) }
-    @inline(__always) func load() -> UInt64 { value.load(ordering: .relaxed) }
-}

@@ -215,14 +215,14 @@ final class ShmSegment: @unchecked Sendable {
         try options.validate()
         let wanted = ShmLayout(options)
         for _ in 0..<100 {
-            let fd = shm_open(options.name, O_RDWR | O_CLOEXEC, 0)
-            if fd < 0 {
-                let code = errno
-                guard code == ENOENT else {
-                    throw .system(operation: "open shared memory \(options.name)", errno: code)
-                }
+            let fd: Int32
+            switch systemCallResult({ shm_open(options.name, O_RDWR | O_CLOEXEC, 0) }) {
+            case .success(let opened): fd = opened
+            case .failure(let error) where error.code == ENOENT:
                 if let created = try create(options: options, layout: wanted) { return created }
                 continue  // another process linked its segment first: open that one
+            case .failure(let error):
+                throw .system(operation: "open shared memory \(options.name)", errno: error.code)
             }
             let existing: ShmLayout
             do throws(TransportError) {
@@ -316,15 +316,17 @@ final class ShmSegment: @unchecked Sendable {
     ) throws(TransportError) -> ShmSegment? {
         let final = "/dev/shm" + options.name
         let temporary = "/dev/shm/.\(options.name.dropFirst()).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).new"
-        let fd = Glibc.open(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)
-        guard fd >= 0 else {
-            let code = errno
-            throw .system(operation: "create shared memory \(temporary)", errno: code)
+        let fd = try transportCall("create shared memory \(temporary)") {
+            Glibc.open(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)
         }
         defer { unlink(temporary) }
         let segment: ShmSegment
         do throws(TransportError) {
-            fchmod(fd, options.mode)  // open's mode is filtered by the umask
+            // open's mode is filtered by the umask; a segment left with a narrower mode would
+            // refuse the readers and writers the operator meant to let in.
+            try transportCall("set the mode of shared memory \(temporary) to \(String(options.mode, radix: 8))") {
+                fchmod(fd, options.mode)
+            }
             try transportCall("lock shared memory \(temporary)") { flock(fd, LOCK_SH) }
             try transportCall("size shared memory \(options.name) to \(layout.totalSize) bytes") {
                 ftruncate(fd, off_t(layout.totalSize))
@@ -365,12 +367,11 @@ final class ShmSegment: @unchecked Sendable {
             return segment
         }
         // link(2) fails if the name exists: exactly one creator wins, and only a complete segment shows.
-        if link(temporary, final) != 0 {
-            let code = errno
-            if code == EEXIST { return nil }  // releasing `segment` closes fd
-            throw .system(operation: "publish shared memory \(final)", errno: code)
+        switch systemCallResult({ link(temporary, final) }) {
+        case .success: return segment
+        case .failure(let error) where error.code == EEXIST: return nil  // releasing `segment` closes fd
+        case .failure(let error): throw .system(operation: "publish shared memory \(final)", errno: error.code)
         }
-        return segment
     }
 
     /// The layout recorded in an existing segment.
@@ -380,9 +381,10 @@ final class ShmSegment: @unchecked Sendable {
         guard info.st_size >= ShmLayout.headerSize else {
             throw .foreignSegment(name: name, detail: "only \(info.st_size) bytes")
         }
-        let header = mmap(nil, ShmLayout.headerSize, PROT_READ, MAP_SHARED, fd, 0)
-        guard let header, header != MAP_FAILED else {
-            throw .system(operation: "map shared memory \(name)", errno: errno)
+        let header: UnsafeMutableRawPointer
+        switch mapMemoryResult({ mmap(nil, ShmLayout.headerSize, PROT_READ, MAP_SHARED, fd, 0) }) {
+        case .success(let mapped): header = mapped
+        case .failure(let error): throw .system(operation: "map shared memory \(name)", errno: error.code)
         }
         defer { munmap(header, ShmLayout.headerSize) }
         guard cportcullis_load_acquire_u32(header + ShmField.ready) == 1 else {
@@ -421,10 +423,14 @@ final class ShmSegment: @unchecked Sendable {
     private static func map(
         fd: Int32, name: String, layout: ShmLayout, hugePages: Bool
     ) throws(TransportError) -> ShmSegment {
-        let address = mmap(nil, layout.totalSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
-        guard let address, address != MAP_FAILED else {
-            let code = errno
-            throw .system(operation: "map shared memory \(name) (\(layout.totalSize) bytes)", errno: code)
+        let mapped = mapMemoryResult {
+            mmap(nil, layout.totalSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
+        }
+        let address: UnsafeMutableRawPointer
+        switch mapped {
+        case .success(let mapping): address = mapping
+        case .failure(let error):
+            throw .system(operation: "map shared memory \(name) (\(layout.totalSize) bytes)", errno: error.code)
         }
         if hugePages { madvise(address, layout.totalSize, MADV_HUGEPAGE) }
         return ShmSegment(name: name, layout: layout, base: address, fd: fd)

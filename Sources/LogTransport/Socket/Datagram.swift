@@ -92,11 +92,12 @@ func prepareDirectory(_ path: String, mode: mode_t, owners: TrustedOwners) throw
     for component in path.split(separator: "/") {
         prefix += "/" + component
         let last = prefix == path || prefix == "./" + path
-        if mkdir(prefix, last ? mode : 0o755) == 0 {
-            if last { chmod(prefix, mode) }  // mkdir's mode is filtered by the umask
-        } else if errno != EEXIST {
-            let code = errno
-            throw .system(operation: "create directory \(prefix)", errno: code)
+        switch systemCallResult({ mkdir(prefix, last ? mode : 0o755) }) {
+        case .success:
+            // mkdir's mode is filtered by the umask.
+            if last { try transportCall("set the mode of \(prefix)") { chmod(prefix, mode) } }
+        case .failure(let error) where error.code == EEXIST: break
+        case .failure(let error): throw .system(operation: "create directory \(prefix)", errno: error.code)
         }
     }
     var info = stat()

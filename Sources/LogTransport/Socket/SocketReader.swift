@@ -18,12 +18,11 @@ public final class SocketReader: LogReader {
     private let ownsSocketFile: Bool
     private let epoll: Int32
     private var connections: [Int32: Connection] = [:]
-    /// Lost lines over all connections, open and closed: an atomic, as other threads read it.
-    private let lostTotal = AtomicCounter()
     /// The most lines one datagram may report lost since the last (more than a writer could
     /// have sent between two datagrams).
     static let largestLossReport: UInt64 = 1 << 32
-    private var stats = ReaderStatistics()
+    /// Written by the thread that reads; read by any (lost lines: over all connections, open and closed).
+    private let stats = ReaderCounters()
     private var closed = false
     private let allowedUIDs: Set<uid_t>
     private let allowedGIDs: Set<gid_t>
@@ -37,11 +36,7 @@ public final class SocketReader: LogReader {
     private static let eventCapacity = 64
     nonisolated(unsafe) private static var sequence: UInt32 = 0
 
-    public var statistics: ReaderStatistics {
-        var result = stats
-        result.linesLost = lostTotal.load()
-        return result
-    }
+    public var statistics: ReaderStatistics { stats.statistics }
 
     /// Number of writers connected now.
     public var writerCount: Int { connections.count }
@@ -61,15 +56,19 @@ public final class SocketReader: LogReader {
         path = options.directory + "/" + name
         let temporary = options.directory + "/.\(name).tmp"
         ownsSocketFile = true
-        listener = socket(
-            AF_UNIX,
-            Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
-                | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard listener >= 0 else { throw .system(operation: "create socket", errno: errno) }
-        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        listener = try transportCall("create socket") {
+            socket(
+                AF_UNIX,
+                Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+                    | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        let epollCreated = systemCallResult { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        epoll = (try? epollCreated.get()) ?? -1
         receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
-            guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
+            if case .failure(let error) = epollCreated {
+                throw TransportError.system(operation: "epoll_create1", errno: error.code)
+            }
             unlink(temporary)
             var address = try unixAddress(temporary)
             try transportCall("bind socket \(temporary)") {
@@ -104,12 +103,14 @@ public final class SocketReader: LogReader {
         allowedUIDs = primary.allowedUIDs
         allowedGIDs = primary.allowedGIDs
         ownsSocketFile = false
-        listener = fcntl(primary.listener, F_DUPFD_CLOEXEC, 0)
-        guard listener >= 0 else { throw .system(operation: "share socket \(primary.path)", errno: errno) }
-        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        listener = try transportCall("share socket \(primary.path)") { fcntl(primary.listener, F_DUPFD_CLOEXEC, 0) }
+        let epollCreated = systemCallResult { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        epoll = (try? epollCreated.get()) ?? -1
         receive = ReceiveBuffers(options: options, events: Self.eventCapacity)
         do throws(TransportError) {
-            guard epoll >= 0 else { throw TransportError.system(operation: "epoll_create1", errno: errno) }
+            if case .failure(let error) = epollCreated {
+                throw TransportError.system(operation: "epoll_create1", errno: error.code)
+            }
             try watch(listener)
         } catch {
             Glibc.close(listener)
@@ -160,7 +161,7 @@ public final class SocketReader: LogReader {
         if let pending = unpacking {
             total = try drain(pending.fd, into: batch)
             if unpacking != nil {  // still full
-                stats.linesReceived += UInt64(total)
+                if total > 0 { stats.linesReceived.add(UInt64(total)) }
                 return total
             }
         }
@@ -175,7 +176,7 @@ public final class SocketReader: LogReader {
                 total += try drain(fd, into: batch)
             }
         }
-        stats.linesReceived += UInt64(total)
+        if total > 0 { stats.linesReceived.add(UInt64(total)) }
         return total
     }
 
@@ -194,7 +195,7 @@ public final class SocketReader: LogReader {
                 if case .failure(let error) = accepted,
                     [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.code)
                 {
-                    stats.acceptFailures += 1
+                    stats.acceptFailures.add(1)
                     _ = epoll_ctl(epoll, EPOLL_CTL_DEL, listener, nil)
                     acceptPausedUntil = SystemClock.monotonicNanoseconds() + 1_000_000_000
                 }
@@ -206,7 +207,7 @@ public final class SocketReader: LogReader {
             guard cportcullis_peer_credentials(fd, &pid, &uid, &gid) == 0,
                 allowedUIDs.contains(uid) || allowedGIDs.contains(gid)
             else {
-                stats.writersRefused += 1
+                stats.writersRefused.add(1)
                 Glibc.close(fd)
                 continue
             }
@@ -243,7 +244,7 @@ public final class SocketReader: LogReader {
                 guard length >= Datagram.headerSize,
                     UInt32(littleEndian: datagram.loadUnaligned(as: UInt32.self)) == Datagram.magic
                 else {
-                    stats.linesRejected += 1  // not ours: count it, keep going
+                    stats.linesRejected.add(1)  // not ours: count it, keep going
                     state.datagram += 1
                     continue
                 }
@@ -253,10 +254,10 @@ public final class SocketReader: LogReader {
                 // only plausible ones (a forged 2^63 must not become the reader's count).
                 if let known = connections[state.fd]?.lostTotal, reported > known {
                     if reported - known <= Self.largestLossReport {
-                        lostTotal.add(reported - known)
+                        stats.linesLost.add(reported - known)
                         connections[state.fd]?.lostTotal = reported
                     } else {
-                        stats.linesRejected += 1
+                        stats.linesRejected.add(1)
                     }
                 }
                 state.offset = Datagram.headerSize
@@ -278,7 +279,7 @@ public final class SocketReader: LogReader {
                 count += 1
             }
             // Lines the header promised but a truncated datagram did not hold.
-            stats.linesRejected += UInt64(state.linesLeft)
+            if state.linesLeft > 0 { stats.linesRejected.add(UInt64(state.linesLeft)) }
             state.datagram += 1
             state.offset = 0
         }

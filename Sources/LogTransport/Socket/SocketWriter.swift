@@ -45,8 +45,7 @@ public final class SocketWriter: LogWriter {
         try options.validate()
         self.options = options
         try prepareDirectory(options.directory, mode: options.directoryMode, owners: options.owners)
-        inotify = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard inotify >= 0 else { throw .system(operation: "inotify_init1", errno: errno) }
+        inotify = try transportCall("inotify_init1") { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }
         let count = options.datagramsPerCall
         payload = .allocate(byteCount: count * options.datagramSize, alignment: 64)
         payloadLengths = Array(repeating: 0, count: count)
@@ -54,11 +53,12 @@ public final class SocketWriter: LogWriter {
         headers = .allocate(byteCount: count * Datagram.headerSize, alignment: 8)
         iovecs = .allocate(capacity: 2 * count)
         messages = .allocate(capacity: count)
-        if inotify_add_watch(inotify, options.directory, UInt32(IN_CREATE | IN_MOVED_TO)) < 0 {
-            let code = errno
+        if case .failure(let error) = systemCallResult({
+            inotify_add_watch(inotify, options.directory, UInt32(IN_CREATE | IN_MOVED_TO))
+        }) {
             Glibc.close(inotify)
             closed = true  // deinit runs after a throwing init: nothing left to close
-            throw .system(operation: "watch socket directory \(options.directory)", errno: code)
+            throw .system(operation: "watch socket directory \(options.directory)", errno: error.code)
         }
         scanDirectory()
     }

@@ -2,132 +2,6 @@ import CPortcullis
 import Glibc
 import PortcullisSystem
 
-/// Settings of the file transport.
-public struct FileOptions: Sendable, Equatable {
-    public enum ReadMethod: String, Sendable, CaseIterable {
-        /// io_uring reads, `uringDepth` buffers queued ahead at consecutive offsets.
-        case uring
-        /// Plain `pread`.
-        case read
-    }
-
-    /// The log file.
-    public var path = "/var/log/portcullis/offences.log"
-    /// Bytes per read (the prototype's read-ahead buffer was 2048).
-    public var bufferSize = 2048
-    public var readMethod = ReadMethod.uring
-    /// io_uring reads queued at once.
-    public var uringDepth = 4
-    /// A new reader starts at the beginning of the file (else at its end: only new lines).
-    public var startAtBeginning = false
-    /// Longest line; longer ones are skipped and counted as rejected.
-    public var maxLineLength = 4096
-    /// Mode of a file the writer creates.
-    public var mode: mode_t = 0o640
-    /// Whose files (and, for sockets, reader processes) are used besides root's and our own.
-    public var owners = TrustedOwners()
-    /// Where a reader keeps its place when it closes (the daemon's: in its state directory): the
-    /// next reader with this path goes on from there in the same file, so the lines logged while
-    /// none ran are read. nil: start at the end (or the beginning, `startAtBeginning`).
-    public var positionPath: String?
-
-    public init() {}
-
-    func validate() throws(TransportError) {
-        guard !path.isEmpty else { throw .invalidConfiguration("--file-path must not be empty") }
-        guard (64...(1 << 24)).contains(bufferSize) else {
-            throw .invalidConfiguration("--file-buffer must be 64...16777216 bytes, got \(bufferSize)")
-        }
-        guard (1...64).contains(uringDepth) else { throw .invalidConfiguration("--file-uring-depth must be 1...64") }
-        guard (1...(1 << 20)).contains(maxLineLength) else {
-            throw .invalidConfiguration("--file-max-line must be 1...1048576 bytes")
-        }
-        if mode & 0o002 != 0 { throw .invalidConfiguration("a world-writable log file mode is refused") }
-    }
-}
-
-/// Appends each batch to the log file with one `write` (lines joined by newlines). Lines holding
-/// a newline cannot be framed in a file and are rejected, as are lines over `maxLineLength`.
-public final class FileWriter: LogWriter {
-    let options: FileOptions
-    private let fd: Int32
-    private var buffer: UnsafeMutableRawPointer
-    private var capacity: Int
-    private var closed = false
-    public private(set) var statistics = WriterStatistics()
-
-    public init(options: FileOptions) throws(TransportError) {
-        try options.validate()
-        self.options = options
-        // No symbolic link, no FIFO, nobody else's file: whoever made the log file reads every line.
-        fd = open(options.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, options.mode)
-        guard fd >= 0 else {
-            let code = errno
-            closed = true
-            throw .system(
-                operation: "open \(options.path) for appending"
-                    + (code == ELOOP ? " (it is a symbolic link; give the real path)" : ""), errno: code)
-        }
-        do throws(TransportError) {
-            try FileReader.checkLogFile(fd: fd, options: options)
-            try options.owners.checkParents(of: options.path, "log file")
-        } catch {
-            Glibc.close(fd)
-            closed = true
-            throw error
-        }
-        capacity = 1 << 16
-        buffer = .allocate(byteCount: capacity, alignment: 64)
-    }
-
-    deinit {
-        close()
-        buffer.deallocate()
-    }
-
-    public func close() {
-        guard !closed else { return }
-        closed = true
-        Glibc.close(fd)
-    }
-
-    public func publish(_ batch: LineBatch) throws(TransportError) -> PublishResult {
-        precondition(!closed, "publish on a closed FileWriter")
-        let needed = batch.byteCount + batch.count
-        if needed > capacity {
-            buffer.deallocate()
-            capacity = max(needed, capacity * 2)
-            buffer = .allocate(byteCount: capacity, alignment: 64)
-        }
-        var result = PublishResult()
-        var length = 0
-        batch.forEachLine { line in
-            if line.count > options.maxLineLength
-                || (line.count > 0 && memchr(line.baseAddress!, 0x0A, line.count) != nil)
-            {
-                result.rejected += 1
-                return
-            }
-            if line.count > 0 { (buffer + length).copyMemory(from: line.baseAddress!, byteCount: line.count) }
-            length += line.count
-            (buffer + length).storeBytes(of: 0x0A, as: UInt8.self)
-            length += 1
-            result.accepted += 1
-        }
-        var written = 0
-        while written < length {
-            let count = try transportCallCount("append to \(options.path)") {
-                write(fd, buffer + written, length - written)
-            }
-            if count < 0 { throw .system(operation: "append to \(options.path)", errno: EAGAIN) }
-            written += count
-        }
-        statistics.linesWritten += UInt64(result.accepted)
-        statistics.linesRejected += UInt64(result.rejected)
-        return result
-    }
-}
-
 /// What of a file at the path decides whether it is tried again after a refusal: which file it
 /// is, and its status change time (a chown, chmod or write moves it).
 struct FileIdentity: Equatable {
@@ -171,7 +45,8 @@ public final class FileReader: LogReader {
     private var skipping = false
     private var ring = io_uring()
     private var usesUring: Bool
-    private var stats = ReaderStatistics()
+    /// Written by the thread that reads; read by any.
+    private let stats = ReaderCounters()
     private var closed = false
     /// Times the file was found truncated (and read again from its start).
     public private(set) var truncations: UInt64 = 0
@@ -187,13 +62,12 @@ public final class FileReader: LogReader {
     /// Times the file was found replaced (rotation) and the new one opened.
     public private(set) var rotations: UInt64 = 0
 
-    public var statistics: ReaderStatistics { stats }
+    public var statistics: ReaderStatistics { stats.statistics }
 
     public init(options: FileOptions) throws(TransportError) {
         try options.validate()
         self.options = options
-        inotify = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard inotify >= 0 else { throw .system(operation: "inotify_init1", errno: errno) }
+        inotify = try transportCall("inotify_init1") { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }
         pendingCapacity = options.maxLineLength + options.bufferSize * options.uringDepth + 1
         pending = .allocate(byteCount: pendingCapacity, alignment: 64)
         usesUring = options.readMethod == .uring
@@ -290,12 +164,12 @@ public final class FileReader: LogReader {
     /// (a link to /dev/zero or a FIFO there would blind or hang the reader). A refusal is counted.
     @discardableResult
     private func openFile(atEnd: Bool) -> Opened {
-        let opened = open(options.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        guard opened >= 0 else {
-            let code = errno
-            if code == ENOENT { return .absent }
-            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
-            return refuse(.system(operation: "open \(options.path)\(hint)", errno: code))
+        let opened: Int32
+        do throws(TransportError) {
+            guard let fd = try Self.openForReading(options.path) else { return .absent }
+            opened = fd
+        } catch {
+            return refuse(error)
         }
         var info = stat()
         do throws(TransportError) {
@@ -329,7 +203,7 @@ public final class FileReader: LogReader {
             return .refused(error)
         }
         refusalSaid = (named.st_dev, named.st_ino, reason)
-        stats.filesRefused += 1
+        stats.filesRefused.add(1)
         if running {
             sayProblem(
                 "not reading the new log file: \(reason) (tried again when it changes; lines written there "
@@ -346,13 +220,7 @@ public final class FileReader: LogReader {
         options.path = path
         options.owners = owners
         try owners.checkParents(of: path, "log file")
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        guard fd >= 0 else {
-            let code = errno
-            if code == ENOENT { return }
-            let hint = code == ELOOP ? " (it is a symbolic link; give the real path)" : ""
-            throw .system(operation: "open \(path)\(hint)", errno: code)
-        }
+        guard let fd = try openForReading(path) else { return }
         defer { Glibc.close(fd) }
         try checkLogFile(fd: fd, options: options)
     }
@@ -431,7 +299,7 @@ public final class FileReader: LogReader {
             }
             break
         }
-        stats.linesReceived += UInt64(total)
+        if total > 0 { stats.linesReceived.add(UInt64(total)) }
         return total
     }
 
@@ -447,7 +315,7 @@ public final class FileReader: LogReader {
 
     /// A line cut off by truncation or rotation is never completed: count it and drop it.
     private func discardPartialLine() {
-        if pendingEnd > pendingStart || skipping { stats.linesRejected += 1 }
+        if pendingEnd > pendingStart || skipping { stats.linesRejected.add(1) }
         pendingStart = 0
         pendingEnd = 0
         skipping = false
@@ -517,7 +385,7 @@ public final class FileReader: LogReader {
             let available = pendingEnd - pendingStart
             guard let newline = memchr(start, 0x0A, available) else {
                 if available > options.maxLineLength {  // no end in sight: drop what we have
-                    if !skipping { stats.linesRejected += 1 }
+                    if !skipping { stats.linesRejected.add(1) }
                     skipping = true
                     pendingStart = pendingEnd
                 }
@@ -525,7 +393,7 @@ public final class FileReader: LogReader {
             }
             let length = UnsafeMutableRawPointer(newline) - start
             if skipping || length > options.maxLineLength {
-                if !skipping { stats.linesRejected += 1 }
+                if !skipping { stats.linesRejected.add(1) }
                 skipping = false
                 pendingStart += length + 1
                 continue

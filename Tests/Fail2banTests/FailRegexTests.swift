@@ -1,4 +1,4 @@
-import OffenceTable
+import Fail2ban
 import PortcullisCore
 import Testing
 
