@@ -58,6 +58,8 @@ struct JournalJailTests {
         try journal.append([JournalFiles.sshd("Failed password for root from 198.18.20.1 port 40003 ssh2")])
         #expect(try eventually(within: 10) { try maps.lookup(client) != nil }, "banned on the third")
         #expect(try maps.lookup(bystander) == nil, "the other unit's entries do not match")
+        // A worker publishes its counters once its batch is done, after the ban it made.
+        #expect(try eventually(within: 10) { daemon.status.jails[0].counters.bans == 1 })
         let status = daemon.status
         #expect(status.jails[0].counters.matched == 3 && status.jails[0].counters.bans == 1)
         #expect(status.total.lines == 3, "the match keeps the other unit's entries out")
