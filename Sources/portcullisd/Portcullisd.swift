@@ -101,6 +101,10 @@ struct Portcullisd: ParsableCommand {
         // The soft descriptor limit up to the hard one (systemd's default soft limit of 1024 is
         // meant for programs that still use select()): every source, peer and map holds some.
         Descriptors.raiseSoftLimit()
+        // SIGINT, SIGTERM and SIGHUP blocked before any thread starts (threads inherit the mask; the
+        // ban log's writer is the first): a SIGHUP that found a thread without them would end the
+        // daemon, and a SIGTERM during the attach waits for its rollback or its end.
+        let signals = SignalForwarder()
         guard !options.interfaces.isEmpty else { throw DaemonOptions.interfaceRequired }
         var seen = Set<String>()
         let interfaces = options.interfaces.filter { seen.insert($0).inserted }
@@ -117,9 +121,6 @@ struct Portcullisd: ParsableCommand {
             for list in configuration.blocklists { _ = try BlocklistFeeds.read(list, config: config) }
         }
         let banLog = try options.banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
-        // SIGINT, SIGTERM and SIGHUP blocked before any thread of the service starts (they inherit
-        // the mask): a SIGTERM during the attach waits for its rollback or its end.
-        let signals = SignalForwarder()
         let service = DaemonService(
             options: options, interfaces: interfaces, objectPath: objectPath, controlGroup: controlGroup,
             metricsEndpoint: metricsEndpoint, prefixLengths: prefixLengths, banLog: banLog, signals: signals)

@@ -316,19 +316,37 @@ extension DaemonProcessTests {
         }
     }
 
-    @Test("SIGHUP does not stop the daemon, and a reader gone from its output does not kill it")
+    @Test(
+        "SIGHUP reloads and does not stop the daemon (with a ban log), waited for by the reload count; a reader gone from its output does not kill it"
+    )
     func hangUpAndBrokenPipe() throws {
         try withTestNetwork("h") { network, scratch in
             let transport = TransportScratch()
             defer { transport.remove() }
-            let arguments = transport.arguments("shm") + ["--pin-dir", scratch.path, "--status-interval", "0.2"]
+            let ready = transport.filePath + ".ready.json"
+            let banLog = transport.filePath + ".bans.log"
+            defer {
+                unlink(ready)
+                unlink(banLog)
+            }
+            // With a ban log, whose writer is the first thread the daemon starts. (The soak's first
+            // SIGHUP ended a daemon whose signals were blocked only after that thread started; this
+            // test did not reproduce that, the soak in tools/test did and holds it.)
+            let arguments =
+                transport.arguments("shm") + [
+                    "--pin-dir", scratch.path, "--status-interval", "0.2", "--ban-log", banLog,
+                    "--ready-file", ready,
+                ]
             let (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
-            kill(daemon.processIdentifier, SIGHUP)
-            usleep(500_000)
-            #expect(daemon.isRunning, "alive after SIGHUP")
-            // Nobody reads its output any more: its status lines meet EPIPE, not SIGPIPE.
+            for count in 1...3 {
+                kill(daemon.processIdentifier, SIGHUP)
+                #expect(eventually(within: 15) { reloadsDone(readyFile: ready) == count }, "reload \(count) done")
+            }
+            #expect(daemon.isRunning, "alive after three SIGHUPs")
+            // Nobody reads its output any more: its status lines (every 0.2 s) meet EPIPE, not SIGPIPE.
             try output.fileHandleForReading.close()
-            usleep(800_000)
+            kill(daemon.processIdentifier, SIGHUP)
+            #expect(eventually(within: 15) { reloadsDone(readyFile: ready) == 4 }, "a reload after the reader left")
             #expect(daemon.isRunning, "alive after its output's reader went away")
             stopDaemonProcess(daemon)
             takeEarlierOutput(of: daemon)

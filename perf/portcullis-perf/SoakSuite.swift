@@ -760,7 +760,10 @@ private final class SoakRun {
 
     func daemonTail() -> String {
         let text = (try? String(contentsOfFile: directory + "/daemon.log", encoding: .utf8)) ?? ""
-        let errors = text.split(separator: "\n").filter { !$0.hasPrefix("status:") && !$0.contains(" lines ") }
+        // Its last lines but the status lines (`status: …, lines …`).
+        let errors = text.split(separator: "\n").filter {
+            !$0.hasPrefix("status:") && !$0.hasPrefix("portcullisd: status:")
+        }
         return errors.suffix(6).joined(separator: " | ")
     }
 
