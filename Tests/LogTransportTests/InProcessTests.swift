@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import PortcullisSystem
 import Testing
 import TestSupport
 @testable import LogTransport
@@ -161,15 +162,19 @@ struct SharedReaderTests {
         options.name = scratch.shmName
         options.rings = 4
         options.slotsPerRing = 256
+        // Lossless however long a starved worker takes (the writer waits up to a minute; the 1 s
+        // default dropped lines while other suites held both CPUs).
+        options.blockTimeoutMilliseconds = 60_000
         let reader = try ShmReader(options: options, workloadStealing: stealing)
         defer { reader.close() }
         let lines = 20_000
         let writers = try (0..<4).map { _ in try ShmWriter(options: options) }
         let seen = SeenLines()
         let done = AtomicFlag()
-        let group = DispatchGroup()
-        for worker in 0..<2 {
-            DispatchQueue.global().async(group: group) {
+        // Threads of their own, as the daemon's workers are (the global queue's may all be busy
+        // with other suites' blocking work).
+        let workers = try (0..<2).map { worker in
+            try SystemThread.spawn {
                 let batch = LineBatch(byteCapacity: 1 << 16, lineCapacity: 64)
                 var mine: [String] = []
                 while !done.isSet || batch.count > 0 {
@@ -187,11 +192,12 @@ struct SharedReaderTests {
             for number in start..<(start + 100) { batch.append("\(number % 4):\(number)") }
             _ = try writers[(start / 100) % 4].publish(batch)
         }
+        #expect(writers.allSatisfy { $0.statistics.blockTimeouts == 0 }, "no writer gave up on the reader")
         for writer in writers { writer.close() }
-        let deadline = Date().addingTimeInterval(20)
+        let deadline = Date().addingTimeInterval(60)
         while reader.statistics.linesReceived < UInt64(lines) && Date() < deadline { usleep(10_000) }
         done.set()
-        group.wait()
+        for worker in workers { worker.join() }
         let all = seen.lines
         #expect(all.count == lines, "every line once")
         #expect(Set(all).count == lines, "no line twice")
