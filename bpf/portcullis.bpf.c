@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * portcullis.bpf.c - the XDP filter: drops frames whose source address holds a ban in force.
  *

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * portcullis_abi.h - the one ABI shared by the XDP program (bpf/portcullis.bpf.c) and user space
  * (Swift, through the CPortcullis module). Map names, key/value layouts, counter indices and the

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * portcullis_parse.h - bounds-checked header cursors for XDP programs: Ethernet with up to
  * PC_MAX_VLAN_TAGS tags, then the fixed IPv4 or IPv6 header. Shared by the filter

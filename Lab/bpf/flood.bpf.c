@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * flood.bpf.c - the testbed's traffic generator (not part of the product).
  *

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * flood_abi.h - the one layout shared by the testbed's traffic generator (flood.bpf.c) and
  * `portcullis-testbed flood` (Lab/Sources/portcullis-testbed), which includes it through the CLab

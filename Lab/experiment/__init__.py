@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The thesis's experiments on the namespace testbed.
 
   Lab/tools/experiment run [options]        one scenario: daemon + udp-server + flood (+ a second reader)

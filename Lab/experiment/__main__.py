@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The command line, `python3 -m experiment` (Lab/tools/experiment): see the package's docstring."""
 import argparse
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """From what the programs reported to the thesis's figures and the pass/fail verdicts (pure functions)."""
 from dataclasses import dataclass
 from typing import NamedTuple, Optional

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The testbed's address plan, as `portcullis-testbed plan --json` prints it.
 
 Nothing here knows a name, an address or a limit of its own: every one comes from that JSON

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The processes of one scenario: each in its own process group, every wait bounded, all of them
 ended (and the testbed removed) by `Run.close`, which runs on every way out of a scenario."""
 import json

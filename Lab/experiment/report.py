@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The markdown report and its plots (matplotlib, imported only when plotting)."""
 import json
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Running one scenario on the testbed: the programs it starts, in order, and what it collects."""
 import json
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What one run is (`Scenario`), what it measured (`Result`), its name, and building it from options."""
 import dataclasses
 from dataclasses import dataclass

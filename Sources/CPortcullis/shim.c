@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* _GNU_SOURCE comes from Package.swift (cSettings): accept4, ucred, mmsghdr, CPU_SET. */
 #ifndef _GNU_SOURCE
 #error "_GNU_SOURCE must be defined for CPortcullis (Package.swift cSettings)"

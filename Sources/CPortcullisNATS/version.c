@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "CPortcullisNATS.h"
 
 /* The fleet uses JetStream's key-value API as nats.c 3.4 has it (kvStore_*, kvWatcher_*, kvWatchOptions). */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import CPortcullis
 
 /// A filter compiled for matching: its patterns as PCRE2 (JIT) and its date templates. Immutable

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Several configuration files merged as fail2ban merges them (`SafeConfigParserWithIncludes`):
 /// each file's `[INCLUDES] before`/`after` are read around it (paths relative to its directory,
 /// each with its `.local` beside it), later files override earlier ones key by key, and the value a

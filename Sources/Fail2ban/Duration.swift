@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// fail2ban's `MyTime.str2seconds`: "600", "10m", "1h 30m", "1d12h", "1year-6mo", "-1".
 /// Terms written side by side are added; `+` and `-` between terms as written. Units (any case):
 /// s/sec/second(s), m/mm/min/minute(s), h/hh/hou/hour(s), d/dd/da/day(s), w/ww/wee/week(s),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Why fail2ban's configuration or a filter could not be read. Each case prints as one line that
 /// names the file and the key (where there is one) and what to do.
 public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import CPortcullis
 
 /// The group values of one failure (fail2ban's `fail` dict, for the groups it reads), copied into

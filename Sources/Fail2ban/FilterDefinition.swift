@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import CPortcullis
 
 /// A fail2ban filter as fail2ban's `FilterReader` resolves it: `[Init]` values, the reference's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// fail2ban's jails as `fail2ban-client` reads them: `jail.conf`, `jail.d/*.conf`, `jail.local`,
 /// `jail.d/*.local` (each with its `[INCLUDES]`, e.g. `paths-debian.conf`), every section but
 /// `[INCLUDES]` and `[DEFAULT]` a jail.

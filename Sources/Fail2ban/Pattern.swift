@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import CPortcullis
 
 /// A compiled PCRE2 pattern: JIT where the platform has it, every match under a match and depth

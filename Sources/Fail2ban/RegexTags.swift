@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// fail2ban's pattern tags (`failregex.py`) expanded into regular expressions, and the few places
 /// where Python's `re` syntax differs from PCRE2's rewritten.
 enum RegexTags {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// A reusable buffer of lines: the bytes of all lines back to back, and where each ends.
 ///
 /// Writers fill one and publish it; readers receive into one. Allocated once with fixed capacities

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Synchronization
 
 /// A counter shared by the threads of one process (Synchronization's `Atomic`, in a class so that

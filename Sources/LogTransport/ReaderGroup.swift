@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Readers for the threads that share one stream of lines: each line reaches exactly one of them.
 /// What a consumer with several worker threads (the daemon) asks a transport for, so that it never
 /// needs to know which transport it reads.

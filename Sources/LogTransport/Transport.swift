@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// The ways offence lines travel from services to Portcullis: three transports that Portcullis
 /// writes and reads, and the journal, which journald writes.
 public enum TransportKind: String, Sendable, CaseIterable {

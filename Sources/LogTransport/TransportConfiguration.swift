@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Which transport, with the settings of each: what the `--transport` knobs produce.
 public struct TransportConfiguration: Sendable, Equatable {
     public var kind: TransportKind

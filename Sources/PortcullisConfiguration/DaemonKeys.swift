@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import TOMLKit
 
 /// The `[daemon]` keys: portcullisd's flags by their long names, with the TOML type each takes. A

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Finds the line of a key in a TOML text, only to point an error at it. TOMLKit parses the file
 /// and reports lines for syntax errors, but keeps no position for the keys and values it returns;
 /// this reads the lines the way a person does (table headers and `key =` at the start of a line)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import TOMLKit
 
 /// A table of the file whose keys are a fixed set (`[crowdsec]`, `[fleet]`): an unknown key is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import PortcullisCore
 /// The control socket's messages: one JSON request per connection, answered by one JSON reply,
 /// each on one line. Shared by `portcullisd` (which answers) and `portcullis` (which asks).

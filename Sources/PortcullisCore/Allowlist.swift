@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Networks whose clients are never banned, whatever their lines say (the operator's own
 /// addresses, monitoring, loopback).
 public struct Allowlist: Sendable, Equatable {

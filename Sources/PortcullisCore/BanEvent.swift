@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// What the daemon did to a set of addresses: banned them (a jail's crossing) or lifted their bans.
 public struct BanEvent: Sendable {
     public enum Kind: String, Sendable {

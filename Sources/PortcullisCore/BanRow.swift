@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// One line of `portcullis list`: a ban or a list entry, with its origin named. The one row the
 /// maps' listing (`BanMaps.listing`), the control socket's `list` reply and the CLI's table and
 /// `--json` share; `BanMaps.writeJSONListing` streams the same keys without it (a test holds the

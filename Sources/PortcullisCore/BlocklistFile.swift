@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// A blocklist file as published: one address or network a line; `#` and `;` start comments (a
 /// whole line or the rest of one: Spamhaus DROP writes `1.10.16.0/20 ; SBL256894`, FireHOL's
 /// `.netset` files `#` lines); blank lines are skipped.

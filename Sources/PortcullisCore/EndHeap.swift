@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Ends and what ends then, earliest first: a binary min-heap, O(log n) per push and pop. The
 /// daemon's expiry schedule and the CrowdSec bouncer's decisions use it (each skips entries it
 /// has since replaced: a lazy deletion).

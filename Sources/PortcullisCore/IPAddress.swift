@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// An IPv4 or IPv6 address: the one address type of Portcullis, used by the offence table, the
 /// allowlist, the ban maps and the tools.
 ///

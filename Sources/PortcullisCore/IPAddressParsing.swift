@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Parsing address text without allocating, accepting exactly what glibc's `inet_pton` accepts
 /// (IPv4 first, then IPv6): dotted quads without leading zeros; IPv6 groups of 1-4 hex digits, one
 /// `::`, an optional dotted-quad tail. Zone ids (`%eth0`), prefixes and surrounding text are not

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// A network: an address with its host bits zero and a prefix length of its family (0...32 for
 /// IPv4, 0...128 for IPv6). A single address is a network of full length.
 public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {

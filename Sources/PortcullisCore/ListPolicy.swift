@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// What every writer of bans the operator does not type (a fleet's other hosts, a CrowdSec Local
 /// API, blocklist files, an operator's network ban without `--force`) may install: networks no
 /// shorter than a floor per family, none that touches a never-bannable range, none inside the

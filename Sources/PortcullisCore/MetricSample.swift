@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// One series a companion of the daemon reports at scrape time.
 public struct MetricSample: Sendable {
     public enum Kind: Sendable {

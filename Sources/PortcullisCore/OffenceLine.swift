@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Why a line did or did not yield an offence.
 public enum ScanOutcome: Equatable, Sendable {
     /// An offence by this client.

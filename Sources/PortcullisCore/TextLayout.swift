@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 extension String {
     /// The string right-aligned in `width` columns (tables of counters).
     public func leftPadded(_ width: Int) -> String {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// A moment in UTC as calendar fields, from seconds since the Unix epoch, computed without the C
 /// library (days to civil dates as in Howard Hinnant's `civil_from_days`).
 public struct UTCTime: Equatable, Sendable {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import FoundationEssentials
 
 /// The JSON the alert push sends and reads, as CrowdSec 1.4's Local API names it.

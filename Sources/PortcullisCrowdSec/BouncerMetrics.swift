@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import PortcullisCore
 
 /// The CrowdSec metric catalogue: what `portcullisd`'s Prometheus endpoint serves of the bouncer and

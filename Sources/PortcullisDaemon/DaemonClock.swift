@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import PortcullisSystem
 
 /// The daemon's one clock for ban times. The offence table counts in *table seconds* (`UInt32`,

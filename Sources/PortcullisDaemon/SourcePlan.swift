@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import LogTransport
 
 /// Which reader groups a daemon opens for its jails: one per distinct source, so that jails

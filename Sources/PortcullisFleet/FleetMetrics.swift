@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import PortcullisCore
 
 /// The fleet's metric catalogue: what `portcullisd`'s Prometheus endpoint serves of the node

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import PortcullisCore
 
 /// A part of the service that the `Supervisor` starts, reloads and stops: the daemon, the control

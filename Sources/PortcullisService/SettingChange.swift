@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// The first stored property that differs between two values of a settings struct, named as its
 /// flag (`pinDir` is `pin-dir`, `prefixLengthsV4` is `prefix-lengths-v4`): what a refused reload
 /// says. The struct is compared whole; the names come from its declaration, not from a list.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// Output for operators: whole lines, unbuffered (status lines must appear as they happen, also

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// The process's file descriptors: how many are open, the limit, and raising it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// An IPv4 or IPv6 address and port as an operator writes it, `127.0.0.1:9617` or `[::1]:9617`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// A process as people can recognise it: its pid and its start time (field 22 of /proc/PID/stat,

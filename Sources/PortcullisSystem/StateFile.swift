@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// The files a daemon keeps in its state directory (a log file's place, a journal cursor, the ban

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// Whole small files: configurations, list files, /proc entries read; state files written atomically.

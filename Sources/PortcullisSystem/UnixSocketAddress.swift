@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// `struct sockaddr_un` of a path, for the UNIX sockets of the transports and the control socket.

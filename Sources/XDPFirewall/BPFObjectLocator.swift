@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Glibc
 
 /// Finds a BPF object file: the path given on the command line, then the environment variable,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import PortcullisCore
 
 /// What the daemon keeps its bans in: the XDP maps (`BanMaps`), or in tests a store in memory that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Testing
 @_spi(Testing) @testable import XDPFirewall
 import PortcullisCore

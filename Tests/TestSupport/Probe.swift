@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Foundation
 
 /// A `transport-probe` process: a writer or reader of verifiable lines in a process of its own.

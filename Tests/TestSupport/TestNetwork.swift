@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Foundation
 
 /// Two network namespaces joined by a veth pair, made for one test and removed by `remove()`:

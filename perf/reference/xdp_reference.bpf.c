@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * xdp_reference.bpf.c - the reference the `xdp` perf suite measures the filter against: the same
  * parsing and validation as portcullis.bpf.c (the shared portcullis_parse.h) and a return, with no

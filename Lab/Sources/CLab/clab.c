@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: Apache-2.0
 /* clab.c - BTF look-ups for the lab's layout tests (the product's and the generator's ABI headers
  * against the compiled objects), and the tests' namespace switch. */
 #define _GNU_SOURCE

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: Apache-2.0
 /* clab_xsk.c - a send-only AF_XDP socket in copy mode for the traffic generator's fallback engine
  * (clab_xsk.h): libxdp's xsk rings, no XDP program. */
 #define _GNU_SOURCE

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import Foundation
 
 /// Journal files from journal export format, written by Debian's `systemd-journal-remote`: how the

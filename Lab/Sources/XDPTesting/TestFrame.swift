@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 import PortcullisCore
 
 /// Builds Ethernet frames for `LoadedProgram.testRun`: UDP over IPv4 or IPv6, with optional VLAN

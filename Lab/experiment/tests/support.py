@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared fixtures of the unit tests: the sample address plan, a results.json entry."""
 import os
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The figures and verdicts: clients per family, ban cycles, relative drop, rates from the CSV."""
 import math
 import os

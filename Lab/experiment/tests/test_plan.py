@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The address plan: parsing `portcullis-testbed plan --json` and the client arithmetic."""
 import json
 import os

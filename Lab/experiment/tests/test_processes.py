@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run and its waits, with harmless stand-in children (no testbed: `teardown=None`)."""
 import os
 import sys

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The markdown report: groups, table rows, notes, and the files `write_report` writes."""
 import contextlib
 import io

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One scenario and `run` end to end, against stand-ins for the testbed and the programs.
 
 The stand-ins speak the machine contracts (ready files, summary files, last JSON lines) and touch

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scenarios: naming, building from options, and the results.json form of Scenario and Result."""
 import argparse
 import unittest

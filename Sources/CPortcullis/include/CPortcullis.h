@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CPortcullis.h - the C module facing the OS that every program needs. It includes libbpf, libxdp,
  * liburing, PCRE2, libsystemd (sd-journal, sd_notify) and the socket headers once, and the ABI header

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CPortcullisCurl.h - the CrowdSec client's HTTP(S) requests over libcurl (curl_easy_setopt is
  * variadic, so Swift cannot call it). Its own module so that only the program that talks to a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CPortcullisHTTP.h - the metrics endpoint's HTTP server over GNU libmicrohttpd (its start is
  * variadic, so Swift cannot call it). Its own module so that only the program that serves metrics

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CPortcullisNATS.h - nats.c (NATS, and JetStream's key-value buckets: the fleet's bucket), which
  * Swift calls directly: none of the fleet's calls is variadic. Its own module so that only the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CPortcullisNUMA.h - libnuma (the offence tables' placement on the node of the workers' CPUs), which
  * Swift calls directly. Its own module so that only the program that keeps offence tables

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// One syslog message (RFC 3164 or RFC 5424) rewritten as the line the jails read:
 /// `TAG[PID]: MESSAGE` (`TAG: MESSAGE` without a PID, `-: MESSAGE` without a tag), the shape of
 /// fail2ban's systemd backend's lines, which its filters' `__prefix_line` takes. The priority,

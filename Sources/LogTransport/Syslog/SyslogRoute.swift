@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /// Which lines of the syslog source a jail reads: those whose tag is one of its own (all without
 /// any), whole for its filter, or only the message for the built-in scanner (whose format a
 /// service logs as its message). The lines are `SyslogMessage`'s: `TAG[PID]: MESSAGE`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /*
  * reference_engine.c - BanEngine's line scanner and offence table in C, the references for the
  * `engine` perf suite. Same algorithms as Sources/BanEngine (see PerfReference.h).

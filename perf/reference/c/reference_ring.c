@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /*
  * reference_ring.c - LogTransport's shared-memory ring in C (see PerfReference.h), the reference
  * for the `transports` perf suite. Same layout and protocol as Sources/LogTransport/Shm*.swift.

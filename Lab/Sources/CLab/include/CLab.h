@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CLab.h - the lab's C target: the traffic generator's ABI (flood_abi.h, shared with flood.bpf.c)
  * BTF look-ups for the layout tests, a namespace switch for the tests' clients, and the generator's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * clab_xsk.h - the generator's fallback engine where the kernel refuses XDP live frames: an AF_XDP
  * socket that only sends, in copy mode (veth has no zero-copy), through libxdp's xsk API. The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * PerfReference.h - C reference implementations the perf harness measures Swift code against.
  */
