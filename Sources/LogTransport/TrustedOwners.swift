@@ -5,7 +5,7 @@ import PortcullisSystem
 /// Whose segment, socket directory or log file a transport uses (and whose reader sockets a
 /// writer sends to): root's, this process's user's, and those named with `--trust-uid` (the
 /// services' users) — never one anybody else could have made or could write. Who can write into a
-/// transport can get any address banned and can read or starve the stream; README's "Who may
+/// transport can get any address banned and can read or starve the stream; docs/threat-model.md, "Who may
 /// feed the daemon" is the threat model.
 public struct TrustedOwners: Sendable, Equatable {
     /// Users besides root and this process's whose files are used.

@@ -61,7 +61,10 @@ public struct DaemonOptions: ParsableArguments {
                 + "with jails, overrides each jail's findtime.", valueName: "seconds"))
     public var findTime: UInt32?
 
-    @Option(help: "Ban worker threads (shm: they share the rings; socket: they share the writers' connections).")
+    @Option(
+        help:
+            "Ban worker threads (shm: they share the rings; socket: they share the writers' connections; a file: one tails it)."
+    )
     public var workers = 1
 
     @Option(help: ArgumentHelp("CPUs to pin the workers to, in turn, e.g. 2-5,8.", valueName: "list"))
@@ -150,7 +153,8 @@ public struct DaemonOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Where the daemon keeps its place in a log file (file transport) across restarts.", valueName: "path"))
+            "Where the daemon keeps, across restarts, its place in each log file, its journal cursors, the ban "
+                + "history of escalating jails and the fleet hosts it ignores.", valueName: "path"))
     public var stateDir = "/var/lib/portcullis"
 
     @Option(help: ArgumentHelp("The filter object (portcullis.bpf.o).", valueName: "path"))

@@ -2,7 +2,7 @@
 import PortcullisCore
 
 /// The CrowdSec metric catalogue: what `portcullisd`'s Prometheus endpoint serves of the bouncer and
-/// the alert pusher (README, "Metrics").
+/// the alert pusher (docs/metrics.md).
 extension CrowdSecLink {
     /// The metrics of the bouncer and the pusher that run.
     public func samples() -> [MetricSample] {

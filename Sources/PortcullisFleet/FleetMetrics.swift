@@ -2,7 +2,7 @@
 import PortcullisCore
 
 /// The fleet's metric catalogue: what `portcullisd`'s Prometheus endpoint serves of the node
-/// (README, "Metrics").
+/// (docs/metrics.md).
 extension FleetLink {
     /// The node's metrics.
     public func samples() -> [MetricSample] {

@@ -380,8 +380,8 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             if refused > 0, !saidRefusal {
                 let line =
                     "the server refused \(refused) change(s) of \(settings.host) (\(refusal ?? "refused")): let "
-                    + "this host publish to $KV.\(settings.bucket).\(settings.host).> (README, \"Share bans across a "
-                    + "fleet\")"
+                    + "this host publish to $KV.\(settings.bucket).\(settings.host).> (an account for it: "
+                    + "/usr/share/doc/portcullis/examples/nats-fleet-accounts.conf)"
                 logger.warning("\(line)")
             }
             if rejected > 0, !saidRejection {

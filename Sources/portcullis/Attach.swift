@@ -21,8 +21,8 @@ struct Attach: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "The filter object (portcullis.bpf.o); by default found by the search order "
-                + "in README.md.", valueName: "path"))
+            "The filter object (portcullis.bpf.o); by default $PORTCULLIS_BPF_OBJECT, the executable's "
+                + "directory, /usr/local/lib/portcullis, then /usr/lib/portcullis.", valueName: "path"))
     var bpfObject: String?
 
     @OptionGroup var pins: PinOptions

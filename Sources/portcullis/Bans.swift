@@ -54,13 +54,15 @@ func addressArguments(_ arguments: [String]) -> [String] {
 struct Ban: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ban IPv4 or IPv6 addresses or networks: their packets are dropped in the driver.",
-        discussion: "Addresses go through the running daemon (its control socket) when one answers, so that its "
-            + "counts, ban log and escalation see the ban; else in the maps directly (said on stderr). Networks "
-            + "(198.18.1.0/24, 2001:2:0:a::/64) go into the maps directly: a fixed prefix length (IPv4 /24, "
-            + "IPv6 /64, /56, /48 unless the maps were made with others) into its prefix hash, any other into "
-            + "the CIDR trie; a network written with host bits set is refused. `-` reads them from stdin, one per "
+        discussion: "Addresses and networks (198.18.1.0/24, 2001:2:0:a::/64) go through the running daemon (its "
+            + "control socket) when one answers, so that its counts, ban log and escalation see the ban; else "
+            + "into the maps directly (said on stderr). A network of a fixed prefix length (IPv4 /24, IPv6 /64, "
+            + "/56, /48 unless the maps were made with others) goes into its prefix hash, any other into the "
+            + "CIDR trie; a network written with host bits set is refused. `-` reads them from stdin, one per "
             + "line. An IPv4-mapped IPv6 address (::ffff:a.b.c.d) bans the IPv4 address. Banning a banned "
-            + "address or network sets its new expiry and keeps its drop count.")
+            + "address or network sets its new expiry and keeps its drop count. Refused: loopback, link-local, "
+            + "multicast, 0.0.0.0/8, 240.0.0.0/4 and the driver's allowlist (this host's addresses and "
+            + "gateways among them).")
 
     @Argument(help: "The addresses or networks to ban (- reads them from stdin).")
     var addresses: [String]
@@ -154,8 +156,8 @@ struct Ban: ParsableCommand {
 struct Unban: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Lift the bans of addresses (through the running daemon when one answers) or networks (in the maps); "
-            + "- reads stdin.")
+            "Lift the bans of addresses or networks (through the running daemon when one answers, else in the "
+            + "maps); - reads stdin.")
 
     @Argument(help: "The addresses or networks to unban (- reads them from stdin).")
     var addresses: [String]

@@ -10,7 +10,8 @@ struct Stats: ParsableCommand {
         abstract: "Show the filter's counters (summed over all CPUs), once or as rates over time.",
         discussion: """
             dropped: packets from banned sources; passed: packets not banned (or not IP); expired: packets \
-            passed because their ban had ended; malformed: packets passed that could not be parsed. \
+            passed because their ban had ended; malformed: packets passed that could not be parsed; allowed: \
+            packets of a source in the driver's allowlist that a ban covers, passed all the same. \
             With --watch, one line per sample with the rate of each counter since the previous sample, \
             until Ctrl-C or the --duration ends.
             """)

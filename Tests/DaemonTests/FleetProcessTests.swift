@@ -332,7 +332,7 @@ extension FleetProcessTests {
         }
     }
 
-    /// The example account of etc/nats/ (README, "Share bans across a fleet").
+    /// The example account of etc/nats/ (docs/fleet.md).
     static var exampleAccounts: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path + "/etc/nats/fleet-accounts.conf"
