@@ -135,7 +135,8 @@ public struct DaemonOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Append a line per ban and per lift to this file (TIME ban|unban ADDRESS).",
+            "Append a line per ban and per lift to this file (TIME ban|unban ADDRESS); reopened on SIGHUP and "
+                + "SIGUSR1 (logrotate), and a reload may name another.",
             valueName: "path"))
     public var banLog: String?
 
@@ -204,7 +205,7 @@ public struct DaemonOptions: ParsableArguments {
     public var restartOnly: RestartOnlySettings {
         RestartOnlySettings(
             interface: interfaces, pinDir: pinDirectory, mode: mode, mapEntries: mapEntries ?? 0,
-            bpfObject: bpfObject ?? "", banLog: banLog ?? "", stateDir: stateDir, readyFile: readyFile ?? "",
+            bpfObject: bpfObject ?? "", stateDir: stateDir, readyFile: readyFile ?? "",
             summaryJson: summaryJson ?? "", statusInterval: statusInterval, reattach: reattach,
             historyEntries: historyEntries, historyAge: historyAge, control: control,
             controlGroup: controlGroup ?? "", metrics: metrics, prefixLengthsV4: prefixLengthsV4 ?? "",
@@ -221,7 +222,6 @@ public struct RestartOnlySettings: Equatable, Sendable {
     public var mode: AttachMode
     public var mapEntries: UInt32
     public var bpfObject: String
-    public var banLog: String
     public var stateDir: String
     public var readyFile: String
     public var summaryJson: String

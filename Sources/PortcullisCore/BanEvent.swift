@@ -34,6 +34,9 @@ public struct BanEvent: Sendable {
     /// A filter's bans: per address, its escalation level (how many bans the jail's history
     /// counted before); empty: all 0.
     public let levels: [UInt32]
+    /// Unbans: per address, the jail whose ban was lifted (`manual` for an operator's, nil when no
+    /// jail of this daemon made it); empty: not known. The journal's `[sshd] Unban` line names it.
+    public let liftedJails: [String?]
 
     /// `addresses[index]` as written: a network with its length, else the address.
     public func text(_ index: Int) -> String {
@@ -43,8 +46,10 @@ public struct BanEvent: Sendable {
 
     public init(
         kind: Kind, origin: Origin, addresses: [IPAddress], monotonicNanoseconds: UInt64, jail: String? = nil,
-        seconds: [UInt64] = [], readNanoseconds: UInt64? = nil, prefixLengths: [Int] = [], levels: [UInt32] = []
+        seconds: [UInt64] = [], readNanoseconds: UInt64? = nil, prefixLengths: [Int] = [], levels: [UInt32] = [],
+        liftedJails: [String?] = []
     ) {
+        self.liftedJails = liftedJails
         self.levels = levels
         self.prefixLengths = prefixLengths
         self.kind = kind

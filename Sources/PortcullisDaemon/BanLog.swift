@@ -18,8 +18,14 @@ import Synchronization
 /// what is queued, formatted without allocating per line, with one `write` per wake-up to a file
 /// opened with `O_APPEND`, so the lines of concurrent workers never interleave inside a line,
 /// and then lets the next events gather for 10 ms: a ban is in the file within about 10 ms.
+///
+/// `reopen` (SIGHUP, SIGUSR1, a reload that names another path) opens the path again and hands
+/// the new file to the writer: what it took before goes to the old file, the rest to the new one,
+/// so a logrotate rename loses no line. Without a path (no `--ban-log`) nothing is queued.
 public final class BanLog: BanPublisher, @unchecked Sendable {
-    public let path: String
+    /// The file's path ("": none).
+    public var path: String { writer.queue.withLock { $0.path } }
+    private let isOpen: Atomic<Bool>
     /// What the writer's thread holds (never the log itself: a log released before its thread
     /// ran, such as on a start refused right after opening it, must not be read by the thread).
     private let writer: Writer
@@ -28,14 +34,28 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
     /// about this long after its ban.
     static let gatherNanoseconds: UInt64 = 10_000_000
 
-    /// - Parameter say: where a write failure (and the end of one) is said, once per episode.
+    /// - Parameters:
+    ///   - path: the file, nil for none (until a `reopen` names one).
+    ///   - say: where a write failure (and the end of one) is said, once per episode.
     public init(
-        path: String, say: @escaping @Sendable (String) -> Void = BanLog.sayOnStandardError
+        path: String?, say: @escaping @Sendable (String) -> Void = BanLog.sayOnStandardError
     )
         throws(DaemonError)
     {
+        let fd = try path.map { (path) throws(DaemonError) in try Self.open(path) } ?? -1
+        isOpen = Atomic(fd >= 0)
+        writer = Writer(fd: fd, path: path ?? "", say: say)
+        do throws(Errno) {
+            thread = try SystemThread.spawn { [writer] in writer.run() }
+        } catch {
+            throw .invalidSetting("cannot start the ban log's thread: \(error)")
+        }
+    }
+
+    /// Opens `path` for appending, refusing what is not a regular file on a disk.
+    private static func open(_ path: String) throws(DaemonError) -> Int32 {
         // O_NOFOLLOW: a link planted at the path does not redirect a root write elsewhere.
-        let fd = try systemCall({ open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640) }) {
+        let fd = try systemCall({ Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640) }) {
             error in
             DaemonError.invalidSetting(
                 "cannot open the ban log \(path): \(error); check that its directory exists and is writable")
@@ -51,13 +71,27 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
                 "the ban log \(path) is not a regular file on a disk (\(pseudo.map { "on \($0)" } ?? "a device, FIFO or socket")): "
                     + "name a file for --ban-log")
         }
-        self.path = path
-        writer = Writer(fd: fd, path: path, say: say)
-        do throws(Errno) {
-            thread = try SystemThread.spawn { [writer] in writer.run() }
-        } catch {
-            throw .invalidSetting("cannot start the ban log's thread: \(error)")
+        return fd
+    }
+
+    /// Opens the path in use again (SIGHUP, SIGUSR1): after logrotate renamed the file, a new one
+    /// at the path. - Throws: when it cannot be opened (the file in use stays).
+    public func reopen() throws(DaemonError) {
+        let path = self.path
+        try reopen(at: path.isEmpty ? nil : path)
+    }
+
+    /// Writes from now on to `path` (nil: nowhere). The lines the writer took before go to the old
+    /// file. - Throws: when `path` cannot be opened (the file in use stays).
+    public func reopen(at target: String?) throws(DaemonError) {
+        let fd = try target.map { (path) throws(DaemonError) in try Self.open(path) } ?? -1
+        writer.queue.withLock { queue in
+            if queue.fd >= 0 { queue.retired.append(queue.fd) }
+            queue.fd = fd
+            queue.path = target ?? ""
         }
+        isOpen.store(fd >= 0, ordering: .releasing)
+        writer.wakeup.signal()
     }
 
     deinit {
@@ -76,7 +110,7 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
 
     /// Queues the event's lines: `TIME EVENT ADDRESS [jail=NAME for=SECONDS]`.
     public func publish(_ event: BanEvent) {
-        guard !event.addresses.isEmpty else { return }
+        guard !event.addresses.isEmpty, isOpen.load(ordering: .acquiring) else { return }
         // The writer takes what is queued before it waits again: a signal for each time the
         // queue stops being empty is enough.
         let wasEmpty = writer.queue.withLock { queue in
@@ -102,36 +136,45 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
             var writing = 0
             var stopping = false
             var errors: UInt64 = 0
+            /// The file written (-1: none) and its path; `reopen` replaces them.
+            var fd: Int32
+            var path: String
+            /// Files replaced by `reopen`, closed by the writer (which may be writing to one).
+            var retired: [Int32] = []
         }
 
-        let queue = Mutex(Queue())
+        let queue: Mutex<Queue>
         let wakeup = DispatchSemaphore(value: 0)
         let written = DispatchSemaphore(value: 0)
-        private let fd: Int32
-        private let path: String
         private let say: @Sendable (String) -> Void
         /// The error of the failing episode, said once.
         private var failing: String?
 
         init(fd: Int32, path: String, say: @escaping @Sendable (String) -> Void) {
-            self.fd = fd
-            self.path = path
+            queue = Mutex(Queue(fd: fd, path: path))
             self.say = say
         }
 
-        deinit { close(fd) }
+        deinit {
+            queue.withLock { queue in
+                for fd in queue.retired + [queue.fd] where fd >= 0 { close(fd) }
+            }
+        }
 
         func run() {
             var text = LogText()
             defer { text.deallocate() }
             while true {
-                let (events, stopping) = queue.withLock { queue in
+                let (events, stopping, fd, path, retired) = queue.withLock { queue in
                     defer {
                         queue.writing = queue.events.count
                         queue.events.removeAll(keepingCapacity: true)
+                        queue.retired.removeAll()
                     }
-                    return (queue.events, queue.stopping)
+                    return (queue.events, queue.stopping, queue.fd, queue.path, queue.retired)
                 }
+                // Replaced since the last write, which has ended: no write uses them any more.
+                for old in retired { close(old) }
                 if events.isEmpty {
                     if stopping { return }
                     wakeup.wait()
@@ -145,7 +188,7 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
                     let at = wall - min(wall, monotonic &- min(monotonic, event.monotonicNanoseconds / 1_000_000))
                     BanLog.append(event, at: at, to: &text)
                 }
-                write(UnsafeRawBufferPointer(start: text.bytes, count: text.count))
+                if fd >= 0 { write(UnsafeRawBufferPointer(start: text.bytes, count: text.count), to: fd, path: path) }
                 queue.withLock { $0.writing = 0 }
                 written.signal()
                 // Let the next events gather: a wake-up of this thread per batch of bans cost more
@@ -157,7 +200,7 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
 
         /// Writes the lines; a failure (a full disk) must not stop the bans: it is counted, and
         /// said once until a write succeeds again.
-        private func write(_ text: UnsafeRawBufferPointer) {
+        private func write(_ text: UnsafeRawBufferPointer, to fd: Int32, path: String) {
             var done = 0
             while done < text.count {
                 let result = systemCallResult { Glibc.write(fd, text.baseAddress! + done, text.count - done) }
@@ -165,10 +208,10 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
                 case .success(let count) where count > 0:
                     done += count
                 case .success:
-                    failed("the file takes no more bytes")
+                    failed("the file takes no more bytes", path: path)
                     return
                 case .failure(let error):
-                    failed("\(error)")
+                    failed("\(error)", path: path)
                     return
                 }
             }
@@ -178,7 +221,7 @@ public final class BanLog: BanPublisher, @unchecked Sendable {
             }
         }
 
-        private func failed(_ reason: String) {
+        private func failed(_ reason: String, path: String) {
             queue.withLock { $0.errors += 1 }
             guard failing != reason else { return }
             failing = reason

@@ -273,7 +273,8 @@ final class BanWorker: @unchecked Sendable {
                 jail: jail.name, seconds: [seconds], prefixLengths: [prefix.network.length])
             let lifted = BanEvent(
                 kind: .unban, origin: .aggregate, addresses: prefix.members.map(\.address), monotonicNanoseconds: clock,
-                prefixLengths: prefix.members.map(\.length))
+                prefixLengths: prefix.members.map(\.length),
+                liftedJails: Array(repeating: jail.name, count: prefix.members.count))
             for publisher in publishers {
                 publisher.publish(ban)
                 publisher.publish(lifted)

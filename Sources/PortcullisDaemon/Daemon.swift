@@ -172,7 +172,7 @@ public final class Daemon: @unchecked Sendable {
         enforcement = Enforcement(maps: maps, clock: clock)
         lifter = BanLifter(
             enforcement: enforcement, tables: jails.map(\.table), history: history, clock: clock,
-            publishers: publishers)
+            publishers: publishers, jailNames: Self.jailNames(jails))
         let groups = SourcePlan(jails: jails).groups
         var notes = configuration.notes
         if let historyProblem { notes.append(historyProblem) }

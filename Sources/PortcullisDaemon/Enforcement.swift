@@ -203,28 +203,33 @@ final class Enforcement: @unchecked Sendable {
     /// left) and resets their counts in `table`; a ban already gone (`portcullis unban`) just
     /// resets.
     /// - Parameter lifted: called after each chunk that deleted bans, outside the lock, with the
-    ///   chunk's lifted addresses (so that a re-ban made meanwhile is logged after its unban).
+    ///   chunk's lifted addresses and their bans' origin slots (so that a re-ban made meanwhile is
+    ///   logged after its unban).
     /// - Returns: the bans deleted.
     func lift(
-        _ addresses: [IPAddress], tables: [OffenceTable], clock: DaemonClock, lifted: ([IPAddress]) -> Void
+        _ addresses: [IPAddress], tables: [OffenceTable], clock: DaemonClock,
+        lifted: ([IPAddress], [UInt32]) -> Void
     ) -> UInt64 {
         var deleted: UInt64 = 0
         var start = 0
         while start < addresses.count {
             let chunk = addresses[start..<min(start + Self.liftChunk, addresses.count)]
             start += chunk.count
-            let ended = lock.withLock { _ in liftChunk(chunk, tables: tables, clock: clock) }
+            let (ended, origins) = lock.withLock { _ in liftChunk(chunk, tables: tables, clock: clock) }
             deleted += UInt64(ended.count)
-            if !ended.isEmpty { lifted(ended) }
+            if !ended.isEmpty { lifted(ended, origins) }
         }
         return deleted
     }
 
     /// Every jail's count of a lifted client restarts: the one that banned it, and any other
     /// whose crossing was kept on that ban (`resetEnded` leaves counts below the threshold).
-    private func liftChunk(_ chunk: ArraySlice<IPAddress>, tables: [OffenceTable], clock: DaemonClock) -> [IPAddress] {
+    private func liftChunk(
+        _ chunk: ArraySlice<IPAddress>, tables: [OffenceTable], clock: DaemonClock
+    ) -> (ended: [IPAddress], origins: [UInt32]) {
         if liftPauseNanoseconds > 0 { SystemClock.sleep(nanoseconds: liftPauseNanoseconds) }
         var ended: [IPAddress] = []
+        var origins: [UInt32] = []
         let now = clock.bootNow
         for address in chunk {
             // Banned again since (made longer, an operator's): in force, left without a delete.
@@ -232,6 +237,7 @@ final class Enforcement: @unchecked Sendable {
             switch Result(catching: { () throws(FirewallError) in try maps.liftIfEnded(address, now: now) }) {
             case .success(.lifted(let entry)):
                 ended.append(address)
+                origins.append(entry.origin)
                 // Only the count of the ban that ended: one that restarted, or crossed again, since
                 // its end is kept.
                 for table in tables {
@@ -247,7 +253,7 @@ final class Enforcement: @unchecked Sendable {
                 continue
             }
         }
-        return ended
+        return (ended, origins)
     }
 
     /// An operator's bans, through the daemon (its control socket): each address gets `expiry`
@@ -277,16 +283,21 @@ final class Enforcement: @unchecked Sendable {
     }
 
     /// An operator's unbans, through the daemon: the bans are deleted and the clients' counts
-    /// start over in every jail. - Returns: the addresses that had a ban.
-    func operatorUnban(_ addresses: [IPAddress], tables: [OffenceTable]) -> [IPAddress] {
+    /// start over in every jail. - Returns: the addresses that had a ban, and their bans' origin
+    /// slots (what the journal's line names).
+    func operatorUnban(_ addresses: [IPAddress], tables: [OffenceTable]) -> (lifted: [IPAddress], origins: [UInt32]) {
         lock.withLock { _ in
             var lifted: [IPAddress] = []
-            for address in addresses where (try? maps.unban(address)) == true {
+            var origins: [UInt32] = []
+            for address in addresses {
+                let origin = (try? maps.lookup(address))??.origin
+                guard (try? maps.unban(address)) == true else { continue }
                 lifted.append(address)
+                origins.append(origin ?? BanEntry.operatorOrigin)
                 own.forget(address, now: clock.bootNow)
                 for table in tables { table.reset(address) }
             }
-            return lifted
+            return (lifted, origins)
         }
     }
 

@@ -27,6 +27,8 @@ final class BanLifter: @unchecked Sendable {
     private let history: BanHistory?
     private let clock: DaemonClock
     private let publishers: [BanPublisher]
+    /// The jail of each origin slot (`Daemon.jailNames`): what an unban's journal line names.
+    private let jailNames: [UInt32: String]
     private let unbans = Atomic<UInt64>(0)
     private let sweptUnbans = Atomic<UInt64>(0)
     private let cpuNanoseconds = Atomic<UInt64>(0)
@@ -44,8 +46,9 @@ final class BanLifter: @unchecked Sendable {
 
     init(
         enforcement: Enforcement, tables: [OffenceTable], history: BanHistory?, clock: DaemonClock,
-        publishers: [BanPublisher]
+        publishers: [BanPublisher], jailNames: [UInt32: String] = [:]
     ) {
+        self.jailNames = jailNames
         self.enforcement = enforcement
         self.tables = tables
         self.history = history
@@ -132,10 +135,10 @@ final class BanLifter: @unchecked Sendable {
     }
 
     private func lift(_ addresses: [IPAddress], swept: Bool) {
-        let deleted = enforcement.lift(addresses, tables: tables, clock: clock) { lifted in
+        let deleted = enforcement.lift(addresses, tables: tables, clock: clock) { lifted, origins in
             let event = BanEvent(
                 kind: .unban, origin: .expiry, addresses: lifted,
-                monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), liftedJails: origins.map { jailNames[$0] })
             for publisher in publishers { publisher.publish(event) }
         }
         unbans.wrappingAdd(deleted, ordering: .acquiringAndReleasing)

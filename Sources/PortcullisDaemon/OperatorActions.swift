@@ -99,6 +99,14 @@ extension Daemon {
         return result
     }
 
+    /// The jail each origin slot stands for: the jails' own, and `manual` for an operator's ban
+    /// (what the journal's `[JAIL] Unban` line names).
+    static func jailNames(_ jails: [Jail]) -> [UInt32: String] {
+        var names = [BanEntry.operatorOrigin: "manual"]
+        for jail in jails where jail.origin != BanEntry.operatorOrigin { names[jail.origin] = jail.name }
+        return names
+    }
+
     /// The network `text` names (nil for a single address, which goes with the addresses, and for
     /// a bad one, refused with why).
     private static func network(_ text: String, refusing result: inout OperatorResult) -> IPNetwork? {
@@ -139,11 +147,13 @@ extension Daemon {
                 result.refused.append("\(text): not an IPv4 or IPv6 address")
             }
         }
-        result.done = enforcement.operatorUnban(addresses, tables: jails.map(\.table))
+        let (lifted, origins) = enforcement.operatorUnban(addresses, tables: jails.map(\.table))
+        result.done = lifted
         if !result.done.isEmpty {
+            let names = Self.jailNames(jails)
             let event = BanEvent(
                 kind: .unban, origin: .operator, addresses: result.done,
-                monotonicNanoseconds: SystemClock.monotonicNanoseconds())
+                monotonicNanoseconds: SystemClock.monotonicNanoseconds(), liftedJails: origins.map { names[$0] })
             for publisher in publishers { publisher.publish(event) }
         }
         return result

@@ -22,14 +22,23 @@ public final class DaemonService {
     private let supervisor: Supervisor<LoadedConfiguration>
     private let events = ServiceEvents()
     private let signals: SignalForwarder
+    private let banLog: BanLog
 
     /// - Parameters: what the executable checked before anything is touched.
+    /// - Throws: when a thread of the ban journal cannot start.
     public init(
         options: DaemonOptions, interfaces: [String], objectPath: String, controlGroup: gid_t?,
-        metricsEndpoint: MetricsEndpoint?, prefixLengths: [(IPAddress.Family, [Int])], banLog: BanLog?,
+        metricsEndpoint: MetricsEndpoint?, prefixLengths: [(IPAddress.Family, [Int])], banLog: BanLog,
         signals: SignalForwarder
-    ) {
+    ) throws(DaemonError) {
         self.signals = signals
+        self.banLog = banLog
+        let banJournal: BanJournal
+        do throws(Errno) {
+            banJournal = try BanJournal { line in serviceLogger.notice("\(line)") }
+        } catch {
+            throw .invalidSetting("cannot start the ban journal's thread: \(error)")
+        }
         let describe: (any Error) -> String = { DaemonOptions.message(for: $0) }
         let supervisor = Supervisor<LoadedConfiguration>(describe: describe, log: say)
         self.supervisor = supervisor
@@ -43,7 +52,7 @@ public final class DaemonService {
             fleetLink.publishDecisions(changes, now: now, whole: whole)
         }
         let publishers: [BanPublisher] =
-            (banLog.map { [$0] } ?? []) + [crowdsecLink, fleetLink] + (metricsEndpoint == nil ? [] : [metrics.metrics])
+            [banLog, banJournal, crowdsecLink, fleetLink] + (metricsEndpoint == nil ? [] : [metrics.metrics])
         let daemon = DaemonComponent(firewall: firewall, publishers: publishers, describe: describe)
         let fleet = FleetComponent(link: fleetLink, firewall: firewall)
         let bouncer = CrowdSecBouncerComponent(link: crowdsecLink, firewall: firewall)
@@ -63,8 +72,10 @@ public final class DaemonService {
         supervisor.add(control)
         supervisor.add(metrics)
         supervisor.add(firewall)
-        // The daemon first among those a reload changes: a configuration it refuses is refused
-        // whole, before any companion took it.
+        // The ban log first among those a reload changes: a path it cannot open refuses the
+        // configuration whole; then the daemon: a configuration it refuses is refused whole,
+        // before any companion took it.
+        supervisor.add(BanLogComponent(log: banLog)) { $0.options.banLog }
         supervisor.add(daemon) { Fresh($0.daemon) }
         supervisor.add(CrowdSecAlertsComponent(link: crowdsecLink)) { .init($0) }
         supervisor.add(BlocklistFeeds(config: options.config, firewall: firewall)) {
@@ -89,12 +100,49 @@ public final class DaemonService {
         try supervisor.start(configuration)
         // A signal that came during the start waits, blocked, for this thread to take it.
         do throws(Errno) {
-            try signals.start(posting: events)
+            try signals.start(posting: events) { [banLog] in BanLogComponent.reopen(banLog) }
         } catch {
             supervisor.stop()
             throw DaemonError.invalidSetting("cannot start the signal thread: \(error)")
         }
         defer { signals.finish() }
         supervisor.run(events: events, load: { try loader.load() })
+    }
+}
+
+/// The ban log (`--ban-log`), opened before the start (a path it cannot open refuses the start
+/// before the interface is touched): a reload that names another path opens it, and one that
+/// cannot is refused with the file in use kept. SIGHUP and SIGUSR1 reopen the path in use.
+final class BanLogComponent: Component {
+    let name = "ban log"
+    private let log: BanLog
+
+    init(log: BanLog) { self.log = log }
+
+    func start(_ settings: String?) throws -> [LogLine] { [] }
+
+    func reload(_ settings: String?) throws -> ReloadVerdict {
+        do throws(DaemonError) {
+            try log.reopen(at: settings)
+        } catch {
+            return .refused(DaemonOptions.message(for: error))
+        }
+        return .applied(outcome: nil, lines: [LogLine("ban log: now \(settings ?? "none")")])
+    }
+
+    func stop() {}
+
+    /// Reopens the path in use (logrotate renamed the file), and says so (what a rotation's check
+    /// waits for); a failure keeps the file in use and is said.
+    static func reopen(_ log: BanLog) {
+        guard !log.path.isEmpty else { return }
+        do throws(DaemonError) {
+            try log.reopen()
+            say(LogLine("ban log reopened: \(log.path)"))
+        } catch {
+            say(
+                .error("cannot reopen the ban log: \(DaemonOptions.message(for: error)); writing on to the file in use")
+            )
+        }
     }
 }

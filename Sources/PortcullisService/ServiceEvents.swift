@@ -158,29 +158,42 @@ public final class ServiceEvents: @unchecked Sendable {
 }
 
 /// The thread that takes the process's signals (blocked in every thread by `StopSignals`) and posts
-/// them: SIGHUP as a reload, SIGINT and SIGTERM as the stop (after which it ends).
+/// them: SIGHUP as the logs reopened and a reload, SIGUSR1 as the logs reopened alone (logrotate's
+/// signal: it works with a configuration a reload would refuse), SIGINT and SIGTERM as the stop
+/// (after which it ends).
 public final class SignalForwarder {
     private let stop = StopFlag()
     private var thread: SystemThread?
+    /// The signals besides SIGINT and SIGTERM.
+    static let others = [SIGHUP, SIGUSR1]
 
-    /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and the threads it starts from now
-    /// on (call it before any), and ignores SIGPIPE: a reader gone from a pipe or socket is an error
-    /// return, not the end of the daemon.
+    /// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR1 in the calling thread and the threads it starts
+    /// from now on (call it before any), and ignores SIGPIPE: a reader gone from a pipe or socket is
+    /// an error return, not the end of the daemon.
     public init() {
-        _ = StopSignals(alsoWaitingFor: [SIGHUP])
+        _ = StopSignals(alsoWaitingFor: Self.others)
         StopSignals.ignoreBrokenPipes()
     }
 
     /// Starts the thread that posts the signals to `events`.
-    public func start(posting events: ServiceEvents) throws(Errno) {
+    /// - Parameter reopenLogs: reopens the log files (the ban log), on this thread.
+    public func start(
+        posting events: ServiceEvents, reopenLogs: @escaping @Sendable () -> Void = {}
+    )
+        throws(Errno)
+    {
         let stop = self.stop
         thread = try SystemThread.spawn {
-            var signals = StopSignals(alsoWaitingFor: [SIGHUP])
+            var signals = StopSignals(alsoWaitingFor: Self.others)
             // The wait is bounded only so that `finish` ends the thread when the service stopped
             // for another reason than a signal (a SIGTERM or SIGINT ends it at once).
             while !stop.isSet {
                 guard let signal = signals.next(waitingSeconds: 1) else { continue }
-                if signal == SIGHUP {
+                if signal == SIGUSR1 {
+                    reopenLogs()
+                } else if signal == SIGHUP {
+                    // Before the reload, which may be refused: the rotated log is reopened anyway.
+                    reopenLogs()
                     events.post(.reload(nil))
                 } else {
                     events.post(.stop)

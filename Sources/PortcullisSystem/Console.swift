@@ -5,14 +5,16 @@ import Glibc
 /// when piped), and the one-line error exit of the programs.
 ///
 /// Under systemd, when stdout or stderr is the journal (`$JOURNAL_STREAM` names that very file),
-/// each line starts with its syslog level, `<6>` for information, `<4>` for a warning, `<3>` for
-/// an error (sd-daemon(3)'s prefixes, which journald strips and records as the priority). Anywhere
-/// else the output is unchanged.
+/// each line starts with its syslog level, `<6>` for information, `<5>` for a notice (a ban, an
+/// unban), `<4>` for a warning, `<3>` for an error (sd-daemon(3)'s prefixes, which journald strips
+/// and records as the priority). Anywhere else the output is unchanged.
 public enum Console {
     /// A line's syslog priority, as journald records it.
     public enum Level: Int32, Sendable {
         case error = 3
         case warning = 4
+        /// What an operator filters for (`journalctl -p notice`): bans and unbans.
+        case notice = 5
         case info = 6
     }
 

@@ -5,7 +5,7 @@ import Logging
 /// `Console` as swift-log's handler: a `Logger` labelled `portcullisd.fleet` writes
 /// `portcullisd: fleet: MESSAGE`, a line per message, unbuffered. Information and notices go to
 /// stdout, warnings and worse to stderr, with journald's `<N>` prefix when the stream is the journal
-/// (`<6>`, `<4>`, `<3>`), exactly as `Console.say` writes them. Metadata, when a message has some,
+/// (`<6>`, `<5>` for a notice, `<4>`, `<3>`), exactly as `Console.say` writes them. Metadata, when a message has some,
 /// follows as ` key=value`.
 public struct ConsoleLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
@@ -39,7 +39,8 @@ public struct ConsoleLogHandler: LogHandler {
         let suffix = all.sorted { $0.key < $1.key }.map { " \($0.key)=\($0.value)" }.joined()
         let text = prefix + event.message.description + suffix
         switch event.level {
-        case .trace, .debug, .info, .notice: return (text, STDOUT_FILENO, .info)
+        case .trace, .debug, .info: return (text, STDOUT_FILENO, .info)
+        case .notice: return (text, STDOUT_FILENO, .notice)
         case .warning: return (text, STDERR_FILENO, .warning)
         case .error, .critical: return (text, STDERR_FILENO, .error)
         }

@@ -38,6 +38,8 @@ public struct BanEntry: Sendable, Equatable {
     public let dropped: UInt64
     /// Who made it: `PC_ORIGIN_OPERATOR` (0), or a slot of the origin names (`BanMaps.originNames`).
     public let origin: UInt32
+    /// The origin of an operator's ban (`PC_ORIGIN_OPERATOR`): one no jail's slot names.
+    public static let operatorOrigin = UInt32(PC_ORIGIN_OPERATOR)
 
     public init(address: IPAddress, expiry: BanExpiry, dropped: UInt64, origin: UInt32 = UInt32(PC_ORIGIN_OPERATOR)) {
         self.address = address

@@ -38,7 +38,8 @@ struct Portcullisd: ParsableCommand {
             are these flags by name (the command line overrides them) and its [jail.NAME] tables are the \
             jails; --fail2ban-config DIR adds the enabled jails of a fail2ban configuration. SIGHUP re-reads \
             the configuration (bans in force and the counts of unchanged jails are kept; a configuration \
-            with an error is refused and the running one stays). SIGINT or SIGTERM stop it cleanly with a \
+            with an error is refused and the running one stays) and reopens the ban log; SIGUSR1 reopens \
+            the ban log alone (logrotate's signal). Each ban and unban is a line at NOTICE. SIGINT or SIGTERM stop it cleanly with a \
             summary; the filter and the bans stay in force. Under systemd (Type=notify) it says when it is \
             ready, reloading and stopping, and keeps the watchdog fed.
             """,
@@ -121,8 +122,8 @@ struct Portcullisd: ParsableCommand {
         if let config = options.config {
             for list in configuration.blocklists { _ = try BlocklistFeeds.read(list, config: config) }
         }
-        let banLog = try options.banLog.map { (path) throws(DaemonError) in try BanLog(path: path) }
-        let service = DaemonService(
+        let banLog = try BanLog(path: options.banLog)
+        let service = try DaemonService(
             options: options, interfaces: interfaces, objectPath: objectPath, controlGroup: controlGroup,
             metricsEndpoint: metricsEndpoint, prefixLengths: prefixLengths, banLog: banLog, signals: signals)
         try service.run(configuration, reloadingWith: loader)

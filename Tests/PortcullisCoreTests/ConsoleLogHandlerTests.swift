@@ -24,7 +24,9 @@ struct ConsoleLogHandlerTests {
         #expect(warning.fd == STDERR_FILENO && warning.level == .warning)
         let error = handler.line(event(.critical, "gone"))
         #expect(error.fd == STDERR_FILENO && error.level == .error)
-        #expect(ConsoleLogHandler(label: "portcullisd").line(event(.notice, "ready")).text == "portcullisd: ready")
+        let notice = ConsoleLogHandler(label: "portcullisd").line(event(.notice, "[sshd] Ban 198.18.0.4 for 1h"))
+        #expect(notice.text == "portcullisd: [sshd] Ban 198.18.0.4 for 1h")
+        #expect(notice.fd == STDOUT_FILENO && notice.level == .notice)
     }
 
     @Test("metadata follows the message as key=value, sorted, the message's over the logger's")
