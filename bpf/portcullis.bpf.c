@@ -42,6 +42,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_stats SEC(".maps");
 
+/* Drops by origin and address family (portcullis_abi.h): a drop counts here, not in pc_stats. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PC_DROP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pc_stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_drops SEC(".maps");
+
 /* Not read here: user space stores PC_ABI_MAGIC/PC_ABI_VERSION in it to mark the pin directory. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -205,16 +214,31 @@ struct {
 	__uint(XDP_PASS, 1);
 } XDP_RUN_CONFIG(pc_xdp_filter);
 
-static __always_inline int pc_count(__u32 index, struct xdp_md *ctx, int verdict)
+/* Adds the frame to slot `index` of a per-CPU counter map (pc_stats, pc_drops). */
+static __always_inline void pc_add(void *counters, __u32 index, struct xdp_md *ctx)
 {
-	struct pc_stat *stat = bpf_map_lookup_elem(&pc_stats, &index);
+	struct pc_stat *stat = bpf_map_lookup_elem(counters, &index);
 
 	if (stat) {
 		/* Per-CPU slot, and XDP runs with preemption off: plain increments are exact. */
 		stat->packets++;
 		stat->bytes += ctx->data_end - ctx->data;
 	}
+}
+
+static __always_inline int pc_count(__u32 index, struct xdp_md *ctx, int verdict)
+{
+	pc_add(&pc_stats, index, ctx);
 	return verdict;
+}
+
+/* A drop, counted by its ban's origin and the source's family (PC_DROP_FAMILY_*) in pc_drops: one
+ * per-CPU slot, as every other verdict. An origin out of range (no writer of ours makes one) counts
+ * as the operator's. */
+static __always_inline int pc_count_drop(__u32 origin, __u32 family, struct xdp_md *ctx)
+{
+	pc_add(&pc_drops, (origin < PC_MAX_ORIGINS ? origin : PC_ORIGIN_OPERATOR) * PC_DROP_FAMILIES + family, ctx);
+	return XDP_DROP;
 }
 
 /* What the bans found so far say: PC_FOUND_NONE, or an ended ban was seen (the source passes as
@@ -233,7 +257,7 @@ static __always_inline int pc_used(__u32 index);
  * Returns the verdict, or -1 to look on.
  */
 static __always_inline int pc_decide(struct pc_ban *ban, void *allow, __u32 allow_used, const void *source,
-				     struct xdp_md *ctx, int *found)
+				     __u32 family, struct xdp_md *ctx, int *found)
 {
 	__u64 expires_ns;
 
@@ -248,7 +272,7 @@ static __always_inline int pc_decide(struct pc_ban *ban, void *allow, __u32 allo
 		return pc_count(PC_STAT_ALLOWED, ctx, XDP_PASS);
 	/* Shared by every CPU that sees this source: atomic. */
 	__sync_fetch_and_add(&ban->dropped, 1);
-	return pc_count(PC_STAT_DROPPED, ctx, XDP_DROP);
+	return pc_count_drop(ban->origin, family, ctx);
 }
 
 static __always_inline int pc_used(__u32 index)
@@ -296,7 +320,7 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 	prefix.prefixlen = 32;
 	__builtin_memcpy(prefix.addr, &addr, sizeof(addr));
 	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v4, prefix.addr), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
-			    &prefix, ctx, found);
+			    &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
 	if (verdict >= 0)
 		return verdict;
 	/* Only the kinds of network entry its /24 holds are asked (none: nothing more to ask). */
@@ -315,14 +339,14 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 
 			__builtin_memcpy(key.addr, &masked, sizeof(masked));
 			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v4, &key), &pc_allow_v4,
-					    PC_CONFIG_USED_ALLOW_V4, &prefix, ctx, found);
+					    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
 			if (verdict >= 0)
 				return verdict;
 		}
 	}
 	if ((kinds & PC_COVER_CIDR) && pc_used(PC_CONFIG_USED_CIDR_V4)) {
 		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v4, &prefix), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
-				    &prefix, ctx, found);
+				    &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
 		if (verdict >= 0)
 			return verdict;
 	}
@@ -333,7 +357,7 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 			lists = bpf_map_lookup_elem(&pc_lhosts_v4, &generation);
 			if (lists) {
 				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4,
-						    PC_CONFIG_USED_ALLOW_V4, &prefix, ctx, found);
+						    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}
@@ -342,7 +366,7 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 			lists = bpf_map_lookup_elem(&pc_lists_v4, &generation);
 			if (lists) {
 				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4,
-						    PC_CONFIG_USED_ALLOW_V4, &prefix, ctx, found);
+						    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}
@@ -381,7 +405,7 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 	prefix.prefixlen = 128;
 	__builtin_memcpy(prefix.addr, addr, sizeof(addr));
 	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v6, prefix.addr), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
-			    &prefix, ctx, found);
+			    &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
 	if (verdict >= 0)
 		return verdict;
 	/* Only the kinds of network entry its /64 holds (as far as its hash tells) are asked. */
@@ -402,14 +426,14 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 			pc_mask6(masked, addr, length);
 			__builtin_memcpy(key.addr, masked, sizeof(masked));
 			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v6, &key), &pc_allow_v6,
-					    PC_CONFIG_USED_ALLOW_V6, &prefix, ctx, found);
+					    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
 			if (verdict >= 0)
 				return verdict;
 		}
 	}
 	if ((kinds & PC_COVER_CIDR) && pc_used(PC_CONFIG_USED_CIDR_V6)) {
 		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v6, &prefix), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
-				    &prefix, ctx, found);
+				    &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
 		if (verdict >= 0)
 			return verdict;
 	}
@@ -420,7 +444,7 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 			lists = bpf_map_lookup_elem(&pc_lhosts_v6, &generation);
 			if (lists) {
 				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6,
-						    PC_CONFIG_USED_ALLOW_V6, &prefix, ctx, found);
+						    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}
@@ -429,7 +453,7 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 			lists = bpf_map_lookup_elem(&pc_lists_v6, &generation);
 			if (lists) {
 				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6,
-						    PC_CONFIG_USED_ALLOW_V6, &prefix, ctx, found);
+						    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}

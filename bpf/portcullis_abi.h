@@ -36,6 +36,7 @@
 #define PC_MAP_COVER "pc_cover"
 #define PC_MAP_LIST_HOSTS_V4 "pc_lhosts_v4"
 #define PC_MAP_LIST_HOSTS_V6 "pc_lhosts_v6"
+#define PC_MAP_DROPS "pc_drops"
 
 /* Name of the XDP program (its function name, as the kernel and libxdp report it). */
 #define PC_PROG_NAME "pc_xdp_filter"
@@ -240,9 +241,10 @@ struct pc_origin {
 	char name[PC_ORIGIN_NAME_SIZE];
 };
 
-/* Indices into the per-CPU stats array: every frame the program sees is counted in exactly one. */
+/* Indices into the per-CPU stats array: every frame the program sees is counted in exactly one of
+ * them or in pc_drops. */
 enum pc_stat_index {
-	PC_STAT_DROPPED = 0,   /* source banned, ban in force: XDP_DROP */
+	PC_STAT_DROPPED = 0,   /* counted by programs older than pc_drops only; user space adds the two */
 	PC_STAT_PASSED = 1,    /* not banned, or not IP at all: XDP_PASS */
 	PC_STAT_EXPIRED = 2,   /* source in a ban map but the ban has expired: XDP_PASS */
 	PC_STAT_MALFORMED = 3, /* truncated or invalid headers: XDP_PASS, the stack decides */
@@ -259,6 +261,24 @@ struct pc_stat {
 	__u64 packets;
 	__u64 bytes;
 };
+
+/*
+ * Drops by origin and address family (pc_drops: BPF_MAP_TYPE_PERCPU_ARRAY of PC_DROP_SLOTS
+ * struct pc_stat). A dropped frame counts here, not in pc_stats, at slot
+ *   origin * PC_DROP_FAMILIES + family
+ * where origin is its ban's (struct pc_ban), PC_ORIGIN_OPERATOR for one at or past PC_MAX_ORIGINS,
+ * and family PC_DROP_FAMILY_IPV4 or _IPV6: the drop path reads one per-CPU slot, as before, only
+ * another one. User space names a slot by pc_origins and sums it over CPUs.
+ *
+ * The map came after ABI 3's others without changing them, so PC_ABI_VERSION stays 3: a load beside
+ * pins of ABI 3 that lack it creates and pins it (libbpf pins a missing LIBBPF_PIN_BY_NAME map), the
+ * bans stay, and readers take the drops of a program loaded before it from PC_STAT_DROPPED.
+ */
+#define PC_DROP_FAMILY_IPV4 0
+#define PC_DROP_FAMILY_IPV6 1
+#define PC_DROP_FAMILIES 2
+#define PC_DROP_SLOTS 512
+_Static_assert(PC_DROP_SLOTS == PC_MAX_ORIGINS * PC_DROP_FAMILIES, "a slot per origin and family");
 
 /*
  * Meta value (BPF_MAP_TYPE_ARRAY, one entry), written by user space when it creates the maps and

@@ -291,6 +291,21 @@ public final class DaemonMetrics: BanPublisher, @unchecked Sendable {
                     [("verdict", verdict)], value.bytes)
             }
         }
+        // Per origin: series of a named origin exist from its naming on (0 until its bans drop).
+        for drops in (try? inputs.maps.dropsByOrigin()) ?? [] {
+            let labels = [
+                ("origin", drops.kind.rawValue), ("name", drops.name),
+                ("family", drops.family == .ipv4 ? "ipv4" : "ipv6"),
+            ]
+            count(
+                "portcullis_dropped_packets_total",
+                "Packets the XDP filter dropped, by the origin of the ban (jail, manual, list, crowdsec, fleet; name: "
+                    + "the jail, list, CrowdSec origin or fleet host) and the source's family, summed over CPUs.",
+                labels, drops.count.packets)
+            count(
+                "portcullis_dropped_bytes_total", "Bytes of the packets the XDP filter dropped, by origin and family.",
+                labels, drops.count.bytes)
+        }
         for (name, value) in inputs.control {
             count(
                 "portcullis_control_requests_total",

@@ -61,6 +61,7 @@ public struct JSONObject: Encodable {
         case text(String)
         case bool(Bool)
         case object(JSONObject)
+        case array([Value])
 
         public func encode(to encoder: Encoder) throws {
             var container = encoder.singleValueContainer()
@@ -71,6 +72,7 @@ public struct JSONObject: Encodable {
             case .text(let value): try container.encode(value)
             case .bool(let value): try container.encode(value)
             case .object(let value): try container.encode(value)
+            case .array(let values): try container.encode(values)
             }
         }
     }

@@ -28,6 +28,8 @@ public final class BanMaps: @unchecked Sendable {
     let listHostsV6: BPFDescriptor
     let config: BPFDescriptor
     let cover: BPFDescriptor
+    /// Drops by origin and family; nil for pins made before it (`MapSpec.mayBeMissingFromPins`).
+    let drops: BPFDescriptor?
     /// The coverage bitmap, mapped (bits are set with atomic ORs: other writers set bits too).
     let coverBits: UnsafeMutablePointer<UInt64>
     /// Entries each ban map can hold.
@@ -35,7 +37,7 @@ public final class BanMaps: @unchecked Sendable {
     /// The pin directory the maps were opened from or pinned in (nil: private maps): blocklist
     /// writers lock it (`flock`) to take turns.
     var pinDirectoryPath: String?
-    private let possibleCPUs: Int
+    let possibleCPUs: Int
     /// The kernel ban installer, loaded at the first `banKeepingLonger` (or `loadInstaller`).
     let installer = Mutex(InstallerState())
 
@@ -70,6 +72,7 @@ public final class BanMaps: @unchecked Sendable {
         listHostsV6 = try map(.listHostsV6)
         config = try map(.config)
         cover = try map(.cover)
+        drops = maps[MapSpec.drops.name]
         let mapped = mmap(nil, Int(PC_COVER_WORDS) * 8, PROT_READ | PROT_WRITE, MAP_SHARED, cover.fd, 0)
         guard let mapped, mapped != MAP_FAILED else {
             throw systemError("map \(PC_MAP_COVER) into memory", errno)
@@ -100,7 +103,7 @@ public final class BanMaps: @unchecked Sendable {
             if spec.name == MapSpec.bansV4.name { capacity = info.max_entries }
             found[spec.name] = descriptor
         }
-        guard found.count == MapSpec.all.count else {
+        guard MapSpec.all.allSatisfy({ found[$0.name] != nil || $0.mayBeMissingFromPins }) else {
             // Some of the maps, not all: pins of an older layout (it had fewer maps) say so.
             if let meta = found[PC_MAP_META] {
                 var key: UInt32 = 0
@@ -112,7 +115,7 @@ public final class BanMaps: @unchecked Sendable {
                         path: directory.path,
                         detail: "layout version \(marker.abi_version), this build uses \(PC_ABI_VERSION)")
                 }
-                let missing = MapSpec.all.map(\.name).filter { found[$0] == nil }
+                let missing = MapSpec.all.filter { found[$0.name] == nil && !$0.mayBeMissingFromPins }.map(\.name)
                 throw .incompatiblePins(
                     path: directory.path, detail: "maps missing: " + missing.joined(separator: ", "))
             }
@@ -324,6 +327,10 @@ public final class BanMaps: @unchecked Sendable {
             case PC_STAT_ALLOWED: totals.allowed = sum
             default: totals.malformed = sum
             }
+        }
+        for slot in try dropSlots() {
+            totals.dropped.packets &+= slot.packets
+            totals.dropped.bytes &+= slot.bytes
         }
         return totals
     }

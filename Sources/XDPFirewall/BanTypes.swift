@@ -60,6 +60,11 @@ public struct FilterCounters: Sendable, Equatable {
     public struct Count: Sendable, Equatable {
         public var packets: UInt64 = 0
         public var bytes: UInt64 = 0
+
+        public init(packets: UInt64 = 0, bytes: UInt64 = 0) {
+            self.packets = packets
+            self.bytes = bytes
+        }
     }
     /// Packets from banned sources, dropped.
     public var dropped = Count()

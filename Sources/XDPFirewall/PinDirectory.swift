@@ -78,6 +78,8 @@ struct MapSpec: Sendable {
     let type: bpf_map_type
     let keySize: Int
     let valueSize: Int
+    /// Entries a pinned map must have (nil: any; the ban maps' size is the operator's).
+    var maxEntries: UInt32? = nil
 
     static let bansV4 = MapSpec(
         name: PC_MAP_BANS_V4, type: BPF_MAP_TYPE_HASH,
@@ -116,11 +118,18 @@ struct MapSpec: Sendable {
     static let listHostsV6 = MapSpec(
         name: PC_MAP_LIST_HOSTS_V6, type: BPF_MAP_TYPE_ARRAY_OF_MAPS, keySize: 4, valueSize: 4)
     static let cover = MapSpec(name: PC_MAP_COVER, type: BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: 8)
+    static let drops = MapSpec(
+        name: PC_MAP_DROPS, type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: MemoryLayout<UInt32>.size,
+        valueSize: MemoryLayout<pc_stat>.size, maxEntries: UInt32(PC_DROP_SLOTS))
 
     static let all = [
         bansV4, bansV6, stats, meta, origins, prefixV4, prefixV6, cidrV4, cidrV6, allowV4, allowV6, listsV4,
-        listsV6, listHostsV4, listHostsV6, config, cover,
+        listsV6, listHostsV4, listHostsV6, config, cover, drops,
     ]
+
+    /// Whether pins of this ABI version may lack it: `pc_drops` came later within ABI 3 (a load
+    /// adds it beside them; until then the drops are read from `PC_STAT_DROPPED` alone).
+    var mayBeMissingFromPins: Bool { name == PC_MAP_DROPS }
 
     /// Checks an open map against this spec.
     /// - Returns: the map's kernel info (its `max_entries` is the capacity that was chosen at creation).
@@ -135,6 +144,9 @@ struct MapSpec: Sendable {
             throw .incompatiblePins(
                 path: path,
                 detail: "key/value \(info.key_size)/\(info.value_size) bytes, expected \(keySize)/\(valueSize)")
+        }
+        if let maxEntries, info.max_entries != maxEntries {
+            throw .incompatiblePins(path: path, detail: "\(info.max_entries) entries, expected \(maxEntries)")
         }
         return info
     }

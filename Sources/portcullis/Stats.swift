@@ -11,7 +11,9 @@ struct Stats: ParsableCommand {
         discussion: """
             dropped: packets from banned sources; passed: packets not banned (or not IP); expired: packets \
             passed because their ban had ended; malformed: packets passed that could not be parsed; allowed: \
-            packets of a source in the driver's allowlist that a ban covers, passed all the same. \
+            packets of a source in the driver's allowlist that a ban covers, passed all the same. Then the drops \
+            by the origin of the ban (jail, manual, list, crowdsec, fleet, with the jail, list, CrowdSec origin \
+            or fleet host) and the source's family, rows with drops only (JSON: dropped_by_origin, every origin). \
             With --watch, one line per sample with the rate of each counter since the previous sample, \
             until Ctrl-C or the --duration ends.
             """)
@@ -49,14 +51,15 @@ struct Stats: ParsableCommand {
             if !watch {
                 let totals = try maps.counters()
                 try writer?.write(time: 0, counters: totals, previous: nil, elapsed: 0)
-                printTotals(totals)
+                printTotals(totals, byOrigin: try maps.dropsByOrigin())
                 return
             }
             try watchCounters(maps, writer: &writer)
         }
     }
 
-    private func printTotals(_ totals: FilterCounters) {
+    private func printTotals(_ totals: FilterCounters, byOrigin: [OriginDrops]) {
+        let family = { (drops: OriginDrops) in drops.family == .ipv4 ? "ipv4" : "ipv6" }
         if json {
             var object = JSONObject()
             var bytes = JSONObject()
@@ -65,6 +68,16 @@ struct Stats: ParsableCommand {
                 bytes[name] = .unsigned(count.bytes)
             }
             object["bytes"] = .object(bytes)
+            object["dropped_by_origin"] = .array(
+                byOrigin.map { drops in
+                    var row = JSONObject()
+                    row["origin"] = .text(drops.kind.rawValue)
+                    row["name"] = .text(drops.name)
+                    row["family"] = .text(family(drops))
+                    row["packets"] = .unsigned(drops.count.packets)
+                    row["bytes"] = .unsigned(drops.count.bytes)
+                    return .object(row)
+                })
             printJSON(object)
             return
         }
@@ -73,6 +86,21 @@ struct Stats: ParsableCommand {
             print(
                 name.padded(to: 10)
                     + String(count.packets).leftPadded(12) + String(count.bytes).leftPadded(17))
+        }
+        let dropping = byOrigin.filter { $0.count.packets > 0 }
+        guard !dropping.isEmpty else { return }
+        let width = max(8, dropping.map(\.name.count).max() ?? 0)
+        func row(_ origin: String, _ name: String, _ family: String, _ packets: String, _ bytes: String) {
+            print(
+                origin.padded(to: 9) + name.padded(to: width + 1) + family.padded(to: 6) + packets.leftPadded(12)
+                    + bytes.leftPadded(17))
+        }
+        print()
+        row("ORIGIN", "NAME", "FAMILY", "DROPPED", "BYTES")
+        for drops in dropping {
+            row(
+                drops.kind.rawValue, drops.name.isEmpty ? "-" : drops.name, family(drops),
+                String(drops.count.packets), String(drops.count.bytes))
         }
     }
 

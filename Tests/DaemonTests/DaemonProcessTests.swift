@@ -1097,6 +1097,9 @@ extension DaemonProcessTests {
             #expect(value(after, "portcullis_ban_map_entries{family=\"ipv4\"}") == 11)
             let dropped = "portcullis_xdp_packets_total{verdict=\"dropped\"}"
             #expect((value(after, dropped) ?? 0) - (value(before, dropped) ?? 0) >= 50, "\(after)")
+            // The same drops by the origin of the ban: the jail that banned 198.18.0.1.
+            let byJail = "portcullis_dropped_packets_total{origin=\"jail\",name=\"default\",family=\"ipv4\"}"
+            #expect((value(after, byJail) ?? 0) - (value(before, byJail) ?? 0) >= 50, "\(after)")
             let passed = "portcullis_xdp_packets_total{verdict=\"passed\"}"
             #expect((value(after, passed) ?? 0) - (value(before, passed) ?? 0) >= 20)
             #expect(value(after, "portcullis_control_requests_total{result=\"ok\"}").map { $0 >= 1 } == true)

@@ -2,13 +2,14 @@
 import Glibc
 import LogTransport
 import PortcullisCore
-import PortcullisDaemon
+@testable import PortcullisDaemon
 import PortcullisMetrics
 import PortcullisSystem
 import Synchronization
 import Testing
 import TestSupport
 import XDPFirewall
+import XDPTesting
 
 @Suite("Metrics")
 struct MetricsTests {
@@ -85,6 +86,51 @@ struct MetricsTests {
             #expect(value(text, "portcullis_offence_table_bins{jail=\"renamed\"}") == nil)
             #expect(value(text, "process_open_fds").map { $0 > 0 } == true)
         }
+    }
+}
+
+@Suite("Metrics: drops by origin", .enabled(if: Privileges.runnable))
+struct DropMetricsTests {
+    @Test(
+        "portcullis_dropped_packets_total and _bytes_total by origin, name and family, from frames the filter dropped; the verdict counter's dropped is their sum"
+    )
+    func dropsByOrigin() throws {
+        try Privileges.require()
+        let program = try LoadedProgram(filterAt: try Products.filterObject(), pinDirectory: nil, mapEntries: 64)
+        let maps = try #require(program.maps)
+        let slots = try maps.originSlots(for: ["sshd", "fleet/web-2"])
+        let (jail, manual, fleet) = (IPAddress("198.18.31.1")!, IPAddress("2001:2::31")!, IPAddress("2001:2::32")!)
+        try maps.ban(jail, .permanent, origin: try #require(slots["sshd"]))
+        try maps.ban(manual, .permanent)
+        try maps.ban(fleet, .permanent, origin: try #require(slots["fleet/web-2"]))
+        let frame4 = TestFrame.udp(from: jail, to: IPAddress("198.18.255.254")!)
+        let frame6 = TestFrame.udp(from: manual, to: IPAddress("2001:2::fffe")!)
+        #expect(try program.testRun(frame: frame4, repetitions: 6).verdict == .drop)
+        #expect(try program.testRun(frame: frame6, repetitions: 4).verdict == .drop)
+        #expect(
+            try program.testRun(frame: TestFrame.udp(from: fleet, to: IPAddress("2001:2::fffe")!), repetitions: 1)
+                .verdict == .drop)
+        let status = DaemonStatus(
+            workers: [], workerCPUs: [], unbans: 0, sweptUnbans: 0, scheduledBans: 0, tableBins: 0, linesLost: 0,
+            expiryCPUNanoseconds: 0, uptime: 0)
+        let metrics = DaemonMetrics(version: "test")
+        let text = String(
+            decoding: metrics.render(.init(status: status, maps: maps, control: [], reloads: 0, reloadsRefused: 0)),
+            as: UTF8.self)
+        func value(_ name: String, _ origin: String, _ named: String, _ family: String) -> Double? {
+            MetricsTests().value(text, "\(name){origin=\"\(origin)\",name=\"\(named)\",family=\"\(family)\"}")
+        }
+        let (packets, bytes) = ("portcullis_dropped_packets_total", "portcullis_dropped_bytes_total")
+        #expect(value(packets, "jail", "sshd", "ipv4") == 6, "\(text)")
+        #expect(value(bytes, "jail", "sshd", "ipv4") == Double(6 * frame4.count))
+        #expect(value(packets, "jail", "sshd", "ipv6") == 0, "a named origin's series exist from the start")
+        #expect(value(packets, "manual", "", "ipv6") == 4)
+        #expect(value(bytes, "manual", "", "ipv6") == Double(4 * frame6.count))
+        #expect(value(packets, "manual", "", "ipv4") == 0)
+        #expect(value(packets, "fleet", "web-2", "ipv6") == 1)
+        #expect(value(bytes, "fleet", "web-2", "ipv6") == Double(frame6.count))
+        #expect(MetricsTests().value(text, "portcullis_xdp_packets_total{verdict=\"dropped\"}") == 11)
+        #expect(text.contains("# TYPE portcullis_dropped_packets_total counter"))
     }
 }
 

@@ -113,6 +113,51 @@ struct NamespaceFilterTests {
         }
     }
 
+    struct OriginDrops: Decodable {
+        let origin: String
+        let name: String
+        let family: String
+        let packets: UInt64
+        let bytes: UInt64
+    }
+
+    struct DropsByOrigin: Decodable {
+        let dropped_by_origin: [OriginDrops]
+    }
+
+    @Test(
+        "drops by origin and family on real frames: an IPv4 source in a blocklist and an IPv6 one banned by hand, packets and bytes exactly (one-byte UDP datagrams: 43-byte IPv4 and 63-byte IPv6 frames)"
+    )
+    func dropsByOriginAndFamily() throws {
+        try withTestNetwork("o") { network, scratch in
+            let pins = scratch.path
+            let list = NSTemporaryDirectory() + "portcullis-drops-\(getpid()).list"
+            defer { unlink(list) }
+            let attach = try cli(network, ["attach", network.receiverInterface, "--mode", "native", "--pin-dir", pins])
+            try #require(attach.status == 0, "attach failed: \(attach.stderr)")
+            let (listed4, banned6) = (TestNetwork.senderAddresses4[0], TestNetwork.senderAddresses6[0])
+            try (listed4 + "\n").write(toFile: list, atomically: true, encoding: .utf8)
+            let load = try cli(network, ["blocklist", "load", "e2e", list, "--pin-dir", pins])
+            try #require(load.status == 0, "blocklist load failed: \(load.stderr)")
+            try #require(try cli(network, ["ban", banned6, "--pin-dir", pins]).status == 0)
+            let (count4, count6) = (30, 20)
+            #expect(try network.sendUDP(from: listed4, count: count4) == count4)
+            #expect(try network.sendUDP(from: banned6, count: count6) == count6)
+            _ = try stats(network, pins) { $0.dropped >= UInt64(count4 + count6) }
+            let result = try cli(network, ["stats", "--json", "--pin-dir", pins])
+            try #require(result.status == 0, "stats failed: \(result.stderr)")
+            let rows = try JSONDecoder().decode(DropsByOrigin.self, from: Data(result.stdout.utf8)).dropped_by_origin
+            let byKey = Dictionary(uniqueKeysWithValues: rows.map { ("\($0.origin)/\($0.name)/\($0.family)", $0) })
+            #expect(byKey["list/e2e/ipv4"]?.packets == UInt64(count4), "\(rows)")
+            #expect(byKey["list/e2e/ipv4"]?.bytes == UInt64(count4 * 43), "Ethernet 14 + IPv4 20 + UDP 8 + 1")
+            #expect(byKey["manual//ipv6"]?.packets == UInt64(count6), "\(rows)")
+            #expect(byKey["manual//ipv6"]?.bytes == UInt64(count6 * 63), "Ethernet 14 + IPv6 40 + UDP 8 + 1")
+            #expect(byKey["list/e2e/ipv6"]?.packets == 0 && byKey["manual//ipv4"]?.packets == 0)
+            let table = try cli(network, ["stats", "--pin-dir", pins])
+            #expect(table.stdout.contains("list     e2e"), "the table names the list: \(table.stdout)")
+        }
+    }
+
     @Test func timedBanExpiresInTheProgramWithoutAnyDaemon() throws {
         try withTestNetwork("t") { network, scratch in
             let pins = scratch.path

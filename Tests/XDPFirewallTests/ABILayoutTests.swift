@@ -76,7 +76,13 @@ struct ABILayoutTests {
                 #expect(bpf_map__map_flags(map) & UInt32(BPF_F_NO_PREALLOC) == 0, "ban maps are preallocated")
             }
             if spec.name == PC_MAP_ORIGINS { #expect(bpf_map__max_entries(map) == UInt32(PC_MAX_ORIGINS)) }
+            if let maxEntries = spec.maxEntries {
+                #expect(bpf_map__max_entries(map) == maxEntries, "\(spec.name) size")
+            }
         }
+        // pc_drops: a slot per origin and family, the index the program computes.
+        #expect(MapSpec.drops.maxEntries == UInt32(PC_MAX_ORIGINS) * UInt32(PC_DROP_FAMILIES))
+        #expect(PC_DROP_FAMILY_IPV4 < PC_DROP_FAMILIES && PC_DROP_FAMILY_IPV6 < PC_DROP_FAMILIES)
         #expect(MemoryLayout<pc_stat>.size % 8 == 0, "per-CPU values are read at an 8-byte stride")
     }
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import CPortcullis
+import Glibc
 import Testing
 import TestSupport
 @testable import XDPFirewall
@@ -194,6 +195,86 @@ struct VerdictTests {
             #expect(try maps.unban(banned))
             #expect(try program.testRun(frame: TestFrame.udp(from: banned, to: server4)).verdict == .pass)
             #expect(try maps.unban(banned) == false)
+        }
+    }
+
+    /// The drops of each origin and family, as `dropsByOrigin` names them.
+    func drops(_ maps: BanMaps) throws -> [String: FilterCounters.Count] {
+        var byOrigin: [String: FilterCounters.Count] = [:]
+        for drops in try maps.dropsByOrigin() {
+            byOrigin["\(drops.kind.rawValue)/\(drops.name)/\(drops.family == .ipv4 ? "ipv4" : "ipv6")"] = drops.count
+        }
+        return byOrigin
+    }
+
+    @Test(
+        "drops counted by the ban's origin and the source's family, packets and bytes exactly: a jail's IPv4 ban, an operator's IPv6 ban, a list's IPv6 network, a CrowdSec origin's IPv4 ban; their sum is the dropped counter"
+    )
+    func dropsByOriginAndFamily() throws {
+        try withFilter { program, maps in
+            let slots = try maps.originSlots(for: ["sshd", "crowdsec/cscli"])
+            let jail4 = IPAddress("198.18.0.21")!
+            let manual6 = IPAddress("2001:2::21")!
+            let crowdsec4 = IPAddress("198.18.0.22")!
+            try maps.ban(jail4, .permanent, origin: try #require(slots["sshd"]))
+            try maps.ban(manual6, .permanent)
+            try maps.ban(crowdsec4, .permanent, origin: try #require(slots["crowdsec/cscli"]))
+            try maps.loadList("tor", [try IPNetwork(parsing: "2001:2:0:21::/64")])
+            let frames: [(IPAddress, IPAddress, Int32)] = [
+                (jail4, server4, 7), (manual6, server6, 5), (IPAddress("2001:2:0:21::9")!, server6, 3),
+                (crowdsec4, server4, 2),
+            ]
+            for (source, destination, repetitions) in frames {
+                let frame = TestFrame.udp(from: source, to: destination)
+                #expect(try program.testRun(frame: frame, repetitions: repetitions).verdict == .drop)
+            }
+            let size4 = UInt64(TestFrame.udp(from: jail4, to: server4).count)
+            let size6 = UInt64(TestFrame.udp(from: manual6, to: server6).count)
+            let counted = try drops(maps)
+            #expect(counted["jail/sshd/ipv4"] == .init(packets: 7, bytes: 7 * size4))
+            #expect(counted["jail/sshd/ipv6"] == .init(), "every named origin's series, zeros too")
+            #expect(counted["manual//ipv6"] == .init(packets: 5, bytes: 5 * size6))
+            #expect(counted["manual//ipv4"] == .init())
+            #expect(counted["list/tor/ipv6"] == .init(packets: 3, bytes: 3 * size6))
+            #expect(counted["crowdsec/cscli/ipv4"] == .init(packets: 2, bytes: 2 * size4))
+            #expect(counted.count == 8, "manual, sshd, crowdsec/cscli, list:tor; two families each: \(counted)")
+            let total = try maps.counters().dropped
+            #expect(total == .init(packets: 17, bytes: 9 * size4 + 8 * size6))
+            // Passed, expired and allowed frames count no drop.
+            _ = try program.testRun(frame: TestFrame.udp(from: IPAddress("198.18.0.23")!, to: server4), repetitions: 4)
+            #expect(try maps.counters().dropped == total)
+        }
+    }
+
+    @Test(
+        "pins of ABI 3 from before pc_drops: opened (drops by origin empty, the dropped counter kept), and a load beside them adds pc_drops and keeps the bans"
+    )
+    func pinsBeforeDropsByOrigin() throws {
+        try withFilter { program, maps in
+            let banned = IPAddress("198.18.0.24")!
+            try maps.ban(banned, .permanent)
+            _ = try program.testRun(frame: TestFrame.udp(from: banned, to: server4), repetitions: 3)
+            // What an older program counted: PC_STAT_DROPPED, read beside pc_drops.
+            var key = UInt32(PC_STAT_DROPPED.rawValue)
+            var perCPU = [pc_stat](repeating: pc_stat(packets: 0, bytes: 0), count: maps.possibleCPUs)
+            perCPU[0] = pc_stat(packets: 10, bytes: 600)
+            #expect(bpf_map_update_elem(maps.stats.fd, &key, &perCPU, UInt64(BPF_ANY)) == 0)
+            let size = UInt64(TestFrame.udp(from: banned, to: server4).count)
+            #expect(try maps.counters().dropped == .init(packets: 13, bytes: 600 + 3 * size))
+
+            unlink(scratch.path + "/" + PC_MAP_DROPS)
+            let older = try BanMaps.open(pinnedIn: scratch.pins)
+            #expect(try older.dropsByOrigin().isEmpty)
+            #expect(try older.counters().dropped == .init(packets: 10, bytes: 600))
+            #expect(try older.lookup(banned) != nil)
+
+            let reloaded = try LoadedProgram(
+                filterAt: try Products.filterObject(), pinDirectory: scratch.pins, mapEntries: 1024)
+            let again = try #require(reloaded.maps)
+            #expect(try again.lookup(banned)?.dropped == 3, "the bans stay")
+            #expect(try reloaded.testRun(frame: TestFrame.udp(from: banned, to: server4)).verdict == .drop)
+            #expect(try drops(again)["manual//ipv4"] == .init(packets: 1, bytes: size), "a new pc_drops, pinned")
+            #expect(try drops(BanMaps.open(pinnedIn: scratch.pins))["manual//ipv4"]?.packets == 1)
         }
     }
 }
