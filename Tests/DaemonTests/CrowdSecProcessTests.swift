@@ -413,7 +413,7 @@ extension CrowdSecProcessTests {
             #expect(left.map { $0 > 500 && $0 <= 600 } == true, "\(carried)")
             let text = stopDaemon(daemon, output)
             #expect(daemon.terminationStatus == 0, "\(text)")
-            let refused = text.split(separator: "\n").filter { $0.contains("refused the api_key") }
+            let refused = linkLines(text, containing: "refused the api_key")
             #expect(refused.count == 1, "one line, not one per retry: \(text)")
             #expect(refused.first?.contains("cscli bouncers add") == true)
         }
@@ -540,7 +540,7 @@ extension CrowdSecProcessTests {
                 #expect(daemon.terminationStatus == 0, "\(text)")
                 #expect(installed == enforced, "\(keys): \(text)")
                 if !enforced {
-                    let refused = text.split(separator: "\n").filter { $0.contains("is unreachable") }
+                    let refused = linkLines(text, containing: "is unreachable")
                     #expect(refused.count == 1 && refused[0].contains("certificate"), "\(text)")
                 }
                 // The next run starts from nothing: what this one installed goes.

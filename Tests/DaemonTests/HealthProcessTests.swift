@@ -3,6 +3,14 @@ import Foundation
 import Testing
 import TestSupport
 
+extension DaemonProcessSuite {
+    /// The lines of `text` that contain `phrase`, but the health's (`DEGRADED: ...`, `still DEGRADED
+    /// after ...`): those name a companion's error again by design, while it lasts.
+    func linkLines(_ text: String, containing phrase: String) -> [Substring] {
+        text.split(separator: "\n").filter { $0.contains(phrase) && !$0.contains("DEGRADED") }
+    }
+}
+
 /// portcullisd's health as an operator reads it: `portcullis status` and its exit status, the
 /// metrics, and the warning repeated while a problem lasts.
 extension DaemonProcessTests {
