@@ -167,7 +167,9 @@ let tests: [Target] = [
     ),
     .testTarget(
         name: "ServiceTests",
-        dependencies: ["PortcullisService", "PortcullisConfiguration", "PortcullisCore", "PortcullisSystem"]
+        dependencies: [
+            "PortcullisService", "PortcullisConfiguration", "PortcullisControl", "PortcullisCore", "PortcullisSystem",
+        ]
     ),
     .testTarget(name: "Fail2banTests", dependencies: ["Fail2ban", "PortcullisCore", "TestSupport"]),
     .testTarget(

@@ -197,6 +197,9 @@ extension DaemonOptions {
         if !(statusInterval >= 0 && statusInterval <= 86_400) {
             throw DaemonError.invalidSetting("--status-interval must be 0 (never) to 86400 seconds")
         }
+        if !(degradedWarningInterval >= 0.1 && degradedWarningInterval <= 86_400) {
+            throw DaemonError.invalidSetting("--degraded-warning-interval must be 0.1 to 86400 seconds")
+        }
         return configuration
     }
 

@@ -62,7 +62,7 @@ enum DaemonKeys {
     static let all: [String: Kind] = [
         "interface": .texts, "mode": .text, "pin-dir": .text, "bpf-object": .text, "map-entries": .integer,
         "reattach": .flag, "state-dir": .text, "ban-log": .text, "summary-json": .text, "ready-file": .text,
-        "status-interval": .number,
+        "status-interval": .number, "degraded-warning-interval": .number,
         // The jail the flags make when the file has no jails, and the source of jails without one.
         "transport": .text, "threshold": .integer, "ban-time": .integer, "find-time": .integer, "failregex": .texts,
         "reader-policy": .text, "workers": .integer, "cpus": .text, "numa-node": .integer, "table-bins": .integer,

@@ -115,7 +115,10 @@ public struct DaemonOptions: ParsableArguments {
                 + "may install.", valueName: "length"))
     public var minPrefixV6 = ListPolicy.listFloor.ipv6
 
-    @Flag(help: "Put the filter back on an --interface when it is found detached (checked every 2 s).")
+    @Flag(
+        help: ArgumentHelp(
+            "Put the filter back on an --interface when it is found detached (checked every 2 s); never one "
+                + "the operator detached with portcullis detach."))
     public var reattach = false
 
     @Flag(help: "Also ban this host's own addresses and default gateways (by default they never are).")
@@ -129,6 +132,12 @@ public struct DaemonOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Print a one-line status every this many seconds (0: never).", valueName: "seconds"))
     public var statusInterval: Double = 0
+
+    @Option(
+        help: ArgumentHelp(
+            "Say again every this many seconds what keeps the daemon DEGRADED (a filter detached, a source not "
+                + "read, a companion down), while it lasts.", valueName: "seconds"))
+    public var degradedWarningInterval: Double = 60
 
     @Option(name: .customLong("pin-dir"), help: ArgumentHelp("Where the filter's maps are pinned.", valueName: "path"))
     public var pinDirectory = PinDirectory.defaultPath
@@ -206,7 +215,8 @@ public struct DaemonOptions: ParsableArguments {
         RestartOnlySettings(
             interface: interfaces, pinDir: pinDirectory, mode: mode, mapEntries: mapEntries ?? 0,
             bpfObject: bpfObject ?? "", stateDir: stateDir, readyFile: readyFile ?? "",
-            summaryJson: summaryJson ?? "", statusInterval: statusInterval, reattach: reattach,
+            summaryJson: summaryJson ?? "", statusInterval: statusInterval,
+            degradedWarningInterval: degradedWarningInterval, reattach: reattach,
             historyEntries: historyEntries, historyAge: historyAge, control: control,
             controlGroup: controlGroup ?? "", metrics: metrics, prefixLengthsV4: prefixLengthsV4 ?? "",
             prefixLengthsV6: prefixLengthsV6 ?? "")
@@ -226,6 +236,7 @@ public struct RestartOnlySettings: Equatable, Sendable {
     public var readyFile: String
     public var summaryJson: String
     public var statusInterval: Double
+    public var degradedWarningInterval: Double
     public var reattach: Bool
     public var historyEntries: Int
     public var historyAge: UInt64

@@ -6,7 +6,7 @@ import PortcullisCore
 ///     {"command":"ban","addresses":["198.18.0.1"],"seconds":600}
 ///     {"ok":true,"banned":1}
 public struct ControlRequest: Codable, Sendable, Equatable {
-    /// `status`, `jails`, `list`, `ban`, `unban`, `reload`, `fleet-ignore` or `fleet-unignore`.
+    /// `status`, `jails`, `list`, `ban`, `unban`, `reload`, `detach`, `fleet-ignore` or `fleet-unignore`.
     public var command: String
     /// `status`: one jail only; `ban`: the jail that bans (its escalation and ban log name), else `manual`.
     public var jail: String?
@@ -21,11 +21,14 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var force: Bool?
     /// `fleet-ignore`, `fleet-unignore`: the fleet's host.
     public var host: String?
+    /// `detach`: the interface the operator takes the filter off (the daemon never puts it back).
+    public var interface: String?
 
     public init(
         command: String, jail: String? = nil, addresses: [String]? = nil, seconds: UInt64? = nil,
-        format: String? = nil, force: Bool? = nil, host: String? = nil
+        format: String? = nil, force: Bool? = nil, host: String? = nil, interface: String? = nil
     ) {
+        self.interface = interface
         self.command = command
         self.jail = jail
         self.addresses = addresses
@@ -37,7 +40,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
 
     /// The commands a daemon answers.
     public static let commands = [
-        "status", "jails", "list", "ban", "unban", "reload", "fleet-ignore", "fleet-unignore",
+        "status", "jails", "list", "ban", "unban", "reload", "detach", "fleet-ignore", "fleet-unignore",
     ]
 }
 
@@ -86,6 +89,8 @@ public struct DaemonState: Codable, Sendable, Equatable {
     public var fleet: FleetState?
     /// The sources a reload could not open ("LABEL: why"): their jails read nothing from them.
     public var degraded: [String]?
+    /// What keeps the daemon from doing all it is configured to do (none: it is healthy).
+    public var problems: [ProblemState] = []
 
     public init(
         pid: Int, uptimeSeconds: Double, lines: UInt64, bans: UInt64, unbans: UInt64, bansInForce: Int, reloads: Int,
@@ -106,7 +111,45 @@ public struct DaemonState: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case pid, uptimeSeconds = "uptime_seconds", lines, bans, unbans, bansInForce = "bans_in_force", reloads
-        case jails, control, crowdsec, fleet, degraded
+        case jails, control, crowdsec, fleet, degraded, problems
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        pid = try container.decode(Int.self, forKey: .pid)
+        uptimeSeconds = try container.decode(Double.self, forKey: .uptimeSeconds)
+        lines = try container.decode(UInt64.self, forKey: .lines)
+        bans = try container.decode(UInt64.self, forKey: .bans)
+        unbans = try container.decode(UInt64.self, forKey: .unbans)
+        bansInForce = try container.decode(Int.self, forKey: .bansInForce)
+        reloads = try container.decode(Int.self, forKey: .reloads)
+        jails = try container.decode([JailState].self, forKey: .jails)
+        control = try container.decode(ControlCounters.self, forKey: .control)
+        crowdsec = try container.decodeIfPresent(CrowdSecState.self, forKey: .crowdsec)
+        fleet = try container.decodeIfPresent(FleetState.self, forKey: .fleet)
+        degraded = try container.decodeIfPresent([String].self, forKey: .degraded)
+        // A daemon of a version before health was reported says none.
+        problems = try container.decodeIfPresent([ProblemState].self, forKey: .problems) ?? []
+    }
+}
+
+/// A degraded state of the daemon, in a status reply.
+public struct ProblemState: Codable, Sendable, Equatable {
+    /// `filter_detached`, `detached_by_operator`, `other_maps`, `pins_missing`, `source_unreadable`,
+    /// `companion_down`.
+    public var kind: String
+    /// The interface, source or companion it is about (none for the pins).
+    public var subject: String?
+    /// What it is and what to do, one line.
+    public var text: String
+    /// How long it has lasted.
+    public var seconds: Double
+
+    public init(kind: String, subject: String?, text: String, seconds: Double) {
+        self.kind = kind
+        self.subject = subject
+        self.text = text
+        self.seconds = seconds
     }
 }
 

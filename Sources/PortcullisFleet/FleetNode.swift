@@ -151,11 +151,16 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     }
 
     public var snapshot: FleetStatistics {
-        let connected = bucket.withLock { $0?.isUp } ?? false
+        let made = bucket.withLock { $0.map(\.isUp) }
+        let connected = made ?? false
         let reconnects = events.state.withLock { $0.reconnects }
         let queued = queue.withLock { $0.count }
         var snapshot = statistics.withLock { $0 }
         snapshot.connected = connected
+        // Connected once, cut off since: nats.c reconnects on its own, and no error is kept for it.
+        if made == false, snapshot.lastError == nil {
+            snapshot.lastError = "disconnected from \(settings.servers.joined(separator: ",")); reconnecting"
+        }
         snapshot.reconnects = reconnects
         snapshot.queued = queued
         return snapshot

@@ -31,6 +31,11 @@ final class ControlledDaemon: @unchecked Sendable {
     var fleetState: () -> FleetState? = { nil }
     /// The fleet link (`fleet ignore`).
     var fleet: FleetLink?
+    /// The daemon's health (`status`).
+    var health: Health?
+    /// `detach`: the operator's detach of an interface (marked, when the daemon watches it, as never
+    /// to be put back).
+    var detach: (String) throws(FirewallError) -> Void = { _ in }
 
     init(events: ServiceEvents) {
         self.events = events
@@ -180,6 +185,14 @@ final class ControlledDaemon: @unchecked Sendable {
             }
         case "reload":
             return reload()
+        case "detach":
+            guard let interface = request.interface else { return .failure("detach: give the interface") }
+            do throws(FirewallError) {
+                try detach(interface)
+                return ControlReply()
+            } catch {
+                return .failure(error.description)
+            }
         default:
             return .failure("unknown command '\(request.command)'")
         }
@@ -215,6 +228,7 @@ final class ControlledDaemon: @unchecked Sendable {
         if !daemon.degradedSources.isEmpty {
             reply.status?.degraded = daemon.degradedSources.map { "\($0.label): \($0.reason)" }
         }
+        reply.status?.problems = health?.states(now: SystemClock.monotonicSeconds()) ?? []
         return reply
     }
 

@@ -102,13 +102,12 @@ public final class DaemonComponent: Component, @unchecked Sendable {
     /// The workers stop in `WorkersComponent`; a daemon made but never started holds nothing.
     public func stop() {}
 
-    /// The line `systemctl status portcullisd` shows once the daemon is ready.
+    /// The line `systemctl status portcullisd` shows once the daemon is ready (what is degraded
+    /// follows it: `HealthWatch`).
     public var status: String? {
         guard let daemon else { return nil }
         return "protecting \(firewall.interfaces.joined(separator: ", ")) with \(daemon.jailNames.count) jail(s): "
             + daemon.jailNames.joined(separator: ", ")
-            + (daemon.degradedSources.isEmpty
-                ? "" : "; DEGRADED, not read: " + daemon.degradedSources.map(\.label).joined(separator: ", "))
     }
 }
 

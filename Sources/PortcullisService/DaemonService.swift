@@ -17,7 +17,7 @@ extension LoadedConfiguration: ServiceConfiguration {
 /// the control socket and the metrics endpoint (a path or port in use refuses the start before the
 /// interface is touched), the firewall (attach, maps), the daemon (made), CrowdSec's alert pusher,
 /// the blocklists, the fleet, the daemon's workers, CrowdSec's bouncer, the enforcement watch and
-/// the status line. Stopped in reverse; a reload is one diff of `LoadedConfiguration`.
+/// the status line, the health watch. Stopped in reverse; a reload is one diff of `LoadedConfiguration`.
 public final class DaemonService {
     private let supervisor: Supervisor<LoadedConfiguration>
     private let events = ServiceEvents()
@@ -84,8 +84,35 @@ public final class DaemonService {
         supervisor.add(fleet) { .init($0, allowlist: running().driverAllowlist) }
         supervisor.add(workers)
         supervisor.add(bouncer) { .init(bouncer: $0.crowdsec?.bouncer, policy: running().listPolicy) }
-        supervisor.add(EnforcementWatch(firewall: firewall, options: options))
+        let health = Health(warningInterval: options.degradedWarningInterval) { say($0) }
+        let enforcement = EnforcementWatch(firewall: firewall, health: health, options: options)
+        supervisor.add(enforcement)
         supervisor.add(StatusLine(daemon: daemon, interval: options.statusInterval))
+        // Last: its status follows the daemon's in systemd's status line.
+        supervisor.add(
+            HealthWatch(health: health, daemon: daemon, interfaces: interfaces) {
+                var links: [CompanionLink] = []
+                if let crowdsec = bouncer.controlState {
+                    if let bouncer = crowdsec.bouncer {
+                        links.append(
+                            CompanionLink(
+                                name: "crowdsec", down: bouncer.connected ? nil : bouncer.lastError))
+                    }
+                    if let alerts = crowdsec.alerts {
+                        links.append(
+                            CompanionLink(
+                                name: "crowdsec-alerts", down: alerts.connected ? nil : alerts.lastError))
+                    }
+                }
+                if let fleet = fleet.controlState {
+                    links.append(CompanionLink(name: "fleet", down: fleet.connected ? nil : fleet.lastError))
+                }
+                return links
+            })
+        controlled.health = health
+        controlled.detach = { interface throws(FirewallError) in
+            try enforcement.operatorDetaches.detach(interface, watched: interfaces.contains(interface))
+        }
         controlled.reloadCounts = { supervisor.reloadCounts }
         controlled.samples = { supervisor.metrics() }
         controlled.crowdsecState = { bouncer.controlState }

@@ -16,14 +16,17 @@ public struct ServiceNotifier: Sendable {
     public var reloading: @Sendable () -> Void
     public var stopping: @Sendable () -> Void
     public var keepAlive: @Sendable () -> Void
+    /// The status line changed while the service runs (`STATUS=`).
+    public var status: @Sendable (_ status: String) -> Void
     /// systemd's `WatchdogSec=`, in seconds: the supervisor's loop feeds it at least twice as often.
     public var watchdogInterval: Double?
 
     public init(
         ready: @escaping @Sendable (String) -> Void, reloading: @escaping @Sendable () -> Void,
         stopping: @escaping @Sendable () -> Void, keepAlive: @escaping @Sendable () -> Void,
-        watchdogInterval: Double?
+        watchdogInterval: Double?, status: @escaping @Sendable (String) -> Void = { _ in }
     ) {
+        self.status = status
         self.ready = ready
         self.reloading = reloading
         self.stopping = stopping
@@ -36,7 +39,7 @@ public struct ServiceNotifier: Sendable {
         ServiceNotifier(
             ready: { ServiceManager.ready(status: $0) }, reloading: { ServiceManager.reloading() },
             stopping: { ServiceManager.stopping() }, keepAlive: { ServiceManager.keepAlive() },
-            watchdogInterval: ServiceManager.watchdogInterval)
+            watchdogInterval: ServiceManager.watchdogInterval, status: { ServiceManager.status($0) })
     }
 }
 
@@ -65,6 +68,8 @@ public final class Supervisor<Configuration: ServiceConfiguration>: @unchecked S
     private let log: (LogLine) -> Void
     private let notifier: ServiceNotifier
     private let describe: (any Error) -> String
+    /// The status line the service manager was last told.
+    private var toldStatus: String?
     /// Reloads done (degraded ones too) and refused: read by a metrics scrape on its own thread.
     private let counts = Mutex<(reloads: Int, refused: Int)>((0, 0))
 
@@ -135,7 +140,8 @@ public final class Supervisor<Configuration: ServiceConfiguration>: @unchecked S
             started += 1
         }
         restartOnly = configuration.restartOnly
-        notifier.ready(status)
+        toldStatus = status
+        notifier.ready(toldStatus!)
     }
 
     /// Stops the components that run, in reverse order.
@@ -146,9 +152,11 @@ public final class Supervisor<Configuration: ServiceConfiguration>: @unchecked S
         }
     }
 
-    /// The first status a running component gives (the service manager's status line).
+    /// The service manager's status line: what the running components say, in start order (the
+    /// daemon's "protecting ...", then the health's "DEGRADED: ..." when something is wrong). The
+    /// one place it is made: at the start, after a reload, and whenever it changes.
     public var status: String {
-        entries[..<started].lazy.compactMap { $0.status() }.first ?? ""
+        entries[..<started].compactMap { $0.status() }.joined(separator: "; ")
     }
 
     /// Every component's metrics (one that does not run has none), read on a scrape's thread:
@@ -172,7 +180,8 @@ public final class Supervisor<Configuration: ServiceConfiguration>: @unchecked S
         counts.withLock {
             if outcome.kind == .refused { $0.refused += 1 } else { $0.reloads += 1 }
         }
-        notifier.ready(status)
+        toldStatus = status
+        notifier.ready(toldStatus!)
         return outcome
     }
 
@@ -254,6 +263,11 @@ public final class Supervisor<Configuration: ServiceConfiguration>: @unchecked S
                 return
             case .reload(let request):
                 let outcome = reload(load)
+                // Every component looks again at once (a source the reload could not open is in
+                // the health the answer's asker may read next), before the answer.
+                let ticked = clock()
+                for index in due.indices { due[index] = entries[index].tick(ticked) }
+                tellStatusChange()
                 request?.answer(outcome)
                 continue
             case nil:
@@ -263,7 +277,16 @@ public final class Supervisor<Configuration: ServiceConfiguration>: @unchecked S
             for index in due.indices where (due[index] ?? .infinity) <= ticked {
                 due[index] = entries[index].tick(ticked)
             }
+            tellStatusChange()
         }
+    }
+
+    /// Tells the service manager the status line when it changed since it was last told.
+    private func tellStatusChange() {
+        let now = status
+        guard now != toldStatus else { return }
+        toldStatus = now
+        notifier.status(now)
     }
 }
 

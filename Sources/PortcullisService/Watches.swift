@@ -3,28 +3,55 @@ import PortcullisConfiguration
 import PortcullisCore
 import PortcullisDaemon
 import PortcullisSystem
+import Synchronization
 import XDPFirewall
 
+/// The interfaces the operator took the filter off with `portcullis detach` while the daemon ran:
+/// shown as such and never put back by the watch (even with `--reattach`); forgotten once the
+/// filter is found reading the maps there again (`portcullis attach`, a restart).
+final class OperatorDetaches: Sendable {
+    private let marked = Mutex<Set<String>>([])
+
+    /// Detaches the filter from `interface`, marking it first when it is one the daemon watches:
+    /// under the lock the watch checks under, so that no check sees it gone without the mark.
+    func detach(_ interface: String, watched: Bool) throws(FirewallError) {
+        try marked.withLock { (marked: inout Set<String>) throws(FirewallError) in
+            try Attachment.detach(interface: interface)
+            if watched { marked.insert(interface) }
+        }
+    }
+
+    func withLock<R>(_ body: (inout Set<String>) -> R) -> R {
+        marked.withLock { body(&$0) }
+    }
+}
+
 /// Every 2 s: is the filter on each interface still there, reading our maps (with `--reattach`,
-/// put back when found detached), and are the maps' pins still where every other command (and the
-/// next start) looks for them.
+/// put back when found detached, unless the operator detached it through the daemon), and are the
+/// maps' pins still where every other command (and the next start) looks for them. What it finds
+/// wrong it reports to `Health`, which says it, repeats it and clears it.
 public final class EnforcementWatch: Component {
     /// What the last check found on an interface.
     struct Watch {
         var state: Attachment.Enforcement = .enforced
         /// Why the last check could not be made (said once until a check succeeds again).
         var failure: String?
+        /// Why the last re-attach failed (said once until it changes).
+        var reattachFailure: String?
     }
 
     public let name = "enforcement watch"
     private let firewall: FirewallComponent
+    private let health: Health
+    let operatorDetaches = OperatorDetaches()
     private let reattach: Bool
     private let mode: AttachMode
     private var watches: [Watch]
     private var pinFailure: String?
 
-    public init(firewall: FirewallComponent, options: DaemonOptions) {
+    public init(firewall: FirewallComponent, health: Health, options: DaemonOptions) {
         self.firewall = firewall
+        self.health = health
         reattach = options.reattach
         mode = options.mode
         watches = Array(repeating: Watch(), count: firewall.interfaces.count)
@@ -36,18 +63,28 @@ public final class EnforcementWatch: Component {
 
     public func tick(now: Double) -> Double? {
         guard let maps = firewall.maps else { return nil }
-        for (index, interface) in firewall.interfaces.enumerated() { check(interface, maps, watch: &watches[index]) }
-        checkPins(maps)
+        operatorDetaches.withLock { marked in
+            for (index, interface) in firewall.interfaces.enumerated() {
+                check(interface, maps, watch: &watches[index], marked: &marked)
+            }
+            checkPins(maps)
+            report(marked, now: now)
+            guard reattach else { return }
+            var reattached = false
+            for (index, interface) in firewall.interfaces.enumerated()
+            where watches[index].state == .notAttached && !marked.contains(interface) {
+                reattached = reattach(interface, maps, watch: &watches[index]) || reattached
+            }
+            if reattached { report(marked, now: now) }
+        }
         return now + 2
     }
 
-    /// Says when the bans stop (or start again) reaching the packets, and with --reattach puts the
-    /// filter back. A check that could not be made (no descriptor left, a BPF call refused) is
-    /// said as such, once, and changes nothing: it is not "detached".
-    private func check(_ interface: String, _ maps: BanMaps, watch: inout Watch) {
-        let pins = firewall.pins
-        let previous = watch.state
-        var now: Attachment.Enforcement
+    /// Reads whether the bans reach the packets of `interface`. A check that could not be made (no
+    /// descriptor left, a BPF call refused) is said as such, once, and changes nothing: it is not
+    /// "detached".
+    private func check(_ interface: String, _ maps: BanMaps, watch: inout Watch, marked: inout Set<String>) {
+        let now: Attachment.Enforcement
         do throws(FirewallError) {
             now = try Attachment.enforcement(of: maps, on: interface)
         } catch .unknownInterface {
@@ -58,7 +95,8 @@ public final class EnforcementWatch: Component {
                 say(
                     .error(
                         "cannot check whether the filter on \(interface) reads our maps: \(text); "
-                            + "it was \(previous == .enforced ? "enforcing" : "NOT enforcing") bans at the last check"))
+                            + "it was \(watch.state == .enforced ? "enforcing" : "NOT enforcing") bans at the last check"
+                    ))
             }
             watch.failure = text
             return
@@ -67,36 +105,75 @@ public final class EnforcementWatch: Component {
             say(LogLine("the filter on \(interface) can be checked again"))
             watch.failure = nil
         }
-        if now != previous {
-            switch now {
+        if now == .enforced { marked.remove(interface) }
+        watch.state = now
+    }
+
+    /// The problems of the last checks, to `health`.
+    private func report(_ marked: Set<String>, now: Double) {
+        let pins = firewall.pins
+        var problems: [(kind: HealthProblem.Kind, text: String)] = []
+        for (index, interface) in firewall.interfaces.enumerated() {
+            switch watches[index].state {
             case .enforced:
-                say(LogLine("the filter on \(interface) reads our maps again: bans enforced"))
+                continue
+            case .notAttached where marked.contains(interface):
+                problems.append(
+                    (
+                        .detachedByOperator(interface: interface),
+                        "the filter was detached from \(interface) by the operator (portcullis detach): bans are NOT "
+                            + "enforced there, and portcullisd does not put it back; "
+                            + "portcullis attach \(interface) --pin-dir \(pins) enforces them again"
+                    ))
             case .notAttached:
-                say(
-                    .error(
-                        "the filter is no longer attached to \(interface): bans are NOT enforced; attach it "
-                            + "again (portcullis attach \(interface) --pin-dir \(pins)) or run with --reattach"))
+                problems.append(
+                    (
+                        .filterDetached(interface: interface),
+                        "the filter is no longer attached to \(interface): bans are NOT enforced; "
+                            + (reattach
+                                ? "re-attaching it (--reattach)"
+                                : "attach it again (portcullis attach \(interface) --pin-dir \(pins)) or run with --reattach")
+                    ))
             case .otherMaps:
-                say(.error("the filter on \(interface) now reads other maps than \(pins): bans are NOT enforced"))
+                problems.append(
+                    (
+                        .otherMaps(interface: interface),
+                        "the filter on \(interface) now reads other maps than \(pins): bans are NOT enforced; "
+                            + "portcullis detach \(interface), then portcullis attach \(interface) --pin-dir \(pins)"
+                    ))
             }
         }
-        watch.state = now
-        guard now == .notAttached, reattach else { return }
+        if let pinFailure {
+            problems.append(
+                (
+                    .pinsMissing,
+                    "the maps' pins in \(pins) are not in order: \(pinFailure); other commands and the next "
+                        + "start may not find the maps in use"
+                ))
+        }
+        health.report(problems, from: name, now: now)
+    }
+
+    /// `--reattach`: puts the filter back on `interface`. - Returns: whether it enforces again.
+    private func reattach(_ interface: String, _ maps: BanMaps, watch: inout Watch) -> Bool {
         do {
             _ = try Attachment.attach(
-                interface: interface, objectPath: firewall.objectPath, pinDirectory: pins, mode: mode)
-            if (try? Attachment.enforcement(of: maps, on: interface)) == .enforced {
-                watch.state = .enforced
-                say(LogLine("re-attached the filter to \(interface): bans enforced again"))
-            }
+                interface: interface, objectPath: firewall.objectPath, pinDirectory: firewall.pins, mode: mode)
+            guard (try? Attachment.enforcement(of: maps, on: interface)) == .enforced else { return false }
+            watch.state = .enforced
+            watch.reattachFailure = nil
+            say(LogLine("re-attached the filter to \(interface): bans enforced again"))
+            return true
         } catch {
-            if previous != .notAttached {
-                say(.error("cannot re-attach to \(interface): \(error)"))
-            }
+            let text = "cannot re-attach to \(interface): \(error)"
+            if watch.reattachFailure != text { say(.error(text)) }
+            watch.reattachFailure = text
+            return false
         }
     }
 
-    /// Vanished pins (the directory removed, the BPF filesystem unmounted) are put back.
+    /// Vanished pins (the directory removed, the BPF filesystem unmounted) are put back; pins that
+    /// cannot be are a problem reported to `health`.
     private func checkPins(_ maps: BanMaps) {
         let pins = firewall.pins
         do throws(FirewallError) {
@@ -107,17 +184,9 @@ public final class EnforcementWatch: Component {
                         "\(restored.count) of the maps' pins had vanished from \(pins) (removed, or the BPF "
                             + "filesystem unmounted): pinned them again"))
             }
-            if pinFailure != nil { say(LogLine("the maps' pins in \(pins) are in order again")) }
             pinFailure = nil
         } catch {
-            let text = "\(error)"
-            if pinFailure != text {
-                say(
-                    .error(
-                        "the maps' pins in \(pins) are not in order: \(text); other commands and the next "
-                            + "start may not find the maps in use"))
-            }
-            pinFailure = text
+            pinFailure = "\(error)"
         }
     }
 }

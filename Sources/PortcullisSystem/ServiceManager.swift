@@ -12,6 +12,11 @@ public enum ServiceManager {
         notify("READY=1\nSTATUS=\(status)")
     }
 
+    /// The status line changed while the daemon runs (`STATUS=`): `systemctl status` shows it.
+    public static func status(_ status: String) {
+        notify("STATUS=\(status)")
+    }
+
     /// A reload (SIGHUP) begins (`RELOADING=1`); `ready(status:)` says that it ended. The monotonic
     /// time in microseconds goes with it, as systemd 253's `Type=notify-reload` asks (older ones ignore it).
     public static func reloading() {

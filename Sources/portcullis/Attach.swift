@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import ArgumentParser
+import PortcullisControl
 import XDPFirewall
 
 struct Attach: ParsableCommand {
@@ -55,7 +56,10 @@ struct Detach: ParsableCommand {
             Other XDP programs on the interface and the pinned maps (with their bans) stay: attaching \
             again, or the daemon's next start, enforces them again. --all detaches the filter from every \
             interface of this network namespace it is attached to, whatever its pin directory (the \
-            Debian package's removal runs it after stopping the daemon).
+            Debian package's removal runs it after stopping the daemon). With a portcullisd running, the \
+            daemon detaches it: it shows the interface as detached by the operator (portcullis status is \
+            DEGRADED) and never puts the filter back, even with --reattach, until portcullis attach (or a \
+            restart) does.
             """)
 
     @Argument(help: "Network interface to stop filtering.")
@@ -66,6 +70,8 @@ struct Detach: ParsableCommand {
 
     @OptionGroup var pins: PinOptions
 
+    @OptionGroup var control: ControlOptions
+
     func run() throws {
         try reportingErrors {
             if all && interface != nil { throw UsageError("give an interface or --all, not both") }
@@ -73,7 +79,9 @@ struct Detach: ParsableCommand {
             let interfaces = try interface.map { [$0] } ?? Attachment.attachedInterfaces()
             if interfaces.isEmpty { print("the filter is attached to no interface; nothing changed") }
             for interface in interfaces {
-                try Attachment.detach(interface: interface)
+                if try control.ask(ControlRequest(command: "detach", interface: interface)) == nil {
+                    try Attachment.detach(interface: interface)
+                }
                 let pinned = pins.directory.holdsMaps ? "; the bans pinned under \(pins.directory) stay" : ""
                 print("detached from \(interface)\(pinned)")
             }

@@ -54,7 +54,16 @@ struct ControlOptions: ParsableArguments {
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The running daemon's counters, in all or one jail (through its control socket).")
+        abstract: "The running daemon's health and counters, in all or one jail (through its control socket).",
+        discussion: """
+            The first line is OK, or DEGRADED followed by each problem on a line of its own (a filter \
+            detached or reading other maps, pins not in order, a source not read, a companion that cannot \
+            reach its server). Exit status: 0 OK, \(Status.degradedExitCode) DEGRADED, 1 no daemon answers \
+            or it refused the request.
+            """)
+
+    /// The exit status of a degraded daemon (as Nagios' CRITICAL; 1 stays "could not ask").
+    static let degradedExitCode: Int32 = 2
 
     @Argument(help: "Only this jail.")
     var jail: String?
@@ -70,46 +79,52 @@ struct Status: ParsableCommand {
             guard let status = reply.status else { throw UsageError("portcullisd sent no status") }
             if json {
                 print(JSONOutput.line(status))
-                return
+            } else {
+                printStatus(status)
             }
+            if !status.problems.isEmpty { throw ExitCode(Status.degradedExitCode) }
+        }
+    }
+
+    private func printStatus(_ status: DaemonState) {
+        print(status.problems.isEmpty ? "OK" : "DEGRADED")
+        for problem in status.problems {
+            print("  DEGRADED for \(Int(problem.seconds)) s: \(problem.text)")
+        }
+        print(
+            "portcullisd \(status.pid): up \(Int(status.uptimeSeconds)) s, \(status.lines) lines, \(status.bans) bans, "
+                + "\(status.unbans) unbans, \(status.bansInForce) bans in force, \(status.reloads) reloads")
+        for jail in status.jails {
             print(
-                "portcullisd \(status.pid): up \(Int(status.uptimeSeconds)) s, \(status.lines) lines, \(status.bans) bans, "
-                    + "\(status.unbans) unbans, \(status.bansInForce) bans in force, \(status.reloads) reloads")
-            for jail in status.jails {
-                print(
-                    "  \(jail.name): \(jail.lines) lines, \(jail.matched) matched, \(jail.ignored) ignored, "
-                        + "\(jail.notMatching) not matching, \(jail.invalidAddress) not an address, \(jail.tooLong) too long, "
-                        + "\(jail.matchLimit) over the match limit, \(jail.allowlisted) allowlisted, \(jail.bans) bans")
-            }
-            for source in status.degraded ?? [] {
-                print("  DEGRADED, not read since a reload could not open it: \(source)")
-            }
-            let control = status.control
+                "  \(jail.name): \(jail.lines) lines, \(jail.matched) matched, \(jail.ignored) ignored, "
+                    + "\(jail.notMatching) not matching, \(jail.invalidAddress) not an address, \(jail.tooLong) too long, "
+                    + "\(jail.matchLimit) over the match limit, \(jail.allowlisted) allowlisted, \(jail.bans) bans")
+        }
+        let control = status.control
+        print(
+            "  control socket: \(control.requests) requests, \(control.unauthorised) unauthorised, "
+                + "\(control.malformed) malformed, \(control.oversized) oversized, \(control.unknownCommand) unknown, "
+                + "\(control.failed) failed")
+        if let bouncer = status.crowdsec?.bouncer {
             print(
-                "  control socket: \(control.requests) requests, \(control.unauthorised) unauthorised, "
-                    + "\(control.malformed) malformed, \(control.oversized) oversized, \(control.unknownCommand) unknown, "
-                    + "\(control.failed) failed")
-            if let bouncer = status.crowdsec?.bouncer {
-                print(
-                    "  crowdsec bouncer: \(bouncer.url) "
-                        + (bouncer.connected ? "connected" : "not reached (\(bouncer.lastError ?? "not yet"))")
-                        + ", \(bouncer.decisions) decisions on \(bouncer.networks) networks enforced, \(bouncer.pulls) pulls"
-                )
-            }
-            if let alerts = status.crowdsec?.alerts {
-                print(
-                    "  crowdsec alerts: \(alerts.url) "
-                        + (alerts.connected ? "connected" : "not reached (\(alerts.lastError ?? "nothing sent yet"))")
-                        + ", \(alerts.pushed) pushed, \(alerts.queued) queued, \(alerts.dropped) dropped")
-            }
-            if let fleet = status.fleet {
-                print(
-                    "  fleet: host \(fleet.host), bucket \(fleet.bucket) on \(fleet.servers.joined(separator: ",")) "
-                        + (fleet.connected ? "connected" : "not reached (\(fleet.lastError ?? "not yet"))")
-                        + ", \(fleet.published) published, \(fleet.queued) queued, \(fleet.dropped) dropped, "
-                        + "\(fleet.received) received, "
-                        + "\(fleet.bans) bans of \(fleet.hosts) other hosts in force")
-            }
+                "  crowdsec bouncer: \(bouncer.url) "
+                    + (bouncer.connected ? "connected" : "not reached (\(bouncer.lastError ?? "not yet"))")
+                    + ", \(bouncer.decisions) decisions on \(bouncer.networks) networks enforced, \(bouncer.pulls) pulls"
+            )
+        }
+        if let alerts = status.crowdsec?.alerts {
+            print(
+                "  crowdsec alerts: \(alerts.url) "
+                    + (alerts.connected ? "connected" : "not reached (\(alerts.lastError ?? "nothing sent yet"))")
+                    + ", \(alerts.pushed) pushed, \(alerts.queued) queued, \(alerts.dropped) dropped")
+        }
+        if let fleet = status.fleet {
+            print(
+                "  fleet: host \(fleet.host), bucket \(fleet.bucket) on \(fleet.servers.joined(separator: ",")) "
+                    + (fleet.connected ? "connected" : "not reached (\(fleet.lastError ?? "not yet"))")
+                    + ", \(fleet.published) published, \(fleet.queued) queued, \(fleet.dropped) dropped, "
+                    + "\(fleet.received) received, "
+                    + "\(fleet.bans) bans of \(fleet.hosts) other hosts in force")
         }
     }
 }

@@ -287,14 +287,16 @@ extension CrowdSecProcessTests {
                         "password = \"test-password-0123456789\"",
                     ]))
             let ready = files.directory + "/ready.json"
+            let control = ControlScratch.path()
             let (daemon, output) = try startDaemon(
                 network,
                 [
                     "--config", files.path, "--pin-dir", scratch.path, "--state-dir", files.directory + "/state",
-                    "--metrics", "127.0.0.1:0", "--ready-file", ready,
+                    "--metrics", "127.0.0.1:0", "--ready-file", ready, "--control", control,
                 ], waitUntilReading: true)
             defer { if daemon.isRunning { _ = stopDaemon(daemon, output) } }
             let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            func status() throws -> ProcessResult { try runProcess(Products.cli, ["status", "--control", control]) }
             func alerted(_ address: String) throws -> Bool {
                 guard let alerts = try lapi.json(["alerts", "list"]) as? [[String: Any]] else { return false }
                 return alerts.contains {
@@ -329,6 +331,15 @@ extension CrowdSecProcessTests {
             #expect(sample(during, "portcullis_crowdsec_connected") == 0, "\(during)")
             #expect((sample(during, #"portcullis_crowdsec_pull_errors_total{kind="unreachable"}"#) ?? 0) >= 2)
             #expect(sample(during, "portcullis_crowdsec_alert_queue") == 1)
+            // The health: the bouncer down (and the pusher, its alert queued), within its 2 s look.
+            #expect(
+                try eventually(within: 10) {
+                    sample(try scrape(network, ready: ready), #"portcullis_companion_up{companion="crowdsec"}"#) == 0
+                })
+            let degraded = try status()
+            #expect(degraded.status == 2, "\(degraded.stdout) \(degraded.stderr)")
+            #expect(degraded.stdout.contains("crowdsec cannot reach its server"), "\(degraded.stdout)")
+            #expect(sample(try scrape(network, ready: ready), "portcullis_degraded") == 1)
             try lapi.start()
             #expect(try lapi.cscli(["decisions", "add", "-i", "198.18.0.21", "-d", "10m"]).status == 0)
             let back = try secondsUntil(60) { try crowdsecEntries(maps)["198.18.0.21"] != nil }
@@ -341,7 +352,12 @@ extension CrowdSecProcessTests {
             #expect((sample(after, "portcullis_crowdsec_resyncs_total") ?? 0) >= 2, "\(after)")
             #expect(sample(after, "portcullis_crowdsec_alerts_pushed_total") == 2)
             #expect(sample(after, "portcullis_crowdsec_alert_queue") == 0)
+            #expect(try eventually(within: 10) { try status().status == 0 }, "healthy again once both reach it")
+            let healthy = try scrape(network, ready: ready)
+            #expect(sample(healthy, #"portcullis_companion_up{companion="crowdsec"}"#) == 1, "\(healthy)")
+            #expect(sample(healthy, #"portcullis_companion_up{companion="crowdsec-alerts"}"#) == 1, "\(healthy)")
             let text = stopDaemon(daemon, output)
+            #expect(text.contains("no longer degraded after "), "\(text)")
             #expect(daemon.terminationStatus == 0, "\(text)")
             let unreachable = text.split(separator: "\n").filter {
                 $0.contains("is unreachable") && $0.contains("retrying")
@@ -397,7 +413,7 @@ extension CrowdSecProcessTests {
             #expect(left.map { $0 > 500 && $0 <= 600 } == true, "\(carried)")
             let text = stopDaemon(daemon, output)
             #expect(daemon.terminationStatus == 0, "\(text)")
-            let refused = text.split(separator: "\n").filter { $0.contains("refused the api_key") }
+            let refused = linkLines(text, containing: "refused the api_key")
             #expect(refused.count == 1, "one line, not one per retry: \(text)")
             #expect(refused.first?.contains("cscli bouncers add") == true)
         }
@@ -524,7 +540,7 @@ extension CrowdSecProcessTests {
                 #expect(daemon.terminationStatus == 0, "\(text)")
                 #expect(installed == enforced, "\(keys): \(text)")
                 if !enforced {
-                    let refused = text.split(separator: "\n").filter { $0.contains("is unreachable") }
+                    let refused = linkLines(text, containing: "is unreachable")
                     #expect(refused.count == 1 && refused[0].contains("certificate"), "\(text)")
                 }
                 // The next run starts from nothing: what this one installed goes.

@@ -584,7 +584,9 @@ extension DaemonProcessTests {
             try files.append(["failed from 198.18.12.3"])
             #expect(try eventually(within: 15) { try banned("198.18.12.3") }, "jail a goes on")
             let status = try network.run(in: network.receiver, [Products.cli, "status", "--control", control])
-            #expect(status.stdout.contains("DEGRADED, not read since a reload could not open it: file:\(third)"))
+            #expect(status.stdout.hasPrefix("DEGRADED\n"), "\(status.stdout)")
+            #expect(status.stdout.contains("source file:\(third) cannot be read"), "\(status.stdout)")
+            #expect(status.status == 2, "degraded: \(status.stderr)")
             #expect(daemon.isRunning)
 
             // Fixed: the next reload opens it.
@@ -593,7 +595,10 @@ extension DaemonProcessTests {
             #expect(eventually(within: 15) { reloads() == 3 })
             try append("denied 198.18.12.4", to: third)
             #expect(try eventually(within: 15) { try banned("198.18.12.4") }, "b reads its new file")
+            let healthy = try network.run(in: network.receiver, [Products.cli, "status", "--control", control])
+            #expect(healthy.status == 0 && healthy.stdout.hasPrefix("OK\n"), "\(healthy.stdout)")
             let text = stopDaemon(daemon, output)
+            #expect(text.contains("no longer degraded after "), "\(text)")
             #expect(text.contains("2 of 2 source(s) read on without a break"), "\(text)")
             #expect(daemon.terminationStatus == 0, "\(text)")
         }

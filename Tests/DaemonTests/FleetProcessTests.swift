@@ -386,7 +386,7 @@ extension FleetProcessTests {
             #expect(try b.fleetStatus()["connected"] as? Bool == false)
             let log = stopDaemon(daemonB, outputB)
             printFleetLines(b, log)
-            let refusals = log.split(separator: "\n").filter { $0.contains("refused this host's credentials") }
+            let refusals = linkLines(log, containing: "refused this host's credentials")
             #expect(refusals.count == 1, "\(log)")
             #expect(log.contains("banning goes on alone"), "\(log)")
 
