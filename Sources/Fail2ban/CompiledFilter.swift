@@ -42,8 +42,8 @@ public final class CompiledFilter: @unchecked Sendable {
         }
         func compile(_ source: String, key: String) throws(Fail2banError) -> CompiledRegex {
             try CompiledRegex(
-                source, key: key, file: definition.file, useDNS: dns, multiLine: multiLine,
-                matchLimit: matchLimit)
+                source, key: key, place: { definition.place(of: source, form: $0) }, useDNS: dns,
+                multiLine: multiLine, matchLimit: matchLimit)
         }
         prefix = try definition.prefregex.map { (source) throws(Fail2banError) in try compile(source, key: "prefregex")
         }
@@ -57,7 +57,7 @@ public final class CompiledFilter: @unchecked Sendable {
         for (source, regex) in zip(definition.failregex, failures)
         where !identifies(regex) && !(prefix.map(identifies) ?? false) {
             throw .badValue(
-                file: definition.file, key: "failregex", value: source,
+                file: definition.place(of: source).file, key: "failregex", value: source,
                 expected:
                     "a pattern that marks the client: put <HOST> (or <ADDR>, <IP4>, <IP6>, <F-ID>) where its address stands"
             )
@@ -69,12 +69,21 @@ public final class CompiledFilter: @unchecked Sendable {
         var dates: [CompiledDate] = []
         if detectsDates {
             for template in try DateTemplates.templates(for: definition.datepattern) {
-                let source = RegexTags.pythonToPCRE2(template.regex)
+                let written = template.pattern ?? template.regex
+                let source: String
+                do throws(PythonRegex.Refusal) {
+                    source = try PythonRegex.translate(template.regex)
+                } catch {
+                    let place = definition.place(of: written, form: error.form)
+                    throw .pythonRegex(
+                        file: place.file, line: place.line, key: "datepattern", form: error.form, reason: error.reason)
+                }
                 do {
                     dates.append(CompiledDate(template: template, pattern: try Pattern(source, matchLimit: matchLimit)))
                 } catch {
+                    let place = definition.place(of: written)
                     throw .regexCompile(
-                        file: definition.file, key: "datepattern", pattern: template.pattern ?? template.regex,
+                        file: place.file, line: place.line, key: "datepattern", pattern: written,
                         offset: error.offset, message: error.message)
                 }
             }
@@ -94,24 +103,36 @@ final class CompiledRegex: @unchecked Sendable {
     /// `<SKIPLINES>` groups: lines they cover stay in the multi-line buffer after a match.
     let skipLineGroups: [Int]
 
+    /// - Parameter place: where the pattern is written (file and line), given the text refused.
     init(
-        _ source: String, key: String, file: String, useDNS: String, multiLine: Bool, matchLimit: UInt32
+        _ source: String, key: String, place: (_ form: String?) -> (file: String, line: Int?), useDNS: String,
+        multiLine: Bool, matchLimit: UInt32
     ) throws(Fail2banError) {
         // fail2ban bans the whole subnet of <SUBNET>/<CIDR>; a ScanOutcome carries one address, so
         // such a pattern is refused rather than silently banning less.
         for tag in ["<CIDR>", "<SUBNET>", "<F-CIDR/>", "<F-SUBNET/>"] where source.contains(tag) {
-            throw .unsupported(feature: "the subnet tag \(tag)", file: file, key: key)
+            let (file, line) = place(tag)
+            throw .unsupported(feature: "the subnet tag \(tag)", file: file, line: line, key: key)
         }
-        let expanded = RegexTags.expand(source, useDNS: useDNS)
+        let expanded: String
+        do throws(PythonRegex.Refusal) {
+            expanded = try RegexTags.expand(source, useDNS: useDNS)
+        } catch {
+            let (file, line) = place(error.form)
+            throw .pythonRegex(file: file, line: line, key: key, form: error.form, reason: error.reason)
+        }
         if expanded.trimmingWhitespace().isEmpty {
-            throw .badValue(file: file, key: key, value: source, expected: "a non-empty pattern")
+            throw .badValue(file: place(nil).file, key: key, value: source, expected: "a non-empty pattern")
         }
         let options = Pattern.unicodeOptions | (multiLine ? UInt32(PCRE2_MULTILINE) : 0)
         let pattern: Pattern
         do {
             pattern = try Pattern(expanded, options: options, matchLimit: matchLimit)
         } catch {
-            throw .regexCompile(file: file, key: key, pattern: source, offset: error.offset, message: error.message)
+            // The offset is in the translated pattern: PCRE2's message names what it refused.
+            let (file, line) = place(nil)
+            throw .regexCompile(
+                file: file, line: line, key: key, pattern: source, offset: error.offset, message: error.message)
         }
         self.pattern = pattern
         groups = FailField.allCases.map { pattern.groupNumber($0.groupName) ?? 0 }

@@ -17,6 +17,8 @@ struct ConfigFile {
     var defaults: OrderedOptions = OrderedOptions()
     /// Sections in the order they first appear.
     var sections: [(name: String, options: OrderedOptions)] = []
+    /// Every line of every value, with its line number: where a pattern refused later was written.
+    var sourceLines: [SourceLine] = []
 
     /// Parses `text` (the contents of `path`).
     init(path: String, text: String) throws(Fail2banError) {
@@ -69,8 +71,10 @@ struct ConfigFile {
                 continue
             }
             let indent = line.prefix { $0 == " " || $0 == "\t" }.count
-            if optionName != nil && indent > indentLevel {
+            if let name = optionName, indent > indentLevel {
                 valueLines.append(String(value))
+                sourceLines.append(
+                    SourceLine(file: path, line: lineNumber, key: name, text: String(value)))
                 continue
             }
             flush()
@@ -101,6 +105,8 @@ struct ConfigFile {
             if key.isEmpty { throw .syntax(file: path, line: lineNumber, text: String(value)) }
             optionName = key
             valueLines = [String(value[value.index(after: separator)...].trimmingWhitespace())]
+            sourceLines.append(
+                SourceLine(file: path, line: lineNumber, key: key, text: valueLines[0]))
         }
         flush()
     }
@@ -110,6 +116,15 @@ struct ConfigFile {
         guard let text = try readTextFile(path) else { return nil }
         return try ConfigFile(path: path, text: text)
     }
+}
+
+/// One line of an option's value as written: the file, its line number, the key and the text (the
+/// first line of a value without its `key =`).
+public struct SourceLine: Sendable, Equatable {
+    public let file: String
+    public let line: Int
+    let key: String
+    let text: String
 }
 
 /// Options of one section in definition order (later definitions replace the value in place, as a

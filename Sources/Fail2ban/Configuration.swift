@@ -11,6 +11,11 @@ struct Configuration {
     private(set) var sectionOrder: [String] = []
     /// The files read, in order (with their includes), for errors and `portcullis regex`.
     private(set) var files: [String] = []
+    /// The files `read(basename:)` was asked for (`filter.d/sshd.conf`, `sshd.local`), without the
+    /// files they include: what errors about the filter name.
+    private(set) var ownFiles: [String] = []
+    /// Every value line of every file read, in the order read (`ConfigFile.sourceLines`).
+    private(set) var sourceLines: [SourceLine] = []
 
     /// The deepest chain of `%(...)s` references followed (Python's MAX_INTERPOLATION_DEPTH).
     static let maximumInterpolationDepth = 10
@@ -37,6 +42,7 @@ struct Configuration {
         candidates += sortedFiles(in: basename + ".d", suffix: ".local")
         let existing = candidates.filter(fileExists)
         if existing.isEmpty { return false }
+        ownFiles += existing
         var budget = Self.maximumFilesRead
         for path in try Self.withIncludes(existing, seen: [], depth: 0, budget: &budget) {
             guard let file = try ConfigFile.read(path) else { continue }
@@ -96,6 +102,7 @@ struct Configuration {
     /// Adds one file's options over the ones read so far.
     mutating func merge(_ file: ConfigFile) {
         files.append(file.path)
+        sourceLines += file.sourceLines
         for (key, value) in file.defaults { defaults[key] = value }
         for (name, options) in file.sections {
             if var existing = sections[name] {

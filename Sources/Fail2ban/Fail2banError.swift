@@ -12,10 +12,13 @@ public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {
     case unknownFilter(name: String, directory: String)
     /// `NAME[...]` arguments that fail2ban's syntax does not allow.
     case badFilterArguments(reference: String, reason: String)
-    /// A fail2ban feature this reader does not implement.
-    case unsupported(feature: String, file: String, key: String)
+    /// A fail2ban feature this reader does not implement; `line` is where the pattern is written.
+    case unsupported(feature: String, file: String, line: Int?, key: String)
+    /// A Python `re` form in a pattern that PCRE2 cannot be made to read as Python does, or that
+    /// Python itself refuses (`PythonRegex`).
+    case pythonRegex(file: String, line: Int?, key: String, form: String, reason: String)
     /// A pattern (failregex, ignoreregex, prefregex, datepattern) that PCRE2 does not compile.
-    case regexCompile(file: String, key: String, pattern: String, offset: Int, message: String)
+    case regexCompile(file: String, line: Int?, key: String, pattern: String, offset: Int, message: String)
     /// A `%(name)s` or `<name>` reference that resolves to itself, directly or through others.
     case interpolationLoop(file: String, section: String, key: String)
     /// A `%(name)s` reference to an option that is defined nowhere.
@@ -40,10 +43,14 @@ public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {
             return "filter '\(name)': no \(name).conf or \(name).local in \(directory); check the name or --filter-dir"
         case .badFilterArguments(let reference, let reason):
             return "filter '\(reference)': bad arguments: \(reason); write them as name[key=value, key=\"value\"]"
-        case .unsupported(let feature, let file, let key):
-            return "\(file), key '\(key)': \(feature) is not supported by Portcullis; rewrite the pattern without it"
-        case .regexCompile(let file, let key, let pattern, let offset, let message):
-            return "\(file), key '\(key)': pattern '\(pattern)' does not compile at offset \(offset): \(message)"
+        case .unsupported(let feature, let file, let line, let key):
+            return
+                "\(place(file, line)), key '\(key)': \(feature) is not supported by Portcullis; rewrite the pattern without it"
+        case .pythonRegex(let file, let line, let key, let form, let reason):
+            return "\(place(file, line)), key '\(key)': the Python regex form '\(form)' cannot be used: \(reason)"
+        case .regexCompile(let file, let line, let key, let pattern, let offset, let message):
+            return
+                "\(place(file, line)), key '\(key)': pattern '\(pattern)' does not compile at offset \(offset): \(message)"
         case .interpolationLoop(let file, let section, let key):
             return "\(file), [\(section)] key '\(key)': its interpolation refers back to itself; break the loop"
         case .missingReference(let file, let section, let key, let reference):
@@ -58,4 +65,7 @@ public enum Fail2banError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(file), [\(section)] key '\(key)': \(detail)"
         }
     }
+
+    /// `file:line`, or the file alone when the line is not known (a pattern the jail set).
+    private func place(_ file: String, _ line: Int?) -> String { line.map { "\(file):\($0)" } ?? file }
 }

@@ -6,7 +6,8 @@ import CPortcullis
 public struct FilterDefinition: Sendable, Equatable {
     /// The reference as given (`sshd[mode=aggressive]`), or the inline pattern's text.
     public var reference: String
-    /// The file first read (`filter.d/sshd.conf`); "(inline)" for a pattern given on the command line.
+    /// The filter's own file (`filter.d/sshd.conf`, not the `common.conf` it includes); "(inline)" for
+    /// a pattern given on the command line.
     public var file: String
     /// Every file read, in fail2ban's order (includes and `.local` files).
     public var files: [String]
@@ -27,11 +28,14 @@ public struct FilterDefinition: Sendable, Equatable {
     /// Every option after substitution (the `[Definition]` keys fail2ban reads, `[Init]` values and
     /// the arguments).
     public var options: [String: String]
+    /// Every value line of the files read, for naming the line a refused pattern is written on.
+    public var sourceLines: [SourceLine]
 
     public init(
         reference: String, file: String, files: [String] = [], prefregex: String? = nil,
         failregex: [String], ignoreregex: [String] = [], datepattern: [String]? = nil, maxlines: Int = 1,
-        journalmatch: [String] = [], usedns: String? = nil, options: [String: String] = [:]
+        journalmatch: [String] = [], usedns: String? = nil, options: [String: String] = [:],
+        sourceLines: [SourceLine] = []
     ) {
         self.reference = reference
         self.file = file
@@ -44,7 +48,52 @@ public struct FilterDefinition: Sendable, Equatable {
         self.journalmatch = journalmatch
         self.usedns = usedns
         self.options = options
+        self.sourceLines = sourceLines
     }
+
+    /// Where `pattern` (a failregex or ignoreregex after interpolation and tag substitution) is
+    /// written: the value line that contributes most of its literal text, among those that hold
+    /// `form` (the refused text) when one is given. A line of `%(name)s` and `<tag>` references
+    /// contributes only the text between them, so a pattern that came from `failregex = <cmnfailre>`
+    /// is found on its line in `cmnfailre`. - Returns: the file and line; the filter's own file
+    /// and no line when no line fits (a pattern the jail set).
+    public func place(of pattern: String, form: String? = nil) -> (file: String, line: Int?) {
+        var best: (line: SourceLine, score: Int)? = nil
+        for candidate in sourceLines where form.map({ candidate.text.contains($0) }) ?? true {
+            var score = 0
+            var rest = Substring(pattern)
+            for chunk in Self.literalChunks(candidate.text) where !chunk.isEmpty {
+                guard let range = rest.firstRange(of: chunk) else {
+                    score = -1
+                    break
+                }
+                score += chunk.utf8.count
+                rest = rest[range.upperBound...]
+            }
+            // Later lines override earlier ones (a .local over its .conf): ties go to the later.
+            if score > 0 || (form != nil && score == 0), score >= (best?.score ?? 0) {
+                best = (candidate, score)
+            }
+        }
+        guard let best else { return (file, nil) }
+        return (best.line.file, best.line.line)
+    }
+
+    /// `%(name)s` interpolations and `<tag>` substitutions: what a value line contributes to a
+    /// pattern is the text between them.
+    static func literalChunks(_ text: String) -> [String] {
+        let bytes = Array(text.utf8)
+        var chunks: [String] = []
+        var last = 0
+        for match in reference.allMatches(in: text) {
+            chunks.append(String(decoding: bytes[last..<match.start], as: UTF8.self))
+            last = match.end
+        }
+        chunks.append(String(decoding: bytes[last...], as: UTF8.self))
+        return chunks
+    }
+
+    static let reference = fixedPattern(#"%\([^)]*\)s|<[^ <>]+>"#)
 
     /// A filter made of patterns given directly (`portcullis regex LOG 'pattern'`), as
     /// `fail2ban-regex` treats a pattern that is not a file.
@@ -143,7 +192,7 @@ public enum FilterLoader {
         _ configuration: Configuration, reference: String, arguments: [String: String],
         jailOptions: [String: String], allOptions: Bool = false
     ) throws(Fail2banError) -> FilterDefinition {
-        let file = configuration.files.first ?? reference
+        let file = configuration.ownFiles.first ?? configuration.files.first ?? reference
         var initOptions = arguments
         // applyAutoOptions: a systemd backend reads journal lines (no date, short prefix).
         if let backend = jailOptions["backend"], initOptions["logtype"] == nil,
@@ -202,7 +251,8 @@ public enum FilterLoader {
             reference: reference, file: file, files: configuration.files, prefregex: prefregex,
             failregex: splitPatterns(pick("failregex") ?? ""), ignoreregex: splitPatterns(pick("ignoreregex") ?? ""),
             datepattern: datepattern, maxlines: maxlines,
-            journalmatch: splitPatterns(pick("journalmatch") ?? ""), usedns: pick("usedns"), options: substituted)
+            journalmatch: splitPatterns(pick("journalmatch") ?? ""), usedns: pick("usedns"), options: substituted,
+            sourceLines: configuration.sourceLines)
     }
 }
 

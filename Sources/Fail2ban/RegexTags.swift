@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/// fail2ban's pattern tags (`failregex.py`) expanded into regular expressions, and the few places
-/// where Python's `re` syntax differs from PCRE2's rewritten.
+/// fail2ban's pattern tags (`failregex.py`) expanded into regular expressions, then translated from
+/// Python's `re` to PCRE2 (`PythonRegex`).
 enum RegexTags {
     static let ipv4 = #"(?:::f{4,6}:)?(?P<ip4>(?:\d{1,3}\.){3}\d{1,3})"#
     static let ipv6 = #"(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|(?<=:):))"#
@@ -20,8 +20,6 @@ enum RegexTags {
     static let tag = fixedPattern(#"</?[\w\-]+/?>"#)
     static let customName = fixedPattern(#"^(/?)F-([A-Z0-9_\-]+)$"#)
     static let globalFlagsInGroup = fixedPattern(#"(?<!\\)\((?:\?:)?(\(\?[a-z]+)\)"#)
-    static let inlineFlags = fixedPattern(#"(?<!\\)\(\?([aiLmsux]+)([:)])"#)
-    static let absoluteEnd = fixedPattern(#"(?<!\\)((?:\\\\)*)\\Z"#)
 
     /// The group name of `<F-NAME>` (fail2ban's `mapTag2Opt`).
     static func groupName(_ tag: String) -> String {
@@ -33,9 +31,11 @@ enum RegexTags {
         }
     }
 
-    /// fail2ban's `Regex._resolveHostTag`, then Python's global flags inside a group made local.
+    /// fail2ban's `Regex._resolveHostTag`, then Python's global flags inside a group made local, then
+    /// the whole translated to PCRE2.
     /// - Parameter useDNS: fail2ban's `usedns`; "no" makes `<HOST>` match addresses only.
-    static func expand(_ regex: String, useDNS: String) -> String {
+    /// - Throws: `PythonRegex.Refusal` for a form PCRE2 cannot be made to read as Python does.
+    static func expand(_ regex: String, useDNS: String) throws(PythonRegex.Refusal) -> String {
         var open = Set<String>()
         var skipLines = 0
         let expanded = tag.replacingAll(in: regex) { match in
@@ -57,19 +57,6 @@ enum RegexTags {
             return text
         }
         let local = globalFlagsInGroup.replacingAll(in: expanded) { "\($0.group(1)!):" }
-        return pythonToPCRE2(local)
-    }
-
-    /// Rewrites what Python's `re` accepts and PCRE2 reads differently: the flags `u` (Unicode,
-    /// PCRE2's UCP is always on here), `a` and `L` are dropped; `\Z` (Python: the very end) becomes
-    /// `\z`.
-    static func pythonToPCRE2(_ regex: String) -> String {
-        let flags = inlineFlags.replacingAll(in: regex) { match in
-            let kept = match.group(1)!.filter { !"uaL".contains($0) }
-            let close = match.group(2)!
-            if kept.isEmpty { return close == ":" ? "(?:" : "" }
-            return "(?\(kept)\(close)"
-        }
-        return absoluteEnd.replacingAll(in: flags) { "\($0.group(1) ?? "")\\z" }
+        return try PythonRegex.translate(local)
     }
 }
