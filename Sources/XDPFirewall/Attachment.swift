@@ -131,6 +131,22 @@ public enum Attachment {
         }
     }
 
+    /// The interfaces of this network namespace the filter is attached to, asked of the kernel
+    /// (`bpf_xdp_query` on each), whatever pin directory their maps are pinned in.
+    public static func attachedInterfaces() throws(FirewallError) -> [String] {
+        guard let list = if_nameindex() else { throw systemError("list the network interfaces", errno) }
+        defer { if_freenameindex(list) }
+        var found: [String] = []
+        var entry = list
+        while entry.pointee.if_index != 0, let name = entry.pointee.if_name {
+            if try AttachedFilter.find(ifindex: Int32(entry.pointee.if_index)) != nil {
+                found.append(String(cString: name))
+            }
+            entry += 1
+        }
+        return found
+    }
+
     /// The mode the filter runs in on `interface`, or `nil` when it is not attached there.
     public static func attachedMode(interface: String) throws(FirewallError) -> AttachMode? {
         try attachedMode(ifindex: try index(of: interface))

@@ -50,19 +50,33 @@ extension AttachMode: ExpressibleByArgument {}
 
 struct Detach: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Detach the XDP filter from a network interface.",
-        discussion: "Other XDP programs on the interface and the pinned maps (with their bans) stay.")
+        abstract: "Detach the XDP filter from a network interface, or from all of them.",
+        discussion: """
+            Other XDP programs on the interface and the pinned maps (with their bans) stay: attaching \
+            again, or the daemon's next start, enforces them again. --all detaches the filter from every \
+            interface of this network namespace it is attached to, whatever its pin directory (the \
+            Debian package's removal runs it after stopping the daemon).
+            """)
 
     @Argument(help: "Network interface to stop filtering.")
-    var interface: String
+    var interface: String?
+
+    @Flag(help: "Detach from every interface the filter is attached to.")
+    var all = false
 
     @OptionGroup var pins: PinOptions
 
     func run() throws {
         try reportingErrors {
-            try Attachment.detach(interface: interface)
-            let pinned = pins.directory.holdsMaps ? "; the bans pinned under \(pins.directory) stay" : ""
-            print("detached from \(interface)\(pinned)")
+            if all && interface != nil { throw UsageError("give an interface or --all, not both") }
+            if !all && interface == nil { throw UsageError("name the interface to detach from, or give --all") }
+            let interfaces = try interface.map { [$0] } ?? Attachment.attachedInterfaces()
+            if interfaces.isEmpty { print("the filter is attached to no interface; nothing changed") }
+            for interface in interfaces {
+                try Attachment.detach(interface: interface)
+                let pinned = pins.directory.holdsMaps ? "; the bans pinned under \(pins.directory) stay" : ""
+                print("detached from \(interface)\(pinned)")
+            }
         }
     }
 }

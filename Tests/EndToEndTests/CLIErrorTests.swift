@@ -118,6 +118,8 @@ struct CLIErrorTests {
             try runProcess(Products.cli, ["attach", "pcnosuchif0"]),
             mentioning: ["pcnosuchif0", "no network interface"])
         expectOneLineError(try runProcess(Products.cli, ["detach", "pcnosuchif0"]), mentioning: ["pcnosuchif0"])
+        expectOneLineError(try runProcess(Products.cli, ["detach"]), mentioning: ["interface", "--all"])
+        expectOneLineError(try runProcess(Products.cli, ["detach", "--all", "pcnosuchif0"]), mentioning: ["not both"])
     }
 
     @Test func missingObjectLeavesNothingAttached() throws {

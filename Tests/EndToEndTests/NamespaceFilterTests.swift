@@ -101,10 +101,15 @@ struct NamespaceFilterTests {
             #expect(after.dropped == during.dropped, "nothing dropped after the unban")
             #expect(after.passed - during.passed >= UInt64(2 * count))
 
-            let detach = try cli(network, ["detach", network.receiverInterface, "--pin-dir", pins])
+            // --all finds the interface by itself (what the package's removal runs).
+            let detach = try cli(network, ["detach", "--all", "--pin-dir", pins])
             #expect(detach.status == 0, "detach failed: \(detach.stderr)")
+            #expect(detach.stdout.contains("detached from \(network.receiverInterface); the bans pinned under"))
             let unlinked = try network.run(in: network.receiver, ["ip", "link", "show", network.receiverInterface])
             #expect(!unlinked.stdout.contains("xdp"), "no XDP program after detach")
+            let again = try cli(network, ["detach", "--all", "--pin-dir", pins])
+            #expect(again.status == 0, "a second detach --all failed: \(again.stderr)")
+            #expect(again.stdout.contains("attached to no interface"))
         }
     }
 
