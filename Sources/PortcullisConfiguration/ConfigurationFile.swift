@@ -257,10 +257,15 @@ public struct ConfigurationFile {
             guard filter.failregex.isEmpty else {
                 throw fail("give either filter (a fail2ban filter) or failregex (inline patterns), not both")
             }
-            do {
-                var definition = try FilterLoader.load(reference, filterDirectory: filterDirectory)
+            do throws(Fail2banError) {
+                let directory = try lookupDirectory(for: reference, fallback: filterDirectory)
+                var definition = try FilterLoader.load(reference, filterDirectory: directory)
                 definition.ignoreregex += filter.ignoreregex
                 return .fail2ban(definition, useDNS: nil, detectsDates: detectsDates)
+            } catch .unknownFilter(let name, let directory) {
+                throw fail(
+                    "filter '\(name)': no \(name).conf or \(name).local in \(ownFilterDirectory) or \(directory); "
+                        + "check the name, or give the filter's path")
             } catch {
                 throw fail(error.description)
             }
@@ -273,6 +278,25 @@ public struct ConfigurationFile {
         definition.ignoreregex = filter.ignoreregex
         definition.file = path
         return .fail2ban(definition, useDNS: nil, detectsDates: detectsDates)
+    }
+
+    /// `filter.d` beside this file (/etc/portcullis/filter.d for the installed one): the filters
+    /// Portcullis ships, and the operator's own.
+    var ownFilterDirectory: String {
+        guard let slash = path.lastIndex(of: "/") else { return "filter.d" }
+        return String(path[..<slash]) + "/filter.d"
+    }
+
+    /// Where `filter = NAME` is read from: `filter.d` beside this file when it holds `NAME.conf` or
+    /// `NAME.local`, else `fallback` (--filter-dir: fail2ban's). A path is read as written. So the
+    /// filters shipped with Portcullis give the same verdicts whether fail2ban is installed or not,
+    /// and fail2ban's fill in the names Portcullis has no filter of.
+    private func lookupDirectory(for reference: String, fallback: String) throws(Fail2banError) -> String {
+        let name = try FilterLoader.parseReference(reference).name
+        guard !name.contains("/"), !name.hasSuffix(".conf"), !name.hasSuffix(".local") else { return fallback }
+        let own = ownFilterDirectory
+        let found = [".conf", ".local"].contains { access(own + "/" + name + $0, F_OK) == 0 }
+        return found ? own : fallback
     }
 
     // MARK: values of a type, or a one-line error

@@ -72,8 +72,24 @@ public struct LoadedConfiguration {
 }
 
 extension DaemonOptions {
+    /// No interface configured and none carries a default route.
     public static let interfaceRequired = DaemonError.invalidSetting(
-        "--interface is required (or interface = \"NAME\" in [daemon] of --config)")
+        "no interface set and no default route to take one from: set interface = \"NAME\" in [daemon] of "
+            + "--config (or give --interface NAME)")
+
+    /// The interfaces to protect, each once, and why these: the configured ones, else those that
+    /// carry the default routes (``DefaultRoutes``).
+    /// - Parameter routes: the default routes (this namespace's by default).
+    public func protectedInterfaces(
+        routes: [DefaultRoutes.Route] = DefaultRoutes.current()
+    ) throws(DaemonError) -> (names: [String], reason: String) {
+        var seen = Set<String>()
+        let configured = interfaces.filter { seen.insert($0).inserted }
+        if !configured.isEmpty { return (configured, "configured") }
+        guard !routes.isEmpty else { throw Self.interfaceRequired }
+        let carriers = routes.map { "\($0.interface) (\($0.families))" }.joined(separator: ", ")
+        return (routes.map(\.interface), "no interface set; the default routes' interfaces: " + carriers)
+    }
 
     /// The configuration checked (``checkedConfiguration(typed:creatingStateDirectory:)``) with the
     /// file read once more for its lists and companions.
@@ -236,10 +252,33 @@ extension DaemonOptions {
         return result
     }
 
-    public func checkOutputDirectories() throws(DaemonError) {
+    /// The directories of `--summary-json`, `--ready-file` and `--ban-log` are writable, or can be
+    /// made: the daemon makes a missing one (mode 0750, as the unit's `LogsDirectory=` makes
+    /// /var/log/portcullis), so the example's ban log checks out before the first start.
+    /// - Parameter creating: make the missing directories (the start); false: only check that the
+    ///   nearest one that exists is a writable directory (--check-config, which changes nothing).
+    public func checkOutputDirectories(creating: Bool) throws(DaemonError) {
         for (option, path) in [("--summary-json", summaryJson), ("--ready-file", readyFile), ("--ban-log", banLog)] {
-            if let path, access(directoryOf(path), W_OK) != 0 {
-                throw DaemonError.invalidSetting("\(option) \(path): its directory is not writable")
+            guard let path else { continue }
+            var missing: [String] = []
+            var directory = directoryOf(path)
+            while access(directory, F_OK) != 0, directory != "/", directory != "." {
+                missing.append(directory)
+                directory = directoryOf(directory)
+            }
+            var status = stat()
+            guard stat(directory, &status) == 0, status.st_mode & mode_t(S_IFMT) == mode_t(S_IFDIR),
+                access(directory, W_OK) == 0
+            else {
+                let what = missing.isEmpty ? "its directory" : "\(missing[missing.count - 1])'s parent \(directory)"
+                throw DaemonError.invalidSetting(
+                    "\(option) \(path): \(what) is not a writable directory; give a path in one root can write")
+            }
+            guard creating else { continue }
+            for directory in missing.reversed() {
+                if case .failure(let error) = systemCallResult({ mkdir(directory, 0o750) }), error.code != EEXIST {
+                    throw DaemonError.invalidSetting("\(option) \(path): cannot make \(directory) (\(error))")
+                }
             }
         }
     }

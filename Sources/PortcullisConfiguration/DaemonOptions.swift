@@ -29,13 +29,15 @@ public struct DaemonOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Where jails find fail2ban filters by name (default: filter.d of --fail2ban-config, else "
-                + "/etc/fail2ban/filter.d).", valueName: "path"))
+            "Where jails find fail2ban filters by name that filter.d beside --config lacks (default: filter.d "
+                + "of --fail2ban-config, else /etc/fail2ban/filter.d).", valueName: "path"))
     public var filterDir: String?
 
     @Option(
         name: .customLong("interface"),
-        help: "Network interface to protect (the filter is attached to it if it is not yet); repeatable, one required.")
+        help: ArgumentHelp(
+            "Network interface to protect (the filter is attached to it if it is not yet); repeatable. Default: "
+                + "the interfaces that carry the default routes (IPv4 and IPv6)."))
     public var interfaces: [String] = []
 
     @Option(help: "XDP attach mode when attaching: native, generic or auto.")

@@ -64,11 +64,6 @@ public enum HostAddresses {
     }
 
     private static func lines(of path: String) -> [Substring] {
-        guard let file = fopen(path, "r") else { return [] }
-        defer { fclose(file) }
-        var text = ""
-        var buffer = [CChar](repeating: 0, count: 4096)
-        while fgets(&buffer, Int32(buffer.count), file) != nil { text += String(cString: buffer) }
-        return text.split(separator: "\n")
+        PseudoFile.text(path).split(separator: "\n")
     }
 }

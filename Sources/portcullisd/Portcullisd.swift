@@ -67,7 +67,7 @@ struct Portcullisd: ParsableCommand {
 
     /// `--check-config`: what `serve` would refuse before touching anything, refused here too.
     private func checkConfiguration() throws {
-        guard !options.interfaces.isEmpty else { throw DaemonOptions.interfaceRequired }
+        let (interfaces, reason) = try options.protectedInterfaces()
         let configuration = try options.checkedConfiguration(
             typed: try? DaemonOptions.parse(Self.arguments), creatingStateDirectory: false)
         // What each file reader checks when it opens its file (type, owner, parents).
@@ -80,9 +80,9 @@ struct Portcullisd: ParsableCommand {
                 }
             }
         }
-        for interface in options.interfaces { _ = try Attachment.index(of: interface) }
+        for interface in interfaces { _ = try Attachment.index(of: interface) }
         _ = try BPFObjectLocator().locate(explicit: options.bpfObject)
-        try options.checkOutputDirectories()
+        try options.checkOutputDirectories(creating: false)
         _ = try metricsEndpoint()
         _ = try options.prefixLengths()
         if let config = options.config {
@@ -91,6 +91,7 @@ struct Portcullisd: ParsableCommand {
                 say("portcullisd: blocklist \(list.name): \(networks.count) entries in \(list.file)")
             }
         }
+        say("portcullisd: would protect \(interfaces.joined(separator: ", ")) (\(reason))")
         let jails = configuration.effectiveJails
         for jail in jails { say("portcullisd: " + jail.description) }
         for note in configuration.notes { say("portcullisd: note: \(note)") }
@@ -107,14 +108,15 @@ struct Portcullisd: ParsableCommand {
         // ban log's writer is the first): a SIGHUP that found a thread without them would end the
         // daemon, and a SIGTERM during the attach waits for its rollback or its end.
         let signals = SignalForwarder()
-        guard !options.interfaces.isEmpty else { throw DaemonOptions.interfaceRequired }
-        var seen = Set<String>()
-        let interfaces = options.interfaces.filter { seen.insert($0).inserted }
+        let (interfaces, reason) = try options.protectedInterfaces()
+        if options.interfaces.isEmpty {
+            say("portcullisd: protecting \(interfaces.joined(separator: ", ")) (\(reason))")
+        }
         let loader = ConfigurationLoader(arguments: Self.arguments)
         let configuration = try options.loaded(typed: try? DaemonOptions.parse(Self.arguments))
         for interface in interfaces { _ = try Attachment.index(of: interface) }
         let objectPath = try BPFObjectLocator().locate(explicit: options.bpfObject)
-        try options.checkOutputDirectories()
+        try options.checkOutputDirectories(creating: true)
         let controlGroup = try options.controlGroupID()
         let metricsEndpoint = try metricsEndpoint()
         let prefixLengths = try options.prefixLengths()

@@ -429,14 +429,47 @@ struct ConfigurationFileTests {
         #expect(!described.contains("\n"), "one line")
     }
 
-    @Test("the example configuration in etc/ reads, and its one enabled jail is the demo's")
+    @Test(
+        "the example configuration in etc/ reads: its one enabled jail is sshd on the journal with Portcullis's own filter from filter.d beside it, whatever --filter-dir says; the demo's jail is in Lab/demo.toml"
+    )
     func exampleConfiguration() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let file = try ConfigurationFile.load(root.path + "/etc/portcullis.toml")
         let read = try file.jails(defaultSource: TransportConfiguration(kind: .shm), filterDirectory: "/nonexistent")
-        #expect(read.map(\.name) == ["udp-server"])
-        #expect(read[0].filter == .builtIn && read[0].policy.threshold == 3 && read[0].policy.banTime == 20)
+        #expect(read.map(\.name) == ["sshd"])
+        #expect(read[0].source.kind == .journal)
+        #expect(read[0].source.journal.match == "_UID=0 SYSLOG_IDENTIFIER=sshd + _UID=0 SYSLOG_IDENTIFIER=sshd-session")
+        #expect(read[0].policy.threshold == 5 && read[0].policy.findTime == 600 && read[0].policy.banTime == 600)
+        #expect(read[0].escalation?.maxTime == 7 * 86_400)
+        guard case .fail2ban(let definition, _, let detectsDates) = read[0].filter else {
+            Issue.record("the sshd jail has no fail2ban-format filter: \(read[0].filter)")
+            return
+        }
+        #expect(definition.file == root.path + "/etc/filter.d/sshd.conf" && !detectsDates)
+        // fail2ban's filter.d holds an sshd.conf too: filter.d beside the configuration comes first.
+        let withFail2ban = try file.jails(
+            defaultSource: TransportConfiguration(kind: .shm), filterDirectory: "/etc/fail2ban/filter.d")
+        if case .fail2ban(let definition, _, _) = withFail2ban[0].filter {
+            #expect(definition.file == root.path + "/etc/filter.d/sshd.conf")
+        }
+        let demo = try ConfigurationFile.load(root.path + "/Lab/demo.toml")
+        let demoJails = try demo.jails(
+            defaultSource: TransportConfiguration(kind: .shm), filterDirectory: "/nonexistent")
+        #expect(demoJails.map(\.name) == ["udp-server"])
+        #expect(
+            demoJails[0].filter == .builtIn && demoJails[0].policy.threshold == 3 && demoJails[0].policy.banTime == 20)
+    }
+
+    @Test("a filter by name missing from both directories is named with both")
+    func filterSearchOrder() throws {
+        let described = error {
+            _ = try jails("[jail.a]\nsource = \"journal\"\nfilter = \"no-such-filter\"\n")
+        }
+        #expect(
+            described.contains(
+                "no no-such-filter.conf or no-such-filter.local in filter.d or /etc/fail2ban/filter.d"),
+            "\(described)")
     }
 }
 
