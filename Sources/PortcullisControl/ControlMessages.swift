@@ -42,6 +42,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public static let commands = [
         "status", "jails", "list", "ban", "unban", "reload", "detach", "fleet-ignore", "fleet-unignore",
     ]
+    /// The commands only root may ask: `detach` takes the filter off an interface, which opens the
+    /// host to every banned source; the control group bans, unbans, lists and reloads.
+    public static let rootOnlyCommands: Set<String> = ["detach"]
 }
 
 /// A reply: `ok`, and either `error` (one line) or what the command asked for.

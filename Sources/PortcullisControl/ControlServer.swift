@@ -13,7 +13,7 @@ public struct ControlError: Error, CustomStringConvertible {
 
 /// The daemon's control socket (`/run/portcullis/control.sock`): a `SOCK_STREAM` UNIX socket, mode
 /// 0660, whose peers must be root or in the allowed group (checked with `SO_PEERCRED` on every
-/// connection, whatever the file's mode says). Each connection carries one request line and gets
+/// connection, whatever the file's mode says); `detach` is root's alone (`rootOnlyCommands`). Each connection carries one request line and gets
 /// one reply line. Each connection is answered on a thread of its own with deadlines of its own (2 s
 /// to send its request; a stream's stall and total limits), so a peer that idles or stops reading
 /// holds only itself: another peer's `status` is answered meanwhile. At most
@@ -236,6 +236,14 @@ public final class ControlServer: @unchecked Sendable {
                 .failure(
                     "unknown command '\(request.command)'; the commands are "
                         + ControlRequest.commands.joined(separator: ", ")), to: connection)
+            return
+        }
+        guard uid == 0 || !ControlRequest.rootOnlyCommands.contains(request.command) else {
+            count { $0.unauthorised += 1 }
+            reply(
+                .failure(
+                    "not allowed: only root may \(request.command) (uid \(uid) is in the control group, which may "
+                        + "ban, unban, list and reload)"), to: connection)
             return
         }
         if let streamer {

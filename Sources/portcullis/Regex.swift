@@ -11,8 +11,9 @@ struct Regex: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Test a fail2ban filter (or a pattern) against a log file, like fail2ban-regex.",
         discussion: """
-            FILTER is a fail2ban filter name (sshd, sshd[mode=aggressive]) looked up in --filter-dir, \
-            a path to a filter .conf file, or an inline failregex (any text containing <HOST> or <ADDR>, \
+            FILTER is a fail2ban filter name (sshd, sshd[mode=aggressive]) looked up as the daemon \
+            does: in /etc/portcullis/filter.d (the filters Portcullis ships, and yours), else in \
+            /etc/fail2ban/filter.d; --filter-dir names the one directory to look in instead. Or a path to a filter .conf file, or an inline failregex (any text containing <HOST> or <ADDR>, \
             or that names no filter). As fail2ban-regex, lines that start with '#' and empty lines are \
             skipped and not counted. Dates are found and cut as fail2ban does; a host that is a name is \
             never resolved: it counts as matched but gives no address.
@@ -24,8 +25,26 @@ struct Regex: ParsableCommand {
     @Argument(help: ArgumentHelp("A filter name, a filter file, or a failregex.", valueName: "filter"))
     var filter: String
 
-    @Option(name: .customLong("filter-dir"), help: ArgumentHelp("Where filter names are looked up.", valueName: "path"))
-    var filterDirectory = "/etc/fail2ban/filter.d"
+    @Option(
+        name: .customLong("filter-dir"),
+        help: ArgumentHelp(
+            "The one directory filter names are looked up in (default: /etc/portcullis/filter.d, then "
+                + "/etc/fail2ban/filter.d).", valueName: "path"))
+    var filterDirectory: String?
+
+    /// Where the daemon looks up `filter = NAME` with the installed configuration: Portcullis's own
+    /// filter.d first (its sshd filter gives the same verdicts with or without fail2ban), then
+    /// fail2ban's.
+    static let defaultFilterDirectories = ["/etc/portcullis/filter.d", "/etc/fail2ban/filter.d"]
+
+    /// The directory `filter` is read from: --filter-dir, or the first default one that holds it.
+    func lookupDirectory() -> String {
+        if let filterDirectory { return filterDirectory }
+        let name = (try? FilterLoader.parseReference(filter).name) ?? filter
+        return Self.defaultFilterDirectories.first { directory in
+            [".conf", ".local"].contains { access(directory + "/" + name + $0, F_OK) == 0 }
+        } ?? Self.defaultFilterDirectories.last!
+    }
 
     @Option(help: ArgumentHelp("An ignoreregex to add (one pattern).", valueName: "pattern"))
     var ignoreregex: String?
@@ -128,7 +147,7 @@ struct Regex: ParsableCommand {
         let looksInline = hostTags.contains { filter.contains($0) }
         if !looksInline {
             do {
-                var definition = try FilterLoader.load(filter, filterDirectory: filterDirectory)
+                var definition = try FilterLoader.load(filter, filterDirectory: lookupDirectory())
                 if let ignoreregex { definition.ignoreregex.append(ignoreregex) }
                 return definition
             } catch {
