@@ -42,6 +42,7 @@ public final class FirewallComponent: Component {
                     interface: interface, objectPath: objectPath, pinDirectory: pins, mode: mode,
                     mapEntries: mapEntries)
                 outcomes.append((interface, outcome))
+                if let upgrade = outcome.upgrade { lines.append(LogLine(upgrade.line(interface: interface))) }
             }
             let maps = try BanMaps.open(pinnedIn: pins)
             // The kernel ban installer, from the object the filter came from.

@@ -24,10 +24,14 @@ extension Attachment {
     ///   not "detached", and the caller must not say it is.
     public static func enforcement(of maps: BanMaps, on interface: String) throws(FirewallError) -> Enforcement {
         let ifindex = try index(of: interface)
-        let wanted = [try mapID(maps.bansV4.fd), try mapID(maps.bansV6.fd)]
         guard let filter = try AttachedFilter.find(ifindex: ifindex) else { return .notAttached }
-        let used = try programMapIDs(filter.program.fd)
-        return wanted.allSatisfy(used.contains) ? .enforced : .otherMaps
+        return try program(filter.program.fd, reads: maps) ? .enforced : .otherMaps
+    }
+
+    /// Whether the program `fd` reads the ban maps of `maps`.
+    static func program(_ fd: Int32, reads maps: BanMaps) throws(FirewallError) -> Bool {
+        let wanted = [try mapID(maps.bansV4.fd), try mapID(maps.bansV6.fd)]
+        return wanted.allSatisfy(try programMapIDs(fd).contains)
     }
 
     private static func mapID(_ fd: Int32) throws(FirewallError) -> UInt32 {
@@ -63,6 +67,8 @@ extension Attachment {
 struct AttachedFilter {
     let program: BPFDescriptor
     let mode: AttachMode
+    /// Whether it runs as a component of libxdp's dispatcher rather than attached directly.
+    var underDispatcher = false
 
     /// The name libxdp's dispatcher program has (`xdp-dispatcher.c` in xdp-tools).
     static let dispatcherName = "xdp_dispatcher"
@@ -88,7 +94,7 @@ struct AttachedFilter {
                 let path = "\(dispatcherDirectory)/dispatch-\(ifindex)-\(id)/prog\(slot)-prog"
                 guard let component = try BPFDescriptor.openPinned(path) else { continue }
                 if try self.name(of: component.fd) == PC_PROG_NAME {
-                    return AttachedFilter(program: component, mode: mode)
+                    return AttachedFilter(program: component, mode: mode, underDispatcher: true)
                 }
             }
         }
@@ -104,9 +110,24 @@ struct AttachedFilter {
     }
 
     private static func name(of fd: Int32) throws(FirewallError) -> String {
+        let info = try self.info(of: fd, "read an XDP program's name")
+        return withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    /// The kernel's tag of the program `fd` (`bpf_prog_info.tag`, in hex): a hash of its
+    /// instructions with the map descriptors zeroed, so the same code loaded twice has the same
+    /// tag whatever maps it was given, and changed code another.
+    static func tag(of fd: Int32) throws(FirewallError) -> String {
+        let info = try self.info(of: fd, "read an XDP program's tag")
+        return withUnsafeBytes(of: info.tag) { bytes in
+            bytes.map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
+        }
+    }
+
+    private static func info(of fd: Int32, _ operation: String) throws(FirewallError) -> bpf_prog_info {
         var info = bpf_prog_info()
         var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        try bpfCall("read an XDP program's name") { bpf_obj_get_info_by_fd(fd, &info, &length) }
-        return withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        try bpfCall(operation) { bpf_obj_get_info_by_fd(fd, &info, &length) }
+        return info
     }
 }

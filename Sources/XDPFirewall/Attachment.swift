@@ -16,21 +16,25 @@ public enum Attachment {
         public let mapEntries: UInt32
         /// Whether existing pinned maps (and the bans in them) were reused.
         public let reusedPinnedMaps: Bool
+        /// Set when the filter found attached was another program than the object's.
+        public internal(set) var upgrade: Upgrade? = nil
     }
 
     /// Attaches the filter to `interface`, pinning its maps in `pinDirectory` or reusing the maps
     /// already pinned there (bans survive). Attaching an interface that has the filter already is
-    /// not an error: nothing changes.
+    /// not an error: nothing changes, unless that filter reads these maps but is another program
+    /// than the object's (an upgrade shipped a new one): it is then replaced (`Outcome.upgrade`).
     ///
     /// - Parameter mode: `.auto` tries native and falls back to generic when the driver lacks XDP.
     /// - Throws: `unknownInterface`, `bpfObjectMissing`/`bpfObjectInvalid`, `incompatiblePins`,
-    ///   `permissionDenied`; nothing stays attached after a throw.
+    ///   `permissionDenied`; nothing stays attached after a throw, or the filter found there stays.
     public static func attach(
         interface: String, objectPath: String, pinDirectory: PinDirectory,
         mode: AttachMode = .auto, mapEntries: UInt32? = nil
     ) throws(FirewallError) -> Outcome {
         let ifindex = try index(of: interface)
-        if let current = try attachedMode(ifindex: ifindex) {
+        if let attached = try AttachedFilter.find(ifindex: ifindex) {
+            let current = attached.mode
             if mode != .auto && mode != current {
                 throw .alreadyAttached(
                     interface: interface,
@@ -47,7 +51,16 @@ public enum Attachment {
             if let mapEntries, mapEntries != maps.capacity {
                 throw .mapSizeMismatch(path: pinDirectory.path, pinned: maps.capacity, requested: mapEntries)
             }
-            return Outcome(mode: current, newlyAttached: false, mapEntries: maps.capacity, reusedPinnedMaps: true)
+            // Only a filter reading these maps is ours to upgrade; one reading others is reported by
+            // the callers' enforcement check, as before.
+            let upgrade =
+                try program(attached.program.fd, reads: maps)
+                ? try self.upgrade(
+                    attached, ifindex: ifindex, interface: interface, objectPath: objectPath,
+                    pinDirectory: pinDirectory) : nil
+            return Outcome(
+                mode: current, newlyAttached: false, mapEntries: maps.capacity, reusedPinnedMaps: true,
+                upgrade: upgrade)
         }
         let reusing = pinDirectory.holdsMaps  // decided once: a failed native try must not change it
         do throws(FirewallError) {

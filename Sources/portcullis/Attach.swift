@@ -8,7 +8,9 @@ struct Attach: ParsableCommand {
         abstract: "Attach the XDP filter to a network interface.",
         discussion: """
             Creates the ban maps under the pin directory, or reuses the ones there with the bans they \
-            hold. Attaching an interface that already has the filter changes nothing.
+            hold. Attaching an interface that already has the filter changes nothing, unless that filter \
+            is another program than the object's (a package upgrade shipped a new one): it is then \
+            replaced in one step, in the mode it had, reading the same maps, bans kept.
             """)
 
     @Argument(help: "Network interface to filter, e.g. eth0.")
@@ -36,7 +38,9 @@ struct Attach: ParsableCommand {
                 interface: interface, objectPath: object,
                 pinDirectory: pins.directory, mode: mode, mapEntries: mapEntries)
             let maps = outcome.reusedPinnedMaps ? "reused pinned maps" : "created maps"
-            if outcome.newlyAttached {
+            if let upgrade = outcome.upgrade {
+                print(upgrade.line(interface: interface))
+            } else if outcome.newlyAttached {
                 print(
                     "attached to \(interface) in \(outcome.mode.rawValue) mode; \(maps) under "
                         + "\(pins.directory) (\(outcome.mapEntries) entries per ban map)")

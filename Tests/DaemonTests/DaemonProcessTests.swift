@@ -291,6 +291,39 @@ extension DaemonProcessTests {
         }
     }
 
+    @Test("an upgrade's new filter object replaces the filter the daemon finds at start, in its mode, bans kept")
+    func startReplacesAnotherFilterProgram() throws {
+        let variant = try VariantFilterObject()
+        defer { variant.remove() }
+        let object = try Products.filterObject()
+        try withTestNetwork("g") { network, scratch in
+            let interface = network.receiverInterface
+            let attach = try network.run(
+                in: network.receiver,
+                [
+                    Products.cli, "attach", interface, "--mode", "generic", "--bpf-object", variant.path,
+                    "--pin-dir", scratch.path,
+                ])
+            try #require(attach.status == 0, "\(attach.stderr)")
+            let ban = try network.run(
+                in: network.receiver, [Products.cli, "ban", "198.18.0.1", "--pin-dir", scratch.path])
+            try #require(ban.status == 0, "\(ban.stderr)")
+            let transport = TransportScratch()
+            defer { transport.remove() }
+            let (daemon, output) = try startDaemon(
+                network, transport.arguments("shm") + ["--pin-dir", scratch.path, "--bpf-object", object],
+                waitUntilReading: true)
+            let text = stopDaemon(daemon, output)
+            #expect(
+                text.contains("replaced the filter on \(interface) with the one in \(object) (program tag "), "\(text)")
+            #expect(text.contains("): bans kept"), "\(text)")
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", interface]).stdout
+            #expect(link.contains("xdpgeneric"), "kept in generic mode: \(link)")
+            let maps = try BanMaps.open(pinnedIn: scratch.pins)
+            #expect(try maps.lookup(IPAddress("198.18.0.1")!) != nil, "the ban stays")
+        }
+    }
+
     @Test("threads that cannot be started: one clear error, nothing attached, nothing pinned")
     func threadsThatCannotStart() throws {
         try withTestNetwork("k") { network, scratch in

@@ -2,7 +2,7 @@
 import Foundation
 import Testing
 import TestSupport
-import XDPFirewall
+@_spi(Testing) import XDPFirewall
 
 /// The whole path an operator uses: the `portcullis` CLI attaches the filter to a veth inside a
 /// network namespace, bans a source, and real UDP from another namespace is dropped or passed.
@@ -110,6 +110,63 @@ struct NamespaceFilterTests {
             let again = try cli(network, ["detach", "--all", "--pin-dir", pins])
             #expect(again.status == 0, "a second detach --all failed: \(again.stderr)")
             #expect(again.stdout.contains("attached to no interface"))
+        }
+    }
+
+    /// The id and tag of the XDP program on the receiver's interface (`ip -d link show`:
+    /// "prog/xdp id N name NAME tag TAG").
+    func xdpProgram(_ network: TestNetwork) throws -> (id: String, tag: String) {
+        let shown = try network.run(in: network.receiver, ["ip", "-d", "link", "show", network.receiverInterface])
+        let words = shown.stdout.split(whereSeparator: \.isWhitespace).map(String.init)
+        func after(_ word: String) -> String? {
+            guard let start = words.firstIndex(of: "prog/xdp"), let found = words[start...].firstIndex(of: word),
+                found + 1 < words.count
+            else { return nil }
+            return words[found + 1]
+        }
+        let id = try #require(after("id"), "no XDP program on the interface: \(shown.stdout)")
+        return (id, try #require(after("tag"), "no program tag shown: \(shown.stdout)"))
+    }
+
+    /// A package upgrade ships a new portcullis.bpf.o: attaching again (what the restarted daemon
+    /// does too) swaps the running program for the object's in one step, and its bans stay in force.
+    @Test func attachReplacesAnotherFilterProgramAndKeepsTheBans() throws {
+        let variant = try VariantFilterObject()
+        defer { variant.remove() }
+        let object = try Products.filterObject()
+        try withTestNetwork("u") { network, scratch in
+            let (pins, interface) = (scratch.path, network.receiverInterface)
+            let first = try cli(
+                network, ["attach", interface, "--mode", "native", "--bpf-object", variant.path, "--pin-dir", pins])
+            try #require(first.status == 0, "attach failed: \(first.stderr)")
+            let banned = TestNetwork.senderAddresses4[0]
+            let ban = try cli(network, ["ban", banned, "--pin-dir", pins])
+            try #require(ban.status == 0, "ban failed: \(ban.stderr)")
+            let old = try xdpProgram(network)
+
+            let upgrade = try cli(network, ["attach", interface, "--bpf-object", object, "--pin-dir", pins])
+            try #require(upgrade.status == 0, "attach failed: \(upgrade.stderr)")
+            let new = try xdpProgram(network)
+            #expect(new.id != old.id, "another program runs")
+            #expect(try LoadedProgram(filterAt: object, pinDirectory: nil).tag() == new.tag, "the object's")
+            #expect(
+                upgrade.stdout
+                    == "replaced the filter on \(interface) with the one in \(object) (program tag \(old.tag) → "
+                    + "\(new.tag)): bans kept\n")
+            let link = try network.run(in: network.receiver, ["ip", "link", "show", interface]).stdout
+            #expect(link.contains("xdp") && !link.contains("xdpgeneric"), "still in native mode: \(link)")
+
+            let count = 100
+            let before = try stats(network, pins)
+            #expect(try network.sendUDP(from: banned, count: count) == count)
+            let after = try stats(network, pins) { $0.dropped - before.dropped >= UInt64(count) }
+            #expect(after.dropped - before.dropped == UInt64(count), "the ban made before the upgrade drops")
+            #expect(try bans(network, pins)[banned]?.dropped == UInt64(count))
+
+            let again = try cli(network, ["attach", interface, "--bpf-object", object, "--pin-dir", pins])
+            #expect(again.status == 0, "attach failed: \(again.stderr)")
+            #expect(again.stdout.hasPrefix("already attached to \(interface)"), "nothing replaced: \(again.stdout)")
+            #expect(try xdpProgram(network).id == new.id)
         }
     }
 

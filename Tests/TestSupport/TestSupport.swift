@@ -40,6 +40,27 @@ public enum Products {
     public static var cli: String { directory + "/portcullis" }
 }
 
+/// The filter compiled another way (`BPF_CFLAGS=-mcpu=v2 tools/build-bpf`) into a directory of its
+/// own: the same source and maps, other instructions, so another program tag; what a package's
+/// previous version would have left attached. Remove it with `remove()` (in a `defer`).
+public struct VariantFilterObject: Sendable {
+    public let directory: String
+    public var path: String { directory + "/portcullis.bpf.o" }
+
+    public init() throws {
+        directory = NSTemporaryDirectory() + "pct-variant-\(getpid())-\(ScratchNumber.next())"
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let built = try shell("BPF_CFLAGS=-mcpu=v2", repository + "/tools/build-bpf", directory, timeout: 120)
+        guard built.status == 0 else {
+            remove()
+            throw TestNetworkError(command: "tools/build-bpf with -mcpu=v2", output: built.stderr)
+        }
+    }
+
+    public func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
 /// Numbers unique within this test process, for the names of what tests create (namespaces,
 /// interfaces) beside the process id.
 public enum ScratchNumber {

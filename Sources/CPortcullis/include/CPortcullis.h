@@ -29,6 +29,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <linux/bpf.h>
+#include <linux/if_link.h> /* XDP_FLAGS_*: replacing an attached program */
 #include <linux/magic.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
