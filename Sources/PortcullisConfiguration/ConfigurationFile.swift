@@ -293,7 +293,9 @@ public struct ConfigurationFile {
     /// and fail2ban's fill in the names Portcullis has no filter of.
     private func lookupDirectory(for reference: String, fallback: String) throws(Fail2banError) -> String {
         let name = try FilterLoader.parseReference(reference).name
-        guard !name.contains("/"), !name.hasSuffix(".conf"), !name.hasSuffix(".local") else { return fallback }
+        guard name.firstIndex(of: "/") == nil, !name.hasSuffix(".conf"), !name.hasSuffix(".local") else {
+            return fallback
+        }
         let own = ownFilterDirectory
         let found = [".conf", ".local"].contains { access(own + "/" + name + $0, F_OK) == 0 }
         return found ? own : fallback
