@@ -206,10 +206,16 @@ public struct CrowdSecState: Codable, Sendable, Equatable {
         public var connected: Bool
         public var decisions: Int
         public var networks: Int
+        /// Of `networks`, entries of the last run kept while no full pull has succeeded yet.
+        public var kept: Int
         public var pulls: UInt64
         public var lastError: String?
 
-        public init(url: String, connected: Bool, decisions: Int, networks: Int, pulls: UInt64, lastError: String?) {
+        public init(
+            url: String, connected: Bool, decisions: Int, networks: Int, kept: Int = 0, pulls: UInt64,
+            lastError: String?
+        ) {
+            self.kept = kept
             self.url = url
             self.connected = connected
             self.decisions = decisions
@@ -219,7 +225,19 @@ public struct CrowdSecState: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case url, connected, decisions, networks, pulls, lastError = "last_error"
+            case url, connected, decisions, networks, kept, pulls, lastError = "last_error"
+        }
+
+        public init(from decoder: Decoder) throws {
+            let fields = try decoder.container(keyedBy: CodingKeys.self)
+            url = try fields.decode(String.self, forKey: .url)
+            connected = try fields.decode(Bool.self, forKey: .connected)
+            decisions = try fields.decode(Int.self, forKey: .decisions)
+            networks = try fields.decode(Int.self, forKey: .networks)
+            // A daemon older than `kept` leaves it out.
+            kept = try fields.decodeIfPresent(Int.self, forKey: .kept) ?? 0
+            pulls = try fields.decode(UInt64.self, forKey: .pulls)
+            lastError = try fields.decodeIfPresent(String.self, forKey: .lastError)
         }
     }
 

@@ -52,8 +52,13 @@ public struct BouncerStatistics: Sendable {
     public var skipped: [SkipReason: UInt64] = [:]
     /// Decisions in force by origin: Ip and Range.
     public var inForce: [String: (ip: Int, range: Int)] = [:]
-    /// Networks in the maps for them, and those another list's entry held already.
+    /// Networks in the maps for them (before the first full pull: the last run's entries kept).
     public var networks = 0
+    /// Entries of the last run kept in the maps while no full pull has succeeded yet (0 after).
+    public var keptFromLastRun = 0
+    /// Decisions not installed: no origin slot could be had (jails and lists hold them all), or
+    /// beyond the list layer's capacity.
+    public var refused: UInt64 = 0
     /// Networks whose entry another list holds (enforced by that list's entry).
     public var heldByOthers: UInt64 = 0
     /// Whether the last pull succeeded, and the error of the last that did not.
@@ -68,8 +73,9 @@ public struct BouncerStatistics: Sendable {
 /// Reads a CrowdSec Local API's decision stream and enforces its `ban` decisions of scope `Ip`
 /// and `Range` in the XDP program's list layer, each entry ending when its decision does (the
 /// program drops for it until then, with or without this thread). The entries carry the origin
-/// `crowdsec/ORIGIN`, apart from the jails' and the operator's bans (their own maps): a
-/// `portcullis unban` of a local ban and this source never undo each other.
+/// `crowdsec/ORIGIN` (`crowdsec/*` past the first 32 origins: `ListInstaller`), apart from the
+/// jails' and the operator's bans (their own maps): a `portcullis unban` of a local ban and this
+/// source never undo each other. A deleted decision lifts its value (`DecisionSet`).
 ///
 /// At start, and after a pull that failed, a full pull (`startup=true`) replaces every entry of
 /// a `crowdsec/` origin in one swap: a restart converges to the LAPI's set. Between, deltas are
@@ -104,6 +110,13 @@ public final class Bouncer: @unchecked Sendable {
 
     /// Starts its thread.
     public func start() throws(Errno) {
+        // What the last run left in force stays until the first full pull replaces it: counted,
+        // so that the status does not say nothing is enforced meanwhile.
+        let kept = (try? installer.entriesInForce()) ?? 0
+        statistics.withLock {
+            $0.keptFromLastRun = kept
+            $0.networks = kept
+        }
         try thread.start { [self] in run() }
     }
 
@@ -138,8 +151,9 @@ public final class Bouncer: @unchecked Sendable {
                     if lastSaid != nil || full || changed >= 1000 || (repair && changed > 0) {
                         let how = full ? "synchronised with" : repair ? "repaired by a full pull from" : "pulled from"
                         let line =
-                            "\(how) \(settings.connection.displayURL): \(set.count) decision(s) on \(set.networks) "
-                            + "network(s) enforced; \(changed) change(s) installed in \(Self.milliseconds(install)) ms"
+                            "\(how) \(settings.connection.displayURL): \(set.networks) network(s) of "
+                            + "\(set.originCount) origin(s) enforced; \(changed) change(s) installed in "
+                            + "\(Self.milliseconds(install)) ms"
                         logger.info("\(line)")
                     }
                     if full || repair { lastFull = started }
@@ -254,6 +268,7 @@ public final class Bouncer: @unchecked Sendable {
             $0.inForce = census
             $0.networks = count
             $0.lastInstallSeconds = took
+            if full { $0.keptFromLastRun = 0 }
             if full || repair { $0.resyncs += 1 }
         }
         return (changed, took)
@@ -262,17 +277,38 @@ public final class Bouncer: @unchecked Sendable {
     /// A full pull's set in place of every `crowdsec/` entry, in one swap per family.
     private func replaceAll() throws(LAPIError) {
         do throws(FirewallError) {
-            held = Set(try installer.replaceAll(set.wanted()))
+            let result = try installer.replaceAll(set.wanted())
+            held = Set(result.heldByOthers)
+            refused(result.refused)
+            if let first = result.overCapacity.first {
+                statistics.withLock { $0.refused += UInt64(result.overCapacity.count) }
+                let line =
+                    "\(result.overCapacity.count) decision(s) not enforced, e.g. \(first): the list layer holds at most "
+                    + "\(BanMaps.listCapacity) addresses and as many networks per family"
+                logger.warning("\(line)")
+            }
         } catch {
             throw .install("\(error)")
         }
+    }
+
+    /// Decisions no origin slot could be had for: counted, and said once a pull with the first.
+    private func refused(_ refused: [(network: IPNetwork, origin: String)]) {
+        guard let first = refused.first else { return }
+        statistics.withLock { $0.refused += UInt64(refused.count) }
+        let line =
+            "\(refused.count) decision(s) not enforced, e.g. \(first.network) of origin \(first.origin): no origin slot "
+            + "is free (jails and lists hold all \(PC_MAX_ORIGINS - 1)); unload a list (portcullis blocklist unload NAME)"
+        logger.warning("\(line)")
     }
 
     /// Changes in place; a failure is said and makes the next pull a full one.
     private func install(_ changes: [DecisionSet.Change]) {
         guard !changes.isEmpty else { return }
         do throws(FirewallError) {
-            held.formUnion(try installer.apply(changes))
+            let result = try installer.apply(changes)
+            held.formUnion(result.heldByOthers)
+            refused(result.refused)
             let count = held.count
             statistics.withLock { $0.heldByOthers = UInt64(count) }
         } catch {

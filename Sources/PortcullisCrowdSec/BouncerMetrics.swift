@@ -48,6 +48,11 @@ extension CrowdSecLink {
                 .gauge(
                     "portcullis_crowdsec_networks", "Networks in the maps for CrowdSec's decisions.", [],
                     Double(bouncer.networks)),
+                .counter(
+                    "portcullis_crowdsec_decisions_refused_total",
+                    "Decisions not installed: no origin slot free (jails and lists hold all), or past the list layer's capacity.",
+                    [],
+                    Double(bouncer.refused)),
                 .gauge(
                     "portcullis_crowdsec_connected", "1 when the last pull succeeded.", [],
                     bouncer.connected ? 1 : 0),

@@ -36,16 +36,66 @@ public enum SkipReason: String, Sendable, CaseIterable {
     case neverBannable = "never_bannable"
 }
 
-/// The decisions a bouncer holds, by network, and what the maps must show for them: per network
-/// the longest of its decisions (its end and origin). Deletions by id are idempotent; a network
-/// whose last decision goes is lifted. Times are `CLOCK_BOOTTIME` nanoseconds (what the XDP program
-/// compares a ban's end with).
+/// The origin names a set's entries carry, each held once with its count of entries (by scope),
+/// and recycled when none carries it any more: a Local API may hold decisions of any number of
+/// origins over time.
+struct OriginTable: Sendable {
+    private(set) var names: [String] = []
+    private var index: [String: UInt32] = [:]
+    private(set) var uses: [(ip: Int, range: Int)] = []
+    private var free: [UInt32] = []
+
+    mutating func retain(_ name: String, range: Bool) -> UInt32 {
+        let slot: UInt32
+        if let known = index[name] {
+            slot = known
+        } else if let reused = free.popLast() {
+            slot = reused
+            names[Int(slot)] = name
+            index[name] = slot
+        } else {
+            slot = UInt32(names.count)
+            names.append(name)
+            uses.append((0, 0))
+            index[name] = slot
+        }
+        if range { uses[Int(slot)].range += 1 } else { uses[Int(slot)].ip += 1 }
+        return slot
+    }
+
+    mutating func release(_ slot: UInt32, range: Bool) {
+        if range { uses[Int(slot)].range -= 1 } else { uses[Int(slot)].ip -= 1 }
+        guard uses[Int(slot)] == (0, 0) else { return }
+        index[names[Int(slot)]] = nil
+        names[Int(slot)] = ""
+        free.append(slot)
+    }
+
+    /// Names in use.
+    var count: Int { index.count }
+}
+
+/// What a bouncer enforces: per network, one entry, the end of the longest decision the Local API
+/// gave for it and that decision's origin, as the Local API itself reports a value (its stream
+/// sends only a value's longest decision). A deletion lifts its value whatever decision it names,
+/// as CrowdSec's own bouncers do: CrowdSec 1.4.6 reports a deleted decision only when it was its
+/// value's longest, so a value whose decisions were deleted one after the other is reported
+/// deleted once, by its last one (a deletion by id kept such a value dropped until the next full
+/// pull). Times are `CLOCK_BOOTTIME` nanoseconds (what the XDP program compares an entry's end
+/// with). About 60 bytes a network: a full pull of 100,000 fits in a few megabytes.
 public struct DecisionSet: Sendable {
     public typealias Claim = ListClaim
     public typealias Change = ListChange
 
-    /// The decisions by id, each on its network.
-    private var claims = ListClaims<Int>()
+    struct Entry: Sendable {
+        var end: UInt64
+        var origin: UInt32
+    }
+
+    private var entries: [IPNetwork: Entry] = [:]
+    private var origins = OriginTable()
+    /// Each entry's end, earliest first (ends since replaced are skipped).
+    private var ends = EndHeap<IPNetwork>()
     public var filter: DecisionFilter
     /// What a decision's network must pass: the floors, the never-bannable ranges, the allowlist.
     public var policy: ListPolicy
@@ -65,28 +115,52 @@ public struct DecisionSet: Sendable {
         self.policy = policy
     }
 
-    public var count: Int { claims.count }
-    public var networks: Int { claims.networks }
+    /// Networks enforced.
+    public var networks: Int { entries.count }
+    /// Distinct origins among them.
+    public var originCount: Int { origins.count }
 
-    /// In force per origin and scope (for the metrics).
+    /// Networks in force per origin, Ip and Range (for the metrics).
     public func census() -> [String: (ip: Int, range: Int)] {
         var census: [String: (ip: Int, range: Int)] = [:]
-        claims.forEachClaim { network, claim in
-            var entry = census[claim.origin] ?? (0, 0)
-            if network.isSingleAddress { entry.ip += 1 } else { entry.range += 1 }
-            census[claim.origin] = entry
+        for (slot, name) in origins.names.enumerated() where !name.isEmpty {
+            census[name] = origins.uses[slot]
         }
         return census
     }
 
-    /// The longest claim of `network`.
-    public func longest(_ network: IPNetwork) -> Claim? { claims.longest(network) }
+    /// What the maps hold for `network`.
+    public func longest(_ network: IPNetwork) -> Claim? {
+        entries[network].map { Claim(end: $0.end, origin: origins.names[Int($0.origin)]) }
+    }
 
-    /// Every network with its longest claim: what a resync installs.
-    public func wanted() -> [(IPNetwork, Claim)] { claims.wanted() }
+    /// Every network with its claim: what a full install writes.
+    public func wanted() -> [(IPNetwork, Claim)] {
+        entries.map { ($0.key, Claim(end: $0.value.end, origin: origins.names[Int($0.value.origin)])) }
+    }
 
     /// Forgets everything (a full pull starts anew).
-    public mutating func reset() { claims.reset() }
+    public mutating func reset() {
+        entries = [:]
+        origins = OriginTable()
+        ends.removeAll()
+    }
+
+    /// The scope of a decision's `scope` field, if one enforced.
+    private func scope(_ decision: Decision) -> Decision.Scope? {
+        // The LAPI writes `Ip` and `Range`: compared as written first (no lowercased copy per
+        // decision of a large pull).
+        let scope: Decision.Scope? =
+            switch decision.scope {
+            case "Ip": .ip
+            case "Range": .range
+            default: Decision.Scope(rawValue: decision.scope.lowercased())
+            }
+        guard let scope, filter.scopes.contains(scope) else { return nil }
+        return scope
+    }
+
+    private static func isBan(_ type: String) -> Bool { type == "ban" || type.lowercased() == "ban" }
 
     /// The network a decision names if it is to be enforced, else why not (counted).
     mutating func admit(_ decision: Decision) -> IPNetwork? {
@@ -94,16 +168,8 @@ public struct DecisionSet: Sendable {
             skipped[reason, default: 0] += 1
             return nil
         }
-        // The LAPI writes `ban`, `Ip` and `Range`: compared as written first (no lowercased copy
-        // per decision of a large pull).
-        guard decision.type == "ban" || decision.type.lowercased() == "ban" else { return skip(.type) }
-        let scope: Decision.Scope? =
-            switch decision.scope {
-            case "Ip": .ip
-            case "Range": .range
-            default: Decision.Scope(rawValue: decision.scope.lowercased())
-            }
-        guard let scope, filter.scopes.contains(scope) else { return skip(.scope) }
+        guard Self.isBan(decision.type) else { return skip(.type) }
+        guard let scope = scope(decision) else { return skip(.scope) }
         if !filter.origins.isEmpty, !filter.origins.contains(where: { $0.lowercased() == decision.origin.lowercased() })
         {
             return skip(.filtered)
@@ -130,46 +196,94 @@ public struct DecisionSet: Sendable {
         return network
     }
 
+    /// The network a deletion lifts: its value's, for a `ban` (or a deletion that does not say
+    /// its type) of a scope enforced. Its duration, id and origin do not matter.
+    func deletion(_ decision: Decision) -> IPNetwork? {
+        guard decision.type.isEmpty || Self.isBan(decision.type), let scope = scope(decision) else { return nil }
+        return Decision.network(scope: scope, value: decision.value)
+    }
+
     /// Counts entries of an answer that were not decisions at all.
     mutating func countMalformed(_ count: Int) {
         if count > 0 { skipped[.malformed, default: 0] += UInt64(count) }
     }
 
-    /// Applies a pull: `deleted` first, then `new`, each ending at `now` + its remaining time.
+    @discardableResult
+    private mutating func remove(_ network: IPNetwork) -> Bool {
+        guard let entry = entries.removeValue(forKey: network) else { return false }
+        origins.release(entry.origin, range: !network.isSingleAddress)
+        return true
+    }
+
+    private mutating func set(_ network: IPNetwork, end: UInt64, origin: String) {
+        remove(network)
+        entries[network] = Entry(end: end, origin: origins.retain(origin, range: !network.isSingleAddress))
+        ends.push(end, network)
+        // Ends of entries since replaced or removed are skipped when due; past twice the entries
+        // (a long run of deltas), the heap is made again from what holds.
+        if ends.count > 2 * entries.count + 4096 {
+            ends.removeAll()
+            for (network, entry) in entries { ends.push(entry.end, network) }
+        }
+    }
+
+    /// Applies a pull: `deleted` first (each lifts its value), then `new` (a network keeps the
+    /// latest end it was given), each ending at `now` + its remaining time.
     /// - Returns: per network touched, what the maps must now hold.
     public mutating func apply(_ stream: DecisionStream, now: UInt64) -> [Change] {
         countMalformed(stream.malformed)
-        // Room first: a pull of the community blocklist grows them by tens of thousands at once.
         var touched = Set<IPNetwork>(minimumCapacity: stream.new.count + stream.deleted.count)
-        claims.reserve(stream.new.count)
+        // Room first: a pull of the community blocklist grows the set by tens of thousands at once.
+        entries.reserveCapacity(entries.count + stream.new.count)
         for decision in stream.deleted {
-            if let network = claims.remove(decision.id) { touched.insert(network) }
+            if let network = deletion(decision), remove(network) { touched.insert(network) }
         }
         for decision in stream.new {
-            // A decision that comes again (same id) replaces what it was.
-            if let network = claims.remove(decision.id) { touched.insert(network) }
             guard let network = admit(decision) else { continue }
             let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
-            claims.set(
-                decision.id, network, Claim(end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin))
+            if let held = entries[network], held.end >= end { continue }
+            set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
             touched.insert(network)
         }
-        return touched.map { claims.change($0) }
+        return touched.map(change)
+    }
+
+    private func change(_ network: IPNetwork) -> Change {
+        longest(network).map { .install(network, $0) } ?? .remove(network)
     }
 
     /// Replaces the whole set by a full pull's (`startup=true`) and returns what differs: the
-    /// networks whose longest claim changed, came or went. Skips are not counted again (the
-    /// decisions were counted when they came).
+    /// networks whose entry changed (its origin, or its end by a second or more), came or went.
+    /// Skips are not counted again (the decisions were counted when they came).
     public mutating func resync(_ stream: DecisionStream, now: UInt64) -> [Change] {
-        let before = Dictionary(uniqueKeysWithValues: wanted())
+        let before = entries
+        let names = origins.names
         let counted = skipped
         reset()
         _ = apply(stream, now: now)
         skipped = counted
-        return claims.changes(since: before)
+        var changes: [Change] = []
+        for (network, entry) in entries {
+            if let old = before[network] {
+                let claim = Claim(end: entry.end, origin: origins.names[Int(entry.origin)])
+                if claim.isSame(as: Claim(end: old.end, origin: names[Int(old.origin)])) { continue }
+            }
+            changes.append(change(network))
+        }
+        for network in before.keys where entries[network] == nil { changes.append(.remove(network)) }
+        return changes
     }
 
-    /// Drops the claims ended by `now`, earliest first. - Returns: the networks whose longest claim
-    /// changed.
-    public mutating func purge(now: UInt64) -> [Change] { claims.purge(now: now) }
+    /// Drops the entries ended by `now`, earliest first. - Returns: the networks lifted.
+    public mutating func purge(now: UInt64) -> [Change] {
+        var lifted: [Change] = []
+        while let first = ends.first, first.end <= now {
+            ends.popFirst()
+            // Removed, or given another end, since: not due.
+            guard entries[first.key]?.end == first.end else { continue }
+            remove(first.key)
+            lifted.append(.remove(first.key))
+        }
+        return lifted
+    }
 }

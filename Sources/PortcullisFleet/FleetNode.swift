@@ -462,7 +462,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         self.allowlist = allowlist
         policy = ListPolicy(
             shortestIPv4: settings.shortestIPv4, shortestIPv6: settings.shortestIPv6, allowlist: allowlist)
-        installer = maps.map { ListInstaller(maps: $0, prefix: "fleet/") }
+        installer = maps.map { ListInstaller(maps: $0, prefix: "fleet/", namedOrigins: 64) }
         linkThread = try SystemThread.spawn { [self] in runLink() }
         if installer != nil {
             do throws(Errno) {

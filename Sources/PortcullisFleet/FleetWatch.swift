@@ -172,7 +172,7 @@ extension FleetNode {
         installFailed = false
         if replacing {
             do throws(FirewallError) {
-                held = Set(try installer?.replaceAll(claims.wanted()) ?? [])
+                held = Set(try installer?.replaceAll(claims.wanted()).heldByOthers ?? [])
             } catch {
                 refused(error)
             }
@@ -311,7 +311,7 @@ extension FleetNode {
     func install(_ changes: [ListChange]) {
         guard let installer, !changes.isEmpty else { return }
         do throws(FirewallError) {
-            held.formUnion(try installer.apply(changes))
+            held.formUnion(try installer.apply(changes).heldByOthers)
         } catch {
             refused(error)
         }

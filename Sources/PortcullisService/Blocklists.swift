@@ -154,10 +154,7 @@ public final class BlocklistFeeds: Component {
             loaded.append(Feed(setting: setting, stamp: stamp))
         }
         for old in feeds where !settings.contains(where: { $0.name == old.setting.name }) {
-            if let origin = BanMaps.listOrigin(old.setting.name),
-                let slot = try maps.originNames().first(where: { $0.value == origin })?.key
-            {
-                try maps.replaceList(origin: slot, with: [])
+            if try maps.unloadList(old.setting.name) != nil {
                 lines.append("blocklist \(old.setting.name): unloaded (no longer configured)")
             }
         }

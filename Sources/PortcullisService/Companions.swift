@@ -93,8 +93,9 @@ public final class CrowdSecBouncerComponent: Component {
                 let snapshot = bouncer.snapshot
                 let decisions = snapshot.inForce.values.reduce(0) { $0 + $1.ip + $1.range }
                 return CrowdSecState.Bouncer(
-                    url: bouncer.settings.connection.displayURL, connected: snapshot.connected, decisions: decisions,
-                    networks: snapshot.networks, pulls: snapshot.pulls, lastError: snapshot.lastError)
+                    url: bouncer.settings.connection.displayURL, connected: snapshot.connected,
+                    decisions: max(decisions, snapshot.keptFromLastRun), networks: snapshot.networks,
+                    kept: snapshot.keptFromLastRun, pulls: snapshot.pulls, lastError: snapshot.lastError)
             },
             alerts: pusher.map { pusher in
                 let snapshot = pusher.snapshot

@@ -59,9 +59,15 @@ public final class DaemonComponent: Component, @unchecked Sendable {
     public var daemon: Daemon? { running.withLock { $0 } }
 
     public func start(_ settings: Settings) throws -> [LogLine] {
-        let daemon = try Daemon(configuration: settings.value, maps: firewall.maps!, publishers: publishers)
+        let maps = firewall.maps!
+        // Origin slots no entry carries (jails removed, lists unloaded, CrowdSec origins and fleet
+        // hosts gone) are freed before anything names slots again: a restart starts with room.
+        let freed = try maps.recycleOriginSlots(keeping: Set(settings.value.effectiveJails.map(\.name)))
+        let daemon = try Daemon(configuration: settings.value, maps: maps, publishers: publishers)
         running.withLock { $0 = daemon }
-        return []
+        guard !freed.isEmpty else { return [] }
+        let shown = freed.prefix(5).joined(separator: ", ") + (freed.count > 5 ? ", ..." : "")
+        return [LogLine("freed \(freed.count) origin slot(s) no entry carries any more: \(shown)")]
     }
 
     public func reload(_ settings: Settings) throws -> ReloadVerdict {

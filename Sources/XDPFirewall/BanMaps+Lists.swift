@@ -115,13 +115,13 @@ extension BanMaps {
     @discardableResult
     public func loadList(_ name: String, _ networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
         guard let origin = Self.listOrigin(name) else {
-            throw .invalidAddress("list name '\(name)': 1 to 40 letters, digits, '-', '_' or '.'")
+            throw .invalidListName(name)
         }
         // Naming the slot and swapping the list under one hold of the lock: two loaders of new
         // names at once would otherwise both take the same free slot.
         return try withWritersLock { () throws(FirewallError) -> ListSwap in
             guard let slot = try assignOriginSlots(for: [origin])[origin] else {
-                throw .invalidAddress("no origin slot is free for \(origin): all \(PC_MAX_ORIGINS - 1) are named")
+                throw .originSlotsFull(name: origin, holders: try originCensus())
             }
             return try swapList(origin: slot, with: networks)
         }
@@ -166,7 +166,7 @@ extension BanMaps {
     }
 
     /// `replaceList` for a caller holding the writers' lock.
-    private func swapList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
+    func swapList(origin: UInt32, with networks: [IPNetwork]) throws(FirewallError) -> ListSwap {
         try swapLists(
             replacing: { $0 == origin },
             with: networks.map { ListEntry(network: $0, expiry: .permanent, origin: origin) })
@@ -176,7 +176,7 @@ extension BanMaps {
     /// origin and end), in one swap per family whose lists change; for a caller holding the
     /// writers' lock. An entry for a network another origin's entry has already is left out
     /// (that entry stays as it was).
-    private func swapLists(
+    func swapLists(
         replacing owned: (UInt32) -> Bool, with entries: [ListEntry], families: [IPAddress.Family] = [.ipv4, .ipv6]
     ) throws(FirewallError)
         -> ListSwap

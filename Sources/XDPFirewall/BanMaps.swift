@@ -156,54 +156,6 @@ public final class BanMaps: @unchecked Sendable {
         try bpfCall("write \(PC_MAP_META)") { bpf_map_update_elem(meta.fd, &key, &marker, UInt64(BPF_ANY)) }
     }
 
-    // MARK: Origins
-
-    /// The named origins: slot → name (`pc_origins`; empty slots left out).
-    public func originNames() throws(FirewallError) -> [UInt32: String] {
-        var names: [UInt32: String] = [:]
-        for slot in 1..<UInt32(PC_MAX_ORIGINS) {
-            var key = slot
-            var value = pc_origin()
-            try bpfCall("read \(PC_MAP_ORIGINS)") { bpf_map_lookup_elem(origins.fd, &key, &value) }
-            let name = withUnsafeBytes(of: value.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if !name.isEmpty { names[slot] = name }
-        }
-        return names
-    }
-
-    /// The slot of each of `names`: the one that has its name already, else a free one, which is
-    /// named (a slot keeps its name, so the bans that carry it stay named across restarts).
-    /// - Returns: slot by name; a name that finds no free slot is left out (its bans carry
-    ///   `PC_ORIGIN_OPERATOR`, "unknown").
-    public func originSlots(for names: [String]) throws(FirewallError) -> [String: UInt32] {
-        // Read, find a free slot, write: under the writers' lock, or two processes naming new
-        // origins at once take the same slot.
-        try withWritersLock { () throws(FirewallError) -> [String: UInt32] in try assignOriginSlots(for: names) }
-    }
-
-    /// `originSlots` for a caller holding the writers' lock.
-    func assignOriginSlots(for names: [String]) throws(FirewallError) -> [String: UInt32] {
-        var taken = try originNames()
-        var slots: [String: UInt32] = [:]
-        for (slot, name) in taken { slots[name] = slot }
-        for name in names where slots[name] == nil {
-            guard let free = (1..<UInt32(PC_MAX_ORIGINS)).first(where: { taken[$0] == nil }) else { continue }
-            var key = free
-            var value = pc_origin()
-            withUnsafeMutableBytes(of: &value.name) { buffer in
-                for (index, byte) in name.utf8.prefix(Int(PC_ORIGIN_NAME_SIZE) - 1).enumerated() {
-                    buffer[index] = byte
-                }
-            }
-            try bpfCall("name origin \(free) in \(PC_MAP_ORIGINS)") {
-                bpf_map_update_elem(origins.fd, &key, &value, UInt64(BPF_ANY))
-            }
-            taken[free] = name
-            slots[name] = free
-        }
-        return slots.filter { names.contains($0.key) }
-    }
-
     // MARK: Bans
 
     /// Bans one address. Re-banning an address keeps its drop count (packets dropped between the

@@ -31,6 +31,10 @@ public enum FirewallError: Error, CustomStringConvertible, Equatable {
     case notAttached(interface: String)
     /// A ban map has no free entry left; in a batch, the first `installed` bans of that family went in.
     case banMapFull(family: String, capacity: UInt32, installed: Int)
+    /// Every origin slot is named (`pc_origins`): `holders` says by whom (jails, lists...).
+    case originSlotsFull(name: String, holders: String)
+    /// A list name that is not 1 to 40 letters, digits, `-`, `_` or `.`.
+    case invalidListName(String)
     /// Any other failing call; `errno` is the C error number.
     case system(operation: String, errno: Int32, detail: String)
 
@@ -47,6 +51,12 @@ public enum FirewallError: Error, CustomStringConvertible, Equatable {
             return "no network interface named '\(name)'; `ip link` lists them"
         case .invalidAddress(let text):
             return "'\(text)' is not an IPv4 or IPv6 address"
+        case .originSlotsFull(let name, let holders):
+            return "no origin slot is free for \(name): all \(PC_MAX_ORIGINS - 1) are named (\(holders)); "
+                + "unload a list (portcullis blocklist unload NAME) or remove jails, then restart the daemon to free "
+                + "the slots no ban carries"
+        case .invalidListName(let name):
+            return "list name '\(name)': give 1 to 40 letters, digits, '-', '_' or '.'"
         case .notBPFFilesystem(let path):
             return "pin directory \(path) is not an absolute path on a BPF filesystem; "
                 + "mount one (mount -t bpf bpf /sys/fs/bpf) or choose a --pin-dir under /sys/fs/bpf"

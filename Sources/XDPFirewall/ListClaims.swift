@@ -175,67 +175,207 @@ public struct ListClaims<ID: Hashable & Sendable>: Sendable {
     }
 }
 
+/// What a `ListInstaller` call did besides installing.
+public struct ListInstallResult: Sendable {
+    /// Networks another list's entry holds (that entry stays; tried again later).
+    public var heldByOthers: [IPNetwork] = []
+    /// Claims not installed because no origin slot could be had (every slot named by jails and
+    /// lists), with their origin.
+    public var refused: [(network: IPNetwork, origin: String)] = []
+    /// Claims not installed because the list layer holds at most `BanMaps.listCapacity` hosts and
+    /// as many networks per family (a full install's beyond those).
+    public var overCapacity: [IPNetwork] = []
+}
+
 /// Writes a writer's claims into the XDP program's list layer, each with its origin slot
-/// `PREFIXORIGIN` (named on first use: `crowdsec/cscli`, `fleet/web-2`) and its end, replacing or
-/// removing only entries of its own origins: another list's entry for a network stays.
+/// `PREFIXORIGIN` (`crowdsec/cscli`, `fleet/web-2`) and its end, replacing or removing only
+/// entries of its own origins: another list's entry for a network stays.
+///
+/// The origins come from a remote party (any CrowdSec machine can create decisions of any
+/// origin; a fleet has as many hosts as it has), so at most `namedOrigins` of them get a slot of
+/// their own (named on first use; at a full install, those that had one, then the largest); the
+/// others share the slot `PREFIX*`. Slots of the prefix that no wanted claim names any more are
+/// freed at each full install. No count of origins keeps an entry out, and the slots left for
+/// jails and lists never run out because of them.
 public final class ListInstaller {
     private let maps: BanMaps
     /// The origins' common prefix (`crowdsec/`, `fleet/`).
     public let prefix: String
+    /// Origins that get a slot of their own, at most.
+    public let namedOrigins: Int
+    /// Slot by origin (an origin past `namedOrigins` has the shared slot).
     private var slots: [String: UInt32] = [:]
+    /// Every slot of the prefix (its entries are this writer's to replace and remove).
     private var owned = Set<UInt32>()
+    /// The shared slot, once named.
+    private var shared: UInt32?
+    private var loaded = false
 
-    public init(maps: BanMaps, prefix: String) {
+    /// The shared origin's name after the prefix.
+    public static let sharedOrigin = "*"
+
+    public init(maps: BanMaps, prefix: String, namedOrigins: Int = 32) {
         self.maps = maps
         self.prefix = prefix
+        self.namedOrigins = max(namedOrigins, 0)
     }
 
-    /// The slot of `PREFIXORIGIN`.
-    private func slot(_ origin: String) throws(FirewallError) -> UInt32 {
-        if let slot = slots[origin] { return slot }
-        let name = prefix + origin
-        guard let slot = try maps.originSlots(for: [name])[name] else {
-            throw .invalidAddress(
-                "no origin slot is free for \(name): all \(PC_MAX_ORIGINS - 1) are named (jails, lists, CrowdSec "
-                    + "origins, fleet hosts); unload a list (portcullis blocklist unload NAME) or give fewer jails")
+    /// The slots of the prefix already named (an earlier run's, or another installer's of the
+    /// same prefix that this one replaces): owned from the first call on.
+    private func load(_ names: [UInt32: String]) {
+        guard !loaded else { return }
+        loaded = true
+        adopt(names)
+    }
+
+    private func adopt(_ names: [UInt32: String]) {
+        for (slot, name) in names where name.hasPrefix(prefix) {
+            owned.insert(slot)
+            let origin = String(name.dropFirst(prefix.count))
+            if origin == Self.sharedOrigin { shared = slot } else { slots[origin] = slot }
         }
-        slots[origin] = slot
-        owned.insert(slot)
-        return slot
     }
 
-    private func entry(_ network: IPNetwork, _ claim: ListClaim) throws(FirewallError) -> ListEntry {
-        ListEntry(
-            network: network, expiry: claim.end == .max ? .permanent : .at(bootNanoseconds: claim.end),
-            origin: try slot(claim.origin))
+    /// The slot for claims of `origin`: its own, a new one while fewer than `namedOrigins` are
+    /// named, else the shared one; nil when not even that can be named.
+    private func slot(_ origin: String) throws(FirewallError) -> UInt32? {
+        if let slot = slots[origin] { return slot }
+        if !loaded { load(try maps.originNames()) }
+        if let slot = slots[origin] { return slot }
+        let named = Set(slots.values).subtracting(shared.map { [$0] } ?? []).count
+        if named < namedOrigins, origin != Self.sharedOrigin {
+            let name = prefix + origin
+            if let slot = try maps.originSlots(for: [name])[name] {
+                slots[origin] = slot
+                owned.insert(slot)
+                return slot
+            }
+        }
+        if shared == nil {
+            let name = prefix + Self.sharedOrigin
+            shared = try maps.originSlots(for: [name])[name]
+            if let shared { owned.insert(shared) }
+        }
+        if let shared { slots[origin] = shared }
+        return shared
+    }
+
+    /// Entries in force of this writer's origins (an earlier run's, before the first full install).
+    public func entriesInForce() throws(FirewallError) -> Int {
+        let mine = Set(try maps.originNames().filter { $0.value.hasPrefix(prefix) }.keys)
+        guard !mine.isEmpty else { return 0 }
+        return try maps.listEntries().count(where: { mine.contains($0.origin) })
     }
 
     /// `wanted` in place of every entry of a `PREFIX` origin (also those of an earlier run), in
-    /// one swap per family. - Returns: networks another list holds (not installed).
-    public func replaceAll(_ wanted: [(IPNetwork, ListClaim)]) throws(FirewallError) -> [IPNetwork] {
-        for (slot, name) in try maps.originNames() where name.hasPrefix(prefix) {
-            owned.insert(slot)
-            slots[String(name.dropFirst(prefix.count))] = slot
-        }
-        var entries: [ListEntry] = []
-        entries.reserveCapacity(wanted.count)
-        for (network, claim) in wanted { entries.append(try entry(network, claim)) }
-        let owned = self.owned
-        return try maps.replaceListEntries(owned: { owned.contains($0) }, with: entries).heldByOthers
+    /// one swap per family; the prefix's slots are given anew (see the type) and those no claim
+    /// names are freed, under one hold of the writers' lock.
+    public func replaceAll(_ wanted: [(IPNetwork, ListClaim)]) throws(FirewallError) -> ListInstallResult {
+        var wanted = wanted
+        let over = Self.trim(&wanted)
+        var result = try replacingAll(wanted)
+        result.overCapacity = over
+        return result
     }
 
-    /// `changes` in place, batched. - Returns: networks another list holds (not installed).
-    public func apply(_ changes: [ListChange]) throws(FirewallError) -> [IPNetwork] {
+    /// Keeps at most `BanMaps.listCapacity` hosts and as many networks of each family (the layer's
+    /// maps hold no more): the rest is returned, the others installed.
+    static func trim(_ wanted: inout [(IPNetwork, ListClaim)]) -> [IPNetwork] {
+        var counts = [0, 0, 0, 0]
+        var over: [IPNetwork] = []
+        wanted.removeAll { network, _ in
+            let kind = (network.family == .ipv4 ? 0 : 2) + (network.isSingleAddress ? 0 : 1)
+            counts[kind] += 1
+            guard counts[kind] > BanMaps.listCapacity else { return false }
+            over.append(network)
+            return true
+        }
+        return over
+    }
+
+    private func replacingAll(_ wanted: [(IPNetwork, ListClaim)]) throws(FirewallError) -> ListInstallResult {
+        try maps.withWritersLock { () throws(FirewallError) -> ListInstallResult in
+            let names = try maps.originNames()
+            let mine = names.filter { $0.value.hasPrefix(prefix) }
+            loaded = true
+            var counts: [String: Int] = [:]
+            for (_, claim) in wanted { counts[claim.origin, default: 0] += 1 }
+            // Those that had a slot first (their names and drop counts stay), then the largest.
+            let had = Set(mine.values)
+            let ranked = counts.sorted { a, b in
+                let (hadA, hadB) = (had.contains(prefix + a.key), had.contains(prefix + b.key))
+                if hadA != hadB { return hadA }
+                return a.value != b.value ? a.value > b.value : a.key < b.key
+            }.map(\.key).filter { $0 != Self.sharedOrigin }
+            // Slots this writer can have: its own and the free ones. When they are fewer than its
+            // origins, the last one is the shared one: every claim finds a slot while one is free.
+            let available = Int(PC_MAX_ORIGINS) - 1 - names.count + mine.count
+            var named = ranked.prefix(namedOrigins).map { prefix + $0 }
+            if named.count + (ranked.count > named.count ? 1 : 0) > available {
+                named = Array(named.prefix(max(available - 1, 0)))
+            }
+            let sharedName = prefix + Self.sharedOrigin
+            let needsShared = ranked.count > named.count || counts[Self.sharedOrigin] != nil
+            // The prefix's slots no claim needs: freed (their entries go in this swap, as every
+            // entry of the prefix does).
+            let keep = Set(named + (needsShared ? [sharedName] : []))
+            try maps.freeOriginSlots(mine.filter { !keep.contains($0.value) }.keys)
+            // The shared slot first: with every other slot named, it is what all claims can share.
+            var given = needsShared ? try maps.assignOriginSlots(for: [sharedName]) : [:]
+            given.merge(try maps.assignOriginSlots(for: named)) { $1 }
+            slots = [:]
+            owned = []
+            shared = nil
+            adopt(Dictionary(given.map { ($0.value, $0.key) }, uniquingKeysWith: { $1 }))
+            var result = ListInstallResult()
+            var entries: [ListEntry] = []
+            entries.reserveCapacity(wanted.count)
+            for (network, claim) in wanted {
+                var slot = slots[claim.origin]
+                if slot == nil, shared == nil {
+                    // A named origin that found no slot (jails and lists hold all): the shared one.
+                    shared = try maps.assignOriginSlots(for: [sharedName])[sharedName]
+                    if let shared { owned.insert(shared) }
+                }
+                slot = slot ?? shared
+                guard let slot else {
+                    result.refused.append((network, claim.origin))
+                    continue
+                }
+                slots[claim.origin] = slot
+                entries.append(Self.entry(network, claim, slot))
+            }
+            let replacing = owned.union(mine.keys)
+            result.heldByOthers = try maps.swapLists(replacing: { replacing.contains($0) }, with: entries).heldByOthers
+            return result
+        }
+    }
+
+    private static func entry(_ network: IPNetwork, _ claim: ListClaim, _ slot: UInt32) -> ListEntry {
+        ListEntry(
+            network: network, expiry: claim.end == .max ? .permanent : .at(bootNanoseconds: claim.end), origin: slot)
+    }
+
+    /// `changes` in place, batched.
+    public func apply(_ changes: [ListChange]) throws(FirewallError) -> ListInstallResult {
+        var result = ListInstallResult()
         var adding: [ListEntry] = []
         var removing: [IPNetwork] = []
         for change in changes {
             switch change {
-            case .install(let network, let claim): adding.append(try entry(network, claim))
+            case .install(let network, let claim):
+                guard let slot = try slot(claim.origin) else {
+                    result.refused.append((network, claim.origin))
+                    continue
+                }
+                adding.append(Self.entry(network, claim, slot))
             case .remove(let network): removing.append(network)
             }
         }
+        if !loaded { load(try maps.originNames()) }
         let owned = self.owned
-        return try maps.updateListEntries(owned: { owned.contains($0) }, adding: adding, removing: removing)
-            .heldByOthers
+        result.heldByOthers =
+            try maps.updateListEntries(owned: { owned.contains($0) }, adding: adding, removing: removing).heldByOthers
+        return result
     }
 }

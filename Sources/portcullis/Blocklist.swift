@@ -124,6 +124,14 @@ struct Blocklist: ParsableCommand {
             try reportingErrors {
                 let origin = try Blocklist.originName(name, orSource: true)
                 let maps = try BanMaps.open(pinnedIn: pins.directory)
+                // A list's slot is freed with it; a source's (fleet/, crowdsec/) stays that source's.
+                if origin.hasPrefix("list:") {
+                    guard try maps.unloadList(name) != nil else {
+                        throw UsageError("no list named \(name) is loaded (portcullis blocklist list)")
+                    }
+                    print("unloaded \(name)")
+                    return
+                }
                 guard let slot = try maps.originNames().first(where: { $0.value == origin })?.key,
                     try maps.listEntries().contains(where: { $0.origin == slot })
                 else {

@@ -109,7 +109,9 @@ struct Status: ParsableCommand {
             print(
                 "  crowdsec bouncer: \(bouncer.url) "
                     + (bouncer.connected ? "connected" : "not reached (\(bouncer.lastError ?? "not yet"))")
-                    + ", \(bouncer.decisions) decisions on \(bouncer.networks) networks enforced, \(bouncer.pulls) pulls"
+                    + ", \(bouncer.networks) networks enforced"
+                    + (bouncer.kept > 0 ? " (kept from the last run until the first full pull)" : "")
+                    + ", \(bouncer.pulls) pulls"
             )
         }
         if let alerts = status.crowdsec?.alerts {

@@ -178,7 +178,7 @@ extension CrowdSecProcessTests {
 
             let status = try runProcess(Products.cli, ["status", "--control", socket])
             #expect(
-                status.stdout.contains("crowdsec bouncer: \(lapi.url) connected, 0 decisions on 0 networks enforced"),
+                status.stdout.contains("crowdsec bouncer: \(lapi.url) connected, 0 networks enforced, "),
                 "\(status.stdout) \(status.stderr)")
             // The Local API knows the bouncer by its User-Agent.
             let bouncers = try lapi.json(["bouncers", "list"]) as? [[String: Any]] ?? []
@@ -267,7 +267,7 @@ extension CrowdSecProcessTests {
             let synchronised = text.split(separator: "\n").first { $0.contains("synchronised with") }
             print("crowdsec: after the restart: \(synchronised ?? "no line")")
             #expect(
-                synchronised?.contains("\(expected.count) decision(s) on \(expected.count) network(s)") == true,
+                synchronised?.contains(": \(expected.count) network(s) of ") == true,
                 "\(text)")
         }
     }
