@@ -82,7 +82,13 @@ extension BanMaps {
     /// The slots some entry of any map carries (exact bans, prefix hashes, CIDR tries, lists).
     func originsInUse() throws(FirewallError) -> Set<UInt32> {
         var used = Set<UInt32>()
-        for entry in try entries() { used.insert(entry.origin) }
+        // Read in chunks, keeping only the origins: the exact maps may hold millions of bans.
+        for (map, name, keySize) in [
+            (bansV4, PC_MAP_BANS_V4, MemoryLayout<pc_ipv4_key>.size),
+            (bansV6, PC_MAP_BANS_V6, MemoryLayout<pc_ipv6_key>.size),
+        ] {
+            try MapReader(fd: map.fd, name: name, keySize: keySize).readAll { _, value in used.insert(value.origin) }
+        }
         for entry in try networkBans() { used.insert(entry.origin) }
         for entry in try listEntries() { used.insert(entry.origin) }
         return used
