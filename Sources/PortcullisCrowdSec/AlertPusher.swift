@@ -74,7 +74,7 @@ struct OverflowLog {
         guard saidAt == nil else { return due(now: now) }
         saidAt = now
         unsaid = 0
-        return "the alert queue is full (alert_queue = \(limit)) while the Local API at \(url) takes none: "
+        return "the alert queue is full (alert_queue = \(limit); the Local API at \(url) has not taken them): "
             + "\(count) alert(s) dropped, \(total) since the start; more drops are said at most once a minute"
     }
 

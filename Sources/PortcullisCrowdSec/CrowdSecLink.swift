@@ -103,6 +103,7 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
             "crowdsec: bouncer of \(settings.connection.displayURL), every \(settings.updateFrequency) s, scopes "
                 + settings.filter.scopes.map(\.rawValue).sorted().joined(separator: ",")
                 + (settings.filter.origins.isEmpty ? "" : ", origins " + settings.filter.origins.joined(separator: ","))
+                + (settings.apiKey == nil ? ", by the client certificate \(settings.connection.certPath ?? "")" : "")
         ]
     }
 

@@ -58,8 +58,14 @@ struct KeptAlerts {
             return result
         }
         unlink(path)
+        var unreadable = 0
         for entry in file.alerts.prefix(limit) {
-            if entry.seconds > 0, entry.at + Int(clamping: entry.seconds) <= now {
+            // A time before 1970 or after tomorrow is none this daemon wrote.
+            guard (0...now + 86_400).contains(entry.at) else {
+                unreadable += 1
+                continue
+            }
+            if entry.seconds > 0, entry.seconds <= UInt64(now - min(entry.at, now)) {
                 result.ended += 1
                 continue
             }
@@ -72,6 +78,7 @@ struct KeptAlerts {
         var line = "\(result.alerts.count) alert(s) kept at the last stop queued again"
         if result.ended > 0 { line += ", \(result.ended) dropped (their bans have ended)" }
         if over > 0 { line += ", \(over) dropped (over alert_queue)" }
+        if unreadable > 0 { line += ", \(unreadable) dropped (no time this daemon writes)" }
         result.lines.append(line)
         return result
     }

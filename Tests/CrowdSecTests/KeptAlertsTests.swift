@@ -28,6 +28,10 @@ struct KeptAlertsTests {
             AlertPusher.Alert(
                 jail: "sshd", target: "198.18.0.7", isRange: false, seconds: 600,
                 at: UTCTime(secondsSinceEpoch: now - 100)),
+            // Edited by hand: a time no daemon wrote.
+            AlertPusher.Alert(
+                jail: "sshd", target: "198.18.0.6", isRange: false, seconds: 600,
+                at: UTCTime(secondsSinceEpoch: now + 10 * 86_400)),
             AlertPusher.Alert(
                 jail: "sshd", target: "198.18.0.8", isRange: false, seconds: 600,
                 at: UTCTime(secondsSinceEpoch: now - 700)),
@@ -37,14 +41,15 @@ struct KeptAlertsTests {
                 jail: "web", target: "198.18.0.9", isRange: false, seconds: 60, at: UTCTime(secondsSinceEpoch: now)),
         ]
         try kept.write(alerts)
-        let read = kept.read(limit: 3, now: now)
+        let read = kept.read(limit: 4, now: now)
         #expect(read.alerts.map(\.target) == ["198.18.0.7", "2001:2::/64"])
         #expect(read.alerts.map(\.isRange) == [false, true] && read.alerts.map(\.seconds) == [600, 0])
         #expect(read.alerts[0].at == UTCTime(secondsSinceEpoch: now - 100) && read.alerts[1].jail == "web")
         #expect(read.ended == 1)
         #expect(
             read.lines == [
-                "2 alert(s) kept at the last stop queued again, 1 dropped (their bans have ended), 1 dropped (over alert_queue)"
+                "2 alert(s) kept at the last stop queued again, 1 dropped (their bans have ended), "
+                    + "1 dropped (over alert_queue), 1 dropped (no time this daemon writes)"
             ])
         #expect(!FileManager.default.fileExists(atPath: path))
         #expect(kept.read(limit: 3, now: now).lines.isEmpty, "no file, nothing to say")
@@ -61,7 +66,7 @@ struct KeptAlertsTests {
     func overflowLines() {
         var log = OverflowLog()
         let first = log.dropped(1, now: 100, limit: 2, url: "http://l/")
-        #expect(first?.hasPrefix("the alert queue is full (alert_queue = 2)") == true)
+        #expect(first?.hasPrefix("the alert queue is full (alert_queue = 2;") == true)
         #expect(first?.contains("1 alert(s) dropped, 1 since the start") == true)
         #expect(log.dropped(2, now: 110, limit: 2, url: "http://l/") == nil, "within the minute: counted, not said")
         #expect(log.due(now: 150) == nil)

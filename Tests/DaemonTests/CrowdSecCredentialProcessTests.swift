@@ -124,7 +124,7 @@ extension CrowdSecProcessTests {
             let first = stopDaemon(daemon, output)
             #expect(daemon.terminationStatus == 0, "\(first)")
             let full = linkLines(first, containing: "alert queue is")
-            #expect(full.first?.contains("the alert queue is full (alert_queue = 2)") == true, "\(first)")
+            #expect(full.first?.contains("the alert queue is full (alert_queue = 2;") == true, "\(first)")
             #expect(full.last?.contains("3 since the start") == true, "\(first)")
             #expect(full.count <= 2, "the first at once, the rest at most once a minute (and at the stop): \(full)")
             #expect(first.contains("crowdsec: 2 queued alert(s) kept in \(kept) for the next start"), "\(first)")
