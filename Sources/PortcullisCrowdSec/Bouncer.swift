@@ -10,8 +10,9 @@ import XDPFirewall
 /// The `[crowdsec]` bouncer's settings, named as CrowdSec's own bouncers name them.
 public struct BouncerSettings: Sendable, Equatable {
     public var connection: LAPIConnectionSettings
-    /// `api_key`: what `cscli bouncers add NAME -o raw` printed.
-    public var apiKey: String
+    /// `api_key`: what `cscli bouncers add NAME -o raw` printed; nil when the connection's client
+    /// certificate is the credential.
+    public var apiKey: String?
     /// `update_frequency`: seconds between pulls, 1 to 3600 (10 by default, as CrowdSec's).
     public var updateFrequency: Double = 10
     /// `resync_frequency`: seconds between full pulls that repair what deltas missed (CrowdSec
@@ -20,7 +21,7 @@ public struct BouncerSettings: Sendable, Equatable {
     public var resyncFrequency: Double = 300
     public var filter = DecisionFilter()
 
-    public init(connection: LAPIConnectionSettings, apiKey: String) {
+    public init(connection: LAPIConnectionSettings, apiKey: String?) {
         self.connection = connection
         self.apiKey = apiKey
     }
@@ -172,7 +173,7 @@ public final class Bouncer: @unchecked Sendable {
                     if case .cancelled = error { break }
                     failures += 1
                     needsFull = true
-                    let line = Self.explain(error, url: settings.connection.displayURL)
+                    let line = Self.explain(error, settings)
                     // One line per kind of failure, not one per retry (libcurl's message varies
                     // from one try to the next: "after 0 ms", "after 1 ms").
                     if error.sameness != lastSaid {
@@ -200,15 +201,23 @@ public final class Bouncer: @unchecked Sendable {
         }
     }
 
-    /// The one line for an error, with what to do.
-    static func explain(_ error: LAPIError, url: String) -> String {
+    /// The one line for an error, with what to do: a refusal names the credential refused (the
+    /// api_key, or the client certificate).
+    static func explain(_ error: LAPIError, _ settings: BouncerSettings) -> String {
+        let url = settings.connection.displayURL
         switch error {
         case .status(let code, let message) where code == 401 || code == 403:
-            "the Local API at \(url) refused the api_key (HTTP \(code) \(message)): give the key "
+            if settings.apiKey == nil, let certificate = settings.connection.certPath {
+                return
+                    "the Local API at \(url) refused the client certificate \(certificate) (HTTP \(code) \(message)): "
+                    + "give one signed by its api.server.tls.ca_cert_path whose OU is in its bouncers_allowed_ou "
+                    + "(bouncer-ou in CrowdSec's examples)"
+            }
+            return "the Local API at \(url) refused the api_key (HTTP \(code) \(message)): give the key "
                 + "`cscli bouncers add NAME -o raw` printed"
-        case .unreachable(let message): "the Local API at \(url) is unreachable (\(message))"
-        case .install: "\(error)"
-        default: "the Local API at \(url): \(error)"
+        case .unreachable(let message): return "the Local API at \(url) is unreachable (\(message))"
+        case .install: return "\(error)"
+        default: return "the Local API at \(url): \(error)"
         }
     }
 
@@ -221,7 +230,7 @@ public final class Bouncer: @unchecked Sendable {
     private func pull(full: Bool, repair: Bool) throws(LAPIError) -> (changed: Int, seconds: Double) {
         let body = try client.request(
             "GET", "v1/decisions/stream?startup=\(full || repair)&" + settings.query,
-            headers: ["X-Api-Key: " + settings.apiKey])
+            headers: settings.apiKey.map { ["X-Api-Key: " + $0] } ?? [])
         let stream = try DecisionStream(json: body)
         let now = SystemClock.bootNanoseconds()
         let started = SystemClock.monotonicSeconds()

@@ -82,7 +82,7 @@ extension CrowdSecLink {
                     "portcullis_crowdsec_logins_total", "Machine logins (a token got or renewed).", [],
                     Double(pusher.logins)),
             ]
-            for reason in ["queue_full", "refused", "stopping"] {
+            for reason in ["queue_full", "refused", "stopping", "ended"] {
                 samples.append(
                     .counter(
                         "portcullis_crowdsec_alerts_dropped_total", "Alerts never sent, by reason.",
