@@ -72,13 +72,18 @@ extension BanMaps {
         return UInt32(PC_COVER_V6_BASE) + (hash >> UInt32(32 - PC_COVER_V6_BITS))
     }
 
-    static func coverage(_ network: IPNetwork) -> Coverage {
-        let words: (UInt32, UInt32) = network.address.withUnsafeBytes {
+    /// The first two 32-bit words of a network's address, in host order (the second 0 for IPv4).
+    private static func words(_ network: IPNetwork) -> (UInt32, UInt32) {
+        network.address.withUnsafeBytes {
             (
                 $0.loadUnaligned(as: UInt32.self).bigEndian,
                 $0.count >= 8 ? $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self).bigEndian : 0
             )
         }
+    }
+
+    static func coverage(_ network: IPNetwork) -> Coverage {
+        let words = words(network)
         if network.family == .ipv4 {
             return .range(start: words.0 >> 8, count: network.length >= 24 ? 1 : 1 << UInt32(24 - network.length))
         }
@@ -95,6 +100,12 @@ extension BanMaps {
             cportcullis_fetch_or_u64(coverBits + Int(slot >> 4), UInt64(1) << (UInt64(slot & 15) * 4 + bit))
         }
         for network in networks {
+            // One /64 or less (a host): its slot, without the array `coverage` makes.
+            if network.family == .ipv6, network.length >= 64 {
+                let words = Self.words(network)
+                set(Self.coverSlot(ipv6: words.0, words.1))
+                continue
+            }
             switch Self.coverage(network) {
             case .range(let start, let count):
                 var slot = start

@@ -148,7 +148,7 @@ private final class ScaleRun {
         update_frequency = "1s"
 
         """.write(toFile: directory + "/scale.toml", atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: directory + "/app.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: directory + "/app.log", contents: nil)
         let daemon = try Child(
             "portcullisd",
             [
@@ -165,7 +165,7 @@ private final class ScaleRun {
         let idle = try status(daemon.pid, "VmRSS")
         try "5".write(toFile: "/proc/\(daemon.pid)/clear_refs", atomically: false, encoding: .utf8)
         let maps = try BanMaps.open(pinnedIn: PinDirectory(pins))
-        FileManager.default.createFile(atPath: directory + "/flag", contents: nil)
+        _ = FileManager.default.createFile(atPath: directory + "/flag", contents: nil)
         try wait(for: "\(decisions) decisions in the maps", daemon, within: 120, every: 0.1) {
             (try? maps.listEntries().count) == self.decisions
         }

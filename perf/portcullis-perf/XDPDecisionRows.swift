@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CPortcullis
 import Foundation
 import PortcullisCore
 import PortcullisCrowdSec
@@ -102,6 +103,17 @@ extension XDPSuite {
                 try seconds { _ = try installer.apply(set.apply(half, now: SystemClock.bootNanoseconds())) })
             _ = try installer.replaceAll([])
         }
+        // What the parsed answer and the decision set hold on the heap (once: no timing).
+        func heapBytes() -> Double { Double(cportcullis_heap_in_use()) }
+        let empty = heapBytes()
+        var held = try DecisionStream(json: startup)
+        let parsedBytes = heapBytes() - empty
+        var heldSet = DecisionSet()
+        _ = heldSet.apply(held, now: SystemClock.bootNanoseconds())
+        held = DecisionStream()
+        let setBytes = heapBytes() - empty
+        withExtendedLifetime(heldSet) {}
+        let megabytes = Double(startup.count) / 1e6
         let batchedName = "batched exact bans, as many"
         let fullPerEntry = median(swap) / Double(count) * 1e6
         let deltaPerEntry = median(inPlace) / Double(count) * 1e6
@@ -125,6 +137,12 @@ extension XDPSuite {
                 suite: "xdp", name: "crowdsec delta of \(count / 2) in place, per decision", unit: "µs",
                 value: median(halfInPlace) / Double(count / 2) * 1e6,
                 reference: "delta of \(count), per decision", referenceValue: deltaPerEntry, rounds: options.rounds),
+            Measurement(
+                suite: "xdp", name: "crowdsec answer of \(count) parsed: heap held", unit: "MB",
+                value: parsedBytes / 1e6, reference: "the answer's size", referenceValue: megabytes, rounds: 1),
+            Measurement(
+                suite: "xdp", name: "crowdsec decision set of \(count): heap held", unit: "MB",
+                value: setBytes / 1e6, reference: "the answer's size", referenceValue: megabytes, rounds: 1),
             Measurement(
                 suite: "xdp", name: "crowdsec full pull of \(count): the decision set built", unit: "s",
                 value: median(setShare), reference: "the whole full pull", referenceValue: median(swap),
