@@ -186,7 +186,7 @@ extension BanMaps {
         var built: [(family: IPAddress.Family, hosts: BPFDescriptor, trie: BPFDescriptor)] = []
         for family in families {
             let v4 = family == .ipv4
-            let mine = entries.filter { $0.network.family == family }
+            let mine = entries.lazy.filter { $0.network.family == family }
             let current = try listEntries(family)
             // Nothing of these origins in this family, before or after: the family's lists stay as they are.
             if mine.isEmpty && !current.contains(where: { owned($0.origin) }) { continue }
@@ -202,13 +202,14 @@ extension BanMaps {
                 return BPFDescriptor(fd)
             }
             // Another list's entry for the same network stays as it was (its origin and drops).
-            var taken = Set<IPNetwork>(minimumCapacity: others.count + mine.count)
+            let total = others.count + mine.count
+            var taken = Set<IPNetwork>(minimumCapacity: total)
             var hostKeys: [UInt8] = []
             var hostValues: [pc_ban] = []
             var netKeys: [UInt8] = []
             var netValues: [pc_ban] = []
-            hostKeys.reserveCapacity((others.count + mine.count) * keySize)
-            hostValues.reserveCapacity(others.count + mine.count)
+            hostKeys.reserveCapacity(total * keySize)
+            hostValues.reserveCapacity(total)
             func add(_ network: IPNetwork, _ value: pc_ban) {
                 if network.isSingleAddress {
                     Self.appendKey(network, to: &hostKeys)
@@ -240,8 +241,9 @@ extension BanMaps {
             // allocates per entry.
             let hosts = try make(BPF_MAP_TYPE_HASH, "pc_list_hosts", entries: Self.hostsCapacity(hostValues.count))
             let trie = try make(BPF_MAP_TYPE_LPM_TRIE, "pc_list_trie", entries: Int(PC_LIST_ENTRIES))
-            try cover(mine.map(\.network).filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
-            try cover(mine.map(\.network).filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
+            for entry in mine {
+                try cover(entry.network, kind: entry.network.isSingleAddress ? PC_COVER_LIST_HOSTS : PC_COVER_LIST_NETS)
+            }
             try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
             try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
             try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
@@ -359,7 +361,8 @@ extension BanMaps {
             var update = ListUpdate()
             for family in [IPAddress.Family.ipv4, .ipv6] {
                 let v4 = family == .ipv4
-                let add = adding.filter { $0.network.family == family }
+                // Each family's entries as they come (no copy of them: a delta may hold 100,000).
+                let add = adding.lazy.filter { $0.network.family == family }
                 let remove = removing.filter { $0.family == family }
                 if add.isEmpty && remove.isEmpty { continue }
                 let generation = try listGeneration(family)
@@ -369,7 +372,7 @@ extension BanMaps {
                     let trie = try innerMap(v4 ? listsV4 : listsV6, slot: generation, name: netsName)
                 else {
                     // Never loaded: build the family whole, with these entries (nothing to remove).
-                    let swap = try swapLists(replacing: { _ in false }, with: add, families: [family])
+                    let swap = try swapLists(replacing: { _ in false }, with: Array(add), families: [family])
                     update.added += swap.ipv4 + swap.ipv6
                     update.swappedFamilies += 1
                     continue
@@ -402,11 +405,13 @@ extension BanMaps {
                 var hostValues: [pc_ban] = []
                 var netKeys: [UInt8] = []
                 var netValues: [pc_ban] = []
-                var added: [IPNetwork] = []
+                // Coverage first (the program looks at the list maps of a space only once it is
+                // covered): each entry's as it is taken; they go in after.
+                var added = 0
                 var held = Set<IPNetwork>()
-                hostKeys.reserveCapacity(add.count * keySize)
-                hostValues.reserveCapacity(add.count)
-                added.reserveCapacity(add.count)
+                let adds = add.count
+                hostKeys.reserveCapacity(adds * keySize)
+                hostValues.reserveCapacity(adds)
                 for entry in add {
                     let current = try existing(entry.network)
                     if let current, !owned(current.origin) {
@@ -423,11 +428,11 @@ extension BanMaps {
                         Self.appendKey(entry.network, to: &netKeys)
                         netValues.append(value)
                     }
-                    added.append(entry.network)
+                    try cover(
+                        entry.network,
+                        kind: entry.network.isSingleAddress ? PC_COVER_LIST_HOSTS : PC_COVER_LIST_NETS)
+                    added += 1
                 }
-                // Coverage first: the program looks at the list maps of a space only once it is covered.
-                try cover(added.filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
-                try cover(added.filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
                 do throws(FirewallError) {
                     try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
                 } catch {
@@ -443,13 +448,13 @@ extension BanMaps {
                         wanted[entry.network] = entry
                     }
                     _ = try swapLists(replacing: owned, with: Array(wanted.values), families: [family])
-                    update.added += added.count
+                    update.added += added
                     update.swappedFamilies += 1
                     continue
                 }
                 try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
                 try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
-                update.added += added.count
+                update.added += added
             }
             return update
         }

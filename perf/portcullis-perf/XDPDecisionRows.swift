@@ -35,7 +35,8 @@ func crowdSecAnswer(offset: Int, count: Int) -> [UInt8] {
 /// (`crowdSecAnswer`) parsed, and installed as the bouncer does after a full pull (one swap)
 /// and after a delta (in place), against the floors measured in the same rounds: the JSON parse
 /// alone (Foundation's JSONSerialization, what the decoder sits on) and batched exact bans of as
-/// many addresses (one bpf_map_update_batch per 8,192). Then per decision: a delta of N against
+/// many addresses (one bpf_map_update_batch per 8,192), the full pull also without its decision
+/// set (the list layer's part alone). Then per decision: a delta of N against
 /// the full pull of N (what a delta costs more per entry), a delta of N/2 against the delta of N
 /// (1: linear), and the decision set's share of the full pull (what the bouncer's set costs,
 /// beside the maps).
@@ -125,6 +126,10 @@ extension XDPSuite {
             Measurement(
                 suite: "xdp", name: "crowdsec full pull of \(count) decisions installed (one swap)", unit: "s",
                 value: median(swap), reference: batchedName, referenceValue: median(batched), rounds: options.rounds),
+            Measurement(
+                suite: "xdp", name: "crowdsec full pull of \(count): the maps written (one swap)", unit: "s",
+                value: median(zip(swap, setShare).map { $0 - $1 }), reference: batchedName,
+                referenceValue: median(batched), rounds: options.rounds),
             Measurement(
                 suite: "xdp", name: "crowdsec delta of \(count) new decisions installed in place", unit: "s",
                 value: median(inPlace), reference: batchedName, referenceValue: median(batched),
