@@ -21,20 +21,29 @@ public struct DecisionStream: Sendable {
     public init(json: [UInt8]) throws(LAPIError) {
         var new: [Decision] = []
         var deleted: [Decision] = []
-        malformed = try Self.forEach(
+        let counts = try Self.forEach(
             json: json,
             reserve: {
-                new.reserveCapacity($0.new); deleted.reserveCapacity($0.deleted)
+                new.reserveCapacity($0.new)
+                deleted.reserveCapacity($0.deleted)
             },
             new: { new.append($0) }, deleted: { deleted.append($0) })
+        malformed = counts.malformed
         self.new = new
         self.deleted = deleted
     }
 
-    /// Entries of each list.
+    /// Entries of each list (elements, decisions or not), and those that were not decisions.
     public struct Counts: Sendable, Equatable {
         public var new = 0
         public var deleted = 0
+        public var malformed = 0
+
+        public init(new: Int = 0, deleted: Int = 0, malformed: Int = 0) {
+            self.new = new
+            self.deleted = deleted
+            self.malformed = malformed
+        }
     }
 
     /// Hands each decision of an answer over as it is read, without holding them: `deleted`'s
@@ -45,25 +54,25 @@ public struct DecisionStream: Sendable {
     /// `duration` that reads; `origin` and `scenario` may be missing). An entry of `deleted`
     /// deletes by value: it needs only `scope` and `value` (the rest, when missing or unreadable,
     /// is 0 or empty; its `seconds` 0).
-    /// - Parameter reserve: told the entries of each list (elements, decisions or not) before any.
-    /// - Returns: the entries that were not decisions.
+    /// - Parameter reserve: told the entries of each list before any is handed over (`malformed` 0).
+    /// - Returns: the entries of each list, and those that were not decisions.
     @discardableResult
     public static func forEach(
         json: [UInt8], reserve: (Counts) -> Void = { _ in }, new: (Decision) -> Void, deleted: (Decision) -> Void
-    ) throws(LAPIError) -> Int {
-        let result = json.withUnsafeBufferPointer { bytes -> Result<Int, LAPIError> in
+    ) throws(LAPIError) -> Counts {
+        let result = json.withUnsafeBufferPointer { bytes -> Result<Counts, LAPIError> in
             var outline = Outline()
             if let error = outline.read(bytes) { return .failure(error) }
-            reserve(Counts(new: outline.new?.count ?? 0, deleted: outline.deleted?.count ?? 0))
+            var counts = Counts(new: outline.new?.count ?? 0, deleted: outline.deleted?.count ?? 0)
+            reserve(counts)
             var reader = EntryReader(bytes: bytes)
-            var malformed = 0
             if let list = outline.deleted {
-                malformed += reader.read(list.start, strict: false, deleted)
+                counts.malformed += reader.read(list.start, strict: false, deleted)
             }
             if let list = outline.new {
-                malformed += reader.read(list.start, strict: true, new)
+                counts.malformed += reader.read(list.start, strict: true, new)
             }
-            return .success(malformed)
+            return .success(counts)
         }
         return try result.get()
     }

@@ -55,6 +55,8 @@ struct CrowdSecScaleSuite: ParsableCommand {
             throw MeasurementError(description: "no \(daemonPath): build it (tools/build release) or give --daemon")
         }
         var peaks: [String: [Double]] = [:]
+        var idles: [String: [Double]] = [:]
+        var highs: [String: [Double]] = [:]
         var times: [String: [Double]] = [:]
         var batched: [Double] = []
         for round in 0..<options.rounds {
@@ -62,8 +64,10 @@ struct CrowdSecScaleSuite: ParsableCommand {
                 let run = ScaleRun(
                     way: way, answer: answer, decisions: decisions, daemon: daemonPath, object: object,
                     scratch: scratch)
-                let (peak, seconds) = try run.run()
-                peaks[way, default: []].append(peak)
+                let (idle, high, seconds) = try run.run()
+                idles[way, default: []].append(idle)
+                highs[way, default: []].append(high)
+                peaks[way, default: []].append(high - idle)
                 times[way, default: []].append(seconds)
             }
             batched.append(try batchedExactBans(object: object))
@@ -72,6 +76,10 @@ struct CrowdSecScaleSuite: ParsableCommand {
         return ["full", "delta"].flatMap { way -> [Measurement] in
             let how = way == "full" ? "by a full pull" : "by a delta"
             return [
+                Measurement(
+                    suite: "crowdsec", name: "portcullisd, \(decisions) decisions \(how): VmRSS idle before",
+                    unit: "MB", value: median(idles[way]!), reference: "VmHWM once they are enforced",
+                    referenceValue: median(highs[way]!), rounds: options.rounds),
                 Measurement(
                     suite: "crowdsec", name: "portcullisd, \(decisions) decisions \(how): peak RSS over idle",
                     unit: "MB", value: median(peaks[way]!), reference: "the answer's size", referenceValue: megabytes,
@@ -127,8 +135,8 @@ private final class ScaleRun {
         pins = "/sys/fs/bpf/" + tag
     }
 
-    /// - Returns: the peak over idle in MB, and the seconds from answered to enforced.
-    func run() throws -> (peak: Double, seconds: Double) {
+    /// - Returns: the resident size idle and the peak (MB), and the seconds from answered to enforced.
+    func run() throws -> (idle: Double, peak: Double, seconds: Double) {
         defer { tearDown() }
         try FileManager.default.createDirectory(atPath: directory + "/state", withIntermediateDirectories: true)
         try Data(answer).write(to: URL(fileURLWithPath: directory + "/answer.json"))
@@ -179,7 +187,7 @@ private final class ScaleRun {
         guard daemon.process.terminationStatus == 0 else {
             throw MeasurementError(description: "portcullisd exited \(daemon.process.terminationStatus): \(tail())")
         }
-        return (Double(peak - idle) * 1024 / 1e6, enforced - start)
+        return (Double(idle) * 1024 / 1e6, Double(peak) * 1024 / 1e6, enforced - start)
     }
 
     /// The stand-in: an empty full pull (then `pulled`), empty deltas until `flag` appears; then the
