@@ -177,7 +177,8 @@ extension BanMaps {
     /// writers' lock. An entry for a network another origin's entry has already is left out
     /// (that entry stays as it was).
     private func swapLists(
-        replacing owned: (UInt32) -> Bool, with entries: [ListEntry], families: [IPAddress.Family] = [.ipv4, .ipv6]
+        replacing owned: (UInt32) -> Bool, with entries: some Collection<ListEntry>,
+        families: [IPAddress.Family] = [.ipv4, .ipv6]
     ) throws(FirewallError)
         -> ListSwap
     {
@@ -372,7 +373,7 @@ extension BanMaps {
                     let trie = try innerMap(v4 ? listsV4 : listsV6, slot: generation, name: netsName)
                 else {
                     // Never loaded: build the family whole, with these entries (nothing to remove).
-                    let swap = try swapLists(replacing: { _ in false }, with: Array(add), families: [family])
+                    let swap = try swapLists(replacing: { _ in false }, with: add, families: [family])
                     update.added += swap.ipv4 + swap.ipv6
                     update.swappedFamilies += 1
                     continue
@@ -447,7 +448,7 @@ extension BanMaps {
                     for entry in add where !held.contains(entry.network) {
                         wanted[entry.network] = entry
                     }
-                    _ = try swapLists(replacing: owned, with: Array(wanted.values), families: [family])
+                    _ = try swapLists(replacing: owned, with: wanted.values, families: [family])
                     update.added += added
                     update.swappedFamilies += 1
                     continue
@@ -471,7 +472,7 @@ extension BanMaps {
             guard !slots.isEmpty else { return 0 }
             let count = try listEntries().count(where: { slots.contains($0.origin) })
             guard count > 0 else { return 0 }
-            _ = try swapLists(replacing: { slots.contains($0) }, with: [])
+            _ = try swapLists(replacing: { slots.contains($0) }, with: [ListEntry]())
             return count
         }
     }
