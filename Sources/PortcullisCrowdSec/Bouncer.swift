@@ -228,25 +228,45 @@ public final class Bouncer: @unchecked Sendable {
     /// One pull: all of the LAPI's set (`full`), or what changed since the last pull.
     /// - Returns: the networks whose entry changed, and how long installing them took.
     private func pull(full: Bool, repair: Bool) throws(LAPIError) -> (changed: Int, seconds: Double) {
-        let body = try client.request(
+        var body = try client.request(
             "GET", "v1/decisions/stream?startup=\(full || repair)&" + settings.query,
             headers: settings.apiKey.map { ["X-Api-Key: " + $0] } ?? [])
-        let stream = try DecisionStream(json: body)
         let now = SystemClock.bootNanoseconds()
         let started = SystemClock.monotonicSeconds()
+        // Each decision is taken into the set as the answer is read (no array of them), and the
+        // answer's bytes go before the maps are written: a pull of 100,000 never holds both.
+        func read(
+            _ body: inout [UInt8],
+            _ take: (inout DecisionSet, [UInt8]) throws(LAPIError) -> ([DecisionSet.Change], DecisionStream.Counts)
+        ) throws(LAPIError)
+            -> ([DecisionSet.Change], DecisionStream.Counts)
+        {
+            defer { body = [] }
+            return try take(&set, body)
+        }
         var changed = 0
+        let counts: DecisionStream.Counts
         if full {
             // The first full pull counts what it skips; a later one (after a failure) brings the
             // same decisions again and does not.
-            let changes: [DecisionSet.Change]
+            var changes: [DecisionSet.Change] = []
             let whole = !resynchronised
             if resynchronised {
-                changes = set.resync(stream, now: now)
+                (changes, counts) = try read(&body) { set, json throws(LAPIError) in
+                    try set.resync(json: json, now: now)
+                }
             } else {
+                let kept = set
                 set.reset()
-                _ = set.apply(stream, now: now)
+                do {
+                    (_, counts) = try read(&body) { set, json throws(LAPIError) in try set.apply(json: json, now: now) }
+                } catch {
+                    set = kept
+                    throw error
+                }
                 resynchronised = true
-                changes = set.wanted().map { .install($0.0, $0.1) }
+                // The fleet's share of them, only when one listens.
+                if observer != nil { changes = set.wanted().map { .install($0.0, $0.1) } }
             }
             held = []
             // Told before the maps are written: the decisions are the LAPI's whether or not they go in.
@@ -255,13 +275,18 @@ public final class Bouncer: @unchecked Sendable {
             changed = set.networks
         } else {
             // In place: a delta, or (repair) what the deltas got wrong.
-            var changes = repair ? set.resync(stream, now: now) : set.apply(stream, now: now)
+            var changes: [DecisionSet.Change]
+            (changes, counts) = try read(&body) { set, json throws(LAPIError) in
+                repair ? try set.resync(json: json, now: now) : try set.apply(json: json, now: now)
+            }
             if repair { statistics.withLock { $0.repaired += UInt64(changes.count) } }
             changed = changes.count
             // Networks another list held are tried again (that list may be gone).
-            let touched = Set(changes.map(\.network))
-            for network in held where !touched.contains(network) {
-                if let claim = set.longest(network) { changes.append(.install(network, claim)) }
+            if !held.isEmpty {
+                let touched = Set(changes.map(\.network))
+                for network in held where !touched.contains(network) {
+                    if let claim = set.longest(network) { changes.append(.install(network, claim)) }
+                }
             }
             held = []
             install(changes)
@@ -271,8 +296,8 @@ public final class Bouncer: @unchecked Sendable {
         let census = set.census()
         let (count, skipped) = (set.networks, set.skipped)
         statistics.withLock {
-            $0.received.new += UInt64(stream.new.count)
-            $0.received.deleted += UInt64(stream.deleted.count)
+            $0.received.new += UInt64(counts.new)
+            $0.received.deleted += UInt64(counts.deleted)
             $0.skipped = skipped
             $0.inForce = census
             $0.networks = count

@@ -135,15 +135,17 @@ public struct DecisionSet: Sendable {
     }
 
     /// Every network with its claim: what a full install writes.
-    public func wanted() -> [(IPNetwork, Claim)] {
-        entries.map { ($0.key, Claim(end: $0.value.end, origin: origins.names[Int($0.value.origin)])) }
+    /// (Read as it is asked: no array of 100,000 claims is made.)
+    public func wanted() -> some Collection<(IPNetwork, Claim)> {
+        let names = origins.names
+        return entries.lazy.map { ($0.key, Claim(end: $0.value.end, origin: names[Int($0.value.origin)])) }
     }
 
     /// Forgets everything (a full pull starts anew).
     public mutating func reset() {
         entries = [:]
         origins = OriginTable()
-        ends.removeAll()
+        ends = EndHeap()
     }
 
     /// The scope of a decision's `scope` field, if one enforced.
@@ -233,19 +235,47 @@ public struct DecisionSet: Sendable {
     public mutating func apply(_ stream: DecisionStream, now: UInt64) -> [Change] {
         countMalformed(stream.malformed)
         var touched = Set<IPNetwork>(minimumCapacity: stream.new.count + stream.deleted.count)
-        // Room first: a pull of the community blocklist grows the set by tens of thousands at once.
-        entries.reserveCapacity(entries.count + stream.new.count)
-        for decision in stream.deleted {
-            if let network = deletion(decision), remove(network) { touched.insert(network) }
-        }
-        for decision in stream.new {
-            guard let network = admit(decision) else { continue }
-            let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
-            if let held = entries[network], held.end >= end { continue }
-            set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
-            touched.insert(network)
-        }
+        reserve(stream.new.count)
+        for decision in stream.deleted { delete(decision, &touched) }
+        for decision in stream.new { add(decision, now: now, &touched) }
         return touched.map(change)
+    }
+
+    /// `apply` straight from an answer's bytes, each decision taken as it is read (no array of
+    /// them: a pull of 100,000 holds only the set). - Returns: the changes, and the answer's counts
+    /// of entries (for the statistics). - Throws: for an answer that is not one (nothing changed).
+    public mutating func apply(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
+        var touched = Set<IPNetwork>()
+        // The answer's syntax is checked whole before any decision is handed over: one that is
+        // not an answer throws with the set as it was.
+        let counts = try DecisionStream.forEach(
+            json: json,
+            reserve: { counts in
+                touched.reserveCapacity(counts.new + counts.deleted)
+                self.reserve(counts.new)
+            },
+            new: { self.add($0, now: now, &touched) }, deleted: { self.delete($0, &touched) })
+        countMalformed(counts.malformed)
+        return (touched.map(change), counts)
+    }
+
+    /// Room for `more` entries (a pull of the community blocklist grows the set by tens of
+    /// thousands at once).
+    private mutating func reserve(_ more: Int) {
+        entries.reserveCapacity(entries.count + more)
+        ends.reserve(entries.count + more)
+    }
+
+    private mutating func delete(_ decision: Decision, _ touched: inout Set<IPNetwork>) {
+        if let network = deletion(decision), remove(network) { touched.insert(network) }
+    }
+
+    private mutating func add(_ decision: Decision, now: UInt64, _ touched: inout Set<IPNetwork>) {
+        guard let network = admit(decision) else { return }
+        let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
+        if let held = entries[network], held.end >= end { return }
+        set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
+        touched.insert(network)
     }
 
     private func change(_ network: IPNetwork) -> Change {
@@ -256,11 +286,34 @@ public struct DecisionSet: Sendable {
     /// networks whose entry changed (its origin, or its end by a second or more), came or went.
     /// Skips are not counted again (the decisions were counted when they came).
     public mutating func resync(_ stream: DecisionStream, now: UInt64) -> [Change] {
+        resync { $0.apply(stream, now: now) }
+    }
+
+    /// `resync` straight from an answer's bytes. - Returns: the changes and the answer's counts.
+    public mutating func resync(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
+        var counts = DecisionStream.Counts()
+        var failure: LAPIError?
+        let kept = self
+        let changes = resync { set in
+            do throws(LAPIError) {
+                counts = try set.apply(json: json, now: now).1
+            } catch {
+                failure = error
+            }
+        }
+        if let failure {
+            self = kept
+            throw failure
+        }
+        return (changes, counts)
+    }
+
+    private mutating func resync(_ fill: (inout DecisionSet) -> Void) -> [Change] {
         let before = entries
         let names = origins.names
         let counted = skipped
         reset()
-        _ = apply(stream, now: now)
+        fill(&self)
         skipped = counted
         var changes: [Change] = []
         for (network, entry) in entries {

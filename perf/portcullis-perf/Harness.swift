@@ -130,7 +130,7 @@ struct PortcullisPerf: ParsableCommand {
         discussion: "Release builds only (swift build -c release). Needs root for the BPF suites.",
         subcommands: [
             XDPSuite.self, TransportsSuite.self, EngineSuite.self, PipelineSuite.self, AgingSuite.self, FleetSuite.self,
-            WorkloadSuite.self, PacedSuite.self, IdleSuite.self, SoakSuite.self,
+            WorkloadSuite.self, PacedSuite.self, IdleSuite.self, SoakSuite.self, CrowdSecScaleSuite.self,
         ]
     )
 }
