@@ -228,56 +228,51 @@ public final class Bouncer: @unchecked Sendable {
     /// One pull: all of the LAPI's set (`full`), or what changed since the last pull.
     /// - Returns: the networks whose entry changed, and how long installing them took.
     private func pull(full: Bool, repair: Bool) throws(LAPIError) -> (changed: Int, seconds: Double) {
-        var body = try client.request(
-            "GET", "v1/decisions/stream?startup=\(full || repair)&" + settings.query,
-            headers: settings.apiKey.map { ["X-Api-Key: " + $0] } ?? [])
-        let now = SystemClock.bootNanoseconds()
-        let started = SystemClock.monotonicSeconds()
-        // Each decision is taken into the set as the answer is read (no array of them), and the
-        // answer's bytes go before the maps are written: a pull of 100,000 never holds both.
+        let path = "v1/decisions/stream?startup=\(full || repair)&" + settings.query
+        let headers = settings.apiKey.map { ["X-Api-Key: " + $0] } ?? []
+        var now: UInt64 = 0
+        var started = 0.0
+        // Each decision is taken into the set as the answer is read where libcurl left it (no copy
+        // of it, no array of decisions); the answer is freed before the maps are written: a pull of
+        // 100,000 never holds the answer and the maps' writes at once.
         func read(
-            _ body: inout [UInt8],
-            _ take: (inout DecisionSet, [UInt8]) throws(LAPIError) -> ([DecisionSet.Change], DecisionStream.Counts)
-        ) throws(LAPIError)
-            -> ([DecisionSet.Change], DecisionStream.Counts)
-        {
-            defer { body = [] }
-            return try take(&set, body)
+            _ take: (inout DecisionSet, UnsafeBufferPointer<UInt8>) throws(LAPIError) -> (
+                [DecisionSet.Change], DecisionStream.Counts
+            )
+        ) throws(LAPIError) -> ([DecisionSet.Change], DecisionStream.Counts) {
+            try client.request("GET", path, headers: headers) { (json) throws(LAPIError) in
+                now = SystemClock.bootNanoseconds()
+                started = SystemClock.monotonicSeconds()
+                return try take(&set, json)
+            }
         }
         var changed = 0
         let counts: DecisionStream.Counts
         if full {
             // The first full pull counts what it skips; a later one (after a failure) brings the
-            // same decisions again and does not.
-            var changes: [DecisionSet.Change] = []
+            // same decisions again and does not. It replaces the set in place; the fleet (when
+            // one listens) is told the whole set the first time, what changed after.
             let whole = !resynchronised
-            if resynchronised {
-                (changes, counts) = try read(&body) { set, json throws(LAPIError) in
-                    try set.resync(json: json, now: now)
-                }
-            } else {
-                let kept = set
-                set.reset()
-                do {
-                    (_, counts) = try read(&body) { set, json throws(LAPIError) in try set.apply(json: json, now: now) }
-                } catch {
-                    set = kept
-                    throw error
-                }
-                resynchronised = true
-                // The fleet's share of them, only when one listens.
-                if observer != nil { changes = set.wanted().map { .install($0.0, $0.1) } }
+            let listening = observer != nil
+            var changes: [DecisionSet.Change]
+            (changes, counts) = try read { set, json throws(LAPIError) in
+                try set.synchronise(json: json, now: now, tracking: listening && !whole, countingSkips: whole)
             }
+            resynchronised = true
+            if listening && whole { changes = set.wanted().map { .install($0.0, $0.1) } }
             held = []
             // Told before the maps are written: the decisions are the LAPI's whether or not they go in.
             observer?(changes, now, whole)
+            changes = []
             try replaceAll()
             changed = set.networks
         } else {
             // In place: a delta, or (repair) what the deltas got wrong.
             var changes: [DecisionSet.Change]
-            (changes, counts) = try read(&body) { set, json throws(LAPIError) in
-                repair ? try set.resync(json: json, now: now) : try set.apply(json: json, now: now)
+            (changes, counts) = try read { set, json throws(LAPIError) in
+                repair
+                    ? try set.synchronise(json: json, now: now, tracking: true, countingSkips: false)
+                    : try set.apply(json: json, now: now)
             }
             if repair { statistics.withLock { $0.repaired += UInt64(changes.count) } }
             changed = changes.count

@@ -90,9 +90,13 @@ public struct DecisionSet: Sendable {
     struct Entry: Sendable {
         var end: UInt64
         var origin: UInt32
+        /// The full pull that last gave it (`synchronise`; in the padding: 16 bytes all the same).
+        var generation: UInt32 = 0
     }
 
     private var entries: [IPNetwork: Entry] = [:]
+    /// Of the last full pull taken (`synchronise`).
+    private var generation: UInt32 = 0
     private var origins = OriginTable()
     /// Each entry's end, earliest first (ends since replaced are skipped).
     private var ends = EndHeap<IPNetwork>()
@@ -242,21 +246,35 @@ public struct DecisionSet: Sendable {
     }
 
     /// `apply` straight from an answer's bytes, each decision taken as it is read (no array of
-    /// them: a pull of 100,000 holds only the set). - Returns: the changes, and the answer's counts
-    /// of entries (for the statistics). - Throws: for an answer that is not one (nothing changed).
-    public mutating func apply(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
+    /// them: a pull of 100,000 holds only the set). - Returns: the changes (none listed when not
+    /// `tracking`: a first full pull installs the whole set), and the answer's counts of entries
+    /// (for the statistics). - Throws: for an answer that is not one (the set as it was).
+    public mutating func apply(
+        json: UnsafeBufferPointer<UInt8>, now: UInt64, tracking: Bool = true
+    ) throws(LAPIError)
+        -> ([Change], DecisionStream.Counts)
+    {
         var touched = Set<IPNetwork>()
-        // The answer's syntax is checked whole before any decision is handed over: one that is
-        // not an answer throws with the set as it was.
+        // The answer's syntax is checked whole before any decision is handed over.
         let counts = try DecisionStream.forEach(
-            json: json,
+            bytes: json,
             reserve: { counts in
-                touched.reserveCapacity(counts.new + counts.deleted)
+                if tracking { touched.reserveCapacity(counts.new + counts.deleted) }
                 self.reserve(counts.new)
             },
-            new: { self.add($0, now: now, &touched) }, deleted: { self.delete($0, &touched) })
+            new: { self.add($0, now: now, &touched, tracking: tracking) },
+            deleted: { self.delete($0, &touched, tracking: tracking) })
         countMalformed(counts.malformed)
         return (touched.map(change), counts)
+    }
+
+    /// `apply(json:)` over an array (tests, benchmarks).
+    public mutating func apply(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
+        var result: Result<([Change], DecisionStream.Counts), LAPIError>!
+        json.withUnsafeBufferPointer { bytes in
+            result = Result { () throws(LAPIError) in try apply(json: bytes, now: now) }
+        }
+        return try result.get()
     }
 
     /// Room for `more` entries (a pull of the community blocklist grows the set by tens of
@@ -266,16 +284,18 @@ public struct DecisionSet: Sendable {
         ends.reserve(entries.count + more)
     }
 
-    private mutating func delete(_ decision: Decision, _ touched: inout Set<IPNetwork>) {
-        if let network = deletion(decision), remove(network) { touched.insert(network) }
+    private mutating func delete(_ decision: Decision, _ touched: inout Set<IPNetwork>, tracking: Bool = true) {
+        if let network = deletion(decision), remove(network), tracking { touched.insert(network) }
     }
 
-    private mutating func add(_ decision: Decision, now: UInt64, _ touched: inout Set<IPNetwork>) {
+    private mutating func add(
+        _ decision: Decision, now: UInt64, _ touched: inout Set<IPNetwork>, tracking: Bool = true
+    ) {
         guard let network = admit(decision) else { return }
         let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
         if let held = entries[network], held.end >= end { return }
         set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
-        touched.insert(network)
+        if tracking { touched.insert(network) }
     }
 
     private func change(_ network: IPNetwork) -> Change {
@@ -286,44 +306,92 @@ public struct DecisionSet: Sendable {
     /// networks whose entry changed (its origin, or its end by a second or more), came or went.
     /// Skips are not counted again (the decisions were counted when they came).
     public mutating func resync(_ stream: DecisionStream, now: UInt64) -> [Change] {
-        resync { $0.apply(stream, now: now) }
+        var sync = Synchronisation(tracking: true, countingSkips: false)
+        begin(&sync, answer: stream.new.count)
+        for decision in stream.new { take(decision, now: now, &sync) }
+        return finish(&sync)
     }
 
-    /// `resync` straight from an answer's bytes. - Returns: the changes and the answer's counts.
-    public mutating func resync(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
-        var counts = DecisionStream.Counts()
-        var failure: LAPIError?
-        let kept = self
-        let changes = resync { set in
-            do throws(LAPIError) {
-                counts = try set.apply(json: json, now: now).1
-            } catch {
-                failure = error
+    /// The whole set replaced by a full pull's, straight from its bytes and in place: a decision
+    /// that gives a network what it holds (within a second) leaves it as it is, a network the
+    /// answer does not give goes. So a full pull of 100,000 over a set of 100,000 holds one set,
+    /// not two, and lists only what changed (when `tracking`). The answer's `deleted` need not be
+    /// read: what it does not hold goes. Skips are counted on the first (`countingSkips`) only.
+    /// - Throws: for an answer that is not one (the set as it was: the syntax is checked first).
+    public mutating func synchronise(
+        json: UnsafeBufferPointer<UInt8>, now: UInt64, tracking: Bool, countingSkips: Bool
+    ) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
+        var sync = Synchronisation(tracking: tracking, countingSkips: countingSkips)
+        let counts = try DecisionStream.forEach(
+            bytes: json, reserve: { self.begin(&sync, answer: $0.new) }, new: { self.take($0, now: now, &sync) },
+            deleted: { _ in })
+        countMalformed(counts.malformed)
+        return (finish(&sync), counts)
+    }
+
+    /// A full pull under way.
+    struct Synchronisation {
+        let tracking: Bool
+        let countingSkips: Bool
+        var skipped: [SkipReason: UInt64] = [:]
+        /// Networks the answer changed, with their claim before it (nil: none).
+        var before: [IPNetwork: Claim?] = [:]
+
+        init(tracking: Bool, countingSkips: Bool) {
+            self.tracking = tracking
+            self.countingSkips = countingSkips
+        }
+    }
+
+    private mutating func begin(_ sync: inout Synchronisation, answer: Int) {
+        sync.skipped = skipped
+        generation &+= 1
+        // Room for the answer's networks, not for both: most are those held.
+        reserve(max(answer - entries.count, 0))
+    }
+
+    private mutating func take(_ decision: Decision, now: UInt64, _ sync: inout Synchronisation) {
+        guard let network = admit(decision) else { return }
+        let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
+        let origin = decision.origin.isEmpty ? "unknown" : decision.origin
+        if let held = entries[network] {
+            let claim = Claim(end: held.end, origin: origins.names[Int(held.origin)])
+            if held.generation == generation {
+                // A network this answer gave already: its longest decision holds.
+                guard held.end < end else { return }
+                if sync.tracking, sync.before[network] == nil { sync.before[network] = .some(claim) }
+            } else if claim.isSame(as: Claim(end: end, origin: origin)) {
+                entries[network]!.generation = generation
+                return
+            } else if sync.tracking {
+                sync.before[network] = .some(claim)
             }
+        } else if sync.tracking {
+            sync.before[network] = .some(nil)
         }
-        if let failure {
-            self = kept
-            throw failure
-        }
-        return (changes, counts)
+        set(network, end: end, origin: origin)
+        entries[network]!.generation = generation
     }
 
-    private mutating func resync(_ fill: (inout DecisionSet) -> Void) -> [Change] {
-        let before = entries
-        let names = origins.names
-        let counted = skipped
-        reset()
-        fill(&self)
-        skipped = counted
+    private mutating func finish(_ sync: inout Synchronisation) -> [Change] {
+        if !sync.countingSkips { skipped = sync.skipped }
+        let current = generation
+        let gone = entries.filter { $0.value.generation != current }
+        for (network, entry) in gone {
+            if sync.tracking, sync.before[network] == nil {
+                sync.before[network] = .some(Claim(end: entry.end, origin: origins.names[Int(entry.origin)]))
+            }
+            remove(network)
+        }
+        guard sync.tracking else { return [] }
         var changes: [Change] = []
-        for (network, entry) in entries {
-            if let old = before[network] {
-                let claim = Claim(end: entry.end, origin: origins.names[Int(entry.origin)])
-                if claim.isSame(as: Claim(end: old.end, origin: names[Int(old.origin)])) { continue }
-            }
+        changes.reserveCapacity(sync.before.count)
+        for (network, old) in sync.before {
+            let now = longest(network)
+            if let now, let old, now.isSame(as: old) { continue }
+            if now == nil, old == nil { continue }
             changes.append(change(network))
         }
-        for network in before.keys where entries[network] == nil { changes.append(.remove(network)) }
         return changes
     }
 

@@ -61,20 +61,29 @@ public struct DecisionStream: Sendable {
         json: [UInt8], reserve: (Counts) -> Void = { _ in }, new: (Decision) -> Void, deleted: (Decision) -> Void
     ) throws(LAPIError) -> Counts {
         let result = json.withUnsafeBufferPointer { bytes -> Result<Counts, LAPIError> in
-            var outline = Outline()
-            if let error = outline.read(bytes) { return .failure(error) }
-            var counts = Counts(new: outline.new?.count ?? 0, deleted: outline.deleted?.count ?? 0)
-            reserve(counts)
-            var reader = EntryReader(bytes: bytes)
-            if let list = outline.deleted {
-                counts.malformed += reader.read(list.start, strict: false, deleted)
-            }
-            if let list = outline.new {
-                counts.malformed += reader.read(list.start, strict: true, new)
-            }
-            return .success(counts)
+            Result { () throws(LAPIError) in try forEach(bytes: bytes, reserve: reserve, new: new, deleted: deleted) }
         }
         return try result.get()
+    }
+
+    /// `forEach` over bytes where they lie (an answer as libcurl received it).
+    @discardableResult
+    public static func forEach(
+        bytes: UnsafeBufferPointer<UInt8>, reserve: (Counts) -> Void = { _ in }, new: (Decision) -> Void,
+        deleted: (Decision) -> Void
+    ) throws(LAPIError) -> Counts {
+        var outline = Outline()
+        if let error = outline.read(bytes) { throw error }
+        var counts = Counts(new: outline.new?.count ?? 0, deleted: outline.deleted?.count ?? 0)
+        reserve(counts)
+        var reader = EntryReader(bytes: bytes)
+        if let list = outline.deleted {
+            counts.malformed += reader.read(list.start, strict: false, deleted)
+        }
+        if let list = outline.new {
+            counts.malformed += reader.read(list.start, strict: true, new)
+        }
+        return counts
     }
 }
 

@@ -4,7 +4,7 @@ import PortcullisCore
 
 /// What one source claims for a network of the list layer: until when, for which origin (the
 /// name after the writer's prefix: `crowdsec/cscli`'s `cscli`, `fleet/web-2`'s `web-2`).
-public struct ListClaim: Sendable, Equatable {
+public struct ListClaim: Sendable, Hashable {
     /// `CLOCK_BOOTTIME` nanoseconds (what the XDP program compares an entry's end with); `.max`:
     /// never.
     public let end: UInt64
@@ -23,7 +23,7 @@ public struct ListClaim: Sendable, Equatable {
 }
 
 /// What the maps must hold for a network now: its longest claim, or nothing.
-public enum ListChange: Sendable, Equatable {
+public enum ListChange: Sendable, Hashable {
     case install(IPNetwork, ListClaim)
     case remove(IPNetwork)
 
