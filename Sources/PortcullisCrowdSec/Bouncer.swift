@@ -235,11 +235,11 @@ public final class Bouncer: @unchecked Sendable {
         // Each decision is taken into the set as the answer is read where libcurl left it (no copy
         // of it, no array of decisions); the answer is freed before the maps are written: a pull of
         // 100,000 never holds the answer and the maps' writes at once.
-        func read(
-            _ take: (inout DecisionSet, UnsafeBufferPointer<UInt8>) throws(LAPIError) -> (
-                [DecisionSet.Change], DecisionStream.Counts
-            )
-        ) throws(LAPIError) -> ([DecisionSet.Change], DecisionStream.Counts) {
+        func read<T>(
+            _ take: (inout DecisionSet, UnsafeBufferPointer<UInt8>) throws(LAPIError) -> T
+        ) throws(LAPIError)
+            -> T
+        {
             try client.request("GET", path, headers: headers) { (json) throws(LAPIError) in
                 now = SystemClock.bootNanoseconds()
                 started = SystemClock.monotonicSeconds()
@@ -254,12 +254,12 @@ public final class Bouncer: @unchecked Sendable {
             // one listens) is told the whole set the first time, what changed after.
             let whole = !resynchronised
             let listening = observer != nil
-            var changes: [DecisionSet.Change]
-            (changes, counts) = try read { set, json throws(LAPIError) in
-                try set.synchronise(json: json, now: now, tracking: listening && !whole, countingSkips: whole)
+            var changes: [DecisionSet.Change] = []
+            counts = try read { set, json throws(LAPIError) in
+                try set.synchronise(json: json, now: now, countingSkips: whole)
             }
             resynchronised = true
-            if listening && whole { changes = set.wanted().map { .install($0.0, $0.1) } }
+            if listening { changes = whole ? set.wanted().map { .install($0.0, $0.1) } : set.synchronisedChanges() }
             held = []
             // Told before the maps are written: the decisions are the LAPI's whether or not they go in.
             observer?(changes, now, whole)
@@ -269,10 +269,16 @@ public final class Bouncer: @unchecked Sendable {
         } else {
             // In place: a delta, or (repair) what the deltas got wrong.
             var changes: [DecisionSet.Change]
-            (changes, counts) = try read { set, json throws(LAPIError) in
-                repair
-                    ? try set.synchronise(json: json, now: now, tracking: true, countingSkips: false)
-                    : try set.apply(json: json, now: now)
+            // (The changes listed once the answer's bytes are gone.)
+            if repair {
+                counts = try read { set, json throws(LAPIError) in
+                    try set.synchronise(json: json, now: now, countingSkips: false)
+                }
+                changes = set.synchronisedChanges()
+            } else {
+                let touched: Set<IPNetwork>
+                (touched, counts) = try read { set, json throws(LAPIError) in try set.apply(json: json, now: now) }
+                changes = set.changes(of: touched)
             }
             if repair { statistics.withLock { $0.repaired += UInt64(changes.count) } }
             changed = changes.count

@@ -97,6 +97,8 @@ public struct DecisionSet: Sendable {
     private var entries: [IPNetwork: Entry] = [:]
     /// Of the last full pull taken (`synchronise`).
     private var generation: UInt32 = 0
+    /// The networks the last full pull lacked (removed), until `synchronisedChanges`.
+    private var removedBySynchronisation: [IPNetwork] = []
     private var origins = OriginTable()
     /// Each entry's end, earliest first (ends since replaced are skipped).
     private var ends = EndHeap<IPNetwork>()
@@ -246,35 +248,38 @@ public struct DecisionSet: Sendable {
     }
 
     /// `apply` straight from an answer's bytes, each decision taken as it is read (no array of
-    /// them: a pull of 100,000 holds only the set). - Returns: the changes (none listed when not
-    /// `tracking`: a first full pull installs the whole set), and the answer's counts of entries
-    /// (for the statistics). - Throws: for an answer that is not one (the set as it was).
+    /// them: a pull of 100,000 holds only the set). - Returns: the networks it touched (what the
+    /// maps must hold for them: `changes(of:)`, once the answer's bytes are gone), and the answer's
+    /// counts of entries (for the statistics). - Throws: for an answer that is not one (the set as
+    /// it was: the syntax is checked whole before any decision is handed over).
     public mutating func apply(
-        json: UnsafeBufferPointer<UInt8>, now: UInt64, tracking: Bool = true
+        json: UnsafeBufferPointer<UInt8>, now: UInt64
     ) throws(LAPIError)
-        -> ([Change], DecisionStream.Counts)
+        -> (touched: Set<IPNetwork>, counts: DecisionStream.Counts)
     {
         var touched = Set<IPNetwork>()
-        // The answer's syntax is checked whole before any decision is handed over.
         let counts = try DecisionStream.forEach(
             bytes: json,
             reserve: { counts in
-                if tracking { touched.reserveCapacity(counts.new + counts.deleted) }
+                touched.reserveCapacity(counts.new + counts.deleted)
                 self.reserve(counts.new)
             },
-            new: { self.add($0, now: now, &touched, tracking: tracking) },
-            deleted: { self.delete($0, &touched, tracking: tracking) })
+            new: { self.add($0, now: now, &touched) }, deleted: { self.delete($0, &touched) })
         countMalformed(counts.malformed)
-        return (touched.map(change), counts)
+        return (touched, counts)
     }
 
-    /// `apply(json:)` over an array (tests, benchmarks).
+    /// What the maps must hold for `networks` now.
+    public func changes(of networks: Set<IPNetwork>) -> [Change] { networks.map(change) }
+
+    /// `apply(json:)` over an array, with its changes (tests, benchmarks).
     public mutating func apply(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
-        var result: Result<([Change], DecisionStream.Counts), LAPIError>!
+        var result: Result<(touched: Set<IPNetwork>, counts: DecisionStream.Counts), LAPIError>!
         json.withUnsafeBufferPointer { bytes in
             result = Result { () throws(LAPIError) in try apply(json: bytes, now: now) }
         }
-        return try result.get()
+        let (touched, counts) = try result.get()
+        return (changes(of: touched), counts)
     }
 
     /// Room for `more` entries (a pull of the community blocklist grows the set by tens of
@@ -284,18 +289,16 @@ public struct DecisionSet: Sendable {
         ends.reserve(entries.count + more)
     }
 
-    private mutating func delete(_ decision: Decision, _ touched: inout Set<IPNetwork>, tracking: Bool = true) {
-        if let network = deletion(decision), remove(network), tracking { touched.insert(network) }
+    private mutating func delete(_ decision: Decision, _ touched: inout Set<IPNetwork>) {
+        if let network = deletion(decision), remove(network) { touched.insert(network) }
     }
 
-    private mutating func add(
-        _ decision: Decision, now: UInt64, _ touched: inout Set<IPNetwork>, tracking: Bool = true
-    ) {
+    private mutating func add(_ decision: Decision, now: UInt64, _ touched: inout Set<IPNetwork>) {
         guard let network = admit(decision) else { return }
         let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
         if let held = entries[network], held.end >= end { return }
         set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
-        if tracking { touched.insert(network) }
+        touched.insert(network)
     }
 
     private func change(_ network: IPNetwork) -> Change {
@@ -306,92 +309,78 @@ public struct DecisionSet: Sendable {
     /// networks whose entry changed (its origin, or its end by a second or more), came or went.
     /// Skips are not counted again (the decisions were counted when they came).
     public mutating func resync(_ stream: DecisionStream, now: UInt64) -> [Change] {
-        var sync = Synchronisation(tracking: true, countingSkips: false)
-        begin(&sync, answer: stream.new.count)
-        for decision in stream.new { take(decision, now: now, &sync) }
-        return finish(&sync)
+        let counted = begin(answer: stream.new.count)
+        for decision in stream.new { take(decision, now: now) }
+        finish(skipped: counted)
+        return synchronisedChanges()
     }
 
     /// The whole set replaced by a full pull's, straight from its bytes and in place: a decision
     /// that gives a network what it holds (within a second) leaves it as it is, a network the
     /// answer does not give goes. So a full pull of 100,000 over a set of 100,000 holds one set,
-    /// not two, and lists only what changed (when `tracking`). The answer's `deleted` need not be
-    /// read: what it does not hold goes. Skips are counted on the first (`countingSkips`) only.
+    /// not two, and nothing beside: what changed is marked in the entries (`synchronisedChanges`
+    /// lists it, once the answer's bytes are gone). The answer's `deleted` need not be read: what
+    /// it does not hold goes. Skips are counted on the first (`countingSkips`) only.
     /// - Throws: for an answer that is not one (the set as it was: the syntax is checked first).
     public mutating func synchronise(
-        json: UnsafeBufferPointer<UInt8>, now: UInt64, tracking: Bool, countingSkips: Bool
-    ) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
-        var sync = Synchronisation(tracking: tracking, countingSkips: countingSkips)
+        json: UnsafeBufferPointer<UInt8>, now: UInt64, countingSkips: Bool
+    ) throws(LAPIError) -> DecisionStream.Counts {
+        var counted: [SkipReason: UInt64] = [:]
         let counts = try DecisionStream.forEach(
-            bytes: json, reserve: { self.begin(&sync, answer: $0.new) }, new: { self.take($0, now: now, &sync) },
+            bytes: json, reserve: { counted = self.begin(answer: $0.new) }, new: { self.take($0, now: now) },
             deleted: { _ in })
         countMalformed(counts.malformed)
-        return (finish(&sync), counts)
+        finish(skipped: countingSkips ? skipped : counted)
+        return counts
     }
 
-    /// A full pull under way.
-    struct Synchronisation {
-        let tracking: Bool
-        let countingSkips: Bool
-        var skipped: [SkipReason: UInt64] = [:]
-        /// Networks the answer changed, with their claim before it (nil: none).
-        var before: [IPNetwork: Claim?] = [:]
+    /// The mark of an entry the last full pull changed (or added), beside its generation.
+    private static let changedMark: UInt32 = 1 << 31
 
-        init(tracking: Bool, countingSkips: Bool) {
-            self.tracking = tracking
-            self.countingSkips = countingSkips
-        }
-    }
-
-    private mutating func begin(_ sync: inout Synchronisation, answer: Int) {
-        sync.skipped = skipped
-        generation &+= 1
+    /// - Returns: the skips counted before it.
+    private mutating func begin(answer: Int) -> [SkipReason: UInt64] {
+        generation = (generation &+ 1) & ~Self.changedMark
+        removedBySynchronisation = []
         // Room for the answer's networks, not for both: most are those held.
         reserve(max(answer - entries.count, 0))
+        return skipped
     }
 
-    private mutating func take(_ decision: Decision, now: UInt64, _ sync: inout Synchronisation) {
+    private mutating func take(_ decision: Decision, now: UInt64) {
         guard let network = admit(decision) else { return }
         let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
         let origin = decision.origin.isEmpty ? "unknown" : decision.origin
         if let held = entries[network] {
-            let claim = Claim(end: held.end, origin: origins.names[Int(held.origin)])
-            if held.generation == generation {
+            if held.generation & ~Self.changedMark == generation {
                 // A network this answer gave already: its longest decision holds.
                 guard held.end < end else { return }
-                if sync.tracking, sync.before[network] == nil { sync.before[network] = .some(claim) }
-            } else if claim.isSame(as: Claim(end: end, origin: origin)) {
+            } else if Claim(end: held.end, origin: origins.names[Int(held.origin)])
+                .isSame(as: Claim(end: end, origin: origin))
+            {
                 entries[network]!.generation = generation
                 return
-            } else if sync.tracking {
-                sync.before[network] = .some(claim)
             }
-        } else if sync.tracking {
-            sync.before[network] = .some(nil)
         }
         set(network, end: end, origin: origin)
-        entries[network]!.generation = generation
+        entries[network]!.generation = generation | Self.changedMark
     }
 
-    private mutating func finish(_ sync: inout Synchronisation) -> [Change] {
-        if !sync.countingSkips { skipped = sync.skipped }
+    private mutating func finish(skipped counted: [SkipReason: UInt64]) {
+        skipped = counted
         let current = generation
-        let gone = entries.filter { $0.value.generation != current }
-        for (network, entry) in gone {
-            if sync.tracking, sync.before[network] == nil {
-                sync.before[network] = .some(Claim(end: entry.end, origin: origins.names[Int(entry.origin)]))
-            }
-            remove(network)
-        }
-        guard sync.tracking else { return [] }
+        let gone = entries.compactMap { $0.value.generation & ~Self.changedMark == current ? nil : $0.key }
+        for network in gone { remove(network) }
+        removedBySynchronisation = gone
+    }
+
+    /// What the last full pull changed: networks it added or gave another entry, and those it lacked.
+    public mutating func synchronisedChanges() -> [Change] {
         var changes: [Change] = []
-        changes.reserveCapacity(sync.before.count)
-        for (network, old) in sync.before {
-            let now = longest(network)
-            if let now, let old, now.isSame(as: old) { continue }
-            if now == nil, old == nil { continue }
-            changes.append(change(network))
+        for (network, entry) in entries where entry.generation == generation | Self.changedMark {
+            changes.append(.install(network, Claim(end: entry.end, origin: origins.names[Int(entry.origin)])))
         }
+        changes += removedBySynchronisation.map { .remove($0) }
+        removedBySynchronisation = []
         return changes
     }
 

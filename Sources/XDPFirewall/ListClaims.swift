@@ -276,7 +276,7 @@ public final class ListInstaller {
         -> ListInstallResult
     {
         // Past the layer's capacity (never with a real Local API): an array to trim. Else the
-        // claims are read as they are, twice, and no copy of them is made.
+        // claims are read as they are, twice (their origins, then the entries).
         guard wanted.count <= BanMaps.listCapacity else {
             var trimmed = Array(wanted)
             let over = Self.trim(&trimmed)
@@ -351,8 +351,11 @@ public final class ListInstaller {
             if shared == nil, counts.keys.contains(where: { slotOf[$0] == nil }) {
                 result.refused = wanted.filter { slotOf[$0.1.origin] == nil }.map { ($0.0, $0.1.origin) }
             }
-            let entries = wanted.lazy.compactMap { network, claim in
-                slotOf[claim.origin].map { Self.entry(network, claim, $0) }
+            // Made once (the swap reads them several times per family; `wanted` may be a lazy view).
+            var entries: [ListEntry] = []
+            entries.reserveCapacity(wanted.count)
+            for (network, claim) in wanted {
+                if let slot = slotOf[claim.origin] { entries.append(Self.entry(network, claim, slot)) }
             }
             let replacing = owned.union(mine.keys)
             result.heldByOthers = try maps.swapLists(replacing: { replacing.contains($0) }, with: entries).heldByOthers
