@@ -47,7 +47,8 @@ public struct BouncerStatistics: Sendable {
     public var pullErrors: [String: UInt64] = [:]
     public var pullSeconds = 0.0
     public var lastPullSeconds = 0.0
-    /// How long the last pull's changes took from the parsed answer to the maps, in seconds.
+    /// How long the last pull took from its answer received to the maps (the answer read into the
+    /// set as it is parsed, and the map writes), in seconds.
     public var lastInstallSeconds = 0.0
     public var received: (new: UInt64, deleted: UInt64) = (0, 0)
     public var skipped: [SkipReason: UInt64] = [:]

@@ -44,7 +44,8 @@ extension CrowdSecLink {
                     bouncer.lastPullSeconds),
                 .gauge(
                     "portcullis_crowdsec_last_install_seconds",
-                    "How long writing the last pull's changes into the maps took.", [], bouncer.lastInstallSeconds),
+                    "How long the last pull took from its answer received to the maps (read into the set, written).",
+                    [], bouncer.lastInstallSeconds),
                 .gauge(
                     "portcullis_crowdsec_networks", "Networks in the maps for CrowdSec's decisions.", [],
                     Double(bouncer.networks)),
