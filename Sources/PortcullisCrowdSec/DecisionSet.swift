@@ -82,7 +82,8 @@ struct OriginTable: Sendable {
 /// value's longest, so a value whose decisions were deleted one after the other is reported
 /// deleted once, by its last one (a deletion by id kept such a value dropped until the next full
 /// pull). Times are `CLOCK_BOOTTIME` nanoseconds (what the XDP program compares an entry's end
-/// with). About 60 bytes a network: a full pull of 100,000 fits in a few megabytes.
+/// with). About 140 bytes a network with the table's room and the heap of ends (13.7 MB for
+/// 100,000, `portcullis-perf xdp --crowdsec-only`).
 public struct DecisionSet: Sendable {
     public typealias Claim = ListClaim
     public typealias Change = ListChange
@@ -236,7 +237,7 @@ public struct DecisionSet: Sendable {
     }
 
     /// Applies a pull: `deleted` first (each lifts its value), then `new` (a network keeps the
-    /// latest end it was given), each ending at `now` + its remaining time.
+    /// longest end it was given), each ending at `now` + its remaining time.
     /// - Returns: per network touched, what the maps must now hold.
     public mutating func apply(_ stream: DecisionStream, now: UInt64) -> [Change] {
         countMalformed(stream.malformed)
