@@ -58,7 +58,7 @@ struct PrefixKey {
 
     static func network(_ raw: UnsafeRawBufferPointer, family: IPAddress.Family) -> IPNetwork {
         let length = Int(raw.loadUnaligned(as: UInt32.self))
-        let address = IPAddress(bytes: raw[4..<(family == .ipv4 ? 8 : 20)])
+        let address = IPAddress(raw: UnsafeRawBufferPointer(rebasing: raw[4..<(family == .ipv4 ? 8 : 20)]))
         return IPNetwork(containing: address, length: length)
     }
 }

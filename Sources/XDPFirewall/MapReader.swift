@@ -63,31 +63,40 @@ struct MapReader {
             guard let more = try readChunk(at: &position, limit: 8192, entry) else { break }
             if !more { return }
         }
-        for var key in try keys() {
+        try walk { key in
             var value = pc_ban()
-            guard case .success = systemCallResult({ bpf_map_lookup_elem(fd, &key, &value) }) else { continue }
-            key.withUnsafeBytes { entry($0, value) }
+            guard case .success = systemCallResult({ bpf_map_lookup_elem(fd, key.baseAddress, &value) }) else {
+                return
+            }
+            entry(UnsafeRawBufferPointer(key), value)
+        }
+    }
+
+    /// Hands every key (`bpf_map_get_next_key`) to `body`, in two buffers of its size (no array
+    /// per key: a list's trie of 10,000 networks is walked at each delta that touches networks).
+    func walk(_ body: (UnsafeMutableRawBufferPointer) throws(FirewallError) -> Void) throws(FirewallError) {
+        let buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * keySize, alignment: 8)
+        defer { buffers.deallocate() }
+        var previous = UnsafeMutableRawBufferPointer(rebasing: buffers[0..<keySize])
+        var next = UnsafeMutableRawBufferPointer(rebasing: buffers[keySize...])
+        var first = true
+        while true {
+            let from = first ? nil : UnsafeRawPointer(previous.baseAddress)
+            let result = systemCallResult { bpf_map_get_next_key(fd, from, next.baseAddress) }
+            if case .failure(let error) = result {
+                if error.code == ENOENT { return }
+                throw systemError("read the keys of \(name)", error.code)
+            }
+            first = false
+            try body(next)
+            swap(&previous, &next)
         }
     }
 
     /// Every key (`bpf_map_get_next_key`), whatever the map's values.
     func keys() throws(FirewallError) -> [[UInt8]] {
         var keys: [[UInt8]] = []
-        var previous = [UInt8](repeating: 0, count: keySize)
-        var next = [UInt8](repeating: 0, count: keySize)
-        var first = true
-        while true {
-            let result = systemCallResult {
-                first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &previous, &next)
-            }
-            if case .failure(let error) = result {
-                if error.code == ENOENT { break }
-                throw systemError("read the keys of \(name)", error.code)
-            }
-            first = false
-            keys.append(next)
-            previous = next
-        }
+        try walk { keys.append(Array($0)) }
         return keys
     }
 }
