@@ -141,18 +141,30 @@ struct pc_list_trie_v6 {
 	__type(value, struct pc_ban);
 };
 
+/* Preallocated (ABI 4; PC_LAYOUT_3 builds the template of ABI 3, whose hashes allocate per entry,
+ * for the tests of pins an earlier build left). Its writer sizes each one for what it holds. */
+#ifdef PC_LAYOUT_3
+#define PC_LIST_HOSTS_FLAGS BPF_F_NO_PREALLOC
+#define PC_LIST_HOSTS_TEMPLATE_ENTRIES PC_LIST_ENTRIES
+#else
+#define PC_LIST_HOSTS_FLAGS 0
+/* A template's size is not its inner maps' (the kernel compares a hash's type, sizes and flags): one
+ * entry, or libbpf would preallocate a million for the template it makes at each load. */
+#define PC_LIST_HOSTS_TEMPLATE_ENTRIES 1
+#endif
+
 struct pc_list_hosts_v4 {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PC_LIST_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PC_LIST_HOSTS_TEMPLATE_ENTRIES);
+	__uint(map_flags, PC_LIST_HOSTS_FLAGS);
 	__type(key, struct pc_prefix4_key);
 	__type(value, struct pc_ban);
 };
 
 struct pc_list_hosts_v6 {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PC_LIST_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PC_LIST_HOSTS_TEMPLATE_ENTRIES);
+	__uint(map_flags, PC_LIST_HOSTS_FLAGS);
 	__type(key, struct pc_prefix6_key);
 	__type(value, struct pc_ban);
 };
@@ -570,11 +582,95 @@ static long pc_install_one(__u32 index, void *unused)
 SEC("syscall")
 int pc_install_bans(struct pc_install_args *args)
 {
-	__u32 count = args->count;
+	__u64 count = *(volatile __u32 *)&args->count; /* zero-extended: see pc_install_list_hosts */
 
 	if (count > PC_INSTALL_SLOTS)
 		return -1;
 	bpf_loop(count, pc_install_one, NULL, 0);
+	return 0;
+}
+
+/* One slot of a list delta (portcullis_abi.h, pc_install_list_hosts): put into, or taken out of,
+ * the hosts hash `hosts`, never over or out of an entry whose origin `args` does not own. */
+static __always_inline __u8 pc_list_host(void *hosts, void *key, struct pc_install_slot *slot,
+					 struct pc_list_install_args *args)
+{
+	struct pc_ban fresh = {.expires_ns = slot->expires_ns, .origin = slot->origin};
+	struct pc_ban *old;
+	__u32 origin;
+	long error;
+	int attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		if (slot->reserved == PC_LIST_OP_PUT) {
+			error = bpf_map_update_elem(hosts, key, &fresh, BPF_NOEXIST);
+			if (error == 0)
+				return PC_INSTALL_NEW;
+			if (error == -E2BIG)
+				return PC_INSTALL_FULL;
+			if (error != -EEXIST)
+				return PC_INSTALL_FAILED;
+		}
+		old = bpf_map_lookup_elem(hosts, key);
+		if (!old) {
+			if (slot->reserved != PC_LIST_OP_PUT)
+				return PC_INSTALL_KEPT;
+			continue; /* taken out in between: written afresh */
+		}
+		origin = old->origin;
+		if (origin >= PC_MAX_ORIGINS || !(args->owned[(origin >> 6) & 3] & (1ULL << (origin & 63))))
+			return PC_INSTALL_KEPT;
+		if (slot->reserved != PC_LIST_OP_PUT)
+			return bpf_map_delete_elem(hosts, key) == 0 ? PC_INSTALL_LONGER : PC_INSTALL_KEPT;
+		fresh.dropped = old->dropped;
+		error = bpf_map_update_elem(hosts, key, &fresh, BPF_EXIST);
+		if (error == 0)
+			return PC_INSTALL_LONGER;
+		if (error != -ENOENT)
+			return PC_INSTALL_FAILED;
+	}
+	return PC_INSTALL_FAILED;
+}
+
+static long pc_list_one(__u32 index, void *context)
+{
+	struct pc_list_install_args *args = context;
+	struct pc_install_slot *slot = bpf_map_lookup_elem(&pc_install, &index);
+	struct pc_prefix6_key key6 = {.prefixlen = 128};
+	struct pc_prefix4_key key4 = {.prefixlen = 32};
+	void *hosts = NULL;
+	__u32 generation;
+
+	if (!slot)
+		return 1;
+	if (slot->family == 4) {
+		generation = args->generation_v4 & 1;
+		hosts = bpf_map_lookup_elem(&pc_lhosts_v4, &generation);
+		__builtin_memcpy(key4.addr, slot->addr, 4);
+		slot->outcome = hosts ? pc_list_host(hosts, &key4, slot, args) : PC_INSTALL_FAILED;
+	} else if (slot->family == 6) {
+		generation = args->generation_v6 & 1;
+		hosts = bpf_map_lookup_elem(&pc_lhosts_v6, &generation);
+		__builtin_memcpy(key6.addr, slot->addr, 16);
+		slot->outcome = hosts ? pc_list_host(hosts, &key6, slot, args) : PC_INSTALL_FAILED;
+	} else {
+		slot->outcome = PC_INSTALL_FAILED;
+	}
+	return 0;
+}
+
+SEC("syscall")
+int pc_install_list_hosts(struct pc_list_install_args *args)
+{
+	struct pc_list_install_args copy = *args; /* bpf_loop hands its callback a pointer to the stack */
+	/* Loaded on its own, 32 bits (a BPF load zero-extends): taken from the copy, clang passed
+	 * bpf_loop the register of a 64-bit load of count and generation_v4, and the kernel's inlined
+	 * bpf_loop compares the whole register (any generation 1 ran nothing). */
+	__u64 count = *(volatile __u32 *)&args->count;
+
+	if (count > PC_INSTALL_SLOTS)
+		return -1;
+	bpf_loop(count, pc_list_one, &copy, 0);
 	return 0;
 }
 

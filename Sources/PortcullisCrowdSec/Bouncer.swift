@@ -277,7 +277,7 @@ public final class Bouncer: @unchecked Sendable {
                 }
                 changes = set.synchronisedChanges()
             } else {
-                let touched: Set<IPNetwork>
+                let touched: DecisionSet.Touched
                 (touched, counts) = try read { set, json throws(LAPIError) in try set.apply(json: json, now: now) }
                 changes = set.changes(of: touched)
             }
@@ -313,7 +313,7 @@ public final class Bouncer: @unchecked Sendable {
     /// A full pull's set in place of every `crowdsec/` entry, in one swap per family.
     private func replaceAll() throws(LAPIError) {
         do throws(FirewallError) {
-            let result = try installer.replaceAll(set.wanted())
+            let result = try installer.replaceAll(count: set.networks, set.forEachWanted)
             held = Set(result.heldByOthers)
             refused(result.refused)
             if let first = result.overCapacity.first {

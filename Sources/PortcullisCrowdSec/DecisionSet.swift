@@ -45,9 +45,15 @@ struct OriginTable: Sendable {
     private(set) var uses: [(ip: Int, range: Int)] = []
     private var free: [UInt32] = []
 
+    /// The slot `retain` gave last (an answer's decisions mostly share their origin: its name is
+    /// compared, not hashed).
+    private var last: UInt32?
+
     mutating func retain(_ name: String, range: Bool) -> UInt32 {
         let slot: UInt32
-        if let known = index[name] {
+        if let last, names[Int(last)] == name {
+            slot = last
+        } else if let known = index[name] {
             slot = known
         } else if let reused = free.popLast() {
             slot = reused
@@ -60,6 +66,7 @@ struct OriginTable: Sendable {
             index[name] = slot
         }
         if range { uses[Int(slot)].range += 1 } else { uses[Int(slot)].ip += 1 }
+        last = slot
         return slot
     }
 
@@ -91,8 +98,29 @@ public struct DecisionSet: Sendable {
     struct Entry: Sendable {
         var end: UInt64
         var origin: UInt32
-        /// The full pull that last gave it (`synchronise`; in the padding: 16 bytes all the same).
+        /// The full pull that last gave it (`synchronise`).
         var generation: UInt32 = 0
+        /// Where the pull in place that last changed it (`apply`) listed it in its `Touched`: a
+        /// network given twice is listed once, and its claim read back without a lookup (a set of
+        /// the networks, then their entries, would hash each of a delta of 100,000 twice more).
+        /// Stale after that pull: `Touched.index(of:)` checks it names the network.
+        var touched: UInt32 = .max
+    }
+
+    /// What a pull in place touched: the networks it gave an entry (each once, with the claim it
+    /// holds at the end; nil: lifted again since), and those it lifted.
+    public struct Touched: Sendable {
+        var networks: [IPNetwork] = []
+        var claims: [Claim?] = []
+        var removed: [IPNetwork] = []
+        /// Networks touched (one lifted and given again counts twice).
+        public var count: Int { networks.count + removed.count }
+
+        /// Where `network` is listed, given its entry's `touched`, if it is.
+        func index(of network: IPNetwork, _ position: UInt32) -> Int? {
+            let index = Int(position)
+            return index < networks.count && networks[index] == network ? index : nil
+        }
     }
 
     private var entries: [IPNetwork: Entry] = [:]
@@ -146,6 +174,12 @@ public struct DecisionSet: Sendable {
     public func wanted() -> some Collection<(IPNetwork, Claim)> {
         let names = origins.names
         return entries.lazy.map { ($0.key, Claim(end: $0.value.end, origin: names[Int($0.value.origin)])) }
+    }
+
+    /// Hands every network with its claim to `body` (what `ListInstaller.replaceAll` reads).
+    public func forEachWanted(_ body: (IPNetwork, Claim) -> Void) {
+        let names = origins.names
+        for (network, entry) in entries { body(network, Claim(end: entry.end, origin: names[Int(entry.origin)])) }
     }
 
     /// Forgets everything (a full pull starts anew).
@@ -224,9 +258,20 @@ public struct DecisionSet: Sendable {
         return true
     }
 
-    private mutating func set(_ network: IPNetwork, end: UInt64, origin: String) {
-        remove(network)
-        entries[network] = Entry(end: end, origin: origins.retain(origin, range: !network.isSingleAddress))
+    /// Gives `network` its entry (at `index` when it has one: one lookup per decision, not three).
+    private mutating func set(
+        _ network: IPNetwork, at index: [IPNetwork: Entry].Index?, end: UInt64, origin: String,
+        generation: UInt32 = 0, touched: UInt32 = .max
+    ) {
+        let range = !network.isSingleAddress
+        if let index {
+            origins.release(entries.values[index].origin, range: range)
+            entries.values[index] = Entry(
+                end: end, origin: origins.retain(origin, range: range), generation: generation, touched: touched)
+        } else {
+            entries[network] = Entry(
+                end: end, origin: origins.retain(origin, range: range), generation: generation, touched: touched)
+        }
         ends.push(end, network)
         // Ends of entries since replaced or removed are skipped when due; past twice the entries
         // (a long run of deltas), the heap is made again from what holds.
@@ -241,11 +286,19 @@ public struct DecisionSet: Sendable {
     /// - Returns: per network touched, what the maps must now hold.
     public mutating func apply(_ stream: DecisionStream, now: UInt64) -> [Change] {
         countMalformed(stream.malformed)
-        var touched = Set<IPNetwork>(minimumCapacity: stream.new.count + stream.deleted.count)
-        reserve(stream.new.count)
+        var touched = begin(touching: stream.new.count, deleting: stream.deleted.count)
         for decision in stream.deleted { delete(decision, &touched) }
         for decision in stream.new { add(decision, now: now, &touched) }
-        return touched.map(change)
+        return changes(of: touched)
+    }
+
+    private mutating func begin(touching new: Int, deleting deleted: Int) -> Touched {
+        reserve(new)
+        var touched = Touched()
+        touched.networks.reserveCapacity(new)
+        touched.claims.reserveCapacity(new)
+        touched.removed.reserveCapacity(deleted)
+        return touched
     }
 
     /// `apply` straight from an answer's bytes, each decision taken as it is read (no array of
@@ -256,26 +309,32 @@ public struct DecisionSet: Sendable {
     public mutating func apply(
         json: UnsafeBufferPointer<UInt8>, now: UInt64
     ) throws(LAPIError)
-        -> (touched: Set<IPNetwork>, counts: DecisionStream.Counts)
+        -> (touched: Touched, counts: DecisionStream.Counts)
     {
-        var touched = Set<IPNetwork>()
+        var touched = Touched()
         let counts = try DecisionStream.forEach(
             bytes: json,
-            reserve: { counts in
-                touched.reserveCapacity(counts.new + counts.deleted)
-                self.reserve(counts.new)
-            },
+            reserve: { counts in touched = self.begin(touching: counts.new, deleting: counts.deleted) },
             new: { self.add($0, now: now, &touched) }, deleted: { self.delete($0, &touched) })
         countMalformed(counts.malformed)
         return (touched, counts)
     }
 
-    /// What the maps must hold for `networks` now.
-    public func changes(of networks: Set<IPNetwork>) -> [Change] { networks.map(change) }
+    /// What the maps must hold for the networks `touched` names now.
+    public func changes(of touched: Touched) -> [Change] {
+        var changes: [Change] = []
+        changes.reserveCapacity(touched.count)
+        for (network, claim) in zip(touched.networks, touched.claims) {
+            changes.append(claim.map { .install(network, $0) } ?? .remove(network))
+        }
+        // Lifted, unless given again since (then listed above).
+        for network in touched.removed where entries[network] == nil { changes.append(.remove(network)) }
+        return changes
+    }
 
     /// `apply(json:)` over an array, with its changes (tests, benchmarks).
     public mutating func apply(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
-        var result: Result<(touched: Set<IPNetwork>, counts: DecisionStream.Counts), LAPIError>!
+        var result: Result<(touched: Touched, counts: DecisionStream.Counts), LAPIError>!
         json.withUnsafeBufferPointer { bytes in
             result = Result { () throws(LAPIError) in try apply(json: bytes, now: now) }
         }
@@ -290,30 +349,52 @@ public struct DecisionSet: Sendable {
         ends.reserve(entries.count + more)
     }
 
-    private mutating func delete(_ decision: Decision, _ touched: inout Set<IPNetwork>) {
-        if let network = deletion(decision), remove(network) { touched.insert(network) }
+    private mutating func delete(_ decision: Decision, _ touched: inout Touched) {
+        guard let network = deletion(decision), let entry = entries[network] else { return }
+        remove(network)
+        // Given earlier in this answer (its `new` before its `deleted`): lifted again.
+        if let index = touched.index(of: network, entry.touched) { touched.claims[index] = nil }
+        touched.removed.append(network)
     }
 
-    private mutating func add(_ decision: Decision, now: UInt64, _ touched: inout Set<IPNetwork>) {
+    private mutating func add(_ decision: Decision, now: UInt64, _ touched: inout Touched) {
         guard let network = admit(decision) else { return }
         let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
-        if let held = entries[network], held.end >= end { return }
-        set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
-        touched.insert(network)
-    }
-
-    private func change(_ network: IPNetwork) -> Change {
-        longest(network).map { .install(network, $0) } ?? .remove(network)
+        let index = entries.index(forKey: network)
+        var listed: Int?
+        if let index {
+            let held = entries.values[index]
+            if held.end >= end { return }
+            listed = touched.index(of: network, held.touched)
+        }
+        let origin = decision.origin.isEmpty ? "unknown" : decision.origin
+        set(
+            network, at: index, end: end, origin: origin,
+            generation: index.map { entries.values[$0].generation } ?? 0,
+            touched: UInt32(truncatingIfNeeded: listed ?? touched.networks.count))
+        let claim = Claim(end: end, origin: origin)
+        if let listed {
+            touched.claims[listed] = claim
+        } else {
+            touched.networks.append(network)
+            touched.claims.append(claim)
+        }
     }
 
     /// Replaces the whole set by a full pull's (`startup=true`) and returns what differs: the
     /// networks whose entry changed (its origin, or its end by a second or more), came or went.
     /// Skips are not counted again (the decisions were counted when they came).
     public mutating func resync(_ stream: DecisionStream, now: UInt64) -> [Change] {
+        synchronise(stream, now: now, countingSkips: false)
+        return synchronisedChanges()
+    }
+
+    /// `synchronise(json:)` of an answer already parsed (what a full pull does to the set, the
+    /// parse aside: the benchmarks time it).
+    public mutating func synchronise(_ stream: DecisionStream, now: UInt64, countingSkips: Bool) {
         let counted = begin(answer: stream.new.count)
         for decision in stream.new { take(decision, now: now) }
-        finish(skipped: counted)
-        return synchronisedChanges()
+        finish(skipped: countingSkips ? skipped : counted)
     }
 
     /// The whole set replaced by a full pull's, straight from its bytes and in place: a decision
@@ -351,19 +432,20 @@ public struct DecisionSet: Sendable {
         guard let network = admit(decision) else { return }
         let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
         let origin = decision.origin.isEmpty ? "unknown" : decision.origin
-        if let held = entries[network] {
+        let index = entries.index(forKey: network)
+        if let index {
+            let held = entries.values[index]
             if held.generation & ~Self.changedMark == generation {
                 // A network this answer gave already: its longest decision holds.
                 guard held.end < end else { return }
             } else if Claim(end: held.end, origin: origins.names[Int(held.origin)])
                 .isSame(as: Claim(end: end, origin: origin))
             {
-                entries[network]!.generation = generation
+                entries.values[index].generation = generation
                 return
             }
         }
-        set(network, end: end, origin: origin)
-        entries[network]!.generation = generation | Self.changedMark
+        set(network, at: index, end: end, origin: origin, generation: generation | Self.changedMark)
     }
 
     private mutating func finish(skipped counted: [SkipReason: UInt64]) {

@@ -62,7 +62,12 @@ extension BanMaps {
             do throws(FirewallError) {
                 var path = objectPath ?? ""
                 if objectPath == nil { path = try BPFObjectLocator().locate() }
-                state.installer = try BanInstaller(objectPath: path, bansV4: bansV4.fd, bansV6: bansV6.fd)
+                state.installer = try BanInstaller(
+                    objectPath: path,
+                    maps: [
+                        PC_MAP_BANS_V4: bansV4.fd, PC_MAP_BANS_V6: bansV6.fd, PC_MAP_LIST_HOSTS_V4: listHostsV4.fd,
+                        PC_MAP_LIST_HOSTS_V6: listHostsV6.fd,
+                    ])
             } catch {
                 state.problem = "\(error)"
             }
@@ -73,7 +78,26 @@ extension BanMaps {
     /// Why the kernel installer is not used, or the last run of it that failed (nil: neither).
     public var installerProblem: String? { installer.withLock { $0.problem } }
 
-    private func kernelInstaller() -> BanInstaller? {
+    /// The kernel's list writer (`pc_install_list_hosts`), where it loads.
+    func listWriter() -> BanInstaller? {
+        loadInstaller()
+        return installer.withLock { $0.listWriterOff || $0.installer?.listProgramFD == nil ? nil : $0.installer }
+    }
+
+    /// Why the kernel's list writer is not used (nil: it is): the list layer is then written from
+    /// user space, with a lookup per host.
+    public var listWriterProblem: String? {
+        loadInstaller()
+        return installer.withLock { state in
+            if state.listWriterOff { return "turned off" }
+            return state.installer.map { $0.listProblem } ?? state.problem
+        }
+    }
+
+    /// Writes the list layer from user space from now on (the tests of that path).
+    @_spi(Testing) public func turnListWriterOff() { installer.withLock { $0.listWriterOff = true } }
+
+    func kernelInstaller() -> BanInstaller? {
         loadInstaller()
         return installer.withLock { $0.installer }
     }

@@ -38,6 +38,9 @@ public final class BanMaps: @unchecked Sendable {
     /// writers lock it (`flock`) to take turns.
     var pinDirectoryPath: String?
     let possibleCPUs: Int
+    /// The flags of the list layer's hosts hashes: what the template in `pc_lhosts_v4/v6` holds
+    /// (preallocated from layout 4 on; pins of layout 3, an earlier build's, allocate per entry).
+    let listHostsFlags: UInt32
     /// The kernel ban installer, loaded at the first `banKeepingLonger` (or `loadInstaller`).
     let installer = Mutex(InstallerState())
 
@@ -45,6 +48,8 @@ public final class BanMaps: @unchecked Sendable {
         var tried = false
         var installer: BanInstaller?
         var problem: String?
+        /// The list layer written from user space even where the kernel's list writer loads (tests).
+        var listWriterOff = false
     }
 
     /// - Parameter maps: a descriptor for each of `MapSpec.all`, by name.
@@ -73,6 +78,13 @@ public final class BanMaps: @unchecked Sendable {
         config = try map(.config)
         cover = try map(.cover)
         drops = maps[MapSpec.drops.name]
+        var key: UInt32 = 0
+        var marker = pc_meta()
+        let metaFD = meta.fd
+        try bpfCall("read \(PC_MAP_META)") { bpf_map_lookup_elem(metaFD, &key, &marker) }
+        listHostsFlags =
+            marker.magic == PC_ABI_MAGIC && marker.abi_version == PC_ABI_VERSION_ALLOCATING_HOSTS
+            ? UInt32(BPF_F_NO_PREALLOC) : 0
         let mapped = mmap(nil, Int(PC_COVER_WORDS) * 8, PROT_READ | PROT_WRITE, MAP_SHARED, cover.fd, 0)
         guard let mapped, mapped != MAP_FAILED else {
             throw systemError("map \(PC_MAP_COVER) into memory", errno)
@@ -109,7 +121,7 @@ public final class BanMaps: @unchecked Sendable {
                 var key: UInt32 = 0
                 var marker = pc_meta()
                 if bpf_map_lookup_elem(meta.fd, &key, &marker) == 0, marker.magic == PC_ABI_MAGIC,
-                    marker.abi_version != PC_ABI_VERSION
+                    !Self.usesLayout(marker)
                 {
                     throw .incompatiblePins(
                         path: directory.path,
@@ -129,12 +141,19 @@ public final class BanMaps: @unchecked Sendable {
 
     // MARK: Layout marker
 
-    /// Fails unless the meta map says `PC_ABI_MAGIC` / `PC_ABI_VERSION`, or is still unstamped
-    /// (all zero: created by a load that had not finished; the maps' types were checked already).
+    /// Whether this build reads and writes maps stamped `marker`: `PC_ABI_VERSION`, or
+    /// `PC_ABI_VERSION_ALLOCATING_HOSTS` (used as they are), or unstamped (all zero: created by a
+    /// load that had not finished; the maps' types are checked apart).
+    static func usesLayout(_ marker: pc_meta) -> Bool {
+        (marker.magic == 0 && marker.abi_version == 0)
+            || (marker.magic == PC_ABI_MAGIC
+                && (marker.abi_version == PC_ABI_VERSION || marker.abi_version == PC_ABI_VERSION_ALLOCATING_HOSTS))
+    }
+
+    /// Fails unless the meta map has a layout this build uses (`usesLayout`).
     func checkLayoutMarker(path: String) throws(FirewallError) {
         let marker = try readMeta()
-        let unstamped = marker.magic == 0 && marker.abi_version == 0
-        if !unstamped && (marker.magic != PC_ABI_MAGIC || marker.abi_version != PC_ABI_VERSION) {
+        if !Self.usesLayout(marker) {
             throw .incompatiblePins(
                 path: path,
                 detail: "layout marker magic 0x\(String(marker.magic, radix: 16)) version \(marker.abi_version), "
@@ -149,8 +168,10 @@ public final class BanMaps: @unchecked Sendable {
         return marker
     }
 
-    /// Stamps freshly created maps with this build's layout.
+    /// Stamps freshly created maps with this build's layout (pins stamped already keep theirs).
     func writeLayoutMarker() throws(FirewallError) {
+        let current = try readMeta()
+        guard current.magic == 0 && current.abi_version == 0 else { return }
         var key: UInt32 = 0
         var marker = pc_meta(magic: UInt32(PC_ABI_MAGIC), abi_version: UInt32(PC_ABI_VERSION))
         try bpfCall("write \(PC_MAP_META)") { bpf_map_update_elem(meta.fd, &key, &marker, UInt64(BPF_ANY)) }

@@ -119,9 +119,11 @@ struct FilterObject {
             throw .mapSizeMismatch(path: pinDirectory!.path, pinned: pinnedCapacity, requested: mapEntries)
         }
         object = try BPFObject(path: objectPath, pinDirectory: pinDirectory)
-        // The ban installer is loaded by whoever installs bans (`BanInstaller`), with its own slots.
-        if let installer = bpf_object__find_program_by_name(object.handle, PC_INSTALL_PROG_NAME) {
-            bpf_program__set_autoload(installer, false)
+        // The ban installers are loaded by whoever installs bans (`BanInstaller`), with their own slots.
+        for name in [PC_INSTALL_PROG_NAME, PC_INSTALL_LIST_PROG_NAME] {
+            if let installer = bpf_object__find_program_by_name(object.handle, name) {
+                bpf_program__set_autoload(installer, false)
+            }
         }
         if let slots = bpf_object__find_map_by_name(object.handle, PC_MAP_INSTALL) {
             bpf_map__set_autocreate(slots, false)
@@ -153,8 +155,7 @@ struct FilterObject {
                 var key: UInt32 = 0
                 var marker = pc_meta()
                 try bpfCall("read \(path)") { bpf_map_lookup_elem(descriptor.fd, &key, &marker) }
-                let unmarked = marker.magic == 0 && marker.abi_version == 0  // created, not yet stamped
-                if !unmarked && (marker.magic != PC_ABI_MAGIC || marker.abi_version != PC_ABI_VERSION) {
+                if !BanMaps.usesLayout(marker) {
                     throw .incompatiblePins(
                         path: directory.path,
                         detail: "layout version \(marker.abi_version), this build uses \(PC_ABI_VERSION)")

@@ -270,21 +270,39 @@ public final class ListInstaller {
     /// `wanted` in place of every entry of a `PREFIX` origin (also those of an earlier run), in
     /// one swap per family; the prefix's slots are given anew (see the type) and those no claim
     /// names are freed, under one hold of the writers' lock.
+    @inlinable
     public func replaceAll(
         _ wanted: some Collection<(IPNetwork, ListClaim)>
     ) throws(FirewallError)
         -> ListInstallResult
     {
-        // Past the layer's capacity (never with a real Local API): an array to trim. Else the
-        // claims are read as they are, twice (their origins, then the entries).
-        guard wanted.count <= BanMaps.listCapacity else {
-            var trimmed = Array(wanted)
+        // (Inlined: the claims are iterated in the caller's module, where their type is known.)
+        try replaceAll(count: wanted.count) { body in
+            for (network, claim) in wanted { body(network, claim) }
+        }
+    }
+
+    /// `replaceAll` of the `count` claims `forEach` hands over, one claim per network (a set's: a
+    /// network given twice is installed twice, the later winning). Read twice, as they come:
+    /// their origins, then the entries (no array of 100,000 claims, no generic code per claim).
+    public func replaceAll(
+        count: Int, _ forEach: ((IPNetwork, ListClaim) -> Void) -> Void
+    ) throws(FirewallError)
+        -> ListInstallResult
+    {
+        // Past the layer's capacity (never with a real Local API): an array to trim.
+        guard count <= BanMaps.listCapacity else {
+            var trimmed: [(IPNetwork, ListClaim)] = []
+            trimmed.reserveCapacity(count)
+            forEach { trimmed.append(($0, $1)) }
             let over = Self.trim(&trimmed)
-            var result = try replacingAll(trimmed)
+            var result = try replacingAll(count: trimmed.count) { body in
+                for (network, claim) in trimmed { body(network, claim) }
+            }
             result.overCapacity = over
             return result
         }
-        return try replacingAll(wanted)
+        return try replacingAll(count: count, forEach)
     }
 
     /// Keeps at most `BanMaps.listCapacity` hosts and as many networks of each family (the layer's
@@ -303,7 +321,7 @@ public final class ListInstaller {
     }
 
     private func replacingAll(
-        _ wanted: some Collection<(IPNetwork, ListClaim)>
+        count: Int, _ forEach: ((IPNetwork, ListClaim) -> Void) -> Void
     ) throws(FirewallError)
         -> ListInstallResult
     {
@@ -311,8 +329,18 @@ public final class ListInstaller {
             let names = try maps.originNames()
             let mine = names.filter { $0.value.hasPrefix(prefix) }
             loaded = true
+            // Counted by runs of one origin (an answer's claims mostly share theirs: compared, not hashed).
             var counts: [String: Int] = [:]
-            for (_, claim) in wanted { counts[claim.origin, default: 0] += 1 }
+            var run: (origin: String, count: Int)?
+            forEach { _, claim in
+                if run?.origin == claim.origin {
+                    run!.count += 1
+                    return
+                }
+                if let run { counts[run.origin, default: 0] += run.count }
+                run = (claim.origin, 1)
+            }
+            if let run { counts[run.origin, default: 0] += run.count }
             // Those that had a slot first (their names and drop counts stay), then the largest.
             let had = Set(mine.values)
             let ranked = counts.sorted { a, b in
@@ -349,16 +377,21 @@ public final class ListInstaller {
             var result = ListInstallResult()
             let slotOf = slots
             if shared == nil, counts.keys.contains(where: { slotOf[$0] == nil }) {
-                result.refused = wanted.filter { slotOf[$0.1.origin] == nil }.map { ($0.0, $0.1.origin) }
+                forEach { network, claim in
+                    if slotOf[claim.origin] == nil { result.refused.append((network, claim.origin)) }
+                }
             }
             // Made once (the swap reads them several times per family; `wanted` may be a lazy view).
             var entries: [ListEntry] = []
-            entries.reserveCapacity(wanted.count)
-            for (network, claim) in wanted {
-                if let slot = slotOf[claim.origin] { entries.append(Self.entry(network, claim, slot)) }
+            entries.reserveCapacity(count)
+            var last: (origin: String, slot: UInt32?)?
+            forEach { network, claim in
+                if last?.origin != claim.origin { last = (claim.origin, slotOf[claim.origin]) }
+                if let slot = last!.slot { entries.append(Self.entry(network, claim, slot)) }
             }
             let replacing = owned.union(mine.keys)
-            result.heldByOthers = try maps.swapLists(replacing: { replacing.contains($0) }, with: entries).heldByOthers
+            result.heldByOthers =
+                try maps.swapLists(replacing: { replacing.contains($0) }, with: entries, unique: true).heldByOthers
             return result
         }
     }
@@ -374,10 +407,13 @@ public final class ListInstaller {
         var adding: [ListEntry] = []
         var removing: [IPNetwork] = []
         adding.reserveCapacity(changes.count)
+        // The last origin's slot (a delta's claims mostly share their origin: compared, not hashed).
+        var last: (origin: String, slot: UInt32?)?
         for change in changes {
             switch change {
             case .install(let network, let claim):
-                guard let slot = try slot(claim.origin) else {
+                if last?.origin != claim.origin { last = (claim.origin, try slot(claim.origin)) }
+                guard let slot = last!.slot else {
                     result.refused.append((network, claim.origin))
                     continue
                 }

@@ -42,19 +42,20 @@ public enum Products {
 
 /// The filter compiled another way (`BPF_CFLAGS=-mcpu=v2 tools/build-bpf`) into a directory of its
 /// own: the same source and maps, other instructions, so another program tag; what a package's
-/// previous version would have left attached. Remove it with `remove()` (in a `defer`).
+/// previous version would have left attached. `flags` chooses the way (`-DPC_LAYOUT_3`: the maps
+/// of layout 3, whose list hosts hashes allocate per entry). Remove it with `remove()` (in a `defer`).
 public struct VariantFilterObject: Sendable {
     public let directory: String
     public var path: String { directory + "/portcullis.bpf.o" }
 
-    public init() throws {
+    public init(flags: String = "-mcpu=v2") throws {
         directory = NSTemporaryDirectory() + "pct-variant-\(getpid())-\(ScratchNumber.next())"
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
-        let built = try shell("BPF_CFLAGS=-mcpu=v2", repository + "/tools/build-bpf", directory, timeout: 120)
+        let built = try shell("BPF_CFLAGS=\(flags)", repository + "/tools/build-bpf", directory, timeout: 120)
         guard built.status == 0 else {
             remove()
-            throw TestNetworkError(command: "tools/build-bpf with -mcpu=v2", output: built.stderr)
+            throw TestNetworkError(command: "tools/build-bpf with \(flags)", output: built.stderr)
         }
     }
 

@@ -44,6 +44,10 @@ extension XDPSuite {
     func decisionCosts(filterPath: String) throws -> [Measurement] {
         let filter = try LoadedProgram(filterAt: filterPath, pinDirectory: nil)
         let maps = filter.maps!
+        if let problem = maps.listWriterProblem {
+            FileHandle.standardError.write(
+                Data("portcullis-perf: xdp: deltas written from user space (no kernel list writer: \(problem))\n".utf8))
+        }
         let count = decisions
         let startup = crowdSecAnswer(offset: 0, count: count)
         let delta = crowdSecAnswer(offset: count, count: count)
@@ -62,10 +66,10 @@ extension XDPSuite {
             let installer = ListInstaller(maps: maps, prefix: "crowdsec/")
             var set = DecisionSet()
             let start = SystemClock.monotonicNanoseconds()
-            _ = set.apply(stream, now: SystemClock.bootNanoseconds())
-            let wanted = set.wanted()
+            // What the bouncer does at a full pull (`synchronise`), its parse aside (a row of its own).
+            set.synchronise(stream, now: SystemClock.bootNanoseconds(), countingSkips: true)
             let built = Double(SystemClock.monotonicNanoseconds() - start) / 1e9
-            let installed = try seconds { _ = try installer.replaceAll(wanted) }
+            let installed = try seconds { _ = try installer.replaceAll(count: set.networks, set.forEachWanted) }
             guard try maps.listEntries().count == count else {
                 throw MeasurementError(description: "decisions: \(try maps.listEntries().count) installed of \(count)")
             }
