@@ -205,9 +205,15 @@ public final class LoadedProgram: @unchecked Sendable {
         maps = try filter.maps()
     }
 
-    /// Loads any single-program XDP object without maps, such as perf's reference program.
-    public init(objectAt objectPath: String, programName: String) throws(FirewallError) {
+    /// Loads any XDP object without the filter's maps, such as perf's reference program or a peer
+    /// filter, its maps private to this instance.
+    /// - Parameter sizes: entries of those of its maps to size otherwise than the object says.
+    public init(objectAt objectPath: String, programName: String, sizes: [String: UInt32] = [:]) throws(FirewallError) {
         object = try BPFObject(path: objectPath, pinDirectory: nil)
+        for (name, entries) in sizes {
+            let map = try object.map(name)
+            try bpfCall("set size of \(name)") { bpf_map__set_max_entries(map, entries) }
+        }
         try object.load()
         programFD = try object.programFD(named: programName)
         maps = nil
