@@ -421,7 +421,7 @@ extension BanMaps {
                         continue
                     }
                     let value = BanRequest(entry.network.address, entry.expiry, origin: entry.origin)
-                        .value(dropped: current?.dropped ?? 0)
+                        .value(keeping: current)
                     if entry.network.isSingleAddress {
                         Self.appendKey(entry.network, to: &hostKeys)
                         hostValues.append(value)

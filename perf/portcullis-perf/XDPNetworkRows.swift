@@ -123,7 +123,7 @@ extension XDPSuite {
     /// Fills an exact map of the exact-only program with one batch update per 8,192 keys.
     private func fill<Key>(_ program: LoadedProgram, _ name: String, _ keys: [Key], end: BanExpiry) throws {
         let fd = bpf_map__fd(try program.object.map(name))
-        let value = pc_ban(expires_ns: end.nanosecondsForReference, dropped: 0, origin: 0, reserved: 0)
+        let value = pc_ban(expires_ns: end.nanosecondsForReference, dropped: 0, origin: 0, tag: 0)
         try updateBatches(fd: fd, keys: keys, what: name) { [pc_ban](repeating: value, count: $0) }
     }
 }

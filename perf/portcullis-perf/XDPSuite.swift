@@ -46,7 +46,7 @@ struct XDPSuite: ParsableCommand {
     @Flag(help: "Only the CrowdSec bouncer's rows.")
     var crowdsecOnly = false
 
-    @Option(help: "Path of portcullis.bpf.o (xdp_reference.bpf.o and xdp_spray.bpf.o are expected beside it).")
+    @Option(help: "Path of portcullis.bpf.o (xdp_reference.bpf.o, xdp_spray.bpf.o and xdp_clocks.bpf.o beside it).")
     var bpfObject: String?
 
     @Option(help: "xdp-filter's compiled blocklist program, the in-run peer (its rows are skipped when it is missing).")
@@ -106,9 +106,15 @@ struct XDPSuite: ParsableCommand {
             programName: "pc_xdp_spray")
         let sources = try manySourceCosts(
             filter: filter, spray: spray, peer: try XDPFilterPeer.load(path: xdpFilter, entries: peerEntries))
+        // The clocks' rows drop a ban of the table's: none without one.
+        let clocks =
+            background == 0
+            ? []
+            : try clockCosts(
+                objectPath: try locator.locate("xdp_clocks.bpf.o", explicit: sibling("xdp_clocks.bpf.o")))
         let networks = try networkCosts(filterPath: filterPath, referencePath: referenceObject)
         let crowdsec = try decisionCosts(filterPath: filterPath)
-        return packets + sources + networks + crowdsec
+        return packets + sources + clocks + networks + crowdsec
             + (try banInstallationRates(
                 objectPath: filterPath, bans: bans, batchSize: batchSize,
                 rounds: options.rounds, suite: "xdp"))
