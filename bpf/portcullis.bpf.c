@@ -328,16 +328,18 @@ static __noinline void pc_flush(struct pc_pending *slot)
  */
 static __always_inline void pc_count_on(struct pc_ban *ban, __u32 kind, __u32 family, const void *key)
 {
-	__u32 zero = 0, prefixlen, tag = ban->tag;
+	__u32 zero = 0, tag = ban->tag;
 	__u8 ipv6 = family == PC_DROP_FAMILY_IPV6;
 	struct pc_pending *slot;
-	const __u8 *addr = (const __u8 *)key + 4;
+	/* The key's words (its length, then its address): it is 4-byte aligned, as are the slot's. */
+	const __u32 *words = key;
 
 	if (kind != PC_PENDING_NONE && (slot = bpf_map_lookup_elem(&pc_pending, &zero))) {
-		__builtin_memcpy(&prefixlen, key, sizeof(prefixlen));
-		if (slot->kind == kind && slot->family == (ipv6 ? 6 : 4) && slot->prefixlen == prefixlen &&
-		    slot->tag == tag &&
-		    (ipv6 ? __builtin_memcmp(slot->addr, addr, 16) == 0 : __builtin_memcmp(slot->addr, addr, 4) == 0)) {
+		__u32 *held = (__u32 *)slot->addr;
+
+		if (slot->kind == kind && slot->prefixlen == words[0] && slot->tag == tag && held[0] == words[1] &&
+		    (ipv6 ? slot->family == 6 && held[1] == words[2] && held[2] == words[3] && held[3] == words[4]
+			  : slot->family == 4)) {
 			slot->count++;
 			return;
 		}
@@ -345,13 +347,11 @@ static __always_inline void pc_count_on(struct pc_ban *ban, __u32 kind, __u32 fa
 			pc_flush(slot);
 		slot->kind = kind;
 		slot->family = ipv6 ? 6 : 4;
-		slot->prefixlen = prefixlen;
-		if (ipv6) {
-			__builtin_memcpy(slot->addr, addr, 16);
-		} else {
-			__builtin_memset(slot->addr, 0, 16);
-			__builtin_memcpy(slot->addr, addr, 4);
-		}
+		slot->prefixlen = words[0];
+		held[0] = words[1];
+		held[1] = ipv6 ? words[2] : 0;
+		held[2] = ipv6 ? words[3] : 0;
+		held[3] = ipv6 ? words[4] : 0;
 		slot->tag = tag;
 	}
 	/* Shared by every CPU that sees this entry: atomic. */
@@ -423,7 +423,9 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 	void *lists;
 	int verdict, i;
 
-	__builtin_memcpy(&addr, saddr, sizeof(addr));
+	/* Word loads (the packet is read unaligned as x86-64 and arm64 allow): a copy from a void
+	 * pointer would be byte by byte. */
+	addr = *(const __u32 *)saddr;
 	prefix.prefixlen = 32;
 	__builtin_memcpy(prefix.addr, &addr, sizeof(addr));
 	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v4, prefix.addr), PC_PENDING_BAN, &prefix, &pc_allow_v4,
@@ -511,7 +513,11 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 	void *lists;
 	int verdict, i;
 
-	__builtin_memcpy(addr, saddr, sizeof(addr));
+	/* Word loads, as for IPv4. */
+	addr[0] = ((const __u32 *)saddr)[0];
+	addr[1] = ((const __u32 *)saddr)[1];
+	addr[2] = ((const __u32 *)saddr)[2];
+	addr[3] = ((const __u32 *)saddr)[3];
 	prefix.prefixlen = 128;
 	__builtin_memcpy(prefix.addr, addr, sizeof(addr));
 	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v6, prefix.addr), PC_PENDING_BAN, &prefix, &pc_allow_v6,
