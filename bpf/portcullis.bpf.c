@@ -283,15 +283,20 @@ static __always_inline __u64 pc_now(void)
 
 static __always_inline __u32 pc_lengths(__u32 index);
 
-/* Adds what `slot` holds to its entry's `dropped`, if the entry is still there with its tag. */
+/* Adds what `slot` holds to its entry's `dropped`, if the entry is still there with its tag. The
+ * slot is emptied first: a reader in between counts those drops nowhere rather than twice (a
+ * reader that writes back what it read must never carry them over twice). */
 static __noinline void pc_flush(struct pc_pending *slot)
 {
 	struct pc_ban *ban = NULL;
 	__u32 generation;
+	__u64 count;
 	void *hosts;
 
 	if (!slot)
 		return;
+	count = slot->count;
+	slot->count = 0;
 	if (slot->kind == PC_PENDING_BAN) {
 		if (slot->family == 6)
 			ban = bpf_map_lookup_elem(&pc_bans_v6, slot->addr);
@@ -316,8 +321,7 @@ static __noinline void pc_flush(struct pc_pending *slot)
 		}
 	}
 	if (ban && ban->tag == slot->tag)
-		__sync_fetch_and_add(&ban->dropped, slot->count);
-	slot->count = 0;
+		__sync_fetch_and_add(&ban->dropped, count);
 }
 
 /*
