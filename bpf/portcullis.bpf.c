@@ -14,10 +14,9 @@
  * source cannot buy its way past the filter with malformed options or extension headers. Frames
  * from other sources are then checked further only to count malformed ones; they always pass.
  */
-#include "portcullis_parse.h"
+#include "portcullis_clock.h"
 #include <xdp/xdp_helpers.h>
 #include <linux/errno.h>
-#include <linux/time.h> /* CLOCK_BOOTTIME */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -269,16 +268,12 @@ enum pc_found {
 
 static __always_inline int pc_used(__u32 index);
 
-/* CLOCK_BOOTTIME now or a little before (at most PC_CLOCK_PERIOD_NS): pc_clock's while its timer
- * ticks, else the clock itself. */
+/* CLOCK_BOOTTIME now or a little before (portcullis_clock.h). */
 static __always_inline __u64 pc_now(void)
 {
 	__u32 zero = 0;
-	struct pc_clock *clock = bpf_map_lookup_elem(&pc_clock, &zero);
 
-	if (clock && bpf_jiffies64() <= clock->fresh_until)
-		return clock->boot_ns;
-	return bpf_ktime_get_boot_ns();
+	return pc_clock_now(bpf_map_lookup_elem(&pc_clock, &zero));
 }
 
 static __always_inline __u32 pc_lengths(__u32 index);
@@ -702,17 +697,10 @@ int pc_install_bans(struct pc_install_args *args)
 	return 0;
 }
 
-/* One tick of the clock's timer: the time, how long (in jiffies) it stands, and the next tick. */
+/* One tick of the clock's timer (portcullis_clock.h). */
 static int pc_clock_tick(void *map, __u32 *key, struct pc_clock *clock)
 {
-	__u64 jiffies = bpf_jiffies64();
-	/* Jiffies per period, as the last one took; the first tick has no last one (stands not at all). */
-	__u64 period = clock->tick_jiffies ? jiffies - clock->tick_jiffies : 0;
-
-	clock->boot_ns = bpf_ktime_get_boot_ns();
-	clock->tick_jiffies = jiffies;
-	clock->fresh_until = jiffies + PC_CLOCK_GRACE_TICKS * period;
-	bpf_timer_start(&clock->timer, PC_CLOCK_PERIOD_NS, 0);
+	pc_clock_advance(clock);
 	return 0;
 }
 
@@ -721,18 +709,8 @@ SEC("syscall")
 int pc_clock_start(void *args)
 {
 	__u32 zero = 0;
-	struct pc_clock *clock = bpf_map_lookup_elem(&pc_clock, &zero);
-	long error;
 
-	if (!clock)
-		return -ENOENT;
-	error = bpf_timer_init(&clock->timer, &pc_clock, CLOCK_BOOTTIME);
-	if (error && error != -EBUSY)
-		return error;
-	error = bpf_timer_set_callback(&clock->timer, pc_clock_tick);
-	if (error)
-		return error;
-	return bpf_timer_start(&clock->timer, 0, 0);
+	return pc_clock_arm(bpf_map_lookup_elem(&pc_clock, &zero), &pc_clock, pc_clock_tick);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -8,12 +8,11 @@
  *   pc_clock_coarse   bpf_ktime_get_coarse_ns()
  *   pc_clock_jiffies  bpf_jiffies64() (ends kept in jiffies)
  *   pc_clock_cached   the time a bpf_timer writes into a map every PC_CLOCK_PERIOD_NS, fresh while
- *                     bpf_jiffies64() says so: the filter's pc_now() (bpf/portcullis.bpf.c)
+ *                     bpf_jiffies64() says so: the filter's clock (bpf/portcullis_clock.h)
  * clk_sweep (BPF_PROG_TYPE_SYSCALL) deletes the ended entries with bpf_for_each_map_elem, what a
  * sweep by a kernel timer would do each period; clk_start starts the cached clock's timer.
  */
-#include "portcullis_parse.h"
-#include <linux/time.h>
+#include "portcullis_clock.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -32,11 +31,8 @@ struct {
 static __always_inline __u64 clk_cached(void)
 {
 	__u32 zero = 0;
-	struct pc_clock *clock = bpf_map_lookup_elem(&clk_clock, &zero);
 
-	if (clock && bpf_jiffies64() <= clock->fresh_until)
-		return clock->boot_ns;
-	return bpf_ktime_get_boot_ns();
+	return pc_clock_now(bpf_map_lookup_elem(&clk_clock, &zero));
 }
 
 #define CLOCK_PROGRAM(name, ended)                                                                                     \
@@ -69,13 +65,7 @@ CLOCK_PROGRAM(pc_clock_cached, clk_cached() >= expires_ns)
 
 static int clk_tick(void *map, __u32 *key, struct pc_clock *clock)
 {
-	__u64 jiffies = bpf_jiffies64();
-	__u64 period = clock->tick_jiffies ? jiffies - clock->tick_jiffies : 0;
-
-	clock->boot_ns = bpf_ktime_get_boot_ns();
-	clock->tick_jiffies = jiffies;
-	clock->fresh_until = jiffies + PC_CLOCK_GRACE_TICKS * period;
-	bpf_timer_start(&clock->timer, PC_CLOCK_PERIOD_NS, 0);
+	pc_clock_advance(clock);
 	return 0;
 }
 
@@ -83,16 +73,8 @@ SEC("syscall")
 int clk_start(void *args)
 {
 	__u32 zero = 0;
-	struct pc_clock *clock = bpf_map_lookup_elem(&clk_clock, &zero);
-	long error;
 
-	if (!clock)
-		return -1;
-	error = bpf_timer_init(&clock->timer, &clk_clock, CLOCK_BOOTTIME);
-	if (error)
-		return error;
-	bpf_timer_set_callback(&clock->timer, clk_tick);
-	return bpf_timer_start(&clock->timer, 0, 0);
+	return pc_clock_arm(bpf_map_lookup_elem(&clk_clock, &zero), &clk_clock, clk_tick);
 }
 
 struct clk_sweep_state {
