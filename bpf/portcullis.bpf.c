@@ -14,7 +14,7 @@
  * source cannot buy its way past the filter with malformed options or extension headers. Frames
  * from other sources are then checked further only to count malformed ones; they always pass.
  */
-#include "portcullis_parse.h"
+#include "portcullis_clock.h"
 #include <xdp/xdp_helpers.h>
 #include <linux/errno.h>
 
@@ -220,6 +220,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_cover SEC(".maps");
 
+/* The time as the clock's timer last wrote it (portcullis_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pc_clock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_clock SEC(".maps");
+
+/* Each CPU's drops not yet on their entry (portcullis_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pc_pending);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_pending SEC(".maps");
+
 /* libxdp dispatcher settings: run before other programs and hand on only what we pass. */
 struct {
 	__uint(priority, 10);
@@ -262,28 +280,116 @@ enum pc_found {
 
 static __always_inline int pc_used(__u32 index);
 
+/* CLOCK_BOOTTIME now or a little before (portcullis_clock.h). */
+static __always_inline __u64 pc_now(void)
+{
+	__u32 zero = 0;
+
+	return pc_clock_now(bpf_map_lookup_elem(&pc_clock, &zero));
+}
+
+static __always_inline __u32 pc_lengths(__u32 index);
+
+/* Adds what `slot` holds to its entry's `dropped`, if the entry is still there with its tag. The
+ * slot is emptied first: a reader in between counts those drops nowhere rather than twice (a
+ * reader that writes back what it read must never carry them over twice). */
+static __noinline void pc_flush(struct pc_pending *slot)
+{
+	struct pc_ban *ban = NULL;
+	__u32 generation;
+	__u64 count;
+	void *hosts;
+
+	if (!slot)
+		return;
+	count = slot->count;
+	slot->count = 0;
+	if (slot->kind == PC_PENDING_BAN) {
+		if (slot->family == 6)
+			ban = bpf_map_lookup_elem(&pc_bans_v6, slot->addr);
+		else
+			ban = bpf_map_lookup_elem(&pc_bans_v4, slot->addr);
+	} else if (slot->kind == PC_PENDING_PREFIX) {
+		if (slot->family == 6)
+			ban = bpf_map_lookup_elem(&pc_prefix_v6, &slot->prefixlen);
+		else
+			ban = bpf_map_lookup_elem(&pc_prefix_v4, &slot->prefixlen);
+	} else if (slot->kind == PC_PENDING_LIST_HOST) {
+		if (slot->family == 6) {
+			generation = pc_lengths(PC_CONFIG_LISTS_GEN_V6) & 1;
+			hosts = bpf_map_lookup_elem(&pc_lhosts_v6, &generation);
+			if (hosts)
+				ban = bpf_map_lookup_elem(hosts, &slot->prefixlen);
+		} else {
+			generation = pc_lengths(PC_CONFIG_LISTS_GEN_V4) & 1;
+			hosts = bpf_map_lookup_elem(&pc_lhosts_v4, &generation);
+			if (hosts)
+				ban = bpf_map_lookup_elem(hosts, &slot->prefixlen);
+		}
+	}
+	if (ban && ban->tag == slot->tag)
+		__sync_fetch_and_add(&ban->dropped, count);
+}
+
 /*
- * A ban found for the source: one in force drops it (and counts on itself), unless the source is
- * in the allowlist, which passes it counted as allowed; an ended one is remembered. The allowlist
- * is looked up only here, when something would drop: a source no ban covers passes without it.
- * Returns the verdict, or -1 to look on.
+ * Counts a drop for `ban`, found under `key` (struct pc_prefix4_key/pc_prefix6_key: its length,
+ * then its address) in a structure of `kind` (PC_PENDING_NONE: a trie, counted on the entry): on
+ * this CPU's pending count while this CPU's last drop was for the same entry, else on the entry
+ * itself (portcullis_abi.h, struct pc_pending).
  */
-static __always_inline int pc_decide(struct pc_ban *ban, void *allow, __u32 allow_used, const void *source,
-				     __u32 family, struct xdp_md *ctx, int *found)
+static __always_inline void pc_count_on(struct pc_ban *ban, __u32 kind, __u32 family, const void *key)
+{
+	__u32 zero = 0, tag = ban->tag;
+	__u8 ipv6 = family == PC_DROP_FAMILY_IPV6;
+	struct pc_pending *slot;
+	/* The key's words (its length, then its address): it is 4-byte aligned, as are the slot's. */
+	const __u32 *words = key;
+
+	if (kind != PC_PENDING_NONE && (slot = bpf_map_lookup_elem(&pc_pending, &zero))) {
+		__u32 *held = (__u32 *)slot->addr;
+
+		if (slot->kind == kind && slot->prefixlen == words[0] && slot->tag == tag && held[0] == words[1] &&
+		    (ipv6 ? slot->family == 6 && held[1] == words[2] && held[2] == words[3] && held[3] == words[4]
+			  : slot->family == 4)) {
+			slot->count++;
+			return;
+		}
+		if (slot->count)
+			pc_flush(slot);
+		slot->kind = kind;
+		slot->family = ipv6 ? 6 : 4;
+		slot->prefixlen = words[0];
+		held[0] = words[1];
+		held[1] = ipv6 ? words[2] : 0;
+		held[2] = ipv6 ? words[3] : 0;
+		held[3] = ipv6 ? words[4] : 0;
+		slot->tag = tag;
+	}
+	/* Shared by every CPU that sees this entry: atomic. */
+	__sync_fetch_and_add(&ban->dropped, 1);
+}
+
+/*
+ * A ban found for the source under `key` in a structure of `kind` (pc_count_on): one in force
+ * drops it (and counts on itself), unless the source is in the allowlist, which passes it counted
+ * as allowed; an ended one is remembered. The allowlist is looked up only here, when something
+ * would drop: a source no ban covers passes without it. Returns the verdict, or -1 to look on.
+ */
+static __always_inline int pc_decide(struct pc_ban *ban, __u32 kind, const void *key, void *allow, __u32 allow_used,
+				     const void *source, __u32 family, struct xdp_md *ctx, int *found)
 {
 	__u64 expires_ns;
 
 	if (!ban)
 		return -1;
 	expires_ns = ban->expires_ns;
-	if (expires_ns != 0 && bpf_ktime_get_boot_ns() >= expires_ns) {
+	if (expires_ns != 0 && pc_now() >= expires_ns) {
 		*found = PC_FOUND_ENDED;
 		return -1;
 	}
 	if (pc_used(allow_used) && bpf_map_lookup_elem(allow, source))
 		return pc_count(PC_STAT_ALLOWED, ctx, XDP_PASS);
-	/* Shared by every CPU that sees this source: atomic. */
-	__sync_fetch_and_add(&ban->dropped, 1);
+	pc_count_on(ban, kind, family, key);
 	return pc_count_drop(ban->origin, family, ctx);
 }
 
@@ -328,11 +434,13 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 	void *lists;
 	int verdict, i;
 
-	__builtin_memcpy(&addr, saddr, sizeof(addr));
+	/* Word loads (the packet is read unaligned as x86-64 and arm64 allow): a copy from a void
+	 * pointer would be byte by byte. */
+	addr = *(const __u32 *)saddr;
 	prefix.prefixlen = 32;
 	__builtin_memcpy(prefix.addr, &addr, sizeof(addr));
-	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v4, prefix.addr), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
-			    &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
+	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v4, prefix.addr), PC_PENDING_BAN, &prefix, &pc_allow_v4,
+			    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
 	if (verdict >= 0)
 		return verdict;
 	/* Only the kinds of network entry its /24 holds are asked (none: nothing more to ask). */
@@ -350,15 +458,16 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 			__u32 masked = pc_mask4(addr, length);
 
 			__builtin_memcpy(key.addr, &masked, sizeof(masked));
-			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v4, &key), &pc_allow_v4,
-					    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
+			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v4, &key), PC_PENDING_PREFIX, &key,
+					    &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx,
+					    found);
 			if (verdict >= 0)
 				return verdict;
 		}
 	}
 	if ((kinds & PC_COVER_CIDR) && pc_used(PC_CONFIG_USED_CIDR_V4)) {
-		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v4, &prefix), &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4,
-				    &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
+		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v4, &prefix), PC_PENDING_NONE, &prefix, &pc_allow_v4,
+				    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
 		if (verdict >= 0)
 			return verdict;
 	}
@@ -368,8 +477,9 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 		if (kinds & PC_COVER_LIST_HOSTS) {
 			lists = bpf_map_lookup_elem(&pc_lhosts_v4, &generation);
 			if (lists) {
-				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4,
-						    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), PC_PENDING_LIST_HOST, &prefix,
+						    &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4,
+						    ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}
@@ -377,8 +487,9 @@ static __always_inline int pc_check_ipv4(const void *saddr, struct xdp_md *ctx, 
 		if (kinds & PC_COVER_LIST_NETS) {
 			lists = bpf_map_lookup_elem(&pc_lists_v4, &generation);
 			if (lists) {
-				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v4,
-						    PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4, ctx, found);
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), PC_PENDING_NONE, &prefix,
+						    &pc_allow_v4, PC_CONFIG_USED_ALLOW_V4, &prefix, PC_DROP_FAMILY_IPV4,
+						    ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}
@@ -413,11 +524,15 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 	void *lists;
 	int verdict, i;
 
-	__builtin_memcpy(addr, saddr, sizeof(addr));
+	/* Word loads, as for IPv4. */
+	addr[0] = ((const __u32 *)saddr)[0];
+	addr[1] = ((const __u32 *)saddr)[1];
+	addr[2] = ((const __u32 *)saddr)[2];
+	addr[3] = ((const __u32 *)saddr)[3];
 	prefix.prefixlen = 128;
 	__builtin_memcpy(prefix.addr, addr, sizeof(addr));
-	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v6, prefix.addr), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
-			    &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
+	verdict = pc_decide(bpf_map_lookup_elem(&pc_bans_v6, prefix.addr), PC_PENDING_BAN, &prefix, &pc_allow_v6,
+			    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
 	if (verdict >= 0)
 		return verdict;
 	/* Only the kinds of network entry its /64 holds (as far as its hash tells) are asked. */
@@ -437,15 +552,16 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 
 			pc_mask6(masked, addr, length);
 			__builtin_memcpy(key.addr, masked, sizeof(masked));
-			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v6, &key), &pc_allow_v6,
-					    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
+			verdict = pc_decide(bpf_map_lookup_elem(&pc_prefix_v6, &key), PC_PENDING_PREFIX, &key,
+					    &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx,
+					    found);
 			if (verdict >= 0)
 				return verdict;
 		}
 	}
 	if ((kinds & PC_COVER_CIDR) && pc_used(PC_CONFIG_USED_CIDR_V6)) {
-		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v6, &prefix), &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6,
-				    &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
+		verdict = pc_decide(bpf_map_lookup_elem(&pc_cidr_v6, &prefix), PC_PENDING_NONE, &prefix, &pc_allow_v6,
+				    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
 		if (verdict >= 0)
 			return verdict;
 	}
@@ -455,8 +571,9 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 		if (kinds & PC_COVER_LIST_HOSTS) {
 			lists = bpf_map_lookup_elem(&pc_lhosts_v6, &generation);
 			if (lists) {
-				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6,
-						    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), PC_PENDING_LIST_HOST, &prefix,
+						    &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6,
+						    ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}
@@ -464,8 +581,9 @@ static __always_inline int pc_check_ipv6(const void *saddr, struct xdp_md *ctx, 
 		if (kinds & PC_COVER_LIST_NETS) {
 			lists = bpf_map_lookup_elem(&pc_lists_v6, &generation);
 			if (lists) {
-				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), &pc_allow_v6,
-						    PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6, ctx, found);
+				verdict = pc_decide(bpf_map_lookup_elem(lists, &prefix), PC_PENDING_NONE, &prefix,
+						    &pc_allow_v6, PC_CONFIG_USED_ALLOW_V6, &prefix, PC_DROP_FAMILY_IPV6,
+						    ctx, found);
 				if (verdict >= 0)
 					return verdict;
 			}
@@ -534,7 +652,7 @@ static __always_inline int pc_ends_later(__u64 fresh, __u64 old)
  * else left. */
 static __always_inline __u8 pc_install_in(void *map, struct pc_install_slot *slot)
 {
-	struct pc_ban fresh = {.expires_ns = slot->expires_ns, .origin = slot->origin};
+	struct pc_ban fresh = {.expires_ns = slot->expires_ns, .origin = slot->origin, .tag = bpf_get_prandom_u32()};
 	struct pc_ban *old;
 	long error;
 	int attempt;
@@ -554,6 +672,7 @@ static __always_inline __u8 pc_install_in(void *map, struct pc_install_slot *slo
 		if (!pc_ends_later(slot->expires_ns, old->expires_ns))
 			return PC_INSTALL_KEPT;
 		fresh.dropped = old->dropped;
+		fresh.tag = old->tag; /* what CPUs hold in pc_pending for it stays its own */
 		error = bpf_map_update_elem(map, slot->addr, &fresh, BPF_EXIST);
 		if (error == 0)
 			return PC_INSTALL_LONGER;
@@ -595,7 +714,7 @@ int pc_install_bans(struct pc_install_args *args)
 static __always_inline __u8 pc_list_host(void *hosts, void *key, struct pc_install_slot *slot,
 					 struct pc_list_install_args *args)
 {
-	struct pc_ban fresh = {.expires_ns = slot->expires_ns, .origin = slot->origin};
+	struct pc_ban fresh = {.expires_ns = slot->expires_ns, .origin = slot->origin, .tag = bpf_get_prandom_u32()};
 	struct pc_ban *old;
 	__u32 origin;
 	long error;
@@ -623,6 +742,7 @@ static __always_inline __u8 pc_list_host(void *hosts, void *key, struct pc_insta
 		if (slot->reserved != PC_LIST_OP_PUT)
 			return bpf_map_delete_elem(hosts, key) == 0 ? PC_INSTALL_LONGER : PC_INSTALL_KEPT;
 		fresh.dropped = old->dropped;
+		fresh.tag = old->tag; /* what CPUs hold in pc_pending for it stays its own */
 		error = bpf_map_update_elem(hosts, key, &fresh, BPF_EXIST);
 		if (error == 0)
 			return PC_INSTALL_LONGER;
@@ -672,6 +792,22 @@ int pc_install_list_hosts(struct pc_list_install_args *args)
 		return -1;
 	bpf_loop(count, pc_list_one, &copy, 0);
 	return 0;
+}
+
+/* One tick of the clock's timer (portcullis_clock.h). */
+static int pc_clock_tick(void *map, __u32 *key, struct pc_clock *clock)
+{
+	pc_clock_advance(clock);
+	return 0;
+}
+
+/* Starts the clock's timer, or points a running one (pins reused) at this load's tick. */
+SEC("syscall")
+int pc_clock_start(void *args)
+{
+	__u32 zero = 0;
+
+	return pc_clock_arm(bpf_map_lookup_elem(&pc_clock, &zero), &pc_clock, pc_clock_tick);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -11,6 +11,7 @@
 #define PORTCULLIS_ABI_H
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_timer */
 
 /* Bumped whenever a map below changes meaning or layout; stored in the meta map of a pin directory
  * so that a daemon never reuses pinned maps written by another layout. */
@@ -43,6 +44,7 @@
 #define PC_MAP_LIST_HOSTS_V4 "pc_lhosts_v4"
 #define PC_MAP_LIST_HOSTS_V6 "pc_lhosts_v6"
 #define PC_MAP_DROPS "pc_drops"
+#define PC_MAP_CLOCK "pc_clock"
 
 /* Name of the XDP program (its function name, as the kernel and libxdp report it). */
 #define PC_PROG_NAME "pc_xdp_filter"
@@ -85,21 +87,64 @@ struct pc_ipv6_key {
  * Ban map value (both maps). Offsets (bytes), host byte order:
  *   0  expires_ns  CLOCK_BOOTTIME (bpf_ktime_get_boot_ns) time at which the ban ends; 0 = permanent.
  *                  A packet arriving at or after this time passes and counts as PC_STAT_EXPIRED,
- *                  so a ban never outlives its time even when no daemon deletes it.
- *   8  dropped     packets dropped because of this ban (atomically incremented by the program).
+ *                  so a ban never outlives its time even when no daemon deletes it. The program
+ *                  reads the time from pc_clock (below): a ban ends at most PC_CLOCK_PERIOD_NS late.
+ *   8  dropped     packets dropped because of this ban, except those a CPU still holds in
+ *                  pc_pending (below): readers add those of the entry (same key and tag).
  *  16  origin      who made the ban, not read by the program: PC_ORIGIN_OPERATOR (0) for an
  *                  operator's ban or one of unknown origin, else the slot of pc_origins that names
  *                  it (a daemon's jail).
- *  20  reserved    0.
+ *  20  tag         which writing of the entry this is: a value written with a count of its own
+ *                  (a new ban, a count restarted, or one carried over with what pc_pending held)
+ *                  gets a new random tag; one that only moves `dropped` on keeps it. Drops held in
+ *                  pc_pending under another tag are not this value's.
  * The maps are BPF_MAP_TYPE_HASH, preallocated: a per-CPU hash would multiply the preallocated
  * memory by the number of CPUs (1,048,576 entries x 24 bytes x 128 CPUs = 3 GiB per map on a big
- * host), while the atomic add only costs when one banned source floods many CPUs at once.
+ * host).
  */
 struct pc_ban {
 	__u64 expires_ns;
 	__u64 dropped;
 	__u32 origin;
-	__u32 reserved;
+	__u32 tag;
+};
+
+/*
+ * Drops not yet on their entry (pc_pending: BPF_MAP_TYPE_PERCPU_ARRAY, one struct pc_pending per
+ * CPU, pinned). An atomic add on the entry's `dropped` per drop would bounce that cache line
+ * between every core a flood of one source reaches. So each CPU remembers the entry it last
+ * dropped for and counts further drops for it here, in its own memory; when it drops for another
+ * entry it adds what it holds to the old entry's `dropped` (if that entry is still there with the
+ * same tag, else the count is not that entry's any more), and adds its first drop for the new one
+ * to `dropped` directly. An entry's drops are its `dropped` plus every CPU's count held here under
+ * its kind, family, key and tag. Entries of the CIDR tries and the lists' network tries are not
+ * counted here (a trie's lookup does not say which entry matched): their drops go to `dropped`.
+ * Offsets (bytes), host order except the address:
+ *   0  kind       PC_PENDING_* (0: none yet)
+ *   1  family     4 or 6
+ *   4  prefixlen  the entry's key as struct pc_prefix4_key/pc_prefix6_key: 32 or 128 for an
+ *   8  addr       exact ban or a list's host, the prefix length of a prefix ban; then its address
+ *                 (network order; 4 bytes then zeros for IPv4)
+ *  24  tag        the entry's tag (struct pc_ban)
+ *  32  count      drops of that entry on this CPU not yet in its `dropped`
+ */
+#define PC_MAP_PENDING "pc_pending"
+enum pc_pending_kind {
+	PC_PENDING_NONE = 0,
+	PC_PENDING_BAN = 1,	  /* pc_bans_v4/v6, key: the address */
+	PC_PENDING_PREFIX = 2,	  /* pc_prefix_v4/v6 */
+	PC_PENDING_LIST_HOST = 3, /* the hosts' hash of the lists' generation in force */
+};
+
+struct pc_pending {
+	__u8 kind;
+	__u8 family;
+	__u16 reserved;
+	__u32 prefixlen;
+	__u8 addr[16];
+	__u32 tag;
+	__u32 reserved2;
+	__u64 count;
 };
 
 /*
@@ -111,7 +156,8 @@ struct pc_ban {
  * installer: not pinned) and passes the count in struct pc_install_args; the program writes each
  * slot's outcome. Slot offsets (bytes):
  *   0  addr        the address: 4 bytes (IPv4, then 12 unused) or 16 (IPv6), network order.
- *  16  expires_ns  the ban's end as in struct pc_ban (0: for good).
+ *  16  expires_ns  the ban's end as in struct pc_ban (0: for good). A new ban gets a random tag;
+ *                  one made longer keeps its count and tag.
  *  24  origin      as in struct pc_ban.
  *  28  family      4 or 6.
  *  29  outcome     PC_INSTALL_*, written by the program.
@@ -163,7 +209,7 @@ enum pc_install_outcome {
 	PC_INSTALL_NONE = 0,
 	/* Written: the address had no ban. */
 	PC_INSTALL_NEW = 1,
-	/* Its ban ended earlier: replaced by this one, its drop count kept. */
+	/* Its ban ended earlier: replaced by this one, its drop count (and tag) kept. */
 	PC_INSTALL_LONGER = 2,
 	/* It has a ban ending at or after this one, or for good: left as it was. */
 	PC_INSTALL_KEPT = 3,
@@ -310,6 +356,34 @@ struct pc_stat {
 #define PC_DROP_FAMILIES 2
 #define PC_DROP_SLOTS 512
 _Static_assert(PC_DROP_SLOTS == PC_MAX_ORIGINS * PC_DROP_FAMILIES, "a slot per origin and family");
+
+/*
+ * The program's clock (pc_clock: BPF_MAP_TYPE_ARRAY, one struct pc_clock, pinned). Reading
+ * CLOCK_BOOTTIME with bpf_ktime_get_boot_ns() costs about 30 ns, as much as the rest of a drop; so a
+ * kernel timer (bpf_timer, started by PC_CLOCK_PROG_NAME, a BPF_PROG_TYPE_SYSCALL program user space
+ * runs once after each load) writes the time into the map every PC_CLOCK_PERIOD_NS, and the program
+ * compares a ban's end with that, at the cost of one array read and bpf_jiffies64() (inlined: a
+ * load). The timer lives as long as the map is pinned, with or without a daemon; should it stop,
+ * the time it wrote goes stale, and after PC_CLOCK_GRACE_TICKS periods (measured in jiffies, whose
+ * rate the timer learns from its own ticks) the program reads the clock itself again. A time read
+ * from the map is never ahead of CLOCK_BOOTTIME: a ban ends at most one period late, never early.
+ * Offsets (bytes), host byte order, written only by the timer (user space never writes the map: a
+ * write would free the timer):
+ *   0  boot_ns       bpf_ktime_get_boot_ns() at the last tick
+ *   8  fresh_until   bpf_jiffies64() up to which boot_ns stands for the time (0: never)
+ *  16  tick_jiffies  bpf_jiffies64() at the last tick
+ *  24  timer         the kernel's
+ */
+#define PC_CLOCK_PROG_NAME "pc_clock_start"
+#define PC_CLOCK_PERIOD_NS 100000000ull
+#define PC_CLOCK_GRACE_TICKS 3
+
+struct pc_clock {
+	__u64 boot_ns;
+	__u64 fresh_until;
+	__u64 tick_jiffies;
+	struct bpf_timer timer;
+};
 
 /*
  * Meta value (BPF_MAP_TYPE_ARRAY, one entry), written by user space when it creates the maps and

@@ -50,7 +50,8 @@ static __always_inline int pc_parse_ethernet(struct pc_cursor *c)
 
 	if ((void *)(eth + 1) > c->end)
 		return -1;
-	proto = eth->h_proto;
+	/* One 16-bit load: struct ethhdr is packed, and a member of it would be read byte by byte. */
+	proto = ((__be16 *)eth)[6];
 	c->pos = eth + 1;
 
 #pragma unroll

@@ -163,7 +163,7 @@ private struct ListDelta {
             return
         }
         BanMaps.appendKey(network, to: &hostKeys)
-        hostValues.append(request.value(dropped: current?.dropped ?? 0))
+        hostValues.append(request.value(keeping: current))
         added += 1
     }
 
@@ -184,7 +184,7 @@ private struct ListDelta {
                 // Its own entry is there: the lookup finds it (nothing longer matches its key).
                 guard let current = lookup(network) else { continue }  // deleted meanwhile
                 guard owned.contains(current.origin) else { return refuse(network) }
-                value.dropped = current.dropped
+                value = request.value(keeping: current)
                 result = BanMaps.withKey(network) { key in
                     systemCallResult { bpf_map_update_elem(trie.fd, key, &value, UInt64(BPF_EXIST)) }
                 }

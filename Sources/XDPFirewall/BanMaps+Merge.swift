@@ -151,7 +151,7 @@ extension BanMaps {
         let hadBan = taken.isSuccess
         let longer = !hadBan || Self.endsLater(request.expiry, than: BanExpiry(expiresNanoseconds: existing.expires_ns))
         var value =
-            longer ? request.value(dropped: existing.dropped) : existing
+            longer ? request.value(keeping: hadBan ? existing : nil) : existing
         let put =
             (try? withKey(request.address) { (fd, key) throws(FirewallError) in
                 systemCallResult { bpf_map_update_elem(fd, key, &value, UInt64(BPF_NOEXIST)) }

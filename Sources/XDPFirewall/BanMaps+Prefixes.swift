@@ -89,8 +89,8 @@ extension BanMaps {
             : (v4 ? cidrV4 : cidrV6, v4 ? PC_CONFIG_USED_CIDR_V4 : PC_CONFIG_USED_CIDR_V6)
         var key = PrefixKey(network).bytes
         var value = pc_ban()
-        let dropped = bpf_map_lookup_elem(map.fd, &key, &value) == 0 ? value.dropped : 0
-        value = BanRequest(network.address, expiry, origin: origin).value(dropped: dropped)
+        let old = bpf_map_lookup_elem(map.fd, &key, &value) == 0 ? value : nil
+        value = BanRequest(network.address, expiry, origin: origin).value(keeping: old)
         try cover([network], kind: place == .prefix ? PC_COVER_PREFIX : PC_COVER_CIDR)
         try markUsed(used)
         switch systemCallResult({ bpf_map_update_elem(map.fd, &key, &value, UInt64(BPF_ANY)) }) {
@@ -115,11 +115,13 @@ extension BanMaps {
         let map = place == .prefix ? (v4 ? prefixV4 : prefixV6) : (v4 ? cidrV4 : cidrV6)
         var key = PrefixKey(network).bytes
         var value = pc_ban()
+        let pending = place == .prefix ? try pendingDrops() : PendingDrops()
         switch systemCallResult({ bpf_map_lookup_elem(map.fd, &key, &value) }) {
         case .success:
             return NetworkBanEntry(
                 network: network, place: place, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
-                dropped: value.dropped, origin: value.origin)
+                dropped: value.dropped &+ pending.count(PC_PENDING_PREFIX, network, tag: value.tag),
+                origin: value.origin)
         case .failure(let error) where error.code == ENOENT: return nil
         case .failure(let error): throw systemError("look up \(network)", error.code)
         }
@@ -202,12 +204,16 @@ extension BanMaps {
         throws(FirewallError) -> [NetworkBanEntry]
     {
         var entries: [NetworkBanEntry] = []
+        // Prefix bans and the lists' hosts are counted per CPU too (a trie's entries are not).
+        let pending = place == .cidr ? PendingDrops() : try pendingDrops()
         try MapReader(fd: map.fd, name: "a \(place.rawValue) map", keySize: family == .ipv4 ? 8 : 20).readAll {
             key, value in
+            let network = PrefixKey.network(key, family: family)
+            let kind = place == .prefix ? PC_PENDING_PREFIX : network.isSingleAddress ? PC_PENDING_LIST_HOST : nil
             entries.append(
                 NetworkBanEntry(
-                    network: PrefixKey.network(key, family: family), place: place,
-                    expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped,
+                    network: network, place: place, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
+                    dropped: value.dropped &+ (kind.map { pending.count($0, network, tag: value.tag) } ?? 0),
                     origin: value.origin))
         }
         return entries

@@ -30,6 +30,8 @@ public final class BanMaps: @unchecked Sendable {
     let cover: BPFDescriptor
     /// Drops by origin and family; nil for pins made before it (`MapSpec.mayBeMissingFromPins`).
     let drops: BPFDescriptor?
+    /// Each CPU's drops not yet on their entry; nil for pins made before it.
+    let pending: BPFDescriptor?
     /// The coverage bitmap, mapped (bits are set with atomic ORs: other writers set bits too).
     let coverBits: UnsafeMutablePointer<UInt64>
     /// Entries each ban map can hold.
@@ -78,6 +80,7 @@ public final class BanMaps: @unchecked Sendable {
         config = try map(.config)
         cover = try map(.cover)
         drops = maps[MapSpec.drops.name]
+        pending = maps[MapSpec.pending.name]
         var key: UInt32 = 0
         var marker = pc_meta()
         let metaFD = meta.fd
@@ -260,12 +263,13 @@ public final class BanMaps: @unchecked Sendable {
     /// The ban of one address, if it has one.
     public func lookup(_ address: IPAddress) throws(FirewallError) -> BanEntry? {
         var value = pc_ban()
+        let pending = try pendingDrops()
         return try withKey(address) { (fd, key) throws(FirewallError) -> BanEntry? in
             switch systemCallResult({ bpf_map_lookup_elem(fd, key, &value) }) {
             case .success:
                 return BanEntry(
                     address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
-                    dropped: value.dropped, origin: value.origin)
+                    dropped: value.dropped &+ pending.count(ban: address, tag: value.tag), origin: value.origin)
             case .failure(let error) where error.code == ENOENT: return nil
             case .failure(let error): throw systemError("look up \(address)", error.code)
             }
@@ -422,14 +426,15 @@ public final class BanMaps: @unchecked Sendable {
         fd: Int32, name: String, at position: inout BatchPosition, limit: Int, address: (Key) -> IPAddress,
         into entries: inout [BanEntry]
     ) throws(FirewallError) -> Bool {
+        let pending = try pendingDrops()
         let more = try MapReader(fd: fd, name: name, keySize: MemoryLayout<Key>.size).readChunk(
             at: &position, limit: limit
         ) { key, value in
+            let address = address(key.load(as: Key.self))
             entries.append(
                 BanEntry(
-                    address: address(key.load(as: Key.self)),
-                    expiry: BanExpiry(expiresNanoseconds: value.expires_ns), dropped: value.dropped,
-                    origin: value.origin))
+                    address: address, expiry: BanExpiry(expiresNanoseconds: value.expires_ns),
+                    dropped: value.dropped &+ pending.count(ban: address, tag: value.tag), origin: value.origin))
         }
         // The exact maps are hashes, which every kernel that has the batch calls batches.
         guard let more else { throw systemError("list \(name)", EOPNOTSUPP) }

@@ -99,8 +99,4 @@ public struct BanRequest: Sendable {
         self.origin = origin
     }
 
-    /// The map value that installs it.
-    func value(dropped: UInt64) -> pc_ban {
-        pc_ban(expires_ns: expiry.expiresNanoseconds, dropped: dropped, origin: origin, reserved: 0)
-    }
 }

@@ -86,7 +86,7 @@ public enum XDPVerdict: UInt32, Sendable, CustomStringConvertible {
         }
     }
 
-    func programFD(named name: String) throws(FirewallError) -> Int32 {
+    @_spi(Testing) public func programFD(named name: String) throws(FirewallError) -> Int32 {
         guard let program = bpf_object__find_program_by_name(handle, name) else {
             throw .bpfObjectInvalid(path: path, detail: "it has no program named \(name)")
         }
@@ -178,7 +178,21 @@ struct FilterObject {
         // Made by this load (not reused): the default prefix lengths go in with the layout marker.
         if !reusesPinnedMaps { try maps.writeDefaultConfiguration() }
         try maps.writeLayoutMarker()
+        try startClock()
         return maps
+    }
+
+    /// Starts the clock's timer (`PC_CLOCK_PROG_NAME`, run once), or points one already running
+    /// in reused pins at this load: the program reads the time from `pc_clock` from then on.
+    private func startClock() throws(FirewallError) {
+        let program = try object.programFD(named: PC_CLOCK_PROG_NAME)
+        var options = bpf_test_run_opts()
+        options.sz = MemoryLayout<bpf_test_run_opts>.size
+        try bpfCall("start the filter's clock (\(PC_CLOCK_PROG_NAME))") { bpf_prog_test_run_opts(program, &options) }
+        let result = Int32(bitPattern: options.retval)
+        guard result == 0 else {
+            throw .system(operation: "start the filter's clock (\(PC_CLOCK_PROG_NAME))", errno: -result, detail: "")
+        }
     }
 }
 
@@ -206,9 +220,15 @@ public final class LoadedProgram: @unchecked Sendable {
         maps = try filter.maps()
     }
 
-    /// Loads any single-program XDP object without maps, such as perf's reference program.
-    public init(objectAt objectPath: String, programName: String) throws(FirewallError) {
+    /// Loads any XDP object without the filter's maps, such as perf's reference program or a peer
+    /// filter, its maps private to this instance.
+    /// - Parameter sizes: entries of those of its maps to size otherwise than the object says.
+    public init(objectAt objectPath: String, programName: String, sizes: [String: UInt32] = [:]) throws(FirewallError) {
         object = try BPFObject(path: objectPath, pinDirectory: nil)
+        for (name, entries) in sizes {
+            let map = try object.map(name)
+            try bpfCall("set size of \(name)") { bpf_map__set_max_entries(map, entries) }
+        }
         try object.load()
         programFD = try object.programFD(named: programName)
         maps = nil

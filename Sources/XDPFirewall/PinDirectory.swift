@@ -121,15 +121,26 @@ struct MapSpec: Sendable {
     static let drops = MapSpec(
         name: PC_MAP_DROPS, type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: MemoryLayout<UInt32>.size,
         valueSize: MemoryLayout<pc_stat>.size, maxEntries: UInt32(PC_DROP_SLOTS))
+    /// The program's clock: its timer runs while the map is pinned, so removing the pins stops it.
+    static let clock = MapSpec(
+        name: PC_MAP_CLOCK, type: BPF_MAP_TYPE_ARRAY, keySize: MemoryLayout<UInt32>.size,
+        valueSize: MemoryLayout<pc_clock>.size, maxEntries: 1)
+
+    /// Each CPU's drops not yet on their entry.
+    static let pending = MapSpec(
+        name: PC_MAP_PENDING, type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: MemoryLayout<UInt32>.size,
+        valueSize: MemoryLayout<pc_pending>.size, maxEntries: 1)
 
     static let all = [
         bansV4, bansV6, stats, meta, origins, prefixV4, prefixV6, cidrV4, cidrV6, allowV4, allowV6, listsV4,
-        listsV6, listHostsV4, listHostsV6, config, cover, drops,
+        listsV6, listHostsV4, listHostsV6, config, cover, drops, clock, pending,
     ]
 
-    /// Whether pins of this ABI version may lack it: `pc_drops` came later within ABI 3 (a load
-    /// adds it beside them; until then the drops are read from `PC_STAT_DROPPED` alone).
-    var mayBeMissingFromPins: Bool { name == PC_MAP_DROPS }
+    /// Whether pins of this ABI version may lack it: `pc_drops`, `pc_clock` and `pc_pending` came
+    /// after the others without changing them (a load adds them beside them; until then the drops
+    /// are read from `PC_STAT_DROPPED` alone, a program without the clock reads CLOCK_BOOTTIME
+    /// itself, and one without `pc_pending` counts every drop on its entry).
+    var mayBeMissingFromPins: Bool { name == PC_MAP_DROPS || name == PC_MAP_CLOCK || name == PC_MAP_PENDING }
 
     /// Checks an open map against this spec.
     /// - Returns: the map's kernel info (its `max_entries` is the capacity that was chosen at creation).

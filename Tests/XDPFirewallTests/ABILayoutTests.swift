@@ -15,7 +15,7 @@ struct ABILayoutTests {
         #expect(try btf.member("pc_ban", "expires_ns") == (MemoryLayout<pc_ban>.offset(of: \.expires_ns)!, 8))
         #expect(try btf.member("pc_ban", "dropped") == (MemoryLayout<pc_ban>.offset(of: \.dropped)!, 8))
         #expect(try btf.member("pc_ban", "origin") == (MemoryLayout<pc_ban>.offset(of: \.origin)!, 4))
-        #expect(try btf.member("pc_ban", "reserved") == (MemoryLayout<pc_ban>.offset(of: \.reserved)!, 4))
+        #expect(try btf.member("pc_ban", "tag") == (MemoryLayout<pc_ban>.offset(of: \.tag)!, 4))
         #expect(try btf.size("pc_origin") == MemoryLayout<pc_origin>.size)
         #expect(try btf.member("pc_origin", "name") == (0, Int(PC_ORIGIN_NAME_SIZE)))
     }
@@ -42,6 +42,29 @@ struct ABILayoutTests {
         #expect(try btf.size("pc_meta") == MemoryLayout<pc_meta>.size)
         #expect(try btf.member("pc_meta", "magic") == (MemoryLayout<pc_meta>.offset(of: \.magic)!, 4))
         #expect(try btf.member("pc_meta", "abi_version") == (MemoryLayout<pc_meta>.offset(of: \.abi_version)!, 4))
+    }
+
+    /// Each CPU's pending drops (`PendingDrops` reads them through the imported fields).
+    @Test func pendingDropsMatchTheProgram() throws {
+        let btf = try ObjectBTF(path: try Products.filterObject())
+        typealias Slot = pc_pending
+        #expect(try btf.size("pc_pending") == MemoryLayout<Slot>.size)
+        #expect(try btf.member("pc_pending", "kind") == (MemoryLayout<Slot>.offset(of: \.kind)!, 1))
+        #expect(try btf.member("pc_pending", "family") == (MemoryLayout<Slot>.offset(of: \.family)!, 1))
+        #expect(try btf.member("pc_pending", "prefixlen") == (MemoryLayout<Slot>.offset(of: \.prefixlen)!, 4))
+        #expect(try btf.member("pc_pending", "addr") == (MemoryLayout<Slot>.offset(of: \.addr)!, 16))
+        #expect(try btf.member("pc_pending", "tag") == (MemoryLayout<Slot>.offset(of: \.tag)!, 4))
+        #expect(try btf.member("pc_pending", "count") == (MemoryLayout<Slot>.offset(of: \.count)!, 8))
+    }
+
+    /// The clock's map (`MapSpec.clock` checks pinned ones by this size).
+    @Test func clockMatchesTheProgram() throws {
+        let btf = try ObjectBTF(path: try Products.filterObject())
+        #expect(try btf.size("pc_clock") == MemoryLayout<pc_clock>.size)
+        #expect(try btf.member("pc_clock", "boot_ns") == (MemoryLayout<pc_clock>.offset(of: \.boot_ns)!, 8))
+        #expect(try btf.member("pc_clock", "fresh_until") == (MemoryLayout<pc_clock>.offset(of: \.fresh_until)!, 8))
+        #expect(try btf.member("pc_clock", "tick_jiffies") == (MemoryLayout<pc_clock>.offset(of: \.tick_jiffies)!, 8))
+        #expect(try btf.member("pc_clock", "timer") == (MemoryLayout<pc_clock>.offset(of: \.timer)!, 16))
     }
 
     /// The ban installer's slots (written by `BanInstaller.fill` through the imported fields) and its

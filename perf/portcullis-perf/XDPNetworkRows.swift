@@ -123,20 +123,8 @@ extension XDPSuite {
     /// Fills an exact map of the exact-only program with one batch update per 8,192 keys.
     private func fill<Key>(_ program: LoadedProgram, _ name: String, _ keys: [Key], end: BanExpiry) throws {
         let fd = bpf_map__fd(try program.object.map(name))
-        let value = pc_ban(expires_ns: end.nanosecondsForReference, dropped: 0, origin: 0, reserved: 0)
-        for start in stride(from: 0, to: keys.count, by: 8192) {
-            let chunk = Array(keys[start..<min(start + 8192, keys.count)])
-            let values = [pc_ban](repeating: value, count: chunk.count)
-            var count = UInt32(chunk.count)
-            var options = bpf_map_batch_opts()
-            options.sz = MemoryLayout<bpf_map_batch_opts>.size
-            let result = chunk.withUnsafeBytes { keyBytes in
-                values.withUnsafeBytes { valueBytes in
-                    bpf_map_update_batch(fd, keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
-                }
-            }
-            guard result == 0 else { throw MeasurementError(description: "fill \(name): errno \(errno)") }
-        }
+        let value = pc_ban(expires_ns: end.nanosecondsForReference, dropped: 0, origin: 0, tag: 0)
+        try updateBatches(fd: fd, keys: keys, what: name) { [pc_ban](repeating: value, count: $0) }
     }
 }
 
