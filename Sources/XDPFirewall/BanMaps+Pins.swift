@@ -10,7 +10,8 @@ extension BanMaps {
             (.prefixV4, prefixV4), (.prefixV6, prefixV6), (.cidrV4, cidrV4), (.cidrV6, cidrV6),
             (.allowV4, allowV4), (.allowV6, allowV6), (.listsV4, listsV4), (.listsV6, listsV6),
             (.listHostsV4, listHostsV4), (.listHostsV6, listHostsV6), (.config, config), (.cover, cover),
-        ] + (drops.map { [(.drops, $0)] } ?? [])
+        ] + (drops.map { [(.drops, $0)] } ?? []) + (pending.map { [(.pending, $0)] } ?? [])
+            + (clock.map { [(.clock, $0)] } ?? [])
     }
 
     /// Puts back the pins of the maps held here that have vanished from their pin directory (an

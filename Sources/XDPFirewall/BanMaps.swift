@@ -32,6 +32,8 @@ public final class BanMaps: @unchecked Sendable {
     let drops: BPFDescriptor?
     /// Each CPU's drops not yet on their entry; nil for pins made before it.
     let pending: BPFDescriptor?
+    /// The time the kernel's timer keeps (read by the program only); nil for pins made before it.
+    let clock: BPFDescriptor?
     /// The coverage bitmap, mapped (bits are set with atomic ORs: other writers set bits too).
     let coverBits: UnsafeMutablePointer<UInt64>
     /// Entries each ban map can hold.
@@ -81,6 +83,7 @@ public final class BanMaps: @unchecked Sendable {
         cover = try map(.cover)
         drops = maps[MapSpec.drops.name]
         pending = maps[MapSpec.pending.name]
+        clock = maps[MapSpec.clock.name]
         var key: UInt32 = 0
         var marker = pc_meta()
         let metaFD = meta.fd
