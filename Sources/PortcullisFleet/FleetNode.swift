@@ -147,7 +147,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         self.logger = logger
         ignoredHosts = Mutex(Set(settings.ignoreHosts))
         let wakeup = self.wakeup
-        events = FleetEvents(wake: { wakeup.signal() })
+        events = FleetEvents(wake: { wakeup.signal() }, logger: logger)
     }
 
     public var snapshot: FleetStatistics {
@@ -305,7 +305,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                     let made = try FleetBucket(settings: settings, maxAgeSeconds: maxAgeSeconds, events: events)
                     self.bucket.withLock { $0 = made }
                     let line =
-                        "host \(settings.host) connected to \(settings.servers.joined(separator: ",")), bucket "
+                        "host \(settings.host) connected to \(events.server ?? settings.servers.joined(separator: ",")), bucket "
                         + "\(settings.bucket)\(lastSaid == nil ? "" : " (again)")"
                     logger.info("\(line)")
                     lastSaid = nil
@@ -491,6 +491,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     /// Stops both threads and closes the connection. Other hosts' bans stay in force.
     public func stopAndJoin() {
         stop.set()
+        events.stopping.store(true, ordering: .releasing)
         wakeup.signal()
         linkThread?.join()
         watchThread?.join()

@@ -13,7 +13,7 @@ extension FleetNode {
     struct Stopped: Error {}
 
     func runWatch() {
-        var watcher: OpaquePointer?
+        var watcher: FleetWatcher?
         // The connection the watcher reads (a new one is read in whole again).
         weak var watched: FleetBucket?
         var installedOnce = false
@@ -22,7 +22,6 @@ extension FleetNode {
         var censusDue = false
         var lastCensus = 0.0
         var lastHeldTry = 0.0
-        defer { if let watcher { kvWatcher_Destroy(watcher) } }
         while !stop.isSet {
             let now = SystemClock.monotonicSeconds()
             // The counts by host walk every claim: at most once a second.
@@ -39,8 +38,10 @@ extension FleetNode {
             if installFailed, rereadAt == 0 { rereadAt = now + 5 }
             let reread = events.resync.exchange(false, ordering: .acquiring)
             if watcher == nil || watched !== bucket || reread || (rereadAt > 0 && now >= rereadAt) {
-                if let old = watcher { kvWatcher_Destroy(old) }
-                watcher = nil
+                // A bridge of this connection goes on taking puts (they wait in it) while the
+                // stream is tried again.
+                let bridging = watcher?.isBridge == true && watched === bucket
+                if !bridging { watcher = nil }
                 let replacing = !installedOnce || installFailed || replaceOnRead.exchange(false, ordering: .acquiring)
                 do {
                     watcher = try readWhole(bucket, replacing: replacing, counting: !installedOnce)
@@ -54,30 +55,38 @@ extension FleetNode {
                     }
                     lastSaid = "\(error.status)"
                     statistics.withLock { $0.lastError = explain(error) }
-                    SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
+                    // No leader to read the stream from (an election): the hosts' puts as they
+                    // are sent meanwhile, on the bans the last read left; read whole again soon.
+                    if installedOnce, FleetBucket.isElection(error.status, jsErrCode(rawValue: 0)),
+                        let bridge = bridging ? watcher : FleetWatcher(bridging: bucket)
+                    {
+                        watcher = bridge
+                        watched = bucket
+                        rereadAt = SystemClock.monotonicSeconds() + 0.5
+                    } else {
+                        watcher = nil
+                        SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
+                    }
                 } catch {
                     break  // stopped
                 }
                 continue
             }
-            var entry: OpaquePointer?
+            guard let reading = watcher else { continue }
             let waited = SystemClock.monotonicNanoseconds()
-            let status = kvWatcher_Next(&entry, watcher, 100)
+            let (status, entry) = reading.next(100)
             if status == NATS_OK, let entry {
                 var taken: [Taken] = []
                 if let key = take(entry, into: &claims, hosts: &keysByHost, counting: true) { taken.append(key) }
-                kvEntry_Destroy(entry)
                 // An entry that was waiting already: a burst (a host's thousands of bans, the
                 // queue of one back from an outage). What else waits goes in the same batched
                 // write, until an entry has to be waited for (it is written with them at once) or
                 // none comes within a millisecond; a ban that came alone is written at once.
                 if SystemClock.monotonicNanoseconds() - waited < 100_000 {
                     while taken.count < 1024 {
-                        var more: OpaquePointer?
                         let asked = SystemClock.monotonicNanoseconds()
-                        guard kvWatcher_Next(&more, watcher, 1) == NATS_OK, let more else { break }
+                        guard case (NATS_OK, let more?) = reading.next(1) else { break }
                         if let key = take(more, into: &claims, hosts: &keysByHost, counting: true) { taken.append(key) }
-                        kvEntry_Destroy(more)
                         if SystemClock.monotonicNanoseconds() - asked >= 100_000 { break }
                     }
                 }
@@ -100,7 +109,6 @@ extension FleetNode {
                 }
             } else {
                 // Stopped or failed (the server's stream gone): made again.
-                if let old = watcher { kvWatcher_Destroy(old) }
                 watcher = nil
                 SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
             }
@@ -139,31 +147,19 @@ extension FleetNode {
     /// difference in place. `counting`: its skipped keys are counted (a read again skips the same).
     /// - Returns: the watcher, now delivering changes.
     /// - Throws: `FleetError`, or `Stopped` when the node stops meanwhile.
-    private func readWhole(_ bucket: FleetBucket, replacing: Bool, counting: Bool) throws -> OpaquePointer {
+    private func readWhole(_ bucket: FleetBucket, replacing: Bool, counting: Bool) throws -> FleetWatcher {
         let started = SystemClock.monotonicSeconds()
-        var options = kvWatchOptions()
-        kvWatchOptions_Init(&options)
-        var watcher: OpaquePointer?
-        let status = kvStore_WatchAll(&watcher, bucket.store, &options)
-        guard status == NATS_OK, let watcher else { throw FleetError.last(status, "watching the bucket") }
+        let watcher = try FleetWatcher(bucket)
         var fresh = ListClaims<String>()
         var freshHosts: [String: Int] = [:]
         var count = 0
         ownDecisions = []
         while true {
-            guard !stop.isSet else {
-                kvWatcher_Destroy(watcher)
-                throw Stopped()
-            }
-            var entry: OpaquePointer?
-            let next = kvWatcher_Next(&entry, watcher, 5000)
+            guard !stop.isSet else { throw Stopped() }
+            let (next, entry) = watcher.next(5000)
             if next == NATS_OK, entry == nil { break }  // the whole set is in
-            guard next == NATS_OK, let entry else {
-                kvWatcher_Destroy(watcher)
-                throw FleetError.last(next, "reading the bucket's set")
-            }
+            guard next == NATS_OK, let entry else { throw FleetError.last(next, "reading the bucket's set") }
             if take(entry, into: &fresh, hosts: &freshHosts, counting: counting) != nil { count += 1 }
-            kvEntry_Destroy(entry)
         }
         let before = Dictionary(claims.wanted(), uniquingKeysWith: { first, _ in first })
         claims = fresh
@@ -224,20 +220,18 @@ extension FleetNode {
     /// Applies one entry of the bucket to `set` (`hosts`: its keys per host).
     /// - Returns: what changed (nil: own, or skipped).
     private func take(
-        _ entry: OpaquePointer, into set: inout ListClaims<String>, hosts: inout [String: Int], counting: Bool
+        _ entry: FleetEntry, into set: inout ListClaims<String>, hosts: inout [String: Int], counting: Bool
     ) -> Taken? {
-        guard let keyPointer = kvEntry_Key(entry) else { return nil }
-        let key = String(cString: keyPointer)
+        let key = entry.key
         guard let (host, network) = FleetKey.parse(key) else {
             if counting { skip(.key) }
             return nil
         }
-        let operation = kvEntry_Operation(entry)
         // Own keys are this host's bans, in its own maps already (its shared decisions are noted).
         guard host != settings.host else {
             if FleetKey.isDecision(key) {
                 shared.withLock {
-                    _ = operation == kvOp_Put ? $0.inBucket.insert(key).inserted : $0.inBucket.remove(key) != nil
+                    _ = entry.isPut ? $0.inBucket.insert(key).inserted : $0.inBucket.remove(key) != nil
                 }
             }
             return nil
@@ -248,14 +242,12 @@ extension FleetNode {
             hosts[host, default: 1] -= 1
             return Taken(key: key, change: set.change(network), put: false, lag: nil)
         }
-        guard operation == kvOp_Put else { return drop() }
+        guard entry.isPut else { return drop() }
         if ignoredHosts.withLock({ $0.contains(host) }) {
             if counting { skip(.ignored) }
             return drop()
         }
-        let length = Int(kvEntry_ValueLen(entry))
-        guard let bytes = kvEntry_Value(entry), length > 0,
-            let value = try? decoder.decode(FleetValue.self, from: Data(bytes: bytes, count: length)),
+        guard !entry.value.isEmpty, let value = try? decoder.decode(FleetValue.self, from: entry.value),
             value.host == host
         else {
             // A value not understood lifts what the key held before (its ban is no longer known).
