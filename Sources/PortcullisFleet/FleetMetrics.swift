@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import PortcullisCore
+import PortcullisSystem
 
 /// The fleet's metric catalogue: what `portcullisd`'s Prometheus endpoint serves of the node
 /// (docs/metrics.md).
@@ -21,24 +22,33 @@ extension FleetLink {
                 "portcullis_fleet_received_total", "Other hosts' ban changes the watch delivered.", [],
                 Double(snapshot.received)),
             .counter(
-                "portcullis_fleet_installed_total", "Other hosts' bans written into the maps.", [],
+                "portcullis_fleet_installed_total", "Other hosts' new bans written into the maps.", [],
                 Double(snapshot.installed)),
             .counter(
-                "portcullis_fleet_lifted_total", "Other hosts' bans lifted by their deletion.", [],
-                Double(snapshot.lifted)),
+                "portcullis_fleet_refreshed_total",
+                "Other hosts' keys put again before the bucket's max age took them (not propagations).", [],
+                Double(snapshot.refreshed)),
+            .counter(
+                "portcullis_fleet_lifted_total",
+                "Other hosts' bans lifted: by their key's deletion, by a whole read of the bucket without them.",
+                [("reason", "deleted")], Double(snapshot.lifted)),
+            .counter(
+                "portcullis_fleet_lifted_total",
+                "Other hosts' bans lifted: by their key's deletion, by a whole read of the bucket without them.",
+                [("reason", "resync")], Double(snapshot.liftedByResync)),
             .gauge("portcullis_fleet_bans", "Other hosts' bans in force here.", [], Double(snapshot.bans)),
             .gauge(
                 "portcullis_fleet_networks", "Networks in the maps for other hosts' bans.", [],
                 Double(snapshot.networks)),
             .seconds(
                 "portcullis_fleet_propagation_seconds_total",
-                "From the origin host's ban to its install here, summed (divide by the installs it counts).", [],
+                "From the origin host's new ban to its install here, summed (divide by the installs it counts).", [],
                 snapshot.lagSeconds),
             .counter(
                 "portcullis_fleet_propagations_total", "Installs whose propagation lag is summed.", [],
                 Double(snapshot.lagCount)),
             .gauge(
-                "portcullis_fleet_last_propagation_seconds", "The last install's propagation lag.", [],
+                "portcullis_fleet_last_propagation_seconds", "The last new ban's propagation lag.", [],
                 snapshot.lastLagSeconds),
             .counter(
                 "portcullis_fleet_reconnects_total", "Connections nats.c made again.", [],
@@ -52,6 +62,20 @@ extension FleetLink {
                 "This host's bans in force put again: after a connection made anew, before the max age takes them.",
                 [], Double(snapshot.republished)),
         ]
+        if snapshot.lagCount > 0 {
+            samples.append(
+                .gauge(
+                    "portcullis_fleet_last_propagation_age_seconds",
+                    "Seconds since the last new ban's install (the last propagation's age: an idle fleet's grows).",
+                    [], max(SystemClock.monotonicSeconds() - snapshot.lastLagAt, 0)))
+        }
+        if let age = snapshot.bucketMaxAgeSeconds {
+            samples.append(
+                .gauge(
+                    "portcullis_fleet_bucket_max_age_seconds",
+                    "The bucket's max age as its stream has it (0: none): longer bans' keys are put again.", [],
+                    Double(age)))
+        }
         for (host, count) in snapshot.byHost.sorted(by: { $0.key < $1.key }) {
             samples.append(
                 .gauge(

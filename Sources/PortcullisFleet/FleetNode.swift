@@ -42,23 +42,33 @@ public struct FleetStatistics: Sendable {
     public var received: UInt64 = 0
     /// Other hosts' bans written into the maps, and lifted by their deletion.
     public var installed: UInt64 = 0
+    /// Other hosts' bans lifted by their key's deletion, and by a whole read of the bucket that no
+    /// longer had them (after a reconnection, a failover).
     public var lifted: UInt64 = 0
+    public var liftedByResync: UInt64 = 0
+    /// Other hosts' keys put again (before the bucket's max age took them) the watch delivered:
+    /// not propagations.
+    public var refreshed: UInt64 = 0
     public var skipped: [FleetSkip: UInt64] = [:]
     /// Other hosts' bans in force, and the networks they name (hosts may share one).
     public var bans = 0
     public var networks = 0
     /// Bans in force by origin host.
     public var byHost: [String: Int] = [:]
-    /// The propagation lag: from the origin's ban (its maps' write) to this host's, seconds.
+    /// The propagation lag of new bans: from the origin's ban (its maps' write) to this host's,
+    /// seconds; the last, and when it was counted (monotonic seconds; 0: none yet).
     public var lagSeconds = 0.0
     public var lagCount: UInt64 = 0
     public var lastLagSeconds = 0.0
+    public var lastLagAt = 0.0
     /// Connections made again by nats.c, and whole-set reads of the bucket (at start and after each).
     public var reconnects: UInt64 = 0
     public var resyncs: UInt64 = 0
-    /// This host's bans in force put again: after a connection made anew (a closed one, a lost
-    /// bucket), and before the bucket's max age would take the keys of those that outlast it.
+    /// This host's bans in force put again: into a bucket made anew (a server's lost store), and
+    /// before the bucket's max age would take the keys of those that outlast it.
     public var republished: UInt64 = 0
+    /// The bucket's max age as its stream has it (nil: not read yet).
+    public var bucketMaxAgeSeconds: UInt64?
     public var lastError: String?
 }
 
@@ -92,6 +102,12 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     }
 
     private let queue = Mutex(Queue())
+    /// This host's keys to put again before the bucket's max age takes them (FleetNode+Refresh).
+    let refresh: Mutex<RefreshSchedule>
+    /// The bucket's limits last said to differ from this host's settings.
+    let saidLimits = Mutex<BucketLimits?>(nil)
+    /// When this node started (wall-clock milliseconds): own keys older are an earlier run's.
+    let startedAt = SystemClock.wallMilliseconds()
     let bucket = Mutex<FleetBucket?>(nil)
     private var linkThread: SystemThread?
     private var watchThread: SystemThread?
@@ -144,6 +160,8 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         self.settings = settings
         let age = settings.maxAge > 0 ? settings.maxAge : maxAgeSeconds
         self.maxAgeSeconds = age == 0 ? 0 : max(age, Self.shortestMaxAge)
+        // This host's max age until the bucket's is read (before anything is put).
+        refresh = Mutex(RefreshSchedule(maxAgeMilliseconds: self.maxAgeSeconds &* 1000))
         self.logger = logger
         ignoredHosts = Mutex(Set(settings.ignoreHosts))
         let wakeup = self.wakeup
@@ -276,14 +294,12 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
 
     private let encoder = JSONEncoder()
 
-    private func encode(_ change: FleetChange) -> [UInt8] {
+    private func encode(_ change: FleetChange, refresh: Bool) -> [UInt8] {
         let value = FleetValue(
-            end: change.end, at: change.at, jail: change.jail, host: settings.host, level: change.level)
+            end: change.end, at: change.at, jail: change.jail, host: settings.host, level: change.level,
+            refresh: refresh ? true : nil)
         return (try? Array(encoder.encode(value))) ?? []
     }
-
-    /// Seconds between puts of this host's bans that outlast the bucket's max age (0: never).
-    private var refreshInterval: Double { maxAgeSeconds == 0 ? 0 : Double(maxAgeSeconds) / 2 }
 
     /// Connects (again and again until it can), then publishes the queue as it fills.
     private func runLink() {
@@ -298,11 +314,13 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             defer { bucketMade = made }
             return bucketMade.map { $0 != made } ?? false
         }
-        var nextRefresh = SystemClock.monotonicSeconds() + refreshInterval
+        // Keys due again, taken from the schedule and not yet acknowledged.
+        var refreshing: [FleetChange] = []
         while !stop.isSet {
             guard let bucket = bucket.withLock({ $0 }) else {
                 do throws(FleetError) {
                     let made = try FleetBucket(settings: settings, maxAgeSeconds: maxAgeSeconds, events: events)
+                    adoptLimits(made)
                     self.bucket.withLock { $0 = made }
                     let line =
                         "host \(settings.host) connected to \(settings.servers.joined(separator: ",")), bucket "
@@ -313,7 +331,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                     statistics.withLock { $0.lastError = nil }
                     // The bucket made anew since this host last saw it (a server's store lost): what this
                     // host bans is put again.
-                    if madeAnew(made) { republishOwn(all: true) }
+                    if madeAnew(made) { republishOwn() }
                 } catch {
                     failures += 1
                     let line = explain(error)
@@ -345,25 +363,30 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                     bucket.callbacks.bucketMissing.store(true, ordering: .releasing)
                     continue
                 }
-                if madeAnew(bucket) { republishOwn(all: true) }
-            }
-            if refreshInterval > 0, SystemClock.monotonicSeconds() >= nextRefresh {
-                nextRefresh = SystemClock.monotonicSeconds() + refreshInterval
-                republishOwn(all: false)
+                if madeAnew(bucket) { republishOwn() }
             }
             // A copy: the ban path's appends meanwhile must not copy the queue (a shared buffer).
-            let batch: [FleetChange] = queue.withLock { queue in
+            var batch: [FleetChange] = queue.withLock { queue in
                 Array(queue.changes[queue.head..<min(queue.head + 1000, queue.changes.count)])
+            }
+            let now = SystemClock.wallMilliseconds()
+            // New bans first: keys due again go only when none waits.
+            let isRefresh = batch.isEmpty
+            if isRefresh {
+                let waiting = refreshing
+                refreshing = refresh.withLock { schedule in waiting.filter { schedule.isStillDue($0, now: now) } }
+                if refreshing.isEmpty { refreshing = dueRefreshes(now: now) }
+                batch = refreshing
             }
             guard !batch.isEmpty, bucket.isConnected else {
                 _ = wakeup.wait(timeout: .now() + 0.2)
                 continue
             }
             // Bans that ended while they waited are not put (a receiver would skip them).
-            let now = SystemClock.wallMilliseconds()
             let live = batch.filter { $0.isDelete || $0.end == 0 || $0.end > now }
             let before = events.state.withLock { ($0.refusedPublishes, $0.rejectedPublishes) }
-            let (done, error) = live.isEmpty ? (0, nil) : bucket.publish(live[...], encode: encode)
+            let (done, error) =
+                live.isEmpty ? (0, nil) : bucket.publish(live[...], encode: { encode($0, refresh: isRefresh) })
             let (refused, rejected, refusal, rejection) = events.state.withLock {
                 (
                     Int($0.refusedPublishes - before.0), Int($0.rejectedPublishes - before.1), $0.lastAsyncError,
@@ -374,12 +397,16 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
             // trying again would meet them again): the batch is done. Unless the bucket is gone.
             let answered = done == live.count || refused + rejected > 0
             if answered, !bucket.callbacks.bucketMissing.load(ordering: .acquiring) {
-                queue.withLock { $0.head += batch.count }
+                if isRefresh { refreshing = [] } else { queue.withLock { $0.head += batch.count } }
+                sent(live, at: now)
                 statistics.withLock {
                     $0.published += UInt64(max(live.count - refused - rejected, 0))
+                    if isRefresh { $0.republished += UInt64(live.count) }
                     if refused > 0 { $0.dropped["refused", default: 0] += UInt64(refused) }
                     if rejected > 0 { $0.dropped["rejected", default: 0] += UInt64(rejected) }
-                    if batch.count > live.count { $0.dropped["ended", default: 0] += UInt64(batch.count - live.count) }
+                    if !isRefresh, batch.count > live.count {
+                        $0.dropped["ended", default: 0] += UInt64(batch.count - live.count)
+                    }
                 }
             }
             if refused > 0, !saidRefusal {
@@ -404,46 +431,6 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         }
         let left = queue.withLock { $0.count }
         if left > 0 { statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left) } }
-    }
-
-    /// Queues this host's bans in force (its jails' and its operator's: the exact, prefix and CIDR
-    /// maps; with `share_crowdsec`, its CrowdSec decisions of the list layer): all of them, or only
-    /// those that outlast the bucket's max age from the next put on (permanent ones among them).
-    private func republishOwn(all: Bool) {
-        guard let maps else { return }
-        do throws(FirewallError) {
-            let names = try maps.originNames()
-            let boot = SystemClock.bootNanoseconds()
-            let wall = SystemClock.wallMilliseconds()
-            let horizon = all ? boot : boot &+ UInt64(refreshInterval * 1e9)
-            var changes: [FleetChange] = []
-            func add(_ network: IPNetwork, _ expiry: BanExpiry, _ origin: UInt32, decision: Bool = false) {
-                let end: UInt64
-                switch expiry {
-                case .permanent: end = 0
-                case .at(let at):
-                    guard at > horizon else { return }
-                    end = wall &+ (at - boot) / 1_000_000
-                }
-                changes.append(
-                    FleetChange(
-                        key: FleetKey.key(host: settings.host, network, decision: decision), end: end, at: wall,
-                        jail: names[origin] ?? "manual", level: 0, isDelete: false))
-            }
-            for entry in try maps.entries() {
-                add(IPNetwork(containing: entry.address, length: 128), entry.expiry, entry.origin)
-            }
-            for entry in try maps.networkBans() { add(entry.network, entry.expiry, entry.origin) }
-            if settings.shareCrowdSec {
-                for entry in try maps.listEntries() where names[entry.origin]?.hasPrefix("crowdsec/") == true {
-                    add(entry.network, entry.expiry, entry.origin, decision: true)
-                }
-            }
-            statistics.withLock { $0.republished += UInt64(changes.count) }
-            enqueue(changes)
-        } catch {
-            logger.warning("cannot read this host's bans to put them again: \(error)")
-        }
     }
 
     func explain(_ error: FleetError) -> String {

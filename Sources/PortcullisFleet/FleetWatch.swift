@@ -123,11 +123,18 @@ extension FleetNode {
             stats.networks = networks
             for key in taken {
                 stats.received += 1
-                if key.put { stats.installed += 1 } else { stats.lifted += 1 }
+                if key.refresh {
+                    stats.refreshed += 1
+                } else if key.put {
+                    stats.installed += 1
+                } else {
+                    stats.lifted += 1
+                }
                 if let lag = key.lag {
                     stats.lagSeconds += lag
                     stats.lagCount += 1
                     stats.lastLagSeconds = lag
+                    stats.lastLagAt = SystemClock.monotonicSeconds()
                 }
             }
         }
@@ -177,7 +184,15 @@ extension FleetNode {
                 refused(error)
             }
         } else {
-            install(claims.changes(since: before))
+            let changes = claims.changes(since: before)
+            // Lifted by the read (their keys gone meanwhile), not merely ended.
+            let now = SystemClock.bootNanoseconds()
+            let lifted = changes.count { change in
+                guard case .remove(let network) = change else { return false }
+                return before[network].map { $0.end > now } ?? false
+            }
+            if lifted > 0 { statistics.withLock { $0.liftedByResync += UInt64(lifted) } }
+            install(changes)
         }
         let took = SystemClock.monotonicSeconds()
         deleteStaleDecisions()
@@ -219,6 +234,8 @@ extension FleetNode {
         let change: ListChange
         let put: Bool
         let lag: Double?
+        /// A key its host put again that this host held already (not a propagation).
+        var refresh = false
     }
 
     /// Applies one entry of the bucket to `set` (`hosts`: its keys per host).
@@ -235,6 +252,7 @@ extension FleetNode {
         let operation = kvEntry_Operation(entry)
         // Own keys are this host's bans, in its own maps already (its shared decisions are noted).
         guard host != settings.host else {
+            noteOwnKey(key, entry)
             if FleetKey.isDecision(key) {
                 shared.withLock {
                     _ = operation == kvOp_Put ? $0.inBucket.insert(key).inserted : $0.inBucket.remove(key) != nil
@@ -283,7 +301,8 @@ extension FleetNode {
             if counting { skip(.ended) }
             return drop()
         }
-        if !set.contains(key) {
+        let held = set.contains(key)
+        if !held {
             // A host's flood stops at its limit: what it holds already stays, its further keys are skipped.
             guard hosts[host, default: 0] < settings.maxKeysPerHost else {
                 if counting { skip(.overLimit) }
@@ -298,8 +317,11 @@ extension FleetNode {
             hosts[host, default: 0] += 1
         }
         set.set(key, network, ListClaim(end: end, origin: host))
+        // A key put again is no propagation (a host new to it installs it all the same).
+        let again = value.refresh == true
         return Taken(
-            key: key, change: set.change(network), put: true, lag: now >= value.at ? Double(now - value.at) / 1000 : 0)
+            key: key, change: set.change(network), put: true,
+            lag: again ? nil : now >= value.at ? Double(now - value.at) / 1000 : 0, refresh: again && held)
     }
 
     private func skip(_ reason: FleetSkip) {
