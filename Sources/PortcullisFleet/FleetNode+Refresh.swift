@@ -61,10 +61,7 @@ extension FleetNode {
     func noteOwnKey(_ key: String, _ entry: OpaquePointer) {
         let created = UInt64(max(kvEntry_Created(entry), 0)) / 1_000_000
         guard created < startedAt, kvEntry_Operation(entry) == kvOp_Put else { return }
-        let length = Int(kvEntry_ValueLen(entry))
-        guard let bytes = kvEntry_Value(entry), length > 0,
-            let value = try? decoder.decode(FleetValue.self, from: Data(bytes: bytes, count: length))
-        else { return }
+        guard let value = entryValue(entry) else { return }
         let change = FleetChange(
             key: key, end: value.end, at: value.at, jail: value.jail, level: value.level, isDelete: false)
         refresh.withLock { $0.learn(change, putAt: created) }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 @testable import PortcullisFleet
+import Foundation
 import Testing
 
 /// When a host puts its keys again: only those whose ban outlasts the bucket's max age, each at
@@ -118,5 +119,48 @@ struct FleetRefreshTests {
             wanted: BucketLimits(maxAgeSeconds: 600, replicas: 3))
         #expect(line.contains("keeps keys 120 s with 1 replica(s)") && line.contains("600 s with 3"), "\(line)")
         #expect(line.contains("nats stream edit KV_portcullis-bans --max-age 600s --replicas 3"), "\(line)")
+    }
+}
+
+/// A key's value written and read by hand, as Foundation's JSON coders would.
+@Suite("fleet value codec")
+struct FleetValueCodecTests {
+    static let values = [
+        FleetValue(end: 1_764_650_000_123, at: 1_764_646_400_123, jail: "sshd", host: "web-1", level: 2),
+        FleetValue(end: 0, at: 1, jail: "crowdsec/CAPI", host: "a", level: 0, refresh: true),
+        FleetValue(end: 5, at: 4, jail: "odd \"jail\" \\ \u{1}é", host: "b_2", level: UInt32.max),
+    ]
+
+    @Test("what it writes JSONDecoder reads as the same value, and so does it")
+    func roundTrip() throws {
+        for value in Self.values {
+            let bytes = value.bytes
+            #expect(
+                try JSONDecoder().decode(FleetValue.self, from: Data(bytes)) == value,
+                "\(String(decoding: bytes, as: UTF8.self))")
+            let read = bytes.withUnsafeBytes { FleetValue.read($0, decoder: JSONDecoder()) }
+            #expect(read == value)
+        }
+        // Without escapes it reads its own form at once.
+        #expect(Self.values[0].bytes.withUnsafeBytes { FleetValue.readPlain($0) } == Self.values[0])
+        #expect(Self.values[1].bytes.withUnsafeBytes { FleetValue.readPlain($0) } == Self.values[1])
+    }
+
+    @Test(
+        "another writer's JSON (JSONEncoder's escapes, spacing, order) is read through JSONDecoder; garbage is not a value"
+    )
+    func otherWriters() throws {
+        for value in Self.values {
+            let encoded = try JSONEncoder().encode(value)
+            #expect(Array(encoded).withUnsafeBytes { FleetValue.read($0, decoder: JSONDecoder()) } == value)
+        }
+        let spaced = Array(#"{ "host": "a", "jail": "x", "level": 1, "at": 2, "end": 3 }"#.utf8)
+        #expect(
+            spaced.withUnsafeBytes { FleetValue.read($0, decoder: JSONDecoder()) }
+                == FleetValue(end: 3, at: 2, jail: "x", host: "a", level: 1))
+        for bad in [#"{"end":1"#, #"{"end":99999999999999999999999,"at":1,"jail":"a","host":"b","level":0}"#, "", "[]"]
+        {
+            #expect(Array(bad.utf8).withUnsafeBytes { FleetValue.read($0, decoder: JSONDecoder()) } == nil, "\(bad)")
+        }
     }
 }
