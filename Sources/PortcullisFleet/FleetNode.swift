@@ -8,70 +8,6 @@ import PortcullisSystem
 import Synchronization
 import XDPFirewall
 
-/// Why a key of another host was not enforced.
-public enum FleetSkip: String, Sendable, CaseIterable {
-    /// Its end had passed when it came (NATS 2.9 keeps a key until the bucket's max age).
-    case ended
-    /// A value that is not the JSON of a ban, or that names another host than its key.
-    case malformed
-    /// A key that is not `HOST.ADDRESS`.
-    case key
-    /// Inside the driver allowlist: never enforced.
-    case allowlisted
-    /// A network shorter than `min_prefix_v4`/`min_prefix_v6`.
-    case tooWide = "too_wide"
-    /// A network touching a never-bannable range (loopback, link-local, multicast, reserved).
-    case neverBannable = "never_bannable"
-    /// A key beyond its host's `max_keys_per_host`.
-    case overLimit = "over_limit"
-    /// A key of a host `ignore_hosts` or `portcullis fleet ignore` names.
-    case ignored
-}
-
-/// Counters of a fleet node (read by the metrics and the status at any time).
-public struct FleetStatistics: Sendable {
-    public var connected = false
-    /// Puts and deletes of this host's bans the server acknowledged.
-    public var published: UInt64 = 0
-    /// Changes waiting for the server.
-    public var queued = 0
-    /// Changes never published, by reason: `queue_full`, `refused` (the server's permissions),
-    /// `rejected` (the server's limits: a value too large), `ended` (ended while waiting), `stopping`.
-    public var dropped: [String: UInt64] = [:]
-    /// Puts and deletes of other hosts' keys the watch delivered.
-    public var received: UInt64 = 0
-    /// Other hosts' bans written into the maps, and lifted by their deletion.
-    public var installed: UInt64 = 0
-    /// Other hosts' bans lifted by their key's deletion, and by a whole read of the bucket that no
-    /// longer had them (after a reconnection, a failover).
-    public var lifted: UInt64 = 0
-    public var liftedByResync: UInt64 = 0
-    /// Other hosts' keys put again (before the bucket's max age took them) the watch delivered:
-    /// not propagations.
-    public var refreshed: UInt64 = 0
-    public var skipped: [FleetSkip: UInt64] = [:]
-    /// Other hosts' bans in force, and the networks they name (hosts may share one).
-    public var bans = 0
-    public var networks = 0
-    /// Bans in force by origin host.
-    public var byHost: [String: Int] = [:]
-    /// The propagation lag of new bans: from the origin's ban (its maps' write) to this host's,
-    /// seconds; the last, and when it was counted (monotonic seconds; 0: none yet).
-    public var lagSeconds = 0.0
-    public var lagCount: UInt64 = 0
-    public var lastLagSeconds = 0.0
-    public var lastLagAt = 0.0
-    /// Connections made again by nats.c, and whole-set reads of the bucket (at start and after each).
-    public var reconnects: UInt64 = 0
-    public var resyncs: UInt64 = 0
-    /// This host's bans in force put again: into a bucket made anew (a server's lost store), and
-    /// before the bucket's max age would take the keys of those that outlast it.
-    public var republished: UInt64 = 0
-    /// The bucket's max age as its stream has it (nil: not read yet).
-    public var bucketMaxAgeSeconds: UInt64?
-    public var lastError: String?
-}
-
 /// One host of the fleet: puts this host's bans into the NATS JetStream key-value bucket as
 /// `HOST.ADDRESS` keys (the ban path only appends to a bounded queue; a thread publishes), and
 /// watches the bucket, installing other hosts' bans in the XDP program's list layer with the
@@ -317,13 +253,15 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         }
         // Keys due again, taken from the schedule and not yet acknowledged.
         var refreshing: [FleetChange] = []
-        // When the last batch went (monotonic nanoseconds).
+        // When the last batch went (monotonic nanoseconds), when the bucket's limits were read.
         var lastBatch: UInt64 = 0
+        var limitsRead = SystemClock.monotonicSeconds()
         while !stop.isSet {
             guard let bucket = bucket.withLock({ $0 }) else {
                 do throws(FleetError) {
                     let made = try FleetBucket(settings: settings, maxAgeSeconds: maxAgeSeconds, events: events)
                     adoptLimits(made)
+                    limitsRead = SystemClock.monotonicSeconds()
                     self.bucket.withLock { $0 = made }
                     let line =
                         "host \(settings.host) connected to \(settings.servers.joined(separator: ",")), bucket "
@@ -367,6 +305,11 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
                     continue
                 }
                 if madeAnew(bucket) { republishOwn() }
+            }
+            // The bucket's limits again each minute (an operator's `nats stream edit` is followed).
+            if SystemClock.monotonicSeconds() - limitsRead >= 60 {
+                limitsRead = SystemClock.monotonicSeconds()
+                adoptLimits(bucket)
             }
             // Within a flow (the last batch less than 5 ms before), what comes in the next 2 ms
             // goes with what waits: fewer wake-ups and acknowledgement waits for the same bans.
