@@ -22,6 +22,7 @@ extension FleetNode {
         var censusDue = false
         var lastCensus = 0.0
         var lastHeldTry = 0.0
+        var lastEntry: UInt64 = 0
         while !stop.isSet {
             let now = SystemClock.monotonicSeconds()
             // The counts by host walk every claim: at most once a second.
@@ -81,8 +82,14 @@ extension FleetNode {
                 // An entry that was waiting already: a burst (a host's thousands of bans, the
                 // queue of one back from an outage). What else waits goes in the same batched
                 // write, until an entry has to be waited for (it is written with them at once) or
-                // none comes within a millisecond; a ban that came alone is written at once.
-                if SystemClock.monotonicNanoseconds() - waited < 100_000 {
+                // none comes within a millisecond; a ban that came alone is written at once. Within
+                // a flow (the last entry less than 5 ms before), what comes in the next 2 ms goes
+                // with it: a write and a wake-up for several (FleetNode.linger).
+                let arrived = SystemClock.monotonicNanoseconds()
+                let flowing = arrived &- lastEntry < 5_000_000
+                lastEntry = arrived
+                if flowing { SystemClock.sleep(nanoseconds: Self.linger) }
+                if flowing || arrived - waited < 100_000 {
                     while taken.count < 1024 {
                         let asked = SystemClock.monotonicNanoseconds()
                         guard case (NATS_OK, let more?) = reading.next(1) else { break }
@@ -131,11 +138,18 @@ extension FleetNode {
             stats.networks = networks
             for key in taken {
                 stats.received += 1
-                if key.put { stats.installed += 1 } else { stats.lifted += 1 }
+                if key.refresh {
+                    stats.refreshed += 1
+                } else if key.put {
+                    stats.installed += 1
+                } else {
+                    stats.lifted += 1
+                }
                 if let lag = key.lag {
                     stats.lagSeconds += lag
                     stats.lagCount += 1
                     stats.lastLagSeconds = lag
+                    stats.lastLagAt = SystemClock.monotonicSeconds()
                 }
             }
         }
@@ -173,7 +187,15 @@ extension FleetNode {
                 refused(error)
             }
         } else {
-            install(claims.changes(since: before))
+            let changes = claims.changes(since: before)
+            // Lifted by the read (their keys gone meanwhile), not merely ended.
+            let now = SystemClock.bootNanoseconds()
+            let lifted = changes.count { change in
+                guard case .remove(let network) = change else { return false }
+                return before[network].map { $0.end > now } ?? false
+            }
+            if lifted > 0 { statistics.withLock { $0.liftedByResync += UInt64(lifted) } }
+            install(changes)
         }
         let took = SystemClock.monotonicSeconds()
         deleteStaleDecisions()
@@ -215,6 +237,8 @@ extension FleetNode {
         let change: ListChange
         let put: Bool
         let lag: Double?
+        /// A key its host put again that this host held already (not a propagation).
+        var refresh = false
     }
 
     /// Applies one entry of the bucket to `set` (`hosts`: its keys per host).
@@ -229,6 +253,7 @@ extension FleetNode {
         }
         // Own keys are this host's bans, in its own maps already (its shared decisions are noted).
         guard host != settings.host else {
+            noteOwnKey(key, entry)
             if FleetKey.isDecision(key) {
                 shared.withLock {
                     _ = entry.isPut ? $0.inBucket.insert(key).inserted : $0.inBucket.remove(key) != nil
@@ -247,8 +272,7 @@ extension FleetNode {
             if counting { skip(.ignored) }
             return drop()
         }
-        guard !entry.value.isEmpty, let value = try? decoder.decode(FleetValue.self, from: entry.value),
-            value.host == host
+        guard let value = entryValue(entry), value.host == host
         else {
             // A value not understood lifts what the key held before (its ban is no longer known).
             if counting { skip(.malformed) }
@@ -275,7 +299,8 @@ extension FleetNode {
             if counting { skip(.ended) }
             return drop()
         }
-        if !set.contains(key) {
+        let held = set.contains(key)
+        if !held {
             // A host's flood stops at its limit: what it holds already stays, its further keys are skipped.
             guard hosts[host, default: 0] < settings.maxKeysPerHost else {
                 if counting { skip(.overLimit) }
@@ -290,8 +315,11 @@ extension FleetNode {
             hosts[host, default: 0] += 1
         }
         set.set(key, network, ListClaim(end: end, origin: host))
+        // A key put again is no propagation (a host new to it installs it all the same).
+        let again = value.refresh == true
         return Taken(
-            key: key, change: set.change(network), put: true, lag: now >= value.at ? Double(now - value.at) / 1000 : 0)
+            key: key, change: set.change(network), put: true,
+            lag: again ? nil : now >= value.at ? Double(now - value.at) / 1000 : 0, refresh: again && held)
     }
 
     private func skip(_ reason: FleetSkip) {

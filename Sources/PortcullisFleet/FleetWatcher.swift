@@ -9,6 +9,9 @@ struct FleetEntry {
     let key: String
     let isPut: Bool
     let value: Data
+    /// When the stream took it, nanoseconds since the epoch (a plain NATS message of an
+    /// election's bridge: when it came).
+    var created: Int64 = 0
 }
 
 /// The watch of the bucket: an ordered consumer of its stream (the last entry of every key, then
@@ -149,14 +152,16 @@ final class FleetWatcher {
         }
         guard status == NATS_OK, let message else { return (status == NATS_OK ? NATS_ERR : status, nil) }
         defer { natsMsg_Destroy(message) }
-        if !wholeDone {
-            var meta: UnsafeMutablePointer<jsMsgMetaData>?
-            if natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta {
-                wholeDone = meta.pointee.NumPending == 0
-                jsMsgMetaData_Destroy(meta)
-            }
+        var created: Int64 = 0
+        var meta: UnsafeMutablePointer<jsMsgMetaData>?
+        if natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta {
+            if !wholeDone { wholeDone = meta.pointee.NumPending == 0 }
+            created = meta.pointee.Timestamp
+            jsMsgMetaData_Destroy(meta)
         }
-        return (NATS_OK, entry(message))
+        var taken = entry(message)
+        taken.created = created
+        return (NATS_OK, taken)
     }
 
     /// Whether the consumer missed its heartbeats, or (asked once a second) the stream answers no
@@ -187,6 +192,7 @@ final class FleetWatcher {
         let length = Int(natsMsg_GetDataLength(message))
         let value =
             isPut && length > 0 ? natsMsg_GetData(message).map { Data(bytes: $0, count: length) } ?? Data() : Data()
-        return FleetEntry(key: key, isPut: isPut, value: value)
+        return FleetEntry(
+            key: key, isPut: isPut, value: value, created: Int64(SystemClock.wallMilliseconds()) &* 1_000_000)
     }
 }

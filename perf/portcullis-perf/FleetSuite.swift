@@ -262,7 +262,7 @@ private final class Arrivals: Sendable {
 }
 
 /// nats-server with JetStream on a free loopback port, a scratch store, stopped by its pid.
-private final class LoopbackNATS {
+final class LoopbackNATS {
     let url: String
     private let directory: String
     private let process = Process()
