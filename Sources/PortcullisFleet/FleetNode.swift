@@ -116,7 +116,8 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         snapshot.connected = connected
         // Connected once, cut off since: nats.c reconnects on its own, and no error is kept for it.
         if made == false, snapshot.lastError == nil {
-            snapshot.lastError = "disconnected from \(settings.servers.joined(separator: ",")); reconnecting"
+            snapshot.lastError =
+                "disconnected from \(events.server ?? settings.servers.joined(separator: ",")); reconnecting"
         }
         snapshot.reconnects = reconnects
         snapshot.queued = queued

@@ -221,6 +221,10 @@ extension FleetClusterTests {
         let statusCut = try hosts[2].fleetStatus()
         print("fleet cluster: c cut off: noticed after \(figure(noticed)), its status: \(statusCut)")
         #expect(noticed != nil, "c still says connected after its cut")
+        let named = statusCut["server"] as? String
+        #expect(
+            named != nil && (statusCut["last_error"] as? String ?? "").contains("disconnected from \(named ?? "?");"),
+            "c's status does not name the server it used: \(statusCut)")
         // The cut lasts 30 s (the issue's case): the time passes, nothing is awaited.
         usleep(UInt32(max(30 - (SystemClock.monotonicSeconds() - cutAt), 0) * 1e6))
         let heal = try network.run(in: network.hub, ["ip", "link", "set", network.hosts[2] + "p", "master", "br0"])
