@@ -56,4 +56,7 @@ public struct EndHeap<Key>: Sendable where Key: Sendable {
     }
 
     public mutating func removeAll() { entries.removeAll(keepingCapacity: true) }
+
+    /// Room for `count` entries in all.
+    public mutating func reserve(_ count: Int) { entries.reserveCapacity(count) }
 }

@@ -5,8 +5,9 @@ import FoundationEssentials
 enum AlertMessages {
     /// A `/v1/watchers/login` request.
     struct Login: Encodable {
-        let machineID: String
-        let password: String
+        /// nil by certificate (the keys are left out).
+        let machineID: String?
+        let password: String?
         let scenarios: [String] = []
 
         enum CodingKeys: String, CodingKey {

@@ -8,9 +8,11 @@ import Synchronization
 /// The machine credentials and options of the alert push.
 public struct AlertSettings: Sendable, Equatable {
     public var connection: LAPIConnectionSettings
-    /// `login` and `password`: what `cscli machines add NAME --password P` registered.
-    public var login: String
-    public var password: String
+    /// `login` and `password`: what `cscli machines add NAME --password P` registered; nil when the
+    /// connection's client certificate is the credential (the Local API names the machine
+    /// `CN@ADDRESS` then).
+    public var login: String?
+    public var password: String?
     /// `alert_decisions`: each alert carries Portcullis's own ban (type, duration) as its
     /// decision, which the LAPI keeps as is (origin `crowdsec`, as an agent's: what `cscli alerts
     /// list` shows without `-a`); without, CrowdSec's profiles decide.
@@ -22,6 +24,15 @@ public struct AlertSettings: Sendable, Equatable {
         self.connection = connection
         self.login = login
         self.password = password
+    }
+
+    /// A machine that logs in by the connection's client certificate.
+    public init(connection: LAPIConnectionSettings) { self.connection = connection }
+
+    /// Who logs in, for the log: `machine NAME` or `the client certificate PATH`.
+    public var identity: String {
+        if let login { return "machine \(login)" }
+        return "the client certificate \(connection.certPath ?? "")"
     }
 }
 
@@ -38,12 +49,44 @@ public struct JailDescription: Sendable, Equatable {
 
 public struct AlertStatistics: Sendable {
     public var pushed: UInt64 = 0
-    /// By reason: `queue_full` (the LAPI was away too long), `refused` (it answered 4xx).
+    /// By reason: `queue_full` (the LAPI was away too long), `refused` (it answered 4xx),
+    /// `stopping` (queued at a stop and not kept), `ended` (kept, but their bans ended before the
+    /// next start).
     public var dropped: [String: UInt64] = [:]
     public var queued = 0
     public var logins: UInt64 = 0
     public var connected = false
     public var lastError: String?
+}
+
+/// Alerts dropped because the queue was full, said in the log: the first at once, then at most
+/// one line a minute with those dropped since.
+struct OverflowLog {
+    var total: UInt64 = 0
+    var unsaid: UInt64 = 0
+    var saidAt: Double?
+    static let interval = 60.0
+
+    /// Counts `dropped` and returns the line to say now, if any.
+    mutating func dropped(_ count: Int, now: Double, limit: Int, url: String) -> String? {
+        total += UInt64(count)
+        unsaid += UInt64(count)
+        guard saidAt == nil else { return due(now: now) }
+        saidAt = now
+        unsaid = 0
+        return "the alert queue is full (alert_queue = \(limit); the Local API at \(url) has not taken them): "
+            + "\(count) alert(s) dropped, \(total) since the start; more drops are said at most once a minute"
+    }
+
+    /// The line for the drops not said yet, when a minute has passed since the last (or `force`).
+    mutating func due(now: Double, force: Bool = false) -> String? {
+        guard unsaid > 0, let saidAt, force || now - saidAt >= Self.interval else { return nil }
+        defer {
+            self.saidAt = now
+            unsaid = 0
+        }
+        return "the alert queue is still full: \(unsaid) more alert(s) dropped, \(total) since the start"
+    }
 }
 
 /// Posts one CrowdSec alert per ban of a jail (`/v1/alerts`, batched) as a CrowdSec log processor
@@ -68,16 +111,20 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
     private let statistics = Mutex(AlertStatistics())
     private let thread = LAPIThread()
     private var token: (text: String, renewAt: Double)?
+    /// Where the alerts still queued at stop are kept for the next pusher (nil: nowhere).
+    private let kept: KeptAlerts?
+    private let overflow = Mutex(OverflowLog())
     /// Alerts per request.
     static let batch = 100
 
     public init(
         settings: AlertSettings, jails: @escaping @Sendable (String) -> JailDescription?,
-        logger: Logger
+        keptPath: String? = nil, logger: Logger
     ) throws(LAPIError) {
         self.settings = settings
         self.jails = jails
         self.logger = logger
+        kept = keptPath.map(KeptAlerts.init(path:))
         client = try LAPIClient(settings.connection)
     }
 
@@ -94,14 +141,40 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
         try thread.start { [self] in run() }
     }
 
-    /// Stops its thread; alerts still queued are counted as dropped (`stopping`).
-    public func stopAndJoin() {
+    /// Queues again the alerts the last pusher kept at its stop (before `start`; the file goes).
+    /// - Returns: lines for the log: how many, and how many were dropped (their bans ended).
+    public func restoreKept() -> [String] {
+        guard let kept else { return [] }
+        let read = kept.read(limit: settings.queueLimit, now: SystemClock.utcNow().epochSeconds)
+        if read.ended > 0 { statistics.withLock { $0.dropped["ended", default: 0] += UInt64(read.ended) } }
+        queue.withLock { queue in queue = read.alerts + queue.prefix(settings.queueLimit - read.alerts.count) }
+        return read.lines
+    }
+
+    /// Stops its thread; alerts still queued are kept in the state directory for the next pusher,
+    /// or, when they cannot be, counted as dropped (`stopping`).
+    /// - Returns: lines for the log (the stop summary): what was kept, or lost and why.
+    @discardableResult
+    public func stopAndJoin() -> [String] {
         thread.stopAndJoin(client)
+        var lines = overflow.withLock { $0.due(now: SystemClock.monotonicSeconds(), force: true) }.map { [$0] } ?? []
         let left = queue.withLock { queue in
             defer { queue = [] }
-            return queue.count
+            return queue
         }
-        if left > 0 { statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left) } }
+        guard !left.isEmpty else { return lines }
+        guard let kept else {
+            statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left.count) }
+            return lines + ["\(left.count) queued alert(s) lost: no state directory to keep them in"]
+        }
+        do throws(Errno) {
+            try kept.write(left)
+            lines.append("\(left.count) queued alert(s) kept in \(kept.path) for the next start")
+        } catch {
+            statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left.count) }
+            lines.append("\(left.count) queued alert(s) lost: cannot write \(kept.path) (\(error))")
+        }
+        return lines
     }
 
     public func publish(_ event: BanEvent) {
@@ -124,7 +197,22 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                         seconds: index < event.seconds.count ? event.seconds[index] : 0, at: at))
             }
         }
-        if dropped > 0 { statistics.withLock { $0.dropped["queue_full", default: 0] += UInt64(dropped) } }
+        if dropped > 0 {
+            statistics.withLock { $0.dropped["queue_full", default: 0] += UInt64(dropped) }
+            let line = overflow.withLock {
+                $0.dropped(
+                    dropped, now: SystemClock.monotonicSeconds(), limit: settings.queueLimit,
+                    url: settings.connection.displayURL)
+            }
+            if let line { logger.warning("\(line)") }
+        }
+    }
+
+    /// Says the drops not said yet, once a minute has passed since the last line about them.
+    private func sayOverflow() {
+        if let line = overflow.withLock({ $0.due(now: SystemClock.monotonicSeconds()) }) {
+            logger.warning("\(line)")
+        }
     }
 
     private func run() {
@@ -132,6 +220,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
         var lastSaid: String?
         while !thread.isStopping {
             let batch = queue.withLock { Array($0.prefix(Self.batch)) }
+            sayOverflow()
             guard !batch.isEmpty else {
                 // Five looks a second: an alert waits at most 0.2 s, an idle daemon barely wakes.
                 SystemClock.sleep(nanoseconds: 200_000_000)
@@ -160,7 +249,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                     line = "the Local API refused \(batch.count) alert(s) (HTTP \(code) \(message)); dropped"
                 } else {
                     failures += 1
-                    line = Self.explain(error, url: settings.connection.displayURL)
+                    line = Self.explain(error, settings)
                 }
                 // One line per kind of failure, not one per retry (libcurl's message varies).
                 if error.sameness != lastSaid { logger.warning("\(line)") }
@@ -173,19 +262,27 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
                 let until = SystemClock.monotonicSeconds() + backOff
                 while !thread.isStopping, SystemClock.monotonicSeconds() < until {
                     SystemClock.sleep(nanoseconds: 50_000_000)
+                    sayOverflow()
                 }
             }
         }
     }
 
-    static func explain(_ error: LAPIError, url: String) -> String {
+    /// The one line for an error, with what to do: a refusal names the credential refused.
+    static func explain(_ error: LAPIError, _ settings: AlertSettings) -> String {
+        let url = settings.connection.displayURL
         switch error {
         case .status(let code, let message) where code == 401 || code == 403:
-            "the Local API at \(url) refused the machine login (HTTP \(code) \(message)): give the login and "
-                + "password `cscli machines add` registered; alerts are queued meanwhile"
+            if settings.login == nil {
+                return "the Local API at \(url) refused \(settings.identity) (HTTP \(code) \(message)): give one "
+                    + "signed by its api.server.tls.ca_cert_path whose OU is in its agents_allowed_ou (agent-ou in "
+                    + "CrowdSec's examples); alerts are queued meanwhile"
+            }
+            return "the Local API at \(url) refused the machine login (HTTP \(code) \(message)): give the login "
+                + "and password `cscli machines add` registered; alerts are queued meanwhile"
         case .unreachable(let message):
-            "the Local API at \(url) is unreachable (\(message)); alerts are queued meanwhile"
-        default: "alerts to \(url): \(error); queued meanwhile"
+            return "the Local API at \(url) is unreachable (\(message)); alerts are queued meanwhile"
+        default: return "alerts to \(url): \(error); queued meanwhile"
         }
     }
 
@@ -210,6 +307,7 @@ public final class AlertPusher: BanPublisher, @unchecked Sendable {
 
     private func currentToken() throws(LAPIError) -> String {
         if let token, SystemClock.monotonicSeconds() < token.renewAt { return token.text }
+        // By certificate, the LAPI reads only `scenarios` (and names the machine CN@ADDRESS).
         let login = AlertMessages.Login(machineID: settings.login, password: settings.password)
         let body = [UInt8]((try? JSONEncoder().encode(login)) ?? Data())
         let answer = try client.request("POST", "v1/watchers/login", body: body)

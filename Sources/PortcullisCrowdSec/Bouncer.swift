@@ -10,8 +10,9 @@ import XDPFirewall
 /// The `[crowdsec]` bouncer's settings, named as CrowdSec's own bouncers name them.
 public struct BouncerSettings: Sendable, Equatable {
     public var connection: LAPIConnectionSettings
-    /// `api_key`: what `cscli bouncers add NAME -o raw` printed.
-    public var apiKey: String
+    /// `api_key`: what `cscli bouncers add NAME -o raw` printed; nil when the connection's client
+    /// certificate is the credential.
+    public var apiKey: String?
     /// `update_frequency`: seconds between pulls, 1 to 3600 (10 by default, as CrowdSec's).
     public var updateFrequency: Double = 10
     /// `resync_frequency`: seconds between full pulls that repair what deltas missed (CrowdSec
@@ -20,7 +21,7 @@ public struct BouncerSettings: Sendable, Equatable {
     public var resyncFrequency: Double = 300
     public var filter = DecisionFilter()
 
-    public init(connection: LAPIConnectionSettings, apiKey: String) {
+    public init(connection: LAPIConnectionSettings, apiKey: String?) {
         self.connection = connection
         self.apiKey = apiKey
     }
@@ -46,7 +47,8 @@ public struct BouncerStatistics: Sendable {
     public var pullErrors: [String: UInt64] = [:]
     public var pullSeconds = 0.0
     public var lastPullSeconds = 0.0
-    /// How long the last pull's changes took from the parsed answer to the maps, in seconds.
+    /// How long the last pull took from its answer received to the maps (the answer read into the
+    /// set as it is parsed, and the map writes), in seconds.
     public var lastInstallSeconds = 0.0
     public var received: (new: UInt64, deleted: UInt64) = (0, 0)
     public var skipped: [SkipReason: UInt64] = [:]
@@ -172,7 +174,7 @@ public final class Bouncer: @unchecked Sendable {
                     if case .cancelled = error { break }
                     failures += 1
                     needsFull = true
-                    let line = Self.explain(error, url: settings.connection.displayURL)
+                    let line = Self.explain(error, settings)
                     // One line per kind of failure, not one per retry (libcurl's message varies
                     // from one try to the next: "after 0 ms", "after 1 ms").
                     if error.sameness != lastSaid {
@@ -200,15 +202,23 @@ public final class Bouncer: @unchecked Sendable {
         }
     }
 
-    /// The one line for an error, with what to do.
-    static func explain(_ error: LAPIError, url: String) -> String {
+    /// The one line for an error, with what to do: a refusal names the credential refused (the
+    /// api_key, or the client certificate).
+    static func explain(_ error: LAPIError, _ settings: BouncerSettings) -> String {
+        let url = settings.connection.displayURL
         switch error {
         case .status(let code, let message) where code == 401 || code == 403:
-            "the Local API at \(url) refused the api_key (HTTP \(code) \(message)): give the key "
+            if settings.apiKey == nil, let certificate = settings.connection.certPath {
+                return
+                    "the Local API at \(url) refused the client certificate \(certificate) (HTTP \(code) \(message)): "
+                    + "give one signed by its api.server.tls.ca_cert_path whose OU is in its bouncers_allowed_ou "
+                    + "(bouncer-ou in CrowdSec's examples)"
+            }
+            return "the Local API at \(url) refused the api_key (HTTP \(code) \(message)): give the key "
                 + "`cscli bouncers add NAME -o raw` printed"
-        case .unreachable(let message): "the Local API at \(url) is unreachable (\(message))"
-        case .install: "\(error)"
-        default: "the Local API at \(url): \(error)"
+        case .unreachable(let message): return "the Local API at \(url) is unreachable (\(message))"
+        case .install: return "\(error)"
+        default: return "the Local API at \(url): \(error)"
         }
     }
 
@@ -219,40 +229,66 @@ public final class Bouncer: @unchecked Sendable {
     /// One pull: all of the LAPI's set (`full`), or what changed since the last pull.
     /// - Returns: the networks whose entry changed, and how long installing them took.
     private func pull(full: Bool, repair: Bool) throws(LAPIError) -> (changed: Int, seconds: Double) {
-        let body = try client.request(
-            "GET", "v1/decisions/stream?startup=\(full || repair)&" + settings.query,
-            headers: ["X-Api-Key: " + settings.apiKey])
-        let stream = try DecisionStream(json: body)
-        let now = SystemClock.bootNanoseconds()
-        let started = SystemClock.monotonicSeconds()
+        let path = "v1/decisions/stream?startup=\(full || repair)&" + settings.query
+        let headers = settings.apiKey.map { ["X-Api-Key: " + $0] } ?? []
+        var now: UInt64 = 0
+        var started = 0.0
+        // Each decision is taken into the set as the answer is read where libcurl left it (no copy
+        // of it, no array of decisions); the answer is freed before the maps are written: a pull of
+        // 100,000 never holds the answer and the maps' writes at once.
+        func read<T>(
+            _ take: (inout DecisionSet, UnsafeBufferPointer<UInt8>) throws(LAPIError) -> T
+        ) throws(LAPIError)
+            -> T
+        {
+            try client.request("GET", path, headers: headers) { (json) throws(LAPIError) in
+                now = SystemClock.bootNanoseconds()
+                started = SystemClock.monotonicSeconds()
+                return try take(&set, json)
+            }
+        }
         var changed = 0
+        let counts: DecisionStream.Counts
         if full {
             // The first full pull counts what it skips; a later one (after a failure) brings the
-            // same decisions again and does not.
-            let changes: [DecisionSet.Change]
+            // same decisions again and does not. It replaces the set in place; the fleet (when
+            // one listens) is told the whole set the first time, what changed after.
             let whole = !resynchronised
-            if resynchronised {
-                changes = set.resync(stream, now: now)
-            } else {
-                set.reset()
-                _ = set.apply(stream, now: now)
-                resynchronised = true
-                changes = set.wanted().map { .install($0.0, $0.1) }
+            let listening = observer != nil
+            var changes: [DecisionSet.Change] = []
+            counts = try read { set, json throws(LAPIError) in
+                try set.synchronise(json: json, now: now, countingSkips: whole)
             }
+            resynchronised = true
+            if listening { changes = whole ? set.wanted().map { .install($0.0, $0.1) } : set.synchronisedChanges() }
             held = []
             // Told before the maps are written: the decisions are the LAPI's whether or not they go in.
             observer?(changes, now, whole)
+            changes = []
             try replaceAll()
             changed = set.networks
         } else {
             // In place: a delta, or (repair) what the deltas got wrong.
-            var changes = repair ? set.resync(stream, now: now) : set.apply(stream, now: now)
+            var changes: [DecisionSet.Change]
+            // (The changes listed once the answer's bytes are gone.)
+            if repair {
+                counts = try read { set, json throws(LAPIError) in
+                    try set.synchronise(json: json, now: now, countingSkips: false)
+                }
+                changes = set.synchronisedChanges()
+            } else {
+                let touched: Set<IPNetwork>
+                (touched, counts) = try read { set, json throws(LAPIError) in try set.apply(json: json, now: now) }
+                changes = set.changes(of: touched)
+            }
             if repair { statistics.withLock { $0.repaired += UInt64(changes.count) } }
             changed = changes.count
             // Networks another list held are tried again (that list may be gone).
-            let touched = Set(changes.map(\.network))
-            for network in held where !touched.contains(network) {
-                if let claim = set.longest(network) { changes.append(.install(network, claim)) }
+            if !held.isEmpty {
+                let touched = Set(changes.map(\.network))
+                for network in held where !touched.contains(network) {
+                    if let claim = set.longest(network) { changes.append(.install(network, claim)) }
+                }
             }
             held = []
             install(changes)
@@ -262,8 +298,8 @@ public final class Bouncer: @unchecked Sendable {
         let census = set.census()
         let (count, skipped) = (set.networks, set.skipped)
         statistics.withLock {
-            $0.received.new += UInt64(stream.new.count)
-            $0.received.deleted += UInt64(stream.deleted.count)
+            $0.received.new += UInt64(counts.new)
+            $0.received.deleted += UInt64(counts.deleted)
             $0.skipped = skipped
             $0.inForce = census
             $0.networks = count

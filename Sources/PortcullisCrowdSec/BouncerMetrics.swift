@@ -44,7 +44,8 @@ extension CrowdSecLink {
                     bouncer.lastPullSeconds),
                 .gauge(
                     "portcullis_crowdsec_last_install_seconds",
-                    "How long writing the last pull's changes into the maps took.", [], bouncer.lastInstallSeconds),
+                    "How long the last pull took from its answer received to the maps (read into the set, written).",
+                    [], bouncer.lastInstallSeconds),
                 .gauge(
                     "portcullis_crowdsec_networks", "Networks in the maps for CrowdSec's decisions.", [],
                     Double(bouncer.networks)),
@@ -82,7 +83,7 @@ extension CrowdSecLink {
                     "portcullis_crowdsec_logins_total", "Machine logins (a token got or renewed).", [],
                     Double(pusher.logins)),
             ]
-            for reason in ["queue_full", "refused", "stopping"] {
+            for reason in ["queue_full", "refused", "stopping", "ended"] {
                 samples.append(
                     .counter(
                         "portcullis_crowdsec_alerts_dropped_total", "Alerts never sent, by reason.",

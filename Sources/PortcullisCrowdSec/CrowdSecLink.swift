@@ -23,7 +23,15 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
     /// Told the bouncer's changes (the fleet puts them with `share_crowdsec`).
     private let observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)?
 
-    public init(observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)? = nil) { self.observer = observer }
+    /// Where the alert pusher keeps the alerts still queued at its stop (`crowdsec-alerts.json` in
+    /// the state directory), for the next one.
+    private let keptAlertsPath: String?
+
+    /// - Parameter stateDirectory: the daemon's `--state-dir` (nil: queued alerts are not kept).
+    public init(stateDirectory: String? = nil, observer: (@Sendable ([ListChange], UInt64, Bool) -> Void)? = nil) {
+        keptAlertsPath = stateDirectory.map { $0 + "/crowdsec-alerts.json" }
+        self.observer = observer
+    }
 
     public func publish(_ event: BanEvent) {
         state.withLock { $0.pusher }?.publish(event)
@@ -40,23 +48,25 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
         jails.withLock { $0 = described }
         let previous = state.withLock { ($0.alertSettings, $0.pusher) }
         guard previous.0 != settings else { return [] }
-        previous.1?.stopAndJoin()
+        let stopped = (previous.1?.stopAndJoin() ?? []).map { "crowdsec: " + $0 }
         state.withLock {
             $0.alertSettings = nil
             $0.pusher = nil
         }
-        guard let settings else { return ["crowdsec: alerts stopped (no login in [crowdsec] any more)"] }
+        guard let settings else { return stopped + ["crowdsec: alerts stopped (no login in [crowdsec] any more)"] }
         let pusher = try AlertPusher(
-            settings: settings, jails: { [weak self] name in self?.jails.withLock { $0[name] } }, logger: Self.logger)
+            settings: settings, jails: { [weak self] name in self?.jails.withLock { $0[name] } },
+            keptPath: keptAlertsPath, logger: Self.logger)
+        let restored = pusher.restoreKept().map { "crowdsec: " + $0 }
         try pusher.start()
         state.withLock {
             $0.alertSettings = settings
             $0.pusher = pusher
         }
-        return [
-            "crowdsec: alerts of the jails' bans to \(settings.connection.displayURL) as machine \(settings.login)"
+        return stopped + [
+            "crowdsec: alerts of the jails' bans to \(settings.connection.displayURL) as \(settings.identity)"
                 + (settings.carryDecisions ? ", with Portcullis's decisions" : ", CrowdSec's profiles decide")
-        ]
+        ] + restored
     }
 
     /// Starts (or replaces, or stops) the bouncer for `configuration`, once the daemon runs (the
@@ -93,6 +103,7 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
             "crowdsec: bouncer of \(settings.connection.displayURL), every \(settings.updateFrequency) s, scopes "
                 + settings.filter.scopes.map(\.rawValue).sorted().joined(separator: ",")
                 + (settings.filter.origins.isEmpty ? "" : ", origins " + settings.filter.origins.joined(separator: ","))
+                + (settings.apiKey == nil ? ", by the client certificate \(settings.connection.certPath ?? "")" : "")
         ]
     }
 
@@ -109,13 +120,15 @@ public final class CrowdSecLink: BanPublisher, @unchecked Sendable {
         bouncer?.stopAndJoin()
     }
 
-    public func stop() {
+    /// Stops both. - Returns: lines for the stop summary (the alerts kept for the next start, or lost).
+    @discardableResult
+    public func stop() -> [String] {
         let running = state.withLock { state in
             defer { state = State() }
             return state
         }
         running.bouncer?.stopAndJoin()
-        running.pusher?.stopAndJoin()
+        return (running.pusher?.stopAndJoin() ?? []).map { "crowdsec: " + $0 }
     }
 
     /// The bouncer and the alert pusher that run now (for their status).

@@ -9,97 +9,129 @@ public enum GoDuration {
     /// community blocklist has tens of thousands.)
     public static func seconds(_ text: String) -> Double? {
         var text = text
-        return text.withUTF8 { bytes -> Double? in
-            var index = 0
-            var sign = 1.0
-            if index < bytes.count, bytes[index] == UInt8(ascii: "-") || bytes[index] == UInt8(ascii: "+") {
-                if bytes[index] == UInt8(ascii: "-") { sign = -1 }
+        return text.withUTF8 { seconds(utf8: $0) }
+    }
+
+    /// `seconds` of the UTF-8 bytes of a text.
+    static func seconds(utf8 bytes: UnsafeBufferPointer<UInt8>) -> Double? {
+        var index = 0
+        var sign = 1.0
+        if index < bytes.count, bytes[index] == UInt8(ascii: "-") || bytes[index] == UInt8(ascii: "+") {
+            if bytes[index] == UInt8(ascii: "-") { sign = -1 }
+            index += 1
+        }
+        if index == bytes.count - 1, bytes[index] == UInt8(ascii: "0") { return 0 }
+        guard index < bytes.count else { return nil }
+        var total = 0.0
+        while index < bytes.count {
+            // A number: digits, at most one point, at least one digit.
+            var whole = 0.0
+            var fraction = 0.0
+            var scale = 1.0
+            var digits = 0
+            var point = false
+            while index < bytes.count {
+                let byte = bytes[index]
+                if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+                    let digit = Double(byte - UInt8(ascii: "0"))
+                    if point {
+                        scale /= 10
+                        fraction += digit * scale
+                    } else {
+                        whole = whole * 10 + digit
+                    }
+                    digits += 1
+                } else if byte == UInt8(ascii: "."), !point {
+                    point = true
+                } else {
+                    break
+                }
                 index += 1
             }
-            if index == bytes.count - 1, bytes[index] == UInt8(ascii: "0") { return 0 }
-            guard index < bytes.count else { return nil }
-            var total = 0.0
-            while index < bytes.count {
-                // A number: digits, at most one point, at least one digit.
-                var whole = 0.0
-                var fraction = 0.0
-                var scale = 1.0
-                var digits = 0
-                var point = false
-                while index < bytes.count {
-                    let byte = bytes[index]
-                    if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
-                        let digit = Double(byte - UInt8(ascii: "0"))
-                        if point {
-                            scale /= 10
-                            fraction += digit * scale
-                        } else {
-                            whole = whole * 10 + digit
-                        }
-                        digits += 1
-                    } else if byte == UInt8(ascii: "."), !point {
-                        point = true
-                    } else {
-                        break
-                    }
-                    index += 1
-                }
-                guard digits > 0 else { return nil }
-                // A unit: h, m, s, ms, us, µs (C2 B5), μs (CE BC), ns.
-                let unitStart = index
-                while index < bytes.count, !(bytes[index] >= UInt8(ascii: "0") && bytes[index] <= UInt8(ascii: "9")),
-                    bytes[index] != UInt8(ascii: ".")
-                {
-                    index += 1
-                }
-                let length = index - unitStart
-                let first = length > 0 ? bytes[unitStart] : 0
-                let second = length > 1 ? bytes[unitStart + 1] : 0
-                let third = length > 2 ? bytes[unitStart + 2] : 0
-                let seconds: Double
-                switch (length, first, second, third) {
-                case (1, 0x68, _, _): seconds = 3600  // h
-                case (1, 0x6D, _, _): seconds = 60  // m
-                case (1, 0x73, _, _): seconds = 1  // s
-                case (2, 0x6D, 0x73, _): seconds = 1e-3  // ms
-                case (2, 0x75, 0x73, _), (3, 0xC2, 0xB5, 0x73), (3, 0xCE, 0xBC, 0x73): seconds = 1e-6  // us, µs, μs
-                case (2, 0x6E, 0x73, _): seconds = 1e-9  // ns
-                default: return nil
-                }
-                total += (whole + fraction) * seconds
+            guard digits > 0 else { return nil }
+            // A unit: h, m, s, ms, us, µs (C2 B5), μs (CE BC), ns.
+            let unitStart = index
+            while index < bytes.count, !(bytes[index] >= UInt8(ascii: "0") && bytes[index] <= UInt8(ascii: "9")),
+                bytes[index] != UInt8(ascii: ".")
+            {
+                index += 1
             }
-            return sign * total
+            let length = index - unitStart
+            let first = length > 0 ? bytes[unitStart] : 0
+            let second = length > 1 ? bytes[unitStart + 1] : 0
+            let third = length > 2 ? bytes[unitStart + 2] : 0
+            let seconds: Double
+            switch (length, first, second, third) {
+            case (1, 0x68, _, _): seconds = 3600  // h
+            case (1, 0x6D, _, _): seconds = 60  // m
+            case (1, 0x73, _, _): seconds = 1  // s
+            case (2, 0x6D, 0x73, _): seconds = 1e-3  // ms
+            case (2, 0x75, 0x73, _), (3, 0xC2, 0xB5, 0x73), (3, 0xCE, 0xBC, 0x73): seconds = 1e-6  // us, µs, μs
+            case (2, 0x6E, 0x73, _): seconds = 1e-9  // ns
+            default: return nil
+            }
+            total += (whole + fraction) * seconds
         }
+        return sign * total
     }
 }
 
-/// One decision of a stream answer, as far as a bouncer needs it.
+/// One decision of a stream answer, as far as a bouncer needs it. 40 bytes: the texts the
+/// decisions of an answer repeat (origin, type, scope, scenario: a handful of each in 100,000)
+/// are held once, by every decision that has them.
 public struct Decision: Sendable, Equatable {
     public enum Scope: String, Sendable {
         case ip, range
     }
 
+    /// The texts decisions share.
+    final class Kind: Sendable {
+        let origin: String
+        let type: String
+        let scope: String
+        let scenario: String
+
+        init(origin: String, type: String, scope: String, scenario: String) {
+            self.origin = origin
+            self.type = type
+            self.scope = scope
+            self.scenario = scenario
+        }
+    }
+
     public let id: Int
-    /// `crowdsec`, `cscli`, `CAPI`, `lists`...
-    public let origin: String
-    /// `ban`, `captcha`...
-    public let type: String
-    /// As given (`Ip`, `Range`, `Country`...).
-    public let scope: String
     public let value: String
-    public let scenario: String
     /// Remaining seconds when the LAPI answered (negative: ended).
     public let seconds: Double
+    let kind: Kind
+
+    /// `crowdsec`, `cscli`, `CAPI`, `lists`...
+    public var origin: String { kind.origin }
+    /// `ban`, `captcha`...
+    public var type: String { kind.type }
+    /// As given (`Ip`, `Range`, `Country`...).
+    public var scope: String { kind.scope }
+    public var scenario: String { kind.scenario }
 
     public init(id: Int, origin: String, type: String, scope: String, value: String, scenario: String, seconds: Double)
     {
+        self.init(
+            id: id, value: value, seconds: seconds,
+            kind: Kind(origin: origin, type: type, scope: scope, scenario: scenario))
+    }
+
+    init(id: Int, value: String, seconds: Double, kind: Kind) {
         self.id = id
-        self.origin = origin
-        self.type = type
-        self.scope = scope
         self.value = value
-        self.scenario = scenario
         self.seconds = seconds
+        self.kind = kind
+    }
+
+    public static func == (left: Decision, right: Decision) -> Bool {
+        left.id == right.id && left.value == right.value && left.seconds == right.seconds
+            && (left.kind === right.kind
+                || (left.origin == right.origin && left.type == right.type && left.scope == right.scope
+                    && left.scenario == right.scenario))
     }
 
     /// The network a decision of scope `Ip` or `Range` names: an IPv4-mapped IPv6 address or
@@ -125,68 +157,6 @@ public struct Decision: Sendable, Equatable {
         case .range:
             guard let length, (0...full).contains(length) else { return nil }
             return IPNetwork(containing: address, length: length)
-        }
-    }
-}
-
-/// A `/v1/decisions/stream` answer: `{"new": [...] | null, "deleted": [...] | null}`.
-public struct DecisionStream: Sendable {
-    public var new: [Decision] = []
-    public var deleted: [Decision] = []
-    /// Entries that are not decisions (a field missing or of the wrong type, a duration that is
-    /// not one): counted and skipped.
-    public var malformed = 0
-
-    public init() {}
-
-    /// Parses an answer (FoundationEssentials' JSONDecoder, straight into the fields; an entry that is not
-    /// a decision is counted, not fatal). - Throws: when the whole is not such an object.
-    public init(json: [UInt8]) throws(LAPIError) {
-        let answer: Answer
-        do {
-            answer = try JSONDecoder().decode(Answer.self, from: Data(json))
-        } catch DecodingError.typeMismatch(_, let context) where !context.codingPath.isEmpty {
-            throw .malformed("'\(context.codingPath[0].stringValue)' is not an array")
-        } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
-            throw .malformed("not JSON (\(json.count) bytes)")
-        } catch {
-            throw .malformed("not a JSON object of new and deleted decisions (\(json.count) bytes)")
-        }
-        new = answer.new?.compactMap(\.decision) ?? []
-        deleted = answer.deleted?.compactMap(\.decision) ?? []
-        malformed = (answer.new?.count ?? 0) + (answer.deleted?.count ?? 0) - new.count - deleted.count
-    }
-
-    private struct Answer: Decodable {
-        let new: [Entry]?
-        let deleted: [Entry]?
-    }
-
-    /// One element of a list: a decision, or nil for anything else.
-    private struct Entry: Decodable {
-        let decision: Decision?
-
-        private enum Key: String, CodingKey {
-            case id, origin, type, scope, value, duration, scenario
-        }
-
-        init(from decoder: Decoder) throws {
-            guard let fields = try? decoder.container(keyedBy: Key.self),
-                let id = try? fields.decode(Int.self, forKey: .id),
-                let type = try? fields.decode(String.self, forKey: .type),
-                let scope = try? fields.decode(String.self, forKey: .scope),
-                let value = try? fields.decode(String.self, forKey: .value),
-                let duration = try? fields.decode(String.self, forKey: .duration),
-                let seconds = GoDuration.seconds(duration)
-            else {
-                decision = nil
-                return
-            }
-            decision = Decision(
-                id: id, origin: (try? fields.decodeIfPresent(String.self, forKey: .origin)) ?? "", type: type,
-                scope: scope, value: value,
-                scenario: (try? fields.decodeIfPresent(String.self, forKey: .scenario)) ?? "",
-                seconds: seconds)
         }
     }
 }

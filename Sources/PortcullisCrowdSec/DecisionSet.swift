@@ -82,7 +82,8 @@ struct OriginTable: Sendable {
 /// value's longest, so a value whose decisions were deleted one after the other is reported
 /// deleted once, by its last one (a deletion by id kept such a value dropped until the next full
 /// pull). Times are `CLOCK_BOOTTIME` nanoseconds (what the XDP program compares an entry's end
-/// with). About 60 bytes a network: a full pull of 100,000 fits in a few megabytes.
+/// with). About 140 bytes a network with the table's room and the heap of ends (13.7 MB for
+/// 100,000, `portcullis-perf xdp --crowdsec-only`).
 public struct DecisionSet: Sendable {
     public typealias Claim = ListClaim
     public typealias Change = ListChange
@@ -90,9 +91,15 @@ public struct DecisionSet: Sendable {
     struct Entry: Sendable {
         var end: UInt64
         var origin: UInt32
+        /// The full pull that last gave it (`synchronise`; in the padding: 16 bytes all the same).
+        var generation: UInt32 = 0
     }
 
     private var entries: [IPNetwork: Entry] = [:]
+    /// Of the last full pull taken (`synchronise`).
+    private var generation: UInt32 = 0
+    /// The networks the last full pull lacked (removed), until `synchronisedChanges`.
+    private var removedBySynchronisation: [IPNetwork] = []
     private var origins = OriginTable()
     /// Each entry's end, earliest first (ends since replaced are skipped).
     private var ends = EndHeap<IPNetwork>()
@@ -135,15 +142,17 @@ public struct DecisionSet: Sendable {
     }
 
     /// Every network with its claim: what a full install writes.
-    public func wanted() -> [(IPNetwork, Claim)] {
-        entries.map { ($0.key, Claim(end: $0.value.end, origin: origins.names[Int($0.value.origin)])) }
+    /// (Read as it is asked: no array of 100,000 claims is made.)
+    public func wanted() -> some Collection<(IPNetwork, Claim)> {
+        let names = origins.names
+        return entries.lazy.map { ($0.key, Claim(end: $0.value.end, origin: names[Int($0.value.origin)])) }
     }
 
     /// Forgets everything (a full pull starts anew).
     public mutating func reset() {
         entries = [:]
         origins = OriginTable()
-        ends.removeAll()
+        ends = EndHeap()
     }
 
     /// The scope of a decision's `scope` field, if one enforced.
@@ -228,24 +237,69 @@ public struct DecisionSet: Sendable {
     }
 
     /// Applies a pull: `deleted` first (each lifts its value), then `new` (a network keeps the
-    /// latest end it was given), each ending at `now` + its remaining time.
+    /// longest end it was given), each ending at `now` + its remaining time.
     /// - Returns: per network touched, what the maps must now hold.
     public mutating func apply(_ stream: DecisionStream, now: UInt64) -> [Change] {
         countMalformed(stream.malformed)
         var touched = Set<IPNetwork>(minimumCapacity: stream.new.count + stream.deleted.count)
-        // Room first: a pull of the community blocklist grows the set by tens of thousands at once.
-        entries.reserveCapacity(entries.count + stream.new.count)
-        for decision in stream.deleted {
-            if let network = deletion(decision), remove(network) { touched.insert(network) }
-        }
-        for decision in stream.new {
-            guard let network = admit(decision) else { continue }
-            let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
-            if let held = entries[network], held.end >= end { continue }
-            set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
-            touched.insert(network)
-        }
+        reserve(stream.new.count)
+        for decision in stream.deleted { delete(decision, &touched) }
+        for decision in stream.new { add(decision, now: now, &touched) }
         return touched.map(change)
+    }
+
+    /// `apply` straight from an answer's bytes, each decision taken as it is read (no array of
+    /// them: a pull of 100,000 holds only the set). - Returns: the networks it touched (what the
+    /// maps must hold for them: `changes(of:)`, once the answer's bytes are gone), and the answer's
+    /// counts of entries (for the statistics). - Throws: for an answer that is not one (the set as
+    /// it was: the syntax is checked whole before any decision is handed over).
+    public mutating func apply(
+        json: UnsafeBufferPointer<UInt8>, now: UInt64
+    ) throws(LAPIError)
+        -> (touched: Set<IPNetwork>, counts: DecisionStream.Counts)
+    {
+        var touched = Set<IPNetwork>()
+        let counts = try DecisionStream.forEach(
+            bytes: json,
+            reserve: { counts in
+                touched.reserveCapacity(counts.new + counts.deleted)
+                self.reserve(counts.new)
+            },
+            new: { self.add($0, now: now, &touched) }, deleted: { self.delete($0, &touched) })
+        countMalformed(counts.malformed)
+        return (touched, counts)
+    }
+
+    /// What the maps must hold for `networks` now.
+    public func changes(of networks: Set<IPNetwork>) -> [Change] { networks.map(change) }
+
+    /// `apply(json:)` over an array, with its changes (tests, benchmarks).
+    public mutating func apply(json: [UInt8], now: UInt64) throws(LAPIError) -> ([Change], DecisionStream.Counts) {
+        var result: Result<(touched: Set<IPNetwork>, counts: DecisionStream.Counts), LAPIError>!
+        json.withUnsafeBufferPointer { bytes in
+            result = Result { () throws(LAPIError) in try apply(json: bytes, now: now) }
+        }
+        let (touched, counts) = try result.get()
+        return (changes(of: touched), counts)
+    }
+
+    /// Room for `more` entries (a pull of the community blocklist grows the set by tens of
+    /// thousands at once).
+    private mutating func reserve(_ more: Int) {
+        entries.reserveCapacity(entries.count + more)
+        ends.reserve(entries.count + more)
+    }
+
+    private mutating func delete(_ decision: Decision, _ touched: inout Set<IPNetwork>) {
+        if let network = deletion(decision), remove(network) { touched.insert(network) }
+    }
+
+    private mutating func add(_ decision: Decision, now: UInt64, _ touched: inout Set<IPNetwork>) {
+        guard let network = admit(decision) else { return }
+        let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
+        if let held = entries[network], held.end >= end { return }
+        set(network, end: end, origin: decision.origin.isEmpty ? "unknown" : decision.origin)
+        touched.insert(network)
     }
 
     private func change(_ network: IPNetwork) -> Change {
@@ -256,21 +310,78 @@ public struct DecisionSet: Sendable {
     /// networks whose entry changed (its origin, or its end by a second or more), came or went.
     /// Skips are not counted again (the decisions were counted when they came).
     public mutating func resync(_ stream: DecisionStream, now: UInt64) -> [Change] {
-        let before = entries
-        let names = origins.names
-        let counted = skipped
-        reset()
-        _ = apply(stream, now: now)
-        skipped = counted
-        var changes: [Change] = []
-        for (network, entry) in entries {
-            if let old = before[network] {
-                let claim = Claim(end: entry.end, origin: origins.names[Int(entry.origin)])
-                if claim.isSame(as: Claim(end: old.end, origin: names[Int(old.origin)])) { continue }
+        let counted = begin(answer: stream.new.count)
+        for decision in stream.new { take(decision, now: now) }
+        finish(skipped: counted)
+        return synchronisedChanges()
+    }
+
+    /// The whole set replaced by a full pull's, straight from its bytes and in place: a decision
+    /// that gives a network what it holds (within a second) leaves it as it is, a network the
+    /// answer does not give goes. So a full pull of 100,000 over a set of 100,000 holds one set,
+    /// not two, and nothing beside: what changed is marked in the entries (`synchronisedChanges`
+    /// lists it, once the answer's bytes are gone). The answer's `deleted` need not be read: what
+    /// it does not hold goes. Skips are counted on the first (`countingSkips`) only.
+    /// - Throws: for an answer that is not one (the set as it was: the syntax is checked first).
+    public mutating func synchronise(
+        json: UnsafeBufferPointer<UInt8>, now: UInt64, countingSkips: Bool
+    ) throws(LAPIError) -> DecisionStream.Counts {
+        var counted: [SkipReason: UInt64] = [:]
+        let counts = try DecisionStream.forEach(
+            bytes: json, reserve: { counted = self.begin(answer: $0.new) }, new: { self.take($0, now: now) },
+            deleted: { _ in })
+        countMalformed(counts.malformed)
+        finish(skipped: countingSkips ? skipped : counted)
+        return counts
+    }
+
+    /// The mark of an entry the last full pull changed (or added), beside its generation.
+    private static let changedMark: UInt32 = 1 << 31
+
+    /// - Returns: the skips counted before it.
+    private mutating func begin(answer: Int) -> [SkipReason: UInt64] {
+        generation = (generation &+ 1) & ~Self.changedMark
+        removedBySynchronisation = []
+        // Room for the answer's networks, not for both: most are those held.
+        reserve(max(answer - entries.count, 0))
+        return skipped
+    }
+
+    private mutating func take(_ decision: Decision, now: UInt64) {
+        guard let network = admit(decision) else { return }
+        let end = now &+ UInt64(min(decision.seconds, 1e9) * 1e9)
+        let origin = decision.origin.isEmpty ? "unknown" : decision.origin
+        if let held = entries[network] {
+            if held.generation & ~Self.changedMark == generation {
+                // A network this answer gave already: its longest decision holds.
+                guard held.end < end else { return }
+            } else if Claim(end: held.end, origin: origins.names[Int(held.origin)])
+                .isSame(as: Claim(end: end, origin: origin))
+            {
+                entries[network]!.generation = generation
+                return
             }
-            changes.append(change(network))
         }
-        for network in before.keys where entries[network] == nil { changes.append(.remove(network)) }
+        set(network, end: end, origin: origin)
+        entries[network]!.generation = generation | Self.changedMark
+    }
+
+    private mutating func finish(skipped counted: [SkipReason: UInt64]) {
+        skipped = counted
+        let current = generation
+        let gone = entries.compactMap { $0.value.generation & ~Self.changedMark == current ? nil : $0.key }
+        for network in gone { remove(network) }
+        removedBySynchronisation = gone
+    }
+
+    /// What the last full pull changed: networks it added or gave another entry, and those it lacked.
+    public mutating func synchronisedChanges() -> [Change] {
+        var changes: [Change] = []
+        for (network, entry) in entries where entry.generation == generation | Self.changedMark {
+            changes.append(.install(network, Claim(end: entry.end, origin: origins.names[Int(entry.origin)])))
+        }
+        changes += removedBySynchronisation.map { .remove($0) }
+        removedBySynchronisation = []
         return changes
     }
 

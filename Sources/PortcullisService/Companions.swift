@@ -40,7 +40,9 @@ public final class CrowdSecAlertsComponent: Component {
         return .applied(outcome: nil, lines: lines.map { LogLine("SIGHUP: " + $0) })
     }
 
-    public func stop() { link.stop() }
+    public func stop() {
+        for line in link.stop() { say(LogLine(line)) }
+    }
 
     /// The bouncer's and the pusher's (the bouncer's component serves none of its own).
     public func metrics() -> [MetricSample] { link.samples() }

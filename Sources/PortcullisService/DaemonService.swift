@@ -48,7 +48,7 @@ public final class DaemonService {
         let firewall = FirewallComponent(
             interfaces: interfaces, objectPath: objectPath, options: options, prefixLengths: prefixLengths)
         let fleetLink = FleetLink(stateDirectory: options.stateDir)
-        let crowdsecLink = CrowdSecLink { [fleetLink] changes, now, whole in
+        let crowdsecLink = CrowdSecLink(stateDirectory: options.stateDir) { [fleetLink] changes, now, whole in
             fleetLink.publishDecisions(changes, now: now, whole: whole)
         }
         let publishers: [BanPublisher] =

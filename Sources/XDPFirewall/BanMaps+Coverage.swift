@@ -72,13 +72,18 @@ extension BanMaps {
         return UInt32(PC_COVER_V6_BASE) + (hash >> UInt32(32 - PC_COVER_V6_BITS))
     }
 
-    static func coverage(_ network: IPNetwork) -> Coverage {
-        let words: (UInt32, UInt32) = network.address.withUnsafeBytes {
+    /// The first two 32-bit words of a network's address, in host order (the second 0 for IPv4).
+    private static func words(_ network: IPNetwork) -> (UInt32, UInt32) {
+        network.address.withUnsafeBytes {
             (
                 $0.loadUnaligned(as: UInt32.self).bigEndian,
                 $0.count >= 8 ? $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self).bigEndian : 0
             )
         }
+    }
+
+    static func coverage(_ network: IPNetwork) -> Coverage {
+        let words = words(network)
         if network.family == .ipv4 {
             return .range(start: words.0 >> 8, count: network.length >= 24 ? 1 : 1 << UInt32(24 - network.length))
         }
@@ -90,31 +95,40 @@ extension BanMaps {
     /// Sets the coverage bit of `kind` (one of `PC_COVER_*`) in every slot `networks` touch,
     /// before the networks go in.
     func cover(_ networks: [IPNetwork], kind: UInt32) throws(FirewallError) {
+        for network in networks { try cover(network, kind: kind) }
+    }
+
+    /// `cover` of one network.
+    func cover(_ network: IPNetwork, kind: UInt32) throws(FirewallError) {
         let bit = UInt64(kind.trailingZeroBitCount)
         func set(_ slot: UInt32) {
             cportcullis_fetch_or_u64(coverBits + Int(slot >> 4), UInt64(1) << (UInt64(slot & 15) * 4 + bit))
         }
-        for network in networks {
-            switch Self.coverage(network) {
-            case .range(let start, let count):
-                var slot = start
-                let end = start + count
-                while slot < end {
-                    // Sixteen slots a word: whole words at once where the range spans them.
-                    if slot & 15 == 0 && end - slot >= 16 {
-                        cportcullis_fetch_or_u64(coverBits + Int(slot >> 4), 0x1111_1111_1111_1111 << bit)
-                        slot += 16
-                    } else {
-                        set(slot)
-                        slot += 1
-                    }
+        // One /64 or less (a host): its slot, without the array `coverage` makes.
+        if network.family == .ipv6, network.length >= 64 {
+            let words = Self.words(network)
+            set(Self.coverSlot(ipv6: words.0, words.1))
+            return
+        }
+        switch Self.coverage(network) {
+        case .range(let start, let count):
+            var slot = start
+            let end = start + count
+            while slot < end {
+                // Sixteen slots a word: whole words at once where the range spans them.
+                if slot & 15 == 0 && end - slot >= 16 {
+                    cportcullis_fetch_or_u64(coverBits + Int(slot >> 4), 0x1111_1111_1111_1111 << bit)
+                    slot += 16
+                } else {
+                    set(slot)
+                    slot += 1
                 }
-            case .slots(let slots):
-                for slot in slots { set(slot) }
-            case .allIPv6:
-                // Every kind at once: writers never read and rewrite this element (no lost update).
-                try writeConfig(PC_CONFIG_COVER_ALL_V6, 0xf)
             }
+        case .slots(let slots):
+            for slot in slots { set(slot) }
+        case .allIPv6:
+            // Every kind at once: writers never read and rewrite this element (no lost update).
+            try writeConfig(PC_CONFIG_COVER_ALL_V6, 0xf)
         }
     }
 

@@ -177,14 +177,17 @@ extension BanMaps {
     /// writers' lock. An entry for a network another origin's entry has already is left out
     /// (that entry stays as it was).
     func swapLists(
-        replacing owned: (UInt32) -> Bool, with entries: [ListEntry], families: [IPAddress.Family] = [.ipv4, .ipv6]
+        replacing owned: (UInt32) -> Bool, with entries: some Collection<ListEntry>,
+        families: [IPAddress.Family] = [.ipv4, .ipv6]
     ) throws(FirewallError)
         -> ListSwap
     {
         var swap = ListSwap()
+        // Each family's new maps, put in their slots together once all are built.
+        var built: [(family: IPAddress.Family, hosts: BPFDescriptor, trie: BPFDescriptor)] = []
         for family in families {
             let v4 = family == .ipv4
-            let mine = entries.filter { $0.network.family == family }
+            let mine = entries.lazy.filter { $0.network.family == family }
             let current = try listEntries(family)
             // Nothing of these origins in this family, before or after: the family's lists stay as they are.
             if mine.isEmpty && !current.contains(where: { owned($0.origin) }) { continue }
@@ -200,17 +203,20 @@ extension BanMaps {
                 return BPFDescriptor(fd)
             }
             // Another list's entry for the same network stays as it was (its origin and drops).
-            var taken = Set<IPNetwork>()
+            let total = others.count + mine.count
+            var taken = Set<IPNetwork>(minimumCapacity: total)
             var hostKeys: [UInt8] = []
             var hostValues: [pc_ban] = []
             var netKeys: [UInt8] = []
             var netValues: [pc_ban] = []
+            hostKeys.reserveCapacity(total * keySize)
+            hostValues.reserveCapacity(total)
             func add(_ network: IPNetwork, _ value: pc_ban) {
                 if network.isSingleAddress {
-                    hostKeys += PrefixKey(network).bytes
+                    Self.appendKey(network, to: &hostKeys)
                     hostValues.append(value)
                 } else {
-                    netKeys += PrefixKey(network).bytes
+                    Self.appendKey(network, to: &netKeys)
                     netValues.append(value)
                 }
             }
@@ -236,22 +242,72 @@ extension BanMaps {
             // allocates per entry.
             let hosts = try make(BPF_MAP_TYPE_HASH, "pc_list_hosts", entries: Self.hostsCapacity(hostValues.count))
             let trie = try make(BPF_MAP_TYPE_LPM_TRIE, "pc_list_trie", entries: Int(PC_LIST_ENTRIES))
-            try cover(mine.map(\.network).filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
-            try cover(mine.map(\.network).filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
+            for entry in mine {
+                try cover(entry.network, kind: entry.network.isSingleAddress ? PC_COVER_LIST_HOSTS : PC_COVER_LIST_NETS)
+            }
             try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
             try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
             try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
+            built.append((family, hosts, trie))
+        }
+        var slots: [(outer: Int32, slot: UInt32, inner: BPFDescriptor)] = []
+        for (family, hosts, trie) in built {
+            let v4 = family == .ipv4
             let next = 1 - (try listGeneration(family))
-            for (outer, inner) in [(v4 ? listHostsV4 : listHostsV6, hosts), (v4 ? listsV4 : listsV6, trie)] {
-                var slot = next
-                var fd = UInt32(bitPattern: inner.fd)
-                try bpfCall("put in the next blocklist generation") {
-                    bpf_map_update_elem(outer.fd, &slot, &fd, UInt64(BPF_ANY))
-                }
-            }
-            try writeConfig(v4 ? PC_CONFIG_LISTS_GEN_V4 : PC_CONFIG_LISTS_GEN_V6, next)
+            slots += [(v4 ? listHostsV4.fd : listHostsV6.fd, next, hosts), (v4 ? listsV4.fd : listsV6.fd, next, trie)]
+        }
+        try putInSlots(slots)
+        for (family, _, _) in built {
+            let v4 = family == .ipv4
+            try writeConfig(v4 ? PC_CONFIG_LISTS_GEN_V4 : PC_CONFIG_LISTS_GEN_V6, 1 - (try listGeneration(family)))
         }
         return swap
+    }
+
+    /// Puts each inner map in the slot of its outer map (the generation not in force), all at
+    /// once: the kernel waits for an RCU grace period after every write to a map of maps (10 to
+    /// 25 ms each here), and writes made from threads of their own wait for the same one.
+    private func putInSlots(_ slots: [(outer: Int32, slot: UInt32, inner: BPFDescriptor)]) throws(FirewallError) {
+        guard !slots.isEmpty else { return }
+        nonisolated(unsafe) let results = UnsafeMutableBufferPointer<Int32>.allocate(capacity: slots.count)
+        defer { results.deallocate() }
+        results.initialize(repeating: 0)
+        let calls = slots.map { (outer: $0.outer, slot: $0.slot, inner: UInt32(bitPattern: $0.inner.fd)) }
+        @Sendable func put(_ index: Int) {
+            var slot = calls[index].slot
+            var inner = calls[index].inner
+            results[index] = bpf_map_update_elem(calls[index].outer, &slot, &inner, UInt64(BPF_ANY)) == 0 ? 0 : errno
+        }
+        var threads: [SystemThread] = []
+        for index in 1..<calls.count {
+            // Without a thread (none to be had), in turn.
+            if let thread = try? SystemThread.spawn({ put(index) }) { threads.append(thread) } else { put(index) }
+        }
+        put(0)
+        for thread in threads { thread.join() }
+        withExtendedLifetime(slots) {}
+        if let failed = results.first(where: { $0 != 0 }) {
+            throw systemError("put in the next blocklist generation", failed)
+        }
+    }
+
+    /// Appends the list maps' key of `network` (its length, then its address) to `keys`.
+    static func appendKey(_ network: IPNetwork, to keys: inout [UInt8]) {
+        withUnsafeBytes(of: UInt32(network.length)) { keys.append(contentsOf: $0) }
+        network.address.withUnsafeBytes { keys.append(contentsOf: $0) }
+    }
+
+    /// Runs `body` with the list maps' key of `network` (no allocation: one lookup per host of a
+    /// delta).
+    static func withKey<T>(_ network: IPNetwork, _ body: (UnsafeMutableRawPointer) -> T) -> T {
+        var key: (UInt64, UInt64, UInt32) = (0, 0, 0)
+        return withUnsafeMutableBytes(of: &key) { raw in
+            raw.storeBytes(of: UInt32(network.length), as: UInt32.self)
+            network.address.withUnsafeBytes { address in
+                (raw.baseAddress! + 4).copyMemory(from: address.baseAddress!, byteCount: address.count)
+            }
+            return body(raw.baseAddress!)
+        }
     }
 }
 
@@ -306,7 +362,8 @@ extension BanMaps {
             var update = ListUpdate()
             for family in [IPAddress.Family.ipv4, .ipv6] {
                 let v4 = family == .ipv4
-                let add = adding.filter { $0.network.family == family }
+                // Each family's entries as they come (no copy of them: a delta may hold 100,000).
+                let add = adding.lazy.filter { $0.network.family == family }
                 let remove = removing.filter { $0.family == family }
                 if add.isEmpty && remove.isEmpty { continue }
                 let generation = try listGeneration(family)
@@ -328,9 +385,8 @@ extension BanMaps {
                 var networks: [IPNetwork: NetworkBanEntry]?
                 func existing(_ network: IPNetwork) throws(FirewallError) -> pc_ban? {
                     if network.isSingleAddress {
-                        var key = PrefixKey(network).bytes
                         var value = pc_ban()
-                        return bpf_map_lookup_elem(hosts.fd, &key, &value) == 0 ? value : nil
+                        return Self.withKey(network) { bpf_map_lookup_elem(hosts.fd, $0, &value) } == 0 ? value : nil
                     }
                     if networks == nil {
                         networks = [:]
@@ -343,35 +399,41 @@ extension BanMaps {
                 }
                 for network in remove {
                     guard let value = try existing(network), owned(value.origin) else { continue }
-                    var key = PrefixKey(network).bytes
                     let map = network.isSingleAddress ? hosts : trie
-                    if bpf_map_delete_elem(map.fd, &key) == 0 { update.removed += 1 }
+                    if Self.withKey(network, { bpf_map_delete_elem(map.fd, $0) }) == 0 { update.removed += 1 }
                 }
                 var hostKeys: [UInt8] = []
                 var hostValues: [pc_ban] = []
                 var netKeys: [UInt8] = []
                 var netValues: [pc_ban] = []
-                var added: [IPNetwork] = []
+                // Coverage first (the program looks at the list maps of a space only once it is
+                // covered): each entry's as it is taken; they go in after.
+                var added = 0
+                var held = Set<IPNetwork>()
+                let adds = add.count
+                hostKeys.reserveCapacity(adds * keySize)
+                hostValues.reserveCapacity(adds)
                 for entry in add {
                     let current = try existing(entry.network)
                     if let current, !owned(current.origin) {
                         update.heldByOthers.append(entry.network)
+                        held.insert(entry.network)
                         continue
                     }
                     let value = BanRequest(entry.network.address, entry.expiry, origin: entry.origin)
                         .value(dropped: current?.dropped ?? 0)
                     if entry.network.isSingleAddress {
-                        hostKeys += PrefixKey(entry.network).bytes
+                        Self.appendKey(entry.network, to: &hostKeys)
                         hostValues.append(value)
                     } else {
-                        netKeys += PrefixKey(entry.network).bytes
+                        Self.appendKey(entry.network, to: &netKeys)
                         netValues.append(value)
                     }
-                    added.append(entry.network)
+                    try cover(
+                        entry.network,
+                        kind: entry.network.isSingleAddress ? PC_COVER_LIST_HOSTS : PC_COVER_LIST_NETS)
+                    added += 1
                 }
-                // Coverage first: the program looks at the list maps of a space only once it is covered.
-                try cover(added.filter(\.isSingleAddress), kind: PC_COVER_LIST_HOSTS)
-                try cover(added.filter { !$0.isSingleAddress }, kind: PC_COVER_LIST_NETS)
                 do throws(FirewallError) {
                     try fill(hosts, keys: hostKeys, values: hostValues, keySize: keySize, family: family)
                 } catch {
@@ -383,17 +445,17 @@ extension BanMaps {
                         wanted[entry.network] = ListEntry(
                             network: entry.network, expiry: entry.expiry, origin: entry.origin)
                     }
-                    for entry in add where !update.heldByOthers.contains(entry.network) {
+                    for entry in add where !held.contains(entry.network) {
                         wanted[entry.network] = entry
                     }
-                    _ = try swapLists(replacing: owned, with: Array(wanted.values), families: [family])
-                    update.added += added.count
+                    _ = try swapLists(replacing: owned, with: wanted.values, families: [family])
+                    update.added += added
                     update.swappedFamilies += 1
                     continue
                 }
                 try fill(trie, keys: netKeys, values: netValues, keySize: keySize, family: family)
                 try markUsed(v4 ? PC_CONFIG_USED_LISTS_V4 : PC_CONFIG_USED_LISTS_V6)
-                update.added += added.count
+                update.added += added
             }
             return update
         }
@@ -410,7 +472,7 @@ extension BanMaps {
             guard !slots.isEmpty else { return 0 }
             let count = try listEntries().count(where: { slots.contains($0.origin) })
             guard count > 0 else { return 0 }
-            _ = try swapLists(replacing: { slots.contains($0) }, with: [])
+            _ = try swapLists(replacing: { slots.contains($0) }, with: [ListEntry]())
             return count
         }
     }

@@ -4,7 +4,7 @@ import PortcullisCore
 
 /// What one source claims for a network of the list layer: until when, for which origin (the
 /// name after the writer's prefix: `crowdsec/cscli`'s `cscli`, `fleet/web-2`'s `web-2`).
-public struct ListClaim: Sendable, Equatable {
+public struct ListClaim: Sendable, Hashable {
     /// `CLOCK_BOOTTIME` nanoseconds (what the XDP program compares an entry's end with); `.max`:
     /// never.
     public let end: UInt64
@@ -23,7 +23,7 @@ public struct ListClaim: Sendable, Equatable {
 }
 
 /// What the maps must hold for a network now: its longest claim, or nothing.
-public enum ListChange: Sendable, Equatable {
+public enum ListChange: Sendable, Hashable {
     case install(IPNetwork, ListClaim)
     case remove(IPNetwork)
 
@@ -270,12 +270,21 @@ public final class ListInstaller {
     /// `wanted` in place of every entry of a `PREFIX` origin (also those of an earlier run), in
     /// one swap per family; the prefix's slots are given anew (see the type) and those no claim
     /// names are freed, under one hold of the writers' lock.
-    public func replaceAll(_ wanted: [(IPNetwork, ListClaim)]) throws(FirewallError) -> ListInstallResult {
-        var wanted = wanted
-        let over = Self.trim(&wanted)
-        var result = try replacingAll(wanted)
-        result.overCapacity = over
-        return result
+    public func replaceAll(
+        _ wanted: some Collection<(IPNetwork, ListClaim)>
+    ) throws(FirewallError)
+        -> ListInstallResult
+    {
+        // Past the layer's capacity (never with a real Local API): an array to trim. Else the
+        // claims are read as they are, twice (their origins, then the entries).
+        guard wanted.count <= BanMaps.listCapacity else {
+            var trimmed = Array(wanted)
+            let over = Self.trim(&trimmed)
+            var result = try replacingAll(trimmed)
+            result.overCapacity = over
+            return result
+        }
+        return try replacingAll(wanted)
     }
 
     /// Keeps at most `BanMaps.listCapacity` hosts and as many networks of each family (the layer's
@@ -293,7 +302,11 @@ public final class ListInstaller {
         return over
     }
 
-    private func replacingAll(_ wanted: [(IPNetwork, ListClaim)]) throws(FirewallError) -> ListInstallResult {
+    private func replacingAll(
+        _ wanted: some Collection<(IPNetwork, ListClaim)>
+    ) throws(FirewallError)
+        -> ListInstallResult
+    {
         try maps.withWritersLock { () throws(FirewallError) -> ListInstallResult in
             let names = try maps.originNames()
             let mine = names.filter { $0.value.hasPrefix(prefix) }
@@ -327,23 +340,22 @@ public final class ListInstaller {
             owned = []
             shared = nil
             adopt(Dictionary(given.map { ($0.value, $0.key) }, uniquingKeysWith: { $1 }))
+            // A named origin that found no slot (jails and lists hold all) takes the shared one.
+            if counts.keys.contains(where: { slots[$0] == nil }), shared == nil {
+                shared = try maps.assignOriginSlots(for: [sharedName])[sharedName]
+                if let shared { owned.insert(shared) }
+            }
+            for origin in counts.keys where slots[origin] == nil { slots[origin] = shared }
             var result = ListInstallResult()
+            let slotOf = slots
+            if shared == nil, counts.keys.contains(where: { slotOf[$0] == nil }) {
+                result.refused = wanted.filter { slotOf[$0.1.origin] == nil }.map { ($0.0, $0.1.origin) }
+            }
+            // Made once (the swap reads them several times per family; `wanted` may be a lazy view).
             var entries: [ListEntry] = []
             entries.reserveCapacity(wanted.count)
             for (network, claim) in wanted {
-                var slot = slots[claim.origin]
-                if slot == nil, shared == nil {
-                    // A named origin that found no slot (jails and lists hold all): the shared one.
-                    shared = try maps.assignOriginSlots(for: [sharedName])[sharedName]
-                    if let shared { owned.insert(shared) }
-                }
-                slot = slot ?? shared
-                guard let slot else {
-                    result.refused.append((network, claim.origin))
-                    continue
-                }
-                slots[claim.origin] = slot
-                entries.append(Self.entry(network, claim, slot))
+                if let slot = slotOf[claim.origin] { entries.append(Self.entry(network, claim, slot)) }
             }
             let replacing = owned.union(mine.keys)
             result.heldByOthers = try maps.swapLists(replacing: { replacing.contains($0) }, with: entries).heldByOthers
@@ -361,6 +373,7 @@ public final class ListInstaller {
         var result = ListInstallResult()
         var adding: [ListEntry] = []
         var removing: [IPNetwork] = []
+        adding.reserveCapacity(changes.count)
         for change in changes {
             switch change {
             case .install(let network, let claim):

@@ -172,6 +172,58 @@ struct DecisionSetTests {
             ])
     }
 
+    @Test(
+        "a full pull from the answer's bytes, in place: the same entries kept as they are, a shorter end taken, what it lacks gone; an answer that is none leaves the set as it was"
+    )
+    func synchroniseInPlace() throws {
+        var set = DecisionSet()
+        let now: UInt64 = 1_000_000_000_000
+        var stream = DecisionStream()
+        stream.new = [decision(1, "198.18.0.1"), decision(2, "198.18.0.2", seconds: 14_400), decision(3, "198.18.0.3")]
+        _ = set.apply(stream, now: now)
+        func answer(_ items: [String]) -> [UInt8] {
+            Array(("{\"deleted\":null,\"new\":[" + items.joined(separator: ",") + "]}").utf8)
+        }
+        func item(_ id: Int, _ value: String, _ duration: String, origin: String = "cscli") -> String {
+            #"{"duration":"\#(duration)","id":\#(id),"origin":"\#(origin)","scenario":"s","scope":"Ip","type":"ban","value":"\#(value)"}"#
+        }
+        // 1 the same (a little less left), 2 shorter (its longer decision deleted unreported), 3
+        // gone, 4 new and given twice (the longer holds).
+        let json = answer([
+            item(1, "198.18.0.1", "1m59.5s"), item(5, "198.18.0.2", "1h"), item(6, "198.18.0.4", "10m"),
+            item(7, "198.18.0.4", "20m", origin: "CAPI"),
+        ])
+        let counts = try json.withUnsafeBufferPointer { bytes in
+            try set.synchronise(json: bytes, now: now, countingSkips: false)
+        }
+        let changes = set.synchronisedChanges()
+        #expect(counts == .init(new: 4, deleted: 0, malformed: 0))
+        let expected: Set<DecisionSet.Change> = [
+            .install(try network("198.18.0.2"), .init(end: now + 3_600_000_000_000, origin: "cscli")),
+            .remove(try network("198.18.0.3")),
+            .install(try network("198.18.0.4"), .init(end: now + 1_200_000_000_000, origin: "CAPI")),
+        ]
+        #expect(Set(changes) == expected, "\(changes)")
+        let first = try network("198.18.0.1")
+        #expect(set.networks == 3 && set.longest(first)?.end == now + 120_000_000_000)
+        // The same set again, as the Local API sends it (a value's longest decision only): nothing
+        // changes. (A value given twice whose first decision differs is installed again: harmless.)
+        let same = answer([
+            item(1, "198.18.0.1", "1m59.5s"), item(5, "198.18.0.2", "1h"), item(7, "198.18.0.4", "20m", origin: "CAPI"),
+        ])
+        _ = try same.withUnsafeBufferPointer { bytes in
+            try set.synchronise(json: bytes, now: now, countingSkips: false)
+        }
+        #expect(set.synchronisedChanges().isEmpty && set.networks == 3)
+        let broken = Array("{\"new\":[{\"id\":1,".utf8)
+        #expect(throws: LAPIError.self) {
+            try broken.withUnsafeBufferPointer { bytes in
+                try set.synchronise(json: bytes, now: now, countingSkips: false)
+            }
+        }
+        #expect(set.networks == 3 && set.census()["CAPI"]! == (1, 0))
+    }
+
     @Test("ends pass in order: an end replaced by a later one is skipped; ten thousand origins come and go, none kept")
     func ends() throws {
         var set = DecisionSet()

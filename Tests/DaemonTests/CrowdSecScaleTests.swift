@@ -67,10 +67,13 @@ extension CrowdSecProcessTests {
             // A restart with the Local API away: the last run's entries drop on, and the status says so.
             lapi.stop()
             (daemon, output) = try startDaemon(network, arguments, waitUntilReading: true)
-            let status = try runProcess(Products.cli, ["status", "--control", control]).stdout
+            // (The bouncer starts after the jails' readers: its line comes a little after "reading".)
+            var status = ""
             #expect(
-                status.contains("10003 networks enforced (kept from the last run until the first full pull)"),
-                "\(status)")
+                try eventually(within: 30) {
+                    status = try runProcess(Products.cli, ["status", "--control", control]).stdout
+                    return status.contains("10003 networks enforced (kept from the last run until the first full pull)")
+                }, "\(status)")
             // The Local API back, holding 10,000 decisions of 10,000 other origins only.
             try lapi.setFull(
                 new: (0..<10_000).map { StandInLAPI.decision(40_001 + $0, address($0, base: 19), origin: "new-\($0)") })

@@ -104,18 +104,8 @@ public final class CrowdSecLAPI {
         try process.run()
         self.process = process
         self.log = log
-        let deadline = Date().addingTimeInterval(30)
-        var probed = ""
-        while Date() < deadline {
-            // A TCP connection accepted: it listens (an HTTP request would need TLS for an https one).
-            let probe = try runProcess(
-                "/usr/bin/nsenter",
-                ["--net=/run/netns/\(namespace)", "--", "/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port)"])
-            if probe.status == 0 { return }
-            probed = probe.stderr
-            guard process.isRunning else { break }
-            usleep(100_000)
-        }
+        guard let probed = try waitListening(namespace: namespace, address: "127.0.0.1", port: port, process: process)
+        else { return }
         let said = (try? String(contentsOfFile: directory + "/stdout.log", encoding: .utf8)) ?? ""
         stop()
         throw Failure("the LAPI did not listen within 30 s (\(probed)): \(said.suffix(600))")

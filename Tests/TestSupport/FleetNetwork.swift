@@ -160,14 +160,8 @@ public final class NATSServer: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         self.process = process
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let probe = try runProcess(
-                "/usr/bin/nsenter",
-                ["--net=/run/netns/\(namespace)", "--", "/bin/bash", "-c", "exec 3<>/dev/tcp/\(address)/\(port)"])
-            if probe.status == 0 { return }
-            guard process.isRunning else { break }
-            usleep(50_000)
+        guard try waitListening(namespace: namespace, address: address, port: port, process: process) != nil else {
+            return
         }
         let said = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
         kill()

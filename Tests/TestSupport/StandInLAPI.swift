@@ -96,17 +96,10 @@ public final class StandInLAPI {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         self.process = process
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let probe = try runProcess(
-                "/usr/bin/nsenter",
-                ["--net=/run/netns/\(namespace)", "--", "/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port)"])
-            if probe.status == 0 { return }
-            guard process.isRunning else { break }
-            usleep(50_000)
-        }
+        guard let probed = try waitListening(namespace: namespace, address: "127.0.0.1", port: port, process: process)
+        else { return }
         stop()
-        throw CrowdSecLAPI.Failure("the stand-in Local API did not listen within 30 s")
+        throw CrowdSecLAPI.Failure("the stand-in Local API did not listen within 30 s (\(probed))")
     }
 
     /// Stops the server (by its pid; SIGKILL: a child of the test process inherits its blocked SIGTERM).

@@ -201,3 +201,22 @@ public func stopDaemonProcess(_ process: Process) {
         unlink(arguments[index + 1])
     }
 }
+
+/// Waits (up to 30 s) until a TCP connection to `address`:`port` in `namespace` is accepted, while
+/// `process` (the server started for it) runs. - Returns: nil once it listens, else the last
+/// probe's error text.
+public func waitListening(namespace: String, address: String, port: Int, process: Process) throws -> String? {
+    let deadline = Date().addingTimeInterval(30)
+    var probed = "not probed"
+    while Date() < deadline {
+        // A TCP connection accepted: it listens (an HTTP request would need TLS for an https one).
+        let probe = try runProcess(
+            "/usr/bin/nsenter",
+            ["--net=/run/netns/\(namespace)", "--", "/bin/bash", "-c", "exec 3<>/dev/tcp/\(address)/\(port)"])
+        if probe.status == 0 { return nil }
+        probed = probe.stderr
+        guard process.isRunning else { break }
+        usleep(50_000)
+    }
+    return probed
+}

@@ -131,7 +131,7 @@ struct PortcullisPerf: ParsableCommand {
         subcommands: [
             XDPSuite.self, TransportsSuite.self, EngineSuite.self, PipelineSuite.self, AgingSuite.self, FleetSuite.self,
             FleetLoadSuite.self,
-            WorkloadSuite.self, PacedSuite.self, IdleSuite.self, SoakSuite.self,
+            WorkloadSuite.self, PacedSuite.self, IdleSuite.self, SoakSuite.self, CrowdSecScaleSuite.self,
         ]
     )
 }

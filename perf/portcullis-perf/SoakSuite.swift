@@ -318,7 +318,7 @@ nonisolated(unsafe) private var soakStopRequested: Int32 = 0
 
 /// A process the soak started, stopped by its pid (and killed with the soak should it die first:
 /// setpriv's parent-death signal, kept across the execs that follow it).
-private final class Child {
+final class Child {
     let name: String
     let process = Process()
     private var log: FileHandle?
@@ -376,7 +376,7 @@ private final class Child {
 
 /// Runs a program to its end. - Returns: its exit status and standard output and error.
 @discardableResult
-private func runTool(_ path: String, _ arguments: [String], namespace: String? = nil) throws -> (Int32, String) {
+func runTool(_ path: String, _ arguments: [String], namespace: String? = nil) throws -> (Int32, String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: namespace == nil ? path : "/usr/bin/nsenter")
     process.arguments = namespace == nil ? arguments : ["--net=/run/netns/\(namespace!)", "--", path] + arguments

@@ -39,7 +39,10 @@ struct XDPSuite: ParsableCommand {
     var listEntries = 100_000
 
     @Option(help: "CrowdSec decisions per Local API answer in the bouncer's rows.")
-    var decisions = 50_000
+    var decisions = 100_000
+
+    @Flag(help: "Only the CrowdSec bouncer's rows.")
+    var crowdsecOnly = false
 
     @Option(help: "Path of portcullis.bpf.o (xdp_reference.bpf.o is expected beside it).")
     var bpfObject: String?
@@ -60,7 +63,7 @@ struct XDPSuite: ParsableCommand {
         if !(1...1_000_000).contains(exactBans) { throw ValidationError("--exact-bans must be 1...1000000") }
         if !(1...32_768).contains(prefixes) { throw ValidationError("--prefixes must be 1...32768") }
         if !(2...1_000_000).contains(listEntries) { throw ValidationError("--list-entries must be 2...1000000") }
-        if !(10...500_000).contains(decisions) { throw ValidationError("--decisions must be 10...500000") }
+        if !(10...131_068).contains(decisions) { throw ValidationError("--decisions must be 10...131068") }
     }
 
     func run() throws {
@@ -74,6 +77,7 @@ struct XDPSuite: ParsableCommand {
             let directory = (path as NSString).deletingLastPathComponent
             return (directory.isEmpty ? "." : directory) + "/xdp_reference.bpf.o"
         }
+        if crowdsecOnly { return try decisionCosts(filterPath: filterPath) }
         let filter = try LoadedProgram(filterAt: filterPath, pinDirectory: nil)
         let referenceObject = try locator.locate("xdp_reference.bpf.o", explicit: referencePath)
         let reference = try LoadedProgram(objectAt: referenceObject, programName: "pc_xdp_reference")

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <malloc.h> /* mallinfo2: the timing harness's heap figures */
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/epoll.h>
@@ -75,6 +76,13 @@ static inline void cportcullis_store_relaxed_u64(void *address, uint64_t value)
 static inline uint64_t cportcullis_fetch_add_u64(void *address, uint64_t value)
 {
 	return __atomic_fetch_add((uint64_t *)address, value, __ATOMIC_ACQ_REL);
+}
+/* Bytes the C heap has handed out and not taken back, every arena and mmapped chunk
+ * (mallinfo2): what the timing harness's memory rows read. */
+static inline size_t cportcullis_heap_in_use(void)
+{
+	struct mallinfo2 info = mallinfo2();
+	return info.uordblks + info.hblkhd;
 }
 /* Sets bits in a word others set bits in too (the XDP filter's coverage bitmap, mmapped). */
 static inline void cportcullis_fetch_or_u64(void *address, uint64_t value)
