@@ -121,15 +121,10 @@ final class FleetCallbacks: @unchecked Sendable {
     let bucketMissing = Atomic<Bool>(false)
     /// Puts that no stream answered (its leader being elected, or the bucket gone): counted.
     let unanswered = Atomic<UInt64>(0)
-    /// The last publish was not acknowledged in time.
-    let suspect = Atomic<Bool>(false)
     /// Disconnections of the connection, counted (a publish waiting for acknowledgements stops).
     let lost = Atomic<UInt64>(0)
     /// Set when the connection is destroyed on purpose (its disconnection is not a cut).
     let closing = Atomic<Bool>(false)
-    /// Set when the watch's consumer missed its heartbeats (its stream leader lost): the watch
-    /// takes the hosts' puts as they are sent until the consumer delivers again.
-    let watchStalled = Atomic<Bool>(false)
 
     init(_ events: FleetEvents, subjectPrefix: String) {
         self.events = events
@@ -188,6 +183,8 @@ final class FleetBucket: @unchecked Sendable {
         // Each publish goes out at once, not when nats.c's flusher next runs: `portcullis-perf fleet`
         // measured the p50 from A's map to B's at 0.41 ms with it, 0.99 to 1.17 ms without.
         try Self.check(natsOptions_SetSendAsap(options, true), "sending at once")
+        // This host's own puts are not delivered back to its plain subscription of the bucket.
+        try Self.check(natsOptions_SetNoEcho(options, true), "no echo")
         if let user = settings.user {
             try Self.check(natsOptions_SetUserInfo(options, user, settings.password), "user and password")
         }
@@ -257,10 +254,8 @@ final class FleetBucket: @unchecked Sendable {
             options,
             { connection, _, status, closure in
                 let callbacks = FleetCallbacks.from(closure)
-                guard status != NATS_MISSED_HEARTBEAT else {
-                    callbacks.watchStalled.store(true, ordering: .releasing)
-                    return
-                }
+                // The watch's consumer lost its stream leader: nats.c makes it again (FleetWatcher).
+                guard status != NATS_MISSED_HEARTBEAT else { return }
                 var text: UnsafePointer<CChar>?
                 _ = natsConnection_GetLastError(connection, &text)
                 let message = text.map { String(cString: $0) } ?? String(cString: natsStatus_GetText(status))
@@ -421,14 +416,13 @@ final class FleetBucket: @unchecked Sendable {
         !callbacks.closed.load(ordering: .acquiring) && !callbacks.bucketMissing.load(ordering: .acquiring)
     }
 
-    /// Puts (a value) or deletes (nil) each key, acknowledged by the server together.
-    /// - Returns: how many from the first went out and were acknowledged (the rest: try again).
-    func publish(
+    /// Puts (a value) or deletes each key, without waiting for the acknowledgements
+    /// (`awaitAcknowledgements`). - Returns: how many from the first went out, and what stopped
+    /// the rest.
+    func send(
         _ changes: ArraySlice<FleetChange>, encode: (FleetChange) -> [UInt8]
-    ) -> (done: Int, error: FleetError?) {
+    ) -> (sent: Int, error: FleetError?) {
         var sent = 0
-        var failure: FleetError?
-        let unansweredBefore = callbacks.unanswered.load(ordering: .relaxed)
         for change in changes {
             let subject = subjectPrefix + change.key
             var status: natsStatus
@@ -444,48 +438,36 @@ final class FleetBucket: @unchecked Sendable {
                     js_PublishAsync(jetStream, subject, bytes.baseAddress, Int32(bytes.count), nil)
                 }
             }
-            guard status == NATS_OK else {
-                failure = FleetError.last(status, "cannot publish \(change.key)")
-                break
-            }
+            guard status == NATS_OK else { return (sent, FleetError.last(status, "cannot publish \(change.key)")) }
             sent += 1
         }
-        // The acknowledgements, 2 s at most (a stream being given a new leader may take none: all
-        // of them again soon, which the watches of the other hosts take at once); a reconnection
-        // meanwhile ends the wait (what went into the lost connection is never acknowledged).
+        return (sent, nil)
+    }
+
+    /// Waits at most `milliseconds` for every change sent to be acknowledged (NATS_OK: none waits;
+    /// NATS_TIMEOUT: some do).
+    func awaitAcknowledgements(milliseconds: Int64) -> natsStatus {
         var options = jsPubOptions()
         jsPubOptions_Init(&options)
-        options.MaxWait = 250
-        let lostBefore = callbacks.lost.load(ordering: .acquiring)
-        var completed = js_PublishAsyncComplete(jetStream, &options)
-        var waited: Int64 = 250
-        // After a wait that timed out (an election, likely), 0.5 s: all of them again sooner.
-        let limit: Int64 = callbacks.suspect.load(ordering: .relaxed) ? 500 : 2000
-        while completed == NATS_TIMEOUT, waited < limit, callbacks.lost.load(ordering: .acquiring) == lostBefore {
-            completed = js_PublishAsyncComplete(jetStream, &options)
-            waited += 250
+        options.MaxWait = milliseconds
+        return js_PublishAsyncComplete(jetStream, &options)
+    }
+
+    /// nats.c stops waiting for the acknowledgements of what was sent (it is sent again).
+    func forgetPending() {
+        var pending = natsMsgList()
+        if js_PublishAsyncGetPendingList(&pending, jetStream) == NATS_OK { natsMsgList_Destroy(&pending) }
+    }
+
+    /// `count` puts no stream answered: the bucket gone (made again on a new connection), or its
+    /// leader being elected (said once; they are sent again). - Returns: which, as an error.
+    func unanswered(_ count: UInt64) -> FleetError {
+        // Asked once per election (a second at most): a stream without a leader answers late.
+        if events.link.withLock({ $0.electingSince == nil }), made(name, waiting: 1000) == .missing {
+            callbacks.bucketMissing.store(true, ordering: .releasing)
+            return FleetError(status: NATS_NO_RESPONDERS, message: "the bucket \(name) is gone from the server")
         }
-        callbacks.suspect.store(completed != NATS_OK, ordering: .relaxed)
-        guard completed == NATS_OK else {
-            // Not acknowledged in time: all of them again (a put or a delete twice is harmless).
-            var pending = natsMsgList()
-            if js_PublishAsyncGetPendingList(&pending, jetStream) == NATS_OK { natsMsgList_Destroy(&pending) }
-            return (0, failure ?? FleetError.last(completed, "no acknowledgement from the server"))
-        }
-        // Puts no stream answered: the bucket gone (made again on a new connection), or its leader
-        // being elected (all of them tried again on this one, in a moment).
-        let unanswered = callbacks.unanswered.load(ordering: .relaxed) &- unansweredBefore
-        if unanswered > 0 {
-            guard made(name, waiting: 1000) != .missing else {
-                callbacks.bucketMissing.store(true, ordering: .releasing)
-                return (
-                    0, FleetError(status: NATS_NO_RESPONDERS, message: "the bucket \(name) is gone from the server")
-                )
-            }
-            events.electing("no stream answered \(unanswered) put(s)")
-            return (0, FleetError(status: NATS_NO_RESPONDERS, message: "JetStream electing a leader; retrying"))
-        }
-        if sent > 0 { events.answered() }
-        return (sent, failure)
+        events.electing("no stream answered \(count) put(s)")
+        return FleetError(status: NATS_NO_RESPONDERS, message: "JetStream electing a leader; retrying")
     }
 }

@@ -30,17 +30,19 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     let logger: Logger
     let statistics = Mutex(FleetStatistics())
     let stop = StopFlag()
-    private let wakeup = DispatchSemaphore(value: 0)
+    let wakeup = DispatchSemaphore(value: 0)
     let events: FleetEvents
 
-    private struct Queue {
+    struct Queue {
         var changes: [FleetChange] = []
         var head = 0
         var waiting: Bool { head < changes.count }
         var count: Int { changes.count - head }
     }
 
-    private let queue = Mutex(Queue())
+    let queue = Mutex(Queue())
+    /// Changes sent and not answered yet (the link's outbox): queued still, as status counts them.
+    let unanswered = Atomic<Int>(0)
     /// This host's keys to put again before the bucket's max age takes them (FleetNode+Refresh).
     let refresh: Mutex<RefreshSchedule>
     /// The bucket's limits last said to differ from this host's settings.
@@ -76,6 +78,11 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     let decoder = JSONDecoder()
     /// Networks another list's entry held when they were to be installed: tried again.
     var held = Set<IPNetwork>()
+    /// Other hosts' bans taken from a bridge (the stream without a leader), by key: the next whole
+    /// read keeps those it does not name at all (sent during the election and not stored yet: their
+    /// hosts send them again), rather than lifting them until then.
+    var bridged: [String: (IPNetwork, ListClaim)] = [:]
+    var takingBridged = false
     /// A write into the maps failed since the last whole read (the next one replaces in one swap).
     var installFailed = false
     var lastInstallError: String?
@@ -111,13 +118,15 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         let made = bucket.withLock { $0.map(\.isUp) }
         let connected = made ?? false
         let reconnects = events.state.withLock { $0.reconnects }
-        let queued = queue.withLock { $0.count }
+        let queued = queue.withLock { $0.count } + unanswered.load(ordering: .relaxed)
         var snapshot = statistics.withLock { $0 }
         snapshot.connected = connected
-        // Connected once, cut off since: nats.c reconnects on its own, and no error is kept for it.
-        if made == false, snapshot.lastError == nil {
+        // Connected once, cut off since: nats.c reconnects on its own. Said first (a put's timeout
+        // may have come before the disconnection was noticed).
+        if made == false {
+            let server = events.server ?? settings.servers.joined(separator: ",")
             snapshot.lastError =
-                "disconnected from \(events.server ?? settings.servers.joined(separator: ",")); reconnecting"
+                "disconnected from \(server); reconnecting" + (snapshot.lastError.map { " (before: \($0))" } ?? "")
         }
         snapshot.reconnects = reconnects
         snapshot.queued = queued
@@ -232,158 +241,11 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         wakeup.signal()
     }
 
-    private func encode(_ change: FleetChange, refresh: Bool) -> [UInt8] {
+    func encode(_ change: FleetChange, refresh: Bool) -> [UInt8] {
         let value = FleetValue(
             end: change.end, at: change.at, jail: change.jail, host: settings.host, level: change.level,
             refresh: refresh ? true : nil)
         return value.bytes
-    }
-
-    /// Connects (again and again until it can), then publishes the queue as it fills.
-    private func runLink() {
-        var lastSaid: String?
-        var saidRefusal = false
-        var saidRejection = false
-        var failures = 0
-        // When the bucket was made, as last seen: one made anew lost every key (a server's store).
-        var bucketMade: Int64?
-        func madeAnew(_ bucket: FleetBucket) -> Bool {
-            guard case .at(let made) = bucket.made(settings.bucket) else { return false }
-            defer { bucketMade = made }
-            return bucketMade.map { $0 != made } ?? false
-        }
-        // Keys due again, taken from the schedule and not yet acknowledged.
-        var refreshing: [FleetChange] = []
-        // When the last batch went (monotonic nanoseconds), when the bucket's limits were read.
-        var lastBatch: UInt64 = 0
-        var limitsRead = SystemClock.monotonicSeconds()
-        while !stop.isSet {
-            guard let bucket = bucket.withLock({ $0 }) else {
-                do throws(FleetError) {
-                    let made = try FleetBucket(settings: settings, maxAgeSeconds: maxAgeSeconds, events: events)
-                    adoptLimits(made)
-                    limitsRead = SystemClock.monotonicSeconds()
-                    self.bucket.withLock { $0 = made }
-                    let line =
-                        "host \(settings.host) connected to \(events.server ?? settings.servers.joined(separator: ",")), bucket "
-                        + "\(settings.bucket)\(lastSaid == nil ? "" : " (again)")"
-                    logger.info("\(line)")
-                    lastSaid = nil
-                    failures = 0
-                    statistics.withLock { $0.lastError = nil }
-                    // The bucket made anew since this host last saw it (a server's store lost): what this
-                    // host bans is put again.
-                    if madeAnew(made) { republishOwn() }
-                } catch {
-                    failures += 1
-                    let line = explain(error)
-                    if error.kind + String(error.status.rawValue) != lastSaid {
-                        logger.warning("\(line); banning goes on alone, retrying")
-                    }
-                    lastSaid = error.kind + String(error.status.rawValue)
-                    statistics.withLock { $0.lastError = line }
-                    let wait = min(settings.reconnectWait * Double(1 << min(failures - 1, 4)), 10)
-                    _ = wakeup.wait(timeout: .now() + wait)
-                }
-                continue
-            }
-            // Closed for good (its credentials refused on a reconnection) or its bucket gone (a server
-            // that lost its store): connected and bound again, the batch tried again.
-            guard bucket.isUsable else {
-                let why =
-                    bucket.callbacks.closed.load(ordering: .acquiring)
-                    ? "the connection was closed" : "the bucket is gone from the server"
-                logger.warning("\(why); connecting again")
-                lastSaid = why
-                self.bucket.withLock { $0 = nil }
-                continue
-            }
-            // Back from a reconnection: a server that lost its store has no bucket (made again
-            // here), or one another host made again (this host's bans are put again).
-            if events.reconnected.exchange(false, ordering: .acquiring) {
-                if bucket.made(settings.bucket) == .missing {
-                    bucket.callbacks.bucketMissing.store(true, ordering: .releasing)
-                    continue
-                }
-                if madeAnew(bucket) { republishOwn() }
-            }
-            // The bucket's limits again each minute (an operator's `nats stream edit` is followed).
-            if SystemClock.monotonicSeconds() - limitsRead >= 60 {
-                limitsRead = SystemClock.monotonicSeconds()
-                adoptLimits(bucket)
-            }
-            // Within a flow (the last batch less than 5 ms before), what comes in the next 2 ms
-            // goes with what waits: fewer wake-ups and acknowledgement waits for the same bans.
-            if SystemClock.monotonicNanoseconds() &- lastBatch < 5_000_000, queue.withLock({ $0.count < 1000 }) {
-                SystemClock.sleep(nanoseconds: Self.linger)
-            }
-            // A copy: the ban path's appends meanwhile must not copy the queue (a shared buffer).
-            var batch: [FleetChange] = queue.withLock { queue in
-                Array(queue.changes[queue.head..<min(queue.head + 1000, queue.changes.count)])
-            }
-            let now = SystemClock.wallMilliseconds()
-            // New bans first: keys due again go only when none waits.
-            let isRefresh = batch.isEmpty
-            if isRefresh {
-                let waiting = refreshing
-                refreshing = refresh.withLock { schedule in waiting.filter { schedule.isStillDue($0, now: now) } }
-                if refreshing.isEmpty { refreshing = dueRefreshes(now: now) }
-                batch = refreshing
-            }
-            guard !batch.isEmpty, bucket.isConnected else {
-                _ = wakeup.wait(timeout: .now() + 0.2)
-                continue
-            }
-            lastBatch = SystemClock.monotonicNanoseconds()
-            // Bans that ended while they waited are not put (a receiver would skip them).
-            let live = batch.filter { $0.isDelete || $0.end == 0 || $0.end > now }
-            let before = events.state.withLock { ($0.refusedPublishes, $0.rejectedPublishes) }
-            let (done, error) =
-                live.isEmpty ? (0, nil) : bucket.publish(live[...], encode: { encode($0, refresh: isRefresh) })
-            let (refused, rejected, refusal, rejection) = events.state.withLock {
-                (
-                    Int($0.refusedPublishes - before.0), Int($0.rejectedPublishes - before.1), $0.lastAsyncError,
-                    $0.lastRejection
-                )
-            }
-            // Acknowledged, or refused or rejected by the server (its permissions, its limits:
-            // trying again would meet them again): the batch is done. Unless the bucket is gone.
-            let answered = done == live.count || refused + rejected > 0
-            if answered, !bucket.callbacks.bucketMissing.load(ordering: .acquiring) {
-                if isRefresh { refreshing = [] } else { queue.withLock { $0.head += batch.count } }
-                sent(live, at: now)
-                statistics.withLock {
-                    $0.published += UInt64(max(live.count - refused - rejected, 0))
-                    if isRefresh { $0.republished += UInt64(live.count) }
-                    if refused > 0 { $0.dropped["refused", default: 0] += UInt64(refused) }
-                    if rejected > 0 { $0.dropped["rejected", default: 0] += UInt64(rejected) }
-                    if !isRefresh, batch.count > live.count {
-                        $0.dropped["ended", default: 0] += UInt64(batch.count - live.count)
-                    }
-                }
-            }
-            if refused > 0, !saidRefusal {
-                let line =
-                    "the server refused \(refused) change(s) of \(settings.host) (\(refusal ?? "refused")): let "
-                    + "this host publish to $KV.\(settings.bucket).\(settings.host).> (an account for it: "
-                    + "/usr/share/doc/portcullis/examples/nats-fleet-accounts.conf)"
-                logger.warning("\(line)")
-            }
-            if rejected > 0, !saidRejection {
-                let line =
-                    "the server rejected \(rejected) change(s) of \(settings.host) (\(rejection ?? "rejected")): "
-                    + "see the server's JetStream limits and store"
-                logger.warning("\(line)")
-            }
-            saidRefusal = refused > 0 || (saidRefusal && done < live.count)
-            saidRejection = rejected > 0 || (saidRejection && done < live.count)
-            if let error, !answered {
-                statistics.withLock { $0.lastError = explain(error) }
-                _ = wakeup.wait(timeout: .now() + 0.2)
-            }
-        }
-        let left = queue.withLock { $0.count }
-        if left > 0 { statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left) } }
     }
 
     func explain(_ error: FleetError) -> String {

@@ -23,6 +23,15 @@ extension FleetNode {
         var lastCensus = 0.0
         var lastHeldTry = 0.0
         var lastEntry: UInt64 = 0
+        // A whole read is due (the watcher a bridge until it is done).
+        var reading = false
+        func say(_ error: Error) {
+            let fleetError = error as? FleetError
+            let text = fleetError.map { explain($0) } ?? "\(error)"
+            if text != lastSaid { logger.warning("cannot watch the bucket: \(text); retrying") }
+            lastSaid = text
+            statistics.withLock { $0.lastError = text }
+        }
         while !stop.isSet {
             let now = SystemClock.monotonicSeconds()
             // The counts by host walk every claim: at most once a second.
@@ -39,32 +48,41 @@ extension FleetNode {
             if installFailed, rereadAt == 0 { rereadAt = now + 5 }
             let reread = events.resync.exchange(false, ordering: .acquiring)
             if watcher == nil || watched !== bucket || reread || (rereadAt > 0 && now >= rereadAt) {
-                // A bridge of this connection goes on taking puts (they wait in it) while the
-                // stream is tried again.
-                let bridging = watcher?.isBridge == true && watched === bucket
-                if !bridging { watcher = nil }
+                // The plain subscription first (what is sent meanwhile waits in it), a bridge until
+                // the stream's whole set is read. A bridge of this connection is kept (what it
+                // holds is newer than the stream's set, and taken after it), but after a
+                // reconnection (what it holds may be older than what it missed).
+                if watcher?.isBridge != true || watched !== bucket || reread {
+                    do {
+                        watcher = try FleetWatcher(bucket, host: settings.host)
+                        watched = bucket
+                    } catch {
+                        say(error)
+                        watcher = nil
+                        SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
+                        continue
+                    }
+                }
+                rereadAt = 0
+                reading = true
+            }
+            // The stream's whole set, once the stream answers and a consumer is made (no leader:
+            // the bridge meanwhile).
+            if reading, let bridge = watcher, bridge.isBridge, let made = bridge.consuming() {
                 let replacing = !installedOnce || installFailed || replaceOnRead.exchange(false, ordering: .acquiring)
                 do {
-                    watcher = try readWhole(bucket, replacing: replacing, counting: !installedOnce)
-                    watched = bucket
+                    try made.get()
+                    try readWhole(bridge, replacing: replacing, counting: !installedOnce)
                     installedOnce = true
-                    rereadAt = 0
+                    reading = false
                     lastSaid = nil
                 } catch let error as FleetError {
-                    if "\(error.status)" != lastSaid {
-                        logger.warning("cannot watch the bucket: \(explain(error)); retrying")
-                    }
-                    lastSaid = "\(error.status)"
-                    statistics.withLock { $0.lastError = explain(error) }
-                    // No leader to read the stream from (an election): the hosts' puts as they
+                    if replacing, installedOnce { replaceOnRead.store(true, ordering: .releasing) }
+                    say(error)
+                    bridge.dropConsumer()
+                    // No leader to read the stream from (an election): the hosts' changes as they
                     // are sent meanwhile, on the bans the last read left; read whole again soon.
-                    if installedOnce, FleetBucket.isElection(error.status, jsErrCode(rawValue: 0)),
-                        let bridge = bridging ? watcher : FleetWatcher(bridging: bucket)
-                    {
-                        watcher = bridge
-                        watched = bucket
-                        rereadAt = SystemClock.monotonicSeconds() + 0.5
-                    } else {
+                    if !installedOnce || !FleetBucket.isElection(error.status, jsErrCode(rawValue: 0)) {
                         watcher = nil
                         SystemClock.sleep(nanoseconds: UInt64(settings.reconnectWait * 1e9))
                     }
@@ -73,7 +91,13 @@ extension FleetNode {
                 }
                 continue
             }
+            // Before the first whole read, the plain messages wait (they come after it).
+            if reading, !installedOnce {
+                SystemClock.sleep(nanoseconds: 20_000_000)
+                continue
+            }
             guard let reading = watcher else { continue }
+            takingBridged = reading.isBridge
             let waited = SystemClock.monotonicNanoseconds()
             let (status, entry) = reading.next(100)
             if status == NATS_OK, let entry {
@@ -159,12 +183,12 @@ extension FleetNode {
     /// Reads the bucket's whole set into a new claim set and installs it: in one swap the first
     /// time and after a failed write (stale `fleet/` entries of an earlier run go), else the
     /// difference in place. `counting`: its skipped keys are counted (a read again skips the same).
-    /// - Returns: the watcher, now delivering changes.
     /// - Throws: `FleetError`, or `Stopped` when the node stops meanwhile.
-    private func readWhole(_ bucket: FleetBucket, replacing: Bool, counting: Bool) throws -> FleetWatcher {
+    private func readWhole(_ watcher: FleetWatcher, replacing: Bool, counting: Bool) throws {
         let started = SystemClock.monotonicSeconds()
-        let watcher = try FleetWatcher(bucket)
         var fresh = ListClaims<String>()
+        var mentioned = Set<String>()
+        takingBridged = false
         var freshHosts: [String: Int] = [:]
         var count = 0
         ownDecisions = []
@@ -173,8 +197,16 @@ extension FleetNode {
             let (next, entry) = watcher.next(5000)
             if next == NATS_OK, entry == nil { break }  // the whole set is in
             guard next == NATS_OK, let entry else { throw FleetError.last(next, "reading the bucket's set") }
+            if !bridged.isEmpty { mentioned.insert(entry.key) }
             if take(entry, into: &fresh, hosts: &freshHosts, counting: counting) != nil { count += 1 }
         }
+        // Bans taken from a bridge the stream does not name at all: kept (see `bridged`).
+        let boot = SystemClock.bootNanoseconds()
+        for (key, (network, claim)) in bridged where !mentioned.contains(key) && claim.end > boot {
+            fresh.set(key, network, claim)
+            freshHosts[claim.origin, default: 0] += 1
+        }
+        bridged = [:]
         let before = Dictionary(claims.wanted(), uniquingKeysWith: { first, _ in first })
         claims = fresh
         keysByHost = freshHosts
@@ -210,7 +242,6 @@ extension FleetNode {
             + "network(s) in force (\(count) taken) in \(Int((took - started) * 1000)) ms, installed in "
             + "\(Int((took - installStarted) * 1000)) ms"
         logger.info("\(line)")
-        return watcher
     }
 
     /// The keys of this host's shared decisions seen by the read under way.
@@ -263,6 +294,7 @@ extension FleetNode {
         }
         /// The key's claim goes (what the maps held for it is lifted).
         func drop() -> Taken? {
+            if takingBridged { bridged[key] = nil }
             guard set.remove(key) != nil else { return nil }
             hosts[host, default: 1] -= 1
             return Taken(key: key, change: set.change(network), put: false, lag: nil)
@@ -315,6 +347,7 @@ extension FleetNode {
             hosts[host, default: 0] += 1
         }
         set.set(key, network, ListClaim(end: end, origin: host))
+        if takingBridged { bridged[key] = (network, ListClaim(end: end, origin: host)) }
         // A key put again is no propagation (a host new to it installs it all the same).
         let again = value.refresh == true
         return Taken(

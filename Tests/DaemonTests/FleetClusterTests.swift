@@ -162,43 +162,48 @@ extension FleetClusterTests {
         try #require(cluster.waitForStream(stream, within: 30), "n\(used) did not catch up")
 
         // The stream's leader killed: nats-server 2.9's followers wait 4 to 9 s for a lost leader
-        // before they elect one. Bans made on a during the election (one every 250 ms until the
-        // stream has a leader again and the first of them is everywhere) reach b and c: b's and
-        // c's watches take a's puts as a sends them again (before the stream stores them), and
-        // none is later than 3 s after the stream has its new leader.
+        // before they elect one, and meanwhile the stream stores nothing. Bans made on a during
+        // the election (one after another until the stream has a leader again) reach b and c from
+        // a's plain messages, not from the stream: each is on every host within 3 s of being made
+        // (the issue's bound, a wait from the ban's own time), and those made first are on every
+        // host while the stream still has no leader (it waits for no election).
         let leader = try #require(cluster.streamLeader(stream), "the stream has no leader")
         cluster.servers[leader].kill()
         let killed = SystemClock.monotonicSeconds()
         var elected: Double?
-        var made: [(network: String, at: Double)] = []
-        var arrived: [String: Double] = [:]
-        while SystemClock.monotonicSeconds() - killed < 30 {
+        var made: [(network: String, at: Double, after: Double?)] = []
+        var leaderless = 0
+        while SystemClock.monotonicSeconds() - killed < 30, elected == nil {
             let network = "198.18.42.\(made.count + 1)"
             try ban(0, [network])
-            made.append((network, SystemClock.monotonicSeconds()))
-            if elected == nil, cluster.streamLeader(stream) != nil { elected = SystemClock.monotonicSeconds() }
-            for (network, _) in made where arrived[network] == nil {
+            let at = SystemClock.monotonicSeconds()
+            var after: Double?
+            while SystemClock.monotonicSeconds() < at + 3 {
                 if try others(0).allSatisfy({ try fleetEntries(maps[$0])[network] == "fleet/a" }) {
-                    arrived[network] = SystemClock.monotonicSeconds()
+                    after = SystemClock.monotonicSeconds() - at
+                    break
                 }
+                usleep(5000)
             }
-            if arrived[made[0].network] != nil, elected != nil { break }
-            usleep(250_000)
+            made.append((network, at, after))
+            // Seen everywhere, and the stream has no leader yet: it came before the election's end.
+            if cluster.streamLeader(stream) == nil {
+                if after != nil { leaderless += 1 }
+            } else {
+                elected = SystemClock.monotonicSeconds()
+            }
+            usleep(100_000)
         }
-        let all = try everywhere(made.map(\.network), from: 0)
-        for (network, _) in made where arrived[network] == nil { arrived[network] = SystemClock.monotonicSeconds() }
-        let latest = made.map { arrived[$0.network]! - $0.at }.max() ?? 0
-        let afterElection = made.map { arrived[$0.network]! - max($0.at, elected ?? $0.at) }.max() ?? 0
+        let late = made.filter { $0.after == nil }.map(\.network)
+        let slowest = made.compactMap(\.after).max() ?? 0
         print(
             "fleet cluster: n\(leader) (the stream's leader) killed: a new leader after "
-                + "\(figure(elected.map { $0 - killed })), \(made.count) bans made meanwhile, the latest everywhere "
-                + "\(String(format: "%.2f", latest)) s after it was made, \(String(format: "%.2f", afterElection)) s "
-                + "after the new leader")
-        #expect(all != nil, "bans made during the election never spread")
+                + "\(figure(elected.map { $0 - killed })), \(made.count) bans made meanwhile, \(leaderless) of them "
+                + "everywhere before it, the slowest everywhere \(String(format: "%.3f", slowest)) s after it was made")
         #expect(elected != nil, "the stream got no new leader")
-        #expect(
-            afterElection <= 3 * patience,
-            "a ban made during the election spread \(afterElection) s after the new leader")
+        #expect(late.isEmpty, "bans made during the election not on every host within 3 s: \(late)")
+        #expect(leaderless > 0, "no ban made during the election reached the other hosts before its end")
+        #expect(try everywhere(made.map(\.network), from: 0) != nil, "bans made during the election were lost")
         try cluster.restart(leader)
         try #require(cluster.waitForStream(stream, within: 30), "n\(leader) did not catch up")
 
