@@ -57,7 +57,7 @@ extension FleetNode {
             guard let bucket = bucket.withLock({ $0 }) else {
                 do throws(FleetError) {
                     let made = try FleetBucket(settings: settings, maxAgeSeconds: maxAgeSeconds, events: events)
-                    adoptLimits(made)
+                    adoptLimits(made, waiting: 2000)
                     limitsRead = SystemClock.monotonicSeconds()
                     self.bucket.withLock { $0 = made }
                     let line =
@@ -105,7 +105,7 @@ extension FleetNode {
             let idle = queue.withLock { !$0.waiting } && outbox.inflight.isEmpty && outbox.failed.isEmpty
             if idle, events.reconnected.load(ordering: .acquiring), SystemClock.monotonicSeconds() - madeAsked >= 2 {
                 madeAsked = SystemClock.monotonicSeconds()
-                switch bucket.made(settings.bucket) {
+                switch bucket.made(settings.bucket, waiting: 250) {
                 case .missing:
                     events.reconnected.store(false, ordering: .releasing)
                     bucket.callbacks.bucketMissing.store(true, ordering: .releasing)

@@ -14,14 +14,20 @@ struct BucketLimits: Equatable {
 }
 
 extension FleetBucket {
-    /// The bucket's max age and replicas (nil when the server could not say).
-    func limits() -> BucketLimits? {
-        var status: OpaquePointer?
-        guard kvStore_Status(&status, store) == NATS_OK, let status else { return nil }
-        defer { kvStatus_Destroy(status) }
+    /// The bucket's max age and replicas (nil when the server could not say within `milliseconds`:
+    /// the link waits for it, and a stream without a leader answers never).
+    func limits(waiting milliseconds: Int64 = 250) -> BucketLimits? {
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        var code = jsErrCode(rawValue: 0)
+        var options = jsOptions()
+        jsOptions_Init(&options)
+        options.Wait = milliseconds
+        let status = js_GetStreamInfo(&info, jetStream, "KV_" + name, &options, &code)
+        defer { if let info { jsStreamInfo_Destroy(info) } }
+        guard status == NATS_OK, let config = info?.pointee.Config else { return nil }
         return BucketLimits(
-            maxAgeSeconds: UInt64(max(kvStatus_TTL(status), 0)) / 1_000_000_000,
-            replicas: Int(kvStatus_Replicas(status)))
+            maxAgeSeconds: UInt64(max(config.pointee.MaxAge, 0)) / 1_000_000_000, replicas: Int(config.pointee.Replicas)
+        )
     }
 }
 
@@ -34,8 +40,8 @@ extension FleetNode {
 
     /// After binding, before anything is published or watched: the schedule takes the bucket's
     /// max age; a difference from what this host would make is said once.
-    func adoptLimits(_ bucket: FleetBucket) {
-        guard let limits = bucket.limits() else { return }
+    func adoptLimits(_ bucket: FleetBucket, waiting milliseconds: Int64 = 250) {
+        guard let limits = bucket.limits(waiting: milliseconds) else { return }
         refresh.withLock { $0.setMaxAge(milliseconds: limits.maxAgeSeconds &* 1000) }
         statistics.withLock { $0.bucketMaxAgeSeconds = limits.maxAgeSeconds }
         let wanted = BucketLimits(maxAgeSeconds: maxAgeSeconds, replicas: settings.replicas)

@@ -148,7 +148,11 @@ public enum FleetKey {
         guard FleetSettings.isValidHost(host) else { return nil }
         var rest = key[key.index(after: dot)...]
         if rest.hasPrefix(Self.decision) { rest = rest.dropFirst(Self.decision.count) }
-        let text = String(rest.map { $0 == "_" ? ":" : $0 })
+        // By bytes (a Character at a time cost about 1 µs a key: `portcullis-perf fleet-load`).
+        let text =
+            rest.utf8.contains(UInt8(ascii: "_"))
+            ? String(decoding: rest.utf8.map { $0 == UInt8(ascii: "_") ? UInt8(ascii: ":") : $0 }, as: UTF8.self)
+            : String(rest)
         guard let network = try? IPNetwork(parsing: text) else { return nil }
         return (host, network)
     }

@@ -20,6 +20,7 @@ extension FleetNode {
         var rereadAt = 0.0
         var lastSaid: String?
         var censusDue = false
+        var exactCensusDue = false
         var lastCensus = 0.0
         var lastHeldTry = 0.0
         var lastEntry: UInt64 = 0
@@ -34,10 +35,12 @@ extension FleetNode {
         }
         while !stop.isSet {
             let now = SystemClock.monotonicSeconds()
-            // The counts by host walk every claim: at most once a second.
+            // The counts by host: as takes keep them (exact), at most once a second; after claims
+            // ended (their hosts not counted down), from a walk of every claim.
             if censusDue, now - lastCensus >= 1 {
-                updateCensus()
+                if exactCensusDue { updateCensus() } else { updateCounts() }
                 censusDue = false
+                exactCensusDue = false
                 lastCensus = now
             }
             guard let bucket = bucket.withLock({ $0 }) else {
@@ -130,6 +133,7 @@ extension FleetNode {
                 if !ended.isEmpty {
                     install(ended)
                     censusDue = true
+                    exactCensusDue = true
                 }
                 // Networks another list held: that list may be gone, or its entry ended.
                 if !held.isEmpty, now - lastHeldTry >= 1 {
@@ -379,6 +383,16 @@ extension FleetNode {
         }
         lastInstallError = text
         statistics.withLock { $0.lastError = "the maps refused other hosts' bans: \(text)" }
+    }
+
+    /// The counts as takes kept them (no walk).
+    func updateCounts() {
+        let (bans, networks, byHost) = (claims.count, claims.networks, keysByHost.filter { $0.value > 0 })
+        statistics.withLock {
+            $0.bans = bans
+            $0.networks = networks
+            $0.byHost = byHost
+        }
     }
 
     func updateCensus() {

@@ -27,8 +27,9 @@ struct FleetEntry {
 ///
 /// Each change thus comes twice (its plain message, then the stream's): the second is skipped
 /// before it is read, by a hash of its subject and of its operation and value against what that
-/// key last took (then forgotten: a third is a put again). Changes of one key come in the order its host sent them by either way (one
-/// writer a key), so the last one taken is the host's last. Read by one thread.
+/// key last took (then forgotten: a third is a put again). Changes of one key come in the order
+/// its host sent them by either way (one writer a key), so the last one taken is the host's last.
+/// Read by one thread.
 final class FleetWatcher {
     /// The bucket's subjects as plain NATS (made first: nothing sent meanwhile is missed).
     private let live: OpaquePointer
@@ -283,8 +284,16 @@ final class FleetWatcher {
         let status = natsSubscription_NextMsg(&message, source, milliseconds)
         guard status == NATS_OK, let message else { return (status == NATS_OK ? NATS_ERR : status, nil) }
         defer { natsMsg_Destroy(message) }
-        var created: Int64 = 0
-        if stream {
+        guard let subject = natsMsg_GetSubject(message) else { return (NATS_OK, nil) }
+        let subjectLength = strlen(subject)
+        let subjectBytes = UnsafeRawBufferPointer(start: subject, count: subjectLength)
+        let isOwn = subjectBytes.starts(with: own)
+        // This host's own changes after the whole set (its shared decisions' aside): in its maps.
+        if stream, wholeSaid, isOwn, !subjectBytes.starts(with: ownDecisions) { return (NATS_OK, nil) }
+        // The stream's metadata (its parse allocates) only where it is used: the whole read's end,
+        // and when the stream took a key of this host (one of an earlier run is put again).
+        var created = Int64(SystemClock.wallMilliseconds()) &* 1_000_000
+        if stream, !wholeSaid || isOwn {
             var meta: UnsafeMutablePointer<jsMsgMetaData>?
             if natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta {
                 // The whole set is in with the stream's last message as the read began (delivered
@@ -294,15 +303,6 @@ final class FleetWatcher {
                 created = meta.pointee.Timestamp
                 jsMsgMetaData_Destroy(meta)
             }
-        } else {
-            created = Int64(SystemClock.wallMilliseconds()) &* 1_000_000
-        }
-        guard let subject = natsMsg_GetSubject(message) else { return (NATS_OK, nil) }
-        let subjectLength = strlen(subject)
-        let subjectBytes = UnsafeRawBufferPointer(start: subject, count: subjectLength)
-        // This host's own changes after the whole set (its shared decisions' aside): in its maps.
-        if stream, wholeSaid, subjectBytes.starts(with: own), !subjectBytes.starts(with: ownDecisions) {
-            return (NATS_OK, nil)
         }
         var operation: UnsafePointer<CChar>?
         // KV-Operation: DEL or PURGE; none: a put.
