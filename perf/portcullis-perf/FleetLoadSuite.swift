@@ -11,7 +11,7 @@ import Synchronization
 import XDPFirewall
 
 /// Suite `fleet-load`: three hosts each banning `--rate` new addresses a second for `--seconds`,
-/// every ban on the two others, through one nats-server with JetStream on loopback (started here,
+/// every ban on the two others, through one nats-server with JetStream on loopback, or three clustered (`--servers 3`, started here,
 /// stopped by its pid). The three fleet nodes run in this process, each with its own maps: each
 /// ban is written into its host's maps and published as the daemon's ban path does; the others'
 /// watches install it. Then it waits `--after` seconds more (a bucket max age shorter than the bans
@@ -47,11 +47,15 @@ struct FleetLoadSuite: ParsableCommand {
     @Option(help: "Path of nats-server.")
     var natsServer = "/usr/sbin/nats-server"
 
+    @Option(help: "NATS servers: 1, or 3 clustered on loopback (each host lists all three, replicas = 3).")
+    var servers = 1
+
     func validate() throws {
         if rate < 1 || rate > 10_000 { throw ValidationError("--rate must be 1...10000") }
         if seconds < 1 || seconds > 600 { throw ValidationError("--seconds must be 1...600") }
         if rate * seconds > 65_000 { throw ValidationError("--rate × --seconds must be at most 65000 (a /16 each)") }
         if after < 0 { throw ValidationError("--after must be at least 0") }
+        if servers != 1 && servers != 3 { throw ValidationError("--servers must be 1 or 3") }
     }
 
     func run() throws {
@@ -63,8 +67,10 @@ struct FleetLoadSuite: ParsableCommand {
             throw MeasurementError(
                 description: "fleet-load: no nats-server at \(natsServer): tools/install-deps installs it")
         }
-        let server = try LoopbackNATS(path: natsServer)
-        defer { server.stop() }
+        let cluster =
+            servers == 1
+            ? [try LoopbackNATS(path: natsServer)] : try LoopbackNATS.cluster(path: natsServer, count: servers)
+        defer { for server in cluster { server.stop() } }
         let object = try BPFObjectLocator().locate(explicit: bpfObject)
         let programs = try (0..<3).map { _ in try LoadedProgram(filterAt: object, pinDirectory: nil) }
         let maps = programs.map { $0.maps! }
@@ -90,15 +96,18 @@ struct FleetLoadSuite: ParsableCommand {
         var nodes: [FleetNode] = []
         defer { for node in nodes { node.stopAndJoin() } }
         for host in 0..<3 {
-            var settings = FleetSettings(servers: [server.url], host: names[host])
+            // Each host lists the servers from a different one (nats.c picks at random all the same).
+            var settings = FleetSettings(
+                servers: (0..<cluster.count).map { cluster[(host + $0) % cluster.count].url }, host: names[host])
             settings.reconnectWait = 0.1
+            settings.replicas = cluster.count
             let node = FleetNode(settings: settings, maxAgeSeconds: maxAge == 0 ? banSeconds : maxAge, logger: quiet)
             let installs = arrivals[host]
             node.installObserver = { key in installs.record(key) }
             try node.start(maps: maps[host], allowlist: [])
             nodes.append(node)
             // The first makes the bucket (its max age) before the others bind.
-            try waitFor(30, "node \(names[host]) did not read the bucket") { node.snapshot.resyncs > 0 }
+            try waitFor(60, "node \(names[host]) did not read the bucket") { node.snapshot.resyncs > 0 }
         }
         let cpuBefore = processCPUSeconds()
         let bannerBefore = threadCPUSeconds()
@@ -128,7 +137,7 @@ struct FleetLoadSuite: ParsableCommand {
         if after > 0 { SystemClock.sleep(nanoseconds: UInt64(after) * 1_000_000_000) }
         let cpu = processCPUSeconds() - cpuBefore
         let snapshots = nodes.map(\.snapshot)
-        let puts = try streamLastSequence(url: server.url, stream: "KV_portcullis-bans")
+        let puts = try streamLastSequence(url: cluster[0].url, stream: "KV_portcullis-bans")
         // Each new ban's first install on each other host, from its write into its host's maps.
         let sentAt = Dictionary(
             uniqueKeysWithValues: (0..<3).flatMap { host in zip(keys[host], written[host]) })
@@ -150,7 +159,9 @@ struct FleetLoadSuite: ParsableCommand {
         let bucketAge = snapshots[0].bucketMaxAgeSeconds ?? 0
         let label =
             "3 hosts × \(rate) new bans/s for \(seconds) s (\(banSeconds) s bans, bucket max age \(bucketAge) s, "
-            + "one nats-server, \(after) s after)"
+            + (cluster.count == 1
+                ? "one nats-server" : "\(cluster.count) clustered nats-servers, replicas \(cluster.count)")
+            + ", \(after) s after)"
         let reference = "ban window (s)"
         func row(_ name: String, _ unit: String, _ value: Double) -> Measurement {
             Measurement(
