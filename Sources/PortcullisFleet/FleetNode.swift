@@ -78,10 +78,12 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     let decoder = JSONDecoder()
     /// Networks another list's entry held when they were to be installed: tried again.
     var held = Set<IPNetwork>()
-    /// Other hosts' bans taken from a bridge (the stream without a leader), by key: the next whole
-    /// read keeps those it does not name at all (sent during the election and not stored yet: their
-    /// hosts send them again), rather than lifting them until then.
-    var bridged: [String: (IPNetwork, ListClaim)] = [:]
+    /// Other hosts' bans taken from a bridge (the stream without a leader), by key, with when
+    /// (monotonic seconds): the next whole read keeps those of the last 10 s it does not name at
+    /// all (sent during the election and not stored yet: their hosts send them again every 0.5 s),
+    /// rather than lifting them until then. Older ones are not kept: a key whose delete marker aged
+    /// out of the bucket is not named either.
+    var bridged: [String: (IPNetwork, ListClaim, Double)] = [:]
     var takingBridged = false
     /// A write into the maps failed since the last whole read (the next one replaces in one swap).
     var installFailed = false

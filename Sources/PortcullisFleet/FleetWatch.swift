@@ -206,7 +206,8 @@ extension FleetNode {
         }
         // Bans taken from a bridge the stream does not name at all: kept (see `bridged`).
         let boot = SystemClock.bootNanoseconds()
-        for (key, (network, claim)) in bridged where !mentioned.contains(key) && claim.end > boot {
+        let recent = SystemClock.monotonicSeconds() - 10
+        for (key, (network, claim, at)) in bridged where !mentioned.contains(key) && claim.end > boot && at > recent {
             fresh.set(key, network, claim)
             freshHosts[claim.origin, default: 0] += 1
         }
@@ -351,7 +352,7 @@ extension FleetNode {
             hosts[host, default: 0] += 1
         }
         set.set(key, network, ListClaim(end: end, origin: host))
-        if takingBridged { bridged[key] = (network, ListClaim(end: end, origin: host)) }
+        if takingBridged { bridged[key] = (network, ListClaim(end: end, origin: host), SystemClock.monotonicSeconds()) }
         // A key put again is no propagation (a host new to it installs it all the same).
         let again = value.refresh == true
         return Taken(
