@@ -174,11 +174,15 @@ public struct FleetState: Codable, Sendable, Equatable {
     /// This host's bans in force put again (a connection made anew, keys the max age would take).
     public var republished: UInt64
     public var lastError: String?
+    /// The server the host is connected to, or used last (`nats://ADDRESS:PORT`).
+    public var server: String?
 
     public init(
         host: String, bucket: String, servers: [String], connected: Bool, published: UInt64, queued: Int,
-        dropped: UInt64, received: UInt64, bans: Int, hosts: Int, republished: UInt64, lastError: String?
+        dropped: UInt64, received: UInt64, bans: Int, hosts: Int, republished: UInt64, lastError: String?,
+        server: String? = nil
     ) {
+        self.server = server
         self.republished = republished
         self.dropped = dropped
         self.host = host
@@ -194,7 +198,7 @@ public struct FleetState: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case host, bucket, servers, connected, published, queued, dropped, received, bans, hosts, republished
+        case host, bucket, servers, connected, published, queued, dropped, received, bans, hosts, republished, server
         case lastError = "last_error"
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import CPortcullis
 import CPortcullisNATS
+import Logging
 import PortcullisSystem
 import Synchronization
 
@@ -50,13 +51,60 @@ final class FleetEvents: @unchecked Sendable {
     }
 
     let state = Mutex(State())
+    /// The server the connection uses or last used (`nats://ADDRESS:PORT`), when it went (a
+    /// disconnection's monotonic seconds), and when JetStream began not answering (an election:
+    /// said once, and its end).
+    struct Link {
+        var server: String?
+        var lostAt: Double?
+        var electingSince: Double?
+    }
+
+    let link = Mutex(Link())
+    /// Set when the node stops: a bind waiting out an election gives up.
+    let stopping = Atomic<Bool>(false)
     /// Set at each reconnection: the watch takes the bucket's whole set again, and the link looks
     /// whether the bucket is still there (a server back without its store has none).
     let resync = Atomic<Bool>(false)
     let reconnected = Atomic<Bool>(false)
     let wake: @Sendable () -> Void
+    /// The node's log (a connection, a failover, an election: a line each).
+    let logger: Logger
 
-    init(wake: @escaping @Sendable () -> Void) { self.wake = wake }
+    init(wake: @escaping @Sendable () -> Void, logger: Logger) {
+        self.wake = wake
+        self.logger = logger
+    }
+
+    /// JetStream did not answer (`why`) while the connection is up: a stream or meta leader being
+    /// elected. Said once until it answers again.
+    func electing(_ why: String) {
+        let first = link.withLock { link -> Bool in
+            guard link.electingSince == nil else { return false }
+            link.electingSince = SystemClock.monotonicSeconds()
+            return true
+        }
+        if first { logger.warning("JetStream electing a leader (\(why)); retrying") }
+    }
+
+    /// JetStream answered: the end of an election, said with how long it took.
+    func answered() {
+        guard
+            let since = link.withLock({ link in
+                defer { link.electingSince = nil }; return link.electingSince
+            })
+        else { return }
+        logger.info("JetStream answers again after \(Self.tenths(SystemClock.monotonicSeconds() - since)) s")
+    }
+
+    /// Seconds with one decimal: `7.9`.
+    static func tenths(_ seconds: Double) -> String {
+        let tenths = Int((max(seconds, 0) * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+
+    /// The server the node uses, or used last.
+    var server: String? { link.withLock { $0.server } }
 }
 
 /// What nats.c's callbacks of one connection reach: the node's events, and whether this
@@ -71,6 +119,12 @@ final class FleetCallbacks: @unchecked Sendable {
     let connected = Atomic<Bool>(false)
     let closed = Atomic<Bool>(false)
     let bucketMissing = Atomic<Bool>(false)
+    /// Puts that no stream answered (its leader being elected, or the bucket gone): counted.
+    let unanswered = Atomic<UInt64>(0)
+    /// Disconnections of the connection, counted (a publish waiting for acknowledgements stops).
+    let lost = Atomic<UInt64>(0)
+    /// Set when the connection is destroyed on purpose (its disconnection is not a cut).
+    let closing = Atomic<Bool>(false)
 
     init(_ events: FleetEvents, subjectPrefix: String) {
         self.events = events
@@ -92,11 +146,21 @@ final class FleetBucket: @unchecked Sendable {
     let events: FleetEvents
     let callbacks: FleetCallbacks
     let subjectPrefix: String
+    let name: String
+
+    /// The interval of the connection's pings, and how many may go unanswered: a silent cut is
+    /// noticed within three intervals (6 s), the connection then made again to any server.
+    static let pingMilliseconds: Int64 = 2000
+    static let maxPingsOut: Int32 = 2
+    /// The heartbeat the watch's consumer asks of the server: one missed twice over (1 s), nats.c
+    /// makes the consumer again from the next sequence (a new stream leader).
+    static let watchHeartbeatNanoseconds: Int64 = 500_000_000
 
     /// Connects and binds the bucket (creating it, with `maxAgeSeconds` and the replicas, when it
     /// does not exist yet).
     init(settings: FleetSettings, maxAgeSeconds: UInt64, events: FleetEvents) throws(FleetError) {
         self.events = events
+        name = settings.bucket
         subjectPrefix = "$KV.\(settings.bucket)."
         callbacks = FleetCallbacks(events, subjectPrefix: subjectPrefix)
         var options: OpaquePointer?
@@ -114,9 +178,12 @@ final class FleetBucket: @unchecked Sendable {
         try Self.check(
             natsOptions_SetReconnectWait(options, Int64(max(settings.reconnectWait, 0.01) * 1000)), "reconnect_wait")
         try Self.check(natsOptions_SetTimeout(options, 2000), "the connection's timeout")
-        // Each publish goes out at once, not when nats.c's flusher next runs: `portcullis-perf fleet`
-        // measured the p50 from A's map to B's at 0.41 ms with it, 0.99 to 1.17 ms without.
-        try Self.check(natsOptions_SetSendAsap(options, true), "sending at once")
+        try Self.check(natsOptions_SetPingInterval(options, Self.pingMilliseconds), "the ping interval")
+        try Self.check(natsOptions_SetMaxPingsOut(options, Self.maxPingsOut), "the pings outstanding")
+        // Not natsOptions_SetSendAsap: nats.c's flusher writes a batch of puts at once (one write
+        // each, and the server's wake-ups, cost more than the 0.6 ms it saves a ban).
+        // This host's own puts are not delivered back to its plain subscription of the bucket.
+        try Self.check(natsOptions_SetNoEcho(options, true), "no echo")
         if let user = settings.user {
             try Self.check(natsOptions_SetUserInfo(options, user, settings.password), "user and password")
         }
@@ -140,7 +207,16 @@ final class FleetBucket: @unchecked Sendable {
         natsOptions_SetDisconnectedCB(
             options,
             { _, closure in
-                FleetCallbacks.from(closure).connected.store(false, ordering: .releasing)
+                let callbacks = FleetCallbacks.from(closure)
+                callbacks.connected.store(false, ordering: .releasing)
+                callbacks.lost.add(1, ordering: .releasing)
+                guard !callbacks.closing.load(ordering: .acquiring) else { return }
+                let events = callbacks.events
+                let server = events.link.withLock { link in
+                    link.lostAt = SystemClock.monotonicSeconds()
+                    return link.server
+                }
+                events.logger.warning("disconnected from \(server ?? "the NATS server"); reconnecting")
             }, closure)
         natsOptions_SetClosedCB(
             options,
@@ -154,10 +230,20 @@ final class FleetBucket: @unchecked Sendable {
             }, closure)
         natsOptions_SetReconnectedCB(
             options,
-            { _, closure in
+            { connection, closure in
                 let callbacks = FleetCallbacks.from(closure)
                 let events = callbacks.events
                 callbacks.connected.store(true, ordering: .releasing)
+                let server = FleetBucket.connectedURL(connection)
+                let lostAt = events.link.withLock { link in
+                    defer {
+                        link.server = server ?? link.server
+                        link.lostAt = nil
+                    }
+                    return link.lostAt
+                }
+                let after = lostAt.map { " after \(FleetEvents.tenths(SystemClock.monotonicSeconds() - $0)) s" } ?? ""
+                events.logger.info("reconnected to \(server ?? "a NATS server")\(after)")
                 events.state.withLock { $0.reconnects += 1 }
                 events.resync.store(true, ordering: .releasing)
                 events.reconnected.store(true, ordering: .releasing)
@@ -167,6 +253,8 @@ final class FleetBucket: @unchecked Sendable {
             options,
             { connection, _, status, closure in
                 let callbacks = FleetCallbacks.from(closure)
+                // The watch's consumer lost its stream leader: nats.c makes it again (FleetWatcher).
+                guard status != NATS_MISSED_HEARTBEAT else { return }
                 var text: UnsafePointer<CChar>?
                 _ = natsConnection_GetLastError(connection, &text)
                 let message = text.map { String(cString: $0) } ?? String(cString: natsStatus_GetText(status))
@@ -186,6 +274,8 @@ final class FleetBucket: @unchecked Sendable {
         }
         self.connection = connection
         callbacks.connected.store(true, ordering: .releasing)
+        let server = Self.connectedURL(connection)
+        events.link.withLock { $0.server = server ?? $0.server }
         var jsOptions = jsOptions()
         jsOptions_Init(&jsOptions)
         jsOptions.Wait = 5000
@@ -196,7 +286,8 @@ final class FleetBucket: @unchecked Sendable {
         jsOptions.PublishAsync.ErrHandler = { _, error, closure in
             let callbacks = FleetCallbacks.from(closure)
             if error?.pointee.Err == NATS_NO_RESPONDERS {
-                callbacks.bucketMissing.store(true, ordering: .releasing)
+                // An election, or the bucket gone: `publish` looks which.
+                callbacks.unanswered.add(1, ordering: .relaxed)
                 return
             }
             let text = error?.pointee.ErrText.map { String(cString: $0) } ?? "no acknowledgement"
@@ -209,12 +300,53 @@ final class FleetBucket: @unchecked Sendable {
         var jetStream: OpaquePointer?
         let made = natsConnection_JetStream(&jetStream, connection, &jsOptions)
         guard made == NATS_OK, let jetStream else {
+            callbacks.closing.store(true, ordering: .releasing)
             natsConnection_Destroy(connection)
             throw FleetError.last(made, "no JetStream context")
         }
         self.jetStream = jetStream
+        // A leader being elected: waited out on this connection (it is healthy), said once.
         var store: OpaquePointer?
-        var bound = js_KeyValue(&store, jetStream, settings.bucket)
+        var bound: natsStatus
+        while true {
+            let election: Bool
+            (bound, election) = Self.bind(&store, jetStream, settings: settings, maxAgeSeconds: maxAgeSeconds)
+            guard bound != NATS_OK, election, !events.stopping.load(ordering: .acquiring) else { break }
+            events.electing(FleetError.last(bound, "the bucket \(settings.bucket)").message)
+            SystemClock.sleep(nanoseconds: 250_000_000)
+        }
+        guard bound == NATS_OK, let store else {
+            jsCtx_Destroy(jetStream)
+            callbacks.closing.store(true, ordering: .releasing)
+            natsConnection_Destroy(connection)
+            throw FleetError.last(
+                bound,
+                "the bucket \(settings.bucket) (is JetStream enabled on the server, nats-server -js, and may this "
+                    + "host use it?)")
+        }
+        events.answered()
+        self.store = store
+    }
+
+    deinit {
+        kvStore_Destroy(store)
+        jsCtx_Destroy(jetStream)
+        callbacks.closing.store(true, ordering: .releasing)
+        natsConnection_Destroy(connection)
+    }
+
+    /// Binds the bucket, or makes it (with `maxAgeSeconds` and the replicas) when the server has no
+    /// such stream. - Returns: nats.c's status, and whether it is a leader's election (JetStream
+    /// not answering, or saying it is temporarily unavailable) rather than a refusal.
+    private static func bind(
+        _ store: inout OpaquePointer?, _ jetStream: OpaquePointer, settings: FleetSettings, maxAgeSeconds: UInt64
+    ) -> (natsStatus, Bool) {
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        var code = jsErrCode(rawValue: 0)
+        let asked = js_GetStreamInfo(&info, jetStream, "KV_" + settings.bucket, nil, &code)
+        if let info { jsStreamInfo_Destroy(info) }
+        guard asked == NATS_OK || asked == NATS_NOT_FOUND else { return (asked, isElection(asked, code)) }
+        var bound = asked == NATS_OK ? js_KeyValue(&store, jetStream, settings.bucket) : NATS_NOT_FOUND
         if bound == NATS_NOT_FOUND {
             var config = kvConfig()
             kvConfig_Init(&config)
@@ -228,21 +360,23 @@ final class FleetBucket: @unchecked Sendable {
                 return js_CreateKeyValue(&store, jetStream, &config)
             }
         }
-        guard bound == NATS_OK, let store else {
-            jsCtx_Destroy(jetStream)
-            natsConnection_Destroy(connection)
-            throw FleetError.last(
-                bound,
-                "the bucket \(settings.bucket) (is JetStream enabled on the server, nats-server -js, and may this "
-                    + "host use it?)")
-        }
-        self.store = store
+        return (bound, isElection(bound, jsErrCode(rawValue: 0)))
     }
 
-    deinit {
-        kvStore_Destroy(store)
-        jsCtx_Destroy(jetStream)
-        natsConnection_Destroy(connection)
+    /// A JetStream request that failed for want of a leader: no answer in time, no responder (a
+    /// stream without a leader answers no put), or "JetStream system temporarily unavailable".
+    static func isElection(_ status: natsStatus, _ code: jsErrCode) -> Bool {
+        status == NATS_TIMEOUT || status == NATS_NO_RESPONDERS || code == JSClusterNotAvailErr
+            || code == JSClusterNotLeaderErr || code == JSClusterIncompleteErr
+    }
+
+    /// The URL of the server `connection` is connected to (nil: none now).
+    static func connectedURL(_ connection: OpaquePointer?) -> String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard natsConnection_GetConnectedUrl(connection, &buffer, buffer.count) == NATS_OK, buffer[0] != 0 else {
+            return nil
+        }
+        return String(cString: buffer)
     }
 
     static func check(_ status: natsStatus, _ doing: String) throws(FleetError) {
@@ -258,10 +392,13 @@ final class FleetBucket: @unchecked Sendable {
         case missing
     }
 
-    func made(_ name: String) -> Made? {
+    func made(_ name: String, waiting milliseconds: Int64 = 1000) -> Made? {
         var info: UnsafeMutablePointer<jsStreamInfo>?
         var code = jsErrCode(rawValue: 0)
-        let status = js_GetStreamInfo(&info, jetStream, "KV_" + name, nil, &code)
+        var options = jsOptions()
+        jsOptions_Init(&options)
+        options.Wait = milliseconds
+        let status = js_GetStreamInfo(&info, jetStream, "KV_" + name, &options, &code)
         defer { if let info { jsStreamInfo_Destroy(info) } }
         switch status {
         case NATS_OK: return info.map { .at($0.pointee.Created) }
@@ -278,13 +415,13 @@ final class FleetBucket: @unchecked Sendable {
         !callbacks.closed.load(ordering: .acquiring) && !callbacks.bucketMissing.load(ordering: .acquiring)
     }
 
-    /// Puts (a value) or deletes (nil) each key, acknowledged by the server together.
-    /// - Returns: how many from the first went out and were acknowledged (the rest: try again).
-    func publish(
+    /// Puts (a value) or deletes each key, without waiting for the acknowledgements
+    /// (`awaitAcknowledgements`). - Returns: how many from the first went out, and what stopped
+    /// the rest.
+    func send(
         _ changes: ArraySlice<FleetChange>, encode: (FleetChange) -> [UInt8]
-    ) -> (done: Int, error: FleetError?) {
+    ) -> (sent: Int, error: FleetError?) {
         var sent = 0
-        var failure: FleetError?
         for change in changes {
             let subject = subjectPrefix + change.key
             var status: natsStatus
@@ -300,37 +437,36 @@ final class FleetBucket: @unchecked Sendable {
                     js_PublishAsync(jetStream, subject, bytes.baseAddress, Int32(bytes.count), nil)
                 }
             }
-            guard status == NATS_OK else {
-                failure = FleetError.last(status, "cannot publish \(change.key)")
-                break
-            }
+            guard status == NATS_OK else { return (sent, FleetError.last(status, "cannot publish \(change.key)")) }
             sent += 1
         }
+        return (sent, nil)
+    }
+
+    /// Waits at most `milliseconds` for every change sent to be acknowledged (NATS_OK: none waits;
+    /// NATS_TIMEOUT: some do).
+    func awaitAcknowledgements(milliseconds: Int64) -> natsStatus {
         var options = jsPubOptions()
         jsPubOptions_Init(&options)
-        options.MaxWait = 5000
-        let completed = js_PublishAsyncComplete(jetStream, &options)
-        guard completed == NATS_OK else {
-            // Not acknowledged in time: all of them again (a put or a delete twice is harmless).
-            var pending = natsMsgList()
-            if js_PublishAsyncGetPendingList(&pending, jetStream) == NATS_OK { natsMsgList_Destroy(&pending) }
-            return (0, failure ?? FleetError.last(completed, "no acknowledgement from the server"))
-        }
-        return (sent, failure)
+        options.MaxWait = milliseconds
+        return js_PublishAsyncComplete(jetStream, &options)
     }
-}
 
-/// One change for the bucket: a ban to put (with its value's fields) or a key to delete.
-public struct FleetChange: Sendable {
-    let key: String
-    /// Wall-clock milliseconds: the end (0: never) and when the maps took it. `isDelete`: unused.
-    let end: UInt64
-    let at: UInt64
-    let jail: String
-    let level: UInt32
-    let isDelete: Bool
+    /// nats.c stops waiting for the acknowledgements of what was sent (it is sent again).
+    func forgetPending() {
+        var pending = natsMsgList()
+        if js_PublishAsyncGetPendingList(&pending, jetStream) == NATS_OK { natsMsgList_Destroy(&pending) }
+    }
 
-    static func delete(_ key: String, at: UInt64) -> FleetChange {
-        FleetChange(key: key, end: 0, at: at, jail: "", level: 0, isDelete: true)
+    /// `count` puts no stream answered: the bucket gone (made again on a new connection), or its
+    /// leader being elected (said once; they are sent again). - Returns: which, as an error.
+    func unanswered(_ count: UInt64) -> FleetError {
+        // Asked once per election (a second at most): a stream without a leader answers late.
+        if events.link.withLock({ $0.electingSince == nil }), made(name, waiting: 1000) == .missing {
+            callbacks.bucketMissing.store(true, ordering: .releasing)
+            return FleetError(status: NATS_NO_RESPONDERS, message: "the bucket \(name) is gone from the server")
+        }
+        events.electing("no stream answered \(count) put(s)")
+        return FleetError(status: NATS_NO_RESPONDERS, message: "JetStream electing a leader; retrying")
     }
 }

@@ -128,3 +128,8 @@ public final class FleetLink: BanPublisher, @unchecked Sendable {
     /// The node that runs now (for its status).
     public var running: FleetNode? { node.withLock { $0 } }
 }
+
+extension FleetNode {
+    /// The server this host is connected to, or used last (`nats://ADDRESS:PORT`).
+    public var server: String? { events.server }
+}

@@ -8,60 +8,6 @@ import PortcullisSystem
 import Synchronization
 import XDPFirewall
 
-/// Why a key of another host was not enforced.
-public enum FleetSkip: String, Sendable, CaseIterable {
-    /// Its end had passed when it came (NATS 2.9 keeps a key until the bucket's max age).
-    case ended
-    /// A value that is not the JSON of a ban, or that names another host than its key.
-    case malformed
-    /// A key that is not `HOST.ADDRESS`.
-    case key
-    /// Inside the driver allowlist: never enforced.
-    case allowlisted
-    /// A network shorter than `min_prefix_v4`/`min_prefix_v6`.
-    case tooWide = "too_wide"
-    /// A network touching a never-bannable range (loopback, link-local, multicast, reserved).
-    case neverBannable = "never_bannable"
-    /// A key beyond its host's `max_keys_per_host`.
-    case overLimit = "over_limit"
-    /// A key of a host `ignore_hosts` or `portcullis fleet ignore` names.
-    case ignored
-}
-
-/// Counters of a fleet node (read by the metrics and the status at any time).
-public struct FleetStatistics: Sendable {
-    public var connected = false
-    /// Puts and deletes of this host's bans the server acknowledged.
-    public var published: UInt64 = 0
-    /// Changes waiting for the server.
-    public var queued = 0
-    /// Changes never published, by reason: `queue_full`, `refused` (the server's permissions),
-    /// `rejected` (the server's limits: a value too large), `ended` (ended while waiting), `stopping`.
-    public var dropped: [String: UInt64] = [:]
-    /// Puts and deletes of other hosts' keys the watch delivered.
-    public var received: UInt64 = 0
-    /// Other hosts' bans written into the maps, and lifted by their deletion.
-    public var installed: UInt64 = 0
-    public var lifted: UInt64 = 0
-    public var skipped: [FleetSkip: UInt64] = [:]
-    /// Other hosts' bans in force, and the networks they name (hosts may share one).
-    public var bans = 0
-    public var networks = 0
-    /// Bans in force by origin host.
-    public var byHost: [String: Int] = [:]
-    /// The propagation lag: from the origin's ban (its maps' write) to this host's, seconds.
-    public var lagSeconds = 0.0
-    public var lagCount: UInt64 = 0
-    public var lastLagSeconds = 0.0
-    /// Connections made again by nats.c, and whole-set reads of the bucket (at start and after each).
-    public var reconnects: UInt64 = 0
-    public var resyncs: UInt64 = 0
-    /// This host's bans in force put again: after a connection made anew (a closed one, a lost
-    /// bucket), and before the bucket's max age would take the keys of those that outlast it.
-    public var republished: UInt64 = 0
-    public var lastError: String?
-}
-
 /// One host of the fleet: puts this host's bans into the NATS JetStream key-value bucket as
 /// `HOST.ADDRESS` keys (the ban path only appends to a bounded queue; a thread publishes), and
 /// watches the bucket, installing other hosts' bans in the XDP program's list layer with the
@@ -78,20 +24,31 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     /// The shortest max age: this host's long bans are put again every half of it. A test may
     /// set it (a bucket whose keys age out in seconds); a fleet wants minutes or more.
     public static let shortestMaxAge: UInt64 = 10
+    /// Nanoseconds the link and the watch wait, within a flow of bans, for more to go with the
+    /// first (batched puts and installs: `portcullis-perf fleet-load`).
+    static let linger: UInt64 = 2_000_000
     let logger: Logger
     let statistics = Mutex(FleetStatistics())
     let stop = StopFlag()
-    private let wakeup = DispatchSemaphore(value: 0)
+    let wakeup = DispatchSemaphore(value: 0)
     let events: FleetEvents
 
-    private struct Queue {
+    struct Queue {
         var changes: [FleetChange] = []
         var head = 0
         var waiting: Bool { head < changes.count }
         var count: Int { changes.count - head }
     }
 
-    private let queue = Mutex(Queue())
+    let queue = Mutex(Queue())
+    /// Changes sent and not answered yet (the link's outbox): queued still, as status counts them.
+    let unanswered = Atomic<Int>(0)
+    /// This host's keys to put again before the bucket's max age takes them (FleetNode+Refresh).
+    let refresh: Mutex<RefreshSchedule>
+    /// The bucket's limits last said to differ from this host's settings.
+    let saidLimits = Mutex<BucketLimits?>(nil)
+    /// When this node started (wall-clock milliseconds): own keys older are an earlier run's.
+    let startedAt = SystemClock.wallMilliseconds()
     let bucket = Mutex<FleetBucket?>(nil)
     private var linkThread: SystemThread?
     private var watchThread: SystemThread?
@@ -121,6 +78,13 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     let decoder = JSONDecoder()
     /// Networks another list's entry held when they were to be installed: tried again.
     var held = Set<IPNetwork>()
+    /// Other hosts' bans taken from a bridge (the stream without a leader), by key, with when
+    /// (monotonic seconds): the next whole read keeps those of the last 10 s it does not name at
+    /// all (sent during the election and not stored yet: their hosts send them again every 0.5 s),
+    /// rather than lifting them until then. Older ones are not kept: a key whose delete marker aged
+    /// out of the bucket is not named either.
+    var bridged: [String: (IPNetwork, ListClaim, Double)] = [:]
+    var takingBridged = false
     /// A write into the maps failed since the last whole read (the next one replaces in one swap).
     var installFailed = false
     var lastInstallError: String?
@@ -144,22 +108,27 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         self.settings = settings
         let age = settings.maxAge > 0 ? settings.maxAge : maxAgeSeconds
         self.maxAgeSeconds = age == 0 ? 0 : max(age, Self.shortestMaxAge)
+        // This host's max age until the bucket's is read (before anything is put).
+        refresh = Mutex(RefreshSchedule(maxAgeMilliseconds: self.maxAgeSeconds &* 1000))
         self.logger = logger
         ignoredHosts = Mutex(Set(settings.ignoreHosts))
         let wakeup = self.wakeup
-        events = FleetEvents(wake: { wakeup.signal() })
+        events = FleetEvents(wake: { wakeup.signal() }, logger: logger)
     }
 
     public var snapshot: FleetStatistics {
         let made = bucket.withLock { $0.map(\.isUp) }
         let connected = made ?? false
         let reconnects = events.state.withLock { $0.reconnects }
-        let queued = queue.withLock { $0.count }
+        let queued = queue.withLock { $0.count } + unanswered.load(ordering: .relaxed)
         var snapshot = statistics.withLock { $0 }
         snapshot.connected = connected
-        // Connected once, cut off since: nats.c reconnects on its own, and no error is kept for it.
-        if made == false, snapshot.lastError == nil {
-            snapshot.lastError = "disconnected from \(settings.servers.joined(separator: ",")); reconnecting"
+        // Connected once, cut off since: nats.c reconnects on its own. Said first (a put's timeout
+        // may have come before the disconnection was noticed).
+        if made == false {
+            let server = events.server ?? settings.servers.joined(separator: ",")
+            snapshot.lastError =
+                "disconnected from \(server); reconnecting" + (snapshot.lastError.map { " (before: \($0))" } ?? "")
         }
         snapshot.reconnects = reconnects
         snapshot.queued = queued
@@ -274,176 +243,11 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
         wakeup.signal()
     }
 
-    private let encoder = JSONEncoder()
-
-    private func encode(_ change: FleetChange) -> [UInt8] {
+    func encode(_ change: FleetChange, refresh: Bool) -> [UInt8] {
         let value = FleetValue(
-            end: change.end, at: change.at, jail: change.jail, host: settings.host, level: change.level)
-        return (try? Array(encoder.encode(value))) ?? []
-    }
-
-    /// Seconds between puts of this host's bans that outlast the bucket's max age (0: never).
-    private var refreshInterval: Double { maxAgeSeconds == 0 ? 0 : Double(maxAgeSeconds) / 2 }
-
-    /// Connects (again and again until it can), then publishes the queue as it fills.
-    private func runLink() {
-        var lastSaid: String?
-        var saidRefusal = false
-        var saidRejection = false
-        var failures = 0
-        // When the bucket was made, as last seen: one made anew lost every key (a server's store).
-        var bucketMade: Int64?
-        func madeAnew(_ bucket: FleetBucket) -> Bool {
-            guard case .at(let made) = bucket.made(settings.bucket) else { return false }
-            defer { bucketMade = made }
-            return bucketMade.map { $0 != made } ?? false
-        }
-        var nextRefresh = SystemClock.monotonicSeconds() + refreshInterval
-        while !stop.isSet {
-            guard let bucket = bucket.withLock({ $0 }) else {
-                do throws(FleetError) {
-                    let made = try FleetBucket(settings: settings, maxAgeSeconds: maxAgeSeconds, events: events)
-                    self.bucket.withLock { $0 = made }
-                    let line =
-                        "host \(settings.host) connected to \(settings.servers.joined(separator: ",")), bucket "
-                        + "\(settings.bucket)\(lastSaid == nil ? "" : " (again)")"
-                    logger.info("\(line)")
-                    lastSaid = nil
-                    failures = 0
-                    statistics.withLock { $0.lastError = nil }
-                    // The bucket made anew since this host last saw it (a server's store lost): what this
-                    // host bans is put again.
-                    if madeAnew(made) { republishOwn(all: true) }
-                } catch {
-                    failures += 1
-                    let line = explain(error)
-                    if error.kind + String(error.status.rawValue) != lastSaid {
-                        logger.warning("\(line); banning goes on alone, retrying")
-                    }
-                    lastSaid = error.kind + String(error.status.rawValue)
-                    statistics.withLock { $0.lastError = line }
-                    let wait = min(settings.reconnectWait * Double(1 << min(failures - 1, 4)), 10)
-                    _ = wakeup.wait(timeout: .now() + wait)
-                }
-                continue
-            }
-            // Closed for good (its credentials refused on a reconnection) or its bucket gone (a server
-            // that lost its store): connected and bound again, the batch tried again.
-            guard bucket.isUsable else {
-                let why =
-                    bucket.callbacks.closed.load(ordering: .acquiring)
-                    ? "the connection was closed" : "the bucket is gone from the server"
-                logger.warning("\(why); connecting again")
-                lastSaid = why
-                self.bucket.withLock { $0 = nil }
-                continue
-            }
-            // Back from a reconnection: a server that lost its store has no bucket (made again
-            // here), or one another host made again (this host's bans are put again).
-            if events.reconnected.exchange(false, ordering: .acquiring) {
-                if bucket.made(settings.bucket) == .missing {
-                    bucket.callbacks.bucketMissing.store(true, ordering: .releasing)
-                    continue
-                }
-                if madeAnew(bucket) { republishOwn(all: true) }
-            }
-            if refreshInterval > 0, SystemClock.monotonicSeconds() >= nextRefresh {
-                nextRefresh = SystemClock.monotonicSeconds() + refreshInterval
-                republishOwn(all: false)
-            }
-            // A copy: the ban path's appends meanwhile must not copy the queue (a shared buffer).
-            let batch: [FleetChange] = queue.withLock { queue in
-                Array(queue.changes[queue.head..<min(queue.head + 1000, queue.changes.count)])
-            }
-            guard !batch.isEmpty, bucket.isConnected else {
-                _ = wakeup.wait(timeout: .now() + 0.2)
-                continue
-            }
-            // Bans that ended while they waited are not put (a receiver would skip them).
-            let now = SystemClock.wallMilliseconds()
-            let live = batch.filter { $0.isDelete || $0.end == 0 || $0.end > now }
-            let before = events.state.withLock { ($0.refusedPublishes, $0.rejectedPublishes) }
-            let (done, error) = live.isEmpty ? (0, nil) : bucket.publish(live[...], encode: encode)
-            let (refused, rejected, refusal, rejection) = events.state.withLock {
-                (
-                    Int($0.refusedPublishes - before.0), Int($0.rejectedPublishes - before.1), $0.lastAsyncError,
-                    $0.lastRejection
-                )
-            }
-            // Acknowledged, or refused or rejected by the server (its permissions, its limits:
-            // trying again would meet them again): the batch is done. Unless the bucket is gone.
-            let answered = done == live.count || refused + rejected > 0
-            if answered, !bucket.callbacks.bucketMissing.load(ordering: .acquiring) {
-                queue.withLock { $0.head += batch.count }
-                statistics.withLock {
-                    $0.published += UInt64(max(live.count - refused - rejected, 0))
-                    if refused > 0 { $0.dropped["refused", default: 0] += UInt64(refused) }
-                    if rejected > 0 { $0.dropped["rejected", default: 0] += UInt64(rejected) }
-                    if batch.count > live.count { $0.dropped["ended", default: 0] += UInt64(batch.count - live.count) }
-                }
-            }
-            if refused > 0, !saidRefusal {
-                let line =
-                    "the server refused \(refused) change(s) of \(settings.host) (\(refusal ?? "refused")): let "
-                    + "this host publish to $KV.\(settings.bucket).\(settings.host).> (an account for it: "
-                    + "/usr/share/doc/portcullis/examples/nats-fleet-accounts.conf)"
-                logger.warning("\(line)")
-            }
-            if rejected > 0, !saidRejection {
-                let line =
-                    "the server rejected \(rejected) change(s) of \(settings.host) (\(rejection ?? "rejected")): "
-                    + "see the server's JetStream limits and store"
-                logger.warning("\(line)")
-            }
-            saidRefusal = refused > 0 || (saidRefusal && done < live.count)
-            saidRejection = rejected > 0 || (saidRejection && done < live.count)
-            if let error, !answered {
-                statistics.withLock { $0.lastError = explain(error) }
-                _ = wakeup.wait(timeout: .now() + 0.2)
-            }
-        }
-        let left = queue.withLock { $0.count }
-        if left > 0 { statistics.withLock { $0.dropped["stopping", default: 0] += UInt64(left) } }
-    }
-
-    /// Queues this host's bans in force (its jails' and its operator's: the exact, prefix and CIDR
-    /// maps; with `share_crowdsec`, its CrowdSec decisions of the list layer): all of them, or only
-    /// those that outlast the bucket's max age from the next put on (permanent ones among them).
-    private func republishOwn(all: Bool) {
-        guard let maps else { return }
-        do throws(FirewallError) {
-            let names = try maps.originNames()
-            let boot = SystemClock.bootNanoseconds()
-            let wall = SystemClock.wallMilliseconds()
-            let horizon = all ? boot : boot &+ UInt64(refreshInterval * 1e9)
-            var changes: [FleetChange] = []
-            func add(_ network: IPNetwork, _ expiry: BanExpiry, _ origin: UInt32, decision: Bool = false) {
-                let end: UInt64
-                switch expiry {
-                case .permanent: end = 0
-                case .at(let at):
-                    guard at > horizon else { return }
-                    end = wall &+ (at - boot) / 1_000_000
-                }
-                changes.append(
-                    FleetChange(
-                        key: FleetKey.key(host: settings.host, network, decision: decision), end: end, at: wall,
-                        jail: names[origin] ?? "manual", level: 0, isDelete: false))
-            }
-            for entry in try maps.entries() {
-                add(IPNetwork(containing: entry.address, length: 128), entry.expiry, entry.origin)
-            }
-            for entry in try maps.networkBans() { add(entry.network, entry.expiry, entry.origin) }
-            if settings.shareCrowdSec {
-                for entry in try maps.listEntries() where names[entry.origin]?.hasPrefix("crowdsec/") == true {
-                    add(entry.network, entry.expiry, entry.origin, decision: true)
-                }
-            }
-            statistics.withLock { $0.republished += UInt64(changes.count) }
-            enqueue(changes)
-        } catch {
-            logger.warning("cannot read this host's bans to put them again: \(error)")
-        }
+            end: change.end, at: change.at, jail: change.jail, host: settings.host, level: change.level,
+            refresh: refresh ? true : nil)
+        return value.bytes
     }
 
     func explain(_ error: FleetError) -> String {
@@ -491,6 +295,7 @@ public final class FleetNode: BanPublisher, @unchecked Sendable {
     /// Stops both threads and closes the connection. Other hosts' bans stay in force.
     public func stopAndJoin() {
         stop.set()
+        events.stopping.store(true, ordering: .releasing)
         wakeup.signal()
         linkThread?.join()
         watchThread?.join()

@@ -177,6 +177,7 @@ public final class FleetComponent: Component {
             host: node.settings.host, bucket: node.settings.bucket, servers: node.settings.servers,
             connected: snapshot.connected, published: snapshot.published, queued: snapshot.queued,
             dropped: snapshot.dropped.values.reduce(0, +), received: snapshot.received, bans: snapshot.bans,
-            hosts: snapshot.byHost.count, republished: snapshot.republished, lastError: snapshot.lastError)
+            hosts: snapshot.byHost.count, republished: snapshot.republished, lastError: snapshot.lastError,
+            server: node.server)
     }
 }

@@ -76,7 +76,8 @@ public final class DaemonService {
         // configuration whole; then the daemon: a configuration it refuses is refused whole,
         // before any companion took it.
         supervisor.add(BanLogComponent(log: banLog)) { $0.options.banLog }
-        supervisor.add(daemon) { Fresh($0.daemon) }
+        // The companions' addresses join the allowlist: resolved at the start and at each reload.
+        supervisor.add(daemon) { Fresh(CompanionAddresses.allowing($0)) }
         supervisor.add(CrowdSecAlertsComponent(link: crowdsecLink)) { .init($0) }
         supervisor.add(BlocklistFeeds(config: options.config, firewall: firewall)) {
             .init(lists: $0.blocklists, policy: running().listPolicy)

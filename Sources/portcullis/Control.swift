@@ -123,7 +123,10 @@ struct Status: ParsableCommand {
         if let fleet = status.fleet {
             print(
                 "  fleet: host \(fleet.host), bucket \(fleet.bucket) on \(fleet.servers.joined(separator: ",")) "
-                    + (fleet.connected ? "connected" : "not reached (\(fleet.lastError ?? "not yet"))")
+                    + (fleet.connected
+                        ? "connected to \(fleet.server ?? "a server")"
+                        : "not reached (\(fleet.lastError ?? "not yet"))"
+                            + (fleet.server.map { ", last connected to \($0)" } ?? ""))
                     + ", \(fleet.published) published, \(fleet.queued) queued, \(fleet.dropped) dropped, "
                     + "\(fleet.received) received, "
                     + "\(fleet.bans) bans of \(fleet.hosts) other hosts in force")

@@ -117,12 +117,16 @@ public final class NATSServer: @unchecked Sendable {
     public var url: String { "nats://\(address):\(port)" }
     private var process: Process?
 
-    /// - Parameter configuration: more of the server's configuration (accounts, users), or none.
-    public init(namespace: String, address: String, port: Int = 4222, configuration: String = "") throws {
+    /// - Parameters:
+    ///   - configuration: more of the server's configuration (accounts, users, a cluster), or none.
+    ///   - name: told apart from the other servers of the namespace (its directory).
+    public init(
+        namespace: String, address: String, port: Int = 4222, configuration: String = "", name: String = ""
+    ) throws {
         self.namespace = namespace
         self.address = address
         self.port = port
-        directory = NSTemporaryDirectory() + "pc-nats-\(getpid())-\(namespace)"
+        directory = NSTemporaryDirectory() + "pc-nats-\(getpid())-\(namespace)\(name)"
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory + "/store", withIntermediateDirectories: true)
         try """
@@ -163,6 +167,9 @@ public final class NATSServer: @unchecked Sendable {
         kill()
         throw TestNetworkError(command: "nats-server", output: "did not listen within 30 s: \(said.suffix(600))")
     }
+
+    /// Whether it was started and runs.
+    public var isRunning: Bool { process?.isRunning ?? false }
 
     /// Kills the server by its pid (SIGKILL: no goodbye to the clients), its store kept.
     public func kill() {

@@ -262,22 +262,31 @@ private final class Arrivals: Sendable {
 }
 
 /// nats-server with JetStream on a free loopback port, a scratch store, stopped by its pid.
-private final class LoopbackNATS {
+final class LoopbackNATS {
     let url: String
     private let directory: String
     private let process = Process()
 
-    init(path: String) throws {
-        directory = NSTemporaryDirectory() + "pc-perf-nats-\(getpid())"
+    /// - Parameter cluster: this server's name, its route port and the other servers' (a cluster
+    ///   on loopback, as docs/fleet.md's recipe without TLS), or nil for a server alone.
+    init(path: String, port: Int? = nil, cluster: (name: String, route: Int, routes: [Int])? = nil) throws {
+        directory = NSTemporaryDirectory() + "pc-perf-nats-\(getpid())\(cluster?.name ?? "")"
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let port = try Self.freePort()
+        let port = try port ?? Self.freePort()
         url = "nats://127.0.0.1:\(port)"
         // setpriv: the server is killed should this process die without stopping it.
         process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
         process.arguments = [
             "--pdeathsig", "KILL", "--", path, "-js", "-a", "127.0.0.1", "-p", String(port), "-sd", directory,
         ]
+        if let cluster {
+            process.arguments! += [
+                "--server_name", cluster.name, "--cluster_name", "portcullis", "--cluster",
+                "nats://127.0.0.1:\(cluster.route)", "--routes",
+                cluster.routes.map { "nats://127.0.0.1:\($0)" }.joined(separator: ","),
+            ]
+        }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -290,6 +299,24 @@ private final class LoopbackNATS {
             }
             usleep(20_000)
         }
+    }
+
+    /// `count` servers clustered on loopback (`n0`, `n1`...), each routed to the others.
+    static func cluster(path: String, count: Int) throws -> [LoopbackNATS] {
+        let ports = try (0..<2 * count).map { _ in try freePort() }
+        var servers: [LoopbackNATS] = []
+        do {
+            for index in 0..<count {
+                let routes = (0..<count).filter { $0 != index }.map { ports[count + $0] }
+                servers.append(
+                    try LoopbackNATS(
+                        path: path, port: ports[index], cluster: ("n\(index)", ports[count + index], routes)))
+            }
+        } catch {
+            for server in servers { server.stop() }
+            throw error
+        }
+        return servers
     }
 
     func stop() {

@@ -130,6 +130,7 @@ struct PortcullisPerf: ParsableCommand {
         discussion: "Release builds only (swift build -c release). Needs root for the BPF suites.",
         subcommands: [
             XDPSuite.self, TransportsSuite.self, EngineSuite.self, PipelineSuite.self, AgingSuite.self, FleetSuite.self,
+            FleetLoadSuite.self,
             WorkloadSuite.self, PacedSuite.self, IdleSuite.self, SoakSuite.self, CrowdSecScaleSuite.self,
         ]
     )
